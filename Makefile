@@ -1,0 +1,48 @@
+# The README's two commands: `make run` and `make test`. Both build .venv from scratch
+# on a machine with only Python 3.11 and pip.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: install install-dev run test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## run: install and run the main job
+run: install
+	$(BIN)/python benchmarks/store.py --quick
+
+## test: install with dev tools, lint, type-check and run the whole test suite
+test: install-dev lint typecheck
+	$(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow setuptools' editable finder, so it checks a link farm that puts
+# each top-level folder where its import name says.
+typecheck: install-dev
+	@rm -rf .mypy_src && mkdir -p .mypy_src/hivemem
+	@for d in platform agents memory_bus scenarios; do ln -s ../../$$d .mypy_src/hivemem/$$d; done
+	$(BIN)/mypy -p hivemem
+
+bench: install
+	$(BIN)/python benchmarks/store.py
+
+clean:
+	rm -rf $(VENV) .mypy_src build *.egg-info .pytest_cache .mypy_cache .ruff_cache

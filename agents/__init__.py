@@ -1,0 +1,1 @@
+"""Agents: the agent protocol, built-in agents and the Ray host actor."""

@@ -1,0 +1,125 @@
+"""Declarative configuration of the store: pydantic models on enums, ``extra="forbid"``.
+
+Scenario files embed these models, so a misspelt key is an error with its path rather
+than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IndexKind(StrEnum):
+    """Vector index of a namespace. ``auto`` is exact while small, HNSW once large."""
+
+    AUTO = "auto"
+    FLAT = "flat"
+    HNSW = "hnsw"
+    IVF = "ivf"
+
+
+class IndexConfig(_Model):
+    """How a namespace indexes its vectors.
+
+    ``auto`` searches exactly up to ``approx_threshold`` items, then builds HNSW. New
+    items are searched exactly until ``build_batch`` of them are merged into the
+    approximate index, so writes never wait for graph construction.
+    """
+
+    kind: IndexKind = IndexKind.AUTO
+    approx_threshold: int = Field(50_000, ge=1)
+    build_batch: int = Field(8_192, ge=1)
+    hnsw_m: int = Field(32, ge=4, le=256)
+    hnsw_ef_construction: int = Field(100, ge=8)
+    hnsw_ef_search: int = Field(96, ge=8)
+    ivf_nlist: int = Field(1024, ge=1)
+    ivf_nprobe: int = Field(32, ge=1)
+
+
+class NamespaceMode(StrEnum):
+    """How a namespace bounds itself.
+
+    - ``standard``: at most ``capacity`` items, victims chosen by the eviction policy.
+    - ``window``: the last ``capacity`` items (LangChain's ConversationBufferWindowMemory);
+      eviction is FIFO whatever policy is named.
+    - ``token_budget``: total whitespace tokens of text at most ``token_budget``
+      (MemAgent / MEM1 style), victims chosen by the eviction policy.
+    - ``vector``: items carry no text, only vectors (token/latent memory slots).
+    """
+
+    STANDARD = "standard"
+    WINDOW = "window"
+    TOKEN_BUDGET = "token_budget"
+    VECTOR = "vector"
+
+
+class TierConfig(_Model):
+    """Settings shared by every namespace of one tier."""
+
+    capacity: int | None = Field(None, ge=1, description="items per namespace; None = unbounded")
+    mode: NamespaceMode = NamespaceMode.STANDARD
+    token_budget: int | None = Field(None, ge=1)
+    eviction: str = "lru"
+    eviction_params: dict[str, Any] = Field(default_factory=dict)
+    write_policy: str = "always_add"
+    write_params: dict[str, Any] = Field(default_factory=dict)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    neighbours: int = Field(5, ge=1, le=100, description="neighbours shown to the write policy")
+    history_limit: int = Field(16, ge=1, description="versions kept per item")
+
+    @model_validator(mode="after")
+    def _mode_needs_its_bound(self) -> TierConfig:
+        if self.mode is NamespaceMode.WINDOW and self.capacity is None:
+            raise ValueError("mode 'window' needs a capacity (the window size k)")
+        if self.mode is NamespaceMode.TOKEN_BUDGET and self.token_budget is None:
+            raise ValueError("mode 'token_budget' needs token_budget")
+        return self
+
+
+class RetrievalMethod(StrEnum):
+    """How the graph tier ranks nodes after seeding them by vector match."""
+
+    VECTOR = "vector"
+    KHOP = "khop"
+    PPR = "ppr"
+
+
+class GraphConfig(TierConfig):
+    """The graph tier: tier settings plus its levels and ranking."""
+
+    levels: list[str] = Field(default_factory=lambda: ["event", "entity", "insight"], min_length=1)
+    retrieval: RetrievalMethod = RetrievalMethod.PPR
+    seeds: int = Field(5, ge=1, description="vector-matched seed nodes")
+    hops: int = Field(2, ge=0, le=6)
+    ppr_alpha: float = Field(0.85, gt=0.0, lt=1.0)
+
+
+class AccessConfig(_Model):
+    """Who may touch what.
+
+    A caller may always touch its own private namespace and the shared and graph
+    namespaces of its groups (plus ``public_namespaces``). ``graph_levels`` maps a role to
+    the graph levels it may read and write; a role not listed gets ``default_graph_levels``.
+    """
+
+    graph_levels: dict[str, list[int]] = Field(default_factory=dict)
+    default_graph_levels: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    public_namespaces: list[str] = Field(default_factory=list)
+
+
+class StoreConfig(_Model):
+    """The whole store."""
+
+    dim: int = Field(384, ge=1, le=65_536)
+    seed: int = 0
+    private: TierConfig = Field(default_factory=TierConfig)
+    shared: TierConfig = Field(default_factory=TierConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)

@@ -1,0 +1,173 @@
+"""The exceptions of hivemem.
+
+Every error the project raises derives from :class:`HivememError` and carries the ids
+involved, so a caller (or the bus, which turns them into error replies) never has to
+parse a message. Third-party errors are translated once, at the boundary that meets
+them, with ``raise ... from exc``.
+
+The tree::
+
+    HivememError
+    ├── ConfigError                  a configuration that cannot work
+    │   └── UnknownNameError         a policy/tier/agent name nobody registered ("did you mean")
+    ├── InvalidInputError            a value that breaks the data model (field, reason)
+    │   ├── DimensionMismatchError   a vector of the wrong dimension
+    │   ├── NonFiniteError           NaN or inf in a vector or a number
+    │   └── TooLargeError            text, meta, batch or message over its limit
+    ├── AccessDeniedError            the caller may not touch that tier/namespace
+    ├── NotFoundError
+    │   ├── NamespaceNotFoundError   (tier, namespace)
+    │   ├── ItemNotFoundError        (tier, namespace, item_id)
+    │   └── EdgeNotFoundError        (namespace, edge_id)
+    ├── VersionConflictError         an update against a stale version
+    └── CapacityError                an item that can never fit its namespace
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+
+class HivememError(Exception):
+    """Base of every hivemem error.
+
+    Attributes:
+        code: A stable, machine-readable name of the condition (used on the wire).
+        details: The ids and values involved, msgpack-safe.
+    """
+
+    code = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigError(HivememError):
+    """A configuration that cannot work (bad policy parameters, impossible capacity)."""
+
+    code = "config"
+
+
+class UnknownNameError(ConfigError):
+    """A name that no registry knows, with the closest known names."""
+
+    code = "unknown_name"
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str]) -> None:
+        known = sorted(choices)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(
+            f"unknown {kind} {name!r}{hint} (known: {', '.join(known)})",
+            kind=kind,
+            name=name,
+            suggestions=close,
+        )
+        self.suggestions = close
+
+
+class InvalidInputError(HivememError):
+    """A value that breaks the data model."""
+
+    code = "invalid"
+
+    def __init__(self, field: str, reason: str, **details: Any) -> None:
+        super().__init__(f"invalid {field}: {reason}", field=field, **details)
+        self.field = field
+
+
+class DimensionMismatchError(InvalidInputError):
+    """A vector whose dimension differs from the store's."""
+
+    code = "dimension"
+
+    def __init__(self, field: str, expected: int, got: int) -> None:
+        super().__init__(
+            field, f"expected dimension {expected}, got {got}", expected=expected, got=got
+        )
+
+
+class NonFiniteError(InvalidInputError):
+    """NaN or infinity where a finite number is required."""
+
+    code = "non_finite"
+
+
+class TooLargeError(InvalidInputError):
+    """Text, meta, a batch or a message over its limit."""
+
+    code = "too_large"
+
+    def __init__(self, field: str, limit: int, got: int) -> None:
+        super().__init__(field, f"{got} exceeds the limit of {limit}", limit=limit, got=got)
+
+
+class AccessDeniedError(HivememError):
+    """The caller may not touch that tier and namespace."""
+
+    code = "access_denied"
+
+    def __init__(self, agent_id: str, tier: str, namespace: str, action: str = "access") -> None:
+        super().__init__(
+            f"agent {agent_id!r} may not {action} {tier}/{namespace}",
+            agent_id=agent_id,
+            tier=tier,
+            namespace=namespace,
+            action=action,
+        )
+
+
+class NotFoundError(HivememError):
+    """Something asked for by id or name does not exist."""
+
+    code = "not_found"
+
+
+class NamespaceNotFoundError(NotFoundError):
+    """No namespace of that name in that tier."""
+
+    def __init__(self, tier: str, namespace: str) -> None:
+        super().__init__(f"no namespace {tier}/{namespace}", tier=tier, namespace=namespace)
+
+
+class ItemNotFoundError(NotFoundError):
+    """No item with that id in that namespace."""
+
+    def __init__(self, tier: str, namespace: str, item_id: int) -> None:
+        super().__init__(
+            f"no item {item_id} in {tier}/{namespace}",
+            tier=tier,
+            namespace=namespace,
+            item_id=item_id,
+        )
+
+
+class EdgeNotFoundError(NotFoundError):
+    """No edge with that id in that graph namespace."""
+
+    def __init__(self, namespace: str, edge_id: int) -> None:
+        super().__init__(f"no edge {edge_id} in graph/{namespace}", namespace=namespace, edge_id=edge_id)
+
+
+class VersionConflictError(HivememError):
+    """An optimistic update whose expected version is not the current one."""
+
+    code = "version_conflict"
+
+    def __init__(self, item_id: int, expected: int, actual: int) -> None:
+        super().__init__(
+            f"item {item_id} is at version {actual}, not {expected}: re-read and retry",
+            item_id=item_id,
+            expected=expected,
+            actual=actual,
+        )
+
+
+class CapacityError(HivememError):
+    """An item that can never fit its namespace (e.g. more tokens than the budget)."""
+
+    code = "capacity"

@@ -1,0 +1,205 @@
+"""Interfaces of the memory store: what implementations promise, and nothing else.
+
+Implementations live in their own modules (``embedder``, ``index``, ``tiers``,
+``graph``, ``policies``) and depend on these shapes, not on each other's insides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from hivemem.memory_bus.item import Item, NewItem, TierName, WriteOp
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into an (n, dim) float32 matrix of unit-norm rows."""
+
+    dim: int
+
+    def __call__(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the access rules are decided from these fields only.
+
+    Attributes:
+        agent_id: The agent's id; its private namespace has the same name.
+        groups: Groups whose shared (and graph) namespaces the agent may touch.
+        role: Names the graph levels the agent may touch (see ``AccessPolicy``).
+    """
+
+    agent_id: str
+    groups: frozenset[str] = frozenset()
+    role: str = "agent"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result. Score contract: higher is more similar (cosine for unit vectors)."""
+
+    id: int
+    score: float
+    item: Item
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    """One query of a batched search: ``k`` nearest items of ``namespace`` to ``vector``.
+
+    ``as_of`` keeps only items valid at that time (None: no validity filter).
+    """
+
+    caller: Caller
+    namespace: str
+    vector: np.ndarray
+    k: int = 10
+    as_of: float | None = None
+
+
+@dataclass(slots=True)
+class WriteRequest:
+    """One proposed write of a batch, decided by the namespace's write policy."""
+
+    caller: Caller
+    namespace: str
+    item: NewItem
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What a write did.
+
+    Attributes:
+        op: The write policy's decision.
+        item_id: The new item (ADD), the updated one (UPDATE), the deleted one (DELETE),
+            the duplicate that made it a NOOP, or -1.
+        evicted: Ids evicted to make room.
+    """
+
+    op: WriteOp
+    item_id: int
+    evicted: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EvictionContext:
+    """What an eviction policy may know besides the candidates' features.
+
+    Attributes:
+        now: Simulation time.
+        rng: The namespace's seeded generator (for the random policy).
+        next_use: Simulation oracle: time of an item's next use, ``inf`` if never.
+            Only a simulation that knows its future sets it (Belady).
+        incoming: The item whose arrival caused the eviction, if any.
+    """
+
+    now: float
+    rng: np.random.Generator
+    next_use: Callable[[Item], float] | None = None
+    incoming: Item | None = None
+
+
+@runtime_checkable
+class EvictionPolicy(Protocol):
+    """Chooses which items leave a namespace that is over capacity."""
+
+    name: str
+
+    def select(
+        self, candidates: Sequence[Item], features: np.ndarray, n: int, ctx: EvictionContext
+    ) -> list[int]:
+        """Return the positions (into ``candidates``) of ``n`` distinct victims."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriteDecision:
+    """A write policy's answer: an operation and, for UPDATE/DELETE, its target id."""
+
+    op: WriteOp
+    target: int = -1
+
+
+@runtime_checkable
+class WritePolicy(Protocol):
+    """Decides ADD / UPDATE / DELETE / NOOP for a proposed item (Memory-R1's operations)."""
+
+    name: str
+
+    def decide(self, proposal: Item, neighbours: Sequence[Hit], now: float) -> WriteDecision:
+        """Decide for ``proposal`` given its nearest neighbours in the target namespace."""
+        ...
+
+
+class Tier(Protocol):
+    """The interface every tier offers. Every method checks access first."""
+
+    name: TierName
+
+    def write(self, caller: Caller, namespace: str, item: NewItem, *, now: float) -> WriteResult:
+        """Propose one item; the namespace's write policy decides what happens."""
+        ...
+
+    def write_many(self, requests: Sequence[WriteRequest], *, now: float) -> list[WriteResult]:
+        """Propose many items; all are validated before any is applied."""
+        ...
+
+    def get(self, caller: Caller, namespace: str, item_id: int, *, now: float | None = None) -> Item:
+        """One item by id; with ``now`` the read counts as a recall (hits, accessed)."""
+        ...
+
+    def search(
+        self,
+        caller: Caller,
+        namespace: str,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        now: float,
+        as_of: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` most similar items, best first; each counts as recalled."""
+        ...
+
+    def search_many(self, requests: Sequence[SearchRequest], *, now: float) -> list[list[Hit]]:
+        """Batched search over any mix of namespaces; one result list per request."""
+        ...
+
+    def update(
+        self,
+        caller: Caller,
+        namespace: str,
+        item_id: int,
+        *,
+        expected_version: int,
+        now: float,
+        **changes: Any,
+    ) -> Item:
+        """Change fields of an item if it is still at ``expected_version``."""
+        ...
+
+    def delete(self, caller: Caller, namespace: str, item_id: int, *, now: float) -> None:
+        """Remove an item; its history stays."""
+        ...
+
+    def history(self, caller: Caller, namespace: str, item_id: int) -> list[dict[str, Any]]:
+        """Every version of an item, oldest first, including a deletion marker."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for monitoring: namespaces, items, tokens, evictions by policy."""
+        ...
+
+    def get_state(self) -> dict[str, Any]:
+        """A msgpack-safe snapshot of everything the tier holds."""
+        ...
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace the tier's contents with a snapshot from :meth:`get_state`."""
+        ...

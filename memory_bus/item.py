@@ -1,0 +1,253 @@
+"""The memory item, the values that describe a write, and their validation.
+
+An :class:`Item` is what every tier stores. Times (``created``, ``accessed``,
+``valid_from``, ``valid_to``) are *simulation* time, passed in by the caller; the store
+never reads the wall clock. Ids are int64 assigned by the store, so they double as faiss
+ids.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from hivemem.memory_bus.errors import (
+    DimensionMismatchError,
+    InvalidInputError,
+    NonFiniteError,
+    TooLargeError,
+    UnknownNameError,
+)
+
+INF = math.inf
+
+
+class TierName(StrEnum):
+    """The three tiers of the memory."""
+
+    PRIVATE = "private"
+    SHARED = "shared"
+    GRAPH = "graph"
+
+    @classmethod
+    def parse(cls, value: str | TierName) -> TierName:
+        """Return the tier for ``value`` or raise :class:`UnknownNameError`."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise UnknownNameError("tier", str(value), [t.value for t in cls]) from None
+
+
+class WriteOp(StrEnum):
+    """Memory-R1's operations, decided by a write policy for a proposed item."""
+
+    ADD = "ADD"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    NOOP = "NOOP"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one item may hold; checked before anything is changed."""
+
+    max_text_chars: int = 32_768
+    max_meta_keys: int = 64
+    max_meta_depth: int = 4
+    max_meta_str_chars: int = 4_096
+    max_batch: int = 4_096
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(slots=True)
+class Item:
+    """One memory.
+
+    Attributes:
+        id: Store-wide unique int64 id.
+        tier: The tier holding it.
+        namespace: The agent (private), group (shared) or graph it belongs to.
+        text: Its text ("" for vector-only slots).
+        vector: float32, unit norm for the built-in embedders.
+        meta: String keys, msgpack-safe values.
+        importance: A caller's hint, any finite float (Generative Agents use 1..10).
+        created: Simulation time of the write.
+        accessed: Simulation time of the last recall.
+        hits: How many times it was recalled.
+        version: 1 on write, +1 on each update.
+        valid_from: Start of validity (simulation time).
+        valid_to: End of validity; ``inf`` while it holds.
+        level: Graph level (0 events, 1 entities/tasks, 2 insights); 0 elsewhere.
+    """
+
+    id: int
+    tier: TierName
+    namespace: str
+    text: str
+    vector: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+    importance: float = 0.0
+    created: float = 0.0
+    accessed: float = 0.0
+    hits: int = 0
+    version: int = 1
+    valid_from: float = 0.0
+    valid_to: float = INF
+    level: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Token count used by token-budget namespaces (whitespace-separated words)."""
+        return count_tokens(self.text)
+
+    def valid_at(self, t: float) -> bool:
+        """Whether the item holds at simulation time ``t``."""
+        return self.valid_from <= t < self.valid_to
+
+    def to_state(self) -> dict[str, Any]:
+        """A msgpack-safe dict; the vector travels as raw float32 bytes."""
+        return {
+            "id": self.id,
+            "tier": self.tier.value,
+            "namespace": self.namespace,
+            "text": self.text,
+            "vector": self.vector.astype(np.float32, copy=False).tobytes(),
+            "meta": self.meta,
+            "importance": self.importance,
+            "created": self.created,
+            "accessed": self.accessed,
+            "hits": self.hits,
+            "version": self.version,
+            "valid_from": self.valid_from,
+            "valid_to": self.valid_to,
+            "level": self.level,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Item:
+        """Inverse of :meth:`to_state`."""
+        fields = dict(state)
+        fields["tier"] = TierName(fields["tier"])
+        fields["vector"] = np.frombuffer(fields["vector"], dtype=np.float32).copy()
+        return cls(**fields)
+
+
+@dataclass(slots=True)
+class NewItem:
+    """What a caller proposes to write; the store fills in id, tier, namespace and times.
+
+    ``vector`` may be None when the caller leaves embedding to the store's embedder.
+    """
+
+    text: str = ""
+    vector: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    importance: float = 0.0
+    valid_from: float | None = None
+    valid_to: float = INF
+    level: int = 0
+
+
+def count_tokens(text: str) -> int:
+    """Whitespace tokens: a cheap, deterministic stand-in for a tokenizer."""
+    return len(text.split())
+
+
+def check_vector(vector: Any, dim: int, field_name: str = "vector") -> np.ndarray:
+    """Return ``vector`` as a contiguous float32 array of shape (dim,) or raise.
+
+    Raises:
+        InvalidInputError: not array-like of numbers.
+        DimensionMismatchError: wrong length.
+        NonFiniteError: NaN or inf.
+    """
+    try:
+        arr = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(field_name, f"not a numeric vector ({exc})") from exc
+    if arr.ndim != 1:
+        raise InvalidInputError(field_name, f"expected a 1-d vector, got shape {arr.shape}")
+    if arr.shape[0] != dim:
+        raise DimensionMismatchError(field_name, dim, int(arr.shape[0]))
+    if not np.all(np.isfinite(arr)):
+        raise NonFiniteError(field_name, "contains NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def check_matrix(vectors: Any, dim: int, field_name: str = "vectors") -> np.ndarray:
+    """Like :func:`check_vector` for an (n, dim) batch."""
+    try:
+        arr = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(field_name, f"not a numeric matrix ({exc})") from exc
+    if arr.ndim != 2:
+        raise InvalidInputError(field_name, f"expected an (n, {dim}) matrix, got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise DimensionMismatchError(field_name, dim, int(arr.shape[1]))
+    if not np.all(np.isfinite(arr)):
+        raise NonFiniteError(field_name, "contains NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def check_number(value: Any, field_name: str) -> float:
+    """A finite float (bools are refused: they are almost always a caller's mistake)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise InvalidInputError(field_name, f"expected a number, got {type(value).__name__}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise NonFiniteError(field_name, f"must be finite, got {out}")
+    return out
+
+
+def check_time(value: Any, field_name: str) -> float:
+    """A simulation time: finite, or +inf for an open-ended validity."""
+    if isinstance(value, float) and value == INF:
+        return INF
+    return check_number(value, field_name)
+
+
+def check_text(text: Any, limits: Limits = DEFAULT_LIMITS, field_name: str = "text") -> str:
+    """A str within the text limit."""
+    if not isinstance(text, str):
+        raise InvalidInputError(field_name, f"expected str, got {type(text).__name__}")
+    if len(text) > limits.max_text_chars:
+        raise TooLargeError(field_name, limits.max_text_chars, len(text))
+    return text
+
+
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+def check_meta(meta: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """A dict with str keys and msgpack-safe values (scalars, lists, dicts), bounded in depth."""
+    if not isinstance(meta, dict):
+        raise InvalidInputError("meta", f"expected a dict, got {type(meta).__name__}")
+    if len(meta) > limits.max_meta_keys:
+        raise TooLargeError("meta", limits.max_meta_keys, len(meta))
+    _check_meta_value(meta, limits, depth=0, path="meta")
+    return meta
+
+
+def _check_meta_value(value: Any, limits: Limits, depth: int, path: str) -> None:
+    if depth > limits.max_meta_depth:
+        raise TooLargeError(f"{path} depth", limits.max_meta_depth, depth)
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(path, f"keys must be str, got {type(key).__name__}")
+            _check_meta_value(sub, limits, depth + 1, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, sub in enumerate(value):
+            _check_meta_value(sub, limits, depth + 1, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise NonFiniteError(path, "must be finite")
+    elif isinstance(value, str | bytes) and len(value) > limits.max_meta_str_chars:
+        raise TooLargeError(path, limits.max_meta_str_chars, len(value))
+    elif not isinstance(value, _SCALARS):
+        raise InvalidInputError(path, f"type {type(value).__name__} is not msgpack-safe")

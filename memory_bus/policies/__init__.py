@@ -1,0 +1,1 @@
+"""Eviction and write policies, built in and by name."""

@@ -1,0 +1,86 @@
+"""Plug-ins by name: built-ins register a short name, anything else is ``"module:Class"``.
+
+A prefix handler covers names with a scheme, such as ``learned:PATH`` for a trained
+policy checkpoint; it is registered by the module that knows how to load it, so this
+module imports nothing optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from hivemem.memory_bus.errors import ConfigError, UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Factories of one kind of plug-in, looked up by name.
+
+    Example:
+        >>> reg: Registry[object] = Registry("thing")
+        >>> _ = reg.register("box")(dict)
+        >>> reg.create("box", size=1)
+        {'size': 1}
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._prefixes: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator that registers a factory (usually a class) under ``name``."""
+
+        def add(factory: Callable[..., T]) -> Callable[..., T]:
+            self._factories[name] = factory
+            return factory
+
+        return add
+
+    def register_prefix(self, prefix: str, factory: Callable[..., T]) -> None:
+        """Names ``prefix:REST`` call ``factory(REST, **params)``."""
+        self._prefixes[prefix] = factory
+
+    def names(self) -> list[str]:
+        """The registered short names, sorted."""
+        return sorted(self._factories)
+
+    def create(self, name: str, **params: Any) -> T:
+        """Build the plug-in called ``name`` with ``params``.
+
+        Raises:
+            UnknownNameError: no such name, with the closest ones.
+            ConfigError: the factory refused the parameters, or the import failed.
+        """
+        factory, rest = self._resolve(name)
+        try:
+            return factory(rest, **params) if rest is not None else factory(**params)
+        except TypeError as exc:
+            raise ConfigError(f"bad parameters for {self.kind} {name!r}: {exc}", name=name) from exc
+
+    def _resolve(self, name: str) -> tuple[Callable[..., T], str | None]:
+        """The factory for ``name`` and, for a prefixed name, the part after the prefix."""
+        if not isinstance(name, str):
+            raise ConfigError(f"{self.kind} name must be a str, got {type(name).__name__}")
+        if name in self._factories:
+            return self._factories[name], None
+        if ":" in name:
+            head, tail = name.split(":", 1)
+            if head in self._prefixes:
+                return self._prefixes[head], tail
+            return self._import(head, tail, name), None
+        raise UnknownNameError(self.kind, name, [*self._factories, *(f"{p}:..." for p in self._prefixes)])
+
+    def _import(self, module_name: str, attr: str, name: str) -> Callable[..., T]:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import {self.kind} {name!r}: {exc}", name=name) from exc
+        try:
+            factory: Callable[..., T] = getattr(module, attr)
+        except AttributeError:
+            raise UnknownNameError(f"{self.kind} in {module_name}", attr, dir(module)) from None
+        return factory

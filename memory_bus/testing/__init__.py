@@ -1,0 +1,1 @@
+"""Contract suites that users run over their own tiers and policies."""

@@ -1,0 +1,1 @@
+"""Task families and the built-in scenario files."""
