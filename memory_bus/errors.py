@@ -150,7 +150,9 @@ class EdgeNotFoundError(NotFoundError):
     """No edge with that id in that graph namespace."""
 
     def __init__(self, namespace: str, edge_id: int) -> None:
-        super().__init__(f"no edge {edge_id} in graph/{namespace}", namespace=namespace, edge_id=edge_id)
+        super().__init__(
+            f"no edge {edge_id} in graph/{namespace}", namespace=namespace, edge_id=edge_id
+        )
 
 
 class VersionConflictError(HivememError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
 from hivemem.memory_bus.item import Item
 
 FEATURE_NAMES: tuple[str, ...] = (

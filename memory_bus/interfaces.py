@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-
 from hivemem.memory_bus.item import Item, NewItem, TierName, WriteOp
 
 
@@ -94,14 +93,15 @@ class EvictionContext:
     Attributes:
         now: Simulation time.
         rng: The namespace's seeded generator (for the random policy).
-        next_use: Simulation oracle: time of an item's next use, ``inf`` if never.
+        next_use: Simulation oracle: ``next_use(item, now)`` is the time of the item's
+            next use after ``now``, ``inf`` if never.
             Only a simulation that knows its future sets it (Belady).
         incoming: The item whose arrival caused the eviction, if any.
     """
 
     now: float
     rng: np.random.Generator
-    next_use: Callable[[Item], float] | None = None
+    next_use: Callable[[Item, float], float] | None = None
     incoming: Item | None = None
 
 
@@ -150,7 +150,9 @@ class Tier(Protocol):
         """Propose many items; all are validated before any is applied."""
         ...
 
-    def get(self, caller: Caller, namespace: str, item_id: int, *, now: float | None = None) -> Item:
+    def get(
+        self, caller: Caller, namespace: str, item_id: int, *, now: float | None = None
+    ) -> Item:
         """One item by id; with ``now`` the read counts as a recall (hits, accessed)."""
         ...
 

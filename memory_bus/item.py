@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-
 from hivemem.memory_bus.errors import (
     DimensionMismatchError,
     InvalidInputError,

@@ -72,7 +72,9 @@ class Registry(Generic[T]):
             if head in self._prefixes:
                 return self._prefixes[head], tail
             return self._import(head, tail, name), None
-        raise UnknownNameError(self.kind, name, [*self._factories, *(f"{p}:..." for p in self._prefixes)])
+        raise UnknownNameError(
+            self.kind, name, [*self._factories, *(f"{p}:..." for p in self._prefixes)]
+        )
 
     def _import(self, module_name: str, attr: str, name: str) -> Callable[..., T]:
         try:

@@ -1,1 +1,32 @@
-"""Contract suites that users run over their own tiers and policies."""
+"""Contract suites that users run over their own tiers and policies.
+
+Example:
+    >>> from hivemem.memory_bus.testing import run_tier_contract  # doctest: +SKIP
+    >>> run_tier_contract(lambda: MemoryStore(my_config), "shared")  # doctest: +SKIP
+"""
+
+from hivemem.memory_bus.testing.contract import (
+    TIER_CHECKS,
+    Harness,
+    check_access,
+    check_bad_input,
+    check_capacity,
+    check_round_trip,
+    check_state_round_trip,
+    check_versions,
+    run_tier_contract,
+    simulate_trace,
+)
+
+__all__ = [
+    "TIER_CHECKS",
+    "Harness",
+    "check_access",
+    "check_bad_input",
+    "check_capacity",
+    "check_round_trip",
+    "check_state_round_trip",
+    "check_versions",
+    "run_tier_contract",
+    "simulate_trace",
+]

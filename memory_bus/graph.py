@@ -1,0 +1,402 @@
+"""The hierarchical graph tier: nodes on levels, typed edges valid over time.
+
+Nodes are items (``level`` 0 events, 1 entities/tasks, 2 insights by default) kept by
+the inherited :class:`VectorTier` machinery, so write, search, update, delete and history
+work as on any tier. Each graph namespace adds a networkx ``MultiDiGraph`` of edges keyed
+by edge id. An edge holds from ``valid_from`` until ``valid_to``: invalidating it sets
+``valid_to`` and keeps it, so "what was true at time t" (``as_of=t``) stays answerable,
+as in Zep/graphiti. ``promote`` links children to a parent one level up, as G-Memory
+turns interactions into tasks and tasks into insights.
+
+Retrieval seeds nodes by vector match, then ranks:
+
+- ``vector``: the seeds alone;
+- ``khop``: every node within ``hops`` of a seed over edges valid at ``as_of`` (either
+  direction), scored ``seed score * 0.5 ** distance`` (best over seeds);
+- ``ppr``: personalised PageRank, teleporting to the seeds in proportion to their
+  (positive) scores, over the valid edges taken both ways. It runs as a power iteration
+  on a scipy CSR matrix cached per namespace and ``as_of``; networkx stays the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+
+from hivemem.memory_bus.config import GraphConfig, RetrievalMethod
+from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError
+from hivemem.memory_bus.interfaces import Caller, Hit
+from hivemem.memory_bus.item import (
+    INF,
+    Item,
+    NewItem,
+    TierName,
+    WriteOp,
+    check_number,
+    check_time,
+    check_vector,
+)
+from hivemem.memory_bus.namespace import MemoryEvent, Namespace
+from hivemem.memory_bus.tiers import StoreContext, VectorTier
+
+KHOP_DECAY = 0.5
+_PPR_TOL = 1e-10
+_PPR_MAX_ITER = 200
+
+
+@dataclass(slots=True)
+class Edge:
+    """A typed edge between two nodes of one graph namespace."""
+
+    id: int
+    src: int
+    dst: int
+    type: str
+    valid_from: float
+    valid_to: float
+    created: float
+    meta: dict[str, Any]
+
+    def valid_at(self, t: float | None) -> bool:
+        """Whether the edge holds at ``t`` (None: holds now, i.e. not yet invalidated)."""
+        if t is None:
+            return self.valid_to == INF
+        return self.valid_from <= t < self.valid_to
+
+    def to_state(self) -> dict[str, Any]:
+        """A msgpack-safe dict."""
+        return {
+            "id": self.id, "src": self.src, "dst": self.dst, "type": self.type,
+            "valid_from": self.valid_from, "valid_to": self.valid_to, "created": self.created,
+            "meta": self.meta,
+        }  # fmt: skip
+
+
+class GraphTier(VectorTier):
+    """Graph namespaces of leveled nodes and time-valid edges."""
+
+    def __init__(self, config: GraphConfig, ctx: StoreContext) -> None:
+        super().__init__(TierName.GRAPH, config, ctx)
+        self.graph_config = config
+        self.graphs: dict[str, nx.MultiDiGraph] = {}
+        self.edge_index: dict[str, dict[int, Edge]] = {}
+        self._csr_cache: dict[tuple[str, float | None], tuple[int, list[int], sp.csr_matrix]] = {}
+        self._generation: dict[str, int] = {}
+        ctx.listeners.append(self._on_event)
+
+    # --- levels (hooks of VectorTier) ---------------------------------------------------
+
+    def _level_of(self, item: NewItem) -> int | None:
+        return self._check_level(item.level)
+
+    def _check_level(self, level: Any) -> int:
+        top = len(self.graph_config.levels)
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < top:
+            raise InvalidInputError("level", f"expected an int in 0..{top - 1}, got {level!r}")
+        return level
+
+    # --- edges --------------------------------------------------------------------------
+
+    def _edges_of(self, namespace: str) -> dict[int, Edge]:
+        return self.edge_index.setdefault(namespace, {})
+
+    def _graph(self, namespace: str) -> nx.MultiDiGraph:
+        return self.graphs.setdefault(namespace, nx.MultiDiGraph())
+
+    def _touch(self, namespace: str) -> None:
+        self._generation[namespace] = self._generation.get(namespace, 0) + 1
+
+    def _node(self, caller: Caller, namespace: str, node_id: Any, action: str) -> Item:
+        """A node of ``namespace`` whose level ``caller`` may touch."""
+        self._check(caller, namespace, action)
+        item = self._target(self._namespace(namespace), _as_int(node_id, "node"))
+        self.ctx.access.check(caller, self.name, namespace, action, item.level)
+        return item
+
+    def add_edge(
+        self, caller: Caller, namespace: str, src: int, dst: int, type: str, *, now: float,
+        valid_from: float | None = None, valid_to: float = INF, meta: dict[str, Any] | None = None,
+    ) -> int:  # fmt: skip
+        """Link ``src`` to ``dst`` with a typed edge; returns the edge id."""
+        now = check_number(now, "now")
+        self._node(caller, namespace, src, "link")
+        self._node(caller, namespace, dst, "link")
+        if not isinstance(type, str) or not type:
+            raise InvalidInputError("type", "expected a non-empty str")
+        start = now if valid_from is None else check_time(valid_from, "valid_from")
+        end = check_time(valid_to, "valid_to")
+        if end <= start:
+            raise InvalidInputError("valid_to", "must be after valid_from")
+        from hivemem.memory_bus.item import check_meta
+
+        edge = Edge(self.ctx.allocate(1)[0], int(src), int(dst), type, start, end, now,
+                    dict(check_meta(meta or {}, self.ctx.limits)))  # fmt: skip
+        self._store_edge(namespace, edge)
+        return edge.id
+
+    def _store_edge(self, namespace: str, edge: Edge) -> None:
+        self._edges_of(namespace)[edge.id] = edge
+        self._graph(namespace).add_edge(edge.src, edge.dst, key=edge.id, type=edge.type)
+        self._touch(namespace)
+
+    def invalidate_edge(self, caller: Caller, namespace: str, edge_id: int, *, at: float) -> None:
+        """End an edge's validity at ``at``; it stays for as-of queries before ``at``."""
+        at = check_number(at, "at")
+        edge = self._edge(caller, namespace, edge_id)
+        if edge.valid_to != INF:
+            raise InvalidInputError(
+                "edge_id", f"edge {edge_id} was already invalidated at {edge.valid_to}"
+            )
+        if at <= edge.valid_from:
+            raise InvalidInputError("at", f"must be after the edge's valid_from {edge.valid_from}")
+        edge.valid_to = at
+        self._touch(namespace)
+
+    def _edge(self, caller: Caller, namespace: str, edge_id: Any) -> Edge:
+        self._check(caller, namespace, "link")
+        edge = self.edge_index.get(namespace, {}).get(_as_int(edge_id, "edge_id"))
+        if edge is None:
+            raise EdgeNotFoundError(namespace, int(edge_id))
+        return edge
+
+    def edges(
+        self, caller: Caller, namespace: str, *, as_of: float | None = None,
+        node: int | None = None, type: str | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Edges (all, or those valid at ``as_of``), optionally touching ``node`` or of ``type``."""
+        self._check(caller, namespace, "read")
+        t = None if as_of is None else check_time(as_of, "as_of")
+        out = []
+        for edge in self.edge_index.get(namespace, {}).values():
+            if t is not None and not edge.valid_at(t):
+                continue
+            if (node is not None and node not in (edge.src, edge.dst)) or (
+                type is not None and edge.type != type
+            ):
+                continue
+            out.append(edge.to_state())
+        return out
+
+    def neighbors(
+        self, caller: Caller, namespace: str, node_id: int, *, as_of: float | None = None,
+        direction: str = "both",
+    ) -> list[int]:  # fmt: skip
+        """Ids of nodes linked to ``node_id`` by edges valid at ``as_of`` (None: open edges)."""
+        self._node(caller, namespace, node_id, "read")
+        if direction not in ("in", "out", "both"):
+            raise InvalidInputError("direction", "expected 'in', 'out' or 'both'")
+        t = None if as_of is None else check_time(as_of, "as_of")
+        edges = self.edge_index.get(namespace, {})
+        graph = self._graph(namespace)
+        found: set[int] = set()
+        if direction in ("out", "both"):
+            found |= {
+                v for _, v, key in graph.out_edges(node_id, keys=True) if edges[key].valid_at(t)
+            }
+        if direction in ("in", "both"):
+            found |= {
+                u for u, _, key in graph.in_edges(node_id, keys=True) if edges[key].valid_at(t)
+            }
+        return sorted(found)
+
+    def promote(
+        self, caller: Caller, namespace: str, children: Sequence[int], parent: NewItem, *,
+        now: float, edge_type: str = "abstracts",
+    ) -> int:  # fmt: skip
+        """Write ``parent`` one level or more above every child and link it to each child.
+
+        Returns:
+            The parent's node id (an existing node if the write policy merged it).
+        """
+        if not children:
+            raise InvalidInputError("children", "promote needs at least one child")
+        kids = [self._node(caller, namespace, child, "read") for child in children]
+        level = self._check_level(parent.level)
+        if level <= max(k.level for k in kids):
+            raise InvalidInputError("level", f"parent level {level} must be above its children's")
+        result = self.write(caller, namespace, parent, now=now)
+        if result.op not in (WriteOp.ADD, WriteOp.UPDATE):
+            raise InvalidInputError(
+                "parent", f"the write policy decided {result.op.value}; nothing to link"
+            )
+        for kid in kids:
+            self.add_edge(caller, namespace, result.item_id, kid.id, edge_type, now=now)
+        return result.item_id
+
+    # --- retrieval ----------------------------------------------------------------------
+
+    def retrieve(
+        self, caller: Caller, namespace: str, vector: np.ndarray, k: int = 10, *, now: float,
+        method: str | RetrievalMethod | None = None, hops: int | None = None, as_of: float | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        """Seed nodes by vector match, then rank by ``method``; results count as recalled."""
+        self._check(caller, namespace, "read")
+        now = check_number(now, "now")
+        how = RetrievalMethod(method or self.graph_config.retrieval)
+        t = None if as_of is None else check_time(as_of, "as_of")
+        ns = self.namespaces.get(namespace)
+        if ns is None or not len(ns):
+            return []
+        query = check_vector(vector, self.ctx.dim)
+        seeds = ns.search(query[None, :], self.graph_config.seeds, t)[0]
+        if how is RetrievalMethod.VECTOR:
+            scored = {h.id: h.score for h in seeds}
+        elif how is RetrievalMethod.KHOP:
+            scored = self._khop(
+                namespace, seeds, self.graph_config.hops if hops is None else hops, t
+            )
+        else:
+            scored = self._ppr(namespace, ns, seeds, t)
+        allowed = self.ctx.access.levels(caller)
+        ranked = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
+        hits = [Hit(i, float(s), ns.items[i]) for i, s in ranked if _visible(ns, i, t, allowed)][:k]
+        for hit in hits:
+            hit.item.hits += 1
+            hit.item.accessed = max(hit.item.accessed, now)
+        return hits
+
+    def _khop(
+        self, namespace: str, seeds: list[Hit], hops: int, t: float | None
+    ) -> dict[int, float]:
+        graph, edges = self._graph(namespace), self.edge_index.get(namespace, {})
+        best: dict[int, float] = {}
+        for seed in seeds:
+            frontier, seen = [seed.id], {seed.id: 0}
+            for dist in range(1, hops + 1):
+                nxt = []
+                for node in frontier:
+                    for other in _valid_neighbours(graph, edges, node, t):
+                        if other not in seen:
+                            seen[other] = dist
+                            nxt.append(other)
+                frontier = nxt
+            for node, dist in seen.items():
+                best[node] = max(best.get(node, -math.inf), seed.score * KHOP_DECAY**dist)
+        return best
+
+    def _ppr(
+        self, namespace: str, ns: Namespace, seeds: list[Hit], t: float | None
+    ) -> dict[int, float]:
+        nodes, matrix = self._transition(namespace, ns, t)
+        pos = {node: i for i, node in enumerate(nodes)}
+        teleport = np.zeros(len(nodes))
+        for hit in seeds:
+            teleport[pos[hit.id]] += max(hit.score, 0.0)
+        if teleport.sum() <= 0:
+            teleport[[pos[h.id] for h in seeds]] = 1.0
+        rank = personalized_pagerank(matrix, teleport / teleport.sum(), self.graph_config.ppr_alpha)
+        return {node: float(rank[i]) for i, node in enumerate(nodes) if rank[i] > 0}
+
+    def _transition(
+        self, namespace: str, ns: Namespace, t: float | None
+    ) -> tuple[list[int], sp.csr_matrix]:
+        """Nodes and the row-stochastic CSR over valid edges (both ways), cached."""
+        gen = self._generation.get(namespace, 0)
+        cached = self._csr_cache.get((namespace, t))
+        if cached is not None and cached[0] == gen:
+            return cached[1], cached[2]
+        nodes = sorted(ns.items)
+        pos = {node: i for i, node in enumerate(nodes)}
+        pairs = [
+            (pos[e.src], pos[e.dst])
+            for e in self.edge_index.get(namespace, {}).values()
+            if e.valid_at(t) and e.src in pos and e.dst in pos
+        ]
+        rows = [a for a, b in pairs] + [b for a, b in pairs]
+        cols = [b for a, b in pairs] + [a for a, b in pairs]
+        adj = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(nodes), len(nodes)))
+        adj.sum_duplicates()
+        adj.data[:] = 1.0  # parallel edges count once, as in a simple graph
+        out_deg = np.asarray(adj.sum(axis=1)).ravel()
+        inv = np.divide(1.0, out_deg, out=np.zeros_like(out_deg), where=out_deg > 0)
+        matrix = sp.csr_matrix(sp.diags(inv) @ adj)
+        self._csr_cache = {key: v for key, v in self._csr_cache.items() if key[0] != namespace}
+        self._csr_cache[(namespace, t)] = (gen, nodes, matrix)
+        return nodes, matrix
+
+    # --- node removal, stats, state -----------------------------------------------------
+
+    def _on_event(self, event: MemoryEvent) -> None:
+        if event.tier != self.name.value:
+            return
+        if event.kind in ("add", "update"):
+            self._touch(event.namespace)
+        if event.kind in ("delete", "evict"):
+            for edge in self.edge_index.get(event.namespace, {}).values():
+                if event.item_id in (edge.src, edge.dst) and edge.valid_to == INF:
+                    edge.valid_to = max(event.now, edge.valid_from + 1e-9)
+            self._touch(event.namespace)
+
+    def stats(self) -> dict[str, Any]:
+        """Tier counts plus edges and nodes per level."""
+        out = super().stats()
+        all_edges = [e for edges in self.edge_index.values() for e in edges.values()]
+        out["edges"] = len(all_edges)
+        out["open_edges"] = sum(e.valid_to == INF for e in all_edges)
+        levels = [it.level for ns in self.namespaces.values() for it in ns.items.values()]
+        out["nodes_by_level"] = {
+            name: levels.count(i) for i, name in enumerate(self.graph_config.levels)
+        }
+        return out
+
+    def get_state(self) -> dict[str, Any]:
+        """Inherited state plus every edge."""
+        state = super().get_state()
+        state["edges"] = {
+            ns: [e.to_state() for e in edges.values()] for ns, edges in self.edge_index.items()
+        }
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore namespaces and edges."""
+        super().set_state(state)
+        self.graphs, self.edge_index, self._csr_cache, self._generation = {}, {}, {}, {}
+        for namespace, edges in state["edges"].items():
+            self.edge_index[namespace] = {}
+            for raw in edges:
+                self._store_edge(namespace, Edge(**raw))
+
+
+def personalized_pagerank(
+    matrix: sp.csr_matrix, teleport: np.ndarray, alpha: float, tol: float = _PPR_TOL
+) -> np.ndarray:
+    """Power iteration of ``r = alpha * (r P + dangling mass * p) + (1 - alpha) p``.
+
+    Dangling nodes (no valid edge) send their mass back to the teleport distribution,
+    as ``networkx.pagerank`` does by default.
+    """
+    dangling = np.asarray(matrix.sum(axis=1)).ravel() == 0
+    rank = teleport.copy()
+    transposed = matrix.T.tocsr()
+    for _ in range(_PPR_MAX_ITER):
+        nxt = alpha * (transposed @ rank + rank[dangling].sum() * teleport) + (1 - alpha) * teleport
+        if np.abs(nxt - rank).sum() < tol * len(rank):
+            return nxt
+        rank = nxt
+    return rank
+
+
+def _valid_neighbours(
+    graph: nx.MultiDiGraph, edges: dict[int, Edge], node: int, t: float | None
+) -> list[int]:
+    if node not in graph:
+        return []
+    out = [v for _, v, key in graph.out_edges(node, keys=True) if edges[key].valid_at(t)]
+    return out + [u for u, _, key in graph.in_edges(node, keys=True) if edges[key].valid_at(t)]
+
+
+def _visible(ns: Namespace, node: int, t: float | None, levels: frozenset[int]) -> bool:
+    item = ns.items.get(node)
+    return item is not None and item.level in levels and (t is None or item.valid_at(t))
+
+
+def _as_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidInputError(field, f"expected an int, got {type(value).__name__}")
+    return int(value)

@@ -1,0 +1,287 @@
+"""One namespace: its items, vector index, capacity, eviction and history.
+
+A namespace never checks access or validates input: its tier did both before calling.
+It does keep its invariants: at most ``capacity`` items, at most ``token_budget``
+tokens, and an index holding exactly its items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hivemem.memory_bus.config import NamespaceMode, TierConfig
+from hivemem.memory_bus.features import candidate_features
+from hivemem.memory_bus.index import VectorIndex
+from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy, Hit
+from hivemem.memory_bus.item import Item, TierName
+
+NextUse = Callable[[Item, float], float]
+"""Simulation oracle: ``next_use(item, now)`` is the time of the item's next use, inf if never."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEvent:
+    """A change announced to listeners (the bus publishes these).
+
+    ``kind`` is one of ``add``, ``update``, ``delete``, ``evict``.
+    """
+
+    kind: str
+    tier: str
+    namespace: str
+    item_id: int
+    version: int
+    now: float
+
+
+class Namespace:
+    """Items of one agent, group or graph, with their index and bounds."""
+
+    def __init__(
+        self,
+        tier: TierName,
+        name: str,
+        config: TierConfig,
+        dim: int,
+        eviction: EvictionPolicy,
+        rng: np.random.Generator,
+    ) -> None:
+        self.tier = tier
+        self.name = name
+        self.config = config
+        self.eviction = eviction
+        self.rng = rng
+        self.items: dict[int, Item] = {}
+        self.index = VectorIndex(dim, config.index, seed=int(rng.integers(1 << 31)))
+        self.history: dict[int, list[dict[str, Any]]] = {}
+        self.tokens = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    # --- bounds -----------------------------------------------------------------------
+
+    def fits(self, item: Item) -> bool:
+        """Whether ``item`` alone fits the namespace's token budget."""
+        budget = self.config.token_budget
+        return (
+            self.config.mode is not NamespaceMode.TOKEN_BUDGET
+            or budget is None
+            or item.tokens <= budget
+        )
+
+    def _over(self, extra_tokens: int) -> bool:
+        cap = self.config.capacity
+        if cap is not None and len(self.items) > cap:
+            return True
+        budget = self.config.token_budget
+        return (
+            self.config.mode is NamespaceMode.TOKEN_BUDGET
+            and budget is not None
+            and self.tokens + extra_tokens > budget
+        )
+
+    # --- mutation ---------------------------------------------------------------------
+
+    def add_many(
+        self,
+        items: Sequence[Item],
+        now: float,
+        next_use: NextUse | None,
+        emit: Callable[[MemoryEvent], None],
+    ) -> list[list[int]]:
+        """Add ``items`` in order, evicting as needed; one index update for the batch.
+
+        Returns:
+            For each item, the ids evicted to make room for it.
+        """
+        pending: dict[int, Item] = {}
+        removed: list[int] = []
+        evicted_per_item: list[list[int]] = []
+        for item in items:
+            self.items[item.id] = item
+            self.tokens += item.tokens
+            pending[item.id] = item
+            emit(MemoryEvent("add", self.tier.value, self.name, item.id, item.version, now))
+            victims = self._make_room(item, now, next_use)
+            for victim in victims:
+                self._drop(victim, kind="evict", now=now, emit=emit)
+                if pending.pop(victim, None) is None:
+                    removed.append(victim)
+            evicted_per_item.append(victims)
+        if removed:
+            self.index.remove(np.asarray(removed, dtype=np.int64))
+        if pending:
+            ids = np.fromiter(pending, dtype=np.int64, count=len(pending))
+            self.index.add(ids, np.stack([it.vector for it in pending.values()]))
+        return evicted_per_item
+
+    def _make_room(self, incoming: Item, now: float, next_use: NextUse | None) -> list[int]:
+        victims: list[int] = []
+        while self._over(0):
+            candidates = [it for it in self.items.values() if it.id != incoming.id]
+            if not candidates:
+                break
+            victims_now = self._select(candidates, incoming, now, next_use)
+            for pos in victims_now:
+                victim = candidates[pos]
+                victims.append(victim.id)
+                del self.items[victim.id]
+                self.tokens -= victim.tokens
+        return victims
+
+    def _select(
+        self, candidates: list[Item], incoming: Item, now: float, next_use: NextUse | None
+    ) -> list[int]:
+        if self.config.mode is NamespaceMode.WINDOW:
+            oldest = min(
+                range(len(candidates)), key=lambda i: (candidates[i].created, candidates[i].id)
+            )
+            return [oldest]
+        strength = float(getattr(self.eviction, "strength", 10.0))
+        features = candidate_features(candidates, now, context=incoming.vector, strength=strength)
+        ctx = EvictionContext(now=now, rng=self.rng, next_use=next_use, incoming=incoming)
+        return self.eviction.select(candidates, features, 1, ctx)
+
+    def _drop(
+        self, item_id: int, kind: str, now: float, emit: Callable[[MemoryEvent], None]
+    ) -> None:
+        """Bookkeeping of an item already taken out of ``items``."""
+        if kind == "evict":
+            self.evictions += 1
+            self.history.pop(item_id, None)
+        emit(MemoryEvent(kind, self.tier.value, self.name, item_id, 0, now))
+
+    def remove(self, item_id: int, now: float, emit: Callable[[MemoryEvent], None]) -> Item:
+        """Delete one item (history keeps a deletion marker)."""
+        item = self.items.pop(item_id)
+        self.tokens -= item.tokens
+        self.index.remove(np.asarray([item_id], dtype=np.int64))
+        self._remember(item, op="delete", at=now)
+        emit(MemoryEvent("delete", self.tier.value, self.name, item_id, item.version, now))
+        return item
+
+    def replace(
+        self, old: Item, new: Item, now: float, emit: Callable[[MemoryEvent], None]
+    ) -> None:
+        """Swap in a new version of an item, keeping the old one in its history."""
+        self._remember(old, op="update", at=now)
+        self.items[new.id] = new
+        self.tokens += new.tokens - old.tokens
+        if not np.array_equal(old.vector, new.vector):
+            ids = np.asarray([new.id], dtype=np.int64)
+            self.index.remove(ids)
+            self.index.add(ids, new.vector[None, :])
+        emit(MemoryEvent("update", self.tier.value, self.name, new.id, new.version, now))
+
+    def _remember(self, item: Item, op: str, at: float) -> None:
+        entries = self.history.setdefault(item.id, [])
+        entries.append({**version_record(item), "superseded_at": at, "superseded_by": op})
+        del entries[: max(0, len(entries) - self.config.history_limit)]
+
+    # --- reads ------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int, as_of: float | None) -> list[list[Hit]]:
+        """Nearest items for each query row, best first (no recall bookkeeping)."""
+        if not self.items:
+            return [[] for _ in range(len(queries))]
+        fetch = min(len(self.items), k if as_of is None else max(4 * k, k + 16))
+        scores, ids = self.index.search(queries, fetch)
+        out = [self._hits(srow, irow, k, as_of) for srow, irow in zip(scores, ids, strict=True)]
+        if as_of is not None and fetch < len(self.items):
+            out = [
+                hits if len(hits) == k else self._exact_as_of(q, k, as_of)
+                for q, hits in zip(queries, out, strict=True)
+            ]
+        return out
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray, k: int, as_of: float | None) -> list[Hit]:
+        hits: list[Hit] = []
+        for score, item_id in zip(scores.tolist(), ids.tolist(), strict=True):
+            item = self.items.get(item_id)
+            if item is None or (as_of is not None and not item.valid_at(as_of)):
+                continue
+            hits.append(Hit(item_id, score, item))
+            if len(hits) == k:
+                break
+        return hits
+
+    def _exact_as_of(self, query: np.ndarray, k: int, as_of: float) -> list[Hit]:
+        valid = [it for it in self.items.values() if it.valid_at(as_of)]
+        if not valid:
+            return []
+        scores = np.stack([it.vector for it in valid]) @ query
+        order = np.lexsort((np.fromiter((it.id for it in valid), np.int64, len(valid)), -scores))[
+            :k
+        ]
+        return [Hit(valid[i].id, float(scores[i]), valid[i]) for i in order]
+
+    def history_of(self, item_id: int) -> list[dict[str, Any]]:
+        """Past versions (oldest first) then the current one, if the item still exists."""
+        past = list(self.history.get(item_id, []))
+        if item_id in self.items:
+            past.append(
+                {
+                    **version_record(self.items[item_id]),
+                    "superseded_at": None,
+                    "superseded_by": None,
+                }
+            )
+        return past
+
+    # --- state ------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """A msgpack-safe snapshot."""
+        return {
+            "items": [it.to_state() for it in self.items.values()],
+            "history": [[item_id, entries] for item_id, entries in self.history.items()],
+            "evictions": self.evictions,
+            "rng": _rng_state(self.rng),
+            "index": self.index.to_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot from :meth:`get_state`."""
+        self.items = {}
+        for raw in state["items"]:
+            item = Item.from_state(raw)
+            self.items[item.id] = item
+        self.tokens = sum(it.tokens for it in self.items.values())
+        self.history = {int(item_id): list(entries) for item_id, entries in state["history"]}
+        self.evictions = int(state["evictions"])
+        self.rng.bit_generator.state = _rng_from_state(state["rng"])
+        self.index = VectorIndex.from_state(state["index"], self.config.index)
+
+
+def version_record(item: Item) -> dict[str, Any]:
+    """The user-visible fields of one version of an item."""
+    return {
+        "version": item.version,
+        "text": item.text,
+        "meta": item.meta,
+        "importance": item.importance,
+        "valid_from": item.valid_from,
+        "valid_to": item.valid_to,
+    }
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    # PCG64's state holds 128-bit ints, beyond msgpack's range: carry them as strings.
+    state = rng.bit_generator.state
+    inner = {key: str(value) for key, value in state["state"].items()}
+    return {
+        "bit_generator": state["bit_generator"],
+        "state": inner,
+        "has_uint32": state["has_uint32"],
+        "uinteger": state["uinteger"],
+    }
+
+
+def _rng_from_state(saved: dict[str, Any]) -> dict[str, Any]:
+    inner = {key: int(value) for key, value in saved["state"].items()}
+    return {**saved, "state": inner}

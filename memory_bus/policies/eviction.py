@@ -1,0 +1,214 @@
+"""Eviction policies: which items leave a namespace that is over capacity.
+
+Every policy reads the candidates' feature matrix (``hivemem.memory_bus.features``), the
+same matrix a learned policy scores, and breaks ties by the lower (older) id, so every
+decision is deterministic given the seed. The classic ones are baselines and stay pure:
+none of them special-cases expired items.
+
+=====================  ==============================================================
+name                   evicts first
+=====================  ==============================================================
+``fifo``               the oldest write
+``lru``                the least recently recalled
+``lfu``                the fewest recalls (then least recently recalled)
+``random``             uniformly at random (the namespace's seeded generator)
+``memorybank``         the lowest Ebbinghaus retention ``exp(-t / S)``, S growing with recalls
+``generative_agents``  the lowest recency + importance + relevance score (Park et al. 2023)
+``belady``             the item needed furthest in the future (the oracle; simulation only)
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError
+from hivemem.memory_bus.features import COLUMN, DEFAULT_STRENGTH
+from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
+from hivemem.memory_bus.item import Item
+from hivemem.memory_bus.registry import Registry
+
+EVICTION_POLICIES: Registry[EvictionPolicy] = Registry("eviction policy")
+
+
+def lowest_first(keys: Sequence[np.ndarray], candidates: Sequence[Item], n: int) -> list[int]:
+    """Positions of the ``n`` candidates with the smallest keys (first key most significant).
+
+    Ties fall to the lower item id.
+    """
+    ids = np.fromiter((it.id for it in candidates), np.int64, len(candidates))
+    order = np.lexsort((ids, *reversed(keys)))
+    return [int(i) for i in order[:n]]
+
+
+def _check_n(candidates: Sequence[Item], n: int) -> None:
+    if not 0 <= n <= len(candidates):
+        raise InvalidInputError("n", f"cannot evict {n} of {len(candidates)} candidates")
+
+
+class _KeyPolicy:
+    """A policy that evicts the lowest keys computed from the features."""
+
+    name = "key"
+
+    def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def select(
+        self, candidates: Sequence[Item], features: np.ndarray, n: int, ctx: EvictionContext
+    ) -> list[int]:
+        """Positions of ``n`` victims."""
+        _check_n(candidates, n)
+        return lowest_first(self.keys(features, ctx), candidates, n)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@EVICTION_POLICIES.register("fifo")
+class FIFOPolicy(_KeyPolicy):
+    """First in, first out: the oldest write goes."""
+
+    name = "fifo"
+
+    def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
+        return [-features[:, COLUMN["age"]]]
+
+
+@EVICTION_POLICIES.register("lru")
+class LRUPolicy(_KeyPolicy):
+    """Least recently used: the item recalled longest ago goes."""
+
+    name = "lru"
+
+    def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
+        return [-features[:, COLUMN["since_access"]]]
+
+
+@EVICTION_POLICIES.register("lfu")
+class LFUPolicy(_KeyPolicy):
+    """Least frequently used, ties to the least recently used."""
+
+    name = "lfu"
+
+    def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
+        return [features[:, COLUMN["log_hits"]], -features[:, COLUMN["since_access"]]]
+
+
+@EVICTION_POLICIES.register("memorybank")
+class MemoryBankPolicy(_KeyPolicy):
+    """MemoryBank (Zhong et al. 2023): the memory with the lowest retention goes.
+
+    Args:
+        strength: Strength gained per recall, in simulation time (the store computes the
+            retention feature with it).
+    """
+
+    name = "memorybank"
+
+    def __init__(self, strength: float = DEFAULT_STRENGTH) -> None:
+        if not strength > 0:
+            raise ConfigError(f"memorybank strength must be > 0, got {strength!r}")
+        self.strength = float(strength)
+
+    def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
+        return [features[:, COLUMN["retention"]], -features[:, COLUMN["since_access"]]]
+
+
+@EVICTION_POLICIES.register("generative_agents")
+class GenerativeAgentsPolicy(_KeyPolicy):
+    """Generative Agents (Park et al. 2023) retrieval score; the lowest score goes.
+
+    ``score = w_r * recency + w_i * importance + w_v * relevance``, each component
+    min-max normalised over the candidates, with ``recency = decay ** since_access`` and
+    ``importance / importance_scale``.
+    """
+
+    name = "generative_agents"
+
+    def __init__(
+        self,
+        decay: float = 0.995,
+        importance_scale: float = 10.0,
+        w_recency: float = 1.0,
+        w_importance: float = 1.0,
+        w_relevance: float = 1.0,
+    ) -> None:
+        if not 0 < decay <= 1:
+            raise ConfigError(f"generative_agents decay must be in (0, 1], got {decay!r}")
+        if not importance_scale > 0:
+            raise ConfigError("generative_agents importance_scale must be > 0")
+        self.decay, self.importance_scale = float(decay), float(importance_scale)
+        self.weights = (float(w_recency), float(w_importance), float(w_relevance))
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """The retrieval score of each candidate (higher = keep)."""
+        recency = np.power(self.decay, features[:, COLUMN["since_access"]])
+        importance = features[:, COLUMN["importance"]] / self.importance_scale
+        relevance = features[:, COLUMN["relevance"]]
+        parts = [_minmax(recency), _minmax(importance), _minmax(relevance)]
+        return sum(
+            (w * p for w, p in zip(self.weights, parts, strict=True)), np.zeros(len(features))
+        )
+
+    def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
+        return [self.score(features)]
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    span = float(values.max() - values.min()) if len(values) else 0.0
+    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+
+@EVICTION_POLICIES.register("random")
+class RandomPolicy:
+    """Uniformly random victims from the namespace's seeded generator."""
+
+    name = "random"
+
+    def select(
+        self, candidates: Sequence[Item], features: np.ndarray, n: int, ctx: EvictionContext
+    ) -> list[int]:
+        """Positions of ``n`` victims."""
+        _check_n(candidates, n)
+        return [int(i) for i in ctx.rng.choice(len(candidates), size=n, replace=False)]
+
+
+@EVICTION_POLICIES.register("belady")
+class BeladyPolicy(_KeyPolicy):
+    """Belady's MIN: evict what is needed furthest in the future (never needed: first).
+
+    It needs the future, which only a simulation knows: ``ctx.next_use``.
+    """
+
+    name = "belady"
+
+    def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
+        raise NotImplementedError  # select() below needs the items, not just features
+
+    def select(
+        self, candidates: Sequence[Item], features: np.ndarray, n: int, ctx: EvictionContext
+    ) -> list[int]:
+        """Positions of ``n`` victims."""
+        _check_n(candidates, n)
+        if ctx.next_use is None:
+            raise ConfigError(
+                "belady needs the future access sequence; only a simulation can provide it"
+            )
+        next_use = np.fromiter(
+            (ctx.next_use(it, ctx.now) for it in candidates), np.float64, len(candidates)
+        )
+        finite = np.where(np.isinf(next_use), -math.inf, -next_use)
+        return lowest_first([finite], candidates, n)
+
+
+EVICTION_POLICIES.register("oracle")(BeladyPolicy)
+
+
+def make_eviction_policy(name: str, **params: Any) -> EvictionPolicy:
+    """An eviction policy by name (``lru``, ...) or ``"module:Class"``, with its parameters."""
+    return EVICTION_POLICIES.create(name, **params)

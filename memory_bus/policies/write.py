@@ -1,0 +1,99 @@
+"""Write policies: what a proposed memory does to the namespace (Memory-R1's operations).
+
+Memory-R1 (Yan et al. 2025) has a memory manager choose, for each new piece of
+information and the memories most similar to it, one of four operations:
+
+- ``ADD``: store it as a new memory;
+- ``UPDATE(target)``: fold it into an existing memory (the target's new version);
+- ``DELETE(target)``: remove a memory it contradicts or makes obsolete;
+- ``NOOP``: nothing new; store nothing.
+
+The tier runs the policy inside the store (or the bus server), so two agents writing the
+same fact never race: the second sees the first as a neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hivemem.memory_bus.errors import ConfigError
+from hivemem.memory_bus.interfaces import Hit, WriteDecision, WritePolicy
+from hivemem.memory_bus.item import Item, WriteOp
+from hivemem.memory_bus.registry import Registry
+
+WRITE_POLICIES: Registry[WritePolicy] = Registry("write policy")
+
+
+@WRITE_POLICIES.register("always_add")
+class AlwaysAddPolicy:
+    """Every proposal is a new memory (the usual vector-store behaviour)."""
+
+    name = "always_add"
+    needs_neighbours = False
+
+    def decide(self, proposal: Item, neighbours: Sequence[Hit], now: float) -> WriteDecision:
+        """ADD."""
+        return WriteDecision(WriteOp.ADD)
+
+
+@WRITE_POLICIES.register("never")
+class NeverWritePolicy:
+    """Nothing is ever stored: the no-memory baseline."""
+
+    name = "never"
+    needs_neighbours = False
+
+    def decide(self, proposal: Item, neighbours: Sequence[Hit], now: float) -> WriteDecision:
+        """NOOP."""
+        return WriteDecision(WriteOp.NOOP)
+
+
+@WRITE_POLICIES.register("dedup")
+class DedupPolicy:
+    """A similarity-threshold heuristic: skip duplicates, update what the proposal revises.
+
+    In order: the best neighbour at ``duplicate_threshold`` or above with the same text
+    is a duplicate (NOOP); a neighbour with the same ``meta[key_field]`` is the fact being
+    revised (UPDATE the most similar one); a neighbour at ``update_threshold`` or above is
+    updated; anything else is ADDed.
+    """
+
+    name = "dedup"
+    needs_neighbours = True
+
+    def __init__(
+        self,
+        duplicate_threshold: float = 0.97,
+        update_threshold: float = 0.9,
+        key_field: str = "key",
+    ) -> None:
+        for label, value in (("duplicate", duplicate_threshold), ("update", update_threshold)):
+            if not -1.0 <= value <= 1.0:
+                raise ConfigError(f"dedup {label}_threshold must be in [-1, 1], got {value!r}")
+        if update_threshold > duplicate_threshold:
+            raise ConfigError("dedup update_threshold must not exceed duplicate_threshold")
+        self.duplicate_threshold = float(duplicate_threshold)
+        self.update_threshold = float(update_threshold)
+        self.key_field = key_field
+
+    def decide(self, proposal: Item, neighbours: Sequence[Hit], now: float) -> WriteDecision:
+        """Decide from the neighbours, best first."""
+        if not neighbours:
+            return WriteDecision(WriteOp.ADD)
+        best = neighbours[0]
+        if best.score >= self.duplicate_threshold and best.item.text == proposal.text:
+            return WriteDecision(WriteOp.NOOP, best.id)
+        key = proposal.meta.get(self.key_field)
+        if key is not None:
+            same_key = [h for h in neighbours if h.item.meta.get(self.key_field) == key]
+            if same_key:
+                return WriteDecision(WriteOp.UPDATE, same_key[0].id)
+        if best.score >= self.update_threshold:
+            return WriteDecision(WriteOp.UPDATE, best.id)
+        return WriteDecision(WriteOp.ADD)
+
+
+def make_write_policy(name: str, **params: Any) -> WritePolicy:
+    """A write policy by name (``always_add``, ``dedup``, ``never``) or ``"module:Class"``."""
+    return WRITE_POLICIES.create(name, **params)

@@ -1,0 +1,125 @@
+"""The in-process memory store: three tiers sharing ids, an embedder and access rules.
+
+Example:
+    >>> from hivemem.memory_bus.store import MemoryStore
+    >>> from hivemem.memory_bus.config import StoreConfig
+    >>> from hivemem.memory_bus.interfaces import Caller
+    >>> from hivemem.memory_bus.item import NewItem
+    >>> store = MemoryStore(StoreConfig(dim=64))
+    >>> alice = Caller("alice", frozenset({"team"}))
+    >>> store.shared.write(alice, "team", NewItem("the vault code is 4417"), now=0.0).op
+    <WriteOp.ADD: 'ADD'>
+    >>> q = store.embed(["vault code"])[0]
+    >>> store.shared.search(alice, "team", q, k=1, now=1.0)[0].item.text
+    'the vault code is 4417'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from hivemem.memory_bus.access import AccessPolicy
+from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError
+from hivemem.memory_bus.graph import GraphTier
+from hivemem.memory_bus.interfaces import Embedder
+from hivemem.memory_bus.item import Limits, TierName
+from hivemem.memory_bus.namespace import MemoryEvent, NextUse
+from hivemem.memory_bus.tiers import StoreContext, VectorTier
+
+STATE_VERSION = 1
+
+
+class MemoryStore:
+    """Private, shared and graph tiers over one id space.
+
+    Args:
+        config: The store's configuration (dimension, tiers, access).
+        embedder: Turns texts into vectors for items written without one; by default a
+            :class:`HashingEmbedder` of the configured dimension. Pass ``None`` explicitly
+            through ``embed=False`` to require vectors on every write.
+        limits: Bounds on item sizes and batch lengths.
+        embed: Whether the store embeds texts at all.
+    """
+
+    def __init__(
+        self,
+        config: StoreConfig | None = None,
+        embedder: Embedder | None = None,
+        limits: Limits | None = None,
+        embed: bool = True,
+    ) -> None:
+        self.config = config or StoreConfig()
+        if embed and embedder is None:
+            embedder = HashingEmbedder(self.config.dim)
+        if embedder is not None and embedder.dim != self.config.dim:
+            raise ConfigError(f"embedder dim {embedder.dim} != store dim {self.config.dim}")
+        self.ctx = StoreContext(
+            dim=self.config.dim,
+            seed=self.config.seed,
+            access=AccessPolicy(self.config.access),
+            embedder=embedder if embed else None,
+            limits=limits or Limits(),
+        )
+        self.private = VectorTier(TierName.PRIVATE, self.config.private, self.ctx)
+        self.shared = VectorTier(TierName.SHARED, self.config.shared, self.ctx)
+        self.graph = GraphTier(self.config.graph, self.ctx)
+
+    @property
+    def tiers(self) -> dict[TierName, VectorTier]:
+        """The tiers by name."""
+        return {
+            TierName.PRIVATE: self.private,
+            TierName.SHARED: self.shared,
+            TierName.GRAPH: self.graph,
+        }
+
+    def tier(self, name: str | TierName) -> VectorTier:
+        """A tier by name ("private", "shared", "graph"), with "did you mean" on a typo."""
+        return self.tiers[TierName.parse(name)]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed texts with the store's embedder."""
+        if self.ctx.embedder is None:
+            raise InvalidInputError("texts", "this store has no embedder")
+        return self.ctx.embedder(texts)
+
+    def subscribe(self, listener: Callable[[MemoryEvent], None]) -> None:
+        """Call ``listener`` for every add, update, delete and eviction."""
+        self.ctx.listeners.append(listener)
+
+    def set_oracle(self, next_use: NextUse | None) -> None:
+        """Give eviction the future (Belady): ``next_use(item)`` is its next use time."""
+        self.ctx.next_use = next_use
+
+    def stats(self) -> dict[str, Any]:
+        """Per-tier counts."""
+        return {name.value: tier.stats() for name, tier in self.tiers.items()}
+
+    def get_state(self) -> dict[str, Any]:
+        """A msgpack-safe snapshot of the whole store."""
+        return {
+            "version": STATE_VERSION,
+            "dim": self.config.dim,
+            "next_id": self.ctx.next_id,
+            "tiers": {name.value: tier.get_state() for name, tier in self.tiers.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace everything with a snapshot from :meth:`get_state`.
+
+        Raises:
+            ConfigError: the snapshot is of another format version or dimension.
+        """
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(
+                f"snapshot version {state.get('version')!r}, expected {STATE_VERSION}"
+            )
+        if state.get("dim") != self.config.dim:
+            raise ConfigError(f"snapshot dim {state.get('dim')!r} != store dim {self.config.dim}")
+        for name, tier in self.tiers.items():
+            tier.set_state(state["tiers"][name.value])
+        self.ctx.next_id = int(state["next_id"])

@@ -1,0 +1,456 @@
+"""The private and shared tiers: namespaces of vector-indexed items behind one interface.
+
+Every public method checks access, then validates *all* of its input, and only then
+changes anything: a bad request leaves the tier exactly as it was. The graph tier
+(``hivemem.memory_bus.graph``) extends :class:`VectorTier` with edges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from hivemem.memory_bus.access import AccessPolicy
+from hivemem.memory_bus.config import NamespaceMode, TierConfig
+from hivemem.memory_bus.errors import (
+    CapacityError,
+    InvalidInputError,
+    ItemNotFoundError,
+    NamespaceNotFoundError,
+    TooLargeError,
+    VersionConflictError,
+)
+from hivemem.memory_bus.interfaces import (
+    Caller,
+    Embedder,
+    Hit,
+    SearchRequest,
+    WriteDecision,
+    WritePolicy,
+    WriteRequest,
+    WriteResult,
+)
+from hivemem.memory_bus.item import (
+    Item,
+    Limits,
+    NewItem,
+    TierName,
+    WriteOp,
+    check_matrix,
+    check_meta,
+    check_number,
+    check_text,
+    check_time,
+    check_vector,
+)
+from hivemem.memory_bus.namespace import MemoryEvent, Namespace, NextUse
+from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
+
+UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
+
+
+@dataclass
+class StoreContext:
+    """What every tier of one store shares: ids, embedder, access rules, limits, listeners."""
+
+    dim: int
+    seed: int
+    access: AccessPolicy
+    embedder: Embedder | None
+    limits: Limits = field(default_factory=Limits)
+    next_id: int = 1
+    next_use: NextUse | None = None
+    listeners: list[Callable[[MemoryEvent], None]] = field(default_factory=list)
+
+    def allocate(self, n: int) -> range:
+        """``n`` fresh int64 ids, in order."""
+        start = self.next_id
+        self.next_id += n
+        return range(start, start + n)
+
+    def emit(self, event: MemoryEvent) -> None:
+        """Announce a change to every listener."""
+        for listener in self.listeners:
+            listener(event)
+
+
+class VectorTier:
+    """A tier of namespaces created on first write (``private`` or ``shared``)."""
+
+    def __init__(self, name: TierName, config: TierConfig, ctx: StoreContext) -> None:
+        self.name = name
+        self.config = config
+        self.ctx = ctx
+        # Built once to fail early on unknown names; namespaces get their own instances.
+        make_eviction_policy(config.eviction, **config.eviction_params)
+        self.write_policy: WritePolicy = make_write_policy(
+            config.write_policy, **config.write_params
+        )
+        self._needs_neighbours = bool(getattr(self.write_policy, "needs_neighbours", True))
+        self.namespaces: dict[str, Namespace] = {}
+        self.decisions: Counter[str] = Counter()
+
+    # --- namespaces -------------------------------------------------------------------
+
+    def _namespace(self, name: str, create: bool = False) -> Namespace:
+        ns = self.namespaces.get(name)
+        if ns is None:
+            if not create:
+                raise NamespaceNotFoundError(self.name.value, name)
+            ns = self.namespaces[name] = self._new_namespace(name)
+        return ns
+
+    def _new_namespace(self, name: str) -> Namespace:
+        eviction = make_eviction_policy(self.config.eviction, **self.config.eviction_params)
+        return Namespace(self.name, name, self.config, self.ctx.dim, eviction, self._rng_for(name))
+
+    def _rng_for(self, namespace: str) -> np.random.Generator:
+        # A seed per namespace from hashlib, so the same namespace draws the same numbers in
+        # any process whatever order namespaces were created in.
+        digest = hashlib.blake2b(
+            f"{self.ctx.seed}/{self.name.value}/{namespace}".encode(), digest_size=8
+        )
+        return np.random.default_rng(int.from_bytes(digest.digest(), "little"))
+
+    def _check(self, caller: Caller, namespace: str, action: str, level: int | None = None) -> None:
+        if not isinstance(namespace, str) or not namespace:
+            raise InvalidInputError("namespace", "expected a non-empty str")
+        self.ctx.access.check(caller, self.name, namespace, action, level)
+
+    # --- writes -----------------------------------------------------------------------
+
+    def write(self, caller: Caller, namespace: str, item: NewItem, *, now: float) -> WriteResult:
+        """Propose one item; the namespace's write policy decides what happens."""
+        return self.write_many([WriteRequest(caller, namespace, item)], now=now)[0]
+
+    def write_many(self, requests: Sequence[WriteRequest], *, now: float) -> list[WriteResult]:
+        """Propose many items; every one is checked before any is applied.
+
+        Raises:
+            AccessDeniedError, InvalidInputError, CapacityError: nothing was written.
+        """
+        now = check_number(now, "now")
+        if len(requests) > self.ctx.limits.max_batch:
+            raise TooLargeError("batch", self.ctx.limits.max_batch, len(requests))
+        proposals = self._proposals(requests, now)
+        return self._apply(requests, proposals, now)
+
+    def _proposals(self, requests: Sequence[WriteRequest], now: float) -> list[Item]:
+        for req in requests:
+            if not isinstance(req, WriteRequest):
+                raise InvalidInputError(
+                    "requests", f"expected WriteRequest, got {type(req).__name__}"
+                )
+            self._check(req.caller, req.namespace, "write", self._level_of(req.item))
+        vectors = self._vectors([req.item for req in requests])
+        proposals = [
+            self._proposal(req, vec, now) for req, vec in zip(requests, vectors, strict=True)
+        ]
+        return proposals
+
+    def _level_of(self, item: NewItem) -> int | None:
+        return None
+
+    def _vectors(self, items: Sequence[NewItem]) -> list[np.ndarray]:
+        """Each item's vector, embedding in one batch those that came without one."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        missing = []
+        for i, item in enumerate(items):
+            if item.vector is not None:
+                out[i] = check_vector(item.vector, self.ctx.dim, f"items[{i}].vector")
+            else:
+                missing.append(i)
+        if missing:
+            if self.ctx.embedder is None or self.config.mode is NamespaceMode.VECTOR:
+                raise InvalidInputError(
+                    f"items[{missing[0]}].vector", "required: no embedder for this tier"
+                )
+            texts = [check_text(items[i].text, self.ctx.limits) for i in missing]
+            embedded = check_matrix(self.ctx.embedder(texts), self.ctx.dim, "embedder output")
+            for row, i in enumerate(missing):
+                out[i] = embedded[row]
+        return [v for v in out if v is not None]
+
+    def _proposal(self, req: WriteRequest, vector: np.ndarray, now: float) -> Item:
+        new = req.item
+        if not isinstance(new, NewItem):
+            raise InvalidInputError("item", f"expected NewItem, got {type(new).__name__}")
+        text = check_text(new.text, self.ctx.limits)
+        if self.config.mode is NamespaceMode.VECTOR and text:
+            raise InvalidInputError("text", "this tier holds vector-only slots: text must be empty")
+        valid_from = now if new.valid_from is None else check_time(new.valid_from, "valid_from")
+        valid_to = check_time(new.valid_to, "valid_to")
+        if valid_to < valid_from:
+            raise InvalidInputError("valid_to", "ends before valid_from")
+        item = Item(
+            id=-1,
+            tier=self.name,
+            namespace=req.namespace,
+            text=text,
+            vector=vector,
+            meta=dict(check_meta(new.meta, self.ctx.limits)),
+            importance=check_number(new.importance, "importance"),
+            created=now,
+            accessed=now,
+            valid_from=valid_from,
+            valid_to=valid_to,
+            level=self._check_level(new.level),
+        )
+        budget = self.config.token_budget
+        if (
+            self.config.mode is NamespaceMode.TOKEN_BUDGET
+            and budget is not None
+            and item.tokens > budget
+        ):
+            raise CapacityError(
+                f"{item.tokens} tokens can never fit a budget of {budget}", tokens=item.tokens
+            )
+        return item
+
+    def _check_level(self, level: Any) -> int:
+        if level != 0:
+            raise InvalidInputError("level", f"only the graph tier has levels, got {level!r}")
+        return 0
+
+    def _apply(
+        self, requests: Sequence[WriteRequest], proposals: list[Item], now: float
+    ) -> list[WriteResult]:
+        results: list[WriteResult] = []
+        adds: dict[str, list[tuple[int, Item]]] = defaultdict(list)
+        for pos, (req, proposal) in enumerate(zip(requests, proposals, strict=True)):
+            ns = self._namespace(req.namespace, create=True)
+            if self._needs_neighbours and adds[req.namespace]:
+                # Later proposals must see earlier ADDs of the same batch.
+                self._flush_adds(ns, adds.pop(req.namespace), results, now)
+            decision = self._decide(ns, proposal, now)
+            self.decisions[decision.op.value] += 1
+            results.append(WriteResult(decision.op, decision.target))
+            if decision.op is WriteOp.ADD:
+                adds[req.namespace].append((pos, proposal))
+            elif decision.op is WriteOp.UPDATE:
+                self._update_from(ns, decision.target, proposal, now)
+            elif decision.op is WriteOp.DELETE:
+                ns.remove(self._target(ns, decision.target).id, now, self.ctx.emit)
+        for name, pending in adds.items():
+            self._flush_adds(self.namespaces[name], pending, results, now)
+        return results
+
+    def _decide(self, ns: Namespace, proposal: Item, now: float) -> WriteDecision:
+        if not self._needs_neighbours:
+            return self.write_policy.decide(proposal, [], now)
+        neighbours = ns.search(proposal.vector[None, :], self.config.neighbours, None)[0]
+        return self.write_policy.decide(proposal, neighbours, now)
+
+    def _flush_adds(
+        self, ns: Namespace, pending: list[tuple[int, Item]], results: list[WriteResult], now: float
+    ) -> None:
+        ids = self.ctx.allocate(len(pending))
+        items = []
+        for (pos, proposal), item_id in zip(pending, ids, strict=True):
+            proposal.id = item_id
+            results[pos].item_id = item_id
+            items.append(proposal)
+        evicted = ns.add_many(items, now, self.ctx.next_use, self.ctx.emit)
+        for (pos, _), victims in zip(pending, evicted, strict=True):
+            results[pos].evicted = victims
+
+    def _target(self, ns: Namespace, item_id: int) -> Item:
+        item = ns.items.get(item_id)
+        if item is None:
+            raise ItemNotFoundError(self.name.value, ns.name, item_id)
+        return item
+
+    def _update_from(self, ns: Namespace, target_id: int, proposal: Item, now: float) -> None:
+        old = self._target(ns, target_id)
+        new = replace(
+            old,
+            text=proposal.text,
+            vector=proposal.vector,
+            meta={**old.meta, **proposal.meta},
+            importance=max(old.importance, proposal.importance),
+            version=old.version + 1,
+            valid_from=proposal.valid_from,
+            valid_to=proposal.valid_to,
+            accessed=now,
+        )
+        ns.replace(old, new, now, self.ctx.emit)
+
+    # --- reads ------------------------------------------------------------------------
+
+    def get(
+        self, caller: Caller, namespace: str, item_id: int, *, now: float | None = None
+    ) -> Item:
+        """One item by id; with ``now`` the read counts as a recall."""
+        self._check(caller, namespace, "read")
+        item = self._target(self._namespace(namespace), _as_id(item_id))
+        if now is not None:
+            _recall(item, check_number(now, "now"))
+        return item
+
+    def search(
+        self,
+        caller: Caller,
+        namespace: str,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        now: float,
+        as_of: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` most similar items of ``namespace``, best first; each counts as recalled."""
+        return self.search_many([SearchRequest(caller, namespace, vector, k, as_of)], now=now)[0]
+
+    def search_many(self, requests: Sequence[SearchRequest], *, now: float) -> list[list[Hit]]:
+        """Batched search: requests are grouped by namespace, one index call per group."""
+        now = check_number(now, "now")
+        if len(requests) > self.ctx.limits.max_batch:
+            raise TooLargeError("batch", self.ctx.limits.max_batch, len(requests))
+        groups = self._group_queries(requests)
+        out: list[list[Hit]] = [[] for _ in requests]
+        for (namespace, k, as_of), (positions, vectors) in groups.items():
+            ns = self.namespaces.get(namespace)
+            if ns is None:
+                continue
+            for pos, hits in zip(positions, ns.search(np.stack(vectors), k, as_of), strict=True):
+                out[pos] = hits
+        for hits in out:
+            for hit in hits:
+                _recall(hit.item, now)
+        return out
+
+    def _group_queries(
+        self, requests: Sequence[SearchRequest]
+    ) -> dict[tuple[str, int, float | None], tuple[list[int], list[np.ndarray]]]:
+        groups: dict[tuple[str, int, float | None], tuple[list[int], list[np.ndarray]]] = {}
+        for pos, req in enumerate(requests):
+            if not isinstance(req, SearchRequest):
+                raise InvalidInputError(
+                    "requests", f"expected SearchRequest, got {type(req).__name__}"
+                )
+            self._check(req.caller, req.namespace, "read")
+            vec = check_vector(req.vector, self.ctx.dim, f"queries[{pos}].vector")
+            k = _as_k(req.k)
+            as_of = None if req.as_of is None else check_time(req.as_of, "as_of")
+            positions, vectors = groups.setdefault((req.namespace, k, as_of), ([], []))
+            positions.append(pos)
+            vectors.append(vec)
+        return groups
+
+    # --- update / delete / history ----------------------------------------------------
+
+    def update(
+        self,
+        caller: Caller,
+        namespace: str,
+        item_id: int,
+        *,
+        expected_version: int,
+        now: float,
+        **changes: Any,
+    ) -> Item:
+        """Change fields of an item if it is still at ``expected_version``.
+
+        Raises:
+            VersionConflictError: the item moved on; re-read and retry.
+        """
+        self._check(caller, namespace, "update")
+        now = check_number(now, "now")
+        ns = self._namespace(namespace)
+        old = self._target(ns, _as_id(item_id))
+        if old.version != expected_version:
+            raise VersionConflictError(old.id, expected_version, old.version)
+        new = replace(old, version=old.version + 1, accessed=now, **self._changes(old, changes))
+        ns.replace(old, new, now, self.ctx.emit)
+        return new
+
+    def _changes(self, old: Item, changes: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise InvalidInputError(
+                "changes", f"cannot update {sorted(unknown)}; allowed: {sorted(UPDATABLE)}"
+            )
+        out: dict[str, Any] = {}
+        if "text" in changes:
+            out["text"] = check_text(changes["text"], self.ctx.limits)
+            if "vector" not in changes and self.ctx.embedder is not None:
+                out["vector"] = check_vector(self.ctx.embedder([out["text"]])[0], self.ctx.dim)
+        if "vector" in changes:
+            out["vector"] = check_vector(changes["vector"], self.ctx.dim)
+        if "meta" in changes:
+            out["meta"] = dict(check_meta(changes["meta"], self.ctx.limits))
+        if "importance" in changes:
+            out["importance"] = check_number(changes["importance"], "importance")
+        for key in ("valid_from", "valid_to"):
+            if key in changes:
+                out[key] = check_time(changes[key], key)
+        if out.get("valid_to", old.valid_to) < out.get("valid_from", old.valid_from):
+            raise InvalidInputError("valid_to", "ends before valid_from")
+        return out
+
+    def delete(self, caller: Caller, namespace: str, item_id: int, *, now: float) -> None:
+        """Remove an item; :meth:`history` keeps its versions and a deletion marker."""
+        self._check(caller, namespace, "delete")
+        now = check_number(now, "now")
+        ns = self._namespace(namespace)
+        ns.remove(self._target(ns, _as_id(item_id)).id, now, self.ctx.emit)
+
+    def history(self, caller: Caller, namespace: str, item_id: int) -> list[dict[str, Any]]:
+        """Every kept version of an item, oldest first."""
+        self._check(caller, namespace, "read")
+        records = self._namespace(namespace).history_of(_as_id(item_id))
+        if not records:
+            raise ItemNotFoundError(self.name.value, namespace, item_id)
+        return records
+
+    # --- monitoring and state ---------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for monitoring."""
+        return {
+            "tier": self.name.value,
+            "namespaces": len(self.namespaces),
+            "items": sum(len(ns) for ns in self.namespaces.values()),
+            "tokens": sum(ns.tokens for ns in self.namespaces.values()),
+            "evictions": sum(ns.evictions for ns in self.namespaces.values()),
+            "eviction_policy": self.config.eviction,
+            "write_policy": self.config.write_policy,
+            "decisions": dict(self.decisions),
+        }
+
+    def get_state(self) -> dict[str, Any]:
+        """A msgpack-safe snapshot of every namespace."""
+        return {
+            "namespaces": {name: ns.get_state() for name, ns in self.namespaces.items()},
+            "decisions": dict(self.decisions),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace every namespace with those of a snapshot."""
+        namespaces = {}
+        for name, ns_state in state["namespaces"].items():
+            ns = self._new_namespace(name)
+            ns.set_state(ns_state)
+            namespaces[name] = ns
+        self.namespaces = namespaces
+        self.decisions = Counter(state["decisions"])
+
+
+def _recall(item: Item, now: float) -> None:
+    item.hits += 1
+    item.accessed = max(item.accessed, now)
+
+
+def _as_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidInputError("item_id", f"expected an int, got {type(value).__name__}")
+    return int(value)
+
+
+def _as_k(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= 1000:
+        raise InvalidInputError("k", f"expected an int in 1..1000, got {value!r}")
+    return int(value)

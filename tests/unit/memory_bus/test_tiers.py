@@ -1,0 +1,123 @@
+"""Eviction order through a real tier, and the store's own behaviours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
+from hivemem.memory_bus.errors import CapacityError, InvalidInputError, UnknownNameError
+from hivemem.memory_bus.interfaces import Caller, SearchRequest, WriteRequest
+from hivemem.memory_bus.item import NewItem, WriteOp
+from hivemem.memory_bus.store import MemoryStore
+
+ALICE = Caller("alice", frozenset({"team"}))
+
+
+def store_with(**tier: object) -> MemoryStore:
+    return MemoryStore(StoreConfig(dim=32, shared=TierConfig(**tier)))  # type: ignore[arg-type]
+
+
+def fill(store: MemoryStore, texts: list[str]) -> list[int]:
+    return [
+        store.shared.write(ALICE, "team", NewItem(t), now=float(i)).item_id
+        for i, t in enumerate(texts)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_victim"),
+    [
+        ("fifo", "a"),  # the first written goes first even though it was just read
+        ("lru", "b"),  # a was read at t=3, so b is the least recently used
+        ("lfu", "b"),  # a has 1 hit; b and c have none, b less recently used
+    ],
+)
+def test_classic_eviction_order(policy: str, expected_victim: str) -> None:
+    store = store_with(capacity=3, eviction=policy)
+    ids = dict(zip("abc", fill(store, ["a", "b", "c"]), strict=True))
+    store.shared.get(ALICE, "team", ids["a"], now=3.0)
+    result = store.shared.write(ALICE, "team", NewItem("d"), now=4.0)
+    assert result.evicted == [ids[expected_victim]]
+    assert len(store.shared.namespaces["team"]) == 3
+
+
+def test_window_mode_keeps_last_k_whatever_the_policy() -> None:
+    store = store_with(capacity=2, mode=NamespaceMode.WINDOW, eviction="lfu")
+    ids = fill(store, ["one", "two", "three", "four"])
+    assert sorted(store.shared.namespaces["team"].items) == ids[2:]
+
+
+def test_token_budget_evicts_until_it_fits() -> None:
+    store = store_with(mode=NamespaceMode.TOKEN_BUDGET, token_budget=5, eviction="fifo")
+    ids = fill(store, ["a b", "c d", "e f g"])
+    ns = store.shared.namespaces["team"]
+    assert ns.tokens == 5 and sorted(ns.items) == ids[1:]
+    with pytest.raises(CapacityError):
+        store.shared.write(ALICE, "team", NewItem("one two three four five six"), now=9.0)
+
+
+def test_dedup_policy_updates_same_key_and_skips_duplicates() -> None:
+    store = store_with(write_policy="dedup")
+    first = store.shared.write(
+        ALICE, "team", NewItem("color of car is red", meta={"key": "car"}), now=0.0
+    )
+    dup = store.shared.write(
+        ALICE, "team", NewItem("color of car is red", meta={"key": "car"}), now=1.0
+    )
+    upd = store.shared.write(
+        ALICE, "team", NewItem("color of car is blue", meta={"key": "car"}), now=2.0
+    )
+    assert (first.op, dup.op, upd.op) == (WriteOp.ADD, WriteOp.NOOP, WriteOp.UPDATE)
+    assert upd.item_id == first.item_id
+    item = store.shared.get(ALICE, "team", first.item_id)
+    assert item.text == "color of car is blue" and item.version == 2
+    assert [r["text"] for r in store.shared.history(ALICE, "team", first.item_id)] == [
+        "color of car is red",
+        "color of car is blue",
+    ]
+
+
+def test_batch_is_all_or_nothing() -> None:
+    store = store_with()
+    good = WriteRequest(ALICE, "team", NewItem("fine"))
+    bad = WriteRequest(ALICE, "team", NewItem("", vector=np.full(32, np.inf, dtype=np.float32)))
+    with pytest.raises(InvalidInputError):
+        store.shared.write_many([good, bad], now=0.0)
+    assert "team" not in store.shared.namespaces
+
+
+def test_search_many_mixes_namespaces_and_filters_validity() -> None:
+    store = MemoryStore(StoreConfig(dim=32))
+    bob = Caller("bob")
+    store.private.write(ALICE, "alice", NewItem("alice likes tea"), now=0.0)
+    store.private.write(bob, "bob", NewItem("bob likes coffee", valid_to=5.0), now=0.0)
+    q = store.embed(["likes"])[0]
+    out = store.private.search_many(
+        [SearchRequest(ALICE, "alice", q, 3), SearchRequest(bob, "bob", q, 3, as_of=6.0)], now=1.0
+    )
+    assert [h.item.text for h in out[0]] == ["alice likes tea"]
+    assert out[1] == []
+
+
+def test_unknown_names_suggest_the_right_one() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'lru'"):
+        store_with(eviction="lur")
+    with pytest.raises(UnknownNameError, match="did you mean 'shared'"):
+        MemoryStore(StoreConfig(dim=8)).tier("shraed")
+
+
+def test_events_announce_every_change() -> None:
+    store = store_with(capacity=1)
+    seen: list[tuple[str, int]] = []
+    store.subscribe(lambda e: seen.append((e.kind, e.item_id)))
+    a, b = fill(store, ["a", "b"])
+    store.shared.update(ALICE, "team", b, expected_version=1, now=3.0, importance=1.0)
+    store.shared.delete(ALICE, "team", b, now=4.0)
+    assert seen == [("add", a), ("add", b), ("evict", a), ("update", b), ("delete", b)]
+
+
+def test_ids_are_unique_across_tiers() -> None:
+    store = MemoryStore(StoreConfig(dim=16))
+    p = store.private.write(ALICE, "alice", NewItem("x"), now=0.0).item_id
+    s = store.shared.write(ALICE, "team", NewItem("x"), now=0.0).item_id
+    assert p != s
