@@ -28,7 +28,6 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
-
 from hivemem.memory_bus.config import GraphConfig, RetrievalMethod
 from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError
 from hivemem.memory_bus.interfaces import Caller, Hit

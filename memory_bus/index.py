@@ -24,7 +24,6 @@ from typing import Any
 
 import faiss
 import numpy as np
-
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.item import check_matrix
@@ -178,7 +177,7 @@ class VectorIndex:
         cfg = self.config
         if cfg.kind is IndexKind.IVF:
             quantizer = faiss.IndexFlatIP(self.dim)
-            index = faiss.IndexIVFFlat(
+            index: Any = faiss.IndexIVFFlat(
                 quantizer, self.dim, cfg.ivf_nlist, faiss.METRIC_INNER_PRODUCT
             )
             index.cp.seed = self.seed
@@ -203,7 +202,7 @@ class VectorIndex:
 
     def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
         if isinstance(self._approx, faiss.IndexHNSWFlat):
-            storage = faiss.downcast_index(self._approx.storage)
+            storage: Any = faiss.downcast_index(self._approx.storage)
             all_vecs = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim)
             return np.array(all_vecs, dtype=np.float32).reshape(-1, self.dim)[labels]
         return np.stack([self._approx.reconstruct(int(label)) for label in labels])

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 from hivemem.memory_bus.features import COLUMN, DEFAULT_STRENGTH
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import numpy as np
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+import itertools
 
+import numpy as np
 from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.errors import ItemNotFoundError, VersionConflictError
 from hivemem.memory_bus.interfaces import Caller, WriteRequest
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.store import MemoryStore
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 DIM = 16
 OWNER = Caller("owner", frozenset({"g"}))
-words = st.lists(st.sampled_from(["red", "blue", "fox", "key", "door", "seven"]), min_size=1, max_size=4)
+words = st.lists(
+    st.sampled_from(["red", "blue", "fox", "key", "door", "seven"]), min_size=1, max_size=4
+)
 
 
 class TierModel(RuleBasedStateMachine):
@@ -45,10 +48,12 @@ class TierModel(RuleBasedStateMachine):
     @rule(data=st.data(), text=words, stale=st.booleans())
     def update(self, data: st.DataObject, text: list[str], stale: bool) -> None:
         item_id = data.draw(st.sampled_from(sorted(self.model)))
-        old_text, version = self.model[item_id]
+        _old_text, version = self.model[item_id]
         expected = version - 1 if stale else version
         try:
-            self.tier.update(OWNER, "g", item_id, expected_version=expected, now=self.tick(), text=" ".join(text))
+            self.tier.update(
+                OWNER, "g", item_id, expected_version=expected, now=self.tick(), text=" ".join(text)
+            )
         except VersionConflictError:
             assert stale
             return
@@ -80,7 +85,7 @@ class TierModel(RuleBasedStateMachine):
         vector = self.tier.get(OWNER, "g", item_id).vector
         hits = self.tier.search(OWNER, "g", vector, k=len(self.model), now=self.tick())
         assert item_id in {h.id for h in hits}
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+        assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
     @invariant()
     def matches_model(self) -> None:
