@@ -38,7 +38,7 @@ class IndexConfig(_Model):
     build_batch: int = Field(8_192, ge=1)
     hnsw_m: int = Field(32, ge=4, le=256)
     hnsw_ef_construction: int = Field(100, ge=8)
-    hnsw_ef_search: int = Field(96, ge=8)
+    hnsw_ef_search: int = Field(256, ge=8)
     ivf_nlist: int = Field(1024, ge=1)
     ivf_nprobe: int = Field(32, ge=1)
 

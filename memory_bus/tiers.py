@@ -157,6 +157,12 @@ class VectorTier:
 
     def _vectors(self, items: Sequence[NewItem]) -> list[np.ndarray]:
         """Each item's vector, embedding in one batch those that came without one."""
+        given = [item.vector for item in items]
+        if all(v is not None for v in given):
+            try:  # the common case, checked in one pass over a matrix
+                return list(check_matrix(np.stack(given), self.ctx.dim, "items[].vector"))  # type: ignore[arg-type]
+            except (ValueError, InvalidInputError):
+                pass  # fall through to name the first bad item
         out: list[np.ndarray | None] = [None] * len(items)
         missing = []
         for i, item in enumerate(items):
