@@ -200,6 +200,12 @@ class Namespace:
         return out
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray, k: int, as_of: float | None) -> list[Hit]:
+        items = self.items
+        if as_of is None:
+            found = [
+                (i, s, items.get(i)) for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
+            ]
+            return [Hit(i, s, it) for i, s, it in found if it is not None][:k]
         hits: list[Hit] = []
         for score, item_id in zip(scores.tolist(), ids.tolist(), strict=True):
             item = self.items.get(item_id)

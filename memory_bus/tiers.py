@@ -321,7 +321,7 @@ class VectorTier:
             ns = self.namespaces.get(namespace)
             if ns is None:
                 continue
-            for pos, hits in zip(positions, ns.search(np.stack(vectors), k, as_of), strict=True):
+            for pos, hits in zip(positions, ns.search(vectors, k, as_of), strict=True):
                 out[pos] = hits
         for hits in out:
             for hit in hits:
@@ -330,21 +330,32 @@ class VectorTier:
 
     def _group_queries(
         self, requests: Sequence[SearchRequest]
-    ) -> dict[tuple[str, int, float | None], tuple[list[int], list[np.ndarray]]]:
-        groups: dict[tuple[str, int, float | None], tuple[list[int], list[np.ndarray]]] = {}
+    ) -> dict[tuple[str, int, float | None], tuple[list[int], np.ndarray]]:
+        groups: dict[tuple[str, int, float | None], tuple[list[int], list[Any]]] = {}
         for pos, req in enumerate(requests):
             if not isinstance(req, SearchRequest):
                 raise InvalidInputError(
                     "requests", f"expected SearchRequest, got {type(req).__name__}"
                 )
             self._check(req.caller, req.namespace, "read")
-            vec = check_vector(req.vector, self.ctx.dim, f"queries[{pos}].vector")
             k = _as_k(req.k)
             as_of = None if req.as_of is None else check_time(req.as_of, "as_of")
             positions, vectors = groups.setdefault((req.namespace, k, as_of), ([], []))
             positions.append(pos)
-            vectors.append(vec)
-        return groups
+            vectors.append(req.vector)
+        return {
+            key: (positions, self._query_matrix(positions, vectors))
+            for key, (positions, vectors) in groups.items()
+        }
+
+    def _query_matrix(self, positions: list[int], vectors: list[Any]) -> np.ndarray:
+        """The group's queries as one checked matrix; a bad one is named by its position."""
+        try:
+            return check_matrix(np.stack(vectors), self.ctx.dim, "queries")
+        except (ValueError, TypeError, InvalidInputError):
+            for pos, vec in zip(positions, vectors, strict=True):
+                check_vector(vec, self.ctx.dim, f"queries[{pos}].vector")
+            raise
 
     # --- update / delete / history ----------------------------------------------------
 

@@ -1,0 +1,108 @@
+"""The hierarchical graph tier: levels, time-valid edges, promotion, k-hop and PPR ranking."""
+
+from __future__ import annotations
+
+import msgpack
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hivemem.memory_bus.config import AccessConfig, GraphConfig, StoreConfig
+from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
+from hivemem.memory_bus.graph import personalized_pagerank
+from hivemem.memory_bus.interfaces import Caller
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.store import MemoryStore
+
+LEAD = Caller("lead", frozenset({"team"}), role="lead")
+WORKER = Caller("worker", frozenset({"team"}), role="worker")
+
+
+def make_store(**graph: object) -> MemoryStore:
+    access = AccessConfig(graph_levels={"worker": [0, 1]})
+    return MemoryStore(StoreConfig(dim=64, graph=GraphConfig(**graph), access=access))  # type: ignore[arg-type]
+
+
+def node(store: MemoryStore, text: str, level: int = 0, who: Caller = LEAD, now: float = 0.0) -> int:
+    return store.graph.write(who, "team", NewItem(text, level=level), now=now).item_id
+
+
+def test_levels_are_checked_and_refusals_change_nothing() -> None:
+    store = make_store()
+    node(store, "event")
+    before = msgpack.packb(store.get_state())
+    with pytest.raises(InvalidInputError, match="level"):
+        node(store, "too high", level=3)
+    with pytest.raises(AccessDeniedError):
+        node(store, "insight", level=2, who=WORKER)
+    assert msgpack.packb(store.get_state()) == before
+
+
+def test_as_of_sees_what_was_true_then() -> None:
+    store = make_store()
+    alice, paris, rome = node(store, "alice"), node(store, "paris"), node(store, "rome")
+    e1 = store.graph.add_edge(LEAD, "team", alice, paris, "lives_in", now=0.0)
+    store.graph.invalidate_edge(LEAD, "team", e1, at=5.0)
+    store.graph.add_edge(LEAD, "team", alice, rome, "lives_in", now=5.0)
+    assert store.graph.neighbors(LEAD, "team", alice, as_of=3.0) == [paris]
+    assert store.graph.neighbors(LEAD, "team", alice, as_of=7.0) == [rome]
+    assert [e["dst"] for e in store.graph.edges(LEAD, "team", node=alice)] == [paris, rome]
+    with pytest.raises(InvalidInputError, match="already"):
+        store.graph.invalidate_edge(LEAD, "team", e1, at=9.0)
+
+
+def test_promote_links_a_higher_parent() -> None:
+    store = make_store()
+    kids = [node(store, "tried door A: locked"), node(store, "tried door B: open")]
+    task = store.graph.promote(LEAD, "team", kids, NewItem("find the open door", level=1), now=1.0)
+    assert sorted(store.graph.neighbors(LEAD, "team", task, direction="out")) == sorted(kids)
+    with pytest.raises(InvalidInputError, match="above"):
+        store.graph.promote(LEAD, "team", [task], NewItem("bad", level=1), now=2.0)
+    with pytest.raises(AccessDeniedError):
+        store.graph.promote(WORKER, "team", [task], NewItem("insight", level=2), now=2.0)
+
+
+def test_linked_node_outranks_an_unrelated_one() -> None:
+    store = make_store(seeds=1)
+    seed = node(store, "zebra stripes pattern")
+    linked = node(store, "savanna animals habitat")
+    node(store, "quarterly tax filing")
+    store.graph.add_edge(LEAD, "team", seed, linked, "related", now=0.0)
+    q = store.embed(["zebra stripes"])[0]
+    for method in ("khop", "ppr"):
+        hits = store.graph.retrieve(LEAD, "team", q, k=3, now=1.0, method=method)
+        assert [h.id for h in hits[:2]] == [seed, linked], method
+    assert [h.id for h in store.graph.retrieve(LEAD, "team", q, k=3, now=1.0, method="vector")] == [seed]
+
+
+def test_cached_csr_pagerank_equals_networkx() -> None:
+    rng = np.random.default_rng(0)
+    graph = nx.gnm_random_graph(60, 200, seed=1)
+    graph.add_nodes_from([60, 61])  # dangling
+    nodes = sorted(graph.nodes)
+    adj = nx.to_scipy_sparse_array(graph, nodelist=nodes, format="csr").astype(float)
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    matrix = sp.csr_matrix(sp.diags(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)) @ adj)
+    p = rng.random(len(nodes))
+    p /= p.sum()
+    ours = personalized_pagerank(matrix, p, 0.85)
+    theirs = nx.pagerank(graph, alpha=0.85, personalization=dict(zip(nodes, p, strict=True)), tol=1e-12)
+    assert np.allclose(ours, [theirs[n] for n in nodes], atol=1e-6)
+
+
+def test_state_round_trip_and_node_removal_closes_edges() -> None:
+    store = make_store()
+    a, b, c = node(store, "a"), node(store, "b"), node(store, "c")
+    store.graph.add_edge(LEAD, "team", a, b, "x", now=0.0)
+    store.graph.add_edge(LEAD, "team", b, c, "y", now=0.0)
+    clone = MemoryStore(store.config)
+    clone.set_state(msgpack.unpackb(msgpack.packb(store.get_state()), strict_map_key=False))
+    assert clone.graph.edges(LEAD, "team") == store.graph.edges(LEAD, "team")
+    q = store.embed(["a"])[0]
+    assert [h.id for h in clone.graph.retrieve(LEAD, "team", q, now=1.0)] == [
+        h.id for h in store.graph.retrieve(LEAD, "team", q, now=1.0)
+    ]
+    store.graph.delete(LEAD, "team", b, now=4.0)
+    assert store.graph.edges(LEAD, "team", as_of=5.0) == []
+    assert len(store.graph.edges(LEAD, "team", as_of=3.0)) == 2

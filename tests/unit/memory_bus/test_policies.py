@@ -1,0 +1,97 @@
+"""Eviction and write policies on hand-checked candidate sets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError, UnknownNameError
+from hivemem.memory_bus.features import COLUMN, candidate_features
+from hivemem.memory_bus.interfaces import EvictionContext, Hit, WriteDecision
+from hivemem.memory_bus.item import Item, TierName, WriteOp
+from hivemem.memory_bus.policies import LRUPolicy, make_eviction_policy, make_write_policy
+
+
+def item(i: int, created: float = 0.0, accessed: float = 0.0, hits: int = 0, importance: float = 0.0,
+         vector: list[float] | None = None, text: str = "", meta: dict[str, object] | None = None) -> Item:  # fmt: skip
+    vec = np.asarray(vector if vector is not None else [1.0, 0.0], dtype=np.float32)
+    return Item(i, TierName.SHARED, "ns", text, vec, meta or {}, importance, created, accessed, hits)
+
+
+def victims(name: str, items: list[Item], n: int = 1, now: float = 100.0, **kw: object) -> list[int]:
+    policy = make_eviction_policy(name)
+    incoming = kw.get("incoming")
+    ctx = EvictionContext(now=now, rng=np.random.default_rng(kw.get("seed", 0)), next_use=kw.get("next_use"),  # type: ignore[arg-type]
+                          incoming=incoming)  # type: ignore[arg-type]  # fmt: skip
+    context = incoming.vector if isinstance(incoming, Item) else None
+    features = candidate_features(items, now, context, getattr(policy, "strength", 10.0))
+    return [items[p].id for p in policy.select(items, features, n, ctx)]
+
+
+def test_memorybank_often_recalled_old_memory_outlives_a_newer_one() -> None:
+    # old: last recalled 40 ago, 3 recalls -> S = 10 * 4 = 40, R = exp(-40/40) = 0.37
+    # new: last recalled 20 ago, 0 recalls -> S = 10,         R = exp(-20/10) = 0.14
+    old = item(1, created=0, accessed=60, hits=3)
+    new = item(2, created=50, accessed=80, hits=0)
+    assert victims("memorybank", [old, new]) == [2]
+    f = candidate_features([old, new], 100.0)
+    assert math.isclose(f[0, COLUMN["retention"]], math.exp(-1.0))
+    assert math.isclose(f[1, COLUMN["retention"]], math.exp(-2.0))
+
+
+def test_generative_agents_weighs_recency_importance_and_relevance() -> None:
+    incoming = item(9, vector=[1.0, 0.0])
+    stale_unimportant = item(1, accessed=10, importance=1, vector=[0.0, 1.0])
+    fresh_relevant = item(2, accessed=99, importance=1, vector=[1.0, 0.0])
+    stale_important = item(3, accessed=10, importance=9, vector=[0.0, 1.0])
+    order = victims("generative_agents", [stale_unimportant, fresh_relevant, stale_important], n=3, incoming=incoming)
+    assert order == [1, 3, 2]
+
+
+def test_lfu_breaks_ties_by_recency_then_id() -> None:
+    items = [item(5, accessed=3, hits=1), item(4, accessed=3, hits=1), item(6, accessed=1, hits=2), item(7, accessed=9)]
+    assert victims("lfu", items, n=4) == [7, 4, 5, 6]
+
+
+def test_belady_evicts_furthest_and_never_used_first() -> None:
+    future = {1: 105.0, 2: math.inf, 3: 150.0}
+    items = [item(1), item(2), item(3)]
+    assert victims("belady", items, n=3, next_use=lambda it, now: future[it.id]) == [2, 3, 1]
+    with pytest.raises(ConfigError, match="future"):
+        victims("oracle", items)
+
+
+def test_random_is_seeded() -> None:
+    items = [item(i) for i in range(50)]
+    assert victims("random", items, n=5, seed=1) == victims("random", items, n=5, seed=1)
+    assert victims("random", items, n=5, seed=1) != victims("random", items, n=5, seed=2)
+
+
+def test_names_params_and_plugins() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'lru'"):
+        make_eviction_policy("lur")
+    assert isinstance(make_eviction_policy("hivemem.memory_bus.policies.eviction:LRUPolicy"), LRUPolicy)
+    with pytest.raises(ConfigError):
+        make_eviction_policy("memorybank", strength=-1)
+    with pytest.raises(ConfigError, match="bad parameters"):
+        make_eviction_policy("lru", nonsense=1)
+    with pytest.raises(InvalidInputError):
+        victims("lru", [item(1)], n=2)
+
+
+def test_dedup_branches() -> None:
+    policy = make_write_policy("dedup", duplicate_threshold=0.95, update_threshold=0.8)
+    proposal = item(0, text="car is blue", meta={"key": "car"})
+    same = Hit(1, 0.99, item(1, text="car is blue"))
+    keyed = Hit(2, 0.5, item(2, text="the car is red", meta={"key": "car"}))
+    close = Hit(3, 0.85, item(3, text="bus is blue"))
+    far = Hit(4, 0.1, item(4, text="weather"))
+    assert policy.decide(proposal, [same, keyed], 0.0) == WriteDecision(WriteOp.NOOP, 1)
+    assert policy.decide(proposal, [close, keyed], 0.0) == WriteDecision(WriteOp.UPDATE, 2)
+    assert policy.decide(item(0, text="bus is blue"), [close], 0.0) == WriteDecision(WriteOp.UPDATE, 3)
+    assert policy.decide(item(0, text="x"), [far], 0.0) == WriteDecision(WriteOp.ADD)
+    assert make_write_policy("never").decide(proposal, [], 0.0).op is WriteOp.NOOP
+    with pytest.raises(ConfigError):
+        make_write_policy("dedup", duplicate_threshold=0.5, update_threshold=0.9)
