@@ -24,7 +24,9 @@ def make_store(**graph: object) -> MemoryStore:
     return MemoryStore(StoreConfig(dim=64, graph=GraphConfig(**graph), access=access))  # type: ignore[arg-type]
 
 
-def node(store: MemoryStore, text: str, level: int = 0, who: Caller = LEAD, now: float = 0.0) -> int:
+def node(
+    store: MemoryStore, text: str, level: int = 0, who: Caller = LEAD, now: float = 0.0
+) -> int:
     return store.graph.write(who, "team", NewItem(text, level=level), now=now).item_id
 
 
@@ -73,7 +75,9 @@ def test_linked_node_outranks_an_unrelated_one() -> None:
     for method in ("khop", "ppr"):
         hits = store.graph.retrieve(LEAD, "team", q, k=3, now=1.0, method=method)
         assert [h.id for h in hits[:2]] == [seed, linked], method
-    assert [h.id for h in store.graph.retrieve(LEAD, "team", q, k=3, now=1.0, method="vector")] == [seed]
+    assert [h.id for h in store.graph.retrieve(LEAD, "team", q, k=3, now=1.0, method="vector")] == [
+        seed
+    ]
 
 
 def test_cached_csr_pagerank_equals_networkx() -> None:
@@ -83,11 +87,15 @@ def test_cached_csr_pagerank_equals_networkx() -> None:
     nodes = sorted(graph.nodes)
     adj = nx.to_scipy_sparse_array(graph, nodelist=nodes, format="csr").astype(float)
     deg = np.asarray(adj.sum(axis=1)).ravel()
-    matrix = sp.csr_matrix(sp.diags(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)) @ adj)
+    matrix = sp.csr_matrix(
+        sp.diags(np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)) @ adj
+    )
     p = rng.random(len(nodes))
     p /= p.sum()
     ours = personalized_pagerank(matrix, p, 0.85)
-    theirs = nx.pagerank(graph, alpha=0.85, personalization=dict(zip(nodes, p, strict=True)), tol=1e-12)
+    theirs = nx.pagerank(
+        graph, alpha=0.85, personalization=dict(zip(nodes, p, strict=True)), tol=1e-12
+    )
     assert np.allclose(ours, [theirs[n] for n in nodes], atol=1e-6)
 
 

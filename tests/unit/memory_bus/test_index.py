@@ -22,13 +22,17 @@ def unit(n: int, dim: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def brute(data: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def brute(
+    data: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     scores = q @ data.T
     order = np.lexsort((np.broadcast_to(ids, scores.shape), -scores), axis=1)[:, :k]
     return np.take_along_axis(scores, order, axis=1), ids[order]
 
 
-sizes = st.tuples(st.integers(4, 32), st.integers(1, 200), st.integers(1, 12), st.integers(0, 10_000))
+sizes = st.tuples(
+    st.integers(4, 32), st.integers(1, 200), st.integers(1, 12), st.integers(0, 10_000)
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -48,7 +52,9 @@ def test_search_equals_brute_force(shape: tuple[int, int, int, int], config: Ind
 
 @settings(max_examples=30, deadline=None)
 @given(sizes, st.sampled_from([EXACT, HNSW_SMALL]), st.data())
-def test_removed_ids_never_come_back(shape: tuple[int, int, int, int], config: IndexConfig, data: st.DataObject) -> None:
+def test_removed_ids_never_come_back(
+    shape: tuple[int, int, int, int], config: IndexConfig, data: st.DataObject
+) -> None:
     dim, n, k, seed = shape
     vecs = unit(n, dim, seed)
     ids = np.arange(n, dtype=np.int64)
@@ -95,7 +101,9 @@ def test_duplicates_and_bad_vectors_change_nothing() -> None:
     assert index.to_state() == before
 
 
-@pytest.mark.parametrize("config", [EXACT, HNSW_SMALL, IndexConfig(kind=IndexKind.IVF, ivf_nlist=4)])
+@pytest.mark.parametrize(
+    "config", [EXACT, HNSW_SMALL, IndexConfig(kind=IndexKind.IVF, ivf_nlist=4)]
+)
 def test_state_round_trip_through_msgpack(config: IndexConfig) -> None:
     vecs = unit(300, 16, 5)
     index = VectorIndex(16, config)

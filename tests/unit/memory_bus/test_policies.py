@@ -17,10 +17,14 @@ from hivemem.memory_bus.policies import LRUPolicy, make_eviction_policy, make_wr
 def item(i: int, created: float = 0.0, accessed: float = 0.0, hits: int = 0, importance: float = 0.0,
          vector: list[float] | None = None, text: str = "", meta: dict[str, object] | None = None) -> Item:  # fmt: skip
     vec = np.asarray(vector if vector is not None else [1.0, 0.0], dtype=np.float32)
-    return Item(i, TierName.SHARED, "ns", text, vec, meta or {}, importance, created, accessed, hits)
+    return Item(
+        i, TierName.SHARED, "ns", text, vec, meta or {}, importance, created, accessed, hits
+    )
 
 
-def victims(name: str, items: list[Item], n: int = 1, now: float = 100.0, **kw: object) -> list[int]:
+def victims(
+    name: str, items: list[Item], n: int = 1, now: float = 100.0, **kw: object
+) -> list[int]:
     policy = make_eviction_policy(name)
     incoming = kw.get("incoming")
     ctx = EvictionContext(now=now, rng=np.random.default_rng(kw.get("seed", 0)), next_use=kw.get("next_use"),  # type: ignore[arg-type]
@@ -46,12 +50,22 @@ def test_generative_agents_weighs_recency_importance_and_relevance() -> None:
     stale_unimportant = item(1, accessed=10, importance=1, vector=[0.0, 1.0])
     fresh_relevant = item(2, accessed=99, importance=1, vector=[1.0, 0.0])
     stale_important = item(3, accessed=10, importance=9, vector=[0.0, 1.0])
-    order = victims("generative_agents", [stale_unimportant, fresh_relevant, stale_important], n=3, incoming=incoming)
+    order = victims(
+        "generative_agents",
+        [stale_unimportant, fresh_relevant, stale_important],
+        n=3,
+        incoming=incoming,
+    )
     assert order == [1, 3, 2]
 
 
 def test_lfu_breaks_ties_by_recency_then_id() -> None:
-    items = [item(5, accessed=3, hits=1), item(4, accessed=3, hits=1), item(6, accessed=1, hits=2), item(7, accessed=9)]
+    items = [
+        item(5, accessed=3, hits=1),
+        item(4, accessed=3, hits=1),
+        item(6, accessed=1, hits=2),
+        item(7, accessed=9),
+    ]
     assert victims("lfu", items, n=4) == [7, 4, 5, 6]
 
 
@@ -72,7 +86,9 @@ def test_random_is_seeded() -> None:
 def test_names_params_and_plugins() -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'lru'"):
         make_eviction_policy("lur")
-    assert isinstance(make_eviction_policy("hivemem.memory_bus.policies.eviction:LRUPolicy"), LRUPolicy)
+    assert isinstance(
+        make_eviction_policy("hivemem.memory_bus.policies.eviction:LRUPolicy"), LRUPolicy
+    )
     with pytest.raises(ConfigError):
         make_eviction_policy("memorybank", strength=-1)
     with pytest.raises(ConfigError, match="bad parameters"):
@@ -90,7 +106,9 @@ def test_dedup_branches() -> None:
     far = Hit(4, 0.1, item(4, text="weather"))
     assert policy.decide(proposal, [same, keyed], 0.0) == WriteDecision(WriteOp.NOOP, 1)
     assert policy.decide(proposal, [close, keyed], 0.0) == WriteDecision(WriteOp.UPDATE, 2)
-    assert policy.decide(item(0, text="bus is blue"), [close], 0.0) == WriteDecision(WriteOp.UPDATE, 3)
+    assert policy.decide(item(0, text="bus is blue"), [close], 0.0) == WriteDecision(
+        WriteOp.UPDATE, 3
+    )
     assert policy.decide(item(0, text="x"), [far], 0.0) == WriteDecision(WriteOp.ADD)
     assert make_write_policy("never").decide(proposal, [], 0.0).op is WriteOp.NOOP
     with pytest.raises(ConfigError):
