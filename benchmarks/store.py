@@ -22,7 +22,6 @@ from collections.abc import Callable
 
 import faiss
 import numpy as np
-
 from hivemem.memory_bus.config import IndexConfig, IndexKind, StoreConfig, TierConfig
 from hivemem.memory_bus.interfaces import Caller, SearchRequest, WriteRequest
 from hivemem.memory_bus.item import NewItem
@@ -37,7 +36,9 @@ CALLER = Caller("bench", frozenset({"g"}))
 def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 200) -> np.ndarray:
     """Unit vectors around random centres: the structure real embeddings have."""
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    x = centres[rng.integers(clusters, size=n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    x = centres[rng.integers(clusters, size=n)] + 0.6 * rng.standard_normal((n, dim)).astype(
+        np.float32
+    )
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -87,7 +88,9 @@ def store_write(store: MemoryStore, data: np.ndarray) -> Callable[[], None]:
     def run() -> None:
         for start in range(0, len(data), WRITE_BATCH):
             chunk = data[start : start + WRITE_BATCH]
-            store.shared.write_many([WriteRequest(CALLER, "g", NewItem(vector=v)) for v in chunk], now=0.0)
+            store.shared.write_many(
+                [WriteRequest(CALLER, "g", NewItem(vector=v)) for v in chunk], now=0.0
+            )
         store.shared.namespaces["g"].index.flush()
 
     return run
@@ -119,15 +122,21 @@ def measure(n: int, dim: int, approximate: bool, n_queries: int, seed: int) -> d
     return out
 
 
-def recall_at_k(n: int, dim: int, make: Callable[..., np.ndarray], n_queries: int, seed: int) -> float:
+def recall_at_k(
+    n: int, dim: int, make: Callable[..., np.ndarray], n_queries: int, seed: int
+) -> float:
     """Recall@10 of the store's HNSW path against exact search, on ``make``'s vectors."""
     rng = np.random.default_rng(seed)
     data, queries = make(n, dim, rng), make(n_queries, dim, rng)
-    store = MemoryStore(StoreConfig(dim=dim, shared=TierConfig(index=index_config(True))), embed=False)
+    store = MemoryStore(
+        StoreConfig(dim=dim, shared=TierConfig(index=index_config(True))), embed=False
+    )
     store_write(store, data)()
     truth = np.argsort(-(queries @ data.T), axis=1)[:, :K] + 1  # store ids start at 1
     got = store.shared.search_many([SearchRequest(CALLER, "g", q, K) for q in queries], now=1.0)
-    found = [len(set(t.tolist()) & {h.id for h in hits}) for t, hits in zip(truth, got, strict=True)]
+    found = [
+        len(set(t.tolist()) & {h.id for h in hits}) for t, hits in zip(truth, got, strict=True)
+    ]
     return float(np.sum(found)) / (K * n_queries)
 
 
@@ -137,11 +146,15 @@ def report(label: str, figures: dict[str, float]) -> None:
         unit = "items/s" if what == "write" else "queries/s"
         row = {src: figures[f"{src}_{what}"] for src in ("numpy", "faiss", "store")}
         print(f"  {what:6s} ({unit}): " + "  ".join(f"{k}={v:,.0f}" for k, v in row.items()))
-        print(f"    store/faiss = {row['store'] / row['faiss']:.2f}   store/numpy = {row['store'] / row['numpy']:.2f}")
+        print(
+            f"    store/faiss = {row['store'] / row['faiss']:.2f}   store/numpy = {row['store'] / row['numpy']:.2f}"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--full-1m", action="store_true", help="also 1,000,000 items")
     parser.add_argument("--dim", type=int, default=384)
@@ -149,19 +162,25 @@ def main() -> None:
     args = parser.parse_args()
     exact_n, approx_n = (10_000, 20_000) if args.quick else (10_000, 100_000)
     n_queries = 512 if args.quick else 1024
-    print(f"store benchmark: dim={args.dim}, k={K}, query batches of {QUERY_BATCH}, faiss {faiss.__version__}")
+    print(
+        f"store benchmark: dim={args.dim}, k={K}, query batches of {QUERY_BATCH}, faiss {faiss.__version__}"
+    )
     headline: dict[str, float] = {}
     sizes = [(exact_n, False), (approx_n, True)] + ([(1_000_000, True)] if args.full_1m else [])
     for n, approximate in sizes:
         figures = measure(n, args.dim, approximate, n_queries, args.seed)
         label = f"{n // 1000}k"
         report(f"{n:,} items, {'HNSW' if approximate else 'exact'}", figures)
-        headline[f"store_search_vs_faiss_{label}"] = figures["store_search"] / figures["faiss_search"]
+        headline[f"store_search_vs_faiss_{label}"] = (
+            figures["store_search"] / figures["faiss_search"]
+        )
         headline[f"store_write_vs_faiss_{label}"] = figures["store_write"] / figures["faiss_write"]
         headline[f"store_search_queries_per_s_{label}"] = figures["store_search"]
     recall_n = approx_n
     for name, make in (("clustered", clustered), ("uniform", uniform)):
-        headline[f"recall_at_10_{name}_{recall_n // 1000}k"] = recall_at_k(recall_n, args.dim, make, 256, args.seed + 1)
+        headline[f"recall_at_10_{name}_{recall_n // 1000}k"] = recall_at_k(
+            recall_n, args.dim, make, 256, args.seed + 1
+        )
     print()
     for name, value in headline.items():
         print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:,.0f}")

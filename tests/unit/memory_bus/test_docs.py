@@ -5,7 +5,6 @@ from __future__ import annotations
 import doctest
 
 import pytest
-
 from hivemem.memory_bus import embedder, registry, store
 
 

@@ -7,7 +7,6 @@ import networkx as nx
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from hivemem.memory_bus.config import AccessConfig, GraphConfig, StoreConfig
 from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
 from hivemem.memory_bus.graph import personalized_pagerank

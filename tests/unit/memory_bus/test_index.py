@@ -5,12 +5,11 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
 from hivemem.memory_bus.index import VectorIndex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 EXACT = IndexConfig(kind=IndexKind.FLAT)
 # efSearch above the set size makes HNSW visit every node: exact in practice on tiny sets.
@@ -67,7 +66,7 @@ def test_removed_ids_never_come_back(
     assert not set(got.ravel().tolist()) & gone
     keep = np.array(sorted(set(range(n)) - gone), dtype=np.int64)
     if len(keep):
-        want_scores, want = brute(vecs[keep], keep, vecs[:3], min(k, len(keep)))
+        _want_scores, want = brute(vecs[keep], keep, vecs[:3], min(k, len(keep)))
         assert np.array_equal(index.search(vecs[:3], k)[1][:, : len(want[0])], want)
 
 

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError, UnknownNameError
 from hivemem.memory_bus.features import COLUMN, candidate_features
 from hivemem.memory_bus.interfaces import EvictionContext, Hit, WriteDecision
