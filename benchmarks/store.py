@@ -33,12 +33,17 @@ WRITE_BATCH = 1024
 CALLER = Caller("bench", frozenset({"g"}))
 
 
-def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 200) -> np.ndarray:
-    """Unit vectors around random centres: the structure real embeddings have."""
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    x = centres[rng.integers(clusters, size=n)] + 0.6 * rng.standard_normal((n, dim)).astype(
-        np.float32
-    )
+def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 200, intrinsic: int = 32) -> np.ndarray:
+    """Unit vectors around cluster centres, varying along a few directions.
+
+    Sentence embeddings occupy a subspace of low intrinsic dimension (a few tens) inside
+    their 384 coordinates; this mimics that. The basis comes from a fixed generator, so
+    data and queries of one run share it.
+    """
+    basis = np.random.default_rng(12345).standard_normal((intrinsic, dim)).astype(np.float32)
+    centres = rng.standard_normal((clusters, intrinsic)).astype(np.float32)
+    z = centres[rng.integers(clusters, size=n)] + 0.5 * rng.standard_normal((n, intrinsic)).astype(np.float32)
+    x = z @ basis + 0.05 * rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
