@@ -33,7 +33,9 @@ WRITE_BATCH = 1024
 CALLER = Caller("bench", frozenset({"g"}))
 
 
-def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 200, intrinsic: int = 32) -> np.ndarray:
+def clustered(
+    n: int, dim: int, rng: np.random.Generator, clusters: int = 200, intrinsic: int = 32
+) -> np.ndarray:
     """Unit vectors around cluster centres, varying along a few directions.
 
     Sentence embeddings occupy a subspace of low intrinsic dimension (a few tens) inside
@@ -42,7 +44,9 @@ def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 200, i
     """
     basis = np.random.default_rng(12345).standard_normal((intrinsic, dim)).astype(np.float32)
     centres = rng.standard_normal((clusters, intrinsic)).astype(np.float32)
-    z = centres[rng.integers(clusters, size=n)] + 0.5 * rng.standard_normal((n, intrinsic)).astype(np.float32)
+    z = centres[rng.integers(clusters, size=n)] + 0.5 * rng.standard_normal((n, intrinsic)).astype(
+        np.float32
+    )
     x = z @ basis + 0.05 * rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -145,6 +149,47 @@ def recall_at_k(
     return float(np.sum(found)) / (K * n_queries)
 
 
+def many_namespaces(count: int, per: int, dim: int, seed: int) -> dict[str, float]:
+    """Private-tier shape: many small namespaces, each query of a batch to another one."""
+    rng = np.random.default_rng(seed)
+    data = clustered(count * per, dim, rng).reshape(count, per, dim)
+    callers = [Caller(f"a{i}") for i in range(count)]
+    store = MemoryStore(StoreConfig(dim=dim), embed=False)
+    requests = [
+        WriteRequest(c, c.agent_id, NewItem(vector=v))
+        for c, block in zip(callers, data, strict=True)
+        for v in block
+    ]
+    out = {"store_write": rate(len(requests), lambda: [store.private.write_many(requests[i : i + WRITE_BATCH], now=0.0)
+                                                       for i in range(0, len(requests), WRITE_BATCH)])}  # fmt: skip
+    indexes = []
+    for block in data:
+        index = faiss.IndexFlatIP(dim)
+        index.add(block)
+        indexes.append(index)
+    targets = rng.integers(count, size=2048)
+    queries = clustered(len(targets), dim, rng)
+
+    def run_faiss() -> None:
+        for t, q in zip(targets, queries, strict=True):
+            indexes[t].search(q[None, :], K)
+
+    def run_store() -> None:
+        for start in range(0, len(targets), QUERY_BATCH):
+            batch = zip(
+                targets[start : start + QUERY_BATCH],
+                queries[start : start + QUERY_BATCH],
+                strict=True,
+            )
+            store.private.search_many(
+                [SearchRequest(callers[t], callers[t].agent_id, q, K) for t, q in batch], now=1.0
+            )
+
+    out["faiss_search"] = rate(len(targets), run_faiss)
+    out["store_search"] = rate(len(targets), run_store)
+    return out
+
+
 def report(label: str, figures: dict[str, float]) -> None:
     print(f"\n== {label}")
     for what in ("write", "search"):
@@ -181,6 +226,16 @@ def main() -> None:
         )
         headline[f"store_write_vs_faiss_{label}"] = figures["store_write"] / figures["faiss_write"]
         headline[f"store_search_queries_per_s_{label}"] = figures["store_search"]
+    count = 1_000 if args.quick else 10_000
+    small = many_namespaces(count, 100, args.dim, args.seed)
+    print(
+        f"\n== {count:,} namespaces x 100 items (private-tier shape), queries spread over namespaces"
+    )
+    print(f"  store writes/s={small['store_write']:,.0f}  search q/s: store={small['store_search']:,.0f}"
+          f"  faiss (one IndexFlatIP per namespace, one call per query)={small['faiss_search']:,.0f}")  # fmt: skip
+    headline[f"small_namespaces_{count // 1000}k_store_search_vs_faiss"] = (
+        small["store_search"] / small["faiss_search"]
+    )
     recall_n = approx_n
     for name, make in (("clustered", clustered), ("uniform", uniform)):
         headline[f"recall_at_10_{name}_{recall_n // 1000}k"] = recall_at_k(

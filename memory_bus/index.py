@@ -33,6 +33,7 @@ from hivemem.memory_bus.item import check_matrix
 faiss.cvar.distance_compute_blas_threshold = 16
 
 _REBUILD_FRACTION = 0.25
+_SMALL = 2_048  # up to this many exact rows, sort them all rather than partition and merge
 _IVF_MIN_POINTS_PER_LIST = 39
 
 
@@ -219,12 +220,28 @@ class VectorIndex:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError("k", f"expected a positive int, got {k!r}")
         queries = check_matrix(queries, self.dim, "queries")
+        if self._approx is None and self._n <= _SMALL:
+            return self._search_small(queries, k)
         parts = [self._search_exact(queries, k)]
         if self._approx is not None and len(self._label):
             parts.append(self._search_approx(queries, k))
         scores = np.concatenate([p[0] for p in parts], axis=1)
         ids = np.concatenate([p[1] for p in parts], axis=1)
         return _top_k(scores, ids, k)
+
+    def _search_small(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search of a small namespace: one product and one sort, no partition or merge."""
+        n = self._n
+        if n == 0:
+            return _empty(len(queries), k)
+        ids = self._ids[:n]
+        scores = queries @ self._vecs[:n].T
+        order = np.lexsort((np.broadcast_to(ids, scores.shape), -scores), axis=1)[:, :k]
+        top_scores, top_ids = scores[np.arange(len(scores))[:, None], order], ids[order]
+        if n >= k:
+            return top_scores, top_ids
+        pad_s, pad_i = _empty(len(queries), k - n)
+        return np.hstack([top_scores, pad_s]), np.hstack([top_ids, pad_i])
 
     def _search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._n == 0:
