@@ -160,8 +160,15 @@ def many_namespaces(count: int, per: int, dim: int, seed: int) -> dict[str, floa
         for c, block in zip(callers, data, strict=True)
         for v in block
     ]
-    out = {"store_write": rate(len(requests), lambda: [store.private.write_many(requests[i : i + WRITE_BATCH], now=0.0)
-                                                       for i in range(0, len(requests), WRITE_BATCH)])}  # fmt: skip
+    out = {
+        "store_write": rate(
+            len(requests),
+            lambda: [
+                store.private.write_many(requests[i : i + WRITE_BATCH], now=0.0)
+                for i in range(0, len(requests), WRITE_BATCH)
+            ],
+        )
+    }
     indexes = []
     for block in data:
         index = faiss.IndexFlatIP(dim)
@@ -231,8 +238,10 @@ def main() -> None:
     print(
         f"\n== {count:,} namespaces x 100 items (private-tier shape), queries spread over namespaces"
     )
-    print(f"  store writes/s={small['store_write']:,.0f}  search q/s: store={small['store_search']:,.0f}"
-          f"  faiss (one IndexFlatIP per namespace, one call per query)={small['faiss_search']:,.0f}")  # fmt: skip
+    print(
+        f"  store writes/s={small['store_write']:,.0f}  search q/s: store={small['store_search']:,.0f}"
+        f"  faiss (one IndexFlatIP per namespace, one call per query)={small['faiss_search']:,.0f}"
+    )
     headline[f"small_namespaces_{count // 1000}k_store_search_vs_faiss"] = (
         small["store_search"] / small["faiss_search"]
     )

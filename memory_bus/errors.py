@@ -130,12 +130,16 @@ class NotFoundError(HivememError):
 class NamespaceNotFoundError(NotFoundError):
     """No namespace of that name in that tier."""
 
+    code = "namespace_not_found"
+
     def __init__(self, tier: str, namespace: str) -> None:
         super().__init__(f"no namespace {tier}/{namespace}", tier=tier, namespace=namespace)
 
 
 class ItemNotFoundError(NotFoundError):
     """No item with that id in that namespace."""
+
+    code = "item_not_found"
 
     def __init__(self, tier: str, namespace: str, item_id: int) -> None:
         super().__init__(
@@ -148,6 +152,8 @@ class ItemNotFoundError(NotFoundError):
 
 class EdgeNotFoundError(NotFoundError):
     """No edge with that id in that graph namespace."""
+
+    code = "edge_not_found"
 
     def __init__(self, namespace: str, edge_id: int) -> None:
         super().__init__(

@@ -42,7 +42,7 @@ from hivemem.memory_bus.item import (
     check_vector,
 )
 from hivemem.memory_bus.namespace import MemoryEvent, Namespace
-from hivemem.memory_bus.tiers import StoreContext, VectorTier
+from hivemem.memory_bus.tiers import StoreContext, VectorTier, recall
 
 KHOP_DECAY = 0.5
 _PPR_TOL = 1e-10
@@ -71,10 +71,15 @@ class Edge:
     def to_state(self) -> dict[str, Any]:
         """A msgpack-safe dict."""
         return {
-            "id": self.id, "src": self.src, "dst": self.dst, "type": self.type,
-            "valid_from": self.valid_from, "valid_to": self.valid_to, "created": self.created,
+            "id": self.id,
+            "src": self.src,
+            "dst": self.dst,
+            "type": self.type,
+            "valid_from": self.valid_from,
+            "valid_to": self.valid_to,
+            "created": self.created,
             "meta": self.meta,
-        }  # fmt: skip
+        }
 
 
 class GraphTier(VectorTier):
@@ -119,9 +124,18 @@ class GraphTier(VectorTier):
         return item
 
     def add_edge(
-        self, caller: Caller, namespace: str, src: int, dst: int, type: str, *, now: float,
-        valid_from: float | None = None, valid_to: float = INF, meta: dict[str, Any] | None = None,
-    ) -> int:  # fmt: skip
+        self,
+        caller: Caller,
+        namespace: str,
+        src: int,
+        dst: int,
+        type: str,
+        *,
+        now: float,
+        valid_from: float | None = None,
+        valid_to: float = INF,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
         """Link ``src`` to ``dst`` with a typed edge; returns the edge id."""
         now = check_number(now, "now")
         self._node(caller, namespace, src, "link")
@@ -134,8 +148,16 @@ class GraphTier(VectorTier):
             raise InvalidInputError("valid_to", "must be after valid_from")
         from hivemem.memory_bus.item import check_meta
 
-        edge = Edge(self.ctx.allocate(1)[0], int(src), int(dst), type, start, end, now,
-                    dict(check_meta(meta or {}, self.ctx.limits)))  # fmt: skip
+        edge = Edge(
+            self.ctx.allocate(1)[0],
+            int(src),
+            int(dst),
+            type,
+            start,
+            end,
+            now,
+            dict(check_meta(meta or {}, self.ctx.limits)),
+        )
         self._store_edge(namespace, edge)
         return edge.id
 
@@ -165,9 +187,14 @@ class GraphTier(VectorTier):
         return edge
 
     def edges(
-        self, caller: Caller, namespace: str, *, as_of: float | None = None,
-        node: int | None = None, type: str | None = None,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+        self,
+        caller: Caller,
+        namespace: str,
+        *,
+        as_of: float | None = None,
+        node: int | None = None,
+        type: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Edges (all, or those valid at ``as_of``), optionally touching ``node`` or of ``type``."""
         self._check(caller, namespace, "read")
         t = None if as_of is None else check_time(as_of, "as_of")
@@ -183,9 +210,14 @@ class GraphTier(VectorTier):
         return out
 
     def neighbors(
-        self, caller: Caller, namespace: str, node_id: int, *, as_of: float | None = None,
+        self,
+        caller: Caller,
+        namespace: str,
+        node_id: int,
+        *,
+        as_of: float | None = None,
         direction: str = "both",
-    ) -> list[int]:  # fmt: skip
+    ) -> list[int]:
         """Ids of nodes linked to ``node_id`` by edges valid at ``as_of`` (None: open edges)."""
         self._node(caller, namespace, node_id, "read")
         if direction not in ("in", "out", "both"):
@@ -205,9 +237,15 @@ class GraphTier(VectorTier):
         return sorted(found)
 
     def promote(
-        self, caller: Caller, namespace: str, children: Sequence[int], parent: NewItem, *,
-        now: float, edge_type: str = "abstracts",
-    ) -> int:  # fmt: skip
+        self,
+        caller: Caller,
+        namespace: str,
+        children: Sequence[int],
+        parent: NewItem,
+        *,
+        now: float,
+        edge_type: str = "abstracts",
+    ) -> int:
         """Write ``parent`` one level or more above every child and link it to each child.
 
         Returns:
@@ -231,9 +269,17 @@ class GraphTier(VectorTier):
     # --- retrieval ----------------------------------------------------------------------
 
     def retrieve(
-        self, caller: Caller, namespace: str, vector: np.ndarray, k: int = 10, *, now: float,
-        method: str | RetrievalMethod | None = None, hops: int | None = None, as_of: float | None = None,
-    ) -> list[Hit]:  # fmt: skip
+        self,
+        caller: Caller,
+        namespace: str,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        now: float,
+        method: str | RetrievalMethod | None = None,
+        hops: int | None = None,
+        as_of: float | None = None,
+    ) -> list[Hit]:
         """Seed nodes by vector match, then rank by ``method``; results count as recalled."""
         self._check(caller, namespace, "read")
         now = check_number(now, "now")
@@ -256,8 +302,7 @@ class GraphTier(VectorTier):
         ranked = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
         hits = [Hit(i, float(s), ns.items[i]) for i, s in ranked if _visible(ns, i, t, allowed)][:k]
         for hit in hits:
-            hit.item.hits += 1
-            hit.item.accessed = max(hit.item.accessed, now)
+            recall(hit.item, now)
         return hits
 
     def _khop(

@@ -294,7 +294,7 @@ class VectorTier:
         self._check(caller, namespace, "read")
         item = self._target(self._namespace(namespace), _as_id(item_id))
         if now is not None:
-            _recall(item, check_number(now, "now"))
+            recall(item, check_number(now, "now"))
         return item
 
     def search(
@@ -325,7 +325,7 @@ class VectorTier:
                 out[pos] = hits
         for hits in out:
             for hit in hits:
-                _recall(hit.item, now)
+                recall(hit.item, now)
         return out
 
     def _group_queries(
@@ -456,7 +456,8 @@ class VectorTier:
         self.decisions = Counter(state["decisions"])
 
 
-def _recall(item: Item, now: float) -> None:
+def recall(item: Item, now: float) -> None:
+    """Count a read of ``item`` at ``now`` (hits and last access)."""
     item.hits += 1
     item.accessed = max(item.accessed, now)
 

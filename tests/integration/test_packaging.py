@@ -51,8 +51,9 @@ def test_wheel_imports_and_finds_package_data(wheel: Path, tmp_path: Path) -> No
         "print(platform.system())"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                         cwd=ROOT).stdout.split()  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
     assert out[0].startswith(str(tmp_path)), "imported the checkout, not the wheel"
     assert out[1] == "True"
     assert out[2] == "Linux", "the stdlib platform module was shadowed"

@@ -13,8 +13,16 @@ from hivemem.memory_bus.item import Item, TierName, WriteOp
 from hivemem.memory_bus.policies import LRUPolicy, make_eviction_policy, make_write_policy
 
 
-def item(i: int, created: float = 0.0, accessed: float = 0.0, hits: int = 0, importance: float = 0.0,
-         vector: list[float] | None = None, text: str = "", meta: dict[str, object] | None = None) -> Item:  # fmt: skip
+def item(
+    i: int,
+    created: float = 0.0,
+    accessed: float = 0.0,
+    hits: int = 0,
+    importance: float = 0.0,
+    vector: list[float] | None = None,
+    text: str = "",
+    meta: dict[str, object] | None = None,
+) -> Item:
     vec = np.asarray(vector if vector is not None else [1.0, 0.0], dtype=np.float32)
     return Item(
         i, TierName.SHARED, "ns", text, vec, meta or {}, importance, created, accessed, hits
@@ -26,8 +34,12 @@ def victims(
 ) -> list[int]:
     policy = make_eviction_policy(name)
     incoming = kw.get("incoming")
-    ctx = EvictionContext(now=now, rng=np.random.default_rng(kw.get("seed", 0)), next_use=kw.get("next_use"),  # type: ignore[arg-type]
-                          incoming=incoming)  # type: ignore[arg-type]  # fmt: skip
+    ctx = EvictionContext(
+        now=now,
+        rng=np.random.default_rng(kw.get("seed", 0)),
+        next_use=kw.get("next_use"),  # type: ignore[arg-type]
+        incoming=incoming,
+    )  # type: ignore[arg-type]
     context = incoming.vector if isinstance(incoming, Item) else None
     features = candidate_features(items, now, context, getattr(policy, "strength", 10.0))
     return [items[p].id for p in policy.select(items, features, n, ctx)]

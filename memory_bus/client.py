@@ -1,0 +1,437 @@
+"""Clients of the bus: one asyncio core, a thin synchronous wrapper, agent-scoped handles.
+
+:class:`AsyncMemoryClient` keeps many requests in flight on one DEALER socket and matches
+replies to requests by id. A request that times out is sent again *with the same id*
+after reconnecting; the server answers a repeated id from memory, so a retried write is
+never applied twice. :class:`MemoryClient` runs the same core on a private event loop
+thread. Every op is written once, in :class:`Ops`.
+
+Example:
+    >>> client = MemoryClient("tcp://127.0.0.1:7777")  # doctest: +SKIP
+    >>> alice = client.as_agent("alice", token)  # doctest: +SKIP
+    >>> alice.write("private", "alice", NewItem("the vault code is 4417"), now=0.0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import zmq
+import zmq.asyncio
+from hivemem.memory_bus import errors
+from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import (
+    HEADER,
+    ProtocolError,
+    decode_hit,
+    decode_item,
+    decode_reply,
+    decode_write_result,
+    encode_new_item,
+    encode_request,
+    unpack,
+    vector_to_bytes,
+)
+
+
+class BusTimeoutError(HivememError):
+    """No reply within the timeout, after every retry."""
+
+    code = "timeout"
+
+
+class RemoteError(HivememError):
+    """An error reply whose code names no local exception class."""
+
+
+def _error_classes() -> dict[str, type[HivememError]]:
+    found: dict[str, type[HivememError]] = {}
+    for obj in vars(errors).values():
+        if isinstance(obj, type) and issubclass(obj, HivememError):
+            found.setdefault(obj.code, obj)  # the first class of a code is its most general
+    return found
+
+
+_BY_CODE = _error_classes()
+
+
+def error_from_reply(error: dict[str, Any]) -> HivememError:
+    """The exception a server's error reply stands for, with its code, message and details."""
+    code = str(error.get("code", "internal"))
+    cls = _BY_CODE.get(code, ProtocolError if code in _PROTOCOL_CODES else RemoteError)
+    exc = cls.__new__(cls)
+    HivememError.__init__(exc, str(error.get("message", "")), **dict(error.get("details") or {}))
+    exc.code = code
+    return exc
+
+
+_PROTOCOL_CODES = {"bad_frame", "bad_request", "unknown_op", "too_large", "unauthenticated"}
+
+
+class Ops:
+    """Every bus op, written once; subclasses say how a call is carried out."""
+
+    agent: str
+    token: str
+
+    def _call(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
+    ) -> Any:
+        raise NotImplementedError
+
+    def ping(self) -> Any:
+        """The server's protocol version and who it thinks you are."""
+        return self._call("ping", {})
+
+    def register(self, agent_id: str, groups: list[str] | None = None, role: str = "agent") -> Any:
+        """Admin only: register an agent; returns ``{"token": ...}``."""
+        return self._call(
+            "register", {"agent_id": agent_id, "groups": list(groups or []), "role": role}
+        )
+
+    def write(self, tier: str, namespace: str, item: NewItem, *, now: float) -> Any:
+        """Propose one item; returns the write policy's WriteResult."""
+        args = {"tier": tier, "namespace": namespace, "item": encode_new_item(item), "now": now}
+        return self._call("write", args, decode_write_result)
+
+    def write_many(self, tier: str, entries: list[tuple[str, NewItem]], *, now: float) -> Any:
+        """Propose ``(namespace, item)`` pairs in one message; returns a WriteResult each."""
+        items = [{"namespace": ns, "item": encode_new_item(it)} for ns, it in entries]
+        return self._call(
+            "write_many", {"tier": tier, "items": items, "now": now}, _each(decode_write_result)
+        )
+
+    def get(self, tier: str, namespace: str, item_id: int, *, now: float | None = None) -> Any:
+        """One item; with ``now`` the read counts as a recall."""
+        args = {"tier": tier, "namespace": namespace, "item_id": item_id, "now": now}
+        return self._call("get", args, decode_item)
+
+    def search(
+        self,
+        tier: str,
+        namespace: str,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        now: float,
+        as_of: float | None = None,
+    ) -> Any:
+        """The ``k`` nearest items as Hits, best first."""
+        args = {
+            "tier": tier,
+            "namespace": namespace,
+            "vector": vector_to_bytes(vector),
+            "k": k,
+            "now": now,
+            "as_of": as_of,
+        }
+        return self._call("search", args, _each(decode_hit))
+
+    def search_many(
+        self, tier: str, queries: list[tuple[str, np.ndarray, int]], *, now: float
+    ) -> Any:
+        """``(namespace, vector, k)`` queries in one message; one Hit list each."""
+        raw = [{"namespace": ns, "vector": vector_to_bytes(v), "k": k} for ns, v, k in queries]
+        return self._call(
+            "search_many", {"tier": tier, "queries": raw, "now": now}, _each(_each(decode_hit))
+        )
+
+    def update(
+        self,
+        tier: str,
+        namespace: str,
+        item_id: int,
+        *,
+        expected_version: int,
+        now: float,
+        **changes: Any,
+    ) -> Any:
+        """Change an item if it is still at ``expected_version``."""
+        if "vector" in changes:
+            changes["vector"] = vector_to_bytes(changes["vector"])
+        args = {
+            "tier": tier,
+            "namespace": namespace,
+            "item_id": item_id,
+            "expected_version": expected_version,
+            "now": now,
+            "changes": changes,
+        }
+        return self._call("update", args, decode_item)
+
+    def delete(self, tier: str, namespace: str, item_id: int, *, now: float) -> Any:
+        """Remove an item."""
+        return self._call(
+            "delete", {"tier": tier, "namespace": namespace, "item_id": item_id, "now": now}
+        )
+
+    def history(self, tier: str, namespace: str, item_id: int) -> Any:
+        """Every kept version of an item."""
+        return self._call("history", {"tier": tier, "namespace": namespace, "item_id": item_id})
+
+    def stats(self) -> Any:
+        """Per-tier counts."""
+        return self._call("stats", {})
+
+    def add_edge(
+        self, namespace: str, src: int, dst: int, type: str, *, now: float, **kw: Any
+    ) -> Any:
+        """Link two graph nodes; returns the edge id."""
+        return self._call(
+            "add_edge",
+            {"namespace": namespace, "src": src, "dst": dst, "type": type, "now": now, **kw},
+        )
+
+    def invalidate_edge(self, namespace: str, edge_id: int, *, at: float) -> Any:
+        """End an edge's validity."""
+        return self._call("invalidate_edge", {"namespace": namespace, "edge_id": edge_id, "at": at})
+
+    def edges(self, namespace: str, **kw: Any) -> Any:
+        """Edges, optionally ``as_of``, ``node``, ``type``."""
+        return self._call("edges", {"namespace": namespace, **kw})
+
+    def neighbors(self, namespace: str, node_id: int, **kw: Any) -> Any:
+        """Linked node ids."""
+        return self._call("neighbors", {"namespace": namespace, "node_id": node_id, **kw})
+
+    def promote(
+        self, namespace: str, children: list[int], parent: NewItem, *, now: float, **kw: Any
+    ) -> Any:
+        """Write a parent above ``children`` and link them; returns its id."""
+        args = {
+            "namespace": namespace,
+            "children": children,
+            "parent": encode_new_item(parent),
+            "now": now,
+            **kw,
+        }
+        return self._call("promote", args)
+
+    def retrieve(
+        self, namespace: str, vector: np.ndarray, k: int = 10, *, now: float, **kw: Any
+    ) -> Any:
+        """Graph retrieval (vector seeds, then k-hop or PPR)."""
+        args = {"namespace": namespace, "vector": vector_to_bytes(vector), "k": k, "now": now, **kw}
+        return self._call("retrieve", args, _each(decode_hit))
+
+
+def _each(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda values: [decode(v) for v in values]
+
+
+class _Transport:
+    """One DEALER socket, requests in flight matched by id, reconnect on timeout."""
+
+    def __init__(
+        self, address: str, timeout: float, retries: int, curve: dict[str, bytes] | None
+    ) -> None:
+        self.address, self.timeout, self.retries, self.curve = address, timeout, retries, curve
+        self.client_id = secrets.randbits(63)
+        self._ids = itertools.count(1)
+        self.ctx = zmq.asyncio.Context()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._sock: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._generation = 0
+
+    def _connect(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.curve:
+            sock.curve_secretkey, sock.curve_publickey = self.curve["secret"], self.curve["public"]
+            sock.curve_serverkey = self.curve["server"]
+        sock.connect(self.address)
+        self._sock = sock
+        self._generation += 1
+        self._reader = asyncio.get_running_loop().create_task(self._read(sock))
+
+    async def _read(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames = await sock.recv_multipart()
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            try:
+                reply = decode_reply(frames)
+            except ProtocolError:
+                continue  # not ours to answer; the caller times out and retries
+            future = self._pending.get(reply.id)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    def _reconnect(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # another request already reconnected
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._connect()
+
+    async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        if self._sock is None:
+            self._connect()
+        req_id = next(self._ids)
+        frames = encode_request(req_id, self.client_id, op, agent, token, args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = future
+        try:
+            return await self._attempts(frames, future)
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def _attempts(self, frames: list[bytes], future: asyncio.Future[Any]) -> Any:
+        for _attempt in range(self.retries + 1):
+            generation, sock = self._generation, self._sock
+            if sock is None:
+                raise HivememError("client is closed")
+            try:
+                await sock.send_multipart(frames)
+                reply = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            except TimeoutError:
+                self._reconnect(generation)
+                continue
+            except zmq.ZMQError as exc:
+                raise HivememError(f"transport error talking to {self.address}: {exc}") from exc
+            if not reply.ok:
+                raise error_from_reply(reply.error or {})
+            return reply.result
+        attempts = self.retries + 1
+        raise BusTimeoutError(
+            f"no reply from {self.address} after {attempts} attempts of {self.timeout} s",
+            address=self.address,
+            attempts=attempts,
+        )
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self.ctx.term()
+
+
+class AsyncMemoryClient(Ops):
+    """The asyncio client: every op method returns a coroutine.
+
+    Args:
+        address: The server's ROUTER address (``tcp://host:port``).
+        agent: Default agent id for requests (see :meth:`as_agent`).
+        token: That agent's token.
+        timeout: Seconds to wait for one reply before retrying.
+        retries: Retries after a timeout (each with the same request id).
+        curve: ``{"public", "secret", "server"}`` z85 keys for CURVE, or None.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        agent: str = "",
+        token: str = "",
+        *,
+        timeout: float = 10.0,
+        retries: int = 2,
+        curve: dict[str, bytes] | None = None,
+    ) -> None:
+        self.agent, self.token = agent, token
+        self._transport = _Transport(address, timeout, retries, curve)
+
+    def _call(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
+    ) -> Any:
+        return self._decoded(op, args, decode)
+
+    async def _decoded(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
+    ) -> Any:
+        result = await self._transport.call(op, self.agent, self.token, args)
+        return decode(result) if decode is not None else result
+
+    async def events(
+        self, topics: list[str], pub_address: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Memory events (add/update/delete/evict) of ``topics`` ("tier/namespace" prefixes).
+
+        The PUB address comes from ``ping`` unless given. Yields decoded event maps.
+        """
+        address = pub_address or (await self.ping())["pub"]
+        sock = self._transport.ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        sock.connect(address)
+        try:
+            while True:
+                frames = await sock.recv_multipart()
+                if len(frames) == 3 and frames[1] == HEADER:
+                    yield unpack(frames[2])
+        finally:
+            sock.close(linger=0)
+
+    def as_agent(self, agent: str, token: str) -> AsyncMemoryClient:
+        """A handle on the same connection that acts as ``agent``."""
+        handle = object.__new__(AsyncMemoryClient)
+        handle.agent, handle.token, handle._transport = agent, token, self._transport
+        return handle
+
+    def close(self) -> None:
+        """Close the socket (call from the loop that used it)."""
+        self._transport.close()
+
+
+class MemoryClient(Ops):
+    """The synchronous client: the async core on a private event-loop thread."""
+
+    def __init__(self, address: str, agent: str = "", token: str = "", **kw: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="hivemem-client", daemon=True
+        )
+        self._thread.start()
+        self._core = self._run(_make_async(address, agent, token, kw))
+        self.agent, self.token = agent, token
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _call(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
+    ) -> Any:
+        return self._run(self._core.as_agent(self.agent, self.token)._call(op, args, decode))
+
+    def as_agent(self, agent: str, token: str) -> MemoryClient:
+        """A handle on the same connection that acts as ``agent``."""
+        handle = object.__new__(MemoryClient)
+        handle._loop, handle._thread, handle._core = self._loop, self._thread, self._core
+        handle.agent, handle.token = agent, token
+        return handle
+
+    def close(self) -> None:
+        """Close the connection and stop the loop thread."""
+
+        async def shutdown() -> None:
+            self._core.close()
+
+        self._run(shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> MemoryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _make_async(
+    address: str, agent: str, token: str, kw: dict[str, Any]
+) -> AsyncMemoryClient:
+    return AsyncMemoryClient(address, agent, token, **kw)

@@ -1,0 +1,298 @@
+"""What each bus op does to the store: decode arguments, call the tier, encode the result.
+
+One function per op, each taking the store, the authenticated caller and the decoded
+arguments. The server calls these on its owner thread, both for live requests and when
+replaying the journal, so there is one code path for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hivemem.memory_bus.auth import AgentRegistry
+from hivemem.memory_bus.errors import AccessDeniedError
+from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest, WriteRequest
+from hivemem.memory_bus.item import TierName
+from hivemem.memory_bus.protocol import (
+    NUMBER,
+    PROTOCOL_VERSION,
+    Code,
+    Op,
+    ProtocolError,
+    batch,
+    decode_new_item,
+    encode_hit,
+    encode_item,
+    encode_write_result,
+    field,
+    tier_of,
+    vector_from_bytes,
+)
+from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.tiers import recall
+
+Recalls = list[tuple[str, str, list[int]]]
+"""(tier, namespace, item ids) recalled by a read: the journal keeps these."""
+
+
+class Context:
+    """What a handler may use besides its arguments."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        registry: AgentRegistry,
+        caller: Caller,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.info = info or {}
+        self.registry = registry
+        self.caller = caller
+        self.recalls: Recalls = []
+
+    def entry_caller(self, entry: dict[str, Any]) -> Caller:
+        """The caller of one batch entry: its own agent and token if given, else the request's.
+
+        An agent host batches the reads and writes of many agents into one request; each
+        entry then names its agent and carries that agent's token.
+        """
+        if "agent" not in entry:
+            return self.caller
+        return self.registry.authenticate(
+            field(entry, "agent", str), field(entry, "token", str, "")
+        )
+
+    def note(self, tier: TierName, hits: list[Hit]) -> None:
+        """Remember which items a read recalled (for the journal)."""
+        by_ns: dict[str, list[int]] = {}
+        for hit in hits:
+            by_ns.setdefault(hit.item.namespace, []).append(hit.id)
+        self.recalls.extend((tier.value, ns, ids) for ns, ids in by_ns.items())
+
+
+Handler = Callable[[Context, dict[str, Any]], Any]
+
+
+def _now(args: dict[str, Any]) -> float:
+    return float(field(args, "now", NUMBER))
+
+
+def ping(ctx: Context, args: dict[str, Any]) -> Any:
+    return {"version": PROTOCOL_VERSION, "agent": ctx.caller.agent_id, **ctx.info}
+
+
+def register(ctx: Context, args: dict[str, Any]) -> Any:
+    if not ctx.registry.is_admin(ctx.caller):
+        raise AccessDeniedError(ctx.caller.agent_id, "registry", "agents", "register agents in")
+    groups = field(args, "groups", list, [])
+    if not all(isinstance(g, str) for g in groups):
+        raise ProtocolError(Code.BAD_REQUEST, "groups must be a list of str", field="groups")
+    return {
+        "token": ctx.registry.register(
+            field(args, "agent_id", str), groups, field(args, "role", str, "agent")
+        )
+    }
+
+
+def write(ctx: Context, args: dict[str, Any]) -> Any:
+    tier = ctx.store.tier(tier_of(args))
+    item = decode_new_item(field(args, "item", dict))
+    return encode_write_result(
+        tier.write(ctx.caller, field(args, "namespace", str), item, now=_now(args))
+    )
+
+
+def write_many(ctx: Context, args: dict[str, Any]) -> Any:
+    tier = ctx.store.tier(tier_of(args))
+    requests = [
+        WriteRequest(
+            ctx.entry_caller(e), field(e, "namespace", str), decode_new_item(field(e, "item", dict))
+        )
+        for e in (_entry(x) for x in batch(args, "items"))
+    ]
+    return [encode_write_result(r) for r in tier.write_many(requests, now=_now(args))]
+
+
+def _entry(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ProtocolError(Code.BAD_REQUEST, "batch entries must be maps")
+    return raw
+
+
+def get(ctx: Context, args: dict[str, Any]) -> Any:
+    tier_name = tier_of(args)
+    now = field(args, "now", NUMBER, None)
+    item = ctx.store.tier(tier_name).get(
+        ctx.caller, field(args, "namespace", str), field(args, "item_id", int), now=now
+    )
+    if now is not None:
+        ctx.recalls.append((tier_name.value, item.namespace, [item.id]))
+    return encode_item(item)
+
+
+def search(ctx: Context, args: dict[str, Any]) -> Any:
+    tier_name = tier_of(args)
+    hits = ctx.store.tier(tier_name).search(
+        ctx.caller,
+        field(args, "namespace", str),
+        vector_from_bytes(field(args, "vector", bytes)),
+        field(args, "k", int, 10),
+        now=_now(args),
+        as_of=field(args, "as_of", NUMBER, None),
+    )
+    ctx.note(tier_name, hits)
+    return [encode_hit(h) for h in hits]
+
+
+def search_many(ctx: Context, args: dict[str, Any]) -> Any:
+    tier_name = tier_of(args)
+    requests = [
+        SearchRequest(
+            ctx.entry_caller(q),
+            field(q, "namespace", str),
+            vector_from_bytes(field(q, "vector", bytes)),
+            field(q, "k", int, 10),
+            field(q, "as_of", NUMBER, None),
+        )
+        for q in (_entry(x) for x in batch(args, "queries"))
+    ]
+    results = ctx.store.tier(tier_name).search_many(requests, now=_now(args))
+    for hits in results:
+        ctx.note(tier_name, hits)
+    return [[encode_hit(h) for h in hits] for hits in results]
+
+
+def update(ctx: Context, args: dict[str, Any]) -> Any:
+    changes = dict(field(args, "changes", dict))
+    if "vector" in changes:
+        changes["vector"] = vector_from_bytes(changes["vector"], "changes.vector")
+    item = ctx.store.tier(tier_of(args)).update(
+        ctx.caller,
+        field(args, "namespace", str),
+        field(args, "item_id", int),
+        expected_version=field(args, "expected_version", int),
+        now=_now(args),
+        **changes,
+    )
+    return encode_item(item)
+
+
+def delete(ctx: Context, args: dict[str, Any]) -> Any:
+    ctx.store.tier(tier_of(args)).delete(
+        ctx.caller, field(args, "namespace", str), field(args, "item_id", int), now=_now(args)
+    )
+    return None
+
+
+def history(ctx: Context, args: dict[str, Any]) -> Any:
+    return ctx.store.tier(tier_of(args)).history(
+        ctx.caller, field(args, "namespace", str), field(args, "item_id", int)
+    )
+
+
+def stats(ctx: Context, args: dict[str, Any]) -> Any:
+    return ctx.store.stats()
+
+
+def add_edge(ctx: Context, args: dict[str, Any]) -> Any:
+    return ctx.store.graph.add_edge(
+        ctx.caller,
+        field(args, "namespace", str),
+        field(args, "src", int),
+        field(args, "dst", int),
+        field(args, "type", str),
+        now=_now(args),
+        valid_from=field(args, "valid_from", NUMBER, None),
+        valid_to=field(args, "valid_to", NUMBER, float("inf")),
+        meta=field(args, "meta", dict, None),
+    )
+
+
+def invalidate_edge(ctx: Context, args: dict[str, Any]) -> Any:
+    ctx.store.graph.invalidate_edge(
+        ctx.caller,
+        field(args, "namespace", str),
+        field(args, "edge_id", int),
+        at=float(field(args, "at", NUMBER)),
+    )
+    return None
+
+
+def edges(ctx: Context, args: dict[str, Any]) -> Any:
+    return ctx.store.graph.edges(
+        ctx.caller,
+        field(args, "namespace", str),
+        as_of=field(args, "as_of", NUMBER, None),
+        node=field(args, "node", int, None),
+        type=field(args, "type", str, None),
+    )
+
+
+def neighbors(ctx: Context, args: dict[str, Any]) -> Any:
+    return ctx.store.graph.neighbors(
+        ctx.caller,
+        field(args, "namespace", str),
+        field(args, "node_id", int),
+        as_of=field(args, "as_of", NUMBER, None),
+        direction=field(args, "direction", str, "both"),
+    )
+
+
+def promote(ctx: Context, args: dict[str, Any]) -> Any:
+    children = field(args, "children", list)
+    return ctx.store.graph.promote(
+        ctx.caller,
+        field(args, "namespace", str),
+        children,
+        decode_new_item(field(args, "parent", dict)),
+        now=_now(args),
+        edge_type=field(args, "edge_type", str, "abstracts"),
+    )
+
+
+def retrieve(ctx: Context, args: dict[str, Any]) -> Any:
+    hits = ctx.store.graph.retrieve(
+        ctx.caller,
+        field(args, "namespace", str),
+        vector_from_bytes(field(args, "vector", bytes)),
+        field(args, "k", int, 10),
+        now=_now(args),
+        method=field(args, "method", str, None),
+        hops=field(args, "hops", int, None),
+        as_of=field(args, "as_of", NUMBER, None),
+    )
+    ctx.note(TierName.GRAPH, hits)
+    return [encode_hit(h) for h in hits]
+
+
+HANDLERS: dict[Op, Handler] = {
+    Op.PING: ping,
+    Op.REGISTER: register,
+    Op.WRITE: write,
+    Op.WRITE_MANY: write_many,
+    Op.GET: get,
+    Op.SEARCH: search,
+    Op.SEARCH_MANY: search_many,
+    Op.UPDATE: update,
+    Op.DELETE: delete,
+    Op.HISTORY: history,
+    Op.STATS: stats,
+    Op.ADD_EDGE: add_edge,
+    Op.INVALIDATE_EDGE: invalidate_edge,
+    Op.EDGES: edges,
+    Op.NEIGHBORS: neighbors,
+    Op.PROMOTE: promote,
+    Op.RETRIEVE: retrieve,
+}
+
+
+def apply_recalls(store: MemoryStore, recalls: list[Any], now: float) -> None:
+    """Replay the recall bookkeeping of a journaled read."""
+    for tier, namespace, ids in recalls:
+        ns = store.tier(tier).namespaces.get(namespace)
+        for item_id in ids:
+            item = None if ns is None else ns.items.get(item_id)
+            if item is not None:
+                recall(item, now)

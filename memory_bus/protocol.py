@@ -1,0 +1,390 @@
+"""The bus wire format: every constant, frame and codec in one place.
+
+Frames (ZeroMQ multipart messages)::
+
+    client DEALER -> server ROUTER   [HEADER, request]
+    server ROUTER receives           [identity, HEADER, request]   (identity added by ZeroMQ)
+    server ROUTER -> client DEALER   [identity, HEADER, reply]      (client sees [HEADER, reply])
+    server PUB                       [topic, HEADER, event]         topic = b"tier/namespace"
+
+``HEADER`` names the protocol and its version (``b"HMB1"``). Payloads are msgpack maps:
+
+    request  {"id": int, "client": int, "op": str, "agent": str, "token": str, "args": map}
+    reply    {"id": int, "ok": true,  "result": any}
+             {"id": int, "ok": false, "error": {"code": str, "message": str, "details": map}}
+    event    {"kind": "add"|"update"|"delete"|"evict", "tier", "namespace", "item_id",
+              "version", "now"}
+
+``client`` is a random 63-bit number a client picks once; with ``id`` it names a request,
+so a retried request is answered from the server's memory and never applied twice.
+Vectors travel as raw little-endian float32 bytes, never as lists of numbers.
+``docs/protocol.md`` gives the arguments of every op with examples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import msgpack
+import numpy as np
+from hivemem.memory_bus.errors import HivememError, UnknownNameError
+from hivemem.memory_bus.interfaces import Hit, WriteResult
+from hivemem.memory_bus.item import INF, Item, NewItem, TierName, WriteOp
+
+HEADER = b"HMB1"
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_BATCH = 4096
+ADMIN_AGENT = "__admin__"
+
+# Bounds msgpack applies while decoding, so a header declaring 2**31 elements in five
+# bytes fails at once instead of allocating.
+_UNPACK_LIMITS = {
+    "max_bin_len": MAX_MESSAGE_BYTES,
+    "max_str_len": 1 << 20,
+    "max_array_len": 1 << 16,
+    "max_map_len": 1 << 12,
+    "max_ext_len": 0,
+}
+
+
+class Op(StrEnum):
+    """Operations of the bus."""
+
+    PING = "ping"
+    REGISTER = "register"
+    WRITE = "write"
+    WRITE_MANY = "write_many"
+    GET = "get"
+    SEARCH = "search"
+    SEARCH_MANY = "search_many"
+    UPDATE = "update"
+    DELETE = "delete"
+    HISTORY = "history"
+    STATS = "stats"
+    ADD_EDGE = "add_edge"
+    INVALIDATE_EDGE = "invalidate_edge"
+    EDGES = "edges"
+    NEIGHBORS = "neighbors"
+    PROMOTE = "promote"
+    RETRIEVE = "retrieve"
+
+
+MUTATING = frozenset(
+    {
+        Op.REGISTER,
+        Op.WRITE,
+        Op.WRITE_MANY,
+        Op.UPDATE,
+        Op.DELETE,
+        Op.ADD_EDGE,
+        Op.INVALIDATE_EDGE,
+        Op.PROMOTE,
+    }
+)
+"""Ops whose effects the journal records as requests (reads record only their recalls)."""
+
+
+class Code(StrEnum):
+    """Error codes of the protocol itself; store errors carry their own ``code``."""
+
+    BAD_FRAME = "bad_frame"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_OP = "unknown_op"
+    TOO_LARGE = "too_large"
+    UNAUTHENTICATED = "unauthenticated"
+    INTERNAL = "internal"
+
+
+class ProtocolError(HivememError):
+    """A frame or request that does not follow the protocol."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A decoded request."""
+
+    id: int
+    client: int
+    op: Op
+    agent: str
+    token: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A decoded reply: ``result`` when ``ok``, else ``error`` {code, message, details}."""
+
+    id: int
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+# --- framing --------------------------------------------------------------------------
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack with bin types (bytes stay bytes)."""
+    return bytes(msgpack.packb(obj, use_bin_type=True))
+
+
+def unpack(payload: bytes) -> Any:
+    """msgpack with size limits; any failure is a :class:`ProtocolError`."""
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            Code.TOO_LARGE, f"payload of {len(payload)} bytes", limit=MAX_MESSAGE_BYTES
+        )
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise ProtocolError(Code.BAD_FRAME, f"undecodable msgpack: {exc}") from exc
+
+
+def _payload(frames: list[bytes]) -> bytes:
+    if len(frames) != 2:
+        raise ProtocolError(
+            Code.BAD_FRAME, f"expected 2 frames [header, payload], got {len(frames)}"
+        )
+    if frames[0] != HEADER:
+        raise ProtocolError(
+            Code.BAD_FRAME, f"unknown header {frames[0][:8]!r}, expected {HEADER!r}"
+        )
+    return frames[1]
+
+
+def encode_request(
+    req_id: int, client: int, op: str, agent: str, token: str, args: dict[str, Any]
+) -> list[bytes]:
+    """Frames a DEALER sends for one request."""
+    return [
+        HEADER,
+        pack(
+            {
+                "id": req_id,
+                "client": client,
+                "op": str(op),
+                "agent": agent,
+                "token": token,
+                "args": args,
+            }
+        ),
+    ]
+
+
+def decode_request(frames: list[bytes]) -> Request:
+    """Parse the frames after the ROUTER identity; raises :class:`ProtocolError`."""
+    body = unpack(_payload(frames))
+    if not isinstance(body, dict):
+        raise ProtocolError(Code.BAD_REQUEST, "request must be a map")
+    req_id = body.get("id")
+    if isinstance(req_id, bool) or not isinstance(req_id, int):
+        raise ProtocolError(Code.BAD_REQUEST, "field 'id' must be an int")
+    client = body.get("client", 0)
+    if isinstance(client, bool) or not isinstance(client, int):
+        raise ProtocolError(Code.BAD_REQUEST, "field 'client' must be an int", id=req_id)
+    for name in ("op", "agent", "token"):
+        if not isinstance(body.get(name), str):
+            raise ProtocolError(Code.BAD_REQUEST, f"field {name!r} must be a str", id=req_id)
+    args = body.get("args", {})
+    if not isinstance(args, dict):
+        raise ProtocolError(Code.BAD_REQUEST, "field 'args' must be a map", id=req_id)
+    return Request(req_id, client, parse_op(body["op"], req_id), body["agent"], body["token"], args)
+
+
+def parse_op(name: str, req_id: int = 0) -> Op:
+    """The :class:`Op` called ``name``, or an ``unknown_op`` error with a suggestion."""
+    try:
+        return Op(name)
+    except ValueError:
+        hint = UnknownNameError("op", name, [o.value for o in Op])
+        raise ProtocolError(
+            Code.UNKNOWN_OP, hint.message, id=req_id, suggestions=hint.suggestions
+        ) from None
+
+
+def request_id_of(frames: list[bytes]) -> int:
+    """Best-effort id of a request that failed to decode (0 when unknown)."""
+    try:
+        body = unpack(frames[-1]) if frames else None
+    except ProtocolError:
+        return 0
+    req_id = body.get("id") if isinstance(body, dict) else None
+    return req_id if isinstance(req_id, int) and not isinstance(req_id, bool) else 0
+
+
+def encode_reply(req_id: int, result: Any) -> bytes:
+    """A success reply payload."""
+    return pack({"id": req_id, "ok": True, "result": result})
+
+
+def encode_error(
+    req_id: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> bytes:
+    """An error reply payload."""
+    return pack(
+        {
+            "id": req_id,
+            "ok": False,
+            "error": {"code": str(code), "message": message, "details": _safe(details or {})},
+        }
+    )
+
+
+def decode_reply(frames: list[bytes]) -> Reply:
+    """Parse a reply the DEALER received; raises :class:`ProtocolError`."""
+    body = unpack(_payload(frames))
+    if (
+        not isinstance(body, dict)
+        or not isinstance(body.get("id"), int)
+        or not isinstance(body.get("ok"), bool)
+    ):
+        raise ProtocolError(Code.BAD_FRAME, "reply must be a map with int 'id' and bool 'ok'")
+    if body["ok"]:
+        return Reply(body["id"], True, result=body.get("result"))
+    error = body.get("error")
+    if not isinstance(error, dict) or not isinstance(error.get("code"), str):
+        raise ProtocolError(Code.BAD_FRAME, "error reply without an error map")
+    return Reply(body["id"], False, error=error)
+
+
+def _safe(value: Any) -> Any:
+    """Details made msgpack-safe (unknown types become their repr)."""
+    if isinstance(value, dict):
+        return {str(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    if isinstance(value, str | int | float | bool | bytes | type(None)):
+        return value
+    return repr(value)
+
+
+# --- field access ----------------------------------------------------------------------
+
+
+def field(
+    args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
+) -> Any:
+    """``args[name]`` checked against ``kind`` (bools are not ints); ``default`` if absent."""
+    if name not in args or args[name] is None:
+        if default is ...:
+            raise ProtocolError(Code.BAD_REQUEST, f"missing argument {name!r}", field=name)
+        return default
+    value = args[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise ProtocolError(
+            Code.BAD_REQUEST, f"argument {name!r} must be {_names(kinds)}, got bool", field=name
+        )
+    if not isinstance(value, kinds):
+        got = type(value).__name__
+        raise ProtocolError(
+            Code.BAD_REQUEST, f"argument {name!r} must be {_names(kinds)}, got {got}", field=name
+        )
+    if isinstance(value, float) and math.isnan(value):
+        raise ProtocolError(Code.BAD_REQUEST, f"argument {name!r} is NaN", field=name)
+    return value
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in kinds)
+
+
+NUMBER = (int, float)
+
+
+def tier_of(args: dict[str, Any]) -> TierName:
+    """The ``tier`` argument."""
+    return TierName.parse(field(args, "tier", str))
+
+
+def batch(args: dict[str, Any], name: str) -> list[Any]:
+    """A list argument of at most ``MAX_BATCH`` entries."""
+    entries = field(args, name, list)
+    if len(entries) > MAX_BATCH:
+        raise ProtocolError(Code.TOO_LARGE, f"{len(entries)} entries in {name!r}", limit=MAX_BATCH)
+    return entries
+
+
+# --- codecs ------------------------------------------------------------------------------
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    """A float32 vector as raw little-endian bytes."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def vector_from_bytes(raw: Any, name: str = "vector") -> np.ndarray:
+    """Raw bytes back to a float32 vector (dimension and finiteness are the store's checks)."""
+    if not isinstance(raw, bytes) or len(raw) % 4:
+        raise ProtocolError(Code.BAD_REQUEST, f"{name} must be float32 bytes", field=name)
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+def encode_new_item(item: NewItem) -> dict[str, Any]:
+    """A proposed item for the wire."""
+    out: dict[str, Any] = {
+        "text": item.text,
+        "meta": item.meta,
+        "importance": item.importance,
+        "valid_from": item.valid_from,
+        "valid_to": item.valid_to,
+        "level": item.level,
+    }
+    if item.vector is not None:
+        out["vector"] = vector_to_bytes(item.vector)
+    return out
+
+
+def decode_new_item(raw: Any) -> NewItem:
+    """A proposed item from the wire, every field type-checked."""
+    if not isinstance(raw, dict):
+        raise ProtocolError(Code.BAD_REQUEST, "item must be a map", field="item")
+    vector = raw.get("vector")
+    return NewItem(
+        text=field(raw, "text", str, ""),
+        vector=None if vector is None else vector_from_bytes(vector, "item.vector"),
+        meta=field(raw, "meta", dict, {}),
+        importance=field(raw, "importance", NUMBER, 0.0),
+        valid_from=field(raw, "valid_from", NUMBER, None),
+        valid_to=field(raw, "valid_to", NUMBER, INF),
+        level=field(raw, "level", int, 0),
+    )
+
+
+def encode_item(item: Item) -> dict[str, Any]:
+    """A stored item for the wire."""
+    return item.to_state()
+
+
+def decode_item(raw: dict[str, Any]) -> Item:
+    """A stored item from a reply."""
+    return Item.from_state(raw)
+
+
+def encode_hit(hit: Hit) -> dict[str, Any]:
+    """A search hit for the wire."""
+    return {"id": hit.id, "score": hit.score, "item": encode_item(hit.item)}
+
+
+def decode_hit(raw: dict[str, Any]) -> Hit:
+    """A search hit from a reply."""
+    return Hit(raw["id"], raw["score"], decode_item(raw["item"]))
+
+
+def encode_write_result(result: WriteResult) -> dict[str, Any]:
+    """A write result for the wire."""
+    return {"op": result.op.value, "item_id": result.item_id, "evicted": result.evicted}
+
+
+def decode_write_result(raw: dict[str, Any]) -> WriteResult:
+    """A write result from a reply."""
+    return WriteResult(WriteOp(raw["op"]), raw["item_id"], list(raw["evicted"]))

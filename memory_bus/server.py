@@ -1,0 +1,369 @@
+"""The bus server: a ZeroMQ ROUTER in front of the store, a PUB socket for events.
+
+One owner thread holds the store and both sockets (ZeroMQ sockets are not thread-safe,
+and one owner means no locks on the hot path). Every request is decoded, authenticated,
+applied, journaled and only then acknowledged. A request that cannot be decoded or is
+refused gets an error reply; nothing a bad request does can stop the loop.
+
+Run it embedded (``with BusServer(store) as server: ...``), standalone
+(``hivemem bus serve``) or as a Ray actor (``hivemem.memory_bus.ray_actor``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
+from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
+from hivemem.memory_bus.interfaces import Caller
+from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.metrics import BusMetrics
+from hivemem.memory_bus.namespace import MemoryEvent
+from hivemem.memory_bus.protocol import (
+    ADMIN_AGENT,
+    HEADER,
+    MAX_MESSAGE_BYTES,
+    MUTATING,
+    Code,
+    Op,
+    ProtocolError,
+    Request,
+    decode_request,
+    encode_error,
+    encode_reply,
+    pack,
+    request_id_of,
+)
+from hivemem.memory_bus.store import MemoryStore
+
+log = logging.getLogger(__name__)
+POLL_MS = 100
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """CURVE encryption and client authentication (``zmq.auth``).
+
+    Attributes:
+        secret_key_file: The server's secret certificate (``zmq.auth.create_certificates``).
+        public_keys_dir: A directory of the public certificates of allowed clients.
+    """
+
+    secret_key_file: Path
+    public_keys_dir: Path
+
+
+class BusServer:
+    """The memory bus service over one :class:`MemoryStore`.
+
+    Args:
+        store: The store it serves.
+        host: Interface to bind (loopback by default).
+        port: ROUTER port; 0 picks a free one (see :attr:`address`).
+        pub_port: PUB port for events; 0 picks a free one.
+        secret: Bus secret for agent tokens; random if None (tokens then die with the server).
+        journal: Where acknowledged changes are logged; None keeps everything in memory.
+        snapshot_every: Journal records between snapshots.
+        dedup_size: Requests remembered for idempotent retries.
+        curve: Optional CURVE settings.
+        metrics: Prometheus metrics; a private registry if None.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        pub_port: int = 0,
+        secret: bytes | None = None,
+        journal: Journal | None = None,
+        snapshot_every: int = 50_000,
+        dedup_size: int = 100_000,
+        curve: CurveConfig | None = None,
+        metrics: BusMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.host, self._port, self._pub_port = host, port, pub_port
+        self.secret = secret or new_secret()
+        self.registry = AgentRegistry(self.secret)
+        self.journal = journal
+        self.snapshot_every = snapshot_every
+        self.curve = curve
+        self.metrics = metrics or BusMetrics()
+        self._dedup: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._dedup_size = dedup_size
+        self._events: list[MemoryEvent] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.address = ""
+        self.pub_address = ""
+        store.subscribe(self._events.append)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def admin_token(self) -> str:
+        """The token of the administrator (may register agents)."""
+        return token_for(self.secret, ADMIN_AGENT)
+
+    def token(self, agent_id: str) -> str:
+        """The token of ``agent_id`` under this server's secret."""
+        return token_for(self.secret, agent_id)
+
+    def register(
+        self, agent_id: str, groups: list[str] | frozenset[str] = frozenset(), role: str = "agent"
+    ) -> str:
+        """Register an agent before start (after start, use the ``register`` op); returns its token."""
+        if self._thread is not None:
+            raise HivememError("register agents through the 'register' op once the server runs")
+        return self.registry.register(agent_id, groups, role)
+
+    def start(self, timeout: float = 30.0) -> BusServer:
+        """Recover from the journal, bind, and serve on the owner thread; returns once bound."""
+        self._thread = threading.Thread(target=self._run, name="hivemem-bus", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise HivememError(f"bus server did not start within {timeout} s")
+        if self._failure is not None:
+            raise HivememError(f"bus server failed to start: {self._failure}") from self._failure
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close sockets and the journal."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.journal is not None:
+            self.journal.close()
+
+    def request_stop(self) -> None:
+        """Ask the server to stop (safe from a signal handler); :meth:`serve_forever` returns."""
+        self._stop.set()
+
+    def serve_forever(self) -> None:
+        """Start (unless started) and block until :meth:`request_stop` or Ctrl-C."""
+        if self._thread is None:
+            self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> BusServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- owner thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        auth = None
+        try:
+            self._recover()
+            router, pub, auth = self._bind(ctx)
+        except BaseException as exc:  # reported to start(), which raises it
+            self._failure = exc
+            self._ready.set()
+            ctx.term()
+            return
+        self._ready.set()
+        try:
+            self._loop(router, pub)
+        finally:
+            router.close(linger=0)
+            pub.close(linger=0)
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+
+    def _bind(self, ctx: zmq.Context[Any]) -> tuple[zmq.Socket[Any], zmq.Socket[Any], Any]:
+        router, pub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PUB)
+        router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 4096)
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        auth = self._secure(ctx, router, pub) if self.curve else None
+        self.address = _bind(router, self.host, self._port)
+        self.pub_address = _bind(pub, self.host, self._pub_port)
+        return router, pub, auth
+
+    def _secure(self, ctx: zmq.Context[Any], *sockets: zmq.Socket[Any]) -> Any:
+        from zmq.auth import load_certificate
+        from zmq.auth.thread import ThreadAuthenticator
+
+        assert self.curve is not None  # checked by the caller
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_curve(domain="*", location=str(self.curve.public_keys_dir))
+        public, secret = load_certificate(self.curve.secret_key_file)
+        for sock in sockets:
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_server = public, secret, True
+        return auth
+
+    def _loop(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        next_gauges = 0.0
+        while not self._stop.is_set():
+            if poller.poll(POLL_MS):
+                self._serve_batch(router, pub)
+            if time.monotonic() >= next_gauges:
+                self.metrics.observe_store(self.store)
+                next_gauges = time.monotonic() + 1.0
+
+    def _serve_batch(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
+        """Answer every request waiting now (up to a bound, so stop stays responsive)."""
+        for _ in range(1024):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue  # nothing to reply to
+            identity, rest = frames[0], frames[1:]
+            reply = self.handle(rest)
+            router.send_multipart([identity, HEADER, reply])
+            self._publish(pub)
+
+    def _publish(self, pub: zmq.Socket[Any]) -> None:
+        for event in self._events:
+            topic = f"{event.tier}/{event.namespace}".encode()
+            pub.send_multipart(
+                [
+                    topic,
+                    HEADER,
+                    pack(
+                        {
+                            "kind": event.kind,
+                            "tier": event.tier,
+                            "namespace": event.namespace,
+                            "item_id": event.item_id,
+                            "version": event.version,
+                            "now": event.now,
+                        }
+                    ),
+                ]
+            )
+            self.metrics.event(event)
+        self._events.clear()
+
+    # --- requests -----------------------------------------------------------------------
+
+    def handle(self, frames: list[bytes]) -> bytes:
+        """The reply payload for one request's frames (after the ROUTER identity)."""
+        started = time.perf_counter()
+        try:
+            req = decode_request(frames)
+        except ProtocolError as exc:
+            self.metrics.request("invalid", exc.code, time.perf_counter() - started)
+            return encode_error(request_id_of(frames), exc.code, exc.message, exc.details)
+        key = (req.client, req.id)
+        cached = self._dedup.get(key)
+        if cached is not None:
+            return cached
+        reply, code = self._apply(req)
+        if req.op in MUTATING:
+            self._remember(key, reply)
+        self.metrics.request(req.op.value, code, time.perf_counter() - started)
+        return reply
+
+    def _apply(self, req: Request) -> tuple[bytes, str]:
+        try:
+            caller = self.registry.authenticate(req.agent, req.token)
+            ctx = Context(self.store, self.registry, caller, {"pub": self.pub_address})
+            result = HANDLERS[req.op](ctx, req.args)
+            self._journal(req, ctx)
+            return encode_reply(req.id, result), "ok"
+        except HivememError as exc:
+            return encode_error(req.id, exc.code, exc.message, exc.details), exc.code
+        except Exception as exc:  # a bug must not take the server down
+            log.exception("internal error on %s", req.op)
+            return encode_error(
+                req.id, Code.INTERNAL, f"internal error: {type(exc).__name__}"
+            ), Code.INTERNAL
+
+    def _remember(self, key: tuple[int, int], reply: bytes) -> None:
+        self._dedup[key] = reply
+        if len(self._dedup) > self._dedup_size:
+            self._dedup.popitem(last=False)
+
+    # --- durability ---------------------------------------------------------------------
+
+    def _journal(self, req: Request, ctx: Context) -> None:
+        if self.journal is None:
+            return
+        if req.op in MUTATING:
+            self.journal.append(
+                {
+                    "op": req.op.value,
+                    "agent": req.agent,
+                    "client": req.client,
+                    "id": req.id,
+                    "args": req.args,
+                }
+            )
+        elif ctx.recalls:
+            self.journal.append(
+                {"op": "recall", "recalls": ctx.recalls, "now": req.args.get("now", 0.0)}
+            )
+        if self.journal.records_since_snapshot >= self.snapshot_every:
+            self.journal.snapshot(self._state())
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "store": self.store.get_state(),
+            "registry": self.registry.to_state(),
+            "dedup": [[c, i, reply] for (c, i), reply in self._dedup.items()],
+        }
+
+    def _recover(self) -> None:
+        """Load the snapshot and replay the journal through the same handlers."""
+        if self.journal is None:
+            return
+        state = self.journal.load_snapshot()
+        if state is not None:
+            self.store.set_state(state["store"])
+            self.registry.load(state["registry"])
+            self._dedup = OrderedDict(((c, i), bytes(r)) for c, i, r in state["dedup"])
+        replayed = 0
+        for record in self.journal.replay():
+            self._replay(record)
+            replayed += 1
+        self._events.clear()
+        log.info("recovered %d journal records", replayed)
+
+    def _replay(self, record: dict[str, Any]) -> None:
+        if record["op"] == "recall":
+            apply_recalls(self.store, record["recalls"], float(record["now"]))
+            return
+        caller = self.registry.agents.get(record["agent"], Caller(record["agent"]))
+        ctx = Context(self.store, self.registry, caller)
+        req_id = int(record["id"])
+        try:
+            reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
+        except HivememError as exc:  # it failed the same way the first time
+            reply = encode_error(req_id, exc.code, exc.message, exc.details)
+        self._remember((int(record["client"]), req_id), reply)
+
+
+def _bind(sock: zmq.Socket[Any], host: str, port: int) -> str:
+    if port:
+        address = f"tcp://{host}:{port}"
+        sock.bind(address)
+        return address
+    chosen = sock.bind_to_random_port(f"tcp://{host}")
+    return f"tcp://{host}:{chosen}"

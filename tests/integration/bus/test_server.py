@@ -1,0 +1,207 @@
+"""Every op through a real server and client; pipelining; events; idempotent retries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+import zmq.asyncio
+from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, MemoryClient
+from hivemem.memory_bus.errors import AccessDeniedError, ItemNotFoundError, VersionConflictError
+from hivemem.memory_bus.item import NewItem, WriteOp
+from hivemem.memory_bus.protocol import HEADER, ProtocolError, decode_reply, encode_request
+
+from .conftest import DIM, Bus
+
+
+def vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_vector_tier_ops(alice: MemoryClient) -> None:
+    first = alice.write(
+        "shared", "team", NewItem("the vault code is 4417", meta={"key": "vault"}), now=0.0
+    )
+    assert first.op is WriteOp.ADD
+    results = alice.write_many(
+        "private", [("alice", NewItem(f"note {i}", vector=vec(i))) for i in range(5)], now=1.0
+    )
+    assert [r.op for r in results] == [WriteOp.ADD] * 5
+    item = alice.get("shared", "team", first.item_id)
+    assert item.text == "the vault code is 4417" and item.meta == {"key": "vault"}
+    hits = alice.search("private", "alice", vec(3), k=2, now=2.0)
+    assert hits[0].id == results[3].item_id and hits[0].score > 0.99
+    many = alice.search_many("private", [("alice", vec(1), 1), ("alice", vec(4), 1)], now=3.0)
+    assert [h[0].id for h in many] == [results[1].item_id, results[4].item_id]
+    updated = alice.update(
+        "shared", "team", first.item_id, expected_version=1, now=4.0, text="the vault code is 9"
+    )
+    assert updated.version == 2
+    with pytest.raises(VersionConflictError):
+        alice.update("shared", "team", first.item_id, expected_version=1, now=5.0, importance=1.0)
+    assert [h["version"] for h in alice.history("shared", "team", first.item_id)] == [1, 2]
+    alice.delete("shared", "team", first.item_id, now=6.0)
+    with pytest.raises(ItemNotFoundError):
+        alice.get("shared", "team", first.item_id)
+    assert alice.stats()["private"]["items"] == 5
+
+
+def test_graph_ops(alice: MemoryClient) -> None:
+    a = alice.write("graph", "team", NewItem("door A locked"), now=0.0).item_id
+    b = alice.write("graph", "team", NewItem("door B open"), now=0.0).item_id
+    edge = alice.add_edge("team", a, b, "next_to", now=0.0)
+    assert alice.neighbors("team", a) == [b]
+    alice.invalidate_edge("team", edge, at=5.0)
+    assert alice.edges("team", as_of=6.0) == [] and len(alice.edges("team", as_of=1.0)) == 1
+    parent = alice.promote("team", [a, b], NewItem("try every door", level=1), now=7.0)
+    assert sorted(alice.neighbors("team", parent, direction="out")) == sorted([a, b])
+    hits = alice.retrieve("team", alice_embed(alice, "door open"), k=3, now=8.0, method="ppr")
+    assert {h.id for h in hits} <= {a, b, parent} and hits
+
+
+def alice_embed(client: MemoryClient, text: str) -> np.ndarray:
+    from hivemem.memory_bus.embedder import HashingEmbedder
+
+    return HashingEmbedder(DIM)([text])[0]
+
+
+def test_access_and_tokens(bus: Bus, alice: MemoryClient) -> None:
+    secret = alice.write("private", "alice", NewItem("alice's secret"), now=0.0).item_id
+    with bus.client("bob") as bob:
+        with pytest.raises(AccessDeniedError):
+            bob.get("private", "alice", secret)
+        with pytest.raises(AccessDeniedError):
+            bob.write("shared", "team", NewItem("intrusion"), now=1.0)
+        with pytest.raises(AccessDeniedError):
+            bob.search("private", "alice", vec(0), now=1.0)
+        with pytest.raises(AccessDeniedError):
+            bob.register("bob", ["team"])  # only the admin registers
+        forged = bob.as_agent("alice", "not-her-token")
+        with pytest.raises(ProtocolError, match="token"):
+            forged.get("private", "alice", secret)
+    assert alice.get("private", "alice", secret).text == "alice's secret"
+
+
+def test_admin_registers_agents_at_run_time(bus: Bus) -> None:
+    with bus.client("__admin__") as admin:
+        token = admin.register("carol", ["team"])["token"]
+        carol = admin.as_agent("carol", token)
+        assert carol.write("shared", "team", NewItem("carol was here"), now=0.0).op is WriteOp.ADD
+
+
+def test_pipelined_requests_all_matched(bus: Bus) -> None:
+    async def run() -> list[int]:
+        client = AsyncMemoryClient(bus.server.address, "alice", bus.tokens["alice"])
+        try:
+            writes = [
+                client.write("private", "alice", NewItem(f"fact {i}", vector=vec(i)), now=float(i))
+                for i in range(60)
+            ]
+            results = await asyncio.gather(*writes)
+            found = await asyncio.gather(
+                *(client.search("private", "alice", vec(i), k=1, now=99.0) for i in range(60))
+            )
+            return [r.item_id for r in results] + [h[0].id for h in found]
+        finally:
+            client.close()
+
+    ids = asyncio.run(run())
+    assert ids[:60] == ids[60:] and len(set(ids[:60])) == 60
+
+
+def test_replies_out_of_order_reach_their_callers() -> None:
+    """A real ROUTER that answers in reverse order: each caller still gets its own reply."""
+
+    async def run() -> list[object]:
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        client = AsyncMemoryClient(f"tcp://127.0.0.1:{port}", "x", "t", timeout=5.0)
+
+        async def serve() -> None:
+            held = [await router.recv_multipart() for _ in range(5)]
+            for ident, _, payload in reversed(held):
+                req = msgpack.unpackb(payload)
+                reply = msgpack.packb({"id": req["id"], "ok": True, "result": req["args"]["tag"]})
+                await router.send_multipart([ident, HEADER, reply])
+
+        server = asyncio.ensure_future(serve())
+        answers = await asyncio.gather(*(client._call("ping", {"tag": i}) for i in range(5)))
+        await server
+        client.close()
+        router.close(linger=0)
+        ctx.term()
+        return answers
+
+    assert asyncio.run(run()) == [0, 1, 2, 3, 4]
+
+
+def test_retried_write_applies_once(bus: Bus, dealer: zmq.Socket[bytes]) -> None:
+    item = {
+        "text": "only once",
+        "meta": {},
+        "importance": 0.0,
+        "valid_to": float("inf"),
+        "level": 0,
+    }
+    frames = encode_request(
+        7,
+        12345,
+        "write",
+        "alice",
+        bus.tokens["alice"],
+        {"tier": "shared", "namespace": "team", "item": item, "now": 0.0},
+    )
+    replies = []
+    for _ in range(3):
+        dealer.send_multipart(frames)
+        replies.append(decode_reply(dealer.recv_multipart()))
+    assert replies[0] == replies[1] == replies[2] and replies[0].ok
+    assert bus.server.store.stats()["shared"]["items"] == 1
+
+
+def test_event_stream(bus: Bus, alice: MemoryClient) -> None:
+    async def run() -> list[dict[str, object]]:
+        client = AsyncMemoryClient(bus.server.address, "alice", bus.tokens["alice"])
+        stream = client.events(["shared/team"])
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.3)  # let the SUB socket join before anything is published
+        ids = [
+            (await client.write("shared", "team", NewItem(f"e{i}"), now=0.0)).item_id
+            for i in range(2)
+        ]
+        await client.write("private", "alice", NewItem("not on this topic"), now=0.0)
+        events = [await asyncio.wait_for(first, 5), await asyncio.wait_for(stream.__anext__(), 5)]
+        await stream.aclose()
+        client.close()
+        return [{**e, "expected": i} for e, i in zip(events, ids, strict=True)]
+
+    for event in asyncio.run(run()):
+        assert (
+            event["kind"] == "add"
+            and event["namespace"] == "team"
+            and event["item_id"] == event["expected"]
+        )
+
+
+def test_timeout_then_reconnect() -> None:
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    client = MemoryClient(f"tcp://127.0.0.1:{port}", "x", "t", timeout=0.3, retries=1)
+    with pytest.raises(BusTimeoutError):
+        client.ping()  # nobody answers
+    received = 0
+    while router.poll(100):
+        router.recv_multipart()
+        received += 1
+    assert received == 2  # the request and its retry, the same id
+    client.close()
+    router.close(linger=0)
+    ctx.term()
