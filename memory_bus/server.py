@@ -99,7 +99,7 @@ class BusServer:
         self.snapshot_every = snapshot_every
         self.curve = curve
         self.metrics = metrics or BusMetrics()
-        self._dedup: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._dedup: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
         self._dedup_size = dedup_size
         self._events: list[MemoryEvent] = []
         self._stop = threading.Event()
@@ -271,19 +271,28 @@ class BusServer:
         except ProtocolError as exc:
             self.metrics.request("invalid", exc.code, time.perf_counter() - started)
             return encode_error(request_id_of(frames), exc.code, exc.message, exc.details)
-        key = (req.client, req.id)
-        cached = self._dedup.get(key)
-        if cached is not None:
-            return cached
-        reply, code = self._apply(req)
-        if req.op in MUTATING:
-            self._remember(key, reply)
+        reply, code = self._answer(req)
         self.metrics.request(req.op.value, code, time.perf_counter() - started)
         return reply
 
-    def _apply(self, req: Request) -> tuple[bytes, str]:
+    def _answer(self, req: Request) -> tuple[bytes, str]:
+        """Authenticate, then answer a retried change from memory or apply the request."""
         try:
             caller = self.registry.authenticate(req.agent, req.token)
+        except ProtocolError as exc:
+            return encode_error(req.id, exc.code, exc.message, exc.details), exc.code
+        key = (req.client, req.id, req.agent)
+        if req.op in MUTATING:
+            cached = self._dedup.get(key)
+            if cached is not None:
+                return cached, "retry"
+        reply, code = self._apply(req, caller)
+        if req.op in MUTATING:
+            self._remember(key, reply)
+        return reply, code
+
+    def _apply(self, req: Request, caller: Caller) -> tuple[bytes, str]:
+        try:
             ctx = Context(self.store, self.registry, caller, {"pub": self.pub_address})
             result = HANDLERS[req.op](ctx, req.args)
             self._journal(req, ctx)
@@ -292,11 +301,9 @@ class BusServer:
             return encode_error(req.id, exc.code, exc.message, exc.details), exc.code
         except Exception as exc:  # a bug must not take the server down
             log.exception("internal error on %s", req.op)
-            return encode_error(
-                req.id, Code.INTERNAL, f"internal error: {type(exc).__name__}"
-            ), Code.INTERNAL
+            return encode_error(req.id, Code.INTERNAL, f"internal error: {type(exc).__name__}"), Code.INTERNAL
 
-    def _remember(self, key: tuple[int, int], reply: bytes) -> None:
+    def _remember(self, key: tuple[int, int, str], reply: bytes) -> None:
         self._dedup[key] = reply
         if len(self._dedup) > self._dedup_size:
             self._dedup.popitem(last=False)
@@ -327,7 +334,7 @@ class BusServer:
         return {
             "store": self.store.get_state(),
             "registry": self.registry.to_state(),
-            "dedup": [[c, i, reply] for (c, i), reply in self._dedup.items()],
+            "dedup": [[c, i, a, reply] for (c, i, a), reply in self._dedup.items()],
         }
 
     def _recover(self) -> None:
@@ -338,7 +345,7 @@ class BusServer:
         if state is not None:
             self.store.set_state(state["store"])
             self.registry.load(state["registry"])
-            self._dedup = OrderedDict(((c, i), bytes(r)) for c, i, r in state["dedup"])
+            self._dedup = OrderedDict(((c, i, a), bytes(r)) for c, i, a, r in state["dedup"])
         replayed = 0
         for record in self.journal.replay():
             self._replay(record)
@@ -357,7 +364,7 @@ class BusServer:
             reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
         except HivememError as exc:  # it failed the same way the first time
             reply = encode_error(req_id, exc.code, exc.message, exc.details)
-        self._remember((int(record["client"]), req_id), reply)
+        self._remember((int(record["client"]), req_id, str(record["agent"])), reply)
 
 
 def _bind(sock: zmq.Socket[Any], host: str, port: int) -> str:

@@ -100,3 +100,7 @@ def _store_config(path: Path | None) -> StoreConfig:
 def main() -> None:
     """Entry point of the ``hivemem`` script."""
     app()
+
+
+if __name__ == "__main__":
+    main()
