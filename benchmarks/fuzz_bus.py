@@ -13,7 +13,6 @@ import sys
 import time
 
 import zmq
-
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.item import NewItem
@@ -25,14 +24,19 @@ DIM = 32
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     server = BusServer(MemoryStore(StoreConfig(dim=DIM)))
     token = server.register("alice", ["team"])
     with server, MemoryClient(server.address, "alice", token) as client:
-        acked = {client.write("shared", "team", NewItem(f"fact {i}"), now=0.0).item_id: f"fact {i}" for i in range(100)}
+        acked = {
+            client.write("shared", "team", NewItem(f"fact {i}"), now=0.0).item_id: f"fact {i}"
+            for i in range(100)
+        }
         ctx = zmq.Context()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)

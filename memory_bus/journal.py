@@ -137,8 +137,11 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> int:
         """Write one record durably per the policy; returns its sequence number."""
+        payload = frame(
+            pack({"seq": self.seq + 1, "record": record})
+        )  # fails before anything is written
+        os.write(self._fd, payload)
         self.seq += 1
-        os.write(self._fd, frame(pack({"seq": self.seq, "record": record})))
         if self.policy is FsyncPolicy.ALWAYS:
             os.fsync(self._fd)
         self.records_since_snapshot += 1

@@ -301,7 +301,9 @@ class BusServer:
             return encode_error(req.id, exc.code, exc.message, exc.details), exc.code
         except Exception as exc:  # a bug must not take the server down
             log.exception("internal error on %s", req.op)
-            return encode_error(req.id, Code.INTERNAL, f"internal error: {type(exc).__name__}"), Code.INTERNAL
+            return encode_error(
+                req.id, Code.INTERNAL, f"internal error: {type(exc).__name__}"
+            ), Code.INTERNAL
 
     def _remember(self, key: tuple[int, int, str], reply: bytes) -> None:
         self._dedup[key] = reply

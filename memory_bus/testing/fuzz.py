@@ -13,7 +13,6 @@ from typing import Any
 import msgpack
 import numpy as np
 import zmq
-
 from hivemem.memory_bus.protocol import HEADER, Op, decode_reply, encode_request
 
 Frames = list[bytes]
@@ -54,7 +53,9 @@ def _mutations(agent: str, token: str, dim: int) -> list[Callable[[np.random.Gen
     def bad_args(rng: np.random.Generator) -> Frames:
         args = _valid_args(rng, dim)
         key = str(rng.choice(list(args)))
-        args[key] = [None, -1, math.nan, "x" * 100, [1, 2], {"a": 1}, b"\x01\x02\x03", True][int(rng.integers(8))]
+        args[key] = [None, -1, math.nan, "x" * 100, [1, 2], {"a": 1}, b"\x01\x02\x03", True][
+            int(rng.integers(8))
+        ]
         op = str(rng.choice([o.value for o in Op]))
         return encode_request(int(rng.integers(1, 1 << 40)), 9, op, agent, token, args)
 

@@ -1,0 +1,44 @@
+"""CURVE: a client with an allowed key is served; one with an unknown key is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zmq.auth
+from hivemem.memory_bus.client import BusTimeoutError, MemoryClient
+from hivemem.memory_bus.server import CurveConfig
+
+from .conftest import make_server
+
+
+def keys(directory: Path, name: str) -> tuple[bytes, bytes]:
+    public_file, secret_file = zmq.auth.create_certificates(directory, name)
+    public, secret = zmq.auth.load_certificate(secret_file)
+    assert secret is not None
+    return public, secret
+
+
+def test_curve_right_and_wrong_key(tmp_path: Path) -> None:
+    allowed, others = tmp_path / "allowed", tmp_path / "others"
+    allowed.mkdir()
+    others.mkdir()
+    server_public, _ = keys(tmp_path, "server")
+    good_public, good_secret = keys(allowed, "client")
+    bad_public, bad_secret = keys(others, "intruder")
+    server, tokens = make_server(curve=CurveConfig(tmp_path / "server.key_secret", allowed))
+    with server:
+        good = {"public": good_public, "secret": good_secret, "server": server_public}
+        with MemoryClient(
+            server.address, "alice", tokens["alice"], curve=good, timeout=5.0
+        ) as client:
+            assert client.ping()["agent"] == "alice"
+        bad = {"public": bad_public, "secret": bad_secret, "server": server_public}
+        with MemoryClient(
+            server.address, "alice", tokens["alice"], curve=bad, timeout=0.5, retries=1
+        ) as client, pytest.raises(BusTimeoutError):
+            client.ping()
+        plain = MemoryClient(server.address, "alice", tokens["alice"], timeout=0.5, retries=0)
+        with pytest.raises(BusTimeoutError):
+            plain.ping()
+        plain.close()

@@ -1,0 +1,163 @@
+"""SIGKILL the server under write load, restart it on the same data dir: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+from hivemem.memory_bus.auth import token_for
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import decode_reply, encode_new_item, encode_request
+
+WRITERS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.secret_file = data_dir.parent / "secret"
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "hivemem.platform.cli",
+            "bus",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--secret-file",
+            str(self.secret_file),
+            "--snapshot-every",
+            "150",
+            "--fsync",
+            "no",
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with MemoryClient(
+                    self.address, "probe", self.token("probe"), timeout=0.5, retries=0
+                ) as c:
+                    c.ping()
+                    return
+            except HivememError:
+                continue
+        raise AssertionError("server did not come up")
+
+    def token(self, agent: str) -> str:
+        return token_for(self.secret_file.read_bytes(), agent) if self.secret_file.exists() else ""
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def writer(server: ServerProcess, agent: str, acked: dict[int, str], stop: threading.Event) -> None:
+    with MemoryClient(server.address, agent, server.token(agent), timeout=1.0, retries=0) as client:
+        n = 0
+        while not stop.is_set():
+            text = f"{agent} fact {n}"
+            try:
+                result = client.write("private", agent, NewItem(text), now=float(n))
+            except HivememError:
+                return  # the server died under us
+            acked[result.item_id] = text
+            n += 1
+
+
+def test_sigkill_under_load_loses_no_acknowledged_write(server: ServerProcess) -> None:
+    acked: dict[str, dict[int, str]] = {f"w{i}": {} for i in range(WRITERS)}
+    stop = threading.Event()
+    threads = [threading.Thread(target=writer, args=(server, a, acked[a], stop)) for a in acked]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    server.kill()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    total = sum(len(v) for v in acked.values())
+    assert total > 300, "too little load to mean anything"
+    server.start()
+    with MemoryClient(server.address, "w0", server.token("w0")) as client:
+        items = client.stats()["private"]["items"]
+        # Each writer may have had one write applied whose reply the kill swallowed.
+        assert total <= items <= total + WRITERS
+        for agent, writes in acked.items():
+            me = client.as_agent(agent, server.token(agent))
+            for item_id, text in writes.items():
+                assert me.get("private", agent, item_id).text == text
+
+
+def test_a_retry_after_restart_is_not_applied_twice(server: ServerProcess) -> None:
+    ctx = zmq.Context()
+    frames = encode_request(
+        1,
+        4242,
+        "write",
+        "w0",
+        server.token("w0"),
+        {
+            "tier": "private",
+            "namespace": "w0",
+            "item": encode_new_item(NewItem("once")),
+            "now": 0.0,
+        },
+    )
+
+    def send() -> object:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 10_000)
+        sock.connect(server.address)
+        sock.send_multipart(frames)
+        reply = decode_reply(sock.recv_multipart())
+        sock.close(linger=0)
+        return reply
+
+    first = send()
+    server.kill()
+    server.start()
+    assert send() == first
+    with MemoryClient(server.address, "w0", server.token("w0")) as client:
+        assert client.stats()["private"]["items"] == 1
+    ctx.term()
+    assert os.path.exists(server.data_dir / "journal.log")

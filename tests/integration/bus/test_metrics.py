@@ -1,0 +1,37 @@
+"""The server's /metrics over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.item import NewItem
+
+from .conftest import Bus
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_exposition(bus: Bus, alice: MemoryClient) -> None:
+    port = free_port()
+    bus.server.metrics.serve(port)
+    for i in range(3):
+        alice.write("shared", "team", NewItem(f"m{i}"), now=0.0)
+    try:
+        alice.write("shared", "elsewhere", NewItem("refused"), now=0.0)
+    except Exception:
+        pass
+    time.sleep(1.2)  # gauges refresh once a second on the owner thread
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'hivemem_bus_requests_total{code="ok",op="write"} 3.0' in text
+    assert 'hivemem_bus_requests_total{code="access_denied",op="write"} 1.0' in text
+    assert 'hivemem_bus_items{tier="shared"} 3.0' in text
+    assert 'hivemem_bus_events_total{kind="add",tier="shared"} 3.0' in text
+    assert "hivemem_bus_request_duration_seconds_bucket" in text
+    assert "agent" not in text.replace("hivemem", "")  # no agent ids as labels

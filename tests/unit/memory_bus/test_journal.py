@@ -1,0 +1,116 @@
+"""The journal: round trips, torn tails, corruption, snapshots, fsync policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hivemem.memory_bus.journal import Journal, JournalCorruptError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+RECORDS = [
+    {"op": "write", "n": i, "blob": bytes([i]) * i, "big": 2**40 + i, "x": {"f": i / 3}}
+    for i in range(8)
+]
+
+
+def fill(path: Path, records: list[dict[str, object]], fsync: str = "no") -> None:
+    with Journal(path, fsync) as journal:
+        for record in records:
+            journal.append(record)
+
+
+def replayed(path: Path) -> list[dict[str, object]]:
+    with Journal(path, "no") as journal:
+        journal.load_snapshot()
+        return list(journal.replay())
+
+
+@pytest.mark.parametrize("fsync", ["always", "everysec", "no"])
+def test_round_trip_under_every_policy(tmp_path: Path, fsync: str) -> None:
+    fill(tmp_path, RECORDS, fsync)
+    assert replayed(tmp_path) == RECORDS
+
+
+def test_torn_last_record_at_every_offset(tmp_path: Path) -> None:
+    fill(tmp_path / "whole", RECORDS)
+    data = (tmp_path / "whole" / "journal.log").read_bytes()
+    fill(tmp_path / "probe", RECORDS[:-1])
+    last_start = (tmp_path / "probe" / "journal.log").stat().st_size
+    for cut in range(last_start, len(data)):
+        case = tmp_path / f"cut{cut}"
+        case.mkdir()
+        (case / "journal.log").write_bytes(data[:cut])
+        assert replayed(case) == RECORDS[:-1], cut
+        with Journal(case, "no") as journal:  # the torn tail was cut away: appends continue cleanly
+            list(journal.replay())
+            journal.append({"after": cut})
+        assert replayed(case) == [*RECORDS[:-1], {"after": cut}]
+
+
+def test_corrupt_middle_record_is_an_error(tmp_path: Path) -> None:
+    fill(tmp_path, RECORDS)
+    log = tmp_path / "journal.log"
+    data = bytearray(log.read_bytes())
+    fill(tmp_path / "probe", RECORDS[:3])
+    offset = (tmp_path / "probe" / "journal.log").stat().st_size
+    data[offset + 12] ^= 0xFF  # inside the payload of the fourth record
+    log.write_bytes(bytes(data))
+    with pytest.raises(JournalCorruptError) as info:
+        replayed(tmp_path)
+    assert info.value.details["offset"] == offset
+
+
+def test_snapshot_then_more_records(tmp_path: Path) -> None:
+    with Journal(tmp_path, "no") as journal:
+        for r in RECORDS[:5]:
+            journal.append(r)
+        journal.snapshot({"upto": 5})
+        for r in RECORDS[5:]:
+            journal.append(r)
+    with Journal(tmp_path, "no") as journal:
+        assert journal.load_snapshot() == {"upto": 5}
+        assert list(journal.replay()) == RECORDS[5:]
+        assert journal.seq == len(RECORDS)
+
+
+def test_crash_between_snapshot_and_log_truncation_applies_nothing_twice(tmp_path: Path) -> None:
+    fill(tmp_path, RECORDS)
+    old_log = (tmp_path / "journal.log").read_bytes()
+    with Journal(tmp_path, "no") as journal:
+        list(journal.replay())
+        journal.snapshot({"all": True})
+        journal.append({"later": 1})
+    # As if the process died after the snapshot's rename but before the log was emptied:
+    later = (tmp_path / "journal.log").read_bytes()
+    (tmp_path / "journal.log").write_bytes(old_log + later)
+    with Journal(tmp_path, "no") as journal:
+        assert journal.load_snapshot() == {"all": True}
+        assert list(journal.replay()) == [{"later": 1}]
+
+
+def test_leftover_temporary_snapshot_is_ignored(tmp_path: Path) -> None:
+    fill(tmp_path, RECORDS)
+    (tmp_path / "snapshot.tmp").write_bytes(b"half a snapshot")
+    assert replayed(tmp_path) == RECORDS
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.text(max_size=5),
+            st.one_of(
+                st.integers(-(2**63), 2**64 - 1), st.text(), st.binary(), st.floats(allow_nan=False)
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_any_records_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, records: list[dict[str, object]]
+) -> None:
+    path = tmp_path_factory.mktemp("j")
+    fill(path, records)
+    assert replayed(path) == records
