@@ -13,7 +13,7 @@ from .conftest import make_server
 
 
 def keys(directory: Path, name: str) -> tuple[bytes, bytes]:
-    public_file, secret_file = zmq.auth.create_certificates(directory, name)
+    _, secret_file = zmq.auth.create_certificates(directory, name)
     public, secret = zmq.auth.load_certificate(secret_file)
     assert secret is not None
     return public, secret
@@ -34,9 +34,12 @@ def test_curve_right_and_wrong_key(tmp_path: Path) -> None:
         ) as client:
             assert client.ping()["agent"] == "alice"
         bad = {"public": bad_public, "secret": bad_secret, "server": server_public}
-        with MemoryClient(
-            server.address, "alice", tokens["alice"], curve=bad, timeout=0.5, retries=1
-        ) as client, pytest.raises(BusTimeoutError):
+        with (
+            MemoryClient(
+                server.address, "alice", tokens["alice"], curve=bad, timeout=0.5, retries=1
+            ) as client,
+            pytest.raises(BusTimeoutError),
+        ):
             client.ping()
         plain = MemoryClient(server.address, "alice", tokens["alice"], timeout=0.5, retries=0)
         with pytest.raises(BusTimeoutError):

@@ -6,7 +6,9 @@ import socket
 import time
 import urllib.request
 
+import pytest
 from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
 
 from .conftest import Bus
@@ -23,10 +25,8 @@ def test_metrics_exposition(bus: Bus, alice: MemoryClient) -> None:
     bus.server.metrics.serve(port)
     for i in range(3):
         alice.write("shared", "team", NewItem(f"m{i}"), now=0.0)
-    try:
+    with pytest.raises(AccessDeniedError):
         alice.write("shared", "elsewhere", NewItem("refused"), now=0.0)
-    except Exception:
-        pass
     time.sleep(1.2)  # gauges refresh once a second on the owner thread
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'hivemem_bus_requests_total{code="ok",op="write"} 3.0' in text
