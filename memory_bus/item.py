@@ -105,6 +105,11 @@ class Item:
         """Token count used by token-budget namespaces (whitespace-separated words)."""
         return count_tokens(self.text)
 
+    @property
+    def nbytes(self) -> int:
+        """Payload bytes held: UTF-8 text plus the vector."""
+        return len(self.text.encode("utf-8")) + int(self.vector.nbytes)
+
     def valid_at(self, t: float) -> bool:
         """Whether the item holds at simulation time ``t``."""
         return self.valid_from <= t < self.valid_to

@@ -32,6 +32,15 @@ class BusMetrics:
         self.tokens = Gauge(
             "hivemem_bus_tokens", "Whitespace tokens of text held, by tier", ["tier"], registry=r
         )
+        self.bytes = Gauge(
+            "hivemem_bus_item_bytes",
+            "Payload bytes held (text and vectors), by tier",
+            ["tier"],
+            registry=r,
+        )
+        self.clients = Gauge(
+            "hivemem_bus_connected_clients", "Client connections open now", registry=r
+        )
         self.events = Counter(
             "hivemem_bus_events",
             "Memory events published, by tier and kind",
@@ -62,6 +71,7 @@ class BusMetrics:
         for name, stats in store.stats().items():
             self.items.labels(name).set(stats["items"])
             self.tokens.labels(name).set(stats["tokens"])
+            self.bytes.labels(name).set(stats["bytes"])
             self._policy[name] = stats["eviction_policy"]
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:

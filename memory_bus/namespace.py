@@ -58,6 +58,7 @@ class Namespace:
         self.index = VectorIndex(dim, config.index, seed=int(rng.integers(1 << 31)))
         self.history: dict[int, list[dict[str, Any]]] = {}
         self.tokens = 0
+        self.nbytes = 0
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -105,6 +106,7 @@ class Namespace:
         for item in items:
             self.items[item.id] = item
             self.tokens += item.tokens
+            self.nbytes += item.nbytes
             pending[item.id] = item
             emit(MemoryEvent("add", self.tier.value, self.name, item.id, item.version, now))
             victims = self._make_room(item, now, next_use)
@@ -132,6 +134,7 @@ class Namespace:
                 victims.append(victim.id)
                 del self.items[victim.id]
                 self.tokens -= victim.tokens
+                self.nbytes -= victim.nbytes
         return victims
 
     def _select(
@@ -160,6 +163,7 @@ class Namespace:
         """Delete one item (history keeps a deletion marker)."""
         item = self.items.pop(item_id)
         self.tokens -= item.tokens
+        self.nbytes -= item.nbytes
         self.index.remove(np.asarray([item_id], dtype=np.int64))
         self._remember(item, op="delete", at=now)
         emit(MemoryEvent("delete", self.tier.value, self.name, item_id, item.version, now))
@@ -172,6 +176,7 @@ class Namespace:
         self._remember(old, op="update", at=now)
         self.items[new.id] = new
         self.tokens += new.tokens - old.tokens
+        self.nbytes += new.nbytes - old.nbytes
         if not np.array_equal(old.vector, new.vector):
             ids = np.asarray([new.id], dtype=np.int64)
             self.index.remove(ids)
@@ -258,6 +263,7 @@ class Namespace:
             item = Item.from_state(raw)
             self.items[item.id] = item
         self.tokens = sum(it.tokens for it in self.items.values())
+        self.nbytes = sum(it.nbytes for it in self.items.values())
         self.history = {int(item_id): list(entries) for item_id, entries in state["history"]}
         self.evictions = int(state["evictions"])
         self.rng.bit_generator.state = _rng_from_state(state["rng"])

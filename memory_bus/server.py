@@ -43,6 +43,7 @@ from hivemem.memory_bus.protocol import (
     request_id_of,
 )
 from hivemem.memory_bus.store import MemoryStore
+from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
@@ -215,15 +216,29 @@ class BusServer:
         return auth
 
     def _loop(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
+        monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         next_gauges = 0.0
-        while not self._stop.is_set():
-            if poller.poll(POLL_MS):
-                self._serve_batch(router, pub)
-            if time.monotonic() >= next_gauges:
-                self.metrics.observe_store(self.store)
-                next_gauges = time.monotonic() + 1.0
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(POLL_MS))
+                if router in ready:
+                    self._serve_batch(router, pub)
+                if monitor in ready:
+                    self._count_connections(monitor)
+                if time.monotonic() >= next_gauges:
+                    self.metrics.observe_store(self.store)
+                    next_gauges = time.monotonic() + 1.0
+        finally:
+            router.disable_monitor()
+            monitor.close(linger=0)
+
+    def _count_connections(self, monitor: zmq.Socket[Any]) -> None:
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)["event"]
+            self.metrics.clients.inc(1 if event == zmq.EVENT_ACCEPTED else -1)
 
     def _serve_batch(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
         """Answer every request waiting now (up to a bound, so stop stays responsive)."""

@@ -432,6 +432,7 @@ class VectorTier:
             "namespaces": len(self.namespaces),
             "items": sum(len(ns) for ns in self.namespaces.values()),
             "tokens": sum(ns.tokens for ns in self.namespaces.values()),
+            "bytes": sum(ns.nbytes for ns in self.namespaces.values()),
             "evictions": sum(ns.evictions for ns in self.namespaces.values()),
             "eviction_policy": self.config.eviction,
             "write_policy": self.config.write_policy,

@@ -155,6 +155,8 @@ def check_capacity(h: Harness) -> None:
         if h.tier.config.mode is NamespaceMode.TOKEN_BUDGET and budget is not None:
             assert ns.tokens <= budget, f"{ns.tokens} tokens over budget {budget}"
         assert len(ns.index) == len(ns), "index and items disagree"
+        assert ns.tokens == sum(it.tokens for it in ns.items.values()), "token count drifted"
+        assert ns.nbytes == sum(it.nbytes for it in ns.items.values()), "byte count drifted"
 
 
 def check_bad_input(h: Harness) -> None:

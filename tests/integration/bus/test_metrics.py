@@ -34,4 +34,6 @@ def test_metrics_exposition(bus: Bus, alice: MemoryClient) -> None:
     assert 'hivemem_bus_items{tier="shared"} 3.0' in text
     assert 'hivemem_bus_events_total{kind="add",tier="shared"} 3.0' in text
     assert "hivemem_bus_request_duration_seconds_bucket" in text
+    assert "hivemem_bus_connected_clients 1.0" in text  # the alice client
+    assert 'hivemem_bus_item_bytes{tier="shared"}' in text
     assert "agent" not in text.replace("hivemem", "")  # no agent ids as labels
