@@ -1,0 +1,275 @@
+"""The bus against its transport's limit and against Redis, measured in one run on loopback.
+
+Baselines:
+  - echo: a bare ZeroMQ ROUTER that decodes each msgpack request and answers a small
+    msgpack reply, in a thread of this process, like the bus server;
+  - redis: Debian's redis-server (no persistence) with redis-py, SET of the same payload.
+
+Targets, each with 1 and 4 client processes:
+  - single: one item (text + 384-d float32 vector) per request, sequential requests;
+  - batch: 64 items per request (``write_many``; redis: a pipeline of 64 SETs).
+
+The bus is driven two ways: raw protocol frames on a DEALER (what the transport allows)
+and the ``MemoryClient`` library (what a user gets). Ratios are against the echo.
+
+    python benchmarks/bus.py --quick     # ~1 minute
+    python benchmarks/bus.py             # longer runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+from hivemem.memory_bus.auth import token_for
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import HEADER, encode_new_item, encode_request
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
+
+DIM = 384
+BATCH = 64
+SECRET = b"benchmark-secret"
+TEXT = "agent 17 saw the red key under the third door at noon"
+
+
+def item_payload(seed: int) -> dict[str, Any]:
+    vec = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return encode_new_item(NewItem(TEXT, vector=vec / np.linalg.norm(vec)))
+
+
+# --- servers --------------------------------------------------------------------------
+
+
+class EchoServer:
+    """Bare ROUTER: decode, reply, nothing else."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.address = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while not self.stop.is_set():
+            if not poller.poll(100):
+                continue
+            while True:
+                try:
+                    ident, _, payload = self.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                req = msgpack.unpackb(payload, raw=False)
+                self.sock.send_multipart(
+                    [ident, HEADER, msgpack.packb({"id": req["id"], "ok": True, "result": None})]
+                )
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], int] | None:
+    if shutil.which("redis-server") is None:
+        return None
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)  # fmt: skip
+    import redis
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(port=port).ping()
+            return proc, port
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    return None
+
+
+# --- clients (run in worker processes) ----------------------------------------------------
+
+
+def run_for(seconds: float, op: Callable[[], None]) -> list[float]:
+    """Call ``op`` until ``seconds`` pass; return each call's latency."""
+    lat: list[float] = []
+    end = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        if t0 >= end:
+            return lat
+        op()
+        lat.append(time.perf_counter() - t0)
+
+
+def raw_worker(address: str, agent: str, batch: bool, seconds: float) -> list[float]:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    token = token_for(SECRET, agent)
+    item = item_payload(1)
+    args: dict[str, Any] = (
+        {"tier": "private", "now": 0.0, "items": [{"namespace": agent, "item": item}] * BATCH}
+        if batch
+        else {"tier": "private", "namespace": agent, "item": item, "now": 0.0}
+    )
+    op_name = "write_many" if batch else "write"
+    counter = iter(range(1, 1 << 62))
+    client = int.from_bytes(agent.encode()[:7].ljust(7, b"\0"), "little")
+
+    def op() -> None:
+        sock.send_multipart(encode_request(next(counter), client, op_name, agent, token, args))
+        sock.recv_multipart()
+
+    try:
+        return run_for(seconds, op)
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def client_worker(address: str, agent: str, batch: bool, seconds: float) -> list[float]:
+    vec = np.random.default_rng(1).standard_normal(DIM).astype(np.float32)
+    item = NewItem(TEXT, vector=vec / np.linalg.norm(vec))
+    with MemoryClient(address, agent, token_for(SECRET, agent)) as client:
+        if batch:
+            return run_for(
+                seconds, lambda: client.write_many("private", [(agent, item)] * BATCH, now=0.0)
+            )
+        return run_for(seconds, lambda: client.write("private", agent, item, now=0.0))
+
+
+def redis_worker(port: int, agent: str, batch: bool, seconds: float) -> list[float]:
+    import redis
+
+    conn = redis.Redis(port=port)
+    payload = msgpack.packb(item_payload(1))
+    keys = iter(range(1 << 62))
+
+    def single() -> None:
+        conn.set(f"{agent}:{next(keys)}", payload)
+
+    def pipelined() -> None:
+        pipe = conn.pipeline(transaction=False)
+        for _ in range(BATCH):
+            pipe.set(f"{agent}:{next(keys)}", payload)
+        pipe.execute()
+
+    return run_for(seconds, pipelined if batch else single)
+
+
+def measure(
+    worker: Callable[..., list[float]], target: Any, procs: int, batch: bool, seconds: float
+) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(procs) as pool:
+        results = pool.starmap(worker, [(target, f"w{i}", batch, seconds) for i in range(procs)])
+    lat = np.concatenate([np.asarray(r) for r in results])
+    per_msg = BATCH if batch else 1
+    return {
+        "items_per_s": per_msg * sum(len(r) for r in results) / seconds,
+        "p50_us": float(np.percentile(lat, 50) * 1e6),
+        "p99_us": float(np.percentile(lat, 99) * 1e6),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    seconds = 2.0 if args.quick else 8.0
+    echo = EchoServer()
+    bus = BusServer(
+        MemoryStore(StoreConfig(dim=DIM), embed=False), secret=SECRET, dedup_size=10_000
+    ).start()
+    redis_server = start_redis()
+    rows: dict[tuple[str, str, int], dict[str, float]] = {}
+    try:
+        for batch in (False, True):
+            mode = "batch64" if batch else "single"
+            for procs in (1, 4):
+                rows[("echo", mode, procs)] = measure(
+                    raw_worker, echo.address, procs, batch, seconds
+                )
+                rows[("bus-raw", mode, procs)] = measure(
+                    raw_worker, bus.address, procs, batch, seconds
+                )
+                rows[("bus-client", mode, procs)] = measure(
+                    client_worker, bus.address, procs, batch, seconds
+                )
+                if redis_server is not None:
+                    rows[("redis", mode, procs)] = measure(
+                        redis_worker, redis_server[1], procs, batch, seconds
+                    )
+    finally:
+        echo.close()
+        bus.stop()
+        if redis_server is not None:
+            redis_server[0].kill()
+    report(rows, redis_server is not None)
+
+
+def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool) -> None:
+    print(f"bus benchmark: loopback, dim {DIM}, batches of {BATCH}, 2 cores")
+    print(
+        f"{'target':11s} {'mode':8s} {'procs':>5s} {'items/s':>10s} {'p50 us':>8s} {'p99 us':>8s} {'rate/echo':>9s} {'p50/echo':>8s}"
+    )
+    for (target, mode, procs), row in rows.items():
+        base = rows[("echo", mode, procs)]
+        print(f"{target:11s} {mode:8s} {procs:5d} {row['items_per_s']:10,.0f} {row['p50_us']:8.0f} {row['p99_us']:8.0f}"
+              f" {row['items_per_s'] / base['items_per_s']:9.2f} {row['p50_us'] / base['p50_us']:8.2f}")  # fmt: skip
+    head: dict[str, float] = {}
+    for who in ("bus-raw", "bus-client"):
+        head[f"{who}_batched_write_items_per_s_vs_echo_1p"] = (
+            rows[(who, "batch64", 1)]["items_per_s"] / rows[("echo", "batch64", 1)]["items_per_s"]
+        )
+        head[f"{who}_batched_write_items_per_s_vs_echo_4p"] = (
+            rows[(who, "batch64", 4)]["items_per_s"] / rows[("echo", "batch64", 4)]["items_per_s"]
+        )
+        if with_redis:
+            head[f"{who}_batched_write_vs_redis_pipelined_set_4p"] = (
+                rows[(who, "batch64", 4)]["items_per_s"]
+                / rows[("redis", "batch64", 4)]["items_per_s"]
+            )
+        head[f"{who}_single_p50_vs_echo"] = (
+            rows[(who, "single", 1)]["p50_us"] / rows[("echo", "single", 1)]["p50_us"]
+        )
+        head[f"{who}_single_p99_vs_echo"] = (
+            rows[(who, "single", 1)]["p99_us"] / rows[("echo", "single", 1)]["p99_us"]
+        )
+    print()
+    for name, value in head.items():
+        print(f"{name}: {value:.2f}")
+
+
+if __name__ == "__main__":
+    main()
