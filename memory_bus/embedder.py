@@ -95,7 +95,12 @@ class SentenceTransformerEmbedder:
             self._model: Any = SentenceTransformer(path, device=device, local_files_only=True)
         except OSError as exc:
             raise ConfigError(f"cannot load sentence-transformers model at {path}: {exc}") from exc
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        # sentence-transformers 6 renamed the method and warns on the old name.
+        dimension = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension())
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts`` into an (n, dim) float32 matrix of unit rows."""
