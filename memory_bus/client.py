@@ -371,7 +371,8 @@ class AsyncMemoryClient(Ops):
             while True:
                 frames = await sock.recv_multipart()
                 if len(frames) == 3 and frames[1] == HEADER:
-                    yield unpack(frames[2])
+                    for event in unpack(frames[2]):
+                        yield event
         finally:
             sock.close(linger=0)
 

@@ -5,15 +5,15 @@ Frames (ZeroMQ multipart messages)::
     client DEALER -> server ROUTER   [HEADER, request]
     server ROUTER receives           [identity, HEADER, request]   (identity added by ZeroMQ)
     server ROUTER -> client DEALER   [identity, HEADER, reply]      (client sees [HEADER, reply])
-    server PUB                       [topic, HEADER, event]         topic = b"tier/namespace"
+    server PUB                       [topic, HEADER, events]        topic = b"tier/namespace"
 
 ``HEADER`` names the protocol and its version (``b"HMB1"``). Payloads are msgpack maps:
 
     request  {"id": int, "client": int, "op": str, "agent": str, "token": str, "args": map}
     reply    {"id": int, "ok": true,  "result": any}
              {"id": int, "ok": false, "error": {"code": str, "message": str, "details": map}}
-    event    {"kind": "add"|"update"|"delete"|"evict", "tier", "namespace", "item_id",
-              "version", "now"}
+    events   [{"kind": "add"|"update"|"delete"|"evict", "tier", "namespace", "item_id",
+               "version", "now"}, ...]   (one message per topic per request)
 
 ``client`` is a random 63-bit number a client picks once; with ``id`` it names a request,
 so a retried request is answered from the server's memory and never applied twice.

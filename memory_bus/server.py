@@ -197,20 +197,20 @@ class BusServer:
         router, pub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PUB)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 4096)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        auth = self._secure(ctx, router, pub) if self.curve else None
+        auth = self._secure(ctx, self.curve, router, pub) if self.curve else None
         self.address = _bind(router, self.host, self._port)
         self.pub_address = _bind(pub, self.host, self._pub_port)
         return router, pub, auth
 
-    def _secure(self, ctx: zmq.Context[Any], *sockets: zmq.Socket[Any]) -> Any:
+    def _secure(self, ctx: zmq.Context[Any], curve: CurveConfig, *sockets: zmq.Socket[Any]) -> Any:
+        """Turn on CURVE for ``sockets``: clients must hold a key from ``public_keys_dir``."""
         from zmq.auth import load_certificate
         from zmq.auth.thread import ThreadAuthenticator
 
-        assert self.curve is not None  # checked by the caller
         auth = ThreadAuthenticator(ctx)
         auth.start()
-        auth.configure_curve(domain="*", location=str(self.curve.public_keys_dir))
-        public, secret = load_certificate(self.curve.secret_key_file)
+        auth.configure_curve(domain="*", location=str(curve.public_keys_dir))
+        public, secret = load_certificate(curve.secret_key_file)
         for sock in sockets:
             sock.curve_publickey, sock.curve_secretkey, sock.curve_server = public, secret, True
         return auth
@@ -255,25 +255,23 @@ class BusServer:
             self._publish(pub)
 
     def _publish(self, pub: zmq.Socket[Any]) -> None:
+        """One message per topic for the events of the request just answered."""
+        by_topic: dict[bytes, list[dict[str, Any]]] = {}
         for event in self._events:
             topic = f"{event.tier}/{event.namespace}".encode()
-            pub.send_multipart(
-                [
-                    topic,
-                    HEADER,
-                    pack(
-                        {
-                            "kind": event.kind,
-                            "tier": event.tier,
-                            "namespace": event.namespace,
-                            "item_id": event.item_id,
-                            "version": event.version,
-                            "now": event.now,
-                        }
-                    ),
-                ]
+            by_topic.setdefault(topic, []).append(
+                {
+                    "kind": event.kind,
+                    "tier": event.tier,
+                    "namespace": event.namespace,
+                    "item_id": event.item_id,
+                    "version": event.version,
+                    "now": event.now,
+                }
             )
             self.metrics.event(event)
+        for topic, events in by_topic.items():
+            pub.send_multipart([topic, HEADER, pack(events)])
         self._events.clear()
 
     # --- requests -----------------------------------------------------------------------

@@ -273,17 +273,3 @@ def simulate_trace(
 def _next_use(times: list[int], now: float) -> float:
     i = bisect.bisect_right(times, now)
     return float(times[i]) if i < len(times) else math.inf
-
-
-__all__ = [
-    "TIER_CHECKS",
-    "Harness",
-    "check_access",
-    "check_bad_input",
-    "check_capacity",
-    "check_round_trip",
-    "check_state_round_trip",
-    "check_versions",
-    "run_tier_contract",
-    "simulate_trace",
-]
