@@ -185,12 +185,19 @@ def redis_worker(port: int, agent: str, batch: bool, seconds: float) -> list[flo
     return run_for(seconds, pipelined if batch else single)
 
 
+_CASES = iter(range(1 << 30))
+
+
 def measure(
     worker: Callable[..., list[float]], target: Any, procs: int, batch: bool, seconds: float
 ) -> dict[str, float]:
+    """Run ``procs`` workers for ``seconds``; each case writes into namespaces of its own."""
     ctx = mp.get_context("spawn")
+    case = next(_CASES)
     with ctx.Pool(procs) as pool:
-        results = pool.starmap(worker, [(target, f"w{i}", batch, seconds) for i in range(procs)])
+        results = pool.starmap(
+            worker, [(target, f"c{case}w{i}", batch, seconds) for i in range(procs)]
+        )
     lat = np.concatenate([np.asarray(r) for r in results])
     per_msg = BATCH if batch else 1
     return {
