@@ -24,7 +24,7 @@ install-dev: $(VENV)/.installed-dev
 
 ## run: install and run the main job
 run: install
-	$(BIN)/python benchmarks/store.py --quick
+	$(BIN)/hivemem run relay_qa
 
 ## test: install with dev tools, lint, type-check and run the whole test suite
 test: install-dev lint typecheck

@@ -19,6 +19,7 @@ import itertools
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,26 @@ def error_from_reply(error: dict[str, Any]) -> HivememError:
 _PROTOCOL_CODES = {"bad_frame", "bad_request", "unknown_op", "too_large", "unauthenticated"}
 
 
+@dataclass(frozen=True, slots=True)
+class OnBehalf:
+    """The agent one batch entry acts for, with its token.
+
+    An agent host batches the reads and writes of many agents into one request; each
+    entry then names its own agent, and the server checks access per entry.
+    """
+
+    agent: str
+    token: str
+
+
+def _on_behalf(entry: dict[str, Any], who: Any) -> dict[str, Any]:
+    if who is not None:
+        if not isinstance(who, OnBehalf):
+            raise TypeError(f"expected OnBehalf, got {type(who).__name__}")
+        entry["agent"], entry["token"] = who.agent, who.token
+    return entry
+
+
 class Ops:
     """Every bus op, written once; subclasses say how a call is carried out."""
 
@@ -101,9 +122,15 @@ class Ops:
         args = {"tier": tier, "namespace": namespace, "item": encode_new_item(item), "now": now}
         return self._call("write", args, decode_write_result)
 
-    def write_many(self, tier: str, entries: list[tuple[str, NewItem]], *, now: float) -> Any:
-        """Propose ``(namespace, item)`` pairs in one message; returns a WriteResult each."""
-        items = [{"namespace": ns, "item": encode_new_item(it)} for ns, it in entries]
+    def write_many(self, tier: str, entries: list[tuple[Any, ...]], *, now: float) -> Any:
+        """Propose items in one message; returns a WriteResult each, in order.
+
+        Each entry is ``(namespace, item)`` or ``(namespace, item, OnBehalf(agent, token))``.
+        """
+        items = [
+            _on_behalf({"namespace": e[0], "item": encode_new_item(e[1])}, _nth(e, 2))
+            for e in entries
+        ]
         return self._call(
             "write_many", {"tier": tier, "items": items, "now": now}, _each(decode_write_result)
         )
@@ -134,11 +161,24 @@ class Ops:
         }
         return self._call("search", args, _each(decode_hit))
 
-    def search_many(
-        self, tier: str, queries: list[tuple[str, np.ndarray, int]], *, now: float
-    ) -> Any:
-        """``(namespace, vector, k)`` queries in one message; one Hit list each."""
-        raw = [{"namespace": ns, "vector": vector_to_bytes(v), "k": k} for ns, v, k in queries]
+    def search_many(self, tier: str, queries: list[tuple[Any, ...]], *, now: float) -> Any:
+        """Queries in one message; one Hit list each, in order.
+
+        Each query is ``(namespace, vector, k)``, optionally followed by ``as_of`` (None:
+        no validity filter) and ``OnBehalf(agent, token)``.
+        """
+        raw = [
+            _on_behalf(
+                {
+                    "namespace": q[0],
+                    "vector": vector_to_bytes(q[1]),
+                    "k": q[2],
+                    "as_of": _nth(q, 3),
+                },
+                _nth(q, 4),
+            )
+            for q in queries
+        ]
         return self._call(
             "search_many", {"tier": tier, "queries": raw, "now": now}, _each(_each(decode_hit))
         )
@@ -220,6 +260,10 @@ class Ops:
         """Graph retrieval (vector seeds, then k-hop or PPR)."""
         args = {"namespace": namespace, "vector": vector_to_bytes(vector), "k": k, "now": now, **kw}
         return self._call("retrieve", args, _each(decode_hit))
+
+
+def _nth(entry: tuple[Any, ...], n: int) -> Any:
+    return entry[n] if len(entry) > n else None
 
 
 def _each(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:

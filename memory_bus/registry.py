@@ -48,6 +48,18 @@ class Registry(Generic[T]):
         """The registered short names, sorted."""
         return sorted(self._factories)
 
+    def factory(self, name: str) -> Callable[..., T]:
+        """The factory registered as ``name`` (or ``"module:Class"``), without calling it.
+
+        Raises:
+            UnknownNameError: no such name, with the closest ones.
+            ConfigError: a prefixed name (its factory needs the rest of the name).
+        """
+        factory, rest = self._resolve(name)
+        if rest is not None:
+            raise ConfigError(f"{self.kind} {name!r} is built by its prefix's loader", name=name)
+        return factory
+
     def create(self, name: str, **params: Any) -> T:
         """Build the plug-in called ``name`` with ``params``.
 

@@ -6,6 +6,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from hivemem.memory_bus.config import StoreConfig
@@ -95,6 +96,274 @@ def _store_config(path: Path | None) -> StoreConfig:
     import yaml
 
     return StoreConfig.model_validate(yaml.safe_load(path.read_text()))
+
+
+# --- scenarios -----------------------------------------------------------------------
+
+
+def _load(scenario: str, overrides: list[str] | None) -> Any:
+    from hivemem.platform.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(scenario, overrides or [])
+    except ScenarioError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(
+    files: list[str] = typer.Argument(..., help="Scenario files or built-in names."),
+) -> None:
+    """Check scenario files; every problem is named with its path (and line) in the file."""
+    from hivemem.platform.scenario import ScenarioError, load_scenario
+
+    failed = 0
+    for name in files:
+        try:
+            s = load_scenario(name)
+        except ScenarioError as exc:
+            failed += 1
+            typer.echo(str(exc), err=True)
+            continue
+        typer.echo(
+            f"{name}: ok ({s.task.family}, {sum(e.count for e in s.agents)} agents, {s.run.ticks} ticks)"
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
+) -> None:
+    """Print (or write) the JSON Schema of scenario files."""
+    import json
+
+    from hivemem.platform.scenario import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+@app.command("list")
+def list_things() -> None:
+    """Built-in scenarios, task families, agent types and memory policies."""
+    from hivemem.agents.base import AGENT_TYPES
+    from hivemem.memory_bus.policies import EVICTION_POLICIES, WRITE_POLICIES
+    from hivemem.platform.scenario import builtin_names, load_scenario, task_families
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="hivemem")
+    table.add_column("kind")
+    table.add_column("names")
+    rows = []
+    for name in builtin_names():
+        s = load_scenario(name)
+        rows.append(f"{name} ({s.task.family}) - {s.description}")
+    table.add_row("scenarios", "\n".join(rows))
+    table.add_row("task families", ", ".join(task_families()))
+    table.add_row("agent types", ", ".join(AGENT_TYPES.names()))
+    table.add_row("eviction policies", ", ".join(EVICTION_POLICIES.names()))
+    table.add_row("write policies", ", ".join(WRITE_POLICIES.names()))
+    Console().print(table)
+
+
+@app.command()
+def run(
+    scenario: str = typer.Argument(
+        ..., help="A scenario file or a built-in name (see `hivemem list`)."
+    ),
+    address: str | None = typer.Option(
+        None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)."
+    ),
+    hosts: int | None = typer.Option(None, help="Agent host actors (overrides run.hosts)."),
+    seed: int | None = typer.Option(None, help="Seed (overrides run.seed)."),
+    ticks: int | None = typer.Option(None, help="Ticks (overrides run.ticks)."),
+    out: Path | None = typer.Option(
+        None, help="Parent folder of the run folder (overrides outputs.dir)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override any field: key.sub=value (repeatable)."
+    ),
+    baseline: bool | None = typer.Option(
+        None, "--baseline/--no-baseline", help="Also run the no-memory baseline."
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Run a scenario and write its run folder."""
+    import json
+    import os
+
+    from hivemem.platform.runner import ensure_ray, run_once, write_outputs
+    from rich.console import Console
+
+    overrides = list(set_)
+    for key, value in (
+        ("run.hosts", hosts),
+        ("run.seed", seed),
+        ("run.ticks", ticks),
+        ("outputs.dir", out),
+        ("run.baseline", baseline),
+    ):
+        if value is not None:
+            overrides.append(
+                f"{key}={json.dumps(str(value)) if isinstance(value, Path) else json.dumps(value)}"
+            )
+    s = _load(scenario, overrides)
+    console = Console(stderr=True)
+    remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    ensure_ray(address, s.run.num_cpus)
+    result = _run_with_progress(
+        s, console, progress, "memory", lambda cb: run_once(s, remote=remote, on_tick=cb)
+    )
+    base = None
+    if s.run.baseline:
+        base = _run_with_progress(
+            s,
+            console,
+            progress,
+            "no-memory baseline",
+            lambda cb: run_once(s, baseline=True, remote=remote, on_tick=cb),
+        )
+    folder = write_outputs(s, result, Path(s.outputs.dir), base, s.outputs.plots)
+    _results_table(s, result, base)
+    typer.echo(str(folder))
+
+
+def _run_with_progress(
+    s: Any, console: Any, show: bool, label: str, fn: Callable[[Any], Any]
+) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not show:
+        return fn(None)
+    with Progress(
+        TextColumn(f"[bold]{s.name}[/] {label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("score {task.fields[score]:.3f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        job = bar.add_task(label, total=s.run.ticks, score=0.0)
+        return fn(lambda t, row: bar.update(job, completed=t + 1, score=row["score"]))
+
+
+def _results_table(s: Any, result: Any, base: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{s.name} (seed {result.seed}, {result.agents} agents on {result.hosts} hosts, {result.ticks} ticks)"
+    )
+    table.add_column("measure")
+    table.add_column("memory agents", justify="right")
+    if base is not None:
+        table.add_column("no-memory baseline", justify="right")
+    for key, value in result.summary.items():
+        cells = [key, f"{value:.3f}"]
+        if base is not None:
+            cells.append(f"{base.summary.get(key, float('nan')):.3f}")
+        table.add_row(*cells)
+    steps = result.agents * result.ticks
+    table.add_row(
+        "agent-steps/s", f"{steps / result.seconds:,.0f}", *([""] if base is not None else [])
+    )
+    table.add_row(
+        "seconds", f"{result.seconds:.1f}", *([f"{base.seconds:.1f}"] if base is not None else [])
+    )
+    Console().print(table)
+
+
+@app.command()
+def compare(
+    scenario: str = typer.Argument(..., help="A scenario file or a built-in name."),
+    eviction: str | None = typer.Option(None, help="Comma-separated eviction policies to compare."),
+    write: str | None = typer.Option(None, help="Comma-separated write policies to compare."),
+    tier: str | None = typer.Option(
+        None, help="Tier the policies apply to (default: the one with a capacity)."
+    ),
+    seeds: int = typer.Option(5, help="Seeds per setting (run.seed, run.seed+1, ...)."),
+    baseline: bool = typer.Option(
+        True, "--baseline/--no-baseline", help="Add the no-memory baseline row."
+    ),
+    address: str | None = typer.Option(None, help="Ray cluster address."),
+    out: Path = typer.Option(Path("runs"), help="Where the comparison folder goes."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override any field: key.sub=value (repeatable)."
+    ),
+) -> None:
+    """Run a grid of policies over several seeds; print mean ± 95 % CI and save a plot."""
+    import json
+    import os
+    import time
+
+    from hivemem.platform.plots import compare_plot
+    from hivemem.platform.runner import ensure_ray, mean_ci, run_once
+    from rich.console import Console
+    from rich.table import Table
+
+    s0 = _load(scenario, list(set_))
+    target = tier or next(
+        (t for t in ("private", "shared", "graph") if getattr(s0.memory, t).capacity), "shared"
+    )
+    grid: list[tuple[str, list[str], bool]] = []
+    for name in eviction.split(",") if eviction else []:
+        grid.append((f"eviction={name}", [f"memory.{target}.eviction={name}"], False))
+    for name in write.split(",") if write else []:
+        grid.append((f"write={name}", [f"memory.{target}.write_policy={name}"], False))
+    if not grid:
+        grid.append(("as written", [], False))
+    if baseline:
+        grid.append(("no-memory baseline", [], True))
+    loaded = [
+        (label, _load(scenario, [*set_, *extra, "run.baseline=false"]), base)
+        for label, extra, base in grid
+    ]
+    remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    ensure_ray(address, s0.run.num_cpus)
+    console = Console(stderr=True)
+    table = Table(title=f"{s0.name}: {target} tier, {seeds} seeds (mean ± 95 % CI)")
+    table.add_column("setting")
+    keys: list[str] = []
+    results: dict[str, dict[str, list[float]]] = {}
+    for label, s, base in loaded:
+        for i in range(seeds):
+            si = s.model_copy(update={"run": s.run.model_copy(update={"seed": s.run.seed + i})})
+            console.print(f"{label} seed {si.run.seed} ...")
+            r = run_once(si, baseline=base, remote=remote)
+            for k, v in r.summary.items():
+                results.setdefault(label, {}).setdefault(k, []).append(v)
+                if k not in keys:
+                    keys.append(k)
+    for k in keys:
+        table.add_column(k, justify="right")
+    means, cis = [], []
+    for label, _, _ in loaded:
+        cells = [label]
+        for k in keys:
+            m, c = mean_ci(results[label].get(k, []))
+            cells.append(f"{m:.3f} ± {c:.3f}" if c == c else f"{m:.3f}")
+        m, c = mean_ci(results[label]["score"])
+        means.append(m)
+        cis.append(c)
+        table.add_row(*cells)
+    Console().print(table)
+    folder = out / f"compare-{s0.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "compare.json").write_text(
+        json.dumps(results, indent=2, sort_keys=True), encoding="utf-8"
+    )
+    compare_plot(
+        folder / "compare.png", f"{s0.name}: score by setting", [g[0] for g in loaded], means, cis
+    )
+    typer.echo(str(folder))
 
 
 def main() -> None:

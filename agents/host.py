@@ -1,0 +1,212 @@
+"""AgentHost: many agents in one process, one bus request for reads and one for writes a tick.
+
+A tick has two phases, driven by the runner:
+
+1. :meth:`AgentHost.step` — every agent plans its reads; the host embeds all queries in
+   one call and sends one ``search_many`` per tier (each entry on behalf of its agent),
+   hands each agent its hits, and returns the answers. Proposed writes are kept.
+2. :meth:`AgentHost.commit` — the kept writes go out as one ``write_many`` per tier, in
+   agent order. The runner commits hosts one after another in host order, and agents are
+   placed on hosts in contiguous blocks, so the bus sees the same writes in the same
+   order whatever the number of hosts: a seeded run gives the same results on 1 host or 8.
+
+The host keeps no state of its own that the bus does not have: a restarted host (Ray
+``max_restarts``) rebuilds its agents from their specs and carries on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hivemem.agents.base import Action, Agent, AgentSpec, Observation, Proposal, make_agent
+from hivemem.memory_bus.client import MemoryClient, OnBehalf
+from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.interfaces import Hit
+from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
+
+
+@dataclass
+class TickStats:
+    """What one host did in one phase of a tick (summed by the runner)."""
+
+    recalls: int = 0
+    hits: int = 0
+    writes: int = 0
+    promotions: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+    """Write-policy decisions by tier: ``"shared.add"`` -> count."""
+    evicted: dict[str, int] = field(default_factory=dict)
+    """Evictions by tier."""
+    bus_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recalls": self.recalls,
+            "hits": self.hits,
+            "writes": self.writes,
+            "promotions": self.promotions,
+            "ops": dict(self.ops),
+            "evicted": dict(self.evicted),
+            "bus_seconds": self.bus_seconds,
+            "compute_seconds": self.compute_seconds,
+        }
+
+
+def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+class AgentHost:
+    """Hosts agents and batches their bus traffic.
+
+    Args:
+        address: The bus ROUTER address.
+        specs: The agents to host, in their global order.
+        tokens: Bus token of each agent.
+        dim: Embedding dimension (the bus store's).
+        imports: Modules to import first, so their agent types are registered.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        specs: list[AgentSpec],
+        tokens: dict[str, str],
+        dim: int,
+        imports: Sequence[str] = (),
+        timeout: float = 60.0,
+    ) -> None:
+        for module in imports:
+            importlib.import_module(module)
+        self.specs = list(specs)
+        self.agents: dict[str, Agent] = {s.agent_id: make_agent(s) for s in self.specs}
+        self.behalf = {s.agent_id: OnBehalf(s.agent_id, tokens[s.agent_id]) for s in self.specs}
+        self.embed = HashingEmbedder(dim)
+        self.client = MemoryClient(address, timeout=timeout)
+        self.pending: list[tuple[str, Action]] = []
+        self.incarnation = f"{os.getpid()}-{time.monotonic_ns()}"
+        self.max_batch = DEFAULT_LIMITS.max_batch
+
+    def info(self) -> dict[str, Any]:
+        """Who this host is: its process incarnation and its agents."""
+        return {"incarnation": self.incarnation, "agents": len(self.agents), "pid": os.getpid()}
+
+    def step(self, t: float, observations: dict[str, Observation]) -> dict[str, Any]:
+        """Phase 1 of a tick: recall, act, keep the writes; returns answers and stats."""
+        stats = TickStats()
+        started = time.perf_counter()
+        plans = {aid: self.agents[aid].plan(t, obs) for aid, obs in observations.items()}
+        flat = [(aid, i, r) for aid, recalls in plans.items() for i, r in enumerate(recalls)]
+        hits: dict[tuple[str, int], list[Hit]] = {}
+        if flat:
+            vectors = self.embed([r.query for _, _, r in flat])
+            by_tier: dict[str, list[int]] = defaultdict(list)
+            for pos, (_, _, r) in enumerate(flat):
+                by_tier[r.tier].append(pos)
+            for tier, positions in by_tier.items():
+                for chunk in _chunks(positions, self.max_batch):
+                    queries = [
+                        (
+                            flat[p][2].namespace,
+                            vectors[p],
+                            flat[p][2].k,
+                            flat[p][2].as_of,
+                            self.behalf[flat[p][0]],
+                        )
+                        for p in chunk
+                    ]
+                    t0 = time.perf_counter()
+                    results = self._as(queries[0][4]).search_many(tier, queries, now=t)
+                    stats.bus_seconds += time.perf_counter() - t0
+                    for p, res in zip(chunk, results, strict=True):
+                        hits[(flat[p][0], flat[p][1])] = res
+                        stats.hits += len(res)
+        stats.recalls = len(flat)
+        answers: dict[str, Any] = {}
+        for aid, obs in observations.items():
+            recalled = [hits[(aid, i)] for i in range(len(plans[aid]))]
+            action = self.agents[aid].act(t, obs, recalled)
+            answers[aid] = action.answer
+            if action.writes or action.promotions:
+                self.pending.append((aid, action))
+        stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
+        return {"answers": answers, "stats": stats.to_dict(), "incarnation": self.incarnation}
+
+    def commit(self, t: float) -> dict[str, Any]:
+        """Phase 2 of a tick: send the kept writes (one ``write_many`` per tier)."""
+        stats = TickStats()
+        started = time.perf_counter()
+        pending, self.pending = self.pending, []
+        writes = [(aid, w) for aid, action in pending for w in action.writes]
+        if writes:
+            vectors = self.embed([w.text for _, w in writes])
+            by_tier: dict[str, list[int]] = defaultdict(list)
+            for pos, (_, w) in enumerate(writes):
+                by_tier[w.tier].append(pos)
+            for tier, positions in by_tier.items():
+                for chunk in _chunks(positions, self.max_batch):
+                    entries = [
+                        (
+                            writes[p][1].namespace,
+                            _new_item(writes[p][1], vectors[p]),
+                            self.behalf[writes[p][0]],
+                        )
+                        for p in chunk
+                    ]
+                    t0 = time.perf_counter()
+                    results = self._as(entries[0][2]).write_many(tier, entries, now=t)
+                    stats.bus_seconds += time.perf_counter() - t0
+                    for res in results:
+                        key = f"{tier}.{res.op.value}"
+                        stats.ops[key] = stats.ops.get(key, 0) + 1
+                        if res.evicted:
+                            stats.evicted[tier] = stats.evicted.get(tier, 0) + len(res.evicted)
+        stats.writes = len(writes)
+        for aid, action in pending:
+            for promo in action.promotions:
+                parent = promo.parent
+                vector = self.embed([parent.text])[0]
+                t0 = time.perf_counter()
+                self.client.as_agent(aid, self.behalf[aid].token).promote(
+                    promo.namespace, list(promo.children), _new_item(parent, vector), now=t
+                )
+                stats.bus_seconds += time.perf_counter() - t0
+                stats.promotions += 1
+        stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
+        return {"stats": stats.to_dict(), "incarnation": self.incarnation}
+
+    def _as(self, who: OnBehalf) -> MemoryClient:
+        """The request itself is sent as one of the batch's agents (each entry as its own)."""
+        return self.client.as_agent(who.agent, who.token)
+
+    def close(self) -> None:
+        """Close the bus connection."""
+        self.client.close()
+
+
+def _new_item(p: Proposal, vector: np.ndarray) -> NewItem:
+    return NewItem(
+        text=p.text,
+        vector=vector,
+        meta=dict(p.meta),
+        importance=p.importance,
+        valid_from=p.valid_from,
+        valid_to=p.valid_to,
+        level=p.level,
+    )
+
+
+def host_actor_class(max_restarts: int = -1) -> Any:
+    """:class:`AgentHost` as a Ray actor class that restarts when its process dies."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=max_restarts, max_task_retries=0)(AgentHost)

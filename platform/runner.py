@@ -1,0 +1,353 @@
+"""The run loop: a scenario, a bus, agent hosts on Ray, one row of results per tick.
+
+Embedded default: a local Ray (``ray.init(address="local", num_cpus=...)``) and a bus
+server on a thread of this process. With an address (or ``RAY_ADDRESS``): an existing
+cluster, the bus as a named Ray actor there. Either way agents live in
+:class:`~hivemem.agents.host.AgentHost` actors, and a tick is
+
+1. ``task.observe(t)``, split by host;
+2. ``host.step`` on every host at once (recall, act; one bus read per tier per host);
+3. ``host.commit`` host after host (one bus write per tier per host), so the bus sees
+   the same writes in the same order whatever the number of hosts;
+4. ``task.score(t, answers)`` and one JSONL row.
+
+A host that dies is restarted by Ray and the call is made again; hosts keep nothing the
+bus does not have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hivemem.agents.base import AgentSpec
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
+from hivemem.platform.scenario import Scenario, dump_resolved
+from hivemem.scenarios.families import BUILTIN_MODULES
+
+TickCallback = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    scenario: str
+    seed: int
+    hosts: int
+    agents: int
+    ticks: int
+    summary: dict[str, float]
+    rows: list[dict[str, Any]]
+    baseline: dict[str, float] | None = None
+    seconds: float = 0.0
+    out_dir: Path | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "hosts": self.hosts,
+            "agents": self.agents,
+            "ticks": self.ticks,
+            "summary": self.summary,
+            "baseline": self.baseline,
+            "seconds": self.seconds,
+            "agent_steps_per_second": self.agents * self.ticks / self.seconds
+            if self.seconds
+            else 0.0,
+            "timing": self.timing,
+        }
+
+
+def ensure_ray(address: str | None, num_cpus: int) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; reuse a live one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # address="local" never joins a cluster found on the machine; Ray 2.60 turns on
+        # token auth for it and creates the token itself.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+class _Bus:
+    """The bus a run uses: embedded (a thread here) or a named Ray actor."""
+
+    def __init__(self, scenario: Scenario, remote: bool, run_id: str, oracle: Any) -> None:
+        from hivemem.memory_bus.auth import new_secret, token_for
+        from hivemem.memory_bus.protocol import ADMIN_AGENT
+
+        config = scenario.memory.model_copy(update={"seed": scenario.run.seed})
+        self.actor: Any = None
+        self.server: BusServer | None = None
+        secret = new_secret()
+        if remote:
+            from hivemem.memory_bus.ray_actor import start_bus_actor
+
+            self.actor, addr = start_bus_actor(config, secret, name=f"hivemem-bus-{run_id}")
+            self.address = addr["address"]
+        else:
+            store = MemoryStore(config)
+            if oracle is not None:
+                store.set_oracle(oracle)
+            self.server = BusServer(store, secret=secret).start()
+            self.address = self.server.address
+        self.admin = MemoryClient(self.address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT))
+
+    def register(self, specs: list[AgentSpec]) -> dict[str, str]:
+        return {
+            s.agent_id: self.admin.register(s.agent_id, list(s.groups), s.role)["token"]
+            for s in specs
+        }
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.admin.stats()
+        return result
+
+    def close(self) -> None:
+        self.admin.close()
+        if self.server is not None:
+            self.server.stop()
+        if self.actor is not None:
+            import ray
+
+            ray.get(self.actor.stop.remote())
+            ray.kill(self.actor)
+
+
+def split(specs: list[AgentSpec], hosts: int) -> list[list[AgentSpec]]:
+    """Contiguous blocks of nearly equal size, in order (the commit order relies on it)."""
+    n = len(specs)
+    bounds = [round(i * n / hosts) for i in range(hosts + 1)]
+    return [specs[bounds[i] : bounds[i + 1]] for i in range(hosts)]
+
+
+class _Hosts:
+    """The host actors of a run, with restart-and-retry around every call."""
+
+    def __init__(
+        self,
+        blocks: list[list[AgentSpec]],
+        address: str,
+        tokens: dict[str, str],
+        dim: int,
+        run_id: str,
+    ) -> None:
+        from hivemem.agents.host import host_actor_class
+
+        cls = host_actor_class()
+        self.handles = [
+            cls.options(name=f"hivemem-host-{run_id}-{i}", namespace="hivemem").remote(
+                address,
+                block,
+                {s.agent_id: tokens[s.agent_id] for s in block},
+                dim,
+                BUILTIN_MODULES,
+            )
+            for i, block in enumerate(blocks)
+        ]
+        self.members = [{s.agent_id for s in block} for block in blocks]
+        self.restarts = 0
+        self._get([h.info.remote() for h in self.handles])
+
+    @staticmethod
+    def _get(refs: Any) -> Any:
+        import ray
+
+        return ray.get(refs)
+
+    def _call(self, i: int, method: str, *args: Any) -> Any:
+        import ray
+        from ray.exceptions import RayActorError
+
+        for attempt in range(30):
+            try:
+                return ray.get(getattr(self.handles[i], method).remote(*args))
+            except RayActorError:
+                if attempt == 29:
+                    raise
+                self.restarts += 1
+                time.sleep(min(0.2 * (attempt + 1), 2.0))
+        raise AssertionError("unreachable")
+
+    def step(self, t: int, obs: dict[str, Any]) -> list[dict[str, Any]]:
+        import ray
+        from ray.exceptions import RayActorError
+
+        parts = [{a: o for a, o in obs.items() if a in m} for m in self.members]
+        refs = [h.step.remote(t, part) for h, part in zip(self.handles, parts, strict=True)]
+        out = []
+        for i, ref in enumerate(refs):
+            try:
+                out.append(ray.get(ref))
+            except RayActorError:
+                self.restarts += 1
+                out.append(self._call(i, "step", t, parts[i]))
+        return out
+
+    def commit(self, t: int) -> list[dict[str, Any]]:
+        return [self._call(i, "commit", t) for i in range(len(self.handles))]
+
+    def close(self) -> None:
+        import ray
+
+        for h in self.handles:
+            with contextlib.suppress(Exception):
+                ray.get(h.close.remote())
+            ray.kill(h, no_restart=True)
+
+
+def _add(into: dict[str, float], parts: dict[str, Any]) -> None:
+    for k, v in parts.items():
+        into[k] = into.get(k, 0.0) + float(v)
+
+
+def run_once(
+    scenario: Scenario,
+    *,
+    baseline: bool = False,
+    remote: bool = False,
+    hosts: int | None = None,
+    on_tick: TickCallback | None = None,
+    hooks: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run the scenario once (Ray must be up) and return the per-tick rows and summary."""
+    hooks = hooks or {}
+    task = scenario.make_task(baseline)
+    specs = task.roster
+    n_hosts = max(1, min(hosts or scenario.host_count(), len(specs)))
+    run_id = uuid.uuid4().hex[:8]
+    uses_oracle = any(
+        getattr(scenario.memory, t).eviction == "oracle" for t in ("private", "shared", "graph")
+    )
+    if uses_oracle and remote:
+        raise HivememError(
+            "the oracle eviction policy needs the embedded bus (it reads the task's future)"
+        )
+    bus = _Bus(scenario, remote, run_id, task.next_use if uses_oracle else None)
+    pool: _Hosts | None = None
+    try:
+        tokens = bus.register(specs)
+        pool = _Hosts(split(specs, n_hosts), bus.address, tokens, scenario.memory.dim, run_id)
+        totals: dict[str, float] = {}
+        rows: list[dict[str, Any]] = []
+        timing = {
+            "step": 0.0,
+            "commit": 0.0,
+            "bus_read": 0.0,
+            "bus_write": 0.0,
+            "host_compute": 0.0,
+            "task": 0.0,
+        }
+        started = time.perf_counter()
+        for t in range(scenario.run.ticks):
+            if "before_tick" in hooks:
+                hooks["before_tick"](t, pool)
+            t0 = time.perf_counter()
+            obs = task.observe(t)
+            t1 = time.perf_counter()
+            stepped = pool.step(t, obs)
+            t2 = time.perf_counter()
+            committed = pool.commit(t)
+            t3 = time.perf_counter()
+            answers: dict[str, Any] = {}
+            for r in stepped:
+                answers.update(r["answers"])
+            parts = task.score(t, answers)
+            _add(totals, parts)
+            t4 = time.perf_counter()
+            timing["task"] += (t1 - t0) + (t4 - t3)
+            timing["step"] += t2 - t1
+            timing["commit"] += t3 - t2
+            row: dict[str, Any] = {"t": t, **{k: float(v) for k, v in parts.items()}}
+            row["score"] = task.summary(totals)["score"]
+            ops: dict[str, float] = {}
+            evicted: dict[str, float] = {}
+            for kind, results in (("read", stepped), ("write", committed)):
+                for r in results:
+                    st = r["stats"]
+                    timing[f"bus_{kind}"] += st["bus_seconds"]
+                    timing["host_compute"] += st["compute_seconds"]
+                    _add(ops, st["ops"])
+                    _add(evicted, st["evicted"])
+                    for k in ("recalls", "hits", "writes", "promotions"):
+                        row[k] = row.get(k, 0) + st[k]
+            row["ops"] = ops
+            row["evicted"] = evicted
+            stats = bus.stats()
+            row["items"] = {tier: s["items"] for tier, s in stats.items()}
+            rows.append(row)
+            if on_tick is not None:
+                on_tick(t, row)
+        seconds = time.perf_counter() - started
+        timing["host_restarts"] = float(pool.restarts)
+        return RunResult(
+            scenario=scenario.name,
+            seed=scenario.run.seed,
+            hosts=n_hosts,
+            agents=len(specs),
+            ticks=scenario.run.ticks,
+            summary=task.summary(totals),
+            rows=rows,
+            seconds=seconds,
+            timing=timing,
+        )
+    finally:
+        if pool is not None:
+            pool.close()
+        bus.close()
+
+
+def write_outputs(
+    scenario: Scenario, result: RunResult, out_dir: Path, baseline: RunResult | None, plots: bool
+) -> Path:
+    """The run folder: resolved scenario, per-tick JSONL, summary JSON and PNG plots."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = out_dir / f"{scenario.name}-s{scenario.run.seed}-{stamp}-{uuid.uuid4().hex[:4]}"
+    folder.mkdir(parents=True, exist_ok=False)
+    (folder / "scenario.yaml").write_text(dump_resolved(scenario), encoding="utf-8")
+    with (folder / "ticks.jsonl").open("w", encoding="utf-8") as fh:
+        for row in result.rows:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    summary = result.to_json()
+    if baseline is not None:
+        summary["baseline"] = baseline.summary
+    (folder / "summary.json").write_text(
+        json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8"
+    )
+    if plots:
+        from hivemem.platform.plots import run_plots
+
+        run_plots(folder, result, baseline)
+    return folder
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % confidence interval (Student t)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    from scipy import stats
+
+    return mean, float(stats.t.ppf(0.975, n - 1) * math.sqrt(var / n))

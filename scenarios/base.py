@@ -1,0 +1,97 @@
+"""What a task family is: it shows agents observations, scores their answers, and says why.
+
+A task is built from its validated parameters, the agent roster and a seed, and is
+deterministic given those. The runner calls :meth:`Task.observe` and :meth:`Task.score`
+once per tick; nothing in a task depends on how agents are spread over hosts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from hivemem.agents.base import AgentSpec, Observation
+from hivemem.memory_bus.item import Item
+from hivemem.memory_bus.registry import Registry
+from pydantic import BaseModel, ConfigDict
+
+
+class TaskParams(BaseModel):
+    """Base of every family's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Task(ABC):
+    """One task family.
+
+    Class attributes:
+        family: The name scenario files use.
+        Params: The pydantic model of its ``task.params``.
+        roles: Roles the roster may use, with a one-line meaning each.
+        baseline_agent: The no-memory agent type, by role (``"*"`` for all).
+        score_name: What the main score measures.
+    """
+
+    family: ClassVar[str]
+    Params: ClassVar[type[TaskParams]]
+    roles: ClassVar[dict[str, str]]
+    baseline_agent: ClassVar[dict[str, str]]
+    score_name: ClassVar[str] = "accuracy"
+
+    def __init__(self, params: TaskParams, roster: list[AgentSpec], seed: int, ticks: int) -> None:
+        self.params = params
+        self.roster = roster
+        self.seed = seed
+        self.ticks = ticks
+        self.rng = np.random.default_rng(seed)
+        self.by_role: dict[str, list[AgentSpec]] = {}
+        for spec in roster:
+            self.by_role.setdefault(spec.role, []).append(spec)
+
+    def agents_of(self, role: str) -> list[AgentSpec]:
+        """Agents of a role, in roster order (empty if none)."""
+        return self.by_role.get(role, [])
+
+    @abstractmethod
+    def observe(self, t: int) -> dict[str, Observation]:
+        """Observations at tick ``t``, keyed by agent id (agents with nothing to do omitted)."""
+
+    @abstractmethod
+    def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
+        """Score the answers of tick ``t``; returns this tick's counters (summable)."""
+
+    @abstractmethod
+    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+        """Final scores from the summed counters; ``score`` is the headline."""
+
+    def next_use(self, item: Item, now: float) -> float:
+        """Belady's oracle: the tick at which ``item`` is next needed (inf: never).
+
+        Only families that know their future queries override this.
+        """
+        raise NotImplementedError(f"{self.family} cannot foresee its queries")
+
+    @classmethod
+    def has_oracle(cls) -> bool:
+        return cls.next_use is not Task.next_use
+
+
+def ratio(num: float, den: float) -> float:
+    """``num / den``, 0 when nothing was asked."""
+    return float(num) / float(den) if den else 0.0
+
+
+TASKS: Registry[Task] = Registry("task family")
+"""Task families by name."""
+
+
+def task_class(family: str) -> type[Task]:
+    """The class of a family (registered by importing :mod:`hivemem.scenarios.families`)."""
+    from hivemem.scenarios import families  # noqa: F401  (registers the built-ins)
+
+    factory = TASKS.factory(family)
+    if not (isinstance(factory, type) and issubclass(factory, Task)):
+        raise TypeError(f"task family {family!r} is not a Task subclass")
+    return factory

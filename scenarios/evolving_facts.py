@@ -1,0 +1,118 @@
+"""evolving_facts: attributes change over time; questions ask the value now or at time t.
+
+Observers see every change as it happens; askers are asked either the current value or
+the value at an earlier tick. A memory that keeps only the newest value answers "now"
+and fails "as of"; one that keeps every value but cannot tell old from new fails "now".
+Score: accuracy, split into current and as-of.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any, ClassVar
+
+from hivemem.agents.base import AgentSpec, Observation
+from hivemem.scenarios.base import TASKS, Task, TaskParams, ratio
+from hivemem.scenarios.facts import ATTRIBUTES, VALUES, all_keys, fact, question
+from pydantic import Field
+
+
+class EvolvingParams(TaskParams):
+    entities: int = Field(12, ge=1, le=100_000)
+    attributes: int = Field(2, ge=1, le=len(ATTRIBUTES))
+    values: int = Field(10, ge=2, le=len(VALUES))
+    changes_per_tick: int = Field(3, ge=0)
+    as_of_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of as-of questions")
+
+
+@TASKS.register("evolving_facts")
+class EvolvingFacts(Task):
+    family = "evolving_facts"
+    Params = EvolvingParams
+    roles: ClassVar[dict[str, str]] = {
+        "observer": "sees every change",
+        "asker": "is asked current or past values",
+    }
+    baseline_agent: ClassVar[dict[str, str]] = {"*": "no_memory"}
+
+    def __init__(self, params: Any, roster: list[AgentSpec], seed: int, ticks: int) -> None:
+        super().__init__(params, roster, seed, ticks)
+        p: EvolvingParams = params
+        keys = all_keys(p.entities, p.attributes)
+        # history[key] = sorted change times and the value from each time on
+        self.times: dict[str, list[float]] = {k.name: [] for k in keys}
+        self.vals: dict[str, list[str]] = {k.name: [] for k in keys}
+        self.facts: list[list[dict[str, Any]]] = []
+        self.questions: list[dict[str, dict[str, Any]]] = []
+        observers, askers = self.agents_of("observer"), self.agents_of("asker")
+        qid = 0
+        for t in range(ticks):
+            changed = (
+                keys
+                if t == 0
+                else [
+                    keys[int(i)]
+                    for i in self.rng.choice(
+                        len(keys), min(p.changes_per_tick, len(keys)), replace=False
+                    )
+                ]
+            )
+            batch = []
+            for k in changed:
+                old = self.vals[k.name][-1] if self.vals[k.name] else None
+                choices = [v for v in VALUES[: p.values] if v != old]
+                value = choices[int(self.rng.integers(len(choices)))]
+                self.times[k.name].append(float(t))
+                self.vals[k.name].append(value)
+                batch.append(fact(k, value, t))
+            self.facts.append(batch)
+            asked: dict[str, dict[str, Any]] = {}
+            if t >= 2:
+                for spec in askers:
+                    k = keys[int(self.rng.integers(len(keys)))]
+                    if self.rng.random() < p.as_of_fraction:
+                        as_of = float(self.rng.integers(0, t - 1))
+                        asked[spec.agent_id] = question(k, qid, as_of)
+                    else:
+                        asked[spec.agent_id] = question(k, qid)
+                    qid += 1
+            self.questions.append(asked)
+        self.observers = observers
+
+    def value_at(self, key: str, t: float) -> str:
+        """The value of ``key`` from its last change at or before ``t``."""
+        i = bisect.bisect_right(self.times[key], t) - 1
+        return self.vals[key][max(i, 0)]
+
+    def observe(self, t: int) -> dict[str, Observation]:
+        obs: dict[str, Observation] = {}
+        if self.observers:
+            for i, f in enumerate(self.facts[t]):
+                spec = self.observers[i % len(self.observers)]
+                obs.setdefault(spec.agent_id, {"facts": []})["facts"].append(f)
+        for aid, q in self.questions[t].items():
+            obs.setdefault(aid, {})["question"] = q
+        return obs
+
+    def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
+        out = {
+            "asked_current": 0.0,
+            "correct_current": 0.0,
+            "asked_as_of": 0.0,
+            "correct_as_of": 0.0,
+        }
+        for aid, q in self.questions[t].items():
+            kind = "current" if q["as_of"] is None else "as_of"
+            truth = self.value_at(q["key"], t - 1 if q["as_of"] is None else q["as_of"])
+            out[f"asked_{kind}"] += 1
+            out[f"correct_{kind}"] += answers.get(aid) == truth
+        return out
+
+    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+        asked = totals.get("asked_current", 0) + totals.get("asked_as_of", 0)
+        correct = totals.get("correct_current", 0) + totals.get("correct_as_of", 0)
+        return {
+            "score": ratio(correct, asked),
+            "current": ratio(totals.get("correct_current", 0), totals.get("asked_current", 0)),
+            "as_of": ratio(totals.get("correct_as_of", 0), totals.get("asked_as_of", 0)),
+        }
