@@ -207,7 +207,13 @@ def apply_overrides(raw: Any, overrides: list[str]) -> Any:
                     "--set", [Problem(key, f"{'.'.join(parts[:i])} is not a mapping")]
                 )
             if last:
-                node[idx] = yaml.safe_load(text)
+                try:
+                    node[idx] = yaml.safe_load(text)
+                except yaml.YAMLError as exc:
+                    why = getattr(exc, "problem", None) or exc
+                    raise ScenarioError(
+                        "--set", [Problem(key, f"value {text!r} is not valid YAML: {why}")]
+                    ) from None
             else:
                 if isinstance(node, dict) and idx not in node:
                     node[idx] = {}
@@ -254,7 +260,7 @@ def check_meaning(s: Scenario) -> list[Problem]:
     problems: list[Problem] = []
     try:
         cls = task_class(s.task.family)
-    except ConfigError as exc:
+    except (ConfigError, TypeError) as exc:  # TypeError: "module:Class" that is not a Task
         return [Problem("task.family", str(exc))]
     try:
         cls.Params(**s.task.params)
@@ -282,7 +288,7 @@ def check_meaning(s: Scenario) -> list[Problem]:
                 reg.factory(name)
             except ConfigError as exc:
                 problems.append(Problem(f"memory.{tier}.{what}", str(exc)))
-            if what == "eviction" and name == "oracle" and not cls.has_oracle():
+            if what == "eviction" and name in _ORACLES and not cls.has_oracle():
                 problems.append(
                     Problem(
                         f"memory.{tier}.eviction",
@@ -295,6 +301,10 @@ def check_meaning(s: Scenario) -> list[Problem]:
             Problem("agents", f"no agent has a role of {cls.family} ({', '.join(cls.roles)})")
         )
     return problems
+
+
+_ORACLES = ("oracle", "belady")
+"""Eviction policy names of Belady's MIN (one class): both need the task's future."""
 
 
 def _unknown(kind: str, name: str, known: typing.Iterable[str]) -> str:
