@@ -20,7 +20,7 @@ import importlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +60,21 @@ class TickStats:
         }
 
 
-def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
+def request_batches(
+    entries: Sequence[tuple[str, Any]], max_batch: int = DEFAULT_LIMITS.max_batch
+) -> list[tuple[str, list[Any]]]:
+    """``(tier, entry)`` pairs as one bus request's worth per chunk: by tier, in order.
+
+    Each tier's entries keep their order and go out in chunks of at most ``max_batch``.
+    """
+    by_tier: dict[str, list[Any]] = defaultdict(list)
+    for tier, entry in entries:
+        by_tier[tier].append(entry)
+    return [
+        (tier, chunk)
+        for tier, items in by_tier.items()
+        for chunk in (items[i : i + max_batch] for i in range(0, len(items), max_batch))
+    ]
 
 
 class AgentHost:
@@ -109,27 +121,24 @@ class AgentHost:
         hits: dict[tuple[str, int], list[Hit]] = {}
         if flat:
             vectors = self.embed([r.query for _, _, r in flat])
-            by_tier: dict[str, list[int]] = defaultdict(list)
-            for pos, (_, _, r) in enumerate(flat):
-                by_tier[r.tier].append(pos)
-            for tier, positions in by_tier.items():
-                for chunk in _chunks(positions, self.max_batch):
-                    queries = [
-                        (
-                            flat[p][2].namespace,
-                            vectors[p],
-                            flat[p][2].k,
-                            flat[p][2].as_of,
-                            self.behalf[flat[p][0]],
-                        )
-                        for p in chunk
-                    ]
-                    t0 = time.perf_counter()
-                    results = self._as(queries[0][4]).search_many(tier, queries, now=t)
-                    stats.bus_seconds += time.perf_counter() - t0
-                    for p, res in zip(chunk, results, strict=True):
-                        hits[(flat[p][0], flat[p][1])] = res
-                        stats.hits += len(res)
+            batches = request_batches([(r.tier, p) for p, (_, _, r) in enumerate(flat)])
+            for tier, chunk in batches:
+                queries = [
+                    (
+                        flat[p][2].namespace,
+                        vectors[p],
+                        flat[p][2].k,
+                        flat[p][2].as_of,
+                        self.behalf[flat[p][0]],
+                    )
+                    for p in chunk
+                ]
+                t0 = time.perf_counter()
+                results = self._as(queries[0][4]).search_many(tier, queries, now=t)
+                stats.bus_seconds += time.perf_counter() - t0
+                for p, res in zip(chunk, results, strict=True):
+                    hits[(flat[p][0], flat[p][1])] = res
+                    stats.hits += len(res)
         stats.recalls = len(flat)
         answers: dict[str, Any] = {}
         for aid, obs in observations.items():
@@ -149,27 +158,23 @@ class AgentHost:
         writes = [(aid, w) for aid, action in pending for w in action.writes]
         if writes:
             vectors = self.embed([w.text for _, w in writes])
-            by_tier: dict[str, list[int]] = defaultdict(list)
-            for pos, (_, w) in enumerate(writes):
-                by_tier[w.tier].append(pos)
-            for tier, positions in by_tier.items():
-                for chunk in _chunks(positions, self.max_batch):
-                    entries = [
-                        (
-                            writes[p][1].namespace,
-                            _new_item(writes[p][1], vectors[p]),
-                            self.behalf[writes[p][0]],
-                        )
-                        for p in chunk
-                    ]
-                    t0 = time.perf_counter()
-                    results = self._as(entries[0][2]).write_many(tier, entries, now=t)
-                    stats.bus_seconds += time.perf_counter() - t0
-                    for res in results:
-                        key = f"{tier}.{res.op.value}"
-                        stats.ops[key] = stats.ops.get(key, 0) + 1
-                        if res.evicted:
-                            stats.evicted[tier] = stats.evicted.get(tier, 0) + len(res.evicted)
+            for tier, chunk in request_batches([(w.tier, p) for p, (_, w) in enumerate(writes)]):
+                entries = [
+                    (
+                        writes[p][1].namespace,
+                        new_item(writes[p][1], vectors[p]),
+                        self.behalf[writes[p][0]],
+                    )
+                    for p in chunk
+                ]
+                t0 = time.perf_counter()
+                results = self._as(entries[0][2]).write_many(tier, entries, now=t)
+                stats.bus_seconds += time.perf_counter() - t0
+                for res in results:
+                    key = f"{tier}.{res.op.value}"
+                    stats.ops[key] = stats.ops.get(key, 0) + 1
+                    if res.evicted:
+                        stats.evicted[tier] = stats.evicted.get(tier, 0) + len(res.evicted)
         stats.writes = len(writes)
         for aid, action in pending:
             for promo in action.promotions:
@@ -177,7 +182,7 @@ class AgentHost:
                 vector = self.embed([parent.text])[0]
                 t0 = time.perf_counter()
                 self.client.as_agent(aid, self.behalf[aid].token).promote(
-                    promo.namespace, list(promo.children), _new_item(parent, vector), now=t
+                    promo.namespace, list(promo.children), new_item(parent, vector), now=t
                 )
                 stats.bus_seconds += time.perf_counter() - t0
                 stats.promotions += 1
@@ -193,7 +198,7 @@ class AgentHost:
         self.client.close()
 
 
-def _new_item(p: Proposal, vector: np.ndarray) -> NewItem:
+def new_item(p: Proposal, vector: np.ndarray) -> NewItem:
     return NewItem(
         text=p.text,
         vector=vector,

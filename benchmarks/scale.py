@@ -1,0 +1,314 @@
+"""Agents at scale: agent-steps per second for 100, 1,000 and 10,000 agents on Ray.
+
+An agent-step is one agent's tick: one recall (``search``) and one write through the
+bus. The shape is ``capacity_stream`` with one fact a tick per agent (every agent asks
+one question and writes one fact each tick, into its private namespace) and a private
+capacity of 4 items, so from the sixth tick or so every write also evicts. Each size
+runs through the real run loop (``run_once``: a local Ray with ``num_cpus=2``, agent
+hosts as Ray actors, the bus on a thread of this process); the first ticks are warm-up
+and the rest are timed.
+
+Baselines measured in the same run:
+  - the smallest size: cost per agent-step at each size divided by the cost at 100 agents;
+  - the bus floor: the same searches and writes, batched the same way, sent by one
+    client in this process straight to a fresh bus (no Ray, no agents, no task; the
+    queries and items are built and embedded before the clock starts).
+
+Where the time goes comes from CPU time (``/proc``) over the timed ticks: the bus
+thread, the host processes, the rest of this (driver) process and everything else on
+the machine (Ray's own daemons), each per agent-step.
+
+    python benchmarks/scale.py --quick     # under a minute
+    python benchmarks/scale.py             # more ticks
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hivemem.agents.base import make_agent
+from hivemem.agents.host import new_item, request_batches
+from hivemem.memory_bus.auth import token_for
+from hivemem.memory_bus.client import MemoryClient, OnBehalf
+from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
+from hivemem.platform.runner import ensure_ray, run_once, split
+from hivemem.platform.scenario import Scenario, load_scenario
+
+SHAPE = ["task.params.facts_per_tick=1", "memory.private.capacity=4"]
+SIZES = (100, 1_000, 10_000)
+TICKS = {"quick": {100: 24, 1_000: 12, 10_000: 9}, "full": {100: 80, 1_000: 40, 10_000: 24}}
+WARM = {"quick": 3, "full": 8}
+SECRET = b"scale-benchmark-secret"
+CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- CPU accounting (/proc) -------------------------------------------------------------
+
+
+def _cpu_of(stat_path: str) -> float:
+    """utime + stime of a process or thread, in seconds (0 if it is gone)."""
+    try:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent not idle."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / CLOCK
+
+
+def _bus_thread_id() -> int | None:
+    for thread in threading.enumerate():
+        if thread.name == "hivemem-bus":
+            return thread.native_id
+    return None
+
+
+@dataclass
+class CpuClock:
+    """CPU counters of the run's parts, read twice around the timed ticks."""
+
+    host_pids: list[int]
+    bus_tid: int | None
+    start: dict[str, float] = field(default_factory=dict)
+
+    def read(self) -> dict[str, float]:
+        bus = _cpu_of(f"/proc/self/task/{self.bus_tid}/stat") if self.bus_tid else 0.0
+        return {
+            "bus": bus,
+            "hosts": sum(_cpu_of(f"/proc/{pid}/stat") for pid in self.host_pids),
+            "driver": _cpu_of("/proc/self/stat") - bus,
+            "machine": _machine_busy(),
+            "wall": time.perf_counter(),
+        }
+
+    def begin(self) -> None:
+        self.start = self.read()
+
+    def since(self) -> dict[str, float]:
+        end = self.read()
+        out = {k: end[k] - self.start[k] for k in end}
+        out["ray_and_other"] = out.pop("machine") - out["bus"] - out["hosts"] - out["driver"]
+        return out
+
+
+# --- one size through the run loop ------------------------------------------------------
+
+
+@dataclass
+class SizeResult:
+    agents: int
+    hosts: int
+    ticks: int
+    steps: int
+    cpu: dict[str, float]
+    timing: dict[str, float]
+    seconds: float
+    recalls: float
+    writes: float
+
+    @property
+    def us_per_step(self) -> float:
+        return 1e6 * self.cpu["wall"] / self.steps
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.cpu["wall"]
+
+
+def scenario_for(agents: int, ticks: int, agents_per_host: int) -> Scenario:
+    return load_scenario(
+        "capacity_stream",
+        [
+            *SHAPE,
+            f"agents.0.count={agents}",
+            f"run.ticks={ticks}",
+            f"run.agents_per_host={agents_per_host}",
+        ],
+    )
+
+
+def run_size(agents: int, ticks: int, warm: int, agents_per_host: int) -> SizeResult:
+    import ray
+
+    scenario = scenario_for(agents, ticks, agents_per_host)
+    clock: list[CpuClock] = []
+
+    def before_tick(t: int, pool: Any) -> None:
+        if t == warm:
+            pids = [info["pid"] for info in ray.get([h.info.remote() for h in pool.handles])]
+            clock.append(CpuClock(pids, _bus_thread_id()))
+            clock[0].begin()
+
+    cpu: dict[str, float] = {}
+    timed: list[dict[str, Any]] = []
+
+    def on_tick(t: int, row: dict[str, Any]) -> None:
+        if t >= warm:
+            timed.append(row)
+        if t == ticks - 1:
+            cpu.update(clock[0].since())
+
+    result = run_once(scenario, on_tick=on_tick, hooks={"before_tick": before_tick})
+    return SizeResult(
+        agents=agents,
+        hosts=result.hosts,
+        ticks=ticks,
+        steps=agents * (ticks - warm),
+        cpu=cpu,
+        timing=result.timing,
+        seconds=result.seconds,
+        recalls=sum(r["recalls"] for r in timed),
+        writes=sum(r["writes"] for r in timed),
+    )
+
+
+# --- the bus floor: the same traffic without Ray, agents or task -------------------------
+
+
+def _traffic(t: int, obs: dict[str, Any], agents: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The recalls and writes the agents make at ``t``, as (agent, Recall|Proposal)."""
+    recalls, writes = [], []
+    for aid, o in obs.items():
+        plans = agents[aid].plan(t, o)
+        recalls += [(aid, r) for r in plans]
+        action = agents[aid].act(t, o, [[] for _ in plans])
+        writes += [(aid, w) for w in action.writes]
+    return recalls, writes
+
+
+def bus_floor(agents: int, ticks: int, warm: int, agents_per_host: int) -> float:
+    """Seconds the bus alone takes for the timed ticks' traffic, batched as hosts batch it."""
+    scenario = scenario_for(agents, ticks, agents_per_host)
+    task = scenario.make_task()
+    specs = task.roster
+    server = BusServer(
+        MemoryStore(scenario.memory.model_copy(update={"seed": scenario.run.seed})), secret=SECRET
+    )
+    for spec in specs:
+        server.register(spec.agent_id, list(spec.groups), spec.role)
+    server.start()
+    client = MemoryClient(server.address, timeout=600)
+    embed = HashingEmbedder(scenario.memory.dim)
+    members = [{s.agent_id for s in block} for block in split(specs, scenario.host_count())]
+    built = {s.agent_id: make_agent(s) for s in specs}
+    behalf = {s.agent_id: OnBehalf(s.agent_id, token_for(SECRET, s.agent_id)) for s in specs}
+    elapsed = 0.0
+    try:
+        for t in range(ticks):
+            obs = task.observe(t)
+            per_host = [_traffic(t, {a: obs[a] for a in obs if a in m}, built) for m in members]
+            requests = [_requests(r, w, embed, behalf) for r, w in per_host]
+            started = time.perf_counter()
+            for searches, _ in requests:
+                for tier, queries in searches:
+                    _sender(client, queries[0][4]).search_many(tier, queries, now=t)
+            for _, writes in requests:
+                for tier, entries in writes:
+                    _sender(client, entries[0][2]).write_many(tier, entries, now=t)
+            if t >= warm:
+                elapsed += time.perf_counter() - started
+    finally:
+        client.close()
+        server.stop()
+    return elapsed
+
+
+def _sender(client: MemoryClient, who: OnBehalf) -> MemoryClient:
+    """As the host does: a request goes out as its first entry's agent."""
+    return client.as_agent(who.agent, who.token)
+
+
+def _requests(
+    recalls: list[Any], writes: list[Any], embed: HashingEmbedder, behalf: dict[str, OnBehalf]
+) -> tuple[list[Any], list[Any]]:
+    searches: list[Any] = []
+    if recalls:
+        vectors = embed([r.query for _, r in recalls])
+        queries = [
+            (r.tier, (r.namespace, v, r.k, r.as_of, behalf[a]))
+            for (a, r), v in zip(recalls, vectors, strict=True)
+        ]
+        searches = request_batches(queries)
+    entries: list[Any] = []
+    if writes:
+        vectors = embed([w.text for _, w in writes])
+        items = [
+            (w.tier, (w.namespace, new_item(w, v), behalf[a]))
+            for (a, w), v in zip(writes, vectors, strict=True)
+        ]
+        entries = request_batches(items)
+    return searches, entries
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def report(results: list[SizeResult], floors: dict[int, float], mode: str) -> None:
+    base = results[0]
+    print(f"agents at scale ({mode}): capacity_stream, 1 recall + 1 write per agent-step, 2 cores")
+    print(f"{'agents':>7} {'hosts':>5} {'steps/s':>9} {'us/step':>8} {'vs ' + str(base.agents):>7}"
+          f" {'floor us':>8} {'vs floor':>8} | cpu us/step: {'bus':>6} {'hosts':>6} {'driver':>6}"
+          f" {'ray+':>6} | wall share: {'step':>5} {'commit':>6} {'task':>5} {'other':>5}")  # fmt: skip
+    for r in results:
+        floor_us = 1e6 * floors[r.agents] / r.steps
+        cpu = {k: 1e6 * v / r.steps for k, v in r.cpu.items()}
+        share = {k: r.timing[k] / r.seconds for k in ("step", "commit", "task")}
+        other = 1.0 - sum(share.values())
+        print(f"{r.agents:7d} {r.hosts:5d} {r.steps_per_s:9,.0f} {r.us_per_step:8.1f}"
+              f" {r.us_per_step / base.us_per_step:7.2f} {floor_us:8.1f} {r.us_per_step / floor_us:8.2f}"
+              f" | {'':12} {cpu['bus']:6.1f} {cpu['hosts']:6.1f} {cpu['driver']:6.1f} {cpu['ray_and_other']:6.1f}"
+              f" | {'':11} {share['step']:5.2f} {share['commit']:6.2f} {share['task']:5.2f} {other:5.2f}")  # fmt: skip
+    for r in results:
+        per = 1e6 / (r.agents * r.ticks)
+        t = r.timing
+        print(f"  {r.agents:>6} agents, whole run, per agent-step summed over hosts: bus wait"
+              f" {per * (t['bus_read'] + t['bus_write']):.1f} us, host compute"
+              f" {per * t['host_compute']:.1f} us; timed ticks: {r.recalls / r.steps:.2f} recalls"
+              f" and {r.writes / r.steps:.2f} writes per agent-step")  # fmt: skip
+    print()
+    for r in results:
+        print(f"steps_per_s_{r.agents}: {r.steps_per_s:.0f}")
+    for r in results[1:]:
+        print(f"cost_per_step_{r.agents}_vs_{base.agents}: {r.us_per_step / base.us_per_step:.2f}")
+    for r in results:
+        floor_us = 1e6 * floors[r.agents] / r.steps
+        print(f"cost_per_step_{r.agents}_vs_bus_floor: {r.us_per_step / floor_us:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer ticks: under a minute")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--agents-per-host", type=int, default=5_000)
+    args = parser.parse_args()
+    mode = "quick" if args.quick else "full"
+    sizes = [int(s) for s in args.sizes.split(",")]
+    ticks = TICKS[mode]
+    warm = WARM[mode]
+    ensure_ray(None, num_cpus=2)
+    results, floors = [], {}
+    for n in sizes:
+        n_ticks = ticks.get(n, ticks[max(ticks)])
+        results.append(run_size(n, n_ticks, warm, args.agents_per_host))
+        floors[n] = bus_floor(n, n_ticks, warm, args.agents_per_host)
+    report(results, floors, mode)
+
+
+if __name__ == "__main__":
+    main()
