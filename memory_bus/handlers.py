@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest, WriteRequest
@@ -26,6 +27,7 @@ from hivemem.memory_bus.protocol import (
     encode_item,
     encode_write_result,
     field,
+    plain_number,
     tier_of,
     vector_from_bytes,
 )
@@ -37,7 +39,17 @@ Recalls = list[tuple[str, str, list[int]]]
 
 
 class Context:
-    """What a handler may use besides its arguments."""
+    """What a handler may use besides its arguments.
+
+    Args:
+        store: The store the handler works on.
+        registry: Agents known to the bus (to authenticate batch entries).
+        caller: Who sent the request.
+        info: Extra facts ``ping`` reports.
+        verified: ``(agent, token)`` pairs already authenticated, shared between
+            requests (see :func:`authenticate`); None checks every token afresh.
+        track_recalls: Whether reads note what they recalled (only the journal needs it).
+    """
 
     def __init__(
         self,
@@ -45,11 +57,15 @@ class Context:
         registry: AgentRegistry,
         caller: Caller,
         info: dict[str, Any] | None = None,
+        verified: set[tuple[str, str]] | None = None,
+        track_recalls: bool = True,
     ) -> None:
         self.store = store
         self.info = info or {}
         self.registry = registry
         self.caller = caller
+        self.verified = verified
+        self.track_recalls = track_recalls
         self.recalls: Recalls = []
 
     def entry_caller(self, entry: dict[str, Any]) -> Caller:
@@ -60,16 +76,43 @@ class Context:
         """
         if "agent" not in entry:
             return self.caller
-        return self.registry.authenticate(
-            field(entry, "agent", str), field(entry, "token", str, "")
-        )
+        agent, token = entry["agent"], entry.get("token")
+        if type(agent) is not str or type(token) is not str:
+            agent, token = field(entry, "agent", str), field(entry, "token", str, "")
+        return authenticate(self.registry, self.verified, agent, token)
 
     def note(self, tier: TierName, hits: list[Hit]) -> None:
         """Remember which items a read recalled (for the journal)."""
+        if not self.track_recalls:
+            return
         by_ns: dict[str, list[int]] = {}
         for hit in hits:
             by_ns.setdefault(hit.item.namespace, []).append(hit.id)
         self.recalls.extend((tier.value, ns, ids) for ns, ids in by_ns.items())
+
+
+_VERIFIED_MAX = 1 << 20
+
+
+def authenticate(
+    registry: AgentRegistry, verified: set[tuple[str, str]] | None, agent: str, token: str
+) -> Caller:
+    """``registry.authenticate`` that remembers the pairs it has accepted in ``verified``.
+
+    A token is an HMAC of the agent id under a secret that never changes while the
+    server runs, so a pair once accepted stays valid; a batch of thousands of entries
+    from a few hundred agents then costs a set lookup per entry instead of an HMAC.
+    The caller's groups and role are still read from the registry every time.
+    """
+    if verified is not None and (agent, token) in verified:
+        caller = registry.agents.get(agent)
+        return caller if caller is not None else Caller(agent)
+    caller = registry.authenticate(agent, token)
+    if verified is not None:
+        if len(verified) >= _VERIFIED_MAX:
+            verified.clear()
+        verified.add((agent, token))
+    return caller
 
 
 Handler = Callable[[Context, dict[str, Any]], Any]
@@ -106,13 +149,19 @@ def write(ctx: Context, args: dict[str, Any]) -> Any:
 
 def write_many(ctx: Context, args: dict[str, Any]) -> Any:
     tier = ctx.store.tier(tier_of(args))
-    requests = [
-        WriteRequest(
-            ctx.entry_caller(e), field(e, "namespace", str), decode_new_item(field(e, "item", dict))
-        )
-        for e in (_entry(x) for x in batch(args, "items"))
-    ]
+    requests = [_write_request(ctx, _entry(x)) for x in batch(args, "items")]
     return [encode_write_result(r) for r in tier.write_many(requests, now=_now(args))]
+
+
+def _write_request(ctx: Context, entry: dict[str, Any]) -> WriteRequest:
+    caller = ctx.entry_caller(entry)
+    namespace = entry.get("namespace")
+    if type(namespace) is not str:
+        namespace = field(entry, "namespace", str)
+    item = entry.get("item")
+    if type(item) is not dict:
+        item = field(entry, "item", dict)
+    return WriteRequest(caller, namespace, decode_new_item(item))
 
 
 def _entry(raw: Any) -> dict[str, Any]:
@@ -148,20 +197,38 @@ def search(ctx: Context, args: dict[str, Any]) -> Any:
 
 def search_many(ctx: Context, args: dict[str, Any]) -> Any:
     tier_name = tier_of(args)
-    requests = [
-        SearchRequest(
-            ctx.entry_caller(q),
-            field(q, "namespace", str),
-            vector_from_bytes(field(q, "vector", bytes)),
-            field(q, "k", int, 10),
-            field(q, "as_of", NUMBER, None),
-        )
-        for q in (_entry(x) for x in batch(args, "queries"))
-    ]
+    requests = [_search_request(ctx, _entry(x)) for x in batch(args, "queries")]
     results = ctx.store.tier(tier_name).search_many(requests, now=_now(args))
     for hits in results:
         ctx.note(tier_name, hits)
     return [[encode_hit(h) for h in hits] for hits in results]
+
+
+def _search_request(ctx: Context, query: dict[str, Any]) -> SearchRequest:
+    caller = ctx.entry_caller(query)
+    get = query.get
+    namespace, vector, k, as_of = get("namespace"), get("vector"), get("k"), get("as_of")
+    if (
+        type(namespace) is str
+        and type(vector) is bytes
+        and not len(vector) % 4
+        and (k is None or type(k) is int)
+        and (as_of is None or plain_number(as_of))
+    ):  # the common case, accepted exactly as the checks below would accept it
+        return SearchRequest(
+            caller,
+            namespace,
+            np.frombuffer(vector, dtype="<f4").astype(np.float32),
+            10 if k is None else k,
+            as_of,
+        )
+    return SearchRequest(
+        caller,
+        field(query, "namespace", str),
+        vector_from_bytes(field(query, "vector", bytes)),
+        field(query, "k", int, 10),
+        field(query, "as_of", NUMBER, None),
+    )
 
 
 def update(ctx: Context, args: dict[str, Any]) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
 from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
+from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls, authenticate
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
@@ -102,6 +102,7 @@ class BusServer:
         self.metrics = metrics or BusMetrics()
         self._dedup: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
         self._dedup_size = dedup_size
+        self._verified: set[tuple[str, str]] = set()
         self._events: list[MemoryEvent] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -291,7 +292,7 @@ class BusServer:
     def _answer(self, req: Request) -> tuple[bytes, str]:
         """Authenticate, then answer a retried change from memory or apply the request."""
         try:
-            caller = self.registry.authenticate(req.agent, req.token)
+            caller = authenticate(self.registry, self._verified, req.agent, req.token)
         except ProtocolError as exc:
             return encode_error(req.id, exc.code, exc.message, exc.details), exc.code
         key = (req.client, req.id, req.agent)
@@ -306,7 +307,14 @@ class BusServer:
 
     def _apply(self, req: Request, caller: Caller) -> tuple[bytes, str]:
         try:
-            ctx = Context(self.store, self.registry, caller, {"pub": self.pub_address})
+            ctx = Context(
+                self.store,
+                self.registry,
+                caller,
+                {"pub": self.pub_address},
+                verified=self._verified,
+                track_recalls=self.journal is not None,
+            )
             result = HANDLERS[req.op](ctx, req.args)
             self._journal(req, ctx)
             return encode_reply(req.id, result), "ok"
