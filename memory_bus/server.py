@@ -11,6 +11,7 @@ Run it embedded (``with BusServer(store) as server: ...``), standalone
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -47,6 +48,42 @@ from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
+
+
+class _CollectorPause:
+    """Holds Python's cyclic garbage collector off while a server answers a request.
+
+    A batched request makes tens of thousands of short-lived objects (the decoded
+    entries, requests, hits, reply maps) that reference counting frees as soon as the
+    reply is packed. If a collection runs in the middle, it promotes them all to the
+    oldest generation, and full collections, which walk every object of the store (and
+    of the rest of the process), then come every few requests: at 10,000 agents that
+    cost a third of the bus's time. Collections resume after each request, so garbage
+    cycles are still collected. Re-entrant across the owner threads of several servers in
+    one process; the collector is re-enabled only if it was enabled when the first
+    pause began.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._resume = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._resume:
+                gc.enable()
+
+
+_COLLECTOR_PAUSE = _CollectorPause()
 
 
 @dataclass(frozen=True)
@@ -251,9 +288,10 @@ class BusServer:
             if len(frames) < 2:
                 continue  # nothing to reply to
             identity, rest = frames[0], frames[1:]
-            reply = self.handle(rest)
-            router.send_multipart([identity, HEADER, reply])
-            self._publish(pub)
+            with _COLLECTOR_PAUSE:
+                reply = self.handle(rest)
+                router.send_multipart([identity, HEADER, reply])
+                self._publish(pub)
 
     def _publish(self, pub: zmq.Socket[Any]) -> None:
         """One message per topic for the events of the request just answered."""
