@@ -110,7 +110,15 @@ class AgentHost:
 
     def info(self) -> dict[str, Any]:
         """Who this host is: its process incarnation and its agents."""
-        return {"incarnation": self.incarnation, "agents": len(self.agents), "pid": os.getpid()}
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        return {
+            "incarnation": self.incarnation,
+            "agents": len(self.agents),
+            "pid": os.getpid(),
+            "node": node,
+        }
 
     def step(self, t: float, observations: dict[str, Observation]) -> dict[str, Any]:
         """Phase 1 of a tick: recall, act, keep the writes; returns answers and stats."""
@@ -214,4 +222,7 @@ def host_actor_class(max_restarts: int = -1) -> Any:
     """:class:`AgentHost` as a Ray actor class that restarts when its process dies."""
     import ray
 
-    return ray.remote(num_cpus=0, max_restarts=max_restarts, max_task_retries=0)(AgentHost)
+    # SPREAD: hosts go to different nodes of a cluster where they can
+    return ray.remote(
+        num_cpus=0, max_restarts=max_restarts, max_task_retries=0, scheduling_strategy="SPREAD"
+    )(AgentHost)

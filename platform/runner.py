@@ -36,6 +36,9 @@ from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.scenario import Scenario, dump_resolved
 from hivemem.scenarios.families import BUILTIN_MODULES
 
+ORACLES = ("oracle", "belady")
+"""Eviction policy names that need the task's future (Belady's MIN)."""
+
 TickCallback = Callable[[int, dict[str, Any]], None]
 
 
@@ -54,6 +57,7 @@ class RunResult:
     seconds: float = 0.0
     out_dir: Path | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    host_nodes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +73,7 @@ class RunResult:
             if self.seconds
             else 0.0,
             "timing": self.timing,
+            "nodes": len(set(self.host_nodes)),
         }
 
 
@@ -165,7 +170,7 @@ class _Hosts:
         ]
         self.members = [{s.agent_id for s in block} for block in blocks]
         self.restarts = 0
-        self._get([h.info.remote() for h in self.handles])
+        self.nodes = [i["node"] for i in self._get([h.info.remote() for h in self.handles])]
 
     @staticmethod
     def _get(refs: Any) -> Any:
@@ -235,7 +240,7 @@ def run_once(
     n_hosts = max(1, min(hosts or scenario.host_count(), len(specs)))
     run_id = uuid.uuid4().hex[:8]
     uses_oracle = any(
-        getattr(scenario.memory, t).eviction == "oracle" for t in ("private", "shared", "graph")
+        getattr(scenario.memory, t).eviction in ORACLES for t in ("private", "shared", "graph")
     )
     if uses_oracle and remote:
         raise HivememError(
@@ -308,6 +313,7 @@ def run_once(
             rows=rows,
             seconds=seconds,
             timing=timing,
+            host_nodes=pool.nodes,
         )
     finally:
         if pool is not None:

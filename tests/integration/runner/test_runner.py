@@ -1,0 +1,110 @@
+"""The run loop on a real Ray and a real bus: scores, determinism across hosts, host faults.
+
+Every built-in scenario runs at a small size; its score must clear a bound that its
+no-memory baseline does not, so a memory path that silently stops working fails here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hivemem.platform.runner import RunResult, run_once, split
+from hivemem.platform.scenario import Scenario, load_scenario
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+SMALL = {
+    "relay_qa": ["run.ticks=12", "agents.0.count=2", "agents.1.count=4"],
+    "evolving_facts": ["run.ticks=14", "agents.1.count=4"],
+    "team_insights": ["run.ticks=20", "agents.0.count=3", "agents.1.count=3", "agents.2.count=2"],
+    "capacity_stream": ["run.ticks=40", "agents.0.count=6"],
+}
+"""Overrides that shrink each built-in scenario to a few seconds."""
+
+# (memory must reach at least, baseline must stay below) — the gap is the value of memory
+BOUNDS = {
+    "relay_qa": (0.9, 0.1),
+    "evolving_facts": (0.8, 0.1),
+    "team_insights": (0.5, 0.3),
+    "capacity_stream": (0.6, 0.1),
+}
+
+
+def small(name: str, *extra: str) -> Scenario:
+    return load_scenario(name, [*SMALL[name], *extra])
+
+
+def comparable(result: RunResult) -> list[dict[str, Any]]:
+    """The rows without wall-clock figures."""
+    return [{k: v for k, v in row.items()} for row in result.rows]
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_memory_beats_the_no_memory_baseline(name: str) -> None:
+    s = small(name)
+    memory = run_once(s)
+    baseline = run_once(s, baseline=True)
+    floor, ceiling = BOUNDS[name]
+    assert memory.summary["score"] >= floor, memory.summary
+    assert baseline.summary["score"] < ceiling, baseline.summary
+    assert len(memory.rows) == s.run.ticks
+    writes = sum(r["writes"] for r in memory.rows)
+    recalls = sum(r["recalls"] for r in memory.rows)
+    assert writes > 0 and recalls > 0
+    assert sum(r["writes"] for r in baseline.rows) == 0  # the baseline truly has no memory
+    assert memory.rows[-1]["score"] == pytest.approx(memory.summary["score"])
+
+
+@pytest.mark.parametrize("name", ["relay_qa", "capacity_stream", "team_insights"])
+def test_same_seed_same_results_on_one_and_three_hosts(name: str) -> None:
+    s = small(name)
+    one = run_once(s, hosts=1)
+    three = run_once(s, hosts=3)
+    assert one.hosts == 1 and three.hosts == 3
+    assert one.summary == three.summary
+    assert comparable(one) == comparable(three)
+
+
+def test_another_seed_gives_another_run() -> None:
+    a = run_once(small("capacity_stream", "run.seed=1"))
+    b = run_once(small("capacity_stream", "run.seed=2"))
+    assert comparable(a) != comparable(b)
+
+
+def test_a_killed_host_restarts_and_the_run_ends_as_if_nothing_happened() -> None:
+    import ray
+
+    s = small("capacity_stream")
+    clean = run_once(s, hosts=2)
+    killed: list[int] = []
+
+    def kill_at_tick_10(t: int, pool: Any) -> None:
+        if t == 10:
+            before = ray.get(pool.handles[0].info.remote())["pid"]
+            ray.kill(pool.handles[0], no_restart=False)
+            killed.append(before)
+
+    faulty = run_once(s, hosts=2, hooks={"before_tick": kill_at_tick_10})
+    assert killed, "the hook never ran"
+    assert faulty.timing["host_restarts"] >= 1
+    assert faulty.summary == clean.summary
+    assert comparable(faulty) == comparable(clean)
+
+
+def test_oracle_eviction_is_the_ceiling_on_capacity_stream() -> None:
+    lru = run_once(small("capacity_stream", "memory.private.eviction=lru"))
+    fifo = run_once(small("capacity_stream", "memory.private.eviction=fifo"))
+    oracle = run_once(small("capacity_stream", "memory.private.eviction=oracle"))
+    assert oracle.summary["score"] >= max(lru.summary["score"], fifo.summary["score"])
+    assert oracle.summary["score"] > lru.summary["score"]
+
+
+def test_split_keeps_agents_in_order_in_contiguous_blocks() -> None:
+    specs = load_scenario("relay_qa").roster()
+    for hosts in (1, 2, 3, 5, len(specs)):
+        blocks = split(specs, hosts)
+        assert len(blocks) == hosts
+        assert [s for b in blocks for s in b] == specs
+        sizes = [len(b) for b in blocks]
+        assert max(sizes) - min(sizes) <= 1
