@@ -34,6 +34,7 @@ faiss.cvar.distance_compute_blas_threshold = 16
 
 _REBUILD_FRACTION = 0.25
 _SMALL = 2_048  # up to this many exact rows, sort them all rather than partition and merge
+_TINY = 32  # up to this many exact rows, one query's scores are ranked by Python's sort
 _IVF_MIN_POINTS_PER_LIST = 39
 
 
@@ -89,6 +90,14 @@ class VectorIndex:
             raise InvalidInputError("ids", f"{len(ids)} ids for {len(vectors)} vectors")
         if len(np.unique(ids)) != len(ids) or any(int(i) in self for i in ids):
             raise InvalidInputError("ids", "duplicate id")
+        self._append_exact(ids, vectors)
+        self._maybe_grow()
+
+    def add_checked(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """:meth:`add` for ids the store has just allocated and vectors its tier has checked.
+
+        The namespace calls this on its write path, where those checks already ran.
+        """
         self._append_exact(ids, vectors)
         self._maybe_grow()
 
@@ -228,6 +237,26 @@ class VectorIndex:
         scores = np.concatenate([p[0] for p in parts], axis=1)
         ids = np.concatenate([p[1] for p in parts], axis=1)
         return _top_k(scores, ids, k)
+
+    def top_tiny(self, query: np.ndarray, k: int) -> list[tuple[float, int]] | None:
+        """The ``k`` best ``(score, id)`` of one query, best first, for a tiny exact index.
+
+        ``query`` is a checked (1, dim) float32 matrix, as :meth:`search` takes it. This
+        is :meth:`search` for the many small namespaces of a private tier without its
+        per-call numpy overhead: the same product gives the same scores, and Python's sort
+        gives the same order (score, then the lower id). Returns None when the index is not
+        tiny and exact, or a score is NaN; then call :meth:`search`.
+        """
+        n = self._n
+        if self._approx is not None or n > _TINY:
+            return None
+        if n == 0:
+            return []
+        scores = (query @ self._vecs[:n].T)[0].tolist()
+        if any(s != s for s in scores):
+            return None
+        ranked = sorted(zip([-s for s in scores], self._ids[:n].tolist(), strict=True))[:k]
+        return [(-negated, item_id) for negated, item_id in ranked]
 
     def _search_small(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact search of a small namespace: one product and one sort, no partition or merge."""

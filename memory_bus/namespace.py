@@ -50,6 +50,7 @@ class Namespace:
         rng: np.random.Generator,
     ) -> None:
         self.tier = tier
+        self._tier = tier.value  # events carry the plain string; an enum's .value is slow
         self.name = name
         self.config = config
         self.eviction = eviction
@@ -108,7 +109,7 @@ class Namespace:
             self.tokens += item.tokens
             self.nbytes += item.nbytes
             pending[item.id] = item
-            emit(MemoryEvent("add", self.tier.value, self.name, item.id, item.version, now))
+            emit(MemoryEvent("add", self._tier, self.name, item.id, item.version, now))
             victims = self._make_room(item, now, next_use)
             for victim in victims:
                 self._drop(victim, kind="evict", now=now, emit=emit)
@@ -119,7 +120,8 @@ class Namespace:
             self.index.remove(np.asarray(removed, dtype=np.int64))
         if pending:
             ids = np.fromiter(pending, dtype=np.int64, count=len(pending))
-            self.index.add(ids, np.stack([it.vector for it in pending.values()]))
+            # fresh ids and vectors the tier checked: no need to check them again
+            self.index.add_checked(ids, np.stack([it.vector for it in pending.values()]))
         return evicted_per_item
 
     def _make_room(self, incoming: Item, now: float, next_use: NextUse | None) -> list[int]:
@@ -157,7 +159,7 @@ class Namespace:
         if kind == "evict":
             self.evictions += 1
             self.history.pop(item_id, None)
-        emit(MemoryEvent(kind, self.tier.value, self.name, item_id, 0, now))
+        emit(MemoryEvent(kind, self._tier, self.name, item_id, 0, now))
 
     def remove(self, item_id: int, now: float, emit: Callable[[MemoryEvent], None]) -> Item:
         """Delete one item (history keeps a deletion marker)."""
@@ -166,7 +168,7 @@ class Namespace:
         self.nbytes -= item.nbytes
         self.index.remove(np.asarray([item_id], dtype=np.int64))
         self._remember(item, op="delete", at=now)
-        emit(MemoryEvent("delete", self.tier.value, self.name, item_id, item.version, now))
+        emit(MemoryEvent("delete", self._tier, self.name, item_id, item.version, now))
         return item
 
     def replace(
@@ -177,11 +179,11 @@ class Namespace:
         self.items[new.id] = new
         self.tokens += new.tokens - old.tokens
         self.nbytes += new.nbytes - old.nbytes
-        if not np.array_equal(old.vector, new.vector):
+        if not _same_vector(old.vector, new.vector):
             ids = np.asarray([new.id], dtype=np.int64)
             self.index.remove(ids)
-            self.index.add(ids, new.vector[None, :])
-        emit(MemoryEvent("update", self.tier.value, self.name, new.id, new.version, now))
+            self.index.add_checked(ids, new.vector[None, :])
+        emit(MemoryEvent("update", self._tier, self.name, new.id, new.version, now))
 
     def _remember(self, item: Item, op: str, at: float) -> None:
         entries = self.history.setdefault(item.id, [])
@@ -195,6 +197,11 @@ class Namespace:
         if not self.items:
             return [[] for _ in range(len(queries))]
         fetch = min(len(self.items), k if as_of is None else max(4 * k, k + 16))
+        if as_of is None and len(queries) == 1:
+            ranked = self.index.top_tiny(queries, fetch)
+            if ranked is not None:
+                items = self.items
+                return [[Hit(i, s, items[i]) for s, i in ranked if i in items][:k]]
         scores, ids = self.index.search(queries, fetch)
         out = [self._hits(srow, irow, k, as_of) for srow, irow in zip(scores, ids, strict=True)]
         if as_of is not None and fetch < len(self.items):
@@ -268,6 +275,11 @@ class Namespace:
         self.evictions = int(state["evictions"])
         self.rng.bit_generator.state = _rng_from_state(state["rng"])
         self.index = VectorIndex.from_state(state["index"], self.config.index)
+
+
+def _same_vector(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` for two checked vectors, with equal bytes as the quick yes."""
+    return a.tobytes() == b.tobytes() or bool(np.array_equal(a, b))
 
 
 def version_record(item: Item) -> dict[str, Any]:

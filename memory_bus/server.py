@@ -270,6 +270,7 @@ class BusServer:
                     self.metrics.observe_store(self.store)
                     next_gauges = time.monotonic() + 1.0
         finally:
+            self.metrics.observe_store(self.store)  # the last word on the gauges
             router.disable_monitor()
             monitor.close(linger=0)
 

@@ -51,6 +51,7 @@ from hivemem.memory_bus.namespace import MemoryEvent, Namespace, NextUse
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
 
 UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
+_OP_VALUE = {op: op.value for op in WriteOp}  # an enum's .value is slow on the write path
 
 
 @dataclass
@@ -198,7 +199,7 @@ class VectorTier:
             namespace=req.namespace,
             text=text,
             vector=vector,
-            meta=dict(check_meta(new.meta, self.ctx.limits)),
+            meta=dict(_checked_meta(new.meta, self.ctx.limits)),
             importance=check_number(new.importance, "importance"),
             created=now,
             accessed=now,
@@ -233,7 +234,7 @@ class VectorTier:
                 # Later proposals must see earlier ADDs of the same batch.
                 self._flush_adds(ns, adds.pop(req.namespace), results, now)
             decision = self._decide(ns, proposal, now)
-            self.decisions[decision.op.value] += 1
+            self.decisions[_OP_VALUE[decision.op]] += 1
             results.append(WriteResult(decision.op, decision.target))
             if decision.op is WriteOp.ADD:
                 adds[req.namespace].append((pos, proposal))
@@ -325,7 +326,9 @@ class VectorTier:
                 out[pos] = hits
         for hits in out:
             for hit in hits:
-                recall(hit.item, now)
+                item = hit.item
+                item.hits += 1
+                item.accessed = max(item.accessed, now)  # recall(item, now), inlined
         return out
 
     def _group_queries(
@@ -343,10 +346,23 @@ class VectorTier:
             positions, vectors = groups.setdefault((req.namespace, k, as_of), ([], []))
             positions.append(pos)
             vectors.append(req.vector)
+        stacked = self._all_queries([req.vector for req in requests])
+        if stacked is not None:
+            return {
+                key: (positions, _rows(stacked, positions))
+                for key, (positions, _) in groups.items()
+            }
         return {
             key: (positions, self._query_matrix(positions, vectors))
             for key, (positions, vectors) in groups.items()
         }
+
+    def _all_queries(self, vectors: list[Any]) -> np.ndarray | None:
+        """Every query as one checked matrix, or None if one is bad (the groups name it)."""
+        try:
+            return check_matrix(np.stack(vectors), self.ctx.dim, "queries")
+        except (ValueError, TypeError, InvalidInputError):
+            return None
 
     def _query_matrix(self, positions: list[int], vectors: list[Any]) -> np.ndarray:
         """The group's queries as one checked matrix; a bad one is named by its position."""
@@ -455,6 +471,38 @@ class VectorTier:
             namespaces[name] = ns
         self.namespaces = namespaces
         self.decisions = Counter(state["decisions"])
+
+
+def _checked_meta(meta: Any, limits: Limits) -> dict[str, Any]:
+    """:func:`check_meta`, accepting a flat map of plain scalars in one pass.
+
+    A map with str keys and str/bytes (within the limit), int, bool, None or finite
+    float values passes ``check_meta`` unchanged; anything else goes through it.
+    """
+    if type(meta) is dict and len(meta) <= limits.max_meta_keys and limits.max_meta_depth >= 1:
+        cap = limits.max_meta_str_chars
+        for key, value in meta.items():
+            kind = type(value)
+            if type(key) is not str:
+                break
+            if kind is str or kind is bytes:
+                if len(value) > cap:
+                    break
+            elif kind is float:
+                if value - value != 0.0:  # inf or NaN
+                    break
+            elif not (kind is int or kind is bool or value is None):
+                break
+        else:
+            return meta
+    return check_meta(meta, limits)
+
+
+def _rows(matrix: np.ndarray, positions: list[int]) -> np.ndarray:
+    """The rows of ``matrix`` at ``positions``, as a contiguous matrix (a view for one row)."""
+    if len(positions) == 1:
+        return matrix[positions[0] : positions[0] + 1]
+    return matrix[positions]
 
 
 def recall(item: Item, now: float) -> None:

@@ -194,6 +194,10 @@ def run(
         None, "--baseline/--no-baseline", help="Also run the no-memory baseline."
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    metrics_port: int | None = typer.Option(
+        None, help="Expose Prometheus /metrics here (overrides metrics_port)."
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", help="Interface for /metrics."),
 ) -> None:
     """Run a scenario and write its run folder."""
     import json
@@ -214,12 +218,25 @@ def run(
             overrides.append(
                 f"{key}={json.dumps(str(value)) if isinstance(value, Path) else json.dumps(value)}"
             )
+    if metrics_port is not None:
+        overrides.append(f"metrics_port={metrics_port}")
     s = _load(scenario, overrides)
     console = Console(stderr=True)
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    metrics = None
+    if s.metrics_port is not None:
+        from hivemem.platform.metrics import DriverMetrics
+
+        metrics = DriverMetrics()
+        metrics.serve(s.metrics_port, metrics_host)
+        console.print(f"metrics on http://{metrics_host}:{s.metrics_port}/metrics")
     ensure_ray(address, s.run.num_cpus)
     result = _run_with_progress(
-        s, console, progress, "memory", lambda cb: run_once(s, remote=remote, on_tick=cb)
+        s,
+        console,
+        progress,
+        "memory",
+        lambda cb: run_once(s, remote=remote, on_tick=cb, metrics=metrics),
     )
     base = None
     if s.run.baseline:

@@ -33,6 +33,7 @@ from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.scenario import Scenario, dump_resolved
 from hivemem.scenarios.families import BUILTIN_MODULES
 
@@ -95,7 +96,9 @@ def ensure_ray(address: str | None, num_cpus: int) -> None:
 class _Bus:
     """The bus a run uses: embedded (a thread here) or a named Ray actor."""
 
-    def __init__(self, scenario: Scenario, remote: bool, run_id: str, oracle: Any) -> None:
+    def __init__(
+        self, scenario: Scenario, remote: bool, run_id: str, oracle: Any, registry: Any = None
+    ) -> None:
         from hivemem.memory_bus.auth import new_secret, token_for
         from hivemem.memory_bus.protocol import ADMIN_AGENT
 
@@ -112,7 +115,10 @@ class _Bus:
             store = MemoryStore(config)
             if oracle is not None:
                 store.set_oracle(oracle)
-            self.server = BusServer(store, secret=secret).start()
+            from hivemem.memory_bus.metrics import BusMetrics
+
+            metrics = BusMetrics(registry) if registry is not None else None
+            self.server = BusServer(store, secret=secret, metrics=metrics).start()
             self.address = self.server.address
         self.admin = MemoryClient(self.address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT))
 
@@ -232,6 +238,7 @@ def run_once(
     hosts: int | None = None,
     on_tick: TickCallback | None = None,
     hooks: dict[str, Any] | None = None,
+    metrics: DriverMetrics | None = None,
 ) -> RunResult:
     """Run the scenario once (Ray must be up) and return the per-tick rows and summary."""
     hooks = hooks or {}
@@ -246,7 +253,11 @@ def run_once(
         raise HivememError(
             "the oracle eviction policy needs the embedded bus (it reads the task's future)"
         )
-    bus = _Bus(scenario, remote, run_id, task.next_use if uses_oracle else None)
+    registry = metrics.registry if metrics is not None else None
+    bus = _Bus(scenario, remote, run_id, task.next_use if uses_oracle else None, registry)
+    name = scenario.name
+    if metrics is not None:
+        metrics.agents.labels(name).set(len(specs))
     pool: _Hosts | None = None
     try:
         tokens = bus.register(specs)
@@ -262,6 +273,7 @@ def run_once(
             "task": 0.0,
         }
         started = time.perf_counter()
+        restarts_seen = 0
         for t in range(scenario.run.ticks):
             if "before_tick" in hooks:
                 hooks["before_tick"](t, pool)
@@ -299,6 +311,14 @@ def run_once(
             stats = bus.stats()
             row["items"] = {tier: s["items"] for tier, s in stats.items()}
             rows.append(row)
+            if metrics is not None:
+                metrics.ticks.labels(name).inc()
+                metrics.tick_seconds.labels(name).observe(time.perf_counter() - t0)
+                metrics.agent_steps.labels(name).inc(len(obs))
+                metrics.score.labels(name).set(row["score"])
+                metrics.progress.labels(name).set((t + 1) / scenario.run.ticks)
+                metrics.restarts.labels(name).inc(pool.restarts - restarts_seen)
+                restarts_seen = pool.restarts
             if on_tick is not None:
                 on_tick(t, row)
         seconds = time.perf_counter() - started

@@ -1,0 +1,48 @@
+"""Prometheus metrics of the driver (``hivemem_driver_*``, base units, no agent ids).
+
+The driver is the process that runs the tick loop. With an embedded bus, the bus's own
+metrics (``hivemem_bus_*``) go into the same registry, so one ``/metrics`` endpoint on
+the scenario's ``metrics_port`` shows both.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+TICK_BUCKETS = (1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class DriverMetrics:
+    """Run-loop metrics, labelled by scenario name only."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.ticks = Counter("hivemem_driver_ticks", "Ticks completed", ["scenario"], registry=r)
+        self.tick_seconds = Histogram(
+            "hivemem_driver_tick_duration_seconds",
+            "Wall time of one tick (observe, step, commit, score)",
+            ["scenario"],
+            buckets=TICK_BUCKETS,
+            registry=r,
+        )
+        self.agent_steps = Counter(
+            "hivemem_driver_agent_steps", "Agent-steps completed", ["scenario"], registry=r
+        )
+        self.agents = Gauge("hivemem_driver_agents", "Agents in the run", ["scenario"], registry=r)
+        self.score = Gauge(
+            "hivemem_driver_score_ratio", "Task score so far (0..1)", ["scenario"], registry=r
+        )
+        self.progress = Gauge(
+            "hivemem_driver_progress_ratio",
+            "Share of the run's ticks done",
+            ["scenario"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            "hivemem_driver_host_restarts", "Agent host restarts seen", ["scenario"], registry=r
+        )
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Expose ``/metrics`` over HTTP on ``addr:port`` (loopback unless told otherwise)."""
+        start_http_server(port, addr=addr, registry=self.registry)

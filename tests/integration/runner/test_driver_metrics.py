@@ -1,0 +1,46 @@
+"""Driver and embedded-bus metrics of a run, read from a real /metrics endpoint."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+from hivemem.platform.metrics import DriverMetrics
+from hivemem.platform.runner import run_once
+from hivemem.platform.scenario import load_scenario
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_run_exports_ticks_steps_score_and_the_bus_series() -> None:
+    s = load_scenario("capacity_stream", ["run.ticks=40", "agents.0.count=3"])
+    metrics = DriverMetrics()
+    port = free_port()
+    metrics.serve(port)
+    result = run_once(s, metrics=metrics)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    label = (("scenario", "capacity_stream"),)
+    assert samples[("hivemem_driver_ticks_total", label)] == 40
+    assert samples[("hivemem_driver_tick_duration_seconds_count", label)] == 40
+    assert samples[("hivemem_driver_agent_steps_total", label)] == 3 * 40
+    assert samples[("hivemem_driver_agents", label)] == 3
+    assert samples[("hivemem_driver_progress_ratio", label)] == 1.0
+    assert samples[("hivemem_driver_score_ratio", label)] == pytest.approx(result.summary["score"])
+    # the embedded bus reports into the same endpoint
+    items = samples[("hivemem_bus_items", (("tier", "private"),))]
+    assert items == result.rows[-1]["items"]["private"] > 0
+    evictions = sum(v for (n, _), v in samples.items() if n == "hivemem_bus_evictions_total")
+    assert evictions == sum(sum(r["evicted"].values()) for r in result.rows) > 0
