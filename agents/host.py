@@ -86,6 +86,8 @@ class AgentHost:
         tokens: Bus token of each agent.
         dim: Embedding dimension (the bus store's).
         imports: Modules to import first, so their agent types are registered.
+        timeout: Seconds to wait for one bus reply.
+        client_id: Stable bus client id of this host (survives restarts; see commit).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class AgentHost:
         dim: int,
         imports: Sequence[str] = (),
         timeout: float = 60.0,
+        client_id: int | None = None,
     ) -> None:
         for module in imports:
             importlib.import_module(module)
@@ -103,7 +106,10 @@ class AgentHost:
         self.agents: dict[str, Agent] = {s.agent_id: make_agent(s) for s in self.specs}
         self.behalf = {s.agent_id: OnBehalf(s.agent_id, tokens[s.agent_id]) for s in self.specs}
         self.embed = HashingEmbedder(dim)
-        self.client = MemoryClient(address, timeout=timeout)
+        # A stable client id (from the runner: run and host index) plus request ids
+        # numbered by tick make a replayed commit idempotent: a host restarted after the
+        # bus applied its writes gets the remembered replies, not a second copy.
+        self.client = MemoryClient(address, timeout=timeout, client_id=client_id)
         self.pending: list[tuple[str, Action]] = []
         self.incarnation = f"{os.getpid()}-{time.monotonic_ns()}"
         self.max_batch = DEFAULT_LIMITS.max_batch
@@ -122,6 +128,7 @@ class AgentHost:
 
     def step(self, t: float, observations: dict[str, Observation]) -> dict[str, Any]:
         """Phase 1 of a tick: recall, act, keep the writes; returns answers and stats."""
+        self.pending = []  # a repeated step replaces what an interrupted one kept
         stats = TickStats()
         started = time.perf_counter()
         plans = {aid: self.agents[aid].plan(t, obs) for aid, obs in observations.items()}
@@ -162,6 +169,7 @@ class AgentHost:
         """Phase 2 of a tick: send the kept writes (one ``write_many`` per tier)."""
         stats = TickStats()
         started = time.perf_counter()
+        self.client.number_requests_from(int(t) * 1_000_000 + 1)
         pending, self.pending = self.pending, []
         writes = [(aid, w) for aid, action in pending for w in action.writes]
         if writes:

@@ -274,10 +274,15 @@ class _Transport:
     """One DEALER socket, requests in flight matched by id, reconnect on timeout."""
 
     def __init__(
-        self, address: str, timeout: float, retries: int, curve: dict[str, bytes] | None
+        self,
+        address: str,
+        timeout: float,
+        retries: int,
+        curve: dict[str, bytes] | None,
+        client_id: int | None = None,
     ) -> None:
         self.address, self.timeout, self.retries, self.curve = address, timeout, retries, curve
-        self.client_id = secrets.randbits(63)
+        self.client_id = secrets.randbits(63) if client_id is None else client_id
         self._ids = itertools.count(1)
         self.ctx = zmq.asyncio.Context()
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -372,6 +377,10 @@ class AsyncMemoryClient(Ops):
         timeout: Seconds to wait for one reply before retrying.
         retries: Retries after a timeout (each with the same request id).
         curve: ``{"public", "secret", "server"}`` z85 keys for CURVE, or None.
+        client_id: Who the server remembers requests under (random if None). A process
+            that replays requests after a crash passes the same id and numbers its
+            requests as before (:meth:`number_requests_from`), so the server answers
+            the replayed writes from memory instead of applying them again.
     """
 
     def __init__(
@@ -383,9 +392,16 @@ class AsyncMemoryClient(Ops):
         timeout: float = 10.0,
         retries: int = 2,
         curve: dict[str, bytes] | None = None,
+        client_id: int | None = None,
     ) -> None:
+        if client_id is not None and not 0 <= client_id < 2**63:
+            raise ValueError("client_id must be in [0, 2**63)")
         self.agent, self.token = agent, token
-        self._transport = _Transport(address, timeout, retries, curve)
+        self._transport = _Transport(address, timeout, retries, curve, client_id)
+
+    def number_requests_from(self, start: int) -> None:
+        """The next requests carry ids ``start``, ``start + 1``, ... (see ``client_id``)."""
+        self._transport._ids = itertools.count(start)
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
@@ -450,6 +466,10 @@ class MemoryClient(Ops):
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
     ) -> Any:
         return self._run(self._core.as_agent(self.agent, self.token)._call(op, args, decode))
+
+    def number_requests_from(self, start: int) -> None:
+        """The next requests carry ids ``start``, ``start + 1``, ... (see ``AsyncMemoryClient``)."""
+        self._core.number_requests_from(start)
 
     def as_agent(self, agent: str, token: str) -> MemoryClient:
         """A handle on the same connection that acts as ``agent``."""

@@ -171,11 +171,14 @@ class _Hosts:
                 {s.agent_id: tokens[s.agent_id] for s in block},
                 dim,
                 BUILTIN_MODULES,
+                client_id=int(run_id, 16) * 4096 + i,
             )
             for i, block in enumerate(blocks)
         ]
         self.members = [{s.agent_id for s in block} for block in blocks]
         self.restarts = 0
+        self._parts: list[dict[str, Any]] = []
+        self._stepped_by: list[str] = []
         self.nodes = [i["node"] for i in self._get([h.info.remote() for h in self.handles])]
 
     @staticmethod
@@ -203,6 +206,7 @@ class _Hosts:
         from ray.exceptions import RayActorError
 
         parts = [{a: o for a, o in obs.items() if a in m} for m in self.members]
+        self._parts = parts
         refs = [h.step.remote(t, part) for h, part in zip(self.handles, parts, strict=True)]
         out = []
         for i, ref in enumerate(refs):
@@ -211,10 +215,32 @@ class _Hosts:
             except RayActorError:
                 self.restarts += 1
                 out.append(self._call(i, "step", t, parts[i]))
+        self._stepped_by = [r["incarnation"] for r in out]
         return out
 
     def commit(self, t: int) -> list[dict[str, Any]]:
-        return [self._call(i, "commit", t) for i in range(len(self.handles))]
+        """Commit host after host. A host that died meanwhile lost its kept writes: it is
+        restarted, steps again (same observations) and commits again; its request ids
+        are numbered by tick under a stable client id, so writes the bus had already
+        applied are answered from the bus's memory, not applied twice."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        out = []
+        for i, handle in enumerate(self.handles):
+            try:
+                result = ray.get(handle.commit.remote(t))
+            except RayActorError:
+                result = None
+            if result is None or result["incarnation"] != self._stepped_by[i]:
+                # died (and perhaps already restarted) since its step: do both again
+                self.restarts += 1
+                redo = self._call(i, "step", t, self._parts[i])
+                result = self._call(i, "commit", t)
+                if result["incarnation"] != redo["incarnation"]:
+                    raise HivememError(f"agent host {i} keeps dying at tick {t}")
+            out.append(result)
+        return out
 
     def close(self) -> None:
         import ray
@@ -281,6 +307,8 @@ def run_once(
             obs = task.observe(t)
             t1 = time.perf_counter()
             stepped = pool.step(t, obs)
+            if "before_commit" in hooks:
+                hooks["before_commit"](t, pool)
             t2 = time.perf_counter()
             committed = pool.commit(t)
             t3 = time.perf_counter()

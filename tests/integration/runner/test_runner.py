@@ -72,7 +72,10 @@ def test_another_seed_gives_another_run() -> None:
     assert comparable(a) != comparable(b)
 
 
-def test_a_killed_host_restarts_and_the_run_ends_as_if_nothing_happened() -> None:
+@pytest.mark.parametrize("hook", ["before_tick", "before_commit"])
+def test_a_killed_host_restarts_and_the_run_ends_as_if_nothing_happened(hook: str) -> None:
+    """Killed between ticks, or between its step and its commit (its kept writes die
+    with it): the restarted host steps again and commits, and the results are equal."""
     import ray
 
     s = small("capacity_stream")
@@ -81,15 +84,48 @@ def test_a_killed_host_restarts_and_the_run_ends_as_if_nothing_happened() -> Non
 
     def kill_at_tick_10(t: int, pool: Any) -> None:
         if t == 10:
-            before = ray.get(pool.handles[0].info.remote())["pid"]
+            killed.append(ray.get(pool.handles[0].info.remote())["pid"])
             ray.kill(pool.handles[0], no_restart=False)
-            killed.append(before)
 
-    faulty = run_once(s, hosts=2, hooks={"before_tick": kill_at_tick_10})
+    faulty = run_once(s, hosts=2, hooks={hook: kill_at_tick_10})
     assert killed, "the hook never ran"
     assert faulty.timing["host_restarts"] >= 1
     assert faulty.summary == clean.summary
     assert comparable(faulty) == comparable(clean)
+
+
+def test_a_replayed_commit_is_not_applied_twice() -> None:
+    """The bus remembers a host's commit by (client id, request id): a host process that
+    replays a commit it already made (as after a crash) gets the same replies and the
+    store does not change."""
+    from hivemem.agents.base import AgentSpec
+    from hivemem.agents.host import AgentHost
+    from hivemem.memory_bus.server import BusServer
+    from hivemem.memory_bus.store import MemoryStore
+
+    s = small("capacity_stream", "memory.private.write_policy=always_add")
+    server = BusServer(MemoryStore(s.memory)).start()
+    try:
+        spec = AgentSpec("agent-0", "fact_memory", "agent", (), {"write_tier": "private"})
+        tokens = {"agent-0": server.token("agent-0")}
+        obs = {"agent-0": {"facts": [{"key": "k1", "value": "v", "text": "k1 holds v", "t": 0.0}]}}
+        first = AgentHost(server.address, [spec], tokens, s.memory.dim, client_id=77)
+        first.step(0, obs)
+        done = first.commit(0)
+        first.close()
+        again = AgentHost(server.address, [spec], tokens, s.memory.dim, client_id=77)
+        again.step(0, obs)
+        replay = again.commit(0)
+        again.close()
+        other = AgentHost(server.address, [spec], tokens, s.memory.dim, client_id=78)
+        other.step(0, obs)
+        other.commit(0)
+        other.close()
+        assert done["stats"]["ops"] == replay["stats"]["ops"] == {"private.ADD": 1}
+        items = server.store.private.namespaces["agent-0"]
+        assert len(items) == 2  # the replay added nothing; a different client did
+    finally:
+        server.stop()
 
 
 def test_oracle_eviction_is_the_ceiling_on_capacity_stream() -> None:
