@@ -91,8 +91,8 @@ INVALID = [
     Case(
         "misspelt-key-in-memory-shared",
         "relay_qa",
-        "shared: {capacity: 2000",
-        "shared: {capacty: 2000",
+        "shared: {capacity: 120",
+        "shared: {capacty: 120",
         "memory.shared.capacty",
         "unknown key 'capacty'; did you mean 'capacity'?",
     ),
@@ -140,7 +140,7 @@ INVALID = [
     Case(
         "bad-family-param-type",
         "relay_qa",
-        "entities: 30",
+        "entities: 60",
         "entities: many",
         "task.params.entities",
         "valid integer",
@@ -188,8 +188,8 @@ INVALID = [
     Case(
         "unknown-namespace-mode",
         "relay_qa",
-        "shared: {capacity: 2000,",
-        "shared: {capacity: 2000, mode: windw,",
+        "shared: {capacity: 120,",
+        "shared: {capacity: 120, mode: windw,",
         "memory.shared.mode",
         "'standard', 'window', 'token_budget' or 'vector'",
     ),
@@ -253,7 +253,7 @@ INVALID = [
     Case(
         "token-budget-without-budget",
         "relay_qa",
-        "shared: {capacity: 2000,",
+        "shared: {capacity: 120,",
         "shared: {mode: token_budget,",
         "memory.shared",
         "mode 'token_budget' needs token_budget",
@@ -356,7 +356,7 @@ def test_invalid_scenario_names_path_message_and_line(case: Case) -> None:
 def test_hard_coded_lines_are_the_built_in_lines() -> None:
     """The line numbers written out in this file are where those keys are in relay_qa.yaml."""
     lines = builtin_text("relay_qa").splitlines()
-    assert lines[22 - 1].strip().startswith("shared: {capacity: 2000")
+    assert lines[22 - 1].strip().startswith("shared: {capacity: 120")
     assert lines[15 - 1].strip() == "- role: analyst"
     assert lines[23 - 1].startswith("run:")
 
@@ -416,7 +416,7 @@ def test_overrides_reach_nested_fields_and_list_items() -> None:
     assert s.agents[1].groups == ["a", "b"]
     assert s.run.ticks == 5 and s.run.hosts == 2
     assert s.task.params["entities"] == 7
-    assert s.memory.shared.eviction == "fifo" and s.memory.shared.capacity == 2000
+    assert s.memory.shared.eviction == "fifo" and s.memory.shared.capacity == 120
     assert s.memory.private.capacity == 4
     assert s.outputs.dir == "elsewhere"
 
