@@ -149,8 +149,13 @@ class Ops:
         *,
         now: float,
         as_of: float | None = None,
+        vectors: bool = True,
     ) -> Any:
-        """The ``k`` nearest items as Hits, best first."""
+        """The ``k`` nearest items as Hits, best first.
+
+        With ``vectors=False`` the hits' items come without their vectors (an empty
+        array), which makes the reply several times smaller.
+        """
         args = {
             "tier": tier,
             "namespace": namespace,
@@ -159,13 +164,18 @@ class Ops:
             "now": now,
             "as_of": as_of,
         }
+        if not vectors:
+            args["vectors"] = False
         return self._call("search", args, _each(decode_hit))
 
-    def search_many(self, tier: str, queries: list[tuple[Any, ...]], *, now: float) -> Any:
+    def search_many(
+        self, tier: str, queries: list[tuple[Any, ...]], *, now: float, vectors: bool = True
+    ) -> Any:
         """Queries in one message; one Hit list each, in order.
 
         Each query is ``(namespace, vector, k)``, optionally followed by ``as_of`` (None:
-        no validity filter) and ``OnBehalf(agent, token)``.
+        no validity filter) and ``OnBehalf(agent, token)``. With ``vectors=False`` the
+        hits' items come without their vectors (an empty array).
         """
         raw = [
             _on_behalf(
@@ -179,9 +189,10 @@ class Ops:
             )
             for q in queries
         ]
-        return self._call(
-            "search_many", {"tier": tier, "queries": raw, "now": now}, _each(_each(decode_hit))
-        )
+        args: dict[str, Any] = {"tier": tier, "queries": raw, "now": now}
+        if not vectors:
+            args["vectors"] = False
+        return self._call("search_many", args, _each(_each(decode_hit)))
 
     def update(
         self,

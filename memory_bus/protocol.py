@@ -23,6 +23,7 @@ Vectors travel as raw little-endian float32 bytes, never as lists of numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -409,8 +410,31 @@ def encode_item(item: Item) -> dict[str, Any]:
 
 
 def decode_item(raw: dict[str, Any]) -> Item:
-    """A stored item from a reply."""
+    """A stored item from a reply (:meth:`Item.from_state`, built in one step)."""
+    if type(raw) is dict and len(raw) == _ITEM_FIELDS:
+        try:
+            return Item(
+                raw["id"],
+                _TIER_BY_VALUE[raw["tier"]],
+                raw["namespace"],
+                raw["text"],
+                np.frombuffer(raw["vector"], dtype=np.float32).copy(),
+                raw["meta"],
+                raw["importance"],
+                raw["created"],
+                raw["accessed"],
+                raw["hits"],
+                raw["version"],
+                raw["valid_from"],
+                raw["valid_to"],
+                raw["level"],
+            )
+        except (KeyError, TypeError, ValueError):
+            pass  # from_state says what is wrong
     return Item.from_state(raw)
+
+
+_ITEM_FIELDS = len(dataclasses.fields(Item))
 
 
 def encode_hit(hit: Hit, vectors: bool = True) -> dict[str, Any]:
@@ -448,6 +472,7 @@ def encode_hit(hit: Hit, vectors: bool = True) -> dict[str, Any]:
 
 
 _TIER_VALUE = {tier: tier.value for tier in TierName}
+_TIER_BY_VALUE = {tier.value: tier for tier in TierName}
 _F32 = np.dtype(np.float32)
 
 

@@ -356,7 +356,17 @@ class BusServer:
             )
             result = HANDLERS[req.op](ctx, req.args)
             self._journal(req, ctx)
-            return encode_reply(req.id, result), "ok"
+            reply = encode_reply(req.id, result)
+            if len(reply) > MAX_MESSAGE_BYTES and req.op not in MUTATING:
+                # A client refuses a payload over the limit and would wait for its timeout.
+                return encode_error(
+                    req.id,
+                    Code.TOO_LARGE,
+                    f"reply of {len(reply)} bytes is over the limit: ask for fewer queries, "
+                    "a smaller k, or hits without vectors",
+                    {"limit": MAX_MESSAGE_BYTES},
+                ), Code.TOO_LARGE
+            return reply, "ok"
         except HivememError as exc:
             return encode_error(req.id, exc.code, exc.message, exc.details), exc.code
         except Exception as exc:  # a bug must not take the server down
