@@ -59,6 +59,9 @@ class FactMemoryAgent(BaseAgent):
         use_as_of: Ask the store for items valid at the question's time.
     """
 
+    hit_vectors = False
+    """It reads hits' meta only: its host asks the bus for hits without their vectors."""
+
     def __init__(self, spec: AgentSpec) -> None:
         super().__init__(spec)
         p = dict(spec.params)
@@ -105,6 +108,8 @@ class FactMemoryAgent(BaseAgent):
 @AGENT_TYPES.register("no_memory")
 class NoMemoryAgent(BaseAgent):
     """The baseline: answers only from what it observes in the same tick; writes nothing."""
+
+    hit_vectors = False
 
     def act(self, t: float, obs: Observation, recalled: list[list[Hit]]) -> Action:
         q = obs.get("question")

@@ -10,6 +10,12 @@ A tick has two phases, driven by the runner:
    placed on hosts in contiguous blocks, so the bus sees the same writes in the same
    order whatever the number of hosts: a seeded run gives the same results on 1 host or 8.
 
+Hits come without their vectors (``search_many(..., vectors=False)``, several times
+less to send and decode) unless one of the host's agents wants them: an agent class
+that reads ``hit.item.vector`` keeps the default; one that does not sets the class
+attribute ``hit_vectors = False`` (the built-in agents do). Each request is kept under
+half the protocol's message limit by an estimate of its reply (``request_batches``).
+
 The host keeps no state of its own that the bus does not have: a restarted host (Ray
 ``max_restarts``) rebuilds its agents from their specs and carries on.
 """
@@ -20,7 +26,7 @@ import importlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +36,7 @@ from hivemem.memory_bus.client import MemoryClient, OnBehalf
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
+from hivemem.memory_bus.protocol import MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -60,21 +67,47 @@ class TickStats:
         }
 
 
+REPLY_BUDGET = MAX_MESSAGE_BYTES // 2
+"""Estimated reply bytes a host asks for in one request: half the protocol's limit."""
+
+HIT_BYTES = 1024
+"""A generous estimate of a hit's bytes on the wire without its vector (ids, times, text, meta)."""
+
+
+def hit_bytes(dim: int, vectors: bool) -> int:
+    """Estimated wire bytes of one hit, with or without its ``dim``-d float32 vector."""
+    return HIT_BYTES + (4 * dim if vectors else 0)
+
+
 def request_batches(
-    entries: Sequence[tuple[str, Any]], max_batch: int = DEFAULT_LIMITS.max_batch
+    entries: Sequence[tuple[str, Any]],
+    max_batch: int = DEFAULT_LIMITS.max_batch,
+    cost: Callable[[Any], int] | None = None,
+    budget: int = REPLY_BUDGET,
 ) -> list[tuple[str, list[Any]]]:
     """``(tier, entry)`` pairs as one bus request's worth per chunk: by tier, in order.
 
-    Each tier's entries keep their order and go out in chunks of at most ``max_batch``.
+    Each tier's entries keep their order and go out in chunks of at most ``max_batch``
+    entries and, with ``cost`` (an entry's estimated reply bytes), at most ``budget``
+    bytes of reply, so a reply never passes the protocol's message limit.
     """
     by_tier: dict[str, list[Any]] = defaultdict(list)
     for tier, entry in entries:
         by_tier[tier].append(entry)
-    return [
-        (tier, chunk)
-        for tier, items in by_tier.items()
-        for chunk in (items[i : i + max_batch] for i in range(0, len(items), max_batch))
-    ]
+    out: list[tuple[str, list[Any]]] = []
+    for tier, items in by_tier.items():
+        chunk: list[Any] = []
+        spent = 0
+        for entry in items:
+            size = cost(entry) if cost is not None else 0
+            if chunk and (len(chunk) == max_batch or spent + size > budget):
+                out.append((tier, chunk))
+                chunk, spent = [], 0
+            chunk.append(entry)
+            spent += size
+        if chunk:
+            out.append((tier, chunk))
+    return out
 
 
 class AgentHost:
@@ -113,6 +146,10 @@ class AgentHost:
         self.pending: list[tuple[str, Action]] = []
         self.incarnation = f"{os.getpid()}-{time.monotonic_ns()}"
         self.max_batch = DEFAULT_LIMITS.max_batch
+        # Hits come without their vectors unless an agent asks for them (hit_vectors).
+        self.hit_vectors = any(getattr(a, "hit_vectors", True) for a in self.agents.values())
+        self.hit_bytes = hit_bytes(dim, self.hit_vectors)
+        self.pending_vectors = np.empty((0, dim), dtype=np.float32)
 
     def info(self) -> dict[str, Any]:
         """Who this host is: its process incarnation and its agents."""
@@ -135,8 +172,12 @@ class AgentHost:
         flat = [(aid, i, r) for aid, recalls in plans.items() for i, r in enumerate(recalls)]
         hits: dict[tuple[str, int], list[Hit]] = {}
         if flat:
-            vectors = self.embed([r.query for _, _, r in flat])
-            batches = request_batches([(r.tier, p) for p, (_, _, r) in enumerate(flat)])
+            vectors = self._embed([r.query for _, _, r in flat])
+            batches = request_batches(
+                [(r.tier, p) for p, (_, _, r) in enumerate(flat)],
+                self.max_batch,
+                cost=lambda p: flat[p][2].k * self.hit_bytes,
+            )
             for tier, chunk in batches:
                 queries = [
                     (
@@ -149,7 +190,9 @@ class AgentHost:
                     for p in chunk
                 ]
                 t0 = time.perf_counter()
-                results = self._as(queries[0][4]).search_many(tier, queries, now=t)
+                results = self._as(queries[0][4]).search_many(
+                    tier, queries, now=t, vectors=self.hit_vectors
+                )
                 stats.bus_seconds += time.perf_counter() - t0
                 for p, res in zip(chunk, results, strict=True):
                     hits[(flat[p][0], flat[p][1])] = res
@@ -162,6 +205,10 @@ class AgentHost:
             answers[aid] = action.answer
             if action.writes or action.promotions:
                 self.pending.append((aid, action))
+        # Embedded now, while the other hosts step too: commits run one host at a time.
+        self.pending_vectors = self._embed(
+            [w.text for _, action in self.pending for w in action.writes]
+        )
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
         return {"answers": answers, "stats": stats.to_dict(), "incarnation": self.incarnation}
 
@@ -172,9 +219,10 @@ class AgentHost:
         self.client.number_requests_from(int(t) * 1_000_000 + 1)
         pending, self.pending = self.pending, []
         writes = [(aid, w) for aid, action in pending for w in action.writes]
+        vectors, self.pending_vectors = self.pending_vectors, self.pending_vectors[:0]
         if writes:
-            vectors = self.embed([w.text for _, w in writes])
-            for tier, chunk in request_batches([(w.tier, p) for p, (_, w) in enumerate(writes)]):
+            batches = request_batches([(w.tier, p) for p, (_, w) in enumerate(writes)])
+            for tier, chunk in batches:
                 entries = [
                     (
                         writes[p][1].namespace,
@@ -204,6 +252,15 @@ class AgentHost:
                 stats.promotions += 1
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
         return {"stats": stats.to_dict(), "incarnation": self.incarnation}
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Embed ``texts``, each distinct text once (agents often see the same text)."""
+        if not texts:
+            return np.empty((0, self.embed.dim), dtype=np.float32)
+        row = {text: i for i, text in enumerate(dict.fromkeys(texts))}
+        if len(row) == len(texts):
+            return self.embed(texts)
+        return self.embed(list(row))[[row[text] for text in texts]]
 
     def _as(self, who: OnBehalf) -> MemoryClient:
         """The request itself is sent as one of the batch's agents (each entry as its own)."""

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hivemem.agents.base import make_agent
-from hivemem.agents.host import new_item, request_batches
+from hivemem.agents.host import hit_bytes, new_item, request_batches
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient, OnBehalf
 from hivemem.memory_bus.embedder import HashingEmbedder
@@ -206,16 +206,21 @@ def bus_floor(agents: int, ticks: int, warm: int, agents_per_host: int) -> float
     members = [{s.agent_id for s in block} for block in split(specs, scenario.host_count())]
     built = {s.agent_id: make_agent(s) for s in specs}
     behalf = {s.agent_id: OnBehalf(s.agent_id, token_for(SECRET, s.agent_id)) for s in specs}
+    # as a host asks: hits without vectors unless an agent wants them, replies kept small
+    vectors = any(getattr(a, "hit_vectors", True) for a in built.values())
+    hit_size = hit_bytes(scenario.memory.dim, vectors)
     elapsed = 0.0
     try:
         for t in range(ticks):
             obs = task.observe(t)
             per_host = [_traffic(t, {a: obs[a] for a in obs if a in m}, built) for m in members]
-            requests = [_requests(r, w, embed, behalf) for r, w in per_host]
+            requests = [_requests(r, w, embed, behalf, hit_size) for r, w in per_host]
             started = time.perf_counter()
             for searches, _ in requests:
                 for tier, queries in searches:
-                    _sender(client, queries[0][4]).search_many(tier, queries, now=t)
+                    _sender(client, queries[0][4]).search_many(
+                        tier, queries, now=t, vectors=vectors
+                    )
             for _, writes in requests:
                 for tier, entries in writes:
                     _sender(client, entries[0][2]).write_many(tier, entries, now=t)
@@ -233,7 +238,11 @@ def _sender(client: MemoryClient, who: OnBehalf) -> MemoryClient:
 
 
 def _requests(
-    recalls: list[Any], writes: list[Any], embed: HashingEmbedder, behalf: dict[str, OnBehalf]
+    recalls: list[Any],
+    writes: list[Any],
+    embed: HashingEmbedder,
+    behalf: dict[str, OnBehalf],
+    hit_size: int,
 ) -> tuple[list[Any], list[Any]]:
     searches: list[Any] = []
     if recalls:
@@ -242,7 +251,7 @@ def _requests(
             (r.tier, (r.namespace, v, r.k, r.as_of, behalf[a]))
             for (a, r), v in zip(recalls, vectors, strict=True)
         ]
-        searches = request_batches(queries)
+        searches = request_batches(queries, cost=lambda q: q[2] * hit_size)
     entries: list[Any] = []
     if writes:
         vectors = embed([w.text for _, w in writes])
