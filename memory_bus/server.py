@@ -1,4 +1,4 @@
-"""The bus server: a ZeroMQ ROUTER in front of the store, a PUB socket for events.
+"""The bus server: a ZeroMQ ROUTER in front of the store, an XPUB socket for events.
 
 One owner thread holds the store and both sockets (ZeroMQ sockets are not thread-safe,
 and one owner means no locks on the hot path). Every request is decoded, authenticated,
@@ -141,6 +141,7 @@ class BusServer:
         self._dedup_size = dedup_size
         self._verified: set[tuple[str, str]] = set()
         self._events: list[MemoryEvent] = []
+        self._topics: set[bytes] = set()  # event topic prefixes someone subscribed to
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -232,7 +233,7 @@ class BusServer:
             ctx.term()
 
     def _bind(self, ctx: zmq.Context[Any]) -> tuple[zmq.Socket[Any], zmq.Socket[Any], Any]:
-        router, pub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PUB)
+        router, pub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.XPUB)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 4096)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         auth = self._secure(ctx, self.curve, router, pub) if self.curve else None
@@ -258,6 +259,7 @@ class BusServer:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
+        poller.register(pub, zmq.POLLIN)  # subscriptions arrive here
         next_gauges = 0.0
         try:
             while not self._stop.is_set():
@@ -266,6 +268,8 @@ class BusServer:
                     self._serve_batch(router, pub)
                 if monitor in ready:
                     self._count_connections(monitor)
+                if pub in ready:
+                    self._take_subscriptions(pub)
                 if time.monotonic() >= next_gauges:
                     self.metrics.observe_store(self.store)
                     next_gauges = time.monotonic() + 1.0
@@ -295,10 +299,24 @@ class BusServer:
                 self._publish(pub)
 
     def _publish(self, pub: zmq.Socket[Any]) -> None:
-        """One message per topic for the events of the request just answered."""
+        """One message per topic for the events of the request just answered.
+
+        Only topics someone subscribed to are encoded and sent: the events socket is an
+        XPUB, which tells the server its subscriptions (a PUB would drop the rest
+        anyway, after the server had packed them). Every event is counted in metrics.
+        """
+        if not self._events:
+            return
+        self._take_subscriptions(pub)
+        topics = self._topics
         by_topic: dict[bytes, list[dict[str, Any]]] = {}
         for event in self._events:
+            self.metrics.event(event)
+            if not topics:
+                continue
             topic = f"{event.tier}/{event.namespace}".encode()
+            if topic not in by_topic and not any(topic.startswith(t) for t in topics):
+                continue
             by_topic.setdefault(topic, []).append(
                 {
                     "kind": event.kind,
@@ -309,10 +327,25 @@ class BusServer:
                     "now": event.now,
                 }
             )
-            self.metrics.event(event)
         for topic, events in by_topic.items():
             pub.send_multipart([topic, HEADER, pack(events)])
         self._events.clear()
+
+    def _take_subscriptions(self, pub: zmq.Socket[Any]) -> None:
+        """Read the subscriptions the XPUB reports (``b"\\x01"``/``b"\\x00"`` + prefix).
+
+        A prefix is reported when its first subscriber joins and when its last one leaves
+        (or disconnects), so a set holds exactly the prefixes someone listens to.
+        """
+        while True:
+            try:
+                message = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message[:1] == b"\x01":
+                self._topics.add(message[1:])
+            elif message[:1] == b"\x00":
+                self._topics.discard(message[1:])
 
     # --- requests -----------------------------------------------------------------------
 
