@@ -163,6 +163,7 @@ class Ops:
             "k": k,
             "now": now,
             "as_of": as_of,
+            "compact": True,
         }
         if not vectors:
             args["vectors"] = False
@@ -189,7 +190,7 @@ class Ops:
             )
             for q in queries
         ]
-        args: dict[str, Any] = {"tier": tier, "queries": raw, "now": now}
+        args: dict[str, Any] = {"tier": tier, "queries": raw, "now": now, "compact": True}
         if not vectors:
             args["vectors"] = False
         return self._call("search_many", args, _each(_each(decode_hit)))

@@ -184,6 +184,7 @@ def get(ctx: Context, args: dict[str, Any]) -> Any:
 def search(ctx: Context, args: dict[str, Any]) -> Any:
     tier_name = tier_of(args)
     vectors = field(args, "vectors", bool, True)
+    compact = field(args, "compact", bool, False)
     hits = ctx.store.tier(tier_name).search(
         ctx.caller,
         field(args, "namespace", str),
@@ -193,17 +194,18 @@ def search(ctx: Context, args: dict[str, Any]) -> Any:
         as_of=field(args, "as_of", NUMBER, None),
     )
     ctx.note(tier_name, hits)
-    return [encode_hit(h, vectors) for h in hits]
+    return [encode_hit(h, vectors, compact) for h in hits]
 
 
 def search_many(ctx: Context, args: dict[str, Any]) -> Any:
     tier_name = tier_of(args)
     vectors = field(args, "vectors", bool, True)
+    compact = field(args, "compact", bool, False)
     requests = [_search_request(ctx, _entry(x)) for x in batch(args, "queries")]
     results = ctx.store.tier(tier_name).search_many(requests, now=_now(args))
     for hits in results:
         ctx.note(tier_name, hits)
-    return [[encode_hit(h, vectors) for h in hits] for hits in results]
+    return [[encode_hit(h, vectors, compact) for h in hits] for hits in results]
 
 
 def _search_request(ctx: Context, query: dict[str, Any]) -> SearchRequest:

@@ -411,7 +411,7 @@ def encode_item(item: Item) -> dict[str, Any]:
 
 def decode_item(raw: dict[str, Any]) -> Item:
     """A stored item from a reply (:meth:`Item.from_state`, built in one step)."""
-    if type(raw) is dict and len(raw) == _ITEM_FIELDS:
+    if type(raw) is dict and len(raw) == len(ITEM_FIELDS):
         try:
             return Item(
                 raw["id"],
@@ -434,17 +434,45 @@ def decode_item(raw: dict[str, Any]) -> Item:
     return Item.from_state(raw)
 
 
-_ITEM_FIELDS = len(dataclasses.fields(Item))
+def encode_hit(hit: Hit, vectors: bool = True, compact: bool = False) -> Any:
+    """A search hit for the wire.
 
-
-def encode_hit(hit: Hit, vectors: bool = True) -> dict[str, Any]:
-    """A search hit for the wire; without ``vectors`` the item's vector is empty bytes.
+    Args:
+        hit: The hit.
+        vectors: Without them the item's vector is empty bytes.
+        compact: A row ``[id, score, *item fields in ITEM_FIELDS order]`` instead of the
+            map ``{"id", "score", "item": {...}}`` (half the bytes, a third of the
+            decoding work).
 
     The item map is :meth:`Item.to_state`'s, key for key, built here in one step because
     a batched search encodes thousands of hits.
     """
     item = hit.item
     vector = item.vector
+    raw = (
+        (vector.tobytes() if vector.dtype == _F32 else vector.astype(_F32).tobytes())
+        if vectors
+        else b""
+    )
+    if compact:
+        return [
+            hit.id,
+            hit.score,
+            item.id,
+            _TIER_VALUE[item.tier],
+            item.namespace,
+            item.text,
+            raw,
+            item.meta,
+            item.importance,
+            item.created,
+            item.accessed,
+            item.hits,
+            item.version,
+            item.valid_from,
+            item.valid_to,
+            item.level,
+        ]
     return {
         "id": hit.id,
         "score": hit.score,
@@ -453,11 +481,7 @@ def encode_hit(hit: Hit, vectors: bool = True) -> dict[str, Any]:
             "tier": _TIER_VALUE[item.tier],
             "namespace": item.namespace,
             "text": item.text,
-            "vector": (
-                (vector.tobytes() if vector.dtype == _F32 else vector.astype(_F32).tobytes())
-                if vectors
-                else b""
-            ),
+            "vector": raw,
             "meta": item.meta,
             "importance": item.importance,
             "created": item.created,
@@ -471,14 +495,34 @@ def encode_hit(hit: Hit, vectors: bool = True) -> dict[str, Any]:
     }
 
 
+ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(Item))
+"""The fields of an item, in the order of its map and of a compact hit row."""
+
 _TIER_VALUE = {tier: tier.value for tier in TierName}
 _TIER_BY_VALUE = {tier.value: tier for tier in TierName}
 _F32 = np.dtype(np.float32)
 
 
-def decode_hit(raw: dict[str, Any]) -> Hit:
-    """A search hit from a reply."""
+def decode_hit(raw: Any) -> Hit:
+    """A search hit from a reply: a map, or a compact row (see :func:`encode_hit`)."""
+    if type(raw) is list:
+        return _hit_from_row(raw)
     return Hit(raw["id"], raw["score"], decode_item(raw["item"]))
+
+
+def _hit_from_row(row: list[Any]) -> Hit:
+    if len(row) != 2 + len(ITEM_FIELDS):
+        raise ProtocolError(Code.BAD_FRAME, f"a hit row has {len(row)} values")
+    vector = row[6]
+    item = Item(
+        row[2],
+        _TIER_BY_VALUE.get(row[3]) or TierName(row[3]),
+        row[4],
+        row[5],
+        np.frombuffer(vector, dtype=np.float32).copy() if vector else np.empty(0, np.float32),
+        *row[7:],
+    )
+    return Hit(row[0], row[1], item)
 
 
 def encode_write_result(result: WriteResult) -> dict[str, Any]:
