@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from hivemem.agents.base import Action, Agent, AgentSpec, Observation, Proposal, make_agent
-from hivemem.memory_bus.client import MemoryClient, OnBehalf
+from hivemem.memory_bus.client import MemoryClient, OnBehalf, encode_write_entries
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
@@ -149,7 +149,7 @@ class AgentHost:
         # Hits come without their vectors unless an agent asks for them (hit_vectors).
         self.hit_vectors = any(getattr(a, "hit_vectors", True) for a in self.agents.values())
         self.hit_bytes = hit_bytes(dim, self.hit_vectors)
-        self.pending_vectors = np.empty((0, dim), dtype=np.float32)
+        self.prepared: list[tuple[str, OnBehalf, list[dict[str, Any]]]] = []
 
     def info(self) -> dict[str, Any]:
         """Who this host is: its process incarnation and its agents."""
@@ -166,6 +166,7 @@ class AgentHost:
     def step(self, t: float, observations: dict[str, Observation]) -> dict[str, Any]:
         """Phase 1 of a tick: recall, act, keep the writes; returns answers and stats."""
         self.pending = []  # a repeated step replaces what an interrupted one kept
+        self.prepared = []
         stats = TickStats()
         started = time.perf_counter()
         plans = {aid: self.agents[aid].plan(t, obs) for aid, obs in observations.items()}
@@ -205,10 +206,7 @@ class AgentHost:
             answers[aid] = action.answer
             if action.writes or action.promotions:
                 self.pending.append((aid, action))
-        # Embedded now, while the other hosts step too: commits run one host at a time.
-        self.pending_vectors = self._embed(
-            [w.text for _, action in self.pending for w in action.writes]
-        )
+        self.prepared = self._prepare_writes(self.pending)
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
         return {"answers": answers, "stats": stats.to_dict(), "incarnation": self.incarnation}
 
@@ -218,28 +216,17 @@ class AgentHost:
         started = time.perf_counter()
         self.client.number_requests_from(int(t) * 1_000_000 + 1)
         pending, self.pending = self.pending, []
-        writes = [(aid, w) for aid, action in pending for w in action.writes]
-        vectors, self.pending_vectors = self.pending_vectors, self.pending_vectors[:0]
-        if writes:
-            batches = request_batches([(w.tier, p) for p, (_, w) in enumerate(writes)])
-            for tier, chunk in batches:
-                entries = [
-                    (
-                        writes[p][1].namespace,
-                        new_item(writes[p][1], vectors[p]),
-                        self.behalf[writes[p][0]],
-                    )
-                    for p in chunk
-                ]
-                t0 = time.perf_counter()
-                results = self._as(entries[0][2]).write_many(tier, entries, now=t)
-                stats.bus_seconds += time.perf_counter() - t0
-                for res in results:
-                    key = f"{tier}.{res.op.value}"
-                    stats.ops[key] = stats.ops.get(key, 0) + 1
-                    if res.evicted:
-                        stats.evicted[tier] = stats.evicted.get(tier, 0) + len(res.evicted)
-        stats.writes = len(writes)
+        prepared, self.prepared = self.prepared, []
+        for tier, sender, items in prepared:
+            t0 = time.perf_counter()
+            results = self._as(sender).write_many_encoded(tier, items, now=t)
+            stats.bus_seconds += time.perf_counter() - t0
+            for res in results:
+                key = f"{tier}.{res.op.value}"
+                stats.ops[key] = stats.ops.get(key, 0) + 1
+                if res.evicted:
+                    stats.evicted[tier] = stats.evicted.get(tier, 0) + len(res.evicted)
+            stats.writes += len(items)
         for aid, action in pending:
             for promo in action.promotions:
                 parent = promo.parent
@@ -252,6 +239,29 @@ class AgentHost:
                 stats.promotions += 1
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
         return {"stats": stats.to_dict(), "incarnation": self.incarnation}
+
+    def _prepare_writes(
+        self, pending: list[tuple[str, Action]]
+    ) -> list[tuple[str, OnBehalf, list[dict[str, Any]]]]:
+        """The proposals' ``write_many`` requests, embedded and encoded, ready for commit.
+
+        Done at the end of step, which runs on every host at once, rather than in
+        commit, which runs one host after another while the bus waits.
+        """
+        writes = [(aid, w) for aid, action in pending for w in action.writes]
+        vectors = self._embed([w.text for _, w in writes])
+        prepared = []
+        for tier, chunk in request_batches([(w.tier, p) for p, (_, w) in enumerate(writes)]):
+            entries = [
+                (
+                    writes[p][1].namespace,
+                    new_item(writes[p][1], vectors[p]),
+                    self.behalf[writes[p][0]],
+                )
+                for p in chunk
+            ]
+            prepared.append((tier, entries[0][2], encode_write_entries(entries)))
+        return prepared
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``, each distinct text once (agents often see the same text)."""
