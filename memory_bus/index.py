@@ -101,14 +101,28 @@ class VectorIndex:
         self._append_exact(ids, vectors)
         self._maybe_grow()
 
+    def add_one_checked(self, item_id: int, vector: np.ndarray) -> None:
+        """:meth:`add_checked` of one id (a Python int) and its (dim,) vector."""
+        n = self._n
+        if n == len(self._ids):
+            self._grow(n + 1)
+        self._ids[n] = item_id
+        self._vecs[n] = vector
+        self._row[item_id] = n
+        self._n = n + 1
+        self._maybe_grow()
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * len(self._ids), 16)
+        self._ids = np.resize(self._ids, cap)
+        grown = np.empty((cap, self.dim), dtype=np.float32)
+        grown[: self._n] = self._vecs[: self._n]
+        self._vecs = grown
+
     def _append_exact(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         need = self._n + len(ids)
         if need > len(self._ids):
-            cap = max(need, 2 * len(self._ids), 16)
-            self._ids = np.resize(self._ids, cap)
-            grown = np.empty((cap, self.dim), dtype=np.float32)
-            grown[: self._n] = self._vecs[: self._n]
-            self._vecs = grown
+            self._grow(need)
         self._ids[self._n : need] = ids
         self._vecs[self._n : need] = vectors
         for offset, item_id in enumerate(ids.tolist()):
@@ -117,8 +131,12 @@ class VectorIndex:
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; unknown ones are ignored. Returns how many were removed."""
+        return self.remove_ids(np.asarray(ids, dtype=np.int64).reshape(-1).tolist())
+
+    def remove_ids(self, ids: list[int]) -> int:
+        """:meth:`remove` of a list of Python ints."""
         removed = 0
-        for item_id in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
+        for item_id in ids:
             if item_id in self._row:
                 self._remove_exact(item_id)
                 removed += 1

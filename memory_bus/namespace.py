@@ -117,10 +117,13 @@ class Namespace:
                     removed.append(victim)
             evicted_per_item.append(victims)
         if removed:
-            self.index.remove(np.asarray(removed, dtype=np.int64))
-        if pending:
+            self.index.remove_ids(removed)
+        # fresh ids and vectors the tier checked: no need to check them again
+        if len(pending) == 1:
+            for item_id, item in pending.items():
+                self.index.add_one_checked(item_id, item.vector)
+        elif pending:
             ids = np.fromiter(pending, dtype=np.int64, count=len(pending))
-            # fresh ids and vectors the tier checked: no need to check them again
             self.index.add_checked(ids, np.stack([it.vector for it in pending.values()]))
         return evicted_per_item
 

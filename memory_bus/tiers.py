@@ -442,14 +442,20 @@ class VectorTier:
     # --- monitoring and state ---------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Counts for monitoring."""
+        """Counts for monitoring (one pass over the namespaces: the runner asks every tick)."""
+        items = tokens = nbytes = evictions = 0
+        for ns in self.namespaces.values():
+            items += len(ns.items)
+            tokens += ns.tokens
+            nbytes += ns.nbytes
+            evictions += ns.evictions
         return {
             "tier": self.name.value,
             "namespaces": len(self.namespaces),
-            "items": sum(len(ns) for ns in self.namespaces.values()),
-            "tokens": sum(ns.tokens for ns in self.namespaces.values()),
-            "bytes": sum(ns.nbytes for ns in self.namespaces.values()),
-            "evictions": sum(ns.evictions for ns in self.namespaces.values()),
+            "items": items,
+            "tokens": tokens,
+            "bytes": nbytes,
+            "evictions": evictions,
             "eviction_policy": self.config.eviction,
             "write_policy": self.config.write_policy,
             "decisions": dict(self.decisions),
