@@ -27,6 +27,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,41 +172,16 @@ class AgentHost:
         started = time.perf_counter()
         plans = {aid: self.agents[aid].plan(t, obs) for aid, obs in observations.items()}
         flat = [(aid, i, r) for aid, recalls in plans.items() for i, r in enumerate(recalls)]
-        hits: dict[tuple[str, int], list[Hit]] = {}
-        if flat:
-            vectors = self._embed([r.query for _, _, r in flat])
-            batches = request_batches(
-                [(r.tier, p) for p, (_, _, r) in enumerate(flat)],
-                self.max_batch,
-                cost=lambda p: flat[p][2].k * self.hit_bytes,
-            )
-            for tier, chunk in batches:
-                queries = [
-                    (
-                        flat[p][2].namespace,
-                        vectors[p],
-                        flat[p][2].k,
-                        flat[p][2].as_of,
-                        self.behalf[flat[p][0]],
-                    )
-                    for p in chunk
-                ]
-                t0 = time.perf_counter()
-                results = self._as(queries[0][4]).search_many(
-                    tier, queries, now=t, vectors=self.hit_vectors
-                )
-                stats.bus_seconds += time.perf_counter() - t0
-                for p, res in zip(chunk, results, strict=True):
-                    hits[(flat[p][0], flat[p][1])] = res
-                    stats.hits += len(res)
-        stats.recalls = len(flat)
+        recalls = self._send_recalls(t, flat, stats)
         answers: dict[str, Any] = {}
         for aid, obs in observations.items():
-            recalled = [hits[(aid, i)] for i in range(len(plans[aid]))]
+            recalled = [recalls.hits((aid, i)) for i in range(len(plans[aid]))]
             action = self.agents[aid].act(t, obs, recalled)
             answers[aid] = action.answer
             if action.writes or action.promotions:
                 self.pending.append((aid, action))
+        recalls.finish()
+        stats.recalls = len(flat)
         self.prepared = self._prepare_writes(self.pending)
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
         return {"answers": answers, "stats": stats.to_dict(), "incarnation": self.incarnation}
@@ -239,6 +215,39 @@ class AgentHost:
                 stats.promotions += 1
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
         return {"stats": stats.to_dict(), "incarnation": self.incarnation}
+
+    def _send_recalls(
+        self, t: float, flat: list[tuple[str, int, Any]], stats: TickStats
+    ) -> _Recalls:
+        """Send every ``search_many`` of the tick at once; the replies come back in order.
+
+        The bus starts on the first request while the host encodes the next, and the
+        host's agents act on the first reply while the bus answers the next.
+        """
+        recalls = _Recalls(stats)
+        if not flat:
+            return recalls
+        vectors = self._embed([r.query for _, _, r in flat])
+        batches = request_batches(
+            [(r.tier, p) for p, (_, _, r) in enumerate(flat)],
+            self.max_batch,
+            cost=lambda p: flat[p][2].k * self.hit_bytes,
+        )
+        for tier, chunk in batches:
+            queries = [
+                (r.namespace, vectors[p], r.k, r.as_of, self.behalf[aid])
+                for p in chunk
+                for aid, _, r in (flat[p],)
+            ]
+            t0 = time.perf_counter()
+            reply = (
+                self._as(queries[0][4])
+                .nowait()
+                .search_many(tier, queries, now=t, vectors=self.hit_vectors)
+            )
+            stats.bus_seconds += time.perf_counter() - t0
+            recalls.expect([(flat[p][0], flat[p][1]) for p in chunk], reply)
+        return recalls
 
     def _prepare_writes(
         self, pending: list[tuple[str, Action]]
@@ -279,6 +288,44 @@ class AgentHost:
     def close(self) -> None:
         """Close the bus connection."""
         self.client.close()
+
+
+class _Recalls:
+    """The hits of a tick's ``search_many`` requests, in flight and taken in the order sent."""
+
+    def __init__(self, stats: TickStats) -> None:
+        self.stats = stats
+        self.sent: list[tuple[list[tuple[str, int]], Future[Any]]] = []
+        self.request_of: dict[tuple[str, int], int] = {}
+        self.received: dict[tuple[str, int], list[Hit]] = {}
+        self.done = 0
+
+    def expect(self, keys: list[tuple[str, int]], reply: Future[Any]) -> None:
+        """``reply`` will hold the hits of the recalls ``keys`` ((agent, recall index))."""
+        for key in keys:
+            self.request_of[key] = len(self.sent)
+        self.sent.append((keys, reply))
+
+    def hits(self, key: tuple[str, int]) -> list[Hit]:
+        """The hits of one recall, waiting for its reply (and the earlier ones) if need be."""
+        while self.done <= self.request_of[key]:
+            self._take_next()
+        return self.received[key]
+
+    def finish(self) -> None:
+        """Wait for every reply."""
+        while self.done < len(self.sent):
+            self._take_next()
+
+    def _take_next(self) -> None:
+        keys, reply = self.sent[self.done]
+        t0 = time.perf_counter()
+        results = reply.result()
+        self.stats.bus_seconds += time.perf_counter() - t0
+        for key, res in zip(keys, results, strict=True):
+            self.received[key] = res
+            self.stats.hits += len(res)
+        self.done += 1
 
 
 def new_item(p: Proposal, vector: np.ndarray) -> NewItem:

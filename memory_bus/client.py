@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import secrets
 import threading
@@ -494,6 +495,20 @@ class MemoryClient(Ops):
         """The next requests carry ids ``start``, ``start + 1``, ... (see ``AsyncMemoryClient``)."""
         self._core.number_requests_from(start)
 
+    def nowait(self) -> Ops:
+        """A handle whose op methods send the request and return a Future of the result.
+
+        ``concurrent.futures.Future.result()`` gives what the blocking method returns (or
+        raises what it raises). Requests sent one after another go out in that order on
+        the same connection, so a caller can keep several in flight and work on the
+        first reply while the bus answers the next.
+
+        Example:
+            >>> first = client.nowait().search_many("private", queries, now=3.0)  # doctest: +SKIP
+            >>> hits = first.result()  # doctest: +SKIP
+        """
+        return _Submitting(self)
+
     def as_agent(self, agent: str, token: str) -> MemoryClient:
         """A handle on the same connection that acts as ``agent``."""
         handle = object.__new__(MemoryClient)
@@ -517,6 +532,20 @@ class MemoryClient(Ops):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Submitting(Ops):
+    """The ops of a :class:`MemoryClient`, each returning a Future instead of waiting."""
+
+    def __init__(self, client: MemoryClient) -> None:
+        self._client = client
+        self.agent, self.token = client.agent, client.token
+
+    def _call(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
+    ) -> concurrent.futures.Future[Any]:
+        core = self._client._core.as_agent(self.agent, self.token)
+        return asyncio.run_coroutine_threadsafe(core._call(op, args, decode), self._client._loop)
 
 
 async def _make_async(
