@@ -37,8 +37,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import msgpack
 from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.protocol import pack, unpack
+from hivemem.memory_bus.protocol import pack
 
 _FRAME = struct.Struct("<II")
 LOG_NAME = "journal.log"
@@ -95,6 +96,15 @@ def _valid_frame_after(data: bytes, start: int) -> bool:
         if length > 0 and end <= len(data) and zlib.crc32(data[offset + _FRAME.size : end]) == crc:
             return True
     return False
+
+
+def _load(payload: bytes, path: Path) -> Any:
+    """A checksummed record of our own: no wire limits (a snapshot of a large store is
+    far over the message size and holds maps of thousands of namespaces)."""
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise JournalCorruptError(path, 0) from exc
 
 
 class Journal:
@@ -154,7 +164,7 @@ class Journal:
         payloads, _ = read_frames(self.snapshot_path.read_bytes(), self.snapshot_path)
         if len(payloads) != 1:
             raise JournalCorruptError(self.snapshot_path, 0)
-        body = unpack(payloads[0])
+        body = _load(payloads[0], self.snapshot_path)
         self.seq = max(self.seq, int(body["seq"]))
         return dict(body["state"])
 
@@ -166,7 +176,7 @@ class Journal:
         if valid < len(data):
             os.truncate(self.log_path, valid)
         for payload in payloads:
-            body = unpack(payload)
+            body = _load(payload, self.log_path)
             seq = int(body["seq"])
             self.seq = max(self.seq, seq)
             if seq > snapshot_seq:
@@ -176,7 +186,7 @@ class Journal:
         if not self.snapshot_path.exists():
             return 0
         payloads, _ = read_frames(self.snapshot_path.read_bytes(), self.snapshot_path)
-        return int(unpack(payloads[0])["seq"]) if payloads else 0
+        return int(_load(payloads[0], self.snapshot_path)["seq"]) if payloads else 0
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Write ``state`` (which includes every record so far) and empty the log."""

@@ -114,3 +114,23 @@ def test_any_records_round_trip(
     path = tmp_path_factory.mktemp("j")
     fill(path, records)
     assert replayed(path) == records
+
+
+def test_a_snapshot_larger_than_any_message_loads(tmp_path: Path) -> None:
+    """A big store's snapshot is far over the wire's 16 MiB and its limits on map and
+    array sizes; the journal is our own checksummed data and must load whatever it wrote."""
+    from hivemem.memory_bus.protocol import MAX_MESSAGE_BYTES
+
+    state = {
+        "namespaces": {f"agent-{i}": [i, "x" * 8] for i in range(20_000)},
+        "ids": list(range(100_000)),
+        "blob": b"\x01" * (MAX_MESSAGE_BYTES + 1024),
+    }
+    with Journal(tmp_path, "no") as journal:
+        journal.append({"op": "write", "n": 1})
+        journal.snapshot(state)
+        journal.append({"op": "write", "n": 2})
+    with Journal(tmp_path, "no") as journal:
+        loaded = journal.load_snapshot()
+        assert loaded == state
+        assert list(journal.replay()) == [{"op": "write", "n": 2}]
