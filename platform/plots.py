@@ -45,18 +45,10 @@ def run_plots(folder: Path, result: RunResult, baseline: RunResult | None) -> li
     fig, ax = plt.subplots(figsize=(7, 4))
     keys = sorted({k for r in result.rows for k in r["ops"]})
     for k in keys:
-        total, series = 0.0, []
-        for r in result.rows:
-            total += r["ops"].get(k, 0.0)
-            series.append(total)
-        ax.plot(ticks, series, label=k)
+        ax.plot(ticks, _cumulative(result.rows, "ops", k), label=k)
     ev = sorted({k for r in result.rows for k in r["evicted"]})
     for k in ev:
-        total, series = 0.0, []
-        for r in result.rows:
-            total += r["evicted"].get(k, 0.0)
-            series.append(total)
-        ax.plot(ticks, series, ":", label=f"{k}.evicted")
+        ax.plot(ticks, _cumulative(result.rows, "evicted", k), ":", label=f"{k}.evicted")
     ax.set(
         xlabel="tick",
         ylabel="cumulative count",
@@ -85,6 +77,15 @@ def compare_plot(
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set(ylabel="score (mean ± 95 % CI)", title=title, ylim=(0, 1.05))
     return _save(fig, path)
+
+
+def _cumulative(rows: list[dict[str, Any]], field: str, key: str) -> list[float]:
+    """Running total of ``row[field][key]`` over the ticks."""
+    total, series = 0.0, []
+    for r in rows:
+        total += r[field].get(key, 0.0)
+        series.append(total)
+    return series
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from hivemem.agents.base import AgentSpec, Observation
 from hivemem.scenarios.base import TASKS, Task, TaskParams, ratio
-from hivemem.scenarios.facts import ATTRIBUTES, VALUES, all_keys, fact, question
+from hivemem.scenarios.facts import ATTRIBUTES, VALUES, all_keys, deal, fact, question
 from pydantic import Field
 
 
@@ -85,14 +85,7 @@ class EvolvingFacts(Task):
         return self.vals[key][max(i, 0)]
 
     def observe(self, t: int) -> dict[str, Observation]:
-        obs: dict[str, Observation] = {}
-        if self.observers:
-            for i, f in enumerate(self.facts[t]):
-                spec = self.observers[i % len(self.observers)]
-                obs.setdefault(spec.agent_id, {"facts": []})["facts"].append(f)
-        for aid, q in self.questions[t].items():
-            obs.setdefault(aid, {})["question"] = q
-        return obs
+        return deal(self.facts[t], self.observers, self.questions[t])
 
     def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
         out = {

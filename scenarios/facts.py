@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hivemem.agents.base import AgentSpec, Observation
+
 ATTRIBUTES = ["colour", "city", "owner", "vault", "route", "signal", "plant", "sport"]
 VALUES = [
     "amber", "birch", "cobalt", "delta", "ember", "fjord", "garnet", "harbor",
@@ -50,3 +52,17 @@ def question(key: Key, qid: int, as_of: float | None = None) -> dict[str, Any]:
 def all_keys(entities: int, attributes: int) -> list[Key]:
     """Every (entity, attribute) pair, in a fixed order."""
     return [Key(e, a) for e in range(entities) for a in range(attributes)]
+
+
+def deal(
+    facts: list[dict[str, Any]], observers: list[AgentSpec], questions: dict[str, dict[str, Any]]
+) -> dict[str, Observation]:
+    """One tick's observations: facts dealt round-robin to ``observers``, questions to theirs."""
+    obs: dict[str, Observation] = {}
+    if observers:
+        for i, f in enumerate(facts):
+            spec = observers[i % len(observers)]
+            obs.setdefault(spec.agent_id, {"facts": []})["facts"].append(f)
+    for aid, q in questions.items():
+        obs.setdefault(aid, {})["question"] = q
+    return obs

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from hivemem.agents.base import AgentSpec, Observation
 from hivemem.scenarios.base import TASKS, Task, TaskParams, ratio
-from hivemem.scenarios.facts import ATTRIBUTES, VALUES, Key, all_keys, fact, question
+from hivemem.scenarios.facts import ATTRIBUTES, VALUES, Key, all_keys, deal, fact, question
 from pydantic import Field
 
 
@@ -55,14 +55,7 @@ class RelayQA(Task):
         self.scouts = scouts
 
     def observe(self, t: int) -> dict[str, Observation]:
-        obs: dict[str, Observation] = {}
-        if self.scouts:
-            for i, f in enumerate(self.facts[t]):
-                spec = self.scouts[i % len(self.scouts)]
-                obs.setdefault(spec.agent_id, {"facts": []})["facts"].append(f)
-        for aid, q in self.questions[t].items():
-            obs.setdefault(aid, {})["question"] = q
-        return obs
+        return deal(self.facts[t], self.scouts, self.questions[t])
 
     def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
         asked = self.questions[t]
