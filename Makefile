@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: install install-dev run test lint typecheck unit bench clean
+.PHONY: install install-dev prometheus run test lint typecheck unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,16 @@ run: install
 	$(BIN)/hivemem run relay_qa
 
 ## test: install with dev tools, lint, type-check and run the whole test suite
-test: install-dev lint typecheck
+test: install-dev prometheus lint typecheck
 	$(BIN)/pytest
+
+# The observability tests run Debian's prometheus and promtool. Installed here when
+# missing and we are root (CI on a fresh machine); otherwise install it yourself.
+prometheus:
+	@command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || \
+		apt-get install -y -q --no-install-recommends prometheus >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus"; exit 1; }
 
 lint: install-dev
 	$(BIN)/ruff check .
