@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,72 +10,13 @@ from pathlib import Path
 
 import pytest
 import zmq
-from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import decode_reply, encode_new_item, encode_request
+from hivemem.memory_bus.testing.server_process import ServerProcess
 
 WRITERS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.secret_file = data_dir.parent / "secret"
-        self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "hivemem.platform.cli",
-            "bus",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            "--secret-file",
-            str(self.secret_file),
-            "--snapshot-every",
-            "150",
-            "--fsync",
-            "no",
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with MemoryClient(
-                    self.address, "probe", self.token("probe"), timeout=0.5, retries=0
-                ) as c:
-                    c.ping()
-                    return
-            except HivememError:
-                continue
-        raise AssertionError("server did not come up")
-
-    def token(self, agent: str) -> str:
-        return token_for(self.secret_file.read_bytes(), agent) if self.secret_file.exists() else ""
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture
