@@ -103,7 +103,7 @@ class ServerProcess:
 
     def admin(self, **kw: object) -> MemoryClient:
         """A client acting as the administrator (may register agents)."""
-        return MemoryClient(self.address, ADMIN_AGENT, self.token(ADMIN_AGENT), **kw)  # type: ignore[arg-type]
+        return MemoryClient(self.address, ADMIN_AGENT, self.token(ADMIN_AGENT), **kw)
 
     def kill(self) -> None:
         """SIGKILL: no handler runs, nothing is flushed by the server."""
