@@ -19,7 +19,7 @@ import concurrent.futures
 import itertools
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -472,9 +472,16 @@ class AsyncMemoryClient(Ops):
 
 
 class MemoryClient(Ops):
-    """The synchronous client: the async core on a private event-loop thread."""
+    """The synchronous client: the async core on a private event-loop thread.
 
-    def __init__(self, address: str, agent: str = "", token: str = "", **kw: Any) -> None:
+    Given several addresses (a list, or one string with commas), the core is an
+    :class:`~hivemem.memory_bus.sharding.AsyncShardedClient`: the bus is sharded by
+    namespace over those servers, and every op here works the same.
+    """
+
+    def __init__(
+        self, address: str | Sequence[str], agent: str = "", token: str = "", **kw: Any
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="hivemem-client", daemon=True
@@ -549,6 +556,11 @@ class _Submitting(Ops):
 
 
 async def _make_async(
-    address: str, agent: str, token: str, kw: dict[str, Any]
-) -> AsyncMemoryClient:
-    return AsyncMemoryClient(address, agent, token, **kw)
+    address: str | Sequence[str], agent: str, token: str, kw: dict[str, Any]
+) -> Any:
+    from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
+
+    addresses = split_addresses(address)
+    if len(addresses) == 1:
+        return AsyncMemoryClient(addresses[0], agent, token, **kw)
+    return AsyncShardedClient(addresses, agent, token, **kw)

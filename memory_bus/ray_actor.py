@@ -23,9 +23,15 @@ class BusActor:
     """Holds one bus server for the life of the actor."""
 
     def __init__(
-        self, config_json: str, secret: bytes, host: str | None, port: int, data_dir: str | None
+        self,
+        config_json: str,
+        secret: bytes,
+        host: str | None,
+        port: int,
+        data_dir: str | None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
-        store = MemoryStore(StoreConfig.model_validate_json(config_json))
+        store = MemoryStore(StoreConfig.model_validate_json(config_json)).as_shard(*shard)
         journal = Journal(data_dir) if data_dir else None
         bind = host or ray.util.get_node_ip_address()
         self.server = BusServer(store, host=bind, port=port, secret=secret, journal=journal).start()
@@ -53,18 +59,58 @@ def start_bus_actor(
     port: int = 0,
     data_dir: str | None = None,
     num_cpus: float = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[Any, dict[str, str]]:
     """Start the named bus actor, or join the one already running under that name.
+
+    ``shard`` is ``(index, count)`` for one server of a sharded bus (its store hands out
+    ids ``1 + index``, ``1 + index + count``, ...); the shards of a bus are placed by Ray
+    with the SPREAD strategy, on different nodes where it can.
 
     Returns:
         The actor handle and its ``{"address", "pub"}``.
     """
-    remote = ray.remote(num_cpus=num_cpus, max_restarts=0)(BusActor)
-    actor: Any = remote.options(name=name, namespace=namespace, get_if_exists=True).remote(
-        config.model_dump_json(), secret, host, port, data_dir
-    )
+    actor = _launch(config, secret, name, namespace, host, port, data_dir, num_cpus, shard)
     addresses: dict[str, str] = ray.get(actor.addresses.remote())
     return actor, addresses
+
+
+def _launch(
+    config: StoreConfig,
+    secret: bytes,
+    name: str,
+    namespace: str,
+    host: str | None,
+    port: int,
+    data_dir: str | None,
+    num_cpus: float,
+    shard: tuple[int, int],
+) -> Any:
+    remote = ray.remote(num_cpus=num_cpus, max_restarts=0)(BusActor)
+    return remote.options(
+        name=name, namespace=namespace, get_if_exists=True, scheduling_strategy="SPREAD"
+    ).remote(config.model_dump_json(), secret, host, port, data_dir, shard)
+
+
+def start_bus_shards(
+    config: StoreConfig,
+    secret: bytes,
+    shards: int,
+    *,
+    name: str = DEFAULT_NAME,
+    namespace: str = DEFAULT_NAMESPACE,
+) -> tuple[list[Any], list[str]]:
+    """Start the ``shards`` servers of a sharded bus at once, as actors ``{name}-{i}``.
+
+    They share ``secret`` (a token is valid on every shard). Returns the actor handles
+    and their ROUTER addresses in shard order, the order clients route by.
+    """
+    actors = [
+        _launch(config, secret, f"{name}-{i}", namespace, None, 0, None, 0, (i, shards))
+        for i in range(shards)
+    ]
+    found: list[dict[str, str]] = ray.get([a.addresses.remote() for a in actors])
+    return actors, [f["address"] for f in found]
 
 
 def find_bus_actor(

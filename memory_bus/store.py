@@ -95,6 +95,20 @@ class MemoryStore:
         """Give eviction the future (Belady): ``next_use(item)`` is its next use time."""
         self.ctx.next_use = next_use
 
+    def as_shard(self, index: int, count: int) -> MemoryStore:
+        """Make this (empty) store shard ``index`` of ``count``: its ids are ``1 + index``,
+        ``1 + index + count``, ... so no two shards of a bus hand out the same id.
+
+        Raises:
+            ConfigError: the index is out of range or the store already holds items.
+        """
+        if not 0 <= index < count:
+            raise ConfigError(f"shard index {index} is not in [0, {count})")
+        if self.ctx.next_id != 1:
+            raise ConfigError("a store becomes a shard before its first write")
+        self.ctx.next_id, self.ctx.id_stride = 1 + index, count
+        return self
+
     def stats(self) -> dict[str, Any]:
         """Per-tier counts."""
         return {name.value: tier.stats() for name, tier in self.tiers.items()}

@@ -64,14 +64,17 @@ class StoreContext:
     embedder: Embedder | None
     limits: Limits = field(default_factory=Limits)
     next_id: int = 1
+    id_stride: int = 1
+    """Step between ids: shard ``i`` of ``n`` starts at ``1 + i`` and steps by ``n``, so
+    ids stay unique across the shards of a bus."""
     next_use: NextUse | None = None
     listeners: list[Callable[[MemoryEvent], None]] = field(default_factory=list)
 
     def allocate(self, n: int) -> range:
         """``n`` fresh int64 ids, in order."""
         start = self.next_id
-        self.next_id += n
-        return range(start, start + n)
+        self.next_id += n * self.id_stride
+        return range(start, self.next_id, self.id_stride)
 
     def emit(self, event: MemoryEvent) -> None:
         """Announce a change to every listener."""

@@ -94,7 +94,13 @@ def ensure_ray(address: str | None, num_cpus: int) -> None:
 
 
 class _Bus:
-    """The bus a run uses: embedded (a thread here) or a named Ray actor."""
+    """The bus a run uses: embedded (threads here) or named Ray actors, one per shard.
+
+    With ``run.bus_shards`` > 1 the namespaces are spread over that many servers (see
+    :mod:`hivemem.memory_bus.sharding`); ``address`` then lists them all, comma-separated,
+    and every client routes by namespace. Bus metrics are kept for an unsharded embedded
+    bus only (the per-store gauges would overwrite each other).
+    """
 
     def __init__(
         self, scenario: Scenario, remote: bool, run_id: str, oracle: Any, registry: Any = None
@@ -103,23 +109,27 @@ class _Bus:
         from hivemem.memory_bus.protocol import ADMIN_AGENT
 
         config = scenario.memory.model_copy(update={"seed": scenario.run.seed})
-        self.actor: Any = None
-        self.server: BusServer | None = None
+        shards = scenario.run.bus_shards
+        self.actors: list[Any] = []
+        self.servers: list[BusServer] = []
         secret = new_secret()
         if remote:
-            from hivemem.memory_bus.ray_actor import start_bus_actor
+            from hivemem.memory_bus.ray_actor import start_bus_shards
 
-            self.actor, addr = start_bus_actor(config, secret, name=f"hivemem-bus-{run_id}")
-            self.address = addr["address"]
+            self.actors, addresses = start_bus_shards(
+                config, secret, shards, name=f"hivemem-bus-{run_id}"
+            )
         else:
-            store = MemoryStore(config)
-            if oracle is not None:
-                store.set_oracle(oracle)
             from hivemem.memory_bus.metrics import BusMetrics
 
-            metrics = BusMetrics(registry) if registry is not None else None
-            self.server = BusServer(store, secret=secret, metrics=metrics).start()
-            self.address = self.server.address
+            metrics = BusMetrics(registry) if registry is not None and shards == 1 else None
+            for i in range(shards):
+                store = MemoryStore(config).as_shard(i, shards)
+                if oracle is not None:
+                    store.set_oracle(oracle)
+                self.servers.append(BusServer(store, secret=secret, metrics=metrics).start())
+            addresses = [s.address for s in self.servers]
+        self.address = ",".join(addresses)
         self.admin = MemoryClient(self.address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT))
 
     def register(self, specs: list[AgentSpec]) -> dict[str, str]:
@@ -134,13 +144,14 @@ class _Bus:
 
     def close(self) -> None:
         self.admin.close()
-        if self.server is not None:
-            self.server.stop()
-        if self.actor is not None:
+        for server in self.servers:
+            server.stop()
+        if self.actors:
             import ray
 
-            ray.get(self.actor.stop.remote())
-            ray.kill(self.actor)
+            ray.get([a.stop.remote() for a in self.actors])
+            for actor in self.actors:
+                ray.kill(actor)
 
 
 def split(specs: list[AgentSpec], hosts: int) -> list[list[AgentSpec]]:
@@ -265,8 +276,15 @@ def run_once(
     on_tick: TickCallback | None = None,
     hooks: dict[str, Any] | None = None,
     metrics: DriverMetrics | None = None,
+    host_pool: Callable[..., Any] | None = None,
 ) -> RunResult:
-    """Run the scenario once (Ray must be up) and return the per-tick rows and summary."""
+    """Run the scenario once and return the per-tick rows and summary.
+
+    Ray must be up, unless ``host_pool`` builds the hosts some other way: it is called
+    like ``_Hosts(blocks, address, tokens, dim, run_id)`` and must offer the same
+    ``step``/``commit``/``close``/``restarts``/``nodes`` (RL training runs the agent
+    hosts in-process this way; see ``hivemem.platform.rl.sim``).
+    """
     hooks = hooks or {}
     task = scenario.make_task(baseline)
     specs = task.roster
@@ -287,7 +305,9 @@ def run_once(
     pool: _Hosts | None = None
     try:
         tokens = bus.register(specs)
-        pool = _Hosts(split(specs, n_hosts), bus.address, tokens, scenario.memory.dim, run_id)
+        pool = (host_pool or _Hosts)(
+            split(specs, n_hosts), bus.address, tokens, scenario.memory.dim, run_id
+        )
         totals: dict[str, float] = {}
         rows: list[dict[str, Any]] = []
         timing = {
@@ -346,6 +366,7 @@ def run_once(
                 metrics.score.labels(name).set(row["score"])
                 metrics.progress.labels(name).set((t + 1) / scenario.run.ticks)
                 metrics.restarts.labels(name).inc(pool.restarts - restarts_seen)
+                metrics.record_memory(name, parts, row)
                 restarts_seen = pool.restarts
             if on_tick is not None:
                 on_tick(t, row)

@@ -57,6 +57,9 @@ class RunSpec(_Model):
     agents_per_host: int | None = Field(
         None, ge=1, description="if set, hosts = ceil(agents / agents_per_host)"
     )
+    bus_shards: int = Field(
+        1, ge=1, le=256, description="bus servers; namespaces are spread over them by hash"
+    )
     num_cpus: int = Field(2, ge=1, description="CPUs of the embedded local Ray")
     baseline: bool = Field(True, description="also run the no-memory baseline agents")
 

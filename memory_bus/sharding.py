@@ -1,0 +1,159 @@
+"""A bus sharded by namespace: the client half (routing, splitting, merging).
+
+Each namespace lives on exactly one of ``n`` bus servers, chosen by a stable hash of
+its name (:func:`shard_of`: BLAKE2b, never Python's salted ``hash()``), so every process
+of a run agrees on it. Everything a tier does is per namespace (capacity, eviction, the
+index, a graph's subtrees and edges), so a sharded bus behaves exactly like one server:
+k-hop and PageRank retrieval never need two shards, and eviction stays exact.
+
+:class:`AsyncShardedClient` has the interface of
+:class:`~hivemem.memory_bus.client.AsyncMemoryClient` (it shares its :class:`Ops`):
+single ops go to their namespace's shard; ``write_many`` and ``search_many`` are split
+by shard, the parts sent at once and the replies merged back in the caller's order;
+``register`` goes to every shard (they share one secret, so tokens are the same on all);
+``stats`` sums over shards. :class:`~hivemem.memory_bus.client.MemoryClient` given
+several addresses (a list, or one string with commas) runs this core.
+
+Example:
+    >>> shard_of("team-a", 4) == shard_of("team-a", 4)
+    True
+    >>> client = MemoryClient("tcp://10.0.0.1:7777,tcp://10.0.0.2:7777")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hivemem.memory_bus.client import AsyncMemoryClient, Ops
+from hivemem.memory_bus.errors import HivememError
+
+BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
+"""Batch ops and the argument holding their entries (each entry names its namespace)."""
+
+EVERY_SHARD = {"ping", "register", "stats"}
+"""Ops that concern the whole bus rather than one namespace."""
+
+
+class ShardError(HivememError):
+    """Shards that disagree, or a request no shard can take."""
+
+    code = "shard_error"
+
+
+def shard_of(namespace: str, shards: int) -> int:
+    """The shard that owns ``namespace`` among ``shards`` (stable across processes)."""
+    if shards == 1:
+        return 0
+    digest = hashlib.blake2b(namespace.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+def split_addresses(address: str | Sequence[str]) -> list[str]:
+    """Shard addresses from a list or one comma-separated string, in shard order."""
+    parts = address.split(",") if isinstance(address, str) else list(address)
+    found = [a.strip() for a in parts if a.strip()]
+    if not found:
+        raise ValueError(f"no bus address in {address!r}")
+    return found
+
+
+def merge_stats(parts: list[Any]) -> Any:
+    """One ``stats`` reply from the shards': numbers summed, maps merged, the rest kept."""
+    first = parts[0]
+    if isinstance(first, dict):
+        keys = dict.fromkeys(k for part in parts for k in part)
+        return {k: merge_stats([p[k] for p in parts if k in p]) for k in keys}
+    if isinstance(first, int | float) and not isinstance(first, bool):
+        return sum(parts)
+    return first
+
+
+class AsyncShardedClient(Ops):
+    """The asyncio client of a sharded bus (see the module docstring).
+
+    Args:
+        addresses: One ROUTER address per shard, in shard order (the order decides
+            which shard owns which namespace, so every client must use the same).
+        agent: Default agent id for requests.
+        token: That agent's token.
+        **kw: Passed to each shard's :class:`AsyncMemoryClient` (timeout, retries, curve,
+            client_id). Each shard numbers its requests on its own, so a replay after a
+            crash carries the same ids on every shard.
+    """
+
+    def __init__(self, addresses: Sequence[str], agent: str = "", token: str = "", **kw: Any):
+        self.agent, self.token = agent, token
+        self.shards = [AsyncMemoryClient(a, agent, token, **kw) for a in addresses]
+
+    def _call(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
+    ) -> Any:
+        return self._routed(op, args, decode)
+
+    async def _routed(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
+    ) -> Any:
+        if op in BATCH_KEYS:
+            merged = await self._split(op, BATCH_KEYS[op], args)
+            return decode(merged) if decode is not None else merged
+        if op in EVERY_SHARD:
+            replies = await asyncio.gather(*(s._call(op, args, decode) for s in self.shards))
+            return _combine(op, replies)
+        if "namespace" not in args:
+            raise ShardError(f"op {op!r} names no namespace, so no shard can take it", op=op)
+        shard = self.shards[shard_of(str(args["namespace"]), len(self.shards))]
+        return await shard._call(op, args, decode)
+
+    async def _split(self, op: str, key: str, args: dict[str, Any]) -> list[Any]:
+        """Send each shard its entries of the batch at once; the replies in entry order."""
+        entries = args[key]
+        if not isinstance(entries, list):
+            raise ShardError(f"{op} needs a list in {key!r}", op=op)
+        positions: dict[int, list[int]] = {}
+        for i, entry in enumerate(entries):
+            namespace = entry.get("namespace") if isinstance(entry, dict) else None
+            if not isinstance(namespace, str):
+                raise ShardError(f"{op} entry {i} names no namespace", op=op, entry=i)
+            positions.setdefault(shard_of(namespace, len(self.shards)), []).append(i)
+        order = sorted(positions)
+        replies = await asyncio.gather(
+            *(
+                self.shards[s]._call(op, {**args, key: [entries[i] for i in positions[s]]})
+                for s in order
+            )
+        )
+        merged: list[Any] = [None] * len(entries)
+        for s, reply in zip(order, replies, strict=True):
+            for i, value in zip(positions[s], reply, strict=True):
+                merged[i] = value
+        return merged
+
+    def number_requests_from(self, start: int) -> None:
+        """Each shard's next requests carry ids ``start``, ``start + 1``, ..."""
+        for shard in self.shards:
+            shard.number_requests_from(start)
+
+    def as_agent(self, agent: str, token: str) -> AsyncShardedClient:
+        """A handle on the same connections that acts as ``agent``."""
+        handle = object.__new__(AsyncShardedClient)
+        handle.agent, handle.token = agent, token
+        handle.shards = [s.as_agent(agent, token) for s in self.shards]
+        return handle
+
+    def close(self) -> None:
+        """Close every shard's socket (call from the loop that used them)."""
+        for shard in self.shards:
+            shard.close()
+
+
+def _combine(op: str, replies: list[Any]) -> Any:
+    if op == "stats":
+        return merge_stats(replies)
+    if op == "register" and any(r != replies[0] for r in replies):
+        raise ShardError("the shards gave different tokens: they do not share one secret")
+    if op == "ping":
+        return {**replies[0], "shards": len(replies), "pubs": [r.get("pub") for r in replies]}
+    return replies[0]

@@ -1,0 +1,187 @@
+"""A bus sharded by namespace: real servers on loopback sockets, a real Ray for runs.
+
+Routing is by a stable hash of the namespace, batches are split per shard and merged back
+in order, ``stats`` sums the shards, tokens hold on every shard, a dead shard is named in
+the error, and a run gives the same rows on one shard as on several.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hivemem.memory_bus.auth import new_secret, token_for
+from hivemem.memory_bus.client import BusTimeoutError, MemoryClient
+from hivemem.memory_bus.config import StoreConfig, TierConfig
+from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.errors import AccessDeniedError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import ADMIN_AGENT
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.sharding import shard_of, split_addresses
+from hivemem.memory_bus.store import MemoryStore
+from hivemem.platform.runner import run_once
+from hivemem.platform.scenario import load_scenario
+
+DIM = 32
+SHARDS = 3
+GROUPS = [f"g{i}" for i in range(24)]
+
+
+@dataclass
+class Sharded:
+    servers: list[BusServer]
+    admin: MemoryClient
+    alice: MemoryClient
+
+    @property
+    def address(self) -> str:
+        return ",".join(s.address for s in self.servers)
+
+    def namespaces_on(self, shard: int, tier: str = "shared") -> set[str]:
+        return set(self.servers[shard].store.tier(tier).namespaces)
+
+
+@pytest.fixture
+def sharded() -> Iterator[Sharded]:
+    secret = new_secret()
+    config = StoreConfig(dim=DIM, shared=TierConfig(capacity=1000))
+    servers = [
+        BusServer(MemoryStore(config).as_shard(i, SHARDS), secret=secret).start()
+        for i in range(SHARDS)
+    ]
+    address = ",".join(s.address for s in servers)
+    admin = MemoryClient(address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT), timeout=5.0)
+    token = admin.register("alice", GROUPS)["token"]
+    alice = admin.as_agent("alice", token)
+    try:
+        yield Sharded(servers, admin, alice)
+    finally:
+        admin.close()
+        for server in servers:
+            server.stop()
+
+
+def embed(text: str) -> np.ndarray:
+    return HashingEmbedder(DIM)([text])[0]
+
+
+def test_the_shard_of_a_namespace_is_the_same_in_every_process() -> None:
+    names = [f"team-{i}" for i in range(50)]
+    here = [shard_of(n, 4) for n in names]
+    code = (
+        "from hivemem.memory_bus.sharding import shard_of;"
+        "print([shard_of(f'team-{i}', 4) for i in range(50)])"
+    )
+    for seed in ("1", "2"):  # Python's str hash() differs per seed; shard_of must not
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert eval(out.stdout) == here
+    assert set(here) == {0, 1, 2, 3}, "50 namespaces should reach all 4 shards"
+    assert split_addresses(" tcp://a:1, tcp://b:2 ") == ["tcp://a:1", "tcp://b:2"]
+
+
+def test_each_namespace_lives_on_its_own_shard_only(sharded: Sharded) -> None:
+    for g in GROUPS:
+        sharded.alice.write("shared", g, NewItem(f"fact of {g}"), now=0.0)
+        sharded.alice.write("graph", g, NewItem(f"node of {g}"), now=0.0)
+    for shard in range(SHARDS):
+        expected = {g for g in GROUPS if shard_of(g, SHARDS) == shard}
+        assert sharded.namespaces_on(shard) == expected
+        assert sharded.namespaces_on(shard, "graph") == expected
+    assert all(sharded.namespaces_on(s) for s in range(SHARDS))
+
+
+def test_batches_are_split_per_shard_and_merged_in_order(sharded: Sharded) -> None:
+    entries = [(GROUPS[i % len(GROUPS)], NewItem(f"fact {i}")) for i in range(200)]
+    results = sharded.alice.write_many("shared", entries, now=1.0)
+    ids = [r.item_id for r in results]
+    assert len(set(ids)) == 200, "shards must never hand out the same id"
+    for (ns, item), item_id in zip(entries, ids, strict=True):
+        assert sharded.alice.get("shared", ns, item_id).text == item.text
+    queries = [(ns, embed(item.text), 1) for ns, item in reversed(entries)]
+    hits = sharded.alice.search_many("shared", queries, now=2.0)
+    assert [h[0].item.text for h in hits] == [item.text for _, item in reversed(entries)]
+    pending = sharded.alice.nowait().search_many("shared", queries[:5], now=3.0)
+    assert [h[0].id for h in pending.result()] == ids[::-1][:5]
+
+
+def test_stats_sum_over_the_shards(sharded: Sharded) -> None:
+    entries = [(GROUPS[i % len(GROUPS)], NewItem(f"fact {i}")) for i in range(90)]
+    sharded.alice.write_many("shared", entries, now=1.0)
+    stats = sharded.alice.stats()
+    per_shard = [s.store.stats()["shared"] for s in sharded.servers]
+    assert stats["shared"]["items"] == 90 == sum(p["items"] for p in per_shard)
+    assert stats["shared"]["namespaces"] == len(GROUPS)
+    assert stats["shared"]["decisions"] == {"ADD": 90}
+    assert stats["shared"]["eviction_policy"] == per_shard[0]["eviction_policy"]
+    assert sharded.alice.ping()["shards"] == SHARDS
+
+
+def test_graph_subtrees_and_retrieval_stay_on_one_shard(sharded: Sharded) -> None:
+    for g in GROUPS[:6]:
+        a = sharded.alice.write("graph", g, NewItem(f"door A of {g}"), now=0.0).item_id
+        b = sharded.alice.write("graph", g, NewItem(f"door B of {g}"), now=0.0).item_id
+        sharded.alice.add_edge(g, a, b, "next_to", now=0.0)
+        parent = sharded.alice.promote(g, [a, b], NewItem(f"doors of {g}", level=1), now=1.0)
+        assert sorted(sharded.alice.neighbors(g, parent, direction="out")) == sorted([a, b])
+        hits = sharded.alice.retrieve(g, embed(f"door A of {g}"), k=3, now=2.0, method="ppr")
+        assert {h.id for h in hits} == {a, b, parent}
+        owner = sharded.servers[shard_of(g, SHARDS)].store.graph
+        assert len(owner.namespaces[g].items) == 3
+
+
+def test_a_token_holds_on_every_shard_and_access_is_checked_on_each(sharded: Sharded) -> None:
+    token = sharded.admin.register("bob", ["g0"])["token"]
+    bob = sharded.admin.as_agent("bob", token)
+    assert bob.write("shared", "g0", NewItem("bob was here"), now=0.0).item_id > 0
+    outsider = next(g for g in GROUPS if shard_of(g, SHARDS) != shard_of("g0", SHARDS))
+    with pytest.raises(AccessDeniedError):
+        bob.write_many("shared", [("g0", NewItem("ok")), (outsider, NewItem("no"))], now=1.0)
+
+
+def test_a_dead_shard_is_named_and_the_others_keep_serving(sharded: Sharded) -> None:
+    dead = shard_of("g0", SHARDS)
+    alive = next(g for g in GROUPS if shard_of(g, SHARDS) != dead)
+    address = sharded.servers[dead].address
+    sharded.servers[dead].stop()
+    with MemoryClient(sharded.address, "alice", sharded.alice.token, timeout=0.3, retries=0) as c:
+        with pytest.raises(BusTimeoutError, match=address.replace(".", r"\.")):
+            c.write("shared", "g0", NewItem("lost"), now=0.0)
+        with pytest.raises(BusTimeoutError, match=address.replace(".", r"\.")):
+            c.write_many("shared", [(alive, NewItem("a")), ("g0", NewItem("b"))], now=0.0)
+        assert c.write("shared", alive, NewItem("still served"), now=1.0).item_id > 0
+
+
+SMALL = {
+    "relay_qa": ["run.ticks=12", "agents.0.count=2", "agents.1.count=4"],
+    "team_insights": ["run.ticks=20", "agents.0.count=3", "agents.1.count=3", "agents.2.count=2"],
+    "capacity_stream": ["run.ticks=40", "agents.0.count=6"],
+}
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_one_shard_and_three_shards_give_the_same_rows(name: str) -> None:
+    one = run_once(load_scenario(name, [*SMALL[name], "run.bus_shards=1"]), hosts=1)
+    three = load_scenario(name, [*SMALL[name], "run.bus_shards=3"])
+    spread = {shard_of(s.agent_id, 3) for s in three.roster()}
+    assert len(spread) > 1, "the private namespaces should land on several shards"
+    assert run_once(three, hosts=1).rows == one.rows
+    assert one.summary["score"] > 0.5
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_shards_as_ray_actors_give_the_embedded_rows() -> None:
+    embedded = run_once(load_scenario("relay_qa", SMALL["relay_qa"]), hosts=1)
+    remote = run_once(
+        load_scenario("relay_qa", [*SMALL["relay_qa"], "run.bus_shards=2"]), remote=True, hosts=1
+    )
+    assert remote.rows == embedded.rows
