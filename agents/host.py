@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from hivemem.agents.base import Action, Agent, AgentSpec, Observation, Proposal, make_agent
+from hivemem.agents.metrics import HostMetrics, host_metrics
 from hivemem.memory_bus.client import MemoryClient, OnBehalf, encode_write_entries
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.interfaces import Hit
@@ -151,6 +152,9 @@ class AgentHost:
         self.hit_vectors = any(getattr(a, "hit_vectors", True) for a in self.agents.values())
         self.hit_bytes = hit_bytes(dim, self.hit_vectors)
         self.prepared: list[tuple[str, OnBehalf, list[dict[str, Any]]]] = []
+        self.metrics = host_metrics()
+        if self.metrics is not None:
+            self.metrics.started()
 
     def info(self) -> dict[str, Any]:
         """Who this host is: its process incarnation and its agents."""
@@ -182,6 +186,8 @@ class AgentHost:
                 self.pending.append((aid, action))
         recalls.finish()
         stats.recalls = len(flat)
+        if self.metrics is not None:
+            self.metrics.agent_steps.inc(len(observations))
         self.prepared = self._prepare_writes(self.pending)
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
         return {"answers": answers, "stats": stats.to_dict(), "incarnation": self.incarnation}
@@ -197,6 +203,8 @@ class AgentHost:
             t0 = time.perf_counter()
             results = self._as(sender).write_many_encoded(tier, items, now=t)
             stats.bus_seconds += time.perf_counter() - t0
+            if self.metrics is not None:
+                self.metrics.request("write_many", tier, len(items), time.perf_counter() - t0)
             for res in results:
                 key = f"{tier}.{res.op.value}"
                 stats.ops[key] = stats.ops.get(key, 0) + 1
@@ -224,7 +232,7 @@ class AgentHost:
         The bus starts on the first request while the host encodes the next, and the
         host's agents act on the first reply while the bus answers the next.
         """
-        recalls = _Recalls(stats)
+        recalls = _Recalls(stats, self.metrics)
         if not flat:
             return recalls
         vectors = self._embed([r.query for _, _, r in flat])
@@ -246,7 +254,7 @@ class AgentHost:
                 .search_many(tier, queries, now=t, vectors=self.hit_vectors)
             )
             stats.bus_seconds += time.perf_counter() - t0
-            recalls.expect([(flat[p][0], flat[p][1]) for p in chunk], reply)
+            recalls.expect([(flat[p][0], flat[p][1]) for p in chunk], reply, tier, t0)
         return recalls
 
     def _prepare_writes(
@@ -293,18 +301,24 @@ class AgentHost:
 class _Recalls:
     """The hits of a tick's ``search_many`` requests, in flight and taken in the order sent."""
 
-    def __init__(self, stats: TickStats) -> None:
+    def __init__(self, stats: TickStats, metrics: HostMetrics | None = None) -> None:
         self.stats = stats
-        self.sent: list[tuple[list[tuple[str, int]], Future[Any]]] = []
+        self.metrics = metrics
+        self.sent: list[tuple[list[tuple[str, int]], Future[Any], str, float]] = []
         self.request_of: dict[tuple[str, int], int] = {}
         self.received: dict[tuple[str, int], list[Hit]] = {}
         self.done = 0
 
-    def expect(self, keys: list[tuple[str, int]], reply: Future[Any]) -> None:
-        """``reply`` will hold the hits of the recalls ``keys`` ((agent, recall index))."""
+    def expect(
+        self, keys: list[tuple[str, int]], reply: Future[Any], tier: str, sent_at: float
+    ) -> None:
+        """``reply`` will hold the hits of the recalls ``keys`` ((agent, recall index)).
+
+        ``tier`` and ``sent_at`` (``perf_counter``) are for the request's metrics.
+        """
         for key in keys:
             self.request_of[key] = len(self.sent)
-        self.sent.append((keys, reply))
+        self.sent.append((keys, reply, tier, sent_at))
 
     def hits(self, key: tuple[str, int]) -> list[Hit]:
         """The hits of one recall, waiting for its reply (and the earlier ones) if need be."""
@@ -318,10 +332,12 @@ class _Recalls:
             self._take_next()
 
     def _take_next(self) -> None:
-        keys, reply = self.sent[self.done]
+        keys, reply, tier, sent_at = self.sent[self.done]
         t0 = time.perf_counter()
         results = reply.result()
         self.stats.bus_seconds += time.perf_counter() - t0
+        if self.metrics is not None:
+            self.metrics.request("search_many", tier, len(keys), time.perf_counter() - sent_at)
         for key, res in zip(keys, results, strict=True):
             self.received[key] = res
             self.stats.hits += len(res)

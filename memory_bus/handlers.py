@@ -49,6 +49,8 @@ class Context:
         verified: ``(agent, token)`` pairs already authenticated, shared between
             requests (see :func:`authenticate`); None checks every token afresh.
         track_recalls: Whether reads note what they recalled (only the journal needs it).
+        on_recall: Called with ``(tier, now, hits of each query)`` after every search
+            (the server's metrics; None when replaying the journal).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Context:
         info: dict[str, Any] | None = None,
         verified: set[tuple[str, str]] | None = None,
         track_recalls: bool = True,
+        on_recall: Callable[[str, float, list[list[Hit]]], None] | None = None,
     ) -> None:
         self.store = store
         self.info = info or {}
@@ -67,6 +70,7 @@ class Context:
         self.verified = verified
         self.track_recalls = track_recalls
         self.recalls: Recalls = []
+        self.on_recall = on_recall
 
     def entry_caller(self, entry: dict[str, Any]) -> Caller:
         """The caller of one batch entry: its own agent and token if given, else the request's.
@@ -194,6 +198,8 @@ def search(ctx: Context, args: dict[str, Any]) -> Any:
         as_of=field(args, "as_of", NUMBER, None),
     )
     ctx.note(tier_name, hits)
+    if ctx.on_recall is not None:
+        ctx.on_recall(tier_name.value, _now(args), [hits])
     return [encode_hit(h, vectors, compact) for h in hits]
 
 
@@ -205,6 +211,8 @@ def search_many(ctx: Context, args: dict[str, Any]) -> Any:
     results = ctx.store.tier(tier_name).search_many(requests, now=_now(args))
     for hits in results:
         ctx.note(tier_name, hits)
+    if ctx.on_recall is not None:
+        ctx.on_recall(tier_name.value, _now(args), results)
     return [[encode_hit(h, vectors, compact) for h in hits] for hits in results]
 
 
@@ -335,6 +343,8 @@ def retrieve(ctx: Context, args: dict[str, Any]) -> Any:
         as_of=field(args, "as_of", NUMBER, None),
     )
     ctx.note(TierName.GRAPH, hits)
+    if ctx.on_recall is not None:
+        ctx.on_recall(TierName.GRAPH.value, _now(args), [hits])
     return [encode_hit(h) for h in hits]
 
 

@@ -1,12 +1,27 @@
-"""Prometheus metrics of the bus server (``hivemem_bus_*``, base units, no agent ids)."""
+"""Prometheus metrics of the bus server (``hivemem_bus_*``, base units, no agent ids).
+
+Besides requests and latencies, the memory itself: items, namespaces, tokens and bytes
+by tier; write-policy decisions (ADD/UPDATE/DELETE/NOOP) by tier and policy; evictions
+by tier and policy; and the staleness of what reads return (the age of each recalled
+item in the clients' clock, ticks for ``hivemem run``).
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.namespace import MemoryEvent
 from hivemem.memory_bus.store import MemoryStore
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
+AGE_BUCKETS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 10000.0)
 
 
 class BusMetrics:
@@ -53,7 +68,12 @@ class BusMetrics:
             ["tier", "policy"],
             registry=r,
         )
+        self.namespaces = Gauge(
+            "hivemem_bus_namespaces", "Namespaces, by tier", ["tier"], registry=r
+        )
         self._policy: dict[str, str] = {}
+        self.memory = _MemoryCollector()
+        r.register(self.memory)
 
     def request(self, op: str, code: str, seconds: float) -> None:
         """Count one answered request."""
@@ -72,8 +92,76 @@ class BusMetrics:
             self.items.labels(name).set(stats["items"])
             self.tokens.labels(name).set(stats["tokens"])
             self.bytes.labels(name).set(stats["bytes"])
+            self.namespaces.labels(name).set(stats["namespaces"])
             self._policy[name] = stats["eviction_policy"]
+        self.memory.decisions = {
+            (name, stats["write_policy"], decision): count
+            for name, stats in store.stats().items()
+            for decision, count in stats["decisions"].items()
+        }
+
+    def recalled(self, tier: str, now: float, results: Sequence[Sequence[Hit]]) -> None:
+        """Count the ages (``now - created``) of the items that reads of ``tier`` returned."""
+        self.memory.recalled(tier, now, results)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` over HTTP on ``addr:port``."""
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+class _MemoryCollector(Collector):
+    """Write decisions and recalled-item ages, counted where the hot path can afford it.
+
+    Decisions are the tiers' own running counts (kept in snapshots, so they survive a
+    restart), copied on the owner thread with the gauges. Ages go into numpy bucket
+    counts a read at a time: a ``search_many`` returns hundreds of hits, and observing
+    them one by one on a prometheus ``Histogram`` would take a lock per hit.
+    """
+
+    def __init__(self) -> None:
+        self.decisions: dict[tuple[str, str, str], int] = {}
+        self.edges = np.asarray(AGE_BUCKETS)
+        # tier -> counts per bucket (the last one is over every edge), sum of ages
+        self.ages: dict[str, tuple[np.ndarray, list[float]]] = {}
+        self.lock = threading.Lock()  # reads count on the owner thread, scrapes elsewhere
+
+    def recalled(self, tier: str, now: float, results: Sequence[Sequence[Hit]]) -> None:
+        created = [hit.item.created for hits in results for hit in hits]
+        if not created:
+            return
+        ages = now - np.asarray(created, dtype=np.float64)
+        slots = np.bincount(np.searchsorted(self.edges, ages), minlength=len(self.edges) + 1)
+        with self.lock:
+            counts, total = self.ages.setdefault(
+                tier, (np.zeros(len(self.edges) + 1, np.int64), [0.0])
+            )
+            counts += slots
+            total[0] += float(ages.sum())
+
+    def collect(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "hivemem_bus_write_decisions",
+            "Write-policy decisions (add, update, delete, noop) by tier and policy",
+            labels=["tier", "policy", "decision"],
+        )
+        for (tier, policy, decision), count in sorted(self.decisions.items()):
+            decisions.add_metric([tier, policy, decision], count)
+        yield decisions
+        ages = HistogramMetricFamily(
+            "hivemem_bus_recalled_item_age_ticks",
+            "Age (now - created, in the clients' clock) of each item a read returned, by tier",
+            labels=["tier"],
+        )
+        with self.lock:
+            snapshot = {
+                tier: (counts.copy(), total[0]) for tier, (counts, total) in self.ages.items()
+            }
+        for tier, (counts, total) in sorted(snapshot.items()):
+            cumulative = np.cumsum(counts)
+            buckets: list[tuple[str, Any]] = [
+                (repr(float(edge)), float(c))
+                for edge, c in zip(self.edges, cumulative, strict=False)
+            ]
+            buckets.append(("+Inf", float(cumulative[-1])))
+            ages.add_metric([tier], buckets, total)
+        yield ages

@@ -386,6 +386,7 @@ class BusServer:
                 {"pub": self.pub_address},
                 verified=self._verified,
                 track_recalls=self.journal is not None,
+                on_recall=self.metrics.recalled,
             )
             result = HANDLERS[req.op](ctx, req.args)
             self._journal(req, ctx)

@@ -7,6 +7,9 @@ the scenario's ``metrics_port`` shows both.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 TICK_BUCKETS = (1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -42,6 +45,35 @@ class DriverMetrics:
         self.restarts = Counter(
             "hivemem_driver_host_restarts", "Agent host restarts seen", ["scenario"], registry=r
         )
+        self.outcomes = Counter(
+            "hivemem_driver_task_outcomes",
+            "The task's summable score parts (e.g. asked, correct), by kind",
+            ["scenario", "kind"],
+            registry=r,
+        )
+        self.recalls = Counter(
+            "hivemem_driver_recalls", "Recalls the agents asked for", ["scenario"], registry=r
+        )
+        self.recall_hits = Counter(
+            "hivemem_driver_recall_hits",
+            "Items the agents' recalls returned",
+            ["scenario"],
+            registry=r,
+        )
+
+    def record_memory(
+        self, scenario: str, parts: Mapping[str, float], row: Mapping[str, Any]
+    ) -> None:
+        """Count a tick's score parts and its agents' recalls and hits.
+
+        Correct answers per recall and hits per recall are ratios of these counters
+        (the dashboard's "memory quality" panels); a task scores answers in aggregate,
+        so which recall fed which correct answer is not known here.
+        """
+        for kind, value in parts.items():
+            self.outcomes.labels(scenario, kind).inc(float(value))
+        self.recalls.labels(scenario).inc(row.get("recalls", 0))
+        self.recall_hits.labels(scenario).inc(row.get("hits", 0))
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` over HTTP on ``addr:port`` (loopback unless told otherwise)."""
