@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from hivemem.memory_bus.config import GraphConfig, RetrievalMethod
 from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError
-from hivemem.memory_bus.interfaces import Caller, Hit
+from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest
 from hivemem.memory_bus.item import (
     INF,
     Item,
@@ -104,6 +104,38 @@ class GraphTier(VectorTier):
         if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < top:
             raise InvalidInputError("level", f"expected an int in 0..{top - 1}, got {level!r}")
         return level
+
+    # --- reads, within the levels of the caller's role --------------------------------
+
+    def get(
+        self, caller: Caller, namespace: str, item_id: int, *, now: float | None = None
+    ) -> Item:
+        """One node by id, if its level is one the caller's role may read."""
+        self._node(caller, namespace, item_id, "read")
+        return super().get(caller, namespace, item_id, now=now)
+
+    def history(self, caller: Caller, namespace: str, item_id: int) -> list[dict[str, Any]]:
+        """Every kept version of a node whose level the caller's role may read.
+
+        A deleted node's versions hold no level; for it, namespace access is enough.
+        """
+        ns = self.namespaces.get(namespace) if isinstance(namespace, str) else None
+        if ns is not None and isinstance(item_id, int) and item_id in ns.items:
+            self._node(caller, namespace, item_id, "read")
+        return super().history(caller, namespace, item_id)
+
+    def search_many(self, requests: Sequence[SearchRequest], *, now: float) -> list[list[Hit]]:
+        """Batched search; a caller whose role is limited to some levels sees only those."""
+        results = super().search_many(requests, now=now)
+        return [
+            self._readable(req.caller, hits) for req, hits in zip(requests, results, strict=True)
+        ]
+
+    def _readable(self, caller: Caller, hits: list[Hit]) -> list[Hit]:
+        levels = self.ctx.access.levels(caller)
+        if len(levels) >= len(self.graph_config.levels):
+            return hits  # the common case: every level
+        return [h for h in hits if h.item.level in levels]
 
     # --- edges --------------------------------------------------------------------------
 
@@ -225,6 +257,8 @@ class GraphTier(VectorTier):
         t = None if as_of is None else check_time(as_of, "as_of")
         edges = self.edge_index.get(namespace, {})
         graph = self._graph(namespace)
+        if node_id not in graph:
+            return []  # a node no edge ever touched
         found: set[int] = set()
         if direction in ("out", "both"):
             found |= {
