@@ -78,3 +78,91 @@ def candidate_features(
     out[:, COLUMN["version"]] = np.fromiter((it.version for it in items), np.float64, n)
     out[:, COLUMN["expired"]] = np.fromiter((it.valid_to <= now for it in items), np.float64, n)
     return out
+
+
+EVICTION_INPUT_NAMES: tuple[str, ...] = (
+    *(f"z_{name}" for name in FEATURE_NAMES),
+    "importance",
+    "retention",
+    "relevance",
+    "expired",
+)
+"""What a learned eviction scorer reads: each feature standardised over the candidates
+(scale-free, so a policy trained on one horizon serves on another), plus the features
+that already live on a fixed scale."""
+
+_RAW_COLUMNS = [COLUMN[name] for name in ("importance", "retention", "relevance", "expired")]
+
+
+def eviction_inputs(features: np.ndarray) -> np.ndarray:
+    """The learned scorer's input rows for a candidate feature matrix.
+
+    Args:
+        features: ``candidate_features(...)`` output, shape (n, NUM_FEATURES).
+
+    Returns:
+        float64 array of shape (n, len(EVICTION_INPUT_NAMES)); a constant column is 0.
+    """
+    mean = features.mean(axis=0) if len(features) else np.zeros(NUM_FEATURES)
+    std = features.std(axis=0) if len(features) else np.ones(NUM_FEATURES)
+    z = np.divide(features - mean, std, out=np.zeros_like(features), where=std > 1e-12)
+    return np.concatenate([z, features[:, _RAW_COLUMNS]], axis=1)
+
+
+WRITE_FEATURE_NAMES: tuple[str, ...] = (
+    "bias",
+    "has_neighbour",
+    "best_score",  # cosine of the nearest neighbour
+    "second_score",
+    "same_text",  # the nearest neighbour has the proposal's exact text
+    "same_key",  # some neighbour carries the proposal's meta key
+    "best_is_same_key",
+    "same_key_score",  # cosine of the most similar same-key neighbour
+    "log_best_age",  # log1p(now - created) of the nearest neighbour
+    "log_best_hits",
+    "importance",
+    "neighbour_share",  # neighbours found / neighbours asked for (filled namespace)
+)
+"""What a learned write policy sees of a proposal and its nearest neighbours."""
+
+WRITE_COLUMN = {name: i for i, name in enumerate(WRITE_FEATURE_NAMES)}
+
+
+def write_features(
+    proposal: Item,
+    neighbours: Sequence[tuple[float, Item]],
+    now: float,
+    key_field: str = "key",
+    asked: int = 5,
+) -> np.ndarray:
+    """One row describing a proposed write against its neighbours (best first).
+
+    Args:
+        proposal: The proposed item.
+        neighbours: ``(cosine, item)`` pairs, most similar first.
+        now: Simulation time of the decision.
+        key_field: The meta field naming the fact a memory is about.
+        asked: How many neighbours the tier asks for.
+
+    Returns:
+        float64 array of shape (len(WRITE_FEATURE_NAMES),).
+    """
+    row = np.zeros(len(WRITE_FEATURE_NAMES))
+    row[WRITE_COLUMN["bias"]] = 1.0
+    row[WRITE_COLUMN["importance"]] = proposal.importance
+    if not neighbours:
+        return row
+    best_score, best = neighbours[0]
+    key = proposal.meta.get(key_field)
+    same = [(s, it) for s, it in neighbours if key is not None and it.meta.get(key_field) == key]
+    row[WRITE_COLUMN["has_neighbour"]] = 1.0
+    row[WRITE_COLUMN["best_score"]] = best_score
+    row[WRITE_COLUMN["second_score"]] = neighbours[1][0] if len(neighbours) > 1 else 0.0
+    row[WRITE_COLUMN["same_text"]] = float(best.text == proposal.text)
+    row[WRITE_COLUMN["same_key"]] = float(bool(same))
+    row[WRITE_COLUMN["best_is_same_key"]] = float(bool(same) and same[0][1] is best)
+    row[WRITE_COLUMN["same_key_score"]] = same[0][0] if same else 0.0
+    row[WRITE_COLUMN["log_best_age"]] = np.log1p(max(now - best.created, 0.0))
+    row[WRITE_COLUMN["log_best_hits"]] = np.log1p(best.hits)
+    row[WRITE_COLUMN["neighbour_share"]] = len(neighbours) / max(asked, 1)
+    return row

@@ -383,6 +383,16 @@ def compare(
     typer.echo(str(folder))
 
 
+def _add_rl_commands() -> None:
+    from hivemem.platform.rl.commands import eval_command, train_command
+
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+
+
+_add_rl_commands()
+
+
 def main() -> None:
     """Entry point of the ``hivemem`` script."""
     app()

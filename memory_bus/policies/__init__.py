@@ -11,6 +11,11 @@ from hivemem.memory_bus.policies.eviction import (
     RandomPolicy,
     make_eviction_policy,
 )
+from hivemem.memory_bus.policies.learned import (
+    LearnedEvictionPolicy,
+    LearnedWritePolicy,
+    Scorer,
+)
 from hivemem.memory_bus.policies.write import (
     WRITE_POLICIES,
     AlwaysAddPolicy,
@@ -29,9 +34,12 @@ __all__ = [
     "GenerativeAgentsPolicy",
     "LFUPolicy",
     "LRUPolicy",
+    "LearnedEvictionPolicy",
+    "LearnedWritePolicy",
     "MemoryBankPolicy",
     "NeverWritePolicy",
     "RandomPolicy",
+    "Scorer",
     "make_eviction_policy",
     "make_write_policy",
 ]

@@ -1,0 +1,202 @@
+"""A multi-agent environment in the PettingZoo Parallel API shape: what to share.
+
+Every agent that writes decides, each tick, whether this tick's proposals go to the
+shared tier (its group sees them) or stay in its private namespace. Sharing is what
+lets other agents answer, but the shared tier has a budget (its capacity: over it, the
+eviction policy drops items) and each shared item costs ``share_cost``. The reward of
+every agent is the team's correct answers of the tick minus the cost of what *it* shared.
+
+Observations, actions, rewards, terminations, truncations and infos are dicts keyed by
+agent id (``reset`` -> ``(obs, infos)``, ``step(actions)`` -> the five dicts), as in
+``pettingzoo.ParallelEnv``; pettingzoo itself is not needed to use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from hivemem.memory_bus.errors import ConfigError
+from hivemem.platform.rl.envs import BOUND, EpisodeThread
+from hivemem.platform.rl.learner import TRAIN_SEED_BASE
+from hivemem.platform.rl.sim import EpisodeResult, LocalHosts, run_episode
+from hivemem.platform.scenario import Scenario, load_scenario
+
+KEEP, SHARE = 0, 1
+OBS_NAMES = ("proposals", "mean_importance", "shared_fill", "progress", "bias")
+
+
+class SharingEnv:
+    """Each writing agent chooses, per tick, to share its proposals or keep them private.
+
+    Args:
+        scenario: A scenario (name or path) whose agents write to the shared tier.
+        share_cost: Reward subtracted from an agent per item it shares.
+        overrides: ``--set`` style overrides of the scenario.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": [], "name": "hivemem_sharing_v0"}  # noqa: RUF012
+
+    def __init__(
+        self,
+        scenario: str | Scenario = "relay_qa",
+        share_cost: float = 0.02,
+        overrides: tuple[str, ...] = (),
+        timeout: float = 600.0,
+    ) -> None:
+        self.scenario = (
+            scenario if isinstance(scenario, Scenario) else load_scenario(scenario, list(overrides))
+        )
+        roster = self.scenario.make_task().roster
+        self.possible_agents = [
+            s.agent_id for s in roster if s.params.get("write_tier", "shared") == "shared"
+        ]
+        if not self.possible_agents:
+            raise ConfigError(f"no agent of {self.scenario.name!r} writes to the shared tier")
+        self.capacity = float(self.scenario.memory.shared.capacity or 0) or float("inf")
+        self.share_cost = float(share_cost)
+        self.timeout = timeout
+        self.agents: list[str] = []
+        self.episode = EpisodeThread(f"sharing-{id(self)}", timeout)
+        self._reward = 0.0
+        self._shared_items = 0.0
+        self._shared_by: dict[str, int] = {}
+        self.summary: dict[str, float] = {}
+        self.np_random = np.random.default_rng()
+
+    @functools.cache  # noqa: B019 - one space object per agent, as PettingZoo expects
+    def observation_space(self, agent: str) -> spaces.Box:
+        """What an agent sees: ``OBS_NAMES``."""
+        return spaces.Box(-BOUND, BOUND, (len(OBS_NAMES),), np.float32)
+
+    @functools.cache  # noqa: B019
+    def action_space(self, agent: str) -> spaces.Discrete:
+        """0 keep private, 1 share."""
+        return spaces.Discrete(2)
+
+    # --- the episode thread --------------------------------------------------------------
+
+    def _after_step(self, t: int, hosts: LocalHosts) -> None:
+        obs = {}
+        for host in hosts.hosts:
+            for aid, action in host.pending:
+                if aid in self.possible_agents:
+                    obs[aid] = [p.importance for p in action.writes]
+        actions = self.episode.channel.ask((t, obs), {})
+        if actions is None:
+            return
+        for host in hosts.hosts:
+            host.pending = [(aid, self._route(aid, a, actions)) for aid, a in host.pending]
+            host.prepared = host._prepare_writes(host.pending)
+
+    def _route(self, aid: str, action: Any, actions: dict[str, int]) -> Any:
+        if aid not in self.possible_agents:
+            return action
+        if actions.get(aid, SHARE) == SHARE:
+            self._shared_by[aid] = len(action.writes)
+            return action
+        writes = [dataclasses.replace(p, tier="private", namespace=aid) for p in action.writes]
+        return dataclasses.replace(action, writes=writes)
+
+    def _run(self, seed: int) -> EpisodeResult:
+        s = self.scenario.model_copy(
+            update={"run": self.scenario.run.model_copy(update={"seed": seed})}
+        )
+
+        def tick(t: int, row: dict[str, Any], reward: float) -> None:
+            self._reward += reward
+            self._shared_items = float(row.get("items", {}).get("shared", 0))
+
+        return run_episode(s, tier="shared", on_tick=tick, after_step=self._after_step)
+
+    # --- the parallel API ----------------------------------------------------------------
+
+    def _observe(self, t: int, proposals: dict[str, list[float]]) -> dict[str, np.ndarray]:
+        fill = self._shared_items / self.capacity if self.capacity else 0.0
+        out = {}
+        for aid in self.agents:
+            imps = proposals.get(aid, [])
+            out[aid] = np.asarray(
+                [
+                    len(imps),
+                    float(np.mean(imps)) if imps else 0.0,
+                    fill,
+                    t / self.scenario.run.ticks,
+                    1.0,
+                ],
+                np.float32,
+            )
+        return out
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """Start an episode; returns observations and infos keyed by agent."""
+        if seed is not None:
+            self.np_random = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self._reward, self._shared_items = 0.0, 0.0
+        episode_seed = TRAIN_SEED_BASE + int(self.np_random.integers(0, 1_000_000))
+        if options and "scenario_seed" in options:
+            episode_seed = int(options["scenario_seed"])
+        kind, payload, _ = self.episode.start(functools.partial(self._run, episode_seed))
+        if kind != "decide":
+            raise ConfigError(f"scenario {self.scenario.name!r} ended before its first tick")
+        t, proposals = payload
+        return self._observe(t, proposals), {
+            a: {"scenario_seed": episode_seed} for a in self.agents
+        }
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+        """Apply every agent's choice for this tick; run to the next tick."""
+        unknown = set(actions) - set(self.agents)
+        if unknown:
+            raise ConfigError(f"actions for agents not in the episode: {sorted(unknown)}")
+        self._shared_by = {}
+        self._reward = 0.0
+        kind, payload, _ = self.episode.answer({a: int(v) for a, v in actions.items()})
+        agents = self.agents
+        rewards = {a: self._reward - self.share_cost * self._shared_by.get(a, 0) for a in agents}
+        done = kind != "decide"
+        terms = {a: done for a in agents}
+        truncs = {a: False for a in agents}
+        if done:
+            self.summary = self.episode.last.result.summary if self.episode.last else {}
+            obs = {a: np.zeros(len(OBS_NAMES), np.float32) for a in agents}
+            infos: dict[str, dict[str, Any]] = {a: {"summary": self.summary} for a in agents}
+            self.agents = []
+        else:
+            t, proposals = payload
+            obs = self._observe(t, proposals)
+            infos = {a: {} for a in agents}
+        return obs, rewards, terms, truncs, infos
+
+    @property
+    def unwrapped(self) -> SharingEnv:
+        """This environment (no wrappers)."""
+        return self
+
+    @property
+    def num_agents(self) -> int:
+        """Agents live now."""
+        return len(self.agents)
+
+    @property
+    def max_num_agents(self) -> int:
+        """Agents that can take part."""
+        return len(self.possible_agents)
+
+    def state(self) -> np.ndarray:
+        """A global view: shared fill and progress."""
+        return np.asarray([self._shared_items, len(self.agents)], np.float32)
+
+    def close(self) -> None:
+        """Abandon a running episode."""
+        self.episode.close()
+
+    def render(self) -> None:
+        """Nothing to render."""
+        return None
