@@ -60,6 +60,18 @@ class Registry(Generic[T]):
             raise ConfigError(f"{self.kind} {name!r} is built by its prefix's loader", name=name)
         return factory
 
+    def check(self, name: str, **params: Any) -> None:
+        """Raise if ``name`` cannot be built: a prefixed name is built (so a checkpoint it
+        names is read and checked), any other is only looked up.
+
+        Raises:
+            UnknownNameError: no such name, with the closest ones.
+            ConfigError: the prefix's loader refused it.
+        """
+        _, rest = self._resolve(name)
+        if rest is not None:
+            self.create(name, **params)
+
     def create(self, name: str, **params: Any) -> T:
         """Build the plug-in called ``name`` with ``params``.
 

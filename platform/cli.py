@@ -316,7 +316,11 @@ def compare(
         [], "--set", help="Override any field: key.sub=value (repeatable)."
     ),
 ) -> None:
-    """Run a grid of policies over several seeds; print mean ± 95 % CI and save a plot."""
+    """Run a grid of policies over several seeds; print mean ± 95 % CI and save a plot.
+
+    ``memory`` is the mean number of items the tier held per tick. Any policy name works,
+    including ``learned:PATH`` (a checkpoint from ``hivemem train``).
+    """
     import json
     import os
     import time
@@ -355,7 +359,9 @@ def compare(
             si = s.model_copy(update={"run": s.run.model_copy(update={"seed": s.run.seed + i})})
             console.print(f"{label} seed {si.run.seed} ...")
             r = run_once(si, baseline=base, remote=remote)
-            for k, v in r.summary.items():
+            held = [row["items"].get(target, 0) for row in r.rows]
+            measures = {**r.summary, "memory": sum(held) / max(len(held), 1)}
+            for k, v in measures.items():
                 results.setdefault(label, {}).setdefault(k, []).append(v)
                 if k not in keys:
                     keys.append(k)

@@ -283,12 +283,12 @@ def check_meaning(s: Scenario) -> list[Problem]:
             problems.append(Problem(f"agents.{i}.type", str(exc)))
     for tier in ("private", "shared", "graph"):
         cfg = getattr(s.memory, tier)
-        for what, reg, name in (
-            ("eviction", EVICTION_POLICIES, cfg.eviction),
-            ("write_policy", WRITE_POLICIES, cfg.write_policy),
+        for what, reg, name, params in (
+            ("eviction", EVICTION_POLICIES, cfg.eviction, cfg.eviction_params),
+            ("write_policy", WRITE_POLICIES, cfg.write_policy, cfg.write_params),
         ):
             try:
-                reg.factory(name)
+                reg.check(name, **params)
             except ConfigError as exc:
                 problems.append(Problem(f"memory.{tier}.{what}", str(exc)))
             if what == "eviction" and name in _ORACLES and not cls.has_oracle():
