@@ -20,6 +20,16 @@ the machine (Ray's own daemons), each per agent-step.
 
     python benchmarks/scale.py --quick     # under a minute
     python benchmarks/scale.py             # more ticks
+    python benchmarks/scale.py --quick --shards 1,2,4      # bus as 1, 2, 4 Ray actors
+    python benchmarks/scale.py --cluster 4 --sizes 1000,100000   # 4-node local cluster
+
+``--shards`` runs 10,000 agents with the bus as 1, 2 and 4 named Ray actors (separate
+processes; shards on threads of one process would share its interpreter lock) and
+prints steps/s against 1 shard. ``--cluster N`` starts an N-node
+``ray.cluster_utils.Cluster`` on this machine and runs each size there with the bus as
+``--cluster-shards`` actors, printing steps/s, cost per step against the first size, and
+the resident memory of the hosts and bus shards per agent. ``--json`` keeps the results
+for ``benchmarks/growth.py --plot``.
 """
 
 from __future__ import annotations
@@ -139,6 +149,8 @@ class SizeResult:
     seconds: float
     recalls: float
     writes: float
+    shards: int = 1
+    rss: dict[str, float] = field(default_factory=dict)
 
     @property
     def us_per_step(self) -> float:
@@ -149,7 +161,7 @@ class SizeResult:
         return self.steps / self.cpu["wall"]
 
 
-def scenario_for(agents: int, ticks: int, agents_per_host: int) -> Scenario:
+def scenario_for(agents: int, ticks: int, agents_per_host: int, shards: int = 1) -> Scenario:
     return load_scenario(
         "capacity_stream",
         [
@@ -157,15 +169,43 @@ def scenario_for(agents: int, ticks: int, agents_per_host: int) -> Scenario:
             f"agents.0.count={agents}",
             f"run.ticks={ticks}",
             f"run.agents_per_host={agents_per_host}",
+            f"run.bus_shards={shards}",
         ],
     )
 
 
-def run_size(agents: int, ticks: int, warm: int, agents_per_host: int) -> SizeResult:
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process on this machine (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def bus_pids() -> list[int]:
+    """The processes of the bus actors alive now (all nodes run on this machine)."""
     import ray
 
-    scenario = scenario_for(agents, ticks, agents_per_host)
+    named = ray.util.list_named_actors(all_namespaces=True)
+    actors = [
+        ray.get_actor(a["name"], namespace=a["namespace"])
+        for a in named
+        if a["name"].startswith("hivemem-bus-")
+    ]
+    return [int(pid) for pid in ray.get([a.pid.remote() for a in actors])]
+
+
+def run_size(
+    agents: int, ticks: int, warm: int, agents_per_host: int, shards: int = 1, remote: bool = False
+) -> SizeResult:
+    import ray
+
+    scenario = scenario_for(agents, ticks, agents_per_host, shards)
     clock: list[CpuClock] = []
+    rss: dict[str, float] = {}
 
     def before_tick(t: int, pool: Any) -> None:
         if t == warm:
@@ -181,8 +221,10 @@ def run_size(agents: int, ticks: int, warm: int, agents_per_host: int) -> SizeRe
             timed.append(row)
         if t == ticks - 1:
             cpu.update(clock[0].since())
+            rss["hosts"] = sum(rss_bytes(pid) for pid in clock[0].host_pids)
+            rss["bus"] = sum(rss_bytes(pid) for pid in bus_pids()) if remote else 0.0
 
-    result = run_once(scenario, on_tick=on_tick, hooks={"before_tick": before_tick})
+    result = run_once(scenario, remote=remote, on_tick=on_tick, hooks={"before_tick": before_tick})
     return SizeResult(
         agents=agents,
         hosts=result.hosts,
@@ -193,6 +235,8 @@ def run_size(agents: int, ticks: int, warm: int, agents_per_host: int) -> SizeRe
         seconds=result.seconds,
         recalls=sum(r["recalls"] for r in timed),
         writes=sum(r["writes"] for r in timed),
+        shards=shards,
+        rss=rss,
     )
 
 
@@ -325,6 +369,97 @@ def report(results: list[SizeResult], floors: dict[int, float], mode: str) -> No
         print(f"cost_per_step_{r.agents}_vs_bus_floor: {r.us_per_step / floor_us:.2f}")
 
 
+# --- bus shards and the multi-node cluster -----------------------------------------------
+
+
+def shard_curve(
+    agents: int, ticks: int, warm: int, agents_per_host: int, shards: list[int]
+) -> None:
+    """The same run with the bus as 1, 2, 4... Ray actors (processes); ratios vs 1 shard."""
+    run_once(scenario_for(min(agents, 1_000), 6, agents_per_host, max(shards)), remote=True)
+    results = [run_size(agents, ticks, warm, agents_per_host, n, remote=True) for n in shards]
+    base = results[0]
+    print(f"bus shards: {agents:,} agents, {base.hosts} hosts, bus shards as Ray actors")
+    print(f"{'shards':>6} {'steps/s':>9} {'us/step':>8} {'vs ' + str(base.shards):>6}")
+    for r in results:
+        print(f"{r.shards:6d} {r.steps_per_s:9,.0f} {r.us_per_step:8.1f}"
+              f" {r.steps_per_s / base.steps_per_s:6.2f}")  # fmt: skip
+    print()
+    for r in results[1:]:
+        print(f"steps_per_s_{r.shards}_shards_vs_1: {r.steps_per_s / base.steps_per_s:.2f}")
+
+
+def start_cluster(nodes: int) -> Any:
+    """``nodes`` Ray nodes on this machine (``ray.cluster_utils.Cluster``), 1 CPU each.
+
+    The nodes use this machine's interface address (Ray's default; a node pinned to
+    127.0.0.1 leaves drivers unable to reach its pubsub). Nothing leaves the machine.
+    """
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1}
+    cluster = Cluster(
+        initialize_head=True, connect=False, head_node_args={**node, "include_dashboard": False}
+    )
+    for _ in range(nodes - 1):
+        cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def cluster_run(
+    sizes: list[int], ticks: int, warm: int, agents_per_host: int, nodes: int, shards: int
+) -> list[SizeResult]:
+    """Each size on a ``nodes``-node cluster, bus as ``shards`` actors; ratios vs the first."""
+    cluster = start_cluster(nodes)
+    try:
+        ensure_ray(cluster.address, num_cpus=0)
+        results = [run_size(n, ticks, warm, agents_per_host, shards, remote=True) for n in sizes]
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
+    base = results[0]
+    print(
+        f"{nodes}-node cluster: bus as {shards} shard actors, {agents_per_host:,} agents per host"
+    )
+    print(f"{'agents':>7} {'hosts':>5} {'steps/s':>9} {'us/step':>8} {'vs ' + str(base.agents):>8}"
+          f" {'hosts MiB':>9} {'bus MiB':>8} {'KiB/agent':>9}")  # fmt: skip
+    for r in results:
+        kib = (r.rss["hosts"] + r.rss["bus"]) / 1024 / r.agents
+        print(f"{r.agents:7d} {r.hosts:5d} {r.steps_per_s:9,.0f} {r.us_per_step:8.1f}"
+              f" {r.us_per_step / base.us_per_step:8.2f} {r.rss['hosts'] / 2**20:9,.0f}"
+              f" {r.rss['bus'] / 2**20:8,.0f} {kib:9.1f}")  # fmt: skip
+    print()
+    for r in results[1:]:
+        grown = r.rss["hosts"] + r.rss["bus"] - base.rss["hosts"] - base.rss["bus"]
+        print(f"cluster_cost_per_step_{r.agents}_vs_{base.agents}:"
+              f" {r.us_per_step / base.us_per_step:.2f}")  # fmt: skip
+        print(f"cluster_steps_per_s_{r.agents}: {r.steps_per_s:.0f}")
+        print(f"cluster_memory_per_added_agent_kib: {grown / 1024 / (r.agents - base.agents):.1f}")
+    return results
+
+
+def save(path: Path, label: str, results: list[SizeResult]) -> None:
+    """Add these results (per size: us and steps/s, RSS) to the JSON file at ``path``."""
+    import json
+
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[label] = [
+        {
+            "agents": r.agents,
+            "shards": r.shards,
+            "hosts": r.hosts,
+            "us_per_step": r.us_per_step,
+            "steps_per_s": r.steps_per_s,
+            "rss": r.rss,
+        }
+        for r in results
+    ]
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -332,12 +467,31 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer ticks: under a minute")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--agents-per-host", type=int, default=5_000)
+    parser.add_argument("--shards", help="e.g. 1,2,4: the shard curve instead of the sizes")
+    parser.add_argument("--shard-agents", type=int, default=10_000)
+    parser.add_argument("--cluster", type=int, metavar="NODES", help="sizes on a local cluster")
+    parser.add_argument("--cluster-shards", type=int, default=4)
+    parser.add_argument("--cluster-ticks", type=int, default=6)
+    parser.add_argument("--json", type=Path, help="add the results to this JSON file")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     sizes = [int(s) for s in args.sizes.split(",")]
     ticks = TICKS[mode]
     warm = WARM[mode]
+    print(f"load before: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} cores)")
+    if args.cluster:
+        found = cluster_run(
+            sizes, args.cluster_ticks, 2, args.agents_per_host, args.cluster, args.cluster_shards
+        )
+        if args.json:
+            save(args.json, f"cluster{args.cluster}", found)
+        return
     ensure_ray(None, num_cpus=2)
+    if args.shards:
+        n_ticks = ticks.get(args.shard_agents, ticks[max(ticks)])
+        shards = [int(s) for s in args.shards.split(",")]
+        shard_curve(args.shard_agents, n_ticks, warm, args.agents_per_host, shards)
+        return
     # A fresh Ray spends its first seconds starting worker processes: run a small
     # scenario untimed so that the first size is not measured against that.
     run_once(scenario_for(min(sizes), 10, args.agents_per_host))
@@ -347,6 +501,8 @@ def main() -> None:
         results.append(run_size(n, n_ticks, warm, args.agents_per_host))
         floors[n] = bus_floor(n, n_ticks, warm, args.agents_per_host)
     report(results, floors, mode)
+    if args.json:
+        save(args.json, "embedded", results)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ through Ray calls.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
@@ -39,6 +40,10 @@ class BusActor:
     def addresses(self) -> dict[str, str]:
         """ROUTER and PUB addresses."""
         return {"address": self.server.address, "pub": self.server.pub_address}
+
+    def pid(self) -> int:
+        """The actor's process id (benchmarks read its memory from /proc)."""
+        return os.getpid()
 
     def stats(self) -> dict[str, Any]:
         """The store's counts (through Ray, for monitoring only)."""

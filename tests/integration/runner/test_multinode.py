@@ -1,6 +1,7 @@
 """A 3-node Ray cluster (``ray.cluster_utils.Cluster``, all on this machine) runs a scenario
-through the CLI with ``--address``: the bus is a named actor there, hosts spread over
-the nodes, and the results equal those of the embedded single-node run."""
+through the CLI with ``--address``: the bus is three named shard actors there
+(``run.bus_shards=3``), hosts spread over the nodes, and the results equal those of the
+embedded single-node run on one unsharded bus."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def cluster() -> Iterator[str]:
 
 @pytest.mark.usefixtures("ray_session")
 def test_three_node_cluster_gives_the_single_node_results(cluster: str, tmp_path: Path) -> None:
-    args = [a for o in OVERRIDES for a in ("--set", o)]
+    args = [a for o in [*OVERRIDES, "run.bus_shards=3"] for a in ("--set", o)]
     proc = subprocess.run(
         [
             sys.executable,
