@@ -183,7 +183,7 @@ INVALID = [
         "write_policy: dedup",
         "write_policy: merge",
         "memory.shared.write_policy",
-        "unknown write policy 'merge' (known: always_add, dedup, never)",
+        "unknown write policy 'merge' (known: always_add, dedup, learned:..., never)",
     ),
     Case(
         "unknown-namespace-mode",
