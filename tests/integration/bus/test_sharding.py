@@ -170,18 +170,18 @@ SMALL = {
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_one_shard_and_three_shards_give_the_same_rows(name: str) -> None:
-    one = run_once(load_scenario(name, [*SMALL[name], "run.bus_shards=1"]), hosts=1)
+    one = run_once(load_scenario(name, [*SMALL[name], "run.bus_shards=1"]), hosts=2)
     three = load_scenario(name, [*SMALL[name], "run.bus_shards=3"])
     spread = {shard_of(s.agent_id, 3) for s in three.roster()}
     assert len(spread) > 1, "the private namespaces should land on several shards"
-    assert run_once(three, hosts=1).rows == one.rows
+    assert run_once(three, hosts=2).rows == one.rows
     assert one.summary["score"] > 0.5
 
 
 @pytest.mark.usefixtures("ray_session")
 def test_shards_as_ray_actors_give_the_embedded_rows() -> None:
-    embedded = run_once(load_scenario("relay_qa", SMALL["relay_qa"]), hosts=1)
+    embedded = run_once(load_scenario("relay_qa", SMALL["relay_qa"]), hosts=2)
     remote = run_once(
-        load_scenario("relay_qa", [*SMALL["relay_qa"], "run.bus_shards=2"]), remote=True, hosts=1
+        load_scenario("relay_qa", [*SMALL["relay_qa"], "run.bus_shards=2"]), remote=True, hosts=2
     )
     assert remote.rows == embedded.rows
