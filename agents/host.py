@@ -186,7 +186,7 @@ class AgentHost:
                 self.pending.append((aid, action))
         recalls.finish()
         stats.recalls = len(flat)
-        if self.metrics is not None:
+        if self.metrics is not None and observations:  # ray counters refuse inc(0)
             self.metrics.agent_steps.inc(len(observations))
         self.prepared = self._prepare_writes(self.pending)
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
