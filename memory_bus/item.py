@@ -170,6 +170,7 @@ def check_vector(vector: Any, dim: int, field_name: str = "vector") -> np.ndarra
         InvalidInputError: not array-like of numbers.
         DimensionMismatchError: wrong length.
         NonFiniteError: NaN or inf.
+        InvalidInputError: a component beyond ``MAX_COMPONENT``.
     """
     try:
         arr = np.asarray(vector, dtype=np.float32)
@@ -179,8 +180,7 @@ def check_vector(vector: Any, dim: int, field_name: str = "vector") -> np.ndarra
         raise InvalidInputError(field_name, f"expected a 1-d vector, got shape {arr.shape}")
     if arr.shape[0] != dim:
         raise DimensionMismatchError(field_name, dim, int(arr.shape[0]))
-    if not np.all(np.isfinite(arr)):
-        raise NonFiniteError(field_name, "contains NaN or infinity")
+    _check_range(arr, field_name)
     return np.ascontiguousarray(arr)
 
 
@@ -194,9 +194,22 @@ def check_matrix(vectors: Any, dim: int, field_name: str = "vectors") -> np.ndar
         raise InvalidInputError(field_name, f"expected an (n, {dim}) matrix, got shape {arr.shape}")
     if arr.shape[1] != dim:
         raise DimensionMismatchError(field_name, dim, int(arr.shape[1]))
+    _check_range(arr, field_name)
+    return np.ascontiguousarray(arr)
+
+
+MAX_COMPONENT = 1e9
+"""Largest magnitude of a vector component: an inner product of two such vectors over
+65,536 dimensions stays far inside float32 (a larger one overflowed to inf in search)."""
+
+
+def _check_range(arr: np.ndarray, field_name: str) -> None:
+    """Raise unless every component is finite and within ``MAX_COMPONENT`` (one pass)."""
+    if np.all(np.abs(arr) <= MAX_COMPONENT):  # False for NaN too
+        return
     if not np.all(np.isfinite(arr)):
         raise NonFiniteError(field_name, "contains NaN or infinity")
-    return np.ascontiguousarray(arr)
+    raise InvalidInputError(field_name, f"components must lie within +-{MAX_COMPONENT:g}")
 
 
 def check_number(value: Any, field_name: str) -> float:

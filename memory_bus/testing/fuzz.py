@@ -72,8 +72,20 @@ def _mutations(agent: str, token: str, dim: int) -> list[Callable[[np.random.Gen
     def bad_token(rng: np.random.Generator) -> Frames:
         return encode_request(1, 9, "write", agent, rng.bytes(8).hex(), _valid_args(rng, dim))
 
+    def flipped_bytes(rng: np.random.Generator) -> Frames:
+        op = str(rng.choice(["write", "search", "write_many", "search_many"]))
+        args = _valid_args(rng, dim)
+        args["items"] = [{"namespace": "team", "item": args["item"]}]
+        args["queries"] = [{"namespace": "team", "vector": args["vector"], "k": 2}]
+        body = bytearray(
+            encode_request(int(rng.integers(1, 1 << 40)), 9, op, agent, token, args)[1]
+        )
+        for _ in range(int(rng.integers(1, 5))):
+            body[int(rng.integers(len(body)))] = int(rng.integers(256))
+        return [HEADER, bytes(body)]
+
     return [random_payload, random_header, frame_count, truncated, huge_length, wrong_types, bad_args,
-            nan_vector, unknown_op, bad_token]  # fmt: skip
+            nan_vector, unknown_op, bad_token, flipped_bytes]  # fmt: skip
 
 
 def inputs(count: int, seed: int, agent: str, token: str, dim: int) -> Iterator[Frames]:
@@ -84,12 +96,21 @@ def inputs(count: int, seed: int, agent: str, token: str, dim: int) -> Iterator[
         yield kinds[i % len(kinds)](rng)
 
 
-def fuzz(sock: zmq.Socket[Any], frames: Iterator[Frames], window: int = 64) -> dict[str, int]:
+def fuzz(
+    sock: zmq.Socket[Any], frames: Iterator[Frames], window: int = 64, probe: Frames | None = None
+) -> dict[str, int]:
     """Send every input on a DEALER connected to the server; count replies by outcome.
+
+    Args:
+        sock: A DEALER connected to the server, with a receive timeout.
+        frames: The inputs.
+        window: Inputs in flight before their replies are read.
+        probe: A valid request sent after every window; its replies are counted under
+            ``"probe_ok"`` and must all be ``ok``.
 
     Raises:
         AssertionError: a reply went missing (the socket's receive timeout expired) or
-            could not be decoded.
+            could not be decoded, or a probe was not answered ``ok``.
     """
     counts: dict[str, int] = {}
     in_flight = 0
@@ -99,8 +120,21 @@ def fuzz(sock: zmq.Socket[Any], frames: Iterator[Frames], window: int = 64) -> d
         if in_flight == window:
             _drain(sock, in_flight, counts)
             in_flight = 0
+            if probe is not None:
+                _probe(sock, probe, counts)
     _drain(sock, in_flight, counts)
     return counts
+
+
+def _probe(sock: zmq.Socket[Any], probe: Frames, counts: dict[str, int]) -> None:
+    sock.send_multipart(probe)
+    try:
+        reply = decode_reply(sock.recv_multipart())
+    except zmq.Again:
+        raise AssertionError("the server stopped answering valid requests") from None
+    if not reply.ok:
+        raise AssertionError(f"a valid request after fuzzing failed: {reply.error}")
+    counts["probe_ok"] = counts.get("probe_ok", 0) + 1
 
 
 def _drain(sock: zmq.Socket[Any], n: int, counts: dict[str, int]) -> None:

@@ -113,3 +113,15 @@ def test_state_round_trip_through_msgpack(config: IndexConfig) -> None:
     assert clone.kind == index.kind and len(clone) == len(index)
     for a, b in zip(index.search(vecs[:20], 10), clone.search(vecs[:20], 10), strict=True):
         assert np.array_equal(a, b)
+
+
+def test_a_query_too_large_to_score_is_refused_not_overflowed() -> None:
+    """Finite components of 1e30 overflow float32 inner products to inf (a fuzzer found
+    this as an internal error); they are refused as invalid input instead."""
+    index = VectorIndex(8, EXACT)
+    index.add(np.array([1]), unit(1, 8, 0))
+    with pytest.raises(InvalidInputError, match="within"):
+        index.search(np.full((1, 8), 1e30, dtype=np.float32), 1)
+    with pytest.raises(NonFiniteError):
+        index.search(np.full((1, 8), np.inf, dtype=np.float32), 1)
+    assert index.search(np.full((1, 8), 1e9, dtype=np.float32), 1)[1][0][0] == 1
