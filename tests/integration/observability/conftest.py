@@ -1,0 +1,242 @@
+"""A real Ray cluster (``ray start --head``) and real Prometheus tools for the observability tests.
+
+The cluster is started like a user would, in a temporary folder, with every port chosen
+free and on loopback: other Ray sessions may run on this machine with Ray's default ports.
+It is stopped by its process group (never ``ray stop``, which would stop every Ray on
+the machine). Token authentication is on, with a token made for this cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hivemem.memory_bus.auth import token_for
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import ADMIN_AGENT
+from hivemem.platform.metrics import DriverMetrics
+from hivemem.platform.runner import RunResult, run_once
+from hivemem.platform.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[3]
+TICKS, AGENTS, HOSTS = 30, 4, 2
+"""The size of the run submitted to the cluster."""
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Debian's ``promtool`` (installed by ``make test``)."""
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.fail("promtool is missing: run `make prometheus` (apt-get install prometheus)")
+    return subprocess.run(
+        [exe, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def scrape(url: str) -> str:
+    return urllib.request.urlopen(url, timeout=10).read().decode()
+
+
+@dataclass
+class RayHead:
+    """A running ``ray start --head`` cluster."""
+
+    temp_dir: Path
+    dashboard: str
+    """Ray Jobs address (``http://127.0.0.1:port``)."""
+    metrics_port: int
+    """The node's metrics export port (Ray's and ``ray.util.metrics`` series)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment for CLI calls against this cluster (token auth)."""
+    pgid: int = 0
+
+    @property
+    def service_discovery(self) -> Path:
+        return self.temp_dir / "prom_metrics_service_discovery.json"
+
+    def stop(self) -> None:
+        """Stop every process of the cluster: they share the process group of ray start."""
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self.pgid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.2)
+
+
+def _start_head(temp_dir: Path) -> RayHead:
+    ports = {
+        name: free_port()
+        for name in (
+            "port",
+            "dashboard-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "ray-client-server-port",
+            "runtime-env-agent-port",
+            "node-manager-port",
+            "object-manager-port",
+        )
+    }
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        # the dashboard's and the autoscaler's own metrics servers have fixed default ports
+        "DASHBOARD_METRIC_PORT": str(free_port()),
+        "AUTOSCALER_METRIC_PORT": str(free_port()),
+        "RAY_metrics_report_interval_ms": "500",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # jobs' entrypoints run with the cluster's PATH: hivemem is in this venv
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--num-cpus=2",
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        *(f"--{name}={port}" for name, port in ports.items()),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the cluster's daemons keep this process group
+    )
+    head = RayHead(
+        temp_dir=temp_dir,
+        dashboard=f"http://127.0.0.1:{ports['dashboard-port']}",
+        metrics_port=ports["metrics-export-port"],
+        env=env,
+        pgid=proc.pid,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        stdout, stderr = "", "timed out"
+    if proc.returncode != 0:
+        head.stop()
+        pytest.fail(f"ray start failed:\n{stdout}\n{stderr}")
+    return head
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    # A short path: Ray's unix sockets live under it and have a length limit.
+    temp_dir = Path(tempfile.mkdtemp(prefix="hmray", dir="/tmp"))
+    head = _start_head(temp_dir)
+    try:
+        yield head
+    finally:
+        head.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_job(ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A run submitted as the README says (``ray job submit --working-dir .``), finished."""
+    out = tmp_path_factory.mktemp("runs")
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        f"--address={ray_head.dashboard}",
+        "--working-dir",
+        ".",
+        "--",
+        "hivemem",
+        "run",
+        "capacity_stream",
+        "--ticks",
+        str(TICKS),
+        "--hosts",
+        str(HOSTS),
+        "--set",
+        f"agents.0.count={AGENTS}",
+        "--no-baseline",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=ray_head.env, capture_output=True, text=True, timeout=240, check=False
+    )
+    return {"proc": proc, "out": out}
+
+
+@pytest.fixture(scope="session")
+def driver_run(ray_session: None) -> Iterator[tuple[int, RunResult]]:
+    """A finished run whose driver keeps serving /metrics (as ``hivemem run`` does)."""
+    s = load_scenario("capacity_stream", ["run.ticks=25", "agents.0.count=3"])
+    metrics = DriverMetrics()
+    port = free_port()
+    metrics.serve(port)
+    yield port, run_once(s, metrics=metrics)
+
+
+@pytest.fixture(scope="session")
+def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """``hivemem bus serve`` with three writes and a refused one behind it."""
+    tmp = tmp_path_factory.mktemp("bus")
+    port, metrics_port = free_port(), free_port()
+    secret_file = tmp / "secret"
+    proc = subprocess.Popen(
+        [
+            *(str(BIN / "hivemem"), "bus", "serve", "--host", "127.0.0.1", "--port", str(port)),
+            *("--metrics-port", str(metrics_port), "--secret-file", str(secret_file)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        address = f"tcp://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not secret_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        secret = secret_file.read_bytes()
+        admin = MemoryClient(address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT), timeout=30)
+        token = admin.register("writer", ["team"])["token"]
+        writer = MemoryClient(address, "writer", token, timeout=30)
+        for i in range(3):
+            writer.write("shared", "team", NewItem(f"fact {i}"), now=float(i))
+        admin.close()
+        writer.close()
+        yield metrics_port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,155 @@
+"""A real Prometheus (Debian's binary) scrapes a run's driver with its embedded bus, a
+standalone ``hivemem bus serve``, and the Ray node found through Ray's service-discovery
+file, with the scrape jobs of ``deploy/observability/prometheus.yml``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hivemem.platform.runner import RunResult
+
+from .conftest import AGENTS, ROOT, TICKS, RayHead, free_port
+
+CONFIG = ROOT / "deploy/observability/prometheus.yml"
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    driver_run: tuple[int, RunResult],
+    standalone_bus: int,
+    ray_head: RayHead,
+    ray_job: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """Prometheus on a free loopback port, with the deploy config's jobs pointed here."""
+    exe = shutil.which("prometheus")
+    if exe is None:
+        pytest.fail("prometheus is missing: run `make prometheus` (apt-get install prometheus)")
+    assert ray_job["proc"].returncode == 0, ray_job["proc"].stderr[-2000:]
+    tmp = tmp_path_factory.mktemp("prometheus")
+    config = scrape_config(driver_run[0], standalone_bus, ray_head.service_discovery)
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = (tmp / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def scrape_config(driver_port: int, bus_port: int, service_discovery: Path) -> dict[str, Any]:
+    """deploy/observability/prometheus.yml with this test's ports and a 1 s interval."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["global"]["scrape_interval"] = "1s"
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    jobs["hivemem-driver"]["static_configs"] = [{"targets": [f"127.0.0.1:{driver_port}"]}]
+    jobs["hivemem-bus"]["static_configs"] = [{"targets": [f"127.0.0.1:{bus_port}"]}]
+    jobs["ray"]["file_sd_configs"] = [{"files": [str(service_discovery)]}]
+    return config
+
+
+def query(base: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    try:
+        body = json.loads(urllib.request.urlopen(url, timeout=10).read())
+    except (urllib.error.URLError, ConnectionError):
+        return []  # not up yet
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def value(base: str, expr: str, timeout: float = 30.0) -> float:
+    """The single value of ``expr``, waiting until Prometheus has it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = query(base, expr)
+        if result:
+            assert len(result) == 1, result
+            return float(result[0]["value"][1])
+        if time.monotonic() > deadline:
+            pytest.fail(f"no series for {expr} after {timeout} s")
+        time.sleep(0.5)
+
+
+def test_every_target_is_up(prometheus: str) -> None:
+    assert value(prometheus, 'up{job="hivemem-driver"}') == 1
+    assert value(prometheus, 'up{job="hivemem-bus"}') == 1
+    # the node's metrics export port, found through Ray's service-discovery file
+    assert value(prometheus, 'sum(up{job="ray"})') >= 1
+
+
+def test_the_drivers_series_arrived(prometheus: str, driver_run: tuple[int, RunResult]) -> None:
+    result = driver_run[1]
+    job = '{job="hivemem-driver",scenario="capacity_stream"}'
+    assert value(prometheus, f"hivemem_driver_ticks_total{job}") == 25
+    assert value(prometheus, f"hivemem_driver_agent_steps_total{job}") == 25 * 3
+    assert value(prometheus, f"hivemem_driver_score_ratio{job}") == pytest.approx(
+        result.summary["score"]
+    )
+    assert value(prometheus, f"hivemem_driver_recalls_total{job}") == sum(
+        r["recalls"] for r in result.rows
+    )
+    asked = value(prometheus, 'hivemem_driver_task_outcomes_total{kind="asked"}')
+    correct = value(prometheus, 'hivemem_driver_task_outcomes_total{kind="correct"}')
+    assert 0 < correct <= asked
+    assert correct / asked == pytest.approx(result.summary["score"])
+
+
+def test_the_embedded_bus_series_arrived(
+    prometheus: str, driver_run: tuple[int, RunResult]
+) -> None:
+    rows = driver_run[1].rows
+    on = '{job="hivemem-driver"}'
+    assert (
+        value(prometheus, 'hivemem_bus_items{job="hivemem-driver",tier="private"}')
+        == (rows[-1]["items"]["private"])
+    )
+    decisions = value(prometheus, f"sum(hivemem_bus_write_decisions_total{on})")
+    assert decisions == sum(sum(r["ops"].values()) for r in rows) > 0
+    evicted = value(prometheus, f"sum(hivemem_bus_evictions_total{on})")
+    assert evicted == sum(sum(r["evicted"].values()) for r in rows) > 0
+    # every recalled item's age was counted; ages are within the run's 25 ticks
+    ages = value(prometheus, f"sum(hivemem_bus_recalled_item_age_ticks_count{on})")
+    assert ages == sum(r["hits"] for r in rows) > 0
+    mean = value(prometheus, f"sum(hivemem_bus_recalled_item_age_ticks_sum{on})") / ages
+    assert 0 < mean < 25
+
+
+def test_the_standalone_bus_series_arrived(prometheus: str) -> None:
+    bus = 'job="hivemem-bus"'
+    assert value(prometheus, f'hivemem_bus_requests_total{{{bus},op="write",code="ok"}}') == 3
+    assert value(prometheus, f'hivemem_bus_items{{{bus},tier="shared"}}') == 3
+    assert value(prometheus, f'hivemem_bus_write_decisions_total{{{bus},decision="ADD"}}') == 3
+    p50 = value(
+        prometheus,
+        f'histogram_quantile(0.5, sum by (le) (hivemem_bus_request_duration_seconds_bucket{{{bus},op="write"}}))',
+    )
+    assert 0 < p50 < 1.0
+
+
+def test_the_hosts_series_arrived_from_the_ray_node(prometheus: str) -> None:
+    steps = value(prometheus, 'sum(ray_hivemem_host_agent_steps_total{job="ray"})')
+    assert steps == TICKS * AGENTS
