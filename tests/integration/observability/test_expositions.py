@@ -115,6 +115,12 @@ def test_every_dashboard_query_names_exported_series(
     families = {re.sub(r"_(bucket|count|sum|created)$", "", n) for n in names}
     unseen = {f for f in families if not any(q.startswith(f) for q in queried)}
     assert not unseen, sorted(unseen)
+    # docs/observability.md lists every family and every panel's queries
+    doc = (ROOT / "docs/observability.md").read_text().replace("\\|", "|")
+    undocumented = {f for f in families if re.sub(r"_total$", "", f) not in doc}
+    assert not undocumented, sorted(undocumented)
+    for panel in panels():
+        assert all(t["expr"] in doc for t in panel["targets"]), panel["title"]
 
 
 def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
