@@ -37,20 +37,27 @@ class Writer:
     token: str
     acked: list[str] = field(default_factory=list)
     gave_up: list[str] = field(default_factory=list)
+    retried: int = 0
+    """Writes that outlived a reply timeout, so were sent again (across a kill)."""
 
     def run(self, address: str, stop: threading.Event, retries: int) -> None:
         """Write until ``stop``; each write retried (same request id) until acknowledged."""
-        with MemoryClient(address, self.agent, self.token, timeout=0.5, retries=retries) as client:
+        timeout = 0.5
+        with MemoryClient(
+            address, self.agent, self.token, timeout=timeout, retries=retries
+        ) as client:
             n = 0
             while not stop.is_set():
                 key = f"{self.agent}:{n}"
                 item = NewItem(f"{self.agent} fact {n}", meta={KEY: key})
+                began = time.monotonic()
                 try:
                     client.write("private", self.agent, item, now=float(n))
                 except HivememError:
                     self.gave_up.append(key)  # the server stayed away longer than the retries
                 else:
                     self.acked.append(key)
+                    self.retried += time.monotonic() - began > timeout
                 n += 1
 
 
@@ -62,6 +69,7 @@ class CycleReport:
     writers: int
     acked: int
     gave_up: int
+    retried: int
     missing: int
     duplicates: int
     unacked_present: int
@@ -79,6 +87,7 @@ class CycleReport:
             "writers": self.writers,
             "acknowledged_writes": self.acked,
             "writes_given_up": self.gave_up,
+            "writes_resent_across_a_kill": self.retried,
             "acknowledged_missing": self.missing,
             "duplicates": self.duplicates,
             "unacknowledged_present": self.unacked_present,
@@ -141,6 +150,7 @@ def _count(
         writers=len(crew),
         acked=sum(acked.values()),
         gave_up=sum(len(w.gave_up) for w in crew),
+        retried=sum(w.retried for w in crew),
         missing=sum(1 for k in acked if held[k] == 0),
         duplicates=sum(n - 1 for n in held.values() if n > 1),
         unacked_present=sum(1 for k in held if k not in acked),

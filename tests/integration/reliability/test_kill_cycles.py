@@ -14,6 +14,7 @@ def test_every_acknowledged_write_survives_three_kills_exactly_once(tmp_path: Pa
     assert report.acked > 300 * 3, "too little load to mean anything"
     assert min(report.acked_per_cycle) > 0, "a cycle wrote nothing before its kill"
     assert report.gave_up == 0
+    assert report.retried >= 1, "no write was in flight across a kill"
     assert report.missing == 0, report.to_json()
     assert report.duplicates == 0, report.to_json()
     # writes are retried until acknowledged, so nothing is held that was not acknowledged
