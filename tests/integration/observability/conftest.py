@@ -31,6 +31,7 @@ from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.runner import RunResult, run_once
 from hivemem.platform.scenario import load_scenario
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[3]
 TICKS, AGENTS, HOSTS = 30, 4, 2
@@ -77,7 +78,7 @@ class RayHead:
 
     def stop(self) -> None:
         """Stop every process of the cluster: they share the process group of ray start."""
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(self.pgid, sig)
             except ProcessLookupError:
@@ -153,6 +154,25 @@ def _start_head(temp_dir: Path) -> RayHead:
         head.stop()
         pytest.fail(f"ray start failed:\n{stdout}\n{stderr}")
     return head
+
+
+def host_series(ray_head: RayHead, want: int) -> dict[tuple[str, tuple[Any, ...]], float]:
+    """The node's ``ray_hivemem_host_*`` samples, once agent-steps reach ``want``."""
+    url = f"http://127.0.0.1:{ray_head.metrics_port}/metrics"
+    deadline = time.monotonic() + 30
+    samples: dict[tuple[str, tuple[Any, ...]], float] = {}
+    while time.monotonic() < deadline:
+        samples = {}
+        for family in text_string_to_metric_families(scrape(url)):
+            for s in family.samples:
+                if s.name.startswith("ray_hivemem_host_"):
+                    key = (s.name, tuple(sorted((k, v) for k, v in s.labels.items())))
+                    samples[key] = samples.get(key, 0.0) + s.value
+        steps = sum(v for (n, _), v in samples.items() if n == "ray_hivemem_host_agent_steps_total")
+        if steps >= want:
+            return samples
+        time.sleep(0.5)
+    return samples
 
 
 @pytest.fixture(scope="session")
@@ -236,6 +256,12 @@ def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             writer.write("shared", "team", NewItem(f"fact {i}"), now=float(i))
         admin.close()
         writer.close()
+        # the gauges refresh once a second: settled before anyone scrapes
+        deadline = time.monotonic() + 15
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        while 'hivemem_bus_items{tier="shared"} 3.0' not in scrape(url):
+            assert time.monotonic() < deadline, "the bus's gauges never showed its writes"
+            time.sleep(0.2)
         yield metrics_port
     finally:
         proc.terminate()

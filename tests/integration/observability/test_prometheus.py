@@ -19,7 +19,7 @@ import pytest
 import yaml
 from hivemem.platform.runner import RunResult
 
-from .conftest import AGENTS, ROOT, TICKS, RayHead, free_port
+from .conftest import AGENTS, ROOT, TICKS, RayHead, free_port, host_series
 
 CONFIG = ROOT / "deploy/observability/prometheus.yml"
 
@@ -37,6 +37,7 @@ def prometheus(
     if exe is None:
         pytest.fail("prometheus is missing: run `make prometheus` (apt-get install prometheus)")
     assert ray_job["proc"].returncode == 0, ray_job["proc"].stderr[-2000:]
+    host_series(ray_head, TICKS * AGENTS)  # the node has the whole run's counts
     tmp = tmp_path_factory.mktemp("prometheus")
     config = scrape_config(driver_run[0], standalone_bus, ray_head.service_discovery)
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))

@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from .conftest import AGENTS, HOSTS, TICKS, RayHead, promtool, scrape
+from .conftest import AGENTS, HOSTS, TICKS, RayHead, host_series, promtool, scrape
 
 
 def test_ray_job_submit_runs_a_scenario_on_the_cluster(ray_job: dict[str, Any]) -> None:
@@ -27,25 +24,6 @@ def test_ray_job_submit_runs_a_scenario_on_the_cluster(ray_job: dict[str, Any]) 
     assert summary["ticks"] == TICKS and summary["agents"] == AGENTS
     assert summary["hosts"] == HOSTS
     assert 0.5 < summary["summary"]["score"] <= 1.0
-
-
-def host_series(ray_head: RayHead, want: int) -> dict[tuple[str, tuple[Any, ...]], float]:
-    """The node's ``ray_hivemem_host_*`` samples, once agent-steps reach ``want``."""
-    url = f"http://127.0.0.1:{ray_head.metrics_port}/metrics"
-    deadline = time.monotonic() + 30
-    samples: dict[tuple[str, tuple[Any, ...]], float] = {}
-    while time.monotonic() < deadline:
-        samples = {}
-        for family in text_string_to_metric_families(scrape(url)):
-            for s in family.samples:
-                if s.name.startswith("ray_hivemem_host_"):
-                    key = (s.name, tuple(sorted((k, v) for k, v in s.labels.items())))
-                    samples[key] = samples.get(key, 0.0) + s.value
-        steps = sum(v for (n, _), v in samples.items() if n == "ray_hivemem_host_agent_steps_total")
-        if steps >= want:
-            return samples
-        time.sleep(0.5)
-    return samples
 
 
 def test_the_hosts_metrics_reach_the_node_exporter(
