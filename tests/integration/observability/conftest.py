@@ -68,6 +68,8 @@ class RayHead:
     """Ray Jobs address (``http://127.0.0.1:port``)."""
     metrics_port: int
     """The node's metrics export port (Ray's and ``ray.util.metrics`` series)."""
+    gcs: str
+    """The address ``ray.init`` joins (``127.0.0.1:port``)."""
     env: dict[str, str] = field(default_factory=dict)
     """Environment for CLI calls against this cluster (token auth)."""
     pgid: int = 0
@@ -143,6 +145,7 @@ def _start_head(temp_dir: Path) -> RayHead:
         temp_dir=temp_dir,
         dashboard=f"http://127.0.0.1:{ports['dashboard-port']}",
         metrics_port=ports["metrics-export-port"],
+        gcs=f"127.0.0.1:{ports['port']}",
         env=env,
         pgid=proc.pid,
     )

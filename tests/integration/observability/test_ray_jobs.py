@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import AGENTS, HOSTS, TICKS, RayHead, host_series, promtool, scrape
 
@@ -75,3 +79,29 @@ def _family(line: str) -> str:
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+
+
+def test_a_restarted_host_is_counted_by_the_host_and_the_driver(ray_head: RayHead) -> None:
+    """A host killed mid-run comes back (Ray ``max_restarts``) and says so."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("restart_run.py")), ray_head.gcs],
+        env=ray_head.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'hivemem_driver_host_restarts_total{scenario="capacity_stream"} 1.0' in proc.stdout
+    url = f"http://127.0.0.1:{ray_head.metrics_port}/metrics"
+    deadline = time.monotonic() + 30
+    restarts = 0.0
+    while restarts < 1 and time.monotonic() < deadline:
+        restarts = sum(
+            s.value
+            for family in text_string_to_metric_families(scrape(url))
+            for s in family.samples
+            if s.name == "ray_hivemem_host_restarts_total"
+        )
+        time.sleep(0.5)
+    assert restarts == 1
