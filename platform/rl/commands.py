@@ -21,6 +21,9 @@ def _scenario(name: str, overrides: list[str]):  # type: ignore[no-untyped-def]
 def train_command(
     scenario: str = typer.Argument(..., help="A scenario file or a built-in name."),
     controller: str = typer.Option("eviction", help="eviction | write"),
+    method: str = typer.Option(
+        "es", help="es (evolution strategies) | reinforce (policy gradient; eviction, linear)"
+    ),
     tier: str | None = typer.Option(
         None, help="Tier the policy acts on (default: one with a capacity)."
     ),
@@ -60,7 +63,7 @@ def train_command(
         workers=workers,
     )
     folder = out or Path("runs") / f"train-{s.name}-{controller}"
-    if workers:
+    if workers or method == "reinforce":
         ensure_ray(address, max(s.run.num_cpus, workers))
 
     def show(r: dict[str, float]) -> None:
@@ -71,11 +74,57 @@ def train_command(
         )
 
     try:
-        train(s, config, folder, resume=resume, on_iteration=show)
+        if method == "reinforce":
+            _train_reinforce(s, config, folder)
+        elif method == "es":
+            train(s, config, folder, resume=resume, on_iteration=show)
+        else:
+            raise HivememError(f"unknown method {method!r} (es, reinforce)")
     except HivememError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(str(folder / "policy.json"))
+
+
+def _train_reinforce(s, config, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    """REINFORCE on Eviction-v0: ``iterations`` × ``episodes`` episodes, lr, seed, workers."""
+    from hivemem.memory_bus.errors import ConfigError
+    from hivemem.platform.rl.learner import curve_plot
+    from hivemem.platform.rl.pg import PGConfig, train_pg
+    from hivemem.platform.rl.sim import policy_tier
+
+    if config.controller != "eviction" or config.hidden:
+        raise ConfigError("reinforce trains linear eviction policies only")
+    tier = policy_tier(s, config.tier)
+    pg = PGConfig(
+        iterations=config.iterations,
+        episodes=config.episodes,
+        lr=config.lr,
+        seed=config.seed,
+        workers=max(config.workers, 1),
+        tier=tier,
+    )
+
+    def show(r: dict[str, float]) -> None:
+        typer.echo(
+            f"iteration {int(r['iteration']) + 1}/{pg.iterations}: sampled return/tick "
+            f"{r['return_per_tick']:.3f}",
+            err=True,
+        )
+
+    scorer, history = train_pg(s, pg, on_iteration=show)
+    scorer.meta.update({"scenario": s.name, "tier": tier, "iterations": pg.iterations})
+    folder.mkdir(parents=True, exist_ok=True)
+    scorer.save(folder / "policy.json")
+    curve = [
+        {
+            "iteration": h["iteration"],
+            "centre": h["return_per_tick"],
+            "population_mean": h["return_per_tick"],
+        }
+        for h in history
+    ]
+    curve_plot(folder / "curve.png", s.name, "eviction (REINFORCE)", curve)
 
 
 def eval_command(

@@ -53,3 +53,17 @@ def test_a_corrupted_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode != 0 and "corrupted" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_by_policy_gradient(tmp_path: Path) -> None:
+    proc = hivemem(
+        "train", "capacity_stream", "--method", "reinforce", "--iterations", "2",
+        "--episodes", "2", "--workers", "1", "--out", str(tmp_path), *sets("capacity_stream"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "iteration 2/2" in proc.stderr
+    doc = json.loads((tmp_path / "policy.json").read_text())
+    assert doc["meta"]["method"] == "reinforce" and any(p != 0 for p in doc["params"])
+    assert (tmp_path / "curve.png").read_bytes().startswith(PNG)
+    proc = hivemem("train", "capacity_stream", "--method", "reinforce", "--controller", "write")
+    assert proc.returncode == 2 and "linear eviction policies only" in proc.stderr
