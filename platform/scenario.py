@@ -227,7 +227,31 @@ def apply_overrides(raw: Any, overrides: list[str]) -> Any:
 def load_scenario(name_or_path: str, overrides: list[str] | None = None) -> Scenario:
     """Read, override, validate. Raises :class:`ScenarioError` listing every problem."""
     text, source = resolve_path(name_or_path)
-    return parse_scenario(text, source, overrides or [])
+    return absolute_checkpoints(parse_scenario(text, source, overrides or []))
+
+
+LEARNED = "learned:"
+
+
+def absolute_checkpoints(s: Scenario) -> Scenario:
+    """``learned:PATH`` policies with PATH made absolute (from the current directory).
+
+    The bus reads the checkpoint in its own process (a Ray actor's working directory is
+    not the caller's), and the run folder's resolved scenario should say which file ran.
+    """
+    update: dict[str, Any] = {}
+    for tier in ("private", "shared", "graph"):
+        cfg = getattr(s.memory, tier)
+        changes = {
+            field: LEARNED + str(Path(name[len(LEARNED) :]).absolute())
+            for field, name in (("eviction", cfg.eviction), ("write_policy", cfg.write_policy))
+            if name.startswith(LEARNED) and not Path(name[len(LEARNED) :]).is_absolute()
+        }
+        if changes:
+            update[tier] = cfg.model_copy(update=changes)
+    if not update:
+        return s
+    return s.model_copy(update={"memory": s.memory.model_copy(update=update)})
 
 
 def parse_scenario(

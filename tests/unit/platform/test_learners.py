@@ -43,3 +43,15 @@ def test_policy_gradient_points_to_what_paid() -> None:
         trajs.append(Trajectory(grads, rewards))
     g = pg_gradient(trajs, gamma=0.0)
     assert g[0] > 0.3 and abs(g[1]) < 0.15 and abs(g[2]) < 0.15
+
+
+def test_relative_checkpoint_paths_become_absolute(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The bus may run elsewhere (a Ray actor): it gets the absolute path."""
+    from hivemem.memory_bus.policies.learned import Scorer
+    from hivemem.platform.scenario import load_scenario
+
+    Scorer.init("eviction", 0, np.random.default_rng(0)).save(tmp_path / "p.json")
+    monkeypatch.chdir(tmp_path)
+    s = load_scenario("capacity_stream", ["memory.private.eviction=learned:p.json"])
+    assert s.memory.private.eviction == f"learned:{tmp_path / 'p.json'}"
+    assert s.memory.shared.eviction == load_scenario("capacity_stream").memory.shared.eviction
