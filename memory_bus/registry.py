@@ -48,6 +48,10 @@ class Registry(Generic[T]):
         """The registered short names, sorted."""
         return sorted(self._factories)
 
+    def prefixes(self) -> list[str]:
+        """The registered name schemes, as ``"prefix:..."``, sorted."""
+        return sorted(f"{p}:..." for p in self._prefixes)
+
     def factory(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name`` (or ``"module:Class"``), without calling it.
 
@@ -96,9 +100,7 @@ class Registry(Generic[T]):
             if head in self._prefixes:
                 return self._prefixes[head], tail
             return self._import(head, tail, name), None
-        raise UnknownNameError(
-            self.kind, name, [*self._factories, *(f"{p}:..." for p in self._prefixes)]
-        )
+        raise UnknownNameError(self.kind, name, [*self._factories, *self.prefixes()])
 
     def _import(self, module_name: str, attr: str, name: str) -> Callable[..., T]:
         try:

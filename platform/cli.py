@@ -168,8 +168,9 @@ def list_things() -> None:
     table.add_row("scenarios", "\n".join(rows))
     table.add_row("task families", ", ".join(task_families()))
     table.add_row("agent types", ", ".join(AGENT_TYPES.names()))
-    table.add_row("eviction policies", ", ".join(EVICTION_POLICIES.names()))
-    table.add_row("write policies", ", ".join(WRITE_POLICIES.names()))
+    for label, registry in (("eviction", EVICTION_POLICIES), ("write", WRITE_POLICIES)):
+        names = [*registry.names(), *(f"{p[:-3]}PATH" for p in registry.prefixes())]
+        table.add_row(f"{label} policies", ", ".join(names))
     Console().print(table)
 
 

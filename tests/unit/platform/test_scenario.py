@@ -498,6 +498,7 @@ def test_cli_list_shows_scenarios_and_families() -> None:
         assert f"{name} ({name}) - " in result.stdout
     assert ", ".join(task_families()) in result.stdout
     assert task_families() == BUILTINS
+    assert result.stdout.count("learned:PATH") == 2  # eviction and write
 
 
 def test_committed_schema_is_current() -> None:
