@@ -375,6 +375,10 @@ class BusServer:
         reply, code = self._apply(req, caller)
         if req.op in MUTATING:
             self._remember(key, reply)
+        # Only now: a snapshot taken before the reply is remembered would hold the change
+        # but not its reply, and empty the log that held both; a retry after a crash
+        # would then be applied a second time.
+        self._maybe_snapshot()
         return reply, code
 
     def _apply(self, req: Request, caller: Caller) -> tuple[bytes, str]:
@@ -433,7 +437,9 @@ class BusServer:
             self.journal.append(
                 {"op": "recall", "recalls": ctx.recalls, "now": req.args.get("now", 0.0)}
             )
-        if self.journal.records_since_snapshot >= self.snapshot_every:
+
+    def _maybe_snapshot(self) -> None:
+        if self.journal is not None and self.journal.records_since_snapshot >= self.snapshot_every:
             self.journal.snapshot(self._state())
 
     def _state(self) -> dict[str, Any]:

@@ -6,6 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hivemem.memory_bus.auth import token_for
+from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.protocol import HEADER, decode_reply, encode_new_item, encode_request
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.testing.kill_cycles import kill_cycles
 
 
@@ -19,3 +26,33 @@ def test_every_acknowledged_write_survives_three_kills_exactly_once(tmp_path: Pa
     assert report.duplicates == 0, report.to_json()
     # writes are retried until acknowledged, so nothing is held that was not acknowledged
     assert report.unacked_present == 0, report.to_json()
+
+
+def test_a_retry_of_the_write_that_triggered_a_snapshot_is_not_applied_twice(
+    tmp_path: Path,
+) -> None:
+    """The kill cycles found this: the snapshot a write triggers must hold that write's
+    reply, since it empties the log; a retry after a crash was applied a second time."""
+    store_config = StoreConfig(dim=8)
+    frames = encode_request(
+        7,
+        4242,
+        "write",
+        "w0",
+        token_for(b"s" * 32, "w0"),
+        {"tier": "private", "namespace": "w0", "item": encode_new_item(NewItem("once")), "now": 0},
+    )
+
+    def serve_once() -> tuple[object, int]:
+        journal = Journal(tmp_path, "no")
+        with BusServer(
+            MemoryStore(store_config), secret=b"s" * 32, journal=journal, snapshot_every=1
+        ) as server:
+            reply = server.handle(frames)
+            return decode_reply([HEADER, reply]), server.store.stats()["private"]["items"]
+
+    first, items = serve_once()
+    assert (tmp_path / "snapshot.msgpack").exists() and items == 1
+    again, items = serve_once()  # restarted from the snapshot alone
+    assert again == first
+    assert items == 1
