@@ -131,9 +131,14 @@ def plot(growth: list[dict[str, Any]], scale: dict[str, list[dict[str, Any]]]) -
     out = []
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     items = [r["items"] for r in growth]
-    for key, label in (("store", "store (shared tier)"), ("faiss", "raw faiss, same index")):
-        ax.plot(items, [r[f"{key}_p50_us"] for r in growth], "o-", label=f"{label} p50")
-        ax.plot(items, [r[f"{key}_p99_us"] for r in growth], "o--", label=f"{label} p99")
+    sources = (("store", "store (shared tier)", "C0"), ("faiss", "raw faiss, same index", "C1"))
+    for key, label, color in sources:
+        ax.plot(
+            items, [r[f"{key}_p50_us"] for r in growth], "o-", color=color, label=f"{label} p50"
+        )
+        ax.plot(
+            items, [r[f"{key}_p99_us"] for r in growth], "o--", color=color, label=f"{label} p99"
+        )
     ax.set(xscale="log", yscale="log", xlabel="items in the namespace (HNSW, dim 384)",
            ylabel="one search, microseconds", title="Search latency against items")  # fmt: skip
     ax.grid(True, which="both", alpha=0.3)
