@@ -4,6 +4,10 @@ The cluster is started like a user would, in a temporary folder, with every port
 free and on loopback: other Ray sessions may run on this machine with Ray's default ports.
 It is stopped by its process group (never ``ray stop``, which would stop every Ray on
 the machine). Token authentication is on, with a token made for this cluster.
+
+The fixtures are package-scoped (this folder has an ``__init__.py`` for that): the
+cluster, the run and the bus go away when this folder's tests end, not at the end of
+the whole suite.
 """
 
 from __future__ import annotations
@@ -178,7 +182,7 @@ def host_series(ray_head: RayHead, want: int) -> dict[tuple[str, tuple[Any, ...]
     return samples
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_head() -> Iterator[RayHead]:
     # A short path: Ray's unix sockets live under it and have a length limit.
     temp_dir = Path(tempfile.mkdtemp(prefix="hmray", dir="/tmp"))
@@ -190,7 +194,7 @@ def ray_head() -> Iterator[RayHead]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_job(ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A run submitted as the README says (``ray job submit --working-dir .``), finished."""
     out = tmp_path_factory.mktemp("runs")
@@ -222,7 +226,7 @@ def ray_job(ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {"proc": proc, "out": out}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def driver_run(ray_session: None) -> Iterator[tuple[int, RunResult]]:
     """A finished run whose driver keeps serving /metrics (as ``hivemem run`` does)."""
     s = load_scenario("capacity_stream", ["run.ticks=25", "agents.0.count=3"])
@@ -232,7 +236,7 @@ def driver_run(ray_session: None) -> Iterator[tuple[int, RunResult]]:
     yield port, run_once(s, metrics=metrics)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """``hivemem bus serve`` with three writes and a refused one behind it."""
     tmp = tmp_path_factory.mktemp("bus")

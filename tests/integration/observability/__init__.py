@@ -1,0 +1,1 @@
+"""Tests of metrics, dashboards and deployment (a package so fixtures can be package-scoped)."""
