@@ -197,7 +197,20 @@ class _Hosts:
         self.restarts = 0
         self._parts: list[dict[str, Any]] = []
         self._stepped_by: list[str] = []
-        self.nodes = [i["node"] for i in self._get([h.info.remote() for h in self.handles])]
+        infos = self._get([h.info.remote() for h in self.handles])
+        self.nodes = [i["node"] for i in infos]
+        self._incarnation = [i["incarnation"] for i in infos]
+
+    def _seen(self, i: int, result: dict[str, Any]) -> dict[str, Any]:
+        """Count a restart whenever host ``i`` answers from a new process.
+
+        Counting by incarnation, not by ``RayActorError``, also counts a restart that
+        Ray finished before the next call arrived (that call then simply succeeds).
+        """
+        if result["incarnation"] != self._incarnation[i]:
+            self.restarts += 1
+            self._incarnation[i] = result["incarnation"]
+        return result
 
     @staticmethod
     def _get(refs: Any) -> Any:
@@ -211,11 +224,10 @@ class _Hosts:
 
         for attempt in range(30):
             try:
-                return ray.get(getattr(self.handles[i], method).remote(*args))
+                return self._seen(i, ray.get(getattr(self.handles[i], method).remote(*args)))
             except RayActorError:
                 if attempt == 29:
                     raise
-                self.restarts += 1
                 time.sleep(min(0.2 * (attempt + 1), 2.0))
         raise AssertionError("unreachable")
 
@@ -229,9 +241,8 @@ class _Hosts:
         out = []
         for i, ref in enumerate(refs):
             try:
-                out.append(ray.get(ref))
+                out.append(self._seen(i, ray.get(ref)))
             except RayActorError:
-                self.restarts += 1
                 out.append(self._call(i, "step", t, parts[i]))
         self._stepped_by = [r["incarnation"] for r in out]
         return out
@@ -247,12 +258,11 @@ class _Hosts:
         out = []
         for i, handle in enumerate(self.handles):
             try:
-                result = ray.get(handle.commit.remote(t))
+                result = self._seen(i, ray.get(handle.commit.remote(t)))
             except RayActorError:
                 result = None
             if result is None or result["incarnation"] != self._stepped_by[i]:
                 # died (and perhaps already restarted) since its step: do both again
-                self.restarts += 1
                 redo = self._call(i, "step", t, self._parts[i])
                 result = self._call(i, "commit", t)
                 if result["incarnation"] != redo["incarnation"]:
