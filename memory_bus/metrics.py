@@ -104,9 +104,10 @@ class BusMetrics:
         """Count the ages (``now - created``) of the items that reads of ``tier`` returned."""
         self.memory.recalled(tier, now, results)
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        """Expose ``/metrics`` over HTTP on ``addr:port``."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Expose ``/metrics`` over HTTP on ``addr:port`` (0: any free port); returns the port."""
+        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return int(server.server_port)
 
 
 class _MemoryCollector(Collector):

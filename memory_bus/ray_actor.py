@@ -13,6 +13,7 @@ from typing import Any
 import ray
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -31,15 +32,24 @@ class BusActor:
         port: int,
         data_dir: str | None,
         shard: tuple[int, int] = (0, 1),
+        metrics: bool = False,
     ) -> None:
         store = MemoryStore(StoreConfig.model_validate_json(config_json)).as_shard(*shard)
         journal = Journal(data_dir) if data_dir else None
         bind = host or ray.util.get_node_ip_address()
-        self.server = BusServer(store, host=bind, port=port, secret=secret, journal=journal).start()
+        bus_metrics = BusMetrics() if metrics else None
+        self.server = BusServer(
+            store, host=bind, port=port, secret=secret, journal=journal, metrics=bus_metrics
+        ).start()
+        # /metrics on a free port of the actor's node: shards may share a node
+        self.metrics = f"{bind}:{bus_metrics.serve(0, bind)}" if bus_metrics else ""
 
     def addresses(self) -> dict[str, str]:
-        """ROUTER and PUB addresses."""
-        return {"address": self.server.address, "pub": self.server.pub_address}
+        """ROUTER and PUB addresses, and ``metrics`` (host:port of /metrics) if served."""
+        out = {"address": self.server.address, "pub": self.server.pub_address}
+        if self.metrics:
+            out["metrics"] = self.metrics
+        return out
 
     def pid(self) -> int:
         """The actor's process id (benchmarks read its memory from /proc)."""
@@ -90,11 +100,12 @@ def _launch(
     data_dir: str | None,
     num_cpus: float,
     shard: tuple[int, int],
+    metrics: bool = False,
 ) -> Any:
     remote = ray.remote(num_cpus=num_cpus, max_restarts=0)(BusActor)
     return remote.options(
         name=name, namespace=namespace, get_if_exists=True, scheduling_strategy="SPREAD"
-    ).remote(config.model_dump_json(), secret, host, port, data_dir, shard)
+    ).remote(config.model_dump_json(), secret, host, port, data_dir, shard, metrics)
 
 
 def start_bus_shards(
@@ -104,18 +115,20 @@ def start_bus_shards(
     *,
     name: str = DEFAULT_NAME,
     namespace: str = DEFAULT_NAMESPACE,
-) -> tuple[list[Any], list[str]]:
+    metrics: bool = False,
+) -> tuple[list[Any], list[dict[str, str]]]:
     """Start the ``shards`` servers of a sharded bus at once, as actors ``{name}-{i}``.
 
-    They share ``secret`` (a token is valid on every shard). Returns the actor handles
-    and their ROUTER addresses in shard order, the order clients route by.
+    They share ``secret`` (a token is valid on every shard). With ``metrics`` each serves
+    ``hivemem_bus_*`` on a free port of its node. Returns the actor handles and their
+    addresses (``address``, ``pub``, ``metrics``) in shard order, the order clients route by.
     """
     actors = [
-        _launch(config, secret, f"{name}-{i}", namespace, None, 0, None, 0, (i, shards))
+        _launch(config, secret, f"{name}-{i}", namespace, None, 0, None, 0, (i, shards), metrics)
         for i in range(shards)
     ]
     found: list[dict[str, str]] = ray.get([a.addresses.remote() for a in actors])
-    return actors, [f["address"] for f in found]
+    return actors, found
 
 
 def find_bus_actor(

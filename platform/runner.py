@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -98,8 +99,10 @@ class _Bus:
 
     With ``run.bus_shards`` > 1 the namespaces are spread over that many servers (see
     :mod:`hivemem.memory_bus.sharding`); ``address`` then lists them all, comma-separated,
-    and every client routes by namespace. Bus metrics are kept for an unsharded embedded
-    bus only (the per-store gauges would overwrite each other).
+    and every client routes by namespace. Bus metrics: an unsharded embedded bus adds its
+    series to the driver's endpoint (the gauges of several in-process shards would
+    overwrite each other, so a sharded embedded bus has none); bus actors each serve their
+    own on their node, listed for Prometheus by :func:`write_bus_targets`.
     """
 
     def __init__(
@@ -112,13 +115,20 @@ class _Bus:
         shards = scenario.run.bus_shards
         self.actors: list[Any] = []
         self.servers: list[BusServer] = []
+        self.targets: Path | None = None
         secret = new_secret()
         if remote:
             from hivemem.memory_bus.ray_actor import start_bus_shards
 
-            self.actors, addresses = start_bus_shards(
-                config, secret, shards, name=f"hivemem-bus-{run_id}"
+            self.actors, found = start_bus_shards(
+                config,
+                secret,
+                shards,
+                name=f"hivemem-bus-{run_id}",
+                metrics=scenario.metrics_port is not None,
             )
+            addresses = [f["address"] for f in found]
+            self.targets = write_bus_targets(scenario.name, run_id, found)
         else:
             from hivemem.memory_bus.metrics import BusMetrics
 
@@ -159,6 +169,28 @@ class _Bus:
             ray.get([a.stop.remote() for a in self.actors])
             for actor in self.actors:
                 ray.kill(actor)
+        if self.targets is not None:
+            self.targets.unlink(missing_ok=True)
+
+
+BUS_TARGETS_DIR = Path(tempfile.gettempdir()) / "hivemem" / "prom_bus_targets"
+"""Prometheus file-discovery targets of bus actors, one JSON file per run (see
+``deploy/observability/prometheus.yml``): a bus on a cluster listens on whatever node Ray
+placed it, so its address cannot be written in the config."""
+
+
+def write_bus_targets(scenario: str, run_id: str, found: list[dict[str, str]]) -> Path | None:
+    """Write the ``/metrics`` addresses of a run's bus actors for Prometheus to discover."""
+    targets = [f["metrics"] for f in found if f.get("metrics")]
+    if not targets:
+        return None
+    BUS_TARGETS_DIR.mkdir(parents=True, exist_ok=True)
+    path = BUS_TARGETS_DIR / f"{run_id}.json"
+    doc = [{"targets": targets, "labels": {"scenario": scenario}}]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    tmp.replace(path)  # Prometheus never reads a half-written file
+    return path
 
 
 def split(specs: list[AgentSpec], hosts: int) -> list[list[AgentSpec]]:

@@ -15,6 +15,7 @@ import pytest
 import typer
 import yaml
 from hivemem.platform.cli import app
+from hivemem.platform.runner import BUS_TARGETS_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -29,6 +30,9 @@ def ray_pin() -> str:
     match = re.search(r"^ray==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M)
     assert match
     return match.group(1)
+
+
+BUS_SD = "/tmp/hivemem/prom_bus_targets/*.json"
 
 
 def test_prometheus_scrapes_the_ports_the_deploy_readme_uses() -> None:
@@ -47,6 +51,9 @@ def test_prometheus_scrapes_the_ports_the_deploy_readme_uses() -> None:
     assert targets["hivemem-bus"] == [f"127.0.0.1:{bus_port.group(1)}"]
     # Ray's nodes come from the file Ray's head keeps current
     assert jobs["ray"]["file_sd_configs"] == [{"files": [RAY_SD]}]
+    # bus actors of cluster runs come from the files the runner writes
+    assert jobs["hivemem-bus"]["file_sd_configs"] == [{"files": [BUS_SD]}]
+    assert str(BUS_TARGETS_DIR / "*.json") == BUS_SD
 
 
 def test_promtool_accepts_the_prometheus_config() -> None:
@@ -63,8 +70,10 @@ def test_promtool_accepts_the_prometheus_config() -> None:
         line
         for line in output
         if ("WARNING" in line or "FAILED" in line)
-        # without a Ray head on this machine the discovery file does not exist yet
-        and not (f'file "{RAY_SD}"' in line and "does not exist" in line)
+        # without a Ray head (or a cluster run) here the discovery files do not exist yet
+        and not (
+            any(f'file "{sd}"' in line for sd in (RAY_SD, BUS_SD)) and "does not exist" in line
+        )
     ]
     assert not problems, output
 

@@ -44,3 +44,45 @@ def test_a_run_exports_ticks_steps_score_and_the_bus_series() -> None:
     assert items == result.rows[-1]["items"]["private"] > 0
     evictions = sum(v for (n, _), v in samples.items() if n == "hivemem_bus_evictions_total")
     assert evictions == sum(sum(r["evicted"].values()) for r in result.rows) > 0
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_bus_actors_serve_their_metrics_and_are_listed_for_prometheus(shards: int) -> None:
+    """A run with the bus as Ray actors (the cluster mode): each shard serves /metrics on
+    its node and the run lists those endpoints in a file-discovery file while it runs."""
+    import json
+
+    from hivemem.platform.runner import BUS_TARGETS_DIR
+
+    s = load_scenario(
+        "capacity_stream",
+        ["run.ticks=12", "agents.0.count=3", f"run.bus_shards={shards}", "metrics_port=9100"],
+    )
+    seen: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+
+    def scrape(t: int, row: dict) -> None:  # type: ignore[type-arg]
+        if t != 10:
+            return
+        (path,) = BUS_TARGETS_DIR.glob("*.json")
+        (group,) = json.loads(path.read_text())
+        assert group["labels"] == {"scenario": "capacity_stream"}
+        for target in group["targets"]:
+            body = urllib.request.urlopen(f"http://{target}/metrics", timeout=10).read().decode()
+            seen[target] = {
+                (x.name, tuple(sorted(x.labels.items()))): x.value
+                for family in text_string_to_metric_families(body)
+                for x in family.samples
+            }
+
+    run_once(s, remote=True, on_tick=scrape)
+    assert len(seen) == shards
+    writes = sum(
+        v
+        for samples in seen.values()
+        for (name, labels), v in samples.items()
+        if name == "hivemem_bus_requests_total" and ("op", "write_many") in labels
+    )
+    assert writes >= 10  # every tick's commit wrote through the shards
+    for samples in seen.values():  # gauges refresh each second: present, maybe still 0
+        assert ("hivemem_bus_items", (("tier", "private"),)) in samples
+    assert not list(BUS_TARGETS_DIR.glob("*.json"))  # the run's file goes with the run
