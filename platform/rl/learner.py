@@ -99,7 +99,9 @@ class Evaluator:
         self.scenario = parse_scenario(scenario_yaml, "<training scenario>")
         self.config = TrainConfig(**config)
         self.tier = policy_tier(self.scenario, self.config.tier)
-        self.dir = Path(tempfile.mkdtemp(prefix="hivemem-es-"))
+        # candidates are served by name, like any checkpoint; the folder goes with the object
+        self._tmp = tempfile.TemporaryDirectory(prefix="hivemem-es-")
+        self.dir = Path(self._tmp.name)
 
     def episode_return(self, params: Sequence[float], seed: int) -> float:
         """Return per tick of one episode with the scorer ``params`` serving on the bus."""
@@ -108,6 +110,10 @@ class Evaluator:
         s = with_controller(self.scenario, self.tier, c.controller, f"learned:{path}", seed=seed)
         ep = run_episode(s, tier=self.tier)
         return ep.ret(c.memory_cost) / max(len(ep.rewards), 1)
+
+    def close(self) -> None:
+        """Remove the candidates' folder."""
+        self._tmp.cleanup()
 
     def evaluate(self, jobs: list[tuple[list[float], int]]) -> list[float]:
         """Returns of ``(params, seed)`` jobs, in order."""
@@ -147,11 +153,14 @@ class Rollouts:
         return out
 
     def close(self) -> None:
-        """Stop the workers."""
-        import ray
+        """Stop the workers (their temporary folders go with their processes)."""
+        if self.local is not None:
+            self.local.close()
+        if self.remote:
+            import ray
 
-        for w in self.remote:
-            ray.kill(w)
+            for w in self.remote:
+                ray.kill(w)
 
 
 # --- ES -----------------------------------------------------------------------------------
