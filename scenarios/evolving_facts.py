@@ -23,6 +23,9 @@ class EvolvingParams(TaskParams):
     values: int = Field(10, ge=2, le=len(VALUES))
     changes_per_tick: int = Field(3, ge=0)
     as_of_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of as-of questions")
+    redundancy: int = Field(
+        1, ge=1, description="observers that see (and propose) each change: duplicate writes"
+    )
 
 
 @TASKS.register("evolving_facts")
@@ -78,6 +81,7 @@ class EvolvingFacts(Task):
                     qid += 1
             self.questions.append(asked)
         self.observers = observers
+        self.redundancy = p.redundancy
 
     def value_at(self, key: str, t: float) -> str:
         """The value of ``key`` from its last change at or before ``t``."""
@@ -85,7 +89,7 @@ class EvolvingFacts(Task):
         return self.vals[key][max(i, 0)]
 
     def observe(self, t: int) -> dict[str, Observation]:
-        return deal(self.facts[t], self.observers, self.questions[t])
+        return deal(self.facts[t], self.observers, self.questions[t], self.redundancy)
 
     def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
         out = {

@@ -55,14 +55,22 @@ def all_keys(entities: int, attributes: int) -> list[Key]:
 
 
 def deal(
-    facts: list[dict[str, Any]], observers: list[AgentSpec], questions: dict[str, dict[str, Any]]
+    facts: list[dict[str, Any]],
+    observers: list[AgentSpec],
+    questions: dict[str, dict[str, Any]],
+    copies: int = 1,
 ) -> dict[str, Observation]:
-    """One tick's observations: facts dealt round-robin to ``observers``, questions to theirs."""
+    """One tick's observations: facts dealt round-robin to ``observers``, questions to theirs.
+
+    With ``copies`` > 1 each fact goes to that many consecutive observers (redundant
+    witnesses, who will all propose it).
+    """
     obs: dict[str, Observation] = {}
     if observers:
         for i, f in enumerate(facts):
-            spec = observers[i % len(observers)]
-            obs.setdefault(spec.agent_id, {"facts": []})["facts"].append(f)
+            for c in range(min(copies, len(observers))):
+                spec = observers[(i + c) % len(observers)]
+                obs.setdefault(spec.agent_id, {"facts": []})["facts"].append(f)
     for aid, q in questions.items():
         obs.setdefault(aid, {})["question"] = q
     return obs
