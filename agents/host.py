@@ -192,6 +192,15 @@ class AgentHost:
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
         return {"answers": answers, "stats": stats.to_dict(), "incarnation": self.incarnation}
 
+    def rewrite_pending(self, rewrite: Callable[[str, Action], Action]) -> None:
+        """Change the kept actions between step and commit (``rewrite(agent_id, action)``).
+
+        The writes are prepared again from the result. Training environments use it to
+        let a controller decide where an agent's proposals go.
+        """
+        self.pending = [(aid, rewrite(aid, action)) for aid, action in self.pending]
+        self.prepared = self._prepare_writes(self.pending)
+
     def commit(self, t: float) -> dict[str, Any]:
         """Phase 2 of a tick: send the kept writes (one ``write_many`` per tier)."""
         stats = TickStats()

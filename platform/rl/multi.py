@@ -86,11 +86,8 @@ class SharingEnv:
                 if aid in self.possible_agents:
                     obs[aid] = [p.importance for p in action.writes]
         actions = self.episode.channel.ask((t, obs), {})
-        if actions is None:
-            return
         for host in hosts.hosts:
-            host.pending = [(aid, self._route(aid, a, actions)) for aid, a in host.pending]
-            host.prepared = host._prepare_writes(host.pending)
+            host.rewrite_pending(lambda aid, action: self._route(aid, action, actions))
 
     def _route(self, aid: str, action: Any, actions: dict[str, int]) -> Any:
         if aid not in self.possible_agents:
