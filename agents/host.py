@@ -213,13 +213,13 @@ class AgentHost:
             results = self._as(sender).write_many_encoded(tier, items, now=t)
             stats.bus_seconds += time.perf_counter() - t0
             if self.metrics is not None:
-                self.metrics.request("write_many", tier, len(items), time.perf_counter() - t0)
+                self.metrics.request("write_many", tier, len(results), time.perf_counter() - t0)
             for res in results:
                 key = f"{tier}.{res.op.value}"
                 stats.ops[key] = stats.ops.get(key, 0) + 1
                 if res.evicted:
                     stats.evicted[tier] = stats.evicted.get(tier, 0) + len(res.evicted)
-            stats.writes += len(items)
+            stats.writes += len(results)
         for aid, action in pending:
             for promo in action.promotions:
                 parent = promo.parent

@@ -36,8 +36,10 @@ from hivemem.memory_bus.protocol import (
     decode_item,
     decode_reply,
     decode_write_result,
+    decode_write_results,
     encode_new_item,
     encode_request,
+    encode_write_columns,
     unpack,
     vector_to_bytes,
 )
@@ -97,15 +99,37 @@ def _on_behalf(entry: dict[str, Any], who: Any) -> dict[str, Any]:
     return entry
 
 
-def encode_write_entries(entries: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+WriteEntries = dict[str, Any] | list[dict[str, Any]]
+"""``write_many`` entries in wire form: columns (a map), or rows (a list of maps)."""
+
+
+def encode_write_entries(entries: list[tuple[Any, ...]]) -> WriteEntries:
     """``write_many`` entries in wire form, for :meth:`Ops.write_many_encoded`.
 
-    Encoding thousands of items takes milliseconds; a caller with time to spare before
-    it must send (an agent host, while the other hosts step) can do it then.
+    Columns (one list per field, every vector in one float32 blob: see
+    ``docs/protocol.md``) whenever the entries allow it, which the server stores a
+    batch at a time; rows otherwise (some items with a vector and some without, or
+    some entries on behalf of an agent and some not). Encoding thousands of items takes
+    milliseconds; a caller with time to spare before it must send (an agent host, while
+    the other hosts step) can do it then.
     """
-    return [
-        _on_behalf({"namespace": e[0], "item": encode_new_item(e[1])}, _nth(e, 2)) for e in entries
-    ]
+    behalf = [_nth(e, 2) for e in entries]
+    acting = sum(who is not None for who in behalf)
+    columns = None
+    if acting in (0, len(entries)):
+        columns = encode_write_columns([e[0] for e in entries], [e[1] for e in entries])
+    if columns is None:
+        return [
+            _on_behalf({"namespace": e[0], "item": encode_new_item(e[1])}, who)
+            for e, who in zip(entries, behalf, strict=True)
+        ]
+    if acting:
+        bad = next((who for who in behalf if not isinstance(who, OnBehalf)), None)
+        if bad is not None:
+            raise TypeError(f"expected OnBehalf, got {type(bad).__name__}")
+        columns["agent"] = [who.agent for who in behalf]
+        columns["token"] = [who.token for who in behalf]
+    return columns
 
 
 class Ops:
@@ -141,10 +165,11 @@ class Ops:
         """
         return self.write_many_encoded(tier, encode_write_entries(entries), now=now)
 
-    def write_many_encoded(self, tier: str, items: list[dict[str, Any]], *, now: float) -> Any:
+    def write_many_encoded(self, tier: str, items: WriteEntries, *, now: float) -> Any:
         """:meth:`write_many` of entries already in wire form (:func:`encode_write_entries`)."""
+        key = "columns" if isinstance(items, dict) else "items"
         return self._call(
-            "write_many", {"tier": tier, "items": items, "now": now}, _each(decode_write_result)
+            "write_many", {"tier": tier, key: items, "now": now}, decode_write_results
         )
 
     def get(self, tier: str, namespace: str, item_id: int, *, now: float | None = None) -> Any:

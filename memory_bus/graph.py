@@ -28,6 +28,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+from hivemem.memory_bus.batch import column_of
 from hivemem.memory_bus.config import GraphConfig, RetrievalMethod
 from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError
 from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest
@@ -96,8 +97,10 @@ class GraphTier(VectorTier):
 
     # --- levels (hooks of VectorTier) ---------------------------------------------------
 
-    def _level_of(self, item: NewItem) -> int | None:
-        return self._check_level(item.level)
+    def _check_levels(self, levels: Any, n: int) -> list[int] | None:
+        if levels is None:
+            return [0] * n
+        return [self._check_level(level) for level in column_of(levels, n, "level")]
 
     def _check_level(self, level: Any) -> int:
         top = len(self.graph_config.levels)
@@ -407,7 +410,9 @@ class GraphTier(VectorTier):
             self._touch(event.namespace)
         if event.kind in ("delete", "evict"):
             for edge in self.edge_index.get(event.namespace, {}).values():
-                if event.item_id in (edge.src, edge.dst) and edge.valid_to == INF:
+                if (edge.src in event.item_ids or edge.dst in event.item_ids) and (
+                    edge.valid_to == INF
+                ):
                     edge.valid_to = max(event.now, edge.valid_from + 1e-9)
             self._touch(event.namespace)
 

@@ -12,17 +12,22 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.auth import AgentRegistry
+from hivemem.memory_bus.batch import WriteBatch
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest, WriteRequest
 from hivemem.memory_bus.item import TierName
 from hivemem.memory_bus.protocol import (
+    MAX_BATCH,
     NUMBER,
     PROTOCOL_VERSION,
+    WRITE_COLUMNS,
     Code,
     Op,
     ProtocolError,
     batch,
+    column_vectors,
     decode_new_item,
+    encode_batch_result,
     encode_hit,
     encode_item,
     encode_write_result,
@@ -153,8 +158,58 @@ def write(ctx: Context, args: dict[str, Any]) -> Any:
 
 def write_many(ctx: Context, args: dict[str, Any]) -> Any:
     tier = ctx.store.tier(tier_of(args))
+    if "columns" in args:
+        columns = _write_batch(ctx, field(args, "columns", dict))
+        return encode_batch_result(tier.write_batch(columns, now=_now(args)))
     requests = [_write_request(ctx, _entry(x)) for x in batch(args, "items")]
     return [encode_write_result(r) for r in tier.write_many(requests, now=_now(args))]
+
+
+def _write_batch(ctx: Context, columns: dict[str, Any]) -> WriteBatch:
+    """A columnar ``write_many`` as a batch for the tier (which checks the values)."""
+    unknown = set(columns) - WRITE_COLUMNS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ProtocolError(
+            Code.BAD_REQUEST, f"unknown column {name!r}", field=f"columns.{name}",
+            known=sorted(WRITE_COLUMNS),
+        )  # fmt: skip
+    texts = field(columns, "text", list)
+    n = len(texts)
+    if n > MAX_BATCH:
+        raise ProtocolError(Code.TOO_LARGE, f"{n} rows in 'columns'", limit=MAX_BATCH)
+    namespace = columns.get("namespace")
+    return WriteBatch(
+        callers=_column_callers(ctx, columns.get("agent"), columns.get("token"), n),
+        namespaces=[namespace] * n if type(namespace) is str else field(columns, "namespace", list),
+        texts=texts,
+        vectors=column_vectors(columns.get("vector"), n),
+        metas=columns.get("meta"),
+        importance=columns.get("importance"),
+        valid_from=columns.get("valid_from"),
+        valid_to=columns.get("valid_to"),
+        levels=columns.get("level"),
+    )
+
+
+def _column_callers(ctx: Context, agents: Any, tokens: Any, n: int) -> list[Caller]:
+    """Each row's caller: the request's, or the agent (and token) the row names."""
+    if agents is None and tokens is None:
+        return [ctx.caller] * n
+    if not (type(agents) is list and type(tokens) is list and len(agents) == len(tokens) == n):
+        raise ProtocolError(
+            Code.BAD_REQUEST, "columns 'agent' and 'token' must be lists of one str per row",
+            field="columns.agent",
+        )  # fmt: skip
+    if n and set(map(type, agents)) | set(map(type, tokens)) != {str}:
+        raise ProtocolError(
+            Code.BAD_REQUEST, "columns 'agent' and 'token' hold str values", field="columns.agent"
+        )
+    callers: dict[tuple[str, str], Caller] = {}
+    for agent, token in zip(agents, tokens, strict=True):
+        if (agent, token) not in callers:
+            callers[(agent, token)] = authenticate(ctx.registry, ctx.verified, agent, token)
+    return [callers[pair] for pair in zip(agents, tokens, strict=True)]
 
 
 def _write_request(ctx: Context, entry: dict[str, Any]) -> WriteRequest:

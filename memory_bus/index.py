@@ -20,6 +20,7 @@ Structure:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import faiss
@@ -125,8 +126,7 @@ class VectorIndex:
             self._grow(need)
         self._ids[self._n : need] = ids
         self._vecs[self._n : need] = vectors
-        for offset, item_id in enumerate(ids.tolist()):
-            self._row[item_id] = self._n + offset
+        self._row.update(zip(ids.tolist(), range(self._n, need), strict=True))
         self._n = need
 
     def remove(self, ids: np.ndarray) -> int:
@@ -228,6 +228,20 @@ class VectorIndex:
             ids.append(self._labels[keep])
             vecs.append(self._reconstruct(keep))
         return np.concatenate(ids), np.concatenate(vecs).astype(np.float32, copy=False)
+
+    def vectors_of(self, ids: Sequence[int]) -> np.ndarray:
+        """A new (n, dim) matrix of the stored vectors of ``ids`` (each must be present)."""
+        rows = self._row
+        if all(i in rows for i in ids):
+            return self._vecs[[rows[i] for i in ids]]
+        return np.stack(
+            [
+                self._vecs[rows[i]].copy()
+                if i in rows
+                else self._approx.reconstruct(self._label[i])
+                for i in ids
+            ]
+        ).astype(np.float32, copy=False)
 
     def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
         if isinstance(self._approx, faiss.IndexHNSWFlat):

@@ -128,7 +128,12 @@ class WriteDecision:
 
 @runtime_checkable
 class WritePolicy(Protocol):
-    """Decides ADD / UPDATE / DELETE / NOOP for a proposed item (Memory-R1's operations)."""
+    """Decides ADD / UPDATE / DELETE / NOOP for a proposed item (Memory-R1's operations).
+
+    Optional attributes a tier reads: ``needs_neighbours = False`` (decide without a
+    neighbour search) and ``always_adds = True`` (every proposal is an ADD, so a batch is
+    stored whole, without a decision per row).
+    """
 
     name: str
 

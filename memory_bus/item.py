@@ -205,8 +205,8 @@ MAX_COMPONENT = 1e9
 
 def _check_range(arr: np.ndarray, field_name: str) -> None:
     """Raise unless every component is finite and within ``MAX_COMPONENT`` (one pass)."""
-    if np.all(np.abs(arr) <= MAX_COMPONENT):  # False for NaN too
-        return
+    if arr.size == 0 or (arr.min() >= -MAX_COMPONENT and arr.max() <= MAX_COMPONENT):
+        return  # min and max are NaN if any component is, and NaN compares False
     if not np.all(np.isfinite(arr)):
         raise NonFiniteError(field_name, "contains NaN or infinity")
     raise InvalidInputError(field_name, f"components must lie within +-{MAX_COMPONENT:g}")
@@ -268,3 +268,28 @@ def _check_meta_value(value: Any, limits: Limits, depth: int, path: str) -> None
         raise TooLargeError(path, limits.max_meta_str_chars, len(value))
     elif not isinstance(value, _SCALARS):
         raise InvalidInputError(path, f"type {type(value).__name__} is not msgpack-safe")
+
+
+def checked_meta(meta: Any, limits: Limits) -> dict[str, Any]:
+    """:func:`check_meta`, accepting a flat map of plain scalars in one pass.
+
+    A map with str keys and str/bytes (within the limit), int, bool, None or finite
+    float values passes ``check_meta`` unchanged; anything else goes through it.
+    """
+    if type(meta) is dict and len(meta) <= limits.max_meta_keys and limits.max_meta_depth >= 1:
+        cap = limits.max_meta_str_chars
+        for key, value in meta.items():
+            kind = type(value)
+            if type(key) is not str:
+                break
+            if kind is str or kind is bytes:
+                if len(value) > cap:
+                    break
+            elif kind is float:
+                if value - value != 0.0:  # inf or NaN
+                    break
+            elif not (kind is int or kind is bool or value is None):
+                break
+        else:
+            return meta
+    return check_meta(meta, limits)

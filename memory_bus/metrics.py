@@ -72,19 +72,28 @@ class BusMetrics:
             "hivemem_bus_namespaces", "Namespaces, by tier", ["tier"], registry=r
         )
         self._policy: dict[str, str] = {}
+        self._requests: dict[tuple[str, str], Any] = {}
+        self._latency: dict[str, Any] = {}
         self.memory = _MemoryCollector()
         r.register(self.memory)
 
     def request(self, op: str, code: str, seconds: float) -> None:
         """Count one answered request."""
-        self.requests.labels(op, str(code)).inc()
-        self.latency.labels(op).observe(seconds)
+        counter = self._requests.get((op, code))
+        if counter is None:  # labels() costs microseconds: keep each child once found
+            counter = self._requests[(op, code)] = self.requests.labels(op, str(code))
+        counter.inc()
+        latency = self._latency.get(op)
+        if latency is None:
+            latency = self._latency[op] = self.latency.labels(op)
+        latency.observe(seconds)
 
     def event(self, event: MemoryEvent) -> None:
-        """Count one published event (and evictions by policy)."""
-        self.events.labels(event.tier, event.kind).inc()
+        """Count the items of one event (and evictions by policy)."""
+        count = len(event.item_ids)
+        self.events.labels(event.tier, event.kind).inc(count)
         if event.kind == "evict":
-            self.evictions.labels(event.tier, self._policy.get(event.tier, "unknown")).inc()
+            self.evictions.labels(event.tier, self._policy.get(event.tier, "unknown")).inc(count)
 
     def observe_store(self, store: MemoryStore) -> None:
         """Refresh the gauges from the store (called on the owner thread)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from hivemem.memory_bus.batch import NewRows
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.features import candidate_features
 from hivemem.memory_bus.index import VectorIndex
@@ -32,7 +33,8 @@ class MemoryEvent:
     kind: str
     tier: str
     namespace: str
-    item_id: int
+    item_ids: Sequence[int]
+    """The items it concerns: one, or the ids a batch added (then ``kind`` is ``add``)."""
     version: int
     now: float
 
@@ -55,15 +57,41 @@ class Namespace:
         self.config = config
         self.eviction = eviction
         self.rng = rng
-        self.items: dict[int, Item] = {}
+        self._items: dict[int, Item] = {}
+        self._pending: list[NewRows] = []
+        self._pending_n = 0
         self.index = VectorIndex(dim, config.index, seed=int(rng.integers(1 << 31)))
         self.history: dict[int, list[dict[str, Any]]] = {}
-        self.tokens = 0
+        self._tokens = 0
         self.nbytes = 0
         self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._items) + self._pending_n
+
+    @property
+    def items(self) -> dict[int, Item]:
+        """Every item by id, in write order.
+
+        Rows stored by :meth:`append` become :class:`Item` objects here, on the first
+        access after they were written: a batch costs a few list and numpy operations
+        to write, and the objects are built once something reads the namespace.
+        """
+        if self._pending:
+            self._materialize()
+        return self._items
+
+    @property
+    def tokens(self) -> int:
+        """Whitespace tokens of every item's text."""
+        return self._tokens + sum(rows.tokens() for rows in self._pending)
+
+    def _materialize(self) -> None:
+        pending, self._pending, self._pending_n = self._pending, [], 0
+        for rows in pending:
+            self._tokens += rows.tokens()
+            built = rows.build(self.tier, self.index.vectors_of(rows.ids))
+            self._items.update((it.id, it) for it in built)
 
     # --- bounds -----------------------------------------------------------------------
 
@@ -78,7 +106,7 @@ class Namespace:
 
     def _over(self, extra_tokens: int) -> bool:
         cap = self.config.capacity
-        if cap is not None and len(self.items) > cap:
+        if cap is not None and len(self) > cap:
             return True
         budget = self.config.token_budget
         return (
@@ -88,6 +116,30 @@ class Namespace:
         )
 
     # --- mutation ---------------------------------------------------------------------
+
+    def has_room(self, n: int) -> bool:
+        """Whether ``n`` more items fit without evicting (token budgets: never assumed)."""
+        cap = self.config.capacity
+        return self.config.mode is not NamespaceMode.TOKEN_BUDGET and (
+            cap is None or len(self) + n <= cap
+        )
+
+    def append(self, rows: NewRows, emit: Callable[[MemoryEvent], None]) -> None:
+        """Store a batch of new items that fit (:meth:`has_room`), as columns.
+
+        The ids are fresh and the columns checked by the tier; the vectors go into the
+        index at once, the items are built on first read (:attr:`items`).
+        """
+        ids, texts, vectors = rows.ids, rows.batch.texts, rows.vectors()
+        self._pending.append(rows)
+        self._pending_n += len(ids)
+        self.nbytes += len("".join(texts).encode()) + vectors.nbytes
+        self.index.add_checked(np.asarray(ids, dtype=np.int64), vectors)
+        # The index holds a copy; the items take theirs from it when built. Keeping the
+        # batch's own matrix would hold the request's buffer, and on a virtual machine
+        # every fresh page costs a fault (a second copy per item halved the write rate).
+        rows.batch.vectors = None
+        emit(MemoryEvent("add", self._tier, self.name, ids, 1, rows.now))
 
     def add_many(
         self,
@@ -101,15 +153,16 @@ class Namespace:
         Returns:
             For each item, the ids evicted to make room for it.
         """
+        self._materialize()
         pending: dict[int, Item] = {}
         removed: list[int] = []
         evicted_per_item: list[list[int]] = []
         for item in items:
-            self.items[item.id] = item
-            self.tokens += item.tokens
+            self._items[item.id] = item
+            self._tokens += item.tokens
             self.nbytes += item.nbytes
             pending[item.id] = item
-            emit(MemoryEvent("add", self._tier, self.name, item.id, item.version, now))
+            emit(MemoryEvent("add", self._tier, self.name, (item.id,), item.version, now))
             victims = self._make_room(item, now, next_use)
             for victim in victims:
                 self._drop(victim, kind="evict", now=now, emit=emit)
@@ -138,7 +191,7 @@ class Namespace:
                 victim = candidates[pos]
                 victims.append(victim.id)
                 del self.items[victim.id]
-                self.tokens -= victim.tokens
+                self._tokens -= victim.tokens
                 self.nbytes -= victim.nbytes
         return victims
 
@@ -162,16 +215,16 @@ class Namespace:
         if kind == "evict":
             self.evictions += 1
             self.history.pop(item_id, None)
-        emit(MemoryEvent(kind, self._tier, self.name, item_id, 0, now))
+        emit(MemoryEvent(kind, self._tier, self.name, (item_id,), 0, now))
 
     def remove(self, item_id: int, now: float, emit: Callable[[MemoryEvent], None]) -> Item:
         """Delete one item (history keeps a deletion marker)."""
         item = self.items.pop(item_id)
-        self.tokens -= item.tokens
+        self._tokens -= item.tokens
         self.nbytes -= item.nbytes
         self.index.remove(np.asarray([item_id], dtype=np.int64))
         self._remember(item, op="delete", at=now)
-        emit(MemoryEvent("delete", self._tier, self.name, item_id, item.version, now))
+        emit(MemoryEvent("delete", self._tier, self.name, (item_id,), item.version, now))
         return item
 
     def replace(
@@ -180,13 +233,13 @@ class Namespace:
         """Swap in a new version of an item, keeping the old one in its history."""
         self._remember(old, op="update", at=now)
         self.items[new.id] = new
-        self.tokens += new.tokens - old.tokens
+        self._tokens += new.tokens - old.tokens
         self.nbytes += new.nbytes - old.nbytes
         if not _same_vector(old.vector, new.vector):
             ids = np.asarray([new.id], dtype=np.int64)
             self.index.remove(ids)
             self.index.add_checked(ids, new.vector[None, :])
-        emit(MemoryEvent("update", self._tier, self.name, new.id, new.version, now))
+        emit(MemoryEvent("update", self._tier, self.name, (new.id,), new.version, now))
 
     def _remember(self, item: Item, op: str, at: float) -> None:
         entries = self.history.setdefault(item.id, [])
@@ -268,12 +321,12 @@ class Namespace:
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot from :meth:`get_state`."""
-        self.items = {}
+        self._items, self._pending, self._pending_n = {}, [], 0
         for raw in state["items"]:
             item = Item.from_state(raw)
-            self.items[item.id] = item
-        self.tokens = sum(it.tokens for it in self.items.values())
-        self.nbytes = sum(it.nbytes for it in self.items.values())
+            self._items[item.id] = item
+        self._tokens = sum(it.tokens for it in self._items.values())
+        self.nbytes = sum(it.nbytes for it in self._items.values())
         self.history = {int(item_id): list(entries) for item_id, entries in state["history"]}
         self.evictions = int(state["evictions"])
         self.rng.bit_generator.state = _rng_from_state(state["rng"])

@@ -31,6 +31,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+from hivemem.memory_bus.batch import BatchResult
 from hivemem.memory_bus.errors import HivememError, UnknownNameError
 from hivemem.memory_bus.interfaces import Hit, WriteResult
 from hivemem.memory_bus.item import INF, Item, NewItem, TierName, WriteOp
@@ -523,6 +524,102 @@ def _hit_from_row(row: list[Any]) -> Hit:
         *row[7:],
     )
     return Hit(row[0], row[1], item)
+
+
+# --- write_many in columns ---------------------------------------------------------------
+
+WRITE_COLUMNS = frozenset(
+    {"namespace", "text", "vector", "meta", "importance", "valid_from", "valid_to", "level",
+     "agent", "token"}
+)  # fmt: skip
+"""Columns of a columnar ``write_many``; ``text`` is required, the rest optional."""
+
+
+def encode_write_columns(namespaces: list[str], items: list[NewItem]) -> dict[str, Any] | None:
+    """Proposed items as the columns of one ``write_many`` (None if they cannot be).
+
+    ``namespace`` is one str when every row shares it; ``vector`` packs every row's
+    float32 vector into one blob (row-major); a column whose every value is the default
+    is left out. Items of which some have a vector and some do not have no columnar form.
+    """
+    n = len(items)
+    vectors = [it.vector for it in items]
+    columns: dict[str, Any] = {
+        "namespace": namespaces[0]
+        if n and namespaces.count(namespaces[0]) == n
+        else list(namespaces),
+        "text": [it.text for it in items],
+    }
+    if n and all(v is not None for v in vectors):
+        try:
+            columns["vector"] = np.asarray(np.stack(vectors), dtype="<f4").tobytes()  # type: ignore[arg-type]
+        except ValueError:  # vectors of different lengths: the rows say which is wrong
+            return None
+    elif any(v is not None for v in vectors):
+        return None
+    optional = {
+        "meta": ([it.meta for it in items], lambda v: bool(v)),
+        "importance": ([it.importance for it in items], lambda v: v != 0.0),
+        "valid_from": ([it.valid_from for it in items], lambda v: v is not None),
+        "valid_to": ([it.valid_to for it in items], lambda v: v != INF),
+        "level": ([it.level for it in items], lambda v: v != 0),
+    }
+    for name, (values, differs) in optional.items():
+        if any(map(differs, values)):
+            columns[name] = values
+    return columns
+
+
+def take_columns(columns: dict[str, Any], rows: list[int], n: int) -> dict[str, Any]:
+    """The columns of the ``rows`` of an n-row columnar batch (sharding splits by rows)."""
+    out: dict[str, Any] = {}
+    for name, values in columns.items():
+        if name == "vector":
+            matrix = np.frombuffer(values, dtype="<f4").reshape(n, -1)
+            out[name] = matrix[rows].tobytes()
+        elif isinstance(values, list):
+            out[name] = [values[i] for i in rows]
+        else:
+            out[name] = values
+    return out
+
+
+def column_vectors(raw: Any, n: int) -> np.ndarray | None:
+    """The ``vector`` column as an (n, dim) float32 matrix (None when absent)."""
+    if raw is None:
+        return None
+    if type(raw) is not bytes or not n or len(raw) % (4 * n):
+        raise ProtocolError(
+            Code.BAD_REQUEST,
+            f"column 'vector' must be float32 bytes, dim x 4 bytes for each of {n} rows",
+            field="columns.vector",
+        )
+    return np.frombuffer(raw, dtype="<f4").reshape(n, -1)
+
+
+def encode_batch_result(result: BatchResult) -> dict[str, Any]:
+    """The reply to a columnar ``write_many``: ops, int64 ids as bytes, evictions by row."""
+    return {
+        "ops": [_OP_VALUE[op] for op in result.ops],
+        "item_ids": np.asarray(result.item_ids, dtype="<i8").tobytes(),
+        "evicted": [[row, ids] for row, ids in result.evicted.items()],
+    }
+
+
+def decode_write_results(raw: Any) -> list[WriteResult]:
+    """The results of ``write_many``, from a columnar (map) or a row (list) reply."""
+    if isinstance(raw, list):
+        return [decode_write_result(r) for r in raw]
+    ids = np.frombuffer(raw["item_ids"], dtype="<i8").tolist()
+    evicted = {int(row): ids_ for row, ids_ in raw["evicted"]}
+    return [
+        WriteResult(_OP_BY_VALUE[op], item_id, list(evicted.get(row, ())))
+        for row, (op, item_id) in enumerate(zip(raw["ops"], ids, strict=True))
+    ]
+
+
+_OP_VALUE = {op: op.value for op in WriteOp}
+_OP_BY_VALUE = {op.value: op for op in WriteOp}
 
 
 def encode_write_result(result: WriteResult) -> dict[str, Any]:

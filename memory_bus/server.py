@@ -317,15 +317,16 @@ class BusServer:
             topic = f"{event.tier}/{event.namespace}".encode()
             if topic not in by_topic and not any(topic.startswith(t) for t in topics):
                 continue
-            by_topic.setdefault(topic, []).append(
+            by_topic.setdefault(topic, []).extend(
                 {
                     "kind": event.kind,
                     "tier": event.tier,
                     "namespace": event.namespace,
-                    "item_id": event.item_id,
+                    "item_id": item_id,
                     "version": event.version,
                     "now": event.now,
                 }
+                for item_id in event.item_ids
             )
         for topic, events in by_topic.items():
             pub.send_multipart([topic, HEADER, pack(events)])

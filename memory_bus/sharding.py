@@ -29,6 +29,7 @@ from typing import Any
 
 from hivemem.memory_bus.client import AsyncMemoryClient, Ops
 from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.protocol import take_columns
 
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
 """Batch ops and the argument holding their entries (each entry names its namespace)."""
@@ -96,6 +97,8 @@ class AsyncShardedClient(Ops):
     async def _routed(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
     ) -> Any:
+        if op == "write_many" and isinstance(args.get("columns"), dict):
+            return await self._split_columns(args, decode)
         if op in BATCH_KEYS:
             merged = await self._split(op, BATCH_KEYS[op], args)
             return decode(merged) if decode is not None else merged
@@ -126,6 +129,38 @@ class AsyncShardedClient(Ops):
             )
         )
         merged: list[Any] = [None] * len(entries)
+        for s, reply in zip(order, replies, strict=True):
+            for i, value in zip(positions[s], reply, strict=True):
+                merged[i] = value
+        return merged
+
+    async def _split_columns(
+        self, args: dict[str, Any], decode: Callable[[Any], Any] | None
+    ) -> Any:
+        """A columnar ``write_many``: each shard gets its rows, the results in row order."""
+        columns = args["columns"]
+        texts, namespaces = columns.get("text"), columns.get("namespace")
+        if not isinstance(texts, list) or not isinstance(namespaces, str | list):
+            raise ShardError("write_many columns need 'text' and 'namespace'", op="write_many")
+        n = len(texts)
+        if isinstance(namespaces, str):
+            shard = self.shards[shard_of(namespaces, len(self.shards))]
+            return await shard._call("write_many", args, decode)
+        positions: dict[int, list[int]] = {}
+        for i, namespace in enumerate(namespaces):
+            positions.setdefault(shard_of(str(namespace), len(self.shards)), []).append(i)
+        order = sorted(positions)
+        replies = await asyncio.gather(
+            *(
+                self.shards[s]._call(
+                    "write_many",
+                    {**args, "columns": take_columns(columns, positions[s], n)},
+                    decode,
+                )
+                for s in order
+            )
+        )
+        merged: list[Any] = [None] * n
         for s, reply in zip(order, replies, strict=True):
             for i, value in zip(positions[s], reply, strict=True):
                 merged[i] = value

@@ -15,6 +15,18 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.access import AccessPolicy
+from hivemem.memory_bus.batch import (
+    BatchResult,
+    NewRows,
+    Vectors,
+    WriteBatch,
+    check_metas,
+    check_numbers,
+    check_texts,
+    check_times,
+    check_validity,
+    column_of,
+)
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.errors import (
     CapacityError,
@@ -46,6 +58,7 @@ from hivemem.memory_bus.item import (
     check_text,
     check_time,
     check_vector,
+    count_tokens,
 )
 from hivemem.memory_bus.namespace import MemoryEvent, Namespace, NextUse
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
@@ -137,41 +150,119 @@ class VectorTier:
         Raises:
             AccessDeniedError, InvalidInputError, CapacityError: nothing was written.
         """
-        now = check_number(now, "now")
         if len(requests) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(requests))
-        proposals = self._proposals(requests, now)
-        return self._apply(requests, proposals, now)
+        return self.write_batch(WriteBatch.from_requests(requests), now=now).results()
 
-    def _proposals(self, requests: Sequence[WriteRequest], now: float) -> list[Item]:
-        for req in requests:
-            if not isinstance(req, WriteRequest):
-                raise InvalidInputError(
-                    "requests", f"expected WriteRequest, got {type(req).__name__}"
-                )
-            self._check(req.caller, req.namespace, "write", self._level_of(req.item))
-        vectors = self._vectors([req.item for req in requests])
-        proposals = [
-            self._proposal(req, vec, now) for req, vec in zip(requests, vectors, strict=True)
-        ]
-        return proposals
+    def write_batch(self, batch: WriteBatch, *, now: float) -> BatchResult:
+        """Propose the rows of a columnar batch; every row is checked before any is applied.
 
-    def _level_of(self, item: NewItem) -> int | None:
+        A write policy that adds every proposal unseen (``always_adds``) lets the batch go
+        into each namespace with room as columns (:meth:`Namespace.append`). Otherwise
+        the rows are decided one at a time, in order, each seeing the earlier rows' ADDs.
+
+        Raises:
+            AccessDeniedError, InvalidInputError, CapacityError: nothing was written.
+        """
+        now = check_number(now, "now")
+        if len(batch) > self.ctx.limits.max_batch:
+            raise TooLargeError("batch", self.ctx.limits.max_batch, len(batch))
+        batch = self._checked(batch, now)
+        if not len(batch):
+            return BatchResult([], [])
+        if getattr(self.write_policy, "always_adds", False):
+            return self._add_all(batch, now)
+        proposals = NewRows([-1] * len(batch), batch, now).build(self.name)
+        return BatchResult.from_results(self._apply(batch.namespaces, proposals, now))
+
+    def _checked(self, batch: WriteBatch, now: float) -> WriteBatch:
+        """The batch with every column checked (access first, then the values)."""
+        n, limits = len(batch), self.ctx.limits
+        callers = column_of(batch.callers, n, "agent")
+        namespaces = column_of(batch.namespaces, n, "namespace")
+        levels = self._check_levels(batch.levels, n)
+        self._check_writers(callers, namespaces, levels)
+        texts = check_texts(batch.texts, n, limits)
+        vectors = self._batch_vectors(batch.vectors, texts)
+        if self.config.mode is NamespaceMode.VECTOR and any(texts):
+            raise InvalidInputError("text", "this tier holds vector-only slots: text must be empty")
+        valid_from = check_times(batch.valid_from, n, "valid_from", none_ok=True)
+        valid_to = check_times(batch.valid_to, n, "valid_to", none_ok=False)
+        check_validity(valid_from, valid_to, now)
+        checked = WriteBatch(
+            callers,
+            namespaces,
+            texts,
+            vectors,
+            check_metas(batch.metas, n, limits),
+            check_numbers(batch.importance, n, "importance"),
+            valid_from,
+            valid_to,
+            levels,
+        )
+        self._check_budget(texts)
+        return checked
+
+    def _check_levels(self, levels: Any, n: int) -> list[int] | None:
+        """Every row's level (only 0 outside the graph tier); None: no level column needed."""
+        if levels is not None:
+            for level in column_of(levels, n, "level"):
+                if level != 0:
+                    self._check_level(level)
         return None
 
-    def _vectors(self, items: Sequence[NewItem]) -> list[np.ndarray]:
-        """Each item's vector, embedding in one batch those that came without one."""
-        given = [item.vector for item in items]
+    def _check_writers(
+        self, callers: list[Caller], namespaces: list[str], levels: list[int] | None
+    ) -> None:
+        """Access of every distinct (caller, namespace, level) of a batch, checked once."""
+        if set(map(type, namespaces)) - {str}:
+            bad = next(ns for ns in namespaces if type(ns) is not str)
+            raise InvalidInputError(
+                "namespace", f"expected a non-empty str, got {type(bad).__name__}"
+            )
+        rows = zip(callers, namespaces, levels or [None] * len(callers), strict=True)
+        seen: set[tuple[int, str, int | None]] = set()
+        for caller, namespace, level in rows:
+            key = (id(caller), namespace, level)
+            if key not in seen:
+                seen.add(key)
+                self._check(caller, namespace, "write", level)
+
+    def _check_budget(self, texts: list[str]) -> None:
+        budget = self.config.token_budget
+        if self.config.mode is not NamespaceMode.TOKEN_BUDGET or budget is None:
+            return
+        for text in texts:
+            tokens = count_tokens(text)
+            if tokens > budget:
+                raise CapacityError(
+                    f"{tokens} tokens can never fit a budget of {budget}", tokens=tokens
+                )
+
+    def _batch_vectors(self, vectors: Vectors, texts: list[str]) -> np.ndarray:
+        """The batch's (n, dim) float32 matrix, embedding the texts of rows without a vector."""
+        n, dim = len(texts), self.ctx.dim
+        if isinstance(vectors, np.ndarray):
+            if vectors.ndim == 2 and len(vectors) != n:
+                raise InvalidInputError("items[].vector", f"{len(vectors)} vectors for {n} rows")
+            return check_matrix(vectors, dim, "items[].vector")
+        given = column_of(vectors, n, "vector") if vectors is not None else [None] * n
+        if not given:
+            return np.empty((0, dim), dtype=np.float32)
         if all(v is not None for v in given):
             try:  # the common case, checked in one pass over a matrix
-                return list(check_matrix(np.stack(given), self.ctx.dim, "items[].vector"))  # type: ignore[arg-type]
+                return check_matrix(np.stack(given), dim, "items[].vector")
             except (ValueError, InvalidInputError):
-                pass  # fall through to name the first bad item
-        out: list[np.ndarray | None] = [None] * len(items)
+                pass  # the rows below name the first bad one
+        return np.stack(self._vectors(given, texts))
+
+    def _vectors(self, given: list[Any], texts: list[str]) -> list[np.ndarray]:
+        """Each row's vector (checked), embedding in one batch those that came without one."""
+        out: list[np.ndarray | None] = [None] * len(given)
         missing = []
-        for i, item in enumerate(items):
-            if item.vector is not None:
-                out[i] = check_vector(item.vector, self.ctx.dim, f"items[{i}].vector")
+        for i, vector in enumerate(given):
+            if vector is not None:
+                out[i] = check_vector(vector, self.ctx.dim, f"items[{i}].vector")
             else:
                 missing.append(i)
         if missing:
@@ -179,68 +270,59 @@ class VectorTier:
                 raise InvalidInputError(
                     f"items[{missing[0]}].vector", "required: no embedder for this tier"
                 )
-            texts = [check_text(items[i].text, self.ctx.limits) for i in missing]
-            embedded = check_matrix(self.ctx.embedder(texts), self.ctx.dim, "embedder output")
+            embedded = check_matrix(
+                self.ctx.embedder([texts[i] for i in missing]), self.ctx.dim, "embedder output"
+            )
             for row, i in enumerate(missing):
                 out[i] = embedded[row]
         return [v for v in out if v is not None]
-
-    def _proposal(self, req: WriteRequest, vector: np.ndarray, now: float) -> Item:
-        new = req.item
-        if not isinstance(new, NewItem):
-            raise InvalidInputError("item", f"expected NewItem, got {type(new).__name__}")
-        text = check_text(new.text, self.ctx.limits)
-        if self.config.mode is NamespaceMode.VECTOR and text:
-            raise InvalidInputError("text", "this tier holds vector-only slots: text must be empty")
-        valid_from = now if new.valid_from is None else check_time(new.valid_from, "valid_from")
-        valid_to = check_time(new.valid_to, "valid_to")
-        if valid_to < valid_from:
-            raise InvalidInputError("valid_to", "ends before valid_from")
-        item = Item(
-            id=-1,
-            tier=self.name,
-            namespace=req.namespace,
-            text=text,
-            vector=vector,
-            meta=dict(_checked_meta(new.meta, self.ctx.limits)),
-            importance=check_number(new.importance, "importance"),
-            created=now,
-            accessed=now,
-            valid_from=valid_from,
-            valid_to=valid_to,
-            level=self._check_level(new.level),
-        )
-        budget = self.config.token_budget
-        if (
-            self.config.mode is NamespaceMode.TOKEN_BUDGET
-            and budget is not None
-            and item.tokens > budget
-        ):
-            raise CapacityError(
-                f"{item.tokens} tokens can never fit a budget of {budget}", tokens=item.tokens
-            )
-        return item
 
     def _check_level(self, level: Any) -> int:
         if level != 0:
             raise InvalidInputError("level", f"only the graph tier has levels, got {level!r}")
         return 0
 
+    def _add_all(self, batch: WriteBatch, now: float) -> BatchResult:
+        """ADD every row: as columns where the namespace has room, item by item where not."""
+        n = len(batch)
+        self.decisions[_OP_VALUE[WriteOp.ADD]] += n
+        item_ids: list[int] = [-1] * n
+        evicted: dict[int, list[int]] = {}
+        for name, rows in _groups(batch.namespaces):
+            part = batch if rows is None else batch.rows(rows)
+            positions = range(n) if rows is None else rows
+            ids = self.ctx.allocate(len(part))
+            rows_of_ns = NewRows(ids, part, now)
+            ns = self._namespace(name, create=True)
+            if ns.has_room(len(part)):
+                ns.append(rows_of_ns, self.ctx.emit)
+            else:
+                victims = ns.add_many(
+                    rows_of_ns.build(self.name), now, self.ctx.next_use, self.ctx.emit
+                )
+                evicted.update((pos, v) for pos, v in zip(positions, victims, strict=True) if v)
+            if rows is None:
+                item_ids = list(ids)
+            else:
+                for pos, item_id in zip(rows, ids, strict=True):
+                    item_ids[pos] = item_id
+        return BatchResult([WriteOp.ADD] * n, item_ids, evicted)
+
     def _apply(
-        self, requests: Sequence[WriteRequest], proposals: list[Item], now: float
+        self, namespaces: Sequence[str], proposals: list[Item], now: float
     ) -> list[WriteResult]:
         results: list[WriteResult] = []
         adds: dict[str, list[tuple[int, Item]]] = defaultdict(list)
-        for pos, (req, proposal) in enumerate(zip(requests, proposals, strict=True)):
-            ns = self._namespace(req.namespace, create=True)
-            if self._needs_neighbours and adds[req.namespace]:
+        for pos, (name, proposal) in enumerate(zip(namespaces, proposals, strict=True)):
+            ns = self._namespace(name, create=True)
+            if self._needs_neighbours and adds[name]:
                 # Later proposals must see earlier ADDs of the same batch.
-                self._flush_adds(ns, adds.pop(req.namespace), results, now)
+                self._flush_adds(ns, adds.pop(name), results, now)
             decision = self._decide(ns, proposal, now)
             self.decisions[_OP_VALUE[decision.op]] += 1
             results.append(WriteResult(decision.op, decision.target))
             if decision.op is WriteOp.ADD:
-                adds[req.namespace].append((pos, proposal))
+                adds[name].append((pos, proposal))
             elif decision.op is WriteOp.UPDATE:
                 self._update_from(ns, decision.target, proposal, now)
             elif decision.op is WriteOp.DELETE:
@@ -482,29 +564,16 @@ class VectorTier:
         self.decisions = Counter(state["decisions"])
 
 
-def _checked_meta(meta: Any, limits: Limits) -> dict[str, Any]:
-    """:func:`check_meta`, accepting a flat map of plain scalars in one pass.
-
-    A map with str keys and str/bytes (within the limit), int, bool, None or finite
-    float values passes ``check_meta`` unchanged; anything else goes through it.
-    """
-    if type(meta) is dict and len(meta) <= limits.max_meta_keys and limits.max_meta_depth >= 1:
-        cap = limits.max_meta_str_chars
-        for key, value in meta.items():
-            kind = type(value)
-            if type(key) is not str:
-                break
-            if kind is str or kind is bytes:
-                if len(value) > cap:
-                    break
-            elif kind is float:
-                if value - value != 0.0:  # inf or NaN
-                    break
-            elif not (kind is int or kind is bool or value is None):
-                break
-        else:
-            return meta
-    return check_meta(meta, limits)
+def _groups(namespaces: list[str]) -> list[tuple[str, list[int] | None]]:
+    """Rows by namespace, in order of first appearance; None stands for every row."""
+    if not namespaces:
+        return []
+    if namespaces.count(namespaces[0]) == len(namespaces):
+        return [(namespaces[0], None)]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(namespaces):
+        groups.setdefault(name, []).append(i)
+    return list(groups.items())
 
 
 def _rows(matrix: np.ndarray, positions: list[int]) -> np.ndarray:

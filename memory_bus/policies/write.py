@@ -31,6 +31,7 @@ class AlwaysAddPolicy:
 
     name = "always_add"
     needs_neighbours = False
+    always_adds = True  # the tier may store a whole batch without asking row by row
 
     def decide(self, proposal: Item, neighbours: Sequence[Hit], now: float) -> WriteDecision:
         """ADD."""

@@ -84,8 +84,24 @@ def _mutations(agent: str, token: str, dim: int) -> list[Callable[[np.random.Gen
             body[int(rng.integers(len(body)))] = int(rng.integers(256))
         return [HEADER, bytes(body)]
 
+    def bad_columns(rng: np.random.Generator) -> Frames:
+        """A columnar write_many with one column broken (a wrong type, length or value)."""
+        n = int(rng.integers(1, 5))
+        columns: dict[str, Any] = {
+            "namespace": "team", "text": ["fuzz"] * n,
+            "vector": rng.standard_normal((n, dim)).astype("<f4").tobytes(),
+            "meta": [{}] * n, "importance": [1.0] * n, "valid_to": [math.inf] * n,
+        }  # fmt: skip
+        name = str(rng.choice([*columns, "agent", "token", "level", "valid_from", "bogus"]))
+        columns[name] = [
+            None, -1, math.nan, "x", [1] * (n + 1), [None] * n, [{"a": math.nan}] * n,
+            [math.nan] * n, [-math.inf] * n, b"\x01\x02\x03", rng.bytes(4 * dim * n + 4), True,
+        ][int(rng.integers(12))]  # fmt: skip
+        args = {"tier": "shared", "now": 1.0, "columns": columns}
+        return encode_request(int(rng.integers(1, 1 << 40)), 9, "write_many", agent, token, args)
+
     return [random_payload, random_header, frame_count, truncated, huge_length, wrong_types, bad_args,
-            nan_vector, unknown_op, bad_token, flipped_bytes]  # fmt: skip
+            nan_vector, unknown_op, bad_token, flipped_bytes, bad_columns]  # fmt: skip
 
 
 def inputs(count: int, seed: int, agent: str, token: str, dim: int) -> Iterator[Frames]:

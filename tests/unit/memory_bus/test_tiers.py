@@ -109,11 +109,35 @@ def test_unknown_names_suggest_the_right_one() -> None:
 def test_events_announce_every_change() -> None:
     store = store_with(capacity=1)
     seen: list[tuple[str, int]] = []
-    store.subscribe(lambda e: seen.append((e.kind, e.item_id)))
+    store.subscribe(lambda e: seen.extend((e.kind, i) for i in e.item_ids))
     a, b = fill(store, ["a", "b"])
     store.shared.update(ALICE, "team", b, expected_version=1, now=3.0, importance=1.0)
     store.shared.delete(ALICE, "team", b, now=4.0)
     assert seen == [("add", a), ("add", b), ("evict", a), ("update", b), ("delete", b)]
+
+
+def test_a_batch_with_room_is_one_event_and_its_items_appear_on_first_read() -> None:
+    store = MemoryStore(StoreConfig(dim=16, shared=TierConfig(capacity=10)))
+    events: list[tuple[str, list[int]]] = []
+    store.subscribe(lambda e: events.append((e.kind, list(e.item_ids))))
+    texts = [f"fact {i} about the vault" for i in range(6)]
+    results = store.shared.write_many(
+        [WriteRequest(ALICE, "team", NewItem(t, meta={"n": i})) for i, t in enumerate(texts)],
+        now=2.0,
+    )
+    ids = [r.item_id for r in results]
+    assert events == [("add", ids)]  # one event for the batch
+    ns = store.shared.namespaces["team"]
+    assert len(ns) == 6 and ns.tokens == 6 * 5 and not ns._items  # stored, not yet built
+    got = store.shared.get(ALICE, "team", ids[4])
+    assert (got.text, got.meta, got.created, got.version) == (texts[4], {"n": 4}, 2.0, 1)
+    assert list(ns._items) == ids  # built in write order on the first read
+    # a batch that does not fit evicts item by item, and says so
+    more = store.shared.write_many(
+        [WriteRequest(ALICE, "team", NewItem(f"late {i}")) for i in range(5)], now=3.0
+    )
+    assert len(ns) == 10 and sum(len(r.evicted) for r in more) == 1
+    assert [k for k, _ in events[1:]].count("evict") == 1
 
 
 def test_ids_are_unique_across_tiers() -> None:

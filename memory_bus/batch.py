@@ -1,0 +1,307 @@
+"""Proposed writes in columns, checked a column at a time.
+
+A batch of writes arrives as columns (the bus's columnar ``write_many``: one list of
+texts, one packed float32 matrix, ...) or as rows (``WriteRequest`` objects). Either way
+the tier checks each column in one pass, over a list or a numpy array, instead of
+building and checking an object per item; a batch whose rows the write policy adds
+without looking at neighbours is then stored the same way (see
+:meth:`~hivemem.memory_bus.namespace.Namespace.append`).
+
+Error fields name the first bad row, as ``items[i].<field>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hivemem.memory_bus.errors import InvalidInputError, NonFiniteError, TooLargeError
+from hivemem.memory_bus.interfaces import Caller, WriteRequest, WriteResult
+from hivemem.memory_bus.item import (
+    INF,
+    Item,
+    Limits,
+    NewItem,
+    TierName,
+    WriteOp,
+    check_meta,
+    check_number,
+    check_text,
+    check_time,
+    checked_meta,
+    count_tokens,
+)
+
+Vectors = np.ndarray | list[np.ndarray | None] | None
+"""An (n, dim) matrix; a list with None where the tier must embed the text; or None: embed all."""
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """n proposed writes, one list (or matrix) per field.
+
+    Attributes:
+        callers: Who proposes each row.
+        namespaces: The namespace of each row.
+        texts: The text of each row.
+        vectors: See :data:`Vectors`.
+        metas: One map per row; None means every row's is empty.
+        importance: One number per row; None means 0 for every row.
+        valid_from: One time (or None: the write's ``now``) per row; None means all ``now``.
+        valid_to: One time (``inf``: open-ended) per row; None means all ``inf``.
+        levels: One graph level per row; None means level 0 for every row.
+    """
+
+    callers: list[Caller]
+    namespaces: list[str]
+    texts: list[str]
+    vectors: Vectors = None
+    metas: list[dict[str, Any]] | None = None
+    importance: list[float] | None = None
+    valid_from: list[float | None] | None = None
+    valid_to: list[float] | None = None
+    levels: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @classmethod
+    def from_requests(cls, requests: Sequence[WriteRequest]) -> WriteBatch:
+        """The columns of row-form requests (``VectorTier.write_many``).
+
+        Raises:
+            InvalidInputError: an entry is not a WriteRequest or its item not a NewItem.
+        """
+        for req in requests:
+            if not isinstance(req, WriteRequest):
+                raise InvalidInputError(
+                    "requests", f"expected WriteRequest, got {type(req).__name__}"
+                )
+            if not isinstance(req.item, NewItem):
+                raise InvalidInputError("item", f"expected NewItem, got {type(req.item).__name__}")
+        items = [req.item for req in requests]
+        return cls(
+            callers=[req.caller for req in requests],
+            namespaces=[req.namespace for req in requests],
+            texts=[it.text for it in items],
+            vectors=[it.vector for it in items],
+            metas=[it.meta for it in items],
+            importance=[it.importance for it in items],
+            valid_from=[it.valid_from for it in items],
+            valid_to=[it.valid_to for it in items],
+            levels=[it.level for it in items],
+        )
+
+    def rows(self, positions: Sequence[int]) -> WriteBatch:
+        """The batch of the rows at ``positions`` (in that order)."""
+
+        def pick(column: Any) -> Any:
+            if column is None:
+                return None
+            if isinstance(column, np.ndarray):
+                return column[list(positions)]
+            return [column[i] for i in positions]
+
+        return WriteBatch(
+            [self.callers[i] for i in positions],
+            [self.namespaces[i] for i in positions],
+            [self.texts[i] for i in positions],
+            pick(self.vectors),
+            pick(self.metas),
+            pick(self.importance),
+            pick(self.valid_from),
+            pick(self.valid_to),
+            pick(self.levels),
+        )
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What a batch of writes did, a column per field.
+
+    Attributes:
+        ops: The write policy's decision for each row.
+        item_ids: Each row's new, updated, deleted or duplicate item id, or -1.
+        evicted: Row -> ids evicted to make room for it (rows that evicted nothing are absent).
+    """
+
+    ops: list[WriteOp]
+    item_ids: list[int]
+    evicted: dict[int, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_results(cls, results: Sequence[WriteResult]) -> BatchResult:
+        """Columns of per-row results."""
+        return cls(
+            [r.op for r in results],
+            [r.item_id for r in results],
+            {i: r.evicted for i, r in enumerate(results) if r.evicted},
+        )
+
+    def results(self) -> list[WriteResult]:
+        """One :class:`WriteResult` per row."""
+        evicted = self.evicted
+        return [
+            WriteResult(op, item_id, list(evicted.get(i, ())))
+            for i, (op, item_id) in enumerate(zip(self.ops, self.item_ids, strict=True))
+        ]
+
+
+@dataclass(slots=True)
+class NewRows:
+    """The rows of a checked batch with their ids, as the tier stores them.
+
+    Attributes:
+        ids: One id per row (-1 for proposals not yet added).
+        batch: The checked batch (its ``vectors`` an (n, dim) matrix).
+        now: The time of the write.
+    """
+
+    ids: Sequence[int]
+    batch: WriteBatch
+    now: float
+
+    def vectors(self) -> np.ndarray:
+        """The (n, dim) matrix of the rows' vectors."""
+        vectors = self.batch.vectors
+        if not isinstance(vectors, np.ndarray):
+            raise TypeError("NewRows needs a checked batch, whose vectors are a matrix")
+        return vectors
+
+    def tokens(self) -> int:
+        """Whitespace tokens of the rows' texts."""
+        return sum(map(count_tokens, self.batch.texts))
+
+    def build(self, tier: TierName, vectors: np.ndarray | None = None) -> list[Item]:
+        """The rows as items, in order (with ``vectors`` in place of the batch's, if given)."""
+        b, now = self.batch, self.now
+        n = len(b)
+        rows = zip(
+            self.ids,
+            b.namespaces,
+            b.texts,
+            self.vectors() if vectors is None else vectors,
+            b.metas or [None] * n,
+            b.importance or [0.0] * n,
+            b.valid_from or [None] * n,
+            b.valid_to or [INF] * n,
+            b.levels or [0] * n,
+            strict=True,
+        )
+        return [
+            Item(
+                item_id,
+                tier,
+                namespace,
+                text,
+                vector,
+                dict(meta) if meta else {},
+                imp,
+                now,
+                now,
+                0,
+                1,
+                now if start is None else start,
+                end,
+                level,
+            )
+            for item_id, namespace, text, vector, meta, imp, start, end, level in rows
+        ]
+
+
+# --- column checks ---
+
+_SMALL = 16  # up to this many rows, a Python loop checks numbers faster than numpy-------------------------------------------------------------------
+
+
+def _first(values: Sequence[Any], bad: Any) -> int:
+    """Position of the first value for which ``bad(value)`` holds."""
+    return next(i for i, v in enumerate(values) if bad(v))
+
+
+def column_of(values: Any, n: int, name: str) -> list[Any]:
+    if type(values) is not list and not isinstance(values, list | tuple):
+        raise InvalidInputError(f"items[].{name}", f"expected a list, got {type(values).__name__}")
+    if len(values) != n:
+        raise InvalidInputError(f"items[].{name}", f"{len(values)} values for {n} rows")
+    return list(values)
+
+
+def check_texts(texts: Any, n: int, limits: Limits) -> list[str]:
+    """Every row's text is a str within ``limits.max_text_chars``."""
+    texts = column_of(texts, n, "text")
+    if not texts:
+        return texts
+    if set(map(type, texts)) != {str}:
+        i = _first(texts, lambda t: not isinstance(t, str))
+        check_text(texts[i], limits, f"items[{i}].text")
+    if max(map(len, texts)) > limits.max_text_chars:
+        i = _first(texts, lambda t: len(t) > limits.max_text_chars)
+        check_text(texts[i], limits, f"items[{i}].text")
+    return texts
+
+
+def check_metas(metas: Any, n: int, limits: Limits) -> list[dict[str, Any]] | None:
+    """Every row's meta passes :func:`~hivemem.memory_bus.item.check_meta`; None if all empty."""
+    if metas is None:
+        return None
+    metas = column_of(metas, n, "meta")
+    if set(map(type, metas)) <= {dict} and not any(metas):
+        return None
+    for i, meta in enumerate(metas):
+        if meta:
+            try:
+                checked_meta(meta, limits)
+            except (InvalidInputError, NonFiniteError, TooLargeError) as exc:
+                exc.details["row"] = i
+                raise
+        elif not isinstance(meta, dict):
+            check_meta(meta, limits)
+    return metas
+
+
+def check_numbers(values: Any, n: int, name: str) -> list[float] | None:
+    """Every row's number is finite (bools refused); None stays None."""
+    if values is None:
+        return None
+    values = column_of(values, n, name)
+    if set(map(type, values)) <= {int, float}:
+        if n <= _SMALL:
+            if all(-INF < v < INF for v in values):
+                return [float(v) for v in values]
+        elif np.isfinite(np.asarray(values, dtype=np.float64)).all():
+            return [float(v) for v in values]
+    return [check_number(v, f"items[{i}].{name}") for i, v in enumerate(values)]
+
+
+def check_times(values: Any, n: int, name: str, none_ok: bool) -> list[Any] | None:
+    """Every row's time is finite or ``inf`` (and None where ``none_ok``); None stays None."""
+    if values is None:
+        return None
+    values = column_of(values, n, name)
+    kinds = set(map(type, values))
+    if kinds <= ({int, float, type(None)} if none_ok else {int, float}):
+        plain = [v for v in values if v is not None] if none_ok else values
+        if all(-INF < v <= INF for v in plain):  # False for NaN and -inf
+            return [None if v is None else float(v) for v in values]
+    return [
+        None if (none_ok and v is None) else check_time(v, f"items[{i}].{name}")
+        for i, v in enumerate(values)
+    ]
+
+
+def check_validity(valid_from: list[Any] | None, valid_to: list[Any] | None, now: float) -> None:
+    """No row's validity ends before it starts."""
+    if valid_to is None or open_ended(valid_to):
+        return
+    starts = [now] * len(valid_to) if valid_from is None else valid_from
+    for i, (start, end) in enumerate(zip(starts, valid_to, strict=True)):
+        if end < (now if start is None else start):
+            raise InvalidInputError(f"items[{i}].valid_to", "ends before valid_from")
+
+
+def open_ended(values: list[float] | None) -> bool:
+    """Whether a ``valid_to`` column is absent or all ``inf``."""
+    return values is None or all(v == INF for v in values)
