@@ -220,7 +220,13 @@ class VectorTier:
             raise InvalidInputError(
                 "namespace", f"expected a non-empty str, got {type(bad).__name__}"
             )
-        rows = zip(callers, namespaces, levels or [None] * len(callers), strict=True)
+        n = len(callers)
+        if not n:
+            return
+        if levels is None and callers.count(callers[0]) == namespaces.count(namespaces[0]) == n:
+            self._check(callers[0], namespaces[0], "write")  # one writer, one namespace
+            return
+        rows = zip(callers, namespaces, levels or [None] * n, strict=True)
         seen: set[tuple[int, str, int | None]] = set()
         for caller, namespace, level in rows:
             key = (id(caller), namespace, level)

@@ -75,6 +75,11 @@ def _row_form(rows: list[tuple[str, NewItem]]) -> list[tuple[str, dict[str, Any]
     return [(ns, encode_new_item(item)) for ns, item in rows]
 
 
+def test_an_empty_batch_writes_nothing(bus: Bus, alice: MemoryClient) -> None:
+    assert alice.write_many("shared", [], now=0.0) == []
+    assert bus.server.store.stats()["shared"]["items"] == 0
+
+
 def test_rows_on_behalf_of_other_agents_are_checked_each(bus: Bus) -> None:
     with bus.client("alice") as alice:
         mine = [("alice", NewItem("a", vector=vec(1)), OnBehalf("alice", bus.tokens["alice"]))]
