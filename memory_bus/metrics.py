@@ -74,6 +74,7 @@ class BusMetrics:
         self._policy: dict[str, str] = {}
         self._requests: dict[tuple[str, str], Any] = {}
         self._latency: dict[str, Any] = {}
+        self._events: dict[tuple[str, str], Any] = {}
         self.memory = _MemoryCollector()
         r.register(self.memory)
 
@@ -91,7 +92,12 @@ class BusMetrics:
     def event(self, event: MemoryEvent) -> None:
         """Count the items of one event (and evictions by policy)."""
         count = len(event.item_ids)
-        self.events.labels(event.tier, event.kind).inc(count)
+        counter = self._events.get((event.tier, event.kind))
+        if counter is None:
+            counter = self._events[(event.tier, event.kind)] = self.events.labels(
+                event.tier, event.kind
+            )
+        counter.inc(count)
         if event.kind == "evict":
             self.evictions.labels(event.tier, self._policy.get(event.tier, "unknown")).inc(count)
 
