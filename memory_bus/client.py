@@ -4,7 +4,10 @@
 replies to requests by id. A request that times out is sent again *with the same id*
 after reconnecting; the server answers a repeated id from memory, so a retried write is
 never applied twice. :class:`MemoryClient` runs the same core on a private event loop
-thread. Every op is written once, in :class:`Ops`.
+thread for its ``nowait`` calls and sharded buses; its blocking calls to one server go
+out on a plain socket in the caller's thread, with the same ids and the same retries
+(what both transports share lives in :class:`_Requests`). Every op is written once, in
+:class:`Ops`.
 
 Example:
     >>> client = MemoryClient("tcp://127.0.0.1:7777")  # doctest: +SKIP
@@ -17,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import math
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +37,7 @@ from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import (
     HEADER,
     ProtocolError,
+    Reply,
     decode_hit,
     decode_item,
     decode_reply,
@@ -319,8 +325,85 @@ def _each(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda values: [decode(v) for v in values]
 
 
+class _Requests:
+    """What both transports share, free of I/O: ids, frames, reply matching, outcomes.
+
+    One :class:`MemoryClient` draws the ids of its blocking calls (caller threads) and of
+    its ``nowait`` calls (loop thread) from one instance, so both paths number requests
+    in one sequence under one ``client_id``.
+    """
+
+    def __init__(
+        self, address: str, timeout: float, retries: int, client_id: int | None = None
+    ) -> None:
+        self.address, self.timeout, self.retries = address, timeout, retries
+        self.client_id = secrets.randbits(63) if client_id is None else client_id
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @property
+    def attempts(self) -> int:
+        """Sends of one request: the first and its retries."""
+        return self.retries + 1
+
+    def number_from(self, start: int) -> None:
+        """The next requests carry ids ``start``, ``start + 1``, ..."""
+        with self._lock:
+            self._ids = itertools.count(start)
+
+    def encode(
+        self, op: str, agent: str, token: str, args: dict[str, Any]
+    ) -> tuple[int, list[bytes]]:
+        """A fresh request id and the frames that carry the request under it."""
+        with self._lock:
+            req_id = next(self._ids)
+        return req_id, encode_request(req_id, self.client_id, op, agent, token, args)
+
+    @staticmethod
+    def decode(frames: list[bytes]) -> Reply | None:
+        """The reply in ``frames``, or None if they are not a reply (the caller retries)."""
+        try:
+            return decode_reply(frames)
+        except ProtocolError:
+            return None
+
+    @staticmethod
+    def outcome(reply: Reply) -> Any:
+        """The result of an ok reply; raises the exception an error reply stands for."""
+        if not reply.ok:
+            raise error_from_reply(reply.error or {})
+        return reply.result
+
+    def timed_out(self) -> BusTimeoutError:
+        """The error for a request that got no reply after every attempt."""
+        return BusTimeoutError(
+            f"no reply from {self.address} after {self.attempts} attempts of {self.timeout} s",
+            address=self.address,
+            attempts=self.attempts,
+        )
+
+    def transport_error(self, exc: zmq.ZMQError) -> HivememError:
+        """A ZeroMQ failure as the project's error (raise it ``from exc``)."""
+        return HivememError(f"transport error talking to {self.address}: {exc}")
+
+
+def _dealer(ctx: zmq.Context[Any], address: str, curve: dict[str, bytes] | None) -> Any:
+    """A DEALER of ``ctx`` connected to ``address``, with CURVE keys if given."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        if curve:
+            sock.curve_secretkey, sock.curve_publickey = curve["secret"], curve["public"]
+            sock.curve_serverkey = curve["server"]
+        sock.connect(address)
+    except zmq.ZMQError:
+        sock.close()  # an open socket would keep ctx.term() waiting forever
+        raise
+    return sock
+
+
 class _Transport:
-    """One DEALER socket, requests in flight matched by id, reconnect on timeout."""
+    """One asyncio DEALER socket, requests in flight matched by id, reconnect on timeout."""
 
     def __init__(
         self,
@@ -330,9 +413,8 @@ class _Transport:
         curve: dict[str, bytes] | None,
         client_id: int | None = None,
     ) -> None:
-        self.address, self.timeout, self.retries, self.curve = address, timeout, retries, curve
-        self.client_id = secrets.randbits(63) if client_id is None else client_id
-        self._ids = itertools.count(1)
+        self.requests = _Requests(address, timeout, retries, client_id)
+        self.address, self.curve = address, curve
         self.ctx = zmq.asyncio.Context()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._sock: zmq.asyncio.Socket | None = None
@@ -340,12 +422,7 @@ class _Transport:
         self._generation = 0
 
     def _connect(self) -> None:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        if self.curve:
-            sock.curve_secretkey, sock.curve_publickey = self.curve["secret"], self.curve["public"]
-            sock.curve_serverkey = self.curve["server"]
-        sock.connect(self.address)
+        sock = _dealer(self.ctx, self.address, self.curve)
         self._sock = sock
         self._generation += 1
         self._reader = asyncio.get_running_loop().create_task(self._read(sock))
@@ -356,11 +433,8 @@ class _Transport:
                 frames = await sock.recv_multipart()
             except (zmq.ZMQError, asyncio.CancelledError):
                 return
-            try:
-                reply = decode_reply(frames)
-            except ProtocolError:
-                continue  # not ours to answer; the caller times out and retries
-            future = self._pending.get(reply.id)
+            reply = self.requests.decode(frames)
+            future = self._pending.get(reply.id) if reply is not None else None
             if future is not None and not future.done():
                 future.set_result(reply)
 
@@ -376,8 +450,7 @@ class _Transport:
     async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
         if self._sock is None:
             self._connect()
-        req_id = next(self._ids)
-        frames = encode_request(req_id, self.client_id, op, agent, token, args)
+        req_id, frames = self.requests.encode(op, agent, token, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         try:
@@ -386,27 +459,20 @@ class _Transport:
             self._pending.pop(req_id, None)
 
     async def _attempts(self, frames: list[bytes], future: asyncio.Future[Any]) -> Any:
-        for _attempt in range(self.retries + 1):
+        for _attempt in range(self.requests.attempts):
             generation, sock = self._generation, self._sock
             if sock is None:
                 raise HivememError("client is closed")
             try:
                 await sock.send_multipart(frames)
-                reply = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+                reply = await asyncio.wait_for(asyncio.shield(future), self.requests.timeout)
             except TimeoutError:
                 self._reconnect(generation)
                 continue
             except zmq.ZMQError as exc:
-                raise HivememError(f"transport error talking to {self.address}: {exc}") from exc
-            if not reply.ok:
-                raise error_from_reply(reply.error or {})
-            return reply.result
-        attempts = self.retries + 1
-        raise BusTimeoutError(
-            f"no reply from {self.address} after {attempts} attempts of {self.timeout} s",
-            address=self.address,
-            attempts=attempts,
-        )
+                raise self.requests.transport_error(exc) from exc
+            return self.requests.outcome(reply)
+        raise self.requests.timed_out()
 
     def close(self) -> None:
         if self._reader is not None:
@@ -414,6 +480,74 @@ class _Transport:
         if self._sock is not None:
             self._sock.close(linger=0)
         self.ctx.term()
+
+
+class _BlockingTransport:
+    """One plain DEALER used in the caller's thread: a blocking call without a thread hop.
+
+    Calls take a lock, so threads sharing a client take turns on the socket, one request
+    in flight at a time. A reply of another id (a late answer to an attempt that timed
+    out) is dropped. On timeout the socket is replaced and the request sent again with
+    the same id, so the server answers a retried write from memory.
+    """
+
+    def __init__(self, requests: _Requests, curve: dict[str, bytes] | None) -> None:
+        self.requests, self.curve = requests, curve
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self._sock: Any = None  # connected on first use, and again after a timeout
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        """Send one request and wait for its result.
+
+        Raises:
+            BusTimeoutError: No reply after every attempt.
+            HivememError: The error the server replied with, a ZeroMQ failure, or a
+                closed client.
+        """
+        with self._lock:
+            if self._closed:
+                raise HivememError("client is closed")
+            req_id, frames = self.requests.encode(op, agent, token, args)
+            try:
+                return self._attempts(req_id, frames)
+            except zmq.ZMQError as exc:
+                raise self.requests.transport_error(exc) from exc
+
+    def _attempts(self, req_id: int, frames: list[bytes]) -> Any:
+        for _attempt in range(self.requests.attempts):
+            if self._sock is None:
+                self._sock = _dealer(self.ctx, self.requests.address, self.curve)
+            self._sock.send_multipart(frames)
+            reply = self._reply(req_id, time.monotonic() + self.requests.timeout)
+            if reply is not None:
+                return self.requests.outcome(reply)
+            self._drop_socket()  # a new connection, in case the old one is stuck
+        raise self.requests.timed_out()
+
+    def _reply(self, req_id: int, deadline: float) -> Reply | None:
+        """The reply to ``req_id`` if it comes before ``deadline``, else None."""
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._sock.poll(math.ceil(left * 1000)):
+                return None
+            reply = self.requests.decode(self._sock.recv_multipart())
+            if reply is not None and reply.id == req_id:
+                return reply
+        return None
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def close(self) -> None:
+        """Close the socket (after a call in progress) and the context; idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._drop_socket()
+                self.ctx.term()
 
 
 class AsyncMemoryClient(Ops):
@@ -450,7 +584,7 @@ class AsyncMemoryClient(Ops):
 
     def number_requests_from(self, start: int) -> None:
         """The next requests carry ids ``start``, ``start + 1``, ... (see ``client_id``)."""
-        self._transport._ids = itertools.count(start)
+        self._transport.requests.number_from(start)
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
@@ -496,12 +630,57 @@ class AsyncMemoryClient(Ops):
         self._transport.close()
 
 
+class _InFlight:
+    """The ``nowait`` futures of one connection that have not completed yet."""
+
+    def __init__(self) -> None:
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def add(self, future: concurrent.futures.Future[Any]) -> None:
+        """Track ``future`` until it completes."""
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._discard)
+
+    def _discard(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def wait(self) -> None:
+        """Return once every future tracked so far has completed, however it ended."""
+        if not self._futures:
+            return  # the common case: no nowait request in flight, no lock taken
+        with self._lock:
+            pending = list(self._futures)
+        concurrent.futures.wait(pending)
+
+
 class MemoryClient(Ops):
-    """The synchronous client: the async core on a private event-loop thread.
+    """The synchronous client.
+
+    Talking to one address, a blocking call is sent and answered in the caller's thread
+    on a plain DEALER of its own (a hop to an event-loop thread and back would add three
+    thread switches to every call). :meth:`nowait` calls run on the async core, on a private
+    event-loop thread. Both number their requests in one sequence under one
+    ``client_id``, so :meth:`number_requests_from` covers both.
+
+    A blocking call made while ``nowait`` requests of this connection are in flight
+    first waits for them to complete. The two paths use different sockets, and the
+    server owes no order to requests that arrive on different connections, so waiting
+    for the earlier replies is what guarantees that the blocking call cannot overtake
+    them. It costs nothing when none is in flight, the common case.
 
     Given several addresses (a list, or one string with commas), the core is an
     :class:`~hivemem.memory_bus.sharding.AsyncShardedClient`: the bus is sharded by
-    namespace over those servers, and every op here works the same.
+    namespace over those servers, every op here works the same, and blocking calls
+    too run on the event-loop thread.
+
+    Args:
+        address: The server's ROUTER address, or several (sharded).
+        agent: Default agent id for requests (see :meth:`as_agent`).
+        token: That agent's token.
+        **kw: Passed to :class:`AsyncMemoryClient` (timeout, retries, curve, client_id).
     """
 
     def __init__(
@@ -513,6 +692,8 @@ class MemoryClient(Ops):
         )
         self._thread.start()
         self._core = self._run(_make_async(address, agent, token, kw))
+        self._blocking = _blocking_for(self._core)
+        self._in_flight = _InFlight()
         self.agent, self.token = agent, token
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -521,7 +702,19 @@ class MemoryClient(Ops):
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
     ) -> Any:
-        return self._run(self._core.as_agent(self.agent, self.token)._call(op, args, decode))
+        if self._blocking is None:
+            return self._run(self._core.as_agent(self.agent, self.token)._call(op, args, decode))
+        self._in_flight.wait()
+        result = self._blocking.call(op, self.agent, self.token, args)
+        return decode(result) if decode is not None else result
+
+    def _submit(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
+    ) -> concurrent.futures.Future[Any]:
+        core = self._core.as_agent(self.agent, self.token)
+        future = asyncio.run_coroutine_threadsafe(core._call(op, args, decode), self._loop)
+        self._in_flight.add(future)
+        return future
 
     def number_requests_from(self, start: int) -> None:
         """The next requests carry ids ``start``, ``start + 1``, ... (see ``AsyncMemoryClient``)."""
@@ -533,7 +726,8 @@ class MemoryClient(Ops):
         ``concurrent.futures.Future.result()`` gives what the blocking method returns (or
         raises what it raises). Requests sent one after another go out in that order on
         the same connection, so a caller can keep several in flight and work on the
-        first reply while the bus answers the next.
+        first reply while the bus answers the next. A blocking call made meanwhile
+        waits for them first (see the class docstring).
 
         Example:
             >>> first = client.nowait().search_many("private", queries, now=3.0)  # doctest: +SKIP
@@ -545,15 +739,20 @@ class MemoryClient(Ops):
         """A handle on the same connection that acts as ``agent``."""
         handle = object.__new__(MemoryClient)
         handle._loop, handle._thread, handle._core = self._loop, self._thread, self._core
+        handle._blocking, handle._in_flight = self._blocking, self._in_flight
         handle.agent, handle.token = agent, token
         return handle
 
     def close(self) -> None:
-        """Close the connection and stop the loop thread."""
+        """Close the connection and stop the loop thread; a second call does nothing."""
 
         async def shutdown() -> None:
             self._core.close()
 
+        if self._loop.is_closed():
+            return
+        if self._blocking is not None:
+            self._blocking.close()
         self._run(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
@@ -576,8 +775,15 @@ class _Submitting(Ops):
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
     ) -> concurrent.futures.Future[Any]:
-        core = self._client._core.as_agent(self.agent, self.token)
-        return asyncio.run_coroutine_threadsafe(core._call(op, args, decode), self._client._loop)
+        return self._client._submit(op, args, decode)
+
+
+def _blocking_for(core: Any) -> _BlockingTransport | None:
+    """The blocking transport of a one-address core, sharing its ids; None if sharded."""
+    if not isinstance(core, AsyncMemoryClient):
+        return None
+    transport = core._transport
+    return _BlockingTransport(transport.requests, transport.curve)
 
 
 async def _make_async(
