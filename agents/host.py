@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from hivemem.agents.base import Action, Agent, AgentSpec, Observation, Proposal, make_agent
 from hivemem.agents.metrics import HostMetrics, host_metrics
-from hivemem.memory_bus.client import MemoryClient, OnBehalf, encode_write_entries
+from hivemem.memory_bus.client import MemoryClient, OnBehalf, WriteEntries, encode_write_entries
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
@@ -151,7 +151,7 @@ class AgentHost:
         # Hits come without their vectors unless an agent asks for them (hit_vectors).
         self.hit_vectors = any(getattr(a, "hit_vectors", True) for a in self.agents.values())
         self.hit_bytes = hit_bytes(dim, self.hit_vectors)
-        self.prepared: list[tuple[str, OnBehalf, list[dict[str, Any]]]] = []
+        self.prepared: list[tuple[str, OnBehalf, WriteEntries]] = []
         self.metrics = host_metrics()
         if self.metrics is not None:
             self.metrics.started()
@@ -268,7 +268,7 @@ class AgentHost:
 
     def _prepare_writes(
         self, pending: list[tuple[str, Action]]
-    ) -> list[tuple[str, OnBehalf, list[dict[str, Any]]]]:
+    ) -> list[tuple[str, OnBehalf, WriteEntries]]:
         """The proposals' ``write_many`` requests, embedded and encoded, ready for commit.
 
         Done at the end of step, which runs on every host at once, rather than in

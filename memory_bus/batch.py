@@ -183,7 +183,7 @@ class NewRows:
             b.namespaces,
             b.texts,
             self.vectors() if vectors is None else vectors,
-            b.metas or [None] * n,
+            b.metas or [{}] * n,
             b.importance or [0.0] * n,
             b.valid_from or [None] * n,
             b.valid_to or [INF] * n,

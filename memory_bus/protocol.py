@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -557,8 +558,8 @@ def encode_write_columns(namespaces: list[str], items: list[NewItem]) -> dict[st
             return None
     elif any(v is not None for v in vectors):
         return None
-    optional = {
-        "meta": ([it.meta for it in items], lambda v: bool(v)),
+    optional: dict[str, tuple[list[Any], Callable[[Any], bool]]] = {
+        "meta": ([it.meta for it in items], bool),
         "importance": ([it.importance for it in items], lambda v: v != 0.0),
         "valid_from": ([it.valid_from for it in items], lambda v: v is not None),
         "valid_to": ([it.valid_to for it in items], lambda v: v != INF),

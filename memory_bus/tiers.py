@@ -226,13 +226,13 @@ class VectorTier:
         if levels is None and callers.count(callers[0]) == namespaces.count(namespaces[0]) == n:
             self._check(callers[0], namespaces[0], "write")  # one writer, one namespace
             return
-        rows = zip(callers, namespaces, levels or [None] * n, strict=True)
-        seen: set[tuple[int, str, int | None]] = set()
+        rows = zip(callers, namespaces, levels or [-1] * n, strict=True)
+        seen: set[tuple[int, str, int]] = set()
         for caller, namespace, level in rows:
             key = (id(caller), namespace, level)
             if key not in seen:
                 seen.add(key)
-                self._check(caller, namespace, "write", level)
+                self._check(caller, namespace, "write", None if levels is None else level)
 
     def _check_budget(self, texts: list[str]) -> None:
         budget = self.config.token_budget
@@ -252,7 +252,7 @@ class VectorTier:
             if vectors.ndim == 2 and len(vectors) != n:
                 raise InvalidInputError("items[].vector", f"{len(vectors)} vectors for {n} rows")
             return check_matrix(vectors, dim, "items[].vector")
-        given = column_of(vectors, n, "vector") if vectors is not None else [None] * n
+        given: list[Any] = column_of(vectors, n, "vector") if vectors is not None else [None] * n
         if not given:
             return np.empty((0, dim), dtype=np.float32)
         if all(v is not None for v in given):
