@@ -162,6 +162,7 @@ class NewRows:
     ids: Sequence[int]
     batch: WriteBatch
     now: float
+    _tokens: int = -1
 
     def vectors(self) -> np.ndarray:
         """The (n, dim) matrix of the rows' vectors."""
@@ -171,8 +172,10 @@ class NewRows:
         return vectors
 
     def tokens(self) -> int:
-        """Whitespace tokens of the rows' texts."""
-        return sum(map(count_tokens, self.batch.texts))
+        """Whitespace tokens of the rows' texts (counted once, when first asked)."""
+        if self._tokens < 0:
+            self._tokens = sum(map(count_tokens, self.batch.texts))
+        return self._tokens
 
     def build(self, tier: TierName, vectors: np.ndarray | None = None) -> list[Item]:
         """The rows as items, in order (with ``vectors`` in place of the batch's, if given)."""

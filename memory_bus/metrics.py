@@ -103,7 +103,8 @@ class BusMetrics:
 
     def observe_store(self, store: MemoryStore) -> None:
         """Refresh the gauges from the store (called on the owner thread)."""
-        for name, stats in store.stats().items():
+        by_tier = store.stats()
+        for name, stats in by_tier.items():
             self.items.labels(name).set(stats["items"])
             self.tokens.labels(name).set(stats["tokens"])
             self.bytes.labels(name).set(stats["bytes"])
@@ -111,7 +112,7 @@ class BusMetrics:
             self._policy[name] = stats["eviction_policy"]
         self.memory.decisions = {
             (name, stats["write_policy"], decision): count
-            for name, stats in store.stats().items()
+            for name, stats in by_tier.items()
             for decision, count in stats["decisions"].items()
         }
 

@@ -536,7 +536,7 @@ class VectorTier:
         """Counts for monitoring (one pass over the namespaces: the runner asks every tick)."""
         items = tokens = nbytes = evictions = 0
         for ns in self.namespaces.values():
-            items += len(ns.items)
+            items += len(ns)
             tokens += ns.tokens
             nbytes += ns.nbytes
             evictions += ns.evictions

@@ -129,6 +129,7 @@ def test_a_batch_with_room_is_one_event_and_its_items_appear_on_first_read() -> 
     assert events == [("add", ids)]  # one event for the batch
     ns = store.shared.namespaces["team"]
     assert len(ns) == 6 and ns.tokens == 6 * 5 and not ns._items  # stored, not yet built
+    assert store.stats()["shared"]["items"] == 6 and not ns._items  # monitoring builds none
     got = store.shared.get(ALICE, "team", ids[4])
     assert (got.text, got.meta, got.created, got.version) == (texts[4], {"n": 4}, 2.0, 1)
     assert list(ns._items) == ids  # built in write order on the first read
