@@ -35,10 +35,13 @@ class TierName(StrEnum):
     @classmethod
     def parse(cls, value: str | TierName) -> TierName:
         """Return the tier for ``value`` or raise :class:`UnknownNameError`."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise UnknownNameError("tier", str(value), [t.value for t in cls]) from None
+        tier = _TIERS.get(value) if isinstance(value, str) else None  # cls(value) is slow
+        if tier is None:
+            raise UnknownNameError("tier", str(value), [t.value for t in cls])
+        return tier
+
+
+_TIERS = {str(t.value): t for t in TierName}
 
 
 class WriteOp(StrEnum):

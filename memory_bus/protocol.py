@@ -205,13 +205,16 @@ def decode_request(frames: list[bytes]) -> Request:
 
 def parse_op(name: str, req_id: int = 0) -> Op:
     """The :class:`Op` called ``name``, or an ``unknown_op`` error with a suggestion."""
-    try:
-        return Op(name)
-    except ValueError:
+    op = _OP_BY_NAME.get(name) if type(name) is str else None  # Op(name) takes microseconds
+    if op is None:
         hint = UnknownNameError("op", name, [o.value for o in Op])
         raise ProtocolError(
             Code.UNKNOWN_OP, hint.message, id=req_id, suggestions=hint.suggestions
-        ) from None
+        )
+    return op
+
+
+_OP_BY_NAME = {op.value: op for op in Op}
 
 
 def request_id_of(frames: list[bytes]) -> int:
