@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: install install-dev prometheus run test lint typecheck unit bench clean
+.PHONY: install install-dev prometheus run test lint typecheck unit bench bench-bus clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,15 @@ typecheck: install-dev
 
 bench: install
 	$(BIN)/python benchmarks/store.py
+
+# The bus against a bare ZeroMQ echo and Redis: redis-py from the bench extra, Debian's
+# redis-server (installed here when missing and we are root).
+bench-bus: install
+	$(PIP) -e '.[bench]'
+	@command -v redis-server >/dev/null || [ "$$(id -u)" != 0 ] || \
+		apt-get install -y -q --no-install-recommends redis-server >/dev/null || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends redis-server >/dev/null; }
+	$(BIN)/python benchmarks/bus.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_src build *.egg-info .pytest_cache .mypy_cache .ruff_cache
