@@ -141,6 +141,30 @@ def test_a_batch_with_room_is_one_event_and_its_items_appear_on_first_read() -> 
     assert [k for k, _ in events[1:]].count("evict") == 1
 
 
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_items_built_after_their_vectors_moved_into_the_approximate_index(kind: str) -> None:
+    index = {"kind": "auto", "approx_threshold": 96, "build_batch": 32}
+    if kind == "ivf":
+        index = {**index, "kind": "ivf", "ivf_nlist": 2}
+    store = store_with(index=index)
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((200, 32)).astype(np.float32)
+    for start in range(0, 200, 40):  # five batches, none read until the end
+        store.shared.write_many(
+            [
+                WriteRequest(ALICE, "team", NewItem(f"v{i}", vector=vectors[i]))
+                for i in range(start, start + 40)
+            ],
+            now=1.0,
+        )
+    ns = store.shared.namespaces["team"]
+    assert ns.index.kind == kind and not ns._items  # merged into the index, not yet built
+    built = {it.text: it.vector for it in ns.items.values()}
+    assert len(built) == 200
+    for i in range(200):
+        np.testing.assert_array_equal(built[f"v{i}"], vectors[i])
+
+
 def test_ids_are_unique_across_tiers() -> None:
     store = MemoryStore(StoreConfig(dim=16))
     p = store.private.write(ALICE, "alice", NewItem("x"), now=0.0).item_id
