@@ -208,9 +208,7 @@ def parse_op(name: str, req_id: int = 0) -> Op:
     op = _OP_BY_NAME.get(name) if type(name) is str else None  # Op(name) takes microseconds
     if op is None:
         hint = UnknownNameError("op", name, [o.value for o in Op])
-        raise ProtocolError(
-            Code.UNKNOWN_OP, hint.message, id=req_id, suggestions=hint.suggestions
-        )
+        raise ProtocolError(Code.UNKNOWN_OP, hint.message, id=req_id, suggestions=hint.suggestions)
     return op
 
 
