@@ -37,6 +37,7 @@ _REBUILD_FRACTION = 0.25
 _SMALL = 2_048  # up to this many exact rows, sort them all rather than partition and merge
 _TINY = 32  # up to this many exact rows, one query's scores are ranked by Python's sort
 _IVF_MIN_POINTS_PER_LIST = 39
+_RESERVE_FROM = 1_024  # rows of the exact part after which it grows to its ceiling at once
 
 
 class VectorIndex:
@@ -115,6 +116,14 @@ class VectorIndex:
 
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * len(self._ids), 16)
+        ceiling = self._exact_ceiling()
+        if ceiling is not None and cap > _RESERVE_FROM:
+            # Past a few thousand rows, take room for every row the exact part can hold
+            # before it is merged into the approximate structure: the rows not yet
+            # written cost no memory (their pages are untouched), while each doubling
+            # would copy every row into fresh pages, which on a virtual machine cost a
+            # page fault each.
+            cap = max(need, ceiling)
         self._ids = np.resize(self._ids, cap)
         grown = np.empty((cap, self.dim), dtype=np.float32)
         grown[: self._n] = self._vecs[: self._n]
@@ -193,6 +202,15 @@ class VectorIndex:
             return
         self._approx = self._new_structure(vecs)
         self._approx_add(ids, vecs)
+
+    def _exact_ceiling(self) -> int | None:
+        """Most rows the exact part holds before a merge into the approximate part (None: no bound)."""
+        cfg = self.config
+        if self._approx is not None:
+            return cfg.build_batch
+        if cfg.kind is IndexKind.AUTO:
+            return cfg.approx_threshold
+        return None
 
     def _wants_approx_for(self, n: int) -> bool:
         kind = self.config.kind
