@@ -28,6 +28,7 @@ import numpy as np
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.item import check_matrix
+from hivemem.memory_bus.prefault import prefault
 
 # Batched exact search inside faiss uses BLAS only above this many queries; DESIGN.md
 # measured 7-9x faster batched search with a low threshold.
@@ -57,10 +58,16 @@ class VectorIndex:
         self._vecs = np.empty((0, dim), dtype=np.float32)
         self._n = 0  # live rows of the exact part
         self._row: dict[int, int] = {}
+        self._faulted = 0  # rows of the exact part's matrix asked to be faulted in ahead
         self._approx: Any = None
         self._labels = np.empty(0, dtype=np.int64)  # approximate label -> id
         self._dead = np.empty(0, dtype=bool)  # approximate label -> tombstoned
         self._label: dict[int, int] = {}  # id -> approximate label (live only)
+
+    @property
+    def _ahead(self) -> int:
+        """Rows in 2 MiB: how far ahead of the writer pages are faulted in."""
+        return max(64, (2 << 20) // (4 * self.dim))
 
     # --- size and membership ----------------------------------------------------------
 
@@ -128,6 +135,7 @@ class VectorIndex:
         grown = np.empty((cap, self.dim), dtype=np.float32)
         grown[: self._n] = self._vecs[: self._n]
         self._vecs = grown
+        self._faulted = self._n
 
     def _append_exact(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         need = self._n + len(ids)
@@ -137,6 +145,14 @@ class VectorIndex:
         self._vecs[self._n : need] = vectors
         self._row.update(zip(ids.tolist(), range(self._n, need), strict=True))
         self._n = need
+        if need + self._ahead > self._faulted and len(self._vecs) > _RESERVE_FROM:
+            # The rows a room-taking growth reserved are fresh pages: have them faulted
+            # in by the prefault thread while this one serves (see hivemem.memory_bus.prefault).
+            stop = min(len(self._vecs), need + 2 * self._ahead)
+            start = max(self._faulted, need)
+            row_bytes = self.dim * 4
+            prefault(self._vecs, start * row_bytes, stop * row_bytes)
+            self._faulted = stop
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; unknown ones are ignored. Returns how many were removed."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import numpy as np
 import pytest
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
 from hivemem.memory_bus.index import VectorIndex
+from hivemem.memory_bus.prefault import PREFAULTER
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -125,3 +128,23 @@ def test_a_query_too_large_to_score_is_refused_not_overflowed() -> None:
     with pytest.raises(NonFiniteError):
         index.search(np.full((1, 8), np.inf, dtype=np.float32), 1)
     assert index.search(np.full((1, 8), 1e9, dtype=np.float32), 1)[1][0][0] == 1
+
+
+def test_a_large_exact_part_keeps_every_vector_while_pages_are_faulted_in_ahead() -> None:
+    config = IndexConfig(kind=IndexKind.AUTO, approx_threshold=20_000, build_batch=4_096)
+    index = VectorIndex(256, config)
+    data = unit(12_000, 256, 5)
+    ids = np.arange(1, 12_001, dtype=np.int64)
+    before = PREFAULTER.populated
+    for start in range(0, 12_000, 64):  # the writer races the prefault thread
+        index.add_checked(ids[start : start + 64], data[start : start + 64])
+    assert index.kind == "flat" and len(index) == 12_000
+    assert len(index._vecs) == config.approx_threshold  # room taken at once, not doubled
+    np.testing.assert_array_equal(index.vectors_of(ids.tolist()), data)
+    _, found = index.search(data[:50], 1)
+    assert found[:, 0].tolist() == ids[:50].tolist()
+    if PREFAULTER.enabled:  # Linux 5.14+: pages ahead of the writer were populated
+        deadline = time.monotonic() + 5
+        while PREFAULTER.populated == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert PREFAULTER.populated > before
