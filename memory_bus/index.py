@@ -64,10 +64,14 @@ class VectorIndex:
         self._dead = np.empty(0, dtype=bool)  # approximate label -> tombstoned
         self._label: dict[int, int] = {}  # id -> approximate label (live only)
 
-    @property
-    def _ahead(self) -> int:
-        """Rows in 2 MiB: how far ahead of the writer pages are faulted in."""
-        return max(64, (2 << 20) // (4 * self.dim))
+    def _ahead(self, rows: int) -> int:
+        """Rows ahead of the writer whose pages are faulted in.
+
+        Up to 2 MiB, and at most an eighth of the rows held, so that memory faulted in
+        but not yet used stays within a quarter of what a namespace holds (a private
+        tier has many namespaces).
+        """
+        return min(max(64, (2 << 20) // (4 * self.dim)), rows // 8)
 
     # --- size and membership ----------------------------------------------------------
 
@@ -145,10 +149,11 @@ class VectorIndex:
         self._vecs[self._n : need] = vectors
         self._row.update(zip(ids.tolist(), range(self._n, need), strict=True))
         self._n = need
-        if need + self._ahead > self._faulted and len(self._vecs) > _RESERVE_FROM:
+        ahead = self._ahead(need)
+        if need + ahead > self._faulted and len(self._vecs) > _RESERVE_FROM:
             # The rows a room-taking growth reserved are fresh pages: have them faulted
             # in by the prefault thread while this one serves (see hivemem.memory_bus.prefault).
-            stop = min(len(self._vecs), need + 2 * self._ahead)
+            stop = min(len(self._vecs), need + 2 * ahead)
             start = max(self._faulted, need)
             row_bytes = self.dim * 4
             prefault(self._vecs, start * row_bytes, stop * row_bytes)
