@@ -449,7 +449,10 @@ class _Transport:
 
     async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
         if self._sock is None:
-            self._connect()
+            try:
+                self._connect()
+            except zmq.ZMQError as exc:  # a malformed address, an unknown transport
+                raise self.requests.transport_error(exc) from exc
         req_id, frames = self.requests.encode(op, agent, token, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
@@ -711,6 +714,8 @@ class MemoryClient(Ops):
     def _submit(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
     ) -> concurrent.futures.Future[Any]:
+        if self._loop.is_closed():
+            raise HivememError("client is closed")
         core = self._core.as_agent(self.agent, self.token)
         future = asyncio.run_coroutine_threadsafe(core._call(op, args, decode), self._loop)
         self._in_flight.add(future)

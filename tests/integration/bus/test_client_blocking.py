@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from hivemem.memory_bus.client import BusTimeoutError, MemoryClient
+from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, MemoryClient
 from hivemem.memory_bus.errors import HivememError, ItemNotFoundError
 from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.protocol import HEADER, ProtocolError
@@ -223,3 +224,22 @@ def test_replay_with_the_same_client_id_covers_both_paths(bus: Bus) -> None:
             results.append((blocking.item_id, queued.result(5).item_id))
     assert results[0] == results[1] and results[0][0] != results[0][1]
     assert bus.server.store.stats()["private"]["items"] == 2
+
+
+def test_async_and_nowait_paths_translate_errors_too() -> None:
+    async def bad_address() -> None:
+        client = AsyncMemoryClient("nosuchtransport://x", timeout=0.5)
+        try:
+            await client.ping()
+        finally:
+            client.close()
+
+    with pytest.raises(HivememError) as caught:
+        asyncio.run(bad_address())
+    assert isinstance(caught.value.__cause__, zmq.ZMQError)
+    client = MemoryClient("nosuchtransport://x", timeout=0.5)
+    with pytest.raises(HivememError):
+        client.nowait().ping().result(timeout=5)
+    client.close()
+    with pytest.raises(HivememError, match="closed"):
+        client.nowait().ping()
