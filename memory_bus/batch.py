@@ -216,7 +216,7 @@ class NewRows:
 
 # --- column checks ---
 
-_SMALL = 16  # up to this many rows, a Python loop checks numbers faster than numpy-------------------------------------------------------------------
+_SMALL = 16  # up to this many rows, a Python loop checks numbers faster than numpy
 
 
 def _first(values: Sequence[Any], bad: Any) -> int:
@@ -225,7 +225,8 @@ def _first(values: Sequence[Any], bad: Any) -> int:
 
 
 def column_of(values: Any, n: int, name: str) -> list[Any]:
-    if type(values) is not list and not isinstance(values, list | tuple):
+    """``values`` as a list of ``n`` values (a list or tuple of any other length is refused)."""
+    if not isinstance(values, list | tuple):
         raise InvalidInputError(f"items[].{name}", f"expected a list, got {type(values).__name__}")
     if len(values) != n:
         raise InvalidInputError(f"items[].{name}", f"{len(values)} values for {n} rows")
