@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def cluster() -> Iterator[str]:
     for _ in range(2):
         c.add_node(**node)
     c.wait_for_nodes()
+    # Registered is not yet known everywhere: raylets learn of the new nodes' resources
+    # from periodic reports, and SPREAD places actors by that view. On a busy machine,
+    # a run started at once put all three hosts on the head node.
+    time.sleep(3)
     yield c.address
     c.shutdown()
 
