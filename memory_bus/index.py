@@ -39,6 +39,7 @@ _SMALL = 2_048  # up to this many exact rows, sort them all rather than partitio
 _TINY = 32  # up to this many exact rows, one query's scores are ranked by Python's sort
 _IVF_MIN_POINTS_PER_LIST = 39
 _RESERVE_FROM = 1_024  # rows of the exact part after which it grows to its ceiling at once
+_RESERVE_MAX = 1 << 16  # rows taken at once at most; past that, doubling again
 
 
 class VectorIndex:
@@ -129,12 +130,12 @@ class VectorIndex:
         cap = max(need, 2 * len(self._ids), 16)
         ceiling = self._exact_ceiling()
         if ceiling is not None and cap > _RESERVE_FROM:
-            # Past a few thousand rows, take room for every row the exact part can hold
-            # before it is merged into the approximate structure: the rows not yet
-            # written cost no memory (their pages are untouched), while each doubling
-            # would copy every row into fresh pages, which on a virtual machine cost a
-            # page fault each.
-            cap = max(need, ceiling)
+            # Past a thousand rows, take room for every row the exact part can hold
+            # before it is merged into the approximate structure (at most _RESERVE_MAX
+            # rows, whatever the threshold): the rows not yet written cost no memory
+            # (their pages are untouched), while each doubling would copy every row into
+            # fresh pages, which on a virtual machine cost a page fault each.
+            cap = max(need, min(ceiling, max(cap, _RESERVE_MAX)))
         self._ids = np.resize(self._ids, cap)
         grown = np.empty((cap, self.dim), dtype=np.float32)
         grown[: self._n] = self._vecs[: self._n]

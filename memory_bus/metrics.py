@@ -72,32 +72,22 @@ class BusMetrics:
             "hivemem_bus_namespaces", "Namespaces, by tier", ["tier"], registry=r
         )
         self._policy: dict[str, str] = {}
-        self._requests: dict[tuple[str, str], Any] = {}
-        self._latency: dict[str, Any] = {}
-        self._events: dict[tuple[str, str], Any] = {}
+        # children by label values: labels() costs microseconds a call, a dict lookup not
+        self._requests: dict[tuple[str, ...], Any] = {}
+        self._latency: dict[tuple[str, ...], Any] = {}
+        self._events: dict[tuple[str, ...], Any] = {}
         self.memory = _MemoryCollector()
         r.register(self.memory)
 
     def request(self, op: str, code: str, seconds: float) -> None:
         """Count one answered request."""
-        counter = self._requests.get((op, code))
-        if counter is None:  # labels() costs microseconds: keep each child once found
-            counter = self._requests[(op, code)] = self.requests.labels(op, str(code))
-        counter.inc()
-        latency = self._latency.get(op)
-        if latency is None:
-            latency = self._latency[op] = self.latency.labels(op)
-        latency.observe(seconds)
+        _child(self._requests, self.requests, op, str(code)).inc()
+        _child(self._latency, self.latency, op).observe(seconds)
 
     def event(self, event: MemoryEvent) -> None:
         """Count the items of one event (and evictions by policy)."""
         count = len(event.item_ids)
-        counter = self._events.get((event.tier, event.kind))
-        if counter is None:
-            counter = self._events[(event.tier, event.kind)] = self.events.labels(
-                event.tier, event.kind
-            )
-        counter.inc(count)
+        _child(self._events, self.events, event.tier, event.kind).inc(count)
         if event.kind == "evict":
             self.evictions.labels(event.tier, self._policy.get(event.tier, "unknown")).inc(count)
 
@@ -124,6 +114,14 @@ class BusMetrics:
         """Expose ``/metrics`` over HTTP on ``addr:port`` (0: any free port); returns the port."""
         server, _ = start_http_server(port, addr=addr, registry=self.registry)
         return int(server.server_port)
+
+
+def _child(cache: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, found once and then kept in ``cache``."""
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = metric.labels(*labels)
+    return child
 
 
 class _MemoryCollector(Collector):

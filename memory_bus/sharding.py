@@ -115,22 +115,34 @@ class AsyncShardedClient(Ops):
         entries = args[key]
         if not isinstance(entries, list):
             raise ShardError(f"{op} needs a list in {key!r}", op=op)
-        positions: dict[int, list[int]] = {}
+        namespaces = []
         for i, entry in enumerate(entries):
             namespace = entry.get("namespace") if isinstance(entry, dict) else None
             if not isinstance(namespace, str):
                 raise ShardError(f"{op} entry {i} names no namespace", op=op, entry=i)
-            positions.setdefault(shard_of(namespace, len(self.shards)), []).append(i)
-        order = sorted(positions)
-        replies = await asyncio.gather(
-            *(
-                self.shards[s]._call(op, {**args, key: [entries[i] for i in positions[s]]})
-                for s in order
-            )
+            namespaces.append(namespace)
+        return await self._scatter(
+            op, namespaces, lambda rows: {**args, key: [entries[i] for i in rows]}, None
         )
-        merged: list[Any] = [None] * len(entries)
+
+    async def _scatter(
+        self,
+        op: str,
+        namespaces: Sequence[str],
+        args_of: Callable[[list[int]], dict[str, Any]],
+        decode: Callable[[Any], Any] | None,
+    ) -> list[Any]:
+        """Each shard's rows of a batch (``args_of(rows)``) at once; the replies in row order."""
+        rows_of: dict[int, list[int]] = {}
+        for i, namespace in enumerate(namespaces):
+            rows_of.setdefault(shard_of(namespace, len(self.shards)), []).append(i)
+        order = sorted(rows_of)
+        replies = await asyncio.gather(
+            *(self.shards[s]._call(op, args_of(rows_of[s]), decode) for s in order)
+        )
+        merged: list[Any] = [None] * len(namespaces)
         for s, reply in zip(order, replies, strict=True):
-            for i, value in zip(positions[s], reply, strict=True):
+            for i, value in zip(rows_of[s], reply, strict=True):
                 merged[i] = value
         return merged
 
@@ -146,25 +158,14 @@ class AsyncShardedClient(Ops):
         if isinstance(namespaces, str):
             shard = self.shards[shard_of(namespaces, len(self.shards))]
             return await shard._call("write_many", args, decode)
-        positions: dict[int, list[int]] = {}
-        for i, namespace in enumerate(namespaces):
-            positions.setdefault(shard_of(str(namespace), len(self.shards)), []).append(i)
-        order = sorted(positions)
-        replies = await asyncio.gather(
-            *(
-                self.shards[s]._call(
-                    "write_many",
-                    {**args, "columns": take_columns(columns, positions[s], n)},
-                    decode,
-                )
-                for s in order
-            )
+        if len(namespaces) != n:
+            raise ShardError("write_many columns of different lengths", op="write_many")
+        return await self._scatter(
+            "write_many",
+            [str(ns) for ns in namespaces],
+            lambda rows: {**args, "columns": take_columns(columns, rows, n)},
+            decode,
         )
-        merged: list[Any] = [None] * n
-        for s, reply in zip(order, replies, strict=True):
-            for i, value in zip(positions[s], reply, strict=True):
-                merged[i] = value
-        return merged
 
     def number_requests_from(self, start: int) -> None:
         """Each shard's next requests carry ids ``start``, ``start + 1``, ..."""

@@ -148,3 +148,11 @@ def test_a_large_exact_part_keeps_every_vector_while_pages_are_faulted_in_ahead(
         while PREFAULTER.populated == before and time.monotonic() < deadline:
             time.sleep(0.01)
         assert PREFAULTER.populated > before
+
+
+def test_a_huge_approx_threshold_does_not_reserve_a_huge_block() -> None:
+    index = VectorIndex(256, IndexConfig(kind=IndexKind.AUTO, approx_threshold=10**9))
+    data = unit(1_100, 256, 6)
+    index.add_checked(np.arange(1, 1_101, dtype=np.int64), data)
+    assert 1_100 <= len(index._vecs) <= 1 << 16  # not 10**9 rows (a terabyte)
+    np.testing.assert_array_equal(index.vectors_of(list(range(1, 1_101))), data)
