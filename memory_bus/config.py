@@ -31,6 +31,11 @@ class IndexConfig(_Model):
     ``auto`` searches exactly up to ``approx_threshold`` items, then builds HNSW. New
     items are searched exactly until ``build_batch`` of them are merged into the
     approximate index, so writes never wait for graph construction.
+
+    ``huge_pages`` lets the exact part's matrix use transparent huge pages. Off by
+    default: on a virtual machine whose host backs memory in 4 KiB pages, a fresh
+    huge-page region filled 3.5x slower here (see :mod:`hivemem.memory_bus.pages`); on
+    bare metal it is usually the faster choice.
     """
 
     kind: IndexKind = IndexKind.AUTO
@@ -41,6 +46,7 @@ class IndexConfig(_Model):
     hnsw_ef_search: int = Field(256, ge=8)
     ivf_nlist: int = Field(1024, ge=1)
     ivf_nprobe: int = Field(32, ge=1)
+    huge_pages: bool = False
 
 
 class NamespaceMode(StrEnum):

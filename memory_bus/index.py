@@ -28,7 +28,7 @@ import numpy as np
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.item import check_matrix
-from hivemem.memory_bus.prefault import prefault
+from hivemem.memory_bus.pages import fresh_matrix, prefault
 
 # Batched exact search inside faiss uses BLAS only above this many queries; DESIGN.md
 # measured 7-9x faster batched search with a low threshold.
@@ -137,7 +137,7 @@ class VectorIndex:
             # fresh pages, which on a virtual machine cost a page fault each.
             cap = max(need, min(ceiling, max(cap, _RESERVE_MAX)))
         self._ids = np.resize(self._ids, cap)
-        grown = np.empty((cap, self.dim), dtype=np.float32)
+        grown = fresh_matrix(cap, self.dim, np.float32, self.config.huge_pages)
         grown[: self._n] = self._vecs[: self._n]
         self._vecs = grown
         self._faulted = self._n
@@ -153,7 +153,7 @@ class VectorIndex:
         ahead = self._ahead(need)
         if need + ahead > self._faulted and len(self._vecs) > _RESERVE_FROM:
             # The rows a room-taking growth reserved are fresh pages: have them faulted
-            # in by the prefault thread while this one serves (see hivemem.memory_bus.prefault).
+            # in by the prefault thread while this one serves (see hivemem.memory_bus.pages).
             stop = min(len(self._vecs), need + 2 * ahead)
             start = max(self._faulted, need)
             row_bytes = self.dim * 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
 from hivemem.memory_bus.index import VectorIndex
-from hivemem.memory_bus.prefault import PREFAULTER
+from hivemem.memory_bus.pages import PREFAULTER, fresh_matrix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -156,3 +157,39 @@ def test_a_huge_approx_threshold_does_not_reserve_a_huge_block() -> None:
     index.add_checked(np.arange(1, 1_101, dtype=np.int64), data)
     assert 1_100 <= len(index._vecs) <= 1 << 16  # not 10**9 rows (a terabyte)
     np.testing.assert_array_equal(index.vectors_of(list(range(1, 1_101))), data)
+
+
+def _vm_flags(array: np.ndarray) -> list[str]:
+    """The kernel's VmFlags of the mapping holding ``array`` (/proc/self/smaps)."""
+    address, flags, inside = array.ctypes.data, [], False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, stop = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < stop
+        elif inside and head == "VmFlags:":
+            flags = line.split()[1:]
+    return flags
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
+@pytest.mark.parametrize(("huge", "flag"), [(False, "nh"), (True, "hg")])
+def test_a_large_matrix_gets_its_own_mapping_advised_as_asked(huge: bool, flag: str) -> None:
+    matrix = fresh_matrix(1_024, 384, np.float32, huge_pages=huge)  # 1.5 MiB
+    matrix[:] = 2.5
+    assert matrix.shape == (1_024, 384) and matrix.flags.c_contiguous and matrix.flags.writeable
+    assert float(matrix.sum()) == 2.5 * 1_024 * 384
+    assert flag in _vm_flags(matrix)
+
+
+def test_a_small_matrix_comes_from_the_allocator() -> None:
+    matrix = fresh_matrix(16, 8, np.float32)
+    assert matrix.shape == (16, 8) and matrix.base is None  # a plain np.empty
+
+
+def test_the_exact_part_grows_into_fresh_mappings_and_keeps_its_rows() -> None:
+    index = VectorIndex(384, IndexConfig(kind=IndexKind.AUTO, approx_threshold=4_000))
+    data = unit(2_000, 384, 7)
+    index.add_checked(np.arange(1, 2_001, dtype=np.int64), data)
+    assert index._vecs.base is not None and len(index._vecs) == 4_000  # reserved at once
+    np.testing.assert_array_equal(index.vectors_of(list(range(1, 2_001))), data)
