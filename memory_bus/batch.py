@@ -87,11 +87,11 @@ class WriteBatch:
             namespaces=[req.namespace for req in requests],
             texts=[it.text for it in items],
             vectors=[it.vector for it in items],
-            metas=[it.meta for it in items],
-            importance=[it.importance for it in items],
-            valid_from=[it.valid_from for it in items],
-            valid_to=[it.valid_to for it in items],
-            levels=[it.level for it in items],
+            metas=_unless_default([it.meta for it in items], {}, dict),
+            importance=_unless_default([it.importance for it in items], 0.0, float),
+            valid_from=_unless_default([it.valid_from for it in items], None, type(None)),
+            valid_to=_unless_default([it.valid_to for it in items], INF, float),
+            levels=_unless_default([it.level for it in items], 0, int),
         )
 
     def rows(self, positions: Sequence[int]) -> WriteBatch:
@@ -217,6 +217,17 @@ class NewRows:
 # --- column checks ---
 
 _SMALL = 16  # up to this many rows, a Python loop checks numbers faster than numpy
+
+
+def _unless_default(values: list[Any], default: Any, kind: type) -> list[Any] | None:
+    """None (the column's "every row the default") if every value is ``default``, else ``values``.
+
+    Exactly that type: a ``True`` importance or a float level is kept, and refused by its check.
+    """
+    for v in values:
+        if type(v) is not kind or v != default:
+            return values
+    return None
 
 
 def _first(values: Sequence[Any], bad: Any) -> int:
