@@ -11,15 +11,21 @@ Targets, each with 1 and 4 client processes:
   - batch: 64 items per request (``write_many`` in columns, what the client sends;
     redis: a pipeline of 64 SETs).
 
-Each worker process writes as 100 agents in turn, each request into one agent's private
-namespace (an agent host's shape), with the store's default configuration; every bus
-case gets a fresh server, so one case's items do not slow the next. The bus is driven two
-ways: raw protocol frames on a DEALER (what the transport allows) and the
+Each client process writes as 100 agents in turn, each request into one agent's private
+namespace (an agent host's shape), with the store's default configuration; every case
+(mode x processes) gets fresh servers, so one case's items do not slow the next. The bus
+is driven two ways: raw protocol frames on a DEALER (what the transport allows) and the
 ``MemoryClient`` library (what a user gets). The echo receives exactly the raw bus
 frames. Ratios are against the echo.
 
-    python benchmarks/bus.py --quick     # ~1 minute
-    python benchmarks/bus.py             # longer runs
+The targets of a case are measured interleaved: each in turn for a short slice, round
+after round (the order rotating), by client processes started once that keep their
+connections open. On this virtual machine the CPU's speed drifts by up to 1.75x from one
+second to the next, so targets measured one after the other for seconds each gave ratios
+that moved by 2x between runs; interleaved, every target sees the same drift.
+
+    python benchmarks/bus.py --quick     # 8 rounds of 0.2 s slices, under a minute
+    python benchmarks/bus.py             # 24 rounds of 0.4 s slices, about 4 minutes
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from multiprocessing.connection import Connection
 from typing import Any
 
 import msgpack
@@ -153,9 +161,12 @@ def run_for(seconds: float, op: Callable[[], None]) -> list[float]:
         lat.append(time.perf_counter() - t0)
 
 
-def raw_worker(address: str, agent: str, batch: bool, seconds: float) -> list[float]:
+def raw_op(address: str, agent: str, batch: bool, stack: ExitStack) -> Callable[[], None]:
+    """One request at a time as raw protocol frames on a DEALER, agents in turn."""
     ctx = zmq.Context()
+    stack.callback(ctx.term)
     sock = ctx.socket(zmq.DEALER)
+    stack.callback(sock.close, 0)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(address)
     item = new_item(1)
@@ -177,33 +188,32 @@ def raw_worker(address: str, agent: str, batch: bool, seconds: float) -> list[fl
         sock.send_multipart(encode_request(n, client, op_name, name, token, args))
         sock.recv_multipart()
 
-    try:
-        return run_for(seconds, op)
-    finally:
-        sock.close(linger=0)
-        ctx.term()
+    return op
 
 
-def client_worker(address: str, agent: str, batch: bool, seconds: float) -> list[float]:
+def client_op(address: str, agent: str, batch: bool, stack: ExitStack) -> Callable[[], None]:
+    """The same writes through the ``MemoryClient`` library."""
     item = new_item(1)
-    with MemoryClient(address) as client:
-        handles = [(name, client.as_agent(name, token)) for name, token in agents_of(agent)]
-        turn = iter(range(1 << 62))
+    client = stack.enter_context(MemoryClient(address))
+    handles = [(name, client.as_agent(name, token)) for name, token in agents_of(agent)]
+    turn = iter(range(1 << 62))
 
-        def op() -> None:
-            name, handle = handles[next(turn) % AGENTS]
-            if batch:
-                handle.write_many("private", [(name, item)] * BATCH, now=0.0)
-            else:
-                handle.write("private", name, item, now=0.0)
+    def op() -> None:
+        name, handle = handles[next(turn) % AGENTS]
+        if batch:
+            handle.write_many("private", [(name, item)] * BATCH, now=0.0)
+        else:
+            handle.write("private", name, item, now=0.0)
 
-        return run_for(seconds, op)
+    return op
 
 
-def redis_worker(port: int, agent: str, batch: bool, seconds: float) -> list[float]:
+def redis_op(port: str, agent: str, batch: bool, stack: ExitStack) -> Callable[[], None]:
+    """SET of the same payload with redis-py; a batch is a pipeline of 64 SETs."""
     import redis
 
-    conn = redis.Redis(port=port)
+    conn = redis.Redis(port=int(port))
+    stack.callback(conn.close)
     payload = msgpack.packb(item_payload(1))
     keys = iter(range(1 << 62))
 
@@ -216,10 +226,55 @@ def redis_worker(port: int, agent: str, batch: bool, seconds: float) -> list[flo
             pipe.set(f"{agent}:{next(keys)}", payload)
         pipe.execute()
 
-    return run_for(seconds, pipelined if batch else single)
+    return pipelined if batch else single
 
 
-_CASES = iter(range(1 << 30))
+OPS = {"raw": raw_op, "client": client_op, "redis": redis_op}
+
+
+def worker_main(conn: Connection, name: str) -> None:
+    """A client process: runs slices as the driver asks, keeping its connections open.
+
+    Each message is ``(kind, address, batch, seconds)``; the reply is the slice's
+    latencies. ``None`` ends the worker.
+    """
+    ops: dict[tuple[str, str, bool], Callable[[], None]] = {}
+    with ExitStack() as stack:
+        while (task := conn.recv()) is not None:
+            kind, address, batch, seconds = task
+            key = (kind, address, batch)
+            if key not in ops:  # connected (and its agents registered) outside the timing
+                ops[key] = OPS[kind](address, f"{name}x{len(ops)}", batch, stack)
+            conn.send(run_for(seconds, ops[key]))
+
+
+class Workers:
+    """``n`` client processes started once, each with a pipe from the driver."""
+
+    def __init__(self, n: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.procs = []
+        for i in range(n):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(theirs, f"w{i}"), daemon=True)
+            proc.start()
+            self.pipes.append(ours)
+            self.procs.append(proc)
+
+    def run(self, procs: int, task: tuple[str, str, bool, float]) -> list[list[float]]:
+        """Run ``task`` on the first ``procs`` workers at once; each one's latencies."""
+        for pipe in self.pipes[:procs]:
+            pipe.send(task)
+        return [pipe.recv() for pipe in self.pipes[:procs]]
+
+    def close(self) -> None:
+        for pipe, proc in zip(self.pipes, self.procs, strict=True):
+            pipe.send(None)
+            proc.join(timeout=10)
+
+
+# --- the run --------------------------------------------------------------------------
 
 
 def fresh_bus() -> BusServer:
@@ -227,63 +282,90 @@ def fresh_bus() -> BusServer:
     return BusServer(MemoryStore(StoreConfig(dim=DIM), embed=False), secret=SECRET)
 
 
-def measure(
-    worker: Callable[..., list[float]], target: Any, procs: int, batch: bool, seconds: float
-) -> dict[str, float]:
-    """Run ``procs`` workers for ``seconds``; each case writes into namespaces of its own."""
-    ctx = mp.get_context("spawn")
-    case = next(_CASES)
-    with ctx.Pool(procs) as pool:
-        results = pool.starmap(
-            worker, [(target, f"c{case}w{i}", batch, seconds) for i in range(procs)]
-        )
-    lat = np.concatenate([np.asarray(r) for r in results])
+def measure_case(
+    workers: Workers,
+    targets: dict[str, tuple[str, str]],
+    procs: int,
+    batch: bool,
+    slice_s: float,
+    rounds: int,
+) -> dict[str, dict[str, float]]:
+    """Every target in turn, ``slice_s`` at a time, for ``rounds`` rounds.
+
+    Interleaving is what makes the ratios mean something here: the virtual CPU's speed
+    drifts by up to 1.75x from one second to the next (a busy loop measured on this
+    machine), so two targets measured seconds apart are not comparable, while every
+    target here sees the same drift. The order rotates each round.
+    """
+    names = list(targets)
+    lat: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            kind, address = targets[name]
+            for part in workers.run(procs, (kind, address, batch, slice_s)):
+                lat[name].extend(part)
     per_msg = BATCH if batch else 1
-    return {
-        "items_per_s": per_msg * sum(len(r) for r in results) / seconds,
-        "p50_us": float(np.percentile(lat, 50) * 1e6),
-        "p99_us": float(np.percentile(lat, 99) * 1e6),
-    }
+    out = {}
+    for name, values in lat.items():
+        arr = np.asarray(values)
+        out[name] = {
+            "items_per_s": per_msg * len(arr) / (rounds * slice_s),
+            "p50_us": float(np.percentile(arr, 50) * 1e6),
+            "p99_us": float(np.percentile(arr, 99) * 1e6),
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="8 rounds of 0.2 s slices")
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 8, or 24)")
+    parser.add_argument("--slice", type=float, help="seconds per target per round")
     args = parser.parse_args()
-    seconds = 2.0 if args.quick else 8.0
-    echo = EchoServer()
+    rounds = args.rounds or (8 if args.quick else 24)
+    slice_s = args.slice or (0.2 if args.quick else 0.4)
     redis_server = start_redis()
+    workers = Workers(4)
     rows: dict[tuple[str, str, int], dict[str, float]] = {}
     try:
         for batch in (False, True):
             mode = "batch64" if batch else "single"
             for procs in (1, 4):
-                rows[("echo", mode, procs)] = measure(
-                    raw_worker, echo.address, procs, batch, seconds
-                )
-                keeper = EchoServer(keep=True)
-                try:
-                    rows[("echo-keep", mode, procs)] = measure(
-                        raw_worker, keeper.address, procs, batch, seconds
-                    )
-                finally:
-                    keeper.close()
-                for target, worker in (("bus-raw", raw_worker), ("bus-client", client_worker)):
-                    with fresh_bus() as bus:
-                        rows[(target, mode, procs)] = measure(
-                            worker, bus.address, procs, batch, seconds
-                        )
-                if redis_server is not None:
-                    rows[("redis", mode, procs)] = measure(
-                        redis_worker, redis_server[1], procs, batch, seconds
-                    )
+                with ExitStack() as case:
+                    targets = case_targets(case, redis_server)
+                    measured = measure_case(workers, targets, procs, batch, slice_s, rounds)
+                rows.update(((name, mode, procs), row) for name, row in measured.items())
     finally:
-        echo.close()
+        workers.close()
         if redis_server is not None:
             redis_server[0].kill()
     report(rows, redis_server is not None)
+
+
+def case_targets(
+    case: ExitStack, redis_server: tuple[subprocess.Popen[bytes], int] | None
+) -> dict[str, tuple[str, str]]:
+    """Fresh servers for one case: name -> (client kind, address)."""
+    echo = EchoServer()
+    case.callback(echo.close)
+    keeper = EchoServer(keep=True)
+    case.callback(keeper.close)
+    bus_raw = case.enter_context(fresh_bus())
+    bus_client = case.enter_context(fresh_bus())
+    targets = {
+        "echo": ("raw", echo.address),
+        "echo-keep": ("raw", keeper.address),
+        "bus-raw": ("raw", bus_raw.address),
+        "bus-client": ("client", bus_client.address),
+    }
+    if redis_server is not None:
+        import redis
+
+        redis.Redis(port=redis_server[1]).flushall()
+        targets["redis"] = ("redis", str(redis_server[1]))
+    return targets
 
 
 def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool) -> None:
