@@ -134,7 +134,10 @@ class Namespace:
         self._pending.append(rows)
         self._pending_n += len(ids)
         self.nbytes += len("".join(texts).encode()) + vectors.nbytes
-        self.index.add_checked(np.asarray(ids, dtype=np.int64), vectors)
+        if len(ids) == 1:
+            self.index.add_one_checked(int(ids[0]), vectors[0])
+        else:
+            self.index.add_checked(np.asarray(ids, dtype=np.int64), vectors)
         # The index holds a copy; the items take theirs from it when built. Keeping the
         # batch's own matrix would hold the request's buffer, and on a virtual machine
         # every fresh page costs a fault (a second copy per item halved the write rate).

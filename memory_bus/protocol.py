@@ -392,7 +392,8 @@ def _plain_new_item(raw: Any) -> NewItem | None:
         return None
     return NewItem(
         text="" if text is None else text,
-        vector=None if vector is None else np.frombuffer(vector, dtype="<f4").astype(np.float32),
+        # A read-only view of the request's bytes: the tier copies it into its index.
+        vector=None if vector is None else np.frombuffer(vector, dtype="<f4"),
         meta={} if meta is None else meta,
         importance=0.0 if importance is None else importance,
         valid_from=valid_from,

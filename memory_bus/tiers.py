@@ -255,6 +255,8 @@ class VectorTier:
         given: list[Any] = column_of(vectors, n, "vector") if vectors is not None else [None] * n
         if not given:
             return np.empty((0, dim), dtype=np.float32)
+        if n == 1 and isinstance(given[0], np.ndarray) and given[0].ndim == 1:
+            return check_matrix(given[0].reshape(1, -1), dim, "items[0].vector")
         if all(v is not None for v in given):
             try:  # the common case, checked in one pass over a matrix
                 return check_matrix(np.stack(given), dim, "items[].vector")
