@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -560,15 +559,13 @@ def encode_write_columns(namespaces: list[str], items: list[NewItem]) -> dict[st
             return None
     elif any(v is not None for v in vectors):
         return None
-    optional: dict[str, tuple[list[Any], Callable[[Any], bool]]] = {
-        "meta": ([it.meta for it in items], bool),
-        "importance": ([it.importance for it in items], lambda v: v != 0.0),
-        "valid_from": ([it.valid_from for it in items], lambda v: v is not None),
-        "valid_to": ([it.valid_to for it in items], lambda v: v != INF),
-        "level": ([it.level for it in items], lambda v: v != 0),
-    }
-    for name, (values, differs) in optional.items():
-        if any(map(differs, values)):
+    metas = [it.meta for it in items]
+    if any(metas):
+        columns["meta"] = metas
+    defaults = {"importance": 0.0, "valid_from": None, "valid_to": INF, "level": 0}
+    for name, default in defaults.items():
+        values = [getattr(it, name) for it in items]
+        if values.count(default) != n:  # list.count compares with ==, as the server's default
             columns[name] = values
     return columns
 
@@ -614,6 +611,11 @@ def decode_write_results(raw: Any) -> list[WriteResult]:
     if isinstance(raw, list):
         return [decode_write_result(r) for r in raw]
     ids = np.frombuffer(raw["item_ids"], dtype="<i8").tolist()
+    if not raw["evicted"]:
+        return [
+            WriteResult(_OP_BY_VALUE[op], item_id, [])
+            for op, item_id in zip(raw["ops"], ids, strict=True)
+        ]
     evicted = {int(row): ids_ for row, ids_ in raw["evicted"]}
     return [
         WriteResult(_OP_BY_VALUE[op], item_id, list(evicted.get(row, ())))
