@@ -55,10 +55,7 @@ def start_cluster(workers: int) -> Any:
     )
     for _ in range(workers):
         cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    # Let every raylet learn the new nodes' resources (periodic reports) before hosts
-    # are placed by SPREAD, which goes by that view.
-    time.sleep(3)
+    cluster.wait_for_nodes()  # hosts are spread by a placement group (agents/host.py)
     return cluster
 
 

@@ -211,11 +211,16 @@ class _Hosts:
         dim: int,
         run_id: str,
     ) -> None:
-        from hivemem.agents.host import host_actor_class
+        from hivemem.agents.host import host_actor_class, host_placement
 
         cls = host_actor_class()
+        self._group, placement = host_placement(len(blocks))
         self.handles = [
-            cls.options(name=f"hivemem-host-{run_id}-{i}", namespace="hivemem").remote(
+            cls.options(
+                name=f"hivemem-host-{run_id}-{i}",
+                namespace="hivemem",
+                scheduling_strategy=placement[i],
+            ).remote(
                 address,
                 block,
                 {s.agent_id: tokens[s.agent_id] for s in block},
@@ -304,11 +309,13 @@ class _Hosts:
 
     def close(self) -> None:
         import ray
+        from hivemem.agents.host import remove_host_placement
 
         for h in self.handles:
             with contextlib.suppress(Exception):
                 ray.get(h.close.remote())
             ray.kill(h, no_restart=True)
+        remove_host_placement(self._group)
 
 
 def _add(into: dict[str, float], parts: dict[str, Any]) -> None:
