@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
-from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls, authenticate
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
@@ -113,6 +113,13 @@ class BusServer:
         dedup_size: Requests remembered for idempotent retries.
         curve: Optional CURVE settings.
         metrics: Prometheus metrics; a private registry if None.
+        spin_us: After answering, keep polling without sleeping for this many
+            microseconds (busy polling, like Linux's ``SO_BUSY_POLL``): a client's next
+            request then finds the owner thread awake and its caches warm. Measured
+            here, a single write's p50 went from 1.7x to 1.3x the bare echo's with 200.
+            It costs up to that much CPU after each burst of requests (none when idle)
+            and holds the GIL between polls, so it is off by default: an embedded bus
+            shares its process with the runner.
     """
 
     def __init__(
@@ -128,7 +135,11 @@ class BusServer:
         dedup_size: int = 100_000,
         curve: CurveConfig | None = None,
         metrics: BusMetrics | None = None,
+        spin_us: int = 0,
     ) -> None:
+        if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
+            raise InvalidInputError("spin_us", f"expected an int >= 0, got {spin_us!r}")
+        self.spin_s = spin_us / 1e6
         self.store = store
         self.host, self._port, self._pub_port = host, port, pub_port
         self.secret = secret or new_secret()
@@ -261,11 +272,13 @@ class BusServer:
         poller.register(monitor, zmq.POLLIN)
         poller.register(pub, zmq.POLLIN)  # subscriptions arrive here
         next_gauges = 0.0
+        spin_until = 0.0  # poll without sleeping until then (see spin_us)
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(POLL_MS))
+                ready = dict(poller.poll(0 if time.perf_counter() < spin_until else POLL_MS))
                 if router in ready:
                     self._serve_batch(router, pub)
+                    spin_until = time.perf_counter() + self.spin_s
                 if monitor in ready:
                     self._count_connections(monitor)
                 if pub in ready:

@@ -104,12 +104,14 @@ def kill_cycles(
     load_seconds: tuple[float, float] = (0.5, 1.5),
     snapshot_every: int = 500,
     seed: int = 0,
+    spin_us: int = 0,
 ) -> CycleReport:
     """``cycles`` times: write from ``writers`` clients, SIGKILL the server at a random
     moment, restart it on the same data directory. The writers keep going across each
-    kill (their retries wait for the restart). Then count every item by key."""
+    kill (their retries wait for the restart). Then count every item by key. ``spin_us``
+    is the server's busy polling (``--spin-us``)."""
     rng = random.Random(seed)
-    server = ServerProcess(workdir / "data", snapshot_every=snapshot_every)
+    server = ServerProcess(workdir / "data", snapshot_every=snapshot_every, spin_us=spin_us)
     restarts = [server.start()]
     crew = [Writer(f"w{i}", server.token(f"w{i}")) for i in range(writers)]
     stop = threading.Event()

@@ -41,6 +41,7 @@ class ServerProcess:
         snapshot_every: Journal records between snapshots.
         fsync: The journal's fsync policy.
         config: A StoreConfig file (JSON or YAML) or None for the defaults.
+        spin_us: ``--spin-us``: busy polling after each answer (0: off).
     """
 
     def __init__(
@@ -49,8 +50,10 @@ class ServerProcess:
         snapshot_every: int = 150,
         fsync: str = "no",
         config: Path | None = None,
+        spin_us: int = 0,
     ) -> None:
         self.data_dir = data_dir
+        self.spin_us = spin_us
         self.secret_file = data_dir.parent / "secret"
         self.snapshot_every, self.fsync, self.config = snapshot_every, fsync, config
         self.port = free_port()
@@ -75,6 +78,8 @@ class ServerProcess:
             str(self.snapshot_every),
             "--fsync",
             self.fsync,
+            "--spin-us",
+            str(self.spin_us),
         ]
         return cmd + (["--config", str(self.config)] if self.config is not None else [])
 

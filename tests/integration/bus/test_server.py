@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgpack
 import numpy as np
@@ -10,11 +11,16 @@ import pytest
 import zmq
 import zmq.asyncio
 from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, MemoryClient
-from hivemem.memory_bus.errors import AccessDeniedError, ItemNotFoundError, VersionConflictError
+from hivemem.memory_bus.errors import (
+    AccessDeniedError,
+    InvalidInputError,
+    ItemNotFoundError,
+    VersionConflictError,
+)
 from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.protocol import HEADER, ProtocolError, decode_reply, encode_request
 
-from .conftest import DIM, Bus
+from .conftest import DIM, Bus, make_server
 
 
 def vec(seed: int) -> np.ndarray:
@@ -205,3 +211,29 @@ def test_timeout_then_reconnect() -> None:
     client.close()
     router.close(linger=0)
     ctx.term()
+
+
+def test_a_busy_polling_server_answers_every_request_and_stops() -> None:
+    """With spin_us the owner thread polls without sleeping after each answer; requests
+    sent in bursts and after pauses (longer than the spin) are all answered, and stop()
+    still ends the loop."""
+    server, tokens = make_server(spin_us=2_000)
+    with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as client:
+        ids = []
+        for burst in range(3):
+            ids += [
+                client.write(
+                    "private", "alice", NewItem(f"fact {burst}.{i}", vector=vec(i)), now=0.0
+                ).item_id
+                for i in range(20)
+            ]
+            time.sleep(0.01)  # past the spin: the loop sleeps in poll again
+        assert len(set(ids)) == 60
+        assert {h.id for h in client.search("private", "alice", vec(3), k=60, now=1.0)} == set(ids)
+    assert server._thread is not None and not server._thread.is_alive()
+
+
+@pytest.mark.parametrize("spin_us", [-1, 1.5, True, "200"])
+def test_spin_must_be_a_whole_number_of_microseconds(spin_us: object) -> None:
+    with pytest.raises(InvalidInputError, match="spin_us"):
+        make_server(spin_us=spin_us)
