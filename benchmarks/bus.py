@@ -6,6 +6,9 @@ Baselines:
   - echo-keep: the same, holding on to every request's bytes (the least a store does);
   - redis: Debian's redis-server (no persistence) with redis-py, SET of the same payload.
 
+The bus targets: bus-raw and bus-client (defaults), and bus-spin: raw frames against a
+bus that busy-polls for 200 us after each answer (``--spin-us 200``, off by default).
+
 Targets, each with 1 and 4 client processes:
   - single: one item (text + 384-d float32 vector) per request, sequential requests;
   - batch: 64 items per request (``write_many`` in columns, what the client sends;
@@ -277,9 +280,12 @@ class Workers:
 # --- the run --------------------------------------------------------------------------
 
 
-def fresh_bus() -> BusServer:
+SPIN_US = 200  # the bus-spin target's busy polling (BusServer spin_us, --spin-us)
+
+
+def fresh_bus(spin_us: int = 0) -> BusServer:
     """A bus server (started by `with`) with the default store configuration, no journal."""
-    return BusServer(MemoryStore(StoreConfig(dim=DIM), embed=False), secret=SECRET)
+    return BusServer(MemoryStore(StoreConfig(dim=DIM), embed=False), secret=SECRET, spin_us=spin_us)
 
 
 def measure_case(
@@ -354,11 +360,13 @@ def case_targets(
     case.callback(keeper.close)
     bus_raw = case.enter_context(fresh_bus())
     bus_client = case.enter_context(fresh_bus())
+    bus_spin = case.enter_context(fresh_bus(SPIN_US))
     targets = {
         "echo": ("raw", echo.address),
         "echo-keep": ("raw", keeper.address),
         "bus-raw": ("raw", bus_raw.address),
         "bus-client": ("client", bus_client.address),
+        "bus-spin": ("raw", bus_spin.address),
     }
     if redis_server is not None:
         import redis
@@ -378,7 +386,7 @@ def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool)
         print(f"{target:11s} {mode:8s} {procs:5d} {row['items_per_s']:10,.0f} {row['p50_us']:8.0f} {row['p99_us']:8.0f}"
               f" {row['items_per_s'] / base['items_per_s']:9.2f} {row['p50_us'] / base['p50_us']:8.2f}")  # fmt: skip
     head: dict[str, float] = {}
-    for who in ("bus-raw", "bus-client"):
+    for who in ("bus-raw", "bus-client", "bus-spin"):
         for procs in (1, 4):
             head[f"{who}_batched_write_items_per_s_vs_echo_keep_{procs}p"] = (
                 rows[(who, "batch64", procs)]["items_per_s"]
