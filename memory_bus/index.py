@@ -21,14 +21,14 @@ Structure:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.item import check_matrix
-from hivemem.memory_bus.pages import fresh_matrix, prefault
+from hivemem.memory_bus.pages import GrowingMatrix, fresh_matrix, prefault
 
 # Batched exact search inside faiss uses BLAS only above this many queries; DESIGN.md
 # measured 7-9x faster batched search with a low threshold.
@@ -57,6 +57,7 @@ class VectorIndex:
         self.seed = seed
         self._ids = np.empty(0, dtype=np.int64)
         self._vecs = np.empty((0, dim), dtype=np.float32)
+        self._matrix: GrowingMatrix | None = None  # the mapping _vecs lives in, if its own
         self._n = 0  # live rows of the exact part
         self._row: dict[int, int] = {}
         self._faulted = 0  # rows of the exact part's matrix asked to be faulted in ahead
@@ -137,7 +138,15 @@ class VectorIndex:
             # fresh pages, which on a virtual machine cost a page fault each.
             cap = max(need, min(ceiling, max(cap, _RESERVE_MAX)))
         self._ids = np.resize(self._ids, cap)
-        grown = fresh_matrix(cap, self.dim, np.float32, self.config.huge_pages)
+        if self._matrix is not None:
+            # In place: the rows so far keep their pages (and those faulted in ahead).
+            # This index holds no view of the matrix but _vecs, dropped for the move.
+            self._vecs = None  # type: ignore[assignment]
+            grown_in_place = self._matrix.grow(cap)
+            self._vecs = cast(np.ndarray, self._matrix.array)
+            if grown_in_place:
+                return
+        grown, self._matrix = fresh_matrix(cap, self.dim, np.float32, self.config.huge_pages)
         grown[: self._n] = self._vecs[: self._n]
         self._vecs = grown
         self._faulted = self._n
@@ -151,13 +160,13 @@ class VectorIndex:
         self._row.update(zip(ids.tolist(), range(self._n, need), strict=True))
         self._n = need
         ahead = self._ahead(need)
-        if need + ahead > self._faulted and len(self._vecs) > _RESERVE_FROM:
+        if need + ahead > self._faulted and self._matrix is not None:
             # The rows a room-taking growth reserved are fresh pages: have them faulted
             # in by the prefault thread while this one serves (see hivemem.memory_bus.pages).
             stop = min(len(self._vecs), need + 2 * ahead)
             start = max(self._faulted, need)
             row_bytes = self.dim * 4
-            prefault(self._vecs, start * row_bytes, stop * row_bytes)
+            prefault(self._matrix, start * row_bytes, stop * row_bytes)
             self._faulted = stop
 
     def remove(self, ids: np.ndarray) -> int:
@@ -204,6 +213,7 @@ class VectorIndex:
             return
         ids, vecs = self._ids[: self._n].copy(), self._vecs[: self._n].copy()
         self._ids, self._vecs, self._n, self._row = ids[:0], vecs[:0], 0, {}
+        self._matrix = None
         self._approx_add(ids, vecs)
 
     def _approx_add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
@@ -218,6 +228,7 @@ class VectorIndex:
         """Build the approximate structure afresh from every live vector."""
         ids, vecs = self._live()
         self._ids, self._vecs, self._n, self._row = ids[:0], vecs[:0], 0, {}
+        self._matrix = None
         self._approx, self._labels, self._dead, self._label = None, ids[:0], np.empty(0, bool), {}
         if not self._wants_approx_for(len(ids)):
             self._append_exact(ids, vecs)

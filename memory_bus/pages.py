@@ -32,7 +32,7 @@ import logging
 import mmap
 import queue
 import threading
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -43,12 +43,12 @@ _PAGE = mmap.PAGESIZE
 
 
 class _Prefaulter:
-    """One daemon thread that populates the byte ranges it is given, in order."""
+    """One daemon thread that populates the byte ranges of matrices it is given, in order."""
 
     def __init__(self) -> None:
         self.enabled = False
         self.populated = 0  # bytes, for tests and curiosity
-        self._queue: queue.SimpleQueue[tuple[Any, int, int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[GrowingMatrix, int, int]] = queue.SimpleQueue()
         self._madvise: Any = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -63,11 +63,10 @@ class _Prefaulter:
         self._madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         self._madvise.restype = ctypes.c_int
         probe = np.empty(4 * _PAGE, dtype=np.uint8)
-        self.enabled = self._populate(probe, 0, probe.nbytes)
+        self.enabled = self._populate(probe.ctypes.data, 0, probe.nbytes)
 
-    def _populate(self, owner: np.ndarray, start: int, stop: int) -> bool:
-        """``madvise`` the whole pages of ``owner``'s bytes [start, stop)."""
-        base = owner.ctypes.data
+    def _populate(self, base: int, start: int, stop: int) -> bool:
+        """``madvise`` the whole pages of the bytes [base + start, base + stop)."""
         first = -(-(base + start) // _PAGE) * _PAGE
         last = (base + stop) // _PAGE * _PAGE
         if last <= first:
@@ -77,8 +76,18 @@ class _Prefaulter:
         self.populated += last - first
         return True
 
-    def request(self, owner: np.ndarray, start: int, stop: int) -> None:
-        """Populate ``owner``'s bytes [start, stop) soon (``owner`` is kept alive till then)."""
+    def _populate_matrix(self, matrix: GrowingMatrix, start: int, stop: int) -> bool:
+        """Populate ``matrix``'s bytes [start, stop) under its lock (it cannot move meanwhile)."""
+        with matrix.lock:
+            array = matrix.array
+            if array is None:
+                return True
+            base, size = array.ctypes.data, array.nbytes
+            del array  # no view may outlive the lock: it would stop the matrix growing in place
+            return self._populate(base, start, min(stop, size))
+
+    def request(self, matrix: GrowingMatrix, start: int, stop: int) -> None:
+        """Populate ``matrix``'s bytes [start, stop) soon."""
         if not self.enabled:
             return
         with self._lock:
@@ -87,12 +96,12 @@ class _Prefaulter:
                     target=self._run, name="hivemem-prefault", daemon=True
                 )
                 self._thread.start()
-        self._queue.put((owner, start, stop))
+        self._queue.put((matrix, start, stop))
 
     def _run(self) -> None:
         while True:
-            owner, start, stop = self._queue.get()
-            if not self._populate(owner, start, stop):
+            matrix, start, stop = self._queue.get()
+            if not self._populate_matrix(matrix, start, stop):
                 log.info("madvise(MADV_POPULATE_WRITE) failed; prefaulting stops")
                 self.enabled = False
                 return
@@ -108,29 +117,78 @@ _ADVICE = {
 }
 
 
-def fresh_matrix(rows: int, cols: int, dtype: Any, huge_pages: bool = False) -> np.ndarray:
-    """An uninitialised C-ordered (rows, cols) array.
+class GrowingMatrix:
+    """A C-ordered (rows, cols) matrix in an anonymous mapping of its own, grown in place.
 
-    From 1 MiB on, in an anonymous mapping of its own (returned to the system when the
-    array is freed) advised for or against transparent huge pages as ``huge_pages`` says.
+    :meth:`grow` extends the mapping with ``mremap`` (``mmap.resize``): the rows written
+    so far keep their pages, so growing copies nothing and faults nothing in again (a
+    copy into a fresh matrix costs both, and twice the memory while it runs); rows not
+    yet written cost nothing. ``mmap`` refuses while any numpy view of the matrix is
+    alive, and then :meth:`grow` changes nothing and says so: the owner must hold no
+    view but :attr:`array`. The prefault thread reads the matrix under :attr:`lock`.
 
     Args:
         rows: Rows.
         cols: Columns.
         dtype: A numpy dtype.
-        huge_pages: Whether a large matrix should use transparent huge pages.
+        huge_pages: Whether to advise transparent huge pages (see the module docstring).
+    """
+
+    def __init__(self, rows: int, cols: int, dtype: Any, huge_pages: bool = False) -> None:
+        self.dtype, self.cols = np.dtype(dtype), cols
+        self.lock = threading.Lock()
+        flags, advice = _ANONYMOUS, _ADVICE[huge_pages]
+        if flags is None or advice is None:
+            raise OSError("no anonymous mappings with huge-page advice here (see supported())")
+        self._block = mmap.mmap(-1, self._nbytes(rows), flags=flags)
+        with contextlib.suppress(OSError):  # a kernel without THP: no advice to take
+            self._block.madvise(advice)
+        self.array: np.ndarray | None = self._view()
+
+    @staticmethod
+    def supported(huge_pages: bool = False) -> bool:
+        """Whether this platform has anonymous mappings, the advice and ``mremap``."""
+        return _ADVICE[huge_pages] is not None and _ANONYMOUS is not None
+
+    def _nbytes(self, rows: int) -> int:
+        return max(1, rows) * self.cols * self.dtype.itemsize
+
+    def _view(self) -> np.ndarray:
+        return np.frombuffer(self._block, dtype=self.dtype).reshape(-1, self.cols)
+
+    def grow(self, rows: int) -> bool:
+        """Room for ``rows`` rows, in place; False (nothing changed) if a view is alive."""
+        with self.lock:
+            self.array = None
+            try:
+                self._block.resize(self._nbytes(rows))
+                return True
+            except (BufferError, OSError, SystemError):
+                return False
+            finally:
+                self.array = self._view()
+
+
+_ANONYMOUS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS if hasattr(mmap, "MAP_ANONYMOUS") else None
+
+
+def fresh_matrix(
+    rows: int, cols: int, dtype: Any, huge_pages: bool = False
+) -> tuple[np.ndarray, GrowingMatrix | None]:
+    """An uninitialised C-ordered (rows, cols) array, and its :class:`GrowingMatrix`.
+
+    From 1 MiB on (where the platform allows), the array is a :class:`GrowingMatrix`'s,
+    in a mapping of its own (returned to the system when freed) advised for or against
+    transparent huge pages as ``huge_pages`` says; smaller ones come from ``np.empty``
+    (no matrix: None).
     """
     dtype = np.dtype(dtype)
-    nbytes = rows * cols * dtype.itemsize
-    advice = _ADVICE[huge_pages]
-    if nbytes < _OWN_MAPPING_FROM or advice is None or not hasattr(mmap, "MAP_ANONYMOUS"):
-        return np.empty((rows, cols), dtype=dtype)
-    block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(OSError):  # a kernel without THP: no advice to take
-        block.madvise(advice)
-    return np.frombuffer(block, dtype=dtype).reshape(rows, cols)
+    if rows * cols * dtype.itemsize < _OWN_MAPPING_FROM or not GrowingMatrix.supported(huge_pages):
+        return np.empty((rows, cols), dtype=dtype), None
+    matrix = GrowingMatrix(rows, cols, dtype, huge_pages)
+    return cast(np.ndarray, matrix.array), matrix
 
 
-def prefault(owner: np.ndarray, start: int, stop: int) -> None:
-    """Ask for the pages of ``owner``'s bytes [start, stop) to be faulted in ahead of use."""
-    PREFAULTER.request(owner, start, stop)
+def prefault(matrix: GrowingMatrix, start: int, stop: int) -> None:
+    """Ask for the pages of ``matrix``'s bytes [start, stop) to be faulted in ahead of use."""
+    PREFAULTER.request(matrix, start, stop)

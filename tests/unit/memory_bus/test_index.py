@@ -11,7 +11,7 @@ import pytest
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
 from hivemem.memory_bus.index import VectorIndex
-from hivemem.memory_bus.pages import PREFAULTER, fresh_matrix
+from hivemem.memory_bus.pages import PREFAULTER, GrowingMatrix, fresh_matrix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,21 +175,47 @@ def _vm_flags(array: np.ndarray) -> list[str]:
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux only")
 @pytest.mark.parametrize(("huge", "flag"), [(False, "nh"), (True, "hg")])
 def test_a_large_matrix_gets_its_own_mapping_advised_as_asked(huge: bool, flag: str) -> None:
-    matrix = fresh_matrix(1_024, 384, np.float32, huge_pages=huge)  # 1.5 MiB
+    matrix, mapping = fresh_matrix(1_024, 384, np.float32, huge_pages=huge)  # 1.5 MiB
     matrix[:] = 2.5
+    assert mapping is not None and mapping.array is matrix
     assert matrix.shape == (1_024, 384) and matrix.flags.c_contiguous and matrix.flags.writeable
     assert float(matrix.sum()) == 2.5 * 1_024 * 384
     assert flag in _vm_flags(matrix)
 
 
 def test_a_small_matrix_comes_from_the_allocator() -> None:
-    matrix = fresh_matrix(16, 8, np.float32)
-    assert matrix.shape == (16, 8) and matrix.base is None  # a plain np.empty
+    matrix, mapping = fresh_matrix(16, 8, np.float32)
+    assert mapping is None and matrix.shape == (16, 8) and matrix.base is None  # np.empty
 
 
-def test_the_exact_part_grows_into_fresh_mappings_and_keeps_its_rows() -> None:
-    index = VectorIndex(384, IndexConfig(kind=IndexKind.AUTO, approx_threshold=4_000))
-    data = unit(2_000, 384, 7)
-    index.add_checked(np.arange(1, 2_001, dtype=np.int64), data)
-    assert index._vecs.base is not None and len(index._vecs) == 4_000  # reserved at once
-    np.testing.assert_array_equal(index.vectors_of(list(range(1, 2_001))), data)
+@pytest.mark.skipif(not GrowingMatrix.supported(), reason="needs anonymous mappings")
+def test_a_matrix_grows_in_place_unless_a_view_of_it_is_alive() -> None:
+    matrix = GrowingMatrix(1_000, 256, np.float32)
+    assert matrix.array is not None
+    data = unit(1_000, 256, 8)
+    matrix.array[:] = data
+    assert matrix.grow(5_000)
+    assert matrix.array.shape == (5_000, 256)
+    np.testing.assert_array_equal(matrix.array[:1_000], data)
+    view = matrix.array[10:20]  # a caller holding a view: the mapping must not move
+    assert not matrix.grow(9_000)
+    assert matrix.array.shape == (5_000, 256)
+    np.testing.assert_array_equal(view, data[10:20])
+    del view
+    assert matrix.grow(9_000) and matrix.array.shape == (9_000, 256)
+    np.testing.assert_array_equal(matrix.array[:1_000], data)
+
+
+def test_the_exact_part_grows_its_own_mapping_in_place_and_keeps_its_rows() -> None:
+    index = VectorIndex(384, EXACT)  # no ceiling: the exact part doubles for ever
+    data = unit(6_000, 384, 7)
+    ids = np.arange(1, 6_001, dtype=np.int64)
+    index.add_checked(ids[:1_000], data[:1_000])
+    mapping = index._matrix
+    assert mapping is not None or not GrowingMatrix.supported()
+    for start in range(1_000, 6_000, 250):  # doubles 1,000 -> 2,000 -> 4,000 -> 8,000 rows
+        index.add_checked(ids[start : start + 250], data[start : start + 250])
+    assert len(index._vecs) >= 6_000 and index._matrix is mapping  # grown, never replaced
+    np.testing.assert_array_equal(index.vectors_of(ids.tolist()), data)
+    _, found = index.search(data[::600], 1)
+    assert found[:, 0].tolist() == ids[::600].tolist()
