@@ -134,8 +134,9 @@ class VectorIndex:
             # Past a thousand rows, take room for every row the exact part can hold
             # before it is merged into the approximate structure (at most _RESERVE_MAX
             # rows, whatever the threshold): the rows not yet written cost no memory
-            # (their pages are untouched), while each doubling would copy every row into
-            # fresh pages, which on a virtual machine cost a page fault each.
+            # (their pages are untouched). A mapping grows in place anyway (below); where
+            # it cannot (a view alive, no mremap), each doubling would copy every row
+            # into fresh pages, which on a virtual machine cost a page fault each.
             cap = max(need, min(ceiling, max(cap, _RESERVE_MAX)))
         self._ids = np.resize(self._ids, cap)
         if self._matrix is not None:
