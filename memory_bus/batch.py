@@ -87,11 +87,11 @@ class WriteBatch:
             namespaces=[req.namespace for req in requests],
             texts=[it.text for it in items],
             vectors=[it.vector for it in items],
-            metas=_unless_default([it.meta for it in items], {}, dict),
-            importance=_unless_default([it.importance for it in items], 0.0, float),
-            valid_from=_unless_default([it.valid_from for it in items], None, type(None)),
-            valid_to=_unless_default([it.valid_to for it in items], INF, float),
-            levels=_unless_default([it.level for it in items], 0, int),
+            metas=_unless_default([it.meta for it in items], {}),
+            importance=_unless_default([it.importance for it in items], DEFAULTS["importance"]),
+            valid_from=_unless_default([it.valid_from for it in items], DEFAULTS["valid_from"]),
+            valid_to=_unless_default([it.valid_to for it in items], DEFAULTS["valid_to"]),
+            levels=_unless_default([it.level for it in items], DEFAULTS["level"]),
         )
 
     def rows(self, positions: Sequence[int]) -> WriteBatch:
@@ -219,11 +219,17 @@ class NewRows:
 _SMALL = 16  # up to this many rows, a Python loop checks numbers faster than numpy
 
 
-def _unless_default(values: list[Any], default: Any, kind: type) -> list[Any] | None:
+DEFAULTS: dict[str, Any] = {"importance": 0.0, "valid_from": None, "valid_to": INF, "level": 0}
+"""The value a row takes when its column is left out (``meta``: empty)."""
+
+
+def _unless_default(values: list[Any], default: Any) -> list[Any] | None:
     """None (the column's "every row the default") if every value is ``default``, else ``values``.
 
-    Exactly that type: a ``True`` importance or a float level is kept, and refused by its check.
+    Of exactly the default's type: a ``False`` importance, or a float level on the graph
+    tier, is kept and refused by its check.
     """
+    kind = type(default)
     for v in values:
         if type(v) is not kind or v != default:
             return values

@@ -143,8 +143,10 @@ class VectorIndex:
             # In place: the rows so far keep their pages (and those faulted in ahead).
             # This index holds no view of the matrix but _vecs, dropped for the move.
             self._vecs = None  # type: ignore[assignment]
-            grown_in_place = self._matrix.grow(cap)
-            self._vecs = cast(np.ndarray, self._matrix.array)
+            try:
+                grown_in_place = self._matrix.grow(cap)
+            finally:
+                self._vecs = cast(np.ndarray, self._matrix.array)
             if grown_in_place:
                 return
         grown, self._matrix = fresh_matrix(cap, self.dim, np.float32, self.config.huge_pages)

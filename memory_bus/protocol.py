@@ -31,7 +31,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
-from hivemem.memory_bus.batch import BatchResult
+from hivemem.memory_bus.batch import DEFAULTS, BatchResult
 from hivemem.memory_bus.errors import HivememError, UnknownNameError
 from hivemem.memory_bus.interfaces import Hit, WriteResult
 from hivemem.memory_bus.item import INF, Item, NewItem, TierName, WriteOp
@@ -562,8 +562,7 @@ def encode_write_columns(namespaces: list[str], items: list[NewItem]) -> dict[st
     metas = [it.meta for it in items]
     if any(metas):
         columns["meta"] = metas
-    defaults = {"importance": 0.0, "valid_from": None, "valid_to": INF, "level": 0}
-    for name, default in defaults.items():
+    for name, default in DEFAULTS.items():
         values = [getattr(it, name) for it in items]
         if values.count(default) != n:  # list.count compares with ==, as the server's default
             columns[name] = values

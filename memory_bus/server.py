@@ -116,7 +116,8 @@ class BusServer:
         spin_us: After answering, keep polling without sleeping for this many
             microseconds (busy polling, like Linux's ``SO_BUSY_POLL``): a client's next
             request then finds the owner thread awake and its caches warm. Measured
-            here, a single write's p50 went from 1.7x to 1.3x the bare echo's with 200.
+            here with 200, a single write's p50 went from 1.6-1.8x to 1.2-1.3x the bare
+            echo's (``benchmarks/bus.py``, bus-spin).
             It costs up to that much CPU after each burst of requests (none when idle)
             and holds the GIL between polls, so it is off by default: an embedded bus
             shares its process with the runner.

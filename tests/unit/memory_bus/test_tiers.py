@@ -170,3 +170,23 @@ def test_ids_are_unique_across_tiers() -> None:
     p = store.private.write(ALICE, "alice", NewItem("x"), now=0.0).item_id
     s = store.shared.write(ALICE, "team", NewItem("x"), now=0.0).item_id
     assert p != s
+
+
+@pytest.mark.parametrize(
+    ("tier", "bad"),
+    [
+        ("shared", {"importance": False}),  # equal to the default 0.0, but a bool
+        ("graph", {"level": 0.0}),  # equal to the default level 0, but a float
+        ("shared", {"valid_to": float("nan")}),
+    ],
+)
+def test_a_value_equal_to_a_default_but_of_another_type_is_still_refused(
+    tier: str, bad: dict[str, object]
+) -> None:
+    """Row-form writes leave default columns out; only values of the default's own type
+    count as the default, so these still reach their checks."""
+    store = store_with()
+    target = store.tier(tier)
+    with pytest.raises(InvalidInputError):
+        target.write(ALICE, "team", NewItem("x", **bad), now=0.0)  # type: ignore[arg-type]
+    assert "team" not in target.namespaces
