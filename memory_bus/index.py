@@ -59,7 +59,7 @@ class VectorIndex:
         self._vecs = np.empty((0, dim), dtype=np.float32)
         self._matrix: GrowingMatrix | None = None  # the mapping _vecs lives in, if its own
         self._n = 0  # live rows of the exact part
-        self._row: dict[int, int] = {}
+        self._rows: dict[int, int] | None = None  # id -> row of the exact part (see _row)
         self._faulted = 0  # rows of the exact part's matrix asked to be faulted in ahead
         self._approx: Any = None
         self._labels = np.empty(0, dtype=np.int64)  # approximate label -> id
@@ -89,6 +89,23 @@ class VectorIndex:
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._row or item_id in self._label
+
+    @property
+    def _row(self) -> dict[int, int]:
+        """Id -> row of the exact part, built on first use.
+
+        A namespace that is only written to never needs it, so it starts unbuilt
+        (``_rows`` None) rather than taking every id as it is appended: that cost a
+        64-row batch 12-18 us of its ~250 us. The first lookup (a removal, a membership
+        test, ``vectors_of``) builds it from the ids in one pass; from then on appends
+        keep it up to date.
+        """
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = dict(
+                zip(self._ids[: self._n].tolist(), range(self._n), strict=True)
+            )
+        return rows
 
     # --- mutation ---------------------------------------------------------------------
 
@@ -123,7 +140,8 @@ class VectorIndex:
             self._grow(n + 1)
         self._ids[n] = item_id
         self._vecs[n] = vector
-        self._row[item_id] = n
+        if self._rows is not None:
+            self._rows[item_id] = n
         self._n = n + 1
         self._maybe_grow()
 
@@ -160,7 +178,8 @@ class VectorIndex:
             self._grow(need)
         self._ids[self._n : need] = ids
         self._vecs[self._n : need] = vectors
-        self._row.update(zip(ids.tolist(), range(self._n, need), strict=True))
+        if self._rows is not None:
+            self._rows.update(zip(ids.tolist(), range(self._n, need), strict=True))
         self._n = need
         ahead = self._ahead(need)
         if need + ahead > self._faulted and self._matrix is not None:
@@ -215,7 +234,7 @@ class VectorIndex:
         if self._approx is None or self._n == 0:
             return
         ids, vecs = self._ids[: self._n].copy(), self._vecs[: self._n].copy()
-        self._ids, self._vecs, self._n, self._row = ids[:0], vecs[:0], 0, {}
+        self._ids, self._vecs, self._n, self._rows = ids[:0], vecs[:0], 0, None
         self._matrix = None
         self._approx_add(ids, vecs)
 
@@ -230,7 +249,7 @@ class VectorIndex:
     def _rebuild(self) -> None:
         """Build the approximate structure afresh from every live vector."""
         ids, vecs = self._live()
-        self._ids, self._vecs, self._n, self._row = ids[:0], vecs[:0], 0, {}
+        self._ids, self._vecs, self._n, self._rows = ids[:0], vecs[:0], 0, None
         self._matrix = None
         self._approx, self._labels, self._dead, self._label = None, ids[:0], np.empty(0, bool), {}
         if not self._wants_approx_for(len(ids)):

@@ -74,6 +74,38 @@ def test_removed_ids_never_come_back(
         assert np.array_equal(index.search(vecs[:3], k)[1][:, : len(want[0])], want)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["add", "remove", "read"]), st.integers(1, 9)), max_size=30)
+)
+def test_the_id_map_built_late_agrees_with_every_append_and_removal(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Appends leave the id -> row map unbuilt; whenever it is built, it must be right."""
+    index, model, next_id = VectorIndex(4, EXACT), {}, 0
+    for kind, n in steps:
+        if kind == "add":
+            ids = np.arange(next_id, next_id + n, dtype=np.int64)
+            vecs = unit(n, 4, next_id)
+            index.add_checked(ids, vecs)
+            model.update(zip(ids.tolist(), vecs, strict=True))
+            next_id += n
+        elif kind == "remove" and model:
+            gone = sorted(model)[:: max(1, len(model) // n)][:n]
+            assert index.remove_ids([*gone, next_id + 99]) == len(gone)
+            for item_id in gone:
+                del model[item_id]
+        elif kind == "read" and model:
+            ids = sorted(model)[-n:]
+            assert np.array_equal(index.vectors_of(ids), np.stack([model[i] for i in ids]))
+    assert len(index) == len(model)
+    assert all(item_id in index for item_id in model) and next_id not in index
+    if model:
+        assert np.array_equal(
+            index.vectors_of(sorted(model)), np.stack([model[i] for i in sorted(model)])
+        )
+
+
 def test_hnsw_tombstones_rebuild_and_pending_items_are_found() -> None:
     dim = 16
     index = VectorIndex(dim, IndexConfig(kind=IndexKind.AUTO, approx_threshold=50, build_batch=10))
