@@ -37,7 +37,7 @@ from hivemem.memory_bus.protocol import (
     vector_from_bytes,
 )
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.memory_bus.tiers import recall
+from hivemem.memory_bus.tiers import Defer, recall
 
 Recalls = list[tuple[str, str, list[int]]]
 """(tier, namespace, item ids) recalled by a read: the journal keeps these."""
@@ -56,6 +56,9 @@ class Context:
         track_recalls: Whether reads note what they recalled (only the journal needs it).
         on_recall: Called with ``(tier, now, hits of each query)`` after every search
             (the server's metrics; None when replaying the journal).
+        apply_after_reply: Let writes leave the changes whose outcome is decided in
+            :attr:`deferred` for the caller to run once the reply is sent (see
+            :mod:`hivemem.memory_bus.server`); False applies everything at once.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Context:
         verified: set[tuple[str, str]] | None = None,
         track_recalls: bool = True,
         on_recall: Callable[[str, float, list[list[Hit]]], None] | None = None,
+        apply_after_reply: bool = False,
     ) -> None:
         self.store = store
         self.info = info or {}
@@ -76,6 +80,8 @@ class Context:
         self.track_recalls = track_recalls
         self.recalls: Recalls = []
         self.on_recall = on_recall
+        self.deferred: list[Callable[[], None]] = []
+        self.defer: Defer | None = self.deferred.append if apply_after_reply else None
 
     def entry_caller(self, entry: dict[str, Any]) -> Caller:
         """The caller of one batch entry: its own agent and token if given, else the request's.
@@ -152,7 +158,7 @@ def write(ctx: Context, args: dict[str, Any]) -> Any:
     tier = ctx.store.tier(tier_of(args))
     item = decode_new_item(field(args, "item", dict))
     return encode_write_result(
-        tier.write(ctx.caller, field(args, "namespace", str), item, now=_now(args))
+        tier.write(ctx.caller, field(args, "namespace", str), item, now=_now(args), defer=ctx.defer)
     )
 
 
@@ -160,9 +166,10 @@ def write_many(ctx: Context, args: dict[str, Any]) -> Any:
     tier = ctx.store.tier(tier_of(args))
     if "columns" in args:
         columns = _write_batch(ctx, field(args, "columns", dict))
-        return encode_batch_result(tier.write_batch(columns, now=_now(args)))
+        return encode_batch_result(tier.write_batch(columns, now=_now(args), defer=ctx.defer))
     requests = [_write_request(ctx, _entry(x)) for x in batch(args, "items")]
-    return [encode_write_result(r) for r in tier.write_many(requests, now=_now(args))]
+    results = tier.write_many(requests, now=_now(args), defer=ctx.defer)
+    return [encode_write_result(r) for r in results]
 
 
 def _write_batch(ctx: Context, columns: dict[str, Any]) -> WriteBatch:

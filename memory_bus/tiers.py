@@ -11,6 +11,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,9 @@ from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
 
 UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
 _OP_VALUE = {op: op.value for op in WriteOp}  # an enum's .value is slow on the write path
+
+Defer = Callable[[Callable[[], None]], None]
+"""Takes a change whose outcome is already decided, to run it later (see ``write_batch``)."""
 
 
 @dataclass
@@ -140,11 +144,21 @@ class VectorTier:
 
     # --- writes -----------------------------------------------------------------------
 
-    def write(self, caller: Caller, namespace: str, item: NewItem, *, now: float) -> WriteResult:
+    def write(
+        self,
+        caller: Caller,
+        namespace: str,
+        item: NewItem,
+        *,
+        now: float,
+        defer: Defer | None = None,
+    ) -> WriteResult:
         """Propose one item; the namespace's write policy decides what happens."""
-        return self.write_many([WriteRequest(caller, namespace, item)], now=now)[0]
+        return self.write_many([WriteRequest(caller, namespace, item)], now=now, defer=defer)[0]
 
-    def write_many(self, requests: Sequence[WriteRequest], *, now: float) -> list[WriteResult]:
+    def write_many(
+        self, requests: Sequence[WriteRequest], *, now: float, defer: Defer | None = None
+    ) -> list[WriteResult]:
         """Propose many items; every one is checked before any is applied.
 
         Raises:
@@ -152,14 +166,22 @@ class VectorTier:
         """
         if len(requests) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(requests))
-        return self.write_batch(WriteBatch.from_requests(requests), now=now).results()
+        batch = WriteBatch.from_requests(requests)
+        return self.write_batch(batch, now=now, defer=defer).results()
 
-    def write_batch(self, batch: WriteBatch, *, now: float) -> BatchResult:
+    def write_batch(
+        self, batch: WriteBatch, *, now: float, defer: Defer | None = None
+    ) -> BatchResult:
         """Propose the rows of a columnar batch; every row is checked before any is applied.
 
         A write policy that adds every proposal unseen (``always_adds``) lets the batch go
         into each namespace with room as columns (:meth:`Namespace.append`). Otherwise
         the rows are decided one at a time, in order, each seeing the earlier rows' ADDs.
+
+        ``defer``, if given, takes those column appends instead of running them: their
+        outcome (the ids) is already known, and the bus server runs them right after it
+        has sent the reply, before it reads the next request (see
+        :mod:`hivemem.memory_bus.server`). Everything else is applied at once.
 
         Raises:
             AccessDeniedError, InvalidInputError, CapacityError: nothing was written.
@@ -171,7 +193,7 @@ class VectorTier:
         if not len(batch):
             return BatchResult([], [])
         if getattr(self.write_policy, "always_adds", False):
-            return self._add_all(batch, now)
+            return self._add_all(batch, now, defer)
         proposals = NewRows([-1] * len(batch), batch, now).build(self.name)
         return BatchResult.from_results(self._apply(batch.namespaces, proposals, now))
 
@@ -290,7 +312,7 @@ class VectorTier:
             raise InvalidInputError("level", f"only the graph tier has levels, got {level!r}")
         return 0
 
-    def _add_all(self, batch: WriteBatch, now: float) -> BatchResult:
+    def _add_all(self, batch: WriteBatch, now: float, defer: Defer | None) -> BatchResult:
         """ADD every row: as columns where the namespace has room, item by item where not."""
         n = len(batch)
         self.decisions[_OP_VALUE[WriteOp.ADD]] += n
@@ -303,7 +325,10 @@ class VectorTier:
             rows_of_ns = NewRows(ids, part, now)
             ns = self._namespace(name, create=True)
             if ns.has_room(len(part)):
-                ns.append(rows_of_ns, self.ctx.emit)
+                if defer is None:
+                    ns.append(rows_of_ns, self.ctx.emit)
+                else:
+                    defer(partial(ns.append, rows_of_ns, self.ctx.emit))
             else:
                 victims = ns.add_many(
                     rows_of_ns.build(self.name), now, self.ctx.next_use, self.ctx.emit

@@ -119,6 +119,37 @@ def test_pipelined_requests_all_matched(bus: Bus) -> None:
     assert ids[:60] == ids[60:] and len(set(ids[:60])) == 60
 
 
+def test_a_batch_answered_before_it_is_stored_is_seen_by_every_later_request(bus: Bus) -> None:
+    """The server stores a batch's rows just after its reply (apply after reply): a read
+    pipelined behind the write on the same socket, and a read on another connection sent
+    once the reply is in, must both find every row."""
+
+    async def run() -> None:
+        writer = AsyncMemoryClient(bus.server.address, "alice", bus.tokens["alice"], timeout=5.0)
+        reader = bus.client("alice", timeout=5.0)
+        try:
+            for r in range(20):
+                rows = [
+                    ("alice", NewItem(f"round {r} row {i}", vector=vec(100 * r + i)))
+                    for i in range(16)
+                ]
+                write = asyncio.ensure_future(writer.write_many("private", rows, now=float(r)))
+                behind = asyncio.ensure_future(  # sent before the write is answered
+                    writer.search("private", "alice", vec(100 * r + 15), k=1, now=float(r))
+                )
+                results, hits = await asyncio.gather(write, behind)
+                assert [x.op for x in results] == [WriteOp.ADD] * 16
+                assert hits[0].id == results[15].item_id
+                found = reader.search("private", "alice", vec(100 * r + 3), k=1, now=float(r))
+                assert found[0].id == results[3].item_id
+                assert reader.stats()["private"]["items"] == 16 * (r + 1)
+        finally:
+            writer.close()
+            reader.close()
+
+    asyncio.run(run())
+
+
 def test_replies_out_of_order_reach_their_callers() -> None:
     """A real ROUTER that answers in reverse order: each caller still gets its own reply."""
 
