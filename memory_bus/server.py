@@ -31,6 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -402,7 +403,10 @@ class BusServer:
             self.metrics.request("invalid", exc.code, time.perf_counter() - started)
             return encode_error(request_id_of(frames), exc.code, exc.message, exc.details), []
         reply, code, later = self._answer(req)
-        self.metrics.request(req.op.value, code, time.perf_counter() - started)
+        # The latency ends here; recording it can wait until the reply is on its way.
+        later.append(
+            partial(self.metrics.request, req.op.value, code, time.perf_counter() - started)
+        )
         return reply, later
 
     def _settle(self, later: list[Change]) -> None:
