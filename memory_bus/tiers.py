@@ -281,8 +281,8 @@ class VectorTier:
             return check_matrix(given[0].reshape(1, -1), dim, "items[0].vector")
         if all(v is not None for v in given):
             try:  # the common case, checked in one pass over a matrix
-                return check_matrix(np.stack(given), dim, "items[].vector")
-            except (ValueError, InvalidInputError):
+                return check_matrix(np.array(given, dtype=np.float32), dim, "items[].vector")
+            except (TypeError, ValueError, InvalidInputError):
                 pass  # the rows below name the first bad one
         return np.stack(self._vectors(given, texts))
 
