@@ -365,51 +365,6 @@ def new_item(p: Proposal, vector: np.ndarray) -> NewItem:
     )
 
 
-_BUNDLE = {"CPU": 0.001}  # a placement-group bundle cannot be empty; hosts take 0 CPUs
-
-
-def host_placement(hosts: int, timeout: float = 60.0) -> tuple[Any, list[Any]]:
-    """How to place ``hosts`` host actors so that they spread over the cluster's nodes.
-
-    The ``SPREAD`` strategy alone is best effort and, for zero-CPU actors, not followed
-    in practice: on a fresh 3-node cluster (``ray.cluster_utils``), three hosts landed
-    on one node in about one run of three, even after probe actors had spread. So on a
-    cluster of several nodes the hosts go into a placement group of one tiny bundle per
-    host with the ``SPREAD`` strategy, which Ray's GCS places with the whole cluster in
-    view; when a node dies, its bundles are placed again elsewhere and the hosts in
-    them restart there. On one node (or if the group cannot be placed in ``timeout``)
-    each host is placed by plain ``SPREAD``.
-
-    Returns:
-        The placement group (None without one; pass it to :func:`remove_host_placement`)
-        and one scheduling strategy per host.
-    """
-    import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    if hosts < 2 or sum(1 for n in ray.nodes() if n.get("Alive")) < 2:
-        return None, ["SPREAD"] * hosts
-    group = placement_group([dict(_BUNDLE) for _ in range(hosts)], strategy="SPREAD")
-    try:
-        ray.get(group.ready(), timeout=timeout)
-    except ray.exceptions.GetTimeoutError:
-        remove_placement_group(group)
-        return None, ["SPREAD"] * hosts
-    return group, [
-        PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
-        for i in range(hosts)
-    ]
-
-
-def remove_host_placement(group: Any) -> None:
-    """Release the placement group of :func:`host_placement` (None: nothing to do)."""
-    if group is not None:
-        from ray.util.placement_group import remove_placement_group
-
-        remove_placement_group(group)
-
-
 def host_actor_class(max_restarts: int = -1) -> Any:
     """:class:`AgentHost` as a Ray actor class that restarts when its process dies."""
     import ray

@@ -45,8 +45,13 @@ class BusActor:
         self.metrics = f"{bind}:{bus_metrics.serve(0, bind)}" if bus_metrics else ""
 
     def addresses(self) -> dict[str, str]:
-        """ROUTER and PUB addresses, and ``metrics`` (host:port of /metrics) if served."""
-        out = {"address": self.server.address, "pub": self.server.pub_address}
+        """ROUTER and PUB addresses, the Ray node id, and ``metrics`` (host:port of
+        /metrics) if served."""
+        out = {
+            "address": self.server.address,
+            "pub": self.server.pub_address,
+            "node": ray.get_runtime_context().get_node_id(),
+        }
         if self.metrics:
             out["metrics"] = self.metrics
         return out
@@ -79,8 +84,8 @@ def start_bus_actor(
     """Start the named bus actor, or join the one already running under that name.
 
     ``shard`` is ``(index, count)`` for one server of a sharded bus (its store hands out
-    ids ``1 + index``, ``1 + index + count``, ...); the shards of a bus are placed by Ray
-    with the SPREAD strategy, on different nodes where it can.
+    ids ``1 + index``, ``1 + index + count``, ...); :func:`start_bus_shards` starts all
+    the shards of a bus, spread over the nodes.
 
     Returns:
         The actor handle and its ``{"address", "pub"}``.
@@ -101,10 +106,11 @@ def _launch(
     num_cpus: float,
     shard: tuple[int, int],
     metrics: bool = False,
+    placement: Any = "SPREAD",
 ) -> Any:
     remote = ray.remote(num_cpus=num_cpus, max_restarts=0)(BusActor)
     return remote.options(
-        name=name, namespace=namespace, get_if_exists=True, scheduling_strategy="SPREAD"
+        name=name, namespace=namespace, get_if_exists=True, scheduling_strategy=placement
     ).remote(config.model_dump_json(), secret, host, port, data_dir, shard, metrics)
 
 
@@ -116,19 +122,80 @@ def start_bus_shards(
     name: str = DEFAULT_NAME,
     namespace: str = DEFAULT_NAMESPACE,
     metrics: bool = False,
-) -> tuple[list[Any], list[dict[str, str]]]:
+) -> tuple[list[Any], list[dict[str, str]], Any]:
     """Start the ``shards`` servers of a sharded bus at once, as actors ``{name}-{i}``.
 
-    They share ``secret`` (a token is valid on every shard). With ``metrics`` each serves
-    ``hivemem_bus_*`` on a free port of its node. Returns the actor handles and their
-    addresses (``address``, ``pub``, ``metrics``) in shard order, the order clients route by.
+    They share ``secret`` (a token is valid on every shard), and spread over the
+    cluster's nodes (:func:`spread_placement`). With ``metrics`` each serves
+    ``hivemem_bus_*`` on a free port of its node. Returns the actor handles, their
+    addresses (``address``, ``pub``, ``node``, ``metrics``) in shard order, the order
+    clients route by, and the placement group to release with :func:`remove_placement`
+    once the shards are stopped.
     """
+    group, placement = spread_placement(shards)
     actors = [
-        _launch(config, secret, f"{name}-{i}", namespace, None, 0, None, 0, (i, shards), metrics)
+        _launch(
+            config,
+            secret,
+            f"{name}-{i}",
+            namespace,
+            None,
+            0,
+            None,
+            0,
+            (i, shards),
+            metrics,
+            placement[i],
+        )
         for i in range(shards)
     ]
     found: list[dict[str, str]] = ray.get([a.addresses.remote() for a in actors])
-    return actors, found
+    return actors, found, group
+
+
+_BUNDLE = {"CPU": 0.001}  # a placement-group bundle cannot be empty; the actors take 0 CPUs
+
+
+def spread_placement(actors: int, timeout: float = 60.0) -> tuple[Any, list[Any]]:
+    """How to place ``actors`` zero-CPU actors so that they spread over the cluster's nodes.
+
+    The ``SPREAD`` strategy alone is best effort and, for zero-CPU actors, not followed
+    in practice: on a fresh 3-node cluster (``ray.cluster_utils``), three agent hosts
+    landed on one node in about one run of three, even after probe actors had spread. So
+    on a cluster of several nodes the actors go into a placement group of one tiny
+    bundle each with the ``SPREAD`` strategy, which Ray's GCS places with the whole
+    cluster in view; when a node dies, its bundles are placed again elsewhere and
+    restartable actors in them restart there. On one node (or if the group cannot be
+    placed in ``timeout``) each actor is placed by plain ``SPREAD``. Agent hosts and the
+    shards of a bus both use it.
+
+    Returns:
+        The placement group (None without one; pass it to :func:`remove_placement`)
+        and one scheduling strategy per actor.
+    """
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    if actors < 2 or sum(1 for n in ray.nodes() if n.get("Alive")) < 2:
+        return None, ["SPREAD"] * actors
+    group = placement_group([dict(_BUNDLE) for _ in range(actors)], strategy="SPREAD")
+    try:
+        ray.get(group.ready(), timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(group)
+        return None, ["SPREAD"] * actors
+    return group, [
+        PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)
+        for i in range(actors)
+    ]
+
+
+def remove_placement(group: Any) -> None:
+    """Release the placement group of :func:`spread_placement` (None: nothing to do)."""
+    if group is not None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(group)
 
 
 def find_bus_actor(

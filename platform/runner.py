@@ -60,6 +60,7 @@ class RunResult:
     out_dir: Path | None = None
     timing: dict[str, float] = field(default_factory=dict)
     host_nodes: list[str] = field(default_factory=list)
+    bus_nodes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class RunResult:
             else 0.0,
             "timing": self.timing,
             "nodes": len(set(self.host_nodes)),
+            "bus_nodes": len(set(self.bus_nodes)),
         }
 
 
@@ -114,13 +116,15 @@ class _Bus:
         config = scenario.memory.model_copy(update={"seed": scenario.run.seed})
         shards = scenario.run.bus_shards
         self.actors: list[Any] = []
+        self.nodes: list[str] = []  # the Ray node of each bus actor
+        self._group: Any = None  # the bus actors' placement group, if any
         self.servers: list[BusServer] = []
         self.targets: Path | None = None
         secret = new_secret()
         if remote:
             from hivemem.memory_bus.ray_actor import start_bus_shards
 
-            self.actors, found = start_bus_shards(
+            self.actors, found, self._group = start_bus_shards(
                 config,
                 secret,
                 shards,
@@ -128,6 +132,7 @@ class _Bus:
                 metrics=scenario.metrics_port is not None,
             )
             addresses = [f["address"] for f in found]
+            self.nodes = [f["node"] for f in found]
             self.targets = write_bus_targets(scenario.name, run_id, found)
         else:
             from hivemem.memory_bus.metrics import BusMetrics
@@ -139,6 +144,7 @@ class _Bus:
                     store.set_oracle(oracle)
                 self.servers.append(BusServer(store, secret=secret, metrics=metrics).start())
             addresses = [s.address for s in self.servers]
+            self.nodes = ["driver"] * shards  # in this process
         self.address = ",".join(addresses)
         self.admin = MemoryClient(self.address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT))
 
@@ -165,10 +171,12 @@ class _Bus:
             server.stop()
         if self.actors:
             import ray
+            from hivemem.memory_bus.ray_actor import remove_placement
 
             ray.get([a.stop.remote() for a in self.actors])
             for actor in self.actors:
                 ray.kill(actor)
+            remove_placement(self._group)
         if self.targets is not None:
             self.targets.unlink(missing_ok=True)
 
@@ -211,10 +219,11 @@ class _Hosts:
         dim: int,
         run_id: str,
     ) -> None:
-        from hivemem.agents.host import host_actor_class, host_placement
+        from hivemem.agents.host import host_actor_class
+        from hivemem.memory_bus.ray_actor import spread_placement
 
         cls = host_actor_class()
-        self._group, placement = host_placement(len(blocks))
+        self._group, placement = spread_placement(len(blocks))
         self.handles = [
             cls.options(
                 name=f"hivemem-host-{run_id}-{i}",
@@ -309,13 +318,13 @@ class _Hosts:
 
     def close(self) -> None:
         import ray
-        from hivemem.agents.host import remove_host_placement
+        from hivemem.memory_bus.ray_actor import remove_placement
 
         for h in self.handles:
             with contextlib.suppress(Exception):
                 ray.get(h.close.remote())
             ray.kill(h, no_restart=True)
-        remove_host_placement(self._group)
+        remove_placement(self._group)
 
 
 def _add(into: dict[str, float], parts: dict[str, Any]) -> None:
@@ -439,6 +448,7 @@ def run_once(
             seconds=seconds,
             timing=timing,
             host_nodes=pool.nodes,
+            bus_nodes=bus.nodes,
         )
     finally:
         if pool is not None:

@@ -1,6 +1,6 @@
 """A 3-node Ray cluster (``ray.cluster_utils.Cluster``, all on this machine) runs a scenario
 through the CLI with ``--address``: the bus is three named shard actors there
-(``run.bus_shards=3``), hosts spread over the nodes, and the results equal those of the
+(``run.bus_shards=3``), one per node, hosts spread over the nodes, and the results equal those of the
 embedded single-node run on one unsharded bus."""
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def test_three_node_cluster_gives_the_single_node_results(cluster: str, tmp_path
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["hosts"] == 3
     assert summary["nodes"] >= 2, f"hosts were not spread over the cluster's nodes: {summary}"
+    assert summary["bus_nodes"] == 3, f"bus shards were not spread over the nodes: {summary}"
     rows = [json.loads(line) for line in (folder / "ticks.jsonl").read_text().splitlines()]
 
     local = run_once(load_scenario("relay_qa", OVERRIDES), hosts=1)
