@@ -7,13 +7,23 @@ Files in the data directory:
 
 - ``journal.log``: records framed as ``[length u32 LE][crc32 u32 LE][msgpack payload]``,
   written with one ``write()`` each on an ``O_APPEND`` descriptor (no user-space buffer).
+- ``journal.<seq>.log``: earlier parts of the log, closed when a snapshot began; ``seq``
+  (20 digits) is the last record each holds.
 - ``snapshot.msgpack``: ``{"seq": last record included, "state": ...}`` in the same
-  framing, written to a temporary file, fsynced and renamed over the old one.
+  framing, written to a temporary file (``snapshot.<pid>.tmp``), fsynced and renamed
+  over the old one.
 
-Every record carries a sequence number; replay skips records the snapshot already holds,
-so a crash between writing a snapshot and truncating the log never applies a change
-twice. A torn last record (the process died mid-write) is ignored and cut off; a corrupt
-record *followed by valid ones* is real damage and raises :class:`JournalCorruptError`.
+A snapshot happens in three steps, so that the slow middle one can run elsewhere (the bus
+server writes it from a forked process, see :mod:`hivemem.memory_bus.server`):
+:meth:`Journal.begin_snapshot` closes the log so far as a part and starts a fresh
+``journal.log`` for the records that follow; :meth:`Journal.write_snapshot` writes the
+state as of that point; :meth:`Journal.end_snapshot` deletes the parts it holds. Replay
+reads the parts in order, then ``journal.log``. Every record carries a sequence number
+and replay skips those the snapshot already holds, so a crash at any step (a snapshot
+never written, or written with its parts not yet deleted) loses nothing and applies
+nothing twice. A torn last record of ``journal.log`` (the process died mid-write) is
+ignored and cut off; a corrupt record *followed by valid ones*, or anywhere in a closed
+part, is real damage and raises :class:`JournalCorruptError`.
 
 ``fsync`` policies, as Redis's ``appendfsync``:
 
@@ -28,7 +38,10 @@ record *followed by valid ones* is real damage and raises :class:`JournalCorrupt
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import re
 import struct
 import threading
 import zlib
@@ -44,6 +57,7 @@ from hivemem.memory_bus.protocol import pack
 _FRAME = struct.Struct("<II")
 LOG_NAME = "journal.log"
 SNAPSHOT_NAME = "snapshot.msgpack"
+_PART = re.compile(r"journal\.(\d{20})\.log")
 
 
 class FsyncPolicy(StrEnum):
@@ -127,7 +141,11 @@ class Journal:
         self.policy = FsyncPolicy(fsync)
         self.log_path = self.dir / LOG_NAME
         self.snapshot_path = self.dir / SNAPSHOT_NAME
-        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        for tmp in self.dir.glob("snapshot*.tmp"):
+            # A writer that died (or outlived its server: its rename now fails) left it.
+            tmp.unlink(missing_ok=True)
+        self._fd = self._open_log()
+        self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # parts the syncer closes
         self.seq = 0
         self.records_since_snapshot = 0
         self._closed = threading.Event()
@@ -138,12 +156,29 @@ class Journal:
             )
             self._syncer.start()
 
+    def _open_log(self) -> int:
+        return os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
     def _sync_loop(self, period: float) -> None:
         while not self._closed.wait(period):
-            try:
+            with contextlib.suppress(OSError):
                 os.fsync(self._fd)
-            except OSError:
-                return  # closed under us
+            self._close_retired()
+
+    def _close_retired(self) -> None:
+        """fsync and close the parts :meth:`begin_snapshot` closed (``everysec``)."""
+        retired = False
+        while True:
+            try:
+                fd = self._retired.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+            os.close(fd)
+            retired = True
+        if retired:
+            self._fsync_dir()
 
     def append(self, record: dict[str, Any]) -> int:
         """Write one record durably per the policy; returns its sequence number."""
@@ -169,18 +204,34 @@ class Journal:
         return dict(body["state"])
 
     def replay(self) -> Iterator[dict[str, Any]]:
-        """Records after the snapshot, in order; a torn tail is cut off the file."""
+        """Records after the snapshot, in order; a torn tail is cut off ``journal.log``."""
         snapshot_seq = self._snapshot_seq()
+        for _, part in self._parts():
+            data = part.read_bytes()
+            payloads, valid = read_frames(data, part)
+            if valid < len(data):  # a part was whole when it was closed
+                raise JournalCorruptError(part, valid)
+            yield from self._records(payloads, part, snapshot_seq)
         data = self.log_path.read_bytes()
         payloads, valid = read_frames(data, self.log_path)
         if valid < len(data):
             os.truncate(self.log_path, valid)
+        yield from self._records(payloads, self.log_path, snapshot_seq)
+
+    def _records(
+        self, payloads: list[bytes], path: Path, snapshot_seq: int
+    ) -> Iterator[dict[str, Any]]:
         for payload in payloads:
-            body = _load(payload, self.log_path)
+            body = _load(payload, path)
             seq = int(body["seq"])
             self.seq = max(self.seq, seq)
             if seq > snapshot_seq:
                 yield dict(body["record"])
+
+    def _parts(self) -> list[tuple[int, Path]]:
+        """The closed parts of the log, ``(last seq, path)`` in order."""
+        found = ((_PART.fullmatch(p.name), p) for p in self.dir.glob("journal.*.log"))
+        return sorted((int(m.group(1)), p) for m, p in found if m)
 
     def _snapshot_seq(self) -> int:
         if not self.snapshot_path.exists():
@@ -189,19 +240,52 @@ class Journal:
         return int(_load(payloads[0], self.snapshot_path)["seq"]) if payloads else 0
 
     def snapshot(self, state: dict[str, Any]) -> None:
-        """Write ``state`` (which includes every record so far) and empty the log."""
-        tmp = self.snapshot_path.with_suffix(".tmp")
+        """Write ``state`` (which includes every record so far) and drop the log so far."""
+        seq = self.begin_snapshot()
+        self.write_snapshot(state, seq)
+        self.end_snapshot(seq)
+
+    def begin_snapshot(self) -> int:
+        """Close the log so far as a part; later records go to a fresh ``journal.log``.
+
+        Returns:
+            The sequence number of the last record so far: the state to snapshot is the
+            state after it (pass both to :meth:`write_snapshot`).
+        """
+        seq = self.seq
+        if os.fstat(self._fd).st_size:
+            os.rename(self.log_path, self.dir / f"journal.{seq:020d}.log")
+            old, self._fd = self._fd, self._open_log()
+            if self.policy is FsyncPolicy.EVERYSEC:
+                # Not here: the bus's owner thread calls this, and an fsync waits for the
+                # disk (seconds while a snapshot is being written). The syncer flushes the
+                # part within its period, as it would have flushed the log.
+                self._retired.put(old)
+            else:
+                os.close(old)  # always: every record was flushed as it was appended
+                if self.policy is FsyncPolicy.ALWAYS:
+                    self._fsync_dir()
+        self.records_since_snapshot = 0
+        return seq
+
+    def write_snapshot(self, state: dict[str, Any], seq: int) -> None:
+        """Write ``state``, the state after record ``seq``, as the snapshot (durably).
+
+        Touches nothing but its own files, so a forked process may call it.
+        """
+        tmp = self.dir / f"snapshot.{os.getpid()}.tmp"
         with open(tmp, "wb") as out:
-            out.write(frame(pack({"seq": self.seq, "state": state})))
+            out.write(frame(pack({"seq": seq, "state": state})))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.snapshot_path)
         self._fsync_dir()
-        # Records up to self.seq are in the snapshot; a crash before this truncate only
-        # leaves records that replay skips by their sequence number.
-        os.ftruncate(self._fd, 0)
-        os.fsync(self._fd)
-        self.records_since_snapshot = 0
+
+    def end_snapshot(self, seq: int) -> None:
+        """Delete the parts of the log that the snapshot of ``seq`` holds."""
+        for last, part in self._parts():
+            if last <= seq:
+                part.unlink(missing_ok=True)
 
     def _fsync_dir(self) -> None:
         fd = os.open(self.dir, os.O_RDONLY)
@@ -217,6 +301,7 @@ class Journal:
         self._closed.set()
         if self._syncer is not None:
             self._syncer.join()
+        self._close_retired()
         os.fsync(self._fd)
         os.close(self._fd)
 

@@ -62,7 +62,7 @@ class BusActor:
 
     def stats(self) -> dict[str, Any]:
         """The store's counts (through Ray, for monitoring only)."""
-        return self.server.store.stats()
+        return self.server.inspect(MemoryStore.stats)
 
     def stop(self) -> None:
         """Stop the server (the actor stays until killed)."""

@@ -24,16 +24,23 @@ Run it embedded (``with BusServer(store) as server: ...``), standalone
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
+import os
+import signal
+import sys
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
@@ -103,6 +110,8 @@ _COLLECTOR_PAUSE = _CollectorPause()
 Change = Callable[[], None]
 """A change to the store left for after the reply (see the module docstring)."""
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class CurveConfig:
@@ -128,6 +137,8 @@ class BusServer:
         secret: Bus secret for agent tokens; random if None (tokens then die with the server).
         journal: Where acknowledged changes are logged; None keeps everything in memory.
         snapshot_every: Journal records between snapshots.
+        fork_snapshots: Write snapshots from a forked process (see ``_maybe_snapshot``);
+            False writes them on the owner thread, which stalls every client meanwhile.
         dedup_size: Requests remembered for idempotent retries.
         curve: Optional CURVE settings.
         metrics: Prometheus metrics; a private registry if None.
@@ -151,6 +162,7 @@ class BusServer:
         secret: bytes | None = None,
         journal: Journal | None = None,
         snapshot_every: int = 50_000,
+        fork_snapshots: bool = True,
         dedup_size: int = 100_000,
         curve: CurveConfig | None = None,
         metrics: BusMetrics | None = None,
@@ -165,6 +177,11 @@ class BusServer:
         self.registry = AgentRegistry(self.secret)
         self.journal = journal
         self.snapshot_every = snapshot_every
+        self.fork_snapshots = fork_snapshots and hasattr(os, "fork")
+        self.snapshots = 0  # snapshots completed
+        self._snapshot: tuple[int, int] | None = None  # (writer pid, seq) of one under way
+        # Held while a request is handled and settled (see inspect).
+        self._between = threading.Lock()
         self.curve = curve
         self.metrics = metrics or BusMetrics()
         self._dedup: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
@@ -294,6 +311,8 @@ class BusServer:
         spin_until = 0.0  # poll without sleeping until then (see spin_us)
         try:
             while not self._stop.is_set():
+                if self._snapshot is not None:
+                    self._reap_snapshot()
                 ready = dict(poller.poll(0 if time.perf_counter() < spin_until else POLL_MS))
                 if router in ready:
                     self._serve_batch(router, pub)
@@ -306,6 +325,8 @@ class BusServer:
                     self.metrics.observe_store(self.store)
                     next_gauges = time.monotonic() + 1.0
         finally:
+            # Before this thread ends: the writer dies with the thread that forked it.
+            self._reap_snapshot(wait=True)
             self.metrics.observe_store(self.store)  # the last word on the gauges
             router.disable_monitor()
             monitor.close(linger=0)
@@ -325,7 +346,7 @@ class BusServer:
             if len(frames) < 2:
                 continue  # nothing to reply to
             identity, rest = frames[0], frames[1:]
-            with _COLLECTOR_PAUSE:
+            with _COLLECTOR_PAUSE, self._between:
                 reply, later = self._handle(rest)
                 router.send_multipart([identity, HEADER, reply])
                 self._settle(later)
@@ -389,10 +410,25 @@ class BusServer:
         """The reply payload for one request's frames (after the ROUTER identity).
 
         The request is wholly applied when this returns (nothing is left for later).
+        Safe to call from any thread while the server runs (see :meth:`inspect`).
         """
-        reply, later = self._handle(frames)
-        self._settle(later)
+        with self._between:
+            reply, later = self._handle(frames)
+            self._settle(later)
         return reply
+
+    def inspect(self, read: Callable[[MemoryStore], T]) -> T:
+        """``read(store)``, run between two requests: the way to look at the store directly.
+
+        The owner thread changes the store while it serves, and a write's rows enter it
+        just after its reply (module docstring), so a thread that reads ``self.store``
+        while the server runs may see half a request, or miss a write whose reply has
+        already arrived. ``inspect`` waits until no request is being handled and holds
+        the owner thread off while ``read`` runs: every write answered before the call
+        is in. Keep ``read`` short (the bus waits for it) and return copies.
+        """
+        with self._between:
+            return read(self.store)
 
     def _handle(self, frames: list[bytes]) -> tuple[bytes, list[Change]]:
         """The reply, and the changes to apply once it is sent (see the module docstring)."""
@@ -505,8 +541,53 @@ class BusServer:
             )
 
     def _maybe_snapshot(self) -> None:
-        if self.journal is not None and self.journal.records_since_snapshot >= self.snapshot_every:
-            self.journal.snapshot(self._state())
+        """Snapshot once ``snapshot_every`` records piled up (one snapshot at a time).
+
+        The state is written by a forked child: fork copies no memory (pages are shared
+        copy-on-write), so the owner thread pays for the fork alone, not for packing
+        and writing the whole store (a store of 20,000 384-float items: 66 MB, 0.6 s
+        here, 1.6 s on a loaded machine, during which every client waited). The child
+        sees the store exactly as it was after the last journaled record, since the
+        owner thread forks between requests. Where fork is not available, or fails, the
+        owner thread writes the snapshot itself.
+        """
+        journal = self.journal
+        if (
+            journal is None
+            or journal.records_since_snapshot < self.snapshot_every
+            or self._snapshot is not None
+        ):
+            return
+        seq = journal.begin_snapshot()
+        if self.fork_snapshots:
+            pid = _fork_to(lambda: journal.write_snapshot(self._state(), seq))
+            if pid is not None:
+                self._snapshot = (pid, seq)
+                return
+        journal.write_snapshot(self._state(), seq)
+        journal.end_snapshot(seq)
+        self.snapshots += 1
+
+    def _reap_snapshot(self, wait: bool = False) -> None:
+        """Finish the snapshot a child is writing once it has exited (``wait``: block)."""
+        if self._snapshot is None or self.journal is None:
+            return
+        pid, seq = self._snapshot
+        try:
+            done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else: its outcome is unknown
+            done, status = pid, 1 << 8
+        if not done:
+            return
+        self._snapshot = None
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            self.journal.end_snapshot(seq)
+            self.snapshots += 1
+        else:  # nothing is lost: the log keeps every record until a snapshot holds them
+            log.error(
+                "the snapshot writer (pid %d) failed (exit %d); the next one retries", pid, code
+            )
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -543,6 +624,50 @@ class BusServer:
         except HivememError as exc:  # it failed the same way the first time
             reply = encode_error(req_id, exc.code, exc.message, exc.details)
         self._remember((int(record["client"]), req_id, str(record["agent"])), reply)
+
+
+def _fork_to(write: Callable[[], None]) -> int | None:
+    """Run ``write`` in a forked child that then exits; its pid (None if fork failed).
+
+    The child only packs and writes files, then leaves with ``os._exit`` (no cleanup of
+    the sockets and threads it did not inherit). It dies with the thread that forked it
+    (``PR_SET_PDEATHSIG``), so a killed server leaves no writer behind to race the next
+    one, and it never collects garbage (that would touch, and so copy, every page).
+    """
+    parent = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError:
+        log.warning("fork failed; writing the snapshot on the owner thread", exc_info=True)
+        return None
+    if pid:
+        return pid
+    code = 1
+    try:
+        gc.disable()
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == parent:  # else the parent died before the line above
+            write()
+            code = 0
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _prctl() -> Any:
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        libc = ctypes.util.find_library("c")
+        return ctypes.CDLL(libc).prctl if libc and sys.platform.startswith("linux") else None
+    return None
+
+
+_PRCTL = _prctl()
 
 
 def _bind(sock: zmq.Socket[Any], host: str, port: int) -> str:

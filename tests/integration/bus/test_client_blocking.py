@@ -16,6 +16,7 @@ from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, Memory
 from hivemem.memory_bus.errors import HivememError, ItemNotFoundError
 from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.protocol import HEADER, ProtocolError
+from hivemem.memory_bus.store import MemoryStore
 
 from .conftest import DIM, Bus
 
@@ -112,7 +113,7 @@ def test_retried_write_is_applied_once(bus: Bus) -> None:
     upstream.close(linger=0)
     ctx.term()
     assert len(received) == 2 and received[0]["id"] == received[1]["id"]
-    assert bus.server.store.stats()["shared"]["items"] == 1
+    assert bus.server.inspect(MemoryStore.stats)["shared"]["items"] == 1
     with bus.client("alice", timeout=5.0) as reader:
         assert reader.get("shared", "team", result.item_id).text == "only once"
 
@@ -147,7 +148,7 @@ def test_wrong_token_is_unauthenticated(bus: Bus) -> None:
     ):
         client.write("private", "alice", NewItem("not mine to write"), now=0.0)
     assert caught.value.code == "unauthenticated"
-    assert bus.server.store.stats()["private"]["items"] == 0
+    assert bus.server.inspect(MemoryStore.stats)["private"]["items"] == 0
 
 
 def test_zmq_errors_become_hivemem_errors() -> None:
@@ -223,7 +224,7 @@ def test_replay_with_the_same_client_id_covers_both_paths(bus: Bus) -> None:
             queued = client.nowait().write("private", "alice", NewItem("second"), now=0.0)
             results.append((blocking.item_id, queued.result(5).item_id))
     assert results[0] == results[1] and results[0][0] != results[0][1]
-    assert bus.server.store.stats()["private"]["items"] == 2
+    assert bus.server.inspect(MemoryStore.stats)["private"]["items"] == 2
 
 
 def test_async_and_nowait_paths_translate_errors_too() -> None:

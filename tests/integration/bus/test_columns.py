@@ -15,6 +15,7 @@ from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.protocol import ProtocolError, decode_reply, encode_request
+from hivemem.memory_bus.store import MemoryStore
 
 from .conftest import DIM, Bus, make_server
 
@@ -78,7 +79,7 @@ def _row_form(rows: list[tuple[str, NewItem]]) -> list[tuple[str, dict[str, Any]
 
 def test_an_empty_batch_writes_nothing(bus: Bus, alice: MemoryClient) -> None:
     assert alice.write_many("shared", [], now=0.0) == []
-    assert bus.server.store.stats()["shared"]["items"] == 0
+    assert bus.server.inspect(MemoryStore.stats)["shared"]["items"] == 0
 
 
 def test_rows_on_behalf_of_other_agents_are_checked_each(bus: Bus) -> None:
@@ -95,7 +96,7 @@ def test_rows_on_behalf_of_other_agents_are_checked_each(bus: Bus) -> None:
                 [("bob", NewItem("x", vector=vec(3)), OnBehalf("bob", "forged"))],
                 now=0.0,
             )
-    assert bus.server.store.stats()["private"]["items"] == 2
+    assert bus.server.inspect(MemoryStore.stats)["private"]["items"] == 2
 
 
 BAD_COLUMNS: dict[str, tuple[dict[str, Any], str]] = {
@@ -170,11 +171,11 @@ def test_bad_columns_get_a_clear_error_and_change_nothing(
 ) -> None:
     columns, expected = BAD_COLUMNS[case]
     token = bus.tokens["alice"]
-    before = msgpack.packb(bus.server.store.get_state())
+    before = msgpack.packb(bus.server.inspect(MemoryStore.get_state))
     reply = send(dealer, token, {"tier": "shared", "now": 0.0, "columns": columns})
     assert not reply.ok and reply.error is not None
     assert re.search(expected, str(reply.error), flags=re.IGNORECASE), reply.error
-    assert msgpack.packb(bus.server.store.get_state()) == before
+    assert msgpack.packb(bus.server.inspect(MemoryStore.get_state)) == before
     good = {"text": ["fine"], "namespace": "team", "vector": vec(9).tobytes()}
     after = send(dealer, token, {"tier": "shared", "now": 0.0, "columns": good}, req_id=2)
     assert after.ok and len(after.result["ops"]) == 1
@@ -184,24 +185,38 @@ def test_columnar_writes_survive_a_restart(tmp_path: Path) -> None:
     server, tokens = make_server(journal=Journal(tmp_path, "always"))
     with server, MemoryClient(server.address, "alice", tokens["alice"]) as alice:
         results = alice.write_many("shared", [e for e in entries() if e[0] == "team"], now=1.0)
-    state = msgpack.packb(server.store.get_state())
+    state = msgpack.packb(server.inspect(MemoryStore.get_state))
     again, _ = make_server(journal=Journal(tmp_path, "always"))
     with again:
         assert msgpack.packb(again.store.get_state()) == state  # every field of every item
         assert again.store.stats()["shared"]["items"] == len(results) > 0
 
 
-def test_a_snapshot_holds_the_batches_stored_after_their_reply(tmp_path: Path) -> None:
-    """A snapshot after every record empties the log each time: it must be taken once the
-    batch's rows (stored after the reply) are in, or they are lost on restart."""
-    server, tokens = make_server(journal=Journal(tmp_path, "no"), snapshot_every=1)
+@pytest.mark.parametrize("fork", [False, True])
+def test_a_snapshot_holds_the_batches_stored_after_their_reply(tmp_path: Path, fork: bool) -> None:
+    """A snapshot after every record drops the log it holds each time: it must be taken
+    once the batch's rows (stored after the reply) are in, or they are lost on restart.
+    Forked, a snapshot starts only when the one before has ended (the records in between
+    stay in the log)."""
+    server, tokens = make_server(
+        journal=Journal(tmp_path, "no"), snapshot_every=1, fork_snapshots=fork
+    )
     rows = [e for e in entries() if e[0] == "team"]
     with server, MemoryClient(server.address, "alice", tokens["alice"]) as alice:
         for now in range(3):
             alice.write_many("shared", rows, now=float(now))
-        state = msgpack.packb(server.store.get_state())
-    assert len(list(Journal(tmp_path, "no").replay())) == 0  # all in the snapshot
+        state = msgpack.packb(server.inspect(MemoryStore.get_state))
+    assert server.snapshots >= 1 and (tmp_path / "snapshot.msgpack").exists()
+    journal = Journal(tmp_path, "no")
+    snapshot = journal.load_snapshot()
+    assert snapshot is not None
+    held = len(snapshot["store"]["tiers"]["shared"]["namespaces"]["team"]["items"]) // len(rows)
+    left = list(journal.replay())
+    journal.close()
+    # Every batch exactly once: in the snapshot, or in the log after it.
+    assert held + len(left) == 3 and held >= 1
+    assert fork or held == 3
     again, _ = make_server(journal=Journal(tmp_path, "no"))
     with again:
-        assert again.store.stats()["shared"]["items"] == 3 * len(rows)
-        assert msgpack.packb(again.store.get_state()) == state
+        assert again.inspect(MemoryStore.stats)["shared"]["items"] == 3 * len(rows)
+        assert msgpack.packb(again.inspect(MemoryStore.get_state)) == state

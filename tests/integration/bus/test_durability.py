@@ -98,3 +98,49 @@ def test_a_retry_after_restart_is_not_applied_twice(server: ServerProcess) -> No
         assert client.stats()["private"]["items"] == 1
     ctx.term()
     assert os.path.exists(server.data_dir / "journal.log")
+
+
+def test_the_snapshot_writer_is_a_child_process_that_reports_failure(tmp_path: Path) -> None:
+    from hivemem.memory_bus.server import _fork_to
+
+    out = tmp_path / "pid"
+    pid = _fork_to(lambda: out.write_text(str(os.getpid())))
+    assert pid is not None and pid != os.getpid()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert int(out.read_text()) == pid  # written there, not here
+    failing = _fork_to(lambda: out.write_text(str(1 / 0)))
+    assert failing is not None
+    assert os.waitstatus_to_exitcode(os.waitpid(failing, 0)[1]) == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_snapshot_writer_dies_with_its_server() -> None:
+    """A writer that outlived a killed server could rename an old snapshot over the
+    restarted server's newer one, whose log parts are gone: it must die with it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import time\n"
+        "from hivemem.memory_bus.server import _fork_to\n"
+        "print(_fork_to(lambda: time.sleep(120)), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        assert _alive(child)
+        proc.kill()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)

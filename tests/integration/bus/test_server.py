@@ -19,6 +19,7 @@ from hivemem.memory_bus.errors import (
 )
 from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.protocol import HEADER, ProtocolError, decode_reply, encode_request
+from hivemem.memory_bus.store import MemoryStore
 
 from .conftest import DIM, Bus, make_server
 
@@ -199,7 +200,7 @@ def test_retried_write_applies_once(bus: Bus, dealer: zmq.Socket[bytes]) -> None
         dealer.send_multipart(frames)
         replies.append(decode_reply(dealer.recv_multipart()))
     assert replies[0] == replies[1] == replies[2] and replies[0].ok
-    assert bus.server.store.stats()["shared"]["items"] == 1
+    assert bus.server.inspect(MemoryStore.stats)["shared"]["items"] == 1
 
 
 def test_event_stream(bus: Bus, alice: MemoryClient) -> None:

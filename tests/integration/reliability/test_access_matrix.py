@@ -216,7 +216,7 @@ def test_batch_entries_are_checked_one_by_one_and_all_or_nothing(matrix: Matrix)
             alice.search_many("shared", [(e[0], VEC, 3, None, *e[2:]) for e in entries], now=1.0)
         assert caught.value.code == code
     # only bob's allowed write is there: the refused batches applied nothing
-    assert matrix.server.store.stats()["shared"]["items"] == 1
+    assert matrix.server.inspect(MemoryStore.stats)["shared"]["items"] == 1
 
 
 def test_only_the_admin_registers_agents(matrix: Matrix) -> None:

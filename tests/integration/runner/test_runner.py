@@ -122,8 +122,8 @@ def test_a_replayed_commit_is_not_applied_twice() -> None:
         other.commit(0)
         other.close()
         assert done["stats"]["ops"] == replay["stats"]["ops"] == {"private.ADD": 1}
-        items = server.store.private.namespaces["agent-0"]
-        assert len(items) == 2  # the replay added nothing; a different client did
+        items = server.inspect(lambda store: len(store.private.namespaces["agent-0"]))
+        assert items == 2  # the replay added nothing; a different client did
     finally:
         server.stop()
 

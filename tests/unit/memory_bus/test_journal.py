@@ -134,3 +134,51 @@ def test_a_snapshot_larger_than_any_message_loads(tmp_path: Path) -> None:
         loaded = journal.load_snapshot()
         assert loaded == state
         assert list(journal.replay()) == [{"op": "write", "n": 2}]
+
+
+@pytest.mark.parametrize("crash_after", ["begin", "write", "end"])
+def test_a_snapshot_in_three_steps_loses_nothing_whichever_step_a_crash_follows(
+    tmp_path: Path, crash_after: str
+) -> None:
+    """begin closes the log so far as a part and later records go to a fresh log; a
+    process that dies after any step restarts with every record exactly once."""
+    with Journal(tmp_path, "always") as journal:
+        for r in RECORDS[:5]:
+            journal.append(r)
+        seq = journal.begin_snapshot()
+        for r in RECORDS[5:]:
+            journal.append(r)  # while the snapshot of the first five is being written
+        assert seq == 5 and (tmp_path / f"journal.{5:020d}.log").exists()
+        if crash_after in ("write", "end"):
+            journal.write_snapshot({"upto": 5}, seq)
+        if crash_after == "end":
+            journal.end_snapshot(seq)
+    parts = sorted(p.name for p in tmp_path.glob("journal.*.log"))
+    assert parts == ([] if crash_after == "end" else [f"journal.{5:020d}.log"])
+    with Journal(tmp_path, "no") as journal:
+        snapshot = journal.load_snapshot()
+        records = list(journal.replay())
+        assert journal.seq == len(RECORDS)
+    if crash_after == "begin":
+        assert snapshot is None and records == RECORDS
+    else:
+        assert snapshot == {"upto": 5} and records == RECORDS[5:]
+
+
+def test_a_damaged_closed_part_is_an_error_not_a_torn_tail(tmp_path: Path) -> None:
+    with Journal(tmp_path, "no") as journal:
+        for r in RECORDS[:4]:
+            journal.append(r)
+        journal.begin_snapshot()
+        journal.append(RECORDS[4])
+    part = tmp_path / f"journal.{4:020d}.log"
+    part.write_bytes(part.read_bytes()[:-3])
+    with pytest.raises(JournalCorruptError):
+        replayed(tmp_path)
+
+
+def test_leftover_temporary_snapshots_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    fill(tmp_path, RECORDS)
+    (tmp_path / "snapshot.4242.tmp").write_bytes(b"half a snapshot")
+    assert replayed(tmp_path) == RECORDS
+    assert not list(tmp_path.glob("*.tmp"))
