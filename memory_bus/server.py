@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -326,7 +327,7 @@ class BusServer:
                     next_gauges = time.monotonic() + 1.0
         finally:
             # Before this thread ends: the writer dies with the thread that forked it.
-            self._reap_snapshot(wait=True)
+            self._reap_snapshot(wait=SNAPSHOT_WAIT_S)
             self.metrics.observe_store(self.store)  # the last word on the gauges
             router.disable_monitor()
             monitor.close(linger=0)
@@ -568,13 +569,26 @@ class BusServer:
         journal.end_snapshot(seq)
         self.snapshots += 1
 
-    def _reap_snapshot(self, wait: bool = False) -> None:
-        """Finish the snapshot a child is writing once it has exited (``wait``: block)."""
+    def _reap_snapshot(self, wait: float = 0.0) -> None:
+        """Finish the snapshot a child is writing once it has exited.
+
+        ``wait``: seconds to wait for it; a writer still at work then is killed (its
+        snapshot is lost, not the records: the log keeps them).
+        """
         if self._snapshot is None or self.journal is None:
             return
         pid, seq = self._snapshot
+        deadline = time.monotonic() + wait
         try:
-            done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+            if not done and wait:
+                log.error("the snapshot writer (pid %d) took over %.0f s; killed", pid, wait)
+                os.kill(pid, signal.SIGKILL)
+                done, status = os.waitpid(pid, 0)
         except ChildProcessError:  # reaped by someone else: its outcome is unknown
             done, status = pid, 1 << 8
         if not done:
@@ -636,7 +650,11 @@ def _fork_to(write: Callable[[], None]) -> int | None:
     """
     parent = os.getpid()
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of fork in a threaded process: the child here runs only
+            # ``write``, on data that the forking (owner) thread alone changes.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
     except OSError:
         log.warning("fork failed; writing the snapshot on the owner thread", exc_info=True)
         return None
@@ -658,6 +676,8 @@ def _fork_to(write: Callable[[], None]) -> int | None:
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+SNAPSHOT_WAIT_S = 300.0
+"""How long a stopping server waits for a snapshot being written before killing the writer."""
 
 
 def _prctl() -> Any:
