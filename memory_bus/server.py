@@ -13,8 +13,8 @@ before it reads the next request. Since the owner thread does nothing in between
 request can observe the gap: anything that arrives after the reply was sent is served
 after the rows are in (read-your-writes holds, for every client). The client's wait no
 longer includes the store's copy, which now overlaps the reply's trip and the client's
-next step: one client process writing 64-item batches went from ~0.5x to ~0.75x the
-bare echo's item rate (``benchmarks/bus.py``). Writes that evict, and every other op,
+next step: one client process writing 64-item batches went from 0.47x to 0.60-0.66x
+the bare echo's item rate (medians of ``benchmarks/bus.py --quick``). Writes that evict, and every other op,
 are applied before the reply as before. :meth:`BusServer.handle` applies everything
 before it returns.
 
@@ -426,7 +426,8 @@ class BusServer:
         while the server runs may see half a request, or miss a write whose reply has
         already arrived. ``inspect`` waits until no request is being handled and holds
         the owner thread off while ``read`` runs: every write answered before the call
-        is in. Keep ``read`` short (the bus waits for it) and return copies.
+        is in. Keep ``read`` short (the bus waits for it) and return copies; never call
+        it from the owner thread itself (a handler), which holds the lock.
         """
         with self._between:
             return read(self.store)
