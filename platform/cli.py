@@ -34,6 +34,11 @@ def bus_serve(
     ),
     fsync: str = typer.Option("everysec", help="always | everysec | no (as Redis's appendfsync)."),
     snapshot_every: int = typer.Option(50_000, help="Journal records between snapshots."),
+    fork_snapshots: bool = typer.Option(
+        True,
+        help="Write snapshots from a forked process, as Redis's BGSAVE (with --no-: on the "
+        "serving thread, which makes every client wait meanwhile).",
+    ),
     secret_file: Path | None = typer.Option(
         None, help="Bus secret for agent tokens; created if missing."
     ),
@@ -75,6 +80,7 @@ def bus_serve(
         secret=secret,
         journal=journal,
         snapshot_every=snapshot_every,
+        fork_snapshots=fork_snapshots,
         curve=curve,
         spin_us=spin_us,
     )

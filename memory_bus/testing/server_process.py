@@ -42,6 +42,7 @@ class ServerProcess:
         fsync: The journal's fsync policy.
         config: A StoreConfig file (JSON or YAML) or None for the defaults.
         spin_us: ``--spin-us``: busy polling after each answer (0: off).
+        fork_snapshots: False passes ``--no-fork-snapshots``.
     """
 
     def __init__(
@@ -51,9 +52,10 @@ class ServerProcess:
         fsync: str = "no",
         config: Path | None = None,
         spin_us: int = 0,
+        fork_snapshots: bool = True,
     ) -> None:
         self.data_dir = data_dir
-        self.spin_us = spin_us
+        self.spin_us, self.fork_snapshots = spin_us, fork_snapshots
         self.secret_file = data_dir.parent / "secret"
         self.snapshot_every, self.fsync, self.config = snapshot_every, fsync, config
         self.port = free_port()
@@ -80,6 +82,7 @@ class ServerProcess:
             self.fsync,
             "--spin-us",
             str(self.spin_us),
+            "--fork-snapshots" if self.fork_snapshots else "--no-fork-snapshots",
         ]
         return cmd + (["--config", str(self.config)] if self.config is not None else [])
 

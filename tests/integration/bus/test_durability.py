@@ -19,9 +19,9 @@ from hivemem.memory_bus.testing.server_process import ServerProcess
 WRITERS = 3
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data")
+@pytest.fixture(params=[True, False], ids=["forked-snapshots", "inline-snapshots"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data", fork_snapshots=request.param)
     proc.start()
     yield proc
     proc.stop()
