@@ -1,0 +1,92 @@
+"""How long the bus stops answering while a namespace's HNSW is built or merged.
+
+One client writes distinct 384-d unit vectors, 64 per ``write_many``, into one private
+namespace through ``MemoryClient``, pausing ``--pause`` seconds between batches, until
+the namespace holds ``--batches`` x 64 items. Two targets, in one run:
+
+  - flat (the baseline): an exact index only (``kind: flat``), nothing to build;
+  - auto (the default): exact up to ``approx_threshold`` (50,000) items, then HNSW, and
+    every ``build_batch`` (8,192) rows merged into it, on the bus's owner thread.
+
+Printed: each target's write latency (p50, p99, max), its total time, the writes that
+took over 100 ms (batch number and milliseconds), and the ratios of auto's max and total
+to flat's; the headline ``name: value`` lines last.
+
+    python benchmarks/index_stalls.py            # 1,000 batches (64,000 items), 2 ms apart (~1-2 min)
+    python benchmarks/index_stalls.py --quick    # 820 batches: just past the first build
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+from hivemem.memory_bus.auth import token_for
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.config import IndexConfig, IndexKind, StoreConfig, TierConfig
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
+
+DIM = 384
+BATCH = 64
+SECRET = b"index-stall-benchmark-secret"
+AGENT = "agent-0"
+
+
+def one_target(kind: IndexKind, vectors: np.ndarray, pause: float) -> dict[str, Any]:
+    """Write ``vectors`` in batches into a fresh bus with that index kind; latencies."""
+    tier = TierConfig(index=IndexConfig(kind=kind))
+    server = BusServer(MemoryStore(StoreConfig(dim=DIM, private=tier), embed=False), secret=SECRET)
+    latencies: list[float] = []
+    with server, MemoryClient(server.address, AGENT, token_for(SECRET, AGENT), timeout=600) as c:
+        started = time.perf_counter()
+        for at in range(0, len(vectors), BATCH):
+            entries = [(AGENT, NewItem("", vector=v)) for v in vectors[at : at + BATCH]]
+            t0 = time.perf_counter()
+            c.write_many("private", entries, now=0.0)
+            latencies.append(time.perf_counter() - t0)
+            if pause:
+                time.sleep(pause)
+        total = time.perf_counter() - started
+        structure = server.inspect(lambda store: store.private.namespaces[AGENT].index.kind)
+    lat = np.asarray(latencies) * 1e3
+    return {
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+        "total_s": total,
+        "slow": [(i, round(float(ms))) for i, ms in enumerate(lat) if ms > 100],
+        "index": structure,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="820 batches")
+    parser.add_argument("--batches", type=int, help="batches of 64 (default 1,000)")
+    parser.add_argument("--pause", type=float, default=0.002, help="seconds between batches")
+    args = parser.parse_args()
+    batches = args.batches or (820 if args.quick else 1_000)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((batches * BATCH, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = {kind.value: one_target(kind, vectors, args.pause) for kind in (IndexKind.FLAT, IndexKind.AUTO)}  # fmt: skip
+    print(f"index stalls: {batches} batches of {BATCH} distinct {DIM}-d vectors into one "
+          f"namespace, {args.pause * 1e3:g} ms apart")  # fmt: skip
+    print(f"{'target':7s} {'index':6s} {'p50 ms':>7s} {'p99 ms':>7s} {'max ms':>9s} {'total s':>8s}  writes over 100 ms (batch, ms)")  # fmt: skip
+    for kind, r in rows.items():
+        print(f"{kind:7s} {r['index']!s:6s} {r['p50_ms']:7.2f} {r['p99_ms']:7.1f} {r['max_ms']:9.0f} "
+              f"{r['total_s']:8.1f}  {r['slow']}")  # fmt: skip
+    flat, auto = rows["flat"], rows["auto"]
+    print()
+    print(f"auto_max_write_vs_flat: {auto['max_ms'] / flat['max_ms']:.1f}")
+    print(f"auto_total_time_vs_flat: {auto['total_s'] / flat['total_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
