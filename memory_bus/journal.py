@@ -258,7 +258,7 @@ class Journal:
             old, self._fd = self._fd, self._open_log()
             if self.policy is FsyncPolicy.EVERYSEC:
                 # Not here: the bus's owner thread calls this, and an fsync waits for the
-                # disk (seconds while a snapshot is being written). The syncer flushes the
+                # disk, which a snapshot being written keeps busy. The syncer flushes the
                 # part within its period, as it would have flushed the log.
                 self._retired.put(old)
             else:
