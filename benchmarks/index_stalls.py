@@ -29,6 +29,7 @@ from hivemem.memory_bus.config import IndexConfig, IndexKind, StoreConfig, TierC
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
+from snapshots import latency_summary
 
 DIM = 384
 BATCH = 64
@@ -52,15 +53,8 @@ def one_target(kind: IndexKind, vectors: np.ndarray, pause: float) -> dict[str, 
                 time.sleep(pause)
         total = time.perf_counter() - started
         structure = server.inspect(lambda store: store.private.namespaces[AGENT].index.kind)
-    lat = np.asarray(latencies) * 1e3
-    return {
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
-        "max_ms": float(lat.max()),
-        "total_s": total,
-        "slow": [(i, round(float(ms))) for i, ms in enumerate(lat) if ms > 100],
-        "index": structure,
-    }
+    slow = [(i, round(s * 1e3)) for i, s in enumerate(latencies) if s > 0.1]
+    return {**latency_summary(latencies, total), "slow": slow, "index": structure}
 
 
 def main() -> None:

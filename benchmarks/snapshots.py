@@ -63,13 +63,17 @@ def one_target(kind: str, batches: int, every: int, root: Path) -> dict[str, flo
             client.write_many("private", entries, now=0.0)
             latencies.append(time.perf_counter() - t0)
         total = time.perf_counter() - started
-    lat = np.asarray(latencies) * 1e3
+    return {**latency_summary(latencies, total), "snapshots": float(server.snapshots)}
+
+
+def latency_summary(seconds: list[float], total: float) -> dict[str, float]:
+    """p50, p99 and max of the writes' latencies in ms, and the run's total seconds."""
+    lat = np.asarray(seconds) * 1e3
     return {
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "max_ms": float(lat.max()),
         "total_s": total,
-        "snapshots": float(server.snapshots),
     }
 
 
