@@ -25,12 +25,33 @@ class IndexKind(StrEnum):
     IVF = "ivf"
 
 
+class IndexBuild(StrEnum):
+    """Where an index's approximate structure is built.
+
+    - ``background``: on a builder thread; the rows are searched exactly until the
+      structure is done, and it is installed then. The bus keeps answering meanwhile, but
+      which search comes after the install depends on timing, so approximate results
+      past the threshold can differ between two runs of one seed.
+    - ``inline``: on the thread that writes, at fixed row counts: every client of the bus
+      waits for it (seconds to a minute for HNSW over tens of thousands of vectors), and
+      results depend on the sequence of operations alone.
+    """
+
+    BACKGROUND = "background"
+    INLINE = "inline"
+
+
 class IndexConfig(_Model):
     """How a namespace indexes its vectors.
 
     ``auto`` searches exactly up to ``approx_threshold`` items, then builds HNSW. New
     items are searched exactly until ``build_batch`` of them are merged into the
-    approximate index, so writes never wait for graph construction.
+    approximate index, so writes never wait for graph construction of one vector at a
+    time. ``build`` says where builds and merges run (:class:`IndexBuild`). In the
+    background, rows written faster than the builder indexes them wait in the exact part,
+    which every search scans: ``max_backlog`` bounds them (a write that finds that many
+    besides those being built waits for the build, and the bus with it); None, the
+    default, never waits.
 
     ``huge_pages`` lets the exact part's matrix use transparent huge pages. Off by
     default: on a virtual machine whose host backs memory in 4 KiB pages, a fresh
@@ -41,6 +62,8 @@ class IndexConfig(_Model):
     kind: IndexKind = IndexKind.AUTO
     approx_threshold: int = Field(50_000, ge=1)
     build_batch: int = Field(8_192, ge=1)
+    build: IndexBuild = IndexBuild.BACKGROUND
+    max_backlog: int | None = Field(None, ge=1)
     hnsw_m: int = Field(32, ge=4, le=256)
     hnsw_ef_construction: int = Field(100, ge=8)
     hnsw_ef_search: int = Field(256, ge=8)

@@ -16,19 +16,37 @@ Structure:
   tombstones pass a quarter of it. New vectors land in the exact part first and are merged
   into the approximate part ``build_batch`` at a time, so a write never pays for graph
   construction of one vector at a time, and new items are found immediately.
+
+Builds and merges of ``_BACKGROUND_FROM`` rows or more run on the builder thread
+(:mod:`hivemem.memory_bus.index_build`) unless the config says ``build: inline``: the
+rows stay in the exact part, searched exactly, until the structure is done; it is
+installed by the first write or search after that. Rows removed meanwhile become its
+tombstones. A tombstone rebuild runs there too, while the old structure keeps serving.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, cast
 
 import faiss
 import numpy as np
-from hivemem.memory_bus.config import IndexConfig, IndexKind
+from hivemem.memory_bus.config import IndexBuild, IndexConfig, IndexKind
 from hivemem.memory_bus.errors import InvalidInputError
+from hivemem.memory_bus.exact_search import search_exact, search_small, top_k
+from hivemem.memory_bus.index_build import (
+    BUILDER,
+    Build,
+    extended,
+    filled,
+    new_structure,
+    reconstruct,
+)
 from hivemem.memory_bus.item import check_matrix
 from hivemem.memory_bus.pages import GrowingMatrix, fresh_matrix, prefault
+
+log = logging.getLogger(__name__)
 
 # Batched exact search inside faiss uses BLAS only above this many queries; DESIGN.md
 # measured 7-9x faster batched search with a low threshold.
@@ -40,6 +58,7 @@ _TINY = 32  # up to this many exact rows, one query's scores are ranked by Pytho
 _IVF_MIN_POINTS_PER_LIST = 39
 _RESERVE_FROM = 1_024  # rows of the exact part after which it grows to its ceiling at once
 _RESERVE_MAX = 1 << 16  # rows taken at once at most; past that, doubling again
+_BACKGROUND_FROM = 1_024  # rows from which a build runs on the builder thread (~0.5 s inline)
 
 
 class VectorIndex:
@@ -65,6 +84,8 @@ class VectorIndex:
         self._labels = np.empty(0, dtype=np.int64)  # approximate label -> id
         self._dead = np.empty(0, dtype=bool)  # approximate label -> tombstoned
         self._label: dict[int, int] = {}  # id -> approximate label (live only)
+        self._build: Build | None = None  # a build on the builder thread, not yet installed
+        self._generation = 0  # bumped whenever the approximate part is replaced or extended
 
     def _ahead(self, rows: int) -> int:
         """Rows ahead of the writer whose pages are faulted in.
@@ -83,6 +104,11 @@ class VectorIndex:
         if self._approx is None:
             return "flat"
         return "hnsw" if isinstance(self._approx, faiss.IndexHNSWFlat) else "ivf"
+
+    @property
+    def building(self) -> bool:
+        """True while a build on the builder thread is not yet installed."""
+        return self._build is not None
 
     def __len__(self) -> int:
         return self._n + len(self._label)
@@ -148,7 +174,7 @@ class VectorIndex:
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * len(self._ids), 16)
         ceiling = self._exact_ceiling()
-        if ceiling is not None and cap > _RESERVE_FROM:
+        if ceiling is not None and cap > _RESERVE_FROM and need <= ceiling:
             # Past a thousand rows, take room for every row the exact part can hold
             # before it is merged into the approximate structure (at most _RESERVE_MAX
             # rows, whatever the threshold): the rows not yet written cost no memory
@@ -205,8 +231,17 @@ class VectorIndex:
             elif item_id in self._label:
                 self._dead[self._label.pop(item_id)] = True
                 removed += 1
+            else:
+                continue
+            if self._build is not None:
+                self._build.removed.add(item_id)
+        rebuilding = self._build is not None and self._build.fresh
         dead = np.count_nonzero(self._dead)
-        if self._approx is not None and dead > _REBUILD_FRACTION * len(self._dead):
+        if (
+            self._approx is not None
+            and not rebuilding
+            and dead > _REBUILD_FRACTION * len(self._dead)
+        ):
             self._rebuild()
         return removed
 
@@ -223,19 +258,100 @@ class VectorIndex:
     # --- approximate part -------------------------------------------------------------
 
     def _maybe_grow(self) -> None:
+        if self._build is not None:
+            self._poll_build()
+            if self._build is not None:
+                return
         if self._approx is None:
             if self._wants_approx_for(len(self)):
                 self._rebuild()
         elif self._n >= self.config.build_batch:
-            self.flush()
+            if self._in_background(self._n):
+                ids, vecs = self._take_exact()
+                base = self._approx
+                self._start(ids, lambda: extended(base, vecs), fresh=False)
+            else:
+                self.flush()
+
+    def _in_background(self, rows: int) -> bool:
+        return self.config.build is IndexBuild.BACKGROUND and rows >= _BACKGROUND_FROM
+
+    def _take_exact(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the exact part's ids and vectors (the rows keep being searched there).
+
+        The vectors go into a mapping of their own (:func:`fresh_matrix`), as the exact
+        part's do: numpy advises huge pages for large arrays, and with the kernel's THP
+        defrag set to ``madvise`` (as here) a first touch may wait for memory compaction.
+        """
+        n = self._n
+        vecs, _ = fresh_matrix(n, self.dim, np.float32, self.config.huge_pages)
+        vecs[:] = self._vecs[:n]
+        return self._ids[:n].copy(), vecs
+
+    def _empty_exact(self) -> None:
+        """Drop the exact part's rows and its matrix (the caller holds copies it needs)."""
+        self._ids, self._vecs = self._ids[:0].copy(), np.empty((0, self.dim), np.float32)
+        self._n, self._rows, self._matrix = 0, None, None
+
+    def _start(self, ids: np.ndarray, make: Any, *, fresh: bool) -> None:
+        self._build = BUILDER.start(
+            Build(ids, make, fresh=fresh, generation=self._generation, exact_rows=self._n)
+        )
+
+    def _poll_build(self, wait: bool = False) -> None:
+        """Install the build if it is done, ``wait`` is set, or the backlog is full."""
+        build = self._build
+        if build is None:
+            return
+        bound = self.config.max_backlog
+        if wait or build.done() or (bound is not None and self._n - build.exact_rows >= bound):
+            self._install()
+
+    def _install(self) -> None:
+        """Put the finished build in place (waiting for it): its rows leave the exact part."""
+        build, self._build = self._build, None
+        if build is None or build.generation != self._generation:
+            return  # the approximate part changed since it started: its rows are still here
+        try:
+            structure = build.wait()
+        except Exception:  # the rows stay exact; the next write past the threshold retries
+            log.exception("building the approximate index failed")
+            return
+        removed = np.fromiter(build.removed, dtype=np.int64, count=len(build.removed))
+        exact = self._ids[: self._n]
+        built = np.isin(exact, build.ids) & ~np.isin(exact, removed)  # rows it now holds
+        live = exact
+        if build.fresh and self._approx is not None:
+            live = np.concatenate([exact, self._labels[~self._dead]])
+        alive = np.isin(build.ids, live) & ~np.isin(build.ids, removed)
+        start = 0 if build.fresh else len(self._labels)
+        if build.fresh:
+            self._labels, self._dead, self._label = build.ids[:0], np.empty(0, bool), {}
+        self._approx = structure
+        self._labels = np.concatenate([self._labels, build.ids])
+        self._dead = np.concatenate([self._dead, ~alive])
+        kept = np.flatnonzero(alive)
+        self._label.update(zip(build.ids[kept].tolist(), (start + kept).tolist(), strict=True))
+        self._generation += 1
+        rest_ids, rest_vecs = exact[~built], self._vecs[: self._n][~built]
+        self._empty_exact()
+        self._append_exact(rest_ids, rest_vecs)
+
+    def finish_build(self) -> None:
+        """Wait for the build under way on the builder thread, if any, and install it."""
+        self._poll_build(wait=True)
 
     def flush(self) -> None:
-        """Merge the exact part into the approximate structure now (if there is one)."""
+        """Merge the exact part into the approximate structure now (if there is one).
+
+        A build under way is waited for and installed first.
+        """
+        self._poll_build(wait=True)
         if self._approx is None or self._n == 0:
             return
-        ids, vecs = self._ids[: self._n].copy(), self._vecs[: self._n].copy()
-        self._ids, self._vecs, self._n, self._rows = ids[:0], vecs[:0], 0, None
-        self._matrix = None
+        ids, vecs = self._take_exact()
+        self._empty_exact()
+        self._generation += 1
         self._approx_add(ids, vecs)
 
     def _approx_add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
@@ -247,10 +363,31 @@ class VectorIndex:
             self._label[item_id] = start + offset
 
     def _rebuild(self) -> None:
-        """Build the approximate structure afresh from every live vector."""
+        """Build the approximate structure afresh from every live vector.
+
+        In the background (see the module docstring) the exact rows and the live labels
+        are taken now and the old structure serves until the new one is installed;
+        inline, it is replaced here.
+        """
+        if self._build is not None:
+            self._build.cancelled = True  # this build takes its rows too
+            self._build = None
+        self._generation += 1
+        if self._wants_approx_for(len(self)) and self._in_background(len(self)):
+            exact_ids, exact_vecs = self._take_exact()
+            base, keep = self._approx, np.flatnonzero(~self._dead)
+            ids = np.concatenate([exact_ids, self._labels[keep]])
+
+            def make() -> Any:
+                vecs = exact_vecs
+                if base is not None and len(keep):
+                    vecs = np.concatenate([exact_vecs, reconstruct(base, keep, self.dim)])
+                return filled(self._new_structure(vecs), vecs)
+
+            self._start(ids, make, fresh=True)
+            return
         ids, vecs = self._live()
-        self._ids, self._vecs, self._n, self._rows = ids[:0], vecs[:0], 0, None
-        self._matrix = None
+        self._empty_exact()
         self._approx, self._labels, self._dead, self._label = None, ids[:0], np.empty(0, bool), {}
         if not self._wants_approx_for(len(ids)):
             self._append_exact(ids, vecs)
@@ -276,21 +413,7 @@ class VectorIndex:
         return kind is IndexKind.HNSW and n > 0
 
     def _new_structure(self, train: np.ndarray) -> Any:
-        cfg = self.config
-        if cfg.kind is IndexKind.IVF:
-            quantizer = faiss.IndexFlatIP(self.dim)
-            index: Any = faiss.IndexIVFFlat(
-                quantizer, self.dim, cfg.ivf_nlist, faiss.METRIC_INNER_PRODUCT
-            )
-            index.cp.seed = self.seed
-            index.train(train)
-            index.nprobe = cfg.ivf_nprobe
-            index.make_direct_map()
-            return index
-        index = faiss.IndexHNSWFlat(self.dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = cfg.hnsw_ef_construction
-        index.hnsw.efSearch = cfg.hnsw_ef_search
-        return index
+        return new_structure(self.dim, self.config, self.seed, train)
 
     def _live(self) -> tuple[np.ndarray, np.ndarray]:
         """Every live id and vector, exact part first."""
@@ -299,7 +422,7 @@ class VectorIndex:
         if self._approx is not None and len(self._labels):
             keep = np.flatnonzero(~self._dead)
             ids.append(self._labels[keep])
-            vecs.append(self._reconstruct(keep))
+            vecs.append(reconstruct(self._approx, keep, self.dim))
         return np.concatenate(ids), np.concatenate(vecs).astype(np.float32, copy=False)
 
     def vectors_of(self, ids: Sequence[int]) -> np.ndarray:
@@ -316,13 +439,6 @@ class VectorIndex:
             ]
         ).astype(np.float32, copy=False)
 
-    def _reconstruct(self, labels: np.ndarray) -> np.ndarray:
-        if isinstance(self._approx, faiss.IndexHNSWFlat):
-            storage: Any = faiss.downcast_index(self._approx.storage)
-            all_vecs = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * self.dim)
-            return np.array(all_vecs, dtype=np.float32).reshape(-1, self.dim)[labels]
-        return np.stack([self._approx.reconstruct(int(label)) for label in labels])
-
     # --- search -----------------------------------------------------------------------
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -335,14 +451,16 @@ class VectorIndex:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError("k", f"expected a positive int, got {k!r}")
         queries = check_matrix(queries, self.dim, "queries")
+        if self._build is not None:
+            self._poll_build()
         if self._approx is None and self._n <= _SMALL:
-            return self._search_small(queries, k)
-        parts = [self._search_exact(queries, k)]
+            return search_small(self._ids[: self._n], self._vecs[: self._n], queries, k)
+        parts = [search_exact(self._ids[: self._n], self._vecs[: self._n], queries, k)]
         if self._approx is not None and len(self._label):
             parts.append(self._search_approx(queries, k))
         scores = np.concatenate([p[0] for p in parts], axis=1)
         ids = np.concatenate([p[1] for p in parts], axis=1)
-        return _top_k(scores, ids, k)
+        return top_k(scores, ids, k)
 
     def top_tiny(self, query: np.ndarray, k: int) -> list[tuple[float, int]] | None:
         """The ``k`` best ``(score, id)`` of one query, best first, for a tiny exact index.
@@ -363,31 +481,6 @@ class VectorIndex:
             return None
         ranked = sorted(zip([-s for s in scores], self._ids[:n].tolist(), strict=True))[:k]
         return [(-negated, item_id) for negated, item_id in ranked]
-
-    def _search_small(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search of a small namespace: one product and one sort, no partition or merge."""
-        n = self._n
-        if n == 0:
-            return _empty(len(queries), k)
-        ids = self._ids[:n]
-        scores = queries @ self._vecs[:n].T
-        order = np.lexsort((np.broadcast_to(ids, scores.shape), -scores), axis=1)[:, :k]
-        top_scores, top_ids = scores[np.arange(len(scores))[:, None], order], ids[order]
-        if n >= k:
-            return top_scores, top_ids
-        pad_s, pad_i = _empty(len(queries), k - n)
-        return np.hstack([top_scores, pad_s]), np.hstack([top_ids, pad_i])
-
-    def _search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._n == 0:
-            return _empty(len(queries), 0)
-        scores = queries @ self._vecs[: self._n].T
-        ids = np.broadcast_to(self._ids[: self._n], scores.shape)
-        if self._n > k:
-            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            scores = np.take_along_axis(scores, keep, axis=1)
-            ids = np.take_along_axis(ids, keep, axis=1)
-        return scores.astype(np.float32, copy=False), np.ascontiguousarray(ids)
 
     def _search_approx(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         dead = int(np.count_nonzero(self._dead))  # a bool sum() is 14x slower at 1M labels
@@ -431,22 +524,5 @@ class VectorIndex:
             index._dead = dead[: len(index._labels)].astype(bool)
             alive = np.flatnonzero(~index._dead)
             index._label = dict(zip(index._labels[alive].tolist(), alive.tolist(), strict=True))
+        index._maybe_grow()  # a state saved while a build ran: start it again
         return index
-
-
-def _empty(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
-
-
-def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each row by (-score, id) and keep ``k``, padding with (-inf, -1)."""
-    m = len(scores)
-    if scores.shape[1] < k:
-        pad_s, pad_i = _empty(m, k - scores.shape[1])
-        scores, ids = np.hstack([scores, pad_s]), np.hstack([ids, pad_i])
-    # Missing entries (id -1) sort last whatever their score.
-    missing = ids < 0
-    order = np.lexsort((np.where(missing, np.iinfo(np.int64).max, ids), -scores, missing), axis=1)[
-        :, :k
-    ]
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)

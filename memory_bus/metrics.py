@@ -71,6 +71,12 @@ class BusMetrics:
         self.namespaces = Gauge(
             "hivemem_bus_namespaces", "Namespaces, by tier", ["tier"], registry=r
         )
+        self.index_builds = Gauge(
+            "hivemem_bus_index_builds",
+            "Namespaces whose approximate index is being built in the background, by tier",
+            ["tier"],
+            registry=r,
+        )
         self._policy: dict[str, str] = {}
         # children by label values: labels() costs microseconds a call, a dict lookup not
         self._requests: dict[tuple[str, ...], Any] = {}
@@ -99,6 +105,7 @@ class BusMetrics:
             self.tokens.labels(name).set(stats["tokens"])
             self.bytes.labels(name).set(stats["bytes"])
             self.namespaces.labels(name).set(stats["namespaces"])
+            self.index_builds.labels(name).set(stats["index_builds"])
             self._policy[name] = stats["eviction_policy"]
         self.memory.decisions = {
             (name, stats["write_policy"], decision): count

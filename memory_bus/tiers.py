@@ -561,12 +561,13 @@ class VectorTier:
 
     def stats(self) -> dict[str, Any]:
         """Counts for monitoring (one pass over the namespaces: the runner asks every tick)."""
-        items = tokens = nbytes = evictions = 0
+        items = tokens = nbytes = evictions = builds = 0
         for ns in self.namespaces.values():
             items += len(ns)
             tokens += ns.tokens
             nbytes += ns.nbytes
             evictions += ns.evictions
+            builds += ns.index.building
         return {
             "tier": self.name.value,
             "namespaces": len(self.namespaces),
@@ -574,6 +575,7 @@ class VectorTier:
             "tokens": tokens,
             "bytes": nbytes,
             "evictions": evictions,
+            "index_builds": builds,
             "eviction_policy": self.config.eviction,
             "write_policy": self.config.write_policy,
             "decisions": dict(self.decisions),
