@@ -60,6 +60,8 @@ class Namespace:
         self._items: dict[int, Item] = {}
         self._pending: list[NewRows] = []
         self._pending_n = 0
+        self._pending_tokens = 0  # tokens of the first _pending_counted batches of _pending
+        self._pending_counted = 0
         self.index = VectorIndex(dim, config.index, seed=int(rng.integers(1 << 31)))
         self.history: dict[int, list[dict[str, Any]]] = {}
         self._tokens = 0
@@ -84,10 +86,17 @@ class Namespace:
     @property
     def tokens(self) -> int:
         """Whitespace tokens of every item's text."""
-        return self._tokens + sum(rows.tokens() for rows in self._pending)
+        pending = self._pending
+        if self._pending_counted < len(pending):
+            # Only the batches written since the last call: the metrics ask every second,
+            # and a namespace written and never read keeps every batch pending.
+            self._pending_tokens += sum(rows.tokens() for rows in pending[self._pending_counted :])
+            self._pending_counted = len(pending)
+        return self._tokens + self._pending_tokens
 
     def _materialize(self) -> None:
         pending, self._pending, self._pending_n = self._pending, [], 0
+        self._pending_tokens = self._pending_counted = 0
         for rows in pending:
             self._tokens += rows.tokens()
             built = rows.build(self.tier, self.index.vectors_of(rows.ids))
@@ -325,6 +334,7 @@ class Namespace:
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot from :meth:`get_state`."""
         self._items, self._pending, self._pending_n = {}, [], 0
+        self._pending_tokens = self._pending_counted = 0
         for raw in state["items"]:
             item = Item.from_state(raw)
             self._items[item.id] = item

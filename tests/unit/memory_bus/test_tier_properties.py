@@ -44,6 +44,17 @@ class TierModel(RuleBasedStateMachine):
             assert res.item_id not in self.model and res.item_id not in self.deleted
             self.model[res.item_id] = (req.item.text, 1)
 
+    @rule(batches=st.lists(st.lists(words, min_size=1, max_size=3), min_size=2, max_size=4))
+    def tokens_while_batches_wait(self, batches: list[list[list[str]]]) -> None:
+        """Batches written and not yet read stay pending: their tokens are counted as they
+        come (each once), and the count matches the model before anything is read."""
+        for batch in batches:
+            self.write_many(batch)
+            assert self.tier.namespaces["g"].tokens == self.model_tokens()
+
+    def model_tokens(self) -> int:
+        return sum(len(text.split()) for text, _version in self.model.values())
+
     @precondition(lambda self: self.model)
     @rule(data=st.data(), text=words, stale=st.booleans())
     def update(self, data: st.DataObject, text: list[str], stale: bool) -> None:
@@ -90,6 +101,7 @@ class TierModel(RuleBasedStateMachine):
     @invariant()
     def matches_model(self) -> None:
         ns = self.tier.namespaces.get("g")
+        assert ns is None or ns.tokens == self.model_tokens()  # before items builds them
         items = {} if ns is None else {i: (it.text, it.version) for i, it in ns.items.items()}
         assert items == self.model
         assert ns is None or len(ns.index) == len(self.model)
