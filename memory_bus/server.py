@@ -71,6 +71,12 @@ from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
+GAUGE_PERIOD_S = 1.0
+"""How often the owner thread refreshes the store's gauges, at least."""
+GAUGE_SHARE = 0.01
+"""Most of the owner thread's time that refreshing the gauges may take. A refresh is a
+pass over every namespace: 78 ms for 100,000 namespaces measured here, so a store that
+large refreshes them every 7.8 s instead of every second."""
 
 
 class _CollectorPause:
@@ -323,8 +329,10 @@ class BusServer:
                 if pub in ready:
                     self._take_subscriptions(pub)
                 if time.monotonic() >= next_gauges:
+                    started = time.monotonic()
                     self.metrics.observe_store(self.store)
-                    next_gauges = time.monotonic() + 1.0
+                    spent = time.monotonic() - started
+                    next_gauges = started + max(GAUGE_PERIOD_S, spent / GAUGE_SHARE)
         finally:
             # Before this thread ends: the writer dies with the thread that forked it.
             self._reap_snapshot(wait=SNAPSHOT_WAIT_S)

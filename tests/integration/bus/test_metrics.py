@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
 
-from .conftest import Bus
+from .conftest import Bus, make_server
 
 
 def free_port() -> int:
@@ -37,3 +38,23 @@ def test_metrics_exposition(bus: Bus, alice: MemoryClient) -> None:
     assert "hivemem_bus_connected_clients 1.0" in text  # the alice client
     assert 'hivemem_bus_item_bytes{tier="shared"}' in text
     assert "agent" not in text.replace("hivemem", "")  # no agent ids as labels
+
+
+def test_gauges_are_refreshed_less_often_when_a_refresh_is_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refresh of 50 ms may come every 5 s at most (1 % of the owner thread), not every
+    second: over 2.5 s, the first refresh and the last word at stop, nothing between."""
+    server, _tokens = make_server()
+    calls: list[float] = []
+    stats = server.store.stats
+
+    def slow_stats() -> dict[str, Any]:
+        calls.append(time.monotonic())
+        time.sleep(0.05)
+        return stats()
+
+    monkeypatch.setattr(server.store, "stats", slow_stats)
+    with server:
+        time.sleep(2.5)
+    assert len(calls) == 2, calls
