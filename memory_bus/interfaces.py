@@ -97,17 +97,25 @@ class EvictionContext:
             next use after ``now``, ``inf`` if never.
             Only a simulation that knows its future sets it (Belady).
         incoming: The item whose arrival caused the eviction, if any.
+        ids: The candidates' ids, in the order of the feature rows, if the caller has
+            them (the store does: a policy need not read them off the items).
     """
 
     now: float
     rng: np.random.Generator
     next_use: Callable[[Item, float], float] | None = None
     incoming: Item | None = None
+    ids: np.ndarray | None = None
 
 
 @runtime_checkable
 class EvictionPolicy(Protocol):
-    """Chooses which items leave a namespace that is over capacity."""
+    """Chooses which items leave a namespace that is over capacity.
+
+    Optional attribute a namespace reads: ``uses_relevance = False`` (the policy never
+    reads the ``relevance`` column, so the store leaves it 0 rather than computing each
+    candidate's cosine to the incoming item).
+    """
 
     name: str
 

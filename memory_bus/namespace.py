@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.batch import NewRows
+from hivemem.memory_bus.candidates import CandidatePool, lowest_first
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
-from hivemem.memory_bus.features import candidate_features
+from hivemem.memory_bus.features import COLUMN
 from hivemem.memory_bus.index import VectorIndex
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy, Hit
 from hivemem.memory_bus.item import Item, TierName
@@ -169,13 +170,16 @@ class Namespace:
         pending: dict[int, Item] = {}
         removed: list[int] = []
         evicted_per_item: list[list[int]] = []
+        pool: CandidatePool | None = None  # built at the first eviction this write makes
         for item in items:
             self._items[item.id] = item
             self._tokens += item.tokens
             self.nbytes += item.nbytes
             pending[item.id] = item
             emit(MemoryEvent("add", self._tier, self.name, (item.id,), item.version, now))
-            victims = self._make_room(item, now, next_use)
+            if pool is None and self._over(0):
+                pool = self._pool(item, now)
+            victims = self._make_room(item, now, next_use, pool) if pool is not None else []
             for victim in victims:
                 self._drop(victim, kind="evict", now=now, emit=emit)
                 if pending.pop(victim, None) is None:
@@ -192,32 +196,47 @@ class Namespace:
             self.index.add_checked(ids, np.stack([it.vector for it in pending.values()]))
         return evicted_per_item
 
-    def _make_room(self, incoming: Item, now: float, next_use: NextUse | None) -> list[int]:
+    def _pool(self, incoming: Item, now: float) -> CandidatePool:
+        """Every item but ``incoming`` as eviction candidates (see :mod:`.candidates`)."""
+        strength = float(getattr(self.eviction, "strength", 10.0))
+        relevance = self.config.mode is not NamespaceMode.WINDOW and bool(
+            getattr(self.eviction, "uses_relevance", True)
+        )
+        others = (it for it in self._items.values() if it.id != incoming.id)
+        return CandidatePool(others, now, strength, relevance)
+
+    def _make_room(
+        self, incoming: Item, now: float, next_use: NextUse | None, pool: CandidatePool
+    ) -> list[int]:
+        """Evict until the namespace fits; then ``incoming`` joins the candidates."""
         victims: list[int] = []
-        while self._over(0):
-            candidates = [it for it in self.items.values() if it.id != incoming.id]
-            if not candidates:
-                break
-            victims_now = self._select(candidates, incoming, now, next_use)
-            for pos in victims_now:
-                victim = candidates[pos]
+        while self._over(0) and len(pool):
+            candidates, features, ids = pool.view(incoming.vector)
+            chosen = [
+                candidates[pos]
+                for pos in self._select(features, ids, incoming, now, next_use, candidates)
+            ]
+            for victim in chosen:
                 victims.append(victim.id)
                 del self.items[victim.id]
                 self._tokens -= victim.tokens
                 self.nbytes -= victim.nbytes
+                pool.remove(victim.id)
+        pool.add(incoming)  # never a victim of its own arrival
         return victims
 
     def _select(
-        self, candidates: list[Item], incoming: Item, now: float, next_use: NextUse | None
+        self,
+        features: np.ndarray,
+        ids: np.ndarray,
+        incoming: Item,
+        now: float,
+        next_use: NextUse | None,
+        candidates: list[Item],
     ) -> list[int]:
-        if self.config.mode is NamespaceMode.WINDOW:
-            oldest = min(
-                range(len(candidates)), key=lambda i: (candidates[i].created, candidates[i].id)
-            )
-            return [oldest]
-        strength = float(getattr(self.eviction, "strength", 10.0))
-        features = candidate_features(candidates, now, context=incoming.vector, strength=strength)
-        ctx = EvictionContext(now=now, rng=self.rng, next_use=next_use, incoming=incoming)
+        if self.config.mode is NamespaceMode.WINDOW:  # the oldest write, ties to the lower id
+            return lowest_first([-features[:, COLUMN["age"]]], candidates, 1, ids)
+        ctx = EvictionContext(now=now, rng=self.rng, next_use=next_use, incoming=incoming, ids=ids)
         return self.eviction.select(candidates, features, 1, ctx)
 
     def _drop(

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from hivemem.memory_bus.candidates import lowest_first
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 from hivemem.memory_bus.features import COLUMN, DEFAULT_STRENGTH
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
@@ -32,16 +33,6 @@ from hivemem.memory_bus.item import Item
 from hivemem.memory_bus.registry import Registry
 
 EVICTION_POLICIES: Registry[EvictionPolicy] = Registry("eviction policy")
-
-
-def lowest_first(keys: Sequence[np.ndarray], candidates: Sequence[Item], n: int) -> list[int]:
-    """Positions of the ``n`` candidates with the smallest keys (first key most significant).
-
-    Ties fall to the lower item id.
-    """
-    ids = np.fromiter((it.id for it in candidates), np.int64, len(candidates))
-    order = np.lexsort((ids, *reversed(keys)))
-    return [int(i) for i in order[:n]]
 
 
 def _check_n(candidates: Sequence[Item], n: int) -> None:
@@ -62,7 +53,7 @@ class _KeyPolicy:
     ) -> list[int]:
         """Positions of ``n`` victims."""
         _check_n(candidates, n)
-        return lowest_first(self.keys(features, ctx), candidates, n)
+        return lowest_first(self.keys(features, ctx), candidates, n, ctx.ids)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -73,6 +64,7 @@ class FIFOPolicy(_KeyPolicy):
     """First in, first out: the oldest write goes."""
 
     name = "fifo"
+    uses_relevance = False  # the store skips computing that column for it
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [-features[:, COLUMN["age"]]]
@@ -83,6 +75,7 @@ class LRUPolicy(_KeyPolicy):
     """Least recently used: the item recalled longest ago goes."""
 
     name = "lru"
+    uses_relevance = False  # the store skips computing that column for it
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [-features[:, COLUMN["since_access"]]]
@@ -93,6 +86,7 @@ class LFUPolicy(_KeyPolicy):
     """Least frequently used, ties to the least recently used."""
 
     name = "lfu"
+    uses_relevance = False  # the store skips computing that column for it
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [features[:, COLUMN["log_hits"]], -features[:, COLUMN["since_access"]]]
@@ -108,6 +102,7 @@ class MemoryBankPolicy(_KeyPolicy):
     """
 
     name = "memorybank"
+    uses_relevance = False  # the store skips computing that column for it
 
     def __init__(self, strength: float = DEFAULT_STRENGTH) -> None:
         if not strength > 0:
@@ -168,6 +163,7 @@ class RandomPolicy:
     """Uniformly random victims from the namespace's seeded generator."""
 
     name = "random"
+    uses_relevance = False  # the store skips computing that column for it
 
     def select(
         self, candidates: Sequence[Item], features: np.ndarray, n: int, ctx: EvictionContext
@@ -185,6 +181,7 @@ class BeladyPolicy(_KeyPolicy):
     """
 
     name = "belady"
+    uses_relevance = False  # the store skips computing that column for it
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         raise NotImplementedError  # select() below needs the items, not just features
@@ -202,7 +199,7 @@ class BeladyPolicy(_KeyPolicy):
             (ctx.next_use(it, ctx.now) for it in candidates), np.float64, len(candidates)
         )
         finite = np.where(np.isinf(next_use), -math.inf, -next_use)
-        return lowest_first([finite], candidates, n)
+        return lowest_first([finite], candidates, n, ctx.ids)
 
 
 EVICTION_POLICIES.register("oracle")(BeladyPolicy)
