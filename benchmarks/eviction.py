@@ -1,0 +1,129 @@
+"""What evicting costs a write into a full namespace, per policy and capacity.
+
+One private namespace (384-d vectors, tier ``capacity`` C) is filled to C items; then
+64-item writes arrive, each evicting 64 items. Targets, in one run, on the same items:
+
+  - unbounded (the baseline): the same writes into a namespace without a capacity;
+  - pool: the store as it is (one candidate matrix per write, kept in step:
+    ``memory_bus/candidates.py``);
+  - rebuild: the definition it replaced, a candidate matrix built afresh for every
+    eviction (what the store did before 2026-12-02), timed on fewer writes.
+
+Printed: milliseconds per 64-item write of each target, and the ratios pool/unbounded
+and rebuild/pool; the headline ``name: value`` lines last.
+
+    python benchmarks/eviction.py            # C = 1,000, 5,000, 20,000
+    python benchmarks/eviction.py --quick    # C = 1,000 and 5,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from hivemem.memory_bus.config import TierConfig
+from hivemem.memory_bus.features import candidate_features
+from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
+from hivemem.memory_bus.item import Item, TierName
+from hivemem.memory_bus.namespace import Namespace
+from hivemem.memory_bus.policies import make_eviction_policy
+
+DIM = 384
+BATCH = 64
+POLICIES = ("fifo", "lru", "memorybank", "generative_agents")
+
+
+def make_items(start: int, n: int, now: float, rng: np.random.Generator) -> list[Item]:
+    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    return [
+        Item(
+            start + i,
+            TierName.PRIVATE,
+            "a",
+            f"memory {start + i} of the red door",
+            vecs[i],
+            importance=float(rng.random()),
+            created=now,
+            accessed=now,
+        )
+        for i in range(n)
+    ]
+
+
+def filled(policy: str, capacity: int | None, fill: int) -> Namespace:
+    config = TierConfig(capacity=capacity, eviction=policy)
+    ns = Namespace(
+        TierName.PRIVATE, "a", config, DIM, make_eviction_policy(policy), np.random.default_rng(0)
+    )
+    rng = np.random.default_rng(1)
+    for start in range(0, fill, 1_000):
+        ns.add_many(make_items(start, min(1_000, fill - start), start / 100, rng), 0.0, None, _drop)
+    for item in list(ns.items.values())[::3]:  # some recalls, so that lru and lfu differ
+        item.hits, item.accessed = 1, item.created + 5
+    return ns
+
+
+def _drop(event: object) -> None:
+    """Events go nowhere here."""
+
+
+def per_write(ns: Namespace, writes: int, first_id: int) -> float:
+    """Milliseconds per 64-item write through the store's own path."""
+    rng = np.random.default_rng(2)
+    batches = [make_items(first_id + w * BATCH, BATCH, 100.0 + w, rng) for w in range(writes)]
+    started = time.perf_counter()
+    for w, batch in enumerate(batches):
+        ns.add_many(batch, 100.0 + w, None, _drop)
+    return (time.perf_counter() - started) / writes * 1e3
+
+
+def per_write_rebuilding(ns: Namespace, writes: int, first_id: int) -> float:
+    """Milliseconds per 64-item write, a candidate matrix built for every eviction."""
+    rng = np.random.default_rng(2)
+    policy: EvictionPolicy = ns.eviction
+    capacity = ns.config.capacity or 0
+    items = dict(ns.items)
+    strength = float(getattr(policy, "strength", 10.0))
+    started = time.perf_counter()
+    for w in range(writes):
+        now = 100.0 + w
+        for item in make_items(first_id + w * BATCH, BATCH, now, rng):
+            items[item.id] = item
+            while len(items) > capacity:
+                candidates = [it for it in items.values() if it.id != item.id]
+                features = candidate_features(candidates, now, item.vector, strength)
+                ctx = EvictionContext(now=now, rng=ns.rng, incoming=item)
+                del items[candidates[policy.select(candidates, features, 1, ctx)[0]].id]
+    return (time.perf_counter() - started) / writes * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="capacities 1,000 and 5,000")
+    parser.add_argument("--writes", type=int, default=10, help="64-item writes timed per target")
+    args = parser.parse_args()
+    capacities = (1_000, 5_000) if args.quick else (1_000, 5_000, 20_000)
+    print(f"eviction: 64-item writes into one full namespace, dim {DIM}, ms per write")
+    print(f"{'policy':18s} {'capacity':>8s} {'unbounded':>9s} {'pool':>8s} {'rebuild':>9s}"
+          f" {'pool/unbounded':>14s} {'rebuild/pool':>12s}")  # fmt: skip
+    lines = []
+    for capacity in capacities:
+        rebuild_writes = max(1, min(args.writes, 40_000 // capacity))
+        for policy in POLICIES:
+            base = per_write(filled(policy, None, capacity), args.writes, capacity)
+            pool = per_write(filled(policy, capacity, capacity), args.writes, capacity)
+            rebuild = per_write_rebuilding(filled(policy, capacity, capacity), rebuild_writes, capacity)  # fmt: skip
+            print(f"{policy:18s} {capacity:8,d} {base:9.2f} {pool:8.2f} {rebuild:9.1f}"
+                  f" {pool / base:14.1f} {rebuild / pool:12.1f}", flush=True)  # fmt: skip
+            lines.append(f"pool_vs_unbounded_{policy}_{capacity}: {pool / base:.1f}")
+            lines.append(f"rebuild_vs_pool_{policy}_{capacity}: {rebuild / pool:.1f}")
+    print()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
