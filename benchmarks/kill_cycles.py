@@ -7,6 +7,8 @@ be there exactly once.
 Each cycle writes for 0.5-1.5 s (random, seeded), kills ``hivemem bus serve`` with
 SIGKILL and restarts it on the same data directory while the writers keep retrying.
 Prints one JSON line; exits non-zero if an acknowledged write is missing or duplicated.
+``--config`` gives the server a store config file, e.g. a low ``approx_threshold`` so
+that HNSW builds on the builder thread run across the kills and snapshots.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def main() -> int:
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--snapshot-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", type=Path, help="the server's StoreConfig file (YAML/JSON)")
     args = parser.parse_args()
     cycles = 3 if args.quick else args.cycles
     started = time.perf_counter()
@@ -40,6 +43,7 @@ def main() -> int:
             writers=args.writers,
             snapshot_every=args.snapshot_every,
             seed=args.seed,
+            config=args.config,
         )
     figures = report.to_json()
     figures["seconds"] = round(time.perf_counter() - started, 1)

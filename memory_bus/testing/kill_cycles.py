@@ -105,13 +105,16 @@ def kill_cycles(
     snapshot_every: int = 500,
     seed: int = 0,
     spin_us: int = 0,
+    config: Path | None = None,
 ) -> CycleReport:
     """``cycles`` times: write from ``writers`` clients, SIGKILL the server at a random
     moment, restart it on the same data directory. The writers keep going across each
     kill (their retries wait for the restart). Then count every item by key. ``spin_us``
-    is the server's busy polling (``--spin-us``)."""
+    is the server's busy polling (``--spin-us``), ``config`` its store config file."""
     rng = random.Random(seed)
-    server = ServerProcess(workdir / "data", snapshot_every=snapshot_every, spin_us=spin_us)
+    server = ServerProcess(
+        workdir / "data", snapshot_every=snapshot_every, spin_us=spin_us, config=config
+    )
     restarts = [server.start()]
     crew = [Writer(f"w{i}", server.token(f"w{i}")) for i in range(writers)]
     stop = threading.Event()
