@@ -23,6 +23,34 @@ from hivemem.memory_bus.item import Item
 _RELEVANCE = COLUMN["relevance"]
 
 
+class PoolSlot:
+    """Where one write keeps a namespace's pool between the flushes of its rows.
+
+    A write decided row by row (a write policy that reads neighbours) stores each ADD
+    before deciding the next row, one ``add_many`` each; the pool built at the first
+    eviction then serves them all. The writer tells it of the other changes it makes
+    meanwhile (an UPDATE: :meth:`CandidatePool.replace`; a DELETE: ``remove``).
+
+    Args:
+        keep: False makes a slot that keeps nothing, so that every ``add_many`` builds its
+            own pool (what tests and benchmarks compare against).
+    """
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
+        self._pool: CandidatePool | None = None
+
+    @property
+    def pool(self) -> CandidatePool | None:
+        """The pool kept from an earlier ``add_many`` of the write, if any."""
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: CandidatePool) -> None:
+        if self.keep:
+            self._pool = pool
+
+
 class CandidatePool:
     """Eviction candidates with their feature rows, ids and (if wanted) vectors.
 
@@ -94,6 +122,12 @@ class CandidatePool:
             if self._vectors is not None:
                 self._vectors[row] = self._vectors[last]
             self._row[moved.id] = row
+
+    def replace(self, item: Item) -> None:
+        """The candidate of ``item.id`` is now ``item`` (an update): its row is redone."""
+        if item.id in self._row:
+            self.remove(item.id)
+            self.add(item)
 
     def _grow(self, rows: int) -> None:
         self._features = np.resize(self._features, (rows, NUM_FEATURES))

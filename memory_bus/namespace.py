@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.batch import NewRows
-from hivemem.memory_bus.candidates import CandidatePool, lowest_first
+from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, lowest_first
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.features import COLUMN
 from hivemem.memory_bus.index import VectorIndex
@@ -160,8 +160,13 @@ class Namespace:
         now: float,
         next_use: NextUse | None,
         emit: Callable[[MemoryEvent], None],
+        slot: PoolSlot | None = None,
     ) -> list[list[int]]:
         """Add ``items`` in order, evicting as needed; one index update for the batch.
+
+        Args:
+            slot: Keeps the eviction candidates for the next ``add_many`` of the same
+                write (see :class:`PoolSlot`); None: for this call only.
 
         Returns:
             For each item, the ids evicted to make room for it.
@@ -170,16 +175,17 @@ class Namespace:
         pending: dict[int, Item] = {}
         removed: list[int] = []
         evicted_per_item: list[list[int]] = []
-        pool: CandidatePool | None = None  # built at the first eviction this write makes
+        slot = slot or PoolSlot()  # the pool is built at the first eviction this write makes
         for item in items:
             self._items[item.id] = item
             self._tokens += item.tokens
             self.nbytes += item.nbytes
             pending[item.id] = item
             emit(MemoryEvent("add", self._tier, self.name, (item.id,), item.version, now))
+            pool = slot.pool
             if pool is None and self._over(0):
-                pool = self._pool(item, now)
-            victims = self._make_room(item, now, next_use, pool) if pool is not None else []
+                pool = slot.pool = self._pool(item, now)
+            victims = [] if pool is None else self._make_room(item, now, next_use, pool)
             for victim in victims:
                 self._drop(victim, kind="evict", now=now, emit=emit)
                 if pending.pop(victim, None) is None:

@@ -28,6 +28,7 @@ from hivemem.memory_bus.batch import (
     check_validity,
     column_of,
 )
+from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.errors import (
     CapacityError,
@@ -62,9 +63,12 @@ from hivemem.memory_bus.item import (
     count_tokens,
 )
 from hivemem.memory_bus.namespace import MemoryEvent, Namespace, NextUse
+from hivemem.memory_bus.neighbours import BatchNeighbours
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
 
 UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
+BATCH_SEARCH_FROM = 2_048
+"""Items of a namespace from which a batch's proposals to it are searched together."""
 _OP_VALUE = {op: op.value for op in WriteOp}  # an enum's .value is slow on the write path
 
 Defer = Callable[[Callable[[], None]], None]
@@ -346,32 +350,71 @@ class VectorTier:
     ) -> list[WriteResult]:
         results: list[WriteResult] = []
         adds: dict[str, list[tuple[int, Item]]] = defaultdict(list)
+        ahead = self._neighbours_ahead(namespaces, proposals)
+        slots: dict[str, PoolSlot] = defaultdict(PoolSlot)  # eviction candidates per namespace
         for pos, (name, proposal) in enumerate(zip(namespaces, proposals, strict=True)):
             ns = self._namespace(name, create=True)
+            nb, slot = ahead.get(name), slots[name]
             if self._needs_neighbours and adds[name]:
                 # Later proposals must see earlier ADDs of the same batch.
-                self._flush_adds(ns, adds.pop(name), results, now)
-            decision = self._decide(ns, proposal, now)
+                self._flush_adds(ns, adds.pop(name), results, now, nb, slot)
+            decision = self._decide(ns, proposal, now, nb, pos)
             self.decisions[_OP_VALUE[decision.op]] += 1
             results.append(WriteResult(decision.op, decision.target))
             if decision.op is WriteOp.ADD:
                 adds[name].append((pos, proposal))
             elif decision.op is WriteOp.UPDATE:
                 self._update_from(ns, decision.target, proposal, now)
+                if nb is not None:
+                    nb.changed(decision.target, proposal.vector)
+                if slot.pool is not None:
+                    slot.pool.replace(ns.items[decision.target])
             elif decision.op is WriteOp.DELETE:
                 ns.remove(self._target(ns, decision.target).id, now, self.ctx.emit)
+                if nb is not None:
+                    nb.changed(decision.target)
+                if slot.pool is not None:
+                    slot.pool.remove(decision.target)
         for name, pending in adds.items():
-            self._flush_adds(self.namespaces[name], pending, results, now)
+            self._flush_adds(self.namespaces[name], pending, results, now, slot=slots[name])
         return results
 
-    def _decide(self, ns: Namespace, proposal: Item, now: float) -> WriteDecision:
+    def _neighbours_ahead(
+        self, namespaces: Sequence[str], proposals: list[Item]
+    ) -> dict[str, BatchNeighbours]:
+        """Neighbours of the batch's proposals searched together, per namespace large
+        enough for a search per proposal to cost (see :mod:`.neighbours`)."""
+        if not self._needs_neighbours or len(proposals) < 2:
+            return {}
+        rows: dict[str, list[int]] = defaultdict(list)
+        for pos, name in enumerate(namespaces):
+            rows[name].append(pos)
+        ahead = {}
+        for name, positions in rows.items():
+            ns = self.namespaces.get(name)
+            if len(positions) > 1 and ns is not None and len(ns) >= BATCH_SEARCH_FROM:
+                vectors = np.stack([proposals[pos].vector for pos in positions])
+                ahead[name] = BatchNeighbours(ns, vectors, self.config.neighbours, positions)
+        return ahead
+
+    def _decide(
+        self, ns: Namespace, proposal: Item, now: float, nb: BatchNeighbours | None, pos: int
+    ) -> WriteDecision:
         if not self._needs_neighbours:
             return self.write_policy.decide(proposal, [], now)
-        neighbours = ns.search(proposal.vector[None, :], self.config.neighbours, None)[0]
+        neighbours = None if nb is None else nb.hits(pos, proposal.vector, ns)
+        if neighbours is None:
+            neighbours = ns.search(proposal.vector[None, :], self.config.neighbours, None)[0]
         return self.write_policy.decide(proposal, neighbours, now)
 
     def _flush_adds(
-        self, ns: Namespace, pending: list[tuple[int, Item]], results: list[WriteResult], now: float
+        self,
+        ns: Namespace,
+        pending: list[tuple[int, Item]],
+        results: list[WriteResult],
+        now: float,
+        nb: BatchNeighbours | None = None,
+        slot: PoolSlot | None = None,
     ) -> None:
         ids = self.ctx.allocate(len(pending))
         items = []
@@ -379,9 +422,13 @@ class VectorTier:
             proposal.id = item_id
             results[pos].item_id = item_id
             items.append(proposal)
-        evicted = ns.add_many(items, now, self.ctx.next_use, self.ctx.emit)
-        for (pos, _), victims in zip(pending, evicted, strict=True):
+        evicted = ns.add_many(items, now, self.ctx.next_use, self.ctx.emit, slot)
+        for (pos, item), victims in zip(pending, evicted, strict=True):
             results[pos].evicted = victims
+            if nb is not None:
+                nb.added(item.id, item.vector)
+                for victim in victims:
+                    nb.changed(victim)
 
     def _target(self, ns: Namespace, item_id: int) -> Item:
         item = ns.items.get(item_id)

@@ -7,13 +7,20 @@ import copy
 import numpy as np
 import pytest
 from hivemem.memory_bus.candidates import lowest_first
-from hivemem.memory_bus.config import NamespaceMode, TierConfig
+from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
 from hivemem.memory_bus.features import candidate_features
-from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
-from hivemem.memory_bus.item import Item, TierName
+from hivemem.memory_bus.interfaces import (
+    Caller,
+    EvictionContext,
+    EvictionPolicy,
+    WriteDecision,
+    WriteRequest,
+)
+from hivemem.memory_bus.item import Item, NewItem, TierName, WriteOp
 from hivemem.memory_bus.namespace import MemoryEvent, Namespace
 from hivemem.memory_bus.policies import make_eviction_policy
 from hivemem.memory_bus.policies.learned import LearnedEvictionPolicy, Scorer
+from hivemem.memory_bus.store import MemoryStore
 
 DIM = 8
 CAPACITY = 30
@@ -114,3 +121,41 @@ def test_lowest_first_of_one_is_the_head_of_the_sort(seed: int) -> None:
     sorted_head = int(np.lexsort((ids, *reversed(keys)))[0])
     assert lowest_first(keys, items, 1, ids) == [sorted_head]
     assert lowest_first(keys, items, 1) == [sorted_head]  # ids read off the items
+
+
+class Scripted:
+    """Deletes the id named by a ``del N`` text, adds anything else; reads neighbours, so
+    the tier stores each ADD before deciding the next row (one ``add_many`` each)."""
+
+    name = "scripted"
+    needs_neighbours = True
+
+    def decide(self, proposal: Item, neighbours: object, now: float) -> WriteDecision:
+        if proposal.text.startswith("del "):
+            return WriteDecision(WriteOp.DELETE, int(proposal.text[4:]))
+        return WriteDecision(WriteOp.ADD)
+
+
+def test_a_pool_kept_across_the_rows_of_a_write_forgets_what_the_write_deleted() -> None:
+    store = MemoryStore(
+        StoreConfig(dim=DIM, shared=TierConfig(capacity=5, eviction="fifo", write_policy="dedup")),
+        embed=False,
+    )  # dedup: a policy that reads neighbours, swapped for the script below
+    tier = store.shared
+    tier.write_policy = Scripted()
+    caller = Caller("a", frozenset({"g"}))
+    rng = np.random.default_rng(4)
+    first = [
+        tier.write(caller, "g", NewItem(f"old {i}", vector=unit(rng)), now=float(i))
+        for i in range(5)
+    ]
+    ids = [r.item_id for r in first]
+    rows = [NewItem("a", vector=unit(rng)), NewItem(f"del {ids[1]}", vector=unit(rng))]
+    rows += [NewItem("b", vector=unit(rng)), NewItem("c", vector=unit(rng))]
+    results = tier.write_many([WriteRequest(caller, "g", item) for item in rows], now=10.0)
+    # a evicts the oldest; the second oldest is deleted; b fits; c evicts the third oldest
+    # (not the deleted one, still a candidate if the pool were not told)
+    assert [r.evicted for r in results] == [[ids[0]], [], [], [ids[2]]]
+    assert sorted(tier.namespaces["g"].items) == sorted(
+        [ids[3], ids[4]] + [r.item_id for r in results if r.op is WriteOp.ADD]
+    )
