@@ -21,7 +21,7 @@ Retrieval seeds nodes by vector match, then ranks:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,16 +233,32 @@ class GraphTier(VectorTier):
         """Edges (all, or those valid at ``as_of``), optionally touching ``node`` or of ``type``."""
         self._check(caller, namespace, "read")
         t = None if as_of is None else check_time(as_of, "as_of")
+        if node is None:
+            edges: Iterable[Edge] = self.edge_index.get(namespace, {}).values()
+        else:
+            edges = self._edges_touching(namespace, (node,))
         out = []
-        for edge in self.edge_index.get(namespace, {}).values():
+        for edge in edges:
             if t is not None and not edge.valid_at(t):
                 continue
-            if (node is not None and node not in (edge.src, edge.dst)) or (
-                type is not None and edge.type != type
-            ):
+            if type is not None and edge.type != type:
                 continue
             out.append(edge.to_state())
         return out
+
+    def _edges_touching(self, namespace: str, nodes: Iterable[int]) -> list[Edge]:
+        """The edges with one of ``nodes`` at either end, oldest first, from the graph's
+        adjacency (it holds every edge, invalidated ones too): not a scan of every edge."""
+        graph = self.graphs.get(namespace)
+        if graph is None:
+            return []
+        keys: set[int] = set()
+        for node in nodes:
+            if node in graph:
+                keys.update(key for _, _, key in graph.in_edges(node, keys=True))
+                keys.update(key for _, _, key in graph.out_edges(node, keys=True))
+        edges = self.edge_index[namespace]
+        return [edges[key] for key in sorted(keys)]  # ids grow with time: creation order
 
     def neighbors(
         self,
@@ -409,10 +425,8 @@ class GraphTier(VectorTier):
         if event.kind in ("add", "update"):
             self._touch(event.namespace)
         if event.kind in ("delete", "evict"):
-            for edge in self.edge_index.get(event.namespace, {}).values():
-                if (edge.src in event.item_ids or edge.dst in event.item_ids) and (
-                    edge.valid_to == INF
-                ):
+            for edge in self._edges_touching(event.namespace, event.item_ids):
+                if edge.valid_to == INF:
                     edge.valid_to = max(event.now, edge.valid_from + 1e-9)
             self._touch(event.namespace)
 

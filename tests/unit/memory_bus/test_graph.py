@@ -113,3 +113,40 @@ def test_state_round_trip_and_node_removal_closes_edges() -> None:
     store.graph.delete(LEAD, "team", b, now=4.0)
     assert store.graph.edges(LEAD, "team", as_of=5.0) == []
     assert len(store.graph.edges(LEAD, "team", as_of=3.0)) == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_edges_of_a_node_and_closing_on_removal_match_a_scan_of_every_edge(seed: int) -> None:
+    """Both come from the graph's adjacency; a filter over all edges is the reference.
+    Self-loops, parallel edges, invalidations, deletions and evictions included."""
+    rng = np.random.default_rng(seed)
+    store = make_store(capacity=25, eviction="fifo")
+    for step in range(120):
+        now = float(step)
+        roll = rng.random()
+        alive = sorted(store.graph.namespaces["team"].items) if step else []
+        if roll < 0.35 or len(alive) < 2:
+            node(store, f"n{step}", now=now)
+        elif roll < 0.8:
+            src, dst = (int(x) for x in rng.choice(alive, 2))  # src == dst now and then
+            store.graph.add_edge(LEAD, "team", src, dst, str(rng.choice(["x", "y"])), now=now)
+        elif roll < 0.9:
+            open_edges = [e for e in store.graph.edges(LEAD, "team") if e["valid_to"] == np.inf]
+            if open_edges:
+                edge = open_edges[int(rng.integers(len(open_edges)))]
+                store.graph.invalidate_edge(LEAD, "team", edge["id"], at=now + 0.5)
+        else:
+            store.graph.delete(LEAD, "team", int(rng.choice(alive)), now=now)
+    every = store.graph.edges(LEAD, "team")
+    alive = set(store.graph.namespaces["team"].items)
+    assert len(every) > 20 and any(e["valid_to"] != np.inf for e in every)
+    for edge in every:  # an edge of a removed node (deleted or evicted) is closed
+        if edge["src"] not in alive or edge["dst"] not in alive:
+            assert edge["valid_to"] != np.inf, edge
+    for probe in {e["src"] for e in every} | {e["dst"] for e in every}:
+        for as_of, kind in ((None, None), (60.0, None), (None, "x")):
+            want = [
+                e for e in store.graph.edges(LEAD, "team", as_of=as_of, type=kind)
+                if probe in (e["src"], e["dst"])
+            ]  # fmt: skip
+            assert store.graph.edges(LEAD, "team", as_of=as_of, node=probe, type=kind) == want
