@@ -8,8 +8,10 @@ then follows the evictions: a victim's row leaves (the last row takes its place)
 each incoming item's row joins once its own evictions are done, so it is a candidate
 for the items after it, as it would be in a matrix built afresh. The write's ``now`` is
 the same throughout, so every row stays what :func:`candidate_features` would give. The
-one column that depends on the incoming item, relevance, is recomputed for each
-eviction, and only for policies that read it.
+one column that depends on the incoming item, relevance, is computed only for policies
+that read it, for all of a write's incoming items at once (:meth:`CandidatePool.expect`:
+one matrix product instead of one per eviction, 135 -> 60-75 ms per 64-item write at
+20,000 items for generative_agents).
 """
 
 from __future__ import annotations
@@ -75,21 +77,39 @@ class CandidatePool:
             self._vectors = np.empty((len(self._features), dim), dtype=np.float32)
             self._vectors[:n] = [it.vector for it in self.items]
         self._row = {it.id: i for i, it in enumerate(self.items)}
+        self._contexts: np.ndarray | None = None  # the incoming vectors of one add_many
+        self._relevance: np.ndarray | None = None  # (rows, contexts): candidate . context
+
+    def expect(self, contexts: np.ndarray) -> None:
+        """The vectors of the items about to arrive, in order (``view(column=i)`` is the
+        i-th): every candidate's relevance to all of them is one matrix product, not a
+        product per eviction."""
+        if not self.relevance or self._vectors is None:
+            return
+        n = len(self.items)
+        self._contexts = np.ascontiguousarray(contexts, dtype=np.float32)
+        self._relevance = np.empty((len(self._features), len(contexts)), np.float32)
+        self._relevance[:n] = self._vectors[:n] @ self._contexts.T
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def view(self, context: np.ndarray | None) -> tuple[list[Item], np.ndarray, np.ndarray]:
+    def view(
+        self, context: np.ndarray | None, column: int | None = None
+    ) -> tuple[list[Item], np.ndarray, np.ndarray]:
         """The candidates, their feature rows and their ids, aligned.
 
         Args:
             context: The incoming item's vector (the relevance column), or None.
+            column: Its position among the vectors given to :meth:`expect`, if it was.
         """
         n = len(self.items)
         features = self._features[:n]
         if self.relevance:
             if context is None or self._vectors is None:
                 features[:, _RELEVANCE] = 0.0
+            elif column is not None and self._relevance is not None:
+                features[:, _RELEVANCE] = self._relevance[:n, column]
             else:
                 features[:, _RELEVANCE] = self._vectors[:n] @ context.astype(np.float32)
         return self.items, features, self._ids[:n]
@@ -105,6 +125,8 @@ class CandidatePool:
             if self._vectors is None:
                 self._vectors = np.empty((len(self._features), len(item.vector)), np.float32)
             self._vectors[n] = item.vector
+            if self._relevance is not None and self._contexts is not None:
+                self._relevance[n] = self._contexts @ item.vector
         self._row[item.id] = n
         self.items.append(item)
 
@@ -121,6 +143,8 @@ class CandidatePool:
             self._ids[row] = self._ids[last]
             if self._vectors is not None:
                 self._vectors[row] = self._vectors[last]
+            if self._relevance is not None:
+                self._relevance[row] = self._relevance[last]
             self._row[moved.id] = row
 
     def replace(self, item: Item) -> None:
@@ -134,6 +158,8 @@ class CandidatePool:
         self._ids = np.resize(self._ids, rows)
         if self._vectors is not None:
             self._vectors = np.resize(self._vectors, (rows, self._vectors.shape[1]))
+        if self._relevance is not None:
+            self._relevance = np.resize(self._relevance, (rows, self._relevance.shape[1]))
 
 
 def lowest_first(

@@ -176,7 +176,8 @@ class Namespace:
         removed: list[int] = []
         evicted_per_item: list[list[int]] = []
         slot = slot or PoolSlot()  # the pool is built at the first eviction this write makes
-        for item in items:
+        expected = False  # whether the pool has this call's incoming vectors (pool.expect)
+        for column, item in enumerate(items):
             self._items[item.id] = item
             self._tokens += item.tokens
             self.nbytes += item.nbytes
@@ -185,7 +186,10 @@ class Namespace:
             pool = slot.pool
             if pool is None and self._over(0):
                 pool = slot.pool = self._pool(item, now)
-            victims = [] if pool is None else self._make_room(item, now, next_use, pool)
+            if pool is not None and not expected:
+                pool.expect(np.stack([it.vector for it in items]))
+                expected = True
+            victims = [] if pool is None else self._make_room(item, now, next_use, pool, column)
             for victim in victims:
                 self._drop(victim, kind="evict", now=now, emit=emit)
                 if pending.pop(victim, None) is None:
@@ -212,12 +216,18 @@ class Namespace:
         return CandidatePool(others, now, strength, relevance)
 
     def _make_room(
-        self, incoming: Item, now: float, next_use: NextUse | None, pool: CandidatePool
+        self,
+        incoming: Item,
+        now: float,
+        next_use: NextUse | None,
+        pool: CandidatePool,
+        column: int,
     ) -> list[int]:
-        """Evict until the namespace fits; then ``incoming`` joins the candidates."""
+        """Evict until the namespace fits; then ``incoming`` (the ``column``-th vector the
+        pool expects) joins the candidates."""
         victims: list[int] = []
         while self._over(0) and len(pool):
-            candidates, features, ids = pool.view(incoming.vector)
+            candidates, features, ids = pool.view(incoming.vector, column)
             chosen = [
                 candidates[pos]
                 for pos in self._select(features, ids, incoming, now, next_use, candidates)
