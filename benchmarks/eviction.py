@@ -23,11 +23,10 @@ import time
 
 import numpy as np
 from hivemem.memory_bus.config import TierConfig
-from hivemem.memory_bus.features import candidate_features
-from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
 from hivemem.memory_bus.item import Item, TierName
 from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.policies import make_eviction_policy
+from hivemem.memory_bus.testing.evictions import evictions_by_definition
 
 DIM = 384
 BATCH = 64
@@ -82,20 +81,11 @@ def per_write(ns: Namespace, writes: int, first_id: int) -> float:
 def per_write_rebuilding(ns: Namespace, writes: int, first_id: int) -> float:
     """Milliseconds per 64-item write, a candidate matrix built for every eviction."""
     rng = np.random.default_rng(2)
-    policy: EvictionPolicy = ns.eviction
-    capacity = ns.config.capacity or 0
-    items = dict(ns.items)
-    strength = float(getattr(policy, "strength", 10.0))
+    items, capacity = dict(ns.items), ns.config.capacity or 0
+    batches = [make_items(first_id + w * BATCH, BATCH, 100.0 + w, rng) for w in range(writes)]
     started = time.perf_counter()
-    for w in range(writes):
-        now = 100.0 + w
-        for item in make_items(first_id + w * BATCH, BATCH, now, rng):
-            items[item.id] = item
-            while len(items) > capacity:
-                candidates = [it for it in items.values() if it.id != item.id]
-                features = candidate_features(candidates, now, item.vector, strength)
-                ctx = EvictionContext(now=now, rng=ns.rng, incoming=item)
-                del items[candidates[policy.select(candidates, features, 1, ctx)[0]].id]
+    for w, batch in enumerate(batches):
+        evictions_by_definition(items, batch, ns.eviction, 100.0 + w, capacity, ns.rng)
     return (time.perf_counter() - started) / writes * 1e3
 
 

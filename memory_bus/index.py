@@ -58,7 +58,8 @@ _TINY = 32  # up to this many exact rows, one query's scores are ranked by Pytho
 _IVF_MIN_POINTS_PER_LIST = 39
 _RESERVE_FROM = 1_024  # rows of the exact part after which it grows to its ceiling at once
 _RESERVE_MAX = 1 << 16  # rows taken at once at most; past that, doubling again
-_BACKGROUND_FROM = 1_024  # rows from which a build runs on the builder thread (~0.5 s inline)
+_BACKGROUND_FROM = 1_024  # rows from which a build runs on the builder thread (at the 1.7-3k
+# inserts/s measured for 384-d HNSW, 0.3-0.6 s inline)
 
 
 class VectorIndex:

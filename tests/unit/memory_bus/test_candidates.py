@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from hivemem.memory_bus.candidates import lowest_first
 from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
-from hivemem.memory_bus.features import candidate_features
 from hivemem.memory_bus.interfaces import (
     Caller,
-    EvictionContext,
     EvictionPolicy,
     WriteDecision,
     WriteRequest,
@@ -21,6 +19,7 @@ from hivemem.memory_bus.namespace import MemoryEvent, Namespace
 from hivemem.memory_bus.policies import make_eviction_policy
 from hivemem.memory_bus.policies.learned import LearnedEvictionPolicy, Scorer
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.testing.evictions import evictions_by_definition
 
 DIM = 8
 CAPACITY = 30
@@ -29,26 +28,6 @@ CAPACITY = 30
 def unit(rng: np.random.Generator) -> np.ndarray:
     v = rng.normal(size=DIM).astype(np.float32)
     return v / np.linalg.norm(v)
-
-
-def reference(
-    items: dict[int, Item], batch: list[Item], policy: EvictionPolicy, now: float, strength: float
-) -> list[list[int]]:
-    """The definition: for each incoming item, evict while over capacity, each victim
-    chosen from a feature matrix of every other item built afresh."""
-    out = []
-    for item in batch:
-        items[item.id] = item
-        victims = []
-        while len(items) > CAPACITY:
-            candidates = [it for it in items.values() if it.id != item.id]
-            features = candidate_features(candidates, now, context=item.vector, strength=strength)
-            ctx = EvictionContext(now=now, rng=np.random.default_rng(0), incoming=item)
-            victim = candidates[policy.select(candidates, features, 1, ctx)[0]]
-            victims.append(victim.id)
-            del items[victim.id]
-        out.append(victims)
-    return out
 
 
 POLICIES = ["fifo", "lru", "lfu", "memorybank", "generative_agents", "learned"]
@@ -61,7 +40,6 @@ def test_batched_evictions_match_a_matrix_built_for_each_one(name: str) -> None:
         policy: EvictionPolicy = LearnedEvictionPolicy(Scorer.init("eviction", 4, rng))
     else:
         policy = make_eviction_policy(name)
-    strength = float(getattr(policy, "strength", 10.0))
     config = TierConfig(capacity=CAPACITY, eviction=name if name != "learned" else "lru")
     ns = Namespace(TierName.PRIVATE, "a", config, DIM, policy, np.random.default_rng(1))
     model: dict[int, Item] = {}
@@ -88,7 +66,9 @@ def test_batched_evictions_match_a_matrix_built_for_each_one(name: str) -> None:
                 )
             )
             next_id += 1
-        want = reference(model, copy.deepcopy(batch), policy, now, strength)
+        want = evictions_by_definition(
+            model, copy.deepcopy(batch), policy, now, CAPACITY, np.random.default_rng(0)
+        )
         events: list[MemoryEvent] = []
         got = ns.add_many(batch, now, None, events.append)
         assert got == want, step
