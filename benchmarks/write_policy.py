@@ -24,7 +24,7 @@ import time
 from functools import partial
 
 import numpy as np
-from hivemem.memory_bus import tiers
+from hivemem.memory_bus import proposals
 from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.interfaces import Caller, WriteRequest
@@ -48,17 +48,17 @@ def per_write(policy: str, n: int, capacity: int | None, row_by_row: bool) -> fl
     store = MemoryStore(StoreConfig(dim=DIM, shared=config), embed=False)
     rng = np.random.default_rng(0)
     fill = unit(rng, n)
-    saved = tiers.BATCH_SEARCH_FROM, tiers.PoolSlot
-    tiers.BATCH_SEARCH_FROM = 0  # filled as fast as the store allows
+    saved = proposals.BATCH_SEARCH_FROM, proposals.PoolSlot
+    proposals.BATCH_SEARCH_FROM = 0  # filled as fast as the store allows
     try:
         for start in range(0, n, BATCH):
             rows = [WriteRequest(CALLER, "g", NewItem(f"fact {start + i}", vector=v))
                     for i, v in enumerate(fill[start : start + BATCH])]  # fmt: skip
             store.shared.write_many(rows, now=1.0)
         if row_by_row:
-            tiers.BATCH_SEARCH_FROM, tiers.PoolSlot = 1 << 62, partial(PoolSlot, keep=False)  # type: ignore[misc]
+            proposals.BATCH_SEARCH_FROM, proposals.PoolSlot = 1 << 62, partial(PoolSlot, keep=False)  # type: ignore[misc]
         else:
-            tiers.BATCH_SEARCH_FROM = saved[0]
+            proposals.BATCH_SEARCH_FROM = saved[0]
         batches = [
             [
                 WriteRequest(CALLER, "g", NewItem(f"new {w} {i}", vector=v))
@@ -71,7 +71,7 @@ def per_write(policy: str, n: int, capacity: int | None, row_by_row: bool) -> fl
             store.shared.write_many(rows, now=2.0 + w)
         return (time.perf_counter() - started) / WRITES * 1e3
     finally:
-        tiers.BATCH_SEARCH_FROM, tiers.PoolSlot = saved  # type: ignore[misc]
+        proposals.BATCH_SEARCH_FROM, proposals.PoolSlot = saved  # type: ignore[misc]
 
 
 def main() -> None:

@@ -7,18 +7,27 @@ building and checking an object per item; a batch whose rows the write policy ad
 without looking at neighbours is then stored the same way (see
 :meth:`~hivemem.memory_bus.namespace.Namespace.append`).
 
+The checks that need the tier's settings (access, dimension, embedder, token budget)
+take them as arguments; the tier runs them all in ``VectorTier._checked``.
+
 Error fields name the first bad row, as ``items[i].<field>``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from hivemem.memory_bus.errors import InvalidInputError, NonFiniteError, TooLargeError
-from hivemem.memory_bus.interfaces import Caller, WriteRequest, WriteResult
+from hivemem.memory_bus.config import NamespaceMode, TierConfig
+from hivemem.memory_bus.errors import (
+    CapacityError,
+    InvalidInputError,
+    NonFiniteError,
+    TooLargeError,
+)
+from hivemem.memory_bus.interfaces import Caller, Embedder, WriteRequest, WriteResult
 from hivemem.memory_bus.item import (
     INF,
     Item,
@@ -26,10 +35,12 @@ from hivemem.memory_bus.item import (
     NewItem,
     TierName,
     WriteOp,
+    check_matrix,
     check_meta,
     check_number,
     check_text,
     check_time,
+    check_vector,
     checked_meta,
     count_tokens,
 )
@@ -326,3 +337,95 @@ def check_validity(valid_from: list[Any] | None, valid_to: list[Any] | None, now
 def open_ended(values: list[float] | None) -> bool:
     """Whether a ``valid_to`` column is absent or all ``inf``."""
     return values is None or all(v == INF for v in values)
+
+
+# --- checks that need the tier's settings ---
+
+
+def check_writers(
+    callers: list[Caller],
+    namespaces: list[str],
+    levels: list[int] | None,
+    check: Callable[[Caller, str, str, int | None], None],
+) -> None:
+    """Access of every distinct (caller, namespace, level) of a batch, checked once.
+
+    Args:
+        callers: Who proposes each row.
+        namespaces: The namespace of each row.
+        levels: Each row's checked level; None: the tier has no levels.
+        check: The tier's access check, ``check(caller, namespace, action, level)``.
+    """
+    if set(map(type, namespaces)) - {str}:
+        bad = next(ns for ns in namespaces if type(ns) is not str)
+        raise InvalidInputError("namespace", f"expected a non-empty str, got {type(bad).__name__}")
+    n = len(callers)
+    if not n:
+        return
+    if levels is None and callers.count(callers[0]) == namespaces.count(namespaces[0]) == n:
+        check(callers[0], namespaces[0], "write", None)  # one writer, one namespace
+        return
+    rows = zip(callers, namespaces, levels or [-1] * n, strict=True)
+    seen: set[tuple[int, str, int]] = set()
+    for caller, namespace, level in rows:
+        key = (id(caller), namespace, level)
+        if key not in seen:
+            seen.add(key)
+            check(caller, namespace, "write", None if levels is None else level)
+
+
+def check_budget(texts: list[str], config: TierConfig) -> None:
+    """No row's text has more tokens than a ``token_budget`` tier can ever hold."""
+    budget = config.token_budget
+    if config.mode is not NamespaceMode.TOKEN_BUDGET or budget is None:
+        return
+    for text in texts:
+        tokens = count_tokens(text)
+        if tokens > budget:
+            raise CapacityError(
+                f"{tokens} tokens can never fit a budget of {budget}", tokens=tokens
+            )
+
+
+def batch_vectors(
+    vectors: Vectors, texts: list[str], dim: int, embedder: Embedder | None, mode: NamespaceMode
+) -> np.ndarray:
+    """The batch's (n, dim) float32 matrix, embedding the texts of rows without a vector."""
+    n = len(texts)
+    if isinstance(vectors, np.ndarray):
+        if vectors.ndim == 2 and len(vectors) != n:
+            raise InvalidInputError("items[].vector", f"{len(vectors)} vectors for {n} rows")
+        return check_matrix(vectors, dim, "items[].vector")
+    given: list[Any] = column_of(vectors, n, "vector") if vectors is not None else [None] * n
+    if not given:
+        return np.empty((0, dim), dtype=np.float32)
+    if n == 1 and isinstance(given[0], np.ndarray) and given[0].ndim == 1:
+        return check_matrix(given[0].reshape(1, -1), dim, "items[0].vector")
+    if all(v is not None for v in given):
+        try:  # the common case, checked in one pass over a matrix
+            return check_matrix(np.array(given, dtype=np.float32), dim, "items[].vector")
+        except (TypeError, ValueError, InvalidInputError):
+            pass  # the rows below name the first bad one
+    return np.stack(_vectors(given, texts, dim, embedder, mode))
+
+
+def _vectors(
+    given: list[Any], texts: list[str], dim: int, embedder: Embedder | None, mode: NamespaceMode
+) -> list[np.ndarray]:
+    """Each row's vector (checked), embedding in one batch those that came without one."""
+    out: list[np.ndarray | None] = [None] * len(given)
+    missing = []
+    for i, vector in enumerate(given):
+        if vector is not None:
+            out[i] = check_vector(vector, dim, f"items[{i}].vector")
+        else:
+            missing.append(i)
+    if missing:
+        if embedder is None or mode is NamespaceMode.VECTOR:
+            raise InvalidInputError(
+                f"items[{missing[0]}].vector", "required: no embedder for this tier"
+            )
+        embedded = check_matrix(embedder([texts[i] for i in missing]), dim, "embedder output")
+        for row, i in enumerate(missing):
+            out[i] = embedded[row]
+    return [v for v in out if v is not None]

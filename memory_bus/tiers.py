@@ -1,17 +1,18 @@
 """The private and shared tiers: namespaces of vector-indexed items behind one interface.
 
 Every public method checks access, then validates *all* of its input, and only then
-changes anything: a bad request leaves the tier exactly as it was. The graph tier
-(``hivemem.memory_bus.graph``) extends :class:`VectorTier` with edges.
+changes anything: a bad request leaves the tier exactly as it was. The column checks
+live in :mod:`hivemem.memory_bus.batch`; how a checked batch is applied, in
+:mod:`hivemem.memory_bus.proposals`. The graph tier (``hivemem.memory_bus.graph``)
+extends :class:`VectorTier` with edges.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,19 +20,19 @@ from hivemem.memory_bus.access import AccessPolicy
 from hivemem.memory_bus.batch import (
     BatchResult,
     NewRows,
-    Vectors,
     WriteBatch,
+    batch_vectors,
+    check_budget,
     check_metas,
     check_numbers,
     check_texts,
     check_times,
     check_validity,
+    check_writers,
     column_of,
 )
-from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.errors import (
-    CapacityError,
     InvalidInputError,
     ItemNotFoundError,
     NamespaceNotFoundError,
@@ -43,7 +44,6 @@ from hivemem.memory_bus.interfaces import (
     Embedder,
     Hit,
     SearchRequest,
-    WriteDecision,
     WritePolicy,
     WriteRequest,
     WriteResult,
@@ -53,23 +53,18 @@ from hivemem.memory_bus.item import (
     Limits,
     NewItem,
     TierName,
-    WriteOp,
     check_matrix,
     check_meta,
     check_number,
     check_text,
     check_time,
     check_vector,
-    count_tokens,
 )
 from hivemem.memory_bus.namespace import MemoryEvent, Namespace, NextUse
-from hivemem.memory_bus.neighbours import BatchNeighbours
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
+from hivemem.memory_bus.proposals import add_all, apply_each
 
 UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
-BATCH_SEARCH_FROM = 2_048
-"""Items of a namespace from which a batch's proposals to it are searched together."""
-_OP_VALUE = {op: op.value for op in WriteOp}  # an enum's .value is slow on the write path
 
 Defer = Callable[[Callable[[], None]], None]
 """Takes a change whose outcome is already decided, to run it later (see ``write_batch``)."""
@@ -128,6 +123,12 @@ class VectorTier:
                 raise NamespaceNotFoundError(self.name.value, name)
             ns = self.namespaces[name] = self._new_namespace(name)
         return ns
+
+    def _target(self, ns: Namespace, item_id: int) -> Item:
+        item = ns.items.get(item_id)
+        if item is None:
+            raise ItemNotFoundError(self.name.value, ns.name, item_id)
+        return item
 
     def _new_namespace(self, name: str) -> Namespace:
         eviction = make_eviction_policy(self.config.eviction, **self.config.eviction_params)
@@ -197,9 +198,9 @@ class VectorTier:
         if not len(batch):
             return BatchResult([], [])
         if getattr(self.write_policy, "always_adds", False):
-            return self._add_all(batch, now, defer)
+            return add_all(self, batch, now, defer)
         proposals = NewRows([-1] * len(batch), batch, now).build(self.name)
-        return BatchResult.from_results(self._apply(batch.namespaces, proposals, now))
+        return BatchResult.from_results(apply_each(self, batch.namespaces, proposals, now))
 
     def _checked(self, batch: WriteBatch, now: float) -> WriteBatch:
         """The batch with every column checked (access first, then the values)."""
@@ -207,9 +208,11 @@ class VectorTier:
         callers = column_of(batch.callers, n, "agent")
         namespaces = column_of(batch.namespaces, n, "namespace")
         levels = self._check_levels(batch.levels, n)
-        self._check_writers(callers, namespaces, levels)
+        check_writers(callers, namespaces, levels, self._check)
         texts = check_texts(batch.texts, n, limits)
-        vectors = self._batch_vectors(batch.vectors, texts)
+        vectors = batch_vectors(
+            batch.vectors, texts, self.ctx.dim, self.ctx.embedder, self.config.mode
+        )
         if self.config.mode is NamespaceMode.VECTOR and any(texts):
             raise InvalidInputError("text", "this tier holds vector-only slots: text must be empty")
         valid_from = check_times(batch.valid_from, n, "valid_from", none_ok=True)
@@ -226,7 +229,7 @@ class VectorTier:
             valid_to,
             levels,
         )
-        self._check_budget(texts)
+        check_budget(texts, self.config)
         return checked
 
     def _check_levels(self, levels: Any, n: int) -> list[int] | None:
@@ -237,219 +240,10 @@ class VectorTier:
                     self._check_level(level)
         return None
 
-    def _check_writers(
-        self, callers: list[Caller], namespaces: list[str], levels: list[int] | None
-    ) -> None:
-        """Access of every distinct (caller, namespace, level) of a batch, checked once."""
-        if set(map(type, namespaces)) - {str}:
-            bad = next(ns for ns in namespaces if type(ns) is not str)
-            raise InvalidInputError(
-                "namespace", f"expected a non-empty str, got {type(bad).__name__}"
-            )
-        n = len(callers)
-        if not n:
-            return
-        if levels is None and callers.count(callers[0]) == namespaces.count(namespaces[0]) == n:
-            self._check(callers[0], namespaces[0], "write")  # one writer, one namespace
-            return
-        rows = zip(callers, namespaces, levels or [-1] * n, strict=True)
-        seen: set[tuple[int, str, int]] = set()
-        for caller, namespace, level in rows:
-            key = (id(caller), namespace, level)
-            if key not in seen:
-                seen.add(key)
-                self._check(caller, namespace, "write", None if levels is None else level)
-
-    def _check_budget(self, texts: list[str]) -> None:
-        budget = self.config.token_budget
-        if self.config.mode is not NamespaceMode.TOKEN_BUDGET or budget is None:
-            return
-        for text in texts:
-            tokens = count_tokens(text)
-            if tokens > budget:
-                raise CapacityError(
-                    f"{tokens} tokens can never fit a budget of {budget}", tokens=tokens
-                )
-
-    def _batch_vectors(self, vectors: Vectors, texts: list[str]) -> np.ndarray:
-        """The batch's (n, dim) float32 matrix, embedding the texts of rows without a vector."""
-        n, dim = len(texts), self.ctx.dim
-        if isinstance(vectors, np.ndarray):
-            if vectors.ndim == 2 and len(vectors) != n:
-                raise InvalidInputError("items[].vector", f"{len(vectors)} vectors for {n} rows")
-            return check_matrix(vectors, dim, "items[].vector")
-        given: list[Any] = column_of(vectors, n, "vector") if vectors is not None else [None] * n
-        if not given:
-            return np.empty((0, dim), dtype=np.float32)
-        if n == 1 and isinstance(given[0], np.ndarray) and given[0].ndim == 1:
-            return check_matrix(given[0].reshape(1, -1), dim, "items[0].vector")
-        if all(v is not None for v in given):
-            try:  # the common case, checked in one pass over a matrix
-                return check_matrix(np.array(given, dtype=np.float32), dim, "items[].vector")
-            except (TypeError, ValueError, InvalidInputError):
-                pass  # the rows below name the first bad one
-        return np.stack(self._vectors(given, texts))
-
-    def _vectors(self, given: list[Any], texts: list[str]) -> list[np.ndarray]:
-        """Each row's vector (checked), embedding in one batch those that came without one."""
-        out: list[np.ndarray | None] = [None] * len(given)
-        missing = []
-        for i, vector in enumerate(given):
-            if vector is not None:
-                out[i] = check_vector(vector, self.ctx.dim, f"items[{i}].vector")
-            else:
-                missing.append(i)
-        if missing:
-            if self.ctx.embedder is None or self.config.mode is NamespaceMode.VECTOR:
-                raise InvalidInputError(
-                    f"items[{missing[0]}].vector", "required: no embedder for this tier"
-                )
-            embedded = check_matrix(
-                self.ctx.embedder([texts[i] for i in missing]), self.ctx.dim, "embedder output"
-            )
-            for row, i in enumerate(missing):
-                out[i] = embedded[row]
-        return [v for v in out if v is not None]
-
     def _check_level(self, level: Any) -> int:
         if level != 0:
             raise InvalidInputError("level", f"only the graph tier has levels, got {level!r}")
         return 0
-
-    def _add_all(self, batch: WriteBatch, now: float, defer: Defer | None) -> BatchResult:
-        """ADD every row: as columns where the namespace has room, item by item where not."""
-        n = len(batch)
-        self.decisions[_OP_VALUE[WriteOp.ADD]] += n
-        item_ids: list[int] = [-1] * n
-        evicted: dict[int, list[int]] = {}
-        for name, rows in _groups(batch.namespaces):
-            part = batch if rows is None else batch.rows(rows)
-            positions = range(n) if rows is None else rows
-            ids = self.ctx.allocate(len(part))
-            rows_of_ns = NewRows(ids, part, now)
-            ns = self._namespace(name, create=True)
-            if ns.has_room(len(part)):
-                if defer is None:
-                    ns.append(rows_of_ns, self.ctx.emit)
-                else:
-                    defer(partial(ns.append, rows_of_ns, self.ctx.emit))
-            else:
-                victims = ns.add_many(
-                    rows_of_ns.build(self.name), now, self.ctx.next_use, self.ctx.emit
-                )
-                evicted.update((pos, v) for pos, v in zip(positions, victims, strict=True) if v)
-            if rows is None:
-                item_ids = list(ids)
-            else:
-                for pos, item_id in zip(rows, ids, strict=True):
-                    item_ids[pos] = item_id
-        return BatchResult([WriteOp.ADD] * n, item_ids, evicted)
-
-    def _apply(
-        self, namespaces: Sequence[str], proposals: list[Item], now: float
-    ) -> list[WriteResult]:
-        results: list[WriteResult] = []
-        adds: dict[str, list[tuple[int, Item]]] = defaultdict(list)
-        ahead = self._neighbours_ahead(namespaces, proposals)
-        slots: dict[str, PoolSlot] = defaultdict(PoolSlot)  # eviction candidates per namespace
-        for pos, (name, proposal) in enumerate(zip(namespaces, proposals, strict=True)):
-            ns = self._namespace(name, create=True)
-            nb, slot = ahead.get(name), slots[name]
-            if self._needs_neighbours and adds[name]:
-                # Later proposals must see earlier ADDs of the same batch.
-                self._flush_adds(ns, adds.pop(name), results, now, nb, slot)
-            decision = self._decide(ns, proposal, now, nb, pos)
-            self.decisions[_OP_VALUE[decision.op]] += 1
-            results.append(WriteResult(decision.op, decision.target))
-            if decision.op is WriteOp.ADD:
-                adds[name].append((pos, proposal))
-            elif decision.op is WriteOp.UPDATE:
-                self._update_from(ns, decision.target, proposal, now)
-                if nb is not None:
-                    nb.changed(decision.target, proposal.vector)
-                if slot.pool is not None:
-                    slot.pool.replace(ns.items[decision.target])
-            elif decision.op is WriteOp.DELETE:
-                ns.remove(self._target(ns, decision.target).id, now, self.ctx.emit)
-                if nb is not None:
-                    nb.changed(decision.target)
-                if slot.pool is not None:
-                    slot.pool.remove(decision.target)
-        for name, pending in adds.items():
-            self._flush_adds(self.namespaces[name], pending, results, now, slot=slots[name])
-        return results
-
-    def _neighbours_ahead(
-        self, namespaces: Sequence[str], proposals: list[Item]
-    ) -> dict[str, BatchNeighbours]:
-        """Neighbours of the batch's proposals searched together, per namespace large
-        enough for a search per proposal to cost (see :mod:`.neighbours`)."""
-        if not self._needs_neighbours or len(proposals) < 2:
-            return {}
-        rows: dict[str, list[int]] = defaultdict(list)
-        for pos, name in enumerate(namespaces):
-            rows[name].append(pos)
-        ahead = {}
-        for name, positions in rows.items():
-            ns = self.namespaces.get(name)
-            if len(positions) > 1 and ns is not None and len(ns) >= BATCH_SEARCH_FROM:
-                vectors = np.stack([proposals[pos].vector for pos in positions])
-                ahead[name] = BatchNeighbours(ns, vectors, self.config.neighbours, positions)
-        return ahead
-
-    def _decide(
-        self, ns: Namespace, proposal: Item, now: float, nb: BatchNeighbours | None, pos: int
-    ) -> WriteDecision:
-        if not self._needs_neighbours:
-            return self.write_policy.decide(proposal, [], now)
-        neighbours = None if nb is None else nb.hits(pos, proposal.vector, ns)
-        if neighbours is None:
-            neighbours = ns.search(proposal.vector[None, :], self.config.neighbours, None)[0]
-        return self.write_policy.decide(proposal, neighbours, now)
-
-    def _flush_adds(
-        self,
-        ns: Namespace,
-        pending: list[tuple[int, Item]],
-        results: list[WriteResult],
-        now: float,
-        nb: BatchNeighbours | None = None,
-        slot: PoolSlot | None = None,
-    ) -> None:
-        ids = self.ctx.allocate(len(pending))
-        items = []
-        for (pos, proposal), item_id in zip(pending, ids, strict=True):
-            proposal.id = item_id
-            results[pos].item_id = item_id
-            items.append(proposal)
-        evicted = ns.add_many(items, now, self.ctx.next_use, self.ctx.emit, slot)
-        for (pos, item), victims in zip(pending, evicted, strict=True):
-            results[pos].evicted = victims
-            if nb is not None:
-                nb.added(item.id, item.vector)
-                for victim in victims:
-                    nb.changed(victim)
-
-    def _target(self, ns: Namespace, item_id: int) -> Item:
-        item = ns.items.get(item_id)
-        if item is None:
-            raise ItemNotFoundError(self.name.value, ns.name, item_id)
-        return item
-
-    def _update_from(self, ns: Namespace, target_id: int, proposal: Item, now: float) -> None:
-        old = self._target(ns, target_id)
-        new = replace(
-            old,
-            text=proposal.text,
-            vector=proposal.vector,
-            meta={**old.meta, **proposal.meta},
-            importance=max(old.importance, proposal.importance),
-            version=old.version + 1,
-            valid_from=proposal.valid_from,
-            valid_to=proposal.valid_to,
-            accessed=now,
-        )
-        ns.replace(old, new, now, self.ctx.emit)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -644,18 +438,6 @@ class VectorTier:
             namespaces[name] = ns
         self.namespaces = namespaces
         self.decisions = Counter(state["decisions"])
-
-
-def _groups(namespaces: list[str]) -> list[tuple[str, list[int] | None]]:
-    """Rows by namespace, in order of first appearance; None stands for every row."""
-    if not namespaces:
-        return []
-    if namespaces.count(namespaces[0]) == len(namespaces):
-        return [(namespaces[0], None)]
-    groups: dict[str, list[int]] = {}
-    for i, name in enumerate(namespaces):
-        groups.setdefault(name, []).append(i)
-    return list(groups.items())
 
 
 def _rows(matrix: np.ndarray, positions: list[int]) -> np.ndarray:

@@ -7,7 +7,7 @@ from functools import partial
 
 import numpy as np
 import pytest
-from hivemem.memory_bus import tiers
+from hivemem.memory_bus import proposals
 from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.features import WRITE_COLUMN, WRITE_FEATURE_NAMES
@@ -71,13 +71,13 @@ def run(
 def test_searched_together_decides_as_row_by_row(
     monkeypatch: pytest.MonkeyPatch, policy: str, capacity: int | None
 ) -> None:
-    monkeypatch.setattr(tiers, "BATCH_SEARCH_FROM", 10**9)  # every row searched alone
+    monkeypatch.setattr(proposals, "BATCH_SEARCH_FROM", 10**9)  # every row searched alone
     alone = run(policy, capacity)
-    monkeypatch.setattr(tiers, "BATCH_SEARCH_FROM", 0)  # every batch searched together
+    monkeypatch.setattr(proposals, "BATCH_SEARCH_FROM", 0)  # every batch searched together
     together = run(policy, capacity)
     assert together == alone
     monkeypatch.setattr(
-        tiers, "PoolSlot", partial(PoolSlot, keep=False)
+        proposals, "PoolSlot", partial(PoolSlot, keep=False)
     )  # candidates built per row's ADD
     assert run(policy, capacity) == alone
     ops = alone[2]

@@ -1,0 +1,187 @@
+"""How a tier applies the proposals of a checked batch to its namespaces.
+
+Two paths, chosen by :meth:`~hivemem.memory_bus.tiers.VectorTier.write_batch`: a write
+policy that adds every proposal unseen (``always_adds``) lets the batch go into each
+namespace with room as columns (:func:`add_all`); under any other the proposals are
+decided one at a time, in order, each seeing the earlier ones' changes
+(:func:`apply_each`). Both take the tier explicitly and change only its namespaces and
+its running count of decisions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
+from hivemem.memory_bus.batch import BatchResult, NewRows, WriteBatch
+from hivemem.memory_bus.candidates import PoolSlot
+from hivemem.memory_bus.interfaces import WriteDecision, WriteResult
+from hivemem.memory_bus.item import Item, WriteOp
+from hivemem.memory_bus.namespace import Namespace
+from hivemem.memory_bus.neighbours import BatchNeighbours
+
+if TYPE_CHECKING:
+    from hivemem.memory_bus.tiers import Defer, StoreContext, VectorTier
+
+BATCH_SEARCH_FROM = 2_048
+"""Items of a namespace from which a batch's proposals to it are searched together."""
+_OP_VALUE = {op: op.value for op in WriteOp}  # an enum's .value is slow on the write path
+
+
+def add_all(tier: VectorTier, batch: WriteBatch, now: float, defer: Defer | None) -> BatchResult:
+    """ADD every row: as columns where the namespace has room, item by item where not."""
+    n = len(batch)
+    tier.decisions[_OP_VALUE[WriteOp.ADD]] += n
+    item_ids: list[int] = [-1] * n
+    evicted: dict[int, list[int]] = {}
+    for name, rows in _groups(batch.namespaces):
+        part = batch if rows is None else batch.rows(rows)
+        positions = range(n) if rows is None else rows
+        ids = tier.ctx.allocate(len(part))
+        rows_of_ns = NewRows(ids, part, now)
+        ns = tier._namespace(name, create=True)
+        if ns.has_room(len(part)):
+            if defer is None:
+                ns.append(rows_of_ns, tier.ctx.emit)
+            else:
+                defer(partial(ns.append, rows_of_ns, tier.ctx.emit))
+        else:
+            victims = ns.add_many(
+                rows_of_ns.build(tier.name), now, tier.ctx.next_use, tier.ctx.emit
+            )
+            evicted.update((pos, v) for pos, v in zip(positions, victims, strict=True) if v)
+        if rows is None:
+            item_ids = list(ids)
+        else:
+            for pos, item_id in zip(rows, ids, strict=True):
+                item_ids[pos] = item_id
+    return BatchResult([WriteOp.ADD] * n, item_ids, evicted)
+
+
+def _groups(namespaces: list[str]) -> list[tuple[str, list[int] | None]]:
+    """Rows by namespace, in order of first appearance; None stands for every row."""
+    if not namespaces:
+        return []
+    if namespaces.count(namespaces[0]) == len(namespaces):
+        return [(namespaces[0], None)]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(namespaces):
+        groups.setdefault(name, []).append(i)
+    return list(groups.items())
+
+
+def apply_each(
+    tier: VectorTier, namespaces: Sequence[str], proposals: list[Item], now: float
+) -> list[WriteResult]:
+    """Decide each proposal with the tier's write policy, in order, and apply the decision."""
+    results: list[WriteResult] = []
+    adds: dict[str, list[tuple[int, Item]]] = defaultdict(list)
+    ahead = _neighbours_ahead(tier, namespaces, proposals)
+    slots: dict[str, PoolSlot] = defaultdict(PoolSlot)  # eviction candidates per namespace
+    for pos, (name, proposal) in enumerate(zip(namespaces, proposals, strict=True)):
+        ns = tier._namespace(name, create=True)
+        nb, slot = ahead.get(name), slots[name]
+        if tier._needs_neighbours and adds[name]:
+            # Later proposals must see earlier ADDs of the same batch.
+            _flush_adds(tier.ctx, ns, adds.pop(name), results, now, nb, slot)
+        decision = _decide(tier, ns, proposal, now, nb, pos)
+        tier.decisions[_OP_VALUE[decision.op]] += 1
+        results.append(WriteResult(decision.op, decision.target))
+        if decision.op is WriteOp.ADD:
+            adds[name].append((pos, proposal))
+        elif decision.op is WriteOp.UPDATE:
+            _update_from(tier, ns, decision.target, proposal, now)
+            if nb is not None:
+                nb.changed(decision.target, proposal.vector)
+            if slot.pool is not None:
+                slot.pool.replace(ns.items[decision.target])
+        elif decision.op is WriteOp.DELETE:
+            ns.remove(tier._target(ns, decision.target).id, now, tier.ctx.emit)
+            if nb is not None:
+                nb.changed(decision.target)
+            if slot.pool is not None:
+                slot.pool.remove(decision.target)
+    for name, pending in adds.items():
+        _flush_adds(tier.ctx, tier.namespaces[name], pending, results, now, slot=slots[name])
+    return results
+
+
+def _neighbours_ahead(
+    tier: VectorTier, namespaces: Sequence[str], proposals: list[Item]
+) -> dict[str, BatchNeighbours]:
+    """Neighbours of the batch's proposals searched together, per namespace large
+    enough for a search per proposal to cost (see :mod:`.neighbours`)."""
+    if not tier._needs_neighbours or len(proposals) < 2:
+        return {}
+    rows: dict[str, list[int]] = defaultdict(list)
+    for pos, name in enumerate(namespaces):
+        rows[name].append(pos)
+    ahead = {}
+    for name, positions in rows.items():
+        ns = tier.namespaces.get(name)
+        if len(positions) > 1 and ns is not None and len(ns) >= BATCH_SEARCH_FROM:
+            vectors = np.stack([proposals[pos].vector for pos in positions])
+            ahead[name] = BatchNeighbours(ns, vectors, tier.config.neighbours, positions)
+    return ahead
+
+
+def _decide(
+    tier: VectorTier,
+    ns: Namespace,
+    proposal: Item,
+    now: float,
+    nb: BatchNeighbours | None,
+    pos: int,
+) -> WriteDecision:
+    if not tier._needs_neighbours:
+        return tier.write_policy.decide(proposal, [], now)
+    neighbours = None if nb is None else nb.hits(pos, proposal.vector, ns)
+    if neighbours is None:
+        neighbours = ns.search(proposal.vector[None, :], tier.config.neighbours, None)[0]
+    return tier.write_policy.decide(proposal, neighbours, now)
+
+
+def _flush_adds(
+    ctx: StoreContext,
+    ns: Namespace,
+    pending: list[tuple[int, Item]],
+    results: list[WriteResult],
+    now: float,
+    nb: BatchNeighbours | None = None,
+    slot: PoolSlot | None = None,
+) -> None:
+    ids = ctx.allocate(len(pending))
+    items = []
+    for (pos, proposal), item_id in zip(pending, ids, strict=True):
+        proposal.id = item_id
+        results[pos].item_id = item_id
+        items.append(proposal)
+    evicted = ns.add_many(items, now, ctx.next_use, ctx.emit, slot)
+    for (pos, item), victims in zip(pending, evicted, strict=True):
+        results[pos].evicted = victims
+        if nb is not None:
+            nb.added(item.id, item.vector)
+            for victim in victims:
+                nb.changed(victim)
+
+
+def _update_from(
+    tier: VectorTier, ns: Namespace, target_id: int, proposal: Item, now: float
+) -> None:
+    old = tier._target(ns, target_id)
+    new = replace(
+        old,
+        text=proposal.text,
+        vector=proposal.vector,
+        meta={**old.meta, **proposal.meta},
+        importance=max(old.importance, proposal.importance),
+        version=old.version + 1,
+        valid_from=proposal.valid_from,
+        valid_to=proposal.valid_to,
+        accessed=now,
+    )
+    ns.replace(old, new, now, tier.ctx.emit)
