@@ -110,9 +110,17 @@ class VectorTier:
         self.write_policy: WritePolicy = make_write_policy(
             config.write_policy, **config.write_params
         )
-        self._needs_neighbours = bool(getattr(self.write_policy, "needs_neighbours", True))
         self.namespaces: dict[str, Namespace] = {}
         self.decisions: Counter[str] = Counter()
+
+    @property
+    def _needs_neighbours(self) -> bool:
+        """Whether the write policy decides on a proposal's neighbours.
+
+        Read from the policy each time, as ``always_adds`` is: a policy may be swapped on
+        a live tier.
+        """
+        return bool(getattr(self.write_policy, "needs_neighbours", True))
 
     # --- namespaces -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
 from hivemem.memory_bus.errors import CapacityError, InvalidInputError, UnknownNameError
 from hivemem.memory_bus.interfaces import Caller, SearchRequest, WriteRequest
 from hivemem.memory_bus.item import NewItem, WriteOp
+from hivemem.memory_bus.policies import make_write_policy
 from hivemem.memory_bus.store import MemoryStore
 
 ALICE = Caller("alice", frozenset({"team"}))
@@ -190,3 +191,14 @@ def test_a_value_equal_to_a_default_but_of_another_type_is_still_refused(
     with pytest.raises(InvalidInputError):
         target.write(ALICE, "team", NewItem("x", **bad), now=0.0)  # type: ignore[arg-type]
     assert "team" not in target.namespaces
+
+
+def test_a_write_policy_swapped_on_a_live_tier_gets_its_neighbours() -> None:
+    # Built with a policy that needs no neighbours; dedup put in its place must see the
+    # stored duplicate (a flag read once at construction kept handing it none).
+    store = store_with(write_policy="never")
+    store.shared.write_policy = make_write_policy("dedup")
+    first = store.shared.write(ALICE, "team", NewItem("the red key"), now=0.0)
+    again = store.shared.write(ALICE, "team", NewItem("the red key"), now=1.0)
+    assert (first.op, again.op) == (WriteOp.ADD, WriteOp.NOOP)
+    assert again.item_id == first.item_id
