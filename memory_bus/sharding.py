@@ -27,8 +27,9 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hivemem.memory_bus.client import AsyncMemoryClient, Ops
+from hivemem.memory_bus.client import AsyncMemoryClient
 from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.ops import Ops
 from hivemem.memory_bus.protocol import take_columns
 
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}

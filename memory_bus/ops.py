@@ -1,0 +1,268 @@
+"""Every bus op, written once, with its arguments and results in wire form.
+
+:class:`Ops` encodes each op's arguments (vectors as raw float32 bytes, items and
+batches as ``docs/protocol.md`` lays them out) and names the decoder of its result; a
+subclass says how a call is carried out (:class:`~hivemem.memory_bus.client.AsyncMemoryClient`
+awaits it, :class:`~hivemem.memory_bus.client.MemoryClient` waits for it or returns a
+Future, :class:`~hivemem.memory_bus.sharding.AsyncShardedClient` routes it to a shard).
+Nothing here does I/O. :class:`OnBehalf` names the agent one batch entry acts for, and
+:func:`encode_write_entries` puts ``write_many`` entries in wire form ahead of sending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import (
+    decode_hit,
+    decode_item,
+    decode_write_result,
+    decode_write_results,
+    encode_new_item,
+    encode_write_columns,
+    vector_to_bytes,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OnBehalf:
+    """The agent one batch entry acts for, with its token.
+
+    An agent host batches the reads and writes of many agents into one request; each
+    entry then names its own agent, and the server checks access per entry.
+    """
+
+    agent: str
+    token: str
+
+
+def _on_behalf(entry: dict[str, Any], who: Any) -> dict[str, Any]:
+    if who is not None:
+        if not isinstance(who, OnBehalf):
+            raise TypeError(f"expected OnBehalf, got {type(who).__name__}")
+        entry["agent"], entry["token"] = who.agent, who.token
+    return entry
+
+
+WriteEntries = dict[str, Any] | list[dict[str, Any]]
+"""``write_many`` entries in wire form: columns (a map), or rows (a list of maps)."""
+
+
+def encode_write_entries(entries: list[tuple[Any, ...]]) -> WriteEntries:
+    """``write_many`` entries in wire form, for :meth:`Ops.write_many_encoded`.
+
+    Columns (one list per field, every vector in one float32 blob: see
+    ``docs/protocol.md``) whenever the entries allow it, which the server stores a
+    batch at a time; rows otherwise (some items with a vector and some without, or
+    some entries on behalf of an agent and some not). Encoding thousands of items takes
+    milliseconds; a caller with time to spare before it must send (an agent host, while
+    the other hosts step) can do it then.
+    """
+    behalf = [_nth(e, 2) for e in entries]
+    acting = sum(who is not None for who in behalf)
+    columns = None
+    if acting in (0, len(entries)):
+        columns = encode_write_columns([e[0] for e in entries], [e[1] for e in entries])
+    if columns is None:
+        return [
+            _on_behalf({"namespace": e[0], "item": encode_new_item(e[1])}, who)
+            for e, who in zip(entries, behalf, strict=True)
+        ]
+    if acting:
+        bad = next((who for who in behalf if not isinstance(who, OnBehalf)), None)
+        if bad is not None:
+            raise TypeError(f"expected OnBehalf, got {type(bad).__name__}")
+        columns["agent"] = [who.agent for who in behalf]
+        columns["token"] = [who.token for who in behalf]
+    return columns
+
+
+class Ops:
+    """Every bus op, written once; subclasses say how a call is carried out."""
+
+    agent: str
+    token: str
+
+    def _call(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
+    ) -> Any:
+        raise NotImplementedError
+
+    def ping(self) -> Any:
+        """The server's protocol version and who it thinks you are."""
+        return self._call("ping", {})
+
+    def register(self, agent_id: str, groups: list[str] | None = None, role: str = "agent") -> Any:
+        """Admin only: register an agent; returns ``{"token": ...}``."""
+        return self._call(
+            "register", {"agent_id": agent_id, "groups": list(groups or []), "role": role}
+        )
+
+    def write(self, tier: str, namespace: str, item: NewItem, *, now: float) -> Any:
+        """Propose one item; returns the write policy's WriteResult."""
+        args = {"tier": tier, "namespace": namespace, "item": encode_new_item(item), "now": now}
+        return self._call("write", args, decode_write_result)
+
+    def write_many(self, tier: str, entries: list[tuple[Any, ...]], *, now: float) -> Any:
+        """Propose items in one message; returns a WriteResult each, in order.
+
+        Each entry is ``(namespace, item)`` or ``(namespace, item, OnBehalf(agent, token))``.
+        """
+        return self.write_many_encoded(tier, encode_write_entries(entries), now=now)
+
+    def write_many_encoded(self, tier: str, items: WriteEntries, *, now: float) -> Any:
+        """:meth:`write_many` of entries already in wire form (:func:`encode_write_entries`)."""
+        key = "columns" if isinstance(items, dict) else "items"
+        return self._call(
+            "write_many", {"tier": tier, key: items, "now": now}, decode_write_results
+        )
+
+    def get(self, tier: str, namespace: str, item_id: int, *, now: float | None = None) -> Any:
+        """One item; with ``now`` the read counts as a recall."""
+        args = {"tier": tier, "namespace": namespace, "item_id": item_id, "now": now}
+        return self._call("get", args, decode_item)
+
+    def search(
+        self,
+        tier: str,
+        namespace: str,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        now: float,
+        as_of: float | None = None,
+        vectors: bool = True,
+    ) -> Any:
+        """The ``k`` nearest items as Hits, best first.
+
+        With ``vectors=False`` the hits' items come without their vectors (an empty
+        array), which makes the reply several times smaller.
+        """
+        args = {
+            "tier": tier,
+            "namespace": namespace,
+            "vector": vector_to_bytes(vector),
+            "k": k,
+            "now": now,
+            "as_of": as_of,
+            "compact": True,
+        }
+        if not vectors:
+            args["vectors"] = False
+        return self._call("search", args, _each(decode_hit))
+
+    def search_many(
+        self, tier: str, queries: list[tuple[Any, ...]], *, now: float, vectors: bool = True
+    ) -> Any:
+        """Queries in one message; one Hit list each, in order.
+
+        Each query is ``(namespace, vector, k)``, optionally followed by ``as_of`` (None:
+        no validity filter) and ``OnBehalf(agent, token)``. With ``vectors=False`` the
+        hits' items come without their vectors (an empty array).
+        """
+        raw = [
+            _on_behalf(
+                {
+                    "namespace": q[0],
+                    "vector": vector_to_bytes(q[1]),
+                    "k": q[2],
+                    "as_of": _nth(q, 3),
+                },
+                _nth(q, 4),
+            )
+            for q in queries
+        ]
+        args: dict[str, Any] = {"tier": tier, "queries": raw, "now": now, "compact": True}
+        if not vectors:
+            args["vectors"] = False
+        return self._call("search_many", args, _each(_each(decode_hit)))
+
+    def update(
+        self,
+        tier: str,
+        namespace: str,
+        item_id: int,
+        *,
+        expected_version: int,
+        now: float,
+        **changes: Any,
+    ) -> Any:
+        """Change an item if it is still at ``expected_version``."""
+        if "vector" in changes:
+            changes["vector"] = vector_to_bytes(changes["vector"])
+        args = {
+            "tier": tier,
+            "namespace": namespace,
+            "item_id": item_id,
+            "expected_version": expected_version,
+            "now": now,
+            "changes": changes,
+        }
+        return self._call("update", args, decode_item)
+
+    def delete(self, tier: str, namespace: str, item_id: int, *, now: float) -> Any:
+        """Remove an item."""
+        return self._call(
+            "delete", {"tier": tier, "namespace": namespace, "item_id": item_id, "now": now}
+        )
+
+    def history(self, tier: str, namespace: str, item_id: int) -> Any:
+        """Every kept version of an item."""
+        return self._call("history", {"tier": tier, "namespace": namespace, "item_id": item_id})
+
+    def stats(self) -> Any:
+        """Per-tier counts."""
+        return self._call("stats", {})
+
+    def add_edge(
+        self, namespace: str, src: int, dst: int, type: str, *, now: float, **kw: Any
+    ) -> Any:
+        """Link two graph nodes; returns the edge id."""
+        return self._call(
+            "add_edge",
+            {"namespace": namespace, "src": src, "dst": dst, "type": type, "now": now, **kw},
+        )
+
+    def invalidate_edge(self, namespace: str, edge_id: int, *, at: float) -> Any:
+        """End an edge's validity."""
+        return self._call("invalidate_edge", {"namespace": namespace, "edge_id": edge_id, "at": at})
+
+    def edges(self, namespace: str, **kw: Any) -> Any:
+        """Edges, optionally ``as_of``, ``node``, ``type``."""
+        return self._call("edges", {"namespace": namespace, **kw})
+
+    def neighbors(self, namespace: str, node_id: int, **kw: Any) -> Any:
+        """Linked node ids."""
+        return self._call("neighbors", {"namespace": namespace, "node_id": node_id, **kw})
+
+    def promote(
+        self, namespace: str, children: list[int], parent: NewItem, *, now: float, **kw: Any
+    ) -> Any:
+        """Write a parent above ``children`` and link them; returns its id."""
+        args = {
+            "namespace": namespace,
+            "children": children,
+            "parent": encode_new_item(parent),
+            "now": now,
+            **kw,
+        }
+        return self._call("promote", args)
+
+    def retrieve(
+        self, namespace: str, vector: np.ndarray, k: int = 10, *, now: float, **kw: Any
+    ) -> Any:
+        """Graph retrieval (vector seeds, then k-hop or PPR)."""
+        args = {"namespace": namespace, "vector": vector_to_bytes(vector), "k": k, "now": now, **kw}
+        return self._call("retrieve", args, _each(decode_hit))
+
+
+def _nth(entry: tuple[Any, ...], n: int) -> Any:
+    return entry[n] if len(entry) > n else None
+
+
+def _each(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda values: [decode(v) for v in values]

@@ -1,0 +1,307 @@
+"""How a request reaches the bus and its reply comes back: ids, sockets, retries, errors.
+
+:class:`_Requests` is what both transports share, free of I/O: request ids under one
+``client_id``, the frames, reply matching and a reply's outcome. :class:`_Transport`
+keeps many requests in flight on one asyncio DEALER and matches replies to requests by
+id; :class:`_BlockingTransport` sends one request at a time on a plain DEALER in the
+caller's thread. A request that times out is sent again *with the same id* after
+reconnecting; the server answers a repeated id from memory, so a retried write is never
+applied twice.
+
+Error replies and ZeroMQ failures become the project's errors here, once: the class of
+:mod:`~hivemem.memory_bus.errors` a reply's code names (:func:`error_from_reply`),
+:class:`BusTimeoutError` when no reply comes, :class:`RemoteError` for a code unknown
+here. The clients over these transports live in :mod:`hivemem.memory_bus.client`, which
+exports the errors too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import secrets
+import threading
+import time
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from hivemem.memory_bus import errors
+from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.protocol import ProtocolError, Reply, decode_reply, encode_request
+
+
+class BusTimeoutError(HivememError):
+    """No reply within the timeout, after every retry."""
+
+    code = "timeout"
+
+
+class RemoteError(HivememError):
+    """An error reply whose code names no local exception class."""
+
+
+def _error_classes() -> dict[str, type[HivememError]]:
+    found: dict[str, type[HivememError]] = {}
+    for obj in vars(errors).values():
+        if isinstance(obj, type) and issubclass(obj, HivememError):
+            found.setdefault(obj.code, obj)  # the first class of a code is its most general
+    return found
+
+
+_BY_CODE = _error_classes()
+
+
+def error_from_reply(error: dict[str, Any]) -> HivememError:
+    """The exception a server's error reply stands for, with its code, message and details."""
+    code = str(error.get("code", "internal"))
+    cls = _BY_CODE.get(code, ProtocolError if code in _PROTOCOL_CODES else RemoteError)
+    exc = cls.__new__(cls)
+    HivememError.__init__(exc, str(error.get("message", "")), **dict(error.get("details") or {}))
+    exc.code = code
+    return exc
+
+
+_PROTOCOL_CODES = {"bad_frame", "bad_request", "unknown_op", "too_large", "unauthenticated"}
+
+
+class _Requests:
+    """What both transports share, free of I/O: ids, frames, reply matching, outcomes.
+
+    One :class:`~hivemem.memory_bus.client.MemoryClient` draws the ids of its blocking
+    calls (caller threads) and of its ``nowait`` calls (loop thread) from one instance,
+    so both paths number requests in one sequence under one ``client_id``.
+    """
+
+    def __init__(
+        self, address: str, timeout: float, retries: int, client_id: int | None = None
+    ) -> None:
+        self.address, self.timeout, self.retries = address, timeout, retries
+        self.client_id = secrets.randbits(63) if client_id is None else client_id
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @property
+    def attempts(self) -> int:
+        """Sends of one request: the first and its retries."""
+        return self.retries + 1
+
+    def number_from(self, start: int) -> None:
+        """The next requests carry ids ``start``, ``start + 1``, ..."""
+        with self._lock:
+            self._ids = itertools.count(start)
+
+    def encode(
+        self, op: str, agent: str, token: str, args: dict[str, Any]
+    ) -> tuple[int, list[bytes]]:
+        """A fresh request id and the frames that carry the request under it."""
+        with self._lock:
+            req_id = next(self._ids)
+        return req_id, encode_request(req_id, self.client_id, op, agent, token, args)
+
+    @staticmethod
+    def decode(frames: list[bytes]) -> Reply | None:
+        """The reply in ``frames``, or None if they are not a reply (the caller retries)."""
+        try:
+            return decode_reply(frames)
+        except ProtocolError:
+            return None
+
+    @staticmethod
+    def outcome(reply: Reply) -> Any:
+        """The result of an ok reply; raises the exception an error reply stands for."""
+        if not reply.ok:
+            raise error_from_reply(reply.error or {})
+        return reply.result
+
+    def timed_out(self) -> BusTimeoutError:
+        """The error for a request that got no reply after every attempt."""
+        return BusTimeoutError(
+            f"no reply from {self.address} after {self.attempts} attempts of {self.timeout} s",
+            address=self.address,
+            attempts=self.attempts,
+        )
+
+    def transport_error(self, exc: zmq.ZMQError) -> HivememError:
+        """A ZeroMQ failure as the project's error (raise it ``from exc``)."""
+        return HivememError(f"transport error talking to {self.address}: {exc}")
+
+
+def _dealer(ctx: zmq.Context[Any], address: str, curve: dict[str, bytes] | None) -> Any:
+    """A DEALER of ``ctx`` connected to ``address``, with CURVE keys if given."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        if curve:
+            sock.curve_secretkey, sock.curve_publickey = curve["secret"], curve["public"]
+            sock.curve_serverkey = curve["server"]
+        sock.connect(address)
+    except zmq.ZMQError:
+        sock.close()  # an open socket would keep ctx.term() waiting forever
+        raise
+    return sock
+
+
+class _Transport:
+    """One asyncio DEALER socket, requests in flight matched by id, reconnect on timeout."""
+
+    def __init__(
+        self,
+        address: str,
+        timeout: float,
+        retries: int,
+        curve: dict[str, bytes] | None,
+        client_id: int | None = None,
+    ) -> None:
+        self.requests = _Requests(address, timeout, retries, client_id)
+        self.address, self.curve = address, curve
+        self.ctx = zmq.asyncio.Context()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._sock: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._generation = 0
+
+    def _connect(self) -> None:
+        sock = _dealer(self.ctx, self.address, self.curve)
+        self._sock = sock
+        self._generation += 1
+        self._reader = asyncio.get_running_loop().create_task(self._read(sock))
+
+    async def _read(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames = await sock.recv_multipart()
+            except (zmq.ZMQError, asyncio.CancelledError):
+                return
+            reply = self.requests.decode(frames)
+            future = self._pending.get(reply.id) if reply is not None else None
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    def _reconnect(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # another request already reconnected
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._connect()
+
+    async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        if self._sock is None:
+            try:
+                self._connect()
+            except zmq.ZMQError as exc:  # a malformed address, an unknown transport
+                raise self.requests.transport_error(exc) from exc
+        req_id, frames = self.requests.encode(op, agent, token, args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = future
+        try:
+            return await self._attempts(frames, future)
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def _attempts(self, frames: list[bytes], future: asyncio.Future[Any]) -> Any:
+        for _attempt in range(self.requests.attempts):
+            generation, sock = self._generation, self._sock
+            if sock is None:
+                raise HivememError("client is closed")
+            try:
+                await sock.send_multipart(frames)
+                reply = await asyncio.wait_for(asyncio.shield(future), self.requests.timeout)
+            except TimeoutError:
+                self._reconnect(generation)
+                continue
+            except zmq.ZMQError as exc:
+                raise self.requests.transport_error(exc) from exc
+            return self.requests.outcome(reply)
+        raise self.requests.timed_out()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self.ctx.term()
+
+
+class _BlockingTransport:
+    """One plain DEALER used in the caller's thread: a blocking call without a thread hop.
+
+    Calls take a lock, so threads sharing a client take turns on the socket, one request
+    in flight at a time. A reply of another id (a late answer to an attempt that timed
+    out) is dropped. On timeout the socket is replaced and the request sent again with
+    the same id, so the server answers a retried write from memory.
+    """
+
+    def __init__(self, requests: _Requests, curve: dict[str, bytes] | None) -> None:
+        self.requests, self.curve = requests, curve
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self._sock: Any = None  # connected on first use, and again after a timeout
+        self._wait_ms = -1  # the socket's RCVTIMEO (-1: ZeroMQ's default, wait forever)
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        """Send one request and wait for its result.
+
+        Raises:
+            BusTimeoutError: No reply after every attempt.
+            HivememError: The error the server replied with, a ZeroMQ failure, or a
+                closed client.
+        """
+        with self._lock:
+            if self._closed:
+                raise HivememError("client is closed")
+            req_id, frames = self.requests.encode(op, agent, token, args)
+            try:
+                return self._attempts(req_id, frames)
+            except zmq.ZMQError as exc:
+                raise self.requests.transport_error(exc) from exc
+
+    def _attempts(self, req_id: int, frames: list[bytes]) -> Any:
+        for _attempt in range(self.requests.attempts):
+            if self._sock is None:
+                self._sock = _dealer(self.ctx, self.requests.address, self.curve)
+            self._sock.send_multipart(frames)
+            reply = self._reply(req_id, time.monotonic() + self.requests.timeout)
+            if reply is not None:
+                return self.requests.outcome(reply)
+            self._drop_socket()  # a new connection, in case the old one is stuck
+        raise self.requests.timed_out()
+
+    def _reply(self, req_id: int, deadline: float) -> Reply | None:
+        """The reply to ``req_id`` if it comes before ``deadline``, else None.
+
+        The wait is a receive with the socket's timeout (``RCVTIMEO``), set only when the
+        time left changes: ``Socket.poll`` builds a poller on every call, which cost a
+        tenth of a single write's round trip here.
+        """
+        while (left := deadline - time.monotonic()) > 0:
+            wait_ms = math.ceil(left * 1000)
+            if wait_ms != self._wait_ms:
+                self._sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                self._wait_ms = wait_ms
+            try:
+                frames = self._sock.recv_multipart()
+            except zmq.Again:
+                return None
+            reply = self.requests.decode(frames)
+            if reply is not None and reply.id == req_id:
+                return reply
+        return None
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+            self._wait_ms = -1
+
+    def close(self) -> None:
+        """Close the socket (after a call in progress) and the context; idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._drop_socket()
+                self.ctx.term()
