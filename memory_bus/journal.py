@@ -14,7 +14,7 @@ Files in the data directory:
   over the old one.
 
 A snapshot happens in three steps, so that the slow middle one can run elsewhere (the bus
-server writes it from a forked process, see :mod:`hivemem.memory_bus.server`):
+server writes it from a forked process, see :mod:`hivemem.memory_bus.durability`):
 :meth:`Journal.begin_snapshot` closes the log so far as a part and starts a fresh
 ``journal.log`` for the records that follow; :meth:`Journal.write_snapshot` writes the
 state as of that point; :meth:`Journal.end_snapshot` deletes the parts it holds. Replay

@@ -18,24 +18,20 @@ the bare echo's item rate (medians of ``benchmarks/bus.py --quick``). Writes tha
 are applied before the reply as before. :meth:`BusServer.handle` applies everything
 before it returns.
 
+The journal records, snapshots and recovery live in :mod:`hivemem.memory_bus.durability`,
+the event feed in :mod:`hivemem.memory_bus.publisher`; the server owns one of each and
+decides when they run.
+
 Run it embedded (``with BusServer(store) as server: ...``), standalone
 (``hivemem bus serve``) or as a Ray actor (``hivemem.memory_bus.ray_actor``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import gc
 import logging
-import os
-import signal
-import sys
 import threading
 import time
-import traceback
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,27 +41,26 @@ from typing import Any, TypeVar
 
 import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
+from hivemem.memory_bus.durability import SNAPSHOT_WAIT_S, Durability
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
-from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls, authenticate
+from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
-from hivemem.memory_bus.namespace import MemoryEvent
 from hivemem.memory_bus.protocol import (
     ADMIN_AGENT,
     HEADER,
     MAX_MESSAGE_BYTES,
     MUTATING,
     Code,
-    Op,
     ProtocolError,
     Request,
     decode_request,
     encode_error,
     encode_reply,
-    pack,
     request_id_of,
 )
+from hivemem.memory_bus.publisher import EventPublisher
 from hivemem.memory_bus.store import MemoryStore
 from zmq.utils.monitor import recv_monitor_message
 
@@ -144,8 +139,9 @@ class BusServer:
         secret: Bus secret for agent tokens; random if None (tokens then die with the server).
         journal: Where acknowledged changes are logged; None keeps everything in memory.
         snapshot_every: Journal records between snapshots.
-        fork_snapshots: Write snapshots from a forked process (see ``_maybe_snapshot``);
-            False writes them on the owner thread, which stalls every client meanwhile.
+        fork_snapshots: Write snapshots from a forked process (see
+            :meth:`~hivemem.memory_bus.durability.Durability.maybe_snapshot`); False
+            writes them on the owner thread, which stalls every client meanwhile.
         dedup_size: Requests remembered for idempotent retries.
         curve: Optional CURVE settings.
         metrics: Prometheus metrics; a private registry if None.
@@ -183,28 +179,37 @@ class BusServer:
         self.secret = secret or new_secret()
         self.registry = AgentRegistry(self.secret)
         self.journal = journal
-        self.snapshot_every = snapshot_every
-        self.fork_snapshots = fork_snapshots and hasattr(os, "fork")
-        self.snapshots = 0  # snapshots completed
-        self._snapshot: tuple[int, int] | None = None  # (writer pid, seq) of one under way
         # Held while a request is handled and settled (see inspect).
         self._between = threading.Lock()
         self.curve = curve
         self.metrics = metrics or BusMetrics()
         self._dedup: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
         self._dedup_size = dedup_size
+        self._durability = Durability(
+            journal,
+            store,
+            self.registry,
+            self._dedup,
+            self._remember,
+            snapshot_every=snapshot_every,
+            fork_snapshots=fork_snapshots,
+        )
         self._verified: set[tuple[str, str]] = set()
-        self._events: list[MemoryEvent] = []
-        self._topics: set[bytes] = set()  # event topic prefixes someone subscribed to
+        self._publisher = EventPublisher(self.metrics)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.address = ""
         self.pub_address = ""
-        store.subscribe(self._events.append)
+        store.subscribe(self._publisher.events.append)
 
     # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def snapshots(self) -> int:
+        """Snapshots completed."""
+        return self._durability.snapshots
 
     @property
     def admin_token(self) -> str:
@@ -318,8 +323,7 @@ class BusServer:
         spin_until = 0.0  # poll without sleeping until then (see spin_us)
         try:
             while not self._stop.is_set():
-                if self._snapshot is not None:
-                    self._reap_snapshot()
+                self._durability.reap_snapshot()
                 ready = dict(poller.poll(0 if time.perf_counter() < spin_until else POLL_MS))
                 if router in ready:
                     self._serve_batch(router, pub)
@@ -327,7 +331,7 @@ class BusServer:
                 if monitor in ready:
                     self._count_connections(monitor)
                 if pub in ready:
-                    self._take_subscriptions(pub)
+                    self._publisher.take_subscriptions(pub)
                 if time.monotonic() >= next_gauges:
                     started = time.monotonic()
                     self.metrics.observe_store(self.store)
@@ -335,7 +339,7 @@ class BusServer:
                     next_gauges = started + max(GAUGE_PERIOD_S, spent / GAUGE_SHARE)
         finally:
             # Before this thread ends: the writer dies with the thread that forked it.
-            self._reap_snapshot(wait=SNAPSHOT_WAIT_S)
+            self._durability.reap_snapshot(wait=SNAPSHOT_WAIT_S)
             self.metrics.observe_store(self.store)  # the last word on the gauges
             router.disable_monitor()
             monitor.close(linger=0)
@@ -359,59 +363,7 @@ class BusServer:
                 reply, later = self._handle(rest)
                 router.send_multipart([identity, HEADER, reply])
                 self._settle(later)
-                self._publish(pub)
-
-    def _publish(self, pub: zmq.Socket[Any]) -> None:
-        """One message per topic for the events of the request just answered.
-
-        Only topics someone subscribed to are encoded and sent: the events socket is an
-        XPUB, which tells the server its subscriptions (a PUB would drop the rest
-        anyway, after the server had packed them). Every event is counted in metrics.
-        """
-        if not self._events:
-            return
-        # Subscriptions are read when the poller says the XPUB has some (see _loop); a
-        # receive here, which fails with an exception nearly always, cost more than the
-        # rest of publishing.
-        topics = self._topics
-        by_topic: dict[bytes, list[dict[str, Any]]] = {}
-        for event in self._events:
-            self.metrics.event(event)
-            if not topics:
-                continue
-            topic = f"{event.tier}/{event.namespace}".encode()
-            if topic not in by_topic and not any(topic.startswith(t) for t in topics):
-                continue
-            by_topic.setdefault(topic, []).extend(
-                {
-                    "kind": event.kind,
-                    "tier": event.tier,
-                    "namespace": event.namespace,
-                    "item_id": item_id,
-                    "version": event.version,
-                    "now": event.now,
-                }
-                for item_id in event.item_ids
-            )
-        for topic, events in by_topic.items():
-            pub.send_multipart([topic, HEADER, pack(events)])
-        self._events.clear()
-
-    def _take_subscriptions(self, pub: zmq.Socket[Any]) -> None:
-        """Read the subscriptions the XPUB reports (``b"\\x01"``/``b"\\x00"`` + prefix).
-
-        A prefix is reported when its first subscriber joins and when its last one leaves
-        (or disconnects), so a set holds exactly the prefixes someone listens to.
-        """
-        while True:
-            try:
-                message = pub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if message[:1] == b"\x01":
-                self._topics.add(message[1:])
-            elif message[:1] == b"\x00":
-                self._topics.discard(message[1:])
+                self._publisher.publish(pub)
 
     # --- requests -----------------------------------------------------------------------
 
@@ -467,7 +419,7 @@ class BusServer:
         # Only now: a snapshot taken before the reply is remembered (or before the change
         # is applied) would lack the change or its reply, and empty the log that held
         # both; after a crash the change would be lost or a retry applied twice.
-        self._maybe_snapshot()
+        self._durability.maybe_snapshot()
 
     def _answer(self, req: Request) -> tuple[bytes, str, list[Change]]:
         """Authenticate, then answer a retried change from memory or apply the request."""
@@ -498,7 +450,7 @@ class BusServer:
         )
         try:
             result = HANDLERS[req.op](ctx, req.args)
-            self._journal(req, ctx)
+            self._durability.record(req, ctx)
             reply = encode_reply(req.id, result)
             if len(reply) > MAX_MESSAGE_BYTES and req.op not in MUTATING:
                 # A client refuses a payload over the limit and would wait for its timeout.
@@ -530,173 +482,10 @@ class BusServer:
         if len(self._dedup) > self._dedup_size:
             self._dedup.popitem(last=False)
 
-    # --- durability ---------------------------------------------------------------------
-
-    def _journal(self, req: Request, ctx: Context) -> None:
-        if self.journal is None:
-            return
-        if req.op in MUTATING:
-            self.journal.append(
-                {
-                    "op": req.op.value,
-                    "agent": req.agent,
-                    "client": req.client,
-                    "id": req.id,
-                    "args": req.args,
-                }
-            )
-        elif ctx.recalls:
-            self.journal.append(
-                {"op": "recall", "recalls": ctx.recalls, "now": req.args.get("now", 0.0)}
-            )
-
-    def _maybe_snapshot(self) -> None:
-        """Snapshot once ``snapshot_every`` records piled up (one snapshot at a time).
-
-        The state is written by a forked child: fork copies no memory (pages are shared
-        copy-on-write), so the owner thread pays for the fork alone, not for packing
-        and writing the whole store (a store of 20,000 384-float items: 66 MB, 0.6 s
-        here, 1.6 s on a loaded machine, during which every client waited). The child
-        sees the store exactly as it was after the last journaled record, since the
-        owner thread forks between requests. Where fork is not available, or fails, the
-        owner thread writes the snapshot itself.
-        """
-        journal = self.journal
-        if (
-            journal is None
-            or journal.records_since_snapshot < self.snapshot_every
-            or self._snapshot is not None
-        ):
-            return
-        seq = journal.begin_snapshot()
-        if self.fork_snapshots:
-            pid = _fork_to(lambda: journal.write_snapshot(self._state(), seq))
-            if pid is not None:
-                self._snapshot = (pid, seq)
-                return
-        journal.write_snapshot(self._state(), seq)
-        journal.end_snapshot(seq)
-        self.snapshots += 1
-
-    def _reap_snapshot(self, wait: float = 0.0) -> None:
-        """Finish the snapshot a child is writing once it has exited.
-
-        ``wait``: seconds to wait for it; a writer still at work then is killed (its
-        snapshot is lost, not the records: the log keeps them).
-        """
-        if self._snapshot is None or self.journal is None:
-            return
-        pid, seq = self._snapshot
-        deadline = time.monotonic() + wait
-        try:
-            while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.01)
-            if not done and wait:
-                log.error("the snapshot writer (pid %d) took over %.0f s; killed", pid, wait)
-                os.kill(pid, signal.SIGKILL)
-                done, status = os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped by someone else: its outcome is unknown
-            done, status = pid, 1 << 8
-        if not done:
-            return
-        self._snapshot = None
-        code = os.waitstatus_to_exitcode(status)
-        if code == 0:
-            self.journal.end_snapshot(seq)
-            self.snapshots += 1
-        else:  # nothing is lost: the log keeps every record until a snapshot holds them
-            log.error(
-                "the snapshot writer (pid %d) failed (exit %d); the next one retries", pid, code
-            )
-
-    def _state(self) -> dict[str, Any]:
-        return {
-            "store": self.store.get_state(),
-            "registry": self.registry.to_state(),
-            "dedup": [[c, i, a, reply] for (c, i, a), reply in self._dedup.items()],
-        }
-
     def _recover(self) -> None:
-        """Load the snapshot and replay the journal through the same handlers."""
-        if self.journal is None:
-            return
-        state = self.journal.load_snapshot()
-        if state is not None:
-            self.store.set_state(state["store"])
-            self.registry.load(state["registry"])
-            self._dedup = OrderedDict(((c, i, a), bytes(r)) for c, i, a, r in state["dedup"])
-        replayed = 0
-        for record in self.journal.replay():
-            self._replay(record)
-            replayed += 1
-        self._events.clear()
-        log.info("recovered %d journal records", replayed)
-
-    def _replay(self, record: dict[str, Any]) -> None:
-        if record["op"] == "recall":
-            apply_recalls(self.store, record["recalls"], float(record["now"]))
-            return
-        caller = self.registry.agents.get(record["agent"], Caller(record["agent"]))
-        ctx = Context(self.store, self.registry, caller)
-        req_id = int(record["id"])
-        try:
-            reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
-        except HivememError as exc:  # it failed the same way the first time
-            reply = encode_error(req_id, exc.code, exc.message, exc.details)
-        self._remember((int(record["client"]), req_id, str(record["agent"])), reply)
-
-
-def _fork_to(write: Callable[[], None]) -> int | None:
-    """Run ``write`` in a forked child that then exits; its pid (None if fork failed).
-
-    The child only packs and writes files, then leaves with ``os._exit`` (no cleanup of
-    the sockets and threads it did not inherit). It dies with the thread that forked it
-    (``PR_SET_PDEATHSIG``), so a killed server leaves no writer behind to race the next
-    one, and it never collects garbage (that would touch, and so copy, every page).
-    """
-    parent = os.getpid()
-    try:
-        with warnings.catch_warnings():
-            # Python 3.12+ warns of fork in a threaded process: the child here runs only
-            # ``write``, on data that the forking (owner) thread alone changes.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-    except OSError:
-        log.warning("fork failed; writing the snapshot on the owner thread", exc_info=True)
-        return None
-    if pid:
-        return pid
-    code = 1
-    try:
-        gc.disable()
-        if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == parent:  # else the parent died before the line above
-            write()
-            code = 0
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-SNAPSHOT_WAIT_S = 300.0
-"""How long a stopping server waits for a snapshot being written before killing the writer."""
-
-
-def _prctl() -> Any:
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.util.find_library("c")
-        return ctypes.CDLL(libc).prctl if libc and sys.platform.startswith("linux") else None
-    return None
-
-
-_PRCTL = _prctl()
+        """Load the snapshot and replay the journal; the replay's events are not published."""
+        self._durability.recover()
+        self._publisher.events.clear()
 
 
 def _bind(sock: zmq.Socket[Any], host: str, port: int) -> str:

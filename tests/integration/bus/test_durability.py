@@ -101,7 +101,7 @@ def test_a_retry_after_restart_is_not_applied_twice(server: ServerProcess) -> No
 
 
 def test_the_snapshot_writer_is_a_child_process_that_reports_failure(tmp_path: Path) -> None:
-    from hivemem.memory_bus.server import _fork_to
+    from hivemem.memory_bus.durability import _fork_to
 
     out = tmp_path / "pid"
     pid = _fork_to(lambda: out.write_text(str(os.getpid())))
@@ -129,7 +129,7 @@ def test_a_snapshot_writer_dies_with_its_server() -> None:
 
     script = (
         "import time\n"
-        "from hivemem.memory_bus.server import _fork_to\n"
+        "from hivemem.memory_bus.durability import _fork_to\n"
         "print(_fork_to(lambda: time.sleep(120)), flush=True)\n"
         "time.sleep(120)\n"
     )
