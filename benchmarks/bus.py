@@ -50,9 +50,10 @@ import numpy as np
 import zmq
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient, encode_write_entries
+from hivemem.memory_bus.codec import encode_new_item
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.protocol import HEADER, encode_new_item, encode_request
+from hivemem.memory_bus.protocol import HEADER, encode_request
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 

@@ -13,6 +13,15 @@ from typing import Any
 import numpy as np
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.batch import WriteBatch
+from hivemem.memory_bus.codec import (
+    column_vectors,
+    decode_new_item,
+    encode_batch_result,
+    encode_hit,
+    encode_item,
+    encode_write_result,
+    vector_from_bytes,
+)
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest, WriteRequest
 from hivemem.memory_bus.item import TierName
@@ -25,16 +34,9 @@ from hivemem.memory_bus.protocol import (
     Op,
     ProtocolError,
     batch,
-    column_vectors,
-    decode_new_item,
-    encode_batch_result,
-    encode_hit,
-    encode_item,
-    encode_write_result,
     field,
     plain_number,
     tier_of,
-    vector_from_bytes,
 )
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.tiers import Defer, recall

@@ -53,6 +53,10 @@ class WriteOp(StrEnum):
     NOOP = "NOOP"
 
 
+WRITE_OP_VALUE = {op: op.value for op in WriteOp}
+"""Each op's str value, looked up: an enum's ``.value`` is slow on the write path."""
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds on what one item may hold; checked before anything is changed."""

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.protocol import (
+from hivemem.memory_bus.codec import (
     decode_hit,
     decode_item,
     decode_write_result,
@@ -26,6 +25,7 @@ from hivemem.memory_bus.protocol import (
     encode_write_columns,
     vector_to_bytes,
 )
+from hivemem.memory_bus.item import NewItem
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import numpy as np
 from hivemem.memory_bus.batch import BatchResult, NewRows, WriteBatch
 from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.interfaces import WriteDecision, WriteResult
-from hivemem.memory_bus.item import Item, WriteOp
+from hivemem.memory_bus.item import WRITE_OP_VALUE, Item, WriteOp
 from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.neighbours import BatchNeighbours
 
@@ -29,13 +29,12 @@ if TYPE_CHECKING:
 
 BATCH_SEARCH_FROM = 2_048
 """Items of a namespace from which a batch's proposals to it are searched together."""
-_OP_VALUE = {op: op.value for op in WriteOp}  # an enum's .value is slow on the write path
 
 
 def add_all(tier: VectorTier, batch: WriteBatch, now: float, defer: Defer | None) -> BatchResult:
     """ADD every row: as columns where the namespace has room, item by item where not."""
     n = len(batch)
-    tier.decisions[_OP_VALUE[WriteOp.ADD]] += n
+    tier.decisions[WRITE_OP_VALUE[WriteOp.ADD]] += n
     item_ids: list[int] = [-1] * n
     evicted: dict[int, list[int]] = {}
     for name, rows in _groups(batch.namespaces):
@@ -89,7 +88,7 @@ def apply_each(
             # Later proposals must see earlier ADDs of the same batch.
             _flush_adds(tier.ctx, ns, adds.pop(name), results, now, nb, slot)
         decision = _decide(tier, ns, proposal, now, nb, pos)
-        tier.decisions[_OP_VALUE[decision.op]] += 1
+        tier.decisions[WRITE_OP_VALUE[decision.op]] += 1
         results.append(WriteResult(decision.op, decision.target))
         if decision.op is WriteOp.ADD:
             adds[name].append((pos, proposal))

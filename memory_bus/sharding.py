@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from hivemem.memory_bus.client import AsyncMemoryClient
+from hivemem.memory_bus.codec import take_columns
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.ops import Ops
-from hivemem.memory_bus.protocol import take_columns
 
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
 """Batch ops and the argument holding their entries (each entry names its namespace)."""

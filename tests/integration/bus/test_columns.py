@@ -72,7 +72,7 @@ def test_columns_and_rows_build_the_same_store(bus: Bus) -> None:
 
 
 def _row_form(rows: list[tuple[str, NewItem]]) -> list[tuple[str, dict[str, Any]]]:
-    from hivemem.memory_bus.protocol import encode_new_item
+    from hivemem.memory_bus.codec import encode_new_item
 
     return [(ns, encode_new_item(item)) for ns, item in rows]
 

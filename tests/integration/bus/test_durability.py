@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import zmq
 from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.codec import encode_new_item
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.protocol import decode_reply, encode_new_item, encode_request
+from hivemem.memory_bus.protocol import decode_reply, encode_request
 from hivemem.memory_bus.testing.server_process import ServerProcess
 
 WRITERS = 3

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import zmq
 from hivemem.memory_bus.client import MemoryClient, encode_write_entries
+from hivemem.memory_bus.codec import decode_hit, vector_to_bytes
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.protocol import decode_hit, decode_reply, encode_request, vector_to_bytes
+from hivemem.memory_bus.protocol import decode_reply, encode_request
 
 from .conftest import DIM, Bus
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from hivemem.memory_bus.auth import token_for
+from hivemem.memory_bus.codec import encode_new_item
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
-from hivemem.memory_bus.protocol import HEADER, decode_reply, encode_new_item, encode_request
+from hivemem.memory_bus.protocol import HEADER, decode_reply, encode_request
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.testing.kill_cycles import kill_cycles
