@@ -33,10 +33,10 @@ from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.ops import OnBehalf, Ops, WriteEntries, encode_write_entries
 from hivemem.memory_bus.protocol import HEADER, unpack
 from hivemem.memory_bus.transport import (
+    AsyncTransport,
+    BlockingTransport,
     BusTimeoutError,
     RemoteError,
-    _BlockingTransport,
-    _Transport,
     error_from_reply,
 )
 
@@ -83,7 +83,7 @@ class AsyncMemoryClient(Ops):
         if client_id is not None and not 0 <= client_id < 2**63:
             raise ValueError("client_id must be in [0, 2**63)")
         self.agent, self.token = agent, token
-        self._transport = _Transport(address, timeout, retries, curve, client_id)
+        self._transport = AsyncTransport(address, timeout, retries, curve, client_id)
 
     def number_requests_from(self, start: int) -> None:
         """The next requests carry ids ``start``, ``start + 1``, ... (see ``client_id``)."""
@@ -283,12 +283,12 @@ class _Submitting(Ops):
         return self._client._submit(op, args, decode)
 
 
-def _blocking_for(core: Any) -> _BlockingTransport | None:
+def _blocking_for(core: Any) -> BlockingTransport | None:
     """The blocking transport of a one-address core, sharing its ids; None if sharded."""
     if not isinstance(core, AsyncMemoryClient):
         return None
     transport = core._transport
-    return _BlockingTransport(transport.requests, transport.curve)
+    return BlockingTransport(transport.requests, transport.curve)
 
 
 async def _make_async(

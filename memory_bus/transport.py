@@ -1,9 +1,9 @@
 """How a request reaches the bus and its reply comes back: ids, sockets, retries, errors.
 
 :class:`_Requests` is what both transports share, free of I/O: request ids under one
-``client_id``, the frames, reply matching and a reply's outcome. :class:`_Transport`
+``client_id``, the frames, reply matching and a reply's outcome. :class:`AsyncTransport`
 keeps many requests in flight on one asyncio DEALER and matches replies to requests by
-id; :class:`_BlockingTransport` sends one request at a time on a plain DEALER in the
+id; :class:`BlockingTransport` sends one request at a time on a plain DEALER in the
 caller's thread. A request that times out is sent again *with the same id* after
 reconnecting; the server answers a repeated id from memory, so a retried write is never
 applied twice.
@@ -143,7 +143,7 @@ def _dealer(ctx: zmq.Context[Any], address: str, curve: dict[str, bytes] | None)
     return sock
 
 
-class _Transport:
+class AsyncTransport:
     """One asyncio DEALER socket, requests in flight matched by id, reconnect on timeout."""
 
     def __init__(
@@ -226,7 +226,7 @@ class _Transport:
         self.ctx.term()
 
 
-class _BlockingTransport:
+class BlockingTransport:
     """One plain DEALER used in the caller's thread: a blocking call without a thread hop.
 
     Calls take a lock, so threads sharing a client take turns on the socket, one request
