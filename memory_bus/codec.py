@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 from hivemem.memory_bus.batch import DEFAULTS, BatchResult
 from hivemem.memory_bus.interfaces import Hit, WriteResult
-from hivemem.memory_bus.item import INF, WRITE_OP_VALUE, Item, NewItem, TierName, WriteOp
+from hivemem.memory_bus.item import (
+    INF,
+    TIER_BY_VALUE,
+    WRITE_OP_VALUE,
+    Item,
+    NewItem,
+    TierName,
+    WriteOp,
+)
 from hivemem.memory_bus.protocol import (
     ITEM_FIELDS,
     NUMBER,
@@ -124,7 +132,7 @@ def decode_item(raw: dict[str, Any]) -> Item:
         try:
             return Item(
                 raw["id"],
-                _TIER_BY_VALUE[raw["tier"]],
+                TIER_BY_VALUE[raw["tier"]],
                 raw["namespace"],
                 raw["text"],
                 np.frombuffer(raw["vector"], dtype=np.float32).copy(),
@@ -205,7 +213,6 @@ def encode_hit(hit: Hit, vectors: bool = True, compact: bool = False) -> Any:
 
 
 _TIER_VALUE = {tier: tier.value for tier in TierName}
-_TIER_BY_VALUE = {tier.value: tier for tier in TierName}
 _F32 = np.dtype(np.float32)
 
 
@@ -222,7 +229,7 @@ def _hit_from_row(row: list[Any]) -> Hit:
     vector = row[6]
     item = Item(
         row[2],
-        _TIER_BY_VALUE.get(row[3]) or TierName(row[3]),
+        TIER_BY_VALUE.get(row[3]) or TierName(row[3]),
         row[4],
         row[5],
         np.frombuffer(vector, dtype=np.float32).copy() if vector else np.empty(0, np.float32),

@@ -35,13 +35,14 @@ class TierName(StrEnum):
     @classmethod
     def parse(cls, value: str | TierName) -> TierName:
         """Return the tier for ``value`` or raise :class:`UnknownNameError`."""
-        tier = _TIERS.get(value) if isinstance(value, str) else None  # cls(value) is slow
+        tier = TIER_BY_VALUE.get(value) if isinstance(value, str) else None  # cls(value) is slow
         if tier is None:
             raise UnknownNameError("tier", str(value), [t.value for t in cls])
         return tier
 
 
-_TIERS = {str(t.value): t for t in TierName}
+TIER_BY_VALUE = {str(t.value): t for t in TierName}
+"""Each tier by its str value, looked up: ``TierName(value)`` is slow on the read path."""
 
 
 class WriteOp(StrEnum):
