@@ -211,9 +211,26 @@ MAX_COMPONENT = 1e9
 65,536 dimensions stays far inside float32 (a larger one overflowed to inf in search)."""
 
 
+_SQUARES_BOUND = MAX_COMPONENT * MAX_COMPONENT
+
+
 def _check_range(arr: np.ndarray, field_name: str) -> None:
-    """Raise unless every component is finite and within ``MAX_COMPONENT`` (one pass)."""
-    if arr.size == 0 or (arr.min() >= -MAX_COMPONENT and arr.max() <= MAX_COMPONENT):
+    """Raise unless every component is finite and within ``MAX_COMPONENT``.
+
+    The common case is proved in one pass: the sum of squares is at least each square
+    (its terms are never negative, and rounding keeps a running sum from falling), so a
+    sum within ``MAX_COMPONENT ** 2`` bounds every component; NaN or infinity makes the
+    sum NaN or infinite, which fails the comparison. A sum past the bound (an infinity,
+    or many large but legal components) goes to the exact checks below. One BLAS dot
+    reads the rows once, where ``min`` and ``max`` read them twice (2-3x the time).
+    """
+    if arr.size == 0:
+        return
+    with np.errstate(over="ignore"):  # an overflow to infinity is what the checks below catch
+        squares = np.vdot(arr, arr)
+    if squares <= _SQUARES_BOUND:
+        return
+    if arr.min() >= -MAX_COMPONENT and arr.max() <= MAX_COMPONENT:
         return  # min and max are NaN if any component is, and NaN compares False
     if not np.all(np.isfinite(arr)):
         raise NonFiniteError(field_name, "contains NaN or infinity")

@@ -11,6 +11,7 @@ import pytest
 from hivemem.memory_bus.config import IndexConfig, IndexKind
 from hivemem.memory_bus.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
 from hivemem.memory_bus.index import VectorIndex
+from hivemem.memory_bus.item import MAX_COMPONENT, check_matrix
 from hivemem.memory_bus.pages import PREFAULTER, GrowingMatrix, fresh_matrix
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -161,6 +162,29 @@ def test_a_query_too_large_to_score_is_refused_not_overflowed() -> None:
     with pytest.raises(NonFiniteError):
         index.search(np.full((1, 8), np.inf, dtype=np.float32), 1)
     assert index.search(np.full((1, 8), 1e9, dtype=np.float32), 1)[1][0][0] == 1
+
+
+boundary_values = st.sampled_from(
+    [0.0, 1.0, -1.0, 1e8, -1e8, 1e9, -1e9, 1.0000001e9, -1.0000001e9, 3e38, np.inf, -np.inf,
+     np.nan]
+) | st.floats(-2e9, 2e9, width=32)  # fmt: skip
+
+
+@given(st.lists(boundary_values, min_size=1, max_size=64), st.integers(1, 4))
+def test_vectors_are_accepted_exactly_when_every_component_is_finite_and_in_range(
+    values: list[float], rows: int
+) -> None:
+    # The fast path proves the range from the sum of squares; the answer must be the
+    # definition's whatever the mix (large legal components make that sum exceed its bound).
+    matrix = np.tile(np.asarray(values, dtype=np.float32), (rows, 1))
+    finite = bool(np.isfinite(matrix).all())
+    in_range = finite and bool((np.abs(matrix) <= MAX_COMPONENT).all())
+    if in_range:
+        assert check_matrix(matrix, len(values)).shape == matrix.shape
+    else:
+        with pytest.raises(InvalidInputError) as refused:
+            check_matrix(matrix, len(values))
+        assert isinstance(refused.value, NonFiniteError) == (not finite)
 
 
 def test_a_large_exact_part_keeps_every_vector_while_pages_are_faulted_in_ahead() -> None:
