@@ -38,6 +38,7 @@ from hivemem.memory_bus.item import (
     NewItem,
     TierName,
     WriteOp,
+    check_meta,
     check_number,
     check_time,
     check_vector,
@@ -181,8 +182,6 @@ class GraphTier(VectorTier):
         end = check_time(valid_to, "valid_to")
         if end <= start:
             raise InvalidInputError("valid_to", "must be after valid_from")
-        from hivemem.memory_bus.item import check_meta
-
         edge = Edge(
             self.ctx.allocate(1)[0],
             int(src),
