@@ -31,7 +31,7 @@ from typing import Any
 import zmq
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.ops import OnBehalf, Ops, WriteEntries, encode_write_entries
-from hivemem.memory_bus.protocol import HEADER, unpack
+from hivemem.memory_bus.protocol import HEADER, encode_subscription, unpack
 from hivemem.memory_bus.transport import (
     AsyncTransport,
     BlockingTransport,
@@ -103,15 +103,24 @@ class AsyncMemoryClient(Ops):
     async def events(
         self, topics: list[str], pub_address: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Memory events (add/update/delete/evict) of ``topics`` ("tier/namespace" prefixes).
+        """Memory events (add/update/delete/evict) of ``topics``, as decoded event maps.
 
-        The PUB address comes from ``ping`` unless given. Yields decoded event maps.
+        A topic is one namespace, ``"tier/namespace"``, which this agent must be allowed
+        to read; the admin may also name a whole tier (``"tier/"``) or everything
+        (``""``). The server checks the topics first (``subscribe``; a refused one raises
+        here, e.g. :class:`~hivemem.memory_bus.errors.AccessDeniedError`), then the event
+        socket checks each subscription again: nobody receives what they could not read.
+        The event socket's address comes from that answer unless given.
         """
-        address = pub_address or (await self.ping())["pub"]
+        granted = await self._call("subscribe", {"topics": list(topics)})
+        address = pub_address or granted["pub"]
         sock = self._transport.ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        for topic in topics:
-            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        for topic, prefix in zip(topics, granted["prefixes"], strict=True):
+            # The first asks the server for the topic's events; the second lets this
+            # socket keep them (a SUB drops messages that match none of its own prefixes).
+            sock.setsockopt(zmq.SUBSCRIBE, encode_subscription(self.agent, self.token, topic))
+            sock.setsockopt(zmq.SUBSCRIBE, prefix)
         sock.connect(address)
         try:
             while True:

@@ -36,7 +36,9 @@ from hivemem.memory_bus.protocol import (
     batch,
     field,
     plain_number,
+    split_topic,
     tier_of,
+    wire_topic,
 )
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.tiers import Defer, recall
@@ -339,6 +341,45 @@ def stats(ctx: Context, args: dict[str, Any]) -> Any:
     return ctx.store.stats()
 
 
+def subscribe(ctx: Context, args: dict[str, Any]) -> Any:
+    """Check that the caller may receive the events of ``topics``.
+
+    Returns the event socket's address and each topic's prefix there (what the
+    subscriber's SUB must also subscribe to, since a SUB drops what matches none of its
+    own prefixes).
+
+    The event socket enforces the same check on each subscription it receives (see
+    :func:`subscription_topic`); asking here first gives a refused topic a clear error.
+    """
+    topics = batch(args, "topics")
+    if not all(isinstance(topic, str) for topic in topics):
+        raise ProtocolError(Code.BAD_REQUEST, "topics must be a list of str", field="topics")
+    prefixes = [subscription_topic(ctx.store, ctx.registry, ctx.caller, t) for t in topics]
+    return {"pub": ctx.info.get("pub"), "prefixes": prefixes}
+
+
+def subscription_topic(
+    store: MemoryStore, registry: AgentRegistry, caller: Caller, topic: str
+) -> bytes:
+    """The event-socket prefix of ``topic`` if ``caller`` may receive its events.
+
+    One namespace (``"tier/namespace"``) needs the right to read it, as a search does;
+    a whole tier (``"tier/"``) or everything (``""``) is the admin's alone, since it
+    spans namespaces nobody else may read. The admin may subscribe to anything.
+
+    Raises:
+        ProtocolError: A topic of another form. UnknownNameError: An unknown tier.
+        AccessDeniedError: The caller may not read what the topic covers.
+    """
+    tier, namespace = split_topic(topic)
+    name = TierName.parse(tier) if tier else None
+    if name is not None and namespace and not registry.is_admin(caller):
+        store.tier(name).ctx.access.check(caller, name, namespace, "subscribe to")
+    elif not registry.is_admin(caller):
+        raise AccessDeniedError(caller.agent_id, tier or "*", "*", "subscribe to")
+    return wire_topic(name.value if name is not None else "", namespace)
+
+
 def add_edge(ctx: Context, args: dict[str, Any]) -> Any:
     return ctx.store.graph.add_edge(
         ctx.caller,
@@ -430,6 +471,7 @@ HANDLERS: dict[Op, Handler] = {
     Op.NEIGHBORS: neighbors,
     Op.PROMOTE: promote,
     Op.RETRIEVE: retrieve,
+    Op.SUBSCRIBE: subscribe,
 }
 
 

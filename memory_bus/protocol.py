@@ -5,7 +5,7 @@ Frames (ZeroMQ multipart messages)::
     client DEALER -> server ROUTER   [HEADER, request]
     server ROUTER receives           [identity, HEADER, request]   (identity added by ZeroMQ)
     server ROUTER -> client DEALER   [identity, HEADER, reply]      (client sees [HEADER, reply])
-    server PUB                       [topic, HEADER, events]        topic = b"tier/namespace"
+    server XPUB                      [topic, HEADER, events]        topic = event_topic(...)
 
 ``HEADER`` names the protocol and its version (``b"HMB1"``). Payloads are msgpack maps:
 
@@ -73,6 +73,7 @@ class Op(StrEnum):
     NEIGHBORS = "neighbors"
     PROMOTE = "promote"
     RETRIEVE = "retrieve"
+    SUBSCRIBE = "subscribe"
 
 
 MUTATING = frozenset(
@@ -321,6 +322,76 @@ def batch(args: dict[str, Any], name: str) -> list[Any]:
     if len(entries) > MAX_BATCH:
         raise ProtocolError(Code.TOO_LARGE, f"{len(entries)} entries in {name!r}", limit=MAX_BATCH)
     return entries
+
+
+# --- event topics and subscriptions ------------------------------------------------------
+
+TOPIC_END = b"\x00\x00"
+"""Ends every event topic, so that one namespace's topic is never a prefix of another's."""
+
+
+def event_topic(tier: str, namespace: str) -> bytes:
+    """The topic of a namespace's events: ``tier/namespace`` in UTF-8, then ``TOPIC_END``.
+
+    A NUL in the namespace is written NUL 0x01, so ``TOPIC_END`` occurs only at the end:
+    ZeroMQ matches subscriptions by prefix, and the topic of ``team`` must not be a
+    prefix of the topic of ``team-b`` (or of ``team\x00...``).
+    """
+    name = namespace.encode()
+    if b"\x00" in name:
+        name = name.replace(b"\x00", b"\x00\x01")
+    return tier.encode() + b"/" + name + TOPIC_END
+
+
+def split_topic(topic: str) -> tuple[str, str]:
+    """A subscription topic as (tier, namespace); namespace "" means every one of the tier.
+
+    ``"shared/team-a"`` is one namespace, ``"shared/"`` a whole tier and ``""`` everything
+    (the last two are the admin's).
+    """
+    if topic == "":
+        return "", ""
+    tier, slash, namespace = topic.partition("/")
+    if not slash:
+        raise ProtocolError(
+            Code.BAD_REQUEST,
+            f"topic {topic!r} is not 'tier/namespace', 'tier/' or ''",
+            field="topics",
+        )
+    return tier, namespace
+
+
+def wire_topic(tier: str, namespace: str) -> bytes:
+    """The prefix a subscription to (tier, namespace) matches on the event socket."""
+    if namespace:
+        return event_topic(tier, namespace)
+    return f"{tier}/".encode() if tier else b""
+
+
+def encode_subscription(agent: str, token: str, topic: str) -> bytes:
+    """What a SUB subscribes to so that the server lets it receive ``topic``'s events.
+
+    The event socket is an XPUB in manual mode: a subscription reaches the server, which
+    checks the agent's token and access (as for a request) and only then subscribes the
+    subscriber to the topic's events (``docs/protocol.md``, "Events").
+    """
+    return HEADER + pack({"agent": agent, "token": token, "topic": topic})
+
+
+def decode_subscription(payload: bytes) -> tuple[str, str, str] | None:
+    """(agent, token, topic) of a subscription :func:`encode_subscription` made; else None."""
+    if not payload.startswith(HEADER):
+        return None
+    try:
+        body = unpack(payload[len(HEADER) :])
+    except ProtocolError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    agent, token, topic = body.get("agent"), body.get("token"), body.get("topic")
+    if not (isinstance(agent, str) and isinstance(token, str) and isinstance(topic, str)):
+        return None
+    return agent, token, topic
 
 
 # --- value layouts (their codecs are in codec.py) -------------------------------------

@@ -2,18 +2,40 @@
 
 A store reports every write, update and eviction to its subscribers; the server queues
 them in an :class:`EventPublisher` and, once a request is answered, publishes those the
-request caused, on the topic ``"<tier>/<namespace>"`` (frames in ``docs/protocol.md``).
-Its owner thread makes every call, on the socket it owns.
+request caused, on their namespace's topic
+(:func:`~hivemem.memory_bus.protocol.event_topic`; frames in ``docs/protocol.md``). Its
+owner thread makes every call, on the socket it owns.
+
+Nobody receives events they could not read. The XPUB runs in manual mode: ZeroMQ hands
+every subscription to the server instead of acting on it, and the server subscribes the
+subscriber only to topics whose subscription carries an agent, its token and a topic
+that agent may read (:func:`~hivemem.memory_bus.protocol.encode_subscription`). A bare
+subscription (a SUB socket that only names a topic) is ignored, so it receives nothing.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import zmq
+from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.namespace import MemoryEvent
-from hivemem.memory_bus.protocol import HEADER, pack
+from hivemem.memory_bus.protocol import (
+    HEADER,
+    TOPIC_END,
+    decode_subscription,
+    event_topic,
+    pack,
+)
+
+log = logging.getLogger(__name__)
+
+Authorize = Callable[[str, str, str], bytes]
+"""``authorize(agent, token, topic)``: the topic's prefix on the event socket, or raise."""
 
 
 class EventPublisher:
@@ -21,37 +43,46 @@ class EventPublisher:
 
     Args:
         metrics: Where every event is counted.
+        authorize: Checks a subscription (token and access) and gives its prefix.
 
     Attributes:
         events: The store's events not yet published (the server subscribes
             ``events.append`` to its store).
     """
 
-    def __init__(self, metrics: BusMetrics) -> None:
+    def __init__(self, metrics: BusMetrics, authorize: Authorize) -> None:
         self.metrics = metrics
+        self.authorize = authorize
         self.events: list[MemoryEvent] = []
-        self._topics: set[bytes] = set()  # event topic prefixes someone subscribed to
+        # Subscriptions the server made, by (agent, prefix), and their totals by prefix:
+        # a namespace's topic (exact) or a tier or everything (prefixes, the admin's).
+        self._held: Counter[tuple[str, bytes]] = Counter()
+        self._exact: Counter[bytes] = Counter()
+        self._prefixes: Counter[bytes] = Counter()
 
     def publish(self, pub: zmq.Socket[Any]) -> None:
         """One message per topic for the events of the request just answered.
 
-        Only topics someone subscribed to are encoded and sent: the events socket is an
-        XPUB, which tells the server its subscriptions (a PUB would drop the rest
-        anyway, after the server had packed them). Every event is counted in metrics.
+        Only topics someone subscribed to are encoded and sent (a PUB would drop the
+        rest anyway, after the server had packed them). Every event is counted in metrics.
         """
         if not self.events:
             return
         # Subscriptions are read when the poller says the XPUB has some (see
         # ``BusServer._loop``); a receive here, which fails with an exception nearly
         # always, cost more than the rest of publishing.
-        topics = self._topics
+        exact, prefixes = self._exact, self._prefixes
         by_topic: dict[bytes, list[dict[str, Any]]] = {}
         for event in self.events:
             self.metrics.event(event)
-            if not topics:
+            if not exact and not prefixes:
                 continue
-            topic = f"{event.tier}/{event.namespace}".encode()
-            if topic not in by_topic and not any(topic.startswith(t) for t in topics):
+            topic = event_topic(event.tier, event.namespace)
+            if (
+                topic not in by_topic
+                and topic not in exact
+                and not any(topic.startswith(p) for p in prefixes)
+            ):
                 continue
             by_topic.setdefault(topic, []).extend(
                 {
@@ -69,17 +100,42 @@ class EventPublisher:
         self.events.clear()
 
     def take_subscriptions(self, pub: zmq.Socket[Any]) -> None:
-        """Read the subscriptions the XPUB reports (``b"\\x01"``/``b"\\x00"`` + prefix).
+        """Act on the subscriptions the XPUB reports (``b"\\x01"``/``b"\\x00"`` + payload).
 
-        A prefix is reported when its first subscriber joins and when its last one leaves
-        (or disconnects), so a set holds exactly the prefixes someone listens to.
+        An authorised subscription subscribes the peer that sent it (in manual mode a
+        socket option applies to the last peer read from); its unsubscription (sent when
+        the subscriber unsubscribes or disconnects) undoes it. Anything else is ignored:
+        bare topics, malformed payloads, refused tokens or topics (logged).
         """
         while True:
             try:
                 message = pub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if message[:1] == b"\x01":
-                self._topics.add(message[1:])
-            elif message[:1] == b"\x00":
-                self._topics.discard(message[1:])
+            subscribing = message[:1] == b"\x01"
+            found = decode_subscription(message[1:])
+            if found is None or message[:1] not in (b"\x00", b"\x01"):
+                continue
+            agent, token, topic = found
+            try:
+                prefix = self.authorize(agent, token, topic)
+            except HivememError as exc:
+                log.info("event subscription refused: %s", exc)
+                continue
+            self._change(pub, agent, prefix, subscribing)
+
+    def _change(self, pub: zmq.Socket[Any], agent: str, prefix: bytes, subscribing: bool) -> None:
+        key = (agent, prefix)
+        totals = self._exact if prefix.endswith(TOPIC_END) else self._prefixes
+        if subscribing:
+            pub.setsockopt(zmq.SUBSCRIBE, prefix)
+            self._held[key] += 1
+            totals[prefix] += 1
+        elif self._held[key] > 0:  # only what this agent subscribed to, once each
+            pub.setsockopt(zmq.UNSUBSCRIBE, prefix)  # ignored once the peer is gone
+            self._held[key] -= 1
+            totals[prefix] -= 1
+            if not totals[prefix]:
+                del totals[prefix]
+            if not self._held[key]:
+                del self._held[key]

@@ -43,7 +43,7 @@ import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
 from hivemem.memory_bus.durability import SNAPSHOT_WAIT_S, Durability
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
-from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate
+from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate, subscription_topic
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
@@ -195,7 +195,7 @@ class BusServer:
             fork_snapshots=fork_snapshots,
         )
         self._verified: set[tuple[str, str]] = set()
-        self._publisher = EventPublisher(self.metrics)
+        self._publisher = EventPublisher(self.metrics, self._authorize_subscription)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -295,6 +295,7 @@ class BusServer:
         router, pub = ctx.socket(zmq.ROUTER), ctx.socket(zmq.XPUB)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 4096)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        pub.setsockopt(zmq.XPUB_MANUAL, 1)  # the server decides who gets which events
         auth = self._secure(ctx, self.curve, router, pub) if self.curve else None
         self.address = _bind(router, self.host, self._port)
         self.pub_address = _bind(pub, self.host, self._pub_port)
@@ -364,6 +365,11 @@ class BusServer:
                 router.send_multipart([identity, HEADER, reply])
                 self._settle(later)
                 self._publisher.publish(pub)
+
+    def _authorize_subscription(self, agent: str, token: str, topic: str) -> bytes:
+        """The event-socket prefix of a subscription, checked as a request would be."""
+        caller = authenticate(self.registry, self._verified, agent, token)
+        return subscription_topic(self.store, self.registry, caller, topic)
 
     # --- requests -----------------------------------------------------------------------
 

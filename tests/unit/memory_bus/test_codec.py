@@ -29,13 +29,16 @@ from hivemem.memory_bus.protocol import (
     Code,
     decode_reply,
     decode_request,
+    decode_subscription,
     encode_error,
     encode_reply,
     encode_request,
+    encode_subscription,
+    event_topic,
     pack,
     unpack,
 )
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -245,3 +248,30 @@ def test_replies_and_errors_round_trip(req_id: int, result: Any, code: Code, mes
     err = decode_reply([HEADER, encode_error(req_id, code, message, {"field": "x"})])
     assert (err.id, err.ok) == (req_id, False)
     assert err.error == {"code": code.value, "message": message, "details": {"field": "x"}}
+
+
+names = st.text(alphabet=st.sampled_from(["a", "b", "-", "/", "\x00", "\x01", "é"]), min_size=1)
+
+
+@given(st.sampled_from(["private", "shared", "graph"]), names, names, st.booleans())
+@example("shared", "team", "-b", True)
+@example("shared", "team", "\x00\x00b", True)
+@example("shared", "team\x00", "\x00b", True)
+def test_no_namespace_topic_is_a_prefix_of_another(
+    tier: str, a: str, other: str, extends: bool
+) -> None:
+    # Subscriptions match by prefix: the topic of `team` must not catch `team-b` (or
+    # `team\x00...`), or a subscriber would get events of a namespace it may not read.
+    b = a + other if extends else other  # names that extend another are the risk
+    assert event_topic(tier, b).startswith(event_topic(tier, a)) == (a == b)
+
+
+@given(st.text(max_size=12), st.text(max_size=70), st.text(max_size=20), st.binary(max_size=40))
+def test_subscriptions_round_trip_and_anything_else_is_not_one(
+    agent: str, token: str, topic: str, junk: bytes
+) -> None:
+    assert decode_subscription(encode_subscription(agent, token, topic)) == (agent, token, topic)
+    if not junk.startswith(HEADER):
+        assert decode_subscription(junk) is None  # a bare topic, as a plain SUB sends
+    found = decode_subscription(HEADER + junk)  # never raises, whatever follows
+    assert found is None or all(isinstance(part, str) for part in found)

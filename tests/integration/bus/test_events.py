@@ -1,0 +1,107 @@
+"""The event feed through a real server: subscribers get the events they may read, no others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import zmq
+from hivemem.memory_bus.client import AsyncMemoryClient
+from hivemem.memory_bus.errors import AccessDeniedError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import ADMIN_AGENT, encode_subscription, event_topic
+
+from .conftest import make_server
+
+QUIET_S = 0.7  # no event for this long: the stream has delivered all it will
+
+
+async def drain(first: asyncio.Future[Any], stream: AsyncIterator[Any]) -> set[tuple[str, str]]:
+    """(tier, namespace) of every event a stream delivers until it goes quiet."""
+    got = set()
+    try:
+        event = await asyncio.wait_for(first, 5)
+        while True:
+            got.add((event["tier"], event["namespace"]))
+            event = await asyncio.wait_for(stream.__anext__(), QUIET_S)
+    except TimeoutError:
+        return got
+
+
+def raw_sub(ctx: zmq.Context[Any], address: str, *prefixes: bytes) -> zmq.Socket[Any]:
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    for prefix in prefixes:
+        sock.setsockopt(zmq.SUBSCRIBE, prefix)
+    sock.connect(address)
+    return sock
+
+
+def received(sock: zmq.Socket[Any]) -> list[bytes]:
+    topics = []
+    while sock.poll(int(QUIET_S * 1000)):
+        topics.append(sock.recv_multipart()[0])
+    return topics
+
+
+def test_events_reach_only_those_who_may_read_them() -> None:
+    server, tokens = make_server()
+    tokens["carol"] = server.register("carol", ["team-b"])
+    ctx = zmq.Context()
+    with server:
+        clients = {
+            name: AsyncMemoryClient(server.address, name, tokens[name], timeout=5.0)
+            for name in ("alice", "bob", "carol", ADMIN_AGENT)
+        }
+
+        def sub(*prefixes: bytes) -> zmq.Socket[Any]:
+            return raw_sub(ctx, server.pub_address, *prefixes)
+
+        bob_topic = event_topic("private", "bob")
+        bare = sub(b"", b"private/")  # topics alone: no agent, no token
+        forged = sub(  # bob's own token, asking for alice's namespace
+            encode_subscription("bob", tokens["bob"], "private/alice"),
+            event_topic("private", "alice"),
+        )
+        bad_token = sub(encode_subscription("bob", "0" * 64, "private/bob"), bob_topic)
+        bobs = sub(encode_subscription("bob", tokens["bob"], "private/bob"), bob_topic)
+
+        async def run() -> dict[str, set[tuple[str, str]]]:
+            alice, bob, carol, admin = clients.values()
+            # Refused topics are refused at once, with the error a read would get.
+            with pytest.raises(AccessDeniedError):
+                await bob.events(["private/alice"]).__anext__()
+            with pytest.raises(AccessDeniedError):
+                await alice.events(["shared/"]).__anext__()  # a whole tier: the admin's
+            streams = {
+                "alice": alice.events(["private/alice", "shared/team"]),
+                "admin": admin.events([""]),
+            }
+            firsts = {name: asyncio.ensure_future(s.__anext__()) for name, s in streams.items()}
+            await asyncio.sleep(0.5)  # the SUB sockets join and the server subscribes them
+            await alice.write("private", "alice", NewItem("mine"), now=0.0)
+            await carol.write("shared", "team-b", NewItem("a prefix of team's name"), now=0.0)
+            await alice.write("shared", "team", NewItem("the team's"), now=0.0)
+            await bob.write("private", "bob", NewItem("bob's"), now=0.0)
+            return {name: await drain(firsts[name], s) for name, s in streams.items()}
+
+        try:
+            got = asyncio.run(run())
+            raw = {name: received(s) for name, s in
+                   [("bare", bare), ("forged", forged), ("bad_token", bad_token), ("bobs", bobs)]}  # fmt: skip
+        finally:
+            for client in clients.values():
+                client.close()
+            for sock in (bare, forged, bad_token, bobs):
+                sock.close(linger=0)
+            ctx.term()
+    assert got["alice"] == {("private", "alice"), ("shared", "team")}
+    assert got["admin"] == {
+        ("private", "alice"),
+        ("shared", "team-b"),
+        ("shared", "team"),
+        ("private", "bob"),
+    }
+    assert raw == {"bare": [], "forged": [], "bad_token": [], "bobs": [bob_topic]}
