@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from hivemem.memory_bus.client import AsyncMemoryClient
 from hivemem.memory_bus.codec import take_columns
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.ops import Ops
+from hivemem.memory_bus.protocol import split_topic
 
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
 """Batch ops and the argument holding their entries (each entry names its namespace)."""
@@ -167,6 +168,44 @@ class AsyncShardedClient(Ops):
             lambda rows: {**args, "columns": take_columns(columns, rows, n)},
             decode,
         )
+
+    async def events(self, topics: list[str]) -> AsyncIterator[dict[str, Any]]:
+        """Memory events of ``topics`` from every shard they live on, in one stream.
+
+        A namespace's topic goes to its shard, a whole tier's or everything (the
+        admin's) to every shard; see :meth:`AsyncMemoryClient.events`. Events of one
+        namespace keep their order (one shard sends them); across shards, whichever
+        arrives first comes first. A refused topic raises at the first ``__anext__``.
+        """
+        per_shard: dict[int, list[str]] = {}
+        for topic in topics:
+            namespace = split_topic(topic)[1]
+            n = len(self.shards)
+            for shard in [shard_of(namespace, n)] if namespace else range(n):
+                per_shard.setdefault(shard, []).append(topic)
+        streams = [self.shards[s].events(t) for s, t in sorted(per_shard.items())]
+        queue: asyncio.Queue[tuple[dict[str, Any] | None, BaseException | None]]
+        queue = asyncio.Queue()
+
+        async def pump(stream: AsyncIterator[dict[str, Any]]) -> None:
+            try:
+                async for event in stream:
+                    await queue.put((event, None))
+            except Exception as exc:  # a refused topic, a closed client: the reader raises it
+                await queue.put((None, exc))
+
+        pumps = [asyncio.ensure_future(pump(stream)) for stream in streams]
+        try:
+            while True:
+                event, error = await queue.get()
+                if error is not None:
+                    raise error
+                if event is not None:
+                    yield event
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
 
     def number_requests_from(self, start: int) -> None:
         """Each shard's next requests carry ids ``start``, ``start + 1``, ..."""

@@ -7,11 +7,13 @@ the error, and a run gives the same rows on one shard as on several.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.memory_bus.server import BusServer
-from hivemem.memory_bus.sharding import shard_of, split_addresses
+from hivemem.memory_bus.sharding import AsyncShardedClient, shard_of, split_addresses
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.runner import run_once
 from hivemem.platform.scenario import load_scenario
@@ -145,6 +147,45 @@ def test_a_token_holds_on_every_shard_and_access_is_checked_on_each(sharded: Sha
     outsider = next(g for g in GROUPS if shard_of(g, SHARDS) != shard_of("g0", SHARDS))
     with pytest.raises(AccessDeniedError):
         bob.write_many("shared", [("g0", NewItem("ok")), (outsider, NewItem("no"))], now=1.0)
+
+
+def test_events_come_from_every_shard_in_one_stream(sharded: Sharded) -> None:
+    by_shard: dict[int, list[str]] = {}
+    for group in GROUPS:
+        by_shard.setdefault(shard_of(group, SHARDS), []).append(group)
+    watched = [names[0] for names in by_shard.values()]  # one namespace on each shard
+    unwatched = by_shard[0][1]
+    admin_token = sharded.admin.token
+    alice_token = sharded.alice.token
+
+    async def drain(stream: AsyncIterator[dict[str, Any]]) -> set[str]:
+        got = set()
+        try:
+            while True:
+                got.add((await asyncio.wait_for(stream.__anext__(), 1.0))["namespace"])
+        except TimeoutError:
+            return got
+
+    async def run() -> tuple[set[str], set[str]]:
+        alice = AsyncShardedClient(split_addresses(sharded.address), "alice", alice_token)
+        admin = alice.as_agent(ADMIN_AGENT, admin_token)
+        with pytest.raises(AccessDeniedError):  # refused on its shard, raised here
+            await alice.events(["private/bob"]).__anext__()
+        mine = alice.events([f"shared/{name}" for name in watched])
+        every = admin.events(["shared/"])  # a whole tier: every shard
+        pending = [asyncio.ensure_future(s.__anext__()) for s in (mine, every)]
+        await asyncio.sleep(0.5)  # each shard's SUB joins and is subscribed
+        for name in [*watched, unwatched]:
+            await alice.write("shared", name, NewItem(f"in {name}"), now=0.0)
+        firsts = [(await asyncio.wait_for(p, 5))["namespace"] for p in pending]
+        got = (await drain(mine)) | {firsts[0]}, (await drain(every)) | {firsts[1]}
+        alice.close()
+        return got
+
+    mine, every = asyncio.run(run())
+    assert len(watched) == SHARDS
+    assert mine == set(watched)
+    assert every == {*watched, unwatched}
 
 
 def test_a_dead_shard_is_named_and_the_others_keep_serving(sharded: Sharded) -> None:
