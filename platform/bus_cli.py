@@ -1,0 +1,256 @@
+"""``hivemem bus``: run a bus server, and talk to one from the shell.
+
+``serve`` runs a standalone server. The others are a client for people at a terminal
+(``redis-cli`` is the model): ``token`` prints an agent's token, ``ping`` and ``stats``
+ask a running bus, ``watch`` prints the memory events of the namespaces an agent may
+read, one JSON line each. They act as the admin unless ``--agent`` names someone else,
+with a token made from ``--secret-file`` (or given with ``--token``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from hivemem.memory_bus.config import StoreConfig
+
+bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
+
+ADDRESS = typer.Option(
+    "tcp://127.0.0.1:7777",
+    "--address",
+    "-a",
+    help="The bus's ROUTER address (several, comma-separated: a sharded bus).",
+)
+SECRET_FILE = typer.Option(
+    None, help="The bus secret (as given to serve): tokens are made from it."
+)
+AGENT = typer.Option(None, help="Act as this agent (default: the admin).")
+TOKEN = typer.Option(None, help="The agent's token, for when you do not hold the secret.")
+TIMEOUT = typer.Option(5.0, help="Seconds to wait for each reply.")
+
+
+@bus_app.command("serve")
+def bus_serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(7777, help="ROUTER port for requests (0: any free port)."),
+    pub_port: int = typer.Option(0, help="PUB port for memory events (0: any free port)."),
+    data_dir: Path | None = typer.Option(
+        None, help="Journal and snapshots; without it nothing survives a restart."
+    ),
+    fsync: str = typer.Option("everysec", help="always | everysec | no (as Redis's appendfsync)."),
+    snapshot_every: int = typer.Option(50_000, help="Journal records between snapshots."),
+    fork_snapshots: bool = typer.Option(
+        True,
+        help="Write snapshots from a forked process, as Redis's BGSAVE (with --no-: on the "
+        "serving thread, which makes every client wait meanwhile).",
+    ),
+    secret_file: Path | None = typer.Option(
+        None, help="Bus secret for agent tokens; created if missing."
+    ),
+    config: Path | None = typer.Option(
+        None, help="Store configuration (JSON or YAML of StoreConfig)."
+    ),
+    metrics_port: int | None = typer.Option(None, help="Expose Prometheus /metrics on this port."),
+    metrics_host: str = typer.Option("127.0.0.1", help="Interface for /metrics."),
+    curve_secret_key: Path | None = typer.Option(None, help="Server CURVE secret certificate."),
+    curve_public_keys: Path | None = typer.Option(
+        None, help="Directory of allowed client certificates."
+    ),
+    spin_us: int = typer.Option(
+        0,
+        min=0,
+        help="Busy-poll this many microseconds after answering: lower latency for the "
+        "next request, at up to that much CPU after each burst (e.g. 200).",
+    ),
+) -> None:
+    """Run a standalone bus server until interrupted."""
+    from hivemem.memory_bus.auth import new_secret
+    from hivemem.memory_bus.journal import Journal
+    from hivemem.memory_bus.server import BusServer, CurveConfig
+    from hivemem.memory_bus.store import MemoryStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    secret = _secret(secret_file, new_secret)
+    curve = None
+    if curve_secret_key is not None or curve_public_keys is not None:
+        if curve_secret_key is None or curve_public_keys is None:
+            raise typer.BadParameter("CURVE needs both --curve-secret-key and --curve-public-keys")
+        curve = CurveConfig(curve_secret_key, curve_public_keys)
+    journal = Journal(data_dir, fsync) if data_dir is not None else None
+    server = BusServer(
+        MemoryStore(_store_config(config)),
+        host=host,
+        port=port,
+        pub_port=pub_port,
+        secret=secret,
+        journal=journal,
+        snapshot_every=snapshot_every,
+        fork_snapshots=fork_snapshots,
+        curve=curve,
+        spin_us=spin_us,
+    )
+    if metrics_port is not None:
+        server.metrics.serve(metrics_port, metrics_host)
+    server.start()
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    typer.echo(
+        f"hivemem bus serving on {server.address} (events on {server.pub_address})", err=True
+    )
+    server.serve_forever()
+
+
+def _secret(path: Path | None, make: Callable[[], bytes]) -> bytes | None:
+    if path is None:
+        return None
+    if not path.exists():
+        path.write_bytes(make())
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def _store_config(path: Path | None) -> StoreConfig:
+    if path is None:
+        return StoreConfig()
+    import yaml
+
+    return StoreConfig.model_validate(yaml.safe_load(path.read_text()))
+
+
+# --- a client at the terminal ------------------------------------------------------------
+
+
+@bus_app.command("token")
+def bus_token(
+    agent: str = typer.Argument(..., help="The agent id."),
+    secret_file: Path = typer.Option(..., help="The bus secret (as given to serve)."),
+) -> None:
+    """Print an agent's token: the HMAC of its id under the bus secret."""
+    from hivemem.memory_bus.auth import token_for
+
+    typer.echo(token_for(_read_secret(secret_file), agent))
+
+
+@bus_app.command("ping")
+def bus_ping(
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    agent: str | None = AGENT,
+    token: str | None = TOKEN,
+    timeout: float = TIMEOUT,
+) -> None:
+    """Ask a bus who it thinks you are; print its answer and the round trip."""
+    with _client(address, secret_file, agent, token, timeout) as client:
+        started = time.perf_counter()
+        answer = _asked(client.ping)
+        answer["round_trip_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    typer.echo(json.dumps(answer, indent=2))
+
+
+@bus_app.command("stats")
+def bus_stats(
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    agent: str | None = AGENT,
+    token: str | None = TOKEN,
+    timeout: float = TIMEOUT,
+) -> None:
+    """Print the bus's counts per tier: namespaces, items, tokens, bytes, evictions, decisions."""
+    with _client(address, secret_file, agent, token, timeout) as client:
+        typer.echo(json.dumps(_asked(client.stats), indent=2, default=str))
+
+
+@bus_app.command("watch")
+def bus_watch(
+    topics: list[str] = typer.Argument(
+        ...,
+        help='"tier/namespace" (one the agent may read); the admin may also give "tier/" '
+        '(a whole tier) or "" (everything).',
+    ),
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    agent: str | None = AGENT,
+    token: str | None = TOKEN,
+    timeout: float = TIMEOUT,
+    count: int = typer.Option(0, min=0, help="Stop after this many events (0: never)."),
+) -> None:
+    """Print memory events (add/update/delete/evict) as they happen, one JSON line each."""
+    agent_id, agent_token = _identity(secret_file, agent, token)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
+        asyncio.run(_watch(address, agent_id, agent_token, topics, count, timeout))
+
+
+async def _watch(
+    address: str, agent: str, token: str, topics: list[str], count: int, timeout: float
+) -> None:
+    from hivemem.memory_bus.errors import HivememError
+    from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
+
+    addresses = split_addresses(address)
+    client: Any = AsyncShardedClient(addresses, agent, token, timeout=timeout)
+    stream = client.events(topics)
+    typer.echo(f"watching {', '.join(map(repr, topics))} on {address} as {agent}", err=True)
+    seen = 0
+    try:
+        async for event in stream:
+            typer.echo(json.dumps(event))
+            seen += 1
+            if seen == count:
+                break
+    except HivememError as exc:
+        _fail(exc)
+    finally:
+        await stream.aclose()
+        client.close()
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read the secret: {exc}") from None
+
+
+def _identity(secret_file: Path | None, agent: str | None, token: str | None) -> tuple[str, str]:
+    """(agent id, token) to act as: the admin unless an agent is named."""
+    from hivemem.memory_bus.auth import token_for
+    from hivemem.memory_bus.protocol import ADMIN_AGENT
+
+    agent_id = agent or ADMIN_AGENT
+    if token is not None:
+        return agent_id, token
+    if secret_file is None:
+        raise typer.BadParameter("give --secret-file (tokens are made from it) or --token")
+    return agent_id, token_for(_read_secret(secret_file), agent_id)
+
+
+def _client(
+    address: str, secret_file: Path | None, agent: str | None, token: str | None, timeout: float
+) -> Any:
+    from hivemem.memory_bus.client import MemoryClient
+
+    agent_id, agent_token = _identity(secret_file, agent, token)
+    return MemoryClient(address, agent_id, agent_token, timeout=timeout, retries=0)
+
+
+def _asked(call: Callable[[], Any]) -> Any:
+    """``call()``, with the bus's refusals and timeouts as a message and exit status 1."""
+    from hivemem.memory_bus.errors import HivememError
+
+    try:
+        return call()
+    except HivememError as exc:
+        _fail(exc)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)

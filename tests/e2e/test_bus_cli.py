@@ -1,0 +1,90 @@
+"""``hivemem bus token | ping | stats | watch`` as a user runs them, against a real bus."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hivemem.memory_bus.auth import new_secret, token_for
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
+
+CLI = [sys.executable, "-m", "hivemem.platform.cli", "bus"]
+
+
+def bus(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[BusServer, Path]]:
+    secret = new_secret()
+    (tmp_path / "secret").write_bytes(secret)
+    with BusServer(MemoryStore(StoreConfig(dim=16)), secret=secret) as server:
+        yield server, tmp_path / "secret"
+
+
+def test_token_ping_and_stats(served: tuple[BusServer, Path]) -> None:
+    server, secret_file = served
+    secret = secret_file.read_bytes()
+    with MemoryClient(server.address, "alice", token_for(secret, "alice")) as alice:
+        alice.write("private", "alice", NewItem("one"), now=0.0)
+    token = bus("token", "alice", "--secret-file", str(secret_file))
+    assert token.returncode == 0 and token.stdout.strip() == token_for(secret, "alice")
+    ping = bus("ping", "-a", server.address, "--secret-file", str(secret_file), "--agent", "alice")
+    assert ping.returncode == 0, ping.stderr
+    answer = json.loads(ping.stdout)
+    assert (answer["agent"], answer["pub"]) == ("alice", server.pub_address)
+    stats = bus("stats", "-a", server.address, "--secret-file", str(secret_file))
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["private"]["items"] == 1
+
+
+def test_watch_prints_the_events_an_agent_may_read(served: tuple[BusServer, Path]) -> None:
+    server, secret_file = served
+    secret = secret_file.read_bytes()
+    watch = subprocess.Popen(
+        [*CLI, "watch", "private/alice", "-a", server.address, "--secret-file", str(secret_file),
+         "--agent", "alice", "--count", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert watch.stderr is not None
+        assert "watching" in watch.stderr.readline()  # started, asking to subscribe
+        time.sleep(1.0)  # the subscription reaches the server
+        with MemoryClient(server.address, "alice", token_for(secret, "alice")) as alice:
+            ids = [alice.write("private", "alice", NewItem(f"n{i}"), now=i).item_id for i in range(2)]  # fmt: skip
+        out, err = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+    assert watch.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["kind"], e["namespace"], e["item_id"]) for e in events] == [
+        ("add", "alice", i) for i in ids
+    ]
+
+
+def test_refusals_and_an_absent_bus_are_errors_not_hangs(served: tuple[BusServer, Path]) -> None:
+    server, secret_file = served
+    refused = bus("watch", "private/alice", "-a", server.address,
+                  "--secret-file", str(secret_file), "--agent", "bob")  # fmt: skip
+    assert refused.returncode == 1 and "may not subscribe to private/alice" in refused.stderr
+    wrong = bus("ping", "-a", server.address, "--agent", "bob", "--token", "0" * 64)
+    assert wrong.returncode == 1 and "token" in wrong.stderr
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    absent = bus("ping", "-a", f"tcp://127.0.0.1:{port}", "--secret-file", str(secret_file),
+                 "--timeout", "0.5")  # fmt: skip
+    assert absent.returncode == 1 and "no reply" in absent.stderr
+    unsigned = bus("ping", "-a", server.address)
+    assert unsigned.returncode != 0 and "--secret-file" in unsigned.stderr
