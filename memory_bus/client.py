@@ -37,6 +37,7 @@ from hivemem.memory_bus.transport import (
     BlockingTransport,
     BusTimeoutError,
     RemoteError,
+    connected,
     error_from_reply,
 )
 
@@ -114,14 +115,13 @@ class AsyncMemoryClient(Ops):
         """
         granted = await self._call("subscribe", {"topics": list(topics)})
         address = pub_address or granted["pub"]
-        sock = self._transport.ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
+        subscriptions = []
         for topic, prefix in zip(topics, granted["prefixes"], strict=True):
             # The first asks the server for the topic's events; the second lets this
             # socket keep them (a SUB drops messages that match none of its own prefixes).
-            sock.setsockopt(zmq.SUBSCRIBE, encode_subscription(self.agent, self.token, topic))
-            sock.setsockopt(zmq.SUBSCRIBE, prefix)
-        sock.connect(address)
+            subscriptions += [encode_subscription(self.agent, self.token, topic), prefix]
+        transport = self._transport
+        sock = connected(transport.ctx, zmq.SUB, address, transport.curve, subscriptions)
         try:
             while True:
                 frames = await sock.recv_multipart()

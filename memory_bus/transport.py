@@ -23,6 +23,7 @@ import math
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import zmq
@@ -130,12 +131,26 @@ class _Requests:
 
 def _dealer(ctx: zmq.Context[Any], address: str, curve: dict[str, bytes] | None) -> Any:
     """A DEALER of ``ctx`` connected to ``address``, with CURVE keys if given."""
-    sock = ctx.socket(zmq.DEALER)
+    return connected(ctx, zmq.DEALER, address, curve)
+
+
+def connected(
+    ctx: zmq.Context[Any],
+    kind: int,
+    address: str,
+    curve: dict[str, bytes] | None,
+    subscriptions: Sequence[bytes] = (),
+) -> Any:
+    """A socket of ``kind`` connected to ``address``: linger 0, CURVE keys if given, and
+    (for a SUB) ``subscriptions`` made before it connects."""
+    sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     try:
         if curve:
             sock.curve_secretkey, sock.curve_publickey = curve["secret"], curve["public"]
             sock.curve_serverkey = curve["server"]
+        for prefix in subscriptions:
+            sock.setsockopt(zmq.SUBSCRIBE, prefix)
         sock.connect(address)
     except zmq.ZMQError:
         sock.close()  # an open socket would keep ctx.term() waiting forever

@@ -1,12 +1,14 @@
-"""CURVE: a client with an allowed key is served; one with an unknown key is not."""
+"""CURVE: a client with an allowed key is served, events too; one with an unknown key is not."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 import zmq.auth
-from hivemem.memory_bus.client import BusTimeoutError, MemoryClient
+from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, MemoryClient
+from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.server import CurveConfig
 
 from .conftest import make_server
@@ -45,3 +47,29 @@ def test_curve_right_and_wrong_key(tmp_path: Path) -> None:
         with pytest.raises(BusTimeoutError):
             plain.ping()
         plain.close()
+
+
+def test_events_over_curve(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    server_public, _ = keys(tmp_path, "server")
+    public, secret = keys(allowed, "client")
+    server, tokens = make_server(curve=CurveConfig(tmp_path / "server.key_secret", allowed))
+    curve = {"public": public, "secret": secret, "server": server_public}
+
+    async def run() -> dict[str, object]:
+        client = AsyncMemoryClient(
+            server.address, "alice", tokens["alice"], curve=curve, timeout=5.0
+        )
+        stream = client.events(["shared/team"])
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.5)  # the SUB socket's handshake and subscription
+        written = await client.write("shared", "team", NewItem("over CURVE"), now=0.0)
+        event = await asyncio.wait_for(first, 5)
+        await stream.aclose()
+        client.close()
+        return {**event, "expected": written.item_id}
+
+    with server:
+        event = asyncio.run(run())
+    assert event["namespace"] == "team" and event["item_id"] == event["expected"]
