@@ -24,6 +24,7 @@ import secrets
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -127,6 +128,28 @@ class _Requests:
     def transport_error(self, exc: zmq.ZMQError) -> HivememError:
         """A ZeroMQ failure as the project's error (raise it ``from exc``)."""
         return HivememError(f"transport error talking to {self.address}: {exc}")
+
+
+def curve_keys(secret_certificate: str | Path, server_certificate: str | Path) -> dict[str, bytes]:
+    """A client's ``curve`` keys from certificate files made by ``zmq.auth.create_certificates``.
+
+    Args:
+        secret_certificate: The client's ``.key_secret`` file (its public and secret key).
+        server_certificate: The bus's ``.key`` file (its public key).
+
+    Raises:
+        HivememError: A file that cannot be read or holds no such key.
+    """
+    from zmq.auth import load_certificate
+
+    try:
+        public, secret = load_certificate(secret_certificate)
+        server_public, _ = load_certificate(server_certificate)
+    except (OSError, ValueError) as exc:
+        raise HivememError(f"cannot load a CURVE certificate: {exc}") from exc
+    if secret is None:
+        raise HivememError(f"{secret_certificate} holds no secret key (give the .key_secret file)")
+    return {"public": public, "secret": secret, "server": server_public}
 
 
 def _dealer(ctx: zmq.Context[Any], address: str, curve: dict[str, bytes] | None) -> Any:

@@ -36,6 +36,10 @@ SECRET_FILE = typer.Option(
 AGENT = typer.Option(None, help="Act as this agent (default: the admin).")
 TOKEN = typer.Option(None, help="The agent's token, for when you do not hold the secret.")
 TIMEOUT = typer.Option(5.0, help="Seconds to wait for each reply.")
+CURVE_KEY = typer.Option(
+    None, help="This client's CURVE secret certificate (zmq.auth), for a bus that uses CURVE."
+)
+CURVE_SERVER_KEY = typer.Option(None, help="The bus's public CURVE certificate.")
 
 
 @bus_app.command("serve")
@@ -146,9 +150,12 @@ def bus_ping(
     agent: str | None = AGENT,
     token: str | None = TOKEN,
     timeout: float = TIMEOUT,
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Ask a bus who it thinks you are; print its answer and the round trip."""
-    with _client(address, secret_file, agent, token, timeout) as client:
+    curve = _curve(curve_key, curve_server_key)
+    with _client(address, secret_file, agent, token, timeout, curve) as client:
         started = time.perf_counter()
         answer = _asked(client.ping)
         answer["round_trip_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -162,9 +169,12 @@ def bus_stats(
     agent: str | None = AGENT,
     token: str | None = TOKEN,
     timeout: float = TIMEOUT,
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Print the bus's counts per tier: namespaces, items, tokens, bytes, evictions, decisions."""
-    with _client(address, secret_file, agent, token, timeout) as client:
+    curve = _curve(curve_key, curve_server_key)
+    with _client(address, secret_file, agent, token, timeout, curve) as client:
         typer.echo(json.dumps(_asked(client.stats), indent=2, default=str))
 
 
@@ -181,21 +191,24 @@ def bus_watch(
     token: str | None = TOKEN,
     timeout: float = TIMEOUT,
     count: int = typer.Option(0, min=0, help="Stop after this many events (0: never)."),
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Print memory events (add/update/delete/evict) as they happen, one JSON line each."""
     agent_id, agent_token = _identity(secret_file, agent, token)
+    kw = {"timeout": timeout, "curve": _curve(curve_key, curve_server_key)}
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
-        asyncio.run(_watch(address, agent_id, agent_token, topics, count, timeout))
+        asyncio.run(_watch(address, agent_id, agent_token, topics, count, kw))
 
 
 async def _watch(
-    address: str, agent: str, token: str, topics: list[str], count: int, timeout: float
+    address: str, agent: str, token: str, topics: list[str], count: int, kw: dict[str, Any]
 ) -> None:
     from hivemem.memory_bus.errors import HivememError
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
 
     addresses = split_addresses(address)
-    client: Any = AsyncShardedClient(addresses, agent, token, timeout=timeout)
+    client: Any = AsyncShardedClient(addresses, agent, token, **kw)
     stream = client.events(topics)
     typer.echo(f"watching {', '.join(map(repr, topics))} on {address} as {agent}", err=True)
     seen = 0
@@ -233,12 +246,32 @@ def _identity(secret_file: Path | None, agent: str | None, token: str | None) ->
 
 
 def _client(
-    address: str, secret_file: Path | None, agent: str | None, token: str | None, timeout: float
+    address: str,
+    secret_file: Path | None,
+    agent: str | None,
+    token: str | None,
+    timeout: float,
+    curve: dict[str, bytes] | None,
 ) -> Any:
     from hivemem.memory_bus.client import MemoryClient
 
     agent_id, agent_token = _identity(secret_file, agent, token)
-    return MemoryClient(address, agent_id, agent_token, timeout=timeout, retries=0)
+    return MemoryClient(address, agent_id, agent_token, timeout=timeout, retries=0, curve=curve)
+
+
+def _curve(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None:
+    """The client's CURVE keys from certificate files (``zmq.auth``), or None for none."""
+    from hivemem.memory_bus.errors import HivememError
+    from hivemem.memory_bus.transport import curve_keys
+
+    if key is None and server_key is None:
+        return None
+    if key is None or server_key is None:
+        raise typer.BadParameter("CURVE needs both --curve-key and --curve-server-key")
+    try:
+        return curve_keys(key, server_key)
+    except HivememError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _asked(call: Callable[[], Any]) -> Any:

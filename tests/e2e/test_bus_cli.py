@@ -88,3 +88,26 @@ def test_refusals_and_an_absent_bus_are_errors_not_hangs(served: tuple[BusServer
     assert absent.returncode == 1 and "no reply" in absent.stderr
     unsigned = bus("ping", "-a", server.address)
     assert unsigned.returncode != 0 and "--secret-file" in unsigned.stderr
+
+
+def test_a_curve_bus_answers_the_cli_with_keys_and_not_without(tmp_path: Path) -> None:
+    import zmq.auth
+    from hivemem.memory_bus.server import CurveConfig
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    zmq.auth.create_certificates(tmp_path, "server")
+    _, client_secret = zmq.auth.create_certificates(allowed, "client")
+    secret = new_secret()
+    (tmp_path / "secret").write_bytes(secret)
+    curve = CurveConfig(tmp_path / "server.key_secret", allowed)
+    with BusServer(MemoryStore(StoreConfig(dim=16)), secret=secret, curve=curve) as server:
+        args = ["-a", server.address, "--secret-file", str(tmp_path / "secret")]
+        keyed = bus("ping", *args, "--curve-key", client_secret,
+                    "--curve-server-key", str(tmp_path / "server.key"))  # fmt: skip
+        plain = bus("ping", *args, "--timeout", "0.5")
+        half = bus("ping", *args, "--curve-key", client_secret)
+    assert keyed.returncode == 0, keyed.stderr
+    assert json.loads(keyed.stdout)["agent"] == "__admin__"
+    assert plain.returncode == 1 and "no reply" in plain.stderr
+    assert half.returncode != 0 and "--curve-server-key" in half.stderr
