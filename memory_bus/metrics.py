@@ -77,6 +77,16 @@ class BusMetrics:
             ["tier"],
             registry=r,
         )
+        self.subscriptions = Gauge(
+            "hivemem_bus_event_subscriptions",
+            "Event subscriptions granted and held now (one per subscriber and topic)",
+            registry=r,
+        )
+        self.subscriptions_refused = Counter(
+            "hivemem_bus_event_subscriptions_refused",
+            "Signed event subscriptions refused: a bad token, a topic not readable, malformed",
+            registry=r,
+        )
         self._policy: dict[str, str] = {}
         # children by label values: labels() costs microseconds a call, a dict lookup not
         self._requests: dict[tuple[str, ...], Any] = {}

@@ -113,13 +113,17 @@ class EventPublisher:
             except zmq.Again:
                 return
             subscribing = message[:1] == b"\x01"
+            if not message[1:].startswith(HEADER) or message[:1] not in (b"\x00", b"\x01"):
+                continue  # a bare prefix: a subscriber's own filter, or someone unsigned
             found = decode_subscription(message[1:])
-            if found is None or message[:1] not in (b"\x00", b"\x01"):
-                continue
-            agent, token, topic = found
             try:
+                if found is None:
+                    raise HivememError("a malformed signed subscription")
+                agent, token, topic = found
                 prefix = self.authorize(agent, token, topic)
             except HivememError as exc:
+                if subscribing:
+                    self.metrics.subscriptions_refused.inc()
                 log.info("event subscription refused: %s", exc)
                 continue
             self._change(pub, agent, prefix, subscribing)
@@ -131,10 +135,12 @@ class EventPublisher:
             pub.setsockopt(zmq.SUBSCRIBE, prefix)
             self._held[key] += 1
             totals[prefix] += 1
+            self.metrics.subscriptions.inc()
         elif self._held[key] > 0:  # only what this agent subscribed to, once each
             pub.setsockopt(zmq.UNSUBSCRIBE, prefix)  # ignored once the peer is gone
             self._held[key] -= 1
             totals[prefix] -= 1
+            self.metrics.subscriptions.dec()
             if not totals[prefix]:
                 del totals[prefix]
             if not self._held[key]:

@@ -91,6 +91,11 @@ def test_events_reach_only_those_who_may_read_them() -> None:
             got = asyncio.run(run())
             raw = {name: received(s) for name, s in
                    [("bare", bare), ("forged", forged), ("bad_token", bad_token), ("bobs", bobs)]}  # fmt: skip
+            refused = server.inspect(
+                lambda _: server.metrics.registry.get_sample_value(
+                    "hivemem_bus_event_subscriptions_refused_total"
+                )
+            )
         finally:
             for client in clients.values():
                 client.close()
@@ -105,3 +110,4 @@ def test_events_reach_only_those_who_may_read_them() -> None:
         ("private", "bob"),
     }
     assert raw == {"bare": [], "forged": [], "bad_token": [], "bobs": [bob_topic]}
+    assert refused == 2  # the forged and the bad-token subscriptions; bare ones are not signed
