@@ -326,6 +326,9 @@ def batch(args: dict[str, Any], name: str) -> list[Any]:
 
 # --- event topics and subscriptions ------------------------------------------------------
 
+MAX_SUBSCRIPTION_BYTES = 1 << 16
+"""Largest subscription the event socket reads; ZeroMQ drops a larger one (and its sender)."""
+
 TOPIC_END = b"\x00\x00"
 """Ends every event topic, so that one namespace's topic is never a prefix of another's."""
 

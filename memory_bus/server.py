@@ -51,6 +51,7 @@ from hivemem.memory_bus.protocol import (
     ADMIN_AGENT,
     HEADER,
     MAX_MESSAGE_BYTES,
+    MAX_SUBSCRIPTION_BYTES,
     MUTATING,
     Code,
     ProtocolError,
@@ -296,6 +297,7 @@ class BusServer:
         router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 4096)
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         pub.setsockopt(zmq.XPUB_MANUAL, 1)  # the server decides who gets which events
+        pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)  # subscriptions are small
         auth = self._secure(ctx, self.curve, router, pub) if self.curve else None
         self.address = _bind(router, self.host, self._port)
         self.pub_address = _bind(pub, self.host, self._pub_port)

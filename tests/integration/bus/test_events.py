@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgpack
 import pytest
 import zmq
 from hivemem.memory_bus.client import AsyncMemoryClient
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.protocol import ADMIN_AGENT, encode_subscription, event_topic
+from hivemem.memory_bus.protocol import (
+    ADMIN_AGENT,
+    HEADER,
+    MAX_SUBSCRIPTION_BYTES,
+    encode_subscription,
+    event_topic,
+)
 
 from .conftest import make_server
 
@@ -111,3 +119,55 @@ def test_events_reach_only_those_who_may_read_them() -> None:
     }
     assert raw == {"bare": [], "forged": [], "bad_token": [], "bobs": [bob_topic]}
     assert refused == 2  # the forged and the bad-token subscriptions; bare ones are not signed
+
+
+def test_malformed_subscriptions_are_ignored_and_the_feed_keeps_working() -> None:
+    rng = random.Random(7)
+    server, tokens = make_server()
+    ctx = zmq.Context()
+    junk: list[bytes] = []
+    for i in range(3000):
+        body = rng.randbytes(rng.randrange(0, 200))
+        kind = i % 4
+        if kind == 0:
+            junk.append(body)  # bare bytes: no signature at all
+        elif kind == 1:
+            junk.append(HEADER + body)  # signed-looking, undecodable
+        elif kind == 2:  # decodable, wrong types or missing fields
+            junk.append(HEADER + msgpack.packb(rng.choice(
+                [[1, 2], {"agent": 1, "token": "t", "topic": "x"}, {"agent": "bob"}, "text", None]
+            )))  # fmt: skip
+        else:  # well-formed, but unknown tiers, bad topics, someone else's namespace
+            topic = rng.choice(["nope/x", "private", "private/alice", "shared/team", "", "graph/"])
+            junk.append(encode_subscription("bob", tokens["bob"], topic))
+    with server:
+        socks = [raw_sub(ctx, server.pub_address, *junk[i::6]) for i in range(6)]
+        big = raw_sub(ctx, server.pub_address, HEADER + b"x" * (MAX_SUBSCRIPTION_BYTES + 1))
+
+        async def run() -> set[tuple[str, str]]:
+            alice = AsyncMemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
+            stream = alice.events(["shared/team"])
+            first = asyncio.ensure_future(stream.__anext__())
+            await asyncio.sleep(0.5)
+            await alice.write("shared", "team", NewItem("still here"), now=0.0)
+            got = await drain(first, stream)
+            alice.close()
+            return got
+
+        try:
+            got = asyncio.run(run())
+            leaked = [received(s) for s in socks]
+        finally:
+            for sock in [*socks, big]:
+                sock.close(linger=0)
+            ctx.term()
+        refused = server.inspect(
+            lambda _: server.metrics.registry.get_sample_value(
+                "hivemem_bus_event_subscriptions_refused_total"
+            )
+        )
+    assert got == {("shared", "team")}
+    assert leaked == [[]] * 6
+    # Every signed-looking one was refused (a SUB sends a subscription it already holds
+    # only once); the oversized one never reached the server.
+    assert refused == sum(len({j for j in junk[i::6] if j.startswith(HEADER)}) for i in range(6))
