@@ -28,7 +28,6 @@ Run it embedded (``with BusServer(store) as server: ...``), standalone
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -41,6 +40,7 @@ from typing import Any, TypeVar
 
 import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
+from hivemem.memory_bus.collector import COLLECTOR_PAUSE
 from hivemem.memory_bus.durability import SNAPSHOT_WAIT_S, Durability
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate, subscription_topic
@@ -74,41 +74,6 @@ GAUGE_SHARE = 0.01
 pass over every namespace: 78 ms for 100,000 namespaces measured here, so a store that
 large refreshes them every 7.8 s instead of every second."""
 
-
-class _CollectorPause:
-    """Holds Python's cyclic garbage collector off while a server answers a request.
-
-    A batched request makes tens of thousands of short-lived objects (the decoded
-    entries, requests, hits, reply maps) that reference counting frees as soon as the
-    reply is packed. If a collection runs in the middle, it promotes them all to the
-    oldest generation, and full collections, which walk every object of the store (and
-    of the rest of the process), then come every few requests: at 10,000 agents that
-    cost a third of the bus's time. Collections resume after each request, so garbage
-    cycles are still collected. Re-entrant across the owner threads of several servers in
-    one process; the collector is re-enabled only if it was enabled when the first
-    pause began.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._resume = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._depth == 0:
-                self._resume = gc.isenabled()
-                gc.disable()
-            self._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._resume:
-                gc.enable()
-
-
-_COLLECTOR_PAUSE = _CollectorPause()
 
 Change = Callable[[], None]
 """A change to the store left for after the reply (see the module docstring)."""
@@ -362,7 +327,7 @@ class BusServer:
             if len(frames) < 2:
                 continue  # nothing to reply to
             identity, rest = frames[0], frames[1:]
-            with _COLLECTOR_PAUSE, self._between:
+            with COLLECTOR_PAUSE, self._between:
                 reply, later = self._handle(rest)
                 router.send_multipart([identity, HEADER, reply])
                 self._settle(later)
