@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import zmq
@@ -233,6 +233,33 @@ class MemoryClient(Ops):
     def number_requests_from(self, start: int) -> None:
         """The next requests carry ids ``start``, ``start + 1``, ... (see ``AsyncMemoryClient``)."""
         self._core.number_requests_from(start)
+
+    def events(self, topics: list[str], timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Memory events of ``topics``, one at a time in this thread.
+
+        The async core's stream (:meth:`AsyncMemoryClient.events`: which topics an agent
+        may name, and what a refused one raises), iterated from the caller's thread.
+
+        Args:
+            topics: ``"tier/namespace"`` each (the admin may also give ``"tier/"`` or ``""``).
+            timeout: End the iteration after this many seconds without an event; None
+                waits for ever.
+        """
+        stream = self._core.as_agent(self.agent, self.token).events(list(topics))
+
+        async def following() -> dict[str, Any]:
+            # wait_for cancels the wait and lets the stream finish it before returning
+            return await asyncio.wait_for(stream.__anext__(), timeout)
+
+        try:
+            while True:
+                try:
+                    yield self._run(following())
+                except TimeoutError:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._run(stream.aclose())
 
     def nowait(self) -> Ops:
         """A handle whose op methods send the request and return a Future of the result.

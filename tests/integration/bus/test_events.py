@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
 import pytest
 import zmq
-from hivemem.memory_bus.client import AsyncMemoryClient
+from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import (
@@ -171,3 +173,25 @@ def test_malformed_subscriptions_are_ignored_and_the_feed_keeps_working() -> Non
     # Every signed-looking one was refused (a SUB sends a subscription it already holds
     # only once); the oversized one never reached the server.
     assert refused == sum(len({j for j in junk[i::6] if j.startswith(HEADER)}) for i in range(6))
+
+
+def test_the_blocking_client_iterates_events_in_its_own_thread() -> None:
+    server, tokens = make_server()
+    with server:
+        watcher = MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
+        writer = MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
+        with pytest.raises(AccessDeniedError):
+            next(watcher.events(["private/bob"]))
+        seen: list[dict[str, Any]] = []
+        reader = threading.Thread(
+            target=lambda: seen.extend(watcher.events(["shared/team"], timeout=QUIET_S * 2))
+        )
+        reader.start()
+        time.sleep(0.5)  # subscribed before the writes
+        ids = [writer.write("shared", "team", NewItem(f"w{i}"), now=0.0).item_id for i in range(2)]
+        writer.write("private", "alice", NewItem("elsewhere"), now=0.0)
+        reader.join(timeout=30)  # the iteration ends once no event came for the timeout
+        watcher.close()
+        writer.close()
+    assert not reader.is_alive()
+    assert [(e["namespace"], e["item_id"]) for e in seen] == [("team", i) for i in ids]
