@@ -113,7 +113,7 @@ class AsyncMemoryClient(Ops):
         socket checks each subscription again: nobody receives what they could not read.
         The event socket's address comes from that answer unless given.
         """
-        granted = await self._call("subscribe", {"topics": list(topics)})
+        granted = await self.subscribe(topics)
         address = pub_address or granted["pub"]
         subscriptions = []
         for topic, prefix in zip(topics, granted["prefixes"], strict=True):

@@ -218,6 +218,14 @@ class Ops:
         """Per-tier counts."""
         return self._call("stats", {})
 
+    def subscribe(self, topics: list[str]) -> Any:
+        """Whether this agent may receive the events of ``topics`` (raises if not).
+
+        Returns the event socket's address and each topic's prefix there; ``events``
+        (on the clients) subscribes with them. See ``docs/protocol.md``, "Events".
+        """
+        return self._call("subscribe", {"topics": list(topics)})
+
     def add_edge(
         self, namespace: str, src: int, dst: int, type: str, *, now: float, **kw: Any
     ) -> Any:

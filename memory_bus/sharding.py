@@ -36,7 +36,7 @@ from hivemem.memory_bus.protocol import split_topic
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
 """Batch ops and the argument holding their entries (each entry names its namespace)."""
 
-EVERY_SHARD = {"ping", "register", "stats"}
+EVERY_SHARD = {"ping", "register", "stats", "subscribe"}
 """Ops that concern the whole bus rather than one namespace."""
 
 
@@ -230,6 +230,6 @@ def _combine(op: str, replies: list[Any]) -> Any:
         return merge_stats(replies)
     if op == "register" and any(r != replies[0] for r in replies):
         raise ShardError("the shards gave different tokens: they do not share one secret")
-    if op == "ping":
+    if op in ("ping", "subscribe"):  # each shard has its event socket
         return {**replies[0], "shards": len(replies), "pubs": [r.get("pub") for r in replies]}
     return replies[0]

@@ -171,6 +171,8 @@ def test_events_come_from_every_shard_in_one_stream(sharded: Sharded) -> None:
         admin = alice.as_agent(ADMIN_AGENT, admin_token)
         with pytest.raises(AccessDeniedError):  # refused on its shard, raised here
             await alice.events(["private/bob"]).__anext__()
+        granted = await alice.subscribe([f"shared/{watched[0]}"])  # asked of every shard
+        assert granted["shards"] == SHARDS and len(set(granted["pubs"])) == SHARDS
         mine = alice.events([f"shared/{name}" for name in watched])
         every = admin.events(["shared/"])  # a whole tier: every shard
         pending = [asyncio.ensure_future(s.__anext__()) for s in (mine, every)]

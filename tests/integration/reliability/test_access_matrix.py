@@ -89,6 +89,7 @@ ITEM_OPS: dict[str, Op] = {
     ),
     "delete": lambda m, c, tier, ns: c.delete(tier, ns, m.fresh(tier, ns), now=m.now),
     "history": lambda m, c, tier, ns: c.history(tier, ns, m.fresh(tier, ns)),
+    "subscribe": lambda m, c, tier, ns: c.subscribe([f"{tier}/{ns}"]),
 }
 
 
