@@ -16,6 +16,7 @@ A malformed value raises :class:`~hivemem.memory_bus.protocol.ProtocolError`.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -267,11 +268,18 @@ def encode_write_columns(namespaces: list[str], items: list[NewItem]) -> dict[st
     metas = [it.meta for it in items]
     if any(metas):
         columns["meta"] = metas
-    for name, default in DEFAULTS.items():
-        values = [getattr(it, name) for it in items]
+    rows = list(map(_DEFAULTED, items))
+    if rows.count(_DEFAULT_ROW) == n:  # the common case: every row takes every default
+        return columns
+    for j, (name, default) in enumerate(DEFAULTS.items()):
+        values = [row[j] for row in rows]
         if values.count(default) != n:  # list.count compares with ==, as the server's default
             columns[name] = values
     return columns
+
+
+_DEFAULTED = operator.attrgetter(*DEFAULTS)  # a NewItem's fields that have a default column
+_DEFAULT_ROW = tuple(DEFAULTS.values())
 
 
 def take_columns(columns: dict[str, Any], rows: list[int], n: int) -> dict[str, Any]:
