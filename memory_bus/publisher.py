@@ -34,6 +34,8 @@ from hivemem.memory_bus.protocol import (
 
 log = logging.getLogger(__name__)
 
+_WARN_AT_MOST = 1_000  # distinct bare prefixes logged, at most
+
 Authorize = Callable[[str, str, str], bytes]
 """``authorize(agent, token, topic)``: the topic's prefix on the event socket, or raise."""
 
@@ -59,6 +61,7 @@ class EventPublisher:
         self._held: Counter[tuple[str, bytes]] = Counter()
         self._exact: Counter[bytes] = Counter()
         self._prefixes: Counter[bytes] = Counter()
+        self._warned: set[bytes] = set()  # bare prefixes already logged
 
     def publish(self, pub: zmq.Socket[Any]) -> None:
         """One message per topic for the events of the request just answered.
@@ -113,7 +116,11 @@ class EventPublisher:
             except zmq.Again:
                 return
             subscribing = message[:1] == b"\x01"
-            if not message[1:].startswith(HEADER) or message[:1] not in (b"\x00", b"\x01"):
+            if message[:1] not in (b"\x00", b"\x01"):
+                continue
+            if not message[1:].startswith(HEADER):
+                if subscribing:
+                    self._unsigned(message[1:])
                 continue  # a bare prefix: a subscriber's own filter, or someone unsigned
             found = decode_subscription(message[1:])
             try:
@@ -127,6 +134,20 @@ class EventPublisher:
                 log.info("event subscription refused: %s", exc)
                 continue
             self._change(pub, agent, prefix, subscribing)
+
+    def _unsigned(self, prefix: bytes) -> None:
+        """Say once per prefix that a bare subscription gets nothing (a client from before
+        subscriptions were signed, or a plain SUB socket), unless it is a signed
+        subscriber's own filter: a client sends that right after the signed one."""
+        if prefix in self._exact or prefix in self._prefixes or prefix in self._warned:
+            return
+        if len(self._warned) < _WARN_AT_MOST:
+            self._warned.add(prefix)
+            log.warning(
+                "a subscription to %r without an agent's signature gets no events: subscribe "
+                "with a client's events() (docs/protocol.md, Events)",
+                prefix,
+            )
 
     def _change(self, pub: zmq.Socket[Any], agent: str, prefix: bytes, subscribing: bool) -> None:
         key = (agent, prefix)

@@ -56,7 +56,7 @@ def received(sock: zmq.Socket[Any]) -> list[bytes]:
     return topics
 
 
-def test_events_reach_only_those_who_may_read_them() -> None:
+def test_events_reach_only_those_who_may_read_them(caplog: pytest.LogCaptureFixture) -> None:
     server, tokens = make_server()
     tokens["carol"] = server.register("carol", ["team-b"])
     ctx = zmq.Context()
@@ -121,6 +121,11 @@ def test_events_reach_only_those_who_may_read_them() -> None:
     }
     assert raw == {"bare": [], "forged": [], "bad_token": [], "bobs": [bob_topic]}
     assert refused == 2  # the forged and the bad-token subscriptions; bare ones are not signed
+    # Bare subscriptions are told, once each (the refused subscribers' filters too); a
+    # granted subscriber's own filter is not.
+    unsigned = [r.args[0] for r in caplog.records if "without an agent's signature" in r.msg]
+    assert {b"", b"private/"} <= set(unsigned) and len(unsigned) == len(set(unsigned))
+    assert event_topic("shared", "team") not in unsigned
 
 
 def test_malformed_subscriptions_are_ignored_and_the_feed_keeps_working() -> None:
