@@ -355,7 +355,7 @@ def split_topic(topic: str) -> tuple[str, str]:
     if topic == "":
         return "", ""
     tier, slash, namespace = topic.partition("/")
-    if not slash:
+    if not slash or not tier:
         raise ProtocolError(
             Code.BAD_REQUEST,
             f"topic {topic!r} is not 'tier/namespace', 'tier/' or ''",

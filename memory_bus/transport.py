@@ -152,11 +152,6 @@ def curve_keys(secret_certificate: str | Path, server_certificate: str | Path) -
     return {"public": public, "secret": secret, "server": server_public}
 
 
-def _dealer(ctx: zmq.Context[Any], address: str, curve: dict[str, bytes] | None) -> Any:
-    """A DEALER of ``ctx`` connected to ``address``, with CURVE keys if given."""
-    return connected(ctx, zmq.DEALER, address, curve)
-
-
 def connected(
     ctx: zmq.Context[Any],
     kind: int,
@@ -201,7 +196,7 @@ class AsyncTransport:
         self._generation = 0
 
     def _connect(self) -> None:
-        sock = _dealer(self.ctx, self.address, self.curve)
+        sock = connected(self.ctx, zmq.DEALER, self.address, self.curve)
         self._sock = sock
         self._generation += 1
         self._reader = asyncio.get_running_loop().create_task(self._read(sock))
@@ -301,7 +296,7 @@ class BlockingTransport:
     def _attempts(self, req_id: int, frames: list[bytes]) -> Any:
         for _attempt in range(self.requests.attempts):
             if self._sock is None:
-                self._sock = _dealer(self.ctx, self.requests.address, self.curve)
+                self._sock = connected(self.ctx, zmq.DEALER, self.requests.address, self.curve)
             self._sock.send_multipart(frames)
             reply = self._reply(req_id, time.monotonic() + self.requests.timeout)
             if reply is not None:

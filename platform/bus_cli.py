@@ -154,8 +154,8 @@ def bus_ping(
     curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Ask a bus who it thinks you are; print its answer and the round trip."""
-    curve = _curve(curve_key, curve_server_key)
-    with _client(address, secret_file, agent, token, timeout, curve) as client:
+    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    with _client(address, *connection) as client:
         started = time.perf_counter()
         answer = _asked(client.ping)
         answer["round_trip_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -173,8 +173,8 @@ def bus_stats(
     curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Print the bus's counts per tier: namespaces, items, tokens, bytes, evictions, decisions."""
-    curve = _curve(curve_key, curve_server_key)
-    with _client(address, secret_file, agent, token, timeout, curve) as client:
+    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    with _client(address, *connection) as client:
         typer.echo(json.dumps(_asked(client.stats), indent=2, default=str))
 
 
@@ -195,14 +195,13 @@ def bus_watch(
     curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Print memory events (add/update/delete/evict) as they happen, one JSON line each."""
-    agent_id, agent_token = _identity(secret_file, agent, token)
-    kw = {"timeout": timeout, "curve": _curve(curve_key, curve_server_key)}
+    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
-        asyncio.run(_watch(address, agent_id, agent_token, topics, count, kw))
+        asyncio.run(_watch(address, *connection, topics, count))
 
 
 async def _watch(
-    address: str, agent: str, token: str, topics: list[str], count: int, kw: dict[str, Any]
+    address: str, agent: str, token: str, kw: dict[str, Any], topics: list[str], count: int
 ) -> None:
     from hivemem.memory_bus.errors import HivememError
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
@@ -245,18 +244,23 @@ def _identity(secret_file: Path | None, agent: str | None, token: str | None) ->
     return agent_id, token_for(_read_secret(secret_file), agent_id)
 
 
-def _client(
-    address: str,
+def _connection(
     secret_file: Path | None,
     agent: str | None,
     token: str | None,
     timeout: float,
-    curve: dict[str, bytes] | None,
-) -> Any:
+    curve_key: Path | None,
+    curve_server_key: Path | None,
+) -> tuple[str, str, dict[str, Any]]:
+    """Who to act as, and the client's keyword arguments (timeout, CURVE keys)."""
+    agent_id, agent_token = _identity(secret_file, agent, token)
+    return agent_id, agent_token, {"timeout": timeout, "curve": _curve(curve_key, curve_server_key)}
+
+
+def _client(address: str, agent: str, token: str, kw: dict[str, Any]) -> Any:
     from hivemem.memory_bus.client import MemoryClient
 
-    agent_id, agent_token = _identity(secret_file, agent, token)
-    return MemoryClient(address, agent_id, agent_token, timeout=timeout, retries=0, curve=curve)
+    return MemoryClient(address, agent, token, retries=0, **kw)
 
 
 def _curve(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None:

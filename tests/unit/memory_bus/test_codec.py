@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from hivemem.memory_bus.batch import DEFAULTS, BatchResult
 from hivemem.memory_bus.codec import (
     column_vectors,
@@ -27,6 +28,7 @@ from hivemem.memory_bus.protocol import (
     HEADER,
     ITEM_FIELDS,
     Code,
+    ProtocolError,
     decode_reply,
     decode_request,
     decode_subscription,
@@ -36,6 +38,7 @@ from hivemem.memory_bus.protocol import (
     encode_subscription,
     event_topic,
     pack,
+    split_topic,
     unpack,
 )
 from hypothesis import example, given
@@ -275,3 +278,12 @@ def test_subscriptions_round_trip_and_anything_else_is_not_one(
         assert decode_subscription(junk) is None  # a bare topic, as a plain SUB sends
     found = decode_subscription(HEADER + junk)  # never raises, whatever follows
     assert found is None or all(isinstance(part, str) for part in found)
+
+
+def test_topics_are_a_namespace_a_tier_or_everything_and_nothing_else() -> None:
+    assert split_topic("shared/team/a") == ("shared", "team/a")  # the first slash ends the tier
+    assert split_topic("shared/") == ("shared", "")
+    assert split_topic("") == ("", "")
+    for bad in ("shared", "/team", "/"):
+        with pytest.raises(ProtocolError, match="is not 'tier/namespace'"):
+            split_topic(bad)
