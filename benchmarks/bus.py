@@ -6,8 +6,10 @@ Baselines:
   - echo-keep: the same, holding on to every request's bytes (the least a store does);
   - redis: Debian's redis-server (no persistence) with redis-py, SET of the same payload.
 
-The bus targets: bus-raw and bus-client (defaults), and bus-spin: raw frames against a
-bus that busy-polls for 200 us after each answer (``--spin-us 200``, off by default).
+The bus targets: bus-raw and bus-client (defaults); bus-spin: raw frames against a
+bus that busy-polls for 200 us after each answer (``--spin-us 200``, off by default);
+bus-prefault: raw frames against a bus whose indexes have the pages ahead of their
+writers faulted in by a thread (``IndexConfig.prefault``, off by default).
 
 Targets, each with 1 and 4 client processes:
   - single: one item (text + 384-d float32 vector) per request, sequential requests;
@@ -51,7 +53,7 @@ import zmq
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient, encode_write_entries
 from hivemem.memory_bus.codec import encode_new_item
-from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.config import IndexConfig, StoreConfig, TierConfig
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import HEADER, encode_request
 from hivemem.memory_bus.server import BusServer
@@ -284,9 +286,15 @@ class Workers:
 SPIN_US = 200  # the bus-spin target's busy polling (BusServer spin_us, --spin-us)
 
 
-def fresh_bus(spin_us: int = 0) -> BusServer:
-    """A bus server (started by `with`) with the default store configuration, no journal."""
-    return BusServer(MemoryStore(StoreConfig(dim=DIM), embed=False), secret=SECRET, spin_us=spin_us)
+def fresh_bus(spin_us: int = 0, prefault: bool = False) -> BusServer:
+    """A bus server (started by `with`) with the default store configuration, no journal.
+
+    Args:
+        spin_us: The server's busy polling (the bus-spin target).
+        prefault: The indexes' ``prefault`` (the bus-prefault target).
+    """
+    config = StoreConfig(dim=DIM, private=TierConfig(index=IndexConfig(prefault=prefault)))
+    return BusServer(MemoryStore(config, embed=False), secret=SECRET, spin_us=spin_us)
 
 
 def measure_case(
@@ -362,12 +370,14 @@ def case_targets(
     bus_raw = case.enter_context(fresh_bus())
     bus_client = case.enter_context(fresh_bus())
     bus_spin = case.enter_context(fresh_bus(SPIN_US))
+    bus_prefault = case.enter_context(fresh_bus(prefault=True))
     targets = {
         "echo": ("raw", echo.address),
         "echo-keep": ("raw", keeper.address),
         "bus-raw": ("raw", bus_raw.address),
         "bus-client": ("client", bus_client.address),
         "bus-spin": ("raw", bus_spin.address),
+        "bus-prefault": ("raw", bus_prefault.address),
     }
     if redis_server is not None:
         import redis
@@ -380,11 +390,11 @@ def case_targets(
 def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool) -> None:
     print(f"bus benchmark: loopback, dim {DIM}, batches of {BATCH}, 2 cores")
     print(
-        f"{'target':11s} {'mode':8s} {'procs':>5s} {'items/s':>10s} {'p50 us':>8s} {'p99 us':>8s} {'rate/echo':>9s} {'p50/echo':>8s}"
+        f"{'target':12s} {'mode':8s} {'procs':>5s} {'items/s':>10s} {'p50 us':>8s} {'p99 us':>8s} {'rate/echo':>9s} {'p50/echo':>8s}"
     )
     for (target, mode, procs), row in rows.items():
         base = rows[("echo", mode, procs)]
-        print(f"{target:11s} {mode:8s} {procs:5d} {row['items_per_s']:10,.0f} {row['p50_us']:8.0f} {row['p99_us']:8.0f}"
+        print(f"{target:12s} {mode:8s} {procs:5d} {row['items_per_s']:10,.0f} {row['p50_us']:8.0f} {row['p99_us']:8.0f}"
               f" {row['items_per_s'] / base['items_per_s']:9.2f} {row['p50_us'] / base['p50_us']:8.2f}")  # fmt: skip
     head: dict[str, float] = {}
     for who in ("bus-raw", "bus-client", "bus-spin"):
@@ -413,6 +423,11 @@ def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool)
         )
         head[f"{who}_single_p99_vs_echo"] = (
             rows[(who, "single", 1)]["p99_us"] / rows[("echo", "single", 1)]["p99_us"]
+        )
+    for procs in (1, 4):
+        head[f"bus-prefault_batched_write_items_per_s_vs_echo_{procs}p"] = (
+            rows[("bus-prefault", "batch64", procs)]["items_per_s"]
+            / rows[("echo", "batch64", procs)]["items_per_s"]
         )
     print()
     for name, value in head.items():

@@ -57,6 +57,14 @@ class IndexConfig(_Model):
     default: on a virtual machine whose host backs memory in 4 KiB pages, a fresh
     huge-page region filled 3.5x slower here (see :mod:`hivemem.memory_bus.pages`); on
     bare metal it is usually the faster choice.
+
+    ``prefault`` has a daemon thread populate the pages just ahead of the exact part's
+    write cursor, so the owner thread does not fault them in itself. Off by default: it
+    pays where a core sits idle while the bus serves. On this project's 2-core machine,
+    with the bus's clients on the same cores, the thread took the CPU they needed, and
+    batched writes made 0.58-0.60 of the bare echo with it against 0.62-0.69 without
+    (three interleaved runs, ``docs/benchmarks.md``); alone in a process, it cut a
+    batch's owner-thread time by a quarter.
     """
 
     kind: IndexKind = IndexKind.AUTO
@@ -70,6 +78,7 @@ class IndexConfig(_Model):
     ivf_nlist: int = Field(1024, ge=1)
     ivf_nprobe: int = Field(32, ge=1)
     huge_pages: bool = False
+    prefault: bool = False
 
 
 class NamespaceMode(StrEnum):

@@ -208,14 +208,19 @@ class VectorIndex:
         if self._rows is not None:
             self._rows.update(zip(ids.tolist(), range(self._n, need), strict=True))
         self._n = need
+        if self.config.prefault and self._matrix is not None:
+            self._prefault(self._matrix, need)
+
+    def _prefault(self, matrix: GrowingMatrix, need: int) -> None:
+        """Have the rows just past ``need`` faulted in, if not asked before (config.prefault)."""
         ahead = self._ahead(need)
-        if need + ahead > self._faulted and self._matrix is not None:
+        if need + ahead > self._faulted:
             # The rows a room-taking growth reserved are fresh pages: have them faulted
             # in by the prefault thread while this one serves (see hivemem.memory_bus.pages).
             stop = min(len(self._vecs), need + 2 * ahead)
             start = max(self._faulted, need)
             row_bytes = self.dim * 4
-            prefault(self._matrix, start * row_bytes, stop * row_bytes)
+            prefault(matrix, start * row_bytes, stop * row_bytes)
             self._faulted = stop
 
     def remove(self, ids: np.ndarray) -> int:

@@ -15,12 +15,15 @@ on this project's 2-core Firecracker VM:
   (7-9 GB/s once touched). :func:`fresh_matrix` gives large matrices a mapping of their
   own and advises what ``huge_pages`` says (``IndexConfig.huge_pages``: turn it on on
   bare metal, where a huge-page fault is the cheaper one).
-- **Faults off the owner thread.** A vector index that grows writes every new vector
-  into fresh pages, on the bus's owner thread. :func:`prefault` asks the kernel to
-  populate the pages just ahead of the write cursor from a daemon thread instead
+- **Faults off the owner thread, where a core is free.** A vector index that grows
+  writes every new vector into fresh pages, on the bus's owner thread. With
+  ``IndexConfig.prefault``, :func:`prefault` asks the kernel to populate the pages just
+  ahead of the write cursor from a daemon thread instead
   (``madvise(MADV_POPULATE_WRITE)``, Linux 5.14+). Populating never changes a page's
   contents, so it is safe while the owner writes the same rows: the kernel serialises
-  the two, and whichever comes second finds the page present.
+  the two, and whichever comes second finds the page present. It is off by default:
+  the faults still cost a core, and on 2 cores shared with the bus's clients that core
+  was theirs (batched writes were slower end to end with it; see ``IndexConfig``).
 
 Where these calls are not available (another OS, an older kernel), matrices come from
 ``np.empty`` and :func:`prefault` does nothing: the writer faults the pages itself.

@@ -188,7 +188,9 @@ def test_vectors_are_accepted_exactly_when_every_component_is_finite_and_in_rang
 
 
 def test_a_large_exact_part_keeps_every_vector_while_pages_are_faulted_in_ahead() -> None:
-    config = IndexConfig(kind=IndexKind.AUTO, approx_threshold=20_000, build_batch=4_096)
+    config = IndexConfig(
+        kind=IndexKind.AUTO, approx_threshold=20_000, build_batch=4_096, prefault=True
+    )
     index = VectorIndex(256, config)
     data = unit(12_000, 256, 5)
     ids = np.arange(1, 12_001, dtype=np.int64)
@@ -205,6 +207,19 @@ def test_a_large_exact_part_keeps_every_vector_while_pages_are_faulted_in_ahead(
         while PREFAULTER.populated == before and time.monotonic() < deadline:
             time.sleep(0.01)
         assert PREFAULTER.populated > before
+
+
+def test_pages_are_faulted_in_ahead_only_when_the_config_asks() -> None:
+    data = unit(2_048, 64, 9)
+    ids = np.arange(1, 2_049, dtype=np.int64)
+    ahead = {}
+    for prefault in (False, True):
+        index = VectorIndex(64, IndexConfig(approx_threshold=20_000, prefault=prefault))
+        for start in range(0, 2_048, 64):
+            index.add_checked(ids[start : start + 64], data[start : start + 64])
+        assert index._matrix is not None  # past a thousand rows: a mapping of its own
+        ahead[prefault] = index._faulted > len(index)  # rows past the cursor asked for
+    assert ahead == {False: False, True: True}
 
 
 def test_a_huge_approx_threshold_does_not_reserve_a_huge_block() -> None:
