@@ -7,8 +7,9 @@ Ties are broken by the lower id, so results are deterministic.
 
 Structure:
 
-- an *exact part*: a numpy matrix with an id per row. Removal swaps in the last row, so it
-  costs O(1); search is one BLAS matrix product. For the many small namespaces of a private
+- an *exact part* (:class:`~hivemem.memory_bus.exact_rows.ExactRows`): a numpy matrix with
+  an id per row. Removal swaps in the last row, so it costs O(1); search is one BLAS
+  matrix product. For the many small namespaces of a private
   tier this beats a faiss call per namespace (no per-index C++ object, no call overhead).
 - an *approximate part* (HNSW or IVF, faiss) built once the namespace passes
   ``approx_threshold`` items. faiss HNSW cannot remove vectors, so removed ones become
@@ -28,12 +29,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import faiss
 import numpy as np
 from hivemem.memory_bus.config import IndexBuild, IndexConfig, IndexKind
 from hivemem.memory_bus.errors import InvalidInputError
+from hivemem.memory_bus.exact_rows import ExactRows
 from hivemem.memory_bus.exact_search import search_exact, search_small, top_k
 from hivemem.memory_bus.index_build import (
     BUILDER,
@@ -44,7 +46,6 @@ from hivemem.memory_bus.index_build import (
     reconstruct,
 )
 from hivemem.memory_bus.item import check_matrix
-from hivemem.memory_bus.pages import GrowingMatrix, fresh_matrix, prefault
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,6 @@ _REBUILD_FRACTION = 0.25
 _SMALL = 2_048  # up to this many exact rows, sort them all rather than partition and merge
 _TINY = 32  # up to this many exact rows, one query's scores are ranked by Python's sort
 _IVF_MIN_POINTS_PER_LIST = 39
-_RESERVE_FROM = 1_024  # rows of the exact part after which it grows to its ceiling at once
-_RESERVE_MAX = 1 << 16  # rows taken at once at most; past that, doubling again
-_SMALL_GROWTH = 4  # how a small exact part grows: each growth copies every row (see _grow)
 _BACKGROUND_FROM = 1_024  # rows from which a build runs on the builder thread (at the 1.7-3k
 # inserts/s measured for 384-d HNSW, 0.3-0.6 s inline)
 
@@ -76,27 +74,14 @@ class VectorIndex:
         self.dim = dim
         self.config = config or IndexConfig()
         self.seed = seed
-        self._ids = np.empty(0, dtype=np.int64)
-        self._vecs = np.empty((0, dim), dtype=np.float32)
-        self._matrix: GrowingMatrix | None = None  # the mapping _vecs lives in, if its own
-        self._n = 0  # live rows of the exact part
+        self._exact = ExactRows(dim, self.config.huge_pages, self.config.prefault)
         self._rows: dict[int, int] | None = None  # id -> row of the exact part (see _row)
-        self._faulted = 0  # rows of the exact part's matrix asked to be faulted in ahead
         self._approx: Any = None
         self._labels = np.empty(0, dtype=np.int64)  # approximate label -> id
         self._dead = np.empty(0, dtype=bool)  # approximate label -> tombstoned
         self._label: dict[int, int] = {}  # id -> approximate label (live only)
         self._build: Build | None = None  # a build on the builder thread, not yet installed
         self._generation = 0  # bumped whenever the approximate part is replaced or extended
-
-    def _ahead(self, rows: int) -> int:
-        """Rows ahead of the writer whose pages are faulted in.
-
-        Up to 2 MiB, and at most an eighth of the rows held, so that memory faulted in
-        but not yet used stays within a quarter of what a namespace holds (a private
-        tier has many namespaces).
-        """
-        return min(max(64, (2 << 20) // (4 * self.dim)), rows // 8)
 
     # --- size and membership ----------------------------------------------------------
 
@@ -113,7 +98,7 @@ class VectorIndex:
         return self._build is not None
 
     def __len__(self) -> int:
-        return self._n + len(self._label)
+        return self._exact.n + len(self._label)
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._row or item_id in self._label
@@ -130,9 +115,8 @@ class VectorIndex:
         """
         rows = self._rows
         if rows is None:
-            rows = self._rows = dict(
-                zip(self._ids[: self._n].tolist(), range(self._n), strict=True)
-            )
+            exact = self._exact
+            rows = self._rows = dict(zip(exact.ids.tolist(), range(exact.n), strict=True))
         return rows
 
     # --- mutation ---------------------------------------------------------------------
@@ -163,73 +147,16 @@ class VectorIndex:
 
     def add_one_checked(self, item_id: int, vector: np.ndarray) -> None:
         """:meth:`add_checked` of one id (a Python int) and its (dim,) vector."""
-        n = self._n
-        if n == len(self._ids):
-            self._grow(n + 1)
-        self._ids[n] = item_id
-        self._vecs[n] = vector
         if self._rows is not None:
-            self._rows[item_id] = n
-        self._n = n + 1
+            self._rows[item_id] = self._exact.n
+        self._exact.append_one(item_id, vector, self._exact_ceiling())
         self._maybe_grow()
 
-    def _grow(self, need: int) -> None:
-        # Under a thousand rows the matrix comes from the allocator and each growth copies
-        # every row into new memory: growing 4x copies half as much as doubling (batched
-        # writes into 100 filling namespaces: 0.58-0.68 -> 0.66-0.71 x the echo, three
-        # interleaved runs), and the rows not yet written are never touched.
-        factor = _SMALL_GROWTH if len(self._ids) < _RESERVE_FROM else 2
-        cap = max(need, factor * len(self._ids), 16)
-        ceiling = self._exact_ceiling()
-        if ceiling is not None and cap > _RESERVE_FROM and need <= ceiling:
-            # Past a thousand rows, take room for every row the exact part can hold
-            # before it is merged into the approximate structure (at most _RESERVE_MAX
-            # rows, whatever the threshold): the rows not yet written cost no memory
-            # (their pages are untouched). A mapping grows in place anyway (below); where
-            # it cannot (a view alive, no mremap), each doubling would copy every row
-            # into fresh pages, which on a virtual machine cost a page fault each.
-            cap = max(need, min(ceiling, max(cap, _RESERVE_MAX)))
-        ids = np.empty(cap, dtype=np.int64)  # np.resize would write every new slot
-        ids[: self._n] = self._ids[: self._n]
-        self._ids = ids
-        if self._matrix is not None:
-            # In place: the rows so far keep their pages (and those faulted in ahead).
-            # This index holds no view of the matrix but _vecs, dropped for the move.
-            self._vecs = None  # type: ignore[assignment]
-            try:
-                grown_in_place = self._matrix.grow(cap)
-            finally:
-                self._vecs = cast(np.ndarray, self._matrix.array)
-            if grown_in_place:
-                return
-        grown, self._matrix = fresh_matrix(cap, self.dim, np.float32, self.config.huge_pages)
-        grown[: self._n] = self._vecs[: self._n]
-        self._vecs = grown
-        self._faulted = self._n
-
     def _append_exact(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        need = self._n + len(ids)
-        if need > len(self._ids):
-            self._grow(need)
-        self._ids[self._n : need] = ids
-        self._vecs[self._n : need] = vectors
         if self._rows is not None:
-            self._rows.update(zip(ids.tolist(), range(self._n, need), strict=True))
-        self._n = need
-        if self.config.prefault and self._matrix is not None:
-            self._prefault(self._matrix, need)
-
-    def _prefault(self, matrix: GrowingMatrix, need: int) -> None:
-        """Have the rows just past ``need`` faulted in, if not asked before (config.prefault)."""
-        ahead = self._ahead(need)
-        if need + ahead > self._faulted:
-            # The rows a room-taking growth reserved are fresh pages: have them faulted
-            # in by the prefault thread while this one serves (see hivemem.memory_bus.pages).
-            stop = min(len(self._vecs), need + 2 * ahead)
-            start = max(self._faulted, need)
-            row_bytes = self.dim * 4
-            prefault(matrix, start * row_bytes, stop * row_bytes)
-            self._faulted = stop
+            start = self._exact.n
+            self._rows.update(zip(ids.tolist(), range(start, start + len(ids)), strict=True))
+        self._exact.append(ids, vectors, self._exact_ceiling())
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; unknown ones are ignored. Returns how many were removed."""
@@ -261,13 +188,9 @@ class VectorIndex:
 
     def _remove_exact(self, item_id: int) -> None:
         row = self._row.pop(item_id)
-        last = self._n - 1
-        if row != last:
-            moved = int(self._ids[last])
-            self._ids[row] = moved
-            self._vecs[row] = self._vecs[last]
+        moved = self._exact.move_last_to(row)
+        if moved is not None:
             self._row[moved] = row
-        self._n = last
 
     # --- approximate part -------------------------------------------------------------
 
@@ -279,9 +202,9 @@ class VectorIndex:
         if self._approx is None:
             if self._wants_approx_for(len(self)):
                 self._rebuild()
-        elif self._n >= self.config.build_batch:
-            if self._in_background(self._n):
-                ids, vecs = self._take_exact()
+        elif self._exact.n >= self.config.build_batch:
+            if self._in_background(self._exact.n):
+                ids, vecs = self._exact.copies()
                 base = self._approx
                 self._start(ids, lambda: extended(base, vecs), fresh=False)
             else:
@@ -290,26 +213,14 @@ class VectorIndex:
     def _in_background(self, rows: int) -> bool:
         return self.config.build is IndexBuild.BACKGROUND and rows >= _BACKGROUND_FROM
 
-    def _take_exact(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the exact part's ids and vectors (the rows keep being searched there).
-
-        The vectors go into a mapping of their own (:func:`fresh_matrix`), as the exact
-        part's do: numpy advises huge pages for large arrays, and with the kernel's THP
-        defrag set to ``madvise`` (as here) a first touch may wait for memory compaction.
-        """
-        n = self._n
-        vecs, _ = fresh_matrix(n, self.dim, np.float32, self.config.huge_pages)
-        vecs[:] = self._vecs[:n]
-        return self._ids[:n].copy(), vecs
-
     def _empty_exact(self) -> None:
         """Drop the exact part's rows and its matrix (the caller holds copies it needs)."""
-        self._ids, self._vecs = self._ids[:0].copy(), np.empty((0, self.dim), np.float32)
-        self._n, self._rows, self._matrix = 0, None, None
+        self._exact.clear()
+        self._rows = None
 
     def _start(self, ids: np.ndarray, make: Any, *, fresh: bool) -> None:
         self._build = BUILDER.start(
-            Build(ids, make, fresh=fresh, generation=self._generation, exact_rows=self._n)
+            Build(ids, make, fresh=fresh, generation=self._generation, exact_rows=self._exact.n)
         )
 
     def _poll_build(self, wait: bool = False) -> None:
@@ -318,7 +229,11 @@ class VectorIndex:
         if build is None:
             return
         bound = self.config.max_backlog
-        if wait or build.done() or (bound is not None and self._n - build.exact_rows >= bound):
+        if (
+            wait
+            or build.done()
+            or (bound is not None and self._exact.n - build.exact_rows >= bound)
+        ):
             self._install()
 
     def _install(self) -> None:
@@ -332,7 +247,7 @@ class VectorIndex:
             log.exception("building the approximate index failed")
             return
         removed = np.fromiter(build.removed, dtype=np.int64, count=len(build.removed))
-        exact = self._ids[: self._n]
+        exact = self._exact.ids
         built = np.isin(exact, build.ids) & ~np.isin(exact, removed)  # rows it now holds
         live = exact
         if build.fresh and self._approx is not None:
@@ -347,7 +262,7 @@ class VectorIndex:
         kept = np.flatnonzero(alive)
         self._label.update(zip(build.ids[kept].tolist(), (start + kept).tolist(), strict=True))
         self._generation += 1
-        rest_ids, rest_vecs = exact[~built], self._vecs[: self._n][~built]
+        rest_ids, rest_vecs = exact[~built], self._exact.vecs[~built]
         self._empty_exact()
         self._append_exact(rest_ids, rest_vecs)
 
@@ -361,9 +276,9 @@ class VectorIndex:
         A build under way is waited for and installed first.
         """
         self._poll_build(wait=True)
-        if self._approx is None or self._n == 0:
+        if self._approx is None or self._exact.n == 0:
             return
-        ids, vecs = self._take_exact()
+        ids, vecs = self._exact.copies()
         self._empty_exact()
         self._generation += 1
         self._approx_add(ids, vecs)
@@ -388,7 +303,7 @@ class VectorIndex:
             self._build = None
         self._generation += 1
         if self._wants_approx_for(len(self)) and self._in_background(len(self)):
-            exact_ids, exact_vecs = self._take_exact()
+            exact_ids, exact_vecs = self._exact.copies()
             base, keep = self._approx, np.flatnonzero(~self._dead)
             ids = np.concatenate([exact_ids, self._labels[keep]])
 
@@ -431,8 +346,8 @@ class VectorIndex:
 
     def _live(self) -> tuple[np.ndarray, np.ndarray]:
         """Every live id and vector, exact part first."""
-        ids = [self._ids[: self._n]]
-        vecs = [self._vecs[: self._n]]
+        ids = [self._exact.ids]
+        vecs = [self._exact.vecs]
         if self._approx is not None and len(self._labels):
             keep = np.flatnonzero(~self._dead)
             ids.append(self._labels[keep])
@@ -443,10 +358,10 @@ class VectorIndex:
         """A new (n, dim) matrix of the stored vectors of ``ids`` (each must be present)."""
         rows = self._row
         if all(i in rows for i in ids):
-            return self._vecs[[rows[i] for i in ids]]
+            return self._exact.row_vectors([rows[i] for i in ids])
         return np.stack(
             [
-                self._vecs[rows[i]].copy()
+                self._exact.row_vectors([rows[i]])[0]
                 if i in rows
                 else self._approx.reconstruct(self._label[i])
                 for i in ids
@@ -467,9 +382,10 @@ class VectorIndex:
         queries = check_matrix(queries, self.dim, "queries")
         if self._build is not None:
             self._poll_build()
-        if self._approx is None and self._n <= _SMALL:
-            return search_small(self._ids[: self._n], self._vecs[: self._n], queries, k)
-        parts = [search_exact(self._ids[: self._n], self._vecs[: self._n], queries, k)]
+        exact = self._exact
+        if self._approx is None and exact.n <= _SMALL:
+            return search_small(exact.ids, exact.vecs, queries, k)
+        parts = [search_exact(exact.ids, exact.vecs, queries, k)]
         if self._approx is not None and len(self._label):
             parts.append(self._search_approx(queries, k))
         scores = np.concatenate([p[0] for p in parts], axis=1)
@@ -485,15 +401,15 @@ class VectorIndex:
         gives the same order (score, then the lower id). Returns None when the index is not
         tiny and exact, or a score is NaN; then call :meth:`search`.
         """
-        n = self._n
-        if self._approx is not None or n > _TINY:
+        exact = self._exact
+        if self._approx is not None or exact.n > _TINY:
             return None
-        if n == 0:
+        if exact.n == 0:
             return []
-        scores = (query @ self._vecs[:n].T)[0].tolist()
+        scores = (query @ exact.vecs.T)[0].tolist()
         if any(s != s for s in scores):
             return None
-        ranked = sorted(zip([-s for s in scores], self._ids[:n].tolist(), strict=True))[:k]
+        ranked = sorted(zip([-s for s in scores], exact.ids.tolist(), strict=True))[:k]
         return [(-negated, item_id) for negated, item_id in ranked]
 
     def _search_approx(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -510,8 +426,8 @@ class VectorIndex:
         """A msgpack-safe snapshot; an approximate structure travels serialized, not rebuilt."""
         state: dict[str, Any] = {
             "dim": self.dim,
-            "ids": self._ids[: self._n].tobytes(),
-            "vecs": self._vecs[: self._n].tobytes(),
+            "ids": self._exact.ids.tobytes(),
+            "vecs": self._exact.vecs.tobytes(),
             "approx": None,
         }
         if self._approx is not None:

@@ -198,7 +198,7 @@ def test_a_large_exact_part_keeps_every_vector_while_pages_are_faulted_in_ahead(
     for start in range(0, 12_000, 64):  # the writer races the prefault thread
         index.add_checked(ids[start : start + 64], data[start : start + 64])
     assert index.kind == "flat" and len(index) == 12_000
-    assert len(index._vecs) == config.approx_threshold  # room taken at once, not doubled
+    assert index._exact.capacity == config.approx_threshold  # room taken at once, not doubled
     np.testing.assert_array_equal(index.vectors_of(ids.tolist()), data)
     _, found = index.search(data[:50], 1)
     assert found[:, 0].tolist() == ids[:50].tolist()
@@ -217,8 +217,8 @@ def test_pages_are_faulted_in_ahead_only_when_the_config_asks() -> None:
         index = VectorIndex(64, IndexConfig(approx_threshold=20_000, prefault=prefault))
         for start in range(0, 2_048, 64):
             index.add_checked(ids[start : start + 64], data[start : start + 64])
-        assert index._matrix is not None  # past a thousand rows: a mapping of its own
-        ahead[prefault] = index._faulted > len(index)  # rows past the cursor asked for
+        assert index._exact.matrix is not None  # past a thousand rows: a mapping of its own
+        ahead[prefault] = index._exact.faulted > len(index)  # rows past the cursor asked for
     assert ahead == {False: False, True: True}
 
 
@@ -226,7 +226,7 @@ def test_a_huge_approx_threshold_does_not_reserve_a_huge_block() -> None:
     index = VectorIndex(256, IndexConfig(kind=IndexKind.AUTO, approx_threshold=10**9))
     data = unit(1_100, 256, 6)
     index.add_checked(np.arange(1, 1_101, dtype=np.int64), data)
-    assert 1_100 <= len(index._vecs) <= 1 << 16  # not 10**9 rows (a terabyte)
+    assert 1_100 <= index._exact.capacity <= 1 << 16  # not 10**9 rows (a terabyte)
     np.testing.assert_array_equal(index.vectors_of(list(range(1, 1_101))), data)
 
 
@@ -282,11 +282,13 @@ def test_the_exact_part_grows_its_own_mapping_in_place_and_keeps_its_rows() -> N
     data = unit(6_000, 384, 7)
     ids = np.arange(1, 6_001, dtype=np.int64)
     index.add_checked(ids[:1_000], data[:1_000])
-    mapping = index._matrix
+    mapping = index._exact.matrix
     assert mapping is not None or not GrowingMatrix.supported()
-    for start in range(1_000, 6_000, 250):  # doubles 1,000 -> 2,000 -> 4,000 -> 8,000 rows
+    for start in range(1_000, 6_000, 250):  # grows 1,000 -> 4,000 -> 8,000 rows
         index.add_checked(ids[start : start + 250], data[start : start + 250])
-    assert len(index._vecs) >= 6_000 and index._matrix is mapping  # grown, never replaced
+    assert (
+        index._exact.capacity >= 6_000 and index._exact.matrix is mapping
+    )  # grown, never replaced
     np.testing.assert_array_equal(index.vectors_of(ids.tolist()), data)
     _, found = index.search(data[::600], 1)
     assert found[:, 0].tolist() == ids[::600].tolist()

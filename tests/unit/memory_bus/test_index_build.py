@@ -60,7 +60,7 @@ def test_writes_and_searches_go_on_while_the_structure_is_built(held: threading.
     held.set()
     index.finish_build()
     assert not index.building and index.kind == "hnsw"
-    assert index._n == 300  # only the rows written during the build are still exact
+    assert index._exact.n == 300  # only the rows written during the build are still exact
     assert_exact(index, model, unit(20, 5))
 
 
@@ -80,7 +80,7 @@ def test_a_full_backlog_makes_the_writer_wait_for_the_build(held: threading.Even
     assert index.building
     threading.Timer(0.2, held.set).start()
     fill(index, model, 1_350, 100, 3)  # 250 rows besides the build's: waits for it
-    assert not index.building and index.kind == "hnsw" and index._n == 250
+    assert not index.building and index.kind == "hnsw" and index._exact.n == 250
     assert_exact(index, model, unit(20, 4))
 
 
@@ -101,7 +101,7 @@ def test_rows_removed_or_replaced_during_a_merge_are_not_brought_back() -> None:
         model[1_201] = replaced[0]
         assert_exact(index, model, unit(20, 3))
     index.finish_build()
-    assert index.kind == "hnsw" and index._n == 1  # the replaced row stays exact
+    assert index.kind == "hnsw" and index._exact.n == 1  # the replaced row stays exact
     assert_exact(index, model, unit(20, 4))
     _, found = index.search(unit(2, 2)[1:], 3)  # the old vector of 1,201
     assert 1_201 not in found[0].tolist()  # is a tombstone
@@ -144,9 +144,9 @@ def test_inline_builds_happen_in_the_write_that_crosses_the_threshold() -> None:
     config = BACKGROUND.model_copy(update={"build": IndexBuild.INLINE})
     index, model = VectorIndex(DIM, config), {}
     fill(index, model, 0, 1_200, 1)
-    assert not index.building and index.kind == "hnsw" and index._n == 0
+    assert not index.building and index.kind == "hnsw" and index._exact.n == 0
     fill(index, model, 1_200, 1_100, 2)
-    assert not index.building and index._n == 0  # merged in the write
+    assert not index.building and index._exact.n == 0  # merged in the write
     assert_exact(index, model, unit(20, 3))
 
 
