@@ -33,13 +33,20 @@ class BusActor:
         data_dir: str | None,
         shard: tuple[int, int] = (0, 1),
         metrics: bool = False,
+        spin_us: int = 0,
     ) -> None:
         store = MemoryStore(StoreConfig.model_validate_json(config_json)).as_shard(*shard)
         journal = Journal(data_dir) if data_dir else None
         bind = host or ray.util.get_node_ip_address()
         bus_metrics = BusMetrics() if metrics else None
         self.server = BusServer(
-            store, host=bind, port=port, secret=secret, journal=journal, metrics=bus_metrics
+            store,
+            host=bind,
+            port=port,
+            secret=secret,
+            journal=journal,
+            metrics=bus_metrics,
+            spin_us=spin_us,
         ).start()
         # /metrics on a free port of the actor's node: shards may share a node
         self.metrics = f"{bind}:{bus_metrics.serve(0, bind)}" if bus_metrics else ""
@@ -55,6 +62,10 @@ class BusActor:
         if self.metrics:
             out["metrics"] = self.metrics
         return out
+
+    def spin_us(self) -> int:
+        """The server's busy polling after each answer, in microseconds (0: off)."""
+        return round(self.server.spin_s * 1e6)
 
     def pid(self) -> int:
         """The actor's process id (benchmarks read its memory from /proc)."""
@@ -107,11 +118,12 @@ def _launch(
     shard: tuple[int, int],
     metrics: bool = False,
     placement: Any = "SPREAD",
+    spin_us: int = 0,
 ) -> Any:
     remote = ray.remote(num_cpus=num_cpus, max_restarts=0)(BusActor)
     return remote.options(
         name=name, namespace=namespace, get_if_exists=True, scheduling_strategy=placement
-    ).remote(config.model_dump_json(), secret, host, port, data_dir, shard, metrics)
+    ).remote(config.model_dump_json(), secret, host, port, data_dir, shard, metrics, spin_us)
 
 
 def start_bus_shards(
@@ -122,12 +134,14 @@ def start_bus_shards(
     name: str = DEFAULT_NAME,
     namespace: str = DEFAULT_NAMESPACE,
     metrics: bool = False,
+    spin_us: int = 0,
 ) -> tuple[list[Any], list[dict[str, str]], Any]:
     """Start the ``shards`` servers of a sharded bus at once, as actors ``{name}-{i}``.
 
     They share ``secret`` (a token is valid on every shard), and spread over the
     cluster's nodes (:func:`spread_placement`). With ``metrics`` each serves
-    ``hivemem_bus_*`` on a free port of its node. Returns the actor handles, their
+    ``hivemem_bus_*`` on a free port of its node; ``spin_us`` is each server's busy
+    polling after an answer (:class:`~hivemem.memory_bus.server.BusServer`). Returns the actor handles, their
     addresses (``address``, ``pub``, ``node``, ``metrics``) in shard order, the order
     clients route by, and the placement group to release with :func:`remove_placement`
     once the shards are stopped.
@@ -146,6 +160,7 @@ def start_bus_shards(
             (i, shards),
             metrics,
             placement[i],
+            spin_us,
         )
         for i in range(shards)
     ]

@@ -130,6 +130,7 @@ class _Bus:
                 shards,
                 name=f"hivemem-bus-{run_id}",
                 metrics=scenario.metrics_port is not None,
+                spin_us=scenario.run.bus_spin_us,
             )
             addresses = [f["address"] for f in found]
             self.nodes = [f["node"] for f in found]
@@ -142,7 +143,10 @@ class _Bus:
                 store = MemoryStore(config).as_shard(i, shards)
                 if oracle is not None:
                     store.set_oracle(oracle)
-                self.servers.append(BusServer(store, secret=secret, metrics=metrics).start())
+                server = BusServer(
+                    store, secret=secret, metrics=metrics, spin_us=scenario.run.bus_spin_us
+                )
+                self.servers.append(server.start())
             addresses = [s.address for s in self.servers]
             self.nodes = ["driver"] * shards  # in this process
         self.address = ",".join(addresses)

@@ -60,6 +60,13 @@ class RunSpec(_Model):
     bus_shards: int = Field(
         1, ge=1, le=256, description="bus servers; namespaces are spread over them by hash"
     )
+    bus_spin_us: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="bus servers poll without sleeping for this long after each answer "
+        "(lower latency, a busy core; hivemem bus serve --spin-us)",
+    )
     num_cpus: int = Field(2, ge=1, description="CPUs of the embedded local Ray")
     baseline: bool = Field(True, description="also run the no-memory baseline agents")
 

@@ -228,3 +228,23 @@ def test_shards_as_ray_actors_give_the_embedded_rows() -> None:
         load_scenario("relay_qa", [*SMALL["relay_qa"], "run.bus_shards=2"]), remote=True, hosts=2
     )
     assert remote.rows == embedded.rows
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_scenario_sets_busy_polling_on_embedded_and_actor_shards() -> None:
+    import ray
+    from hivemem.platform.runner import _Bus
+
+    scenario = load_scenario(
+        "relay_qa", [*SMALL["relay_qa"], "run.bus_shards=2", "run.bus_spin_us=300"]
+    )
+    for remote in (False, True):
+        bus = _Bus(scenario, remote, f"spin-{int(remote)}", None)
+        try:
+            if remote:
+                spins = ray.get([actor.spin_us.remote() for actor in bus.actors])
+            else:
+                spins = [round(server.spin_s * 1e6) for server in bus.servers]
+            assert spins == [300, 300]
+        finally:
+            bus.close()
