@@ -9,8 +9,8 @@ Structure:
 
 - an *exact part* (:class:`~hivemem.memory_bus.exact_rows.ExactRows`): a numpy matrix with
   an id per row. Removal swaps in the last row, so it costs O(1); search is one BLAS
-  matrix product. For the many small namespaces of a private
-  tier this beats a faiss call per namespace (no per-index C++ object, no call overhead).
+  matrix product. For the many small namespaces of a private tier this beats a faiss
+  call per namespace (no per-index C++ object, no call overhead).
 - an *approximate part* (HNSW or IVF, faiss) built once the namespace passes
   ``approx_threshold`` items. faiss HNSW cannot remove vectors, so removed ones become
   tombstones, filtered from results by over-fetching, and the structure is rebuilt when
