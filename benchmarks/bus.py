@@ -349,7 +349,7 @@ def main() -> None:
             mode = "batch64" if batch else "single"
             for procs in (1, 4):
                 with ExitStack() as case:
-                    targets = case_targets(case, redis_server)
+                    targets = case_targets(case, redis_server, batch)
                     measured = measure_case(workers, targets, procs, batch, slice_s, rounds)
                 rows.update(((name, mode, procs), row) for name, row in measured.items())
     finally:
@@ -360,9 +360,13 @@ def main() -> None:
 
 
 def case_targets(
-    case: ExitStack, redis_server: tuple[subprocess.Popen[bytes], int] | None
+    case: ExitStack, redis_server: tuple[subprocess.Popen[bytes], int] | None, batch: bool
 ) -> dict[str, tuple[str, str]]:
-    """Fresh servers for one case: name -> (client kind, address)."""
+    """Fresh servers for one case: name -> (client kind, address).
+
+    bus-prefault only in the batched cases: the prefault thread acts on a namespace's
+    growth, which single writes make slowly.
+    """
     echo = EchoServer()
     case.callback(echo.close)
     keeper = EchoServer(keep=True)
@@ -370,15 +374,15 @@ def case_targets(
     bus_raw = case.enter_context(fresh_bus())
     bus_client = case.enter_context(fresh_bus())
     bus_spin = case.enter_context(fresh_bus(SPIN_US))
-    bus_prefault = case.enter_context(fresh_bus(prefault=True))
     targets = {
         "echo": ("raw", echo.address),
         "echo-keep": ("raw", keeper.address),
         "bus-raw": ("raw", bus_raw.address),
         "bus-client": ("client", bus_client.address),
         "bus-spin": ("raw", bus_spin.address),
-        "bus-prefault": ("raw", bus_prefault.address),
     }
+    if batch:
+        targets["bus-prefault"] = ("raw", case.enter_context(fresh_bus(prefault=True)).address)
     if redis_server is not None:
         import redis
 
