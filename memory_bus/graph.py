@@ -155,7 +155,7 @@ class GraphTier(VectorTier):
     def _node(self, caller: Caller, namespace: str, node_id: Any, action: str) -> Item:
         """A node of ``namespace`` whose level ``caller`` may touch."""
         self._check(caller, namespace, action)
-        item = self._target(self._namespace(namespace), _as_int(node_id, "node"))
+        item = self.item_in(self.namespace_named(namespace), _as_int(node_id, "node"))
         self.ctx.access.check(caller, self.name, namespace, action, item.level)
         return item
 

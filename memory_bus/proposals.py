@@ -42,7 +42,7 @@ def add_all(tier: VectorTier, batch: WriteBatch, now: float, defer: Defer | None
         positions = range(n) if rows is None else rows
         ids = tier.ctx.allocate(len(part))
         rows_of_ns = NewRows(ids, part, now)
-        ns = tier._namespace(name, create=True)
+        ns = tier.namespace_named(name, create=True)
         if ns.has_room(len(part)):
             if defer is None:
                 ns.append(rows_of_ns, tier.ctx.emit)
@@ -82,9 +82,9 @@ def apply_each(
     ahead = _neighbours_ahead(tier, namespaces, proposals)
     slots: dict[str, PoolSlot] = defaultdict(PoolSlot)  # eviction candidates per namespace
     for pos, (name, proposal) in enumerate(zip(namespaces, proposals, strict=True)):
-        ns = tier._namespace(name, create=True)
+        ns = tier.namespace_named(name, create=True)
         nb, slot = ahead.get(name), slots[name]
-        if tier._needs_neighbours and adds[name]:
+        if tier.needs_neighbours and adds[name]:
             # Later proposals must see earlier ADDs of the same batch.
             _flush_adds(tier.ctx, ns, adds.pop(name), results, now, nb, slot)
         decision = _decide(tier, ns, proposal, now, nb, pos)
@@ -99,7 +99,7 @@ def apply_each(
             if slot.pool is not None:
                 slot.pool.replace(ns.items[decision.target])
         elif decision.op is WriteOp.DELETE:
-            ns.remove(tier._target(ns, decision.target).id, now, tier.ctx.emit)
+            ns.remove(tier.item_in(ns, decision.target).id, now, tier.ctx.emit)
             if nb is not None:
                 nb.changed(decision.target)
             if slot.pool is not None:
@@ -114,7 +114,7 @@ def _neighbours_ahead(
 ) -> dict[str, BatchNeighbours]:
     """Neighbours of the batch's proposals searched together, per namespace large
     enough for a search per proposal to cost (see :mod:`.neighbours`)."""
-    if not tier._needs_neighbours or len(proposals) < 2:
+    if not tier.needs_neighbours or len(proposals) < 2:
         return {}
     rows: dict[str, list[int]] = defaultdict(list)
     for pos, name in enumerate(namespaces):
@@ -136,7 +136,7 @@ def _decide(
     nb: BatchNeighbours | None,
     pos: int,
 ) -> WriteDecision:
-    if not tier._needs_neighbours:
+    if not tier.needs_neighbours:
         return tier.write_policy.decide(proposal, [], now)
     neighbours = None if nb is None else nb.hits(pos, proposal.vector, ns)
     if neighbours is None:
@@ -171,7 +171,7 @@ def _flush_adds(
 def _update_from(
     tier: VectorTier, ns: Namespace, target_id: int, proposal: Item, now: float
 ) -> None:
-    old = tier._target(ns, target_id)
+    old = tier.item_in(ns, target_id)
     new = replace(
         old,
         text=proposal.text,

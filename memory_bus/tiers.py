@@ -114,7 +114,7 @@ class VectorTier:
         self.decisions: Counter[str] = Counter()
 
     @property
-    def _needs_neighbours(self) -> bool:
+    def needs_neighbours(self) -> bool:
         """Whether the write policy decides on a proposal's neighbours.
 
         Read from the policy each time, as ``always_adds`` is: a policy may be swapped on
@@ -124,7 +124,12 @@ class VectorTier:
 
     # --- namespaces -------------------------------------------------------------------
 
-    def _namespace(self, name: str, create: bool = False) -> Namespace:
+    def namespace_named(self, name: str, create: bool = False) -> Namespace:
+        """The namespace called ``name``; made empty if ``create``.
+
+        Raises:
+            NamespaceNotFoundError: None by that name, and not ``create``.
+        """
         ns = self.namespaces.get(name)
         if ns is None:
             if not create:
@@ -132,7 +137,12 @@ class VectorTier:
             ns = self.namespaces[name] = self._new_namespace(name)
         return ns
 
-    def _target(self, ns: Namespace, item_id: int) -> Item:
+    def item_in(self, ns: Namespace, item_id: int) -> Item:
+        """The item ``item_id`` of ``ns``.
+
+        Raises:
+            ItemNotFoundError: ``ns`` holds no such item.
+        """
         item = ns.items.get(item_id)
         if item is None:
             raise ItemNotFoundError(self.name.value, ns.name, item_id)
@@ -260,7 +270,7 @@ class VectorTier:
     ) -> Item:
         """One item by id; with ``now`` the read counts as a recall."""
         self._check(caller, namespace, "read")
-        item = self._target(self._namespace(namespace), _as_id(item_id))
+        item = self.item_in(self.namespace_named(namespace), _as_id(item_id))
         if now is not None:
             recall(item, check_number(now, "now"))
         return item
@@ -359,8 +369,8 @@ class VectorTier:
         """
         self._check(caller, namespace, "update")
         now = check_number(now, "now")
-        ns = self._namespace(namespace)
-        old = self._target(ns, _as_id(item_id))
+        ns = self.namespace_named(namespace)
+        old = self.item_in(ns, _as_id(item_id))
         if old.version != expected_version:
             raise VersionConflictError(old.id, expected_version, old.version)
         new = replace(old, version=old.version + 1, accessed=now, **self._changes(old, changes))
@@ -395,13 +405,13 @@ class VectorTier:
         """Remove an item; :meth:`history` keeps its versions and a deletion marker."""
         self._check(caller, namespace, "delete")
         now = check_number(now, "now")
-        ns = self._namespace(namespace)
-        ns.remove(self._target(ns, _as_id(item_id)).id, now, self.ctx.emit)
+        ns = self.namespace_named(namespace)
+        ns.remove(self.item_in(ns, _as_id(item_id)).id, now, self.ctx.emit)
 
     def history(self, caller: Caller, namespace: str, item_id: int) -> list[dict[str, Any]]:
         """Every kept version of an item, oldest first."""
         self._check(caller, namespace, "read")
-        records = self._namespace(namespace).history_of(_as_id(item_id))
+        records = self.namespace_named(namespace).history_of(_as_id(item_id))
         if not records:
             raise ItemNotFoundError(self.name.value, namespace, item_id)
         return records
