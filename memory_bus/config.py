@@ -62,8 +62,8 @@ class IndexConfig(_Model):
     write cursor, so the owner thread does not fault them in itself. Off by default: it
     pays where a core sits idle while the bus serves. On this project's 2-core machine,
     with the bus's clients on the same cores, the thread took the CPU they needed, and
-    batched writes made 0.58-0.60 of the bare echo with it against 0.62-0.69 without
-    (three interleaved runs, ``docs/benchmarks.md``); alone in a process, it cut a
+    batched writes made 0.54-0.60 of the bare echo with it against 0.62-0.69 without
+    (six interleaved runs, ``docs/benchmarks.md``); alone in a process, it cut a
     batch's owner-thread time by a quarter.
     """
 

@@ -10,6 +10,7 @@ last row into the gap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import numpy as np
@@ -28,10 +29,19 @@ class ExactRows:
         huge_pages: Whether large matrices advise transparent huge pages.
         prefault: Whether the pages just ahead of the last row are faulted in by the
             prefault thread (``IndexConfig.prefault``).
+        ceiling: The most rows the index will keep here now (None: no bound), asked
+            only when the matrices must grow.
     """
 
-    def __init__(self, dim: int, huge_pages: bool = False, prefault: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        huge_pages: bool = False,
+        prefault: bool = False,
+        ceiling: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self.dim, self.huge_pages, self.prefault = dim, huge_pages, prefault
+        self._ceiling = ceiling
         self.n = 0  # rows in use
         self.matrix: GrowingMatrix | None = None  # the mapping the vectors live in, if own
         self.faulted = 0  # rows of the matrix asked to be faulted in ahead
@@ -57,23 +67,23 @@ class ExactRows:
         """A new matrix of the vectors of ``rows``."""
         return self._vecs[rows]
 
-    def append(self, ids: np.ndarray, vectors: np.ndarray, ceiling: int | None) -> None:
-        """Add rows at the end (``ceiling``: most rows the index will keep here, if bounded)."""
+    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add rows at the end."""
         n = self.n
         need = n + len(ids)
         if need > len(self._ids):
-            self._grow(need, ceiling)
+            self._grow(need)
         self._ids[n:need] = ids
         self._vecs[n:need] = vectors
         self.n = need
         if self.prefault and self.matrix is not None:
             self._prefault(self.matrix, need)
 
-    def append_one(self, item_id: int, vector: np.ndarray, ceiling: int | None) -> None:
+    def append_one(self, item_id: int, vector: np.ndarray) -> None:
         """:meth:`append` of one id (a Python int) and its (dim,) vector."""
         n = self.n
         if n == len(self._ids):
-            self._grow(n + 1, ceiling)
+            self._grow(n + 1)
         self._ids[n] = item_id
         self._vecs[n] = vector
         self.n = n + 1
@@ -105,13 +115,14 @@ class ExactRows:
         self._ids, self._vecs = self._ids[:0].copy(), np.empty((0, self.dim), np.float32)
         self.n, self.matrix = 0, None
 
-    def _grow(self, need: int, ceiling: int | None) -> None:
+    def _grow(self, need: int) -> None:
         # Under a thousand rows the matrix comes from the allocator and each growth copies
         # every row into new memory: growing 4x copies half as much as doubling (batched
         # writes into 100 filling namespaces: 0.58-0.68 -> 0.66-0.71 x the echo, three
         # interleaved runs), and the rows not yet written are never touched.
         factor = SMALL_GROWTH if len(self._ids) < RESERVE_FROM else 2
         cap = max(need, factor * len(self._ids), 16)
+        ceiling = self._ceiling()
         if ceiling is not None and cap > RESERVE_FROM and need <= ceiling:
             # Past a thousand rows, take room for every row the exact part can hold
             # before it is merged into the approximate structure (at most RESERVE_MAX

@@ -74,7 +74,9 @@ class VectorIndex:
         self.dim = dim
         self.config = config or IndexConfig()
         self.seed = seed
-        self._exact = ExactRows(dim, self.config.huge_pages, self.config.prefault)
+        self._exact = ExactRows(
+            dim, self.config.huge_pages, self.config.prefault, self._exact_ceiling
+        )
         self._rows: dict[int, int] | None = None  # id -> row of the exact part (see _row)
         self._approx: Any = None
         self._labels = np.empty(0, dtype=np.int64)  # approximate label -> id
@@ -149,14 +151,14 @@ class VectorIndex:
         """:meth:`add_checked` of one id (a Python int) and its (dim,) vector."""
         if self._rows is not None:
             self._rows[item_id] = self._exact.n
-        self._exact.append_one(item_id, vector, self._exact_ceiling())
+        self._exact.append_one(item_id, vector)
         self._maybe_grow()
 
     def _append_exact(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if self._rows is not None:
             start = self._exact.n
             self._rows.update(zip(ids.tolist(), range(start, start + len(ids)), strict=True))
-        self._exact.append(ids, vectors, self._exact_ceiling())
+        self._exact.append(ids, vectors)
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; unknown ones are ignored. Returns how many were removed."""

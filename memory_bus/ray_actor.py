@@ -141,10 +141,10 @@ def start_bus_shards(
     They share ``secret`` (a token is valid on every shard), and spread over the
     cluster's nodes (:func:`spread_placement`). With ``metrics`` each serves
     ``hivemem_bus_*`` on a free port of its node; ``spin_us`` is each server's busy
-    polling after an answer (:class:`~hivemem.memory_bus.server.BusServer`). Returns the actor handles, their
-    addresses (``address``, ``pub``, ``node``, ``metrics``) in shard order, the order
-    clients route by, and the placement group to release with :func:`remove_placement`
-    once the shards are stopped.
+    polling after an answer (:class:`~hivemem.memory_bus.server.BusServer`). Returns
+    the actor handles, their addresses (``address``, ``pub``, ``node``, ``metrics``) in
+    shard order, the order clients route by, and the placement group to release with
+    :func:`remove_placement` once the shards are stopped.
     """
     group, placement = spread_placement(shards)
     actors = [

@@ -29,19 +29,19 @@ ops = st.lists(
 def test_rows_match_a_list_model_through_growth_and_removal(
     steps: list[tuple[str, int]], ceiling: int | None, prefault: bool
 ) -> None:
-    rows = ExactRows(DIM, prefault=prefault)
+    rows = ExactRows(DIM, prefault=prefault, ceiling=lambda: ceiling)
     model: list[tuple[int, np.ndarray]] = []
     next_id = 1
     for op, arg in steps:
         if op == "append":
             ids = np.arange(next_id, next_id + arg, dtype=np.int64)
             vecs = np.random.default_rng(next_id).standard_normal((arg, DIM)).astype(np.float32)
-            rows.append(ids, vecs, ceiling)
+            rows.append(ids, vecs)
             model += zip(ids.tolist(), vecs, strict=True)
             next_id += arg
         elif op == "one":
             vec = np.full(DIM, float(next_id), dtype=np.float32)
-            rows.append_one(next_id, vec, ceiling)
+            rows.append_one(next_id, vec)
             model.append((next_id, vec))
             next_id += 1
         elif model:
@@ -64,12 +64,12 @@ def test_rows_match_a_list_model_through_growth_and_removal(
 
 
 def test_a_small_part_grows_by_the_small_factor_and_a_large_one_takes_its_room() -> None:
-    rows = ExactRows(DIM)
+    rows = ExactRows(DIM, ceiling=lambda: 5_000)
     vec = np.zeros(DIM, dtype=np.float32)
     capacities = []
     for item_id in range(1, RESERVE_FROM + 2):
         before = rows.capacity
-        rows.append_one(item_id, vec, ceiling=5_000)
+        rows.append_one(item_id, vec)
         if rows.capacity != before:
             capacities.append(rows.capacity)
     small = [c for c in capacities if c <= RESERVE_FROM]
