@@ -16,6 +16,7 @@ come from their own range; evaluation uses other seeds (never the training ones)
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -29,10 +30,15 @@ from hivemem.memory_bus.policies.learned import Scorer
 from hivemem.platform.rl.sim import policy_tier, run_episode, with_controller
 from hivemem.platform.scenario import Scenario, dump_resolved, parse_scenario
 
+log = logging.getLogger(__name__)
+
 TRAIN_SEED_BASE = 100_000
 """Training episodes use seeds from here up; evaluation uses the scenario's seeds below."""
 
 STATE_VERSION = 1
+
+CLOSE_TIMEOUT_S = 30.0
+"""How long stopping the rollout workers waits for them to remove their folders."""
 
 
 @dataclass
@@ -153,12 +159,20 @@ class Rollouts:
         return out
 
     def close(self) -> None:
-        """Stop the workers (their temporary folders go with their processes)."""
+        """Remove the candidates' folders, then stop the workers.
+
+        A killed worker runs no finalizer, so each is asked to remove its folder first;
+        one that cannot answer within ``CLOSE_TIMEOUT_S`` is killed all the same.
+        """
         if self.local is not None:
             self.local.close()
         if self.remote:
             import ray
 
+            try:
+                ray.get([w.close.remote() for w in self.remote], timeout=CLOSE_TIMEOUT_S)
+            except (ray.exceptions.RayError, TimeoutError) as exc:
+                log.warning("rollout workers did not remove their folders: %s", exc)
             for w in self.remote:
                 ray.kill(w)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,10 @@ def _score(policy: str, seeds: range) -> float:
 def test_tiny_training_beats_random_and_resumes(tmp_path: Path, ray_session: None) -> None:
     s = load_scenario("capacity_stream", TINY)
     config = dict(iterations=4, pairs=4, episodes=1, workers=2, seed=3)
+    folders = set(Path(tempfile.gettempdir()).glob("hivemem-es-*"))
     scorer = train(s, TrainConfig(**config), tmp_path / "a")
+    # the Ray workers removed the folders they served candidates from before they stopped
+    assert set(Path(tempfile.gettempdir()).glob("hivemem-es-*")) == folders
     assert (tmp_path / "a" / "curve.png").stat().st_size > 5_000
     path = tmp_path / "a" / "policy.json"
     assert Scorer.load(path, "eviction").meta["iterations"] == 4
