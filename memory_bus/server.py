@@ -28,7 +28,9 @@ Run it embedded (``with BusServer(store) as server: ...``), standalone
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -163,6 +165,7 @@ class BusServer:
         self._verified: set[tuple[str, str]] = set()
         self._publisher = EventPublisher(self.metrics, self._authorize_subscription)
         self._stop = threading.Event()
+        self._wake_r = self._wake_w = -1  # the pipe that wakes the owner thread (start)
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -196,25 +199,41 @@ class BusServer:
 
     def start(self, timeout: float = 30.0) -> BusServer:
         """Recover from the journal, bind, and serve on the owner thread; returns once bound."""
+        # stop() writes to this pipe to wake the owner thread from its poll at once
+        # (os.write is safe in a signal handler; a socket would need the ZeroMQ context).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._thread = threading.Thread(target=self._run, name="hivemem-bus", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise HivememError(f"bus server did not start within {timeout} s")
         if self._failure is not None:
+            self._close_wake()
             raise HivememError(f"bus server failed to start: {self._failure}") from self._failure
         return self
 
     def stop(self) -> None:
-        """Stop serving, close sockets and the journal."""
-        self._stop.set()
+        """Stop serving, close sockets and the journal (at once: the owner thread is woken)."""
+        self.request_stop()
         if self._thread is not None:
             self._thread.join()
         if self.journal is not None:
             self.journal.close()
+        self._close_wake()
 
     def request_stop(self) -> None:
         """Ask the server to stop (safe from a signal handler); :meth:`serve_forever` returns."""
         self._stop.set()
+        if self._wake_w >= 0:
+            # a full pipe (BlockingIOError) has a wake-up waiting already
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"!")
+
+    def _close_wake(self) -> None:
+        if self._wake_w >= 0:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
 
     def serve_forever(self) -> None:
         """Start (unless started) and block until :meth:`request_stop` or Ctrl-C."""
@@ -287,6 +306,7 @@ class BusServer:
         poller.register(router, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         poller.register(pub, zmq.POLLIN)  # subscriptions arrive here
+        poller.register(self._wake_r, zmq.POLLIN)  # stop() writes here
         next_gauges = 0.0
         spin_until = 0.0  # poll without sleeping until then (see spin_us)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import msgpack
@@ -13,6 +14,7 @@ import zmq.asyncio
 from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, MemoryClient
 from hivemem.memory_bus.errors import (
     AccessDeniedError,
+    HivememError,
     InvalidInputError,
     ItemNotFoundError,
     VersionConflictError,
@@ -269,3 +271,33 @@ def test_a_busy_polling_server_answers_every_request_and_stops() -> None:
 def test_spin_must_be_a_whole_number_of_microseconds(spin_us: object) -> None:
     with pytest.raises(InvalidInputError, match="spin_us"):
         make_server(spin_us=spin_us)
+
+
+def test_stop_wakes_the_owner_thread_from_its_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop() does not wait for the owner thread's poll to time out: with a poll of ten
+    minutes, the server still stops (a runner starts and stops one bus per episode)."""
+    import hivemem.memory_bus.server as server_module
+
+    monkeypatch.setattr(server_module, "POLL_MS", 600_000)
+    server, tokens = make_server()
+    server.start()
+    with MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as client:
+        client.write("private", "alice", NewItem("fact", vector=vec(1)), now=0.0)
+    stopping = threading.Thread(target=server.stop)
+    stopping.start()
+    stopping.join(timeout=20.0)
+    assert not stopping.is_alive(), "stop() waited for the poll to time out"
+    assert server._thread is not None and not server._thread.is_alive()
+    server.stop()  # a second stop does nothing
+
+
+def test_a_server_that_failed_to_start_keeps_no_wake_pipe() -> None:
+    server, _ = make_server()
+    server.start()
+    try:
+        clash, _ = make_server(port=int(server.address.rsplit(":", 1)[1]))
+        with pytest.raises(HivememError, match="failed to start"):
+            clash.start()
+        assert clash._wake_r == clash._wake_w == -1
+    finally:
+        server.stop()
