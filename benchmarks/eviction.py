@@ -5,12 +5,15 @@ One private namespace (384-d vectors, tier ``capacity`` C) is filled to C items;
 
   - unbounded (the baseline): the same writes into a namespace without a capacity;
   - pool: the store as it is (one candidate matrix per write, kept in step:
-    ``memory_bus/candidates.py``);
+    ``memory_bus/candidates.py``; for the policies whose keys are each row's own, the
+    candidates sorted once per write);
+  - select: the same pool without that sort, the policy's ``select`` called for each
+    eviction (what the store did for every policy before 2026-12-02 15:30);
   - rebuild: the definition it replaced, a candidate matrix built afresh for every
     eviction (what the store did before 2026-12-02), timed on fewer writes.
 
-Printed: milliseconds per 64-item write of each target, and the ratios pool/unbounded
-and rebuild/pool; the headline ``name: value`` lines last.
+Printed: milliseconds per 64-item write of each target, and the ratios pool/unbounded,
+select/pool and rebuild/pool; the headline ``name: value`` lines last.
 
     python benchmarks/eviction.py            # C = 1,000, 5,000, 20,000
     python benchmarks/eviction.py --quick    # C = 1,000 and 5,000
@@ -51,11 +54,13 @@ def make_items(start: int, n: int, now: float, rng: np.random.Generator) -> list
     ]
 
 
-def filled(policy: str, capacity: int | None, fill: int) -> Namespace:
+def filled(policy: str, capacity: int | None, fill: int, sort: bool = True) -> Namespace:
+    """A namespace of ``fill`` items; ``sort=False`` hides the policy's ``row_keys``."""
     config = TierConfig(capacity=capacity, eviction=policy)
-    ns = Namespace(
-        TierName.PRIVATE, "a", config, DIM, make_eviction_policy(policy), np.random.default_rng(0)
-    )
+    chosen = make_eviction_policy(policy)
+    if not sort:
+        chosen.row_keys = False  # type: ignore[attr-defined]  # an instance attribute
+    ns = Namespace(TierName.PRIVATE, "a", config, DIM, chosen, np.random.default_rng(0))
     rng = np.random.default_rng(1)
     for start in range(0, fill, 1_000):
         ns.add_many(make_items(start, min(1_000, fill - start), start / 100, rng), 0.0, None, _drop)
@@ -98,18 +103,20 @@ def main() -> None:
     args = parser.parse_args()
     capacities = (1_000, 5_000) if args.quick else (1_000, 5_000, 20_000)
     print(f"eviction: 64-item writes into one full namespace, dim {DIM}, ms per write")
-    print(f"{'policy':18s} {'capacity':>8s} {'unbounded':>9s} {'pool':>8s} {'rebuild':>9s}"
-          f" {'pool/unbounded':>14s} {'rebuild/pool':>12s}")  # fmt: skip
+    print(f"{'policy':18s} {'capacity':>8s} {'unbounded':>9s} {'pool':>8s} {'select':>8s}"
+          f" {'rebuild':>9s} {'pool/unbounded':>14s} {'select/pool':>11s} {'rebuild/pool':>12s}")  # fmt: skip
     lines = []
     for capacity in capacities:
         rebuild_writes = max(1, min(args.writes, 40_000 // capacity))
         for policy in POLICIES:
             base = per_write(filled(policy, None, capacity), args.writes, capacity)
             pool = per_write(filled(policy, capacity, capacity), args.writes, capacity)
+            select = per_write(filled(policy, capacity, capacity, sort=False), args.writes, capacity)  # fmt: skip
             rebuild = per_write_rebuilding(filled(policy, capacity, capacity), rebuild_writes, capacity)  # fmt: skip
-            print(f"{policy:18s} {capacity:8,d} {base:9.2f} {pool:8.2f} {rebuild:9.1f}"
-                  f" {pool / base:14.1f} {rebuild / pool:12.1f}", flush=True)  # fmt: skip
+            print(f"{policy:18s} {capacity:8,d} {base:9.2f} {pool:8.2f} {select:8.2f} {rebuild:9.1f}"
+                  f" {pool / base:14.1f} {select / pool:11.1f} {rebuild / pool:12.1f}", flush=True)  # fmt: skip
             lines.append(f"pool_vs_unbounded_{policy}_{capacity}: {pool / base:.1f}")
+            lines.append(f"select_vs_pool_{policy}_{capacity}: {select / pool:.1f}")
             lines.append(f"rebuild_vs_pool_{policy}_{capacity}: {rebuild / pool:.1f}")
     print()
     print("\n".join(lines))

@@ -12,17 +12,27 @@ one column that depends on the incoming item, relevance, is computed only for po
 that read it, for all of a write's incoming items at once (:meth:`CandidatePool.expect`:
 one matrix product instead of one per eviction, 135 -> 60-75 ms per 64-item write at
 20,000 items for generative_agents).
+
+A policy whose keys are each row's own (``row_keys``: fifo, lru, lfu, memorybank; a
+window's oldest-first) needs no matrix pass per eviction either: the pool sorts the
+candidates by those keys once (:meth:`CandidatePool.order_by`) and each eviction takes
+the lowest, the sorted rows merged with a heap of the rows that joined since.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from hivemem.memory_bus.features import COLUMN, NUM_FEATURES, candidate_features
 from hivemem.memory_bus.item import Item
 
 _RELEVANCE = COLUMN["relevance"]
+
+RowKeys = Callable[[np.ndarray], Sequence[np.ndarray]]
+"""Eviction keys of feature rows, lowest first; a row's keys depend on that row alone."""
 
 
 class PoolSlot:
@@ -79,17 +89,48 @@ class CandidatePool:
         self._row = {it.id: i for i, it in enumerate(self.items)}
         self._contexts: np.ndarray | None = None  # the incoming vectors of one add_many
         self._relevance: np.ndarray | None = None  # (rows, contexts): candidate . context
+        self._order: _Order | None = None  # the candidates sorted by row keys (order_by)
+        self._arriving: dict[int, int] = {}  # id -> row of _arriving_rows, until it joins
+        self._arriving_rows = np.empty((0, NUM_FEATURES))
 
-    def expect(self, contexts: np.ndarray) -> None:
-        """The vectors of the items about to arrive, in order (``view(column=i)`` is the
-        i-th): every candidate's relevance to all of them is one matrix product, not a
-        product per eviction."""
+    def expect(self, arriving: Sequence[Item]) -> None:
+        """The items about to arrive, in order (``view(column=i)`` is the i-th).
+
+        Their own feature rows, for when each joins the candidates (:meth:`add`), are
+        one matrix; and every candidate's relevance to all of them is one matrix
+        product, not a product per eviction.
+        """
+        self._arriving = {it.id: i for i, it in enumerate(arriving)}
+        self._arriving_rows = candidate_features(arriving, self.now, None, self.strength)
         if not self.relevance or self._vectors is None:
             return
         n = len(self.items)
-        self._contexts = np.ascontiguousarray(contexts, dtype=np.float32)
-        self._relevance = np.empty((len(self._features), len(contexts)), np.float32)
+        self._contexts = np.ascontiguousarray(
+            np.stack([it.vector for it in arriving]), dtype=np.float32
+        )
+        self._relevance = np.empty((len(self._features), len(arriving)), np.float32)
         self._relevance[:n] = self._vectors[:n] @ self._contexts.T
+
+    def order_by(self, keys: RowKeys) -> None:
+        """Keep the candidates in the order of ``keys`` (see :meth:`lowest`).
+
+        Only for keys that read nothing but their own row (a policy's ``row_keys``): the
+        order of the rows present now stays right whatever leaves or joins.
+        """
+        n = len(self.items)
+        self._order = _Order(keys, keys(self._features[:n]), self._ids[:n])
+
+    @property
+    def ordered(self) -> bool:
+        """Whether :meth:`order_by` was called (then :meth:`lowest` picks the victims)."""
+        return self._order is not None
+
+    def lowest(self) -> int:
+        """The id of the candidate that :func:`lowest_first` would pick with the keys
+        given to :meth:`order_by` (ties to the lower id), found without a pass over them."""
+        if self._order is None:
+            raise RuntimeError("lowest() needs order_by() first")
+        return self._order.lowest(self._row)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -119,7 +160,13 @@ class CandidatePool:
         n = len(self.items)
         if n == len(self._features):
             self._grow(2 * n)
-        self._features[n] = candidate_features([item], self.now, None, self.strength)[0]
+        # An item that arrived in this write joins with the row computed for it then;
+        # it is used once, so an update of it later in the write computes its row again.
+        arrived = self._arriving.pop(item.id, None)
+        if arrived is None:
+            self._features[n] = candidate_features([item], self.now, None, self.strength)[0]
+        else:
+            self._features[n] = self._arriving_rows[arrived]
         self._ids[n] = item.id
         if self.relevance:
             if self._vectors is None:
@@ -129,12 +176,16 @@ class CandidatePool:
                 self._relevance[n] = self._contexts @ item.vector
         self._row[item.id] = n
         self.items.append(item)
+        if self._order is not None:
+            self._order.join(item.id, self._features[n : n + 1])
 
     def remove(self, item_id: int) -> None:
         """The item is gone: its row takes the last row (no-op for an unknown id)."""
         row = self._row.pop(item_id, None)
         if row is None:
             return
+        if self._order is not None:
+            self._order.leave(item_id)
         last = len(self.items) - 1
         moved = self.items.pop()
         if row != last:
@@ -160,6 +211,59 @@ class CandidatePool:
             self._vectors = np.resize(self._vectors, (rows, self._vectors.shape[1]))
         if self._relevance is not None:
             self._relevance = np.resize(self._relevance, (rows, self._relevance.shape[1]))
+
+
+def _sort_key(values: Iterable[float], item_id: int) -> tuple[object, ...]:
+    """A row's place in :func:`lowest_first`'s order: its keys, NaN after every number
+    (as ``np.lexsort`` places it), then its id."""
+    return (*((v != v, 0.0 if v != v else v) for v in values), item_id)
+
+
+class _Order:
+    """Candidates sorted by row keys: those present at the start in one sorted array,
+    those that joined later in a heap; an entry whose candidate left (or left and joined
+    again) is skipped when it comes up."""
+
+    def __init__(self, keys: RowKeys, columns: Sequence[np.ndarray], ids: np.ndarray) -> None:
+        order = np.lexsort((ids, *reversed(columns)))
+        self.keys = keys
+        self.columns = [np.asarray(c, dtype=np.float64)[order] for c in columns]
+        self.ids = ids[order].tolist()
+        self.cursor = 0  # the sorted entries before it are gone
+        self.joined: list[tuple[tuple[object, ...], int, int]] = []  # (key, entry, id)
+        self.entry: dict[int, int] = {}  # id -> its live heap entry, for ids that joined
+        self.count = itertools.count()
+
+    def join(self, item_id: int, row: np.ndarray) -> None:
+        """A candidate arrives with its (1, NUM_FEATURES) feature row."""
+        entry = next(self.count)
+        self.entry[item_id] = entry
+        key = _sort_key((float(c[0]) for c in self.keys(row)), item_id)
+        heapq.heappush(self.joined, (key, entry, item_id))
+
+    def leave(self, item_id: int) -> None:
+        """A candidate is gone (its sorted entry is skipped once it has no live one)."""
+        self.entry[item_id] = -1  # neither its sorted entry nor an old heap entry counts
+
+    def lowest(self, present: dict[int, int]) -> int:
+        """The lowest id of ``present`` (every candidate's id) in the order."""
+        ids, entry = self.ids, self.entry
+        while self.cursor < len(ids) and ids[self.cursor] in entry:
+            self.cursor += 1  # left, or present through a later heap entry
+        while self.joined and entry.get(self.joined[0][2]) != self.joined[0][1]:
+            heapq.heappop(self.joined)
+        if self.cursor == len(ids):
+            best = self.joined[0][2]
+        else:
+            first = ids[self.cursor]
+            if self.joined:
+                key = _sort_key((float(c[self.cursor]) for c in self.columns), first)
+                best = self.joined[0][2] if self.joined[0][0] < key else first
+            else:
+                best = first
+        if best not in present:
+            raise RuntimeError(f"candidate order lost track of id {best}")
+        return best
 
 
 def lowest_first(

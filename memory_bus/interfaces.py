@@ -112,9 +112,13 @@ class EvictionContext:
 class EvictionPolicy(Protocol):
     """Chooses which items leave a namespace that is over capacity.
 
-    Optional attribute a namespace reads: ``uses_relevance = False`` (the policy never
+    Optional attributes a namespace reads: ``uses_relevance = False`` (the policy never
     reads the ``relevance`` column, so the store leaves it 0 rather than computing each
-    candidate's cosine to the incoming item).
+    candidate's cosine to the incoming item) and ``row_keys = True`` with a method
+    ``keys(features, ctx) -> list[np.ndarray]``: the policy evicts the lowest keys (the
+    first most significant, ties to the lower id) and a row's keys depend on that row
+    alone, so the store sorts the candidates once per write instead of calling
+    ``select`` for each eviction (``hivemem.memory_bus.candidates``).
     """
 
     name: str

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.batch import NewRows
-from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, lowest_first
+from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, RowKeys, lowest_first
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.features import COLUMN
 from hivemem.memory_bus.index import VectorIndex
@@ -38,6 +38,11 @@ class MemoryEvent:
     """The items it concerns: one, or the ids a batch added (then ``kind`` is ``add``)."""
     version: int
     now: float
+
+
+def _oldest_write_first(features: np.ndarray) -> list[np.ndarray]:
+    """A window's eviction keys: the oldest write first."""
+    return [-features[:, COLUMN["age"]]]
 
 
 class Namespace:
@@ -176,7 +181,7 @@ class Namespace:
         removed: list[int] = []
         evicted_per_item: list[list[int]] = []
         slot = slot or PoolSlot()  # the pool is built at the first eviction this write makes
-        expected = False  # whether the pool has this call's incoming vectors (pool.expect)
+        expected = False  # whether the pool knows this call's incoming items (pool.expect)
         for column, item in enumerate(items):
             self._items[item.id] = item
             self._tokens += item.tokens
@@ -187,7 +192,7 @@ class Namespace:
             if pool is None and self._over(0):
                 pool = slot.pool = self._pool(item, now)
             if pool is not None and not expected:
-                pool.expect(np.stack([it.vector for it in items]))
+                pool.expect(items)
                 expected = True
             victims = [] if pool is None else self._make_room(item, now, next_use, pool, column)
             for victim in victims:
@@ -213,7 +218,21 @@ class Namespace:
             getattr(self.eviction, "uses_relevance", True)
         )
         others = (it for it in self._items.values() if it.id != incoming.id)
-        return CandidatePool(others, now, strength, relevance)
+        pool = CandidatePool(others, now, strength, relevance)
+        keys = self._row_keys(incoming, now)
+        if keys is not None:
+            pool.order_by(keys)
+        return pool
+
+    def _row_keys(self, incoming: Item, now: float) -> RowKeys | None:
+        """The eviction keys of feature rows if each row's are its own, else None."""
+        if self.config.mode is NamespaceMode.WINDOW:
+            return _oldest_write_first
+        policy: Any = self.eviction
+        if not getattr(policy, "row_keys", False):
+            return None
+        ctx = EvictionContext(now=now, rng=self.rng, incoming=incoming)
+        return lambda features: policy.keys(features, ctx)
 
     def _make_room(
         self,
@@ -227,11 +246,14 @@ class Namespace:
         pool expects) joins the candidates."""
         victims: list[int] = []
         while self._over(0) and len(pool):
-            candidates, features, ids = pool.view(incoming.vector, column)
-            chosen = [
-                candidates[pos]
-                for pos in self._select(features, ids, incoming, now, next_use, candidates)
-            ]
+            if pool.ordered:
+                chosen = [self._items[pool.lowest()]]
+            else:
+                candidates, features, ids = pool.view(incoming.vector, column)
+                chosen = [
+                    candidates[pos]
+                    for pos in self._select(features, ids, incoming, now, next_use, candidates)
+                ]
             for victim in chosen:
                 victims.append(victim.id)
                 del self.items[victim.id]
@@ -251,7 +273,7 @@ class Namespace:
         candidates: list[Item],
     ) -> list[int]:
         if self.config.mode is NamespaceMode.WINDOW:  # the oldest write, ties to the lower id
-            return lowest_first([-features[:, COLUMN["age"]]], candidates, 1, ids)
+            return lowest_first(_oldest_write_first(features), candidates, 1, ids)
         ctx = EvictionContext(now=now, rng=self.rng, next_use=next_use, incoming=incoming, ids=ids)
         return self.eviction.select(candidates, features, 1, ctx)
 

@@ -65,6 +65,7 @@ class FIFOPolicy(_KeyPolicy):
 
     name = "fifo"
     uses_relevance = False  # the store skips computing that column for it
+    row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [-features[:, COLUMN["age"]]]
@@ -76,6 +77,7 @@ class LRUPolicy(_KeyPolicy):
 
     name = "lru"
     uses_relevance = False  # the store skips computing that column for it
+    row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [-features[:, COLUMN["since_access"]]]
@@ -87,6 +89,7 @@ class LFUPolicy(_KeyPolicy):
 
     name = "lfu"
     uses_relevance = False  # the store skips computing that column for it
+    row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [features[:, COLUMN["log_hits"]], -features[:, COLUMN["since_access"]]]
@@ -103,6 +106,7 @@ class MemoryBankPolicy(_KeyPolicy):
 
     name = "memorybank"
     uses_relevance = False  # the store skips computing that column for it
+    row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
 
     def __init__(self, strength: float = DEFAULT_STRENGTH) -> None:
         if not strength > 0:

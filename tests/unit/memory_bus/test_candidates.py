@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pytest
-from hivemem.memory_bus.candidates import lowest_first
+from hivemem.memory_bus.candidates import CandidatePool, lowest_first
 from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
+from hivemem.memory_bus.features import candidate_features
 from hivemem.memory_bus.interfaces import (
     Caller,
+    EvictionContext,
     EvictionPolicy,
     WriteDecision,
     WriteRequest,
@@ -139,3 +142,57 @@ def test_a_pool_kept_across_the_rows_of_a_write_forgets_what_the_write_deleted()
     assert sorted(tier.namespaces["g"].items) == sorted(
         [ids[3], ids[4]] + [r.item_id for r in results if r.op is WriteOp.ADD]
     )
+
+
+@pytest.mark.parametrize("name", ["fifo", "lru", "lfu", "memorybank"])
+@pytest.mark.parametrize("seed", range(5))
+def test_an_ordered_pool_picks_what_lowest_first_picks_through_every_change(
+    name: str, seed: int
+) -> None:
+    """A pool sorted once by a policy's row keys (order_by) answers lowest() as
+    lowest_first over the candidates present, through removals, arrivals and updates."""
+    rng = np.random.default_rng(seed)
+    policy: Any = make_eviction_policy(name)
+    assert policy.row_keys
+    now = 50.0
+    ctx = EvictionContext(now=now, rng=rng)
+
+    def item(item_id: int) -> Item:  # few distinct values, so ties are common
+        return Item(
+            item_id,
+            TierName.PRIVATE,
+            "a",
+            " ".join(["w"] * int(rng.integers(1, 4))),
+            unit(rng),
+            created=float(rng.integers(0, 5)),
+            accessed=float(rng.integers(5, 10)),
+            hits=int(rng.integers(0, 3)),
+        )
+
+    present = {i: item(i) for i in rng.permutation(200)[:40].tolist()}
+    pool = CandidatePool(present.values(), now, 10.0, relevance=False)
+    pool.order_by(lambda features: policy.keys(features, ctx))
+    arriving = [item(1000 + i) for i in range(20)]
+    pool.expect(arriving)
+    for step in range(120):
+        candidates = list(present.values())
+        features = candidate_features(candidates, now, None, 10.0)
+        ids = np.array([it.id for it in candidates], dtype=np.int64)
+        want = candidates[lowest_first(policy.keys(features, ctx), candidates, 1, ids)[0]].id
+        assert pool.lowest() == want, step
+        roll = rng.random()
+        if roll < 0.4 or not arriving:  # the lowest leaves, as an eviction
+            pool.remove(want)
+            del present[want]
+        elif roll < 0.7:
+            new = arriving.pop(0)
+            pool.add(new)
+            present[new.id] = new
+        else:  # an update: the candidate's row is redone
+            target = candidates[int(rng.integers(len(candidates)))]
+            changed = copy.copy(target)
+            changed.hits, changed.accessed, changed.version = target.hits + 1, now, 2
+            pool.replace(changed)
+            present[target.id] = changed
+        if not present:
+            break
