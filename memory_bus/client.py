@@ -24,26 +24,27 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
-import zmq
 from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.interfaces import SyncTransport, Transport
 from hivemem.memory_bus.ops import OnBehalf, Ops, WriteEntries, encode_write_entries
 from hivemem.memory_bus.protocol import HEADER, encode_subscription, unpack
 from hivemem.memory_bus.transport import (
     AsyncTransport,
-    BlockingTransport,
     BusTimeoutError,
+    LocalTransport,
     RemoteError,
-    connected,
     error_from_reply,
 )
 
 __all__ = [
     "AsyncMemoryClient",
     "BusTimeoutError",
+    "LocalTransport",
     "MemoryClient",
     "OnBehalf",
     "Ops",
@@ -68,11 +69,14 @@ class AsyncMemoryClient(Ops):
             that replays requests after a crash passes the same id and numbers its
             requests as before (:meth:`number_requests_from`), so the server answers
             the replayed writes from memory instead of applying them again.
+        transport: What carries the requests, instead of a DEALER to ``address`` (e.g.
+            :class:`~hivemem.memory_bus.transport.LocalTransport`); the four settings
+            above are then the transport's own.
     """
 
     def __init__(
         self,
-        address: str,
+        address: str = "",
         agent: str = "",
         token: str = "",
         *,
@@ -80,15 +84,20 @@ class AsyncMemoryClient(Ops):
         retries: int = 2,
         curve: dict[str, bytes] | None = None,
         client_id: int | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if client_id is not None and not 0 <= client_id < 2**63:
             raise ValueError("client_id must be in [0, 2**63)")
+        if (transport is None) == (not address):
+            raise ValueError("give the server's address or a transport, not both")
         self.agent, self.token = agent, token
-        self._transport = AsyncTransport(address, timeout, retries, curve, client_id)
+        self._transport: Transport = transport or AsyncTransport(
+            address, timeout, retries, curve, client_id
+        )
 
     def number_requests_from(self, start: int) -> None:
         """The next requests carry ids ``start``, ``start + 1``, ... (see ``client_id``)."""
-        self._transport.requests.number_from(start)
+        self._transport.number_from(start)
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
@@ -120,16 +129,13 @@ class AsyncMemoryClient(Ops):
             # The first asks the server for the topic's events; the second lets this
             # socket keep them (a SUB drops messages that match none of its own prefixes).
             subscriptions += [encode_subscription(self.agent, self.token, topic), prefix]
-        transport = self._transport
-        sock = connected(transport.ctx, zmq.SUB, address, transport.curve, subscriptions)
-        try:
-            while True:
-                frames = await sock.recv_multipart()
+        # closed with this stream, not when collected: its socket must be closed before
+        # the transport's context is terminated, or the termination waits for ever
+        async with contextlib.aclosing(self._transport.events(address, subscriptions)) as feed:
+            async for frames in feed:
                 if len(frames) == 3 and frames[1] == HEADER:
                     for event in unpack(frames[2]):
                         yield event
-        finally:
-            sock.close(linger=0)
 
     def as_agent(self, agent: str, token: str) -> AsyncMemoryClient:
         """A handle on the same connection that acts as ``agent``."""
@@ -192,11 +198,14 @@ class MemoryClient(Ops):
         address: The server's ROUTER address, or several (sharded).
         agent: Default agent id for requests (see :meth:`as_agent`).
         token: That agent's token.
-        **kw: Passed to :class:`AsyncMemoryClient` (timeout, retries, curve, client_id).
+        **kw: Passed to :class:`AsyncMemoryClient` (timeout, retries, curve, client_id,
+            or a transport instead of the address: then ``nowait`` requests of an
+            immediate one, such as :class:`~hivemem.memory_bus.transport.LocalTransport`,
+            are answered before the call returns).
     """
 
     def __init__(
-        self, address: str | Sequence[str], agent: str = "", token: str = "", **kw: Any
+        self, address: str | Sequence[str] = "", agent: str = "", token: str = "", **kw: Any
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -225,6 +234,8 @@ class MemoryClient(Ops):
     ) -> concurrent.futures.Future[Any]:
         if self._loop.is_closed():
             raise HivememError("client is closed")
+        if self._blocking is not None and self._blocking.immediate:
+            return _answered(lambda: self._call(op, args, decode))
         core = self._core.as_agent(self.agent, self.token)
         future = asyncio.run_coroutine_threadsafe(core._call(op, args, decode), self._loop)
         self._in_flight.add(future)
@@ -319,12 +330,22 @@ class _Submitting(Ops):
         return self._client._submit(op, args, decode)
 
 
-def _blocking_for(core: Any) -> BlockingTransport | None:
-    """The blocking transport of a one-address core, sharing its ids; None if sharded."""
+def _answered(call: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+    """A future already holding what ``call()`` returned or raised."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    try:
+        future.set_result(call())
+    except Exception as exc:  # the caller gets it from result(), as from any future
+        future.set_exception(exc)
+    return future
+
+
+def _blocking_for(core: Any) -> SyncTransport | None:
+    """The blocking twin of a one-transport core's transport, sharing its ids; None if
+    sharded (or the transport has none)."""
     if not isinstance(core, AsyncMemoryClient):
         return None
-    transport = core._transport
-    return BlockingTransport(transport.requests, transport.curve)
+    return core._transport.blocking()
 
 
 async def _make_async(
@@ -332,6 +353,10 @@ async def _make_async(
 ) -> Any:
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
 
+    if kw.get("transport") is not None:
+        if address:
+            raise ValueError("give the server's address or a transport, not both")
+        return AsyncMemoryClient(agent=agent, token=token, **kw)
     addresses = split_addresses(address)
     if len(addresses) == 1:
         return AsyncMemoryClient(addresses[0], agent, token, **kw)

@@ -1,12 +1,13 @@
-"""Interfaces of the memory store: what implementations promise, and nothing else.
+"""Interfaces of the memory bus: what implementations promise, and nothing else.
 
 Implementations live in their own modules (``embedder``, ``index``, ``tiers``,
-``graph``, ``policies``) and depend on these shapes, not on each other's insides.
+``graph``, ``policies``; the transports in ``transport`` and ``local_transport``) and
+depend on these shapes, not on each other's insides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -221,4 +222,65 @@ class Tier(Protocol):
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Replace the tier's contents with a snapshot from :meth:`get_state`."""
+        ...
+
+
+@runtime_checkable
+class SyncTransport(Protocol):
+    """A transport's blocking twin: one request at a time, in the caller's thread.
+
+    Attributes:
+        immediate: True if a call is answered in the caller's thread with no wait for
+            I/O (a server in this process): a client then answers its ``nowait``
+            requests at once instead of queueing them on its event loop.
+    """
+
+    immediate: bool
+
+    def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        """Send one request and return its reply's result, or raise the error it stands for."""
+        ...
+
+    def close(self) -> None:
+        """Release what the transport holds; idempotent."""
+        ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """How a client's requests reach the bus, and their results come back (asyncio).
+
+    The clients (``hivemem.memory_bus.client``) are written against this and take one as
+    a collaborator. A request goes out as the protocol's frames
+    (``hivemem.memory_bus.protocol``) whatever carries them, so the server decodes,
+    authenticates, checks and journals it the same way. The bus ships two: the ZeroMQ
+    DEALER (``transport.AsyncTransport``, the default) and ``local_transport.LocalTransport``
+    (a server in the same process, called directly).
+    """
+
+    async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        """Send one request and return its reply's result.
+
+        Raises:
+            HivememError: The error the reply stands for (a subclass named by its code),
+                a failure on the way, or no reply in time (``BusTimeoutError``).
+        """
+        ...
+
+    def number_from(self, start: int) -> None:
+        """The next requests carry ids ``start``, ``start + 1``, ... (idempotent replays)."""
+        ...
+
+    def blocking(self) -> SyncTransport | None:
+        """A blocking twin numbering its requests in the same sequence, or None (a
+        synchronous client then runs its calls on its event loop)."""
+        ...
+
+    def events(self, address: str, subscriptions: list[bytes]) -> AsyncGenerator[list[bytes], None]:
+        """The frames of each message on the bus's event socket at ``address``, once
+        ``subscriptions`` (the protocol's subscription messages) are sent."""
+        ...
+
+    def close(self) -> None:
+        """Release what the transport holds (call from the loop that used it)."""
         ...

@@ -33,16 +33,16 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
 from hivemem.memory_bus.collector import COLLECTOR_PAUSE
+from hivemem.memory_bus.curve import CurveConfig, secure
 from hivemem.memory_bus.durability import SNAPSHOT_WAIT_S, Durability
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate, subscription_topic
@@ -80,20 +80,17 @@ large refreshes them every 7.8 s instead of every second."""
 Change = Callable[[], None]
 """A change to the store left for after the reply (see the module docstring)."""
 
+_SERVING: weakref.WeakValueDictionary[str, BusServer] = weakref.WeakValueDictionary()
+"""The servers of this process that are serving, by ROUTER address (:func:`serving_at`)."""
+
+
+def serving_at(address: str) -> BusServer | None:
+    """The server of this process serving ``address``, if one is (for
+    :class:`~hivemem.memory_bus.transport.LocalTransport`)."""
+    return _SERVING.get(address)
+
+
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class CurveConfig:
-    """CURVE encryption and client authentication (``zmq.auth``).
-
-    Attributes:
-        secret_key_file: The server's secret certificate (``zmq.auth.create_certificates``).
-        public_keys_dir: A directory of the public certificates of allowed clients.
-    """
-
-    secret_key_file: Path
-    public_keys_dir: Path
 
 
 class BusServer:
@@ -210,11 +207,19 @@ class BusServer:
         if self._failure is not None:
             self._close_wake()
             raise HivememError(f"bus server failed to start: {self._failure}") from self._failure
+        _SERVING[self.address] = self
         return self
+
+    @property
+    def serving(self) -> bool:
+        """Whether the server is started and not yet asked to stop."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def stop(self) -> None:
         """Stop serving, close sockets and the journal (at once: the owner thread is woken)."""
         self.request_stop()
+        if _SERVING.get(self.address) is self:
+            del _SERVING[self.address]
         if self._thread is not None:
             self._thread.join()
         if self.journal is not None:
@@ -224,6 +229,10 @@ class BusServer:
     def request_stop(self) -> None:
         """Ask the server to stop (safe from a signal handler); :meth:`serve_forever` returns."""
         self._stop.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the owner thread from its poll (to stop, or to publish events)."""
         if self._wake_w >= 0:
             # a full pipe (BlockingIOError) has a wake-up waiting already
             with contextlib.suppress(BlockingIOError):
@@ -282,23 +291,10 @@ class BusServer:
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         pub.setsockopt(zmq.XPUB_MANUAL, 1)  # the server decides who gets which events
         pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)  # subscriptions are small
-        auth = self._secure(ctx, self.curve, router, pub) if self.curve else None
+        auth = secure(ctx, self.curve, router, pub) if self.curve else None
         self.address = _bind(router, self.host, self._port)
         self.pub_address = _bind(pub, self.host, self._pub_port)
         return router, pub, auth
-
-    def _secure(self, ctx: zmq.Context[Any], curve: CurveConfig, *sockets: zmq.Socket[Any]) -> Any:
-        """Turn on CURVE for ``sockets``: clients must hold a key from ``public_keys_dir``."""
-        from zmq.auth import load_certificate
-        from zmq.auth.thread import ThreadAuthenticator
-
-        auth = ThreadAuthenticator(ctx)
-        auth.start()
-        auth.configure_curve(domain="*", location=str(curve.public_keys_dir))
-        public, secret = load_certificate(curve.secret_key_file)
-        for sock in sockets:
-            sock.curve_publickey, sock.curve_secretkey, sock.curve_server = public, secret, True
-        return auth
 
     def _loop(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
         monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
@@ -320,6 +316,10 @@ class BusServer:
                     self._count_connections(monitor)
                 if pub in ready:
                     self._publisher.take_subscriptions(pub)
+                if self._wake_r in ready:  # stop(), or events of requests handle() answered
+                    os.read(self._wake_r, 4096)
+                    with self._between:
+                        self._publisher.publish(pub)
                 if time.monotonic() >= next_gauges:
                     started = time.monotonic()
                     self.metrics.observe_store(self.store)
@@ -364,11 +364,15 @@ class BusServer:
         """The reply payload for one request's frames (after the ROUTER identity).
 
         The request is wholly applied when this returns (nothing is left for later).
-        Safe to call from any thread while the server runs (see :meth:`inspect`).
+        Safe to call from any thread while the server runs (see :meth:`inspect`). The
+        events it caused go out on the event socket from the owner thread, which this
+        wakes (the socket is the owner thread's alone).
         """
         with self._between:
             reply, later = self._handle(frames)
             self._settle(later)
+            if self._publisher.events:
+                self._wake()
         return reply
 
     def inspect(self, read: Callable[[MemoryStore], T]) -> T:

@@ -1,12 +1,15 @@
 """How a request reaches the bus and its reply comes back: ids, sockets, retries, errors.
 
-:class:`_Requests` is what both transports share, free of I/O: request ids under one
+The transports here implement :class:`~hivemem.memory_bus.interfaces.Transport` (and its
+blocking twin, :class:`~hivemem.memory_bus.interfaces.SyncTransport`).
+:class:`_Requests` is what they share, free of I/O: request ids under one
 ``client_id``, the frames, reply matching and a reply's outcome. :class:`AsyncTransport`
 keeps many requests in flight on one asyncio DEALER and matches replies to requests by
 id; :class:`BlockingTransport` sends one request at a time on a plain DEALER in the
 caller's thread. A request that times out is sent again *with the same id* after
 reconnecting; the server answers a repeated id from memory, so a retried write is never
-applied twice.
+applied twice. :class:`LocalTransport` hands the same frames to a server running in
+this process (``BusServer.handle``): no socket, and no thread hop.
 
 Error replies and ZeroMQ failures become the project's errors here, once: the class of
 :mod:`~hivemem.memory_bus.errors` a reply's code names (:func:`error_from_reply`),
@@ -23,15 +26,24 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
 from hivemem.memory_bus import errors
 from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.protocol import ProtocolError, Reply, decode_reply, encode_request
+from hivemem.memory_bus.protocol import (
+    HEADER,
+    ProtocolError,
+    Reply,
+    decode_reply,
+    encode_request,
+)
+
+if TYPE_CHECKING:
+    from hivemem.memory_bus.server import BusServer
 
 
 class BusTimeoutError(HivememError):
@@ -176,6 +188,22 @@ def connected(
     return sock
 
 
+async def subscribed(
+    ctx: zmq.asyncio.Context,
+    address: str,
+    curve: dict[str, bytes] | None,
+    subscriptions: list[bytes],
+) -> AsyncGenerator[list[bytes], None]:
+    """The frames of each message a SUB socket at ``address`` receives, once it has sent
+    ``subscriptions``; the socket is closed when the iteration ends."""
+    sock = connected(ctx, zmq.SUB, address, curve, subscriptions)
+    try:
+        while True:
+            yield await sock.recv_multipart()
+    finally:
+        sock.close(linger=0)
+
+
 class AsyncTransport:
     """One asyncio DEALER socket, requests in flight matched by id, reconnect on timeout."""
 
@@ -251,7 +279,20 @@ class AsyncTransport:
             return self.requests.outcome(reply)
         raise self.requests.timed_out()
 
+    def number_from(self, start: int) -> None:
+        """The next requests carry ids ``start``, ``start + 1``, ..."""
+        self.requests.number_from(start)
+
+    def blocking(self) -> BlockingTransport:
+        """A plain DEALER for blocking calls, numbering requests in this one's sequence."""
+        return BlockingTransport(self.requests, self.curve)
+
+    def events(self, address: str, subscriptions: list[bytes]) -> AsyncGenerator[list[bytes], None]:
+        """Messages on the event socket at ``address`` (a SUB with this one's CURVE keys)."""
+        return subscribed(self.ctx, address, self.curve, subscriptions)
+
     def close(self) -> None:
+        """Close the socket and the context."""
         if self._reader is not None:
             self._reader.cancel()
         if self._sock is not None:
@@ -267,6 +308,8 @@ class BlockingTransport:
     out) is dropped. On timeout the socket is replaced and the request sent again with
     the same id, so the server answers a retried write from memory.
     """
+
+    immediate = False  # a call waits for the server's reply over the socket
 
     def __init__(self, requests: _Requests, curve: dict[str, bytes] | None) -> None:
         self.requests, self.curve = requests, curve
@@ -338,3 +381,89 @@ class BlockingTransport:
                 self._closed = True
                 self._drop_socket()
                 self.ctx.term()
+
+
+class LocalTransport:
+    """Requests handed to a bus server in this process: no socket, no thread hop.
+
+    A request still travels as the protocol's frames, so the server decodes,
+    authenticates, checks and journals it exactly as one that came over the socket, in
+    the caller's thread (``BusServer.handle`` waits while the owner thread serves a
+    request and holds the next one off meanwhile). For callers in the server's own
+    process: RL episodes run their agent hosts and their bus this way. Events still come
+    over the event socket.
+
+    It is both the asyncio :class:`~hivemem.memory_bus.interfaces.Transport` and its own
+    blocking twin (:meth:`blocking`), so ids come from one sequence.
+
+    Args:
+        server: A started :class:`~hivemem.memory_bus.server.BusServer`.
+        client_id: Who the server remembers requests under (random if None).
+    """
+
+    immediate = True  # a call is answered in the caller's thread
+
+    def __init__(self, server: BusServer, client_id: int | None = None) -> None:
+        self.server = server
+        self.requests = _Requests(f"{server.address} (in process)", 0.0, 0, client_id)
+        self._ctx: zmq.asyncio.Context | None = None  # for events, made on first use
+
+    @classmethod
+    def at(cls, address: str, client_id: int | None = None) -> LocalTransport:
+        """The transport to the server of this process that serves ``address``.
+
+        Raises:
+            HivememError: No server of this process serves it.
+        """
+        from hivemem.memory_bus.server import serving_at
+
+        server = serving_at(address)
+        if server is None:
+            raise HivememError(f"no bus server of this process serves {address!r}")
+        return cls(server, client_id)
+
+    async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        """:meth:`call_now`, on the event loop (the server answers before it returns)."""
+        return self.call_now(op, agent, token, args)
+
+    def call_now(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        """Send one request and return its result, in this thread."""
+        if not self.server.serving:
+            raise HivememError(f"the bus server at {self.server.address} is not serving")
+        _, frames = self.requests.encode(op, agent, token, args)
+        reply = self.requests.decode([HEADER, self.server.handle(frames)])
+        if reply is None:  # handle() always answers with a reply: a bug if not
+            raise HivememError("the bus server's answer is not a reply")
+        return self.requests.outcome(reply)
+
+    def number_from(self, start: int) -> None:
+        """The next requests carry ids ``start``, ``start + 1``, ..."""
+        self.requests.number_from(start)
+
+    def blocking(self) -> _LocalCalls:
+        """Blocking calls in the caller's thread, in this transport's id sequence."""
+        return _LocalCalls(self)
+
+    def events(self, address: str, subscriptions: list[bytes]) -> AsyncGenerator[list[bytes], None]:
+        """Messages on the server's event socket (over ZeroMQ, from this process)."""
+        if self._ctx is None:
+            self._ctx = zmq.asyncio.Context()
+        return subscribed(self._ctx, address, None, subscriptions)
+
+    def close(self) -> None:
+        """Close the event sockets' context, if events were asked for."""
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+
+class _LocalCalls:
+    """The blocking face of a :class:`LocalTransport` (a ``SyncTransport``)."""
+
+    immediate = True
+
+    def __init__(self, transport: LocalTransport) -> None:
+        self.call = transport.call_now
+
+    def close(self) -> None:
+        """Nothing to release: the transport holds it all."""

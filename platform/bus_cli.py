@@ -78,8 +78,9 @@ def bus_serve(
 ) -> None:
     """Run a standalone bus server until interrupted."""
     from hivemem.memory_bus.auth import new_secret
+    from hivemem.memory_bus.curve import CurveConfig
     from hivemem.memory_bus.journal import Journal
-    from hivemem.memory_bus.server import BusServer, CurveConfig
+    from hivemem.memory_bus.server import BusServer
     from hivemem.memory_bus.store import MemoryStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -92,7 +92,7 @@ def test_refusals_and_an_absent_bus_are_errors_not_hangs(served: tuple[BusServer
 
 def test_a_curve_bus_answers_the_cli_with_keys_and_not_without(tmp_path: Path) -> None:
     import zmq.auth
-    from hivemem.memory_bus.server import CurveConfig
+    from hivemem.memory_bus.curve import CurveConfig
 
     allowed = tmp_path / "allowed"
     allowed.mkdir()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import zmq.auth
 from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, MemoryClient
+from hivemem.memory_bus.curve import CurveConfig
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.server import CurveConfig
 
 from .conftest import make_server
 

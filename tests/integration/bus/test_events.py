@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
+from hivemem.memory_bus.client import AsyncMemoryClient, LocalTransport, MemoryClient
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import (
@@ -180,11 +180,21 @@ def test_malformed_subscriptions_are_ignored_and_the_feed_keeps_working() -> Non
     assert refused == sum(len({j for j in junk[i::6] if j.startswith(HEADER)}) for i in range(6))
 
 
-def test_the_blocking_client_iterates_events_in_its_own_thread() -> None:
+@pytest.mark.parametrize("local", [False, True], ids=["socket", "local_transport"])
+def test_the_blocking_client_iterates_events_in_its_own_thread(local: bool) -> None:
+    """Also over a LocalTransport: its writes skip the socket, their events still come
+    (the owner thread, woken, publishes them)."""
     server, tokens = make_server()
     with server:
-        watcher = MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
-        writer = MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
+
+        def client() -> MemoryClient:
+            if local:
+                return MemoryClient(
+                    agent="alice", token=tokens["alice"], transport=LocalTransport(server)
+                )
+            return MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
+
+        watcher, writer = client(), client()
         with pytest.raises(AccessDeniedError):
             next(watcher.events(["private/bob"]))
         seen: list[dict[str, Any]] = []

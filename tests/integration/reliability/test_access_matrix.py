@@ -18,9 +18,10 @@ import zmq.auth
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import BusTimeoutError, MemoryClient, OnBehalf
 from hivemem.memory_bus.config import AccessConfig, StoreConfig
+from hivemem.memory_bus.curve import CurveConfig
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.server import BusServer, CurveConfig
+from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
 DIM = 16

@@ -1,0 +1,168 @@
+"""The clients over LocalTransport: a server of this process called directly, no socket.
+
+Every answer must be the one the socket gives: the same ops, the same refusals, the same
+idempotent retries (events: ``test_events.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+from hivemem.memory_bus.client import (
+    AsyncMemoryClient,
+    LocalTransport,
+    MemoryClient,
+)
+from hivemem.memory_bus.errors import (
+    AccessDeniedError,
+    HivememError,
+    ItemNotFoundError,
+    VersionConflictError,
+)
+from hivemem.memory_bus.interfaces import SyncTransport, Transport
+from hivemem.memory_bus.item import NewItem, WriteOp
+from hivemem.memory_bus.protocol import ProtocolError
+from hivemem.memory_bus.server import serving_at
+from hivemem.memory_bus.transport import AsyncTransport
+
+from .conftest import DIM, Bus, make_server
+
+QUIET_S = 0.7
+
+
+def vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def local_client(bus: Bus, agent: str, client_id: int | None = None) -> MemoryClient:
+    transport = LocalTransport.at(bus.server.address, client_id)
+    return MemoryClient(agent=agent, token=bus.tokens[agent], transport=transport)
+
+
+def session(client: MemoryClient) -> list[Any]:
+    """The same calls through any client; what they return, in a comparable form."""
+    out: list[Any] = []
+    first = client.write(
+        "private", "alice", NewItem("the vault code is 4417", vector=vec(1)), now=0.0
+    )
+    many = client.write_many(
+        "private", [("alice", NewItem(f"note {i}", vector=vec(10 + i))) for i in range(4)], now=1.0
+    )
+    out.append([first.op, *(r.op for r in many)])
+    hits = client.search("private", "alice", vec(1), k=3, now=2.0)
+    out.append([(h.item.text, round(h.score, 5)) for h in hits])
+    batched = client.search_many("private", [("alice", vec(11), 2), ("alice", vec(12), 2)], now=3.0)
+    out.append([[h.item.text for h in hits] for hits in batched])
+    item = client.get("private", "alice", first.item_id)
+    updated = client.update(
+        "private", "alice", first.item_id, expected_version=item.version, now=4.0, text="4418"
+    )
+    out.append((updated.text, updated.version))
+    with pytest.raises(VersionConflictError):
+        client.update("private", "alice", first.item_id, expected_version=1, now=5.0, text="x")
+    client.delete("private", "alice", many[0].item_id, now=6.0)
+    with pytest.raises(ItemNotFoundError):
+        client.get("private", "alice", many[0].item_id)
+    out.append([h["version"] for h in client.history("private", "alice", first.item_id)])
+    with pytest.raises(AccessDeniedError):  # bob's private namespace
+        client.search("private", "bob", vec(1), k=1, now=7.0)
+    with pytest.raises(AccessDeniedError):  # a group alice is not in
+        client.write("shared", "rivals", NewItem("hello"), now=7.0)
+    future = client.nowait().search("private", "alice", vec(2), k=1, now=8.0)
+    out.append(future.result(timeout=5).__len__())
+    out.append({k: v for k, v in client.ping().items() if k != "pub"})  # pub: its port
+    return out
+
+
+def test_every_answer_is_the_one_the_socket_gives() -> None:
+    answers = []
+    for local in (False, True):
+        server, tokens = make_server()
+        with server:
+            bus = Bus(server, tokens)
+            client = local_client(bus, "alice") if local else bus.client("alice", timeout=5.0)
+            answers.append(session(client))
+            client.close()
+    assert answers[1] == answers[0]
+    assert answers[1][0] == [WriteOp.ADD] * 5
+
+
+def test_refusals_and_bad_tokens_raise_as_over_the_socket(bus: Bus) -> None:
+    client = MemoryClient(
+        agent="alice", token="not-a-token", transport=LocalTransport(bus.server, client_id=7)
+    )
+    with pytest.raises(ProtocolError, match="token"):
+        client.write("private", "alice", NewItem("x"), now=0.0)
+    client.close()
+
+
+def test_a_retried_write_with_the_same_id_is_answered_from_memory(bus: Bus) -> None:
+    """A process that replays its requests after a crash numbers them as before."""
+    ids = []
+    for _attempt in range(2):
+        client = local_client(bus, "alice", client_id=42)
+        client.number_requests_from(1_000)
+        ids.append(
+            client.write("private", "alice", NewItem("once", vector=vec(3)), now=0.0).item_id
+        )
+        client.close()
+    assert ids[0] == ids[1]
+    reader = bus.client("alice", timeout=5.0)
+    hits = reader.search("private", "alice", vec(3), k=10, now=1.0)
+    assert [h.item.text for h in hits] == ["once"]
+    reader.close()
+
+
+def test_the_transports_keep_the_protocols(bus: Bus) -> None:
+    local = LocalTransport(bus.server)
+    assert isinstance(local, Transport) and isinstance(local.blocking(), SyncTransport)
+    assert local.blocking().immediate
+    sockets = AsyncTransport(bus.server.address, 1.0, 0, None)
+    blocking = sockets.blocking()
+    assert isinstance(sockets, Transport) and isinstance(blocking, SyncTransport)
+    assert not blocking.immediate
+    blocking.close()
+    sockets.close()
+
+
+def test_the_async_client_over_a_local_transport(bus: Bus) -> None:
+    async def run() -> list[str]:
+        client = AsyncMemoryClient(
+            agent="alice", token=bus.tokens["alice"], transport=LocalTransport(bus.server)
+        )
+        results = await asyncio.gather(
+            *(
+                client.write("private", "alice", NewItem(f"a{i}", vector=vec(i)), now=0.0)
+                for i in range(5)
+            )
+        )
+        hits = await client.search("private", "alice", vec(4), k=1, now=1.0)
+        client.close()
+        assert len({r.item_id for r in results}) == 5
+        return [h.item.text for h in hits]
+
+    assert asyncio.run(run()) == ["a4"]
+
+
+def test_no_server_no_transport_and_a_stopped_server_refuses() -> None:
+    server, tokens = make_server()
+    with pytest.raises(HivememError, match="no bus server of this process"):
+        LocalTransport.at("tcp://127.0.0.1:1")
+    server.start()
+    address = server.address
+    assert serving_at(address) is server
+    client = MemoryClient(agent="alice", token=tokens["alice"], transport=LocalTransport(server))
+    client.ping()
+    server.stop()
+    assert serving_at(address) is None
+    with pytest.raises(HivememError, match="not serving"):
+        client.ping()
+    client.close()
+    with pytest.raises(ValueError, match="no bus address"):
+        MemoryClient()
+    with pytest.raises(ValueError, match="address or a transport"):
+        MemoryClient(address, transport=LocalTransport(server))
