@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 from hivemem.agents.base import Action, Agent, AgentSpec, Observation, Proposal, make_agent
 from hivemem.agents.metrics import HostMetrics, host_metrics
-from hivemem.memory_bus.client import MemoryClient, OnBehalf, WriteEntries, encode_write_entries
+from hivemem.memory_bus.client import (
+    LocalTransport,
+    MemoryClient,
+    OnBehalf,
+    WriteEntries,
+    encode_write_entries,
+)
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
@@ -123,6 +129,9 @@ class AgentHost:
         imports: Modules to import first, so their agent types are registered.
         timeout: Seconds to wait for one bus reply.
         client_id: Stable bus client id of this host (survives restarts; see commit).
+        in_process: Hand requests to the bus server of this process that serves
+            ``address`` (:class:`~hivemem.memory_bus.transport.LocalTransport`: no
+            socket, no thread hop), as RL episodes do; else a DEALER to ``address``.
     """
 
     def __init__(
@@ -134,6 +143,7 @@ class AgentHost:
         imports: Sequence[str] = (),
         timeout: float = 60.0,
         client_id: int | None = None,
+        in_process: bool = False,
     ) -> None:
         for module in imports:
             importlib.import_module(module)
@@ -144,7 +154,11 @@ class AgentHost:
         # A stable client id (from the runner: run and host index) plus request ids
         # numbered by tick make a replayed commit idempotent: a host restarted after the
         # bus applied its writes gets the remembered replies, not a second copy.
-        self.client = MemoryClient(address, timeout=timeout, client_id=client_id)
+        self.client = (
+            MemoryClient(transport=LocalTransport.at(address, client_id))
+            if in_process
+            else MemoryClient(address, timeout=timeout, client_id=client_id)
+        )
         self.pending: list[tuple[str, Action]] = []
         self.incarnation = f"{os.getpid()}-{time.monotonic_ns()}"
         self.max_batch = DEFAULT_LIMITS.max_batch

@@ -2,8 +2,10 @@
 
 Training runs thousands of short episodes, so it keeps the agent hosts in this process
 (:class:`LocalHosts`, the same :class:`~hivemem.agents.host.AgentHost` the Ray actors
-wrap) and the bus embedded; everything else is :func:`~hivemem.platform.runner.run_once`,
-so an episode here is a ``hivemem run`` without Ray.
+wrap) and the bus embedded, the hosts handing their requests straight to it
+(:class:`~hivemem.memory_bus.transport.LocalTransport`); everything else is
+:func:`~hivemem.platform.runner.run_once`, so an episode here is a ``hivemem run``
+without Ray.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from hivemem.agents.base import AgentSpec
 from hivemem.agents.host import AgentHost
+from hivemem.memory_bus.server import serving_at
 from hivemem.platform.runner import RunResult, run_once
 from hivemem.platform.scenario import Scenario
 from hivemem.scenarios.families import BUILTIN_MODULES
@@ -32,6 +35,8 @@ class LocalHosts:
         dim: int,
         run_id: str,
     ) -> None:
+        # The bus runs in this process unless sharded: requests then skip the socket.
+        in_process = serving_at(address) is not None
         self.hosts = [
             AgentHost(
                 address,
@@ -39,6 +44,7 @@ class LocalHosts:
                 {s.agent_id: tokens[s.agent_id] for s in block},
                 dim,
                 BUILTIN_MODULES,
+                in_process=in_process,
             )
             for block in blocks
         ]
