@@ -97,6 +97,16 @@ class Durability:
                 {"op": "recall", "recalls": ctx.recalls, "now": req.args.get("now", 0.0)}
             )
 
+    @property
+    def snapshot_due(self) -> bool:
+        """Whether :meth:`maybe_snapshot` would start a snapshot now."""
+        journal = self.journal
+        return (
+            journal is not None
+            and journal.records_since_snapshot >= self.snapshot_every
+            and self._snapshot is None
+        )
+
     def maybe_snapshot(self) -> None:
         """Snapshot once ``snapshot_every`` records piled up (one snapshot at a time).
 
@@ -109,11 +119,7 @@ class Durability:
         owner thread writes the snapshot itself.
         """
         journal = self.journal
-        if (
-            journal is None
-            or journal.records_since_snapshot < self.snapshot_every
-            or self._snapshot is not None
-        ):
+        if journal is None or not self.snapshot_due:
             return
         seq = journal.begin_snapshot()
         if self.fork_snapshots:

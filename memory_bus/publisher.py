@@ -69,8 +69,14 @@ class EventPublisher:
         Only topics someone subscribed to are encoded and sent (a PUB would drop the
         rest anyway, after the server had packed them). Every event is counted in metrics.
         """
+        send(pub, self.take())
+
+    def take(self) -> dict[bytes, list[dict[str, Any]]]:
+        """The events not yet published, by topic, for the topics someone subscribed to
+        (every event counted in metrics); the queue is emptied. Any thread may take them
+        (under the server's lock); only the owner thread may :func:`send` them."""
         if not self.events:
-            return
+            return {}
         # Subscriptions are read when the poller says the XPUB has some (see
         # ``BusServer._loop``); a receive here, which fails with an exception nearly
         # always, cost more than the rest of publishing.
@@ -98,9 +104,8 @@ class EventPublisher:
                 }
                 for item_id in event.item_ids
             )
-        for topic, events in by_topic.items():
-            pub.send_multipart([topic, HEADER, pack(events)])
         self.events.clear()
+        return by_topic
 
     def take_subscriptions(self, pub: zmq.Socket[Any]) -> None:
         """Act on the subscriptions the XPUB reports (``b"\\x01"``/``b"\\x00"`` + payload).
@@ -166,3 +171,9 @@ class EventPublisher:
                 del totals[prefix]
             if not self._held[key]:
                 del self._held[key]
+
+
+def send(pub: zmq.Socket[Any], by_topic: dict[bytes, list[dict[str, Any]]]) -> None:
+    """Send events taken by :meth:`EventPublisher.take`: one message per topic."""
+    for topic, events in by_topic.items():
+        pub.send_multipart([topic, HEADER, pack(events)])

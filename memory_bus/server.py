@@ -28,9 +28,7 @@ Run it embedded (``with BusServer(store) as server: ...``), standalone
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 import weakref
@@ -63,8 +61,9 @@ from hivemem.memory_bus.protocol import (
     encode_reply,
     request_id_of,
 )
-from hivemem.memory_bus.publisher import EventPublisher
+from hivemem.memory_bus.publisher import EventPublisher, send
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.wake import Wake
 from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger(__name__)
@@ -161,8 +160,9 @@ class BusServer:
         )
         self._verified: set[tuple[str, str]] = set()
         self._publisher = EventPublisher(self.metrics, self._authorize_subscription)
+        self._outbox: list[dict[bytes, list[dict[str, Any]]]] = []  # handle()'s events
         self._stop = threading.Event()
-        self._wake_r = self._wake_w = -1  # the pipe that wakes the owner thread (start)
+        self._waker = Wake(pipe=False)  # wakes the owner thread from its poll (start)
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -196,16 +196,13 @@ class BusServer:
 
     def start(self, timeout: float = 30.0) -> BusServer:
         """Recover from the journal, bind, and serve on the owner thread; returns once bound."""
-        # stop() writes to this pipe to wake the owner thread from its poll at once
-        # (os.write is safe in a signal handler; a socket would need the ZeroMQ context).
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        self._waker = Wake()  # stop() and handle() wake the owner thread with it
         self._thread = threading.Thread(target=self._run, name="hivemem-bus", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise HivememError(f"bus server did not start within {timeout} s")
         if self._failure is not None:
-            self._close_wake()
+            self._waker.close()
             raise HivememError(f"bus server failed to start: {self._failure}") from self._failure
         _SERVING[self.address] = self
         return self
@@ -224,25 +221,12 @@ class BusServer:
             self._thread.join()
         if self.journal is not None:
             self.journal.close()
-        self._close_wake()
+        self._waker.close()
 
     def request_stop(self) -> None:
         """Ask the server to stop (safe from a signal handler); :meth:`serve_forever` returns."""
         self._stop.set()
-        self._wake()
-
-    def _wake(self) -> None:
-        """Wake the owner thread from its poll (to stop, or to publish events)."""
-        if self._wake_w >= 0:
-            # a full pipe (BlockingIOError) has a wake-up waiting already
-            with contextlib.suppress(BlockingIOError):
-                os.write(self._wake_w, b"!")
-
-    def _close_wake(self) -> None:
-        if self._wake_w >= 0:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_r = self._wake_w = -1
+        self._waker.wake()
 
     def serve_forever(self) -> None:
         """Start (unless started) and block until :meth:`request_stop` or Ctrl-C."""
@@ -302,7 +286,8 @@ class BusServer:
         poller.register(router, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         poller.register(pub, zmq.POLLIN)  # subscriptions arrive here
-        poller.register(self._wake_r, zmq.POLLIN)  # stop() writes here
+        waker = self._waker  # start() made it before this thread
+        poller.register(waker.fd, zmq.POLLIN)  # stop() and handle() wake the loop
         next_gauges = 0.0
         spin_until = 0.0  # poll without sleeping until then (see spin_us)
         try:
@@ -316,10 +301,9 @@ class BusServer:
                     self._count_connections(monitor)
                 if pub in ready:
                     self._publisher.take_subscriptions(pub)
-                if self._wake_r in ready:  # stop(), or events of requests handle() answered
-                    os.read(self._wake_r, 4096)
-                    with self._between:
-                        self._publisher.publish(pub)
+                if waker.fd in ready:  # stop(), or what requests handle() answered left
+                    waker.clear()
+                    self._after_handled(pub)
                 if time.monotonic() >= next_gauges:
                     started = time.monotonic()
                     self.metrics.observe_store(self.store)
@@ -331,6 +315,14 @@ class BusServer:
             self.metrics.observe_store(self.store)  # the last word on the gauges
             router.disable_monitor()
             monitor.close(linger=0)
+
+    def _after_handled(self, pub: zmq.Socket[Any]) -> None:
+        """Send the events of requests :meth:`handle` answered; snapshot if they made one due."""
+        with self._between:
+            for outgoing in self._outbox:
+                send(pub, outgoing)
+            self._outbox.clear()
+            self._durability.maybe_snapshot()
 
     def _count_connections(self, monitor: zmq.Socket[Any]) -> None:
         while monitor.poll(0):
@@ -365,14 +357,19 @@ class BusServer:
 
         The request is wholly applied when this returns (nothing is left for later).
         Safe to call from any thread while the server runs (see :meth:`inspect`). The
-        events it caused go out on the event socket from the owner thread, which this
-        wakes (the socket is the owner thread's alone).
+        events it caused go out on the event socket, and a snapshot it made due is
+        forked, from the owner thread, which this wakes when there is either to do: the
+        socket is the owner thread's alone, and a snapshot writer dies with the thread
+        that forked it.
         """
         with self._between:
             reply, later = self._handle(frames)
-            self._settle(later)
-            if self._publisher.events:
-                self._wake()
+            self._settle(later, snapshot=False)
+            outgoing = self._publisher.take()
+            if outgoing:
+                self._outbox.append(outgoing)
+            if outgoing or self._durability.snapshot_due:
+                self._waker.wake()
         return reply
 
     def inspect(self, read: Callable[[MemoryStore], T]) -> T:
@@ -404,8 +401,9 @@ class BusServer:
         )
         return reply, later
 
-    def _settle(self, later: list[Change]) -> None:
-        """Apply what the request just answered left for after its reply; snapshot if due."""
+    def _settle(self, later: list[Change], snapshot: bool = True) -> None:
+        """Apply what the request just answered left for after its reply; snapshot if due
+        (and ``snapshot``: only the owner thread may fork the writer)."""
         for change in later:
             try:
                 change()
@@ -416,7 +414,8 @@ class BusServer:
         # Only now: a snapshot taken before the reply is remembered (or before the change
         # is applied) would lack the change or its reply, and empty the log that held
         # both; after a crash the change would be lost or a retry applied twice.
-        self._durability.maybe_snapshot()
+        if snapshot:
+            self._durability.maybe_snapshot()
 
     def _answer(self, req: Request) -> tuple[bytes, str, list[Change]]:
         """Authenticate, then answer a retried change from memory or apply the request."""

@@ -7,6 +7,9 @@ idempotent retries (events: ``test_events.py``).
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,7 @@ from hivemem.memory_bus.client import (
     LocalTransport,
     MemoryClient,
 )
+from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import (
     AccessDeniedError,
     HivememError,
@@ -24,8 +28,10 @@ from hivemem.memory_bus.errors import (
 )
 from hivemem.memory_bus.interfaces import SyncTransport, Transport
 from hivemem.memory_bus.item import NewItem, WriteOp
+from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.protocol import ProtocolError
-from hivemem.memory_bus.server import serving_at
+from hivemem.memory_bus.server import BusServer, serving_at
+from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.transport import AsyncTransport
 
 from .conftest import DIM, Bus, make_server
@@ -166,3 +172,38 @@ def test_no_server_no_transport_and_a_stopped_server_refuses() -> None:
         MemoryClient()
     with pytest.raises(ValueError, match="address or a transport"):
         MemoryClient(address, transport=LocalTransport(server))
+
+
+def test_snapshots_of_local_writes_are_forked_by_the_owner_thread(tmp_path: Path) -> None:
+    """A write through handle() that makes a snapshot due leaves it to the owner thread:
+    a writer forked by the calling thread would die with it (PR_SET_PDEATHSIG), and here
+    every caller is a thread that ends right after its write."""
+    store = MemoryStore(StoreConfig(dim=DIM))
+    server = BusServer(store, journal=Journal(tmp_path), snapshot_every=5)
+    token = server.register("alice")
+    server.start()
+    written = []
+
+    def one_write(i: int) -> None:
+        client = MemoryClient(agent="alice", token=token, transport=LocalTransport(server))
+        written.append(client.write("private", "alice", NewItem(f"fact {i}"), now=0.0).item_id)
+        client.close()
+
+    snapshots = []
+    for i in range(10):
+        caller = threading.Thread(target=one_write, args=(i,))
+        caller.start()
+        caller.join()
+        if i % 5 == 4:  # a snapshot is due: it completes, though its caller is gone
+            deadline = time.monotonic() + 20
+            while server.snapshots < len(snapshots) + 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            snapshots.append(server.snapshots)
+    server.stop()
+    assert snapshots == [1, 2]
+    again = BusServer(MemoryStore(StoreConfig(dim=DIM)), journal=Journal(tmp_path))
+    token = again.register("alice")
+    with again:
+        client = MemoryClient(agent="alice", token=token, transport=LocalTransport(again))
+        assert client.stats()["private"]["items"] == len(written) == 10
+        client.close()

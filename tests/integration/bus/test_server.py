@@ -298,6 +298,6 @@ def test_a_server_that_failed_to_start_keeps_no_wake_pipe() -> None:
         clash, _ = make_server(port=int(server.address.rsplit(":", 1)[1]))
         with pytest.raises(HivememError, match="failed to start"):
             clash.start()
-        assert clash._wake_r == clash._wake_w == -1
+        assert clash._waker.fd == -1  # closed
     finally:
         server.stop()
