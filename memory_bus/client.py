@@ -89,7 +89,7 @@ class AsyncMemoryClient(Ops):
         if client_id is not None and not 0 <= client_id < 2**63:
             raise ValueError("client_id must be in [0, 2**63)")
         if (transport is None) == (not address):
-            raise ValueError("give the server's address or a transport, not both")
+            raise ValueError("give either the server's address or a transport (one of the two)")
         self.agent, self.token = agent, token
         self._transport: Transport = transport or AsyncTransport(
             address, timeout, retries, curve, client_id
@@ -355,7 +355,7 @@ async def _make_async(
 
     if kw.get("transport") is not None:
         if address:
-            raise ValueError("give the server's address or a transport, not both")
+            raise ValueError("give either the server's address or a transport (one of the two)")
         return AsyncMemoryClient(agent=agent, token=token, **kw)
     addresses = split_addresses(address)
     if len(addresses) == 1:

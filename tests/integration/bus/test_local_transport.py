@@ -207,3 +207,8 @@ def test_snapshots_of_local_writes_are_forked_by_the_owner_thread(tmp_path: Path
         client = MemoryClient(agent="alice", token=token, transport=LocalTransport(again))
         assert client.stats()["private"]["items"] == len(written) == 10
         client.close()
+
+
+def test_the_async_client_wants_an_address_or_a_transport() -> None:
+    with pytest.raises(ValueError, match="address or a transport"):
+        AsyncMemoryClient()
