@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from operator import attrgetter
 
 import numpy as np
 from hivemem.memory_bus.features import COLUMN, NUM_FEATURES, candidate_features
 from hivemem.memory_bus.item import Item
 
 _RELEVANCE = COLUMN["relevance"]
+
+_ID = attrgetter("id")
 
 RowKeys = Callable[[np.ndarray], Sequence[np.ndarray]]
 """Eviction keys of feature rows, lowest first; a row's keys depend on that row alone."""
@@ -71,22 +74,33 @@ class CandidatePool:
         now: Simulation time of the write.
         strength: MemoryBank strength per recall (the retention column).
         relevance: Whether the policy reads the relevance column (it then needs vectors).
+        columns: The other features the policy reads (a policy's ``feature_columns``);
+            the rest stay 0. None: every one.
     """
 
-    def __init__(self, items: Iterable[Item], now: float, strength: float, relevance: bool) -> None:
+    def __init__(
+        self,
+        items: Iterable[Item],
+        now: float,
+        strength: float,
+        relevance: bool,
+        columns: Collection[str] | None = None,
+    ) -> None:
         self.items = list(items)
         self.now, self.strength, self.relevance = now, strength, relevance
+        self.columns = columns
         n = len(self.items)
         self._features = np.empty((max(n, 16), NUM_FEATURES), dtype=np.float64)
-        self._features[:n] = candidate_features(self.items, now, None, strength)
+        self._features[:n] = self._rows(self.items)
+        ids = list(map(_ID, self.items))  # map and zip below: loops in C, not Python
         self._ids = np.empty(len(self._features), dtype=np.int64)
-        self._ids[:n] = [it.id for it in self.items]
+        self._ids[:n] = ids
         self._vectors: np.ndarray | None = None
         if relevance and n:
             dim = len(self.items[0].vector)
             self._vectors = np.empty((len(self._features), dim), dtype=np.float32)
             self._vectors[:n] = [it.vector for it in self.items]
-        self._row = {it.id: i for i, it in enumerate(self.items)}
+        self._row = dict(zip(ids, range(n), strict=True))
         self._contexts: np.ndarray | None = None  # the incoming vectors of one add_many
         self._relevance: np.ndarray | None = None  # (rows, contexts): candidate . context
         self._order: _Order | None = None  # the candidates sorted by row keys (order_by)
@@ -101,7 +115,7 @@ class CandidatePool:
         product, not a product per eviction.
         """
         self._arriving = {it.id: i for i, it in enumerate(arriving)}
-        self._arriving_rows = candidate_features(arriving, self.now, None, self.strength)
+        self._arriving_rows = self._rows(arriving)
         if not self.relevance or self._vectors is None:
             return
         n = len(self.items)
@@ -110,6 +124,10 @@ class CandidatePool:
         )
         self._relevance = np.empty((len(self._features), len(arriving)), np.float32)
         self._relevance[:n] = self._vectors[:n] @ self._contexts.T
+
+    def _rows(self, items: Sequence[Item]) -> np.ndarray:
+        """The feature rows of ``items`` (relevance aside) at the write's time."""
+        return candidate_features(items, self.now, None, self.strength, self.columns)
 
     def order_by(self, keys: RowKeys) -> None:
         """Keep the candidates in the order of ``keys`` (see :meth:`lowest`).
@@ -164,7 +182,7 @@ class CandidatePool:
         # it is used once, so an update of it later in the write computes its row again.
         arrived = self._arriving.pop(item.id, None)
         if arrived is None:
-            self._features[n] = candidate_features([item], self.now, None, self.strength)[0]
+            self._features[n] = self._rows([item])[0]
         else:
             self._features[n] = self._arriving_rows[arrived]
         self._ids[n] = item.id

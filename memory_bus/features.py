@@ -7,7 +7,8 @@ exactly what it learned on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from operator import attrgetter
 
 import numpy as np
 from hivemem.memory_bus.item import Item
@@ -47,6 +48,7 @@ def candidate_features(
     now: float,
     context: np.ndarray | None = None,
     strength: float = DEFAULT_STRENGTH,
+    columns: Collection[str] | None = None,
 ) -> np.ndarray:
     """Feature matrix of eviction candidates, one row per item, columns ``FEATURE_NAMES``.
 
@@ -55,6 +57,8 @@ def candidate_features(
         now: Simulation time of the decision.
         context: A unit vector the decision is about (the incoming item), or None.
         strength: MemoryBank strength per recall.
+        columns: Only these features are computed (each is a pass over the items in
+            Python), the others left 0; None computes every one.
 
     Returns:
         float64 array of shape (len(items), NUM_FEATURES).
@@ -63,20 +67,32 @@ def candidate_features(
     out = np.zeros((n, NUM_FEATURES), dtype=np.float64)
     if n == 0:
         return out
-    created = np.fromiter((it.created for it in items), np.float64, n)
-    accessed = np.fromiter((it.accessed for it in items), np.float64, n)
-    hits = np.fromiter((it.hits for it in items), np.float64, n)
-    out[:, COLUMN["age"]] = now - created
-    out[:, COLUMN["since_access"]] = now - accessed
-    out[:, COLUMN["log_hits"]] = np.log1p(hits)
-    out[:, COLUMN["importance"]] = np.fromiter((it.importance for it in items), np.float64, n)
-    out[:, COLUMN["retention"]] = retention(now - accessed, hits, strength)
+    wanted = FEATURE_NAMES if columns is None else columns
+
+    def read(attribute: str) -> np.ndarray:
+        return np.fromiter(map(attrgetter(attribute), items), np.float64, n)
+
+    if {"since_access", "retention"} & set(wanted):
+        accessed = read("accessed")
+        out[:, COLUMN["since_access"]] = now - accessed
+    if {"log_hits", "retention"} & set(wanted):
+        hits = read("hits")
+        out[:, COLUMN["log_hits"]] = np.log1p(hits)
+    if "retention" in wanted:
+        out[:, COLUMN["retention"]] = retention(now - accessed, hits, strength)
+    if "age" in wanted:
+        out[:, COLUMN["age"]] = now - read("created")
+    if "importance" in wanted:
+        out[:, COLUMN["importance"]] = read("importance")
     if context is not None:
         vectors = np.stack([it.vector for it in items])
         out[:, COLUMN["relevance"]] = vectors @ context.astype(np.float32)
-    out[:, COLUMN["log_tokens"]] = np.log1p(np.fromiter((it.tokens for it in items), np.float64, n))
-    out[:, COLUMN["version"]] = np.fromiter((it.version for it in items), np.float64, n)
-    out[:, COLUMN["expired"]] = np.fromiter((it.valid_to <= now for it in items), np.float64, n)
+    if "log_tokens" in wanted:
+        out[:, COLUMN["log_tokens"]] = np.log1p(read("tokens"))
+    if "version" in wanted:
+        out[:, COLUMN["version"]] = read("version")
+    if "expired" in wanted:
+        out[:, COLUMN["expired"]] = np.fromiter((it.valid_to <= now for it in items), np.float64, n)
     return out
 
 

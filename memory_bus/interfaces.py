@@ -119,7 +119,10 @@ class EvictionPolicy(Protocol):
     ``keys(features, ctx) -> list[np.ndarray]``: the policy evicts the lowest keys (the
     first most significant, ties to the lower id) and a row's keys depend on that row
     alone, so the store sorts the candidates once per write instead of calling
-    ``select`` for each eviction (``hivemem.memory_bus.candidates``).
+    ``select`` for each eviction (``hivemem.memory_bus.candidates``); and
+    ``feature_columns``, the names of the features (``FEATURE_NAMES``) the policy reads
+    besides relevance: the store computes only those, leaving the others 0 (each is a
+    pass over every candidate in Python). Without it, every feature is computed.
     """
 
     name: str

@@ -45,6 +45,10 @@ def _oldest_write_first(features: np.ndarray) -> list[np.ndarray]:
     return [-features[:, COLUMN["age"]]]
 
 
+WINDOW_COLUMNS = frozenset({"age"})
+"""The features a window's eviction reads."""
+
+
 class Namespace:
     """Items of one agent, group or graph, with their index and bounds."""
 
@@ -217,8 +221,14 @@ class Namespace:
         relevance = self.config.mode is not NamespaceMode.WINDOW and bool(
             getattr(self.eviction, "uses_relevance", True)
         )
-        others = (it for it in self._items.values() if it.id != incoming.id)
-        pool = CandidatePool(others, now, strength, relevance)
+        window = self.config.mode is NamespaceMode.WINDOW
+        columns = WINDOW_COLUMNS if window else getattr(self.eviction, "feature_columns", None)
+        others = list(self._items.values())
+        if others and others[-1] is incoming:  # add_many put it last: drop it in C
+            others.pop()
+        else:
+            others = [it for it in others if it.id != incoming.id]
+        pool = CandidatePool(others, now, strength, relevance, columns)
         keys = self._row_keys(incoming, now)
         if keys is not None:
             pool.order_by(keys)

@@ -66,6 +66,7 @@ class FIFOPolicy(_KeyPolicy):
     name = "fifo"
     uses_relevance = False  # the store skips computing that column for it
     row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
+    feature_columns = frozenset({"age"})  # all the store need compute for it
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [-features[:, COLUMN["age"]]]
@@ -78,6 +79,7 @@ class LRUPolicy(_KeyPolicy):
     name = "lru"
     uses_relevance = False  # the store skips computing that column for it
     row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
+    feature_columns = frozenset({"since_access"})  # all the store need compute for it
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [-features[:, COLUMN["since_access"]]]
@@ -90,6 +92,7 @@ class LFUPolicy(_KeyPolicy):
     name = "lfu"
     uses_relevance = False  # the store skips computing that column for it
     row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
+    feature_columns = frozenset({"log_hits", "since_access"})  # all the store need compute for it
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         return [features[:, COLUMN["log_hits"]], -features[:, COLUMN["since_access"]]]
@@ -107,6 +110,7 @@ class MemoryBankPolicy(_KeyPolicy):
     name = "memorybank"
     uses_relevance = False  # the store skips computing that column for it
     row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
+    feature_columns = frozenset({"retention", "since_access"})  # all the store need compute for it
 
     def __init__(self, strength: float = DEFAULT_STRENGTH) -> None:
         if not strength > 0:
@@ -127,6 +131,7 @@ class GenerativeAgentsPolicy(_KeyPolicy):
     """
 
     name = "generative_agents"
+    feature_columns = frozenset({"since_access", "importance"})  # and relevance
 
     def __init__(
         self,
@@ -167,6 +172,7 @@ class RandomPolicy:
     """Uniformly random victims from the namespace's seeded generator."""
 
     name = "random"
+    feature_columns: frozenset[str] = frozenset()  # reads no feature
     uses_relevance = False  # the store skips computing that column for it
 
     def select(
@@ -185,6 +191,7 @@ class BeladyPolicy(_KeyPolicy):
     """
 
     name = "belady"
+    feature_columns: frozenset[str] = frozenset()  # reads no feature
     uses_relevance = False  # the store skips computing that column for it
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
