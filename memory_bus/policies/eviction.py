@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.candidates import lowest_first
-from hivemem.memory_bus.errors import ConfigError, InvalidInputError
-from hivemem.memory_bus.features import COLUMN, DEFAULT_STRENGTH
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError, UnknownNameError
+from hivemem.memory_bus.features import COLUMN, DEFAULT_STRENGTH, FEATURE_NAMES
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
 from hivemem.memory_bus.item import Item
 from hivemem.memory_bus.registry import Registry
@@ -217,5 +217,15 @@ EVICTION_POLICIES.register("oracle")(BeladyPolicy)
 
 
 def make_eviction_policy(name: str, **params: Any) -> EvictionPolicy:
-    """An eviction policy by name (``lru``, ...) or ``"module:Class"``, with its parameters."""
-    return EVICTION_POLICIES.create(name, **params)
+    """An eviction policy by name (``lru``, ...) or ``"module:Class"``, with its parameters.
+
+    Raises:
+        UnknownNameError: An unknown name, or a feature in the policy's
+            ``feature_columns`` that ``FEATURE_NAMES`` does not have (the store would
+            leave that column 0 and the policy would evict by a column of zeros).
+    """
+    policy = EVICTION_POLICIES.create(name, **params)
+    for column in getattr(policy, "feature_columns", None) or ():
+        if column not in COLUMN:
+            raise UnknownNameError("eviction feature", str(column), FEATURE_NAMES)
+    return policy

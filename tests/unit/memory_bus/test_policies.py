@@ -108,6 +108,17 @@ def test_names_params_and_plugins() -> None:
         victims("lru", [item(1)], n=2)
 
 
+class MisspeltColumns(LRUPolicy):
+    """A plug-in that names a feature the store does not have."""
+
+    feature_columns = frozenset({"since_acess"})
+
+
+def test_a_policy_naming_an_unknown_feature_is_refused() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'since_access'"):
+        make_eviction_policy(f"{__name__}:MisspeltColumns")
+
+
 def test_dedup_branches() -> None:
     policy = make_write_policy("dedup", duplicate_threshold=0.95, update_threshold=0.8)
     proposal = item(0, text="car is blue", meta={"key": "car"})
