@@ -114,9 +114,21 @@ class MisspeltColumns(LRUPolicy):
     feature_columns = frozenset({"since_acess"})
 
 
-def test_a_policy_naming_an_unknown_feature_is_refused() -> None:
+class KeylessRows:
+    """A plug-in that says its keys are per row but gives none."""
+
+    name = "keyless"
+    row_keys = True
+
+    def select(self, candidates: object, features: object, n: int, ctx: object) -> list[int]:
+        return list(range(n))
+
+
+def test_a_policy_naming_an_unknown_feature_or_no_keys_is_refused() -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'since_access'"):
         make_eviction_policy(f"{__name__}:MisspeltColumns")
+    with pytest.raises(ConfigError, match="row_keys but no keys"):
+        make_eviction_policy(f"{__name__}:KeylessRows")
 
 
 def test_dedup_branches() -> None:
