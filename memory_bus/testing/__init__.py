@@ -17,6 +17,7 @@ from hivemem.memory_bus.testing.contract import (
     run_tier_contract,
     simulate_trace,
 )
+from hivemem.memory_bus.testing.evictions import check_eviction_policy
 
 __all__ = [
     "TIER_CHECKS",
@@ -24,6 +25,7 @@ __all__ = [
     "check_access",
     "check_bad_input",
     "check_capacity",
+    "check_eviction_policy",
     "check_round_trip",
     "check_state_round_trip",
     "check_versions",

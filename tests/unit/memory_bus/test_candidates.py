@@ -18,11 +18,12 @@ from hivemem.memory_bus.interfaces import (
     WriteRequest,
 )
 from hivemem.memory_bus.item import Item, NewItem, TierName, WriteOp
-from hivemem.memory_bus.namespace import MemoryEvent, Namespace
+from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.policies import make_eviction_policy
+from hivemem.memory_bus.policies.eviction import GenerativeAgentsPolicy
 from hivemem.memory_bus.policies.learned import LearnedEvictionPolicy, Scorer
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.memory_bus.testing.evictions import evictions_by_definition
+from hivemem.memory_bus.testing import check_eviction_policy
 
 DIM = 8
 CAPACITY = 30
@@ -38,44 +39,23 @@ POLICIES = ["fifo", "lru", "lfu", "memorybank", "generative_agents", "learned"]
 
 @pytest.mark.parametrize("name", POLICIES)
 def test_batched_evictions_match_a_matrix_built_for_each_one(name: str) -> None:
-    rng = np.random.default_rng(7)
-    if name == "learned":
-        policy: EvictionPolicy = LearnedEvictionPolicy(Scorer.init("eviction", 4, rng))
-    else:
-        policy = make_eviction_policy(name)
-    config = TierConfig(capacity=CAPACITY, eviction=name if name != "learned" else "lru")
-    ns = Namespace(TierName.PRIVATE, "a", config, DIM, policy, np.random.default_rng(1))
-    model: dict[int, Item] = {}
-    next_id = 1
-    for step in range(60):
-        now = float(step)
-        for it in rng.choice(sorted(model), size=min(5, len(model)), replace=False).tolist():
-            for item in (ns.items[it], model[it]):  # recalls move hits and accessed
-                item.hits += 1
-                item.accessed = now
-        batch = []
-        for _ in range(int(rng.integers(1, 12))):
-            words = " ".join(["w"] * int(rng.integers(1, 6)))
-            batch.append(
-                Item(
-                    next_id,
-                    TierName.PRIVATE,
-                    "a",
-                    words,
-                    unit(rng),
-                    importance=float(rng.random()),
-                    created=now,
-                    accessed=now,
-                )
-            )
-            next_id += 1
-        want = evictions_by_definition(
-            model, copy.deepcopy(batch), policy, now, CAPACITY, np.random.default_rng(0)
-        )
-        events: list[MemoryEvent] = []
-        got = ns.add_many(batch, now, None, events.append)
-        assert got == want, step
-        assert sorted(ns.items) == sorted(model)
+    def make() -> EvictionPolicy:
+        if name == "learned":
+            return LearnedEvictionPolicy(Scorer.init("eviction", 4, np.random.default_rng(7)))
+        return make_eviction_policy(name)
+
+    check_eviction_policy(make, capacity=CAPACITY, dim=DIM)
+
+
+class ClaimsRowKeys(GenerativeAgentsPolicy):
+    """generative_agents normalises over the candidates: its keys are not a row's own."""
+
+    row_keys = True
+
+
+def test_the_check_catches_a_policy_that_claims_too_much() -> None:
+    with pytest.raises(AssertionError, match="by definition"):
+        check_eviction_policy(ClaimsRowKeys, capacity=CAPACITY, dim=DIM)
 
 
 def test_a_window_evicts_the_oldest_write_one_at_a_time() -> None:
