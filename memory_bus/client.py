@@ -86,8 +86,6 @@ class AsyncMemoryClient(Ops):
         client_id: int | None = None,
         transport: Transport | None = None,
     ) -> None:
-        if client_id is not None and not 0 <= client_id < 2**63:
-            raise ValueError("client_id must be in [0, 2**63)")
         if (transport is None) == (not address):
             raise ValueError("give either the server's address or a transport (one of the two)")
         self.agent, self.token = agent, token

@@ -91,6 +91,8 @@ class _Requests:
     def __init__(
         self, address: str, timeout: float, retries: int, client_id: int | None = None
     ) -> None:
+        if client_id is not None and not 0 <= client_id < 2**63:
+            raise ValueError("client_id must be in [0, 2**63)")
         self.address, self.timeout, self.retries = address, timeout, retries
         self.client_id = secrets.randbits(63) if client_id is None else client_id
         self._ids = itertools.count(1)
@@ -393,15 +395,13 @@ class LocalTransport:
     process: RL episodes run their agent hosts and their bus this way. Events still come
     over the event socket.
 
-    It is both the asyncio :class:`~hivemem.memory_bus.interfaces.Transport` and its own
-    blocking twin (:meth:`blocking`), so ids come from one sequence.
+    Its blocking twin (:meth:`blocking`) calls the same server in the caller's thread,
+    drawing its ids from the same sequence.
 
     Args:
         server: A started :class:`~hivemem.memory_bus.server.BusServer`.
         client_id: Who the server remembers requests under (random if None).
     """
-
-    immediate = True  # a call is answered in the caller's thread
 
     def __init__(self, server: BusServer, client_id: int | None = None) -> None:
         self.server = server

@@ -212,3 +212,11 @@ def test_snapshots_of_local_writes_are_forked_by_the_owner_thread(tmp_path: Path
 def test_the_async_client_wants_an_address_or_a_transport() -> None:
     with pytest.raises(ValueError, match="address or a transport"):
         AsyncMemoryClient()
+
+
+@pytest.mark.parametrize("client_id", [-1, 2**63])
+def test_a_client_id_out_of_range_is_refused_by_either_transport(bus: Bus, client_id: int) -> None:
+    with pytest.raises(ValueError, match="client_id"):
+        LocalTransport(bus.server, client_id)
+    with pytest.raises(ValueError, match="client_id"):
+        AsyncMemoryClient(bus.server.address, client_id=client_id)
