@@ -229,19 +229,20 @@ class Namespace:
         else:
             others = [it for it in others if it.id != incoming.id]
         pool = CandidatePool(others, now, strength, relevance, columns)
-        keys = self._row_keys(incoming, now)
+        keys = self._row_keys(now)
         if keys is not None:
             pool.order_by(keys)
         return pool
 
-    def _row_keys(self, incoming: Item, now: float) -> RowKeys | None:
-        """The eviction keys of feature rows if each row's are its own, else None."""
+    def _row_keys(self, now: float) -> RowKeys | None:
+        """The eviction keys of feature rows if each row's are its own, else None (the
+        context names no incoming item: keys that are a row's own cannot read it)."""
         if self.config.mode is NamespaceMode.WINDOW:
             return _oldest_write_first
         policy: Any = self.eviction
         if not getattr(policy, "row_keys", False):
             return None
-        ctx = EvictionContext(now=now, rng=self.rng, incoming=incoming)
+        ctx = EvictionContext(now=now, rng=self.rng)
         return lambda features: policy.keys(features, ctx)
 
     def _make_room(
