@@ -163,8 +163,11 @@ class GenerativeAgentsPolicy(_KeyPolicy):
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
-    span = float(values.max() - values.min()) if len(values) else 0.0
-    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+    if not len(values):
+        return np.zeros_like(values)
+    low = values.min()  # once: called per eviction, over every candidate
+    span = float(values.max() - low)
+    return (values - low) / span if span > 0 else np.zeros_like(values)
 
 
 @EVICTION_POLICIES.register("random")
