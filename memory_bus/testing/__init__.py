@@ -18,6 +18,7 @@ from hivemem.memory_bus.testing.contract import (
     simulate_trace,
 )
 from hivemem.memory_bus.testing.evictions import check_eviction_policy
+from hivemem.memory_bus.testing.transports import check_transport
 
 __all__ = [
     "TIER_CHECKS",
@@ -28,6 +29,7 @@ __all__ = [
     "check_eviction_policy",
     "check_round_trip",
     "check_state_round_trip",
+    "check_transport",
     "check_versions",
     "run_tier_contract",
     "simulate_trace",

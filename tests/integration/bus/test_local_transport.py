@@ -1,7 +1,7 @@
 """The clients over LocalTransport: a server of this process called directly, no socket.
 
-Every answer must be the one the socket gives: the same ops, the same refusals, the same
-idempotent retries (events: ``test_events.py``).
+Every answer must be the one the socket gives (``hivemem.memory_bus.testing.check_transport``):
+the same ops, the same refusals, the same idempotent retries (events: ``test_events.py``).
 """
 
 from __future__ import annotations
@@ -21,17 +21,15 @@ from hivemem.memory_bus.client import (
 )
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import (
-    AccessDeniedError,
     HivememError,
-    ItemNotFoundError,
-    VersionConflictError,
 )
 from hivemem.memory_bus.interfaces import SyncTransport, Transport
-from hivemem.memory_bus.item import NewItem, WriteOp
+from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
-from hivemem.memory_bus.protocol import ProtocolError
+from hivemem.memory_bus.protocol import ADMIN_AGENT, ProtocolError
 from hivemem.memory_bus.server import BusServer, serving_at
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.testing import check_transport
 from hivemem.memory_bus.transport import AsyncTransport
 
 from .conftest import DIM, Bus, make_server
@@ -49,52 +47,20 @@ def local_client(bus: Bus, agent: str, client_id: int | None = None) -> MemoryCl
     return MemoryClient(agent=agent, token=bus.tokens[agent], transport=transport)
 
 
-def session(client: MemoryClient) -> list[Any]:
-    """The same calls through any client; what they return, in a comparable form."""
-    out: list[Any] = []
-    first = client.write(
-        "private", "alice", NewItem("the vault code is 4417", vector=vec(1)), now=0.0
-    )
-    many = client.write_many(
-        "private", [("alice", NewItem(f"note {i}", vector=vec(10 + i))) for i in range(4)], now=1.0
-    )
-    out.append([first.op, *(r.op for r in many)])
-    hits = client.search("private", "alice", vec(1), k=3, now=2.0)
-    out.append([(h.item.text, round(h.score, 5)) for h in hits])
-    batched = client.search_many("private", [("alice", vec(11), 2), ("alice", vec(12), 2)], now=3.0)
-    out.append([[h.item.text for h in hits] for hits in batched])
-    item = client.get("private", "alice", first.item_id)
-    updated = client.update(
-        "private", "alice", first.item_id, expected_version=item.version, now=4.0, text="4418"
-    )
-    out.append((updated.text, updated.version))
-    with pytest.raises(VersionConflictError):
-        client.update("private", "alice", first.item_id, expected_version=1, now=5.0, text="x")
-    client.delete("private", "alice", many[0].item_id, now=6.0)
-    with pytest.raises(ItemNotFoundError):
-        client.get("private", "alice", many[0].item_id)
-    out.append([h["version"] for h in client.history("private", "alice", first.item_id)])
-    with pytest.raises(AccessDeniedError):  # bob's private namespace
-        client.search("private", "bob", vec(1), k=1, now=7.0)
-    with pytest.raises(AccessDeniedError):  # a group alice is not in
-        client.write("shared", "rivals", NewItem("hello"), now=7.0)
-    future = client.nowait().search("private", "alice", vec(2), k=1, now=8.0)
-    out.append(future.result(timeout=5).__len__())
-    out.append({k: v for k, v in client.ping().items() if k != "pub"})  # pub: its port
-    return out
-
-
 def test_every_answer_is_the_one_the_socket_gives() -> None:
-    answers = []
-    for local in (False, True):
-        server, tokens = make_server()
-        with server:
-            bus = Bus(server, tokens)
-            client = local_client(bus, "alice") if local else bus.client("alice", timeout=5.0)
-            answers.append(session(client))
-            client.close()
-    assert answers[1] == answers[0]
-    assert answers[1][0] == [WriteOp.ADD] * 5
+    check_transport(LocalTransport)
+
+
+class AsAdmin(LocalTransport):
+    """A transport that gets it wrong: every request goes out as the administrator."""
+
+    def call_now(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        return super().call_now(op, ADMIN_AGENT, self.server.admin_token, args)
+
+
+def test_the_check_catches_a_transport_that_answers_otherwise() -> None:
+    with pytest.raises(AssertionError, match="over the transport"):
+        check_transport(AsAdmin)
 
 
 def test_refusals_and_bad_tokens_raise_as_over_the_socket(bus: Bus) -> None:
