@@ -67,15 +67,15 @@ def candidate_features(
     out = np.zeros((n, NUM_FEATURES), dtype=np.float64)
     if n == 0:
         return out
-    wanted = FEATURE_NAMES if columns is None else columns
+    wanted = set(FEATURE_NAMES if columns is None else columns)
 
     def read(attribute: str) -> np.ndarray:
         return np.fromiter(map(attrgetter(attribute), items), np.float64, n)
 
-    if {"since_access", "retention"} & set(wanted):
+    if {"since_access", "retention"} & wanted:
         accessed = read("accessed")
         out[:, COLUMN["since_access"]] = now - accessed
-    if {"log_hits", "retention"} & set(wanted):
+    if {"log_hits", "retention"} & wanted:
         hits = read("hits")
         out[:, COLUMN["log_hits"]] = np.log1p(hits)
     if "retention" in wanted:

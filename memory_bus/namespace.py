@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.batch import NewRows
-from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, RowKeys, lowest_first
+from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, RowKeys
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.features import COLUMN
 from hivemem.memory_bus.index import VectorIndex
@@ -283,8 +283,7 @@ class Namespace:
         next_use: NextUse | None,
         candidates: list[Item],
     ) -> list[int]:
-        if self.config.mode is NamespaceMode.WINDOW:  # the oldest write, ties to the lower id
-            return lowest_first(_oldest_write_first(features), candidates, 1, ids)
+        # (a window's pool is always ordered: _row_keys, so it never comes here)
         ctx = EvictionContext(now=now, rng=self.rng, next_use=next_use, incoming=incoming, ids=ids)
         return self.eviction.select(candidates, features, 1, ctx)
 

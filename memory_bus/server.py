@@ -319,10 +319,16 @@ class BusServer:
     def _after_handled(self, pub: zmq.Socket[Any]) -> None:
         """Send the events of requests :meth:`handle` answered; snapshot if they made one due."""
         with self._between:
-            for outgoing in self._outbox:
-                send(pub, outgoing)
-            self._outbox.clear()
+            self._publish(pub)
             self._durability.maybe_snapshot()
+
+    def _publish(self, pub: zmq.Socket[Any]) -> None:
+        """Send the events of requests :meth:`handle` answered, then those of the request
+        just answered here: in the order the requests were (call holding ``_between``)."""
+        for outgoing in self._outbox:
+            send(pub, outgoing)
+        self._outbox.clear()
+        self._publisher.publish(pub)
 
     def _count_connections(self, monitor: zmq.Socket[Any]) -> None:
         while monitor.poll(0):
@@ -343,7 +349,7 @@ class BusServer:
                 reply, later = self._handle(rest)
                 router.send_multipart([identity, HEADER, reply])
                 self._settle(later)
-                self._publisher.publish(pub)
+                self._publish(pub)
 
     def _authorize_subscription(self, agent: str, token: str, topic: str) -> bytes:
         """The event-socket prefix of a subscription, checked as a request would be."""

@@ -210,3 +210,29 @@ def test_the_blocking_client_iterates_events_in_its_own_thread(local: bool) -> N
         writer.close()
     assert not reader.is_alive()
     assert [(e["namespace"], e["item_id"]) for e in seen] == [("team", i) for i in ids]
+
+
+def test_events_of_handled_requests_go_out_before_those_of_later_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request handed to handle() (a LocalTransport) leaves its events for the owner
+    thread; the next request the owner thread answers sends them first, in order, even
+    if the wake-up that should have sent them has not come yet."""
+    server, tokens = make_server()
+    with server:
+        watcher = MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
+        seen: list[dict[str, Any]] = []
+        reader = threading.Thread(
+            target=lambda: seen.extend(watcher.events(["shared/team"], timeout=QUIET_S * 2))
+        )
+        reader.start()
+        time.sleep(0.5)  # subscribed before the writes
+        monkeypatch.setattr(server._waker, "wake", lambda: None)  # the wake-up is late
+        local = MemoryClient(agent="alice", token=tokens["alice"], transport=LocalTransport(server))
+        first = local.write("shared", "team", NewItem("through handle()"), now=0.0).item_id
+        second = watcher.write("shared", "team", NewItem("over the socket"), now=0.0).item_id
+        reader.join(timeout=30)
+        local.close()
+        watcher.close()
+    assert not reader.is_alive()
+    assert [e["item_id"] for e in seen] == [first, second]
