@@ -43,6 +43,7 @@ from hivemem.memory_bus.item import (
     check_vector,
     checked_meta,
     count_tokens,
+    count_tokens_many,
 )
 
 Vectors = np.ndarray | list[np.ndarray | None] | None
@@ -185,7 +186,7 @@ class NewRows:
     def tokens(self) -> int:
         """Whitespace tokens of the rows' texts (counted once, when first asked)."""
         if self._tokens < 0:
-            self._tokens = sum(map(count_tokens, self.batch.texts))
+            self._tokens = count_tokens_many(self.batch.texts)
         return self._tokens
 
     def build(self, tier: TierName, vectors: np.ndarray | None = None) -> list[Item]:

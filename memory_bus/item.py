@@ -171,6 +171,30 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
+# The ASCII characters str.split() splits on: \t \n \v \f \r, the four separators
+# \x1c-\x1f and the space.
+_ASCII_SPACE = np.zeros(128, dtype=bool)
+_ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+
+
+def count_tokens_many(texts: list[str]) -> int:
+    """``sum(count_tokens(t) for t in texts)``, without building the tokens.
+
+    The bus counts the tokens of every batch it stores (the tokens gauge, token budgets),
+    on its owner thread; splitting 64 short texts into their words cost ~21 us a batch
+    here, this ~9 us. ASCII text is read as bytes, a token starting wherever a
+    non-space follows a space or the start; the texts are joined by a space, which ends a
+    token as a text's end does. Other text is split as :func:`count_tokens` does.
+    """
+    joined = " ".join(texts)
+    if not joined:
+        return 0
+    if not joined.isascii():
+        return sum(map(count_tokens, texts))
+    space = _ASCII_SPACE[np.frombuffer(joined.encode("ascii"), dtype=np.uint8)]
+    return int(np.count_nonzero(space[:-1] & ~space[1:])) + (not space[0])
+
+
 def check_vector(vector: Any, dim: int, field_name: str = "vector") -> np.ndarray:
     """Return ``vector`` as a contiguous float32 array of shape (dim,) or raise.
 
