@@ -18,10 +18,12 @@ from hivemem.memory_bus.testing.contract import (
     simulate_trace,
 )
 from hivemem.memory_bus.testing.evictions import check_eviction_policy
+from hivemem.memory_bus.testing.failures import ContractFailure
 from hivemem.memory_bus.testing.transports import check_transport
 
 __all__ = [
     "TIER_CHECKS",
+    "ContractFailure",
     "Harness",
     "check_access",
     "check_bad_input",

@@ -17,6 +17,7 @@ from hivemem.memory_bus.config import TierConfig
 from hivemem.memory_bus.features import candidate_features
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
 from hivemem.memory_bus.item import Item, TierName
+from hivemem.memory_bus.testing.failures import expect
 
 
 def evictions_by_definition(
@@ -59,7 +60,7 @@ def check_eviction_policy(
     dim: int = 8,
     seed: int = 7,
 ) -> None:
-    """Raise ``AssertionError`` unless a full namespace evicting with the policy picks the
+    """Raise ``ContractFailure`` unless a full namespace evicting with the policy picks the
     victims :func:`evictions_by_definition` picks, write after write.
 
     Writes of 1-11 items arrive at times 0, 1, ...; before each, a few items are recalled
@@ -107,5 +108,5 @@ def check_eviction_policy(
             model, copy.deepcopy(batch), policy, now, capacity, np.random.default_rng(0)
         )
         got = ns.add_many(batch, now, None, lambda event: None)
-        assert got == want, f"write {step}: the namespace evicted {got}, by definition {want}"
-        assert sorted(ns.items) == sorted(model), f"write {step}: the items differ"
+        expect(got == want, f"write {step}: the namespace evicted {got}, by definition {want}")
+        expect(sorted(ns.items) == sorted(model), f"write {step}: the items differ")

@@ -21,6 +21,7 @@ from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.testing.failures import ContractFailure, expect
 
 DIM = 16
 
@@ -86,7 +87,7 @@ def _server() -> tuple[BusServer, dict[str, str]]:
 
 
 def check_transport(make: Callable[[BusServer], Transport]) -> None:
-    """Raise ``AssertionError`` unless a client over ``make(server)`` answers
+    """Raise ``ContractFailure`` unless a client over ``make(server)`` answers
     :func:`session` as a client over the server's ZeroMQ socket does.
 
     Args:
@@ -106,10 +107,10 @@ def check_transport(make: Callable[[BusServer], Transport]) -> None:
             except Exception as exc:
                 if not own:
                     raise
-                raise AssertionError(f"the session failed over the transport: {exc!r}") from exc
+                raise ContractFailure(f"the session failed over the transport: {exc!r}") from exc
             finally:
                 client.close()
         finally:
             server.stop()
     for i, (want, got) in enumerate(zip(*answers, strict=True)):
-        assert got == want, f"call {i}: {got!r} over the transport, {want!r} over the socket"
+        expect(got == want, f"call {i}: {got!r} over the transport, {want!r} over the socket")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from hivemem.memory_bus.policies import make_eviction_policy
 from hivemem.memory_bus.policies.eviction import GenerativeAgentsPolicy
 from hivemem.memory_bus.policies.learned import LearnedEvictionPolicy, Scorer
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.memory_bus.testing import check_eviction_policy
+from hivemem.memory_bus.testing import ContractFailure, check_eviction_policy
 
 DIM = 8
 CAPACITY = 30
@@ -54,8 +56,27 @@ class ClaimsRowKeys(GenerativeAgentsPolicy):
 
 
 def test_the_check_catches_a_policy_that_claims_too_much() -> None:
-    with pytest.raises(AssertionError, match="by definition"):
+    with pytest.raises(ContractFailure, match="by definition"):
         check_eviction_policy(ClaimsRowKeys, capacity=CAPACITY, dim=DIM)
+
+
+def test_the_check_still_catches_it_under_python_O() -> None:
+    # python -O strips assert statements: a check built on them would pass anything.
+    code = (
+        "from hivemem.memory_bus.policies.eviction import GenerativeAgentsPolicy\n"
+        "from hivemem.memory_bus.testing import ContractFailure, check_eviction_policy\n"
+        "class ClaimsRowKeys(GenerativeAgentsPolicy):\n"
+        "    row_keys = True\n"
+        "try:\n"
+        f"    check_eviction_policy(ClaimsRowKeys, capacity={CAPACITY}, dim={DIM})\n"
+        "except ContractFailure as exc:\n"
+        "    print('caught:', exc)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert "caught:" in run.stdout and "by definition" in run.stdout
 
 
 def test_a_window_evicts_the_oldest_write_one_at_a_time() -> None:
