@@ -86,8 +86,7 @@ class AsyncMemoryClient(Ops):
         client_id: int | None = None,
         transport: Transport | None = None,
     ) -> None:
-        if (transport is None) == (not address):
-            raise ValueError("give either the server's address or a transport (one of the two)")
+        _one_of(address, transport)
         self.agent, self.token = agent, token
         self._transport: Transport = transport or AsyncTransport(
             address, timeout, retries, curve, client_id
@@ -338,6 +337,12 @@ def _answered(call: Callable[[], Any]) -> concurrent.futures.Future[Any]:
     return future
 
 
+def _one_of(address: str | Sequence[str], transport: Transport | None) -> None:
+    """Raise ``ValueError`` unless exactly one of an address and a transport is given."""
+    if (transport is None) == (not address):
+        raise ValueError("give either the server's address or a transport (one of the two)")
+
+
 def _blocking_for(core: Any) -> SyncTransport | None:
     """The blocking twin of a one-transport core's transport, sharing its ids; None if
     sharded (or the transport has none)."""
@@ -352,8 +357,7 @@ async def _make_async(
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
 
     if kw.get("transport") is not None:
-        if address:
-            raise ValueError("give either the server's address or a transport (one of the two)")
+        _one_of(address, kw["transport"])
         return AsyncMemoryClient(agent=agent, token=token, **kw)
     addresses = split_addresses(address)
     if len(addresses) == 1:
