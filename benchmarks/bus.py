@@ -6,8 +6,9 @@ Baselines:
   - echo-keep: the same, holding on to every request's bytes (the least a store does);
   - redis: Debian's redis-server (no persistence) with redis-py, SET of the same payload.
 
-The bus targets: bus-raw and bus-client (defaults); bus-spin: raw frames against a
-bus that busy-polls for 200 us after each answer (``--spin-us 200``, off by default);
+The bus targets: bus-raw and bus-client (``BusServer`` defaults, an embedded bus's);
+bus-spin: raw frames against a bus that busy-polls for 200 us after each answer while
+requests come that close together (``--spin-us 200``, ``hivemem bus serve``'s default);
 bus-prefault: raw frames against a bus whose indexes have the pages ahead of their
 writers faulted in by a thread (``IndexConfig.prefault``, off by default).
 

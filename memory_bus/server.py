@@ -63,7 +63,7 @@ from hivemem.memory_bus.protocol import (
 )
 from hivemem.memory_bus.publisher import EventPublisher, send
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.memory_bus.wake import Wake
+from hivemem.memory_bus.wake import BusyPoll, Wake
 from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger(__name__)
@@ -109,14 +109,12 @@ class BusServer:
         dedup_size: Requests remembered for idempotent retries.
         curve: Optional CURVE settings.
         metrics: Prometheus metrics; a private registry if None.
-        spin_us: After answering, keep polling without sleeping for this many
-            microseconds (busy polling, like Linux's ``SO_BUSY_POLL``): a client's next
-            request then finds the owner thread awake and its caches warm. Measured
-            here with 200, a single write's p50 went from 1.6-1.8x to 1.2-1.3x the bare
-            echo's (``benchmarks/bus.py``, bus-spin).
-            It costs up to that much CPU after each burst of requests (none when idle)
-            and holds the GIL between polls, so it is off by default: an embedded bus
-            shares its process with the runner.
+        spin_us: After answering, poll without sleeping for this many microseconds
+            while requests come that close together (:class:`~.wake.BusyPoll`): with
+            200, a single write's p50 went from 1.6-1.8x to 1.2-1.3x the bare echo's
+            (``benchmarks/bus.py``, bus-spin). It holds the GIL between polls, so it is
+            off here by default (an embedded bus shares its process with the runner);
+            ``hivemem bus serve`` spins 200 us by default.
     """
 
     def __init__(
@@ -289,14 +287,15 @@ class BusServer:
         waker = self._waker  # start() made it before this thread
         poller.register(waker.fd, zmq.POLLIN)  # stop() and handle() wake the loop
         next_gauges = 0.0
-        spin_until = 0.0  # poll without sleeping until then (see spin_us)
+        spin = BusyPoll(self.spin_s)
         try:
             while not self._stop.is_set():
                 self._durability.reap_snapshot()
-                ready = dict(poller.poll(0 if time.perf_counter() < spin_until else POLL_MS))
+                ready = dict(poller.poll(spin.timeout_ms(POLL_MS)))
                 if router in ready:
+                    spin.arrived()
                     self._serve_batch(router, pub)
-                    spin_until = time.perf_counter() + self.spin_s
+                    spin.answered()
                 if monitor in ready:
                     self._count_connections(monitor)
                 if pub in ready:

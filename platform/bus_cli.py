@@ -70,10 +70,11 @@ def bus_serve(
         None, help="Directory of allowed client certificates."
     ),
     spin_us: int = typer.Option(
-        0,
+        200,
         min=0,
-        help="Busy-poll this many microseconds after answering: lower latency for the "
-        "next request, at up to that much CPU after each burst (e.g. 200).",
+        help="Busy-poll this many microseconds after answering, while requests come that "
+        "close together: lower latency for the next one, for CPU while clients keep the "
+        "bus busy (0: always sleep).",
     ),
 ) -> None:
     """Run a standalone bus server until interrupted."""

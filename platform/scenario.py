@@ -64,8 +64,9 @@ class RunSpec(_Model):
         0,
         ge=0,
         le=100_000,
-        description="bus servers poll without sleeping for this long after each answer "
-        "(lower latency, a busy core; hivemem bus serve --spin-us)",
+        description="bus servers poll without sleeping for this long after each answer, "
+        "while requests come that close together (lower latency, a busy core; "
+        "hivemem bus serve --spin-us)",
     )
     num_cpus: int = Field(2, ge=1, description="CPUs of the embedded local Ray")
     baseline: bool = Field(True, description="also run the no-memory baseline agents")

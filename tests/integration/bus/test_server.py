@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import threading
 import time
 
@@ -265,6 +266,21 @@ def test_a_busy_polling_server_answers_every_request_and_stops() -> None:
         assert len(set(ids)) == 60
         assert {h.id for h in client.search("private", "alice", vec(3), k=60, now=1.0)} == set(ids)
     assert server._thread is not None and not server._thread.is_alive()
+
+
+def test_a_busy_polling_server_sleeps_when_requests_come_slower_than_its_spin() -> None:
+    """Requests 0.4 s apart to a server that would spin 0.3 s after each: a spin after
+    every answer would burn ~0.3 s of CPU per request; an adaptive one none."""
+    server, tokens = make_server(spin_us=300_000)
+    with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as client:
+        client.ping()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for i in range(4):
+            time.sleep(0.4)
+            client.write("private", "alice", NewItem(f"fact {i}", vector=vec(i)), now=0.0)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    assert cpu < 0.4, f"the process used {cpu:.2f} s of CPU in 1.6 s of sparse requests"
 
 
 @pytest.mark.parametrize("spin_us", [-1, 1.5, True, "200"])

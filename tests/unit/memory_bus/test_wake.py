@@ -1,0 +1,54 @@
+"""Busy polling spins only while requests come within the spin window of each other."""
+
+from __future__ import annotations
+
+from hivemem.memory_bus.wake import BusyPoll
+
+SLEEP_MS = 100
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def request(poll: BusyPoll, clock: Clock, after: float) -> None:
+    """A request arrives ``after`` seconds after the last answer and is answered at once."""
+    clock.now += after
+    poll.arrived()
+    poll.answered()
+
+
+def test_a_bus_idle_between_requests_never_spins() -> None:
+    clock = Clock()
+    poll = BusyPoll(200e-6, clock)
+    assert poll.timeout_ms(SLEEP_MS) == SLEEP_MS
+    for _ in range(5):
+        request(poll, clock, after=0.5)
+        assert poll.timeout_ms(SLEEP_MS) == SLEEP_MS
+
+
+def test_requests_in_a_burst_keep_it_spinning_until_the_window_passes() -> None:
+    clock = Clock()
+    poll = BusyPoll(200e-6, clock)
+    request(poll, clock, after=1.0)  # the first of a burst: it came after a pause
+    assert poll.timeout_ms(SLEEP_MS) == SLEEP_MS
+    request(poll, clock, after=50e-6)
+    assert poll.timeout_ms(SLEEP_MS) == 0
+    clock.now += 150e-6
+    assert poll.timeout_ms(SLEEP_MS) == 0
+    clock.now += 60e-6  # 210 us after the answer: the window is over
+    assert poll.timeout_ms(SLEEP_MS) == SLEEP_MS
+    request(poll, clock, after=1.0)  # the burst ended: the next request finds it asleep
+    assert poll.timeout_ms(SLEEP_MS) == SLEEP_MS
+
+
+def test_no_spin_configured_never_spins() -> None:
+    clock = Clock()
+    poll = BusyPoll(0.0, clock)
+    for _ in range(3):
+        request(poll, clock, after=0.0)
+        assert poll.timeout_ms(SLEEP_MS) == SLEEP_MS
