@@ -122,6 +122,9 @@ def _start_head(temp_dir: Path) -> RayHead:
         "AUTOSCALER_METRIC_PORT": str(free_port()),
         "RAY_metrics_report_interval_ms": "500",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # A head with its dashboard makes a multiprocessing folder (pymp-*) in the
+        # temporary folder and leaves it, even after `ray stop`: here it goes with the rest.
+        "TMPDIR": str(temp_dir),
         # jobs' entrypoints run with the cluster's PATH: hivemem is in this venv
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
