@@ -104,13 +104,14 @@ def kill_cycles(
     load_seconds: tuple[float, float] = (0.5, 1.5),
     snapshot_every: int = 500,
     seed: int = 0,
-    spin_us: int = 0,
+    spin_us: int | None = None,
     config: Path | None = None,
 ) -> CycleReport:
     """``cycles`` times: write from ``writers`` clients, SIGKILL the server at a random
     moment, restart it on the same data directory. The writers keep going across each
     kill (their retries wait for the restart). Then count every item by key. ``spin_us``
-    is the server's busy polling (``--spin-us``), ``config`` its store config file."""
+    is the server's busy polling (``--spin-us``; None: the command's default), ``config``
+    its store config file."""
     rng = random.Random(seed)
     server = ServerProcess(
         workdir / "data", snapshot_every=snapshot_every, spin_us=spin_us, config=config

@@ -41,7 +41,8 @@ class ServerProcess:
         snapshot_every: Journal records between snapshots.
         fsync: The journal's fsync policy.
         config: A StoreConfig file (JSON or YAML) or None for the defaults.
-        spin_us: ``--spin-us``: busy polling after each answer (0: off).
+        spin_us: ``--spin-us``: busy polling after each answer (0: off; None: the
+            command's default).
         fork_snapshots: False passes ``--no-fork-snapshots``.
     """
 
@@ -51,7 +52,7 @@ class ServerProcess:
         snapshot_every: int = 150,
         fsync: str = "no",
         config: Path | None = None,
-        spin_us: int = 0,
+        spin_us: int | None = None,
         fork_snapshots: bool = True,
     ) -> None:
         self.data_dir = data_dir
@@ -80,10 +81,10 @@ class ServerProcess:
             str(self.snapshot_every),
             "--fsync",
             self.fsync,
-            "--spin-us",
-            str(self.spin_us),
             "--fork-snapshots" if self.fork_snapshots else "--no-fork-snapshots",
         ]
+        if self.spin_us is not None:
+            cmd += ["--spin-us", str(self.spin_us)]
         return cmd + (["--config", str(self.config)] if self.config is not None else [])
 
     def start(self, timeout: float = 60.0) -> float:
