@@ -9,8 +9,9 @@ Baselines:
 The bus targets: bus-raw and bus-client (``BusServer`` defaults, an embedded bus's);
 bus-spin: raw frames against a bus that busy-polls for 200 us after each answer while
 requests come that close together (``--spin-us 200``, ``hivemem bus serve``'s default);
-bus-prefault: raw frames against a bus whose indexes have the pages ahead of their
-writers faulted in by a thread (``IndexConfig.prefault``, off by default).
+bus-nopf: raw frames against a bus whose writes fault in their own pages
+(``IndexConfig(prefault="off")``; by default the owner thread faults them in ahead, in
+its idle time).
 
 Targets, each with 1 and 4 client processes:
   - single: one item (text + 384-d float32 vector) per request, sequential requests;
@@ -54,7 +55,7 @@ import zmq
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient, encode_write_entries
 from hivemem.memory_bus.codec import encode_new_item
-from hivemem.memory_bus.config import IndexConfig, StoreConfig, TierConfig
+from hivemem.memory_bus.config import IndexConfig, Prefault, StoreConfig, TierConfig
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import HEADER, encode_request
 from hivemem.memory_bus.server import BusServer
@@ -287,12 +288,12 @@ class Workers:
 SPIN_US = 200  # the bus-spin target's busy polling (BusServer spin_us, --spin-us)
 
 
-def fresh_bus(spin_us: int = 0, prefault: bool = False) -> BusServer:
+def fresh_bus(spin_us: int = 0, prefault: Prefault = Prefault.IDLE) -> BusServer:
     """A bus server (started by `with`) with the default store configuration, no journal.
 
     Args:
         spin_us: The server's busy polling (the bus-spin target).
-        prefault: The indexes' ``prefault`` (the bus-prefault target).
+        prefault: The indexes' ``prefault`` (the bus-nopf target: off).
     """
     config = StoreConfig(dim=DIM, private=TierConfig(index=IndexConfig(prefault=prefault)))
     return BusServer(MemoryStore(config, embed=False), secret=SECRET, spin_us=spin_us)
@@ -365,7 +366,7 @@ def case_targets(
 ) -> dict[str, tuple[str, str]]:
     """Fresh servers for one case: name -> (client kind, address).
 
-    bus-prefault only in the batched cases: the prefault thread acts on a namespace's
+    bus-nopf only in the batched cases: prefaulting acts on a namespace's
     growth, which single writes make slowly.
     """
     echo = EchoServer()
@@ -383,7 +384,7 @@ def case_targets(
         "bus-spin": ("raw", bus_spin.address),
     }
     if batch:
-        targets["bus-prefault"] = ("raw", case.enter_context(fresh_bus(prefault=True)).address)
+        targets["bus-nopf"] = ("raw", case.enter_context(fresh_bus(prefault=Prefault.OFF)).address)
     if redis_server is not None:
         import redis
 
@@ -430,8 +431,8 @@ def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool)
             rows[(who, "single", 1)]["p99_us"] / rows[("echo", "single", 1)]["p99_us"]
         )
     for procs in (1, 4):
-        head[f"bus-prefault_batched_write_items_per_s_vs_echo_{procs}p"] = (
-            rows[("bus-prefault", "batch64", procs)]["items_per_s"]
+        head[f"bus-nopf_batched_write_items_per_s_vs_echo_{procs}p"] = (
+            rows[("bus-nopf", "batch64", procs)]["items_per_s"]
             / rows[("echo", "batch64", procs)]["items_per_s"]
         )
     print()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -41,6 +41,28 @@ class IndexBuild(StrEnum):
     INLINE = "inline"
 
 
+class Prefault(StrEnum):
+    """Who faults in the pages just ahead of a namespace's exact part, before its writes.
+
+    A growing exact part writes every new vector into fresh pages, and on a virtual
+    machine a first touch costs a page fault each (64 vectors of 384 floats: 50 us into
+    fresh pages against 13 us into pages touched before, here; see
+    :mod:`hivemem.memory_bus.pages`).
+
+    - ``idle``: the bus's owner thread, when it has no request to answer (between
+      polls, in small chunks, so a request that arrives waits for one chunk at most).
+      Nothing is faulted in while requests keep it busy, and a store used without a bus
+      server never faults ahead.
+    - ``thread``: a daemon thread, at once. It pays where a core sits idle; with the
+      bus's clients on the same 2 cores it took the CPU they needed.
+    - ``off``: the writer faults the pages in as it writes.
+    """
+
+    IDLE = "idle"
+    THREAD = "thread"
+    OFF = "off"
+
+
 class IndexConfig(_Model):
     """How a namespace indexes its vectors.
 
@@ -58,13 +80,15 @@ class IndexConfig(_Model):
     huge-page region filled 3.5x slower here (see :mod:`hivemem.memory_bus.pages`); on
     bare metal it is usually the faster choice.
 
-    ``prefault`` has a daemon thread populate the pages just ahead of the exact part's
-    write cursor, so the owner thread does not fault them in itself. Off by default: it
-    pays where a core sits idle while the bus serves. On this project's 2-core machine,
-    with the bus's clients on the same cores, the thread took the CPU they needed, and
-    batched writes made 0.54-0.60 of the bare echo with it against 0.62-0.69 without
-    (six interleaved runs, ``docs/benchmarks.md``); alone in a process, it cut a
-    batch's owner-thread time by a quarter.
+    ``prefault`` says who faults in the pages just ahead of the exact part's write
+    cursor (:class:`Prefault`; ``true`` and ``false`` of older files mean ``thread`` and
+    ``off``). By default the bus's owner thread does, between requests: in a full
+    ``benchmarks/bus.py`` run here, batched writes made 0.50 of the bare echo's rate
+    from 1 client process and 0.41 from 4, against 0.31 and 0.25 with ``off``; three
+    quick runs gave 0.59-0.64 / 0.31-0.41 against 0.45-0.54 / 0.29-0.33
+    (``docs/benchmarks.md``). The ``thread`` mode made them slower on these 2 cores
+    (0.54-0.60 against 0.62-0.69, six runs); alone in a process it cut a batch's
+    owner-thread time by a quarter.
     """
 
     kind: IndexKind = IndexKind.AUTO
@@ -78,7 +102,14 @@ class IndexConfig(_Model):
     ivf_nlist: int = Field(1024, ge=1)
     ivf_nprobe: int = Field(32, ge=1)
     huge_pages: bool = False
-    prefault: bool = False
+    prefault: Prefault = Prefault.IDLE
+
+    @field_validator("prefault", mode="before")
+    @classmethod
+    def _prefault_of_old_files(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # before the modes: a thread or nothing
+            return Prefault.THREAD if value else Prefault.OFF
+        return value
 
 
 class NamespaceMode(StrEnum):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import cast
 
 import numpy as np
+from hivemem.memory_bus.config import Prefault
 from hivemem.memory_bus.pages import GrowingMatrix, fresh_matrix, prefault
 
 RESERVE_FROM = 1_024  # rows after which the matrix grows to the index's ceiling at once
@@ -27,8 +28,8 @@ class ExactRows:
     Args:
         dim: Vector dimension.
         huge_pages: Whether large matrices advise transparent huge pages.
-        prefault: Whether the pages just ahead of the last row are faulted in by the
-            prefault thread (``IndexConfig.prefault``).
+        prefault: Who faults in the pages just ahead of the last row
+            (``IndexConfig.prefault``).
         ceiling: The most rows the index will keep here now (None: no bound), asked
             only when the matrices must grow.
     """
@@ -37,7 +38,7 @@ class ExactRows:
         self,
         dim: int,
         huge_pages: bool = False,
-        prefault: bool = False,
+        prefault: Prefault = Prefault.OFF,
         ceiling: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.dim, self.huge_pages, self.prefault = dim, huge_pages, prefault
@@ -76,7 +77,7 @@ class ExactRows:
         self._ids[n:need] = ids
         self._vecs[n:need] = vectors
         self.n = need
-        if self.prefault and self.matrix is not None:
+        if self.prefault is not Prefault.OFF and self.matrix is not None:
             self._prefault(self.matrix, need)
 
     def append_one(self, item_id: int, vector: np.ndarray) -> None:
@@ -154,11 +155,12 @@ class ExactRows:
         ahead = self._ahead(need)
         if need + ahead > self.faulted:
             # The rows a room-taking growth reserved are fresh pages: have them faulted
-            # in by the prefault thread while this one serves (see hivemem.memory_bus.pages).
+            # in before they are written (see hivemem.memory_bus.pages).
             stop = min(len(self._vecs), need + 2 * ahead)
             start = max(self.faulted, need)
             row_bytes = self.dim * 4
-            prefault(matrix, start * row_bytes, stop * row_bytes)
+            thread = self.prefault is Prefault.THREAD
+            prefault(matrix, start * row_bytes, stop * row_bytes, thread)
             self.faulted = stop
 
     def _ahead(self, rows: int) -> int:

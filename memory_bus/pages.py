@@ -15,15 +15,17 @@ on this project's 2-core Firecracker VM:
   (7-9 GB/s once touched). :func:`fresh_matrix` gives large matrices a mapping of their
   own and advises what ``huge_pages`` says (``IndexConfig.huge_pages``: turn it on on
   bare metal, where a huge-page fault is the cheaper one).
-- **Faults off the owner thread, where a core is free.** A vector index that grows
-  writes every new vector into fresh pages, on the bus's owner thread. With
-  ``IndexConfig.prefault``, :func:`prefault` asks the kernel to populate the pages just
-  ahead of the write cursor from a daemon thread instead
-  (``madvise(MADV_POPULATE_WRITE)``, Linux 5.14+). Populating never changes a page's
-  contents, so it is safe while the owner writes the same rows: the kernel serialises
-  the two, and whichever comes second finds the page present. It is off by default:
-  the faults still cost a core, and on 2 cores shared with the bus's clients that core
-  was theirs (batched writes were slower end to end with it; see ``IndexConfig``).
+- **Faults ahead of the writer, when the owner thread is idle.** A vector index that
+  grows writes every new vector into fresh pages, on the bus's owner thread.
+  :func:`prefault` asks the kernel to populate the pages just ahead of the write cursor
+  instead (``madvise(MADV_POPULATE_WRITE)``, Linux 5.14+), as ``IndexConfig.prefault``
+  says: by default the request waits in the writing thread's queue until that thread
+  has nothing to do (:func:`prefault_while_idle`, which the bus server calls between
+  polls), so the faults are taken while no client waits; or a daemon thread populates
+  at once (``thread``: on 2 cores shared with the bus's clients, it took the CPU they
+  needed). Populating never changes a page's contents, so it is safe while the owner
+  writes the same rows: the kernel serialises the two, and whichever comes second finds
+  the page present.
 
 Where these calls are not available (another OS, an older kernel), matrices come from
 ``np.empty`` and :func:`prefault` does nothing: the writer faults the pages itself.
@@ -31,6 +33,7 @@ Where these calls are not available (another OS, an older kernel), matrices come
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -38,6 +41,7 @@ import logging
 import mmap
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -49,7 +53,8 @@ _PAGE = mmap.PAGESIZE
 
 
 class _Prefaulter:
-    """One daemon thread that populates the byte ranges of matrices it is given, in order."""
+    """Populates the byte ranges of matrices it is given, in order: on a daemon thread, or
+    in the idle time of the thread that asked."""
 
     def __init__(self) -> None:
         self.enabled = False
@@ -58,6 +63,7 @@ class _Prefaulter:
         self._madvise: Any = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._local = threading.local()  # each thread's requests for its idle time
         libc_name = ctypes.util.find_library("c")
         if libc_name is None:
             return
@@ -92,9 +98,15 @@ class _Prefaulter:
             del array  # no view may outlive the lock: it would stop the matrix growing in place
             return self._populate(base, start, min(stop, size))
 
-    def request(self, matrix: GrowingMatrix, start: int, stop: int) -> None:
-        """Populate ``matrix``'s bytes [start, stop) soon."""
+    def request(self, matrix: GrowingMatrix, start: int, stop: int, thread: bool) -> None:
+        """Populate ``matrix``'s bytes [start, stop) soon: by the daemon thread if
+        ``thread``, else when this thread calls :meth:`work_while_idle`."""
         if not self.enabled:
+            return
+        if not thread:
+            idle = getattr(self._local, "idle", None)
+            if idle is not None:  # else this thread never idles here: the writer faults
+                idle.append((matrix, start, stop))
             return
         with self._lock:
             if self._thread is None:
@@ -104,6 +116,27 @@ class _Prefaulter:
                 self._thread.start()
         self._queue.put((matrix, start, stop))
 
+    def accept_idle(self) -> None:
+        """Keep this thread's idle-time requests from now on (it will do them)."""
+        self._local.idle = collections.deque(maxlen=IDLE_QUEUE)
+
+    def work_while_idle(self, chunk: int) -> bool:
+        """Populate up to ``chunk`` bytes this thread asked for; False if it asked nothing."""
+        idle = getattr(self._local, "idle", None)
+        if not idle:
+            return False
+        matrix, start, stop = idle[0]
+        end = min(stop, start + chunk)
+        if end >= stop:
+            idle.popleft()
+        else:
+            idle[0] = (matrix, end, stop)
+        if not self._populate_matrix(matrix, start, end):
+            log.info("madvise(MADV_POPULATE_WRITE) failed; prefaulting stops")
+            self.enabled = False
+            idle.clear()
+        return True
+
     def _run(self) -> None:
         while True:
             matrix, start, stop = self._queue.get()
@@ -112,6 +145,9 @@ class _Prefaulter:
                 self.enabled = False
                 return
 
+
+IDLE_QUEUE = 256
+"""Requests a thread keeps for its idle time; older ones are dropped."""
 
 PREFAULTER = _Prefaulter()
 
@@ -195,6 +231,25 @@ def fresh_matrix(
     return cast(np.ndarray, matrix.array), matrix
 
 
-def prefault(matrix: GrowingMatrix, start: int, stop: int) -> None:
-    """Ask for the pages of ``matrix``'s bytes [start, stop) to be faulted in ahead of use."""
-    PREFAULTER.request(matrix, start, stop)
+def prefault(matrix: GrowingMatrix, start: int, stop: int, thread: bool = False) -> None:
+    """Ask for the pages of ``matrix``'s bytes [start, stop) to be faulted in ahead of use:
+    by the prefault thread if ``thread``, else in this thread's idle time."""
+    PREFAULTER.request(matrix, start, stop, thread)
+
+
+def prefault_while_idle(chunk: int) -> bool:
+    """Fault in up to ``chunk`` bytes of what this thread asked for (:func:`prefault`);
+    False if nothing is waiting. Call when the thread has nothing else to do."""
+    return PREFAULTER.work_while_idle(chunk)
+
+
+def idle_prefaulter() -> Callable[[int], bool]:
+    """Make the calling thread one whose writes leave their prefaults for its idle time,
+    and return what does them (:func:`prefault_while_idle`).
+
+    A bus server's owner thread calls this. In any other thread, idle-time prefaults are
+    not asked for at all (nothing would do them, and a queue would keep the matrices
+    alive): the writer faults the pages in as it writes.
+    """
+    PREFAULTER.accept_idle()
+    return prefault_while_idle

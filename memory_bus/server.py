@@ -47,6 +47,7 @@ from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate, subscri
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
+from hivemem.memory_bus.pages import idle_prefaulter
 from hivemem.memory_bus.protocol import (
     ADMIN_AGENT,
     HEADER,
@@ -287,7 +288,7 @@ class BusServer:
         waker = self._waker  # start() made it before this thread
         poller.register(waker.fd, zmq.POLLIN)  # stop() and handle() wake the loop
         next_gauges = 0.0
-        spin = BusyPoll(self.spin_s)
+        spin = BusyPoll(self.spin_s, idle=idle_prefaulter())  # faults pages its writes will need
         try:
             while not self._stop.is_set():
                 self._durability.reap_snapshot()

@@ -21,6 +21,7 @@ from hivemem.memory_bus.errors import (
     VersionConflictError,
 )
 from hivemem.memory_bus.item import NewItem, WriteOp
+from hivemem.memory_bus.pages import PREFAULTER
 from hivemem.memory_bus.protocol import HEADER, ProtocolError, decode_reply, encode_request
 from hivemem.memory_bus.store import MemoryStore
 
@@ -281,6 +282,25 @@ def test_a_busy_polling_server_sleeps_when_requests_come_slower_than_its_spin() 
         after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     assert cpu < 0.4, f"the process used {cpu:.2f} s of CPU in 1.6 s of sparse requests"
+
+
+def test_the_owner_thread_faults_in_pages_ahead_of_a_growing_namespace_when_idle() -> None:
+    """A namespace past 1 MiB of vectors has a mapping of its own; the pages just ahead of
+    its writer are faulted in by the owner thread between requests (IndexConfig.prefault
+    "idle", the default), and every row written is kept."""
+    if not PREFAULTER.enabled:
+        pytest.skip("no madvise(MADV_POPULATE_WRITE) here (Linux 5.14+)")
+    server, tokens = make_server()
+    with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=10.0) as client:
+        before = PREFAULTER.populated
+        item = NewItem("a row", vector=vec(1))
+        for _ in range(40):  # 10,240 rows of 32 floats: past 8,192, a mapping of its own
+            client.write_many("private", [("alice", item)] * 256, now=0.0)
+        deadline = time.monotonic() + 10
+        while PREFAULTER.populated == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert PREFAULTER.populated > before
+        assert client.stats()["private"]["items"] == 40 * 256
 
 
 @pytest.mark.parametrize("spin_us", [-1, 1.5, True, "200"])

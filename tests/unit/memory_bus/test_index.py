@@ -8,7 +8,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from hivemem.memory_bus.config import IndexConfig, IndexKind
+from hivemem.memory_bus.config import IndexConfig, IndexKind, Prefault
 from hivemem.memory_bus.errors import DimensionMismatchError, InvalidInputError, NonFiniteError
 from hivemem.memory_bus.index import VectorIndex
 from hivemem.memory_bus.item import MAX_COMPONENT, check_matrix
@@ -189,7 +189,7 @@ def test_vectors_are_accepted_exactly_when_every_component_is_finite_and_in_rang
 
 def test_a_large_exact_part_keeps_every_vector_while_pages_are_faulted_in_ahead() -> None:
     config = IndexConfig(
-        kind=IndexKind.AUTO, approx_threshold=20_000, build_batch=4_096, prefault=True
+        kind=IndexKind.AUTO, approx_threshold=20_000, build_batch=4_096, prefault=Prefault.THREAD
     )
     index = VectorIndex(256, config)
     data = unit(12_000, 256, 5)
@@ -213,13 +213,13 @@ def test_pages_are_faulted_in_ahead_only_when_the_config_asks() -> None:
     data = unit(2_048, 64, 9)
     ids = np.arange(1, 2_049, dtype=np.int64)
     ahead = {}
-    for prefault in (False, True):
+    for prefault in Prefault:
         index = VectorIndex(64, IndexConfig(approx_threshold=20_000, prefault=prefault))
         for start in range(0, 2_048, 64):
             index.add_checked(ids[start : start + 64], data[start : start + 64])
         assert index._exact.matrix is not None  # past a thousand rows: a mapping of its own
         ahead[prefault] = index._exact.faulted > len(index)  # rows past the cursor asked for
-    assert ahead == {False: False, True: True}
+    assert ahead == {Prefault.OFF: False, Prefault.IDLE: True, Prefault.THREAD: True}
 
 
 def test_a_huge_approx_threshold_does_not_reserve_a_huge_block() -> None:

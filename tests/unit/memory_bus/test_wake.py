@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hivemem.memory_bus.wake import BusyPoll
+from hivemem.memory_bus.wake import IDLE_CHUNK, SPIN_CHUNK, BusyPoll
 
 SLEEP_MS = 100
 
@@ -52,3 +52,24 @@ def test_no_spin_configured_never_spins() -> None:
     for _ in range(3):
         request(poll, clock, after=0.0)
         assert poll.timeout_ms(SLEEP_MS) == SLEEP_MS
+
+
+def test_idle_work_goes_before_the_poll_in_chunks_and_keeps_it_from_sleeping() -> None:
+    clock = Clock()
+    chunks: list[int] = []
+    work = [3]  # chunks of idle work waiting
+
+    def idle(chunk: int) -> bool:
+        if not work[0]:
+            return False
+        work[0] -= 1
+        chunks.append(chunk)
+        return True
+
+    poll = BusyPoll(200e-6, clock, idle)
+    request(poll, clock, after=1.0)
+    request(poll, clock, after=50e-6)  # spinning from here
+    assert poll.timeout_ms(SLEEP_MS) == 0
+    clock.now += 1.0  # the spin is over
+    assert [poll.timeout_ms(SLEEP_MS) for _ in range(3)] == [0, 0, SLEEP_MS]
+    assert chunks == [SPIN_CHUNK, IDLE_CHUNK, IDLE_CHUNK]  # a small chunk while spinning
