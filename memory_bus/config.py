@@ -49,10 +49,10 @@ class Prefault(StrEnum):
     fresh pages against 13 us into pages touched before, here; see
     :mod:`hivemem.memory_bus.pages`).
 
-    - ``idle``: the bus's owner thread, when it has no request to answer (between
-      polls, in small chunks, so a request that arrives waits for one chunk at most).
-      Nothing is faulted in while requests keep it busy, and a store used without a bus
-      server never faults ahead.
+    - ``idle``: the bus's owner thread, one small chunk before each of its polls (so a
+      request waits for one chunk at most; under load the thread alternates a chunk
+      with each round of requests, and sleeps only once none is left). A store used
+      without a bus server never faults ahead.
     - ``thread``: a daemon thread, at once. It pays where a core sits idle; with the
       bus's clients on the same 2 cores it took the CPU they needed.
     - ``off``: the writer faults the pages in as it writes.

@@ -15,15 +15,15 @@ on this project's 2-core Firecracker VM:
   (7-9 GB/s once touched). :func:`fresh_matrix` gives large matrices a mapping of their
   own and advises what ``huge_pages`` says (``IndexConfig.huge_pages``: turn it on on
   bare metal, where a huge-page fault is the cheaper one).
-- **Faults ahead of the writer, when the owner thread is idle.** A vector index that
+- **Faults ahead of the writer, between the owner thread's requests.** A vector index that
   grows writes every new vector into fresh pages, on the bus's owner thread.
   :func:`prefault` asks the kernel to populate the pages just ahead of the write cursor
   instead (``madvise(MADV_POPULATE_WRITE)``, Linux 5.14+), as ``IndexConfig.prefault``
-  says: by default the request waits in the writing thread's queue until that thread
-  has nothing to do (:func:`prefault_while_idle`, which the bus server calls between
-  polls), so the faults are taken while no client waits; or a daemon thread populates
-  at once (``thread``: on 2 cores shared with the bus's clients, it took the CPU they
-  needed). Populating never changes a page's contents, so it is safe while the owner
+  says: by default the request waits in the writing thread's queue, and the bus
+  server's owner thread does it a chunk before each poll (:func:`prefault_while_idle`),
+  so the faults mostly fall in the gaps between requests, not inside a write; or a
+  daemon thread populates at once (``thread``: on 2 cores shared with the bus's
+  clients, it took the CPU they needed). Populating never changes a page's contents, so it is safe while the owner
   writes the same rows: the kernel serialises the two, and whichever comes second finds
   the page present.
 

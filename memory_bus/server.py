@@ -112,7 +112,7 @@ class BusServer:
         metrics: Prometheus metrics; a private registry if None.
         spin_us: After answering, poll without sleeping for this many microseconds
             while requests come that close together (:class:`~.wake.BusyPoll`): with
-            200, a single write's p50 went from 1.6-1.8x to 1.2-1.3x the bare echo's
+            200, a single write's p50 went from 1.5-1.8x to 1.0-1.3x the bare echo's
             (``benchmarks/bus.py``, bus-spin). It holds the GIL between polls, so it is
             off here by default (an embedded bus shares its process with the runner);
             ``hivemem bus serve`` spins 200 us by default.
