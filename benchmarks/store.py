@@ -4,6 +4,7 @@ For each size it measures
   - writes/s: numpy (append to a matrix), raw faiss (``add`` to the same structure the
     store uses at that size), the store (``write_many`` in batches of 1,024 items);
   - batched search queries/s (batches of 64 queries, k=10) for the same three;
+  - the first search of a namespace written in batches of 64, against the next one;
   - recall@10 of the approximate path (HNSW) against exact search, on clustered and on
     uniform random vectors;
 and prints the store's figures as ratios of raw faiss. Headline figures come last, one
@@ -131,6 +132,29 @@ def measure(n: int, dim: int, approximate: bool, n_queries: int, seed: int) -> d
     return out
 
 
+def first_searches(n: int, dim: int, batch: int, seed: int) -> tuple[float, float]:
+    """Seconds of the first search of a namespace written in batches of ``batch``, and of
+    the next one (exact index, one query, k=10).
+
+    Written in columns, items are built when first read. Since 2026-12-06 a search builds
+    the batches its hits are in; before, the first read built every item.
+    """
+    rng = np.random.default_rng(seed)
+    data, queries = uniform(n, dim, rng), uniform(2, dim, rng)
+    store = MemoryStore(StoreConfig(dim=dim, shared=TierConfig(index=index_config(False))))
+    for start in range(0, n, batch):
+        chunk = data[start : start + batch]
+        store.shared.write_many(
+            [WriteRequest(CALLER, "g", NewItem(vector=v)) for v in chunk], now=0.0
+        )
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        store.shared.search(CALLER, "g", q, K, now=1.0)
+        times.append(time.perf_counter() - started)
+    return times[0], times[1]
+
+
 def recall_at_k(
     n: int, dim: int, make: Callable[..., np.ndarray], n_queries: int, seed: int
 ) -> float:
@@ -233,6 +257,12 @@ def main() -> None:
         )
         headline[f"store_write_vs_faiss_{label}"] = figures["store_write"] / figures["faiss_write"]
         headline[f"store_search_queries_per_s_{label}"] = figures["store_search"]
+    first, second = first_searches(approx_n, args.dim, 64, args.seed)
+    print(
+        f"\n== first search of {approx_n:,} items written in batches of 64 (the bus's shape):"
+        f" {first * 1e3:.2f} ms, the next: {second * 1e3:.2f} ms"
+    )
+    headline[f"first_search_vs_next_{approx_n // 1000}k"] = first / second
     count = 1_000 if args.quick else 10_000
     small = many_namespaces(count, 100, args.dim, args.seed)
     print(

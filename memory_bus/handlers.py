@@ -480,6 +480,6 @@ def apply_recalls(store: MemoryStore, recalls: list[Any], now: float) -> None:
     for tier, namespace, ids in recalls:
         ns = store.tier(tier).namespaces.get(namespace)
         for item_id in ids:
-            item = None if ns is None else ns.items.get(item_id)
+            item = None if ns is None else ns.item(item_id)
             if item is not None:
                 recall(item, now)

@@ -71,6 +71,6 @@ class BatchNeighbours:
             scores = (np.stack([self._fresh[i] for i in ids]) @ vector).tolist()
             found += zip(scores, ids, strict=True)
         found.sort(key=lambda pair: (-pair[0], pair[1]))
-        items = ns.items
-        hits = [Hit(i, score, items[i]) for score, i in found[: self.k] if i in items]
+        best = [(i, score, ns.item(i)) for score, i in found[: self.k]]
+        hits = [Hit(i, score, it) for i, score, it in best if it is not None]
         return hits if len(hits) == min(self.k, len(found)) else None  # a removal unannounced

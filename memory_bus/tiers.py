@@ -143,7 +143,7 @@ class VectorTier:
         Raises:
             ItemNotFoundError: ``ns`` holds no such item.
         """
-        item = ns.items.get(item_id)
+        item = ns.item(item_id)
         if item is None:
             raise ItemNotFoundError(self.name.value, ns.name, item_id)
         return item

@@ -133,13 +133,44 @@ def test_a_batch_with_room_is_one_event_and_its_items_appear_on_first_read() -> 
     assert store.stats()["shared"]["items"] == 6 and not ns._items  # monitoring builds none
     got = store.shared.get(ALICE, "team", ids[4])
     assert (got.text, got.meta, got.created, got.version) == (texts[4], {"n": 4}, 2.0, 1)
-    assert list(ns._items) == ids  # built in write order on the first read
+    assert not ns._items  # reading one item by id builds its batch alone
+    assert list(ns.items) == ids  # every item, built in write order, on the first full read
+    assert ns.items[ids[4]] is got  # the item read by id, not a second copy
     # a batch that does not fit evicts item by item, and says so
     more = store.shared.write_many(
         [WriteRequest(ALICE, "team", NewItem(f"late {i}")) for i in range(5)], now=3.0
     )
     assert len(ns) == 10 and sum(len(r.evicted) for r in more) == 1
     assert [k for k, _ in events[1:]].count("evict") == 1
+
+
+def test_a_search_builds_only_the_batches_of_its_hits_and_their_recalls_last() -> None:
+    store = MemoryStore(StoreConfig(dim=16, shared=TierConfig()))
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((5, 8, 16)).astype(np.float32)
+    ids = [
+        [
+            r.item_id
+            for r in store.shared.write_many(
+                [WriteRequest(ALICE, "team", NewItem(f"b{b} r{r}", v)) for r, v in enumerate(vs)],
+                now=float(b),
+            )
+        ]
+        for b, vs in enumerate(vectors)
+    ]
+    ns = store.shared.namespaces["team"]
+    (hit,) = store.shared.search(ALICE, "team", vectors[3][5], k=1, now=9.0)
+    assert (hit.id, hit.item.text, hit.item.created) == (ids[3][5], "b3 r5", 3.0)
+    assert np.array_equal(hit.item.vector, vectors[3][5]) and hit.item.hits == 1
+    assert not ns._items and list(ns._read) == ids[3]  # one batch of five built
+    assert ns.item(ids[4][-1] + 1) is None and ns.item(-1) is None
+    assert ns.item(ids[1][2]).text == "b1 r2"  # type: ignore[union-attr]
+    assert sorted(ns._read) == ids[1] + ids[3] and ns.item(ids[3][0]) is ns._read[ids[3][0]]
+    everything = ns.items  # the rest are built now, the ones read by id kept as they are
+    assert list(everything) == [i for batch in ids for i in batch] and not ns._read
+    assert everything[ids[3][5]] is hit.item and everything[ids[3][5]].accessed == 9.0
+    for b, batch in enumerate(ids):
+        assert [everything[i].text for i in batch] == [f"b{b} r{r}" for r in range(8)]
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
