@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.batch import NewRows
-from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, RowKeys
+from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, RowKeys, lowest_first
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
-from hivemem.memory_bus.features import COLUMN
+from hivemem.memory_bus.features import COLUMN, candidate_features
 from hivemem.memory_bus.index import VectorIndex
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy, Hit
 from hivemem.memory_bus.item import Item, TierName
@@ -216,7 +216,8 @@ class Namespace:
         pending: dict[int, Item] = {}
         removed: list[int] = []
         evicted_per_item: list[list[int]] = []
-        slot = slot or PoolSlot()  # the pool is built at the first eviction this write makes
+        # the pool is built at the first eviction this write makes, unless it brings one row
+        slot = slot or PoolSlot(rows=len(items))
         expected = False  # whether the pool knows this call's incoming items (pool.expect)
         for column, item in enumerate(items):
             self._items[item.id] = item
@@ -225,12 +226,17 @@ class Namespace:
             pending[item.id] = item
             emit(MemoryEvent("add", self._tier, self.name, (item.id,), item.version, now))
             pool = slot.pool
+            victims: list[int] = []
             if pool is None and self._over(0):
-                pool = slot.pool = self._pool(item, now)
-            if pool is not None and not expected:
-                pool.expect(items)
-                expected = True
-            victims = [] if pool is None else self._make_room(item, now, next_use, pool, column)
+                if slot.rows == 1:  # the write's one row here: a pool would serve one eviction
+                    victims = self._evict_alone(item, now, next_use)
+                else:
+                    pool = slot.pool = self._pool(item, now)
+            if pool is not None:
+                if not expected:
+                    pool.expect(items)
+                    expected = True
+                victims = self._make_room(item, now, next_use, pool, column)
             for victim in victims:
                 self._drop(victim, kind="evict", now=now, emit=emit)
                 if pending.pop(victim, None) is None:
@@ -249,22 +255,53 @@ class Namespace:
 
     def _pool(self, incoming: Item, now: float) -> CandidatePool:
         """Every item but ``incoming`` as eviction candidates (see :mod:`.candidates`)."""
-        strength = float(getattr(self.eviction, "strength", 10.0))
-        relevance = self.config.mode is not NamespaceMode.WINDOW and bool(
-            getattr(self.eviction, "uses_relevance", True)
-        )
-        window = self.config.mode is NamespaceMode.WINDOW
-        columns = WINDOW_COLUMNS if window else getattr(self.eviction, "feature_columns", None)
-        others = list(self._items.values())
-        if others and others[-1] is incoming:  # add_many put it last: drop it in C
-            others.pop()
-        else:
-            others = [it for it in others if it.id != incoming.id]
-        pool = CandidatePool(others, now, strength, relevance, columns)
+        strength, relevance, columns = self._feature_args()
+        pool = CandidatePool(self._others(incoming), now, strength, relevance, columns)
         keys = self._row_keys(now)
         if keys is not None:
             pool.order_by(keys)
         return pool
+
+    def _feature_args(self) -> tuple[float, bool, frozenset[str] | None]:
+        """The eviction features' strength, whether they read relevance, and the columns
+        they need (None: every one)."""
+        strength = float(getattr(self.eviction, "strength", 10.0))
+        if self.config.mode is NamespaceMode.WINDOW:
+            return strength, False, WINDOW_COLUMNS
+        relevance = bool(getattr(self.eviction, "uses_relevance", True))
+        columns = getattr(self.eviction, "feature_columns", None)
+        return strength, relevance, None if columns is None else frozenset(columns)
+
+    def _others(self, incoming: Item) -> list[Item]:
+        """Every item but ``incoming``."""
+        others = list(self._items.values())
+        if others and others[-1] is incoming:  # add_many put it last: drop it in C
+            others.pop()
+            return others
+        return [it for it in others if it.id != incoming.id]
+
+    def _evict_alone(self, incoming: Item, now: float, next_use: NextUse | None) -> list[int]:
+        """Evict until the namespace fits, each victim chosen from a feature matrix of the
+        other items built for it (the definition, which a pool follows over many
+        evictions); for a write that brings the namespace one row."""
+        strength, relevance, columns = self._feature_args()
+        context = incoming.vector if relevance else None
+        victims: list[int] = []
+        while self._over(0):
+            others = self._others(incoming)
+            if not others:
+                break
+            features = candidate_features(others, now, context, strength, columns)
+            if self.config.mode is NamespaceMode.WINDOW:
+                chosen = lowest_first(_oldest_write_first(features), others, 1)
+            else:
+                chosen = self._select(features, None, incoming, now, next_use, others)
+            for pos in chosen:
+                victim = self._items.pop(others[pos].id)
+                victims.append(victim.id)
+                self._tokens -= victim.tokens
+                self.nbytes -= victim.nbytes
+        return victims
 
     def _row_keys(self, now: float) -> RowKeys | None:
         """The eviction keys of feature rows if each row's are its own, else None (the
@@ -309,7 +346,7 @@ class Namespace:
     def _select(
         self,
         features: np.ndarray,
-        ids: np.ndarray,
+        ids: np.ndarray | None,
         incoming: Item,
         now: float,
         next_use: NextUse | None,

@@ -10,7 +10,7 @@ its running count of decisions.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
@@ -80,7 +80,8 @@ def apply_each(
     results: list[WriteResult] = []
     adds: dict[str, list[tuple[int, Item]]] = defaultdict(list)
     ahead = _neighbours_ahead(tier, namespaces, proposals)
-    slots: dict[str, PoolSlot] = defaultdict(PoolSlot)  # eviction candidates per namespace
+    # eviction candidates per namespace, kept over the write's rows there
+    slots = {name: PoolSlot(rows=rows) for name, rows in Counter(namespaces).items()}
     for pos, (name, proposal) in enumerate(zip(namespaces, proposals, strict=True)):
         ns = tier.namespace_named(name, create=True)
         nb, slot = ahead.get(name), slots[name]

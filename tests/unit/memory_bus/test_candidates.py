@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hivemem.memory_bus.candidates import CandidatePool, lowest_first
+from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, lowest_first
 from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
 from hivemem.memory_bus.features import candidate_features
 from hivemem.memory_bus.interfaces import (
@@ -26,6 +26,7 @@ from hivemem.memory_bus.policies.eviction import GenerativeAgentsPolicy
 from hivemem.memory_bus.policies.learned import LearnedEvictionPolicy, Scorer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.testing import ContractFailure, check_eviction_policy
+from hivemem.memory_bus.testing.evictions import evictions_by_definition
 
 DIM = 8
 CAPACITY = 30
@@ -91,6 +92,46 @@ def test_a_window_evicts_the_oldest_write_one_at_a_time() -> None:
     evicted = ns.add_many(items, 5.0, None, lambda event: None)
     assert [v for victims in evicted for v in victims] == list(range(7))
     assert sorted(ns.items) == list(range(7, 12))
+
+
+@pytest.mark.parametrize("mode", [NamespaceMode.STANDARD, NamespaceMode.WINDOW])
+@pytest.mark.parametrize("name", POLICIES[:-1])
+def test_a_write_of_one_row_evicts_without_a_pool_as_by_definition(
+    name: str, mode: NamespaceMode
+) -> None:
+    policy = make_eviction_policy(name)
+    ns = Namespace(
+        TierName.PRIVATE,
+        "a",
+        TierConfig(capacity=6, mode=mode),
+        DIM,
+        policy,
+        np.random.default_rng(0),
+    )
+    rng = np.random.default_rng(4)
+    model: dict[int, Item] = {}
+    for i in range(40):
+        now = float(i // 2)  # pairs of writes share their time: ties
+        if model:
+            recalled = int(rng.choice(sorted(model)))
+            for item in (ns.items[recalled], model[recalled]):
+                item.hits, item.accessed = item.hits + 1, now
+        text, importance = "w " * (i % 3 + 1), float(rng.random())
+        item = Item(i, TierName.PRIVATE, "a", text, unit(rng), importance=importance, created=now)
+        if mode is NamespaceMode.WINDOW:  # the definition of a window: the oldest write goes
+            want = [min(model, key=lambda j: (model[j].created, j))] if len(model) == 6 else []
+            model[i] = copy.deepcopy(item)
+            for victim in want:
+                del model[victim]
+        else:
+            (want,) = evictions_by_definition(
+                model, [copy.deepcopy(item)], policy, now, 6, np.random.default_rng(0)
+            )
+        slot = PoolSlot(rows=1)
+        assert ns.add_many([item], now, None, lambda event: None, slot) == [want]
+        assert slot.pool is None  # no pool was built for one eviction
+        assert sorted(ns.items) == sorted(model)
+        assert len(ns.index) == len(model)
 
 
 @pytest.mark.parametrize("seed", range(20))
