@@ -13,7 +13,14 @@ One private namespace (384-d vectors, tier ``capacity`` C) is filled to C items;
     eviction (what the store did before 2026-12-02), timed on fewer writes.
 
 Printed: milliseconds per 64-item write of each target, and the ratios pool/unbounded,
-select/pool and rebuild/pool; the headline ``name: value`` lines last.
+select/pool and rebuild/pool.
+
+Then the steady state of agents' own memories: 1,000 namespaces of capacity C = 4 or 12,
+each full, each written one item at a time (one row of a ``write_many`` per namespace,
+an agent's fact of the tick). Targets: unbounded (no capacity), alone (the store since
+2026-12-06: a write of one row evicts from a matrix built for it) and pool (a pool built
+for that one eviction, as before). Printed: microseconds per row and alone/unbounded,
+pool/alone. The headline ``name: value`` lines last.
 
     python benchmarks/eviction.py            # C = 1,000, 5,000, 20,000
     python benchmarks/eviction.py --quick    # C = 1,000 and 5,000
@@ -25,6 +32,7 @@ import argparse
 import time
 
 import numpy as np
+from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.config import TierConfig
 from hivemem.memory_bus.item import Item, TierName
 from hivemem.memory_bus.namespace import Namespace
@@ -94,6 +102,37 @@ def per_write_rebuilding(ns: Namespace, writes: int, first_id: int) -> float:
     return (time.perf_counter() - started) / writes * 1e3
 
 
+SMALL_CAPACITIES = (4, 12)
+SMALL_NAMESPACES = 1_000
+
+
+def per_row_small(policy: str, capacity: int | None, fill: int, rows: int | None) -> float:
+    """Microseconds per one-item write into each of many full small namespaces.
+
+    ``rows`` is what the write tells the namespace of its rows there (``PoolSlot``):
+    1 lets it evict without a pool, None makes it build one.
+    """
+    rng = np.random.default_rng(3)
+    config = TierConfig(capacity=capacity, eviction=policy)
+    spaces = []
+    for n in range(SMALL_NAMESPACES):
+        ns = Namespace(TierName.PRIVATE, f"a{n}", config, DIM, make_eviction_policy(policy), rng)
+        ns.add_many(make_items(n * 1_000, fill, float(n % 7), rng), 0.0, None, _drop)
+        for item in list(ns.items.values())[::3]:
+            item.hits, item.accessed = 1, item.created + 5
+        spaces.append(ns)
+    rounds = 4
+    writes = [
+        make_items(n * 1_000 + fill + r, 1, 10.0 + r, rng)
+        for r in range(rounds)
+        for n in range(SMALL_NAMESPACES)
+    ]
+    started = time.perf_counter()
+    for w, one in enumerate(writes):
+        spaces[w % SMALL_NAMESPACES].add_many(one, 10.0 + w // SMALL_NAMESPACES, None, _drop, PoolSlot(rows=rows))  # fmt: skip
+    return (time.perf_counter() - started) / len(writes) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,6 +157,17 @@ def main() -> None:
             lines.append(f"pool_vs_unbounded_{policy}_{capacity}: {pool / base:.1f}")
             lines.append(f"select_vs_pool_{policy}_{capacity}: {select / pool:.1f}")
             lines.append(f"rebuild_vs_pool_{policy}_{capacity}: {rebuild / pool:.1f}")
+    print(f"\none-item writes into {SMALL_NAMESPACES:,} full namespaces of C items, us per row")
+    print(f"{'policy':18s} {'capacity':>8s} {'unbounded':>9s} {'alone':>8s} {'pool':>8s}"
+          f" {'alone/unbounded':>15s} {'pool/alone':>10s}")  # fmt: skip
+    for capacity in SMALL_CAPACITIES:
+        for policy in POLICIES:
+            base = per_row_small(policy, None, capacity, 1)
+            alone = per_row_small(policy, capacity, capacity, 1)
+            pool = per_row_small(policy, capacity, capacity, None)
+            print(f"{policy:18s} {capacity:8,d} {base:9.1f} {alone:8.1f} {pool:8.1f}"
+                  f" {alone / base:15.1f} {pool / alone:10.1f}", flush=True)  # fmt: skip
+            lines.append(f"pool_vs_alone_{policy}_{capacity}: {pool / alone:.2f}")
     print()
     print("\n".join(lines))
 
