@@ -60,14 +60,18 @@ class CapacityStream(Task):
             facts: list[list[dict[str, Any]]] = []
             qs: list[dict[str, Any] | None] = []
             truth: list[str | None] = []
+            epoch = -1
             for t in range(ticks):
-                order = np.roll(base, -(t // p.drift_every) * p.drift_shift)
-                rank = np.empty(n, dtype=np.int64)
-                rank[order] = np.arange(n)
+                if t // p.drift_every != epoch:  # the popularity order rotates
+                    epoch = t // p.drift_every
+                    order_array = np.roll(base, -epoch * p.drift_shift)
+                    rank_array = np.empty(n, dtype=np.int64)
+                    rank_array[order_array] = np.arange(n)
+                    order, rank = order_array.tolist(), rank_array.tolist()
+                    seen_weights = weights[rank_array[seen]].tolist() if seen else []
                 # the question comes first: about a key seen before this tick
                 if seen:
-                    w = weights[rank[seen]]
-                    k = seen[int(rng.choice(len(seen), p=w / w.sum()))]
+                    k = seen[_weighted_choice(rng, np.array(seen_weights))]
                     q = question(Key(k, 0), qid)
                     q["text"], q["key"] = f"stream item k{k} holds", f"k{k}"
                     qid += 1
@@ -83,14 +87,15 @@ class CapacityStream(Task):
                         k = seen[int(rng.integers(len(seen)))]
                     else:  # a new fact, more likely about a popular key
                         r = min(int(rng.zipf(p.zipf_a + 1.0)) - 1, n - 1)
-                        k = int(order[r]) if rng.random() < 0.5 else int(rng.integers(n))
+                        k = order[r] if rng.random() < 0.5 else int(rng.integers(n))
                     old = value.get(k)
                     choices = [v for v in VALUES if v != old]
                     value[k] = choices[int(rng.integers(len(choices)))]
-                    if k not in seen:
+                    if old is None:  # a key is seen once it has a value
                         seen.append(k)
+                        seen_weights.append(float(weights[rank[k]]))
                     pop = 1.0 - rank[k] / n
-                    imp = float(np.clip(pop + rng.normal(0, p.importance_noise), 0, 1))
+                    imp = min(max(pop + float(rng.normal(0, p.importance_noise)), 0.0), 1.0)
                     f = fact(Key(k, 0), value[k], t, imp)
                     f["text"], f["key"] = f"stream item k{k} holds {value[k]}", f"k{k}"
                     batch.append(f)
@@ -135,3 +140,12 @@ class CapacityStream(Task):
         if newer < len(times) and times[newer] < asks[i]:
             return float("inf")  # it will be stale before it is asked for
         return asks[i]
+
+
+def _weighted_choice(rng: np.random.Generator, weights: np.ndarray) -> int:
+    """``rng.choice(len(weights), p=weights / weights.sum())``, the same draw without
+    ``choice``'s checks of ``p`` (a quarter of this task's set-up): the inverse of the
+    cumulative distribution at one uniform draw, as ``Generator.choice`` computes it."""
+    cdf = (weights / weights.sum()).cumsum()
+    cdf /= cdf[-1]
+    return int(cdf.searchsorted(rng.random(), side="right"))
