@@ -70,10 +70,9 @@ class Namespace:
         self.rng = rng
         self._items: dict[int, Item] = {}
         self._pending: list[NewRows] = []
-        self._built: dict[
-            int, list[Item]
-        ] = {}  # pending batches built for a read by id, by position
-        self._read: dict[int, Item] = {}  # their items by id
+        # pending batches built for a read by id (by position in _pending), and their items
+        self._built: dict[int, list[Item]] = {}
+        self._read: dict[int, Item] = {}
         self._pending_n = 0
         self._pending_tokens = 0  # tokens of the first _pending_counted batches of _pending
         self._pending_counted = 0
