@@ -442,14 +442,9 @@ class Namespace:
     def history_of(self, item_id: int) -> list[dict[str, Any]]:
         """Past versions (oldest first) then the current one, if the item still exists."""
         past = list(self.history.get(item_id, []))
-        if item_id in self.items:
-            past.append(
-                {
-                    **version_record(self.items[item_id]),
-                    "superseded_at": None,
-                    "superseded_by": None,
-                }
-            )
+        current = self.item(item_id)
+        if current is not None:
+            past.append({**version_record(current), "superseded_at": None, "superseded_by": None})
         return past
 
     # --- state ------------------------------------------------------------------------

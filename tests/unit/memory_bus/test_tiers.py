@@ -166,6 +166,9 @@ def test_a_search_builds_only_the_batches_of_its_hits_and_their_recalls_last() -
     assert ns.item(ids[4][-1] + 1) is None and ns.item(-1) is None
     assert ns.item(ids[1][2]).text == "b1 r2"  # type: ignore[union-attr]
     assert sorted(ns._read) == ids[1] + ids[3] and ns.item(ids[3][0]) is ns._read[ids[3][0]]
+    (version,) = store.shared.history(ALICE, "team", ids[0][7])  # builds batch 0 alone
+    assert (version["text"], version["superseded_at"]) == ("b0 r7", None)
+    assert sorted(ns._read) == ids[0] + ids[1] + ids[3] and not ns._items
     everything = ns.items  # the rest are built now, the ones read by id kept as they are
     assert list(everything) == [i for batch in ids for i in batch] and not ns._read
     assert everything[ids[3][5]] is hit.item and everything[ids[3][5]].accessed == 9.0
