@@ -124,7 +124,7 @@ class GraphTier(VectorTier):
         A deleted node's versions hold no level; for it, namespace access is enough.
         """
         ns = self.namespaces.get(namespace) if isinstance(namespace, str) else None
-        if ns is not None and isinstance(item_id, int) and item_id in ns.items:
+        if ns is not None and isinstance(item_id, int) and ns.item(item_id) is not None:
             self._node(caller, namespace, item_id, "read")
         return super().history(caller, namespace, item_id)
 
@@ -352,7 +352,8 @@ class GraphTier(VectorTier):
             scored = self._ppr(namespace, ns, seeds, t)
         allowed = self.ctx.access.levels(caller)
         ranked = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
-        hits = [Hit(i, float(s), ns.items[i]) for i, s in ranked if _visible(ns, i, t, allowed)][:k]
+        visible = [(i, s, ns.item(i)) for i, s in ranked if _visible(ns, i, t, allowed)][:k]
+        hits = [Hit(i, float(s), it) for i, s, it in visible if it is not None]
         for hit in hits:
             recall(hit.item, now)
         return hits
@@ -488,7 +489,7 @@ def _valid_neighbours(
 
 
 def _visible(ns: Namespace, node: int, t: float | None, levels: frozenset[int]) -> bool:
-    item = ns.items.get(node)
+    item = ns.item(node)
     return item is not None and item.level in levels and (t is None or item.valid_at(t))
 
 

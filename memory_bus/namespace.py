@@ -296,11 +296,15 @@ class Namespace:
             else:
                 chosen = self._select(features, None, incoming, now, next_use, others)
             for pos in chosen:
-                victim = self._items.pop(others[pos].id)
-                victims.append(victim.id)
-                self._tokens -= victim.tokens
-                self.nbytes -= victim.nbytes
+                victims.append(others[pos].id)
+                self._take_out(others[pos])
         return victims
+
+    def _take_out(self, victim: Item) -> None:
+        """Take an evicted item out of the items and the counts (``_drop`` does the rest)."""
+        del self._items[victim.id]
+        self._tokens -= victim.tokens
+        self.nbytes -= victim.nbytes
 
     def _row_keys(self, now: float) -> RowKeys | None:
         """The eviction keys of feature rows if each row's are its own, else None (the
@@ -335,9 +339,7 @@ class Namespace:
                 ]
             for victim in chosen:
                 victims.append(victim.id)
-                del self.items[victim.id]
-                self._tokens -= victim.tokens
-                self.nbytes -= victim.nbytes
+                self._take_out(victim)
                 pool.remove(victim.id)
         pool.add(incoming)  # never a victim of its own arrival
         return victims

@@ -23,9 +23,9 @@ on this project's 2-core Firecracker VM:
   server's owner thread does it a chunk before each poll (:func:`prefault_while_idle`),
   so the faults mostly fall in the gaps between requests, not inside a write; or a
   daemon thread populates at once (``thread``: on 2 cores shared with the bus's
-  clients, it took the CPU they needed). Populating never changes a page's contents, so it is safe while the owner
-  writes the same rows: the kernel serialises the two, and whichever comes second finds
-  the page present.
+  clients, it took the CPU they needed). Populating never changes a page's contents, so
+  it is safe while the owner writes the same rows: the kernel serialises the two, and
+  whichever comes second finds the page present.
 
 Where these calls are not available (another OS, an older kernel), matrices come from
 ``np.empty`` and :func:`prefault` does nothing: the writer faults the pages itself.

@@ -79,9 +79,10 @@ def apply_each(
     """Decide each proposal with the tier's write policy, in order, and apply the decision."""
     results: list[WriteResult] = []
     adds: dict[str, list[tuple[int, Item]]] = defaultdict(list)
-    ahead = _neighbours_ahead(tier, namespaces, proposals)
+    rows_in = Counter(namespaces)
+    ahead = _neighbours_ahead(tier, namespaces, rows_in, proposals)
     # eviction candidates per namespace, kept over the write's rows there
-    slots = {name: PoolSlot(rows=rows) for name, rows in Counter(namespaces).items()}
+    slots = {name: PoolSlot(rows=rows) for name, rows in rows_in.items()}
     for pos, (name, proposal) in enumerate(zip(namespaces, proposals, strict=True)):
         ns = tier.namespace_named(name, create=True)
         nb, slot = ahead.get(name), slots[name]
@@ -111,22 +112,35 @@ def apply_each(
 
 
 def _neighbours_ahead(
-    tier: VectorTier, namespaces: Sequence[str], proposals: list[Item]
+    tier: VectorTier, namespaces: Sequence[str], rows_in: Counter[str], proposals: list[Item]
 ) -> dict[str, BatchNeighbours]:
     """Neighbours of the batch's proposals searched together, per namespace large
-    enough for a search per proposal to cost (see :mod:`.neighbours`)."""
+    enough for a search per proposal to cost (see :mod:`.neighbours`); ``rows_in``
+    counts the batch's rows per namespace."""
     if not tier.needs_neighbours or len(proposals) < 2:
+        return {}
+    wanted = {
+        name
+        for name, count in rows_in.items()
+        if count > 1
+        and (ns := tier.namespaces.get(name)) is not None
+        and len(ns) >= BATCH_SEARCH_FROM
+    }
+    if not wanted:  # the usual case: no namespace large and written more than once
         return {}
     rows: dict[str, list[int]] = defaultdict(list)
     for pos, name in enumerate(namespaces):
-        rows[name].append(pos)
-    ahead = {}
-    for name, positions in rows.items():
-        ns = tier.namespaces.get(name)
-        if len(positions) > 1 and ns is not None and len(ns) >= BATCH_SEARCH_FROM:
-            vectors = np.stack([proposals[pos].vector for pos in positions])
-            ahead[name] = BatchNeighbours(ns, vectors, tier.config.neighbours, positions)
-    return ahead
+        if name in wanted:
+            rows[name].append(pos)
+    return {
+        name: BatchNeighbours(
+            tier.namespaces[name],
+            np.stack([proposals[pos].vector for pos in positions]),
+            tier.config.neighbours,
+            positions,
+        )
+        for name, positions in rows.items()
+    }
 
 
 def _decide(

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from hivemem.memory_bus.config import AccessConfig, GraphConfig, StoreConfig
 from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
 from hivemem.memory_bus.graph import personalized_pagerank
-from hivemem.memory_bus.interfaces import Caller
+from hivemem.memory_bus.interfaces import Caller, WriteRequest
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.store import MemoryStore
 
@@ -150,3 +150,26 @@ def test_edges_of_a_node_and_closing_on_removal_match_a_scan_of_every_edge(seed:
                 if probe in (e["src"], e["dst"])
             ]  # fmt: skip
             assert store.graph.edges(LEAD, "team", as_of=as_of, node=probe, type=kind) == want
+
+
+def test_vector_retrieval_reads_its_hits_by_id_and_keeps_their_levels() -> None:
+    store = make_store(retrieval="vector", seeds=2)
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((4, 6, 64)).astype(np.float32)
+    for b, batch in enumerate(vectors):  # 4 writes of 6 nodes; the last holds level 2
+        store.graph.write_many(
+            [
+                WriteRequest(LEAD, "team", NewItem(f"b{b} n{i}", v, level=b // 3 * 2))
+                for i, v in enumerate(batch)
+            ],
+            now=float(b),
+        )
+    ns = store.graph.namespaces["team"]
+    (hit,) = store.graph.retrieve(LEAD, "team", vectors[1][4], k=1, now=9.0)
+    assert hit.item.text == "b1 n4" and hit.item.hits == 1
+    assert not ns._items and len(ns._read) <= 12  # the seeds' batches, not all 24 nodes
+    (top,) = store.graph.retrieve(LEAD, "team", vectors[3][0], k=1, now=9.0)
+    assert (top.item.text, top.item.level) == ("b3 n0", 2)
+    hidden = store.graph.retrieve(WORKER, "team", vectors[3][0], k=2, now=9.0)
+    assert all(h.item.level < 2 for h in hidden)  # levels read off items built by id
+    assert ns.items[hit.id] is hit.item  # the same object once every node is built
