@@ -136,10 +136,14 @@ class Namespace:
         return self._tokens + self._pending_tokens
 
     def _materialize(self) -> None:
-        built = self._built
+        built, read = self._built, self._read
         for pos, rows in enumerate(self._pending):
             self._tokens += rows.tokens()
-            self._items.update((it.id, it) for it in built.get(pos) or self._build(rows))
+            items = built.get(pos)
+            if items is None:
+                self._items.update((it.id, it) for it in self._build(rows))
+            else:  # read by id: an item removed since is gone from read, a replaced one new
+                self._items.update((it.id, read[it.id]) for it in items if it.id in read)
         self._pending, self._built, self._read, self._pending_n = [], {}, {}, 0
         self._pending_tokens = self._pending_counted = 0
 
@@ -367,8 +371,20 @@ class Namespace:
         emit(MemoryEvent(kind, self._tier, self.name, (item_id,), 0, now))
 
     def remove(self, item_id: int, now: float, emit: Callable[[MemoryEvent], None]) -> Item:
-        """Delete one item (history keeps a deletion marker)."""
-        item = self.items.pop(item_id)
+        """Delete one item (history keeps a deletion marker).
+
+        An item still pending (:meth:`append`) is taken out of its built batch
+        (:meth:`item`), so the other pending items stay unbuilt.
+
+        Raises:
+            KeyError: no such item.
+        """
+        item = self._items.pop(item_id, None)
+        if item is None:
+            item = self._read.pop(item_id, None) if self.item(item_id) is not None else None
+            if item is None:
+                raise KeyError(item_id)
+            self._pending_n -= 1
         self._tokens -= item.tokens
         self.nbytes -= item.nbytes
         self.index.remove(np.asarray([item_id], dtype=np.int64))
@@ -379,9 +395,18 @@ class Namespace:
     def replace(
         self, old: Item, new: Item, now: float, emit: Callable[[MemoryEvent], None]
     ) -> None:
-        """Swap in a new version of an item, keeping the old one in its history."""
+        """Swap in a new version of an item, keeping the old one in its history.
+
+        ``old`` is the current version (from :meth:`item`); a pending one is replaced
+        where it was read, so the other pending items stay unbuilt.
+        """
         self._remember(old, op="update", at=now)
-        self.items[new.id] = new
+        if old.id in self._items:
+            self._items[new.id] = new
+        elif self._read.get(old.id) is old:
+            self._read[new.id] = new
+        else:
+            self.items[new.id] = new
         self._tokens += new.tokens - old.tokens
         self.nbytes += new.nbytes - old.nbytes
         if not _same_vector(old.vector, new.vector):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
-from hivemem.memory_bus.errors import CapacityError, InvalidInputError, UnknownNameError
+from hivemem.memory_bus.errors import (
+    CapacityError,
+    InvalidInputError,
+    ItemNotFoundError,
+    UnknownNameError,
+)
 from hivemem.memory_bus.interfaces import Caller, SearchRequest, WriteRequest
 from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.policies import make_write_policy
@@ -174,6 +179,59 @@ def test_a_search_builds_only_the_batches_of_its_hits_and_their_recalls_last() -
     assert everything[ids[3][5]] is hit.item and everything[ids[3][5]].accessed == 9.0
     for b, batch in enumerate(ids):
         assert [everything[i].text for i in batch] == [f"b{b} r{r}" for r in range(8)]
+
+
+def _five_pending_batches(store: MemoryStore, vectors: np.ndarray) -> list[list[int]]:
+    return [
+        [
+            r.item_id
+            for r in store.shared.write_many(
+                [
+                    WriteRequest(ALICE, "team", NewItem(f"b{b} r{r} " * (r + 1), v))
+                    for r, v in enumerate(vs)
+                ],
+                now=float(b),
+            )
+        ]
+        for b, vs in enumerate(vectors)
+    ]
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_a_delete_or_update_of_a_pending_item_builds_its_batch_alone(read_first: bool) -> None:
+    """With ``read_first`` the namespace is built before the changes: what they must equal."""
+    store = MemoryStore(StoreConfig(dim=16, shared=TierConfig()))
+    vectors = np.random.default_rng(5).standard_normal((5, 8, 16)).astype(np.float32)
+    ids = _five_pending_batches(store, vectors)
+    ns = store.shared.namespaces["team"]
+    if read_first:
+        assert len(ns.items) == 40
+    store.shared.delete(ALICE, "team", ids[2][3], now=6.0)
+    new_vector = -vectors[2][3]
+    updated = store.shared.update(
+        ALICE, "team", ids[4][1], expected_version=1, now=7.0, text="moved", vector=new_vector
+    )
+    store.shared.update(ALICE, "team", ids[4][6], expected_version=1, now=7.5, importance=0.5)
+    if not read_first:
+        # batches 2 and 4 built (less the deleted item), the other three still columns
+        assert not ns._items and sorted(ns._read) == sorted(set(ids[2] + ids[4]) - {ids[2][3]})
+        assert ns._read[ids[4][1]] is updated
+    assert len(ns) == 39 and ns.item(ids[2][3]) is None and ns.item(ids[4][1]) is updated
+    with pytest.raises(ItemNotFoundError):
+        store.shared.delete(ALICE, "team", ids[2][3], now=8.0)
+    (hit,) = store.shared.search(ALICE, "team", new_vector, k=1, now=9.0)
+    assert hit.id == ids[4][1] and hit.item.text == "moved"
+    (hit,) = store.shared.search(ALICE, "team", vectors[2][3], k=1, now=9.0)
+    assert hit.id != ids[2][3]
+    tokens, nbytes = ns.tokens, ns.nbytes
+    everything = ns.items
+    assert list(everything) == [i for batch in ids for i in batch if i != ids[2][3]]
+    assert everything[ids[4][1]] is updated and updated.version == 2
+    assert everything[ids[4][6]].importance == 0.5 and everything[ids[4][6]].version == 2
+    assert ns.tokens == tokens == sum(it.tokens for it in everything.values())
+    assert ns.nbytes == nbytes == sum(it.nbytes for it in everything.values())
+    assert [h["superseded_by"] for h in ns.history_of(ids[2][3])] == ["delete"]
+    assert [h["text"] for h in ns.history_of(ids[4][1])] == ["b4 r1 b4 r1 ", "moved"]
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
