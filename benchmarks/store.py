@@ -133,6 +133,19 @@ def measure(n: int, dim: int, approximate: bool, n_queries: int, seed: int) -> d
     return out
 
 
+def written_in_batches(n: int, dim: int, batch: int, rng: np.random.Generator) -> MemoryStore:
+    """A store whose namespace ``g`` holds ``n`` uniform vectors written in batches of
+    ``batch`` (the bus's shape), none of them read yet (exact index)."""
+    data = uniform(n, dim, rng)
+    store = MemoryStore(StoreConfig(dim=dim, shared=TierConfig(index=index_config(False))))
+    for start in range(0, n, batch):
+        chunk = data[start : start + batch]
+        store.shared.write_many(
+            [WriteRequest(CALLER, "g", NewItem(vector=v)) for v in chunk], now=0.0
+        )
+    return store
+
+
 def first_searches(n: int, dim: int, batch: int, seed: int) -> tuple[float, float]:
     """Seconds of the first search of a namespace written in batches of ``batch``, and of
     the next one (exact index, one query, k=10).
@@ -141,19 +154,28 @@ def first_searches(n: int, dim: int, batch: int, seed: int) -> tuple[float, floa
     the batches its hits are in; before, the first read built every item.
     """
     rng = np.random.default_rng(seed)
-    data, queries = uniform(n, dim, rng), uniform(2, dim, rng)
-    store = MemoryStore(StoreConfig(dim=dim, shared=TierConfig(index=index_config(False))))
-    for start in range(0, n, batch):
-        chunk = data[start : start + batch]
-        store.shared.write_many(
-            [WriteRequest(CALLER, "g", NewItem(vector=v)) for v in chunk], now=0.0
-        )
+    store, queries = written_in_batches(n, dim, batch, rng), uniform(2, dim, rng)
     times = []
     for q in queries:
         started = time.perf_counter()
         store.shared.search(CALLER, "g", q, K, now=1.0)
         times.append(time.perf_counter() - started)
     return times[0], times[1]
+
+
+def first_deletes(n: int, dim: int, batch: int, seed: int) -> tuple[float, float]:
+    """Seconds of the first delete in a namespace written in batches of ``batch``, and of
+    building every item left afterwards (what the delete used to do; ids start at 1).
+
+    Since ba83f6e a delete (or update) of an item not yet built builds its batch alone;
+    before, it built every item of the namespace.
+    """
+    store = written_in_batches(n, dim, batch, np.random.default_rng(seed))
+    started = time.perf_counter()
+    store.shared.delete(CALLER, "g", n // 2, now=1.0)
+    deleted = time.perf_counter()
+    assert len(store.shared.namespaces["g"].items) == n - 1
+    return deleted - started, time.perf_counter() - deleted
 
 
 def recall_at_k(
@@ -264,6 +286,11 @@ def main() -> None:
         f" {first * 1e3:.2f} ms, the next: {second * 1e3:.2f} ms"
     )
     headline[f"first_search_vs_next_{approx_n // 1000}k"] = first / second
+    delete, build = first_deletes(approx_n, args.dim, 64, args.seed)
+    print(
+        f"== first delete there: {delete * 1e3:.2f} ms; building every item: {build * 1e3:.2f} ms"
+    )
+    headline[f"first_delete_vs_building_all_{approx_n // 1000}k"] = delete / build
     count = 1_000 if args.quick else 10_000
     small = many_namespaces(count, 100, args.dim, args.seed)
     print(
