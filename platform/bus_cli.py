@@ -76,6 +76,12 @@ def bus_serve(
         "close together: lower latency for the next one, for CPU while clients keep the "
         "bus busy (0: always sleep).",
     ),
+    freeze_old_objects: bool = typer.Option(
+        True,
+        help="Freeze what outlives a full garbage collection, so full collections walk "
+        "only newer objects, not the whole store (garbage cycles among frozen objects "
+        "wait for an occasional whole collection).",
+    ),
 ) -> None:
     """Run a standalone bus server until interrupted."""
     from hivemem.memory_bus.auth import new_secret
@@ -103,6 +109,7 @@ def bus_serve(
         fork_snapshots=fork_snapshots,
         curve=curve,
         spin_us=spin_us,
+        freeze_old_objects=freeze_old_objects,
     )
     if metrics_port is not None:
         server.metrics.serve(metrics_port, metrics_host)

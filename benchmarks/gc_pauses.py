@@ -1,0 +1,130 @@
+"""Full garbage collections of a growing store: Python's collector against the bus's freezer.
+
+A full collection walks every tracked object of the process, and Python runs one each
+time the objects that outlived collections grow by a quarter. A bus holding a million
+items pays it on its owner thread while every client waits, longer each time. While a
+``BusServer`` runs, :class:`~hivemem.memory_bus.collector.OldObjectFreezer` freezes what
+outlived each full collection, so the next one walks only what came since.
+
+The workload: 1,000 agents each write 64-item batches (text, a 64-d vector, a meta map)
+into their private namespace, and read it back, which builds the items (as an agent's
+search does), round after round until the store holds ``--items`` items. Each variant runs
+in a fresh process, in turn, ``--repeats`` times: ``python`` (the collector as Python sets
+it: the baseline) and ``freezer``. Printed: every full collection's pause, the longest
+pause, their sum, and the run's time, with the freezer's as ratios to Python's.
+
+    python benchmarks/gc_pauses.py --quick   # 256,000 items, ~30 s
+    python benchmarks/gc_pauses.py           # 1,024,000 items, ~2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import time
+from typing import Any
+
+import numpy as np
+from hivemem.memory_bus.collector import OldObjectFreezer
+from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.interfaces import Caller, WriteRequest
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.store import MemoryStore
+
+AGENTS = 1_000
+BATCH = 64
+DIM = 64
+
+
+def run(variant: str, items: int) -> dict[str, Any]:
+    """Grow a store to ``items`` items under ``variant``; the full collections' pauses."""
+    freezer = OldObjectFreezer() if variant == "freezer" else None
+    pauses: list[float] = []
+    started: list[float] = []
+
+    def timed(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started.append(time.perf_counter())
+        else:
+            pauses.append(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(timed)  # before the freezer's: a pause ends before it freezes
+    if freezer is not None:
+        freezer.hold()
+    store = MemoryStore(StoreConfig(dim=DIM), embed=False)
+    vectors = np.random.default_rng(1).standard_normal((BATCH, DIM)).astype(np.float32)
+    callers = [Caller(f"a{a}", frozenset()) for a in range(AGENTS)]
+    begin = time.perf_counter()
+    written = built = 0
+    while written < items:
+        for caller in callers:
+            batch = [
+                WriteRequest(caller, caller.agent_id, NewItem(f"fact {i}", vectors[i], {"k": i}))
+                for i in range(BATCH)
+            ]
+            store.private.write_many(batch, now=float(written))
+            built += len(store.private.namespaces[caller.agent_id].items)  # as a read does
+            written += BATCH
+            if written >= items:
+                break
+    seconds = time.perf_counter() - begin
+    if freezer is not None:
+        freezer.release()
+    return {"pauses": pauses, "seconds": seconds, "built": built}
+
+
+def _child(variant: str, items: int, out: Any) -> None:
+    out.send(run(variant, items))
+
+
+def in_fresh_process(variant: str, items: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_child, args=(variant, items, theirs))
+    proc.start()
+    result: dict[str, Any] = ours.recv()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="256,000 items")
+    parser.add_argument("--items", type=int, help="items at the end (default 1,024,000)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each variant")
+    args = parser.parse_args()
+    items = args.items or (256_000 if args.quick else 1_024_000)
+    results: dict[str, list[dict[str, Any]]] = {"python": [], "freezer": []}
+    for r in range(args.repeats):
+        for variant in ("python", "freezer") if r % 2 == 0 else ("freezer", "python"):
+            results[variant].append(in_fresh_process(variant, items))
+    print(f"gc pauses: a store growing to {items:,} items ({AGENTS:,} agents, batches of {BATCH})")
+    summary: dict[str, dict[str, float]] = {}
+    for variant, runs in results.items():
+        for i, res in enumerate(runs):
+            ms = [p * 1e3 for p in res["pauses"]]
+            print(f"{variant:8s} run {i + 1}: {res['seconds']:6.2f} s, {len(ms)} full collections, "
+                  f"longest {max(ms, default=0):6.1f} ms, sum {sum(ms):7.1f} ms: "
+                  + " ".join(f"{p:.0f}" for p in ms))  # fmt: skip
+        summary[variant] = {
+            "longest_ms": float(np.median([max(r["pauses"], default=0) * 1e3 for r in runs])),
+            "sum_ms": float(np.median([sum(r["pauses"]) * 1e3 for r in runs])),
+            "seconds": float(np.median([r["seconds"] for r in runs])),
+        }
+    base, new = summary["python"], summary["freezer"]
+    print(f"longest_full_collection_ms_python: {base['longest_ms']:.1f}")
+    print(f"longest_full_collection_ms_freezer: {new['longest_ms']:.1f}")
+    print(
+        f"longest_full_collection_freezer_vs_python: {new['longest_ms'] / base['longest_ms']:.3f}"
+    )
+    print(f"full_collections_time_freezer_vs_python: {new['sum_ms'] / base['sum_ms']:.3f}")
+    print(f"run_time_freezer_vs_python: {new['seconds'] / base['seconds']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
