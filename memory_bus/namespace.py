@@ -7,7 +7,6 @@ tokens, and an index holding exactly its items.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from hivemem.memory_bus.features import COLUMN, candidate_features
 from hivemem.memory_bus.index import VectorIndex
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy, Hit
 from hivemem.memory_bus.item import Item, TierName
+from hivemem.memory_bus.pending import PendingBatches
 
 NextUse = Callable[[Item, float], float]
 """Simulation oracle: ``next_use(item, now)`` is the time of the item's next use, inf if never."""
@@ -69,13 +69,7 @@ class Namespace:
         self.eviction = eviction
         self.rng = rng
         self._items: dict[int, Item] = {}
-        self._pending: list[NewRows] = []
-        # pending batches built for a read by id (by position in _pending), and their items
-        self._built: dict[int, list[Item]] = {}
-        self._read: dict[int, Item] = {}
-        self._pending_n = 0
-        self._pending_tokens = 0  # tokens of the first _pending_counted batches of _pending
-        self._pending_counted = 0
+        self._pending = PendingBatches(self._build)  # stored as columns, built when read
         self.index = VectorIndex(dim, config.index, seed=int(rng.integers(1 << 31)))
         self.history: dict[int, list[dict[str, Any]]] = {}
         self._tokens = 0
@@ -83,7 +77,7 @@ class Namespace:
         self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._items) + self._pending_n
+        return len(self._items) + len(self._pending)
 
     @property
     def items(self) -> dict[int, Item]:
@@ -91,35 +85,28 @@ class Namespace:
 
         Rows stored by :meth:`append` become :class:`Item` objects here, on the first
         access after they were written: a batch costs a few list and numpy operations
-        to write, and the objects are built once something reads the namespace.
-        :meth:`item` reads one without building the others.
+        to write, and the objects are built once something reads the namespace
+        (:mod:`hivemem.memory_bus.pending`). :meth:`item` reads one without building
+        the others.
         """
-        if self._pending:
-            self._materialize()
+        self._materialize()
         return self._items
 
     def item(self, item_id: int) -> Item | None:
         """The item ``item_id``, or None: ``self.items.get(item_id)`` without building
         every pending item.
 
-        A search reads its hits by id. Building every item written since the last read
-        to return ten of them made the first search of a namespace written in bulk
-        stall the bus (about 5 us an item: half a second at 100,000). Here only the
-        batch (one ``write_many``) that holds ``item_id`` is built, and kept for when the
-        rest are: each item is still built once, a batch at a time.
+        A search reads its hits by id, as do ``get``, ``delete`` and ``update``: only the
+        batch that holds ``item_id`` is built (:class:`PendingBatches`).
         """
         found = self._items.get(item_id)
-        if found is not None or not self._pending:
+        if found is not None or not self._pending.batches:
             return found
-        found = self._read.get(item_id)
-        if found is not None:
-            return found
-        pos = bisect.bisect_right(self._pending, item_id, key=_first_id) - 1
-        if pos < 0 or pos in self._built or item_id not in self._pending[pos].ids:
-            return None  # a range of ids: no search
-        built = self._built[pos] = self._build(self._pending[pos])
-        self._read.update((it.id, it) for it in built)
-        return self._read[item_id]
+        return self._pending.item(item_id)
+
+    def _materialize(self) -> None:
+        if self._pending.batches:
+            self._tokens += self._pending.build_all(self._items)
 
     def _build(self, rows: NewRows) -> list[Item]:
         return rows.build(self.tier, self.index.vectors_of(rows.ids))
@@ -127,25 +114,7 @@ class Namespace:
     @property
     def tokens(self) -> int:
         """Whitespace tokens of every item's text."""
-        pending = self._pending
-        if self._pending_counted < len(pending):
-            # Only the batches written since the last call: the metrics ask every second,
-            # and a namespace written and never read keeps every batch pending.
-            self._pending_tokens += sum(rows.tokens() for rows in pending[self._pending_counted :])
-            self._pending_counted = len(pending)
-        return self._tokens + self._pending_tokens
-
-    def _materialize(self) -> None:
-        built, read = self._built, self._read
-        for pos, rows in enumerate(self._pending):
-            self._tokens += rows.tokens()
-            items = built.get(pos)
-            if items is None:
-                self._items.update((it.id, it) for it in self._build(rows))
-            else:  # read by id: an item removed since is gone from read, a replaced one new
-                self._items.update((it.id, read[it.id]) for it in items if it.id in read)
-        self._pending, self._built, self._read, self._pending_n = [], {}, {}, 0
-        self._pending_tokens = self._pending_counted = 0
+        return self._tokens + self._pending.tokens
 
     # --- bounds -----------------------------------------------------------------------
 
@@ -185,8 +154,7 @@ class Namespace:
         index at once, the items are built on first read (:attr:`items`).
         """
         ids, texts, vectors = rows.ids, rows.batch.texts, rows.vectors()
-        self._pending.append(rows)
-        self._pending_n += len(ids)
+        self._pending.add(rows)
         self.nbytes += len("".join(texts).encode()) + vectors.nbytes
         if len(ids) == 1:
             self.index.add_one_checked(int(ids[0]), vectors[0])
@@ -373,7 +341,7 @@ class Namespace:
     def remove(self, item_id: int, now: float, emit: Callable[[MemoryEvent], None]) -> Item:
         """Delete one item (history keeps a deletion marker).
 
-        An item still pending (:meth:`append`) is taken out of its built batch
+        An item still pending (:meth:`append`) is taken out of its batch, built alone
         (:meth:`item`), so the other pending items stay unbuilt.
 
         Raises:
@@ -381,10 +349,9 @@ class Namespace:
         """
         item = self._items.pop(item_id, None)
         if item is None:
-            item = self._read.pop(item_id, None) if self.item(item_id) is not None else None
-            if item is None:
-                raise KeyError(item_id)
-            self._pending_n -= 1
+            item = self._pending.take(item_id)
+        if item is None:
+            raise KeyError(item_id)
         self._tokens -= item.tokens
         self.nbytes -= item.nbytes
         self.index.remove(np.asarray([item_id], dtype=np.int64))
@@ -401,11 +368,7 @@ class Namespace:
         where it was read, so the other pending items stay unbuilt.
         """
         self._remember(old, op="update", at=now)
-        if old.id in self._items:
-            self._items[new.id] = new
-        elif self._read.get(old.id) is old:
-            self._read[new.id] = new
-        else:
+        if old.id in self._items or not self._pending.replace(old, new):
             self.items[new.id] = new
         self._tokens += new.tokens - old.tokens
         self.nbytes += new.nbytes - old.nbytes
@@ -488,9 +451,7 @@ class Namespace:
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot from :meth:`get_state`."""
-        self._items, self._pending, self._pending_n = {}, [], 0
-        self._built, self._read = {}, {}
-        self._pending_tokens = self._pending_counted = 0
+        self._items, self._pending = {}, PendingBatches(self._build)
         for raw in state["items"]:
             item = Item.from_state(raw)
             self._items[item.id] = item
@@ -500,10 +461,6 @@ class Namespace:
         self.evictions = int(state["evictions"])
         self.rng.bit_generator.state = _rng_from_state(state["rng"])
         self.index = VectorIndex.from_state(state["index"], self.config.index)
-
-
-def _first_id(rows: NewRows) -> int:
-    return int(rows.ids[0])
 
 
 def _same_vector(a: np.ndarray, b: np.ndarray) -> bool:

@@ -167,7 +167,7 @@ def test_vector_retrieval_reads_its_hits_by_id_and_keeps_their_levels() -> None:
     ns = store.graph.namespaces["team"]
     (hit,) = store.graph.retrieve(LEAD, "team", vectors[1][4], k=1, now=9.0)
     assert hit.item.text == "b1 n4" and hit.item.hits == 1
-    assert not ns._items and len(ns._read) <= 12  # the seeds' batches, not all 24 nodes
+    assert not ns._items and len(ns._pending.read) <= 12  # the seeds' batches, not all 24 nodes
     (top,) = store.graph.retrieve(LEAD, "team", vectors[3][0], k=1, now=9.0)
     assert (top.item.text, top.item.level) == ("b3 n0", 2)
     hidden = store.graph.retrieve(WORKER, "team", vectors[3][0], k=2, now=9.0)

@@ -167,15 +167,18 @@ def test_a_search_builds_only_the_batches_of_its_hits_and_their_recalls_last() -
     (hit,) = store.shared.search(ALICE, "team", vectors[3][5], k=1, now=9.0)
     assert (hit.id, hit.item.text, hit.item.created) == (ids[3][5], "b3 r5", 3.0)
     assert np.array_equal(hit.item.vector, vectors[3][5]) and hit.item.hits == 1
-    assert not ns._items and list(ns._read) == ids[3]  # one batch of five built
+    assert not ns._items and list(ns._pending.read) == ids[3]  # one batch of five built
     assert ns.item(ids[4][-1] + 1) is None and ns.item(-1) is None
     assert ns.item(ids[1][2]).text == "b1 r2"  # type: ignore[union-attr]
-    assert sorted(ns._read) == ids[1] + ids[3] and ns.item(ids[3][0]) is ns._read[ids[3][0]]
+    assert (
+        sorted(ns._pending.read) == ids[1] + ids[3]
+        and ns.item(ids[3][0]) is ns._pending.read[ids[3][0]]
+    )
     (version,) = store.shared.history(ALICE, "team", ids[0][7])  # builds batch 0 alone
     assert (version["text"], version["superseded_at"]) == ("b0 r7", None)
-    assert sorted(ns._read) == ids[0] + ids[1] + ids[3] and not ns._items
+    assert sorted(ns._pending.read) == ids[0] + ids[1] + ids[3] and not ns._items
     everything = ns.items  # the rest are built now, the ones read by id kept as they are
-    assert list(everything) == [i for batch in ids for i in batch] and not ns._read
+    assert list(everything) == [i for batch in ids for i in batch] and not ns._pending.read
     assert everything[ids[3][5]] is hit.item and everything[ids[3][5]].accessed == 9.0
     for b, batch in enumerate(ids):
         assert [everything[i].text for i in batch] == [f"b{b} r{r}" for r in range(8)]
@@ -214,8 +217,10 @@ def test_a_delete_or_update_of_a_pending_item_builds_its_batch_alone(read_first:
     store.shared.update(ALICE, "team", ids[4][6], expected_version=1, now=7.5, importance=0.5)
     if not read_first:
         # batches 2 and 4 built (less the deleted item), the other three still columns
-        assert not ns._items and sorted(ns._read) == sorted(set(ids[2] + ids[4]) - {ids[2][3]})
-        assert ns._read[ids[4][1]] is updated
+        assert not ns._items and sorted(ns._pending.read) == sorted(
+            set(ids[2] + ids[4]) - {ids[2][3]}
+        )
+        assert ns._pending.read[ids[4][1]] is updated
     assert len(ns) == 39 and ns.item(ids[2][3]) is None and ns.item(ids[4][1]) is updated
     with pytest.raises(ItemNotFoundError):
         store.shared.delete(ALICE, "team", ids[2][3], now=8.0)

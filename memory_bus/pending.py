@@ -1,0 +1,107 @@
+"""The batches a namespace stores as columns, until they are built into items.
+
+A batch that the write policy adds whole (``always_add``) into a namespace with room goes
+in as columns (:meth:`~hivemem.memory_bus.namespace.Namespace.append`): its vectors into
+the index at once, its other columns kept here as the tier checked them. Turning rows
+into :class:`~hivemem.memory_bus.item.Item` objects costs about 5 us a row on the bus's
+owner thread, so it waits for a read, and a read by id builds only the batch (one
+``write_many``) that holds the item: a search of ten hits, a ``get``, a delete or an
+update of one item in a namespace written in bulk once built every pending item (half a
+second at 100,000). What needs every item builds the rest (:meth:`PendingBatches.build_all`),
+keeping the objects already built, so each item is built once and the recalls it took
+(hits, accessed) carry over.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+
+from hivemem.memory_bus.batch import NewRows
+from hivemem.memory_bus.item import Item
+
+
+class PendingBatches:
+    """Batches of new rows not yet built into items, in write order.
+
+    Args:
+        build: The items of a batch (their vectors read back from the index).
+    """
+
+    def __init__(self, build: Callable[[NewRows], list[Item]]) -> None:
+        self._build = build
+        self.batches: list[NewRows] = []
+        self._built: dict[int, list[Item]] = {}  # batches built for a read, by position
+        self.read: dict[int, Item] = {}
+        """The items of the built batches, by id: a deleted one gone, an updated one new."""
+        self._n = 0
+        self._tokens = 0  # tokens of the first _counted batches
+        self._counted = 0
+
+    def __len__(self) -> int:
+        """Rows pending (less the ones deleted since)."""
+        return self._n
+
+    def add(self, rows: NewRows) -> None:
+        """Keep a batch (ids larger than any kept before)."""
+        self.batches.append(rows)
+        self._n += len(rows.ids)
+
+    @property
+    def tokens(self) -> int:
+        """Whitespace tokens of every batch's texts (deleted rows included: the namespace
+        counts those off its own total when it deletes them).
+
+        Only the batches added since the last call are counted: the metrics ask every
+        second, and a namespace written and never read keeps every batch pending.
+        """
+        if self._counted < len(self.batches):
+            self._tokens += sum(rows.tokens() for rows in self.batches[self._counted :])
+            self._counted = len(self.batches)
+        return self._tokens
+
+    def item(self, item_id: int) -> Item | None:
+        """The pending item ``item_id`` (its batch built now if it was not), or None."""
+        found = self.read.get(item_id)
+        if found is not None or not self.batches:
+            return found
+        pos = bisect.bisect_right(self.batches, item_id, key=_first_id) - 1
+        if pos < 0 or pos in self._built or item_id not in self.batches[pos].ids:
+            return None  # a range of ids: no search
+        built = self._built[pos] = self._build(self.batches[pos])
+        self.read.update((it.id, it) for it in built)
+        return self.read[item_id]
+
+    def take(self, item_id: int) -> Item | None:
+        """Take the pending item ``item_id`` out (it is deleted), or None if none."""
+        if self.item(item_id) is None:
+            return None
+        self._n -= 1
+        return self.read.pop(item_id)
+
+    def replace(self, old: Item, new: Item) -> bool:
+        """Put ``new`` where the pending ``old`` was read; False if ``old`` is not that."""
+        if self.read.get(old.id) is not old:
+            return False
+        self.read[new.id] = new
+        return True
+
+    def build_all(self, into: dict[int, Item]) -> int:
+        """Build every batch into ``into``, in write order, and forget them all; the
+        tokens of every batch (as :attr:`tokens`)."""
+        tokens = 0
+        built, read = self._built, self.read
+        for pos, rows in enumerate(self.batches):
+            tokens += rows.tokens()
+            items = built.get(pos)
+            if items is None:
+                into.update((it.id, it) for it in self._build(rows))
+            else:  # read by id: a deleted item is gone from read, an updated one new
+                into.update((it.id, read[it.id]) for it in items if it.id in read)
+        self.batches, self._built, self.read, self._n = [], {}, {}, 0
+        self._tokens = self._counted = 0
+        return tokens
+
+
+def _first_id(rows: NewRows) -> int:
+    return int(rows.ids[0])
