@@ -41,6 +41,36 @@ SNAPSHOT_WAIT_S = 300.0
 """How long a stopping server waits for a snapshot being written before killing the writer."""
 
 
+ReplyKey = tuple[int, int, str]
+"""(client, request id, agent): what a retried request repeats."""
+
+
+class RecentReplies:
+    """The replies to the last ``size`` changes, by :data:`ReplyKey`: a retried change is
+    answered from here instead of being applied again. Saved with snapshots."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._replies: OrderedDict[ReplyKey, bytes] = OrderedDict()
+
+    def get(self, key: ReplyKey) -> bytes | None:
+        """The reply to ``key``'s change, if it is still remembered."""
+        return self._replies.get(key)
+
+    def remember(self, key: ReplyKey, reply: bytes) -> None:
+        """Keep ``reply`` (forgetting the oldest past ``size``)."""
+        self._replies[key] = reply
+        if len(self._replies) > self.size:
+            self._replies.popitem(last=False)
+
+    def to_state(self) -> list[list[Any]]:
+        return [[c, i, a, reply] for (c, i, a), reply in self._replies.items()]
+
+    def load(self, state: list[list[Any]]) -> None:
+        """Replace what is remembered with a snapshot's (:meth:`to_state`)."""
+        self._replies = OrderedDict(((c, i, a), bytes(r)) for c, i, a, r in state)
+
+
 class Durability:
     """The journal records, snapshots and recovery of one bus server.
 
@@ -50,8 +80,7 @@ class Durability:
         store: The server's store, saved in snapshots and rebuilt on recovery.
         registry: The server's agents, saved and recovered with the store.
         replies: The server's remembered replies to changes (for idempotent retries),
-            saved with the store and refilled in place on recovery.
-        remember: How the server remembers a reply (bounded); used for replayed changes.
+            saved with the store and refilled on recovery.
         snapshot_every: Journal records between snapshots.
         fork_snapshots: Write snapshots from a forked process (see :meth:`maybe_snapshot`);
             False writes them on the owner thread, which stalls every client meanwhile.
@@ -62,8 +91,7 @@ class Durability:
         journal: Journal | None,
         store: MemoryStore,
         registry: AgentRegistry,
-        replies: OrderedDict[tuple[int, int, str], bytes],
-        remember: Callable[[tuple[int, int, str], bytes], None],
+        replies: RecentReplies,
         *,
         snapshot_every: int,
         fork_snapshots: bool,
@@ -72,7 +100,6 @@ class Durability:
         self.store = store
         self.registry = registry
         self.replies = replies
-        self.remember = remember
         self.snapshot_every = snapshot_every
         self.fork_snapshots = fork_snapshots and hasattr(os, "fork")
         self.snapshots = 0  # snapshots completed
@@ -169,7 +196,7 @@ class Durability:
         return {
             "store": self.store.get_state(),
             "registry": self.registry.to_state(),
-            "dedup": [[c, i, a, reply] for (c, i, a), reply in self.replies.items()],
+            "dedup": self.replies.to_state(),
         }
 
     def recover(self) -> None:
@@ -180,9 +207,7 @@ class Durability:
         if state is not None:
             self.store.set_state(state["store"])
             self.registry.load(state["registry"])
-            # In place: the server answers retries from this very table.
-            self.replies.clear()
-            self.replies.update(((c, i, a), bytes(r)) for c, i, a, r in state["dedup"])
+            self.replies.load(state["dedup"])
         replayed = 0
         for record in self.journal.replay():
             self._replay(record)
@@ -200,7 +225,7 @@ class Durability:
             reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
         except HivememError as exc:  # it failed the same way the first time
             reply = encode_error(req_id, exc.code, exc.message, exc.details)
-        self.remember((int(record["client"]), req_id, str(record["agent"])), reply)
+        self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
 
 
 def _fork_to(write: Callable[[], None]) -> int | None:

@@ -11,12 +11,10 @@ its rows are checked and their ids allocated. The server journals it, sends the 
 and only then stores the rows (vectors into the index: the costliest part of a batch),
 before it reads the next request. Since the owner thread does nothing in between, no
 request can observe the gap: anything that arrives after the reply was sent is served
-after the rows are in (read-your-writes holds, for every client). The client's wait no
-longer includes the store's copy, which now overlaps the reply's trip and the client's
-next step: one client process writing 64-item batches went from 0.47x to 0.60-0.66x
-the bare echo's item rate (medians of ``benchmarks/bus.py --quick``). Writes that evict, and every other op,
-are applied before the reply as before. :meth:`BusServer.handle` applies everything
-before it returns.
+after the rows are in (read-your-writes holds, for every client). The store's copy
+overlaps the reply's trip instead of lengthening it (``docs/architecture.md``). Writes
+that evict, and every other op, are applied before the reply. :meth:`BusServer.handle`
+applies everything before it returns.
 
 The journal records, snapshots and recovery live in :mod:`hivemem.memory_bus.durability`,
 the event feed in :mod:`hivemem.memory_bus.publisher`; the server owns one of each and
@@ -32,7 +30,6 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -41,7 +38,7 @@ import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
 from hivemem.memory_bus.collector import COLLECTOR_PAUSE, OLD_OBJECT_FREEZER
 from hivemem.memory_bus.curve import CurveConfig, secure
-from hivemem.memory_bus.durability import SNAPSHOT_WAIT_S, Durability
+from hivemem.memory_bus.durability import SNAPSHOT_WAIT_S, Durability, RecentReplies
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate, subscription_topic
 from hivemem.memory_bus.interfaces import Caller
@@ -116,13 +113,9 @@ class BusServer:
             (``benchmarks/bus.py``, bus-spin). It holds the GIL between polls, so it is
             off here by default (an embedded bus shares its process with the runner);
             ``hivemem bus serve`` spins 200 us by default.
-        freeze_old_objects: While the server runs, what outlives a full garbage
-            collection is frozen (:class:`~.collector.OldObjectFreezer`, process-wide),
-            so full collections stop walking the whole store: growing a store to a
-            million items, the longest pause went from 313 to 150 ms and all of them
-            took a quarter of the time (``benchmarks/gc_pauses.py``). Garbage cycles
-            among frozen objects wait for the next collection that walks everything.
-            False: the collector as Python sets it.
+        freeze_old_objects: While the server runs, full garbage collections walk only
+            objects newer than the last one (:class:`~.collector.OldObjectFreezer`,
+            process-wide); False: the collector as Python sets it.
     """
 
     def __init__(
@@ -156,14 +149,12 @@ class BusServer:
         self._between = threading.Lock()
         self.curve = curve
         self.metrics = metrics or BusMetrics()
-        self._dedup: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
-        self._dedup_size = dedup_size
+        self._replies = RecentReplies(dedup_size)
         self._durability = Durability(
             journal,
             store,
             self.registry,
-            self._dedup,
-            self._remember,
+            self._replies,
             snapshot_every=snapshot_every,
             fork_snapshots=fork_snapshots,
         )
@@ -447,12 +438,12 @@ class BusServer:
             return encode_error(req.id, exc.code, exc.message, exc.details), exc.code, []
         key = (req.client, req.id, req.agent)
         if req.op in MUTATING:
-            cached = self._dedup.get(key)
+            cached = self._replies.get(key)
             if cached is not None:
                 return cached, "retry", []
         reply, code, later = self._apply(req, caller)
         if req.op in MUTATING:
-            self._remember(key, reply)
+            self._replies.remember(key, reply)
         return reply, code, later
 
     def _apply(self, req: Request, caller: Caller) -> tuple[bytes, str, list[Change]]:
@@ -494,11 +485,6 @@ class BusServer:
                 Code.INTERNAL,
                 [],
             )
-
-    def _remember(self, key: tuple[int, int, str], reply: bytes) -> None:
-        self._dedup[key] = reply
-        if len(self._dedup) > self._dedup_size:
-            self._dedup.popitem(last=False)
 
     def _recover(self) -> None:
         """Load the snapshot and replay the journal; the replay's events are not published."""
