@@ -51,9 +51,9 @@ def run(variant: str, items: int) -> dict[str, Any]:
         else:
             pauses.append(time.perf_counter() - started.pop())
 
-    gc.callbacks.append(timed)  # before the freezer's: a pause ends before it freezes
     if freezer is not None:
         freezer.hold()
+    gc.callbacks.append(timed)  # after the freezer's: a pause ends once it has frozen
     store = MemoryStore(StoreConfig(dim=DIM), embed=False)
     vectors = np.random.default_rng(1).standard_normal((BATCH, DIM)).astype(np.float32)
     callers = [Caller(f"a{a}", frozenset()) for a in range(AGENTS)]

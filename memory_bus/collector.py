@@ -13,13 +13,16 @@ Two things a server holding millions of objects needs from the collector:
   collection walks only what came since. Frozen objects are still freed by reference
   counting, as nearly everything a store drops is (an evicted item, a replaced version);
   only garbage *cycles* among them wait, until the freezer lets one full collection walk
-  everything again: once the frozen objects have grown ``growth`` times since the last
-  such collection, or ``whole_every_s`` seconds have passed.
+  everything again: once the interpreter's memory blocks (:func:`sys.getallocatedblocks`,
+  which grow with the objects it holds) have grown ``growth`` times since the last such
+  collection, or ``whole_every_s`` seconds have passed. (Counting the frozen objects
+  themselves, :func:`gc.get_freeze_count`, walks them all: 36 ms at 3 million.)
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -71,8 +74,8 @@ class OldObjectFreezer:
     process's collector is as it was. See the module docstring for what it trades.
 
     Args:
-        growth: A full collection walks everything again once the frozen objects have
-            grown this many times since the last one that did.
+        growth: A full collection walks everything again once the interpreter's memory
+            blocks have grown this many times since the last one that did.
         whole_every_s: ... or once this many seconds have passed since it.
         clock: Seconds, monotonic.
     """
@@ -87,7 +90,7 @@ class OldObjectFreezer:
         self._lock = threading.Lock()
         self._holders = 0
         self._whole_next = True  # the next full collection walks every object
-        self._whole_size = 0  # objects frozen after the last full collection that did
+        self._whole_size = 0  # the interpreter's memory blocks after the last whole one
         self._whole_at = 0.0
         self.freezes = 0  # full collections followed by a freeze (for tests and curiosity)
         self.thaws = 0  # times everything was unfrozen for a whole collection
@@ -123,9 +126,9 @@ class OldObjectFreezer:
             self._whole_next = False
             self._whole_at = now
             gc.freeze()
-            self._whole_size = gc.get_freeze_count()
+            self._whole_size = sys.getallocatedblocks()
         elif (
-            gc.get_freeze_count() > self.growth * max(self._whole_size, 1)
+            sys.getallocatedblocks() > self.growth * max(self._whole_size, 1)
             or now - self._whole_at >= self.whole_every_s
         ):
             gc.unfreeze()  # into the oldest generation: the next full collection walks it

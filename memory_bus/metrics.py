@@ -2,13 +2,16 @@
 
 Besides requests and latencies, the memory itself: items, namespaces, tokens and bytes
 by tier; write-policy decisions (ADD/UPDATE/DELETE/NOOP) by tier and policy; evictions
-by tier and policy; and the staleness of what reads return (the age of each recalled
-item in the clients' clock, ticks for ``hivemem run``).
+by tier and policy; the staleness of what reads return (the age of each recalled
+item in the clients' clock, ticks for ``hivemem run``); and the pauses of Python's
+garbage collector, which stop the owner thread (and every client) while they run.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -21,6 +24,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
+GC_BUCKETS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5)
 AGE_BUCKETS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 10000.0)
 
 
@@ -87,6 +91,16 @@ class BusMetrics:
             "Signed event subscriptions refused: a bad token, a topic not readable, malformed",
             registry=r,
         )
+        self.gc_pauses = Histogram(
+            "hivemem_bus_gc_pause_seconds",
+            "Pauses of the process's cyclic garbage collector while the server runs, by "
+            "generation (2: a full collection)",
+            ["generation"],
+            buckets=GC_BUCKETS,
+            registry=r,
+        )
+        self._gc_children = [self.gc_pauses.labels(str(g)) for g in range(3)]
+        self._gc_started = 0.0
         self._policy: dict[str, str] = {}
         # children by label values: labels() costs microseconds a call, a dict lookup not
         self._requests: dict[tuple[str, ...], Any] = {}
@@ -122,6 +136,23 @@ class BusMetrics:
             for name, stats in by_tier.items()
             for decision, count in stats["decisions"].items()
         }
+
+    def watch_collector(self) -> None:
+        """Time every garbage collection from now on (until :meth:`unwatch_collector`)."""
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def unwatch_collector(self) -> None:
+        """Stop timing garbage collections."""
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # Collections never overlap (each holds the interpreter lock): one start time will do.
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._gc_children[info["generation"]].observe(time.perf_counter() - self._gc_started)
 
     def recalled(self, tier: str, now: float, results: Sequence[Sequence[Hit]]) -> None:
         """Count the ages (``now - created``) of the items that reads of ``tier`` returned."""

@@ -208,6 +208,7 @@ class BusServer:
         if self.freeze_old_objects and not self._freezing:
             OLD_OBJECT_FREEZER.hold()
             self._freezing = True
+        self.metrics.watch_collector()  # after the freezer: its work is part of a pause
         return self
 
     @property
@@ -225,6 +226,7 @@ class BusServer:
         if self.journal is not None:
             self.journal.close()
         self._waker.close()
+        self.metrics.unwatch_collector()
         if self._freezing:
             OLD_OBJECT_FREEZER.release()
             self._freezing = False

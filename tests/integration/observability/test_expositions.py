@@ -20,7 +20,7 @@ from .conftest import ROOT, RayHead, promtool, scrape
 
 GRAFANA = ROOT / "deploy/observability/grafana"
 DASHBOARD = GRAFANA / "dashboards/hivemem.json"
-LABELS = {"tier", "op", "policy", "scenario", "code", "kind", "decision"}
+LABELS = {"tier", "op", "policy", "scenario", "code", "kind", "decision", "generation"}
 """The only labels hivemem puts on its series (``le`` is the histograms' own)."""
 
 

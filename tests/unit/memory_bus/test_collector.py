@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
 
@@ -29,6 +30,13 @@ def garbage_cycle() -> weakref.ref[Node]:
     a, b = Node(), Node()
     a.other, b.other = b, a
     return weakref.ref(a)
+
+
+def full_collections_timed(server: BusServer) -> float:
+    value = server.metrics.registry.get_sample_value(
+        "hivemem_bus_gc_pause_seconds_count", {"generation": "2"}
+    )
+    return value or 0.0
 
 
 @pytest.fixture
@@ -89,20 +97,22 @@ def test_survivors_of_a_full_collection_are_frozen_and_cycles_wait_for_a_whole_o
     assert gc.get_freeze_count() == 0 and freezer._on_collection not in gc.callbacks
 
 
-def test_a_whole_collection_comes_once_the_frozen_objects_have_grown(
+def test_a_whole_collection_comes_once_the_interpreters_memory_has_grown(
     quiet_collector: None,
 ) -> None:
     freezer = OldObjectFreezer(growth=1.5, whole_every_s=float("inf"))
     freezer.hold()
     try:
         gc.collect()
-        whole = gc.get_freeze_count()
-        kept = [[i] for i in range(whole)]  # double the tracked objects
-        gc.collect()  # frozen with the rest: not yet counted against the growth
-        assert freezer.thaws == 0 and gc.get_freeze_count() >= 2 * whole
+        blocks = sys.getallocatedblocks()
+        gc.collect()
+        assert (freezer.freezes, freezer.thaws) == (2, 0)  # grown by little: frozen again
+        kept = [[i] for i in range(blocks // 2)]  # a list, its array, an int: 3 blocks each
+        assert sys.getallocatedblocks() > 1.5 * blocks
         gc.collect()
         assert freezer.thaws == 1 and gc.get_freeze_count() == 0
-        del kept
+        gc.collect()  # walks everything, then freezes it again
+        assert freezer.freezes == 3 and gc.get_freeze_count() > len(kept)
     finally:
         freezer.release()
 
@@ -113,10 +123,15 @@ def test_a_server_holds_the_freezer_from_start_to_stop() -> None:
         assert OLD_OBJECT_FREEZER._holders == 1
         with BusServer(MemoryStore(StoreConfig(dim=8), embed=False)):
             assert OLD_OBJECT_FREEZER._holders == 2
+        timed = full_collections_timed(server)
         gc.collect()
         assert gc.get_freeze_count() > 0
+        assert full_collections_timed(server) >= timed + 1  # the metric times collections
         server.stop()  # stopping twice releases once
     assert OLD_OBJECT_FREEZER._holders == 0 and gc.get_freeze_count() == 0
+    timed = full_collections_timed(server)
+    gc.collect()
+    assert full_collections_timed(server) == timed  # no longer timed once stopped
     with BusServer(MemoryStore(StoreConfig(dim=8), embed=False), freeze_old_objects=False):
         assert OLD_OBJECT_FREEZER._holders == 0
         gc.collect()
