@@ -13,8 +13,13 @@ in a fresh process, in turn, ``--repeats`` times: ``python`` (the collector as P
 it: the baseline) and ``freezer``. Printed: every full collection's pause, the longest
 pause, their sum, and the run's time, with the freezer's as ratios to Python's.
 
-    python benchmarks/gc_pauses.py --quick   # 256,000 items, ~30 s
-    python benchmarks/gc_pauses.py           # 1,024,000 items, ~2 minutes
+Then the same two variants for what RL training runs thousands of: one in-process episode
+(``run_episode``) of ``capacity_stream`` in ``benchmarks/scale.py``'s shape (one fact a
+tick per agent, a private capacity of 4), with ``run.bus_freeze_old_objects`` false for
+the baseline. Printed: the episode's time and the time in the collector.
+
+    python benchmarks/gc_pauses.py --quick   # 256,000 items; 2,000 agents x 12 ticks; ~1 minute
+    python benchmarks/gc_pauses.py           # 1,024,000 items; 10,000 agents x 12 ticks; ~4 minutes
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import gc
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -76,16 +82,52 @@ def run(variant: str, items: int) -> dict[str, Any]:
     return {"pauses": pauses, "seconds": seconds, "built": built}
 
 
-def _child(variant: str, items: int, out: Any) -> None:
-    out.send(run(variant, items))
+def episode(variant: str, agents: int) -> dict[str, Any]:
+    """One in-process RL episode of ``agents`` agents under ``variant``; its time and the
+    time spent in the collector."""
+    from hivemem.platform.rl.sim import run_episode
+    from hivemem.platform.scenario import load_scenario
+
+    freeze = str(variant == "freezer").lower()
+    scenario = load_scenario(
+        "capacity_stream",
+        ["task.params.facts_per_tick=1", "memory.private.capacity=4", f"agents.0.count={agents}",
+         f"run.ticks={EPISODE_TICKS}", f"run.bus_freeze_old_objects={freeze}"],
+    )  # fmt: skip
+    collecting, started = [0.0], [0.0]
+
+    def timed(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            collecting[0] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(timed)
+    begin = time.perf_counter()
+    run_episode(scenario, tier="private")
+    return {"seconds": time.perf_counter() - begin, "gc": collecting[0]}
 
 
-def in_fresh_process(variant: str, items: int) -> dict[str, Any]:
+EPISODE_TICKS = 12
+
+
+def _child(work: Callable[[str, int], dict[str, Any]], variant: str, n: int, out: Any) -> None:
+    out.send(work(variant, n))
+
+
+def in_fresh_process(
+    work: Callable[[str, int], dict[str, Any]], variant: str, n: int
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(variant, items, theirs))
+    proc = ctx.Process(target=_child, args=(work, variant, n, theirs))
     proc.start()
-    result: dict[str, Any] = ours.recv()
+    theirs.close()  # the child's end: a child that dies without an answer ends recv
+    try:
+        result: dict[str, Any] = ours.recv()
+    except EOFError:
+        proc.join()
+        raise SystemExit(f"the {variant} run died (exit code {proc.exitcode})") from None
     proc.join()
     return result
 
@@ -96,13 +138,13 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="256,000 items")
     parser.add_argument("--items", type=int, help="items at the end (default 1,024,000)")
+    parser.add_argument("--agents", type=int, help="agents of the episode (default 10,000)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each variant")
     args = parser.parse_args()
     items = args.items or (256_000 if args.quick else 1_024_000)
-    results: dict[str, list[dict[str, Any]]] = {"python": [], "freezer": []}
-    for r in range(args.repeats):
-        for variant in ("python", "freezer") if r % 2 == 0 else ("freezer", "python"):
-            results[variant].append(in_fresh_process(variant, items))
+    agents = args.agents or (2_000 if args.quick else 10_000)
+    results = alternating(run, items, args.repeats)
+    episodes = alternating(episode, agents, args.repeats)
     print(f"gc pauses: a store growing to {items:,} items ({AGENTS:,} agents, batches of {BATCH})")
     summary: dict[str, dict[str, float]] = {}
     for variant, runs in results.items():
@@ -124,6 +166,26 @@ def main() -> None:
     )
     print(f"full_collections_time_freezer_vs_python: {new['sum_ms'] / base['sum_ms']:.3f}")
     print(f"run_time_freezer_vs_python: {new['seconds'] / base['seconds']:.3f}")
+    print(f"\nan in-process episode: capacity_stream, {agents:,} agents x {EPISODE_TICKS} ticks")
+    for variant, runs in episodes.items():
+        for i, res in enumerate(runs):
+            print(
+                f"{variant:8s} run {i + 1}: {res['seconds']:6.2f} s, in the collector {res['gc']:6.2f} s"
+            )
+    seconds = {v: float(np.median([r["seconds"] for r in runs])) for v, runs in episodes.items()}
+    print(f"episode_time_freezer_vs_python_{agents // 1000}k: "
+          f"{seconds['freezer'] / seconds['python']:.3f}")  # fmt: skip
+
+
+def alternating(
+    work: Callable[[str, int], dict[str, Any]], n: int, repeats: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``work(variant, n)`` for both variants, each in a fresh process, in turn."""
+    results: dict[str, list[dict[str, Any]]] = {"python": [], "freezer": []}
+    for r in range(repeats):
+        for variant in ("python", "freezer") if r % 2 == 0 else ("freezer", "python"):
+            results[variant].append(in_fresh_process(work, variant, n))
+    return results
 
 
 if __name__ == "__main__":

@@ -377,7 +377,7 @@ class BusServer:
         socket is the owner thread's alone, and a snapshot writer dies with the thread
         that forked it.
         """
-        with self._between:
+        with COLLECTOR_PAUSE, self._between:
             reply, later = self._handle(frames)
             self._settle(later, snapshot=False)
             outgoing = self._publisher.take()

@@ -144,7 +144,11 @@ class _Bus:
                 if oracle is not None:
                     store.set_oracle(oracle)
                 server = BusServer(
-                    store, secret=secret, metrics=metrics, spin_us=scenario.run.bus_spin_us
+                    store,
+                    secret=secret,
+                    metrics=metrics,
+                    spin_us=scenario.run.bus_spin_us,
+                    freeze_old_objects=scenario.run.bus_freeze_old_objects,
                 )
                 self.servers.append(server.start())
             addresses = [s.address for s in self.servers]

@@ -101,3 +101,19 @@ def test_env_registered_with_kwargs() -> None:
     assert isinstance(
         gym.make("hivemem/WritePolicy-v0", memory_cost=0.01).unwrapped, envs.WritePolicyEnv
     )
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_an_episode_freezes_old_objects_as_its_scenario_says(freeze: bool) -> None:
+    from hivemem.memory_bus.collector import OLD_OBJECT_FREEZER
+
+    assert OLD_OBJECT_FREEZER._holders == 0, "a bus server of another test is still running"
+    held: list[int] = []
+    scenario = load_scenario(
+        "capacity_stream",
+        ["run.ticks=3", "agents.0.count=2", f"run.bus_freeze_old_objects={str(freeze).lower()}"],
+    )
+    run_episode(
+        scenario, tier="private", on_tick=lambda *_: held.append(OLD_OBJECT_FREEZER._holders)
+    )
+    assert held == [int(freeze)] * 3 and OLD_OBJECT_FREEZER._holders == 0
