@@ -69,9 +69,8 @@ POLL_MS = 100
 GAUGE_PERIOD_S = 1.0
 """How often the owner thread refreshes the store's gauges, at least."""
 GAUGE_SHARE = 0.01
-"""Most of the owner thread's time that refreshing the gauges may take. A refresh is a
-pass over every namespace: 78 ms for 100,000 namespaces measured here, so a store that
-large refreshes them every 7.8 s instead of every second."""
+"""Most of the owner thread's time that refreshing the gauges may take (a pass over every
+namespace: 78 ms for 100,000 here, so a store that large refreshes them every 7.8 s)."""
 
 
 Change = Callable[[], None]
@@ -108,10 +107,9 @@ class BusServer:
         curve: Optional CURVE settings.
         metrics: Prometheus metrics; a private registry if None.
         spin_us: After answering, poll without sleeping for this many microseconds
-            while requests come that close together (:class:`~.wake.BusyPoll`): with
-            200, a single write's p50 went from 1.5-1.8x to 1.0-1.3x the bare echo's
-            (``benchmarks/bus.py``, bus-spin). It holds the GIL between polls, so it is
-            off here by default (an embedded bus shares its process with the runner);
+            while requests come that close together (:class:`~.wake.BusyPoll`; lower
+            single-op latency, ``docs/benchmarks.md``). It holds the GIL between polls, so
+            it is off here (an embedded bus shares its process with the runner);
             ``hivemem bus serve`` spins 200 us by default.
         freeze_old_objects: While the server runs, full garbage collections walk only
             objects newer than the last one (:class:`~.collector.OldObjectFreezer`,
