@@ -62,14 +62,27 @@ class EventPublisher:
         self._exact: Counter[bytes] = Counter()
         self._prefixes: Counter[bytes] = Counter()
         self._warned: set[bytes] = set()  # bare prefixes already logged
+        self._set_aside: list[dict[bytes, list[dict[str, Any]]]] = []  # see set_aside
 
     def publish(self, pub: zmq.Socket[Any]) -> None:
-        """One message per topic for the events of the request just answered.
+        """Send what :meth:`set_aside` kept, then one message per topic for the events of
+        the request just answered: in the order the requests were (owner thread only).
 
         Only topics someone subscribed to are encoded and sent (a PUB would drop the
         rest anyway, after the server had packed them). Every event is counted in metrics.
         """
+        for outgoing in self._set_aside:
+            send(pub, outgoing)
+        self._set_aside.clear()
         send(pub, self.take())
+
+    def set_aside(self) -> bool:
+        """Take the events now and keep them for the next :meth:`publish` (any thread,
+        under the server's lock: the socket is the owner thread's); whether there were any."""
+        outgoing = self.take()
+        if outgoing:
+            self._set_aside.append(outgoing)
+        return bool(outgoing)
 
     def take(self) -> dict[bytes, list[dict[str, Any]]]:
         """The events not yet published, by topic, for the topics someone subscribed to

@@ -59,7 +59,7 @@ from hivemem.memory_bus.protocol import (
     encode_reply,
     request_id_of,
 )
-from hivemem.memory_bus.publisher import EventPublisher, send
+from hivemem.memory_bus.publisher import EventPublisher
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.wake import BusyPoll, Wake
 from zmq.utils.monitor import recv_monitor_message
@@ -158,7 +158,6 @@ class BusServer:
         )
         self._verified: set[tuple[str, str]] = set()
         self._publisher = EventPublisher(self.metrics, self._authorize_subscription)
-        self._outbox: list[dict[bytes, list[dict[str, Any]]]] = []  # handle()'s events
         self._stop = threading.Event()
         self._waker = Wake(pipe=False)  # wakes the owner thread from its poll (start)
         self._ready = threading.Event()
@@ -298,7 +297,8 @@ class BusServer:
         spin = BusyPoll(self.spin_s, idle=idle_prefaulter())  # faults pages its writes will need
         try:
             while not self._stop.is_set():
-                self._durability.reap_snapshot()
+                with self._between:  # handle() may be journaling meanwhile
+                    self._durability.reap_snapshot()
                 ready = dict(poller.poll(spin.timeout_ms(POLL_MS)))
                 if router in ready:
                     spin.arrived()
@@ -307,35 +307,35 @@ class BusServer:
                 if monitor in ready:
                     self._count_connections(monitor)
                 if pub in ready:
-                    self._publisher.take_subscriptions(pub)
+                    with self._between:  # checked against the registry handle() may change
+                        self._publisher.take_subscriptions(pub)
                 if waker.fd in ready:  # stop(), or what requests handle() answered left
                     waker.clear()
                     self._after_handled(pub)
                 if time.monotonic() >= next_gauges:
                     started = time.monotonic()
-                    self.metrics.observe_store(self.store)
+                    self._observe_store()
                     spent = time.monotonic() - started
                     next_gauges = started + max(GAUGE_PERIOD_S, spent / GAUGE_SHARE)
         finally:
-            # Before this thread ends: the writer dies with the thread that forked it.
-            self._durability.reap_snapshot(wait=SNAPSHOT_WAIT_S)
-            self.metrics.observe_store(self.store)  # the last word on the gauges
-            router.disable_monitor()
-            monitor.close(linger=0)
+            try:  # before this thread ends: the writer dies with the thread that forked it
+                self._durability.reap_snapshot(wait=SNAPSHOT_WAIT_S)
+                self._observe_store()  # the last word on the gauges
+            finally:  # an open socket would keep ctx.term() in _run waiting for ever
+                router.disable_monitor()
+                monitor.close(linger=0)
+
+    def _observe_store(self) -> None:
+        """Refresh the gauges, between requests: :meth:`handle` may be changing the store
+        from another thread (a walk over the namespaces while one was added raised)."""
+        with self._between:
+            self.metrics.observe_store(self.store)
 
     def _after_handled(self, pub: zmq.Socket[Any]) -> None:
         """Send the events of requests :meth:`handle` answered; snapshot if they made one due."""
         with self._between:
-            self._publish(pub)
+            self._publisher.publish(pub)
             self._durability.maybe_snapshot()
-
-    def _publish(self, pub: zmq.Socket[Any]) -> None:
-        """Send the events of requests :meth:`handle` answered, then those of the request
-        just answered here: in the order the requests were (call holding ``_between``)."""
-        for outgoing in self._outbox:
-            send(pub, outgoing)
-        self._outbox.clear()
-        self._publisher.publish(pub)
 
     def _count_connections(self, monitor: zmq.Socket[Any]) -> None:
         while monitor.poll(0):
@@ -356,7 +356,7 @@ class BusServer:
                 reply, later = self._handle(rest)
                 router.send_multipart([identity, HEADER, reply])
                 self._settle(later)
-                self._publish(pub)
+                self._publisher.publish(pub)
 
     def _authorize_subscription(self, agent: str, token: str, topic: str) -> bytes:
         """The event-socket prefix of a subscription, checked as a request would be."""
@@ -378,10 +378,7 @@ class BusServer:
         with COLLECTOR_PAUSE, self._between:
             reply, later = self._handle(frames)
             self._settle(later, snapshot=False)
-            outgoing = self._publisher.take()
-            if outgoing:
-                self._outbox.append(outgoing)
-            if outgoing or self._durability.snapshot_due:
+            if self._publisher.set_aside() or self._durability.snapshot_due:
                 self._waker.wake()
         return reply
 

@@ -186,3 +186,32 @@ def test_a_client_id_out_of_range_is_refused_by_either_transport(bus: Bus, clien
         LocalTransport(bus.server, client_id)
     with pytest.raises(ValueError, match="client_id"):
         AsyncMemoryClient(bus.server.address, client_id=client_id)
+
+
+def test_the_gauges_are_refreshed_between_requests_handed_over_in_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The owner thread walks every namespace for the gauges while hosts in the process add
+    namespaces through ``handle()``: the walk must wait for the request, or it raises, and
+    the owner thread died (and its server hung when stopped)."""
+    import hivemem.memory_bus.server as server_module
+
+    monkeypatch.setattr(server_module, "GAUGE_PERIOD_S", 0.0)  # a walk at every wake-up
+    monkeypatch.setattr(server_module, "POLL_MS", 1)
+    server = BusServer(MemoryStore(StoreConfig(dim=DIM), embed=False))
+    agents = [f"a{i}" for i in range(6_000)]
+    tokens = {agent: server.register(agent) for agent in agents}
+    server.start()
+    stopped = threading.Thread(target=server.stop)
+    try:
+        client = MemoryClient(transport=LocalTransport(server))
+        for i, agent in enumerate(agents):  # a new namespace each
+            client.as_agent(agent, tokens[agent]).write(
+                "private", agent, NewItem("x", vec(i)), now=0.0
+            )
+        assert server.serving  # the owner thread is alive
+        assert server.inspect(lambda store: store.stats()["private"]["namespaces"]) == 6_000
+    finally:
+        stopped.start()
+        stopped.join(timeout=30)
+    assert not stopped.is_alive(), "stopping the server hung"
