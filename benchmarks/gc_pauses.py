@@ -15,7 +15,7 @@ pause, their sum, and the run's time, with the freezer's as ratios to Python's.
 
 Then the same two variants for what RL training runs thousands of: one in-process episode
 (``run_episode``) of ``capacity_stream`` in ``benchmarks/scale.py``'s shape (one fact a
-tick per agent, a private capacity of 4), with ``run.bus_freeze_old_objects`` false for
+tick per agent, a private capacity of 4), with ``run.freeze_old_objects`` false for
 the baseline. Printed: the episode's time and the time in the collector.
 
     python benchmarks/gc_pauses.py --quick   # 256,000 items; 2,000 agents x 12 ticks; ~1 minute
@@ -92,7 +92,7 @@ def episode(variant: str, agents: int) -> dict[str, Any]:
     scenario = load_scenario(
         "capacity_stream",
         ["task.params.facts_per_tick=1", "memory.private.capacity=4", f"agents.0.count={agents}",
-         f"run.ticks={EPISODE_TICKS}", f"run.bus_freeze_old_objects={freeze}"],
+         f"run.ticks={EPISODE_TICKS}", f"run.freeze_old_objects={freeze}"],
     )  # fmt: skip
     collecting, started = [0.0], [0.0]
 

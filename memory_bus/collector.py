@@ -21,11 +21,12 @@ Two things a server holding millions of objects needs from the collector:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -112,6 +113,18 @@ class OldObjectFreezer:
             if self._holders == 0:
                 gc.callbacks.remove(self._on_collection)
                 gc.unfreeze()
+
+    @contextlib.contextmanager
+    def holding(self, hold: bool = True) -> Iterator[None]:
+        """:meth:`hold` (if ``hold``) for the ``with`` block, :meth:`release` after it."""
+        if not hold:
+            yield
+            return
+        self.hold()
+        try:
+            yield
+        finally:
+            self.release()
 
     def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
         """After a full collection: freeze its survivors, or unfreeze for a whole one.

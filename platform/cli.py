@@ -127,7 +127,8 @@ def run(
     import json
     import os
 
-    from hivemem.platform.runner import ensure_ray, run_once, write_outputs
+    from hivemem.platform.outputs import write_outputs
+    from hivemem.platform.runner import ensure_ray, run_once
     from rich.console import Console
 
     overrides = list(set_)
@@ -249,8 +250,9 @@ def compare(
     import os
     import time
 
+    from hivemem.platform.outputs import mean_ci
     from hivemem.platform.plots import compare_plot
-    from hivemem.platform.runner import ensure_ray, mean_ci, run_once
+    from hivemem.platform.runner import ensure_ray, run_once
     from rich.console import Console
     from rich.table import Table
 

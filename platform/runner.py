@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -31,11 +30,12 @@ from typing import Any
 
 from hivemem.agents.base import AgentSpec
 from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.collector import OLD_OBJECT_FREEZER
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.metrics import DriverMetrics
-from hivemem.platform.scenario import Scenario, dump_resolved
+from hivemem.platform.scenario import Scenario
 from hivemem.scenarios.families import BUILTIN_MODULES
 
 ORACLES = ("oracle", "belady")
@@ -148,7 +148,7 @@ class _Bus:
                     secret=secret,
                     metrics=metrics,
                     spin_us=scenario.run.bus_spin_us,
-                    freeze_old_objects=scenario.run.bus_freeze_old_objects,
+                    freeze_old_objects=scenario.run.freeze_old_objects,
                 )
                 self.servers.append(server.start())
             addresses = [s.address for s in self.servers]
@@ -356,8 +356,25 @@ def run_once(
     Ray must be up, unless ``host_pool`` builds the hosts some other way: it is called
     like ``_Hosts(blocks, address, tokens, dim, run_id)`` and must offer the same
     ``step``/``commit``/``close``/``restarts``/``nodes`` (RL training runs the agent
-    hosts in-process this way; see ``hivemem.platform.rl.sim``).
+    hosts in-process this way; see ``hivemem.platform.rl.sim``). While it runs, this
+    process freezes what outlives a full garbage collection as ``run.freeze_old_objects``
+    says (:class:`~hivemem.memory_bus.collector.OldObjectFreezer`): a task draws and keeps
+    every agent's stream up front, and an embedded bus keeps every item.
     """
+    with OLD_OBJECT_FREEZER.holding(scenario.run.freeze_old_objects):
+        return _run_once(scenario, baseline, remote, hosts, on_tick, hooks, metrics, host_pool)
+
+
+def _run_once(
+    scenario: Scenario,
+    baseline: bool,
+    remote: bool,
+    hosts: int | None,
+    on_tick: TickCallback | None,
+    hooks: dict[str, Any] | None,
+    metrics: DriverMetrics | None,
+    host_pool: Callable[..., Any] | None,
+) -> RunResult:
     hooks = hooks or {}
     task = scenario.make_task(baseline)
     specs = task.roster
@@ -462,41 +479,3 @@ def run_once(
         if pool is not None:
             pool.close()
         bus.close()
-
-
-def write_outputs(
-    scenario: Scenario, result: RunResult, out_dir: Path, baseline: RunResult | None, plots: bool
-) -> Path:
-    """The run folder: resolved scenario, per-tick JSONL, summary JSON and PNG plots."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = out_dir / f"{scenario.name}-s{scenario.run.seed}-{stamp}-{uuid.uuid4().hex[:4]}"
-    folder.mkdir(parents=True, exist_ok=False)
-    (folder / "scenario.yaml").write_text(dump_resolved(scenario), encoding="utf-8")
-    with (folder / "ticks.jsonl").open("w", encoding="utf-8") as fh:
-        for row in result.rows:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-    summary = result.to_json()
-    if baseline is not None:
-        summary["baseline"] = baseline.summary
-    (folder / "summary.json").write_text(
-        json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8"
-    )
-    if plots:
-        from hivemem.platform.plots import run_plots
-
-        run_plots(folder, result, baseline)
-    return folder
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % confidence interval (Student t)."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    mean = sum(values) / n
-    if n == 1:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    from scipy import stats
-
-    return mean, float(stats.t.ppf(0.975, n - 1) * math.sqrt(var / n))

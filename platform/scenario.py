@@ -68,11 +68,12 @@ class RunSpec(_Model):
         "while requests come that close together (lower latency, a busy core; "
         "hivemem bus serve --spin-us)",
     )
-    bus_freeze_old_objects: bool = Field(
+    freeze_old_objects: bool = Field(
         True,
-        description="an embedded bus freezes what outlives a full garbage collection, so "
-        "the next walks only newer objects (process-wide while the run lasts; actor buses, "
-        "alone in their processes, always do; hivemem bus serve --no-freeze-old-objects)",
+        description="while the run lasts, the driver's process (the task, an embedded bus) "
+        "freezes what outlives a full garbage collection, so the next walks only newer "
+        "objects; actor buses, alone in their processes, always do "
+        "(hivemem bus serve --no-freeze-old-objects)",
     )
     num_cpus: int = Field(2, ge=1, description="CPUs of the embedded local Ray")
     baseline: bool = Field(True, description="also run the no-memory baseline agents")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hivemem.platform.outputs import mean_ci
 from hivemem.platform.rl.sim import run_episode, with_controller
-from hivemem.platform.runner import mean_ci
 from hivemem.platform.scenario import Scenario
 
 

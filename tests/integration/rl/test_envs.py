@@ -111,9 +111,9 @@ def test_an_episode_freezes_old_objects_as_its_scenario_says(freeze: bool) -> No
     held: list[int] = []
     scenario = load_scenario(
         "capacity_stream",
-        ["run.ticks=3", "agents.0.count=2", f"run.bus_freeze_old_objects={str(freeze).lower()}"],
+        ["run.ticks=3", "agents.0.count=2", f"run.freeze_old_objects={str(freeze).lower()}"],
     )
     run_episode(
         scenario, tier="private", on_tick=lambda *_: held.append(OLD_OBJECT_FREEZER._holders)
     )
-    assert held == [int(freeze)] * 3 and OLD_OBJECT_FREEZER._holders == 0
+    assert held == [2 * freeze] * 3 and OLD_OBJECT_FREEZER._holders == 0  # the run, its bus
