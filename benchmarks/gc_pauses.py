@@ -37,6 +37,7 @@ from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.interfaces import Caller, WriteRequest
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.store import MemoryStore
+from scale import GcClock
 
 AGENTS = 1_000
 BATCH = 64
@@ -94,18 +95,10 @@ def episode(variant: str, agents: int) -> dict[str, Any]:
         ["task.params.facts_per_tick=1", "memory.private.capacity=4", f"agents.0.count={agents}",
          f"run.ticks={EPISODE_TICKS}", f"run.freeze_old_objects={freeze}"],
     )  # fmt: skip
-    collecting, started = [0.0], [0.0]
-
-    def timed(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-        else:
-            collecting[0] += time.perf_counter() - started[0]
-
-    gc.callbacks.append(timed)
+    collector = GcClock()
     begin = time.perf_counter()
     run_episode(scenario, tier="private")
-    return {"seconds": time.perf_counter() - begin, "gc": collecting[0]}
+    return {"seconds": time.perf_counter() - begin, "gc": collector.seconds}
 
 
 EPISODE_TICKS = 12
@@ -158,20 +151,19 @@ def main() -> None:
             "sum_ms": float(np.median([sum(r["pauses"]) * 1e3 for r in runs])),
             "seconds": float(np.median([r["seconds"] for r in runs])),
         }
+    print(f"\nan in-process episode: capacity_stream, {agents:,} agents x {EPISODE_TICKS} ticks")
+    for variant, runs in episodes.items():
+        for i, res in enumerate(runs):
+            print(f"{variant:8s} run {i + 1}: {res['seconds']:6.2f} s, in the collector "
+                  f"{res['gc']:6.2f} s")  # fmt: skip
     base, new = summary["python"], summary["freezer"]
-    print(f"longest_full_collection_ms_python: {base['longest_ms']:.1f}")
+    print(f"\nlongest_full_collection_ms_python: {base['longest_ms']:.1f}")
     print(f"longest_full_collection_ms_freezer: {new['longest_ms']:.1f}")
     print(
         f"longest_full_collection_freezer_vs_python: {new['longest_ms'] / base['longest_ms']:.3f}"
     )
     print(f"full_collections_time_freezer_vs_python: {new['sum_ms'] / base['sum_ms']:.3f}")
     print(f"run_time_freezer_vs_python: {new['seconds'] / base['seconds']:.3f}")
-    print(f"\nan in-process episode: capacity_stream, {agents:,} agents x {EPISODE_TICKS} ticks")
-    for variant, runs in episodes.items():
-        for i, res in enumerate(runs):
-            print(
-                f"{variant:8s} run {i + 1}: {res['seconds']:6.2f} s, in the collector {res['gc']:6.2f} s"
-            )
     seconds = {v: float(np.median([r["seconds"] for r in runs])) for v, runs in episodes.items()}
     print(f"episode_time_freezer_vs_python_{agents // 1000}k: "
           f"{seconds['freezer'] / seconds['python']:.3f}")  # fmt: skip

@@ -368,7 +368,9 @@ class Namespace:
         where it was read, so the other pending items stay unbuilt.
         """
         self._remember(old, op="update", at=now)
-        if old.id in self._items or not self._pending.replace(old, new):
+        if old.id in self._items:
+            self._items[new.id] = new  # built already: the pending batches stay as they are
+        elif not self._pending.replace(old, new):
             self.items[new.id] = new
         self._tokens += new.tokens - old.tokens
         self.nbytes += new.nbytes - old.nbytes

@@ -111,9 +111,8 @@ class BusServer:
             single-op latency, ``docs/benchmarks.md``). It holds the GIL between polls, so
             it is off here (an embedded bus shares its process with the runner);
             ``hivemem bus serve`` spins 200 us by default.
-        freeze_old_objects: While the server runs, full garbage collections walk only
-            objects newer than the last one (:class:`~.collector.OldObjectFreezer`,
-            process-wide); False: the collector as Python sets it.
+        freeze_old_objects: While it runs, full garbage collections walk only newer
+            objects (:class:`~.collector.OldObjectFreezer`, process-wide).
     """
 
     def __init__(
@@ -135,9 +134,12 @@ class BusServer:
     ) -> None:
         if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
             raise InvalidInputError("spin_us", f"expected an int >= 0, got {spin_us!r}")
+        if not isinstance(freeze_old_objects, bool):
+            raise InvalidInputError(
+                "freeze_old_objects", f"expected a bool, got {freeze_old_objects!r}"
+            )
         self.spin_s = spin_us / 1e6
-        self.freeze_old_objects = freeze_old_objects
-        self._freezing = False  # holds OLD_OBJECT_FREEZER (from start to stop)
+        self.freeze_old_objects, self._freezing = freeze_old_objects, False  # held: start-stop
         self.store = store
         self.host, self._port, self._pub_port = host, port, pub_port
         self.secret = secret or new_secret()

@@ -309,6 +309,12 @@ def test_spin_must_be_a_whole_number_of_microseconds(spin_us: object) -> None:
         make_server(spin_us=spin_us)
 
 
+@pytest.mark.parametrize("freeze", [1, "no", None])
+def test_freezing_old_objects_is_a_bool(freeze: object) -> None:
+    with pytest.raises(InvalidInputError, match="freeze_old_objects"):
+        make_server(freeze_old_objects=freeze)
+
+
 def test_stop_wakes_the_owner_thread_from_its_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     """stop() does not wait for the owner thread's poll to time out: with a poll of ten
     minutes, the server still stops (a runner starts and stops one bus per episode)."""

@@ -239,6 +239,21 @@ def test_a_delete_or_update_of_a_pending_item_builds_its_batch_alone(read_first:
     assert [h["text"] for h in ns.history_of(ids[4][1])] == ["b4 r1 b4 r1 ", "moved"]
 
 
+def test_an_update_of_a_built_item_leaves_the_pending_batches_unbuilt() -> None:
+    store = MemoryStore(StoreConfig(dim=16, shared=TierConfig()))
+    vectors = np.random.default_rng(6).standard_normal((5, 8, 16)).astype(np.float32)
+    ids = _five_pending_batches(store, vectors[:2])
+    ns = store.shared.namespaces["team"]
+    assert len(ns.items) == 16  # both batches built
+    later = _five_pending_batches(store, vectors[2:])
+    store.shared.update(ALICE, "team", ids[0][0], expected_version=1, now=9.0, importance=0.5)
+    store.shared.delete(ALICE, "team", ids[1][0], now=9.0)
+    assert len(ns._pending.batches) == 3 and not ns._pending.read  # none of them built
+    everything = ns.items
+    assert everything[ids[0][0]].version == 2 and ids[1][0] not in everything
+    assert len(everything) == 16 - 1 + 24 and all(i in everything for b in later for i in b)
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_items_built_after_their_vectors_moved_into_the_approximate_index(kind: str) -> None:
     index = {"kind": "auto", "approx_threshold": 96, "build_batch": 32}
