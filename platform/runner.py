@@ -358,8 +358,8 @@ def run_once(
     ``step``/``commit``/``close``/``restarts``/``nodes`` (RL training runs the agent
     hosts in-process this way; see ``hivemem.platform.rl.sim``). While it runs, this
     process freezes what outlives a full garbage collection as ``run.freeze_old_objects``
-    says (:class:`~hivemem.memory_bus.collector.OldObjectFreezer`): a task draws and keeps
-    every agent's stream up front, and an embedded bus keeps every item.
+    says (:class:`~hivemem.memory_bus.collector.OldObjectFreezer`): a task of many agents
+    keeps many objects, and an embedded bus keeps every item.
     """
     with OLD_OBJECT_FREEZER.holding(scenario.run.freeze_old_objects):
         return _run_once(scenario, baseline, remote, hosts, on_tick, hooks, metrics, host_pool)
