@@ -130,7 +130,7 @@ class Stream:
         if seen:  # a key seen before this tick
             if self.cdf is None:
                 self.cdf = _cdf(np.array(self.seen_weights))
-            asked = seen[int(self.cdf.searchsorted(rng.random(), side="right"))]
+            asked = seen[_weighted_choice(rng, self.cdf)]
             truth = value[asked]
             _at(self.ask_times, asked, t)
         facts = []
@@ -259,8 +259,9 @@ def _cdf(weights: np.ndarray) -> np.ndarray:
     return cdf
 
 
-def _weighted_choice(rng: np.random.Generator, weights: np.ndarray) -> int:
-    """``rng.choice(len(weights), p=weights / weights.sum())``, the same draw without
-    ``choice``'s checks of ``p``: the inverse of :func:`_cdf` at one uniform draw, as
-    ``Generator.choice`` computes it (a stream keeps its cdf until its weights change)."""
-    return int(_cdf(weights).searchsorted(rng.random(), side="right"))
+def _weighted_choice(rng: np.random.Generator, cdf: np.ndarray) -> int:
+    """``rng.choice(len(weights), p=weights / weights.sum())`` for ``cdf = _cdf(weights)``,
+    the same draw without ``choice``'s checks of ``p``: the inverse of the cumulative
+    distribution at one uniform draw, as ``Generator.choice`` computes it (a stream keeps
+    its cdf until its weights change)."""
+    return int(cdf.searchsorted(rng.random(), side="right"))
