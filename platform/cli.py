@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,8 @@ def run(
     import json
     import os
 
-    from hivemem.platform.outputs import write_outputs
-    from hivemem.platform.runner import ensure_ray, run_once
+    from hivemem.platform.outputs import RunFolder, RunStopped
+    from hivemem.platform.runner import ensure_ray
     from rich.console import Console
 
     overrides = list(set_)
@@ -156,25 +157,41 @@ def run(
         metrics.serve(s.metrics_port, metrics_host)
         console.print(f"metrics on http://{metrics_host}:{s.metrics_port}/metrics")
     ensure_ray(address, s.run.num_cpus)
-    result = _run_with_progress(
+    folder = RunFolder(s, Path(s.outputs.dir))
+    results: dict[str, Any] = {}
+    try:
+        with folder.recording():
+            for part in ("memory", "baseline") if s.run.baseline else ("memory",):
+                results[part] = _run_with_progress(
+                    s,
+                    console,
+                    progress,
+                    "memory" if part == "memory" else "no-memory baseline",
+                    partial(_run_part, s, part, remote, metrics, folder),
+                )
+    except RunStopped as stop:
+        typer.echo(f"stopped ({stop.reason}); the ticks it finished are in {folder.path}", err=True)
+        typer.echo(str(folder.path))
+        raise typer.Exit(stop.exit_code) from None
+    result, base_result = results["memory"], results.get("baseline")
+    folder.finish(result, base_result, s.outputs.plots)
+    _results_table(s, result, base_result)
+    typer.echo(str(folder.path))
+
+
+def _run_part(s: Any, part: str, remote: bool, metrics: Any, folder: Any, on_tick: Any) -> Any:
+    """Run the memory agents (``part`` "memory") or the baseline, rows into ``folder``."""
+    from hivemem.platform.runner import run_once
+
+    base = part == "baseline"
+    return run_once(
         s,
-        console,
-        progress,
-        "memory",
-        lambda cb: run_once(s, remote=remote, on_tick=cb, metrics=metrics),
+        baseline=base,
+        remote=remote,
+        on_tick=on_tick,
+        metrics=None if base else metrics,
+        rows=folder.rows(part),
     )
-    base = None
-    if s.run.baseline:
-        base = _run_with_progress(
-            s,
-            console,
-            progress,
-            "no-memory baseline",
-            lambda cb: run_once(s, baseline=True, remote=remote, on_tick=cb),
-        )
-    folder = write_outputs(s, result, Path(s.outputs.dir), base, s.outputs.plots)
-    _results_table(s, result, base)
-    typer.echo(str(folder))
 
 
 def _run_with_progress(

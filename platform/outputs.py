@@ -3,38 +3,138 @@ print (``hivemem run``, ``hivemem compare``, ``hivemem rl evaluate``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 from hivemem.platform.runner import RunResult
 from hivemem.platform.scenario import Scenario, dump_resolved
+from hivemem.platform.ticks import TickRows
 
 
-def write_outputs(
-    scenario: Scenario, result: RunResult, out_dir: Path, baseline: RunResult | None, plots: bool
-) -> Path:
-    """The run folder: resolved scenario, per-tick JSONL, summary JSON and PNG plots."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = out_dir / f"{scenario.name}-s{scenario.run.seed}-{stamp}-{uuid.uuid4().hex[:4]}"
-    folder.mkdir(parents=True, exist_ok=False)
-    (folder / "scenario.yaml").write_text(dump_resolved(scenario), encoding="utf-8")
-    with (folder / "ticks.jsonl").open("w", encoding="utf-8") as fh:
-        for row in result.rows:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-    summary = result.to_json()
-    if baseline is not None:
-        summary["baseline"] = baseline.summary
-    (folder / "summary.json").write_text(
-        json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8"
-    )
-    if plots:
-        from hivemem.platform.plots import run_plots
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM while a run is recorded (like KeyboardInterrupt,
+    not an ``Exception``, so no ``except Exception`` on the way swallows it)."""
 
-        run_plots(folder, result, baseline)
-    return folder
+
+class RunStopped(Exception):
+    """A recorded run stopped before its last tick; its folder says how far it got.
+
+    Attributes:
+        reason: ``"SIGINT"``, ``"SIGTERM"`` or ``"error: ..."``.
+        exit_code: What the command should exit with (130, 143 or 1).
+    """
+
+    def __init__(self, reason: str, exit_code: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+class RunFolder:
+    """A run's folder, made before the run starts, so each tick's row lands as it ends.
+
+    ``scenario.yaml`` is written at once; ``ticks.jsonl`` (and ``baseline_ticks.jsonl``
+    for the no-memory baseline) get a row per finished tick; ``summary.json`` and the
+    plots come at the end (:meth:`finish`), or a summary of what was done when the run
+    stops early (:meth:`stopped`).
+    """
+
+    def __init__(self, scenario: Scenario, out_dir: Path) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{scenario.name}-s{scenario.run.seed}-{stamp}-{uuid.uuid4().hex[:4]}"
+        self.path = out_dir / name
+        self.path.mkdir(parents=True, exist_ok=False)
+        (self.path / "scenario.yaml").write_text(dump_resolved(scenario), encoding="utf-8")
+        self._scenario = scenario
+        self._files: list[TextIO] = []
+        self._rows: dict[str, TickRows] = {}
+
+    def rows(self, label: str) -> TickRows:
+        """The rows of the run called ``label`` ("memory" or "baseline"), written here."""
+        name = "ticks.jsonl" if label == "memory" else f"{label}_ticks.jsonl"
+        fh = (self.path / name).open("w", encoding="utf-8")
+        self._files.append(fh)
+        self._rows[label] = TickRows(fh)
+        return self._rows[label]
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Run inside this: a run that stops early still gets its ``summary.json``.
+
+        SIGTERM stops the run as Ctrl-C does (the runner's hosts and bus are closed on
+        the way out). Stopping by either signal, or by an error, writes what was done and
+        raises :class:`RunStopped`, chained to the error if there was one.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if main else None
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.stopped("SIGINT")
+            raise RunStopped("SIGINT", 130) from None
+        except Terminated:
+            self.stopped("SIGTERM")
+            raise RunStopped("SIGTERM", 143) from None
+        except Exception as exc:
+            reason = f"error: {type(exc).__name__}: {exc}"
+            self.stopped(reason)
+            raise RunStopped(reason, 1) from exc
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+
+    def finish(self, result: RunResult, baseline: RunResult | None, plots: bool) -> Path:
+        """Write ``summary.json`` (and the plots) of a run that ran every tick."""
+        self.close()
+        summary = {**result.to_json(), "complete": True}
+        if baseline is not None:
+            summary["baseline"] = baseline.summary
+        self._write_summary(summary)
+        if plots:
+            from hivemem.platform.plots import run_plots
+
+            run_plots(self.path, result, baseline)
+        return self.path
+
+    def stopped(self, reason: str) -> Path:
+        """Write ``summary.json`` of a run stopped early: how far each part got, and why."""
+        self.close()
+        run = self._scenario.run
+        summary: dict[str, Any] = {
+            "scenario": self._scenario.name,
+            "seed": run.seed,
+            "ticks": run.ticks,
+            "complete": False,
+            "stopped_by": reason,
+        }
+        for label, rows in self._rows.items():
+            last = rows[-1] if rows else None
+            summary[label] = {"ticks_done": len(rows), "last_row": last}
+        self._write_summary(summary)
+        return self.path
+
+    def close(self) -> None:
+        """Close the tick files (every row in them was flushed as it came)."""
+        for fh in self._files:
+            fh.close()
+        self._files.clear()
+
+    def _write_summary(self, summary: dict[str, Any]) -> None:
+        (self.path / "summary.json").write_text(
+            json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8"
+        )
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:

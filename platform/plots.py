@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +22,12 @@ def _pyplot() -> Any:
 def run_plots(folder: Path, result: RunResult, baseline: RunResult | None) -> list[Path]:
     """score.png, memory_ops.png and items.png in ``folder``."""
     plt = _pyplot()
-    ticks = [r["t"] for r in result.rows]
+    rows = list(result.rows)  # decoded once: TickRows decodes on every read
+    ticks = [r["t"] for r in rows]
     out = []
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(ticks, [r["score"] for r in result.rows], label="memory agents")
+    ax.plot(ticks, [r["score"] for r in rows], label="memory agents")
     if baseline is not None:
         ax.plot(
             [r["t"] for r in baseline.rows],
@@ -43,12 +45,12 @@ def run_plots(folder: Path, result: RunResult, baseline: RunResult | None) -> li
     out.append(_save(fig, folder / "score.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    keys = sorted({k for r in result.rows for k in r["ops"]})
+    keys = sorted({k for r in rows for k in r["ops"]})
     for k in keys:
-        ax.plot(ticks, _cumulative(result.rows, "ops", k), label=k)
-    ev = sorted({k for r in result.rows for k in r["evicted"]})
+        ax.plot(ticks, _cumulative(rows, "ops", k), label=k)
+    ev = sorted({k for r in rows for k in r["evicted"]})
     for k in ev:
-        ax.plot(ticks, _cumulative(result.rows, "evicted", k), ":", label=f"{k}.evicted")
+        ax.plot(ticks, _cumulative(rows, "evicted", k), ":", label=f"{k}.evicted")
     ax.set(
         xlabel="tick",
         ylabel="cumulative count",
@@ -60,7 +62,7 @@ def run_plots(folder: Path, result: RunResult, baseline: RunResult | None) -> li
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for tier in ("private", "shared", "graph"):
-        ax.plot(ticks, [r["items"].get(tier, 0) for r in result.rows], label=tier)
+        ax.plot(ticks, [r["items"].get(tier, 0) for r in rows], label=tier)
     ax.set(xlabel="tick", ylabel="items", title="items by tier")
     ax.legend()
     out.append(_save(fig, folder / "items.png"))
@@ -79,7 +81,7 @@ def compare_plot(
     return _save(fig, path)
 
 
-def _cumulative(rows: list[dict[str, Any]], field: str, key: str) -> list[float]:
+def _cumulative(rows: Iterable[dict[str, Any]], field: str, key: str) -> list[float]:
     """Running total of ``row[field][key]`` over the ticks."""
     total, series = 0.0, []
     for r in rows:

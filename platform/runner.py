@@ -36,6 +36,7 @@ from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.scenario import Scenario
+from hivemem.platform.ticks import TickRows
 from hivemem.scenarios.families import BUILTIN_MODULES
 
 ORACLES = ("oracle", "belady")
@@ -54,7 +55,7 @@ class RunResult:
     agents: int
     ticks: int
     summary: dict[str, float]
-    rows: list[dict[str, Any]]
+    rows: TickRows
     baseline: dict[str, float] | None = None
     seconds: float = 0.0
     out_dir: Path | None = None
@@ -350,8 +351,13 @@ def run_once(
     hooks: dict[str, Any] | None = None,
     metrics: DriverMetrics | None = None,
     host_pool: Callable[..., Any] | None = None,
+    rows: TickRows | None = None,
 ) -> RunResult:
     """Run the scenario once and return the per-tick rows and summary.
+
+    Each tick's row is appended to ``rows`` as the tick ends (a fresh
+    :class:`~hivemem.platform.ticks.TickRows` if None): give it one that writes to a
+    file, and a run that stops early leaves every tick it finished there.
 
     Ray must be up, unless ``host_pool`` builds the hosts some other way: it is called
     like ``_Hosts(blocks, address, tokens, dim, run_id)`` and must offer the same
@@ -362,7 +368,9 @@ def run_once(
     keeps many objects, and an embedded bus keeps every item.
     """
     with OLD_OBJECT_FREEZER.holding(scenario.run.freeze_old_objects):
-        return _run_once(scenario, baseline, remote, hosts, on_tick, hooks, metrics, host_pool)
+        return _run_once(
+            scenario, baseline, remote, hosts, on_tick, hooks, metrics, host_pool, rows
+        )
 
 
 def _run_once(
@@ -374,8 +382,10 @@ def _run_once(
     hooks: dict[str, Any] | None,
     metrics: DriverMetrics | None,
     host_pool: Callable[..., Any] | None,
+    rows: TickRows | None,
 ) -> RunResult:
     hooks = hooks or {}
+    rows = TickRows() if rows is None else rows
     task = scenario.make_task(baseline)
     specs = task.roster
     n_hosts = max(1, min(hosts or scenario.host_count(), len(specs)))
@@ -399,7 +409,6 @@ def _run_once(
             split(specs, n_hosts), bus.address, tokens, scenario.memory.dim, run_id
         )
         totals: dict[str, float] = {}
-        rows: list[dict[str, Any]] = []
         timing = {
             "step": 0.0,
             "commit": 0.0,

@@ -4,8 +4,10 @@ embedded bus, runs a built-in scenario, prints a table and leaves a run folder."
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,7 @@ def test_run_writes_a_run_folder_and_memory_beats_the_baseline(name: str, tmp_pa
     assert {p.name for p in folder.iterdir()} == {
         "scenario.yaml",
         "ticks.jsonl",
+        "baseline_ticks.jsonl",
         "summary.json",
         "score.png",
         "memory_ops.png",
@@ -55,6 +58,9 @@ def test_run_writes_a_run_folder_and_memory_beats_the_baseline(name: str, tmp_pa
     ticks = int(SMALL[name][0].split("=")[1])
     assert summary["ticks"] == ticks == len(rows)
     assert [r["t"] for r in rows] == list(range(ticks))
+    assert summary["complete"] is True
+    base = [json.loads(line) for line in (folder / "baseline_ticks.jsonl").read_text().splitlines()]
+    assert base[-1]["score"] == pytest.approx(summary["baseline"]["score"])
     assert summary["summary"]["score"] > summary["baseline"]["score"] + 0.3
     for png in ("score.png", "memory_ops.png", "items.png"):
         data = (folder / png).read_bytes()
@@ -87,3 +93,41 @@ def test_an_invalid_scenario_runs_nothing(tmp_path: Path) -> None:
     assert "run.tiks" in proc.stderr and "did you mean 'ticks'" in proc.stderr
     assert not any(tmp_path.iterdir())
     assert "Started a local Ray" not in proc.stderr
+
+
+def _restore_sigint() -> None:
+    # a shell's background job starts with SIGINT ignored, and Python keeps it so
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_run_keeps_every_tick_it_finished(
+    sig: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hivemem.platform.cli", "run", "capacity_stream", "--no-progress",
+         "--out", str(tmp_path), "--set", "run.ticks=1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_restore_sigint,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        ticks = tmp_path.glob("*/ticks.jsonl")
+        while time.monotonic() < deadline and proc.poll() is None:
+            ticks = list(tmp_path.glob("*/ticks.jsonl"))
+            if ticks and ticks[0].read_text().count("\n") >= 20:
+                break
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err[-3000:]
+    (folder,) = tmp_path.iterdir()
+    assert out.strip() == str(folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    rows = [json.loads(line) for line in (folder / "ticks.jsonl").read_text().splitlines()]
+    assert summary["complete"] is False and summary["stopped_by"] == sig.name
+    assert summary["memory"]["ticks_done"] == len(rows) >= 20
+    assert [r["t"] for r in rows] == list(range(len(rows)))
+    assert summary["memory"]["last_row"] == rows[-1]
+    assert not (folder / "score.png").exists()

@@ -1,0 +1,77 @@
+"""The run folder: ticks land as they end, and a run stopped early still says how far it got."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from hivemem.platform.outputs import RunFolder, RunStopped
+from hivemem.platform.runner import RunResult
+from hivemem.platform.scenario import load_scenario
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_finished_run_gets_its_summary_and_both_tick_files(tmp_path: Path) -> None:
+    s = load_scenario("capacity_stream", ["run.ticks=3"])
+    folder = RunFolder(s, tmp_path)
+    assert (folder.path / "scenario.yaml").exists()  # before the run starts
+    results = []
+    for label in ("memory", "baseline"):
+        rows = folder.rows(label)
+        for t in range(3):
+            rows.append({"t": t, "score": 0.5 if label == "memory" else 0.1})
+        results.append(RunResult(s.name, 0, 1, 4, 3, {"score": rows[-1]["score"]}, rows))
+    folder.finish(results[0], results[1], plots=False)
+    summary = json.loads((folder.path / "summary.json").read_text())
+    assert summary["complete"] is True and summary["ticks"] == 3
+    assert summary["summary"] == {"score": 0.5} and summary["baseline"] == {"score": 0.1}
+    assert [r["t"] for r in lines(folder.path / "ticks.jsonl")] == [0, 1, 2]
+    assert [r["score"] for r in lines(folder.path / "baseline_ticks.jsonl")] == [0.1] * 3
+
+
+def test_sigterm_stops_the_run_and_the_summary_counts_what_was_written(tmp_path: Path) -> None:
+    s = load_scenario("capacity_stream", ["run.ticks=1000"])
+    folder = RunFolder(s, tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RunStopped) as stop, folder.recording():
+        rows = folder.rows("memory")
+        for t in range(1000):
+            rows.append({"t": t, "score": t / 1000})
+            if t == 41:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises long before this ends
+    assert (stop.value.reason, stop.value.exit_code) == ("SIGTERM", 143)
+    assert signal.getsignal(signal.SIGTERM) is before
+    summary = json.loads((folder.path / "summary.json").read_text())
+    assert summary["complete"] is False and summary["stopped_by"] == "SIGTERM"
+    assert summary["memory"]["ticks_done"] == 42 == len(lines(folder.path / "ticks.jsonl"))
+    assert summary["memory"]["last_row"] == {"t": 41, "score": 0.041}
+    assert "baseline" not in summary  # it never started
+
+
+def test_an_error_stops_the_run_with_its_message_and_cause(tmp_path: Path) -> None:
+    s = load_scenario("capacity_stream", ["run.ticks=10"])
+    folder = RunFolder(s, tmp_path)
+    with pytest.raises(RunStopped) as stop, folder.recording():
+        folder.rows("memory").append({"t": 0})
+        raise ValueError("host 3 died")
+    assert stop.value.exit_code == 1 and isinstance(stop.value.__cause__, ValueError)
+    summary = json.loads((folder.path / "summary.json").read_text())
+    assert summary["stopped_by"] == "error: ValueError: host 3 died"
+    assert summary["memory"] == {"ticks_done": 1, "last_row": {"t": 0}}
+
+
+def test_ctrl_c_is_sigint(tmp_path: Path) -> None:
+    folder = RunFolder(load_scenario("capacity_stream"), tmp_path)
+    with pytest.raises(RunStopped) as stop, folder.recording():
+        raise KeyboardInterrupt
+    assert (stop.value.reason, stop.value.exit_code) == ("SIGINT", 130)
+    summary = json.loads((folder.path / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGINT" and summary["complete"] is False
