@@ -128,6 +128,7 @@ def run(
     import json
     import os
 
+    from hivemem.memory_bus.errors import HivememError
     from hivemem.platform.outputs import RunFolder, RunStopped
     from hivemem.platform.runner import ensure_ray
     from rich.console import Console
@@ -172,6 +173,9 @@ def run(
     except RunStopped as stop:
         typer.echo(f"stopped ({stop.reason}); the ticks it finished are in {folder.path}", err=True)
         typer.echo(str(folder.path))
+        cause = stop.__cause__
+        if cause is not None and not isinstance(cause, HivememError):
+            raise cause from None  # a bug: its own traceback says where
         raise typer.Exit(stop.exit_code) from None
     result, base_result = results["memory"], results.get("baseline")
     folder.finish(result, base_result, s.outputs.plots)
