@@ -273,7 +273,7 @@ def compare(
 
     from hivemem.platform.outputs import mean_ci
     from hivemem.platform.plots import compare_plot
-    from hivemem.platform.runner import ensure_ray, run_once
+    from hivemem.platform.runner import ensure_ray
     from rich.console import Console
     from rich.table import Table
 
@@ -296,26 +296,18 @@ def compare(
     ]
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
     ensure_ray(address, s0.run.num_cpus)
-    console = Console(stderr=True)
+    folder = out / f"compare-{s0.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, list[float]]] = {}
+    stopped = _compare_runs(loaded, seeds, remote, target, results, folder / "runs.jsonl")
+    done = [label for label, _, _ in loaded if label in results]
+    keys = list(dict.fromkeys(k for label in done for k in results[label]))
     table = Table(title=f"{s0.name}: {target} tier, {seeds} seeds (mean ± 95 % CI)")
     table.add_column("setting")
-    keys: list[str] = []
-    results: dict[str, dict[str, list[float]]] = {}
-    for label, s, base in loaded:
-        for i in range(seeds):
-            si = s.model_copy(update={"run": s.run.model_copy(update={"seed": s.run.seed + i})})
-            console.print(f"{label} seed {si.run.seed} ...")
-            r = run_once(si, baseline=base, remote=remote)
-            held = [row["items"].get(target, 0) for row in r.rows]
-            measures = {**r.summary, "memory": sum(held) / max(len(held), 1)}
-            for k, v in measures.items():
-                results.setdefault(label, {}).setdefault(k, []).append(v)
-                if k not in keys:
-                    keys.append(k)
     for k in keys:
         table.add_column(k, justify="right")
     means, cis = [], []
-    for label, _, _ in loaded:
+    for label in done:
         cells = [label]
         for k in keys:
             m, c = mean_ci(results[label].get(k, []))
@@ -325,15 +317,58 @@ def compare(
         cis.append(c)
         table.add_row(*cells)
     Console().print(table)
-    folder = out / f"compare-{s0.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / "compare.json").write_text(
         json.dumps(results, indent=2, sort_keys=True), encoding="utf-8"
     )
-    compare_plot(
-        folder / "compare.png", f"{s0.name}: score by setting", [g[0] for g in loaded], means, cis
-    )
+    if done:
+        compare_plot(folder / "compare.png", f"{s0.name}: score by setting", done, means, cis)
+    if stopped is not None:
+        runs = sum(len(r["score"]) for r in results.values())
+        typer.echo(f"stopped ({stopped}) after {runs} of {len(loaded) * seeds} runs", err=True)
     typer.echo(str(folder))
+    if stopped is not None:
+        raise typer.Exit(130 if stopped == "SIGINT" else 143)
+
+
+def _compare_runs(
+    loaded: list[tuple[str, Any, bool]],
+    seeds: int,
+    remote: bool,
+    target: str,
+    results: dict[str, dict[str, list[float]]],
+    log_path: Path,
+) -> str | None:
+    """Run every setting over its seeds, into ``results`` and one JSON line per run in
+    ``log_path`` as each ends; the signal that stopped them early, or None."""
+    import json
+
+    from hivemem.platform.outputs import Terminated, sigterm_raises
+    from hivemem.platform.runner import run_once
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            with sigterm_raises():
+                for label, s, base in loaded:
+                    for i in range(seeds):
+                        si = s.model_copy(
+                            update={"run": s.run.model_copy(update={"seed": s.run.seed + i})}
+                        )
+                        console.print(f"{label} seed {si.run.seed} ...")
+                        r = run_once(si, baseline=base, remote=remote)
+                        held = [row["items"].get(target, 0) for row in r.rows]
+                        measures = {**r.summary, "memory": sum(held) / max(len(held), 1)}
+                        for k, v in measures.items():
+                            results.setdefault(label, {}).setdefault(k, []).append(v)
+                        run = {"setting": label, "seed": si.run.seed, **measures}
+                        log.write(json.dumps(run, sort_keys=True) + "\n")
+                        log.flush()
+        except KeyboardInterrupt:
+            return "SIGINT"
+        except Terminated:
+            return "SIGTERM"
+    return None
 
 
 def _add_rl_commands() -> None:

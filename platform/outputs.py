@@ -42,6 +42,20 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within: SIGTERM raises :class:`Terminated` in the main thread, as SIGINT raises
+    KeyboardInterrupt, so ``finally`` blocks on the way out run (elsewhere: no change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class RunFolder:
     """A run's folder, made before the run starts, so each tick's row lands as it ends.
 
@@ -77,10 +91,9 @@ class RunFolder:
         the way out). Stopping by either signal, or by an error, writes what was done and
         raises :class:`RunStopped`, chained to the error if there was one.
         """
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _terminate) if main else None
         try:
-            yield
+            with sigterm_raises():
+                yield
         except KeyboardInterrupt:
             self.stopped("SIGINT")
             raise RunStopped("SIGINT", 130) from None
@@ -91,9 +104,6 @@ class RunFolder:
             reason = f"error: {type(exc).__name__}: {exc}"
             self.stopped(reason)
             raise RunStopped(reason, 1) from exc
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous)
 
     def finish(self, result: RunResult, baseline: RunResult | None, plots: bool) -> Path:
         """Write ``summary.json`` (and the plots) of a run that ran every tick."""

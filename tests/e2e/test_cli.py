@@ -100,27 +100,38 @@ def _restore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_stopped_run_keeps_every_tick_it_finished(
-    sig: signal.Signals, code: int, tmp_path: Path
-) -> None:
+def stop_when_written(
+    args: list[str], out: Path, name: str, lines: int, sig: signal.Signals
+) -> tuple[subprocess.Popen[str], str, str]:
+    """Start ``hivemem ARGS``, send ``sig`` once the file ``name`` in its folder under
+    ``out`` has ``lines`` lines (or after two minutes), and wait for it to end."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hivemem.platform.cli", "run", "capacity_stream", "--no-progress",
-         "--out", str(tmp_path), "--set", "run.ticks=1000000"],
+        [sys.executable, "-m", "hivemem.platform.cli", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_restore_sigint,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        ticks = tmp_path.glob("*/ticks.jsonl")
         while time.monotonic() < deadline and proc.poll() is None:
-            ticks = list(tmp_path.glob("*/ticks.jsonl"))
-            if ticks and ticks[0].read_text().count("\n") >= 20:
+            found = list(out.glob(f"*/{name}"))
+            if found and found[0].read_text().count("\n") >= lines:
                 break
             time.sleep(0.2)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
+    return proc, stdout, stderr
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_run_keeps_every_tick_it_finished(
+    sig: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    proc, out, err = stop_when_written(
+        ["run", "capacity_stream", "--no-progress", "--out", str(tmp_path),
+         "--set", "run.ticks=1000000"],
+        tmp_path, "ticks.jsonl", 20, sig,
+    )  # fmt: skip
     assert proc.returncode == code, err[-3000:]
     (folder,) = tmp_path.iterdir()
     assert out.strip() == str(folder)
@@ -131,3 +142,25 @@ def test_a_stopped_run_keeps_every_tick_it_finished(
     assert [r["t"] for r in rows] == list(range(len(rows)))
     assert summary["memory"]["last_row"] == rows[-1]
     assert not (folder / "score.png").exists()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_compare_keeps_the_runs_it_finished(
+    sig: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    proc, out, err = stop_when_written(
+        ["compare", "capacity_stream", "--eviction", "fifo,lru", "--seeds", "40",
+         "--out", str(tmp_path), "--set", "run.ticks=40", "--set", "agents.0.count=4"],
+        tmp_path, "runs.jsonl", 2, sig,
+    )  # fmt: skip
+    assert proc.returncode == code, err[-3000:]
+    (folder,) = tmp_path.iterdir()
+    assert out.strip().endswith(str(folder))
+    runs = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    assert 2 <= len(runs) < 120  # fifo, lru and the baseline, 40 seeds each
+    assert f"stopped ({sig.name}) after {len(runs)} of 120 runs" in err
+    results = json.loads((folder / "compare.json").read_text())
+    assert results["eviction=fifo"]["score"] == [r["score"] for r in runs][:40]
+    assert [r["seed"] for r in runs] == list(range(len(runs)))[:40]
+    assert "eviction=fifo" in out and "±" in out  # the table of what was done
+    assert (folder / "compare.png").read_bytes().startswith(PNG)
