@@ -171,7 +171,8 @@ def run(
                     partial(_run_part, s, part, remote, metrics, folder),
                 )
     except RunStopped as stop:
-        typer.echo(f"stopped ({stop.reason}); the ticks it finished are in {folder.path}", err=True)
+        done = folder.progress() or "before its first tick"
+        typer.echo(f"stopped ({stop.reason}): {done}; run folder {folder.path}", err=True)
         typer.echo(str(folder.path))
         cause = stop.__cause__
         if cause is not None and not isinstance(cause, HivememError):

@@ -135,6 +135,10 @@ class RunFolder:
         self._write_summary(summary)
         return self.path
 
+    def progress(self) -> str:
+        """How far each part got, e.g. ``"memory 120 ticks, baseline 0 ticks"``."""
+        return ", ".join(f"{label} {len(rows)} ticks" for label, rows in self._rows.items())
+
     def close(self) -> None:
         """Close the tick files (every row in them was flushed as it came)."""
         for fh in self._files:

@@ -139,6 +139,7 @@ def test_a_stopped_run_keeps_every_tick_it_finished(
     rows = [json.loads(line) for line in (folder / "ticks.jsonl").read_text().splitlines()]
     assert summary["complete"] is False and summary["stopped_by"] == sig.name
     assert summary["memory"]["ticks_done"] == len(rows) >= 20
+    assert f"stopped ({sig.name}): memory {len(rows)} ticks; run folder {folder}" in err
     assert [r["t"] for r in rows] == list(range(len(rows)))
     assert summary["memory"]["last_row"] == rows[-1]
     assert not (folder / "score.png").exists()

@@ -53,6 +53,7 @@ def test_sigterm_stops_the_run_and_the_summary_counts_what_was_written(tmp_path:
     assert summary["complete"] is False and summary["stopped_by"] == "SIGTERM"
     assert summary["memory"]["ticks_done"] == 42 == len(lines(folder.path / "ticks.jsonl"))
     assert summary["memory"]["last_row"] == {"t": 41, "score": 0.041}
+    assert folder.progress() == "memory 42 ticks"
     assert "baseline" not in summary  # it never started
 
 
