@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from hivemem.platform.bus_cli import bus_app
+
+if TYPE_CHECKING:
+    from hivemem.platform.outputs import RunStopped
 
 app = typer.Typer(no_args_is_help=True, help="Simulate many AI agents that share memory.")
 app.add_typer(bus_app, name="bus")
@@ -325,10 +328,11 @@ def compare(
         compare_plot(folder / "compare.png", f"{s0.name}: score by setting", done, means, cis)
     if stopped is not None:
         runs = sum(len(r["score"]) for r in results.values())
-        typer.echo(f"stopped ({stopped}) after {runs} of {len(loaded) * seeds} runs", err=True)
+        total = len(loaded) * seeds
+        typer.echo(f"stopped ({stopped.reason}) after {runs} of {total} runs", err=True)
     typer.echo(str(folder))
     if stopped is not None:
-        raise typer.Exit(130 if stopped == "SIGINT" else 143)
+        raise typer.Exit(stopped.exit_code)
 
 
 def _compare_runs(
@@ -338,19 +342,19 @@ def _compare_runs(
     target: str,
     results: dict[str, dict[str, list[float]]],
     log_path: Path,
-) -> str | None:
+) -> RunStopped | None:
     """Run every setting over its seeds, into ``results`` and one JSON line per run in
-    ``log_path`` as each ends; the signal that stopped them early, or None."""
+    ``log_path`` as each ends; what stopped them early (Ctrl-C, SIGTERM), or None."""
     import json
 
-    from hivemem.platform.outputs import Terminated, sigterm_raises
+    from hivemem.platform.outputs import RunStopped, stopping
     from hivemem.platform.runner import run_once
     from rich.console import Console
 
     console = Console(stderr=True)
     with log_path.open("w", encoding="utf-8") as log:
         try:
-            with sigterm_raises():
+            with stopping():
                 for label, s, base in loaded:
                     for i in range(seeds):
                         si = s.model_copy(
@@ -365,10 +369,8 @@ def _compare_runs(
                         run = {"setting": label, "seed": si.run.seed, **measures}
                         log.write(json.dumps(run, sort_keys=True) + "\n")
                         log.flush()
-        except KeyboardInterrupt:
-            return "SIGINT"
-        except Terminated:
-            return "SIGTERM"
+        except RunStopped as stop:
+            return stop
     return None
 
 

@@ -20,12 +20,12 @@ from hivemem.platform.ticks import TickRows
 
 
 class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM while a run is recorded (like KeyboardInterrupt,
+    """Raised in the main thread on SIGTERM within :func:`stopping` (like KeyboardInterrupt,
     not an ``Exception``, so no ``except Exception`` on the way swallows it)."""
 
 
 class RunStopped(Exception):
-    """A recorded run stopped before its last tick; its folder says how far it got.
+    """A run (or a comparison of runs) stopped early, by a signal or an error.
 
     Attributes:
         reason: ``"SIGINT"``, ``"SIGTERM"`` or ``"error: ..."``.
@@ -43,17 +43,21 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Within: SIGTERM raises :class:`Terminated` in the main thread, as SIGINT raises
-    KeyboardInterrupt, so ``finally`` blocks on the way out run (elsewhere: no change)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+def stopping() -> Iterator[None]:
+    """Within: Ctrl-C raises :class:`RunStopped` ``("SIGINT", 130)``, and SIGTERM (in the
+    main thread) ``("SIGTERM", 143)``, each from where the signal found the code, so the
+    ``finally`` blocks on the way out (the runner's hosts and bus) run."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         yield
+    except KeyboardInterrupt:
+        raise RunStopped("SIGINT", 130) from None
+    except Terminated:
+        raise RunStopped("SIGTERM", 143) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class RunFolder:
@@ -92,14 +96,11 @@ class RunFolder:
         raises :class:`RunStopped`, chained to the error if there was one.
         """
         try:
-            with sigterm_raises():
+            with stopping():
                 yield
-        except KeyboardInterrupt:
-            self.stopped("SIGINT")
-            raise RunStopped("SIGINT", 130) from None
-        except Terminated:
-            self.stopped("SIGTERM")
-            raise RunStopped("SIGTERM", 143) from None
+        except RunStopped as stop:
+            self.stopped(stop.reason)
+            raise
         except Exception as exc:
             reason = f"error: {type(exc).__name__}: {exc}"
             self.stopped(reason)

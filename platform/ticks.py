@@ -58,7 +58,8 @@ class TickRows(Sequence[Row]):
     def __getitem__(self, index: int | slice) -> Row | list[Row]:
         if isinstance(index, slice):
             return [json.loads(line) for line in self._lines[index]]
-        return dict(json.loads(self._lines[index]))
+        row: Row = json.loads(self._lines[index])
+        return row
 
     def __iter__(self) -> Iterator[Row]:
         for line in self._lines:
