@@ -278,11 +278,13 @@ def field(
     args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
 ) -> Any:
     """``args[name]`` checked against ``kind`` (bools are not ints); ``default`` if absent."""
-    if name not in args or args[name] is None:
+    value = args.get(name)
+    if type(value) is kind and kind is not float:  # exactly the type asked (a float may be NaN)
+        return value
+    if value is None:
         if default is ...:
             raise ProtocolError(Code.BAD_REQUEST, f"missing argument {name!r}", field=name)
         return default
-    value = args[name]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if isinstance(value, bool) and bool not in kinds:
         raise ProtocolError(

@@ -177,7 +177,9 @@ class VectorTier:
         defer: Defer | None = None,
     ) -> WriteResult:
         """Propose one item; the namespace's write policy decides what happens."""
-        return self.write_many([WriteRequest(caller, namespace, item)], now=now, defer=defer)[0]
+        result = self.write_batch(WriteBatch.of_item(caller, namespace, item), now=now, defer=defer)
+        evicted = result.evicted.get(0)
+        return WriteResult(result.ops[0], result.item_ids[0], list(evicted) if evicted else [])
 
     def write_many(
         self, requests: Sequence[WriteRequest], *, now: float, defer: Defer | None = None

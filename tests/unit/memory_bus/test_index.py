@@ -179,12 +179,14 @@ def test_vectors_are_accepted_exactly_when_every_component_is_finite_and_in_rang
     matrix = np.tile(np.asarray(values, dtype=np.float32), (rows, 1))
     finite = bool(np.isfinite(matrix).all())
     in_range = finite and bool((np.abs(matrix) <= MAX_COMPONENT).all())
-    if in_range:
-        assert check_matrix(matrix, len(values)).shape == matrix.shape
-    else:
-        with pytest.raises(InvalidInputError) as refused:
-            check_matrix(matrix, len(values))
-        assert isinstance(refused.value, NonFiniteError) == (not finite)
+    for errors in ("ignore", "raise"):  # a caller's np.seterr does not change the answer
+        with np.errstate(all=errors):
+            if in_range:
+                assert check_matrix(matrix, len(values)).shape == matrix.shape
+            else:
+                with pytest.raises(InvalidInputError) as refused:
+                    check_matrix(matrix, len(values))
+                assert isinstance(refused.value, NonFiniteError) == (not finite)
 
 
 def test_a_large_exact_part_keeps_every_vector_while_pages_are_faulted_in_ahead() -> None:

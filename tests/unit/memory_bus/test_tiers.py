@@ -314,3 +314,50 @@ def test_a_write_policy_swapped_on_a_live_tier_gets_its_neighbours() -> None:
     again = store.shared.write(ALICE, "team", NewItem("the red key"), now=1.0)
     assert (first.op, again.op) == (WriteOp.ADD, WriteOp.NOOP)
     assert again.item_id == first.item_id
+
+
+ODD_VALUES = [0, 0.0, -0.0, 1, 2.5, False, True, None, float("inf"), float("nan"), "x"]
+ODD_ITEMS = {
+    "text": ["", "a b", "x" * 5000, None, 3],
+    "vector": [None, np.eye(32, dtype=np.float32)[3], np.full(32, np.nan, dtype=np.float32),
+               np.ones(8, dtype=np.float32), [0.5] * 32],
+    "meta": [{}, {"k": 1}, {"k": float("nan")}, [], None],
+    "importance": ODD_VALUES,
+    "valid_from": ODD_VALUES,
+    "valid_to": ODD_VALUES,
+    "level": ODD_VALUES,
+}  # fmt: skip
+
+
+def one_write(tier: str, item: NewItem, single: bool) -> tuple[object, ...]:
+    target = MemoryStore(StoreConfig(dim=32)).tier(tier)
+    try:
+        if single:
+            result = target.write(ALICE, "team", item, now=5.0)
+        else:
+            result = target.write_many([WriteRequest(ALICE, "team", item)], now=5.0)[0]
+    except InvalidInputError as exc:
+        return (type(exc), exc.details.get("field"))
+    return (result, target.namespaces["team"].items[result.item_id].to_state())
+
+
+@pytest.mark.parametrize("tier", ["shared", "graph"])
+def test_a_single_write_does_what_a_one_row_write_many_does(tier: str) -> None:
+    """``write`` builds its one-row batch directly (``WriteBatch.of_item``); it must
+    accept, refuse and store exactly as ``write_many`` of one request does, for every
+    field's odd values (one field at a time, on an otherwise plain item)."""
+    cases = 0
+    for name, values in ODD_ITEMS.items():
+        for value in values:
+            item = NewItem("a b", np.eye(32, dtype=np.float32)[1])
+            setattr(item, name, value)
+            assert one_write(tier, item, True) == one_write(tier, item, False), (name, value)
+            cases += 1
+    assert cases == 59
+
+
+def test_a_single_write_refuses_what_is_not_a_new_item() -> None:
+    store = store_with()
+    with pytest.raises(InvalidInputError, match="expected NewItem, got dict"):
+        store.shared.write(ALICE, "team", {"text": "x"}, now=0.0)  # type: ignore[arg-type]
+    assert "team" not in store.shared.namespaces
