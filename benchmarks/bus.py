@@ -33,6 +33,12 @@ that moved by 2x between runs; interleaved, every target sees the same drift.
 
     python benchmarks/bus.py --quick     # 8 rounds of 0.2 s slices, under a minute
     python benchmarks/bus.py             # 24 rounds of 0.4 s slices, about 4 minutes
+    python benchmarks/bus.py --quick --server-processes   # each server in its own process
+
+By default every echo and bus server is a thread of this process (as an embedded bus is
+a thread of the runner's); ``--server-processes`` gives each its own process (as
+``hivemem bus serve`` runs), so that no server's idle work or collections share an
+interpreter with the one being measured.
 """
 
 from __future__ import annotations
@@ -282,6 +288,40 @@ class Workers:
             proc.join(timeout=10)
 
 
+def server_main(conn: Connection, kind: str, spin_us: int, prefault: str) -> None:
+    """A server in a process of its own (``--server-processes``): sends its address,
+    serves until the driver sends anything, then closes."""
+    if kind == "bus":
+        with fresh_bus(spin_us, Prefault(prefault)) as bus:
+            conn.send(bus.address)
+            conn.recv()
+        return
+    echo = EchoServer(keep=kind == "echo-keep")
+    conn.send(echo.address)
+    conn.recv()
+    echo.close()
+
+
+def server_process(
+    case: ExitStack, kind: str, spin_us: int = 0, prefault: Prefault = Prefault.IDLE
+) -> str:
+    """Start ``kind`` ("echo", "echo-keep" or "bus") in its own process, stopped when
+    ``case`` closes; its address."""
+    ctx = mp.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(
+        target=server_main, args=(theirs, kind, spin_us, prefault.value), daemon=True
+    )
+    proc.start()
+
+    def stop() -> None:
+        ours.send(None)
+        proc.join(timeout=10)
+
+    case.callback(stop)
+    return str(ours.recv())
+
+
 # --- the run --------------------------------------------------------------------------
 
 
@@ -297,6 +337,44 @@ def fresh_bus(spin_us: int = 0, prefault: Prefault = Prefault.IDLE) -> BusServer
     """
     config = StoreConfig(dim=DIM, private=TierConfig(index=IndexConfig(prefault=prefault)))
     return BusServer(MemoryStore(config, embed=False), secret=SECRET, spin_us=spin_us)
+
+
+KEPT_PER_S = 1 << 30
+"""At most what a target keeps per second of a batched slice (measured: 0.3-0.8 GB)."""
+
+
+def _measure_slice(
+    workers: Workers,
+    targets: dict[str, tuple[str, str]],
+    name: str,
+    procs: int,
+    batch: bool,
+    slice_s: float,
+    lat: dict[str, list[float]],
+    slices: dict[str, int],
+) -> bool:
+    """One slice of one target, its latencies added to ``lat``; False (nothing run) if
+    the memory it may keep is not there. Every target keeps what it is sent, so long
+    slices (``--slice``) would otherwise run the machine out of memory."""
+    if memory_available() < (1 << 30) + 1.5 * slice_s * KEPT_PER_S:
+        return False
+    kind, address = targets[name]
+    for part in workers.run(procs, (kind, address, batch, slice_s)):
+        lat[name].extend(part)
+    slices[name] += 1
+    return True
+
+
+def memory_available() -> int:
+    """Bytes of memory available (``MemAvailable``; unbounded where there is no /proc)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
 
 
 def measure_case(
@@ -316,17 +394,25 @@ def measure_case(
     """
     names = list(targets)
     lat: dict[str, list[float]] = {name: [] for name in names}
+    slices = dict.fromkeys(names, 0)
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            kind, address = targets[name]
-            for part in workers.run(procs, (kind, address, batch, slice_s)):
-                lat[name].extend(part)
+        if not all(
+            _measure_slice(workers, targets, name, procs, batch, slice_s, lat, slices)
+            for name in names[r % len(names) :] + names[: r % len(names)]
+        ):
+            print(f"  (memory ran short: this case stopped in round {r + 1} of {rounds})")
+            break
+    short = [name for name, n in slices.items() if not n]
+    if short:
+        raise SystemExit(
+            f"not enough memory for one slice of {', '.join(short)}: try a shorter --slice"
+        )
     per_msg = BATCH if batch else 1
     out = {}
     for name, values in lat.items():
         arr = np.asarray(values)
         out[name] = {
-            "items_per_s": per_msg * len(arr) / (rounds * slice_s),
+            "items_per_s": per_msg * len(arr) / (slices[name] * slice_s),
             "p50_us": float(np.percentile(arr, 50) * 1e6),
             "p99_us": float(np.percentile(arr, 99) * 1e6),
         }
@@ -339,7 +425,17 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="8 rounds of 0.2 s slices")
     parser.add_argument("--rounds", type=int, help="rounds per case (default 8, or 24)")
-    parser.add_argument("--slice", type=float, help="seconds per target per round")
+    parser.add_argument(
+        "--slice",
+        type=float,
+        help="seconds per target per round (batched targets keep ~0.3-1 GB a second: a "
+        "case stops early, between rounds, when memory runs short)",
+    )
+    parser.add_argument(
+        "--server-processes",
+        action="store_true",
+        help="each echo and bus server in a process of its own, not a thread of this one",
+    )
     args = parser.parse_args()
     rounds = args.rounds or (8 if args.quick else 24)
     slice_s = args.slice or (0.2 if args.quick else 0.4)
@@ -351,7 +447,7 @@ def main() -> None:
             mode = "batch64" if batch else "single"
             for procs in (1, 4):
                 with ExitStack() as case:
-                    targets = case_targets(case, redis_server, batch)
+                    targets = case_targets(case, redis_server, batch, args.server_processes)
                     measured = measure_case(workers, targets, procs, batch, slice_s, rounds)
                 rows.update(((name, mode, procs), row) for name, row in measured.items())
     finally:
@@ -362,29 +458,36 @@ def main() -> None:
 
 
 def case_targets(
-    case: ExitStack, redis_server: tuple[subprocess.Popen[bytes], int] | None, batch: bool
+    case: ExitStack,
+    redis_server: tuple[subprocess.Popen[bytes], int] | None,
+    batch: bool,
+    own_processes: bool = False,
 ) -> dict[str, tuple[str, str]]:
     """Fresh servers for one case: name -> (client kind, address).
 
     bus-nopf only in the batched cases: prefaulting acts on a namespace's
-    growth, which single writes make slowly.
+    growth, which single writes make slowly. ``own_processes``: each server in a
+    process of its own (else a thread of this one).
     """
-    echo = EchoServer()
-    case.callback(echo.close)
-    keeper = EchoServer(keep=True)
-    case.callback(keeper.close)
-    bus_raw = case.enter_context(fresh_bus())
-    bus_client = case.enter_context(fresh_bus())
-    bus_spin = case.enter_context(fresh_bus(SPIN_US))
+
+    def start(kind: str, spin_us: int = 0, prefault: Prefault = Prefault.IDLE) -> str:
+        if own_processes:
+            return server_process(case, kind, spin_us, prefault)
+        if kind == "bus":
+            return case.enter_context(fresh_bus(spin_us, prefault)).address
+        echo = EchoServer(keep=kind == "echo-keep")
+        case.callback(echo.close)
+        return echo.address
+
     targets = {
-        "echo": ("raw", echo.address),
-        "echo-keep": ("raw", keeper.address),
-        "bus-raw": ("raw", bus_raw.address),
-        "bus-client": ("client", bus_client.address),
-        "bus-spin": ("raw", bus_spin.address),
+        "echo": ("raw", start("echo")),
+        "echo-keep": ("raw", start("echo-keep")),
+        "bus-raw": ("raw", start("bus")),
+        "bus-client": ("client", start("bus")),
+        "bus-spin": ("raw", start("bus", SPIN_US)),
     }
     if batch:
-        targets["bus-nopf"] = ("raw", case.enter_context(fresh_bus(prefault=Prefault.OFF)).address)
+        targets["bus-nopf"] = ("raw", start("bus", prefault=Prefault.OFF))
     if redis_server is not None:
         import redis
 
