@@ -46,12 +46,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -62,6 +64,7 @@ from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient, encode_write_entries
 from hivemem.memory_bus.codec import encode_new_item
 from hivemem.memory_bus.config import IndexConfig, Prefault, StoreConfig, TierConfig
+from hivemem.memory_bus.durability import die_with_parent
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import HEADER, encode_request
 from hivemem.memory_bus.server import BusServer
@@ -145,8 +148,10 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int] | None:
     if shutil.which("redis-server") is None:
         return None
     port = free_port()
+    # preexec_fn: a driver killed outright (SIGKILL, out of memory) takes its redis along
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)  # fmt: skip
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                            preexec_fn=partial(die_with_parent, signal.SIGTERM))  # fmt: skip
     import redis
 
     deadline = time.monotonic() + 10
@@ -252,6 +257,7 @@ def worker_main(conn: Connection, name: str) -> None:
     Each message is ``(kind, address, batch, seconds)``; the reply is the slice's
     latencies. ``None`` ends the worker.
     """
+    die_with_parent()  # a driver killed outright would leave it waiting for a reply for ever
     ops: dict[tuple[str, str, bool], Callable[[], None]] = {}
     with ExitStack() as stack:
         while (task := conn.recv()) is not None:
@@ -291,6 +297,7 @@ class Workers:
 def server_main(conn: Connection, kind: str, spin_us: int, prefault: str) -> None:
     """A server in a process of its own (``--server-processes``): sends its address,
     serves until the driver sends anything, then closes."""
+    die_with_parent()
     if kind == "bus":
         with fresh_bus(spin_us, Prefault(prefault)) as bus:
             conn.send(bus.address)

@@ -251,8 +251,7 @@ def _fork_to(write: Callable[[], None]) -> int | None:
     code = 1
     try:
         gc.disable()
-        if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        die_with_parent()
         if os.getppid() == parent:  # else the parent died before the line above
             write()
             code = 0
@@ -274,3 +273,15 @@ def _prctl() -> Any:
 
 
 _PRCTL = _prctl()
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Have the kernel send ``sig`` to this process when the thread that made it ends
+    (``PR_SET_PDEATHSIG``; Linux only: elsewhere False, and nothing is asked).
+
+    For a forked child, or as a ``subprocess.Popen`` ``preexec_fn``, so that a parent
+    killed outright (SIGKILL, the kernel's out-of-memory killer) leaves no child behind.
+    """
+    if _PRCTL is None:
+        return False
+    return bool(_PRCTL(_PR_SET_PDEATHSIG, sig) == 0)

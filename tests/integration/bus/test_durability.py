@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -145,3 +148,41 @@ def test_a_snapshot_writer_dies_with_its_server() -> None:
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_child_asked_to_die_with_its_parent_goes_when_the_parent_is_killed(asked: bool) -> None:
+    """``die_with_parent`` as a ``preexec_fn``: a parent killed outright (SIGKILL, as the
+    out-of-memory killer does) takes the child along; without it the child lives on."""
+    script = (
+        "import subprocess, sys\n"
+        "from hivemem.memory_bus.durability import die_with_parent\n"
+        f"child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent if {asked} else None)\n"
+        "print(child.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        try:
+            assert _alive(child)
+            parent.kill()
+            parent.wait()
+            deadline = time.monotonic() + 10
+            while _alive(child) and asked and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _alive(child) is not asked
+        finally:
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
