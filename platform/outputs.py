@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -66,7 +67,11 @@ class RunFolder:
     ``scenario.yaml`` is written at once; ``ticks.jsonl`` (and ``baseline_ticks.jsonl``
     for the no-memory baseline) get a row per finished tick; ``summary.json`` and the
     plots come at the end (:meth:`finish`), or a summary of what was done when the run
-    stops early (:meth:`stopped`).
+    stops early (:meth:`stopped`). Until then ``summary.json`` says the run has not
+    ended (``"complete": false``, ``"stopped_by": null``, and the process's ``pid``): a
+    run killed outright (SIGKILL, the out-of-memory killer, a lost machine) keeps that
+    summary, and its tick files hold every row it finished. Each summary replaces the
+    last whole (written aside, then renamed), so a kill mid-write leaves the old one.
     """
 
     def __init__(self, scenario: Scenario, out_dir: Path) -> None:
@@ -78,6 +83,13 @@ class RunFolder:
         self._scenario = scenario
         self._files: list[TextIO] = []
         self._rows: dict[str, TickRows] = {}
+        self._write_summary({**self._head(), "stopped_by": None, "pid": os.getpid()})
+
+    def _head(self) -> dict[str, Any]:
+        """What every summary of a run that did not finish starts with."""
+        run = self._scenario.run
+        return {"scenario": self._scenario.name, "seed": run.seed, "ticks": run.ticks,
+                "complete": False}  # fmt: skip
 
     def rows(self, label: str) -> TickRows:
         """The rows of the run called ``label`` ("memory" or "baseline"), written here."""
@@ -122,14 +134,7 @@ class RunFolder:
     def stopped(self, reason: str) -> Path:
         """Write ``summary.json`` of a run stopped early: how far each part got, and why."""
         self.close()
-        run = self._scenario.run
-        summary: dict[str, Any] = {
-            "scenario": self._scenario.name,
-            "seed": run.seed,
-            "ticks": run.ticks,
-            "complete": False,
-            "stopped_by": reason,
-        }
+        summary = {**self._head(), "stopped_by": reason}
         for label, rows in self._rows.items():
             last = rows[-1] if rows else None
             summary[label] = {"ticks_done": len(rows), "last_row": last}
@@ -147,9 +152,9 @@ class RunFolder:
         self._files.clear()
 
     def _write_summary(self, summary: dict[str, Any]) -> None:
-        (self.path / "summary.json").write_text(
-            json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8"
-        )
+        aside = self.path / "summary.json.tmp"
+        aside.write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(aside, self.path / "summary.json")
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:

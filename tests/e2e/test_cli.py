@@ -145,6 +145,23 @@ def test_a_stopped_run_keeps_every_tick_it_finished(
     assert not (folder / "score.png").exists()
 
 
+def test_a_run_killed_outright_keeps_its_rows_and_a_summary_saying_it_did_not_end(
+    tmp_path: Path,
+) -> None:
+    proc, _, _ = stop_when_written(
+        ["run", "capacity_stream", "--no-progress", "--out", str(tmp_path),
+         "--set", "run.ticks=1000000"],
+        tmp_path, "ticks.jsonl", 20, signal.SIGKILL,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL
+    (folder,) = tmp_path.iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["complete"] is False and summary["stopped_by"] is None
+    assert summary["pid"] == proc.pid and summary["ticks"] == 1000000
+    rows = [json.loads(line) for line in (folder / "ticks.jsonl").read_text().splitlines()]
+    assert len(rows) >= 20 and [r["t"] for r in rows] == list(range(len(rows)))
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stopped_compare_keeps_the_runs_it_finished(
     sig: signal.Signals, code: int, tmp_path: Path

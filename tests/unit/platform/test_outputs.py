@@ -22,6 +22,9 @@ def test_a_finished_run_gets_its_summary_and_both_tick_files(tmp_path: Path) -> 
     s = load_scenario("capacity_stream", ["run.ticks=3"])
     folder = RunFolder(s, tmp_path)
     assert (folder.path / "scenario.yaml").exists()  # before the run starts
+    running = json.loads((folder.path / "summary.json").read_text())
+    assert running == {"scenario": s.name, "seed": s.run.seed, "ticks": 3, "complete": False,
+                       "stopped_by": None, "pid": os.getpid()}  # fmt: skip
     results = []
     for label in ("memory", "baseline"):
         rows = folder.rows(label)
@@ -34,6 +37,9 @@ def test_a_finished_run_gets_its_summary_and_both_tick_files(tmp_path: Path) -> 
     assert summary["summary"] == {"score": 0.5} and summary["baseline"] == {"score": 0.1}
     assert [r["t"] for r in lines(folder.path / "ticks.jsonl")] == [0, 1, 2]
     assert [r["score"] for r in lines(folder.path / "baseline_ticks.jsonl")] == [0.1] * 3
+    assert sorted(p.name for p in folder.path.iterdir()) == [
+        "baseline_ticks.jsonl", "scenario.yaml", "summary.json", "ticks.jsonl",
+    ]  # fmt: skip
 
 
 def test_sigterm_stops_the_run_and_the_summary_counts_what_was_written(tmp_path: Path) -> None:
