@@ -294,19 +294,25 @@ class Workers:
             proc.join(timeout=10)
 
 
+def open_server(
+    stack: ExitStack, kind: str, spin_us: int = 0, prefault: Prefault = Prefault.IDLE
+) -> str:
+    """Start ``kind`` ("echo", "echo-keep" or "bus") in a thread of this process, closed
+    with ``stack``; its address."""
+    if kind == "bus":
+        return stack.enter_context(fresh_bus(spin_us, prefault)).address
+    echo = EchoServer(keep=kind == "echo-keep")
+    stack.callback(echo.close)
+    return echo.address
+
+
 def server_main(conn: Connection, kind: str, spin_us: int, prefault: str) -> None:
     """A server in a process of its own (``--server-processes``): sends its address,
     serves until the driver sends anything, then closes."""
     die_with_parent()
-    if kind == "bus":
-        with fresh_bus(spin_us, Prefault(prefault)) as bus:
-            conn.send(bus.address)
-            conn.recv()
-        return
-    echo = EchoServer(keep=kind == "echo-keep")
-    conn.send(echo.address)
-    conn.recv()
-    echo.close()
+    with ExitStack() as stack:
+        conn.send(open_server(stack, kind, spin_us, Prefault(prefault)))
+        conn.recv()
 
 
 def server_process(
@@ -436,7 +442,7 @@ def main() -> None:
         "--slice",
         type=float,
         help="seconds per target per round (batched targets keep ~0.3-1 GB a second: a "
-        "case stops early, between rounds, when memory runs short)",
+        "case stops early, between slices, when memory runs short)",
     )
     parser.add_argument(
         "--server-processes",
@@ -478,13 +484,8 @@ def case_targets(
     """
 
     def start(kind: str, spin_us: int = 0, prefault: Prefault = Prefault.IDLE) -> str:
-        if own_processes:
-            return server_process(case, kind, spin_us, prefault)
-        if kind == "bus":
-            return case.enter_context(fresh_bus(spin_us, prefault)).address
-        echo = EchoServer(keep=kind == "echo-keep")
-        case.callback(echo.close)
-        return echo.address
+        opened = server_process if own_processes else open_server
+        return opened(case, kind, spin_us, prefault)
 
     targets = {
         "echo": ("raw", start("echo")),

@@ -23,6 +23,7 @@ def run_plots(folder: Path, result: RunResult, baseline: RunResult | None) -> li
     """score.png, memory_ops.png and items.png in ``folder``."""
     plt = _pyplot()
     rows = list(result.rows)  # decoded once: TickRows decodes on every read
+    base_rows = list(baseline.rows) if baseline is not None else []
     ticks = [r["t"] for r in rows]
     out = []
 
@@ -30,8 +31,8 @@ def run_plots(folder: Path, result: RunResult, baseline: RunResult | None) -> li
     ax.plot(ticks, [r["score"] for r in rows], label="memory agents")
     if baseline is not None:
         ax.plot(
-            [r["t"] for r in baseline.rows],
-            [r["score"] for r in baseline.rows],
+            [r["t"] for r in base_rows],
+            [r["score"] for r in base_rows],
             "--",
             label="no-memory baseline",
         )
