@@ -23,7 +23,10 @@ namespace (an agent host's shape), with the store's default configuration; every
 (mode x processes) gets fresh servers, so one case's items do not slow the next. The bus
 is driven two ways: raw protocol frames on a DEALER (what the transport allows) and the
 ``MemoryClient`` library (what a user gets). The echo receives exactly the raw bus
-frames. Ratios are against the echo.
+frames. Ratios are against the echo. Beside them, each row says what its server's
+answering thread cost (CPU per request, read from the kernel's ``schedstat``) and how
+much of the slices' time it ran: a thread busy nearly all the time is what limits the
+target's rate, and no change outside it will raise it.
 
 The targets of a case are measured interleaved: each in turn for a short slice, round
 after round (the order rotating), by client processes started once that keep their
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import socket
@@ -53,9 +57,10 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
@@ -294,32 +299,40 @@ class Workers:
             proc.join(timeout=10)
 
 
+class Served(NamedTuple):
+    """Where a server answers, and the (pid, tid) of the thread that answers."""
+
+    address: str
+    thread: tuple[int, int] | None
+
+
 def open_server(
     stack: ExitStack, kind: str, spin_us: int = 0, prefault: Prefault = Prefault.IDLE
-) -> str:
+) -> Served:
     """Start ``kind`` ("echo", "echo-keep" or "bus") in a thread of this process, closed
-    with ``stack``; its address."""
+    with ``stack``."""
     if kind == "bus":
-        return stack.enter_context(fresh_bus(spin_us, prefault)).address
+        bus = stack.enter_context(fresh_bus(spin_us, prefault))
+        return Served(bus.address, (os.getpid(), bus.owner_thread_id or 0))
     echo = EchoServer(keep=kind == "echo-keep")
     stack.callback(echo.close)
-    return echo.address
+    return Served(echo.address, (os.getpid(), echo.thread.native_id or 0))
 
 
 def server_main(conn: Connection, kind: str, spin_us: int, prefault: str) -> None:
-    """A server in a process of its own (``--server-processes``): sends its address,
+    """A server in a process of its own (``--server-processes``): sends where it serves,
     serves until the driver sends anything, then closes."""
     die_with_parent()
     with ExitStack() as stack:
-        conn.send(open_server(stack, kind, spin_us, Prefault(prefault)))
+        conn.send(tuple(open_server(stack, kind, spin_us, Prefault(prefault))))
         conn.recv()
 
 
 def server_process(
     case: ExitStack, kind: str, spin_us: int = 0, prefault: Prefault = Prefault.IDLE
-) -> str:
+) -> Served:
     """Start ``kind`` ("echo", "echo-keep" or "bus") in its own process, stopped when
-    ``case`` closes; its address."""
+    ``case`` closes."""
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
     proc = ctx.Process(
@@ -332,7 +345,8 @@ def server_process(
         proc.join(timeout=10)
 
     case.callback(stop)
-    return str(ours.recv())
+    address, thread = ours.recv()
+    return Served(address, thread)
 
 
 # --- the run --------------------------------------------------------------------------
@@ -352,29 +366,73 @@ def fresh_bus(spin_us: int = 0, prefault: Prefault = Prefault.IDLE) -> BusServer
     return BusServer(MemoryStore(config, embed=False), secret=SECRET, spin_us=spin_us)
 
 
+class Target(NamedTuple):
+    """A target of a case: the client kind that drives it, and the server it drives."""
+
+    kind: str
+    served: Served
+
+
+@dataclass
+class Tally:
+    """What a target's slices measured: each request's latency, their wall time, the CPU
+    its server's answering thread used, and the machine's busy and total CPU time
+    (seconds)."""
+
+    latencies: list[float] = field(default_factory=list)
+    slices: int = 0
+    wall: float = 0.0
+    server_cpu: float = 0.0
+    busy: float = 0.0
+    total: float = 0.0
+
+
+def thread_cpu(thread: tuple[int, int] | None) -> float:
+    """Seconds a thread ``(pid, tid)`` has run (``schedstat``, in ns); nan if unknown."""
+    if thread is None:
+        return float("nan")
+    try:
+        with open(f"/proc/{thread[0]}/task/{thread[1]}/schedstat") as stat:
+            return int(stat.read().split()[0]) / 1e9
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """Busy and total CPU seconds of every core so far (``/proc/stat``); nan if unknown."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
 KEPT_PER_S = 1 << 30
 """At most what a target keeps per second of a batched slice (measured: 0.3-0.8 GB)."""
 
 
 def _measure_slice(
-    workers: Workers,
-    targets: dict[str, tuple[str, str]],
-    name: str,
-    procs: int,
-    batch: bool,
-    slice_s: float,
-    lat: dict[str, list[float]],
-    slices: dict[str, int],
+    workers: Workers, target: Target, procs: int, batch: bool, slice_s: float, tally: Tally
 ) -> bool:
-    """One slice of one target, its latencies added to ``lat``; False (nothing run) if
-    the memory it may keep is not there. Every target keeps what it is sent, so long
-    slices (``--slice``) would otherwise run the machine out of memory."""
+    """One slice of one target, added to its ``tally``; False (nothing run) if the memory
+    it may keep is not there. Every target keeps what it is sent, so long slices
+    (``--slice``) would otherwise run the machine out of memory."""
     if memory_available() < (1 << 30) + 1.5 * slice_s * KEPT_PER_S:
         return False
-    kind, address = targets[name]
-    for part in workers.run(procs, (kind, address, batch, slice_s)):
-        lat[name].extend(part)
-    slices[name] += 1
+    cpu, (busy, total) = thread_cpu(target.served.thread), machine_cpu()
+    started = time.perf_counter()
+    parts = workers.run(procs, (target.kind, target.served.address, batch, slice_s))
+    tally.wall += time.perf_counter() - started
+    tally.server_cpu += thread_cpu(target.served.thread) - cpu
+    busy_after, total_after = machine_cpu()
+    tally.busy += busy_after - busy
+    tally.total += total_after - total
+    for part in parts:
+        tally.latencies.extend(part)
+    tally.slices += 1
     return True
 
 
@@ -392,7 +450,7 @@ def memory_available() -> int:
 
 def measure_case(
     workers: Workers,
-    targets: dict[str, tuple[str, str]],
+    targets: dict[str, Target],
     procs: int,
     batch: bool,
     slice_s: float,
@@ -406,28 +464,30 @@ def measure_case(
     target here sees the same drift. The order rotates each round.
     """
     names = list(targets)
-    lat: dict[str, list[float]] = {name: [] for name in names}
-    slices = dict.fromkeys(names, 0)
+    tallies = {name: Tally() for name in names}
     for r in range(rounds):
         if not all(
-            _measure_slice(workers, targets, name, procs, batch, slice_s, lat, slices)
+            _measure_slice(workers, targets[name], procs, batch, slice_s, tallies[name])
             for name in names[r % len(names) :] + names[: r % len(names)]
         ):
             print(f"  (memory ran short: this case stopped in round {r + 1} of {rounds})")
             break
-    short = [name for name, n in slices.items() if not n]
+    short = [name for name, tally in tallies.items() if not tally.slices]
     if short:
         raise SystemExit(
             f"not enough memory for one slice of {', '.join(short)}: try a shorter --slice"
         )
     per_msg = BATCH if batch else 1
     out = {}
-    for name, values in lat.items():
-        arr = np.asarray(values)
+    for name, tally in tallies.items():
+        arr = np.asarray(tally.latencies)
         out[name] = {
-            "items_per_s": per_msg * len(arr) / (slices[name] * slice_s),
+            "items_per_s": per_msg * len(arr) / (tally.slices * slice_s),
             "p50_us": float(np.percentile(arr, 50) * 1e6),
             "p99_us": float(np.percentile(arr, 99) * 1e6),
+            "server_us_per_msg": tally.server_cpu / len(arr) * 1e6,
+            "server_busy": tally.server_cpu / tally.wall,
+            "busy": tally.busy / tally.total if tally.total else float("nan"),
         }
     return out
 
@@ -475,44 +535,54 @@ def case_targets(
     redis_server: tuple[subprocess.Popen[bytes], int] | None,
     batch: bool,
     own_processes: bool = False,
-) -> dict[str, tuple[str, str]]:
-    """Fresh servers for one case: name -> (client kind, address).
+) -> dict[str, Target]:
+    """Fresh servers for one case, by name.
 
     bus-nopf only in the batched cases: prefaulting acts on a namespace's
     growth, which single writes make slowly. ``own_processes``: each server in a
     process of its own (else a thread of this one).
     """
 
-    def start(kind: str, spin_us: int = 0, prefault: Prefault = Prefault.IDLE) -> str:
+    def start(kind: str, spin_us: int = 0, prefault: Prefault = Prefault.IDLE) -> Served:
         opened = server_process if own_processes else open_server
         return opened(case, kind, spin_us, prefault)
 
     targets = {
-        "echo": ("raw", start("echo")),
-        "echo-keep": ("raw", start("echo-keep")),
-        "bus-raw": ("raw", start("bus")),
-        "bus-client": ("client", start("bus")),
-        "bus-spin": ("raw", start("bus", SPIN_US)),
+        "echo": Target("raw", start("echo")),
+        "echo-keep": Target("raw", start("echo-keep")),
+        "bus-raw": Target("raw", start("bus")),
+        "bus-client": Target("client", start("bus")),
+        "bus-spin": Target("raw", start("bus", SPIN_US)),
     }
     if batch:
-        targets["bus-nopf"] = ("raw", start("bus", prefault=Prefault.OFF))
+        targets["bus-nopf"] = Target("raw", start("bus", prefault=Prefault.OFF))
     if redis_server is not None:
         import redis
 
-        redis.Redis(port=redis_server[1]).flushall()
-        targets["redis"] = ("redis", str(redis_server[1]))
+        proc, port = redis_server
+        redis.Redis(port=port).flushall()
+        # redis-server answers commands on its main thread
+        targets["redis"] = Target("redis", Served(str(port), (proc.pid, proc.pid)))
     return targets
 
 
 def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool) -> None:
-    print(f"bus benchmark: loopback, dim {DIM}, batches of {BATCH}, 2 cores")
+    print(f"bus benchmark: loopback, dim {DIM}, batches of {BATCH}, {os.cpu_count()} cores")
     print(
-        f"{'target':12s} {'mode':8s} {'procs':>5s} {'items/s':>10s} {'p50 us':>8s} {'p99 us':>8s} {'rate/echo':>9s} {'p50/echo':>8s}"
+        f"{'target':12s} {'mode':8s} {'procs':>5s} {'items/s':>10s} {'p50 us':>8s} {'p99 us':>8s}"
+        f" {'rate/echo':>9s} {'p50/echo':>8s} {'srv us/msg':>10s} {'srv busy':>8s} {'all busy':>8s}"
     )
     for (target, mode, procs), row in rows.items():
         base = rows[("echo", mode, procs)]
         print(f"{target:12s} {mode:8s} {procs:5d} {row['items_per_s']:10,.0f} {row['p50_us']:8.0f} {row['p99_us']:8.0f}"
-              f" {row['items_per_s'] / base['items_per_s']:9.2f} {row['p50_us'] / base['p50_us']:8.2f}")  # fmt: skip
+              f" {row['items_per_s'] / base['items_per_s']:9.2f} {row['p50_us'] / base['p50_us']:8.2f}"
+              f" {row['server_us_per_msg']:10.0f} {row['server_busy']:8.0%} {row['busy']:8.0%}")  # fmt: skip
+    print(
+        "srv us/msg: CPU time of the server's answering thread (the bus's owner thread, "
+        "redis-server's main thread) per request; srv busy: the share of the slices' time "
+        "it ran (near 100%: it is what limits the rate); all busy: the share of every core "
+        "in use"
+    )
     head: dict[str, float] = {}
     for who in ("bus-raw", "bus-client", "bus-spin"):
         for procs in (1, 4):

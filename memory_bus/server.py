@@ -211,6 +211,12 @@ class BusServer:
         return self
 
     @property
+    def owner_thread_id(self) -> int | None:
+        """The kernel's id of the owner thread (as ``top -H`` and ``/proc/<pid>/task``
+        show it), to account the CPU the store's requests take; None before start."""
+        return None if self._thread is None else self._thread.native_id
+
+    @property
     def serving(self) -> bool:
         """Whether the server is started and not yet asked to stop."""
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()

@@ -269,6 +269,20 @@ def test_a_busy_polling_server_answers_every_request_and_stops() -> None:
     assert server._thread is not None and not server._thread.is_alive()
 
 
+def test_owner_thread_id_names_the_thread_that_changes_the_store() -> None:
+    """The id the server gives for its owner thread is the kernel id of the thread that
+    applies writes (a store listener runs there), and None before it starts."""
+    server, tokens = make_server()
+    assert server.owner_thread_id is None
+    seen: list[int] = []
+    server.store.subscribe(lambda event: seen.append(threading.get_native_id()))
+    with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as client:
+        client.write("private", "alice", NewItem("a fact", vector=vec(1)), now=0.0)
+        client.ping()  # the write's rows enter the store after its reply; this one after them
+        assert seen and set(seen) == {server.owner_thread_id}
+        assert server.owner_thread_id != threading.get_native_id()
+
+
 def test_a_busy_polling_server_sleeps_when_requests_come_slower_than_its_spin() -> None:
     """Requests 0.4 s apart to a server that would spin 0.3 s after each: a spin after
     every answer would burn ~0.3 s of CPU per request; an adaptive one none."""
