@@ -108,6 +108,8 @@ class BusMetrics:
         self._events: dict[tuple[str, ...], Any] = {}
         self.memory = _MemoryCollector()
         r.register(self.memory)
+        self.busy = _BusyCollector()
+        r.register(self.busy)
 
     def request(self, op: str, code: str, seconds: float) -> None:
         """Count one answered request."""
@@ -170,6 +172,28 @@ def _child(cache: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:
     if child is None:
         child = cache[labels] = metric.labels(*labels)
     return child
+
+
+class _BusyCollector(Collector):
+    """``hivemem_bus_busy_seconds_total``: the wall time the server spent answering
+    requests (receiving, deciding, replying, applying), on its owner thread or through
+    :meth:`~hivemem.memory_bus.server.BusServer.handle`.
+
+    Its rate is the share of the time the store was busy: near 1, the bus is saturated
+    and requests queue (add shards). The server adds to :attr:`seconds` while it holds
+    the store, a float add per request (a ``Counter`` takes a lock each time); a scrape
+    reads it. Time spent polling or spinning idle is not in it.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "hivemem_bus_busy_seconds",
+            "Wall time spent answering requests (a rate near 1: the bus is saturated)",
+            value=self.seconds,
+        )
 
 
 class _MemoryCollector(Collector):

@@ -352,7 +352,9 @@ class BusServer:
 
     def _serve_batch(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
         """Answer every request waiting now (up to a bound, so stop stays responsive)."""
+        busy = self.metrics.busy
         for _ in range(1024):
+            started = time.perf_counter()
             try:
                 frames = router.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -365,6 +367,7 @@ class BusServer:
                 router.send_multipart([identity, HEADER, reply])
                 self._settle(later)
                 self._publisher.publish(pub)
+                busy.seconds += time.perf_counter() - started
 
     def _authorize_subscription(self, agent: str, token: str, topic: str) -> bytes:
         """The event-socket prefix of a subscription, checked as a request would be."""
@@ -384,10 +387,12 @@ class BusServer:
         that forked it.
         """
         with COLLECTOR_PAUSE, self._between:
+            started = time.perf_counter()
             reply, later = self._handle(frames)
             self._settle(later, snapshot=False)
             if self._publisher.set_aside() or self._durability.snapshot_due:
                 self._waker.wake()
+            self.metrics.busy.seconds += time.perf_counter() - started
         return reply
 
     def inspect(self, read: Callable[[MemoryStore], T]) -> T:

@@ -7,12 +7,15 @@ import time
 import urllib.request
 from typing import Any
 
+import numpy as np
 import pytest
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import HEADER, decode_reply, encode_request
+from hivemem.memory_bus.server import BusServer
 
-from .conftest import Bus, make_server
+from .conftest import DIM, Bus, make_server
 
 
 def free_port() -> int:
@@ -58,3 +61,56 @@ def test_gauges_are_refreshed_less_often_when_a_refresh_is_long(
     with server:
         time.sleep(2.5)
     assert len(calls) == 2, calls
+
+
+def busy_seconds(server: BusServer) -> float:
+    """hivemem_bus_busy_seconds_total once every request answered so far is settled."""
+    server.inspect(lambda store: None)  # the owner thread adds a request's time holding it
+    value = server.metrics.registry.get_sample_value("hivemem_bus_busy_seconds_total")
+    assert value is not None
+    return value
+
+
+def latency_sum(server: BusServer) -> float:
+    """The request-duration histogram's sum over every op."""
+    return sum(
+        sample.value
+        for family in server.metrics.registry.collect()
+        if family.name == "hivemem_bus_request_duration_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_sum")
+    )
+
+
+@pytest.mark.parametrize("spin_us", [0, 2_000])
+def test_busy_seconds_are_the_time_spent_answering_and_not_idle_time(spin_us: int) -> None:
+    """hivemem_bus_busy_seconds_total grows by at least the requests' own durations (the
+    latency histogram's sum) and by at most the wall time the client spent on them; with
+    no request it stands still, also while a busy-polling server spins."""
+    server, tokens = make_server(spin_us=spin_us)
+    vector = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
+    with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as client:
+        client.ping()
+        busy, latency = busy_seconds(server), latency_sum(server)
+        started = time.perf_counter()
+        for i in range(20):
+            entries = [("team", NewItem(f"fact {i}.{j}", vector=vector)) for j in range(64)]
+            client.write_many("shared", entries, now=0.0)
+        busy_after = busy_seconds(server)
+        waited = time.perf_counter() - started
+        assert latency_sum(server) - latency <= busy_after - busy <= waited
+        time.sleep(0.3)  # nothing asked: nothing counted (a spinning server spins idle)
+        assert busy_seconds(server) == busy_after
+
+
+def test_requests_answered_through_handle_count_as_busy() -> None:
+    """A request handled in the caller's thread (an in-process transport) holds the store
+    as the owner thread does, and its time is counted too."""
+    server, tokens = make_server()
+    with server:
+        busy = busy_seconds(server)
+        reply = decode_reply(
+            [HEADER, server.handle(encode_request(1, 7, "ping", "alice", tokens["alice"], {}))]
+        )
+        assert reply.ok, reply.error
+        assert busy_seconds(server) > busy
