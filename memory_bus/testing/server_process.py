@@ -12,13 +12,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.durability import die_with_parent
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.protocol import ADMIN_AGENT
@@ -91,7 +95,10 @@ class ServerProcess:
         """Start and wait until it answers a ping; returns the seconds that took."""
         started = time.monotonic()
         self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_ends_with_this_process(),
         )
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
@@ -126,6 +133,17 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+
+def _ends_with_this_process() -> Callable[[], object] | None:
+    """A ``preexec_fn`` that has the server sent SIGTERM when this process ends, so a
+    test or script killed outright (a CI timeout, the out-of-memory killer) leaves no
+    server behind. The kernel signals when the *thread* that started the child ends, so
+    only a start from the main thread asks (from another one, the server would stop
+    with that thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return partial(die_with_parent, signal.SIGTERM)
 
 
 def scan_data_dir(data_dir: Path, config: StoreConfig, tier: str, key: str) -> Counter[str]:

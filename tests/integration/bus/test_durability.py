@@ -186,3 +186,35 @@ def test_a_child_asked_to_die_with_its_parent_goes_when_the_parent_is_killed(ask
         finally:
             if _alive(child):
                 os.kill(child, signal.SIGKILL)
+
+
+def test_a_server_process_ends_when_the_process_that_started_it_is_killed(
+    tmp_path: Path,
+) -> None:
+    """ServerProcess started from a main thread: the test process killed outright (a CI
+    timeout) takes its ``hivemem bus serve`` along instead of leaving it serving."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from hivemem.memory_bus.testing.server_process import ServerProcess\n"
+        f"server = ServerProcess(Path({str(tmp_path / 'data')!r}))\n"
+        "server.start()\n"
+        "print(server.proc.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        try:
+            assert _alive(child)
+            parent.kill()
+            parent.wait()
+            deadline = time.monotonic() + 30
+            while _alive(child) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _alive(child)
+        finally:
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
