@@ -159,6 +159,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _outlives_its_parent(script: str, wait_s: float) -> bool:
+    """Run ``script`` (it prints the pid of a process it started, then waits), kill it
+    with SIGKILL, and say whether that process still runs ``wait_s`` later (or sooner,
+    once it has gone)."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        try:
+            assert _alive(child)
+            parent.kill()
+            parent.wait()
+            deadline = time.monotonic() + wait_s
+            while _alive(child) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return _alive(child)
+        finally:
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("asked", [True, False])
 def test_a_child_asked_to_die_with_its_parent_goes_when_the_parent_is_killed(asked: bool) -> None:
     """``die_with_parent`` as a ``preexec_fn``: a parent killed outright (SIGKILL, as the
@@ -170,22 +192,7 @@ def test_a_child_asked_to_die_with_its_parent_goes_when_the_parent_is_killed(ask
         "print(child.pid, flush=True)\n"
         "sys.stdin.read()\n"
     )
-    with subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    ) as parent:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        try:
-            assert _alive(child)
-            parent.kill()
-            parent.wait()
-            deadline = time.monotonic() + 10
-            while _alive(child) and asked and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert _alive(child) is not asked
-        finally:
-            if _alive(child):
-                os.kill(child, signal.SIGKILL)
+    assert _outlives_its_parent(script, wait_s=10 if asked else 0) is not asked
 
 
 def test_a_server_process_ends_when_the_process_that_started_it_is_killed(
@@ -202,19 +209,4 @@ def test_a_server_process_ends_when_the_process_that_started_it_is_killed(
         "print(server.proc.pid, flush=True)\n"
         "sys.stdin.read()\n"
     )
-    with subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    ) as parent:
-        assert parent.stdout is not None
-        child = int(parent.stdout.readline())
-        try:
-            assert _alive(child)
-            parent.kill()
-            parent.wait()
-            deadline = time.monotonic() + 30
-            while _alive(child) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not _alive(child)
-        finally:
-            if _alive(child):
-                os.kill(child, signal.SIGKILL)
+    assert not _outlives_its_parent(script, wait_s=30)
