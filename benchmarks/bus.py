@@ -406,8 +406,10 @@ def machine_cpu() -> tuple[float, float]:
     except (OSError, ValueError):
         return float("nan"), float("nan")
     hz = os.sysconf("SC_CLK_TCK")
-    idle = ticks[3] + ticks[4]  # idle, iowait
-    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+    # user nice system idle iowait irq softirq steal (guest time is inside user's)
+    user, nice, system, idle, iowait, irq, softirq, steal = (ticks + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq
+    return busy / hz, (busy + idle + iowait + steal) / hz
 
 
 KEPT_PER_S = 1 << 30
