@@ -467,6 +467,8 @@ def measure_case(
     """
     names = list(targets)
     tallies = {name: Tally() for name in names}
+    for target in targets.values():  # a slice of no time: each client connects, untimed
+        workers.run(procs, (target.kind, target.served.address, batch, 0.0))
     for r in range(rounds):
         if not all(
             _measure_slice(workers, targets[name], procs, batch, slice_s, tallies[name])
