@@ -56,9 +56,34 @@ def stopping() -> Iterator[None]:
         raise RunStopped("SIGINT", 130) from None
     except Terminated:
         raise RunStopped("SIGTERM", 143) from None
+    except Exception as exc:
+        # A signal that finds the main thread inside a C extension (Ray's ray.get) may
+        # come out as another error raised from it: "SystemError: <built-in method
+        # __new__ ...> returned a result with an exception set". Still the signal.
+        cause = _signal_behind(exc)
+        if cause is None:
+            raise
+        stop = ("SIGINT", 130) if isinstance(cause, KeyboardInterrupt) else ("SIGTERM", 143)
+        raise RunStopped(*stop) from None
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _signal_behind(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or :class:`Terminated` ``exc`` was raised from or while
+    handling (its causes and contexts, followed back), if any."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (KeyboardInterrupt, Terminated)):
+            return current
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
 
 
 class RunFolder:

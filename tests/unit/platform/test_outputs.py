@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hivemem.platform.outputs import RunFolder, RunStopped
+from hivemem.platform.outputs import RunFolder, RunStopped, Terminated
 from hivemem.platform.runner import RunResult
 from hivemem.platform.scenario import load_scenario
 
@@ -82,3 +82,43 @@ def test_ctrl_c_is_sigint(tmp_path: Path) -> None:
     assert (stop.value.reason, stop.value.exit_code) == ("SIGINT", 130)
     summary = json.loads((folder.path / "summary.json").read_text())
     assert summary["stopped_by"] == "SIGINT" and summary["complete"] is False
+
+
+def raised_from(signal_exc: BaseException, error: Exception) -> None:
+    """Raise ``error`` from ``signal_exc``, as CPython does when a signal handler's
+    exception is pending as a C function returns ("returned a result with an exception
+    set")."""
+    try:
+        raise signal_exc
+    except BaseException as pending:
+        raise error from pending
+
+
+@pytest.mark.parametrize(
+    ("pending", "stop"), [(Terminated(), ("SIGTERM", 143)), (KeyboardInterrupt(), ("SIGINT", 130))]
+)
+def test_a_signal_that_surfaces_as_a_system_error_still_stops_by_that_signal(
+    tmp_path: Path, pending: BaseException, stop: tuple[str, int]
+) -> None:
+    """A SIGTERM or Ctrl-C that found the main thread inside Ray's C code came out as a
+    SystemError raised from it; the run is still stopped by the signal (exit 143 or 130),
+    not by an error (exit 1)."""
+    folder = RunFolder(load_scenario("capacity_stream"), tmp_path)
+    with pytest.raises(RunStopped) as stopped, folder.recording():
+        raised_from(
+            pending,
+            SystemError("<built-in method __new__> returned a result with an exception set"),
+        )
+    assert (stopped.value.reason, stopped.value.exit_code) == stop
+    assert json.loads((folder.path / "summary.json").read_text())["stopped_by"] == stop[0]
+
+
+def test_an_error_with_no_signal_behind_it_stays_an_error(tmp_path: Path) -> None:
+    folder = RunFolder(load_scenario("capacity_stream"), tmp_path)
+    with pytest.raises(RunStopped) as stopped, folder.recording():
+        try:
+            raise ValueError("first")
+        except ValueError as first:
+            raise SystemError("second") from first
+    assert stopped.value.exit_code == 1
+    assert stopped.value.reason == "error: SystemError: second"
