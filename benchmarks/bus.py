@@ -74,6 +74,7 @@ from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import HEADER, encode_request
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
+from proc_cpu import machine_cpu, thread_run_time
 
 DIM = 384
 BATCH = 64
@@ -303,7 +304,7 @@ class Served(NamedTuple):
     """Where a server answers, and the (pid, tid) of the thread that answers."""
 
     address: str
-    thread: tuple[int, int] | None
+    thread: tuple[int, int]
 
 
 def open_server(
@@ -387,31 +388,6 @@ class Tally:
     total: float = 0.0
 
 
-def thread_cpu(thread: tuple[int, int] | None) -> float:
-    """Seconds a thread ``(pid, tid)`` has run (``schedstat``, in ns); nan if unknown."""
-    if thread is None:
-        return float("nan")
-    try:
-        with open(f"/proc/{thread[0]}/task/{thread[1]}/schedstat") as stat:
-            return int(stat.read().split()[0]) / 1e9
-    except (OSError, ValueError):
-        return float("nan")
-
-
-def machine_cpu() -> tuple[float, float]:
-    """Busy and total CPU seconds of every core so far (``/proc/stat``); nan if unknown."""
-    try:
-        with open("/proc/stat") as stat:
-            ticks = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return float("nan"), float("nan")
-    hz = os.sysconf("SC_CLK_TCK")
-    # user nice system idle iowait irq softirq steal (guest time is inside user's)
-    user, nice, system, idle, iowait, irq, softirq, steal = (ticks + [0] * 8)[:8]
-    busy = user + nice + system + irq + softirq
-    return busy / hz, (busy + idle + iowait + steal) / hz
-
-
 KEPT_PER_S = 1 << 30
 """At most what a target keeps per second of a batched slice (measured: 0.3-0.8 GB)."""
 
@@ -424,11 +400,11 @@ def _measure_slice(
     (``--slice``) would otherwise run the machine out of memory."""
     if memory_available() < (1 << 30) + 1.5 * slice_s * KEPT_PER_S:
         return False
-    cpu, (busy, total) = thread_cpu(target.served.thread), machine_cpu()
+    cpu, (busy, total) = thread_run_time(*target.served.thread), machine_cpu()
     started = time.perf_counter()
     parts = workers.run(procs, (target.kind, target.served.address, batch, slice_s))
     tally.wall += time.perf_counter() - started
-    tally.server_cpu += thread_cpu(target.served.thread) - cpu
+    tally.server_cpu += thread_run_time(*target.served.thread) - cpu
     busy_after, total_after = machine_cpu()
     tally.busy += busy_after - busy
     tally.total += total_after - total
@@ -585,7 +561,7 @@ def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool)
         "srv us/msg: CPU time of the server's answering thread (the bus's owner thread, "
         "redis-server's main thread) per request; srv busy: the share of the slices' time "
         "it ran (near 100%: it is what limits the rate); all busy: the share of every core "
-        "in use"
+        "in use (or taken by the host)"
     )
     head: dict[str, float] = {}
     for who in ("bus-raw", "bus-client", "bus-spin"):

@@ -52,33 +52,16 @@ from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.runner import ensure_ray, run_once, split
 from hivemem.platform.scenario import Scenario, load_scenario
+from proc_cpu import cpu_of, machine_cpu
 
 SHAPE = ["task.params.facts_per_tick=1", "memory.private.capacity=4"]
 SIZES = (100, 1_000, 10_000)
 TICKS = {"quick": {100: 60, 1_000: 20, 10_000: 9}, "full": {100: 200, 1_000: 60, 10_000: 24}}
 WARM = {"quick": 3, "full": 8}
 SECRET = b"scale-benchmark-secret"
-CLOCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- CPU accounting (/proc) -------------------------------------------------------------
-
-
-def _cpu_of(stat_path: str) -> float:
-    """utime + stime of a process or thread, in seconds (0 if it is gone)."""
-    try:
-        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK
-
-
-def _machine_busy() -> float:
-    """CPU seconds the whole machine spent not idle."""
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (
-        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    )
-    return (user + nice + system + irq + softirq + steal) / CLOCK
 
 
 def _bus_thread_id() -> int | None:
@@ -115,12 +98,12 @@ class CpuClock:
     start: dict[str, float] = field(default_factory=dict)
 
     def read(self) -> dict[str, float]:
-        bus = _cpu_of(f"/proc/self/task/{self.bus_tid}/stat") if self.bus_tid else 0.0
+        bus = cpu_of(f"/proc/self/task/{self.bus_tid}/stat") if self.bus_tid else 0.0
         return {
             "bus": bus,
-            "hosts": sum(_cpu_of(f"/proc/{pid}/stat") for pid in self.host_pids),
-            "driver": _cpu_of("/proc/self/stat") - bus,
-            "machine": _machine_busy(),
+            "hosts": sum(cpu_of(f"/proc/{pid}/stat") for pid in self.host_pids),
+            "driver": cpu_of("/proc/self/stat") - bus,
+            "machine": machine_cpu()[0],
             "gc": GC.seconds,
             "wall": time.perf_counter(),
         }
