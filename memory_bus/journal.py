@@ -84,15 +84,18 @@ def frame(payload: bytes) -> bytes:
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_frames(data: bytes, path: Path) -> tuple[list[bytes], int]:
-    """Payloads of the whole frames in ``data`` and the length of the valid prefix."""
-    payloads, offset = [], 0
+def read_frames(data: bytes, path: Path) -> tuple[list[memoryview], int]:
+    """Payloads of the whole frames in ``data`` (views of it, not copies) and the length
+    of the valid prefix."""
+    payloads: list[memoryview] = []
+    offset = 0
+    view = memoryview(data)
     while offset < len(data):
         if offset + _FRAME.size > len(data):
             break
         length, crc = _FRAME.unpack_from(data, offset)
         end = offset + _FRAME.size + length
-        payload = data[offset + _FRAME.size : end]
+        payload = view[offset + _FRAME.size : end]
         if end > len(data) or zlib.crc32(payload) != crc:
             if _valid_frame_after(data, offset + 1):
                 raise JournalCorruptError(path, offset)
@@ -112,7 +115,7 @@ def _valid_frame_after(data: bytes, start: int) -> bool:
     return False
 
 
-def _load(payload: bytes, path: Path) -> Any:
+def _load(payload: bytes | memoryview, path: Path) -> Any:
     """A checksummed record of our own: no wire limits (a snapshot of a large store is
     far over the message size and holds maps of thousands of namespaces)."""
     try:
@@ -148,6 +151,7 @@ class Journal:
         self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # parts the syncer closes
         self.seq = 0
         self.records_since_snapshot = 0
+        self._snapshot_at: int | None = None  # the seq of the snapshot loaded, once loaded
         self._closed = threading.Event()
         self._syncer: threading.Thread | None = None
         if self.policy is FsyncPolicy.EVERYSEC:
@@ -200,12 +204,13 @@ class Journal:
         if len(payloads) != 1:
             raise JournalCorruptError(self.snapshot_path, 0)
         body = _load(payloads[0], self.snapshot_path)
-        self.seq = max(self.seq, int(body["seq"]))
+        self._snapshot_at = int(body["seq"])
+        self.seq = max(self.seq, self._snapshot_at)
         return dict(body["state"])
 
     def replay(self) -> Iterator[dict[str, Any]]:
         """Records after the snapshot, in order; a torn tail is cut off ``journal.log``."""
-        snapshot_seq = self._snapshot_seq()
+        snapshot_seq = self._snapshot_seq() if self._snapshot_at is None else self._snapshot_at
         for _, part in self._parts():
             data = part.read_bytes()
             payloads, valid = read_frames(data, part)
@@ -219,7 +224,7 @@ class Journal:
         yield from self._records(payloads, self.log_path, snapshot_seq)
 
     def _records(
-        self, payloads: list[bytes], path: Path, snapshot_seq: int
+        self, payloads: list[memoryview], path: Path, snapshot_seq: int
     ) -> Iterator[dict[str, Any]]:
         for payload in payloads:
             body = _load(payload, path)
@@ -283,6 +288,7 @@ class Journal:
 
     def end_snapshot(self, seq: int) -> None:
         """Delete the parts of the log that the snapshot of ``seq`` holds."""
+        self._snapshot_at = seq
         for last, part in self._parts():
             if last <= seq:
                 part.unlink(missing_ok=True)
