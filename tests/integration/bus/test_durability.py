@@ -118,19 +118,17 @@ def test_the_snapshot_writer_is_a_child_process_that_reports_failure(tmp_path: P
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-    return state != "Z"
 
 
 def test_a_snapshot_writer_dies_with_its_server() -> None:
     """A writer that outlived a killed server could rename an old snapshot over the
     restarted server's newer one, whose log parts are gone: it must die with it."""
-    import subprocess
-    import sys
-
     script = (
         "import time\n"
         "from hivemem.memory_bus.durability import _fork_to\n"
@@ -148,15 +146,6 @@ def test_a_snapshot_writer_dies_with_its_server() -> None:
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _outlives_its_parent(script: str, wait_s: float) -> bool:
