@@ -37,6 +37,10 @@ from hivemem.memory_bus.store import MemoryStore
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_LOG_BYTES = 64 << 20
+"""The least log since the last snapshot that makes one due by size (Redis's
+``auto-aof-rewrite-min-size`` is 64 MB too)."""
+
 SNAPSHOT_WAIT_S = 300.0
 """How long a stopping server waits for a snapshot being written before killing the writer."""
 
@@ -82,6 +86,9 @@ class Durability:
         replies: The server's remembered replies to changes (for idempotent retries),
             saved with the store and refilled on recovery.
         snapshot_every: Journal records between snapshots.
+        snapshot_log_bytes: Also snapshot once the log since the last snapshot holds this
+            many bytes and as many as that snapshot (0: by records only). See
+            :attr:`snapshot_due`.
         fork_snapshots: Write snapshots from a forked process (see :meth:`maybe_snapshot`);
             False writes them on the owner thread, which stalls every client meanwhile.
     """
@@ -95,12 +102,14 @@ class Durability:
         *,
         snapshot_every: int,
         fork_snapshots: bool,
+        snapshot_log_bytes: int = 0,
     ) -> None:
         self.journal = journal
         self.store = store
         self.registry = registry
         self.replies = replies
         self.snapshot_every = snapshot_every
+        self.snapshot_log_bytes = snapshot_log_bytes
         self.fork_snapshots = fork_snapshots and hasattr(os, "fork")
         self.snapshots = 0  # snapshots completed
         self._snapshot: tuple[int, int] | None = None  # (writer pid, seq) of one under way
@@ -126,13 +135,23 @@ class Durability:
 
     @property
     def snapshot_due(self) -> bool:
-        """Whether :meth:`maybe_snapshot` would start a snapshot now."""
+        """Whether :meth:`maybe_snapshot` would start a snapshot now.
+
+        One is due after ``snapshot_every`` records, or once the log since the last
+        snapshot holds ``snapshot_log_bytes`` and at least as many bytes as that snapshot
+        (Redis rewrites its append-only file by the same rule: ``auto-aof-rewrite-min-size``
+        with ``auto-aof-rewrite-percentage 100``). By records alone, a log of 64-item
+        batches reached 5 GB (3.2 million items) before its first snapshot, all of it
+        read again at every restart; by size, a restart reads at most about twice the
+        store, and the snapshots' cost stays in proportion to the writes.
+        """
         journal = self.journal
-        return (
-            journal is not None
-            and journal.records_since_snapshot >= self.snapshot_every
-            and self._snapshot is None
-        )
+        if journal is None or self._snapshot is not None:
+            return False
+        if journal.records_since_snapshot >= self.snapshot_every:
+            return True
+        logged = journal.bytes_since_snapshot
+        return 0 < self.snapshot_log_bytes <= logged and logged >= journal.snapshot_bytes
 
     def maybe_snapshot(self) -> None:
         """Snapshot once ``snapshot_every`` records piled up (one snapshot at a time).

@@ -151,7 +151,9 @@ class Journal:
         self._retired: queue.SimpleQueue[int] = queue.SimpleQueue()  # parts the syncer closes
         self.seq = 0
         self.records_since_snapshot = 0
+        self.bytes_since_snapshot = 0  # of the records since the snapshot, framed
         self._snapshot_at: int | None = None  # the seq of the snapshot loaded, once loaded
+        self.snapshot_bytes = self._snapshot_size()
         self._closed = threading.Event()
         self._syncer: threading.Thread | None = None
         if self.policy is FsyncPolicy.EVERYSEC:
@@ -194,6 +196,7 @@ class Journal:
         if self.policy is FsyncPolicy.ALWAYS:
             os.fsync(self._fd)
         self.records_since_snapshot += 1
+        self.bytes_since_snapshot += len(payload)
         return self.seq
 
     def load_snapshot(self) -> dict[str, Any] | None:
@@ -231,12 +234,21 @@ class Journal:
             seq = int(body["seq"])
             self.seq = max(self.seq, seq)
             if seq > snapshot_seq:
+                # the log after the snapshot counts towards the next one, as if appended now
+                self.records_since_snapshot += 1
+                self.bytes_since_snapshot += _FRAME.size + len(payload)
                 yield dict(body["record"])
 
     def _parts(self) -> list[tuple[int, Path]]:
         """The closed parts of the log, ``(last seq, path)`` in order."""
         found = ((_PART.fullmatch(p.name), p) for p in self.dir.glob("journal.*.log"))
         return sorted((int(m.group(1)), p) for m, p in found if m)
+
+    def _snapshot_size(self) -> int:
+        try:
+            return self.snapshot_path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def _snapshot_seq(self) -> int:
         if not self.snapshot_path.exists():
@@ -270,7 +282,7 @@ class Journal:
                 os.close(old)  # always: every record was flushed as it was appended
                 if self.policy is FsyncPolicy.ALWAYS:
                     self._fsync_dir()
-        self.records_since_snapshot = 0
+        self.records_since_snapshot = self.bytes_since_snapshot = 0
         return seq
 
     def write_snapshot(self, state: dict[str, Any], seq: int) -> None:
@@ -289,6 +301,7 @@ class Journal:
     def end_snapshot(self, seq: int) -> None:
         """Delete the parts of the log that the snapshot of ``seq`` holds."""
         self._snapshot_at = seq
+        self.snapshot_bytes = self._snapshot_size()
         for last, part in self._parts():
             if last <= seq:
                 part.unlink(missing_ok=True)

@@ -38,7 +38,12 @@ import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
 from hivemem.memory_bus.collector import COLLECTOR_PAUSE, OLD_OBJECT_FREEZER
 from hivemem.memory_bus.curve import CurveConfig, secure
-from hivemem.memory_bus.durability import SNAPSHOT_WAIT_S, Durability, RecentReplies
+from hivemem.memory_bus.durability import (
+    SNAPSHOT_LOG_BYTES,
+    SNAPSHOT_WAIT_S,
+    Durability,
+    RecentReplies,
+)
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate, subscription_topic
 from hivemem.memory_bus.interfaces import Caller
@@ -100,6 +105,10 @@ class BusServer:
         secret: Bus secret for agent tokens; random if None (tokens then die with the server).
         journal: Where acknowledged changes are logged; None keeps everything in memory.
         snapshot_every: Journal records between snapshots.
+        snapshot_log_bytes: Also snapshot once the log since the last snapshot holds this
+            many bytes and as many as that snapshot, as Redis rewrites its append-only
+            file (0: by records only; see
+            :attr:`~hivemem.memory_bus.durability.Durability.snapshot_due`).
         fork_snapshots: Write snapshots from a forked process (see
             :meth:`~hivemem.memory_bus.durability.Durability.maybe_snapshot`); False
             writes them on the owner thread, which stalls every client meanwhile.
@@ -125,6 +134,7 @@ class BusServer:
         secret: bytes | None = None,
         journal: Journal | None = None,
         snapshot_every: int = 50_000,
+        snapshot_log_bytes: int = SNAPSHOT_LOG_BYTES,
         fork_snapshots: bool = True,
         dedup_size: int = 100_000,
         curve: CurveConfig | None = None,
@@ -134,6 +144,12 @@ class BusServer:
     ) -> None:
         if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
             raise InvalidInputError("spin_us", f"expected an int >= 0, got {spin_us!r}")
+        for name, value in (
+            ("snapshot_every", snapshot_every),
+            ("snapshot_log_bytes", snapshot_log_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInputError(name, f"expected an int >= 0, got {value!r}")
         if not isinstance(freeze_old_objects, bool):
             raise InvalidInputError(
                 "freeze_old_objects", f"expected a bool, got {freeze_old_objects!r}"
@@ -156,6 +172,7 @@ class BusServer:
             self.registry,
             self._replies,
             snapshot_every=snapshot_every,
+            snapshot_log_bytes=snapshot_log_bytes,
             fork_snapshots=fork_snapshots,
         )
         self._verified: set[tuple[str, str]] = set()

@@ -51,7 +51,14 @@ def bus_serve(
         None, help="Journal and snapshots; without it nothing survives a restart."
     ),
     fsync: str = typer.Option("everysec", help="always | everysec | no (as Redis's appendfsync)."),
-    snapshot_every: int = typer.Option(50_000, help="Journal records between snapshots."),
+    snapshot_every: int = typer.Option(50_000, min=0, help="Journal records between snapshots."),
+    snapshot_log_mb: int = typer.Option(
+        64,
+        min=0,
+        help="Also snapshot once the journal since the last snapshot holds this many MiB "
+        "and as many bytes as that snapshot, as Redis's auto-aof-rewrite-min-size with "
+        "auto-aof-rewrite-percentage 100 (0: by records only).",
+    ),
     fork_snapshots: bool = typer.Option(
         True,
         help="Write snapshots from a forked process, as Redis's BGSAVE (with --no-: on the "
@@ -106,6 +113,7 @@ def bus_serve(
         secret=secret,
         journal=journal,
         snapshot_every=snapshot_every,
+        snapshot_log_bytes=snapshot_log_mb << 20,
         fork_snapshots=fork_snapshots,
         curve=curve,
         spin_us=spin_us,

@@ -48,6 +48,7 @@ class ServerProcess:
         spin_us: ``--spin-us``: busy polling after each answer (0: off; None: the
             command's default).
         fork_snapshots: False passes ``--no-fork-snapshots``.
+        snapshot_log_mb: ``--snapshot-log-mb`` (None: the command's default).
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class ServerProcess:
         config: Path | None = None,
         spin_us: int | None = None,
         fork_snapshots: bool = True,
+        snapshot_log_mb: int | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.snapshot_log_mb = snapshot_log_mb
         self.spin_us, self.fork_snapshots = spin_us, fork_snapshots
         self.secret_file = data_dir.parent / "secret"
         self.snapshot_every, self.fsync, self.config = snapshot_every, fsync, config
@@ -89,6 +92,8 @@ class ServerProcess:
         ]
         if self.spin_us is not None:
             cmd += ["--spin-us", str(self.spin_us)]
+        if self.snapshot_log_mb is not None:
+            cmd += ["--snapshot-log-mb", str(self.snapshot_log_mb)]
         return cmd + (["--config", str(self.config)] if self.config is not None else [])
 
     def start(self, timeout: float = 60.0) -> float:

@@ -1,8 +1,10 @@
-"""What a restarted bus does to come back: each file decoded once, no collection meanwhile."""
+"""What a restarted bus reads to come back: the snapshot decoded once, the log after it, no
+collection meanwhile; and snapshots due by the log's size, so that log stays bounded."""
 
 from __future__ import annotations
 
 import gc
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,12 @@ import numpy as np
 import pytest
 from hivemem.memory_bus import journal as journal_module
 from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.testing.server_process import ServerProcess
 
 from .conftest import DIM, make_server
 
@@ -92,3 +97,92 @@ def test_a_restart_holds_the_collector_off_while_it_recovers(tmp_path: Path) -> 
     assert collections == []
     assert gc.isenabled()
     assert again.store.stats()["private"]["items"] == 8 * (BATCHES - 1)
+
+
+def _write_batches(server: BusServer, token: str, batches: int) -> list[tuple[int, int, int]]:
+    """Write ``batches`` 16-item batches as alice; after each, the log since the last
+    snapshot (records, bytes) and that snapshot's size, as the owner thread sees them."""
+    seen = []
+    journal = server.journal
+    assert journal is not None
+    rng = np.random.default_rng(9)
+    with MemoryClient(server.address, "alice", token) as alice:
+        for b in range(batches):
+            vectors = rng.standard_normal((16, DIM)).astype(np.float32)
+            alice.write_many(
+                "private", [("alice", NewItem(f"fact {b}.{i}", vector=v)) for i, v in enumerate(vectors)], now=float(b)
+            )  # fmt: skip
+            seen.append(
+                server.inspect(
+                    lambda _: (
+                        journal.records_since_snapshot,
+                        journal.bytes_since_snapshot,
+                        journal.snapshot_bytes,
+                    )
+                )
+            )
+    return seen
+
+
+def test_a_snapshot_comes_once_the_log_holds_as_many_bytes_as_the_last_one(tmp_path: Path) -> None:
+    floor = 20_000  # bytes; a record here is about 2.5 kB
+    server, tokens = make_server(
+        journal=Journal(tmp_path, "no"),
+        snapshot_every=10**9,
+        snapshot_log_bytes=floor,
+        fork_snapshots=False,
+    )
+    with server:
+        seen = _write_batches(server, tokens["alice"], 60)
+    record = seen[0][1]  # the log after the first record
+    assert server.snapshots >= 2
+    for records, logged, snapshot in seen:
+        # never more than one record past what makes a snapshot due
+        assert logged < max(floor, snapshot) + record
+        assert (records == 0) == (logged == 0)
+    # once the snapshot outgrew the floor, the log grew as large as the snapshot
+    assert any(logged > floor + record for _, logged, _ in seen)
+    again, _ = make_server(journal=Journal(tmp_path, "no"))
+    with again:
+        assert again.inspect(MemoryStore.stats)["private"]["items"] == 16 * 60
+
+
+def test_without_a_size_rule_snapshots_come_by_records_alone(tmp_path: Path) -> None:
+    server, tokens = make_server(
+        journal=Journal(tmp_path, "no"),
+        snapshot_every=10**9,
+        snapshot_log_bytes=0,
+        fork_snapshots=False,
+    )
+    with server:
+        seen = _write_batches(server, tokens["alice"], 30)
+    assert server.snapshots == 0
+    assert seen[-1][0] == 30 and seen[-1][1] == (tmp_path / "journal.log").stat().st_size
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "64"])
+def test_a_bad_snapshot_size_is_refused(value: object) -> None:
+    with pytest.raises(InvalidInputError, match="snapshot_log_bytes"):
+        make_server(snapshot_log_bytes=value)
+
+
+def test_hivemem_bus_serve_snapshots_by_log_size(tmp_path: Path) -> None:
+    """``--snapshot-log-mb`` reaches the server: 1 MiB of log makes the first snapshot."""
+    server = ServerProcess(tmp_path / "data", snapshot_every=10**6, snapshot_log_mb=1)
+    server.start()
+    try:
+        with server.admin() as admin:
+            token = admin.register("writer")["token"]
+        rng = np.random.default_rng(3)
+        with MemoryClient(server.address, "writer", token, timeout=30) as writer:
+            for b in range(16):  # 64 x 384-d: ~100 kB a record
+                vectors = rng.standard_normal((64, 384)).astype(np.float32)
+                writer.write_many(
+                    "private", [("writer", NewItem(f"w {b}.{i}", vector=v)) for i, v in enumerate(vectors)], now=0.0
+                )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "data" / "snapshot.msgpack").exists():
+            assert time.monotonic() < deadline, "no snapshot after 1.6 MB of log"
+            time.sleep(0.05)
+    finally:
+        server.stop()

@@ -75,6 +75,30 @@ def test_snapshot_then_more_records(tmp_path: Path) -> None:
         assert journal.seq == len(RECORDS)
 
 
+def test_the_log_since_the_snapshot_is_counted_live_and_after_a_restart(tmp_path: Path) -> None:
+    """What makes a snapshot due by size: the framed bytes and records since the last
+    snapshot, the replayed ones counted as if appended again, and that snapshot's size."""
+    with Journal(tmp_path, "no") as journal:
+        assert journal.snapshot_bytes == 0
+        for r in RECORDS[:5]:
+            journal.append(r)
+        journal.snapshot({"upto": 5})
+        assert journal.records_since_snapshot == journal.bytes_since_snapshot == 0
+        assert journal.snapshot_bytes == (tmp_path / "snapshot.msgpack").stat().st_size > 0
+        before = (tmp_path / "journal.log").stat().st_size
+        for r in RECORDS[5:]:
+            journal.append(r)
+        logged = (tmp_path / "journal.log").stat().st_size
+        assert journal.bytes_since_snapshot == logged > before == 0
+        assert journal.records_since_snapshot == len(RECORDS) - 5
+    with Journal(tmp_path, "no") as journal:
+        assert journal.snapshot_bytes == (tmp_path / "snapshot.msgpack").stat().st_size
+        journal.load_snapshot()
+        assert list(journal.replay()) == RECORDS[5:]
+        assert journal.bytes_since_snapshot == logged
+        assert journal.records_since_snapshot == len(RECORDS) - 5
+
+
 def test_crash_between_snapshot_and_log_truncation_applies_nothing_twice(tmp_path: Path) -> None:
     fill(tmp_path, RECORDS)
     old_log = (tmp_path / "journal.log").read_bytes()
