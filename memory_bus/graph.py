@@ -122,7 +122,9 @@ class GraphTier(VectorTier):
         """Every kept version of a node whose level the caller's role may read.
 
         A deleted node's versions hold no level; for it, namespace access is enough.
+        Namespace access is checked first: an outsider's request builds nothing.
         """
+        self._check(caller, namespace, "read")
         ns = self.namespaces.get(namespace) if isinstance(namespace, str) else None
         if ns is not None and isinstance(item_id, int) and ns.item(item_id) is not None:
             self._node(caller, namespace, item_id, "read")
