@@ -249,6 +249,48 @@ class NewRows:
             for item_id, namespace, text, vector, meta, imp, start, end, level in rows
         ]
 
+    def to_state(self) -> dict[str, Any]:
+        """The rows as a snapshot keeps them: msgpack-safe columns, without the vectors
+        (the namespace's index holds them, in its own state) or the callers (stored rows
+        no longer need them)."""
+        b, ids = self.batch, self.ids
+        return {
+            "ids": [ids.start, ids.stop, ids.step] if isinstance(ids, range) else None,
+            "id_list": None if isinstance(ids, range) else [int(i) for i in ids],
+            "now": self.now,
+            "texts": list(b.texts),
+            "metas": _plain(b.metas),
+            "importance": _plain(b.importance),
+            "valid_from": _plain(b.valid_from),
+            "valid_to": _plain(b.valid_to),
+            "levels": _plain(b.levels),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], namespace: str) -> NewRows:
+        """Inverse of :meth:`to_state`, for rows of ``namespace``; built with vectors
+        given (:meth:`build`), as the namespace builds them from its index."""
+        ids: Sequence[int] = (
+            range(*state["ids"]) if state["ids"] is not None else list(state["id_list"])
+        )
+        texts = list(state["texts"])
+        batch = WriteBatch(
+            callers=[],
+            namespaces=[namespace] * len(texts),
+            texts=texts,
+            metas=state["metas"],
+            importance=state["importance"],
+            valid_from=state["valid_from"],
+            valid_to=state["valid_to"],
+            levels=state["levels"],
+        )
+        return cls(ids, batch, float(state["now"]))
+
+
+def _plain(column: Any) -> list[Any] | None:
+    """A column as msgpack packs it: None, or a list."""
+    return None if column is None else list(column)
+
 
 # --- column checks ---
 

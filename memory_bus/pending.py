@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from typing import Any
 
 from hivemem.memory_bus.batch import NewRows
 from hivemem.memory_bus.item import Item
@@ -101,6 +102,31 @@ class PendingBatches:
         self.batches, self._built, self.read, self._n = [], {}, {}, 0
         self._tokens = self._counted = 0
         return tokens
+
+    def to_state(self) -> list[dict[str, Any]]:
+        """Every batch as columns (:meth:`NewRows.to_state`), in write order; one built
+        for a read also carries its items as they are now (a deleted one gone, an updated
+        one new), which a restored namespace keeps as read."""
+        state = []
+        for pos, rows in enumerate(self.batches):
+            batch = rows.to_state()
+            built = self._built.get(pos)
+            if built is not None:
+                batch["read"] = [self.read[it.id].to_state() for it in built if it.id in self.read]
+            state.append(batch)
+        return state
+
+    def load(self, state: list[dict[str, Any]], namespace: str) -> None:
+        """Add the batches of :meth:`to_state` (of ``namespace``) after any held."""
+        for raw in state:
+            rows = NewRows.from_state(raw, namespace)
+            self.add(rows)
+            read = raw.get("read")
+            if read is not None:
+                items = [Item.from_state(item) for item in read]
+                self._built[len(self.batches) - 1] = items
+                self.read.update((it.id, it) for it in items)
+                self._n -= len(rows.ids) - len(items)
 
 
 def _first_id(rows: NewRows) -> int:

@@ -30,7 +30,9 @@ from hivemem.memory_bus.item import Limits, TierName
 from hivemem.memory_bus.namespace import MemoryEvent, NextUse
 from hivemem.memory_bus.tiers import StoreContext, VectorTier
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""The snapshot format written; 2 keeps rows never read as columns (1 built every item)."""
+READABLE_VERSIONS = frozenset({1, 2})
 
 
 class MemoryStore:
@@ -128,9 +130,10 @@ class MemoryStore:
         Raises:
             ConfigError: the snapshot is of another format version or dimension.
         """
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in READABLE_VERSIONS:
             raise ConfigError(
-                f"snapshot version {state.get('version')!r}, expected {STATE_VERSION}"
+                f"snapshot version {state.get('version')!r}, expected one of "
+                f"{sorted(READABLE_VERSIONS)}"
             )
         if state.get("dim") != self.config.dim:
             raise ConfigError(f"snapshot dim {state.get('dim')!r} != store dim {self.config.dim}")

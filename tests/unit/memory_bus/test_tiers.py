@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import msgpack
 import numpy as np
 import pytest
 from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
 from hivemem.memory_bus.errors import (
     CapacityError,
+    ConfigError,
     InvalidInputError,
     ItemNotFoundError,
     UnknownNameError,
@@ -361,3 +363,83 @@ def test_a_single_write_refuses_what_is_not_a_new_item() -> None:
     with pytest.raises(InvalidInputError, match="expected NewItem, got dict"):
         store.shared.write(ALICE, "team", {"text": "x"}, now=0.0)  # type: ignore[arg-type]
     assert "team" not in store.shared.namespaces
+
+
+def _restored(store: MemoryStore) -> MemoryStore:
+    """A new store set from ``store``'s snapshot, through msgpack as a journal keeps it."""
+    clone = MemoryStore(store.config)
+    clone.set_state(msgpack.unpackb(msgpack.packb(store.get_state()), strict_map_key=False))
+    return clone
+
+
+def test_a_snapshot_keeps_rows_never_read_as_columns_and_restores_the_namespace_exactly() -> None:
+    store = MemoryStore(StoreConfig(dim=16, shared=TierConfig()))
+    vectors = np.random.default_rng(8).standard_normal((6, 8, 16)).astype(np.float32)
+    ids = _five_pending_batches(store, vectors[:2])
+    ns = store.shared.namespaces["team"]
+    assert len(ns.items) == 16  # two batches built
+    ids += _five_pending_batches(store, vectors[2:5])  # three more, pending
+    rows = [
+        WriteRequest(ALICE, "team", NewItem(f"m{r}", v, meta={"r": r}, importance=r / 8, valid_from=0.5, valid_to=9.0 + r))
+        for r, v in enumerate(vectors[5])
+    ]  # fmt: skip
+    ids.append([r.item_id for r in store.shared.write_many(rows, now=5.0)])  # and a fourth
+    store.shared.delete(ALICE, "team", ids[3][3], now=6.0)  # builds batch 3
+    store.shared.update(ALICE, "team", ids[4][1], expected_version=1, now=7.0, text="moved")
+    assert len(ns._pending.batches) == 4 and sorted(ns._pending.read) == sorted(
+        set(ids[3] + ids[4]) - {ids[3][3]}
+    )
+    clone = _restored(store)
+    again = clone.shared.namespaces["team"]
+    assert msgpack.packb(clone.get_state()) == msgpack.packb(store.get_state())
+    # still columns where they were, read where they were read
+    assert len(again._pending.batches) == 4 and len(again._items) == 16
+    assert sorted(again._pending.read) == sorted(ns._pending.read)
+    assert (
+        (len(again), again.tokens, again.nbytes)
+        == (len(ns), ns.tokens, ns.nbytes)
+        == (
+            47,
+            sum(it.tokens for it in ns.items.values()),
+            sum(it.nbytes for it in ns.items.values()),
+        )
+    )
+    assert again.item(ids[3][3]) is None and again.item(ids[4][1]).text == "moved"  # type: ignore[union-attr]
+    built = {i: it.to_state() for i, it in ns.items.items()}
+    assert {i: it.to_state() for i, it in again.items.items()} == built  # same order too
+    assert list(again.items) == list(built)
+    assert built[ids[5][3]]["meta"] == {"r": 3} and built[ids[5][3]]["valid_to"] == 12.0
+
+
+def test_a_snapshot_holds_a_vector_never_read_once() -> None:
+    store = MemoryStore(StoreConfig(dim=256, shared=TierConfig()))
+    vectors = np.random.default_rng(9).standard_normal((4, 64, 256)).astype(np.float32)
+    _five_pending_batches(store, vectors)
+    columns = len(msgpack.packb(store.get_state()))
+    store.shared.namespaces["team"].items  # noqa: B018  (built: each item holds a copy)
+    built = len(msgpack.packb(store.get_state()))
+    assert columns > vectors.nbytes  # in the index's state
+    assert built - columns > 0.95 * vectors.nbytes  # and again in every item's
+
+
+def test_a_snapshot_of_version_1_still_loads() -> None:
+    """Version 1 built every item and kept no columns, tokens or bytes."""
+    store = MemoryStore(StoreConfig(dim=16, shared=TierConfig()))
+    vectors = np.random.default_rng(10).standard_normal((3, 8, 16)).astype(np.float32)
+    _five_pending_batches(store, vectors)
+    items = {i: it.to_state() for i, it in store.shared.namespaces["team"].items.items()}
+    state = msgpack.unpackb(msgpack.packb(store.get_state()), strict_map_key=False)
+    state["version"] = 1
+    for tier in state["tiers"].values():
+        for ns_state in tier["namespaces"].values():
+            assert ns_state.pop("pending") == []
+            del ns_state["tokens"], ns_state["nbytes"]
+    clone = MemoryStore(store.config)
+    clone.set_state(state)
+    again = clone.shared.namespaces["team"]
+    assert {i: it.to_state() for i, it in again.items.items()} == items
+    assert again.tokens == store.shared.namespaces["team"].tokens
+    assert again.nbytes == store.shared.namespaces["team"].nbytes
+    state["version"] = 3
+    with pytest.raises(ConfigError, match="snapshot version 3"):
+        MemoryStore(store.config).set_state(state)
