@@ -99,9 +99,20 @@ class _Builder:
         self._pid = 0  # the process whose thread it is (a forked child has none)
 
     def start(self, build: Build) -> Build:
-        """Queue ``build`` on the builder thread, starting the thread if need be."""
+        """Queue ``build`` on the builder thread, starting the thread if need be.
+
+        Before the thread starts, faiss's Python interrupt callback goes, process-wide:
+        faiss polls it during a build, and it takes the GIL to ask Python for a Ctrl-C
+        that Python only ever delivers to the main thread. At interpreter exit the poll
+        killed the builder thread inside faiss, and the process aborted ("terminate
+        called without an active exception", 1 in 3 ``hivemem bus serve`` stopped during
+        a build). Without it, a build left running at exit ends with the process.
+        faiss calls on the main thread no longer stop at Ctrl-C midway (the store makes
+        no long ones there: large builds run here).
+        """
         with self._lock:
             if self._pid != os.getpid():
+                faiss.InterruptCallback.clear_instance()
                 self._queue = queue.SimpleQueue()
                 thread = threading.Thread(target=self._run, name="hivemem-index-build", daemon=True)
                 thread.start()
