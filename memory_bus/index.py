@@ -444,9 +444,9 @@ class VectorIndex:
     def from_state(cls, state: dict[str, Any], config: IndexConfig | None = None) -> VectorIndex:
         """Inverse of :meth:`to_state`."""
         index = cls(int(state["dim"]), config)
-        ids = np.frombuffer(state["ids"], dtype=np.int64).copy()
-        vecs = np.frombuffer(state["vecs"], dtype=np.float32).reshape(-1, index.dim).copy()
-        index._append_exact(ids, vecs)
+        ids = np.frombuffer(state["ids"], dtype=np.int64)
+        vecs = np.frombuffer(state["vecs"], dtype=np.float32).reshape(-1, index.dim)
+        index._append_exact(ids, vecs)  # copied into the exact part's own matrices
         approx = state.get("approx")
         if approx is not None:
             raw = np.frombuffer(approx["index"], dtype=np.uint8).copy()
