@@ -112,7 +112,7 @@ class _Builder:
         """
         with self._lock:
             if self._pid != os.getpid():
-                faiss.InterruptCallback.clear_instance()
+                faiss.InterruptCallback.clear_instance()  # type: ignore[attr-defined]  # not in its stubs
                 self._queue = queue.SimpleQueue()
                 thread = threading.Thread(target=self._run, name="hivemem-index-build", daemon=True)
                 thread.start()
