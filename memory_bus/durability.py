@@ -3,7 +3,8 @@
 :class:`Durability` is the part of :class:`~hivemem.memory_bus.server.BusServer` that
 works its :class:`~hivemem.memory_bus.journal.Journal` (whose module holds the files and
 their format): it journals each request the server applies, snapshots the server's state
-every ``snapshot_every`` records from a forked child, reaps that child, and on start loads
+from a forked child every ``snapshot_every`` records or once the log has grown as large as
+the last snapshot (:attr:`Durability.snapshot_due`), reaps that child, and on start loads
 the snapshot and replays the log through the same handlers as live requests. The owner
 thread makes every call, so nothing here takes a lock. *When* a snapshot may be taken is
 the server's to decide (``BusServer._settle``: only once the deferred changes of the
@@ -154,7 +155,7 @@ class Durability:
         return 0 < self.snapshot_log_bytes <= logged and logged >= journal.snapshot_bytes
 
     def maybe_snapshot(self) -> None:
-        """Snapshot once ``snapshot_every`` records piled up (one snapshot at a time).
+        """Snapshot once one is due (:attr:`snapshot_due`; one snapshot at a time).
 
         The state is written by a forked child: fork copies no memory (pages are shared
         copy-on-write), so the owner thread pays for the fork alone, not for packing
