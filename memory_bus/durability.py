@@ -223,16 +223,27 @@ class Durability:
         """Load the snapshot and replay the journal through the same handlers."""
         if self.journal is None:
             return
+        started = time.monotonic()
         state = self.journal.load_snapshot()
         if state is not None:
             self.store.set_state(state["store"])
             self.registry.load(state["registry"])
             self.replies.load(state["dedup"])
+        loaded = time.monotonic()
         replayed = 0
         for record in self.journal.replay():
             self._replay(record)
             replayed += 1
-        log.info("recovered %d journal records", replayed)
+        items = sum(tier["items"] for tier in self.store.stats().values())
+        log.info(
+            "recovered %d items: %s in %.2f s, %d journal records (%.1f MB) in %.2f s",
+            items,
+            "a snapshot" if state is not None else "no snapshot",
+            loaded - started,
+            replayed,
+            self.journal.bytes_since_snapshot / 1e6,
+            time.monotonic() - loaded,
+        )
 
     def _replay(self, record: dict[str, Any]) -> None:
         if record["op"] == "recall":

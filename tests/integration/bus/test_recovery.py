@@ -4,6 +4,7 @@ collection meanwhile; and snapshots due by the log's size, so that log stays bou
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,17 @@ def test_a_restart_decodes_the_snapshot_once_and_replays_the_log_after_it(
     # the snapshot once (it was read twice: once more only to learn its sequence number)
     assert decoded.count("snapshot.msgpack") == 1
     assert decoded.count("journal.log") == 2
+
+
+def test_a_restart_says_what_it_recovered(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _written(tmp_path)
+    again, _ = make_server(journal=Journal(tmp_path, "no"))
+    with caplog.at_level(logging.INFO, logger="hivemem.memory_bus.durability"), again:
+        pass
+    (message,) = [r.getMessage() for r in caplog.records if "recovered" in r.getMessage()]
+    # three batches of eight in the snapshot, two in the log after it
+    assert message.startswith(f"recovered {8 * (BATCHES - 1)} items: a snapshot in ")
+    assert " 2 journal records (" in message
 
 
 def test_a_restart_holds_the_collector_off_while_it_recovers(tmp_path: Path) -> None:
