@@ -20,7 +20,12 @@ from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.namespace import MemoryEvent
 from hivemem.memory_bus.store import MemoryStore
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
@@ -110,6 +115,8 @@ class BusMetrics:
         r.register(self.memory)
         self.busy = _BusyCollector()
         r.register(self.busy)
+        self.durability = _DurabilityCollector()
+        r.register(self.durability)
 
     def request(self, op: str, code: str, seconds: float) -> None:
         """Count one answered request."""
@@ -193,6 +200,45 @@ class _BusyCollector(Collector):
             "hivemem_bus_busy_seconds",
             "Wall time spent answering requests (a rate near 1: the bus is saturated)",
             value=self.seconds,
+        )
+
+
+class _DurabilityCollector(Collector):
+    """What a restart would read, for a server with a data directory (nothing without one).
+
+    ``hivemem_bus_journal_bytes`` is the log since the last snapshot and
+    ``hivemem_bus_snapshot_bytes`` that snapshot's size: a restart reads both, and a
+    snapshot is due once the first outgrows the second (and 64 MiB). Also the snapshots
+    completed and how long the last start's recovery took. Read at scrape time from
+    :attr:`source` (the server's ``Durability``), so nothing is added to a request.
+    """
+
+    def __init__(self) -> None:
+        self.source: Any = None
+        self.recovery_seconds = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        source = self.source
+        journal = None if source is None else source.journal
+        if journal is None:
+            return
+        yield GaugeMetricFamily(
+            "hivemem_bus_journal_bytes",
+            "Bytes of journal since the last snapshot (what a restart replays)",
+            value=journal.bytes_since_snapshot,
+        )
+        yield GaugeMetricFamily(
+            "hivemem_bus_snapshot_bytes",
+            "Bytes of the last snapshot (what a restart loads first)",
+            value=journal.snapshot_bytes,
+        )
+        yield CounterMetricFamily(
+            "hivemem_bus_snapshots", "Snapshots completed", value=source.snapshots
+        )
+        yield GaugeMetricFamily(
+            "hivemem_bus_recovery_seconds",
+            "How long this server's recovery from its data directory took when it started",
+            value=self.recovery_seconds,
         )
 
 

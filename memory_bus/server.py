@@ -175,6 +175,7 @@ class BusServer:
             snapshot_log_bytes=snapshot_log_bytes,
             fork_snapshots=fork_snapshots,
         )
+        self.metrics.durability.source = self._durability
         self._verified: set[tuple[str, str]] = set()
         self._publisher = EventPublisher(self.metrics, self._authorize_subscription)
         self._stop = threading.Event()
@@ -520,8 +521,10 @@ class BusServer:
         collection in the middle would walk the store recovered so far (a fifth of a
         recovery's time).
         """
+        started = time.monotonic()
         with COLLECTOR_PAUSE:
             self._durability.recover()
+        self.metrics.durability.recovery_seconds = time.monotonic() - started
         self._publisher.events.clear()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.protocol import HEADER, decode_reply, encode_request
 from hivemem.memory_bus.server import BusServer
 
@@ -114,3 +116,68 @@ def test_requests_answered_through_handle_count_as_busy() -> None:
         )
         assert reply.ok, reply.error
         assert busy_seconds(server) > busy
+
+
+DURABILITY = (
+    "hivemem_bus_journal_bytes",
+    "hivemem_bus_snapshot_bytes",
+    "hivemem_bus_snapshots_total",
+    "hivemem_bus_recovery_seconds",
+)
+
+
+def test_durability_is_exported_as_the_journal_has_it(tmp_path: Path) -> None:
+    """Over HTTP: the log since the last snapshot, that snapshot's size, the snapshots
+    taken and the last recovery's time, as the journal and server have them."""
+    port = free_port()
+    server, tokens = make_server(
+        journal=Journal(tmp_path, "no"), snapshot_every=4, fork_snapshots=False
+    )
+    rng = np.random.default_rng(4)
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        found = {}
+        for line in text.decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name in DURABILITY:
+                found[name] = float(value)
+        return found
+
+    with server, MemoryClient(server.address, "alice", tokens["alice"]) as alice:
+        server.metrics.serve(port)
+        for b in range(6):  # a snapshot after the fourth record, two records after it
+            vectors = rng.standard_normal((8, DIM)).astype(np.float32)
+            alice.write_many(
+                "private", [("alice", NewItem(f"f{b}.{i}", vector=v)) for i, v in enumerate(vectors)], now=0.0
+            )  # fmt: skip
+        journal = server.journal
+        assert journal is not None
+        logged, snapshot = server.inspect(
+            lambda _: (journal.bytes_since_snapshot, journal.snapshot_bytes)
+        )
+        seen = scrape()
+    assert logged == (tmp_path / "journal.log").stat().st_size > 0
+    assert snapshot == (tmp_path / "snapshot.msgpack").stat().st_size > 0
+    assert seen == {
+        "hivemem_bus_journal_bytes": logged,
+        "hivemem_bus_snapshot_bytes": snapshot,
+        "hivemem_bus_snapshots_total": 1.0,
+        "hivemem_bus_recovery_seconds": seen["hivemem_bus_recovery_seconds"],
+    }
+    assert seen["hivemem_bus_recovery_seconds"] < 5.0
+    again, _ = make_server(journal=Journal(tmp_path, "no"))
+    started = time.monotonic()
+    with again:
+        took = time.monotonic() - started
+        values = again.metrics.registry.get_sample_value
+        assert values("hivemem_bus_journal_bytes") == logged  # the log it replayed
+        assert values("hivemem_bus_snapshots_total") == 0.0  # none by this server
+        assert 0.0 < values("hivemem_bus_recovery_seconds") <= took  # type: ignore[operator]
+
+
+def test_a_server_without_a_data_directory_exports_no_durability() -> None:
+    server, _ = make_server()
+    with server:
+        for name in DURABILITY:
+            assert server.metrics.registry.get_sample_value(name) is None

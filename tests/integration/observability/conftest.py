@@ -249,6 +249,7 @@ def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         [
             *(str(BIN / "hivemem"), "bus", "serve", "--host", "127.0.0.1", "--port", str(port)),
             *("--metrics-port", str(metrics_port), "--secret-file", str(secret_file)),
+            *("--data-dir", str(tmp / "data")),  # a standalone bus keeps its memory
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
