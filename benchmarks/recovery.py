@@ -28,7 +28,6 @@ import gc
 import statistics
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import msgpack
@@ -36,7 +35,7 @@ import numpy as np
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.journal import _FRAME, Journal
+from hivemem.memory_bus.journal import Journal, read_frames
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -75,18 +74,14 @@ def build(data_dir: Path, items: int, agents: int) -> int:
 
 
 def frames_of(data_dir: Path) -> list[memoryview]:
-    """Each file's records, their checksums checked."""
+    """Each file's records, their checksums checked (the journal's own reader)."""
     found = []
     for path in sorted(data_dir.iterdir()):
-        data = memoryview(path.read_bytes())
-        offset = 0
-        while offset + _FRAME.size <= len(data):
-            length, crc = _FRAME.unpack_from(data, offset)
-            payload = data[offset + _FRAME.size : offset + _FRAME.size + length]
-            if zlib.crc32(payload) != crc:
-                raise SystemExit(f"bad record in {path} at {offset}")
-            found.append(payload)
-            offset += _FRAME.size + length
+        data = path.read_bytes()
+        payloads, valid = read_frames(data, path)
+        if valid != len(data):
+            raise SystemExit(f"bad record in {path} at {valid}")
+        found += payloads
     return found
 
 
