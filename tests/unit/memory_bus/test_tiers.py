@@ -241,13 +241,21 @@ def test_a_delete_or_update_of_a_pending_item_builds_its_batch_alone(read_first:
     assert [h["text"] for h in ns.history_of(ids[4][1])] == ["b4 r1 b4 r1 ", "moved"]
 
 
-def test_an_update_of_a_built_item_leaves_the_pending_batches_unbuilt() -> None:
+def _two_built_then_pending(
+    vectors: np.ndarray,
+) -> tuple[MemoryStore, list[list[int]], list[list[int]]]:
+    """A store whose namespace "team" holds the first two batches of ``vectors`` built into
+    items, then the others pending; the store and the ids of both."""
     store = MemoryStore(StoreConfig(dim=16, shared=TierConfig()))
+    built = _five_pending_batches(store, vectors[:2])
+    assert len(store.shared.namespaces["team"].items) == 16  # both batches built
+    return store, built, _five_pending_batches(store, vectors[2:])
+
+
+def test_an_update_of_a_built_item_leaves_the_pending_batches_unbuilt() -> None:
     vectors = np.random.default_rng(6).standard_normal((5, 8, 16)).astype(np.float32)
-    ids = _five_pending_batches(store, vectors[:2])
+    store, ids, later = _two_built_then_pending(vectors)
     ns = store.shared.namespaces["team"]
-    assert len(ns.items) == 16  # both batches built
-    later = _five_pending_batches(store, vectors[2:])
     store.shared.update(ALICE, "team", ids[0][0], expected_version=1, now=9.0, importance=0.5)
     store.shared.delete(ALICE, "team", ids[1][0], now=9.0)
     assert len(ns._pending.batches) == 3 and not ns._pending.read  # none of them built
@@ -373,12 +381,10 @@ def _restored(store: MemoryStore) -> MemoryStore:
 
 
 def test_a_snapshot_keeps_rows_never_read_as_columns_and_restores_the_namespace_exactly() -> None:
-    store = MemoryStore(StoreConfig(dim=16, shared=TierConfig()))
     vectors = np.random.default_rng(8).standard_normal((6, 8, 16)).astype(np.float32)
-    ids = _five_pending_batches(store, vectors[:2])
+    store, ids, later = _two_built_then_pending(vectors[:5])  # two built, three pending
+    ids += later
     ns = store.shared.namespaces["team"]
-    assert len(ns.items) == 16  # two batches built
-    ids += _five_pending_batches(store, vectors[2:5])  # three more, pending
     rows = [
         WriteRequest(ALICE, "team", NewItem(f"m{r}", v, meta={"r": r}, importance=r / 8, valid_from=0.5, valid_to=9.0 + r))
         for r, v in enumerate(vectors[5])
