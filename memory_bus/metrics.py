@@ -13,7 +13,7 @@ import gc
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hivemem.memory_bus.interfaces import Hit
@@ -27,6 +27,9 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from hivemem.memory_bus.durability import Durability
 
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
 GC_BUCKETS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -214,14 +217,14 @@ class _DurabilityCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self.source: Any = None
+        self.source: Durability | None = None
         self.recovery_seconds = 0.0
 
     def collect(self) -> Iterator[Metric]:
         source = self.source
-        journal = None if source is None else source.journal
-        if journal is None:
+        if source is None or source.journal is None:
             return
+        journal = source.journal
         yield GaugeMetricFamily(
             "hivemem_bus_journal_bytes",
             "Bytes of journal since the last snapshot (what a restart replays)",
