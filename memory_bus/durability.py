@@ -24,12 +24,12 @@ import sys
 import time
 import traceback
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
 from hivemem.memory_bus.auth import AgentRegistry
-from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.errors import HivememError, JournalWriteError
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 SNAPSHOT_LOG_BYTES = 64 << 20
 """The least log since the last snapshot that makes one due by size (Redis's
 ``auto-aof-rewrite-min-size`` is 64 MB too)."""
+
+UNLOGGED_MAX = 100_000
+"""Recall records kept for a journal that cannot take them (a full disk) at most; older
+ones are then given up (their reads' access counts are lost at a restart)."""
 
 SNAPSHOT_WAIT_S = 300.0
 """How long a stopping server waits for a snapshot being written before killing the writer."""
@@ -114,25 +118,64 @@ class Durability:
         self.fork_snapshots = fork_snapshots and hasattr(os, "fork")
         self.snapshots = 0  # snapshots completed
         self._snapshot: tuple[int, int] | None = None  # (writer pid, seq) of one under way
+        # recall records the journal could not take yet, oldest first (see log_recalls)
+        self._unlogged: deque[dict[str, Any]] = deque()
+        self.recalls_dropped = 0  # recall records given up past UNLOGGED_MAX
 
-    def record(self, req: Request, ctx: Context) -> None:
-        """Journal what ``req`` changed: the request itself, or the recalls of a read."""
-        if self.journal is None:
+    def log_change(self, req: Request) -> int | None:
+        """Journal a changing request before it is applied; its record's seq (None: not
+        journaled). Give the seq to :meth:`withdraw` if the request is then refused.
+
+        Logged first, so that a journal that cannot take the record (a full disk) refuses
+        the request before anything of it is applied: the store never holds a change the
+        log lacks.
+
+        Raises:
+            JournalWriteError: nothing was logged; the request must not be applied.
+        """
+        journal = self.journal
+        if journal is None or req.op not in MUTATING:
+            return None
+        self._log_unlogged()
+        return journal.append(
+            {
+                "op": req.op.value,
+                "agent": req.agent,
+                "client": req.client,
+                "id": req.id,
+                "args": req.args,
+            }
+        )
+
+    def withdraw(self, seq: int | None) -> None:
+        """Take back the record of a request that was refused after :meth:`log_change`."""
+        if seq is not None and self.journal is not None and not self.journal.retract(seq):
+            log.warning("could not take back journal record %d; a replay refuses it again", seq)
+
+    def log_recalls(self, req: Request, ctx: Context) -> None:
+        """Journal what a read recalled (its items' access counts and times), if anything.
+
+        The read has been answered from memory already. If the journal cannot take the
+        record, it waits, in order, for the next record that can be written (reads go on
+        being answered meanwhile; changes are refused until the log takes records again).
+        """
+        if self.journal is None or not ctx.recalls:
             return
-        if req.op in MUTATING:
-            self.journal.append(
-                {
-                    "op": req.op.value,
-                    "agent": req.agent,
-                    "client": req.client,
-                    "id": req.id,
-                    "args": req.args,
-                }
-            )
-        elif ctx.recalls:
-            self.journal.append(
-                {"op": "recall", "recalls": ctx.recalls, "now": req.args.get("now", 0.0)}
-            )
+        if len(self._unlogged) >= UNLOGGED_MAX:
+            self._unlogged.popleft()
+            self.recalls_dropped += 1
+        now = req.args.get("now", 0.0)
+        self._unlogged.append({"op": "recall", "recalls": ctx.recalls, "now": now})
+        try:
+            self._log_unlogged()
+        except JournalWriteError as exc:
+            if len(self._unlogged) == 1:
+                log.warning("%s; reads are kept in memory until it can be written", exc.message)
+
+    def _log_unlogged(self) -> None:
+        while self._unlogged:
+            self.journal.append(self._unlogged[0])  # type: ignore[union-attr]
+            self._unlogged.popleft()
 
     @property
     def snapshot_due(self) -> bool:
@@ -169,6 +212,8 @@ class Durability:
         if journal is None or not self.snapshot_due:
             return
         seq = journal.begin_snapshot()
+        # The snapshot holds what the recall records not yet logged recorded.
+        self._unlogged.clear()
         if self.fork_snapshots:
             pid = _fork_to(lambda: journal.write_snapshot(self._state(), seq))
             if pid is not None:
@@ -256,6 +301,9 @@ class Durability:
             reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
         except HivememError as exc:  # it failed the same way the first time
             reply = encode_error(req_id, exc.code, exc.message, exc.details)
+        except Exception:  # so did this one (a record whose retraction failed): no effect
+            log.exception("replaying journal record of request %d failed", req_id)
+            return
         self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
 
 

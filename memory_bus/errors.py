@@ -20,7 +20,8 @@ The tree::
     │   ├── ItemNotFoundError        (tier, namespace, item_id)
     │   └── EdgeNotFoundError        (namespace, edge_id)
     ├── VersionConflictError         an update against a stale version
-    └── CapacityError                an item that can never fit its namespace
+    ├── CapacityError                an item that can never fit its namespace
+    └── JournalWriteError            the bus could not log a change (disk full, I/O error)
 """
 
 from __future__ import annotations
@@ -179,3 +180,20 @@ class CapacityError(HivememError):
     """An item that can never fit its namespace (e.g. more tokens than the budget)."""
 
     code = "capacity"
+
+
+class JournalWriteError(HivememError):
+    """The bus could not add a change to its journal (disk full, file too large, I/O error).
+
+    Nothing of the request was applied or kept, and the journal holds no part of it: retry
+    once the disk has room. The server goes on serving reads meanwhile.
+    """
+
+    code = "journal_write_failed"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"could not write the journal {path}: {reason}; the change was not applied",
+            path=path,
+            reason=reason,
+        )

@@ -23,7 +23,12 @@ and replay skips those the snapshot already holds, so a crash at any step (a sna
 never written, or written with its parts not yet deleted) loses nothing and applies
 nothing twice. A torn last record of ``journal.log`` (the process died mid-write) is
 ignored and cut off; a corrupt record *followed by valid ones*, or anywhere in a closed
-part, is real damage and raises :class:`JournalCorruptError`.
+part, is real damage and raises :class:`JournalCorruptError`, and records missing from
+the sequence (a part deleted) raise :class:`JournalGapError`; ``hivemem bus check``
+names the damage and, with ``--fix``, cuts the log back to the records before it.
+An append that fails (a full disk) leaves nothing of its record behind, and a request
+that is refused after its record was appended takes the record back
+(:meth:`Journal.retract`), so the log holds exactly the acknowledged changes.
 
 ``fsync`` policies, as Redis's ``appendfsync``:
 
@@ -39,6 +44,7 @@ part, is real damage and raises :class:`JournalCorruptError`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import re
@@ -51,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.errors import HivememError, JournalWriteError
 from hivemem.memory_bus.protocol import pack
 
 _FRAME = struct.Struct("<II")
@@ -77,6 +83,20 @@ class JournalCorruptError(HivememError):
         super().__init__(
             f"corrupt journal record in {path} at byte {offset}", path=str(path), offset=offset
         )
+
+
+class JournalGapError(HivememError):
+    """Records missing from the log: a part deleted or lost, or a log older than its
+    snapshot."""
+
+    code = "journal_gap"
+
+    def __init__(self, path: Path, expected: int, found: int) -> None:
+        if found > expected:
+            what = f"journal records {expected}..{found - 1} are missing before record {found}"
+        else:
+            what = f"journal record {found} comes out of order (expected {expected})"
+        super().__init__(f"{what} in {path}", path=str(path), expected=expected, found=found)
 
 
 def frame(payload: bytes) -> bytes:
@@ -153,6 +173,9 @@ class Journal:
         self.records_since_snapshot = 0
         self.bytes_since_snapshot = 0  # of the records since the snapshot, framed
         self._snapshot_at: int | None = None  # the seq of the snapshot loaded, once loaded
+        self._last: int | None = None  # bytes of the last record appended (to retract it)
+        self._expected = 1  # the seq replay expects next
+        self._broken: str | None = None  # why a torn write could not be cut off
         self.snapshot_bytes = self._snapshot_size()
         self._closed = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -187,17 +210,71 @@ class Journal:
             self._fsync_dir()
 
     def append(self, record: dict[str, Any]) -> int:
-        """Write one record durably per the policy; returns its sequence number."""
+        """Write one record durably per the policy; returns its sequence number.
+
+        All or nothing: a write the kernel takes only in part (a full disk, the file size
+        limit) or an ``fsync`` that fails is cut off the log again, so the log never holds
+        a torn record with whole ones after it (which a restart would refuse as damage).
+
+        Raises:
+            JournalWriteError: the record is not in the log.
+        """
+        if self._broken is not None:
+            raise JournalWriteError(
+                str(self.log_path), f"a failed write could not be undone ({self._broken})"
+            )
         payload = frame(
             pack({"seq": self.seq + 1, "record": record})
         )  # fails before anything is written
-        os.write(self._fd, payload)
+        self._write_all(payload)
         self.seq += 1
-        if self.policy is FsyncPolicy.ALWAYS:
-            os.fsync(self._fd)
         self.records_since_snapshot += 1
         self.bytes_since_snapshot += len(payload)
+        self._last = len(payload)
         return self.seq
+
+    def _write_all(self, payload: bytes) -> None:
+        view, written = memoryview(payload), 0
+        try:
+            while written < len(payload):
+                done = os.write(self._fd, view[written:])
+                if done <= 0:
+                    raise OSError(errno.EIO, "write took no bytes")
+                written += done
+            if self.policy is FsyncPolicy.ALWAYS:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._cut(written)
+            raise JournalWriteError(str(self.log_path), exc.strerror or str(exc)) from exc
+
+    def _cut(self, nbytes: int) -> None:
+        """Remove the last ``nbytes`` of the log; if that fails, refuse every later append
+        (the torn bytes then stay the log's tail, which a restart cuts off)."""
+        if not nbytes:
+            return
+        try:
+            os.ftruncate(self._fd, os.fstat(self._fd).st_size - nbytes)
+        except OSError as exc:
+            self._broken = exc.strerror or str(exc)
+
+    def retract(self, seq: int) -> bool:
+        """Remove the record just appended (``seq``): its request was then refused.
+
+        Returns:
+            Whether it is gone. If not, it stays in the log, which is harmless: replaying
+            it meets the same refusal.
+        """
+        if seq != self.seq or self._last is None:
+            raise ValueError(f"only the last record ({self.seq}) can be retracted, not {seq}")
+        size, self._last = self._last, None
+        try:
+            os.ftruncate(self._fd, os.fstat(self._fd).st_size - size)
+        except OSError:
+            return False
+        self.seq -= 1
+        self.records_since_snapshot -= 1
+        self.bytes_since_snapshot -= size
+        return True
 
     def load_snapshot(self) -> dict[str, Any] | None:
         """The state of the newest snapshot, or None."""
@@ -212,8 +289,16 @@ class Journal:
         return dict(body["state"])
 
     def replay(self) -> Iterator[dict[str, Any]]:
-        """Records after the snapshot, in order; a torn tail is cut off ``journal.log``."""
+        """Records after the snapshot, in order; a torn tail is cut off ``journal.log``.
+
+        Raises:
+            JournalCorruptError: a damaged record that is not the torn tail.
+            JournalGapError: records missing between the snapshot and the log, or
+                within the log (a part deleted or lost): replaying the records after the
+                gap would build a store that no client ever saw.
+        """
         snapshot_seq = self._snapshot_seq() if self._snapshot_at is None else self._snapshot_at
+        self._expected = snapshot_seq + 1
         for _, part in self._parts():
             data = part.read_bytes()
             payloads, valid = read_frames(data, part)
@@ -234,6 +319,9 @@ class Journal:
             seq = int(body["seq"])
             self.seq = max(self.seq, seq)
             if seq > snapshot_seq:
+                if seq != self._expected:
+                    raise JournalGapError(path, self._expected, seq)
+                self._expected = seq + 1
                 # the log after the snapshot counts towards the next one, as if appended now
                 self.records_since_snapshot += 1
                 self.bytes_since_snapshot += _FRAME.size + len(payload)
@@ -270,6 +358,7 @@ class Journal:
             state after it (pass both to :meth:`write_snapshot`).
         """
         seq = self.seq
+        self._last = None  # the log it was in is a closed part now
         if os.fstat(self._fd).st_size:
             os.rename(self.log_path, self.dir / f"journal.{seq:020d}.log")
             old, self._fd = self._fd, self._open_log()

@@ -44,7 +44,7 @@ from hivemem.memory_bus.durability import (
     Durability,
     RecentReplies,
 )
-from hivemem.memory_bus.errors import HivememError, InvalidInputError
+from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalWriteError
 from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate, subscription_topic
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
@@ -470,7 +470,7 @@ class BusServer:
             if cached is not None:
                 return cached, "retry", []
         reply, code, later = self._apply(req, caller)
-        if req.op in MUTATING:
+        if req.op in MUTATING and code != JournalWriteError.code:  # not applied: retry it
             self._replies.remember(key, reply)
         return reply, code, later
 
@@ -486,8 +486,13 @@ class BusServer:
             apply_after_reply=True,
         )
         try:
-            result = HANDLERS[req.op](ctx, req.args)
-            self._durability.record(req, ctx)
+            logged = self._durability.log_change(req)  # first: a full disk refuses it whole
+            try:
+                result = HANDLERS[req.op](ctx, req.args)
+            except BaseException:
+                self._durability.withdraw(logged)
+                raise
+            self._durability.log_recalls(req, ctx)
             reply = encode_reply(req.id, result)
             if len(reply) > MAX_MESSAGE_BYTES and req.op not in MUTATING:
                 # A client refuses a payload over the limit and would wait for its timeout.

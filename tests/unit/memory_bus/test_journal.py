@@ -206,3 +206,75 @@ def test_leftover_temporary_snapshots_of_dead_writers_are_removed(tmp_path: Path
     (tmp_path / "snapshot.4242.tmp").write_bytes(b"half a snapshot")
     assert replayed(tmp_path) == RECORDS
     assert not list(tmp_path.glob("*.tmp"))
+
+
+_FULL_DISK = """
+import resource, sys
+from hivemem.memory_bus.errors import JournalWriteError
+from hivemem.memory_bus.journal import Journal
+# CPython ignores SIGXFSZ: a write past the limit takes what fits, then fails with EFBIG.
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+ok = []
+with Journal(sys.argv[1], sys.argv[3]) as journal:
+    for i in range(40):
+        try:
+            ok.append(journal.append({"i": i, "pad": "x" * 900}))
+        except JournalWriteError as exc:
+            print("refused", i, exc.details["reason"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)  # room again
+    ok.append(journal.append({"i": 40, "pad": ""}))
+print("acknowledged", *ok)
+"""
+
+
+@pytest.mark.parametrize("fsync", ["always", "no"])
+def test_a_write_the_disk_takes_only_in_part_leaves_nothing_in_the_log(
+    tmp_path: Path, fsync: str
+) -> None:
+    """A real file-size limit (what a full disk does to a write): the record that crosses
+    it is written in part by the kernel. The journal must cut that part off and refuse the
+    record, or the next whole record turns the torn one into damage a restart refuses."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path), "10000", fsync],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.splitlines()  # fmt: skip
+    refused = [line.split() for line in out if line.startswith("refused")]
+    acknowledged = [int(seq) for seq in out[-1].split()[1:]]
+    assert refused and refused[0][2:] == ["File", "too", "large"]
+    assert acknowledged == list(range(1, len(acknowledged) + 1))  # no seq used by a refusal
+    records = replayed(tmp_path)
+    assert [r["i"] for r in records] == [*range(len(acknowledged) - 1), 40]
+    assert (tmp_path / "journal.log").stat().st_size < 10000 + 100
+
+
+def test_a_retracted_record_is_gone_and_its_seq_used_again(tmp_path: Path) -> None:
+    with Journal(tmp_path, "no") as journal:
+        for r in RECORDS[:3]:
+            journal.append(r)
+        size, logged = journal.bytes_since_snapshot, journal.records_since_snapshot
+        seq = journal.append({"refused": True})
+        with pytest.raises(ValueError):
+            journal.retract(seq - 1)  # only the last one
+        assert journal.retract(seq)
+        assert (journal.bytes_since_snapshot, journal.records_since_snapshot) == (size, logged)
+        assert (tmp_path / "journal.log").stat().st_size == size
+        assert journal.append(RECORDS[3]) == seq
+    assert replayed(tmp_path) == RECORDS[:4]
+
+
+def test_a_missing_part_of_the_log_is_a_gap_not_silently_skipped(tmp_path: Path) -> None:
+    from hivemem.memory_bus.journal import JournalGapError
+
+    with Journal(tmp_path, "no") as journal:
+        for i, r in enumerate(RECORDS):
+            journal.append(r)
+            if i in (2, 5):
+                journal.begin_snapshot()  # parts ending at records 3 and 6
+    assert replayed(tmp_path) == RECORDS
+    (tmp_path / f"journal.{3:020d}.log").unlink()
+    with pytest.raises(JournalGapError) as info:
+        replayed(tmp_path)
+    assert (info.value.details["expected"], info.value.details["found"]) == (1, 4)

@@ -1,0 +1,75 @@
+"""A bus whose disk fills up: changes are refused whole, reads go on, and once there is room
+again nothing acknowledged is lost and nothing refused appears.
+
+A real ``hivemem bus serve`` process; its file-size limit (``prlimit``), lowered from
+outside, is what a full disk does to its journal: the write that crosses it is taken only
+in part, and every later one fails (``EFBIG`` instead of ``ENOSPC``).
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.errors import JournalWriteError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.testing.server_process import ServerProcess
+
+PAD = "x" * 700  # a record of ~1 kB: the limit falls inside one
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "data", snapshot_every=100_000)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def _limit_files_of(server: ServerProcess, nbytes: int) -> None:
+    assert server.proc is not None
+    resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (nbytes, resource.RLIM_INFINITY))
+
+
+def test_a_full_disk_refuses_changes_whole_and_loses_nothing_acknowledged(
+    server: ServerProcess,
+) -> None:
+    acked: dict[int, str] = {}
+    with MemoryClient(server.address, "w0", server.token("w0"), retries=0) as client:
+        first = client.write("private", "w0", NewItem("version one"), now=0.0)
+        acked[first.item_id] = "version one"
+        log = server.data_dir / "journal.log"
+        _limit_files_of(server, log.stat().st_size + 5_500)
+        refused = 0
+        for n in range(40):
+            try:
+                result = client.write("private", "w0", NewItem(f"fact {n} {PAD}"), now=1.0)
+            except JournalWriteError as exc:
+                assert exc.details["reason"] == "File too large"
+                refused += 1
+                continue
+            acked[result.item_id] = f"fact {n} {PAD}"
+        assert 3 <= len(acked) - 1 <= 6 and refused == 40 - (len(acked) - 1)
+        # A change applied at once (not after the reply) is refused before it is applied.
+        with pytest.raises(JournalWriteError):
+            client.update("private", "w0", first.item_id, expected_version=1, now=2.0, text=2 * PAD)
+        # Reads are answered meanwhile, and see exactly what was acknowledged.
+        assert client.get("private", "w0", first.item_id).text == "version one"
+        assert client.stats()["private"]["items"] == len(acked)
+        # A read's record (what it recalled) waits for the log, before the next change.
+        query = HashingEmbedder(StoreConfig().dim)(["fact 1"])[0]
+        assert client.search("private", "w0", query, k=1, now=3.0)
+        _limit_files_of(server, resource.RLIM_INFINITY)  # room again
+        result = client.write("private", "w0", NewItem("after"), now=4.0)
+        acked[result.item_id] = "after"
+    server.kill()
+    server.start()  # would refuse a log with a torn record before whole ones
+    with MemoryClient(server.address, "w0", server.token("w0")) as client:
+        assert client.stats()["private"]["items"] == len(acked)
+        for item_id, text in acked.items():
+            assert client.get("private", "w0", item_id).text == text
