@@ -60,10 +60,10 @@ import msgpack
 from hivemem.memory_bus.errors import HivememError, JournalWriteError
 from hivemem.memory_bus.protocol import pack
 
-_FRAME = struct.Struct("<II")
+FRAME = struct.Struct("<II")
 LOG_NAME = "journal.log"
 SNAPSHOT_NAME = "snapshot.msgpack"
-_PART = re.compile(r"journal\.(\d{20})\.log")
+PART_NAME = re.compile(r"journal\.(\d{20})\.log")
 
 
 class FsyncPolicy(StrEnum):
@@ -101,7 +101,7 @@ class JournalGapError(HivememError):
 
 def frame(payload: bytes) -> bytes:
     """``payload`` with its length and CRC32 in front."""
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 def read_frames(data: bytes, path: Path) -> tuple[list[memoryview], int]:
@@ -111,13 +111,13 @@ def read_frames(data: bytes, path: Path) -> tuple[list[memoryview], int]:
     offset = 0
     view = memoryview(data)
     while offset < len(data):
-        if offset + _FRAME.size > len(data):
+        if offset + FRAME.size > len(data):
             break
-        length, crc = _FRAME.unpack_from(data, offset)
-        end = offset + _FRAME.size + length
-        payload = view[offset + _FRAME.size : end]
+        length, crc = FRAME.unpack_from(data, offset)
+        end = offset + FRAME.size + length
+        payload = view[offset + FRAME.size : end]
         if end > len(data) or zlib.crc32(payload) != crc:
-            if _valid_frame_after(data, offset + 1):
+            if next_frame(data, offset + 1) is not None:
                 raise JournalCorruptError(path, offset)
             break
         payloads.append(payload)
@@ -125,23 +125,29 @@ def read_frames(data: bytes, path: Path) -> tuple[list[memoryview], int]:
     return payloads, offset
 
 
-def _valid_frame_after(data: bytes, start: int) -> bool:
-    """Whether a whole, checksummed frame starts anywhere at or after ``start``."""
-    for offset in range(start, len(data) - _FRAME.size):
-        length, crc = _FRAME.unpack_from(data, offset)
-        end = offset + _FRAME.size + length
-        if length > 0 and end <= len(data) and zlib.crc32(data[offset + _FRAME.size : end]) == crc:
-            return True
-    return False
+def next_frame(data: bytes, start: int) -> int | None:
+    """Where the first whole, checksummed frame at or after ``start`` begins (None: none)."""
+    for offset in range(start, len(data) - FRAME.size):
+        length, crc = FRAME.unpack_from(data, offset)
+        end = offset + FRAME.size + length
+        if length > 0 and end <= len(data) and zlib.crc32(data[offset + FRAME.size : end]) == crc:
+            return offset
+    return None
 
 
-def _load(payload: bytes | memoryview, path: Path) -> Any:
-    """A checksummed record of our own: no wire limits (a snapshot of a large store is
+def decode_record(payload: bytes | memoryview, path: Path) -> Any:
+    """The msgpack body of a frame of ours (a record or a snapshot): no wire limits (a snapshot of a large store is
     far over the message size and holds maps of thousands of namespaces)."""
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         raise JournalCorruptError(path, 0) from exc
+
+
+def log_parts(data_dir: Path) -> list[tuple[int, Path]]:
+    """The closed parts of the log in ``data_dir``, ``(last seq, path)`` in order."""
+    found = ((PART_NAME.fullmatch(p.name), p) for p in data_dir.glob("journal.*.log"))
+    return sorted((int(m.group(1)), p) for m, p in found if m)
 
 
 class Journal:
@@ -283,7 +289,7 @@ class Journal:
         payloads, _ = read_frames(self.snapshot_path.read_bytes(), self.snapshot_path)
         if len(payloads) != 1:
             raise JournalCorruptError(self.snapshot_path, 0)
-        body = _load(payloads[0], self.snapshot_path)
+        body = decode_record(payloads[0], self.snapshot_path)
         self._snapshot_at = int(body["seq"])
         self.seq = max(self.seq, self._snapshot_at)
         return dict(body["state"])
@@ -299,7 +305,7 @@ class Journal:
         """
         snapshot_seq = self._snapshot_seq() if self._snapshot_at is None else self._snapshot_at
         self._expected = snapshot_seq + 1
-        for _, part in self._parts():
+        for _, part in log_parts(self.dir):
             data = part.read_bytes()
             payloads, valid = read_frames(data, part)
             if valid < len(data):  # a part was whole when it was closed
@@ -315,7 +321,7 @@ class Journal:
         self, payloads: list[memoryview], path: Path, snapshot_seq: int
     ) -> Iterator[dict[str, Any]]:
         for payload in payloads:
-            body = _load(payload, path)
+            body = decode_record(payload, path)
             seq = int(body["seq"])
             self.seq = max(self.seq, seq)
             if seq > snapshot_seq:
@@ -324,13 +330,8 @@ class Journal:
                 self._expected = seq + 1
                 # the log after the snapshot counts towards the next one, as if appended now
                 self.records_since_snapshot += 1
-                self.bytes_since_snapshot += _FRAME.size + len(payload)
+                self.bytes_since_snapshot += FRAME.size + len(payload)
                 yield dict(body["record"])
-
-    def _parts(self) -> list[tuple[int, Path]]:
-        """The closed parts of the log, ``(last seq, path)`` in order."""
-        found = ((_PART.fullmatch(p.name), p) for p in self.dir.glob("journal.*.log"))
-        return sorted((int(m.group(1)), p) for m, p in found if m)
 
     def _snapshot_size(self) -> int:
         try:
@@ -342,7 +343,7 @@ class Journal:
         if not self.snapshot_path.exists():
             return 0
         payloads, _ = read_frames(self.snapshot_path.read_bytes(), self.snapshot_path)
-        return int(_load(payloads[0], self.snapshot_path)["seq"]) if payloads else 0
+        return int(decode_record(payloads[0], self.snapshot_path)["seq"]) if payloads else 0
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Write ``state`` (which includes every record so far) and drop the log so far."""
@@ -391,7 +392,7 @@ class Journal:
         """Delete the parts of the log that the snapshot of ``seq`` holds."""
         self._snapshot_at = seq
         self.snapshot_bytes = self._snapshot_size()
-        for last, part in self._parts():
+        for last, part in log_parts(self.dir):
             if last <= seq:
                 part.unlink(missing_ok=True)
 

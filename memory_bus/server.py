@@ -211,8 +211,11 @@ class BusServer:
             raise HivememError("register agents through the 'register' op once the server runs")
         return self.registry.register(agent_id, groups, role)
 
-    def start(self, timeout: float = 30.0) -> BusServer:
-        """Recover from the journal, bind, and serve on the owner thread; returns once bound."""
+    def start(self, timeout: float | None = 30.0) -> BusServer:
+        """Recover from the journal, bind, and serve on the owner thread; returns once bound.
+
+        ``timeout``: seconds to wait for the recovery and the binding (None: no limit).
+        """
         self._waker = Wake()  # stop() and handle() wake the owner thread with it
         self._thread = threading.Thread(target=self._run, name="hivemem-bus", daemon=True)
         self._thread.start()

@@ -21,6 +21,7 @@ from typing import Any
 
 import typer
 from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.errors import HivememError
 
 bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
 
@@ -121,12 +122,28 @@ def bus_serve(
     )
     if metrics_port is not None:
         server.metrics.serve(metrics_port, metrics_host)
-    server.start()
+    try:
+        server.start(timeout=None)  # recovering a large store takes as long as it takes
+    except HivememError as exc:
+        _fail_to_start(exc, data_dir)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     typer.echo(
         f"hivemem bus serving on {server.address} (events on {server.pub_address})", err=True
     )
     server.serve_forever()
+
+
+def _fail_to_start(exc: HivememError, data_dir: Path | None) -> None:
+    from hivemem.memory_bus.journal import JournalCorruptError, JournalGapError
+
+    typer.echo(f"error: {exc.__cause__ or exc}", err=True)
+    if isinstance(exc.__cause__, JournalCorruptError | JournalGapError):
+        typer.echo(
+            f"the data directory is damaged: `hivemem bus check {data_dir}` says where, and "
+            "with --fix keeps the records before the damage (the rest is set aside)",
+            err=True,
+        )
+    raise typer.Exit(1)
 
 
 def _secret(path: Path | None, make: Callable[[], bytes]) -> bytes | None:
@@ -144,6 +161,72 @@ def _store_config(path: Path | None) -> StoreConfig:
     import yaml
 
     return StoreConfig.model_validate(yaml.safe_load(path.read_text()))
+
+
+@bus_app.command("check")
+def bus_check(
+    data_dir: Path = typer.Argument(..., help="The data directory of a bus (not running)."),
+    fix: bool = typer.Option(
+        False,
+        help="Cut the log back to the records before the first damage; the rest goes "
+        "into a damaged-<time> folder in the directory, nothing is deleted.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check a data directory as a restart would read it (redis-check-aof is the model).
+
+    Exits 0 if a bus would start on it, 1 if it is damaged (and not fixed).
+    """
+    from hivemem.memory_bus.data_check import check_data_dir, fix_data_dir
+
+    aside = None
+    try:
+        report = check_data_dir(data_dir)
+        if fix and not report.ok:
+            _print_check(report, as_json=False, err=True)
+            report, aside = fix_data_dir(data_dir)
+    except HivememError as exc:
+        _fail(exc)
+    if aside is not None:
+        typer.echo(f"fixed: what followed the damage is in {aside}", err=True)
+    _print_check(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_check(report: Any, as_json: bool, err: bool = False) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2), err=err)
+        return
+    if report.snapshot_seq is not None:
+        size = report.snapshot_bytes / 1e6
+        typer.echo(f"snapshot: records up to {report.snapshot_seq} ({size:.1f} MB)", err=err)
+    for f in report.files:
+        seqs = f"records {f.first_seq}..{f.last_seq}" if f.records else "no records"
+        typer.echo(f"{Path(f.path).name}: {seqs} ({f.bytes / 1e6:.1f} MB)", err=err)
+    if report.torn_tail_bytes:
+        typer.echo(
+            f"an unfinished last record ({report.torn_tail_bytes} bytes): a restart cuts it off",
+            err=err,
+        )
+    damage = report.damage
+    if damage is None:
+        typer.echo(
+            f"ok: a restart replays {_count(report.to_replay, 'record')}, up to record "
+            f"{report.last_seq}",
+            err=err,
+        )
+        return
+    typer.echo(
+        f"DAMAGED: {damage.path} at byte {damage.offset}: {damage.reason}; "
+        f"{_count(damage.records_after, 'whole record')} after it. Sound: up to record "
+        f"{report.last_seq} ({report.to_replay} to replay after the snapshot).",
+        err=err,
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # --- a client at the terminal ------------------------------------------------------------
@@ -220,7 +303,6 @@ def bus_watch(
 async def _watch(
     address: str, agent: str, token: str, kw: dict[str, Any], topics: list[str], count: int
 ) -> None:
-    from hivemem.memory_bus.errors import HivememError
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
 
     addresses = split_addresses(address)
@@ -282,7 +364,6 @@ def _client(address: str, agent: str, token: str, kw: dict[str, Any]) -> Any:
 
 def _curve(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None:
     """The client's CURVE keys from certificate files (``zmq.auth``), or None for none."""
-    from hivemem.memory_bus.errors import HivememError
     from hivemem.memory_bus.transport import curve_keys
 
     if key is None and server_key is None:
@@ -297,7 +378,6 @@ def _curve(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None
 
 def _asked(call: Callable[[], Any]) -> Any:
     """``call()``, with the bus's refusals and timeouts as a message and exit status 1."""
-    from hivemem.memory_bus.errors import HivememError
 
     try:
         return call()

@@ -1,4 +1,4 @@
-"""``hivemem bus token | ping | stats | watch`` as a user runs them, against a real bus."""
+"""``hivemem bus token | ping | stats | watch | check`` as a user runs them, against a real bus."""
 
 from __future__ import annotations
 
@@ -111,3 +111,47 @@ def test_a_curve_bus_answers_the_cli_with_keys_and_not_without(tmp_path: Path) -
     assert json.loads(keyed.stdout)["agent"] == "__admin__"
     assert plain.returncode == 1 and "no reply" in plain.stderr
     assert half.returncode != 0 and "--curve-server-key" in half.stderr
+
+
+def test_a_damaged_data_dir_is_refused_named_and_fixed(tmp_path: Path) -> None:
+    """A real bus's journal, damaged in the middle: `serve` refuses it and says what to
+    run, `check` names the damage, `check --fix` keeps the writes before it."""
+    from hivemem.memory_bus.testing.server_process import ServerProcess
+
+    server = ServerProcess(tmp_path / "data", snapshot_every=1_000_000)
+    server.start()
+    with MemoryClient(server.address, "w0", server.token("w0")) as client:
+        ids = [
+            client.write("private", "w0", NewItem(f"fact {n}"), now=0.0).item_id for n in range(10)
+        ]
+    server.stop()
+    log = server.data_dir / "journal.log"
+    data = bytearray(log.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    log.write_bytes(bytes(data))
+
+    serve = subprocess.run(
+        server.command(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert serve.returncode == 1 and "corrupt journal record" in serve.stderr
+    assert f"hivemem bus check {server.data_dir}" in serve.stderr
+    assert "Traceback" not in serve.stderr
+
+    check = bus("check", str(server.data_dir), "--json")
+    report = json.loads(check.stdout)
+    assert check.returncode == 1 and not report["ok"]
+    assert report["damage"]["path"] == str(log) and report["damage"]["records_after"] >= 1
+
+    fixed = bus("check", str(server.data_dir), "--fix")
+    assert fixed.returncode == 0 and "ok: a restart replays" in fixed.stdout
+    assert len(list(server.data_dir.glob("damaged-*/journal.log"))) == 1
+    server.start()
+    try:
+        with MemoryClient(server.address, "w0", server.token("w0")) as client:
+            kept = client.stats()["private"]["items"]
+            assert 0 < kept < 10  # the writes before the damage, in order
+            assert [client.get("private", "w0", i).text for i in ids[:kept]] == [
+                f"fact {n}" for n in range(kept)
+            ]
+    finally:
+        server.stop()

@@ -48,13 +48,13 @@ def test_a_restart_decodes_the_snapshot_once_and_replays_the_log_after_it(
 ) -> None:
     state = _written(tmp_path)
     decoded: list[str] = []
-    real_load = journal_module._load
+    real_load = journal_module.decode_record
 
     def counting_load(payload: Any, path: Path) -> Any:
         decoded.append(path.name)
         return real_load(payload, path)
 
-    monkeypatch.setattr(journal_module, "_load", counting_load)
+    monkeypatch.setattr(journal_module, "decode_record", counting_load)
     again, _ = make_server(journal=Journal(tmp_path, "no"))
     with again:
         assert msgpack.packb(again.inspect(MemoryStore.get_state)) == state
