@@ -121,6 +121,7 @@ class Durability:
         # recall records the journal could not take yet, oldest first (see log_recalls)
         self._unlogged: deque[dict[str, Any]] = deque()
         self.recalls_dropped = 0  # recall records given up past UNLOGGED_MAX
+        self._retry_at = 0  # the journal's seq before which no snapshot is tried again
 
     def log_change(self, req: Request) -> int | None:
         """Journal a changing request before it is applied; its record's seq (None: not
@@ -190,7 +191,7 @@ class Durability:
         store, and the snapshots' cost stays in proportion to the writes.
         """
         journal = self.journal
-        if journal is None or self._snapshot is not None:
+        if journal is None or self._snapshot is not None or journal.seq < self._retry_at:
             return False
         if journal.records_since_snapshot >= self.snapshot_every:
             return True
@@ -211,7 +212,11 @@ class Durability:
         journal = self.journal
         if journal is None or not self.snapshot_due:
             return
-        seq = journal.begin_snapshot()
+        try:
+            seq = journal.begin_snapshot()
+        except OSError as exc:
+            self._snapshot_failed(exc)
+            return
         # The snapshot holds what the recall records not yet logged recorded.
         self._unlogged.clear()
         if self.fork_snapshots:
@@ -219,9 +224,24 @@ class Durability:
             if pid is not None:
                 self._snapshot = (pid, seq)
                 return
-        journal.write_snapshot(self._state(), seq)
+        try:
+            journal.write_snapshot(self._state(), seq)
+        except OSError as exc:
+            self._snapshot_failed(exc)
+            return
         journal.end_snapshot(seq)
         self.snapshots += 1
+
+    def _snapshot_failed(self, exc: OSError) -> None:
+        """Serve on without the snapshot: the log keeps every record it was to hold."""
+        assert self.journal is not None
+        self._retry_at = self.journal.seq + max(self.snapshot_every, 1)
+        log.error(
+            "snapshot failed (%s); the log keeps every record, and the next snapshot comes "
+            "after record %d",
+            exc.strerror or exc,
+            self._retry_at,
+        )
 
     def reap_snapshot(self, wait: float = 0.0) -> None:
         """Finish the snapshot a child is writing once it has exited.

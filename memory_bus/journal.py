@@ -361,8 +361,14 @@ class Journal:
         seq = self.seq
         self._last = None  # the log it was in is a closed part now
         if os.fstat(self._fd).st_size:
-            os.rename(self.log_path, self.dir / f"journal.{seq:020d}.log")
-            old, self._fd = self._fd, self._open_log()
+            part = self.dir / f"journal.{seq:020d}.log"
+            os.rename(self.log_path, part)
+            try:
+                fresh = self._open_log()
+            except OSError:
+                os.rename(part, self.log_path)  # the log goes on as it was
+                raise
+            old, self._fd = self._fd, fresh
             if self.policy is FsyncPolicy.EVERYSEC:
                 # Not here: the bus's owner thread calls this, and an fsync waits for the
                 # disk, which a snapshot being written keeps busy. The syncer flushes the
@@ -381,10 +387,14 @@ class Journal:
         Touches nothing but its own files, so a forked process may call it.
         """
         tmp = self.dir / f"snapshot.{os.getpid()}.tmp"
-        with open(tmp, "wb") as out:
-            out.write(frame(pack({"seq": seq, "state": state})))
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with open(tmp, "wb") as out:
+                out.write(frame(pack({"seq": seq, "state": state})))
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk: give its room back to the log
+            raise
         os.replace(tmp, self.snapshot_path)
         self._fsync_dir()
 

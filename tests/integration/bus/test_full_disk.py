@@ -73,3 +73,33 @@ def test_a_full_disk_refuses_changes_whole_and_loses_nothing_acknowledged(
         assert client.stats()["private"]["items"] == len(acked)
         for item_id, text in acked.items():
             assert client.get("private", "w0", item_id).text == text
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["forked-snapshots", "inline-snapshots"])
+def test_snapshots_that_do_not_fit_lose_nothing_and_stop_nothing(
+    tmp_path: Path, fork: bool
+) -> None:
+    """Room for the log's records but not for a snapshot of the whole store: the snapshot
+    fails (in the forked writer or on the serving thread), the bus serves on, and the log
+    keeps every record the failed snapshot was to hold."""
+    server = ServerProcess(tmp_path / "data", snapshot_every=8, fork_snapshots=fork)
+    server.start()
+    try:
+        acked: dict[int, str] = {}
+        with MemoryClient(server.address, "w0", server.token("w0"), retries=0) as client:
+            _limit_files_of(server, 24_000)  # a log part holds 8 records of ~1 kB
+            for n in range(60):  # the store outgrows the limit after ~20 items
+                text = f"fact {n} {PAD}"
+                acked[client.write("private", "w0", NewItem(text), now=0.0).item_id] = text
+            assert client.ping()
+        # Snapshots failed (their parts of the log are kept) and left no partial file.
+        assert list(server.data_dir.glob("journal.*.log"))
+        assert not list(server.data_dir.glob("*.tmp"))
+        server.kill()
+        server.start()
+        with MemoryClient(server.address, "w0", server.token("w0")) as client:
+            assert client.stats()["private"]["items"] == len(acked)
+            for item_id, text in acked.items():
+                assert client.get("private", "w0", item_id).text == text
+    finally:
+        server.stop()
