@@ -165,6 +165,10 @@ class Durability:
         if len(self._unlogged) >= UNLOGGED_MAX:
             self._unlogged.popleft()
             self.recalls_dropped += 1
+            if self.recalls_dropped == 1:
+                log.error(
+                    "over %d reads wait for the journal; the oldest are given up", UNLOGGED_MAX
+                )
         now = req.args.get("now", 0.0)
         self._unlogged.append({"op": "recall", "recalls": ctx.recalls, "now": now})
         try:

@@ -55,24 +55,30 @@ def test_a_full_disk_refuses_changes_whole_and_loses_nothing_acknowledged(
                 continue
             acked[result.item_id] = f"fact {n} {PAD}"
         assert 3 <= len(acked) - 1 <= 6 and refused == 40 - (len(acked) - 1)
+        _limit_files_of(server, log.stat().st_size)  # not a byte more: the disk is full
         # A change applied at once (not after the reply) is refused before it is applied.
         with pytest.raises(JournalWriteError):
-            client.update("private", "w0", first.item_id, expected_version=1, now=2.0, text=2 * PAD)
+            client.update(
+                "private", "w0", first.item_id, expected_version=1, now=2.0, text="version two"
+            )
         # Reads are answered meanwhile, and see exactly what was acknowledged.
         assert client.get("private", "w0", first.item_id).text == "version one"
         assert client.stats()["private"]["items"] == len(acked)
         # A read's record (what it recalled) waits for the log, before the next change.
         query = HashingEmbedder(StoreConfig().dim)(["fact 1"])[0]
-        assert client.search("private", "w0", query, k=1, now=3.0)
+        (recalled,) = client.search("private", "w0", query, k=1, now=3.0)
         _limit_files_of(server, resource.RLIM_INFINITY)  # room again
         result = client.write("private", "w0", NewItem("after"), now=4.0)
         acked[result.item_id] = "after"
+        hits = client.get("private", "w0", recalled.id).hits
+        assert hits >= 1
     server.kill()
     server.start()  # would refuse a log with a torn record before whole ones
     with MemoryClient(server.address, "w0", server.token("w0")) as client:
         assert client.stats()["private"]["items"] == len(acked)
         for item_id, text in acked.items():
             assert client.get("private", "w0", item_id).text == text
+        assert client.get("private", "w0", recalled.id).hits == hits  # the read's record too
 
 
 @pytest.mark.parametrize("fork", [True, False], ids=["forked-snapshots", "inline-snapshots"])
