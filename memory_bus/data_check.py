@@ -16,6 +16,7 @@ restore ``snapshot.msgpack`` from a backup.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import zlib
@@ -30,6 +31,7 @@ from hivemem.memory_bus.journal import (
     SNAPSHOT_NAME,
     JournalCorruptError,
     decode_record,
+    lock_data_dir,
     log_parts,
     next_frame,
 )
@@ -84,9 +86,7 @@ def check_data_dir(data_dir: str | Path) -> DataCheck:
     Raises:
         HivememError: ``data_dir`` is not a directory.
     """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise HivememError(f"no data directory at {root}", path=str(root))
+    root = _existing(data_dir)
     report = DataCheck(str(root))
     if not _check_snapshot(root / SNAPSHOT_NAME, report):
         return report
@@ -98,6 +98,13 @@ def check_data_dir(data_dir: str | Path) -> DataCheck:
             report.damage = damage
             break
     return report
+
+
+def _existing(data_dir: str | Path) -> Path:
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise HivememError(f"no data directory at {root}", path=str(root))
+    return root
 
 
 def _log_files(root: Path) -> list[Path]:
@@ -197,12 +204,20 @@ def fix_data_dir(data_dir: str | Path) -> tuple[DataCheck, Path | None]:
 
     Raises:
         HivememError: the snapshot is damaged (nothing here can repair it).
+        DataDirInUseError: a bus is running on the directory.
     """
-    root = Path(data_dir)
-    report = check_data_dir(root)
-    damage = report.damage
-    if damage is None:
-        return report, None
+    root = _existing(data_dir)
+    lock = lock_data_dir(root)  # never cut a log that a running bus appends to
+    try:
+        report = check_data_dir(root)
+        if report.damage is None:
+            return report, None
+        return _cut_back(root, report, report.damage)
+    finally:
+        os.close(lock)
+
+
+def _cut_back(root: Path, report: DataCheck, damage: Damage) -> tuple[DataCheck, Path]:
     damaged = Path(damage.path)
     if damaged.name == SNAPSHOT_NAME:
         raise HivememError(damage.reason, path=damage.path)

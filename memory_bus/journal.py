@@ -12,6 +12,8 @@ Files in the data directory:
 - ``snapshot.msgpack``: ``{"seq": last record included, "state": ...}`` in the same
   framing, written to a temporary file (``snapshot.<pid>.tmp``), fsynced and renamed
   over the old one.
+- ``LOCK``: the pid of the process that holds the directory (:func:`lock_data_dir`); a
+  second bus on the same directory is refused, since two writers would corrupt the log.
 
 A snapshot happens in three steps, so that the slow middle one can run elsewhere (the bus
 server writes it from a forked process, see :mod:`hivemem.memory_bus.durability`):
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import queue
 import re
@@ -63,6 +66,7 @@ from hivemem.memory_bus.protocol import pack
 FRAME = struct.Struct("<II")
 LOG_NAME = "journal.log"
 SNAPSHOT_NAME = "snapshot.msgpack"
+LOCK_NAME = "LOCK"
 PART_NAME = re.compile(r"journal\.(\d{20})\.log")
 
 
@@ -150,8 +154,44 @@ def log_parts(data_dir: Path) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for m, p in found if m)
 
 
+class DataDirInUseError(HivememError):
+    """Another process holds the data directory: two buses on one journal would corrupt it."""
+
+    code = "data_dir_in_use"
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(
+            f"the data directory {path} is in use by another process (pid {holder}): stop "
+            "that bus first, or give this one its own data directory",
+            path=str(path),
+            pid=holder,
+        )
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold ``data_dir`` for this process alone; returns the descriptor that holds it.
+
+    A POSIX lock on ``LOCK`` in the directory (which names the holder's pid): the kernel
+    drops it when the process ends, however it ends, so a SIGKILLed server's directory is
+    free at once; and a forked snapshot writer does not inherit it.
+
+    Raises:
+        DataDirInUseError: another process holds it.
+    """
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUseError(data_dir, holder) from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class Journal:
-    """The log and snapshot of one data directory.
+    """The log and snapshot of one data directory, which it holds (:func:`lock_data_dir`).
 
     Args:
         data_dir: Where the files live (created if missing).
@@ -168,6 +208,7 @@ class Journal:
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.policy = FsyncPolicy(fsync)
+        self._lock = lock_data_dir(self.dir)  # first: nothing below may touch another's files
         self.log_path = self.dir / LOG_NAME
         self.snapshot_path = self.dir / SNAPSHOT_NAME
         for tmp in self.dir.glob("snapshot*.tmp"):
@@ -423,6 +464,7 @@ class Journal:
         self._close_retired()
         os.fsync(self._fd)
         os.close(self._fd)
+        os.close(self._lock)
 
     def __enter__(self) -> Journal:
         return self

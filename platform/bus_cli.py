@@ -105,7 +105,10 @@ def bus_serve(
         if curve_secret_key is None or curve_public_keys is None:
             raise typer.BadParameter("CURVE needs both --curve-secret-key and --curve-public-keys")
         curve = CurveConfig(curve_secret_key, curve_public_keys)
-    journal = Journal(data_dir, fsync) if data_dir is not None else None
+    try:
+        journal = Journal(data_dir, fsync) if data_dir is not None else None
+    except HivememError as exc:  # another bus holds the directory
+        _fail(exc)
     server = BusServer(
         MemoryStore(_store_config(config)),
         host=host,

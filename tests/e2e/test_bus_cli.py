@@ -155,3 +155,19 @@ def test_a_damaged_data_dir_is_refused_named_and_fixed(tmp_path: Path) -> None:
             ]
     finally:
         server.stop()
+
+
+def test_a_second_bus_on_a_data_dir_in_use_is_refused(tmp_path: Path) -> None:
+    from hivemem.memory_bus.testing.server_process import ServerProcess
+
+    first = ServerProcess(tmp_path / "data")
+    first.start()
+    try:
+        second = ServerProcess(tmp_path / "data")  # its own port, the same directory
+        run = subprocess.run(second.command(), capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        assert f"in use by another process (pid {first.proc.pid})" in run.stderr  # type: ignore[union-attr]
+        with MemoryClient(first.address, "w0", first.token("w0")) as client:
+            assert client.write("private", "w0", NewItem("still served"), now=0.0).item_id
+    finally:
+        first.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,45 @@ def test_a_missing_part_of_the_log_is_a_gap_not_silently_skipped(tmp_path: Path)
     with pytest.raises(JournalGapError) as info:
         replayed(tmp_path)
     assert (info.value.details["expected"], info.value.details["found"]) == (1, 4)
+
+
+_HOLDER = """
+import os, sys, time
+from hivemem.memory_bus.journal import Journal
+journal = Journal(sys.argv[1], "no")
+if os.fork() == 0:  # as a snapshot writer: a child of the holder, which outlives it here
+    time.sleep(30)
+    os._exit(0)
+print("held", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_data_dir_is_held_by_one_process_and_freed_when_it_dies(tmp_path: Path) -> None:
+    """A second bus on the same directory would interleave its records with the first's."""
+    import signal
+    import subprocess
+    import sys
+
+    from hivemem.memory_bus.data_check import fix_data_dir
+    from hivemem.memory_bus.journal import DataDirInUseError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(DataDirInUseError) as info:
+            Journal(tmp_path, "no")
+        assert info.value.details["pid"] == str(holder.pid)
+        with pytest.raises(DataDirInUseError):
+            fix_data_dir(tmp_path)
+        holder.send_signal(signal.SIGKILL)  # its forked child lives on, and holds nothing
+        holder.wait(timeout=30)
+        with Journal(tmp_path, "no") as journal:
+            assert journal.append({"after": 1}) == 1
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+        holder.stdout.close()
