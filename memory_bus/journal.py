@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import queue
 import re
@@ -62,6 +63,8 @@ from typing import Any
 import msgpack
 from hivemem.memory_bus.errors import HivememError, JournalWriteError
 from hivemem.memory_bus.protocol import pack
+
+log = logging.getLogger(__name__)
 
 FRAME = struct.Struct("<II")
 LOG_NAME = "journal.log"
@@ -236,9 +239,18 @@ class Journal:
         return os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _sync_loop(self, period: float) -> None:
+        failing = False
         while not self._closed.wait(period):
-            with contextlib.suppress(OSError):
+            try:
                 os.fsync(self._fd)
+            except OSError as exc:  # records reached the kernel, maybe not the disk
+                if not failing:
+                    log.error("fsync of %s failed: %s (retried every period)", self.log_path, exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("fsync of %s works again", self.log_path)
+                failing = False
             self._close_retired()
 
     def _close_retired(self) -> None:

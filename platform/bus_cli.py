@@ -109,6 +109,8 @@ def bus_serve(
         journal = Journal(data_dir, fsync) if data_dir is not None else None
     except HivememError as exc:  # another bus holds the directory
         _fail(exc)
+    except OSError as exc:
+        _fail(HivememError(f"cannot use the data directory {data_dir}: {exc.strerror}"))
     server = BusServer(
         MemoryStore(_store_config(config)),
         host=host,

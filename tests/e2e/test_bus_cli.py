@@ -171,3 +171,10 @@ def test_a_second_bus_on_a_data_dir_in_use_is_refused(tmp_path: Path) -> None:
             assert client.write("private", "w0", NewItem("still served"), now=0.0).item_id
     finally:
         first.stop()
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    run = bus("serve", "--data-dir", str(tmp_path / "file" / "data"), "--port", "0")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"cannot use the data directory {tmp_path / 'file' / 'data'}" in run.stderr
