@@ -176,7 +176,9 @@ def lock_data_dir(data_dir: Path) -> int:
 
     A POSIX lock on ``LOCK`` in the directory (which names the holder's pid): the kernel
     drops it when the process ends, however it ends, so a SIGKILLed server's directory is
-    free at once; and a forked snapshot writer does not inherit it.
+    free at once; and a forked snapshot writer does not inherit it. It guards against
+    other processes only: POSIX locks belong to a process, and closing any descriptor of
+    the file drops them, so two journals of one process must not share a directory.
 
     Raises:
         DataDirInUseError: another process holds it.
