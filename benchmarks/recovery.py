@@ -11,6 +11,8 @@ after round, on that same directory:
     checked (the floor: what any recovery must read);
   - decode: the same, and each record decoded with msgpack (the floor of a recovery that
     keeps this file format);
+  - check: ``hivemem bus check`` of the directory (reads, checksums, decodes every
+    record and checks their sequence);
   - recover: a ``BusServer`` started on the directory, until it is bound and answering,
     with the recovered store checked to hold every item.
 
@@ -34,8 +36,9 @@ import msgpack
 import numpy as np
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.data_check import check_data_dir
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.journal import Journal, read_frames
+from hivemem.memory_bus.journal import LOG_NAME, SNAPSHOT_NAME, Journal, log_parts, read_frames
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -76,7 +79,8 @@ def build(data_dir: Path, items: int, agents: int) -> int:
 def frames_of(data_dir: Path) -> list[memoryview]:
     """Each file's records, their checksums checked (the journal's own reader)."""
     found = []
-    for path in sorted(data_dir.iterdir()):
+    files = [data_dir / SNAPSHOT_NAME, *(part for _, part in log_parts(data_dir))]
+    for path in [*files, data_dir / LOG_NAME]:
         data = path.read_bytes()
         payloads, valid = read_frames(data, path)
         if valid != len(data):
@@ -92,6 +96,12 @@ def read(data_dir: Path, _: int) -> None:
 def decode(data_dir: Path, _: int) -> None:
     for payload in frames_of(data_dir):
         msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+
+def check(data_dir: Path, _: int) -> None:
+    report = check_data_dir(data_dir)
+    if not report.ok:
+        raise SystemExit(f"hivemem bus check found damage: {report.damage}")
 
 
 def recover(data_dir: Path, items: int) -> None:
@@ -128,10 +138,10 @@ def main() -> None:
         )
         for path in sorted(data_dir.iterdir()):
             print(f"  {path.name:40s} {path.stat().st_size / 1e6:10,.1f} MB")
-        targets = {"read": read, "decode": decode, "recover": recover}
+        targets = {"read": read, "decode": decode, "check": check, "recover": recover}
         times: dict[str, list[float]] = {name: [] for name in targets}
         for r in range(args.rounds):
-            order = list(targets)[r % 3 :] + list(targets)[: r % 3]
+            order = list(targets)[r % len(targets) :] + list(targets)[: r % len(targets)]
             for name in order:
                 gc.collect()
                 t0 = time.perf_counter()
@@ -145,6 +155,7 @@ def main() -> None:
         print()
         print(f"recover_vs_read: {median['recover'] / median['read']:.2f}")
         print(f"recover_vs_decode: {median['recover'] / median['decode']:.2f}")
+        print(f"check_vs_decode: {median['check'] / median['decode']:.2f}")
         print(f"recover_items_per_s: {items / median['recover']:,.0f}")
         print(f"data_dir_bytes_per_item: {size / items:,.0f}")
 
