@@ -117,6 +117,7 @@ class Durability:
         self.snapshot_log_bytes = snapshot_log_bytes
         self.fork_snapshots = fork_snapshots and hasattr(os, "fork")
         self.snapshots = 0  # snapshots completed
+        self.snapshot_failures = 0  # snapshots begun and not completed (the log kept all)
         self._snapshot: tuple[int, int] | None = None  # (writer pid, seq) of one under way
         # recall records the journal could not take yet, oldest first (see log_recalls)
         self._unlogged: deque[dict[str, Any]] = deque()
@@ -239,6 +240,7 @@ class Durability:
     def _snapshot_failed(self, exc: OSError) -> None:
         """Serve on without the snapshot: the log keeps every record it was to hold."""
         assert self.journal is not None
+        self.snapshot_failures += 1
         self._retry_at = self.journal.seq + max(self.snapshot_every, 1)
         log.error(
             "snapshot failed (%s); the log keeps every record, and the next snapshot comes "
@@ -277,6 +279,7 @@ class Durability:
             self.journal.end_snapshot(seq)
             self.snapshots += 1
         else:  # nothing is lost: the log keeps every record until a snapshot holds them
+            self.snapshot_failures += 1
             log.error(
                 "the snapshot writer (pid %d) failed (exit %d); the next one retries", pid, code
             )

@@ -448,7 +448,8 @@ class Journal:
                 out.flush()
                 os.fsync(out.fileno())
         except BaseException:
-            tmp.unlink(missing_ok=True)  # a full disk: give its room back to the log
+            with contextlib.suppress(OSError):  # a full disk: give its room back to the log
+                tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, self.snapshot_path)
         self._fsync_dir()

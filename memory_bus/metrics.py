@@ -212,7 +212,7 @@ class _DurabilityCollector(Collector):
     ``hivemem_bus_journal_bytes`` is the log since the last snapshot and
     ``hivemem_bus_snapshot_bytes`` that snapshot's size: a restart reads both, and a
     snapshot is due once the first outgrows the second (and 64 MiB). Also the snapshots
-    completed and how long the last start's recovery took. Read at scrape time from
+    completed and failed, and how long the last start's recovery took. Read at scrape time from
     :attr:`source` (the server's ``Durability``), so nothing is added to a request.
     """
 
@@ -237,6 +237,11 @@ class _DurabilityCollector(Collector):
         )
         yield CounterMetricFamily(
             "hivemem_bus_snapshots", "Snapshots completed", value=source.snapshots
+        )
+        yield CounterMetricFamily(
+            "hivemem_bus_snapshot_failures",
+            "Snapshots begun and not completed (a full disk?); the journal kept every record",
+            value=source.snapshot_failures,
         )
         yield GaugeMetricFamily(
             "hivemem_bus_recovery_seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import urllib.request
@@ -132,6 +133,7 @@ DURABILITY = (
     "hivemem_bus_journal_bytes",
     "hivemem_bus_snapshot_bytes",
     "hivemem_bus_snapshots_total",
+    "hivemem_bus_snapshot_failures_total",
     "hivemem_bus_recovery_seconds",
 )
 
@@ -173,6 +175,7 @@ def test_durability_is_exported_as_the_journal_has_it(tmp_path: Path) -> None:
         "hivemem_bus_journal_bytes": logged,
         "hivemem_bus_snapshot_bytes": snapshot,
         "hivemem_bus_snapshots_total": 1.0,
+        "hivemem_bus_snapshot_failures_total": 0.0,
         "hivemem_bus_recovery_seconds": seen["hivemem_bus_recovery_seconds"],
     }
     assert seen["hivemem_bus_recovery_seconds"] < 5.0
@@ -184,6 +187,26 @@ def test_durability_is_exported_as_the_journal_has_it(tmp_path: Path) -> None:
         assert values("hivemem_bus_journal_bytes") == logged  # the log it replayed
         assert values("hivemem_bus_snapshots_total") == 0.0  # none by this server
         assert 0.0 < values("hivemem_bus_recovery_seconds") <= took  # type: ignore[operator]
+
+
+def test_a_snapshot_that_fails_is_counted_and_the_bus_serves_on(tmp_path: Path) -> None:
+    """The snapshot's file cannot be made (a directory stands where it goes): the failure
+    is counted for an alert, and writes are acknowledged and kept all the same."""
+    server, tokens = make_server(
+        journal=Journal(tmp_path, "no"), snapshot_every=2, fork_snapshots=False
+    )
+    with server, MemoryClient(server.address, "alice", tokens["alice"]) as alice:
+        (tmp_path / f"snapshot.{os.getpid()}.tmp").mkdir()  # where the snapshot is written
+        ids = [alice.write("private", "alice", NewItem(f"f{i}"), now=0.0).item_id for i in range(3)]
+        values = server.metrics.registry.get_sample_value
+        failed = server.inspect(lambda _: values("hivemem_bus_snapshot_failures_total"))
+        # due after record 2, failed; the next try comes 2 records later, after the last
+        assert failed == 1.0 and values("hivemem_bus_snapshots_total") == 0.0
+        assert list(tmp_path.glob("journal.*.log"))  # the log kept what it was to hold
+    (tmp_path / f"snapshot.{os.getpid()}.tmp").rmdir()
+    again, tokens = make_server(journal=Journal(tmp_path, "no"))  # a new secret
+    with again, MemoryClient(again.address, "alice", tokens["alice"]) as alice:
+        assert [alice.get("private", "alice", i).text for i in ids] == [f"f{i}" for i in range(3)]
 
 
 def test_a_server_without_a_data_directory_exports_no_durability() -> None:
