@@ -151,3 +151,24 @@ def test_the_dockerfile_builds_on_rays_image_of_the_pinned_version() -> None:
     for folder in ("platform", "agents", "memory_bus", "scenarios"):
         assert f"COPY --chown=ray:users {folder} ./{folder}" in text
     assert re.search(r"^EXPOSE .*\b9100\b.*\b8080\b", text, re.M)
+
+
+def test_the_alert_rules_load_and_do_what_their_promtool_tests_say() -> None:
+    """promtool's own unit tests of the rules (alerts_test.yml: each alert fires on
+    synthetic series, and stays quiet where it must), and the rules wired into the config
+    and the compose file."""
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.fail("promtool is missing: run `make prometheus` (apt-get install prometheus)")
+    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+        result = subprocess.run(
+            [exe, *args], capture_output=True, text=True, timeout=60, cwd=DEPLOY / "observability"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert load("observability/prometheus.yml")["rule_files"] == ["alerts.yml"]
+    prometheus = load("observability/compose.yaml")["services"]["prometheus"]
+    assert "./alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus["volumes"]
+    tested = {t["alertname"] for case in load("observability/alerts_test.yml")["tests"]
+              for t in case["alert_rule_test"]}  # fmt: skip
+    rules = {r["alert"] for g in load("observability/alerts.yml")["groups"] for r in g["rules"]}
+    assert tested == rules  # every alert has its test

@@ -124,6 +124,16 @@ def test_every_dashboard_query_names_exported_series(
         assert all(t["expr"] in doc for t in panel["targets"]), panel["title"]
 
 
+def test_every_alert_names_exported_series(
+    driver_run: tuple[int, RunResult], standalone_bus: int, ray_head: RayHead
+) -> None:
+    names = exported(driver_run, standalone_bus, ray_head)
+    rules = yaml.safe_load((ROOT / "deploy/observability/alerts.yml").read_text())
+    for rule in (r for g in rules["groups"] for r in g["rules"]):
+        used = set(METRIC.findall(rule["expr"]))
+        assert used <= names, (rule["alert"], sorted(used - names))
+
+
 def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
     titles = " | ".join(p["title"].lower() for p in panels())
     for wanted in (

@@ -62,9 +62,11 @@ def prometheus(
 
 
 def scrape_config(driver_port: int, bus_port: int, service_discovery: Path) -> dict[str, Any]:
-    """deploy/observability/prometheus.yml with this test's ports and a 1 s interval."""
+    """deploy/observability/prometheus.yml with this test's ports, a 1 s interval, and
+    its alert rules where they are."""
     config = yaml.safe_load(CONFIG.read_text())
-    config["global"]["scrape_interval"] = "1s"
+    config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
+    config["rule_files"] = [str(CONFIG.parent / name) for name in config["rule_files"]]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs["hivemem-driver"]["static_configs"] = [{"targets": [f"127.0.0.1:{driver_port}"]}]
     jobs["hivemem-bus"]["static_configs"] = [{"targets": [f"127.0.0.1:{bus_port}"]}]
@@ -149,6 +151,24 @@ def test_the_standalone_bus_series_arrived(prometheus: str) -> None:
         f'histogram_quantile(0.5, sum by (le) (hivemem_bus_request_duration_seconds_bucket{{{bus},op="write"}}))',
     )
     assert 0 < p50 < 1.0
+
+
+def test_the_alert_rules_load_and_evaluate_on_the_real_series(prometheus: str) -> None:
+    """Every rule of deploy/observability/alerts.yml evaluated without error against what
+    the buses export, and none fires: both buses are up and nothing failed."""
+    rules = yaml.safe_load((CONFIG.parent / "alerts.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    deadline = time.monotonic() + 30
+    while True:
+        body = json.loads(urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=10).read())
+        loaded = [r for g in body["data"]["groups"] for r in g["rules"]]
+        evaluated = [r for r in loaded if r.get("lastEvaluation", "").startswith("20")]
+        if len(evaluated) == len(names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {r["name"] for r in loaded} == names
+    assert all(r["health"] == "ok" for r in evaluated) and len(evaluated) == len(names), loaded
+    assert all(r["state"] == "inactive" for r in evaluated), loaded
 
 
 def test_the_hosts_series_arrived_from_the_ray_node(prometheus: str) -> None:
