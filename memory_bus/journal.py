@@ -143,8 +143,9 @@ def next_frame(data: bytes, start: int) -> int | None:
 
 
 def decode_record(payload: bytes | memoryview, path: Path) -> Any:
-    """The msgpack body of a frame of ours (a record or a snapshot): no wire limits (a snapshot of a large store is
-    far over the message size and holds maps of thousands of namespaces)."""
+    """The msgpack body of a frame of ours (a record or a snapshot): no wire limits (a
+    snapshot of a large store is far over the message size and holds maps of thousands of
+    namespaces)."""
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
@@ -317,6 +318,9 @@ class Journal:
             os.ftruncate(self._fd, os.fstat(self._fd).st_size - nbytes)
         except OSError as exc:
             self._broken = exc.strerror or str(exc)
+            log.critical(
+                "could not cut a torn record off %s (%s): no more appends", self.log_path, exc
+            )
 
     def retract(self, seq: int) -> bool:
         """Remove the record just appended (``seq``): its request was then refused.
