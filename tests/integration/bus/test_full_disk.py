@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.codec import encode_new_item
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.errors import JournalWriteError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import Reply, decode_reply, encode_request
 from hivemem.memory_bus.testing.server_process import ServerProcess
 
 PAD = "x" * 700  # a record of ~1 kB: the limit falls inside one
@@ -35,6 +38,31 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def _limit_files_of(server: ServerProcess, nbytes: int) -> None:
     assert server.proc is not None
     resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (nbytes, resource.RLIM_INFINITY))
+
+
+def _write_request(server: ServerProcess, req_id: int, text: str) -> list[bytes]:
+    args = {
+        "tier": "private",
+        "namespace": "w0",
+        "item": encode_new_item(NewItem(text)),
+        "now": 5.0,
+    }
+    return encode_request(req_id, 4242, "write", "w0", server.token("w0"), args)
+
+
+def _send(server: ServerProcess, frames: list[bytes]) -> Reply:
+    """One request on a socket of its own, as a client retrying after a reconnect."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    try:
+        sock.connect(server.address)
+        sock.send_multipart(frames)
+        return decode_reply(sock.recv_multipart())
+    finally:
+        sock.close(linger=0)
+        ctx.term()
 
 
 def test_a_full_disk_refuses_changes_whole_and_loses_nothing_acknowledged(
@@ -68,7 +96,14 @@ def test_a_full_disk_refuses_changes_whole_and_loses_nothing_acknowledged(
         # A read's record (what it recalled) waits for the log, before the next change.
         query = HashingEmbedder(StoreConfig().dim)(["fact 1"])[0]
         (recalled,) = client.search("private", "w0", query, k=1, now=3.0)
+        # A refused change is not remembered as answered: the same request, retried once
+        # there is room, is applied (once).
+        retried = _write_request(server, 7, "retried")
+        assert _send(server, retried).error["code"] == "journal_write_failed"  # type: ignore[index]
         _limit_files_of(server, resource.RLIM_INFINITY)  # room again
+        applied = _send(server, retried)
+        assert applied.ok and _send(server, retried) == applied
+        acked[applied.result["item_id"]] = "retried"
         result = client.write("private", "w0", NewItem("after"), now=4.0)
         acked[result.item_id] = "after"
         hits = client.get("private", "w0", recalled.id).hits
