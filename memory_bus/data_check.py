@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from hivemem.memory_bus.journal import (
     SNAPSHOT_NAME,
     JournalCorruptError,
     decode_record,
+    frame_end,
     lock_data_dir,
     log_parts,
     next_frame,
@@ -121,7 +121,7 @@ def _check_snapshot(path: Path, report: DataCheck) -> bool:
     data = path.read_bytes()
     report.snapshot_bytes = len(data)
     try:
-        if _whole_frame_end(data, 0) != len(data):  # one frame, whole, its checksum right
+        if frame_end(data, 0) != len(data):  # one frame, whole, its checksum right
             raise JournalCorruptError(path, 0)
         body = decode_record(memoryview(data)[FRAME.size :], path)
         report.snapshot_seq = report.last_seq = int(body["seq"])
@@ -140,7 +140,7 @@ def _check_log_file(path: Path, report: DataCheck, is_log: bool) -> Damage | Non
     snapshot_seq = report.snapshot_seq or 0
     offset = 0
     while offset < len(data):
-        end = _whole_frame_end(data, offset)
+        end = frame_end(data, offset)
         if end is None:
             follows = next_frame(data, offset + 1)
             if follows is None and is_log:  # the process died writing it: not damage
@@ -174,24 +174,12 @@ def _damage(path: Path, offset: int, reason: str, data: bytes, follows: int | No
     )
 
 
-def _whole_frame_end(data: bytes, offset: int) -> int | None:
-    """The end of the frame at ``offset`` if it is whole and its checksum holds."""
-    if offset + FRAME.size > len(data):
-        return None
-    length, crc = FRAME.unpack_from(data, offset)
-    end = offset + FRAME.size + length
-    if end > len(data) or zlib.crc32(memoryview(data)[offset + FRAME.size : end]) != crc:
-        return None
-    return end
-
-
 def _whole_records(data: bytes) -> int:
     """Whole frames in ``data``, skipping over damage to the next one."""
     count, offset = 0, next_frame(data, 0)
     while offset is not None:
         count += 1
-        length, _ = FRAME.unpack_from(data, offset)
-        offset = next_frame(data, offset + FRAME.size + length)
+        offset = next_frame(data, frame_end(data, offset) or len(data))
     return count
 
 

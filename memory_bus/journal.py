@@ -118,26 +118,32 @@ def read_frames(data: bytes, path: Path) -> tuple[list[memoryview], int]:
     offset = 0
     view = memoryview(data)
     while offset < len(data):
-        if offset + FRAME.size > len(data):
-            break
-        length, crc = FRAME.unpack_from(data, offset)
-        end = offset + FRAME.size + length
-        payload = view[offset + FRAME.size : end]
-        if end > len(data) or zlib.crc32(payload) != crc:
+        end = frame_end(data, offset)
+        if end is None:
             if next_frame(data, offset + 1) is not None:
                 raise JournalCorruptError(path, offset)
             break
-        payloads.append(payload)
+        payloads.append(view[offset + FRAME.size : end])
         offset = end
     return payloads, offset
+
+
+def frame_end(data: bytes, offset: int) -> int | None:
+    """Where the frame at ``offset`` ends, if it is whole and its checksum holds."""
+    if offset + FRAME.size > len(data):
+        return None
+    length, crc = FRAME.unpack_from(data, offset)
+    end = offset + FRAME.size + length
+    if end > len(data) or zlib.crc32(memoryview(data)[offset + FRAME.size : end]) != crc:
+        return None
+    return end
 
 
 def next_frame(data: bytes, start: int) -> int | None:
     """Where the first whole, checksummed frame at or after ``start`` begins (None: none)."""
     for offset in range(start, len(data) - FRAME.size):
-        length, crc = FRAME.unpack_from(data, offset)
-        end = offset + FRAME.size + length
-        if length > 0 and end <= len(data) and zlib.crc32(data[offset + FRAME.size : end]) == crc:
+        end = frame_end(data, offset)
+        if end is not None and end > offset + FRAME.size:  # an empty frame is no record
             return offset
     return None
 

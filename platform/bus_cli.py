@@ -17,11 +17,14 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import HivememError
+
+if TYPE_CHECKING:
+    from hivemem.memory_bus.data_check import DataCheck
 
 bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
 
@@ -199,7 +202,7 @@ def bus_check(
         raise typer.Exit(1)
 
 
-def _print_check(report: Any, as_json: bool, err: bool = False) -> None:
+def _print_check(report: DataCheck, as_json: bool, err: bool = False) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2), err=err)
         return
