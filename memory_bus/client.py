@@ -30,9 +30,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from typing import Any
 
 from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.event_gaps import EventGaps, starts
 from hivemem.memory_bus.interfaces import SyncTransport, Transport
 from hivemem.memory_bus.ops import OnBehalf, Ops, WriteEntries, encode_write_entries
-from hivemem.memory_bus.protocol import HEADER, encode_subscription, unpack
+from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack
 from hivemem.memory_bus.transport import (
     AsyncTransport,
     BusTimeoutError,
@@ -118,6 +119,11 @@ class AsyncMemoryClient(Ops):
         here, e.g. :class:`~hivemem.memory_bus.errors.AccessDeniedError`), then the event
         socket checks each subscription again: nobody receives what they could not read.
         The event socket's address comes from that answer unless given.
+
+        Each event carries its namespace's sequence number (``seq``). Where numbers were
+        skipped (events dropped for a slow subscriber, or sent while it reconnected), or
+        went back (the bus lost its memory), a ``{"kind": "gap", ...}`` record comes
+        first (:mod:`hivemem.memory_bus.event_gaps`): read the namespace afresh.
         """
         granted = await self.subscribe(topics)
         address = pub_address or granted["pub"]
@@ -128,11 +134,16 @@ class AsyncMemoryClient(Ops):
             subscriptions += [encode_subscription(self.agent, self.token, topic), prefix]
         # closed with this stream, not when collected: its socket must be closed before
         # the transport's context is terminated, or the termination waits for ever
+        gaps = EventGaps(starts(topics, granted.get("seqs")))
         async with contextlib.aclosing(self._transport.events(address, subscriptions)) as feed:
             async for frames in feed:
                 if len(frames) == 3 and frames[1] == HEADER:
-                    for event in unpack(frames[2]):
-                        yield event
+                    for record in unpack(frames[2]):
+                        gap = gaps.gap_before(record)
+                        if gap is not None:
+                            yield gap
+                        if record.get("kind") != MARK:
+                            yield record
 
     def as_agent(self, agent: str, token: str) -> AsyncMemoryClient:
         """A handle on the same connection that acts as ``agent``."""

@@ -344,9 +344,11 @@ def stats(ctx: Context, args: dict[str, Any]) -> Any:
 def subscribe(ctx: Context, args: dict[str, Any]) -> Any:
     """Check that the caller may receive the events of ``topics``.
 
-    Returns the event socket's address and each topic's prefix there (what the
+    Returns the event socket's address, each topic's prefix there (what the
     subscriber's SUB must also subscribe to, since a SUB drops what matches none of its
-    own prefixes).
+    own prefixes) and, for a topic of one namespace, its last event number now (``seqs``;
+    None for a whole tier): the subscriber counts on from it, so that events it misses
+    while its subscription is being set up show as a gap.
 
     The event socket enforces the same check on each subscription it receives (see
     :func:`subscription_topic`); asking here first gives a refused topic a clear error.
@@ -355,7 +357,17 @@ def subscribe(ctx: Context, args: dict[str, Any]) -> Any:
     if not all(isinstance(topic, str) for topic in topics):
         raise ProtocolError(Code.BAD_REQUEST, "topics must be a list of str", field="topics")
     prefixes = [subscription_topic(ctx.store, ctx.registry, ctx.caller, t) for t in topics]
-    return {"pub": ctx.info.get("pub"), "prefixes": prefixes}
+    return {"pub": ctx.info.get("pub"), "prefixes": prefixes, "seqs": _event_seqs(ctx, topics)}
+
+
+def _event_seqs(ctx: Context, topics: list[str]) -> list[int | None]:
+    """The last event number of each topic's namespace (0: none yet; None: a whole tier)."""
+    seqs: list[int | None] = []
+    for topic in topics:
+        tier, namespace = split_topic(topic)
+        ns = ctx.store.tier(tier).namespaces.get(namespace) if tier and namespace else None
+        seqs.append(None if not namespace else ns.event_seq if ns is not None else 0)
+    return seqs
 
 
 def subscription_topic(

@@ -39,6 +39,11 @@ class MemoryEvent:
     """The items it concerns: one, or the ids a batch added (then ``kind`` is ``add``)."""
     version: int
     now: float
+    seq: int = 0
+    """The namespace's number of the first of these item events (the others follow on):
+    1, 2, 3, ... per namespace, kept in snapshots and made again by a replay, so the
+    numbers go on across a restart. A subscriber that sees a number skipped missed events
+    (``docs/protocol.md``, Events). 0: not numbered."""
 
 
 def _oldest_write_first(features: np.ndarray) -> list[np.ndarray]:
@@ -75,6 +80,7 @@ class Namespace:
         self._tokens = 0
         self.nbytes = 0
         self.evictions = 0
+        self.event_seq = 0  # item events announced so far (MemoryEvent.seq)
 
     def __len__(self) -> int:
         return len(self._items) + len(self._pending)
@@ -164,7 +170,7 @@ class Namespace:
         # batch's own matrix would hold the request's buffer, and on a virtual machine
         # every fresh page costs a fault (a second copy per item halved the write rate).
         rows.batch.vectors = None
-        emit(MemoryEvent("add", self._tier, self.name, ids, 1, rows.now))
+        self._announce(emit, "add", ids, 1, rows.now)
 
     def add_many(
         self,
@@ -195,7 +201,7 @@ class Namespace:
             self._tokens += item.tokens
             self.nbytes += item.nbytes
             pending[item.id] = item
-            emit(MemoryEvent("add", self._tier, self.name, (item.id,), item.version, now))
+            self._announce(emit, "add", (item.id,), item.version, now)
             pool = slot.pool
             victims: list[int] = []
             if pool is None and self._over(0):
@@ -336,7 +342,7 @@ class Namespace:
         if kind == "evict":
             self.evictions += 1
             self.history.pop(item_id, None)
-        emit(MemoryEvent(kind, self._tier, self.name, (item_id,), 0, now))
+        self._announce(emit, kind, (item_id,), 0, now)
 
     def remove(self, item_id: int, now: float, emit: Callable[[MemoryEvent], None]) -> Item:
         """Delete one item (history keeps a deletion marker).
@@ -356,7 +362,7 @@ class Namespace:
         self.nbytes -= item.nbytes
         self.index.remove(np.asarray([item_id], dtype=np.int64))
         self._remember(item, op="delete", at=now)
-        emit(MemoryEvent("delete", self._tier, self.name, (item_id,), item.version, now))
+        self._announce(emit, "delete", (item_id,), item.version, now)
         return item
 
     def replace(
@@ -378,7 +384,20 @@ class Namespace:
             ids = np.asarray([new.id], dtype=np.int64)
             self.index.remove(ids)
             self.index.add_checked(ids, new.vector[None, :])
-        emit(MemoryEvent("update", self._tier, self.name, (new.id,), new.version, now))
+        self._announce(emit, "update", (new.id,), new.version, now)
+
+    def _announce(
+        self,
+        emit: Callable[[MemoryEvent], None],
+        kind: str,
+        ids: Sequence[int],
+        version: int,
+        now: float,
+    ) -> None:
+        """Emit the event of ``ids``, numbered on from the namespace's last one."""
+        seq = self.event_seq + 1
+        self.event_seq += len(ids)
+        emit(MemoryEvent(kind, self._tier, self.name, ids, version, now, seq))
 
     def _remember(self, item: Item, op: str, at: float) -> None:
         entries = self.history.setdefault(item.id, [])
@@ -457,6 +476,7 @@ class Namespace:
             "nbytes": self.nbytes,
             "history": [[item_id, entries] for item_id, entries in self.history.items()],
             "evictions": self.evictions,
+            "event_seq": self.event_seq,
             "rng": _rng_state(self.rng),
             "index": self.index.to_state(),
         }
@@ -476,6 +496,8 @@ class Namespace:
             self._tokens, self.nbytes = int(state["tokens"]), int(state["nbytes"])
         self.history = {int(item_id): list(entries) for item_id, entries in state["history"]}
         self.evictions = int(state["evictions"])
+        # before events were numbered: they start again at 1 (subscribers see a restart)
+        self.event_seq = int(state.get("event_seq", 0))
         self.rng.bit_generator.state = _rng_from_state(state["rng"])
         self.index = VectorIndex.from_state(state["index"], self.config.index)
 

@@ -13,7 +13,8 @@ Frames (ZeroMQ multipart messages)::
     reply    {"id": int, "ok": true,  "result": any}
              {"id": int, "ok": false, "error": {"code": str, "message": str, "details": map}}
     events   [{"kind": "add"|"update"|"delete"|"evict", "tier", "namespace", "item_id",
-               "version", "now"}, ...]   (one message per topic per request)
+               "version", "now", "seq"}, ...]   (one message per topic per request)
+             [{"kind": "mark", "tier", "namespace", "seq"}]   (a quiet namespace's last seq)
 
 ``client`` is a random 63-bit number a client picks once; with ``id`` it names a request,
 so a retried request is answered from the server's memory and never applied twice.
@@ -333,6 +334,14 @@ MAX_SUBSCRIPTION_BYTES = 1 << 16
 
 TOPIC_END = b"\x00\x00"
 """Ends every event topic, so that one namespace's topic is never a prefix of another's."""
+
+MARK = "mark"
+"""The ``kind`` of a mark on the event socket: a namespace's last event number, sent again
+while the namespace is quiet (``EventPublisher.send_marks``)."""
+
+GAP = "gap"
+"""The ``kind`` of the record a client's ``events()`` yields for events it missed
+(:mod:`hivemem.memory_bus.event_gaps`)."""
 
 
 def event_topic(tier: str, namespace: str) -> bytes:

@@ -16,6 +16,7 @@ subscription (a SUB socket that only names a topic) is ignored, so it receives n
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.namespace import MemoryEvent
 from hivemem.memory_bus.protocol import (
     HEADER,
+    MARK,
     TOPIC_END,
     decode_subscription,
     event_topic,
@@ -35,6 +37,12 @@ from hivemem.memory_bus.protocol import (
 log = logging.getLogger(__name__)
 
 _WARN_AT_MOST = 1_000  # distinct bare prefixes logged, at most
+
+MARK_PERIOD_S = 1.0
+"""How often the marks of the namespaces that changed lately go out."""
+
+MARK_WINDOW_S = 30.0
+"""How long after a namespace's last event its mark is still sent."""
 
 Authorize = Callable[[str, str, str], bytes]
 """``authorize(agent, token, topic)``: the topic's prefix on the event socket, or raise."""
@@ -63,6 +71,8 @@ class EventPublisher:
         self._prefixes: Counter[bytes] = Counter()
         self._warned: set[bytes] = set()  # bare prefixes already logged
         self._set_aside: list[dict[bytes, list[dict[str, Any]]]] = []  # see set_aside
+        # topic subscribed by name -> (the mark of its last event, when that was taken)
+        self._marks: dict[bytes, tuple[dict[str, Any], float]] = {}
 
     def publish(self, pub: zmq.Socket[Any]) -> None:
         """Send what :meth:`set_aside` kept, then one message per topic for the events of
@@ -71,10 +81,31 @@ class EventPublisher:
         Only topics someone subscribed to are encoded and sent (a PUB would drop the
         rest anyway, after the server had packed them). Every event is counted in metrics.
         """
+        self._send_set_aside(pub)
+        send(pub, self.take())
+
+    def _send_set_aside(self, pub: zmq.Socket[Any]) -> None:
         for outgoing in self._set_aside:
             send(pub, outgoing)
         self._set_aside.clear()
-        send(pub, self.take())
+
+    def send_marks(self, pub: zmq.Socket[Any], now: float) -> None:
+        """Send each namespace subscribed to by name that changed in the last
+        :data:`MARK_WINDOW_S` its last event number, as a one-record message
+        ``[{"kind": "mark", "tier", "namespace", "seq"}]`` (owner thread only).
+
+        A subscriber learns from the numbers of later events that it missed some; a mark
+        tells it the same when no later event comes: ZeroMQ drops a slow subscriber's
+        messages once its queue is full, the newest first, so the events missed are
+        often the last ones (:mod:`hivemem.memory_bus.event_gaps`). Events set aside go
+        out first, so that no mark overtakes the events it counts.
+        """
+        self._send_set_aside(pub)
+        for topic, (mark, taken) in list(self._marks.items()):
+            if now - taken > MARK_WINDOW_S or topic not in self._exact:
+                del self._marks[topic]
+            else:
+                pub.send_multipart([topic, HEADER, pack([mark])])
 
     def set_aside(self) -> bool:
         """Take the events now and keep them for the next :meth:`publish` (any thread,
@@ -95,6 +126,7 @@ class EventPublisher:
         # always, cost more than the rest of publishing.
         exact, prefixes = self._exact, self._prefixes
         by_topic: dict[bytes, list[dict[str, Any]]] = {}
+        taken = time.monotonic()
         for event in self.events:
             self.metrics.event(event)
             if not exact and not prefixes:
@@ -114,9 +146,14 @@ class EventPublisher:
                     "item_id": item_id,
                     "version": event.version,
                     "now": event.now,
+                    "seq": seq,
                 }
-                for item_id in event.item_ids
+                for seq, item_id in enumerate(event.item_ids, event.seq)
             )
+            if topic in exact:
+                last = event.seq + len(event.item_ids) - 1
+                mark = {"kind": MARK, "tier": event.tier, "namespace": event.namespace, "seq": last}
+                self._marks[topic] = (mark, taken)
         self.events.clear()
         return by_topic
 

@@ -64,7 +64,7 @@ from hivemem.memory_bus.protocol import (
     encode_reply,
     request_id_of,
 )
-from hivemem.memory_bus.publisher import EventPublisher
+from hivemem.memory_bus.publisher import MARK_PERIOD_S, EventPublisher
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.wake import BusyPoll, Wake
 from zmq.utils.monitor import recv_monitor_message
@@ -122,6 +122,9 @@ class BusServer:
             ``hivemem bus serve`` spins 200 us by default.
         freeze_old_objects: While it runs, full garbage collections walk only newer
             objects (:class:`~.collector.OldObjectFreezer`, process-wide).
+        event_queue: Event messages queued for each subscriber (ZeroMQ's ``SNDHWM`` on
+            the event socket); past it that subscriber's newest are dropped, which it
+            sees as a gap (:mod:`~hivemem.memory_bus.event_gaps`). 0: no bound.
     """
 
     def __init__(
@@ -141,12 +144,14 @@ class BusServer:
         metrics: BusMetrics | None = None,
         spin_us: int = 0,
         freeze_old_objects: bool = True,
+        event_queue: int = 1000,
     ) -> None:
         if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
             raise InvalidInputError("spin_us", f"expected an int >= 0, got {spin_us!r}")
         for name, value in (
             ("snapshot_every", snapshot_every),
             ("snapshot_log_bytes", snapshot_log_bytes),
+            ("event_queue", event_queue),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidInputError(name, f"expected an int >= 0, got {value!r}")
@@ -155,6 +160,7 @@ class BusServer:
                 "freeze_old_objects", f"expected a bool, got {freeze_old_objects!r}"
             )
         self.spin_s = spin_us / 1e6
+        self.event_queue = event_queue
         self.freeze_old_objects, self._freezing = freeze_old_objects, False  # held: start-stop
         self.store = store
         self.host, self._port, self._pub_port = host, port, pub_port
@@ -309,6 +315,7 @@ class BusServer:
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         pub.setsockopt(zmq.XPUB_MANUAL, 1)  # the server decides who gets which events
         pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)  # subscriptions are small
+        pub.setsockopt(zmq.SNDHWM, self.event_queue)
         auth = secure(ctx, self.curve, router, pub) if self.curve else None
         self.address = _bind(router, self.host, self._port)
         self.pub_address = _bind(pub, self.host, self._pub_port)
@@ -322,7 +329,7 @@ class BusServer:
         poller.register(pub, zmq.POLLIN)  # subscriptions arrive here
         waker = self._waker  # start() made it before this thread
         poller.register(waker.fd, zmq.POLLIN)  # stop() and handle() wake the loop
-        next_gauges = 0.0
+        next_gauges = next_marks = 0.0
         spin = BusyPoll(self.spin_s, idle=idle_prefaulter())  # faults pages its writes will need
         try:
             while not self._stop.is_set():
@@ -341,7 +348,12 @@ class BusServer:
                 if waker.fd in ready:  # stop(), or what requests handle() answered left
                     waker.clear()
                     self._after_handled(pub)
-                if time.monotonic() >= next_gauges:
+                now = time.monotonic()
+                if now >= next_marks:
+                    next_marks = now + MARK_PERIOD_S
+                    with self._between:  # handle() may be setting events aside meanwhile
+                        self._publisher.send_marks(pub, now)
+                if now >= next_gauges:
                     started = time.monotonic()
                     self._observe_store()
                     spent = time.monotonic() - started

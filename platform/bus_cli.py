@@ -93,6 +93,12 @@ def bus_serve(
         "only newer objects, not the whole store (garbage cycles among frozen objects "
         "wait for an occasional whole collection).",
     ),
+    event_queue: int = typer.Option(
+        1000,
+        min=0,
+        help="Event messages queued for each subscriber; past it a slow subscriber's "
+        "newest are dropped, and its client yields a gap record (0: no bound).",
+    ),
 ) -> None:
     """Run a standalone bus server until interrupted."""
     from hivemem.memory_bus.auth import new_secret
@@ -127,6 +133,7 @@ def bus_serve(
         curve=curve,
         spin_us=spin_us,
         freeze_old_objects=freeze_old_objects,
+        event_queue=event_queue,
     )
     if metrics_port is not None:
         server.metrics.serve(metrics_port, metrics_host)
@@ -302,7 +309,11 @@ def bus_watch(
     curve_key: Path | None = CURVE_KEY,
     curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
-    """Print memory events (add/update/delete/evict) as they happen, one JSON line each."""
+    """Print memory events (add/update/delete/evict) as they happen, one JSON line each.
+
+    Events this watcher missed (it fell behind, or reconnected) come as one line of kind
+    "gap" in their place, with how many ("missed"; null if the bus lost its memory).
+    """
     connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
         asyncio.run(_watch(address, *connection, topics, count))

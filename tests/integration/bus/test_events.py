@@ -18,6 +18,7 @@ from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import (
     ADMIN_AGENT,
     HEADER,
+    MARK,
     MAX_SUBSCRIPTION_BYTES,
     encode_subscription,
     event_topic,
@@ -50,9 +51,14 @@ def raw_sub(ctx: zmq.Context[Any], address: str, *prefixes: bytes) -> zmq.Socket
 
 
 def received(sock: zmq.Socket[Any]) -> list[bytes]:
+    """The topics of the event messages ``sock`` gets until it goes quiet (the marks the
+    bus sends a subscribed namespace after its events are not counted: they are sent
+    every second for a while; anything else is)."""
     topics = []
     while sock.poll(int(QUIET_S * 1000)):
-        topics.append(sock.recv_multipart()[0])
+        topic, _header, payload = sock.recv_multipart()
+        if [record["kind"] for record in msgpack.unpackb(payload)] != [MARK]:
+            topics.append(topic)
     return topics
 
 

@@ -124,6 +124,29 @@ def test_events_announce_every_change() -> None:
     assert seen == [("add", a), ("add", b), ("evict", a), ("update", b), ("delete", b)]
 
 
+def test_events_are_numbered_per_namespace_and_go_on_after_a_snapshot() -> None:
+    """One number per item event (a batch's one event takes one per item), counted per
+    namespace; a restored store numbers on; one from before numbering starts again."""
+    store = store_with(capacity=3)
+    seen: list[tuple[str, str, int]] = []
+    store.subscribe(lambda e: seen.extend((e.namespace, e.kind, e.seq + i) for i in range(len(e.item_ids))))  # fmt: skip
+    a, b = fill(store, ["a", "b"])
+    store.shared.write_many([WriteRequest(ALICE, "team", NewItem(t)) for t in "cd"], now=2.0)
+    store.private.write(ALICE, "alice", NewItem("elsewhere"), now=3.0)
+    store.shared.delete(ALICE, "team", b, now=4.0)
+    assert seen == [("team", "add", 1), ("team", "add", 2), ("team", "add", 3), ("team", "add", 4),
+                    ("team", "evict", 5), ("alice", "add", 1), ("team", "delete", 6)]  # fmt: skip
+    clone = _restored(store)
+    clone.subscribe(lambda e: seen.append((e.namespace, e.kind, e.seq)))
+    clone.shared.delete(ALICE, "team", a + 2, now=5.0)
+    assert seen[-1] == ("team", "delete", 7)
+    state = msgpack.unpackb(msgpack.packb(store.get_state()), strict_map_key=False)
+    del state["tiers"]["shared"]["namespaces"]["team"]["event_seq"]  # before numbering
+    older = MemoryStore(store.config)
+    older.set_state(state)
+    assert older.shared.namespaces["team"].event_seq == 0
+
+
 def test_a_batch_with_room_is_one_event_and_its_items_appear_on_first_read() -> None:
     store = MemoryStore(StoreConfig(dim=16, shared=TierConfig(capacity=10)))
     events: list[tuple[str, list[int]]] = []

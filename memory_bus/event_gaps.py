@@ -1,0 +1,76 @@
+"""Telling a subscriber which memory events it missed, from their sequence numbers.
+
+The bus numbers each namespace's events 1, 2, 3, ... (``seq``; the numbers go on across
+a restart of a bus with a data directory). Events can still go missing between the bus
+and a subscriber: ZeroMQ drops a slow subscriber's messages once its queue is full
+(``zmq.SNDHWM`` on the bus, ``zmq.RCVHWM`` on the subscriber), nothing is sent while a
+subscriber is reconnecting, and a subscription takes a moment to reach the bus.
+
+:class:`EventGaps` counts on from where the subscription started (the ``subscribe``
+op's ``seqs``). It learns the latest number from each event and from the bus's *marks*:
+while a namespace subscribed to by name is quiet after a change, the bus sends its last
+number again every second, for 30 seconds (``hivemem.memory_bus.publisher``), so that
+events dropped at the end of a burst show too. Where numbers were skipped it says so
+with a *gap* record, which the clients' ``events()`` yield in the place of the missing
+events (``docs/protocol.md``, Events)::
+
+    {"kind": "gap", "tier": "shared", "namespace": "team", "seq": 41, "missed": 3}
+
+``seq`` is the first number missed and ``missed`` how many. A number that goes *back*
+means the namespace's numbering started again: a bus without a data directory was
+restarted (its memory is gone), or another bus now serves the address. Then ``seq`` and
+``missed`` are None. A subscriber that keeps a copy of a namespace reads it afresh on
+either kind of gap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hivemem.memory_bus.protocol import GAP, MARK, split_topic
+
+
+class EventGaps:
+    """The last event number seen per namespace of one subscription.
+
+    Args:
+        start: The last event number of each namespace when the subscription began
+            (the ``subscribe`` op's answer), by (tier, namespace).
+    """
+
+    def __init__(self, start: dict[tuple[str, str], int] | None = None) -> None:
+        self._last: dict[tuple[str, str], int] = dict(start or {})
+
+    def gap_before(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The gap record to yield before ``record`` (an event or a mark), or None.
+
+        A namespace the subscription had no number for shows no gap at its first
+        record: it starts where it starts. A record without a number (from a bus before
+        events were numbered) is passed over.
+        """
+        seq = record.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            return None
+        key = (record["tier"], record["namespace"])
+        last = self._last.get(key)
+        self._last[key] = seq
+        if last is None:
+            return None
+        # the number of the last event before this record: an event follows it, a mark is it
+        before = seq if record["kind"] == MARK else seq - 1
+        if before == last:
+            return None
+        first, missed = (last + 1, before - last) if before > last else (None, None)
+        return {"kind": GAP, "tier": key[0], "namespace": key[1], "seq": first, "missed": missed}
+
+
+def starts(topics: list[str], seqs: Any) -> dict[tuple[str, str], int]:
+    """Where a subscription to ``topics`` starts, from the ``subscribe`` op's ``seqs`` (a
+    bus before events were numbered sends none: then every namespace starts unknown)."""
+    if not isinstance(seqs, list) or len(seqs) != len(topics):
+        return {}
+    return {
+        split_topic(topic): seq
+        for topic, seq in zip(topics, seqs, strict=True)
+        if isinstance(seq, int) and not isinstance(seq, bool)
+    }

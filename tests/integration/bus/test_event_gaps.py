@@ -1,0 +1,184 @@
+"""Numbered events through a real server: a subscriber learns which events it missed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
+from hivemem.memory_bus.config import StoreConfig, TierConfig
+from hivemem.memory_bus.event_gaps import EventGaps
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.protocol import GAP, MARK, encode_subscription, event_topic, unpack
+from hivemem.memory_bus.publisher import MARK_PERIOD_S
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
+
+from .conftest import make_server
+
+QUIET_S = 0.7
+
+
+def _server(**kw: Any) -> tuple[BusServer, dict[str, str]]:
+    store = MemoryStore(StoreConfig(dim=8, shared=TierConfig(capacity=4)))
+    server = BusServer(store, **kw)
+    return server, {agent: server.register(agent, ["team"]) for agent in ("alice", "bob")}
+
+
+async def _records(stream: Any, first: asyncio.Future[Any], quiet: float) -> list[dict[str, Any]]:
+    """What ``stream`` yields, from ``first`` on, until nothing comes for ``quiet`` seconds."""
+    got = [await asyncio.wait_for(first, 5)]
+    try:
+        while True:
+            got.append(await asyncio.wait_for(stream.__anext__(), quiet))
+    except TimeoutError:
+        return got
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def test_events_are_numbered_per_namespace_and_subscribe_says_where_they_stand() -> None:
+    server, tokens = _server()
+    v = np.ones(8, np.float32)
+
+    async def run() -> tuple[Any, list[dict[str, Any]]]:
+        alice = AsyncMemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
+        await alice.write_many("shared", [("team", NewItem(f"old {i}", vector=v)) for i in range(2)], now=0.0)  # fmt: skip
+        granted = await alice.subscribe(["shared/team", "private/alice"])
+        stream = alice.events(["shared/team", "private/alice"])
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.5)  # subscribed before the writes
+        results = await alice.write_many("shared", [("team", NewItem(f"w{i}", vector=v)) for i in range(3)], now=1.0)  # fmt: skip
+        ids = [r.item_id for r in results]
+        await alice.update("shared", "team", ids[0], expected_version=1, now=2.0, text="w0 again")
+        await alice.delete("shared", "team", ids[1], now=3.0)
+        await alice.write("private", "alice", NewItem("mine", vector=v), now=4.0)
+        got = await _records(stream, first, QUIET_S)
+        await stream.aclose()
+        alice.close()
+        return granted, got
+
+    with server:
+        granted, got = asyncio.run(run())
+    assert granted["seqs"] == [2, 0]  # two events of team so far; alice's namespace has none
+    team = [(e["kind"], e["seq"]) for e in got if e["namespace"] == "team"]
+    # 3 adds, the third over the capacity of 4 (the oldest evicted after it), an update,
+    # a delete: one number each
+    assert team == [("add", 3), ("add", 4), ("add", 5), ("evict", 6), ("update", 7), ("delete", 8)]
+    assert [(e["kind"], e["seq"]) for e in got if e["namespace"] == "alice"] == [("add", 1)]
+    assert not [e for e in got if e["kind"] in (GAP, MARK)]  # nothing missed; marks not yielded
+
+
+def test_a_slow_subscriber_learns_how_many_events_it_missed_even_at_the_end() -> None:
+    """The bus queues one message per subscriber, the subscriber one: while it does not
+    read, the writes' events overflow and ZeroMQ drops the newest. The numbers of what
+    it then receives, and the marks after the last write, account for every event."""
+    store = MemoryStore(StoreConfig(dim=8))
+    server = BusServer(store, event_queue=1)
+    token = server.register("bob", ["team"])
+    ctx = zmq.Context()
+    with server:
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 1)
+        sub.setsockopt(zmq.RCVBUF, 1 << 16)
+        sub.setsockopt(zmq.SUBSCRIBE, encode_subscription("bob", token, "shared/team"))
+        sub.setsockopt(zmq.SUBSCRIBE, event_topic("shared", "team"))
+        sub.connect(server.pub_address)
+        time.sleep(0.5)  # subscribed before the writes
+        with MemoryClient(server.address, "bob", token, timeout=10.0) as bob:
+            vectors = np.ones((1000, 8), np.float32)
+            for b in range(100):  # 100,000 events in 100 messages, while nobody reads
+                bob.write_many("shared", [("team", NewItem("x", vector=x)) for x in vectors], now=float(b))  # fmt: skip
+        gaps, events, missed, tail, settled = EventGaps({("shared", "team"): 0}), 0, 0, None, False
+        while not settled and sub.poll(int((MARK_PERIOD_S + 1.5) * 1000)):
+            for record in unpack(sub.recv_multipart()[2]):
+                gap = gaps.gap_before(record)
+                if gap is not None:
+                    missed += gap["missed"]
+                    tail = record["kind"]
+                events += record["kind"] != MARK
+                settled = record["kind"] == MARK and gap is None  # nothing more to learn
+        sub.close()
+    ctx.term()
+    assert 0 < events < 100_000
+    assert events + missed == 100_000
+    assert tail == MARK  # the last events dropped: only a mark could tell
+
+
+@pytest.mark.parametrize("snapshot_every", [1, 50_000], ids=["snapshot", "log"])
+def test_the_numbers_go_on_across_a_restart_with_a_data_dir(
+    tmp_path: Path, snapshot_every: int
+) -> None:
+    """A snapshot keeps the numbers and a replay makes the same events again, so the
+    numbers after a restart follow on from those before it; subscribe says where."""
+    for round_ in range(2):
+        server, tokens = make_server(
+            journal=Journal(tmp_path, "no"), snapshot_every=snapshot_every, fork_snapshots=False
+        )
+        with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as alice:
+            assert alice.subscribe(["shared/team"])["seqs"] == [3 * round_]
+            alice.write_many("shared", [("team", NewItem(f"{round_}.{i}")) for i in range(3)], now=0.0)  # fmt: skip
+            assert alice.subscribe(["shared/team"])["seqs"] == [3 * round_ + 3]
+
+
+def test_a_bus_that_restarts_without_its_memory_shows_as_a_gap_of_unknown_size() -> None:
+    """The client's SUB reconnects to the new bus on the same ports (and the same
+    secret, so the tokens still hold); the numbers start again at 1, below the last one
+    seen: the stream yields a gap with ``missed`` None before the new bus's event."""
+    secret = b"s" * 32
+    first, tokens = make_server(secret=secret)
+
+    async def run() -> list[dict[str, Any]]:
+        alice = AsyncMemoryClient(first.address, "alice", tokens["alice"], timeout=5.0)
+        got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for record in alice.events(["shared/team"]):
+                await got.put(record)
+
+        pumping = asyncio.ensure_future(pump())
+        await asyncio.sleep(0.5)
+        for i in range(3):
+            await alice.write("shared", "team", NewItem(f"before {i}"), now=0.0)
+        seen = [await asyncio.wait_for(got.get(), 5) for _ in range(3)]
+        first.stop()
+        second, _ = make_server(secret=secret, port=_port(first.address), pub_port=_port(first.pub_address))  # fmt: skip
+        with second:
+            while got.empty():  # until the subscription reaches the new bus
+                await alice.write("shared", "team", NewItem("after"), now=1.0)
+                await asyncio.sleep(0.2)
+            seen += [await asyncio.wait_for(got.get(), 5) for _ in range(2)]
+            pumping.cancel()  # closes the stream's socket, which alice.close() waits for
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumping
+            alice.close()
+        return seen
+
+    first.start()
+    seen = asyncio.run(run())
+    assert [(e["kind"], e["seq"]) for e in seen[:3]] == [("add", 1), ("add", 2), ("add", 3)]
+    assert seen[3] == {
+        "kind": GAP,
+        "tier": "shared",
+        "namespace": "team",
+        "seq": None,
+        "missed": None,
+    }
+    assert seen[4]["kind"] == "add" and seen[4]["seq"] <= 3
+
+
+@pytest.mark.parametrize("topic", ["shared/", ""])
+def test_a_whole_tier_has_no_starting_number(topic: str) -> None:
+    server, tokens = make_server()
+    with server, MemoryClient(server.address, "__admin__", tokens["__admin__"]) as admin:
+        assert admin.subscribe([topic])["seqs"] == [None]
