@@ -362,12 +362,19 @@ def subscribe(ctx: Context, args: dict[str, Any]) -> Any:
 
 def _event_seqs(ctx: Context, topics: list[str]) -> list[int | None]:
     """The last event number of each topic's namespace (0: none yet; None: a whole tier)."""
-    seqs: list[int | None] = []
-    for topic in topics:
-        tier, namespace = split_topic(topic)
-        ns = ctx.store.tier(tier).namespaces.get(namespace) if tier and namespace else None
-        seqs.append(None if not namespace else ns.event_seq if ns is not None else 0)
-    return seqs
+    seqs = (topic_event_seq(ctx.store, topic) for topic in topics)
+    return [None if found is None else found[2] for found in seqs]
+
+
+def topic_event_seq(store: MemoryStore, topic: str) -> tuple[str, str, int] | None:
+    """(tier, namespace, its last event number) of a topic naming one namespace (0: no
+    event yet); None for a whole tier or everything."""
+    tier, namespace = split_topic(topic)
+    if not tier or not namespace:
+        return None
+    found = store.tier(tier)
+    ns = found.namespaces.get(namespace)
+    return found.name.value, namespace, 0 if ns is None else ns.event_seq
 
 
 def subscription_topic(

@@ -47,6 +47,9 @@ MARK_WINDOW_S = 30.0
 Authorize = Callable[[str, str, str], bytes]
 """``authorize(agent, token, topic)``: the topic's prefix on the event socket, or raise."""
 
+LastSeq = Callable[[str], "tuple[str, str, int] | None"]
+"""``last_seq(topic)``: (tier, namespace, last event number) of a one-namespace topic."""
+
 
 class EventPublisher:
     """The events of the requests a server answers, and the topics someone listens to.
@@ -60,9 +63,12 @@ class EventPublisher:
             ``events.append`` to its store).
     """
 
-    def __init__(self, metrics: BusMetrics, authorize: Authorize) -> None:
+    def __init__(
+        self, metrics: BusMetrics, authorize: Authorize, last_seq: LastSeq | None = None
+    ) -> None:
         self.metrics = metrics
         self.authorize = authorize
+        self.last_seq = last_seq
         self.events: list[MemoryEvent] = []
         # Subscriptions the server made, by (agent, prefix), and their totals by prefix:
         # a namespace's topic (exact) or a tier or everything (prefixes, the admin's).
@@ -189,6 +195,19 @@ class EventPublisher:
                 log.info("event subscription refused: %s", exc)
                 continue
             self._change(pub, agent, prefix, subscribing)
+            if subscribing:
+                self._joined(pub, topic, prefix)
+
+    def _joined(self, pub: zmq.Socket[Any], topic: str, prefix: bytes) -> None:
+        """Send a namespace's new subscriber its last event number at once: the events
+        made since it asked (``subscribe``) and before its subscription reached this
+        socket never reach it, and the mark shows them as a gap."""
+        found = self.last_seq(topic) if self.last_seq and prefix.endswith(TOPIC_END) else None
+        if found is not None and found[2] > 0:
+            self._send_set_aside(pub)  # sent before the subscription: the mark counts them
+            tier, namespace, seq = found
+            mark = {"kind": MARK, "tier": tier, "namespace": namespace, "seq": seq}
+            pub.send_multipart([prefix, HEADER, pack([mark])])
 
     def _unsigned(self, prefix: bytes) -> None:
         """Say once per prefix that a bare subscription gets nothing (a client from before

@@ -45,7 +45,13 @@ from hivemem.memory_bus.durability import (
     RecentReplies,
 )
 from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalWriteError
-from hivemem.memory_bus.handlers import HANDLERS, Context, authenticate, subscription_topic
+from hivemem.memory_bus.handlers import (
+    HANDLERS,
+    Context,
+    authenticate,
+    subscription_topic,
+    topic_event_seq,
+)
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
@@ -183,7 +189,9 @@ class BusServer:
         )
         self.metrics.durability.source = self._durability
         self._verified: set[tuple[str, str]] = set()
-        self._publisher = EventPublisher(self.metrics, self._authorize_subscription)
+        self._publisher = EventPublisher(
+            self.metrics, self._authorize_subscription, partial(topic_event_seq, store)
+        )
         self._stop = threading.Event()
         self._waker = Wake(pipe=False)  # wakes the owner thread from its poll (start)
         self._ready = threading.Event()
