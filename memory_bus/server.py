@@ -27,6 +27,7 @@ Run it embedded (``with BusServer(store) as server: ...``), standalone
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import weakref
@@ -63,6 +64,7 @@ from hivemem.memory_bus.protocol import (
     MAX_SUBSCRIPTION_BYTES,
     MUTATING,
     Code,
+    Op,
     ProtocolError,
     Request,
     decode_request,
@@ -197,6 +199,7 @@ class BusServer:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._registrations: list[dict[str, Any]] = []  # made before start (see register)
         self.address = ""
         self.pub_address = ""
         store.subscribe(self._publisher.events.append)
@@ -220,10 +223,20 @@ class BusServer:
     def register(
         self, agent_id: str, groups: list[str] | frozenset[str] = frozenset(), role: str = "agent"
     ) -> str:
-        """Register an agent before start (after start, use the ``register`` op); returns its token."""
+        """Register an agent before start (after start, use the ``register`` op); returns its token.
+
+        With a journal, the registration is applied at start, once the data directory is
+        recovered, as the admin's ``register`` request (unless the agent was recovered
+        with the same groups and role): the journal keeps it, so a restart replays the
+        requests that needed it (a group's writes) with it, and a replay of older
+        requests sees the registry as it was then.
+        """
         if self._thread is not None:
             raise HivememError("register agents through the 'register' op once the server runs")
-        return self.registry.register(agent_id, groups, role)
+        if self.journal is None:
+            return self.registry.register(agent_id, groups, role)
+        self._registrations.append({"agent_id": agent_id, "groups": sorted(groups), "role": role})
+        return self.token(agent_id)
 
     def start(self, timeout: float | None = 30.0) -> BusServer:
         """Recover from the journal, bind, and serve on the owner thread; returns once bound.
@@ -301,6 +314,7 @@ class BusServer:
         auth = None
         try:
             self._recover()
+            self._register_before_serving()
             router, pub, auth = self._bind(ctx)
         except BaseException as exc:  # reported to start(), which raises it
             self._failure = exc
@@ -541,6 +555,23 @@ class BusServer:
                 Code.INTERNAL,
                 [],
             )
+
+    def _register_before_serving(self) -> None:
+        """Apply the registrations made before start, journaled as the admin's requests.
+
+        Raises:
+            HivememError: The journal refused one (it is not applied).
+        """
+        client = secrets.randbits(63)
+        for n, args in enumerate(self._registrations):
+            held = self.registry.agents.get(args["agent_id"])
+            if held == Caller(args["agent_id"], frozenset(args["groups"]), args["role"]):
+                continue  # recovered as it is (a restart registering the same agents again)
+            req = Request(n, client, Op.REGISTER, ADMIN_AGENT, self.admin_token, args)
+            _reply, code, _later = self._answer(req)
+            if code != "ok":
+                raise HivememError(f"registering agent {args['agent_id']!r} failed: {code}")
+        self._registrations.clear()
 
     def _recover(self) -> None:
         """Load the snapshot and replay the journal; the replay's events are not published.

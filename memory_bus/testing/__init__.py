@@ -19,6 +19,7 @@ from hivemem.memory_bus.testing.contract import (
 )
 from hivemem.memory_bus.testing.evictions import check_eviction_policy
 from hivemem.memory_bus.testing.failures import ContractFailure
+from hivemem.memory_bus.testing.replay import check_replay, logical_state
 from hivemem.memory_bus.testing.transports import check_transport
 
 __all__ = [
@@ -29,10 +30,12 @@ __all__ = [
     "check_bad_input",
     "check_capacity",
     "check_eviction_policy",
+    "check_replay",
     "check_round_trip",
     "check_state_round_trip",
     "check_transport",
     "check_versions",
+    "logical_state",
     "run_tier_contract",
     "simulate_trace",
 ]

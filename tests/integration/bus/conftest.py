@@ -24,15 +24,18 @@ class Bus:
         return MemoryClient(self.server.address, agent, self.tokens[agent], **kw)  # type: ignore[arg-type]
 
 
-def make_server(**kw: object) -> tuple[BusServer, dict[str, str]]:
+def make_server(register: bool = True, **kw: object) -> tuple[BusServer, dict[str, str]]:
+    """A server (not started) and the tokens of alice, bob and the admin. Without
+    ``register`` alice and bob are not registered (their private namespaces are theirs
+    all the same), so that a journal holds nothing but what the test writes."""
     store = MemoryStore(StoreConfig(dim=DIM, shared=TierConfig(capacity=1000)))
     server = BusServer(store, **kw)  # type: ignore[arg-type]
+    groups = {"alice": ["team"], "bob": ["rivals"]}
     tokens = {
-        "alice": server.register("alice", ["team"]),
-        "bob": server.register("bob", ["rivals"]),
-        "__admin__": server.admin_token,
+        agent: server.register(agent, group) if register else server.token(agent)
+        for agent, group in groups.items()
     }
-    return server, tokens
+    return server, {**tokens, "__admin__": server.admin_token}
 
 
 @pytest.fixture

@@ -143,7 +143,7 @@ def test_durability_is_exported_as_the_journal_has_it(tmp_path: Path) -> None:
     taken and the last recovery's time, as the journal and server have them."""
     port = free_port()
     server, tokens = make_server(
-        journal=Journal(tmp_path, "no"), snapshot_every=4, fork_snapshots=False
+        register=False, journal=Journal(tmp_path, "no"), snapshot_every=4, fork_snapshots=False
     )
     rng = np.random.default_rng(4)
 
@@ -179,7 +179,7 @@ def test_durability_is_exported_as_the_journal_has_it(tmp_path: Path) -> None:
         "hivemem_bus_recovery_seconds": seen["hivemem_bus_recovery_seconds"],
     }
     assert seen["hivemem_bus_recovery_seconds"] < 5.0
-    again, _ = make_server(journal=Journal(tmp_path, "no"))
+    again, _ = make_server(register=False, journal=Journal(tmp_path, "no"))
     started = time.monotonic()
     with again:
         took = time.monotonic() - started
@@ -193,7 +193,7 @@ def test_a_snapshot_that_fails_is_counted_and_the_bus_serves_on(tmp_path: Path) 
     """The snapshot's file cannot be made (a directory stands where it goes): the failure
     is counted for an alert, and writes are acknowledged and kept all the same."""
     server, tokens = make_server(
-        journal=Journal(tmp_path, "no"), snapshot_every=2, fork_snapshots=False
+        register=False, journal=Journal(tmp_path, "no"), snapshot_every=2, fork_snapshots=False
     )
     with server, MemoryClient(server.address, "alice", tokens["alice"]) as alice:
         (tmp_path / f"snapshot.{os.getpid()}.tmp").mkdir()  # where the snapshot is written

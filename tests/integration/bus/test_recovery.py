@@ -29,7 +29,7 @@ BATCHES = 6
 def _written(data_dir: Path) -> bytes:
     """Write ``BATCHES`` batches with a snapshot after the third; the store's state."""
     server, tokens = make_server(
-        journal=Journal(data_dir, "no"), snapshot_every=3, fork_snapshots=False
+        register=False, journal=Journal(data_dir, "no"), snapshot_every=3, fork_snapshots=False
     )
     rng = np.random.default_rng(5)
     with server, MemoryClient(server.address, "alice", tokens["alice"]) as alice:
@@ -139,6 +139,7 @@ def _write_batches(server: BusServer, token: str, batches: int) -> list[tuple[in
 def test_a_snapshot_comes_once_the_log_holds_as_many_bytes_as_the_last_one(tmp_path: Path) -> None:
     floor = 20_000  # bytes; a record here is about 2.5 kB
     server, tokens = make_server(
+        register=False,
         journal=Journal(tmp_path, "no"),
         snapshot_every=10**9,
         snapshot_log_bytes=floor,
@@ -161,6 +162,7 @@ def test_a_snapshot_comes_once_the_log_holds_as_many_bytes_as_the_last_one(tmp_p
 
 def test_without_a_size_rule_snapshots_come_by_records_alone(tmp_path: Path) -> None:
     server, tokens = make_server(
+        register=False,
         journal=Journal(tmp_path, "no"),
         snapshot_every=10**9,
         snapshot_log_bytes=0,
