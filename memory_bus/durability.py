@@ -33,7 +33,7 @@ from hivemem.memory_bus.errors import HivememError, JournalWriteError
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
-from hivemem.memory_bus.protocol import MUTATING, Op, Request, encode_error, encode_reply
+from hivemem.memory_bus.protocol import MUTATING, Code, Op, Request, encode_error, encode_reply
 from hivemem.memory_bus.store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -328,9 +328,9 @@ class Durability:
             reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
         except HivememError as exc:  # it failed the same way the first time
             reply = encode_error(req_id, exc.code, exc.message, exc.details)
-        except Exception:  # so did this one (a record whose retraction failed): no effect
+        except Exception as exc:  # a bug, which failed the live request the same way
             log.exception("replaying journal record of request %d failed", req_id)
-            return
+            reply = encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
         self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
 
 

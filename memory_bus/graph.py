@@ -49,6 +49,7 @@ from hivemem.memory_bus.tiers import StoreContext, VectorTier, recall
 KHOP_DECAY = 0.5
 _PPR_TOL = 1e-10
 _PPR_MAX_ITER = 200
+_NO_EDGES = nx.MultiDiGraph()  # what a namespace with no edge reads as (never written to)
 
 
 @dataclass(slots=True)
@@ -150,6 +151,12 @@ class GraphTier(VectorTier):
 
     def _graph(self, namespace: str) -> nx.MultiDiGraph:
         return self.graphs.setdefault(namespace, nx.MultiDiGraph())
+
+    def _graph_read(self, namespace: str) -> nx.MultiDiGraph:
+        """The namespace's graph to read, without making one: a read must change nothing
+        (an empty graph made by a read, with no edge index beside it, once failed the
+        namespace's next eviction, and a replay of the journal would not make it)."""
+        return self.graphs.get(namespace, _NO_EDGES)
 
     def _touch(self, namespace: str) -> None:
         self._generation[namespace] = self._generation.get(namespace, 0) + 1
@@ -258,7 +265,7 @@ class GraphTier(VectorTier):
             if node in graph:
                 keys.update(key for _, _, key in graph.in_edges(node, keys=True))
                 keys.update(key for _, _, key in graph.out_edges(node, keys=True))
-        edges = self.edge_index[namespace]
+        edges = self.edge_index.get(namespace, {})
         return [edges[key] for key in sorted(keys)]  # ids grow with time: creation order
 
     def neighbors(
@@ -276,7 +283,7 @@ class GraphTier(VectorTier):
             raise InvalidInputError("direction", "expected 'in', 'out' or 'both'")
         t = None if as_of is None else check_time(as_of, "as_of")
         edges = self.edge_index.get(namespace, {})
-        graph = self._graph(namespace)
+        graph = self._graph_read(namespace)
         if node_id not in graph:
             return []  # a node no edge ever touched
         found: set[int] = set()
@@ -302,6 +309,11 @@ class GraphTier(VectorTier):
     ) -> int:
         """Write ``parent`` one level or more above every child and link it to each child.
 
+        A child that the parent's write evicted (to make room) is not linked. If the
+        write policy neither adds nor updates the parent, the request is refused after
+        the policy's decision was counted (the journal keeps such a refusal, see
+        :data:`~hivemem.memory_bus.handlers.REFUSED_AFTER_A_CHANGE`).
+
         Returns:
             The parent's node id (an existing node if the write policy merged it).
         """
@@ -316,8 +328,10 @@ class GraphTier(VectorTier):
             raise InvalidInputError(
                 "parent", f"the write policy decided {result.op.value}; nothing to link"
             )
+        ns = self.namespace_named(namespace)
         for kid in kids:
-            self.add_edge(caller, namespace, result.item_id, kid.id, edge_type, now=now)
+            if ns.item(kid.id) is not None:  # the parent's write may have evicted it
+                self.add_edge(caller, namespace, result.item_id, kid.id, edge_type, now=now)
         return result.item_id
 
     # --- retrieval ----------------------------------------------------------------------
@@ -363,7 +377,7 @@ class GraphTier(VectorTier):
     def _khop(
         self, namespace: str, seeds: list[Hit], hops: int, t: float | None
     ) -> dict[int, float]:
-        graph, edges = self._graph(namespace), self.edge_index.get(namespace, {})
+        graph, edges = self._graph_read(namespace), self.edge_index.get(namespace, {})
         best: dict[int, float] = {}
         for seed in seeds:
             frontier, seen = [seed.id], {seed.id: 0}

@@ -360,6 +360,14 @@ def subscribe(ctx: Context, args: dict[str, Any]) -> Any:
     return {"pub": ctx.info.get("pub"), "prefixes": prefixes, "seqs": _event_seqs(ctx, topics)}
 
 
+REFUSED_AFTER_A_CHANGE = frozenset({Op.PROMOTE})
+"""Ops that may be refused after they changed the store: ``promote`` writes the parent
+first, and refuses if the write policy neither added nor updated it (the decision is
+counted). The server keeps the journal record of such a refusal, so that a replay, refused
+the same way, changes the store the same way; every other op is refused before any change,
+and its record is taken back."""
+
+
 def _event_seqs(ctx: Context, topics: list[str]) -> list[int | None]:
     """The last event number of each topic's namespace (0: none yet; None: a whole tier)."""
     seqs = (topic_event_seq(ctx.store, topic) for topic in topics)

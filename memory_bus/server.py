@@ -48,6 +48,7 @@ from hivemem.memory_bus.durability import (
 from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalWriteError
 from hivemem.memory_bus.handlers import (
     HANDLERS,
+    REFUSED_AFTER_A_CHANGE,
     Context,
     authenticate,
     subscription_topic,
@@ -526,9 +527,12 @@ class BusServer:
             logged = self._durability.log_change(req)  # first: a full disk refuses it whole
             try:
                 result = HANDLERS[req.op](ctx, req.args)
-            except BaseException:
-                self._durability.withdraw(logged)
+            except HivememError:
+                if req.op not in REFUSED_AFTER_A_CHANGE:  # refused before any change
+                    self._durability.withdraw(logged)
                 raise
+            # Anything else is a bug, which may have changed the store halfway: the record
+            # stays, so that a replay, failing the same way, changes it the same way.
             self._durability.log_recalls(req, ctx)
             reply = encode_reply(req.id, result)
             if len(reply) > MAX_MESSAGE_BYTES and req.op not in MUTATING:

@@ -9,14 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hivemem.memory_bus.client import MemoryClient
-from hivemem.memory_bus.config import GraphConfig, StoreConfig, TierConfig
+from hivemem.memory_bus.config import (
+    GraphConfig,
+    NamespaceMode,
+    RetrievalMethod,
+    StoreConfig,
+    TierConfig,
+)
+from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.interfaces import Caller, EvictionContext
 from hivemem.memory_bus.item import Item, NewItem
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.policies import EVICTION_POLICIES
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.memory_bus.testing import ContractFailure, check_replay
+from hivemem.memory_bus.testing import ContractFailure, check_replay, logical_state
 
 # (private, shared, graph) eviction; every built-in policy that needs no checkpoint or oracle
 POLICIES = [("lru", "memorybank", "lfu"), ("random", "generative_agents", "fifo"),
@@ -50,6 +57,48 @@ def test_a_restarted_bus_holds_what_it_held(
     assert (tmp_path / "snapshot.msgpack").exists()
 
 
+MODES = {
+    "window-budget-khop": StoreConfig(
+        dim=16,
+        private=TierConfig(capacity=10, mode=NamespaceMode.WINDOW),
+        shared=TierConfig(
+            mode=NamespaceMode.TOKEN_BUDGET,
+            token_budget=60,
+            eviction="memorybank",
+            write_policy="dedup",
+        ),
+        graph=GraphConfig(capacity=30, retrieval=RetrievalMethod.KHOP, history_limit=2),
+    ),
+    "budget-dedup-vector": StoreConfig(
+        dim=16,
+        private=TierConfig(
+            mode=NamespaceMode.TOKEN_BUDGET, token_budget=40, eviction="generative_agents"
+        ),
+        shared=TierConfig(
+            capacity=25,
+            eviction="fifo",
+            write_policy="dedup",
+            write_params={"update_threshold": 0.5, "duplicate_threshold": 0.6},
+        ),
+        graph=GraphConfig(capacity=20, eviction="random", retrieval=RetrievalMethod.VECTOR),
+    ),
+}
+
+
+@pytest.mark.parametrize("snapshot_every", [37, 100_000], ids=["snapshots", "log-only"])
+@pytest.mark.parametrize("name", sorted(MODES))
+def test_a_restarted_bus_holds_what_it_held_in_every_mode(
+    tmp_path: Path, name: str, snapshot_every: int
+) -> None:
+    """Windows, token budgets, k-hop and vector retrieval. These found two defects: a
+    k-hop read made an empty graph that failed the namespace's next eviction halfway
+    (an internal error whose record the journal took back), and a promote whose parent
+    evicted a child was refused after writing the parent (the same): both restarted to
+    other edges and ids (seeds 0 and 1, the whole log replayed)."""
+    for seed in range(2):
+        check_replay(MODES[name], tmp_path / str(seed), seed=seed, snapshot_every=snapshot_every)
+
+
 class _Unseeded:
     """Evicts at random from Python's global generator: not the namespace's seeded one."""
 
@@ -63,11 +112,49 @@ class _Unseeded:
         return random.sample(range(len(candidates)), n)
 
 
+class _Faulty:
+    """LRU with a bug: every fifth eviction it fails, after the write has begun."""
+
+    name = "faulty"
+    feature_columns: frozenset[str] = frozenset({"since_access"})
+    uses_relevance = False
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def select(
+        self, candidates: Sequence[Item], features: np.ndarray, n: int, ctx: EvictionContext
+    ) -> list[int]:
+        self.calls += 1
+        if self.calls % 5 == 0:
+            raise RuntimeError("a bug in the policy")
+        order = np.argsort(-features[:, 1], kind="stable")  # the longest since access first
+        return [int(i) for i in order[:n]]
+
+
 @pytest.fixture
 def unseeded() -> Iterator[str]:
     EVICTION_POLICIES.register("unseeded")(_Unseeded)
     yield "unseeded"
     del EVICTION_POLICIES._factories["unseeded"]
+
+
+@pytest.fixture
+def faulty() -> Iterator[str]:
+    EVICTION_POLICIES.register("faulty")(_Faulty)
+    yield "faulty"
+    del EVICTION_POLICIES._factories["faulty"]
+
+
+def test_a_request_a_bug_fails_halfway_is_replayed_as_it_happened(
+    tmp_path: Path, faulty: str
+) -> None:
+    """A bug (not a refusal) may have changed the store before it raised: the request
+    is answered ``internal``, and its journal record stays, so that the replay, failing
+    the same way, leaves the same store. Before, the record was taken back, and the
+    restarted bus lacked what the failed request had changed."""
+    live = check_replay(config(faulty, "lru", "lru"), tmp_path, snapshot_every=100_000)
+    assert sum(ns["evictions"] for ns in live["private"]["namespaces"].values()) > 0
 
 
 def test_a_policy_that_decides_otherwise_on_a_replay_is_caught(
@@ -104,3 +191,25 @@ def test_agents_registered_before_start_are_journaled(tmp_path: Path) -> None:
     third.register("bob", ["team"])
     with third:
         assert third.inspect(lambda _: third.journal.seq) == logged  # type: ignore[union-attr]
+
+
+def test_a_promote_refused_after_its_parent_was_decided_is_replayed(tmp_path: Path) -> None:
+    """The write policy finds the parent a duplicate (NOOP), so promote refuses, after
+    the decision was counted: the journal keeps the record, and the restarted bus counts
+    the same decisions."""
+    config = StoreConfig(dim=8, graph=GraphConfig(write_policy="dedup"))
+    secret = b"p" * 32
+    vector = np.full(8, 8**-0.5, np.float32)
+    server = BusServer(MemoryStore(config), secret=secret, journal=Journal(tmp_path, "no"))
+    token = server.register("alice", ["team"])
+    with server, MemoryClient(server.address, "alice", token) as alice:
+        kids = [alice.write("graph", "team", NewItem(f"event {i}"), now=0.0).item_id for i in range(2)]  # fmt: skip
+        alice.write("graph", "team", NewItem("the insight", vector=vector, level=1), now=1.0)
+        with pytest.raises(InvalidInputError, match="decided NOOP"):
+            alice.promote("team", kids, NewItem("the insight", vector=vector, level=1), now=2.0)
+    live = logical_state(server.store)
+    assert live["graph"]["decisions"]["NOOP"] == 1
+    again = MemoryStore(config)
+    with BusServer(again, secret=secret, journal=Journal(tmp_path, "no")):
+        pass
+    assert logical_state(again) == live

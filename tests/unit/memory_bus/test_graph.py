@@ -64,6 +64,33 @@ def test_promote_links_a_higher_parent() -> None:
         store.graph.promote(WORKER, "team", [task], NewItem("insight", level=2), now=2.0)
 
 
+def test_a_promote_whose_parent_evicts_a_child_links_the_others() -> None:
+    """Before, the child evicted to make room for the parent failed the link to it: the
+    request was refused after the parent was written (and the journal took its record
+    back, so a restart lost the parent and shifted every later id)."""
+    store = make_store(capacity=3, eviction="fifo")
+    oldest, *kids = [node(store, f"event {i}", now=float(i)) for i in range(3)]
+    parent = store.graph.promote(LEAD, "team", [oldest, *kids], NewItem("what they share", level=1), now=3.0)  # fmt: skip
+    assert store.graph.namespaces["team"].item(oldest) is None  # fifo: the oldest made room
+    assert sorted(store.graph.neighbors(LEAD, "team", parent, direction="out")) == sorted(kids)
+
+
+@pytest.mark.parametrize("read", ["khop", "neighbors"])
+def test_a_read_of_a_namespace_without_edges_changes_nothing(read: str) -> None:
+    """A k-hop retrieval or a neighbours read used to make an empty graph for the
+    namespace, without the edge index beside it: the namespace's next eviction then
+    failed (an internal error, halfway through the write)."""
+    store = make_store(capacity=2, retrieval="khop")
+    first = node(store, "first", now=0.0)
+    if read == "khop":
+        store.graph.retrieve(LEAD, "team", store.embed(["first"])[0], k=1, now=0.0)
+    else:
+        assert store.graph.neighbors(LEAD, "team", first) == []
+    assert store.graph.graphs == {}
+    node(store, "second", now=1.0)
+    assert store.graph.write(LEAD, "team", NewItem("third"), now=2.0).evicted == [first]
+
+
 def test_linked_node_outranks_an_unrelated_one() -> None:
     store = make_store(seeds=1)
     seed = node(store, "zebra stripes pattern")
