@@ -8,8 +8,9 @@ that reads the clock, an unseeded generator or a set's iteration order decides o
 on the replay, and the restarted bus then holds other items under the ids its clients
 were given. :func:`check_replay` drives a real bus with a journal through a random mix of
 every op (writes, batches, reads that count as recalls, updates, deletes, graph edges and
-promotions), with snapshots forked or written inline along the way, restarts it on the
-same directory and compares the two stores as a client would read them.
+promotions; some items revise a fact by ``meta["key"]``, some expire), with snapshots
+forked or written inline along the way, restarts it on the same directory and compares
+the two stores as a client would read them.
 
 Example:
     >>> from hivemem.memory_bus.testing import check_replay  # doctest: +SKIP
@@ -106,8 +107,13 @@ class _Driver:
         return (v / np.linalg.norm(v)).astype(np.float32)
 
     def item(self, tier: str, text: str, level: int = 0) -> NewItem:
-        extra = {"level": level} if tier == "graph" else {}
-        return NewItem(text, vector=self.vector(), importance=self.random.random(), **extra)  # type: ignore[arg-type]
+        """A new item; some revise a fact by key (``dedup`` updates those), some expire."""
+        extra: dict[str, Any] = {"level": level} if tier == "graph" else {}
+        if self.random.random() < 0.3:
+            extra["meta"] = {"key": f"fact-{self.random.randrange(8)}"}
+        if self.random.random() < 0.2:
+            extra["valid_to"] = self.now + self.random.randrange(1, 40)
+        return NewItem(text, vector=self.vector(), importance=self.random.random(), **extra)
 
     def step(self, n: int) -> None:
         """One random request; the errors it meets are part of the run (a replay meets them too)."""

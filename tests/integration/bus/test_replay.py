@@ -21,6 +21,7 @@ from hivemem.memory_bus.interfaces import Caller, EvictionContext
 from hivemem.memory_bus.item import Item, NewItem
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.policies import EVICTION_POLICIES
+from hivemem.memory_bus.policies.learned import Scorer
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.testing import ContractFailure, check_replay, logical_state
@@ -97,6 +98,19 @@ def test_a_restarted_bus_holds_what_it_held_in_every_mode(
     other edges and ids (seeds 0 and 1, the whole log replayed)."""
     for seed in range(2):
         check_replay(MODES[name], tmp_path / str(seed), seed=seed, snapshot_every=snapshot_every)
+
+
+def test_a_restarted_bus_holds_what_learned_policies_decided(tmp_path: Path) -> None:
+    """Learned eviction and write policies (untrained scorers: any weights must decide
+    again as they decided; the write policy's DELETE and NOOP too)."""
+    rng = np.random.default_rng(7)  # weights that add, update and delete
+    evict = Scorer.init("eviction", 4, rng).save(tmp_path / "evict.json")
+    write = Scorer.init("write", 0, rng).save(tmp_path / "write.json")
+    learned = config(f"learned:{evict}", f"learned:{evict}", "lru", write=f"learned:{write}")
+    for snapshot_every in (37, 100_000):
+        live = check_replay(learned, tmp_path / str(snapshot_every), snapshot_every=snapshot_every)
+        assert {"ADD", "UPDATE", "DELETE"} <= set(live["shared"]["decisions"])
+        assert sum(ns["evictions"] for ns in live["private"]["namespaces"].values()) > 0
 
 
 class _Unseeded:
