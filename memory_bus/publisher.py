@@ -204,7 +204,7 @@ class EventPublisher:
         socket never reach it, and the mark shows them as a gap."""
         found = self.last_seq(topic) if self.last_seq and prefix.endswith(TOPIC_END) else None
         if found is not None and found[2] > 0:
-            self._send_set_aside(pub)  # sent before the subscription: the mark counts them
+            self._send_set_aside(pub)  # they go first (to this subscriber too): counted
             tier, namespace, seq = found
             mark = {"kind": MARK, "tier": tier, "namespace": namespace, "seq": seq}
             pub.send_multipart([prefix, HEADER, pack([mark])])
