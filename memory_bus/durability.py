@@ -7,7 +7,7 @@ from a forked child every ``snapshot_every`` records or once the log has grown a
 the last snapshot (:attr:`Durability.snapshot_due`), reaps that child, and on start loads
 the snapshot and replays the log through the same handlers as live requests. The owner
 thread makes every call, so nothing here takes a lock. *When* a snapshot may be taken is
-the server's to decide (``BusServer._settle``: only once the deferred changes of the
+the server's to decide (``Dispatcher.settle``: only once the deferred changes of the
 request just answered are applied and its reply remembered).
 """
 

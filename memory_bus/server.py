@@ -16,9 +16,10 @@ overlaps the reply's trip instead of lengthening it (``docs/architecture.md``). 
 that evict, and every other op, are applied before the reply. :meth:`BusServer.handle`
 applies everything before it returns.
 
-The journal records, snapshots and recovery live in :mod:`hivemem.memory_bus.durability`,
-the event feed in :mod:`hivemem.memory_bus.publisher`; the server owns one of each and
-decides when they run.
+The request path (decode, authenticate, answer a retry, journal, apply) lives in
+:mod:`hivemem.memory_bus.dispatch`, the journal records, snapshots and recovery in
+:mod:`hivemem.memory_bus.durability`, the event feed in :mod:`hivemem.memory_bus.publisher`;
+the server owns one of each and decides when they run.
 
 Run it embedded (``with BusServer(store) as server: ...``), standalone
 (``hivemem bus serve``) or as a Ray actor (``hivemem.memory_bus.ray_actor``).
@@ -27,7 +28,6 @@ Run it embedded (``with BusServer(store) as server: ...``), standalone
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 import weakref
@@ -39,22 +39,19 @@ import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
 from hivemem.memory_bus.collector import COLLECTOR_PAUSE, OLD_OBJECT_FREEZER
 from hivemem.memory_bus.curve import CurveConfig, secure
+from hivemem.memory_bus.dispatch import Dispatcher
 from hivemem.memory_bus.durability import (
     SNAPSHOT_LOG_BYTES,
     SNAPSHOT_WAIT_S,
     Durability,
     RecentReplies,
 )
-from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalWriteError
+from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.handlers import (
-    HANDLERS,
-    REFUSED_AFTER_A_CHANGE,
-    Context,
     authenticate,
     subscription_topic,
     topic_event_seq,
 )
-from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.pages import idle_prefaulter
@@ -63,15 +60,6 @@ from hivemem.memory_bus.protocol import (
     HEADER,
     MAX_MESSAGE_BYTES,
     MAX_SUBSCRIPTION_BYTES,
-    MUTATING,
-    Code,
-    Op,
-    ProtocolError,
-    Request,
-    decode_request,
-    encode_error,
-    encode_reply,
-    request_id_of,
 )
 from hivemem.memory_bus.publisher import MARK_PERIOD_S, EventPublisher
 from hivemem.memory_bus.store import MemoryStore
@@ -85,10 +73,6 @@ GAUGE_PERIOD_S = 1.0
 GAUGE_SHARE = 0.01
 """Most of the owner thread's time that refreshing the gauges may take (a pass over every
 namespace: 78 ms for 100,000 here, so a store that large refreshes them every 7.8 s)."""
-
-
-Change = Callable[[], None]
-"""A change to the store left for after the reply (see the module docstring)."""
 
 _SERVING: weakref.WeakValueDictionary[str, BusServer] = weakref.WeakValueDictionary()
 """The servers of this process that are serving, by ROUTER address (:func:`serving_at`)."""
@@ -191,7 +175,9 @@ class BusServer:
             fork_snapshots=fork_snapshots,
         )
         self.metrics.durability.source = self._durability
-        self._verified: set[tuple[str, str]] = set()
+        self._dispatch = Dispatcher(
+            store, self.registry, self._replies, self._durability, self.metrics
+        )
         self._publisher = EventPublisher(
             self.metrics, self._authorize_subscription, partial(topic_event_seq, store)
         )
@@ -315,7 +301,8 @@ class BusServer:
         auth = None
         try:
             self._recover()
-            self._register_before_serving()
+            self._dispatch.register_all(self._registrations, self.admin_token)
+            self._registrations.clear()
             router, pub, auth = self._bind(ctx)
         except BaseException as exc:  # reported to start(), which raises it
             self._failure = exc
@@ -342,6 +329,7 @@ class BusServer:
         auth = secure(ctx, self.curve, router, pub) if self.curve else None
         self.address = _bind(router, self.host, self._port)
         self.pub_address = _bind(pub, self.host, self._pub_port)
+        self._dispatch.info["pub"] = self.pub_address
         return router, pub, auth
 
     def _loop(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
@@ -408,7 +396,7 @@ class BusServer:
 
     def _serve_batch(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
         """Answer every request waiting now (up to a bound, so stop stays responsive)."""
-        busy = self.metrics.busy
+        busy, dispatch = self.metrics.busy, self._dispatch
         for _ in range(1024):
             started = time.perf_counter()
             try:
@@ -419,15 +407,15 @@ class BusServer:
                 continue  # nothing to reply to
             identity, rest = frames[0], frames[1:]
             with COLLECTOR_PAUSE, self._between:
-                reply, later = self._handle(rest)
+                reply, later = dispatch.handle(rest)
                 router.send_multipart([identity, HEADER, reply])
-                self._settle(later)
+                dispatch.settle(later)
                 self._publisher.publish(pub)
                 busy.seconds += time.perf_counter() - started
 
     def _authorize_subscription(self, agent: str, token: str, topic: str) -> bytes:
         """The event-socket prefix of a subscription, checked as a request would be."""
-        caller = authenticate(self.registry, self._verified, agent, token)
+        caller = authenticate(self.registry, self._dispatch.verified, agent, token)
         return subscription_topic(self.store, self.registry, caller, topic)
 
     # --- requests -----------------------------------------------------------------------
@@ -444,8 +432,8 @@ class BusServer:
         """
         with COLLECTOR_PAUSE, self._between:
             started = time.perf_counter()
-            reply, later = self._handle(frames)
-            self._settle(later, snapshot=False)
+            reply, later = self._dispatch.handle(frames)
+            self._dispatch.settle(later, snapshot=False)
             if self._publisher.set_aside() or self._durability.snapshot_due:
                 self._waker.wake()
             self.metrics.busy.seconds += time.perf_counter() - started
@@ -464,118 +452,6 @@ class BusServer:
         """
         with self._between:
             return read(self.store)
-
-    def _handle(self, frames: list[bytes]) -> tuple[bytes, list[Change]]:
-        """The reply, and the changes to apply once it is sent (see the module docstring)."""
-        started = time.perf_counter()
-        try:
-            req = decode_request(frames)
-        except ProtocolError as exc:
-            self.metrics.request("invalid", exc.code, time.perf_counter() - started)
-            return encode_error(request_id_of(frames), exc.code, exc.message, exc.details), []
-        reply, code, later = self._answer(req)
-        # The latency ends here; recording it can wait until the reply is on its way.
-        later.append(
-            partial(self.metrics.request, req.op.value, code, time.perf_counter() - started)
-        )
-        return reply, later
-
-    def _settle(self, later: list[Change], snapshot: bool = True) -> None:
-        """Apply what the request just answered left for after its reply; snapshot if due
-        (and ``snapshot``: only the owner thread may fork the writer)."""
-        for change in later:
-            try:
-                change()
-            except Exception:  # acknowledged and journaled, but not in memory: say so loudly
-                log.critical(
-                    "an acknowledged write failed to apply; restart to replay it", exc_info=True
-                )
-        # Only now: a snapshot taken before the reply is remembered (or before the change
-        # is applied) would lack the change or its reply, and empty the log that held
-        # both; after a crash the change would be lost or a retry applied twice.
-        if snapshot:
-            self._durability.maybe_snapshot()
-
-    def _answer(self, req: Request) -> tuple[bytes, str, list[Change]]:
-        """Authenticate, then answer a retried change from memory or apply the request."""
-        try:
-            caller = authenticate(self.registry, self._verified, req.agent, req.token)
-        except ProtocolError as exc:
-            return encode_error(req.id, exc.code, exc.message, exc.details), exc.code, []
-        key = (req.client, req.id, req.agent)
-        if req.op in MUTATING:
-            cached = self._replies.get(key)
-            if cached is not None:
-                return cached, "retry", []
-        reply, code, later = self._apply(req, caller)
-        if req.op in MUTATING and code != JournalWriteError.code:  # not applied: retry it
-            self._replies.remember(key, reply)
-        return reply, code, later
-
-    def _apply(self, req: Request, caller: Caller) -> tuple[bytes, str, list[Change]]:
-        ctx = Context(
-            self.store,
-            self.registry,
-            caller,
-            {"pub": self.pub_address},
-            verified=self._verified,
-            track_recalls=self.journal is not None,
-            on_recall=self.metrics.recalled,
-            apply_after_reply=True,
-        )
-        try:
-            logged = self._durability.log_change(req)  # first: a full disk refuses it whole
-            try:
-                result = HANDLERS[req.op](ctx, req.args)
-            except HivememError:
-                if req.op not in REFUSED_AFTER_A_CHANGE:  # refused before any change
-                    self._durability.withdraw(logged)
-                raise
-            # Anything else is a bug, which may have changed the store halfway: the record
-            # stays, so that a replay, failing the same way, changes it the same way.
-            self._durability.log_recalls(req, ctx)
-            reply = encode_reply(req.id, result)
-            if len(reply) > MAX_MESSAGE_BYTES and req.op not in MUTATING:
-                # A client refuses a payload over the limit and would wait for its timeout.
-                return (
-                    encode_error(
-                        req.id,
-                        Code.TOO_LARGE,
-                        f"reply of {len(reply)} bytes is over the limit: ask for fewer queries, "
-                        "a smaller k, or hits without vectors",
-                        {"limit": MAX_MESSAGE_BYTES},
-                    ),
-                    Code.TOO_LARGE,
-                    [],
-                )
-            return reply, "ok", ctx.deferred
-        except HivememError as exc:
-            # A refused request changes nothing: drop what it left for later.
-            return encode_error(req.id, exc.code, exc.message, exc.details), exc.code, []
-        except Exception as exc:  # a bug must not take the server down
-            log.exception("internal error on %s", req.op)
-            return (
-                encode_error(req.id, Code.INTERNAL, f"internal error: {type(exc).__name__}"),
-                Code.INTERNAL,
-                [],
-            )
-
-    def _register_before_serving(self) -> None:
-        """Apply the registrations made before start, journaled as the admin's requests.
-
-        Raises:
-            HivememError: The journal refused one (it is not applied).
-        """
-        client = secrets.randbits(63)
-        for n, args in enumerate(self._registrations):
-            held = self.registry.agents.get(args["agent_id"])
-            if held == Caller(args["agent_id"], frozenset(args["groups"]), args["role"]):
-                continue  # recovered as it is (a restart registering the same agents again)
-            req = Request(n, client, Op.REGISTER, ADMIN_AGENT, self.admin_token, args)
-            _reply, code, _later = self._answer(req)
-            if code != "ok":
-                raise HivememError(f"registering agent {args['agent_id']!r} failed: {code}")
-        self._registrations.clear()
 
     def _recover(self) -> None:
         """Load the snapshot and replay the journal; the replay's events are not published.

@@ -1,0 +1,193 @@
+"""The bus server's request path: decode, authenticate, answer a retry, journal, apply.
+
+:class:`Dispatcher` is the part of :class:`~hivemem.memory_bus.server.BusServer` that
+turns one request's frames into its reply and the changes left for after the reply
+(``server.py``'s docstring: apply after reply). The server calls it from its owner
+thread, or from :meth:`~hivemem.memory_bus.server.BusServer.handle`'s caller under its
+lock, so nothing here takes a lock. The journal's side (records before the handler
+runs, records taken back, recalls) is :mod:`hivemem.memory_bus.durability`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from hivemem.memory_bus.auth import AgentRegistry
+from hivemem.memory_bus.durability import Durability, RecentReplies
+from hivemem.memory_bus.errors import HivememError, JournalWriteError
+from hivemem.memory_bus.handlers import (
+    HANDLERS,
+    REFUSED_AFTER_A_CHANGE,
+    Context,
+    authenticate,
+)
+from hivemem.memory_bus.interfaces import Caller
+from hivemem.memory_bus.metrics import BusMetrics
+from hivemem.memory_bus.protocol import (
+    ADMIN_AGENT,
+    MAX_MESSAGE_BYTES,
+    MUTATING,
+    Code,
+    Op,
+    ProtocolError,
+    Request,
+    decode_request,
+    encode_error,
+    encode_reply,
+    request_id_of,
+)
+from hivemem.memory_bus.store import MemoryStore
+
+log = logging.getLogger(__name__)
+
+Change = Callable[[], None]
+"""A change to the store left for after the reply (``server.py``'s docstring)."""
+
+
+class Dispatcher:
+    """One server's request path.
+
+    Args:
+        store: The store requests read and change.
+        registry: Who the agents are (tokens, groups, roles).
+        replies: The answers to recent changes, for retries.
+        durability: The journal's side of each request.
+        metrics: Where requests and their latency are counted.
+
+    Attributes:
+        verified: (agent, token) pairs already authenticated (a cache the event socket's
+            subscription checks share).
+        info: What ``ping`` and ``subscribe`` tell a client (the event socket's address,
+            set once the server has bound it).
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        registry: AgentRegistry,
+        replies: RecentReplies,
+        durability: Durability,
+        metrics: BusMetrics,
+    ) -> None:
+        self.store, self.registry, self.replies = store, registry, replies
+        self.durability, self.metrics = durability, metrics
+        self.verified: set[tuple[str, str]] = set()
+        self.info: dict[str, Any] = {"pub": ""}
+
+    def handle(self, frames: list[bytes]) -> tuple[bytes, list[Change]]:
+        """The reply, and the changes to apply once it is sent (see the module docstring)."""
+        started = time.perf_counter()
+        try:
+            req = decode_request(frames)
+        except ProtocolError as exc:
+            self.metrics.request("invalid", exc.code, time.perf_counter() - started)
+            return encode_error(request_id_of(frames), exc.code, exc.message, exc.details), []
+        reply, code, later = self.answer(req)
+        # The latency ends here; recording it can wait until the reply is on its way.
+        later.append(
+            partial(self.metrics.request, req.op.value, code, time.perf_counter() - started)
+        )
+        return reply, later
+
+    def settle(self, later: list[Change], snapshot: bool = True) -> None:
+        """Apply what the request just answered left for after its reply; snapshot if due
+        (and ``snapshot``: only the owner thread may fork the writer)."""
+        for change in later:
+            try:
+                change()
+            except Exception:  # acknowledged and journaled, but not in memory: say so loudly
+                log.critical(
+                    "an acknowledged write failed to apply; restart to replay it", exc_info=True
+                )
+        # Only now: a snapshot taken before the reply is remembered (or before the change
+        # is applied) would lack the change or its reply, and empty the log that held
+        # both; after a crash the change would be lost or a retry applied twice.
+        if snapshot:
+            self.durability.maybe_snapshot()
+
+    def answer(self, req: Request) -> tuple[bytes, str, list[Change]]:
+        """Authenticate, then answer a retried change from memory or apply the request."""
+        try:
+            caller = authenticate(self.registry, self.verified, req.agent, req.token)
+        except ProtocolError as exc:
+            return encode_error(req.id, exc.code, exc.message, exc.details), exc.code, []
+        key = (req.client, req.id, req.agent)
+        if req.op in MUTATING:
+            cached = self.replies.get(key)
+            if cached is not None:
+                return cached, "retry", []
+        reply, code, later = self.apply(req, caller)
+        if req.op in MUTATING and code != JournalWriteError.code:  # not applied: retry it
+            self.replies.remember(key, reply)
+        return reply, code, later
+
+    def apply(self, req: Request, caller: Caller) -> tuple[bytes, str, list[Change]]:
+        """Journal the request if it changes anything, then run its handler."""
+        ctx = Context(
+            self.store,
+            self.registry,
+            caller,
+            self.info,
+            verified=self.verified,
+            track_recalls=self.durability.journal is not None,
+            on_recall=self.metrics.recalled,
+            apply_after_reply=True,
+        )
+        try:
+            logged = self.durability.log_change(req)  # first: a full disk refuses it whole
+            try:
+                result = HANDLERS[req.op](ctx, req.args)
+            except HivememError:
+                if req.op not in REFUSED_AFTER_A_CHANGE:  # refused before any change
+                    self.durability.withdraw(logged)
+                raise
+            # Anything else is a bug, which may have changed the store halfway: the record
+            # stays, so that a replay, failing the same way, changes it the same way.
+            self.durability.log_recalls(req, ctx)
+            reply = encode_reply(req.id, result)
+            if len(reply) > MAX_MESSAGE_BYTES and req.op not in MUTATING:
+                # A client refuses a payload over the limit and would wait for its timeout.
+                return (
+                    encode_error(
+                        req.id,
+                        Code.TOO_LARGE,
+                        f"reply of {len(reply)} bytes is over the limit: ask for fewer queries, "
+                        "a smaller k, or hits without vectors",
+                        {"limit": MAX_MESSAGE_BYTES},
+                    ),
+                    Code.TOO_LARGE,
+                    [],
+                )
+            return reply, "ok", ctx.deferred
+        except HivememError as exc:
+            # A refused request changes nothing: drop what it left for later.
+            return encode_error(req.id, exc.code, exc.message, exc.details), exc.code, []
+        except Exception as exc:  # a bug must not take the server down
+            log.exception("internal error on %s", req.op)
+            return (
+                encode_error(req.id, Code.INTERNAL, f"internal error: {type(exc).__name__}"),
+                Code.INTERNAL,
+                [],
+            )
+
+    def register_all(self, registrations: list[dict[str, Any]], admin_token: str) -> None:
+        """Apply registrations (``register`` op arguments) as the admin's requests, so
+        that the journal keeps them; those recovered as they are are passed over.
+
+        Raises:
+            HivememError: The journal refused one (it is not applied).
+        """
+        client = secrets.randbits(63)
+        for n, args in enumerate(registrations):
+            held = self.registry.agents.get(args["agent_id"])
+            if held == Caller(args["agent_id"], frozenset(args["groups"]), args["role"]):
+                continue  # recovered as it is (a restart registering the same agents again)
+            req = Request(n, client, Op.REGISTER, ADMIN_AGENT, admin_token, args)
+            _reply, code, _later = self.answer(req)
+            if code != "ok":
+                raise HivememError(f"registering agent {args['agent_id']!r} failed: {code}")
