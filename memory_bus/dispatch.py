@@ -165,7 +165,8 @@ class Dispatcher:
                 )
             return reply, "ok", ctx.deferred
         except HivememError as exc:
-            # A refused request changes nothing: drop what it left for later.
+            # A refused request leaves nothing for later (REFUSED_AFTER_A_CHANGE: its
+            # change, if any, is made already and journaled).
             return encode_error(req.id, exc.code, exc.message, exc.details), exc.code, []
         except Exception as exc:  # a bug must not take the server down
             log.exception("internal error on %s", req.op)

@@ -77,8 +77,8 @@ class EventPublisher:
         self._prefixes: Counter[bytes] = Counter()
         self._warned: set[bytes] = set()  # bare prefixes already logged
         self._set_aside: list[dict[bytes, list[dict[str, Any]]]] = []  # see set_aside
-        # topic subscribed by name -> (the mark of its last event, when that was taken)
-        self._marks: dict[bytes, tuple[dict[str, Any], float]] = {}
+        # topic subscribed by name -> (tier, namespace, its last event number, when taken)
+        self._marks: dict[bytes, tuple[str, str, int, float]] = {}
 
     def publish(self, pub: zmq.Socket[Any]) -> None:
         """Send what :meth:`set_aside` kept, then one message per topic for the events of
@@ -107,11 +107,11 @@ class EventPublisher:
         out first, so that no mark overtakes the events it counts.
         """
         self._send_set_aside(pub)
-        for topic, (mark, taken) in list(self._marks.items()):
+        for topic, (tier, namespace, seq, taken) in list(self._marks.items()):
             if now - taken > MARK_WINDOW_S or topic not in self._exact:
                 del self._marks[topic]
             else:
-                pub.send_multipart([topic, HEADER, pack([mark])])
+                _send_mark(pub, topic, tier, namespace, seq)
 
     def set_aside(self) -> bool:
         """Take the events now and keep them for the next :meth:`publish` (any thread,
@@ -158,8 +158,7 @@ class EventPublisher:
             )
             if topic in exact:
                 last = event.seq + len(event.item_ids) - 1
-                mark = {"kind": MARK, "tier": event.tier, "namespace": event.namespace, "seq": last}
-                self._marks[topic] = (mark, taken)
+                self._marks[topic] = (event.tier, event.namespace, last, taken)
         self.events.clear()
         return by_topic
 
@@ -205,9 +204,7 @@ class EventPublisher:
         found = self.last_seq(topic) if self.last_seq and prefix.endswith(TOPIC_END) else None
         if found is not None and found[2] > 0:
             self._send_set_aside(pub)  # they go first (to this subscriber too): counted
-            tier, namespace, seq = found
-            mark = {"kind": MARK, "tier": tier, "namespace": namespace, "seq": seq}
-            pub.send_multipart([prefix, HEADER, pack([mark])])
+            _send_mark(pub, prefix, *found)
 
     def _unsigned(self, prefix: bytes) -> None:
         """Say once per prefix that a bare subscription gets nothing (a client from before
@@ -240,6 +237,11 @@ class EventPublisher:
                 del totals[prefix]
             if not self._held[key]:
                 del self._held[key]
+
+
+def _send_mark(pub: zmq.Socket[Any], topic: bytes, tier: str, namespace: str, seq: int) -> None:
+    mark = {"kind": MARK, "tier": tier, "namespace": namespace, "seq": seq}
+    pub.send_multipart([topic, HEADER, pack([mark])])
 
 
 def send(pub: zmq.Socket[Any], by_topic: dict[bytes, list[dict[str, Any]]]) -> None:

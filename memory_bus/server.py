@@ -217,9 +217,19 @@ class BusServer:
         with the same groups and role): the journal keeps it, so a restart replays the
         requests that needed it (a group's writes) with it, and a replay of older
         requests sees the registry as it was then.
+
+        Raises:
+            InvalidInputError: An id that is not a non-empty str, groups that are not
+                strs, a role that is not a str (checked now, not at start).
         """
         if self._thread is not None:
             raise HivememError("register agents through the 'register' op once the server runs")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise InvalidInputError("agent_id", f"expected a non-empty str, got {agent_id!r}")
+        if isinstance(groups, str) or not all(isinstance(g, str) for g in groups):
+            raise InvalidInputError("groups", f"expected a list of str, got {groups!r}")
+        if not isinstance(role, str):
+            raise InvalidInputError("role", f"expected a str, got {role!r}")
         if self.journal is None:
             return self.registry.register(agent_id, groups, role)
         self._registrations.append({"agent_id": agent_id, "groups": sorted(groups), "role": role})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -227,3 +228,27 @@ def test_a_promote_refused_after_its_parent_was_decided_is_replayed(tmp_path: Pa
     with BusServer(again, secret=secret, journal=Journal(tmp_path, "no")):
         pass
     assert logical_state(again) == live
+
+
+@pytest.mark.parametrize("journaled", [True, False])
+@pytest.mark.parametrize(
+    ("agent", "groups", "role", "field"),
+    [
+        (7, ["team"], "agent", "agent_id"),
+        ("", [], "agent", "agent_id"),
+        ("alice", "team", "agent", "groups"),
+        ("alice", ["team", 3], "agent", "groups"),
+        ("alice", [], None, "role"),
+    ],
+)
+def test_a_bad_registration_is_refused_at_once(
+    tmp_path: Path, journaled: bool, agent: Any, groups: Any, role: Any, field: str
+) -> None:
+    """Not at start, where a journaled registration is applied (nor ever, without a
+    journal, where the registry took anything)."""
+    journal = Journal(tmp_path, "no") if journaled else None
+    server = BusServer(MemoryStore(StoreConfig(dim=8)), journal=journal)
+    with pytest.raises(InvalidInputError, match=field):
+        server.register(agent, groups, role)
+    with server:  # and the server starts all the same
+        assert server.inspect(lambda _: dict(server.registry.agents)) == {}
