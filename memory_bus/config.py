@@ -31,7 +31,8 @@ class IndexBuild(StrEnum):
     - ``background``: on a builder thread; the rows are searched exactly until the
       structure is done, and it is installed then. The bus keeps answering meanwhile, but
       which search comes after the install depends on timing, so approximate results
-      past the threshold can differ between two runs of one seed.
+      past the threshold can differ between two runs of one seed. (A bus restarted on
+      its journal still holds what it decided: write decisions are journaled.)
     - ``inline``: on the thread that writes, at fixed row counts: every client of the bus
       waits for it (seconds to a minute for HNSW over tens of thousands of vectors), and
       results depend on the sequence of operations alone.

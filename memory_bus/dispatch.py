@@ -146,8 +146,11 @@ class Dispatcher:
                 if req.op not in REFUSED_AFTER_A_CHANGE:  # refused before any change
                     self.durability.withdraw(logged)
                 raise
-            # Anything else is a bug, which may have changed the store halfway: the record
-            # stays, so that a replay, failing the same way, changes it the same way.
+            finally:
+                # Anything else is a bug, which may have changed the store halfway: the
+                # record stays, so that a replay, failing the same way, changes it the
+                # same way; so do the write decisions it made, journaled right after it.
+                self.durability.log_decisions()
             self.durability.log_recalls(req, ctx)
             reply = encode_reply(req.id, result)
             if len(reply) > MAX_MESSAGE_BYTES and req.op not in MUTATING:

@@ -33,6 +33,7 @@ from hivemem.memory_bus.errors import HivememError, JournalWriteError
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.proposals import DecisionTape
 from hivemem.memory_bus.protocol import MUTATING, Code, Op, Request, encode_error, encode_reply
 from hivemem.memory_bus.store import MemoryStore
 
@@ -45,6 +46,9 @@ SNAPSHOT_LOG_BYTES = 64 << 20
 UNLOGGED_MAX = 100_000
 """Recall records kept for a journal that cannot take them (a full disk) at most; older
 ones are then given up (their reads' access counts are lost at a restart)."""
+
+DECIDED = "decided"
+"""The op of a journal record holding the write decisions of the record before it."""
 
 SNAPSHOT_WAIT_S = 300.0
 """How long a stopping server waits for a snapshot being written before killing the writer."""
@@ -139,7 +143,7 @@ class Durability:
         if journal is None or req.op not in MUTATING:
             return None
         self._log_unlogged()
-        return journal.append(
+        seq = journal.append(
             {
                 "op": req.op.value,
                 "agent": req.agent,
@@ -148,11 +152,30 @@ class Durability:
                 "args": req.args,
             }
         )
+        self.store.ctx.tape = DecisionTape()
+        return seq
 
     def withdraw(self, seq: int | None) -> None:
         """Take back the record of a request that was refused after :meth:`log_change`."""
+        self.store.ctx.tape = None
         if seq is not None and self.journal is not None and not self.journal.retract(seq):
             log.warning("could not take back journal record %d; a replay refuses it again", seq)
+
+    def log_decisions(self) -> None:
+        """Journal the write policy's decisions of the request just logged by
+        :meth:`log_change`, right after its record (if it made any; see
+        :class:`~hivemem.memory_bus.proposals.DecisionTape`).
+
+        Its changes are made already. If the journal cannot take the record, a replay
+        asks the policy again, as it did before decisions were journaled.
+        """
+        tape, self.store.ctx.tape = self.store.ctx.tape, None
+        if tape is None or not tape.made or self.journal is None:
+            return
+        try:
+            self.journal.append({"op": DECIDED, "decisions": tape.to_record()})
+        except JournalWriteError as exc:
+            log.error("%s; a replay decides this request's writes again", exc.message)
 
     def log_recalls(self, req: Request, ctx: Context) -> None:
         """Journal what a read recalled (its items' access counts and times), if anything.
@@ -303,9 +326,19 @@ class Durability:
             self.replies.load(state["dedup"])
         loaded = time.monotonic()
         replayed = 0
+        held: dict[str, Any] | None = None  # a request whose decisions may come next
         for record in self.journal.replay():
-            self._replay(record)
             replayed += 1
+            if record["op"] == DECIDED:
+                if held is not None:
+                    self._replay(held, record["decisions"])
+                held = None
+                continue
+            if held is not None:
+                self._replay(held)
+            held = record
+        if held is not None:
+            self._replay(held)
         items = sum(tier["items"] for tier in self.store.stats().values())
         log.info(
             "recovered %d items: %s in %.2f s, %d journal records (%.1f MB) in %.2f s",
@@ -317,13 +350,15 @@ class Durability:
             time.monotonic() - loaded,
         )
 
-    def _replay(self, record: dict[str, Any]) -> None:
+    def _replay(self, record: dict[str, Any], decisions: list[Any] | None = None) -> None:
+        """Apply one journal record again; ``decisions``: its write decisions, played back."""
         if record["op"] == "recall":
             apply_recalls(self.store, record["recalls"], float(record["now"]))
             return
         caller = self.registry.agents.get(record["agent"], Caller(record["agent"]))
         ctx = Context(self.store, self.registry, caller)
         req_id = int(record["id"])
+        self.store.ctx.tape = None if decisions is None else DecisionTape(decisions)
         try:
             reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
         except HivememError as exc:  # it failed the same way the first time
@@ -331,6 +366,8 @@ class Durability:
         except Exception as exc:  # a bug, which failed the live request the same way
             log.exception("replaying journal record of request %d failed", req_id)
             reply = encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
+        finally:
+            self.store.ctx.tape = None
         self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
 
 

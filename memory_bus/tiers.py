@@ -62,7 +62,7 @@ from hivemem.memory_bus.item import (
 )
 from hivemem.memory_bus.namespace import MemoryEvent, Namespace, NextUse
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
-from hivemem.memory_bus.proposals import add_all, apply_each
+from hivemem.memory_bus.proposals import DecisionTape, add_all, apply_each
 
 UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
 
@@ -85,6 +85,9 @@ class StoreContext:
     ids stay unique across the shards of a bus."""
     next_use: NextUse | None = None
     listeners: list[Callable[[MemoryEvent], None]] = field(default_factory=list)
+    tape: DecisionTape | None = None
+    """Where the write policy's decisions are recorded or played back, during a request
+    the bus journals or replays (see :class:`~hivemem.memory_bus.proposals.DecisionTape`)."""
 
     def allocate(self, n: int) -> range:
         """``n`` fresh int64 ids, in order."""

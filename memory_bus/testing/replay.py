@@ -1,12 +1,14 @@
 """Replay check: a bus restarted on its data directory holds exactly what it held.
 
 A restart loads the last snapshot and replays the journal through the same handlers as
-live requests (:mod:`hivemem.memory_bus.durability`). That gives back the same store only
-if every decision the store makes is a function of what it keeps: the items and their
-recall counts, the namespace's seeded generator, the request's own arguments. A policy
-that reads the clock, an unseeded generator or a set's iteration order decides otherwise
-on the replay, and the restarted bus then holds other items under the ids its clients
-were given. :func:`check_replay` drives a real bus with a journal through a random mix of
+live requests (:mod:`hivemem.memory_bus.durability`). The write policy's decisions are
+journaled with their request and played back (:class:`~hivemem.memory_bus.proposals.
+DecisionTape`); every other decision the store makes is made again, and gives back the
+same store only if it is a function of what the store keeps: the items and their recall
+counts, the namespace's seeded generator, the request's own arguments. An eviction
+policy that reads the clock, an unseeded generator or a set's iteration order decides
+otherwise on the replay, and the restarted bus then holds other items under the ids its
+clients were given. :func:`check_replay` drives a real bus with a journal through a random mix of
 every op (writes, batches, reads that count as recalls, updates, deletes, graph edges and
 promotions; some items revise a fact by ``meta["key"]``, some expire), with snapshots
 forked or written inline along the way, restarts it on the same directory and compares
