@@ -111,7 +111,7 @@ class AsyncMemoryClient(Ops):
     async def events(
         self, topics: list[str], pub_address: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Memory events (add/update/delete/evict) of ``topics``, as decoded event maps.
+        """Memory events (add/update/delete/evict, graph edges) of ``topics``, as decoded maps.
 
         A topic is one namespace, ``"tier/namespace"``, which this agent must be allowed
         to read; the admin may also name a whole tier (``"tier/"``) or everything

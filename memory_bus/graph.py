@@ -202,7 +202,14 @@ class GraphTier(VectorTier):
             dict(check_meta(meta or {}, self.ctx.limits)),
         )
         self._store_edge(namespace, edge)
+        self._announce_edge(namespace, "edge", edge, now)
         return edge.id
+
+    def _announce_edge(self, namespace: str, kind: str, edge: Edge, now: float) -> None:
+        """Announce an edge added or invalidated, numbered among the namespace's events."""
+        fields = {"src": edge.src, "dst": edge.dst, "type": edge.type,
+                  "valid_from": edge.valid_from, "valid_to": edge.valid_to}  # fmt: skip
+        self.namespace_named(namespace).announce(self.ctx.emit, kind, (edge.id,), 0, now, fields)
 
     def _store_edge(self, namespace: str, edge: Edge) -> None:
         self._edges_of(namespace)[edge.id] = edge
@@ -221,6 +228,7 @@ class GraphTier(VectorTier):
             raise InvalidInputError("at", f"must be after the edge's valid_from {edge.valid_from}")
         edge.valid_to = at
         self._touch(namespace)
+        self._announce_edge(namespace, "invalidate", edge, at)
 
     def _edge(self, caller: Caller, namespace: str, edge_id: Any) -> Edge:
         self._check(caller, namespace, "link")

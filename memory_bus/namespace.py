@@ -7,7 +7,7 @@ tokens, and an index holding exactly its items.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,21 +29,26 @@ NextUse = Callable[[Item, float], float]
 class MemoryEvent:
     """A change announced to listeners (the bus publishes these).
 
-    ``kind`` is one of ``add``, ``update``, ``delete``, ``evict``.
+    ``kind`` is one of ``add``, ``update``, ``delete``, ``evict`` (of items), or ``edge``
+    and ``invalidate`` (of a graph namespace's edges: one added, one whose validity ended).
     """
 
     kind: str
     tier: str
     namespace: str
     item_ids: Sequence[int]
-    """The items it concerns: one, or the ids a batch added (then ``kind`` is ``add``)."""
+    """The items it concerns: one, or the ids a batch added (then ``kind`` is ``add``);
+    for an edge event, the edge's id."""
     version: int
     now: float
     seq: int = 0
-    """The namespace's number of the first of these item events (the others follow on):
+    """The namespace's number of the first of these events (the others follow on):
     1, 2, 3, ... per namespace, kept in snapshots and made again by a replay, so the
     numbers go on across a restart. A subscriber that sees a number skipped missed events
     (``docs/protocol.md``, Events). 0: not numbered."""
+    edge: Mapping[str, Any] | None = None
+    """For an edge event, the edge: ``src``, ``dst``, ``type``, ``valid_from``,
+    ``valid_to`` (published in place of an item's id and version)."""
 
 
 def _oldest_write_first(features: np.ndarray) -> list[np.ndarray]:
@@ -170,7 +175,7 @@ class Namespace:
         # batch's own matrix would hold the request's buffer, and on a virtual machine
         # every fresh page costs a fault (a second copy per item halved the write rate).
         rows.batch.vectors = None
-        self._announce(emit, "add", ids, 1, rows.now)
+        self.announce(emit, "add", ids, 1, rows.now)
 
     def add_many(
         self,
@@ -201,7 +206,7 @@ class Namespace:
             self._tokens += item.tokens
             self.nbytes += item.nbytes
             pending[item.id] = item
-            self._announce(emit, "add", (item.id,), item.version, now)
+            self.announce(emit, "add", (item.id,), item.version, now)
             pool = slot.pool
             victims: list[int] = []
             if pool is None and self._over(0):
@@ -342,7 +347,7 @@ class Namespace:
         if kind == "evict":
             self.evictions += 1
             self.history.pop(item_id, None)
-        self._announce(emit, kind, (item_id,), 0, now)
+        self.announce(emit, kind, (item_id,), 0, now)
 
     def remove(self, item_id: int, now: float, emit: Callable[[MemoryEvent], None]) -> Item:
         """Delete one item (history keeps a deletion marker).
@@ -362,7 +367,7 @@ class Namespace:
         self.nbytes -= item.nbytes
         self.index.remove(np.asarray([item_id], dtype=np.int64))
         self._remember(item, op="delete", at=now)
-        self._announce(emit, "delete", (item_id,), item.version, now)
+        self.announce(emit, "delete", (item_id,), item.version, now)
         return item
 
     def replace(
@@ -384,20 +389,22 @@ class Namespace:
             ids = np.asarray([new.id], dtype=np.int64)
             self.index.remove(ids)
             self.index.add_checked(ids, new.vector[None, :])
-        self._announce(emit, "update", (new.id,), new.version, now)
+        self.announce(emit, "update", (new.id,), new.version, now)
 
-    def _announce(
+    def announce(
         self,
         emit: Callable[[MemoryEvent], None],
         kind: str,
         ids: Sequence[int],
         version: int,
         now: float,
+        edge: Mapping[str, Any] | None = None,
     ) -> None:
-        """Emit the event of ``ids``, numbered on from the namespace's last one."""
+        """Emit the event of ``ids``, numbered on from the namespace's last one (see
+        :class:`MemoryEvent`; ``edge`` for an edge event)."""
         seq = self.event_seq + 1
         self.event_seq += len(ids)
-        emit(MemoryEvent(kind, self._tier, self.name, ids, version, now, seq))
+        emit(MemoryEvent(kind, self._tier, self.name, ids, version, now, seq, edge))
 
     def _remember(self, item: Item, op: str, at: float) -> None:
         entries = self.history.setdefault(item.id, [])

@@ -14,6 +14,8 @@ Frames (ZeroMQ multipart messages)::
              {"id": int, "ok": false, "error": {"code": str, "message": str, "details": map}}
     events   [{"kind": "add"|"update"|"delete"|"evict", "tier", "namespace", "item_id",
                "version", "now", "seq"}, ...]   (one message per topic per request)
+             a graph edge's: {"kind": "edge"|"invalidate", "tier", "namespace", "edge_id",
+               "src", "dst", "type", "valid_from", "valid_to", "now", "seq"}
              [{"kind": "mark", "tier", "namespace", "seq"}]   (a quiet namespace's last seq)
 
 ``client`` is a random 63-bit number a client picks once; with ``id`` it names a request,

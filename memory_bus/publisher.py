@@ -144,18 +144,21 @@ class EventPublisher:
                 and not any(topic.startswith(p) for p in prefixes)
             ):
                 continue
-            by_topic.setdefault(topic, []).extend(
-                {
-                    "kind": event.kind,
-                    "tier": event.tier,
-                    "namespace": event.namespace,
-                    "item_id": item_id,
-                    "version": event.version,
-                    "now": event.now,
-                    "seq": seq,
-                }
-                for seq, item_id in enumerate(event.item_ids, event.seq)
-            )
+            if event.edge is not None:
+                by_topic.setdefault(topic, []).append(_edge_message(event))
+            else:
+                by_topic.setdefault(topic, []).extend(
+                    {
+                        "kind": event.kind,
+                        "tier": event.tier,
+                        "namespace": event.namespace,
+                        "item_id": item_id,
+                        "version": event.version,
+                        "now": event.now,
+                        "seq": seq,
+                    }
+                    for seq, item_id in enumerate(event.item_ids, event.seq)
+                )
             if topic in exact:
                 last = event.seq + len(event.item_ids) - 1
                 self._marks[topic] = (event.tier, event.namespace, last, taken)
@@ -237,6 +240,13 @@ class EventPublisher:
                 del totals[prefix]
             if not self._held[key]:
                 del self._held[key]
+
+
+def _edge_message(event: MemoryEvent) -> dict[str, Any]:
+    """The published map of an edge event (``docs/protocol.md``, Events)."""
+    return {"kind": event.kind, "tier": event.tier, "namespace": event.namespace,
+            "edge_id": event.item_ids[0], **(event.edge or {}), "now": event.now,
+            "seq": event.seq}  # fmt: skip
 
 
 def _send_mark(pub: zmq.Socket[Any], topic: bytes, tier: str, namespace: str, seq: int) -> None:

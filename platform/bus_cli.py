@@ -309,7 +309,8 @@ def bus_watch(
     curve_key: Path | None = CURVE_KEY,
     curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
-    """Print memory events (add/update/delete/evict) as they happen, one JSON line each.
+    """Print memory events (add/update/delete/evict, and graph edges) as they happen, one
+    JSON line each.
 
     Events this watcher missed (it fell behind, or reconnected) come as one line of kind
     "gap" in their place, with how many ("missed"; null if the bus lost its memory).

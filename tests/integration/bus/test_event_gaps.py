@@ -78,6 +78,38 @@ def test_events_are_numbered_per_namespace_and_subscribe_says_where_they_stand()
     assert not [e for e in got if e["kind"] in (GAP, MARK)]  # nothing missed; marks not yielded
 
 
+def test_graph_edges_are_announced_and_numbered_with_the_nodes() -> None:
+    """Edges added (by ``add_edge`` and by ``promote``) and invalidated are events of
+    their graph namespace, numbered among its nodes' events."""
+    server = BusServer(MemoryStore(StoreConfig(dim=8)))
+    token = server.register("alice", ["team"])
+    v = np.ones(8, np.float32)
+
+    async def run() -> list[dict[str, Any]]:
+        alice = AsyncMemoryClient(server.address, "alice", token, timeout=5.0)
+        stream = alice.events(["graph/team"])
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.5)
+        a, b = [(await alice.write("graph", "team", NewItem(t, vector=v), now=1.0)).item_id for t in "ab"]  # fmt: skip
+        edge = await alice.add_edge("team", a, b, "causes", now=2.0)
+        await alice.invalidate_edge("team", edge, at=3.0)
+        parent = await alice.promote("team", [a, b], NewItem("ab", vector=v, level=1), now=4.0)
+        got = await _records(stream, first, QUIET_S)
+        await stream.aclose()
+        alice.close()
+        return [a, b, edge, parent, got]
+
+    with server:
+        a, b, edge, parent, got = asyncio.run(run())
+    assert [(e["kind"], e["seq"]) for e in got] == [
+        ("add", 1), ("add", 2), ("edge", 3), ("invalidate", 4), ("add", 5), ("edge", 6), ("edge", 7)
+    ]  # fmt: skip
+    common = {"tier": "graph", "namespace": "team", "src": a, "dst": b, "type": "causes"}
+    assert got[2] == {**common, "kind": "edge", "edge_id": edge, "valid_from": 2.0, "valid_to": float("inf"), "now": 2.0, "seq": 3}  # fmt: skip
+    assert got[3] == {**common, "kind": "invalidate", "edge_id": edge, "valid_from": 2.0, "valid_to": 3.0, "now": 3.0, "seq": 4}  # fmt: skip
+    assert [(e["src"], e["dst"], e["type"]) for e in got[5:]] == [(parent, a, "abstracts"), (parent, b, "abstracts")]  # fmt: skip
+
+
 def test_a_slow_subscriber_learns_how_many_events_it_missed_even_at_the_end() -> None:
     """The bus queues one message per subscriber, the subscriber one: while it does not
     read, the writes' events overflow and ZeroMQ drops the newest. The numbers of what
