@@ -217,12 +217,16 @@ class GraphTier(VectorTier):
         self._touch(namespace)
 
     def invalidate_edge(self, caller: Caller, namespace: str, edge_id: int, *, at: float) -> None:
-        """End an edge's validity at ``at``; it stays for as-of queries before ``at``."""
+        """End an edge's validity at ``at``; it stays for as-of queries before ``at``.
+
+        An edge that ends later (written with a ``valid_to``, or invalidated before at a
+        later time) is cut short; one that ends at ``at`` or before is refused.
+        """
         at = check_number(at, "at")
         edge = self._edge(caller, namespace, edge_id)
-        if edge.valid_to != INF:
+        if at >= edge.valid_to:
             raise InvalidInputError(
-                "edge_id", f"edge {edge_id} was already invalidated at {edge.valid_to}"
+                "at", f"edge {edge_id} already ends at {edge.valid_to}, before {at}"
             )
         if at <= edge.valid_from:
             raise InvalidInputError("at", f"must be after the edge's valid_from {edge.valid_from}")

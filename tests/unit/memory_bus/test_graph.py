@@ -49,8 +49,20 @@ def test_as_of_sees_what_was_true_then() -> None:
     assert store.graph.neighbors(LEAD, "team", alice, as_of=3.0) == [paris]
     assert store.graph.neighbors(LEAD, "team", alice, as_of=7.0) == [rome]
     assert [e["dst"] for e in store.graph.edges(LEAD, "team", node=alice)] == [paris, rome]
-    with pytest.raises(InvalidInputError, match="already"):
+    with pytest.raises(InvalidInputError, match="already ends at 5.0"):
         store.graph.invalidate_edge(LEAD, "team", e1, at=9.0)
+
+
+def test_an_edge_written_with_an_end_can_be_cut_short() -> None:
+    """Not refused as "already invalidated" (as it was): it ends at the earlier time."""
+    store = make_store()
+    alice, paris = node(store, "alice"), node(store, "paris")
+    lease = store.graph.add_edge(LEAD, "team", alice, paris, "rents_in", now=0.0, valid_to=50.0)
+    store.graph.invalidate_edge(LEAD, "team", lease, at=30.0)
+    assert store.graph.neighbors(LEAD, "team", alice, as_of=20.0) == [paris]
+    assert store.graph.neighbors(LEAD, "team", alice, as_of=40.0) == []
+    with pytest.raises(InvalidInputError, match="already ends at 30.0"):
+        store.graph.invalidate_edge(LEAD, "team", lease, at=40.0)
 
 
 def test_promote_links_a_higher_parent() -> None:
