@@ -9,11 +9,12 @@ subscriber is reconnecting, and a subscription takes a moment to reach the bus.
 :class:`EventGaps` counts on from where the subscription started (the ``subscribe``
 op's ``seqs``). It learns the latest number from each event and from the bus's *marks*
 (``hivemem.memory_bus.publisher``): a namespace's new subscriber gets its last number
-at once, and while a namespace subscribed to by name is quiet after a change, the bus
-sends its last number again every second, for 30 seconds, so that events dropped at the
-end of a burst, or made before the subscription reached the bus, show too. Where numbers were skipped it says so
-with a *gap* record, which the clients' ``events()`` yield in the place of the missing
-events (``docs/protocol.md``, Events)::
+at once, and while a namespace is quiet after a change, the bus sends its last number
+again every second, for 30 seconds (to subscribers of the namespace and of its tier),
+so that events dropped at the end of a burst, or made before the subscription reached
+the bus, show too. Where numbers were skipped it says so with a *gap* record, which the
+clients' ``events()`` yield in the place of the missing events (``docs/protocol.md``,
+Events)::
 
     {"kind": "gap", "tier": "shared", "namespace": "team", "seq": 41, "missed": 3}
 

@@ -44,6 +44,9 @@ MARK_PERIOD_S = 1.0
 MARK_WINDOW_S = 30.0
 """How long after a namespace's last event its mark is still sent."""
 
+MARKS_PER_MESSAGE = 1_000
+"""Marks sent together to the subscribers of a whole tier, at most (one message)."""
+
 Authorize = Callable[[str, str, str], bytes]
 """``authorize(agent, token, topic)``: the topic's prefix on the event socket, or raise."""
 
@@ -79,6 +82,8 @@ class EventPublisher:
         self._set_aside: list[dict[bytes, list[dict[str, Any]]]] = []  # see set_aside
         # topic subscribed by name -> (tier, namespace, its last event number, when taken)
         self._marks: dict[bytes, tuple[str, str, int, float]] = {}
+        # for subscribers of whole tiers: tier -> namespace -> (last event number, when)
+        self._tier_marks: dict[str, dict[str, tuple[int, float]]] = {}
 
     def publish(self, pub: zmq.Socket[Any]) -> None:
         """Send what :meth:`set_aside` kept, then one message per topic for the events of
@@ -96,9 +101,12 @@ class EventPublisher:
         self._set_aside.clear()
 
     def send_marks(self, pub: zmq.Socket[Any], now: float) -> None:
-        """Send each namespace subscribed to by name that changed in the last
-        :data:`MARK_WINDOW_S` its last event number, as a one-record message
-        ``[{"kind": "mark", "tier", "namespace", "seq"}]`` (owner thread only).
+        """Send each namespace that changed in the last :data:`MARK_WINDOW_S` its last
+        event number, a *mark* ``{"kind": "mark", "tier", "namespace", "seq"}`` (owner
+        thread only): on its own topic, in a message of its own, if someone subscribed
+        to it by name; and on the tier's topic (``tier/``), in messages of up to
+        :data:`MARKS_PER_MESSAGE` marks, if someone subscribed to the whole tier (the
+        admin's tools: ``""`` or ``"tier/"``).
 
         A subscriber learns from the numbers of later events that it missed some; a mark
         tells it the same when no later event comes: ZeroMQ drops a slow subscriber's
@@ -111,7 +119,17 @@ class EventPublisher:
             if now - taken > MARK_WINDOW_S or topic not in self._exact:
                 del self._marks[topic]
             else:
-                _send_mark(pub, topic, tier, namespace, seq)
+                _send_marks(pub, topic, tier, [(namespace, seq)])
+        for tier, recent in list(self._tier_marks.items()):
+            if not self._whole_tier_heard(tier, {}):
+                del self._tier_marks[tier]  # nobody listens to the whole tier any more
+                continue
+            topic = f"{tier}/".encode()
+            for namespace in [ns for ns, (_, taken) in recent.items() if now - taken > MARK_WINDOW_S]:  # fmt: skip
+                del recent[namespace]
+            found = [(namespace, seq) for namespace, (seq, _) in recent.items()]
+            for start in range(0, len(found), MARKS_PER_MESSAGE):
+                _send_marks(pub, topic, tier, found[start : start + MARKS_PER_MESSAGE])
 
     def set_aside(self) -> bool:
         """Take the events now and keep them for the next :meth:`publish` (any thread,
@@ -132,6 +150,7 @@ class EventPublisher:
         # always, cost more than the rest of publishing.
         exact, prefixes = self._exact, self._prefixes
         by_topic: dict[bytes, list[dict[str, Any]]] = {}
+        whole: dict[str, bool] = {}  # tier -> whether someone subscribed to all of it
         taken = time.monotonic()
         for event in self.events:
             self.metrics.event(event)
@@ -159,11 +178,21 @@ class EventPublisher:
                     }
                     for seq, item_id in enumerate(event.item_ids, event.seq)
                 )
+            last = event.seq + len(event.item_ids) - 1
             if topic in exact:
-                last = event.seq + len(event.item_ids) - 1
                 self._marks[topic] = (event.tier, event.namespace, last, taken)
+            if prefixes and self._whole_tier_heard(event.tier, whole):
+                self._tier_marks.setdefault(event.tier, {})[event.namespace] = (last, taken)
         self.events.clear()
         return by_topic
+
+    def _whole_tier_heard(self, tier: str, known: dict[str, bool]) -> bool:
+        """Whether someone subscribed to all of ``tier`` (``known``: answers so far)."""
+        heard = known.get(tier)
+        if heard is None:
+            topic = f"{tier}/".encode()
+            heard = known[tier] = any(topic.startswith(p) for p in self._prefixes)
+        return heard
 
     def take_subscriptions(self, pub: zmq.Socket[Any]) -> None:
         """Act on the subscriptions the XPUB reports (``b"\\x01"``/``b"\\x00"`` + payload).
@@ -207,7 +236,7 @@ class EventPublisher:
         found = self.last_seq(topic) if self.last_seq and prefix.endswith(TOPIC_END) else None
         if found is not None and found[2] > 0:
             self._send_set_aside(pub)  # they go first (to this subscriber too): counted
-            _send_mark(pub, prefix, *found)
+            _send_marks(pub, prefix, found[0], [(found[1], found[2])])
 
     def _unsigned(self, prefix: bytes) -> None:
         """Say once per prefix that a bare subscription gets nothing (a client from before
@@ -249,9 +278,12 @@ def _edge_message(event: MemoryEvent) -> dict[str, Any]:
             "seq": event.seq}  # fmt: skip
 
 
-def _send_mark(pub: zmq.Socket[Any], topic: bytes, tier: str, namespace: str, seq: int) -> None:
-    mark = {"kind": MARK, "tier": tier, "namespace": namespace, "seq": seq}
-    pub.send_multipart([topic, HEADER, pack([mark])])
+def _send_marks(
+    pub: zmq.Socket[Any], topic: bytes, tier: str, found: list[tuple[str, int]]
+) -> None:
+    """One message on ``topic``: a mark for each (namespace, last event number)."""
+    marks = [{"kind": MARK, "tier": tier, "namespace": ns, "seq": seq} for ns, seq in found]
+    pub.send_multipart([topic, HEADER, pack(marks)])
 
 
 def send(pub: zmq.Socket[Any], by_topic: dict[bytes, list[dict[str, Any]]]) -> None:

@@ -16,8 +16,16 @@ from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.event_gaps import EventGaps
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
-from hivemem.memory_bus.protocol import GAP, MARK, encode_subscription, event_topic, unpack
-from hivemem.memory_bus.publisher import MARK_PERIOD_S
+from hivemem.memory_bus.protocol import (
+    ADMIN_AGENT,
+    GAP,
+    MARK,
+    encode_subscription,
+    split_topic,
+    unpack,
+    wire_topic,
+)
+from hivemem.memory_bus.publisher import MARK_PERIOD_S, MARKS_PER_MESSAGE
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -110,24 +118,68 @@ def test_graph_edges_are_announced_and_numbered_with_the_nodes() -> None:
     assert [(e["src"], e["dst"], e["type"]) for e in got[5:]] == [(parent, a, "abstracts"), (parent, b, "abstracts")]  # fmt: skip
 
 
-def test_a_slow_subscriber_learns_how_many_events_it_missed_even_at_the_end() -> None:
+def test_a_whole_tier_gets_its_namespaces_marks_many_to_a_message() -> None:
+    """2,500 namespaces changed: a subscriber of the tier gets every one's last number
+    in messages of at most MARKS_PER_MESSAGE marks on the tier's topic, not 2,500
+    messages; a subscriber of one namespace by name gets that one's alone."""
+    server = BusServer(MemoryStore(StoreConfig(dim=8)))
+    names = [f"g{i}" for i in range(2_500)]
+    token = server.register("bob", ["g7"])
+    writer = server.register("carl", names)
+    ctx = zmq.Context()
+    subs = {}
+    with server:
+        for topic, (agent, key) in {"shared/": (ADMIN_AGENT, server.admin_token), "shared/g7": ("bob", token)}.items():  # fmt: skip
+            sub = subs[topic] = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.SUBSCRIBE, encode_subscription(agent, key, topic))
+            sub.setsockopt(zmq.SUBSCRIBE, wire_topic(*split_topic(topic)))
+            sub.connect(server.pub_address)
+        time.sleep(0.5)
+        with MemoryClient(server.address, "carl", writer, timeout=10.0) as carl:
+            v = np.ones(8, np.float32)
+            carl.write_many("shared", [(name, NewItem(name, vector=v)) for name in names], now=0.0)
+        time.sleep(MARK_PERIOD_S * 1.5)  # one round of marks, at least
+        got = {}
+        for topic, sub in subs.items():
+            got[topic] = []
+            while sub.poll(200):
+                frames = sub.recv_multipart()
+                got[topic].append((frames[0], unpack(frames[2])))
+            sub.close()
+    ctx.term()
+    tier_marks = [(t, records) for t, records in got["shared/"] if records[0]["kind"] == MARK and t == b"shared/"]  # fmt: skip
+    assert len(tier_marks) >= 3 and all(len(r) <= MARKS_PER_MESSAGE for _, r in tier_marks)
+    marked = {(m["namespace"], m["seq"]) for _, records in tier_marks for m in records}
+    assert marked == {(name, 1) for name in names}
+    bobs = [records for _, records in got["shared/g7"]]
+    assert bobs[0] == [{"kind": "add", "tier": "shared", "namespace": "g7", "item_id": 8, "version": 1, "now": 0.0, "seq": 1}]  # fmt: skip
+    assert all(r == [{"kind": MARK, "tier": "shared", "namespace": "g7", "seq": 1}] for r in bobs[1:])  # fmt: skip
+    assert len(bobs) > 1
+
+
+@pytest.mark.parametrize("topic", ["shared/team", "shared/", ""])
+def test_a_slow_subscriber_learns_how_many_events_it_missed_even_at_the_end(topic: str) -> None:
     """The bus queues one message per subscriber, the subscriber one: while it does not
     read, the writes' events overflow and ZeroMQ drops the newest. The numbers of what
-    it then receives, and the marks after the last write, account for every event."""
+    it then receives, and the marks after the last write, account for every event:
+    subscribed to the namespace by name (bob), or to its whole tier or everything (the
+    admin, whose marks come many to a message, on the tier's topic)."""
     store = MemoryStore(StoreConfig(dim=8))
     server = BusServer(store, event_queue=1)
     token = server.register("bob", ["team"])
+    agent, token = ("bob", token) if topic == "shared/team" else (ADMIN_AGENT, server.admin_token)
     ctx = zmq.Context()
     with server:
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 1)
         sub.setsockopt(zmq.RCVBUF, 1 << 16)
-        sub.setsockopt(zmq.SUBSCRIBE, encode_subscription("bob", token, "shared/team"))
-        sub.setsockopt(zmq.SUBSCRIBE, event_topic("shared", "team"))
+        sub.setsockopt(zmq.SUBSCRIBE, encode_subscription(agent, token, topic))
+        sub.setsockopt(zmq.SUBSCRIBE, wire_topic(*split_topic(topic)))
         sub.connect(server.pub_address)
         time.sleep(0.5)  # subscribed before the writes
-        with MemoryClient(server.address, "bob", token, timeout=10.0) as bob:
+        with MemoryClient(server.address, "bob", server.token("bob"), timeout=10.0) as bob:
             vectors = np.ones((1000, 8), np.float32)
             for b in range(100):  # 100,000 events in 100 messages, while nobody reads
                 bob.write_many("shared", [("team", NewItem("x", vector=x)) for x in vectors], now=float(b))  # fmt: skip
