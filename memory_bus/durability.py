@@ -29,10 +29,11 @@ from collections.abc import Callable
 from typing import Any
 
 from hivemem.memory_bus.auth import AgentRegistry
-from hivemem.memory_bus.errors import HivememError, JournalWriteError
+from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.errors import ConfigError, HivememError, JournalWriteError
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
-from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.journal import CONFIG_NAME, Journal
 from hivemem.memory_bus.proposals import DecisionTape
 from hivemem.memory_bus.protocol import MUTATING, Code, Op, Request, encode_error, encode_reply
 from hivemem.memory_bus.store import MemoryStore
@@ -315,13 +316,67 @@ class Durability:
         }
 
     def recover(self) -> None:
-        """Load the snapshot and replay the journal through the same handlers."""
+        """Load the snapshot and replay the journal through the same handlers, under the
+        store configuration the journal was written with.
+
+        The records hold requests, not their outcomes (but for write decisions): the
+        same ``write``, replayed under another write policy, eviction policy or capacity,
+        would store other items under other ids than its client was told. So a bus
+        configured otherwise than the one that wrote the journal (``store_config.json``)
+        replays it into a store of the old configuration, takes that state over (as it
+        would a snapshot's) and writes a snapshot at once, so that the log starts afresh
+        under its own configuration.
+
+        Raises:
+            ConfigError: the journal's store had another dimension, or its configuration
+                names a policy this process cannot make.
+        """
         if self.journal is None:
             return
+        current = self.store.config.model_dump(mode="json")
+        written = self.journal.written_config()
+        if written is None or written == current:
+            self._recover_into(self.store)
+        else:
+            self._recover_changed(written, current)
+        self.journal.save_config(current)
+
+    def _recover_changed(self, written: dict[str, Any], current: dict[str, Any]) -> None:
+        """Recover under the ``written`` configuration, then take the state over."""
+        assert self.journal is not None
+        old_config = StoreConfig.model_validate(written)
+        if old_config.dim != self.store.config.dim:
+            raise ConfigError(
+                f"the data directory holds a store of dim {old_config.dim}; this bus has dim "
+                f"{self.store.config.dim}"
+            )
+        changed = ", ".join(changed_fields(written, current))
+        ctx = self.store.ctx
+        try:
+            old = MemoryStore(old_config, ctx.embedder, ctx.limits, embed=ctx.embedder is not None)
+        except HivememError as exc:
+            raise ConfigError(
+                f"the journal in {self.journal.dir} was written under another store "
+                f"configuration (it differs in {changed}), which this process cannot make: "
+                f"{exc.message}. Start the bus with that configuration (it is in "
+                f"{CONFIG_NAME} there), or make its policies available"
+            ) from exc
+        old.ctx.next_id, old.ctx.id_stride, old.ctx.next_use = ctx.next_id, ctx.id_stride, ctx.next_use  # fmt: skip
+        self._recover_into(old)
+        self.store.set_state(old.get_state())
+        log.warning(
+            "the store configuration changed since the journal was written (%s): its records "
+            "were replayed under the one they were written with; snapshotting now",
+            changed,
+        )
+        self.journal.snapshot(self._state())
+
+    def _recover_into(self, store: MemoryStore) -> None:
+        assert self.journal is not None
         started = time.monotonic()
         state = self.journal.load_snapshot()
         if state is not None:
-            self.store.set_state(state["store"])
+            store.set_state(state["store"])
             self.registry.load(state["registry"])
             self.replies.load(state["dedup"])
         loaded = time.monotonic()
@@ -331,15 +386,15 @@ class Durability:
             replayed += 1
             if record["op"] == DECIDED:
                 if held is not None:
-                    self._replay(held, record["decisions"])
+                    self._replay(store, held, record["decisions"])
                 held = None
                 continue
             if held is not None:
-                self._replay(held)
+                self._replay(store, held)
             held = record
         if held is not None:
-            self._replay(held)
-        items = sum(tier["items"] for tier in self.store.stats().values())
+            self._replay(store, held)
+        items = sum(tier["items"] for tier in store.stats().values())
         log.info(
             "recovered %d items: %s in %.2f s, %d journal records (%.1f MB) in %.2f s",
             items,
@@ -350,15 +405,18 @@ class Durability:
             time.monotonic() - loaded,
         )
 
-    def _replay(self, record: dict[str, Any], decisions: list[Any] | None = None) -> None:
-        """Apply one journal record again; ``decisions``: its write decisions, played back."""
+    def _replay(
+        self, store: MemoryStore, record: dict[str, Any], decisions: list[Any] | None = None
+    ) -> None:
+        """Apply one journal record to ``store`` again; ``decisions``: its write decisions,
+        played back."""
         if record["op"] == "recall":
-            apply_recalls(self.store, record["recalls"], float(record["now"]))
+            apply_recalls(store, record["recalls"], float(record["now"]))
             return
         caller = self.registry.agents.get(record["agent"], Caller(record["agent"]))
-        ctx = Context(self.store, self.registry, caller)
+        ctx = Context(store, self.registry, caller)
         req_id = int(record["id"])
-        self.store.ctx.tape = None if decisions is None else DecisionTape(decisions)
+        store.ctx.tape = None if decisions is None else DecisionTape(decisions)
         try:
             reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
         except HivememError as exc:  # it failed the same way the first time
@@ -367,8 +425,19 @@ class Durability:
             log.exception("replaying journal record of request %d failed", req_id)
             reply = encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
         finally:
-            self.store.ctx.tape = None
+            store.ctx.tape = None
         self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
+
+
+def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
+    """The dotted paths where two configurations (JSON values) differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            found
+            for key in sorted(set(old) | set(new))
+            for found in changed_fields(old.get(key), new.get(key), f"{path}{key}.")
+        ]
+    return [] if old == new else [path.rstrip(".")]
 
 
 def _fork_to(write: Callable[[], None]) -> int | None:

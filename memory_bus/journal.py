@@ -14,6 +14,9 @@ Files in the data directory:
   over the old one.
 - ``LOCK``: the pid of the process that holds the directory (:func:`lock_data_dir`); a
   second bus on the same directory is refused, since two writers would corrupt the log.
+- ``store_config.json``: the store configuration the records of the log were written
+  under (:meth:`Journal.save_config`): a restart under another one replays them under
+  this one first (:mod:`hivemem.memory_bus.durability`).
 
 A snapshot happens in three steps, so that the slow middle one can run elsewhere (the bus
 server writes it from a forked process, see :mod:`hivemem.memory_bus.durability`):
@@ -48,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import queue
@@ -61,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from hivemem.memory_bus.errors import HivememError, JournalWriteError
+from hivemem.memory_bus.errors import ConfigError, HivememError, JournalWriteError
 from hivemem.memory_bus.protocol import pack
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,7 @@ FRAME = struct.Struct("<II")
 LOG_NAME = "journal.log"
 SNAPSHOT_NAME = "snapshot.msgpack"
 LOCK_NAME = "LOCK"
+CONFIG_NAME = "store_config.json"
 PART_NAME = re.compile(r"journal\.(\d{20})\.log")
 
 
@@ -223,7 +228,7 @@ class Journal:
         self._lock = lock_data_dir(self.dir)  # first: nothing below may touch another's files
         self.log_path = self.dir / LOG_NAME
         self.snapshot_path = self.dir / SNAPSHOT_NAME
-        for tmp in self.dir.glob("snapshot*.tmp"):
+        for tmp in [*self.dir.glob("snapshot*.tmp"), *self.dir.glob(f"{CONFIG_NAME}.*.tmp")]:
             # A writer that died (or outlived its server: its rename now fails) left it.
             tmp.unlink(missing_ok=True)
         self._fd = self._open_log()
@@ -409,6 +414,34 @@ class Journal:
             return 0
         payloads, _ = read_frames(self.snapshot_path.read_bytes(), self.snapshot_path)
         return int(decode_record(payloads[0], self.snapshot_path)["seq"]) if payloads else 0
+
+    def written_config(self) -> dict[str, Any] | None:
+        """The store configuration the log's records were written under (None: not known,
+        a directory from before it was kept)."""
+        try:
+            found = json.loads((self.dir / CONFIG_NAME).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.dir / CONFIG_NAME} is damaged ({exc}); it names the store configuration "
+                "the journal was written under: restore it, or delete it to replay the journal "
+                "under this bus's configuration"
+            ) from exc
+        return found if isinstance(found, dict) else None
+
+    def save_config(self, config: dict[str, Any]) -> None:
+        """Keep ``config`` as the one the records from now on are written under (durably:
+        a temporary file fsynced and renamed over the old one), unless it is already."""
+        if self.written_config() == config:
+            return
+        tmp = self.dir / f"{CONFIG_NAME}.{os.getpid()}.tmp"
+        with open(tmp, "w") as out:
+            json.dump(config, out, indent=1, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.dir / CONFIG_NAME)
+        self._fsync_dir()
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Write ``state`` (which includes every record so far) and drop the log so far."""

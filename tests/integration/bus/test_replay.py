@@ -20,7 +20,7 @@ from hivemem.memory_bus.config import (
     StoreConfig,
     TierConfig,
 )
-from hivemem.memory_bus.errors import InvalidInputError
+from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.interfaces import Caller, EvictionContext, Hit, WriteDecision
 from hivemem.memory_bus.item import Item, NewItem, WriteOp
 from hivemem.memory_bus.journal import Journal
@@ -319,3 +319,78 @@ def test_dedup_over_a_background_build_restarts_to_what_it_decided(
     with BusServer(again, journal=Journal(tmp_path, "no")):
         pass
     assert first_difference(live, logical_state(again)) is None
+
+
+def _restart(config: StoreConfig, data_dir: Path, secret: bytes) -> BusServer:
+    return BusServer(MemoryStore(config), secret=secret, journal=Journal(data_dir, "no"))
+
+
+def test_a_restart_under_another_write_policy_keeps_what_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """Three near-identical facts acknowledged as ADDs under ``always_add``; the bus
+    restarted under ``dedup``. Before, the replay asked ``dedup`` and merged them into
+    one: items 2 and 3 were gone. The journal is replayed under the configuration it
+    was written with, then the bus goes on under its own (a snapshot taken at once)."""
+    secret, v = b"c" * 32, np.array([1, 0, 0, 0], np.float32)
+    dedup = StoreConfig(dim=4, shared=TierConfig(write_policy="dedup", write_params={"update_threshold": 0.5}))  # fmt: skip
+    first = _restart(StoreConfig(dim=4), tmp_path, secret)
+    token = first.register("alice", ["team"])
+    with first, MemoryClient(first.address, "alice", token) as alice:
+        ids = [alice.write("shared", "team", NewItem(f"fact {i}", vector=v), now=float(i)).item_id for i in range(3)]  # fmt: skip
+    second = _restart(dedup, tmp_path, secret)
+    with second, MemoryClient(second.address, "alice", token) as alice:
+        assert [alice.get("shared", "team", i).text for i in ids] == ["fact 0", "fact 1", "fact 2"]
+        revised = alice.write("shared", "team", NewItem("fact 3", vector=v), now=5.0)
+        assert revised.op == WriteOp.UPDATE  # the bus runs under dedup now
+        live = second.inspect(lambda _: logical_state(second.store))
+    assert not list(tmp_path.glob("journal.*.log"))  # the old log went into the snapshot
+    third = _restart(dedup, tmp_path, secret)  # and again, under the same configuration
+    with third:
+        assert third.inspect(lambda _: logical_state(third.store)) == live
+
+
+def test_a_restart_under_another_eviction_policy_keeps_what_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """LRU kept the items read lately; a replay under FIFO would have evicted others."""
+    secret, v = b"e" * 32, np.ones(4, np.float32)
+    lru = StoreConfig(dim=4, private=TierConfig(capacity=3, eviction="lru"))
+    first = _restart(lru, tmp_path, secret)
+    token = first.register("alice", [])
+    with first, MemoryClient(first.address, "alice", token) as alice:
+        ids = []
+        for i in range(6):
+            ids.append(alice.write("private", "alice", NewItem(f"m{i}", vector=v), now=float(i)).item_id)  # fmt: skip
+            alice.get("private", "alice", ids[0], now=float(i) + 0.5)  # the first stays recent
+        kept = first.inspect(lambda _: sorted(first.store.private.namespaces["alice"].items))
+    assert ids[0] in kept
+    fifo = StoreConfig(dim=4, private=TierConfig(capacity=3, eviction="fifo"))
+    second = _restart(fifo, tmp_path, secret)
+    with second:
+        assert second.inspect(lambda _: sorted(second.store.private.namespaces["alice"].items)) == kept  # fmt: skip
+
+
+def test_a_journal_whose_configuration_cannot_be_made_is_refused_clearly(
+    tmp_path: Path, unseeded: str
+) -> None:
+    secret = b"u" * 32
+    first = _restart(config(unseeded, "lru", "lru"), tmp_path, secret)
+    with first:
+        pass
+    del EVICTION_POLICIES._factories["unseeded"]  # the plug-in is gone in the new process
+    try:
+        _refused(_restart(config("lru", "lru", "lru"), tmp_path, secret),
+                 r"written under another store configuration .*private\.eviction.*unseeded")  # fmt: skip
+    finally:
+        EVICTION_POLICIES.register("unseeded")(_Unseeded)
+    (tmp_path / "store_config.json").write_text("{not json")
+    _refused(
+        _restart(config("lru", "lru", "lru"), tmp_path, secret), r"store_config\.json is damaged"
+    )
+
+
+def _refused(server: BusServer, match: str) -> None:
+    with pytest.raises(HivememError, match=match):
+        server.start()
+    server.stop()
