@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import json
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from hivemem.memory_bus.errors import ConfigError, HivememError, JournalWriteErr
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import CONFIG_NAME, Journal
+from hivemem.memory_bus.policies.learned import PINNED, pin_checkpoints, unpin_checkpoints
 from hivemem.memory_bus.proposals import DecisionTape
 from hivemem.memory_bus.protocol import MUTATING, Code, Op, Request, encode_error, encode_reply
 from hivemem.memory_bus.store import MemoryStore
@@ -333,18 +335,22 @@ class Durability:
         """
         if self.journal is None:
             return
-        current = self.store.config.model_dump(mode="json")
+        current = pin_checkpoints(self.store.config.model_dump(mode="json"), self.journal.dir)
         written = self.journal.written_config()
         if written is None or written == current:
             self._recover_into(self.store)
         else:
             self._recover_changed(written, current)
         self.journal.save_config(current)
+        kept = json.dumps(current)
+        for copy in (self.journal.dir / "checkpoints").glob("*.json"):
+            if PINNED + copy.name not in kept:  # pinned for a journal replayed since
+                copy.unlink(missing_ok=True)
 
     def _recover_changed(self, written: dict[str, Any], current: dict[str, Any]) -> None:
         """Recover under the ``written`` configuration, then take the state over."""
         assert self.journal is not None
-        old_config = StoreConfig.model_validate(written)
+        old_config = StoreConfig.model_validate(unpin_checkpoints(written, self.journal.dir))
         if old_config.dim != self.store.config.dim:
             raise ConfigError(
                 f"the data directory holds a store of dim {old_config.dim}; this bus has dim "

@@ -16,7 +16,9 @@ Files in the data directory:
   second bus on the same directory is refused, since two writers would corrupt the log.
 - ``store_config.json``: the store configuration the records of the log were written
   under (:meth:`Journal.save_config`): a restart under another one replays them under
-  this one first (:mod:`hivemem.memory_bus.durability`).
+  this one first (:mod:`hivemem.memory_bus.durability`). ``checkpoints/``: copies of the
+  learned policies' checkpoints it names, by content
+  (:func:`~hivemem.memory_bus.policies.learned.pin_checkpoints`).
 
 A snapshot happens in three steps, so that the slow middle one can run elsewhere (the bus
 server writes it from a forked process, see :mod:`hivemem.memory_bus.durability`):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,3 +312,67 @@ def _learned_write(path: str, key_field: str = "key") -> LearnedWritePolicy:
 
 EVICTION_POLICIES.register_prefix("learned", _learned_eviction)
 WRITE_POLICIES.register_prefix("learned", _learned_write)
+
+
+LEARNED = "learned:"
+"""The prefix of a learned policy's name: ``learned:PATH`` of its checkpoint."""
+
+PINNED = "$DATA_DIR/checkpoints/"
+"""Where a pinned checkpoint's path starts (:func:`pin_checkpoints`): in the data directory,
+wherever that is now."""
+
+
+def pin_checkpoints(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """``config`` (a store configuration as JSON) with every ``learned:PATH`` policy
+    naming a copy of its checkpoint kept in ``data_dir``, named by a hash of its content
+    (``learned:$DATA_DIR/checkpoints/<hash>.json``; :func:`unpin_checkpoints` makes it a
+    path again).
+
+    A bus keeps the configuration its journal was written under, to replay the journal
+    under it (:mod:`hivemem.memory_bus.durability`). A path says nothing of what the
+    file held then: a checkpoint trained again and written over the old one would
+    replay the journal with other weights. Its pinned copy holds the weights that
+    decided, and a new checkpoint under the same path is a new configuration.
+
+    Raises:
+        ConfigError: a checkpoint cannot be read or copied.
+    """
+    return _learned_specs(config, lambda path: PINNED + _pinned_copy(Path(path), data_dir))
+
+
+def unpin_checkpoints(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """``config`` with the pinned checkpoints of :func:`pin_checkpoints` as paths in
+    ``data_dir``."""
+    folder = str(data_dir / "checkpoints") + "/"
+    return _learned_specs(config, lambda path: path.replace(PINNED, folder, 1))
+
+
+def _learned_specs(config: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of ``config`` with ``change`` applied to the path of each learned policy."""
+    changed = json.loads(json.dumps(config))  # a deep copy of JSON values
+    for tier in changed.values():
+        if not isinstance(tier, dict):
+            continue
+        for key in ("eviction", "write_policy"):
+            spec = tier.get(key)
+            if isinstance(spec, str) and spec.startswith(LEARNED):
+                tier[key] = LEARNED + change(spec[len(LEARNED) :])
+    return changed
+
+
+def _pinned_copy(path: Path, data_dir: Path) -> str:
+    """The name of ``path``'s copy in ``data_dir``'s checkpoints (made if missing)."""
+    try:
+        data = path.read_bytes()
+        name = f"{hashlib.sha256(data).hexdigest()[:32]}.json"
+        target = data_dir / "checkpoints" / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot keep a copy of checkpoint {path}: {exc}", path=str(path)
+        ) from exc
+    return name

@@ -394,3 +394,32 @@ def _refused(server: BusServer, match: str) -> None:
     with pytest.raises(HivememError, match=match):
         server.start()
     server.stop()
+
+
+def test_a_checkpoint_trained_again_in_place_replays_with_the_weights_that_decided(
+    tmp_path: Path,
+) -> None:
+    """The same ``learned:PATH`` after the file was written over with new weights: the
+    journal is replayed with the old weights (a copy the data directory keeps), also
+    after the directory moved; the old copy goes once a snapshot holds its decisions."""
+    secret, rng = b"l" * 32, np.random.default_rng(3)
+    path = tmp_path / "evict.json"
+    old, new = Scorer.init("eviction", 4, rng), Scorer.init("eviction", 4, rng)
+    old.save(path)
+    learned = StoreConfig(dim=4, private=TierConfig(capacity=3, eviction=f"learned:{path}"))
+    first = _restart(learned, tmp_path / "bus", secret)
+    token = first.register("alice", [])
+    with first, MemoryClient(first.address, "alice", token) as alice:
+        for i in range(12):
+            v = rng.standard_normal(4).astype(np.float32)
+            written = alice.write("private", "alice", NewItem(f"m{i}", vector=v / np.linalg.norm(v), importance=float(rng.random())), now=float(i))  # fmt: skip
+            if i % 3 == 0:
+                alice.get("private", "alice", written.item_id, now=i + 0.5)
+        live = first.inspect(lambda _: logical_state(first.store))
+    new.save(path)  # trained again, written over the old one
+    moved = tmp_path / "moved"
+    (tmp_path / "bus").rename(moved)
+    second = _restart(learned, moved, secret)
+    with second:
+        assert second.inspect(lambda _: logical_state(second.store)) == live
+    assert [p.read_bytes() for p in (moved / "checkpoints").glob("*.json")] == [path.read_bytes()]
