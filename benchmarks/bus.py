@@ -69,7 +69,7 @@ from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient, encode_write_entries
 from hivemem.memory_bus.codec import encode_new_item
 from hivemem.memory_bus.config import IndexConfig, Prefault, StoreConfig, TierConfig
-from hivemem.memory_bus.durability import die_with_parent
+from hivemem.memory_bus.forking import die_with_parent
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import HEADER, encode_request
 from hivemem.memory_bus.server import BusServer

@@ -13,25 +13,18 @@ request just answered are applied and its reply remembered).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import gc
 import json
 import logging
 import os
 import signal
-import sys
 import time
-import traceback
-import warnings
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import Any
 
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import ConfigError, HivememError, JournalWriteError
+from hivemem.memory_bus.forking import fork_to
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import CONFIG_NAME, Journal
@@ -39,6 +32,7 @@ from hivemem.memory_bus.policies.learned import PINNED, pin_checkpoints, unpin_c
 from hivemem.memory_bus.proposals import DecisionTape
 from hivemem.memory_bus.protocol import MUTATING, Code, Op, Request, encode_error, encode_reply
 from hivemem.memory_bus.store import MemoryStore
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +245,7 @@ class Durability:
         # The snapshot holds what the recall records not yet logged recorded.
         self._unlogged.clear()
         if self.fork_snapshots:
-            pid = _fork_to(lambda: journal.write_snapshot(self._state(), seq))
+            pid = fork_to(lambda: journal.write_snapshot(self._state(), seq))
             if pid is not None:
                 self._snapshot = (pid, seq)
                 return
@@ -350,7 +344,13 @@ class Durability:
     def _recover_changed(self, written: dict[str, Any], current: dict[str, Any]) -> None:
         """Recover under the ``written`` configuration, then take the state over."""
         assert self.journal is not None
-        old_config = StoreConfig.model_validate(unpin_checkpoints(written, self.journal.dir))
+        try:
+            old_config = StoreConfig.model_validate(unpin_checkpoints(written, self.journal.dir))
+        except ValidationError as exc:
+            raise ConfigError(
+                f"{self.journal.dir / CONFIG_NAME}, the store configuration the journal was "
+                f"written under, is not one this version reads: {exc}"
+            ) from exc
         if old_config.dim != self.store.config.dim:
             raise ConfigError(
                 f"the data directory holds a store of dim {old_config.dim}; this bus has dim "
@@ -444,62 +444,3 @@ def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
             for found in changed_fields(old.get(key), new.get(key), f"{path}{key}.")
         ]
     return [] if old == new else [path.rstrip(".")]
-
-
-def _fork_to(write: Callable[[], None]) -> int | None:
-    """Run ``write`` in a forked child that then exits; its pid (None if fork failed).
-
-    The child only packs and writes files, then leaves with ``os._exit`` (no cleanup of
-    the sockets and threads it did not inherit). It dies with the thread that forked it
-    (``PR_SET_PDEATHSIG``), so a killed server leaves no writer behind to race the next
-    one, and it never collects garbage (that would touch, and so copy, every page).
-    """
-    parent = os.getpid()
-    try:
-        with warnings.catch_warnings():
-            # Python 3.12+ warns of fork in a threaded process: the child here runs only
-            # ``write``, on data that the forking (owner) thread alone changes.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-    except OSError:
-        log.warning("fork failed; writing the snapshot on the owner thread", exc_info=True)
-        return None
-    if pid:
-        return pid
-    code = 1
-    try:
-        gc.disable()
-        die_with_parent()
-        if os.getppid() == parent:  # else the parent died before the line above
-            write()
-            code = 0
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _prctl() -> Any:
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.util.find_library("c")
-        return ctypes.CDLL(libc).prctl if libc and sys.platform.startswith("linux") else None
-    return None
-
-
-_PRCTL = _prctl()
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> bool:
-    """Have the kernel send ``sig`` to this process when the thread that made it ends
-    (``PR_SET_PDEATHSIG``; Linux only: elsewhere False, and nothing is asked).
-
-    For a forked child, or as a ``subprocess.Popen`` ``preexec_fn``, so that a parent
-    killed outright (SIGKILL, the kernel's out-of-memory killer) leaves no child behind.
-    """
-    if _PRCTL is None:
-        return False
-    return bool(_PRCTL(_PR_SET_PDEATHSIG, sig) == 0)

@@ -22,8 +22,8 @@ from pathlib import Path
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
-from hivemem.memory_bus.durability import die_with_parent
 from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.forking import die_with_parent
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.memory_bus.server import BusServer

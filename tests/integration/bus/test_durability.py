@@ -105,14 +105,14 @@ def test_a_retry_after_restart_is_not_applied_twice(server: ServerProcess) -> No
 
 
 def test_the_snapshot_writer_is_a_child_process_that_reports_failure(tmp_path: Path) -> None:
-    from hivemem.memory_bus.durability import _fork_to
+    from hivemem.memory_bus.forking import fork_to
 
     out = tmp_path / "pid"
-    pid = _fork_to(lambda: out.write_text(str(os.getpid())))
+    pid = fork_to(lambda: out.write_text(str(os.getpid())))
     assert pid is not None and pid != os.getpid()
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert int(out.read_text()) == pid  # written there, not here
-    failing = _fork_to(lambda: out.write_text(str(1 / 0)))
+    failing = fork_to(lambda: out.write_text(str(1 / 0)))
     assert failing is not None
     assert os.waitstatus_to_exitcode(os.waitpid(failing, 0)[1]) == 1
 
@@ -131,8 +131,8 @@ def test_a_snapshot_writer_dies_with_its_server() -> None:
     restarted server's newer one, whose log parts are gone: it must die with it."""
     script = (
         "import time\n"
-        "from hivemem.memory_bus.durability import _fork_to\n"
-        "print(_fork_to(lambda: time.sleep(120)), flush=True)\n"
+        "from hivemem.memory_bus.forking import fork_to\n"
+        "print(fork_to(lambda: time.sleep(120)), flush=True)\n"
         "time.sleep(120)\n"
     )
     with subprocess.Popen(
@@ -176,7 +176,7 @@ def test_a_child_asked_to_die_with_its_parent_goes_when_the_parent_is_killed(ask
     out-of-memory killer does) takes the child along; without it the child lives on."""
     script = (
         "import subprocess, sys\n"
-        "from hivemem.memory_bus.durability import die_with_parent\n"
+        "from hivemem.memory_bus.forking import die_with_parent\n"
         f"child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent if {asked} else None)\n"
         "print(child.pid, flush=True)\n"
         "sys.stdin.read()\n"

@@ -384,6 +384,8 @@ def test_a_journal_whose_configuration_cannot_be_made_is_refused_clearly(
                  r"written under another store configuration .*private\.eviction.*unseeded")  # fmt: skip
     finally:
         EVICTION_POLICIES.register("unseeded")(_Unseeded)
+    (tmp_path / "store_config.json").write_text('{"dim": 16, "from_a_later_version": 1}')
+    _refused(_restart(config("lru", "lru", "lru"), tmp_path, secret), "not one this version reads")
     (tmp_path / "store_config.json").write_text("{not json")
     _refused(
         _restart(config("lru", "lru", "lru"), tmp_path, secret), r"store_config\.json is damaged"
