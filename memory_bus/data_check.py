@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hivemem.memory_bus.data_dir_lock import lock_data_dir
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.journal import (
     FRAME,
@@ -31,7 +32,6 @@ from hivemem.memory_bus.journal import (
     JournalCorruptError,
     decode_record,
     frame_end,
-    lock_data_dir,
     log_parts,
     next_frame,
 )

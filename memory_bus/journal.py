@@ -12,7 +12,8 @@ Files in the data directory:
 - ``snapshot.msgpack``: ``{"seq": last record included, "state": ...}`` in the same
   framing, written to a temporary file (``snapshot.<pid>.tmp``), fsynced and renamed
   over the old one.
-- ``LOCK``: the pid of the process that holds the directory (:func:`lock_data_dir`); a
+- ``LOCK``: the pid of the process that holds the directory
+  (:func:`~hivemem.memory_bus.data_dir_lock.lock_data_dir`); a
   second bus on the same directory is refused, since two writers would corrupt the log.
 - ``store_config.json``: the store configuration the records of the log were written
   under (:meth:`Journal.save_config`): a restart under another one replays them under
@@ -52,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+from hivemem.memory_bus.data_dir_lock import lock_data_dir
 from hivemem.memory_bus.errors import ConfigError, HivememError, JournalWriteError
 from hivemem.memory_bus.protocol import pack
 
@@ -75,7 +76,6 @@ log = logging.getLogger(__name__)
 FRAME = struct.Struct("<II")
 LOG_NAME = "journal.log"
 SNAPSHOT_NAME = "snapshot.msgpack"
-LOCK_NAME = "LOCK"
 CONFIG_NAME = "store_config.json"
 PART_NAME = re.compile(r"journal\.(\d{20})\.log")
 
@@ -169,44 +169,6 @@ def log_parts(data_dir: Path) -> list[tuple[int, Path]]:
     """The closed parts of the log in ``data_dir``, ``(last seq, path)`` in order."""
     found = ((PART_NAME.fullmatch(p.name), p) for p in data_dir.glob("journal.*.log"))
     return sorted((int(m.group(1)), p) for m, p in found if m)
-
-
-class DataDirInUseError(HivememError):
-    """Another process holds the data directory: two buses on one journal would corrupt it."""
-
-    code = "data_dir_in_use"
-
-    def __init__(self, path: Path, holder: str) -> None:
-        super().__init__(
-            f"the data directory {path} is in use by another process (pid {holder}): stop "
-            "that bus first, or give this one its own data directory",
-            path=str(path),
-            pid=holder,
-        )
-
-
-def lock_data_dir(data_dir: Path) -> int:
-    """Hold ``data_dir`` for this process alone; returns the descriptor that holds it.
-
-    A POSIX lock on ``LOCK`` in the directory (which names the holder's pid): the kernel
-    drops it when the process ends, however it ends, so a SIGKILLed server's directory is
-    free at once; and a forked snapshot writer does not inherit it. It guards against
-    other processes only: POSIX locks belong to a process, and closing any descriptor of
-    the file drops them, so two journals of one process must not share a directory.
-
-    Raises:
-        DataDirInUseError: another process holds it.
-    """
-    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise DataDirInUseError(data_dir, holder) from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 class Journal:

@@ -300,7 +300,7 @@ def test_a_data_dir_is_held_by_one_process_and_freed_when_it_dies(tmp_path: Path
     import sys
 
     from hivemem.memory_bus.data_check import fix_data_dir
-    from hivemem.memory_bus.journal import DataDirInUseError
+    from hivemem.memory_bus.data_dir_lock import DataDirInUseError
 
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
