@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -30,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from hivemem.memory_bus.batch import column_of
 from hivemem.memory_bus.config import GraphConfig, RetrievalMethod
+from hivemem.memory_bus.edges import Edge, personalized_pagerank, valid_neighbours
 from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError
 from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest
 from hivemem.memory_bus.item import (
@@ -47,42 +47,7 @@ from hivemem.memory_bus.namespace import MemoryEvent, Namespace
 from hivemem.memory_bus.tiers import StoreContext, VectorTier, recall
 
 KHOP_DECAY = 0.5
-_PPR_TOL = 1e-10
-_PPR_MAX_ITER = 200
 _NO_EDGES = nx.MultiDiGraph()  # what a namespace with no edge reads as (never written to)
-
-
-@dataclass(slots=True)
-class Edge:
-    """A typed edge between two nodes of one graph namespace."""
-
-    id: int
-    src: int
-    dst: int
-    type: str
-    valid_from: float
-    valid_to: float
-    created: float
-    meta: dict[str, Any]
-
-    def valid_at(self, t: float | None) -> bool:
-        """Whether the edge holds at ``t`` (None: holds now, i.e. not yet invalidated)."""
-        if t is None:
-            return self.valid_to == INF
-        return self.valid_from <= t < self.valid_to
-
-    def to_state(self) -> dict[str, Any]:
-        """A msgpack-safe dict."""
-        return {
-            "id": self.id,
-            "src": self.src,
-            "dst": self.dst,
-            "type": self.type,
-            "valid_from": self.valid_from,
-            "valid_to": self.valid_to,
-            "created": self.created,
-            "meta": self.meta,
-        }
 
 
 class GraphTier(VectorTier):
@@ -396,7 +361,7 @@ class GraphTier(VectorTier):
             for dist in range(1, hops + 1):
                 nxt = []
                 for node in frontier:
-                    for other in _valid_neighbours(graph, edges, node, t):
+                    for other in valid_neighbours(graph, edges, node, t):
                         if other not in seen:
                             seen[other] = dist
                             nxt.append(other)
@@ -486,34 +451,6 @@ class GraphTier(VectorTier):
             self.edge_index[namespace] = {}
             for raw in edges:
                 self._store_edge(namespace, Edge(**raw))
-
-
-def personalized_pagerank(
-    matrix: sp.csr_matrix, teleport: np.ndarray, alpha: float, tol: float = _PPR_TOL
-) -> np.ndarray:
-    """Power iteration of ``r = alpha * (r P + dangling mass * p) + (1 - alpha) p``.
-
-    Dangling nodes (no valid edge) send their mass back to the teleport distribution,
-    as ``networkx.pagerank`` does by default.
-    """
-    dangling = np.asarray(matrix.sum(axis=1)).ravel() == 0
-    rank = teleport.copy()
-    transposed = matrix.T.tocsr()
-    for _ in range(_PPR_MAX_ITER):
-        nxt = alpha * (transposed @ rank + rank[dangling].sum() * teleport) + (1 - alpha) * teleport
-        if np.abs(nxt - rank).sum() < tol * len(rank):
-            return nxt
-        rank = nxt
-    return rank
-
-
-def _valid_neighbours(
-    graph: nx.MultiDiGraph, edges: dict[int, Edge], node: int, t: float | None
-) -> list[int]:
-    if node not in graph:
-        return []
-    out = [v for _, v, key in graph.out_edges(node, keys=True) if edges[key].valid_at(t)]
-    return out + [u for u, _, key in graph.in_edges(node, keys=True) if edges[key].valid_at(t)]
 
 
 def _visible(ns: Namespace, node: int, t: float | None, levels: frozenset[int]) -> bool:
