@@ -190,6 +190,7 @@ def check_replay(
     seed: int = 0,
     snapshot_every: int = 37,
     fork_snapshots: bool = True,
+    restart_config: StoreConfig | None = None,
 ) -> dict[str, Any]:
     """Raise ``ContractFailure`` unless a bus restarted on ``data_dir`` holds what it held.
 
@@ -201,6 +202,8 @@ def check_replay(
         snapshot_every: Journal records between snapshots, so that the restart loads a
             snapshot and replays the log after it.
         fork_snapshots: Write the snapshots from a forked process.
+        restart_config: Restart under this configuration instead (a policy changed
+            between two runs): the journal is replayed under the one that wrote it.
 
     Returns:
         The live store's logical state (:func:`logical_state`).
@@ -223,7 +226,7 @@ def check_replay(
             for client in clients.values():
                 client.close()
     live = logical_state(store)
-    again = MemoryStore(config)
+    again = MemoryStore(restart_config or config)
     with BusServer(again, journal=Journal(data_dir, "no"), fork_snapshots=False):
         pass  # recovered on start
     difference = first_difference(live, logical_state(again))

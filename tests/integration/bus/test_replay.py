@@ -425,3 +425,20 @@ def test_a_checkpoint_trained_again_in_place_replays_with_the_weights_that_decid
     with second:
         assert second.inspect(lambda _: logical_state(second.store)) == live
     assert [p.read_bytes() for p in (moved / "checkpoints").glob("*.json")] == [path.read_bytes()]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (config("lru", "memorybank", "lfu"), config("fifo", "lru", "random", write="always_add")),
+        (config("fifo", "lru", "random", write="always_add"), config("lru", "memorybank", "lfu")),
+    ],
+    ids=["dedup-to-always_add", "always_add-to-dedup"],
+)
+def test_a_bus_restarted_under_other_policies_holds_what_it_held(
+    tmp_path: Path, before: StoreConfig, after: StoreConfig
+) -> None:
+    """Every tier's eviction policy and the shared write policy changed at the restart,
+    the whole log replayed or a snapshot and its tail."""
+    for snapshot_every in (37, 100_000):
+        check_replay(before, tmp_path / str(snapshot_every), snapshot_every=snapshot_every, restart_config=after)  # fmt: skip
