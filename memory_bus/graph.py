@@ -31,7 +31,7 @@ from hivemem.memory_bus.batch import column_of
 from hivemem.memory_bus.config import GraphConfig, RetrievalMethod
 from hivemem.memory_bus.edges import Edge, personalized_pagerank, valid_neighbours
 from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError
-from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest
+from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent, SearchRequest
 from hivemem.memory_bus.item import (
     INF,
     Item,
@@ -43,7 +43,7 @@ from hivemem.memory_bus.item import (
     check_time,
     check_vector,
 )
-from hivemem.memory_bus.namespace import MemoryEvent, Namespace
+from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.tiers import StoreContext, VectorTier, recall
 
 KHOP_DECAY = 0.5

@@ -7,7 +7,7 @@ depend on these shapes, not on each other's insides.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -287,3 +287,29 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release what the transport holds (call from the loop that used it)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEvent:
+    """A change announced to listeners (the bus publishes these).
+
+    ``kind`` is one of ``add``, ``update``, ``delete``, ``evict`` (of items), or ``edge``
+    and ``invalidate`` (of a graph namespace's edges: one added, one whose validity ended).
+    """
+
+    kind: str
+    tier: str
+    namespace: str
+    item_ids: Sequence[int]
+    """The items it concerns: one, or the ids a batch added (then ``kind`` is ``add``);
+    for an edge event, the edge's id."""
+    version: int
+    now: float
+    seq: int = 0
+    """The namespace's number of the first of these events (the others follow on):
+    1, 2, 3, ... per namespace, kept in snapshots and made again by a replay, so the
+    numbers go on across a restart. A subscriber that sees a number skipped missed events
+    (``docs/protocol.md``, Events). 0: not numbered."""
+    edge: Mapping[str, Any] | None = None
+    """For an edge event, the edge: ``src``, ``dst``, ``type``, ``valid_from``,
+    ``valid_to`` (published in place of an item's id and version)."""

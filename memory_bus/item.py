@@ -346,3 +346,15 @@ def checked_meta(meta: Any, limits: Limits) -> dict[str, Any]:
         else:
             return meta
     return check_meta(meta, limits)
+
+
+def version_record(item: Item) -> dict[str, Any]:
+    """The user-visible fields of one version of an item."""
+    return {
+        "version": item.version,
+        "text": item.text,
+        "meta": item.meta,
+        "importance": item.importance,
+        "valid_from": item.valid_from,
+        "valid_to": item.valid_to,
+    }

@@ -16,8 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from hivemem.memory_bus.interfaces import Hit
-from hivemem.memory_bus.namespace import MemoryEvent
+from hivemem.memory_bus.interfaces import Hit, MemoryEvent
 from hivemem.memory_bus.store import MemoryStore
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics_core import (

@@ -8,7 +8,6 @@ tokens, and an index holding exactly its items.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,39 +15,14 @@ from hivemem.memory_bus.batch import NewRows
 from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, RowKeys, lowest_first
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.features import COLUMN, candidate_features
+from hivemem.memory_bus.generators import generator_from_state, generator_state
 from hivemem.memory_bus.index import VectorIndex
-from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy, Hit
-from hivemem.memory_bus.item import Item, TierName
+from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy, Hit, MemoryEvent
+from hivemem.memory_bus.item import Item, TierName, version_record
 from hivemem.memory_bus.pending import PendingBatches
 
 NextUse = Callable[[Item, float], float]
 """Simulation oracle: ``next_use(item, now)`` is the time of the item's next use, inf if never."""
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryEvent:
-    """A change announced to listeners (the bus publishes these).
-
-    ``kind`` is one of ``add``, ``update``, ``delete``, ``evict`` (of items), or ``edge``
-    and ``invalidate`` (of a graph namespace's edges: one added, one whose validity ended).
-    """
-
-    kind: str
-    tier: str
-    namespace: str
-    item_ids: Sequence[int]
-    """The items it concerns: one, or the ids a batch added (then ``kind`` is ``add``);
-    for an edge event, the edge's id."""
-    version: int
-    now: float
-    seq: int = 0
-    """The namespace's number of the first of these events (the others follow on):
-    1, 2, 3, ... per namespace, kept in snapshots and made again by a replay, so the
-    numbers go on across a restart. A subscriber that sees a number skipped missed events
-    (``docs/protocol.md``, Events). 0: not numbered."""
-    edge: Mapping[str, Any] | None = None
-    """For an edge event, the edge: ``src``, ``dst``, ``type``, ``valid_from``,
-    ``valid_to`` (published in place of an item's id and version)."""
 
 
 def _oldest_write_first(features: np.ndarray) -> list[np.ndarray]:
@@ -484,7 +458,7 @@ class Namespace:
             "history": [[item_id, entries] for item_id, entries in self.history.items()],
             "evictions": self.evictions,
             "event_seq": self.event_seq,
-            "rng": _rng_state(self.rng),
+            "rng": generator_state(self.rng),
             "index": self.index.to_state(),
         }
 
@@ -505,39 +479,10 @@ class Namespace:
         self.evictions = int(state["evictions"])
         # before events were numbered: they start again at 1 (subscribers see a restart)
         self.event_seq = int(state.get("event_seq", 0))
-        self.rng.bit_generator.state = _rng_from_state(state["rng"])
+        self.rng.bit_generator.state = generator_from_state(state["rng"])
         self.index = VectorIndex.from_state(state["index"], self.config.index)
 
 
 def _same_vector(a: np.ndarray, b: np.ndarray) -> bool:
     """``np.array_equal`` for two checked vectors, with equal bytes as the quick yes."""
     return a.tobytes() == b.tobytes() or bool(np.array_equal(a, b))
-
-
-def version_record(item: Item) -> dict[str, Any]:
-    """The user-visible fields of one version of an item."""
-    return {
-        "version": item.version,
-        "text": item.text,
-        "meta": item.meta,
-        "importance": item.importance,
-        "valid_from": item.valid_from,
-        "valid_to": item.valid_to,
-    }
-
-
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    # PCG64's state holds 128-bit ints, beyond msgpack's range: carry them as strings.
-    state = rng.bit_generator.state
-    inner = {key: str(value) for key, value in state["state"].items()}
-    return {
-        "bit_generator": state["bit_generator"],
-        "state": inner,
-        "has_uint32": state["has_uint32"],
-        "uinteger": state["uinteger"],
-    }
-
-
-def _rng_from_state(saved: dict[str, Any]) -> dict[str, Any]:
-    inner = {key: int(value) for key, value in saved["state"].items()}
-    return {**saved, "state": inner}

@@ -23,8 +23,8 @@ from typing import Any
 
 import zmq
 from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.interfaces import MemoryEvent
 from hivemem.memory_bus.metrics import BusMetrics
-from hivemem.memory_bus.namespace import MemoryEvent
 from hivemem.memory_bus.protocol import (
     HEADER,
     MARK,

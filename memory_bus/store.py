@@ -25,9 +25,9 @@ from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 from hivemem.memory_bus.graph import GraphTier
-from hivemem.memory_bus.interfaces import Embedder
+from hivemem.memory_bus.interfaces import Embedder, MemoryEvent
 from hivemem.memory_bus.item import Limits, TierName
-from hivemem.memory_bus.namespace import MemoryEvent, NextUse
+from hivemem.memory_bus.namespace import NextUse
 from hivemem.memory_bus.tiers import StoreContext, VectorTier
 
 STATE_VERSION = 2

@@ -43,6 +43,7 @@ from hivemem.memory_bus.interfaces import (
     Caller,
     Embedder,
     Hit,
+    MemoryEvent,
     SearchRequest,
     WritePolicy,
     WriteRequest,
@@ -60,7 +61,7 @@ from hivemem.memory_bus.item import (
     check_time,
     check_vector,
 )
-from hivemem.memory_bus.namespace import MemoryEvent, Namespace, NextUse
+from hivemem.memory_bus.namespace import Namespace, NextUse
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
 from hivemem.memory_bus.proposals import DecisionTape, add_all, apply_each
 
