@@ -134,13 +134,15 @@ class AsyncMemoryClient(Ops):
             subscriptions += [encode_subscription(self.agent, self.token, topic), prefix]
         # closed with this stream, not when collected: its socket must be closed before
         # the transport's context is terminated, or the termination waits for ever
-        gaps = EventGaps(starts(topics, granted.get("seqs")))
+        epoch = granted.get("epoch")
+        gaps = EventGaps(
+            starts(topics, granted.get("seqs")), epoch if isinstance(epoch, str) else None
+        )
         async with contextlib.aclosing(self._transport.events(address, subscriptions)) as feed:
             async for frames in feed:
                 if len(frames) == 3 and frames[1] == HEADER:
                     for record in unpack(frames[2]):
-                        gap = gaps.gap_before(record)
-                        if gap is not None:
+                        for gap in gaps.gaps_before(record):
                             yield gap
                         if record.get("kind") != MARK:
                             yield record

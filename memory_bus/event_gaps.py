@@ -18,11 +18,14 @@ Events)::
 
     {"kind": "gap", "tier": "shared", "namespace": "team", "seq": 41, "missed": 3}
 
-``seq`` is the first number missed and ``missed`` how many. A number that goes *back*
-means the namespace's numbering started again: a bus without a data directory was
-restarted (its memory is gone), or another bus now serves the address. Then ``seq`` and
-``missed`` are None. A subscriber that keeps a copy of a namespace reads it afresh on
-either kind of gap.
+``seq`` is the first number missed and ``missed`` how many. When the numbering started
+again (a bus without a data directory was restarted and its memory is gone, or another
+bus now serves the address), ``seq`` and ``missed`` are None. The subscriber sees that
+from a number that goes *back*, or from a mark of another *epoch*: each bus's numbers
+belong to one history, named by its epoch (a data directory's own, kept across restarts;
+a new one at each start of a bus without one), which ``subscribe`` returns and every
+mark carries. A subscriber that keeps a copy of a namespace reads it afresh on either
+kind of gap.
 """
 
 from __future__ import annotations
@@ -33,15 +36,40 @@ from hivemem.memory_bus.protocol import GAP, MARK, split_topic
 
 
 class EventGaps:
-    """The last event number seen per namespace of one subscription.
+    """The last event number seen per namespace of one subscription (to one bus).
 
     Args:
         start: The last event number of each namespace when the subscription began
             (the ``subscribe`` op's answer), by (tier, namespace).
+        epoch: The history those numbers belong to (``subscribe``'s ``epoch``; None: not
+            known yet, the first mark tells it).
     """
 
-    def __init__(self, start: dict[tuple[str, str], int] | None = None) -> None:
+    def __init__(
+        self, start: dict[tuple[str, str], int] | None = None, epoch: str | None = None
+    ) -> None:
         self._last: dict[tuple[str, str], int] = dict(start or {})
+        self.epoch = epoch
+
+    def gaps_before(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """The gap records to yield before ``record``.
+
+        A mark of another ``epoch`` than the subscription's says the bus's numbering
+        started again (a bus without a data directory restarted, or another bus serves
+        the address): every namespace the subscription had numbers for gets a gap of
+        unknown size, whatever the numbers, and counts on afresh. Otherwise, at most the
+        gap :meth:`gap_before` finds.
+        """
+        epoch = record.get("epoch") if record.get("kind") == MARK else None
+        if isinstance(epoch, str) and epoch != self.epoch:
+            known, self.epoch = self.epoch, epoch
+            if known is not None:
+                restarted = [_unknown_gap(key) for key in sorted(self._last)]
+                self._last = {}
+                self.gap_before(record)  # counting on from the mark
+                return restarted
+        gap = self.gap_before(record)
+        return [] if gap is None else [gap]
 
     def gap_before(self, record: dict[str, Any]) -> dict[str, Any] | None:
         """The gap record to yield before ``record`` (an event or a mark), or None.
@@ -62,8 +90,14 @@ class EventGaps:
         before = seq if record["kind"] == MARK else seq - 1
         if before == last:
             return None
-        first, missed = (last + 1, before - last) if before > last else (None, None)
-        return {"kind": GAP, "tier": key[0], "namespace": key[1], "seq": first, "missed": missed}
+        if before < last:
+            return _unknown_gap(key)
+        return {"kind": GAP, "tier": key[0], "namespace": key[1], "seq": last + 1, "missed": before - last}  # fmt: skip
+
+
+def _unknown_gap(key: tuple[str, str]) -> dict[str, Any]:
+    """The gap of a namespace whose numbers started again: how many is unknown."""
+    return {"kind": GAP, "tier": key[0], "namespace": key[1], "seq": None, "missed": None}
 
 
 def starts(topics: list[str], seqs: Any) -> dict[tuple[str, str], int]:

@@ -348,7 +348,8 @@ def subscribe(ctx: Context, args: dict[str, Any]) -> Any:
     subscriber's SUB must also subscribe to, since a SUB drops what matches none of its
     own prefixes) and, for a topic of one namespace, its last event number now (``seqs``;
     None for a whole tier): the subscriber counts on from it, so that events it misses
-    while its subscription is being set up show as a gap.
+    while its subscription is being set up show as a gap; and the ``epoch`` of the
+    numbers (marks carry it: another one means they started again).
 
     The event socket enforces the same check on each subscription it receives (see
     :func:`subscription_topic`); asking here first gives a refused topic a clear error.
@@ -357,7 +358,12 @@ def subscribe(ctx: Context, args: dict[str, Any]) -> Any:
     if not all(isinstance(topic, str) for topic in topics):
         raise ProtocolError(Code.BAD_REQUEST, "topics must be a list of str", field="topics")
     prefixes = [subscription_topic(ctx.store, ctx.registry, ctx.caller, t) for t in topics]
-    return {"pub": ctx.info.get("pub"), "prefixes": prefixes, "seqs": _event_seqs(ctx, topics)}
+    return {
+        "pub": ctx.info.get("pub"),
+        "prefixes": prefixes,
+        "seqs": _event_seqs(ctx, topics),
+        "epoch": ctx.info.get("epoch"),
+    }
 
 
 REFUSED_AFTER_A_CHANGE = frozenset({Op.PROMOTE})

@@ -20,6 +20,8 @@ Files in the data directory:
   this one first (:mod:`hivemem.memory_bus.durability`). ``checkpoints/``: copies of the
   learned policies' checkpoints it names, by content
   (:func:`~hivemem.memory_bus.policies.learned.pin_checkpoints`).
+- ``epoch``: a random id made with the directory, which the bus's event marks carry: the
+  event numbers go on across restarts for as long as it stays the same.
 
 A snapshot happens in three steps, so that the slow middle one can run elsewhere (the bus
 server writes it from a forked process, see :mod:`hivemem.memory_bus.durability`):
@@ -58,6 +60,7 @@ import logging
 import os
 import queue
 import re
+import secrets
 import struct
 import threading
 import zlib
@@ -77,6 +80,7 @@ FRAME = struct.Struct("<II")
 LOG_NAME = "journal.log"
 SNAPSHOT_NAME = "snapshot.msgpack"
 CONFIG_NAME = "store_config.json"
+EPOCH_NAME = "epoch"
 PART_NAME = re.compile(r"journal\.(\d{20})\.log")
 
 
@@ -378,6 +382,22 @@ class Journal:
             return 0
         payloads, _ = read_frames(self.snapshot_path.read_bytes(), self.snapshot_path)
         return int(decode_record(payloads[0], self.snapshot_path)["seq"]) if payloads else 0
+
+    def epoch(self) -> str:
+        """The identity of this directory's history (made once, kept in ``epoch``): the
+        bus announces it with its event numbers, which go on across restarts for as long
+        as the directory lives (:mod:`hivemem.memory_bus.event_gaps`)."""
+        path = self.dir / EPOCH_NAME
+        with contextlib.suppress(FileNotFoundError):
+            found = path.read_text().strip()
+            if found:
+                return found
+        made = secrets.token_hex(8)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(made + "\n")
+        os.replace(tmp, path)
+        self._fsync_dir()
+        return made
 
     def written_config(self) -> dict[str, Any] | None:
         """The store configuration the log's records were written under (None: not known,

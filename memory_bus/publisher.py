@@ -67,11 +67,16 @@ class EventPublisher:
     """
 
     def __init__(
-        self, metrics: BusMetrics, authorize: Authorize, last_seq: LastSeq | None = None
+        self,
+        metrics: BusMetrics,
+        authorize: Authorize,
+        last_seq: LastSeq | None = None,
+        epoch: str | None = None,
     ) -> None:
         self.metrics = metrics
         self.authorize = authorize
         self.last_seq = last_seq
+        self.epoch = epoch
         self.events: list[MemoryEvent] = []
         # Subscriptions the server made, by (agent, prefix), and their totals by prefix:
         # a namespace's topic (exact) or a tier or everything (prefixes, the admin's).
@@ -119,7 +124,7 @@ class EventPublisher:
             if now - taken > MARK_WINDOW_S or topic not in self._exact:
                 del self._marks[topic]
             else:
-                _send_marks(pub, topic, tier, [(namespace, seq)])
+                _send_marks(pub, topic, tier, [(namespace, seq)], self.epoch)
         for tier, recent in list(self._tier_marks.items()):
             if not self._whole_tier_heard(tier, {}):
                 del self._tier_marks[tier]  # nobody listens to the whole tier any more
@@ -129,7 +134,7 @@ class EventPublisher:
                 del recent[namespace]
             found = [(namespace, seq) for namespace, (seq, _) in recent.items()]
             for start in range(0, len(found), MARKS_PER_MESSAGE):
-                _send_marks(pub, topic, tier, found[start : start + MARKS_PER_MESSAGE])
+                _send_marks(pub, topic, tier, found[start : start + MARKS_PER_MESSAGE], self.epoch)
 
     def set_aside(self) -> bool:
         """Take the events now and keep them for the next :meth:`publish` (any thread,
@@ -236,7 +241,7 @@ class EventPublisher:
         found = self.last_seq(topic) if self.last_seq and prefix.endswith(TOPIC_END) else None
         if found is not None and found[2] > 0:
             self._send_set_aside(pub)  # they go first (to this subscriber too): counted
-            _send_marks(pub, prefix, found[0], [(found[1], found[2])])
+            _send_marks(pub, prefix, found[0], [(found[1], found[2])], self.epoch)
 
     def _unsigned(self, prefix: bytes) -> None:
         """Say once per prefix that a bare subscription gets nothing (a client from before
@@ -279,10 +284,17 @@ def _edge_message(event: MemoryEvent) -> dict[str, Any]:
 
 
 def _send_marks(
-    pub: zmq.Socket[Any], topic: bytes, tier: str, found: list[tuple[str, int]]
+    pub: zmq.Socket[Any],
+    topic: bytes,
+    tier: str,
+    found: list[tuple[str, int]],
+    epoch: str | None,
 ) -> None:
     """One message on ``topic``: a mark for each (namespace, last event number)."""
-    marks = [{"kind": MARK, "tier": tier, "namespace": ns, "seq": seq} for ns, seq in found]
+    marks = [
+        {"kind": MARK, "tier": tier, "namespace": ns, "seq": seq, "epoch": epoch}
+        for ns, seq in found
+    ]
     pub.send_multipart([topic, HEADER, pack(marks)])
 
 

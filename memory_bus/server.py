@@ -28,6 +28,7 @@ Run it embedded (``with BusServer(store) as server: ...``), standalone
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import weakref
@@ -178,8 +179,15 @@ class BusServer:
         self._dispatch = Dispatcher(
             store, self.registry, self._replies, self._durability, self.metrics
         )
+        # The identity of the event numbers' history: a data directory's own, kept across
+        # restarts; without one, each start begins a new history (numbers from 1 again).
+        self.epoch = journal.epoch() if journal is not None else secrets.token_hex(8)
+        self._dispatch.info["epoch"] = self.epoch
         self._publisher = EventPublisher(
-            self.metrics, self._authorize_subscription, partial(topic_event_seq, store)
+            self.metrics,
+            self._authorize_subscription,
+            partial(topic_event_seq, store),
+            self.epoch,
         )
         self._stop = threading.Event()
         self._waker = Wake(pipe=False)  # wakes the owner thread from its poll (start)

@@ -154,7 +154,7 @@ def test_a_whole_tier_gets_its_namespaces_marks_many_to_a_message() -> None:
     assert marked == {(name, 1) for name in names}
     bobs = [records for _, records in got["shared/g7"]]
     assert bobs[0] == [{"kind": "add", "tier": "shared", "namespace": "g7", "item_id": 8, "version": 1, "now": 0.0, "seq": 1}]  # fmt: skip
-    assert all(r == [{"kind": MARK, "tier": "shared", "namespace": "g7", "seq": 1}] for r in bobs[1:])  # fmt: skip
+    assert all(r == [{"kind": MARK, "tier": "shared", "namespace": "g7", "seq": 1, "epoch": server.epoch}] for r in bobs[1:])  # fmt: skip
     assert len(bobs) > 1
 
 
@@ -236,25 +236,31 @@ def test_the_numbers_go_on_across_a_restart_with_a_data_dir(
     tmp_path: Path, snapshot_every: int
 ) -> None:
     """A snapshot keeps the numbers and a replay makes the same events again, so the
-    numbers after a restart follow on from those before it; subscribe says where."""
+    numbers after a restart follow on from those before it; subscribe says where, and
+    that they are of the same epoch (the data directory's)."""
+    epochs = []
     for round_ in range(2):
         server, tokens = make_server(
             journal=Journal(tmp_path, "no"), snapshot_every=snapshot_every, fork_snapshots=False
         )
         with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as alice:
-            assert alice.subscribe(["shared/team"])["seqs"] == [3 * round_]
+            granted = alice.subscribe(["shared/team"])
+            assert granted["seqs"] == [3 * round_]
+            epochs.append(granted["epoch"])
             alice.write_many("shared", [("team", NewItem(f"{round_}.{i}")) for i in range(3)], now=0.0)  # fmt: skip
             assert alice.subscribe(["shared/team"])["seqs"] == [3 * round_ + 3]
+    assert epochs[0] == epochs[1] == (tmp_path / "epoch").read_text().strip()
 
 
-def test_a_bus_that_restarts_without_its_memory_shows_as_a_gap_of_unknown_size() -> None:
-    """The client's SUB reconnects to the new bus on the same ports (and the same
-    secret, so the tokens still hold); the numbers start again at 1, below the last one
-    seen: the stream yields a gap with ``missed`` None before the new bus's event."""
+def _across_a_restart_without_memory(after: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """A subscriber sees three events of one bus; it stops, and a bus without its memory
+    takes its ports (and secret, so the tokens still hold) and makes ``after`` events at
+    once, then one more once the subscriber's SUB is back. What the subscriber got, up to
+    that last one, and the two buses' epochs."""
     secret = b"s" * 32
     first, tokens = make_server(secret=secret)
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> tuple[list[dict[str, Any]], str]:
         alice = AsyncMemoryClient(first.address, "alice", tokens["alice"], timeout=5.0)
         got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -270,26 +276,48 @@ def test_a_bus_that_restarts_without_its_memory_shows_as_a_gap_of_unknown_size()
         first.stop()
         second, _ = make_server(secret=secret, port=_port(first.address), pub_port=_port(first.pub_address))  # fmt: skip
         with second:
-            await alice.write("shared", "team", NewItem("after"), now=1.0)  # numbered 1
-            # the gap, shown by this event or by the mark the new bus sends on resubscribing
+            for i in range(after):
+                await alice.write("shared", "team", NewItem(f"after {i}"), now=1.0)
+            # the gap, shown by the new bus's first event or by the mark it sends on resubscribing
             seen.append(await asyncio.wait_for(got.get(), 10))
             await asyncio.sleep(0.5)  # resubscribed by now
             await alice.write("shared", "team", NewItem("after that"), now=2.0)
-            while seen[-1]["kind"] == GAP or seen[-1].get("seq") != 2:
+            while seen[-1]["kind"] == GAP or seen[-1].get("seq") != after + 1:
                 seen.append(await asyncio.wait_for(got.get(), 5))
             pumping.cancel()  # closes the stream's socket, which alice.close() waits for
             with contextlib.suppress(asyncio.CancelledError):
                 await pumping
             alice.close()
-        return seen
+        return seen, second.epoch
 
     first.start()
-    seen = asyncio.run(run())
+    seen, epoch = asyncio.run(run())
+    return seen, [first.epoch, epoch]
+
+
+RESTARTED = {"kind": GAP, "tier": "shared", "namespace": "team", "seq": None, "missed": None}
+
+
+def test_a_bus_that_restarts_without_its_memory_shows_as_a_gap_of_unknown_size() -> None:
+    """The numbers start again at 1, below the last one seen: the stream yields a gap
+    with ``missed`` None before the new bus's events."""
+    seen, _ = _across_a_restart_without_memory(after=1)
     assert [(e["kind"], e["seq"]) for e in seen[:3]] == [("add", 1), ("add", 2), ("add", 3)]
-    assert seen[3] == {"kind": GAP, "tier": "shared", "namespace": "team", "seq": None, "missed": None}  # fmt: skip
+    assert seen[3] == RESTARTED
     # then the new bus's events, numbered from 1 (the first one lost if it came before
     # the SUB had resubscribed: the mark showed the restart then)
     assert [(e["kind"], e["seq"]) for e in seen[4:]] in ([("add", 1), ("add", 2)], [("add", 2)])
+
+
+def test_a_bus_that_restarts_without_its_memory_and_gets_busier_shows_as_a_restart() -> None:
+    """The new bus makes more events than the subscriber had seen before its SUB is
+    back: the numbers alone would read as an ordinary gap (the first new one above the
+    last one seen); the new epoch of its marks says the memory is gone."""
+    seen, (old, new) = _across_a_restart_without_memory(after=8)
+    assert old != new
+    assert seen[3] == RESTARTED
+    assert not [e for e in seen[4:] if e["kind"] == GAP and e["missed"] is not None]
+    assert seen[-1]["seq"] == 9
 
 
 @pytest.mark.parametrize("topic", ["shared/", ""])

@@ -65,3 +65,21 @@ def test_an_answer_without_numbers_starts_every_namespace_unknown() -> None:
     assert starts(["shared/team"], None) == {}
     assert starts(["shared/team", "shared/x"], [1]) == {}  # not one per topic
     assert starts(["shared/team"], [True]) == {}
+
+
+def test_a_mark_of_another_epoch_restarts_every_namespace_whatever_its_numbers() -> None:
+    """The bus lost its memory and then made more events than were seen: the numbers
+    alone would show an ordinary gap of 5 (the mark's 9 after 3)."""
+    gaps = EventGaps({("shared", "team"): 3, ("shared", "other"): 8}, epoch="a")
+    assert gaps.gaps_before({**mark(3), "epoch": "a"}) == []
+    assert gaps.gaps_before({**mark(9), "epoch": "b"}) == [gap(None, None, "other"), gap(None, None)]  # fmt: skip
+    assert gaps.gaps_before(event(10)) == []  # counting on from the mark
+    assert gaps.gaps_before(event(1, "other")) == []  # and afresh where it knows nothing
+    assert gaps.gaps_before(event(12)) == [gap(11, 1)]
+
+
+def test_the_first_epoch_is_learned_not_a_restart() -> None:
+    gaps = EventGaps({("shared", "team"): 3})  # subscribed to a bus that sent no epoch
+    assert gaps.gaps_before({**mark(3), "epoch": "a"}) == []
+    assert gaps.epoch == "a"
+    assert gaps.gaps_before({**mark(5), "epoch": "a"}) == [gap(4, 2)]
