@@ -23,6 +23,14 @@ from hivemem.memory_bus.codec import (
     vector_from_bytes,
 )
 from hivemem.memory_bus.errors import AccessDeniedError
+from hivemem.memory_bus.graph_handlers import (
+    add_edge,
+    edges,
+    invalidate_edge,
+    neighbors,
+    promote,
+    retrieve,
+)
 from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest, WriteRequest
 from hivemem.memory_bus.item import TierName
 from hivemem.memory_bus.protocol import (
@@ -35,6 +43,7 @@ from hivemem.memory_bus.protocol import (
     ProtocolError,
     batch,
     field,
+    now_of,
     plain_number,
     split_topic,
     tier_of,
@@ -137,10 +146,6 @@ def authenticate(
 Handler = Callable[[Context, dict[str, Any]], Any]
 
 
-def _now(args: dict[str, Any]) -> float:
-    return float(field(args, "now", NUMBER))
-
-
 def ping(ctx: Context, args: dict[str, Any]) -> Any:
     return {"version": PROTOCOL_VERSION, "agent": ctx.caller.agent_id, **ctx.info}
 
@@ -162,7 +167,9 @@ def write(ctx: Context, args: dict[str, Any]) -> Any:
     tier = ctx.store.tier(tier_of(args))
     item = decode_new_item(field(args, "item", dict))
     return encode_write_result(
-        tier.write(ctx.caller, field(args, "namespace", str), item, now=_now(args), defer=ctx.defer)
+        tier.write(
+            ctx.caller, field(args, "namespace", str), item, now=now_of(args), defer=ctx.defer
+        )
     )
 
 
@@ -170,9 +177,9 @@ def write_many(ctx: Context, args: dict[str, Any]) -> Any:
     tier = ctx.store.tier(tier_of(args))
     if "columns" in args:
         columns = _write_batch(ctx, field(args, "columns", dict))
-        return encode_batch_result(tier.write_batch(columns, now=_now(args), defer=ctx.defer))
+        return encode_batch_result(tier.write_batch(columns, now=now_of(args), defer=ctx.defer))
     requests = [_write_request(ctx, _entry(x)) for x in batch(args, "items")]
-    results = tier.write_many(requests, now=_now(args), defer=ctx.defer)
+    results = tier.write_many(requests, now=now_of(args), defer=ctx.defer)
     return [encode_write_result(r) for r in results]
 
 
@@ -260,12 +267,12 @@ def search(ctx: Context, args: dict[str, Any]) -> Any:
         field(args, "namespace", str),
         vector_from_bytes(field(args, "vector", bytes)),
         field(args, "k", int, 10),
-        now=_now(args),
+        now=now_of(args),
         as_of=field(args, "as_of", NUMBER, None),
     )
     ctx.note(tier_name, hits)
     if ctx.on_recall is not None:
-        ctx.on_recall(tier_name.value, _now(args), [hits])
+        ctx.on_recall(tier_name.value, now_of(args), [hits])
     return [encode_hit(h, vectors, compact) for h in hits]
 
 
@@ -274,11 +281,11 @@ def search_many(ctx: Context, args: dict[str, Any]) -> Any:
     vectors = field(args, "vectors", bool, True)
     compact = field(args, "compact", bool, False)
     requests = [_search_request(ctx, _entry(x)) for x in batch(args, "queries")]
-    results = ctx.store.tier(tier_name).search_many(requests, now=_now(args))
+    results = ctx.store.tier(tier_name).search_many(requests, now=now_of(args))
     for hits in results:
         ctx.note(tier_name, hits)
     if ctx.on_recall is not None:
-        ctx.on_recall(tier_name.value, _now(args), results)
+        ctx.on_recall(tier_name.value, now_of(args), results)
     return [[encode_hit(h, vectors, compact) for h in hits] for hits in results]
 
 
@@ -318,7 +325,7 @@ def update(ctx: Context, args: dict[str, Any]) -> Any:
         field(args, "namespace", str),
         field(args, "item_id", int),
         expected_version=field(args, "expected_version", int),
-        now=_now(args),
+        now=now_of(args),
         **changes,
     )
     return encode_item(item)
@@ -326,7 +333,7 @@ def update(ctx: Context, args: dict[str, Any]) -> Any:
 
 def delete(ctx: Context, args: dict[str, Any]) -> Any:
     ctx.store.tier(tier_of(args)).delete(
-        ctx.caller, field(args, "namespace", str), field(args, "item_id", int), now=_now(args)
+        ctx.caller, field(args, "namespace", str), field(args, "item_id", int), now=now_of(args)
     )
     return None
 
@@ -411,79 +418,6 @@ def subscription_topic(
     elif not registry.is_admin(caller):
         raise AccessDeniedError(caller.agent_id, tier or "*", "*", "subscribe to")
     return wire_topic(name.value if name is not None else "", namespace)
-
-
-def add_edge(ctx: Context, args: dict[str, Any]) -> Any:
-    return ctx.store.graph.add_edge(
-        ctx.caller,
-        field(args, "namespace", str),
-        field(args, "src", int),
-        field(args, "dst", int),
-        field(args, "type", str),
-        now=_now(args),
-        valid_from=field(args, "valid_from", NUMBER, None),
-        valid_to=field(args, "valid_to", NUMBER, float("inf")),
-        meta=field(args, "meta", dict, None),
-    )
-
-
-def invalidate_edge(ctx: Context, args: dict[str, Any]) -> Any:
-    ctx.store.graph.invalidate_edge(
-        ctx.caller,
-        field(args, "namespace", str),
-        field(args, "edge_id", int),
-        at=float(field(args, "at", NUMBER)),
-    )
-    return None
-
-
-def edges(ctx: Context, args: dict[str, Any]) -> Any:
-    return ctx.store.graph.edges(
-        ctx.caller,
-        field(args, "namespace", str),
-        as_of=field(args, "as_of", NUMBER, None),
-        node=field(args, "node", int, None),
-        type=field(args, "type", str, None),
-    )
-
-
-def neighbors(ctx: Context, args: dict[str, Any]) -> Any:
-    return ctx.store.graph.neighbors(
-        ctx.caller,
-        field(args, "namespace", str),
-        field(args, "node_id", int),
-        as_of=field(args, "as_of", NUMBER, None),
-        direction=field(args, "direction", str, "both"),
-    )
-
-
-def promote(ctx: Context, args: dict[str, Any]) -> Any:
-    children = field(args, "children", list)
-    return ctx.store.graph.promote(
-        ctx.caller,
-        field(args, "namespace", str),
-        children,
-        decode_new_item(field(args, "parent", dict)),
-        now=_now(args),
-        edge_type=field(args, "edge_type", str, "abstracts"),
-    )
-
-
-def retrieve(ctx: Context, args: dict[str, Any]) -> Any:
-    hits = ctx.store.graph.retrieve(
-        ctx.caller,
-        field(args, "namespace", str),
-        vector_from_bytes(field(args, "vector", bytes)),
-        field(args, "k", int, 10),
-        now=_now(args),
-        method=field(args, "method", str, None),
-        hops=field(args, "hops", int, None),
-        as_of=field(args, "as_of", NUMBER, None),
-    )
-    ctx.note(TierName.GRAPH, hits)
-    if ctx.on_recall is not None:
-        ctx.on_recall(TierName.GRAPH.value, _now(args), [hits])
-    return [encode_hit(h) for h in hits]
 
 
 HANDLERS: dict[Op, Handler] = {

@@ -277,6 +277,11 @@ def _safe(value: Any) -> Any:
 # --- field access ----------------------------------------------------------------------
 
 
+def now_of(args: dict[str, Any]) -> float:
+    """A request's simulation time, ``args["now"]``, as a float."""
+    return float(field(args, "now", NUMBER))
+
+
 def field(
     args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
 ) -> Any:
