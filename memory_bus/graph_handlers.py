@@ -83,7 +83,5 @@ def retrieve(ctx: Context, args: dict[str, Any]) -> Any:
         hops=field(args, "hops", int, None),
         as_of=field(args, "as_of", NUMBER, None),
     )
-    ctx.note(TierName.GRAPH, hits)
-    if ctx.on_recall is not None:
-        ctx.on_recall(TierName.GRAPH.value, now_of(args), [hits])
+    ctx.recalled(TierName.GRAPH, now_of(args), [hits])
     return [encode_hit(h) for h in hits]

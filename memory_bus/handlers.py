@@ -109,6 +109,13 @@ class Context:
             agent, token = field(entry, "agent", str), field(entry, "token", str, "")
         return authenticate(self.registry, self.verified, agent, token)
 
+    def recalled(self, tier: TierName, now: float, results: list[list[Hit]]) -> None:
+        """What the queries of one read found: noted for the journal, and counted."""
+        for hits in results:
+            self.note(tier, hits)
+        if self.on_recall is not None:
+            self.on_recall(tier.value, now, results)
+
     def note(self, tier: TierName, hits: list[Hit]) -> None:
         """Remember which items a read recalled (for the journal)."""
         if not self.track_recalls:
@@ -270,9 +277,7 @@ def search(ctx: Context, args: dict[str, Any]) -> Any:
         now=now_of(args),
         as_of=field(args, "as_of", NUMBER, None),
     )
-    ctx.note(tier_name, hits)
-    if ctx.on_recall is not None:
-        ctx.on_recall(tier_name.value, now_of(args), [hits])
+    ctx.recalled(tier_name, now_of(args), [hits])
     return [encode_hit(h, vectors, compact) for h in hits]
 
 
@@ -282,10 +287,7 @@ def search_many(ctx: Context, args: dict[str, Any]) -> Any:
     compact = field(args, "compact", bool, False)
     requests = [_search_request(ctx, _entry(x)) for x in batch(args, "queries")]
     results = ctx.store.tier(tier_name).search_many(requests, now=now_of(args))
-    for hits in results:
-        ctx.note(tier_name, hits)
-    if ctx.on_recall is not None:
-        ctx.on_recall(tier_name.value, now_of(args), results)
+    ctx.recalled(tier_name, now_of(args), results)
     return [[encode_hit(h, vectors, compact) for h in hits] for hits in results]
 
 
