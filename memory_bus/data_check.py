@@ -11,11 +11,14 @@ keeps the records before the damage: it cuts the damaged file there and moves th
 (a copy of the damaged file, and every later file of the log) into a ``damaged-<time>``
 folder, so nothing is deleted. The bus then starts with the store as it was at the last
 sound record. A damaged snapshot cannot be cut back (the log it replaced is gone):
-restore ``snapshot.msgpack`` from a backup.
+restore ``snapshot.msgpack`` from a backup. A damaged ``store_config.json`` (the store
+config the log was written under) is set aside whole: the log then replays under the
+bus's own config, as a directory from before it was kept does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -26,6 +29,7 @@ from typing import Any
 from hivemem.memory_bus.data_dir_lock import lock_data_dir
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.journal import (
+    CONFIG_NAME,
     FRAME,
     LOG_NAME,
     SNAPSHOT_NAME,
@@ -35,6 +39,7 @@ from hivemem.memory_bus.journal import (
     log_parts,
     next_frame,
 )
+from hivemem.memory_bus.policies.learned import pinned_names
 
 
 @dataclass
@@ -70,6 +75,12 @@ class DataCheck:
     last_seq: int = 0  # of the last sound record (or of the snapshot)
     torn_tail_bytes: int = 0  # an unfinished last record, which a restart cuts off
     damage: Damage | None = None
+    # The store config the log was written under: "kept", "none" (a directory from before
+    # it was kept: the log replays under the bus's) or "damaged" (a restart refuses it).
+    store_config: str = "none"
+    # learned checkpoints it names that are not in checkpoints/: a restart under another
+    # config, which must replay the log under this one, would be refused
+    checkpoints_missing: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -90,6 +101,7 @@ def check_data_dir(data_dir: str | Path) -> DataCheck:
     report = DataCheck(str(root))
     if not _check_snapshot(root / SNAPSHOT_NAME, report):
         return report
+    config_damage = _check_config(root, report)
     files = _log_files(root)
     for i, path in enumerate(files):
         damage = _check_log_file(path, report, is_log=path.name == LOG_NAME)
@@ -97,7 +109,33 @@ def check_data_dir(data_dir: str | Path) -> DataCheck:
             damage.records_after += sum(_whole_records(f.read_bytes()) for f in files[i + 1 :])
             report.damage = damage
             break
+    if report.damage is None:
+        report.damage = config_damage
     return report
+
+
+def _check_config(root: Path, report: DataCheck) -> Damage | None:
+    """Read ``store_config.json`` (and see its pinned checkpoints) into ``report``."""
+    path = root / CONFIG_NAME
+    if not path.exists():
+        return None
+    try:
+        config = json.loads(path.read_text())
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        report.store_config = "damaged"
+        reason = (
+            f"the store config the log was written under is damaged ({exc}); --fix sets it "
+            "aside, and the log is then replayed under the bus's own"
+        )
+        return Damage(str(path), 0, reason, 0)
+    report.store_config = "kept"
+    folder = root / "checkpoints"
+    report.checkpoints_missing = [
+        name for name in pinned_names(config) if not (folder / name).exists()
+    ]
+    return None
 
 
 def _existing(data_dir: str | Path) -> Path:
@@ -211,6 +249,9 @@ def _cut_back(root: Path, report: DataCheck, damage: Damage) -> tuple[DataCheck,
         raise HivememError(damage.reason, path=damage.path)
     aside = root / time.strftime("damaged-%Y%m%dT%H%M%S", time.gmtime())
     aside.mkdir()
+    if damaged.name == CONFIG_NAME:
+        damaged.rename(aside / damaged.name)
+        return check_data_dir(root), aside
     shutil.copy2(damaged, aside / damaged.name)
     files = _log_files(root)
     for later in files[files.index(damaged) + 1 :]:

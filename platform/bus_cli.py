@@ -224,6 +224,16 @@ def _print_check(report: DataCheck, as_json: bool, err: bool = False) -> None:
             f"an unfinished last record ({report.torn_tail_bytes} bytes): a restart cuts it off",
             err=err,
         )
+    if report.store_config == "none":
+        typer.echo("store config: not kept (the log replays under the bus's own)", err=err)
+    elif report.store_config == "kept":
+        typer.echo("store config: kept (a restart under another replays the log under it)", err=err)
+    if report.checkpoints_missing:
+        typer.echo(
+            f"checkpoints missing: {', '.join(report.checkpoints_missing)}: a restart under "
+            "another store config would be refused",
+            err=err,
+        )
     damage = report.damage
     if damage is None:
         typer.echo(

@@ -347,6 +347,19 @@ def unpin_checkpoints(config: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     return _learned_specs(config, lambda path: path.replace(PINNED, folder, 1))
 
 
+def pinned_names(config: dict[str, Any]) -> list[str]:
+    """The file names of the pinned checkpoints ``config`` names (in ``checkpoints/``)."""
+    found: list[str] = []
+
+    def note(path: str) -> str:
+        if path.startswith(PINNED):
+            found.append(path[len(PINNED) :])
+        return path
+
+    _learned_specs(config, note)
+    return found
+
+
 def _learned_specs(config: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
     """A copy of ``config`` with ``change`` applied to the path of each learned policy."""
     changed = json.loads(json.dumps(config))  # a deep copy of JSON values

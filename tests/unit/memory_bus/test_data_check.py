@@ -127,3 +127,25 @@ def test_a_damaged_snapshot_is_reported_and_not_cut(tmp_path: Path) -> None:
 def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(HivememError, match="no data directory"):
         check_data_dir(tmp_path / "nope")
+
+
+def test_the_store_config_is_reported_and_a_damaged_one_set_aside(tmp_path: Path) -> None:
+    """A damaged ``store_config.json`` makes a restart refuse the directory, so it is
+    damage; the fix sets it aside (the log then replays under the bus's own config). A
+    pinned checkpoint gone is reported: only a restart under another config needs it."""
+    root = made(tmp_path)
+    assert check_data_dir(root).store_config == "none"
+    pinned = {"dim": 8, "private": {"eviction": "learned:$DATA_DIR/checkpoints/ab12.json"}}
+    with Journal(root, "no") as journal:
+        journal.save_config(pinned)
+    report = check_data_dir(root)
+    assert report.ok and report.store_config == "kept"
+    assert report.checkpoints_missing == ["ab12.json"]
+    (root / "store_config.json").write_text("{torn")
+    report = check_data_dir(root)
+    assert not report.ok and report.store_config == "damaged"
+    assert report.damage is not None and "store config" in report.damage.reason
+    fixed, aside = fix_data_dir(root)
+    assert fixed.ok and fixed.store_config == "none" and fixed.last_seq == N
+    assert aside is not None and (aside / "store_config.json").read_text() == "{torn"
+    assert replayed(root) == list(range(1, N + 1))  # the log untouched
