@@ -8,7 +8,9 @@ Each cycle writes for 0.5-1.5 s (random, seeded), kills ``hivemem bus serve`` wi
 SIGKILL and restarts it on the same data directory while the writers keep retrying.
 Prints one JSON line; exits non-zero if an acknowledged write is missing or duplicated.
 ``--config`` gives the server a store config file, e.g. a low ``approx_threshold`` so
-that HNSW builds on the builder thread run across the kills and snapshots.
+that HNSW builds on the builder thread run across the kills and snapshots, or a
+``dedup`` write policy (with ``--vectors 384``), whose decisions are journaled and
+played back across the kills.
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ def main() -> int:
     parser.add_argument("--snapshot-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, help="the server's StoreConfig file (YAML/JSON)")
+    parser.add_argument(
+        "--vectors",
+        type=int,
+        default=0,
+        metavar="DIM",
+        help="write random unit vectors of DIM (the config's dim) instead of letting the bus "
+        "embed the texts: needed with a write policy that reads neighbours, which would "
+        "merge texts the hashing embedder maps alike",
+    )
     args = parser.parse_args()
     cycles = 3 if args.quick else args.cycles
     started = time.perf_counter()
@@ -44,6 +55,7 @@ def main() -> int:
             snapshot_every=args.snapshot_every,
             seed=args.seed,
             config=args.config,
+            vectors=args.vectors,
         )
     figures = report.to_json()
     figures["seconds"] = round(time.perf_counter() - started, 1)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import HivememError
@@ -31,10 +33,16 @@ KEY = "key"
 
 @dataclass
 class Writer:
-    """One writing client: its agent and the keys the bus acknowledged."""
+    """One writing client: its agent and the keys the bus acknowledged.
+
+    ``dim``: write random unit vectors of this dimension (seeded by the agent), so that no
+    two facts are alike to a write policy that reads neighbours; 0 leaves the embedding
+    to the bus, whose hashing embedder gives some different texts the same vector.
+    """
 
     agent: str
     token: str
+    dim: int = 0
     acked: list[str] = field(default_factory=list)
     gave_up: list[str] = field(default_factory=list)
     retried: int = 0
@@ -47,9 +55,14 @@ class Writer:
             address, self.agent, self.token, timeout=timeout, retries=retries
         ) as client:
             n = 0
+            rng = np.random.default_rng(int.from_bytes(self.agent.encode(), "little"))
             while not stop.is_set():
                 key = f"{self.agent}:{n}"
-                item = NewItem(f"{self.agent} fact {n}", meta={KEY: key})
+                vector = None
+                if self.dim:
+                    vector = rng.standard_normal(self.dim).astype(np.float32)
+                    vector /= np.linalg.norm(vector)
+                item = NewItem(f"{self.agent} fact {n}", vector=vector, meta={KEY: key})
                 began = time.monotonic()
                 try:
                     client.write("private", self.agent, item, now=float(n))
@@ -106,18 +119,22 @@ def kill_cycles(
     seed: int = 0,
     spin_us: int | None = None,
     config: Path | None = None,
+    vectors: int = 0,
 ) -> CycleReport:
     """``cycles`` times: write from ``writers`` clients, SIGKILL the server at a random
     moment, restart it on the same data directory. The writers keep going across each
     kill (their retries wait for the restart). Then count every item by key. ``spin_us``
     is the server's busy polling (``--spin-us``; None: the command's default), ``config``
-    its store config file."""
+    its store config file; ``vectors`` the dimension of the random vectors the writers
+    send (0: none, the bus embeds the texts; see :class:`Writer`). With a write policy
+    that reads neighbours (``dedup``) and vectors, every write's decision is journaled
+    and played back across the kills."""
     rng = random.Random(seed)
     server = ServerProcess(
         workdir / "data", snapshot_every=snapshot_every, spin_us=spin_us, config=config
     )
     restarts = [server.start()]
-    crew = [Writer(f"w{i}", server.token(f"w{i}")) for i in range(writers)]
+    crew = [Writer(f"w{i}", server.token(f"w{i}"), vectors) for i in range(writers)]
     stop = threading.Event()
     # retries cover a restart (about a second or two) many times over
     threads = [
@@ -139,17 +156,19 @@ def kill_cycles(
         for t in threads:
             t.join(timeout=120)
         server.stop()
-    return _count(server, crew, cycles, restarts, per_cycle)
+    store_config = StoreConfig.model_validate(yaml.safe_load(config.read_text()) or {}) if config else StoreConfig()  # fmt: skip
+    return _count(server, store_config, crew, cycles, restarts, per_cycle)
 
 
 def _count(
     server: ServerProcess,
+    store_config: StoreConfig,
     crew: list[Writer],
     cycles: int,
     restarts: list[float],
     per_cycle: list[int],
 ) -> CycleReport:
-    held = scan_data_dir(server.data_dir, StoreConfig(), "private", KEY)
+    held = scan_data_dir(server.data_dir, store_config, "private", KEY)
     acked = Counter(k for w in crew for k in w.acked)
     return CycleReport(
         cycles=cycles,

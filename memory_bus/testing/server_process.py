@@ -65,6 +65,7 @@ class ServerProcess:
         self.snapshot_log_mb = snapshot_log_mb
         self.spin_us, self.fork_snapshots = spin_us, fork_snapshots
         self.secret_file = data_dir.parent / "secret"
+        data_dir.parent.mkdir(parents=True, exist_ok=True)  # else the server exits at once
         self.snapshot_every, self.fsync, self.config = snapshot_every, fsync, config
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"

@@ -30,6 +30,18 @@ def test_every_acknowledged_write_survives_three_kills_exactly_once(tmp_path: Pa
     assert report.unacked_present == 0, report.to_json()
 
 
+def test_writes_a_dedup_policy_decided_survive_two_kills_exactly_once(tmp_path: Path) -> None:
+    """Every write's decision is journaled after it (a ``decided`` record) and played
+    back on the restart; a kill may land between the two records."""
+    config = tmp_path / "dedup.yaml"
+    config.write_text("private: {write_policy: dedup}\n")
+    report = kill_cycles(tmp_path, cycles=2, writers=4, snapshot_every=300, config=config, vectors=384)  # fmt: skip
+    assert report.acked > 300 * 2, "too little load to mean anything"
+    assert report.missing == 0, report.to_json()
+    assert report.duplicates == 0, report.to_json()
+    assert report.unacked_present == 0, report.to_json()
+
+
 def test_a_retry_of_the_write_that_triggered_a_snapshot_is_not_applied_twice(
     tmp_path: Path,
 ) -> None:
