@@ -419,8 +419,10 @@ class GraphTier(VectorTier):
             self._touch(event.namespace)
         if event.kind in ("delete", "evict"):
             for edge in self._edges_touching(event.namespace, event.item_ids):
-                if edge.valid_to == INF:
-                    edge.valid_to = max(event.now, edge.valid_from + 1e-9)
+                end = max(event.now, edge.valid_from + 1e-9)
+                if edge.valid_to > end:  # the edge ends with its node
+                    edge.valid_to = end
+                    self._announce_edge(event.namespace, "invalidate", edge, event.now)
             self._touch(event.namespace)
 
     def stats(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ extends :class:`VectorTier` with edges.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -89,6 +89,7 @@ class StoreContext:
     tape: DecisionTape | None = None
     """Where the write policy's decisions are recorded or played back, during a request
     the bus journals or replays (see :class:`~hivemem.memory_bus.proposals.DecisionTape`)."""
+    _following: deque[MemoryEvent] | None = field(default=None, init=False, repr=False)
 
     def allocate(self, n: int) -> range:
         """``n`` fresh int64 ids, in order."""
@@ -97,9 +98,23 @@ class StoreContext:
         return range(start, self.next_id, self.id_stride)
 
     def emit(self, event: MemoryEvent) -> None:
-        """Announce a change to every listener."""
-        for listener in self.listeners:
-            listener(event)
+        """Announce a change to every listener.
+
+        An event a listener emits in turn (the graph ends a removed node's edges) follows
+        once every listener has had this one, so that every listener gets the events of a
+        namespace in the order of their numbers.
+        """
+        if self._following is not None:
+            self._following.append(event)
+            return
+        self._following = following = deque([event])
+        try:
+            while following:
+                event = following.popleft()
+                for listener in self.listeners:
+                    listener(event)
+        finally:
+            self._following = None
 
 
 class VectorTier:

@@ -87,8 +87,9 @@ def test_events_are_numbered_per_namespace_and_subscribe_says_where_they_stand()
 
 
 def test_graph_edges_are_announced_and_numbered_with_the_nodes() -> None:
-    """Edges added (by ``add_edge`` and by ``promote``) and invalidated are events of
-    their graph namespace, numbered among its nodes' events."""
+    """Edges added (by ``add_edge`` and by ``promote``) and invalidated (by
+    ``invalidate_edge``, or with a node deleted) are events of their graph namespace,
+    numbered among its nodes' events, after the node's own."""
     server = BusServer(MemoryStore(StoreConfig(dim=8)))
     token = server.register("alice", ["team"])
     v = np.ones(8, np.float32)
@@ -102,6 +103,7 @@ def test_graph_edges_are_announced_and_numbered_with_the_nodes() -> None:
         edge = await alice.add_edge("team", a, b, "causes", now=2.0)
         await alice.invalidate_edge("team", edge, at=3.0)
         parent = await alice.promote("team", [a, b], NewItem("ab", vector=v, level=1), now=4.0)
+        await alice.delete("graph", "team", a, now=5.0)  # ends parent->a; a->b has ended
         got = await _records(stream, first, QUIET_S)
         await stream.aclose()
         alice.close()
@@ -110,12 +112,14 @@ def test_graph_edges_are_announced_and_numbered_with_the_nodes() -> None:
     with server:
         a, b, edge, parent, got = asyncio.run(run())
     assert [(e["kind"], e["seq"]) for e in got] == [
-        ("add", 1), ("add", 2), ("edge", 3), ("invalidate", 4), ("add", 5), ("edge", 6), ("edge", 7)
+        ("add", 1), ("add", 2), ("edge", 3), ("invalidate", 4), ("add", 5), ("edge", 6), ("edge", 7),
+        ("delete", 8), ("invalidate", 9),
     ]  # fmt: skip
     common = {"tier": "graph", "namespace": "team", "src": a, "dst": b, "type": "causes"}
     assert got[2] == {**common, "kind": "edge", "edge_id": edge, "valid_from": 2.0, "valid_to": float("inf"), "now": 2.0, "seq": 3}  # fmt: skip
     assert got[3] == {**common, "kind": "invalidate", "edge_id": edge, "valid_from": 2.0, "valid_to": 3.0, "now": 3.0, "seq": 4}  # fmt: skip
-    assert [(e["src"], e["dst"], e["type"]) for e in got[5:]] == [(parent, a, "abstracts"), (parent, b, "abstracts")]  # fmt: skip
+    assert [(e["src"], e["dst"], e["type"]) for e in got[5:7]] == [(parent, a, "abstracts"), (parent, b, "abstracts")]  # fmt: skip
+    assert got[8] == {**got[5], "kind": "invalidate", "valid_to": 5.0, "now": 5.0, "seq": 9}
 
 
 def test_a_whole_tier_gets_its_namespaces_marks_many_to_a_message() -> None:
