@@ -13,7 +13,6 @@ request just answered are applied and its reply remembered).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -28,7 +27,11 @@ from hivemem.memory_bus.forking import fork_to
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import CONFIG_NAME, Journal
-from hivemem.memory_bus.policies.learned import PINNED, pin_checkpoints, unpin_checkpoints
+from hivemem.memory_bus.policies.learned import (
+    pin_checkpoints,
+    pinned_names,
+    unpin_checkpoints,
+)
 from hivemem.memory_bus.proposals import DecisionTape
 from hivemem.memory_bus.protocol import MUTATING, Code, Op, Request, encode_error, encode_reply
 from hivemem.memory_bus.store import MemoryStore
@@ -336,9 +339,9 @@ class Durability:
         else:
             self._recover_changed(written, current)
         self.journal.save_config(current)
-        kept = json.dumps(current)
+        kept = set(pinned_names(current))
         for copy in (self.journal.dir / "checkpoints").glob("*.json"):
-            if PINNED + copy.name not in kept:  # pinned for a journal replayed since
+            if copy.name not in kept:  # pinned for a journal replayed since
                 copy.unlink(missing_ok=True)
 
     def _recover_changed(self, written: dict[str, Any], current: dict[str, Any]) -> None:

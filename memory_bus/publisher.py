@@ -32,6 +32,7 @@ from hivemem.memory_bus.protocol import (
     decode_subscription,
     event_topic,
     pack,
+    wire_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class EventPublisher:
     Args:
         metrics: Where every event is counted.
         authorize: Checks a subscription (token and access) and gives its prefix.
+        last_seq: A namespace topic's last event number (for a new subscriber's mark).
+        epoch: The history the event numbers belong to, carried by every mark.
 
     Attributes:
         events: The store's events not yet published (the server subscribes
@@ -107,7 +110,7 @@ class EventPublisher:
 
     def send_marks(self, pub: zmq.Socket[Any], now: float) -> None:
         """Send each namespace that changed in the last :data:`MARK_WINDOW_S` its last
-        event number, a *mark* ``{"kind": "mark", "tier", "namespace", "seq"}`` (owner
+        event number, a *mark* ``{"kind": "mark", "tier", "namespace", "seq", "epoch"}`` (owner
         thread only): on its own topic, in a message of its own, if someone subscribed
         to it by name; and on the tier's topic (``tier/``), in messages of up to
         :data:`MARKS_PER_MESSAGE` marks, if someone subscribed to the whole tier (the
@@ -129,7 +132,7 @@ class EventPublisher:
             if not self._whole_tier_heard(tier, {}):
                 del self._tier_marks[tier]  # nobody listens to the whole tier any more
                 continue
-            topic = f"{tier}/".encode()
+            topic = wire_topic(tier, "")
             for namespace in [ns for ns, (_, taken) in recent.items() if now - taken > MARK_WINDOW_S]:  # fmt: skip
                 del recent[namespace]
             found = [(namespace, seq) for namespace, (seq, _) in recent.items()]
@@ -195,7 +198,7 @@ class EventPublisher:
         """Whether someone subscribed to all of ``tier`` (``known``: answers so far)."""
         heard = known.get(tier)
         if heard is None:
-            topic = f"{tier}/".encode()
+            topic = wire_topic(tier, "")
             heard = known[tier] = any(topic.startswith(p) for p in self._prefixes)
         return heard
 
