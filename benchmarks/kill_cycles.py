@@ -9,8 +9,8 @@ SIGKILL and restarts it on the same data directory while the writers keep retryi
 Prints one JSON line; exits non-zero if an acknowledged write is missing or duplicated.
 ``--config`` gives the server a store config file, e.g. a low ``approx_threshold`` so
 that HNSW builds on the builder thread run across the kills and snapshots, or a
-``dedup`` write policy (with ``--vectors 384``), whose decisions are journaled and
-played back across the kills.
+``dedup`` write policy, whose decisions are journaled and played back across the kills
+(``--vectors 384``: the writers send their own vectors).
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def main() -> int:
         default=0,
         metavar="DIM",
         help="write random unit vectors of DIM (the config's dim) instead of letting the bus "
-        "embed the texts: needed with a write policy that reads neighbours, which would "
-        "merge texts the hashing embedder maps alike",
+        "embed the texts",
     )
     args = parser.parse_args()
     cycles = 3 if args.quick else args.cycles

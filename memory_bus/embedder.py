@@ -22,18 +22,45 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @lru_cache(maxsize=1 << 16)
-def _bucket(token: str, dim: int) -> tuple[int, float]:
-    digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
-    value = int.from_bytes(digest, "little")
-    return value % dim, (1.0 if (value >> 63) & 1 else -1.0)
+def _buckets(token: str, dim: int, hashes: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The ``hashes`` distinct coordinates ``token`` adds to (at most ``dim``), and the
+    sign it adds at each.
+
+    The first is the one coordinate each token had before ``hashes`` existed, so a vector
+    embedded then keeps a cosine of about ``1 / sqrt(hashes)`` with the same text's now.
+    """
+    data = token.encode("utf-8")
+    indices: list[int] = []
+    signs: list[float] = []
+    for k in range(min(hashes, dim)):
+        person = b"hivemem-hash-%d" % k if k else b""
+        value = int.from_bytes(
+            hashlib.blake2b(data, digest_size=8, person=person).digest(), "little"
+        )
+        index = value % dim
+        while index in indices:  # distinct: a token never cancels itself
+            index = (index + 1) % dim
+        indices.append(index)
+        signs.append(1.0 if (value >> 63) & 1 else -1.0)
+    return tuple(indices), tuple(signs)
 
 
 class HashingEmbedder:
     """Signed feature hashing of words and word bigrams, L2-normalised.
 
+    Each token adds a random sign to ``hashes`` distinct coordinates. With one coordinate a
+    token (``hashes=1``, what this class did before), two texts that differ in two tokens
+    came out the same whenever those tokens' coordinates and signs matched, or a text's
+    two new tokens cancelled each other: 25 identical pairs among the 4,000 texts
+    ``"w0 fact <i>"``, 23,440 among 100,000. A write policy that merges near-duplicates
+    (``dedup``, which updates a neighbour at cosine 0.9) merged different facts. Among
+    the 20,000 texts ``"w<j> fact <i>"``, 200 pairs reached 0.9 with one coordinate, 12
+    with two, none with four (the highest: 0.81).
+
     Args:
         dim: Output dimension.
         bigrams: Also hash adjacent word pairs (keeps some word order).
+        hashes: Coordinates each token adds to.
 
     Example:
         >>> emb = HashingEmbedder(dim=64)
@@ -42,33 +69,45 @@ class HashingEmbedder:
         (True, 1.0)
     """
 
-    def __init__(self, dim: int = 384, bigrams: bool = True) -> None:
+    def __init__(self, dim: int = 384, bigrams: bool = True, hashes: int = 4) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise ConfigError(f"embedder dim must be a positive int, got {dim!r}")
+        if not isinstance(hashes, int) or not 1 <= hashes <= 8:
+            raise ConfigError(f"embedder hashes must be an int from 1 to 8, got {hashes!r}")
         self.dim = dim
         self.bigrams = bigrams
+        self.hashes = hashes
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts`` into an (n, dim) float32 matrix; empty text gives a zero row."""
         if isinstance(texts, str) or not isinstance(texts, list | tuple):
             raise InvalidInputError("texts", "expected a list of str")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # Every row's coordinates and signs in two flat lists, added in one numpy call.
+        indices: list[int] = []
+        signs: list[float] = []
+        counts = np.zeros(len(texts), dtype=np.int64)
         for row, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InvalidInputError(f"texts[{row}]", f"expected str, got {type(text).__name__}")
-            self._embed_into(text, out[row])
+            before = len(indices)
+            for token in self._tokens(text):
+                found = _buckets(token, self.dim, self.hashes)
+                indices.extend(found[0])
+                signs.extend(found[1])
+            counts[row] = len(indices) - before
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        flat = np.asarray(indices, dtype=np.int64)
+        flat += np.repeat(np.arange(len(texts), dtype=np.int64) * self.dim, counts)
+        np.add.at(out.reshape(-1), flat, np.asarray(signs, dtype=np.float32))
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out
 
-    def _embed_into(self, text: str, row: np.ndarray) -> None:
+    def _tokens(self, text: str) -> list[str]:
         words = _WORD.findall(text.lower())
-        tokens = (
-            words + [f"{a} {b}" for a, b in itertools.pairwise(words)] if self.bigrams else words
-        )
-        for token in tokens:
-            index, sign = _bucket(token, self.dim)
-            row[index] += sign
+        if not self.bigrams:
+            return words
+        return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
 
 
 class SentenceTransformerEmbedder:

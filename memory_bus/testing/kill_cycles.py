@@ -35,9 +35,9 @@ KEY = "key"
 class Writer:
     """One writing client: its agent and the keys the bus acknowledged.
 
-    ``dim``: write random unit vectors of this dimension (seeded by the agent), so that no
-    two facts are alike to a write policy that reads neighbours; 0 leaves the embedding
-    to the bus, whose hashing embedder gives some different texts the same vector.
+    ``dim``: write random unit vectors of this dimension (seeded by the agent); 0 leaves
+    the embedding to the bus. (Before the hashing embedder hashed each word into four
+    coordinates, it gave some of these texts the same vector, and ``dedup`` merged them.)
     """
 
     agent: str

@@ -31,22 +31,24 @@ def _score(policy: str, seeds: range) -> float:
 
 def test_tiny_training_beats_random_and_resumes(tmp_path: Path, ray_session: None) -> None:
     s = load_scenario("capacity_stream", TINY)
-    config = dict(iterations=4, pairs=4, episodes=1, workers=2, seed=3)
+    config = dict(iterations=8, pairs=4, episodes=1, workers=2, seed=3)
     folders = set(Path(tempfile.gettempdir()).glob("hivemem-es-*"))
     scorer = train(s, TrainConfig(**config), tmp_path / "a")
     # the Ray workers removed the folders they served candidates from before they stopped
     assert set(Path(tempfile.gettempdir()).glob("hivemem-es-*")) == folders
     assert (tmp_path / "a" / "curve.png").stat().st_size > 5_000
     path = tmp_path / "a" / "policy.json"
-    assert Scorer.load(path, "eviction").meta["iterations"] == 4
+    assert Scorer.load(path, "eviction").meta["iterations"] == 8
     held_out = range(0, 4)  # training draws its seeds from TRAIN_SEED_BASE up
     learned, random = _score(f"learned:{path}", held_out), _score("random", held_out)
+    # Over random (0.925) with training seeds 1-4: +0.024-0.047 after 4 generations,
+    # +0.041-0.054 after 8.
     assert learned > random + 0.03, (learned, random)
 
-    # resumable: 2 generations, then 2 more from the saved state, equal the straight run
-    half = train(s, TrainConfig(**{**config, "iterations": 2}), tmp_path / "b")
+    # resumable: 4 generations, then 4 more from the saved state, equal the straight run
+    half = train(s, TrainConfig(**{**config, "iterations": 4}), tmp_path / "b")
     assert not np.array_equal(half.params, scorer.params)
     resumed = train(s, TrainConfig(**config), tmp_path / "b", resume=True)
     np.testing.assert_allclose(resumed.params, scorer.params)
     history = json.loads((tmp_path / "b" / "train_state.json").read_text())["state"]["history"]
-    assert [h["iteration"] for h in history] == [0, 1, 2, 3]
+    assert [h["iteration"] for h in history] == list(range(8))

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 from hivemem.memory_bus.embedder import HashingEmbedder, make_embedder
-from hivemem.memory_bus.errors import InvalidInputError, UnknownNameError
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError, UnknownNameError
 
 
 def test_same_vector_in_another_process() -> None:
@@ -34,11 +34,34 @@ def test_shared_words_make_closer_vectors() -> None:
     assert a @ b > a @ c + 0.2
 
 
+def test_texts_that_differ_in_a_word_are_not_near_duplicates() -> None:
+    texts = [f"w{j} fact {i}" for j in range(4) for i in range(2_500)]
+    vecs = HashingEmbedder(384)(texts)
+    cosines = vecs @ vecs.T
+    np.fill_diagonal(cosines, 0.0)
+    assert cosines.max() < 0.9  # dedup's default update_threshold
+
+
+def test_one_coordinate_a_token_made_different_facts_identical() -> None:
+    # Why hashes defaults to 2: with one, "17" and "fact 17" landed on one coordinate
+    # with opposite signs, and so did "398" and "fact 398".
+    old = HashingEmbedder(384, hashes=1)
+    a, b = old(["w0 fact 17", "w0 fact 398"])
+    assert np.array_equal(a, b)
+    a, b = HashingEmbedder(384)(["w0 fact 17", "w0 fact 398"])
+    assert a @ b < 0.9
+    # A vector embedded with one coordinate a token still leans towards today's.
+    texts = [f"agent {i} saw the red key under door {i % 7}" for i in range(50)]
+    assert np.all(np.sum(old(texts) * HashingEmbedder(384)(texts), axis=1) > 0.4)
+
+
 def test_bad_inputs() -> None:
     with pytest.raises(InvalidInputError):
         HashingEmbedder(8)("not a list")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         HashingEmbedder(8)([1])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="hashes"):
+        HashingEmbedder(8, hashes=0)
     with pytest.raises(UnknownNameError, match="hashing"):
         make_embedder("hashin")
 
