@@ -44,7 +44,8 @@ from hivemem.memory_bus.item import (
     check_vector,
 )
 from hivemem.memory_bus.namespace import Namespace
-from hivemem.memory_bus.tiers import StoreContext, VectorTier, recall
+from hivemem.memory_bus.store_context import StoreContext
+from hivemem.memory_bus.tiers import VectorTier, recall
 
 KHOP_DECAY = 0.5
 _NO_EDGES = nx.MultiDiGraph()  # what a namespace with no edge reads as (never written to)

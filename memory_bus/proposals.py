@@ -29,7 +29,8 @@ from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.neighbours import BatchNeighbours
 
 if TYPE_CHECKING:
-    from hivemem.memory_bus.tiers import Defer, StoreContext, VectorTier
+    from hivemem.memory_bus.store_context import Defer, StoreContext
+    from hivemem.memory_bus.tiers import VectorTier
 
 BATCH_SEARCH_FROM = 2_048
 """Items of a namespace from which a batch's proposals to it are searched together."""

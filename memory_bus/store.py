@@ -28,7 +28,8 @@ from hivemem.memory_bus.graph import GraphTier
 from hivemem.memory_bus.interfaces import Embedder, MemoryEvent
 from hivemem.memory_bus.item import Limits, TierName
 from hivemem.memory_bus.namespace import NextUse
-from hivemem.memory_bus.tiers import StoreContext, VectorTier
+from hivemem.memory_bus.store_context import StoreContext
+from hivemem.memory_bus.tiers import VectorTier
 
 STATE_VERSION = 2
 """The snapshot format written; 2 keeps rows never read as columns (1 built every item)."""

@@ -10,13 +10,12 @@ extends :class:`VectorTier` with edges.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from hivemem.memory_bus.access import AccessPolicy
 from hivemem.memory_bus.batch import (
     BatchResult,
     NewRows,
@@ -41,9 +40,7 @@ from hivemem.memory_bus.errors import (
 )
 from hivemem.memory_bus.interfaces import (
     Caller,
-    Embedder,
     Hit,
-    MemoryEvent,
     SearchRequest,
     WritePolicy,
     WriteRequest,
@@ -51,7 +48,6 @@ from hivemem.memory_bus.interfaces import (
 )
 from hivemem.memory_bus.item import (
     Item,
-    Limits,
     NewItem,
     TierName,
     check_matrix,
@@ -61,60 +57,12 @@ from hivemem.memory_bus.item import (
     check_time,
     check_vector,
 )
-from hivemem.memory_bus.namespace import Namespace, NextUse
+from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
-from hivemem.memory_bus.proposals import DecisionTape, add_all, apply_each
+from hivemem.memory_bus.proposals import add_all, apply_each
+from hivemem.memory_bus.store_context import Defer, StoreContext
 
 UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
-
-Defer = Callable[[Callable[[], None]], None]
-"""Takes a change whose outcome is already decided, to run it later (see ``write_batch``)."""
-
-
-@dataclass
-class StoreContext:
-    """What every tier of one store shares: ids, embedder, access rules, limits, listeners."""
-
-    dim: int
-    seed: int
-    access: AccessPolicy
-    embedder: Embedder | None
-    limits: Limits = field(default_factory=Limits)
-    next_id: int = 1
-    id_stride: int = 1
-    """Step between ids: shard ``i`` of ``n`` starts at ``1 + i`` and steps by ``n``, so
-    ids stay unique across the shards of a bus."""
-    next_use: NextUse | None = None
-    listeners: list[Callable[[MemoryEvent], None]] = field(default_factory=list)
-    tape: DecisionTape | None = None
-    """Where the write policy's decisions are recorded or played back, during a request
-    the bus journals or replays (see :class:`~hivemem.memory_bus.proposals.DecisionTape`)."""
-    _following: deque[MemoryEvent] | None = field(default=None, init=False, repr=False)
-
-    def allocate(self, n: int) -> range:
-        """``n`` fresh int64 ids, in order."""
-        start = self.next_id
-        self.next_id += n * self.id_stride
-        return range(start, self.next_id, self.id_stride)
-
-    def emit(self, event: MemoryEvent) -> None:
-        """Announce a change to every listener.
-
-        An event a listener emits in turn (the graph ends a removed node's edges) follows
-        once every listener has had this one, so that every listener gets the events of a
-        namespace in the order of their numbers.
-        """
-        if self._following is not None:
-            self._following.append(event)
-            return
-        self._following = following = deque([event])
-        try:
-            while following:
-                event = following.popleft()
-                for listener in self.listeners:
-                    listener(event)
-        finally:
-            self._following = None
 
 
 class VectorTier:
