@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.batch import DEFAULTS, BatchResult
-from hivemem.memory_bus.interfaces import Hit, WriteResult
+from hivemem.memory_bus.interfaces import Hit, ScanPage, WriteResult
 from hivemem.memory_bus.item import (
     INF,
     TIER_BY_VALUE,
@@ -122,9 +122,12 @@ def _plain_new_item(raw: Any) -> NewItem | None:
     )
 
 
-def encode_item(item: Item) -> dict[str, Any]:
-    """A stored item for the wire."""
-    return item.to_state()
+def encode_item(item: Item, vectors: bool = True) -> dict[str, Any]:
+    """A stored item for the wire (without ``vectors``, its vector is empty bytes)."""
+    state = item.to_state()
+    if not vectors:
+        state["vector"] = b""
+    return state
 
 
 def decode_item(raw: dict[str, Any]) -> Item:
@@ -215,6 +218,21 @@ def encode_hit(hit: Hit, vectors: bool = True, compact: bool = False) -> Any:
 
 _TIER_VALUE = {tier: tier.value for tier in TierName}
 _F32 = np.dtype(np.float32)
+
+
+def encode_scan_page(page: ScanPage, vectors: bool = True) -> dict[str, Any]:
+    """A ``scan`` page for the wire: ``{"items": [item, ...], "next": cursor or None}``."""
+    return {"items": [encode_item(it, vectors) for it in page.items], "next": page.next}
+
+
+def decode_scan_page(raw: Any) -> ScanPage:
+    """A ``scan`` page from a reply."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("items"), list):
+        raise ProtocolError(Code.BAD_FRAME, "a scan reply is a map with a list of items")
+    cursor = raw.get("next")
+    if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int)):
+        raise ProtocolError(Code.BAD_FRAME, "a scan reply's next is an int or nil")
+    return ScanPage([decode_item(it) for it in raw["items"]], cursor)
 
 
 def decode_hit(raw: Any) -> Hit:

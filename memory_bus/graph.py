@@ -21,7 +21,7 @@ Retrieval seeds nodes by vector match, then ranks:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import networkx as nx
@@ -103,6 +103,16 @@ class GraphTier(VectorTier):
         return [
             self._readable(req.caller, hits) for req, hits in zip(requests, results, strict=True)
         ]
+
+    def _listed(self, caller: Caller, as_of: float | None) -> Callable[[Item], bool] | None:
+        """``scan`` lists only the nodes on levels the caller's role may read."""
+        valid = super()._listed(caller, as_of)
+        levels = self.ctx.access.levels(caller)
+        if len(levels) >= len(self.graph_config.levels):
+            return valid
+        if valid is None:
+            return lambda item: item.level in levels
+        return lambda item: item.level in levels and valid(item)
 
     def _readable(self, caller: Caller, hits: list[Hit]) -> list[Hit]:
         levels = self.ctx.access.levels(caller)

@@ -19,6 +19,7 @@ from hivemem.memory_bus.codec import (
     encode_batch_result,
     encode_hit,
     encode_item,
+    encode_scan_page,
     encode_write_result,
     vector_from_bytes,
 )
@@ -340,6 +341,17 @@ def delete(ctx: Context, args: dict[str, Any]) -> Any:
     return None
 
 
+def scan(ctx: Context, args: dict[str, Any]) -> Any:
+    page = ctx.store.tier(tier_of(args)).scan(
+        ctx.caller,
+        field(args, "namespace", str),
+        after=field(args, "after", int, 0),
+        limit=field(args, "limit", int, 100),
+        as_of=field(args, "as_of", NUMBER, None),
+    )
+    return encode_scan_page(page, field(args, "vectors", bool, True))
+
+
 def history(ctx: Context, args: dict[str, Any]) -> Any:
     return ctx.store.tier(tier_of(args)).history(
         ctx.caller, field(args, "namespace", str), field(args, "item_id", int)
@@ -430,6 +442,7 @@ HANDLERS: dict[Op, Handler] = {
     Op.GET: get,
     Op.SEARCH: search,
     Op.SEARCH_MANY: search_many,
+    Op.SCAN: scan,
     Op.UPDATE: update,
     Op.DELETE: delete,
     Op.HISTORY: history,

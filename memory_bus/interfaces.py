@@ -48,6 +48,19 @@ class Hit:
     item: Item
 
 
+@dataclass(frozen=True, slots=True)
+class ScanPage:
+    """One page of a namespace's items, in id order (``scan``).
+
+    Attributes:
+        items: The page's items.
+        next: The cursor of the next page (give it as ``after``); None after the last.
+    """
+
+    items: list[Item]
+    next: int | None
+
+
 @dataclass(slots=True)
 class SearchRequest:
     """One query of a batched search: ``k`` nearest items of ``namespace`` to ``vector``.

@@ -19,6 +19,7 @@ import numpy as np
 from hivemem.memory_bus.codec import (
     decode_hit,
     decode_item,
+    decode_scan_page,
     decode_write_result,
     decode_write_results,
     encode_new_item,
@@ -180,6 +181,31 @@ class Ops:
         if not vectors:
             args["vectors"] = False
         return self._call("search_many", args, _each(_each(decode_hit)))
+
+    def scan(
+        self,
+        tier: str,
+        namespace: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        as_of: float | None = None,
+        vectors: bool = True,
+    ) -> Any:
+        """A page of ``namespace``'s items in id order, as a ``ScanPage``; not a recall.
+
+        Pass ``after=page.next`` for the next page, until ``next`` is None. ``limit`` is
+        at most the bus's ``max_batch`` (4,096); ``as_of`` lists only the items valid
+        then; ``vectors=False`` leaves the vectors out (an empty array).
+
+        Example:
+            >>> page = client.scan("private", "alice")  # doctest: +SKIP
+            >>> while page.next is not None:  # doctest: +SKIP
+            ...     page = client.scan("private", "alice", after=page.next)
+        """
+        args: dict[str, Any] = {"tier": tier, "namespace": namespace, "after": after}
+        args |= {"limit": limit, "as_of": as_of, "vectors": vectors}
+        return self._call("scan", args, decode_scan_page)
 
     def update(
         self,

@@ -66,6 +66,7 @@ class Op(StrEnum):
     GET = "get"
     SEARCH = "search"
     SEARCH_MANY = "search_many"
+    SCAN = "scan"
     UPDATE = "update"
     DELETE = "delete"
     HISTORY = "history"

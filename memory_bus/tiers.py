@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +41,7 @@ from hivemem.memory_bus.errors import (
 from hivemem.memory_bus.interfaces import (
     Caller,
     Hit,
+    ScanPage,
     SearchRequest,
     WritePolicy,
     WriteRequest,
@@ -244,6 +245,47 @@ class VectorTier:
             recall(item, check_number(now, "now"))
         return item
 
+    def scan(
+        self,
+        caller: Caller,
+        namespace: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        as_of: float | None = None,
+    ) -> ScanPage:
+        """Up to ``limit`` items of ``namespace`` with ids above ``after``, in id order
+        (only those valid at ``as_of``, if given); listing them is not a recall.
+
+        Page through a namespace with ``after=page.next`` until it is None. Items written
+        meanwhile have larger ids, so a later page lists them; one deleted meanwhile is
+        not listed. A namespace nothing was written to has no items (as for ``search``).
+
+        Raises:
+            AccessDeniedError: the caller may not read ``namespace``.
+            InvalidInputError: ``after`` is not an int >= 0, ``limit`` not in
+                1..``max_batch``, or ``as_of`` not a finite number.
+        """
+        self._check(caller, namespace, "read")
+        if isinstance(after, bool) or not isinstance(after, int | np.integer) or after < 0:
+            raise InvalidInputError("after", f"expected an int >= 0, got {after!r}")
+        top = self.ctx.limits.max_batch
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int | np.integer)
+            or not 1 <= limit <= top
+        ):
+            raise InvalidInputError("limit", f"expected an int in 1..{top}, got {limit!r}")
+        keep = self._listed(caller, None if as_of is None else check_number(as_of, "as_of"))
+        ns = self.namespaces.get(namespace)
+        return ScanPage([], None) if ns is None else _page(ns.items, int(after), int(limit), keep)
+
+    def _listed(self, caller: Caller, as_of: float | None) -> Callable[[Item], bool] | None:
+        """Which items ``scan`` lists to ``caller`` (None: all)."""
+        if as_of is None:
+            return None
+        return lambda item: item.valid_at(as_of)
+
     def search(
         self,
         caller: Caller,
@@ -438,6 +480,22 @@ def recall(item: Item, now: float) -> None:
     """Count a read of ``item`` at ``now`` (hits and last access)."""
     item.hits += 1
     item.accessed = max(item.accessed, now)
+
+
+def _page(
+    items: dict[int, Item], after: int, limit: int, keep: Callable[[Item], bool] | None
+) -> ScanPage:
+    """The first ``limit`` of ``items`` by id above ``after`` that ``keep`` keeps."""
+    ids = np.fromiter(items, dtype=np.int64, count=len(items))
+    ids = np.sort(ids[ids > after]).tolist()
+    listed: list[Item] = []
+    for pos, item_id in enumerate(ids):
+        item = items[item_id]
+        if keep is None or keep(item):
+            listed.append(item)
+            if len(listed) == limit:
+                return ScanPage(listed, item_id if pos + 1 < len(ids) else None)
+    return ScanPage(listed, None)
 
 
 def _as_id(value: Any) -> int:

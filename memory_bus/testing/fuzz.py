@@ -21,7 +21,7 @@ Frames = list[bytes]
 def _valid_args(rng: np.random.Generator, dim: int) -> dict[str, Any]:
     vector = rng.standard_normal(dim).astype("<f4").tobytes()
     return {"tier": "shared", "namespace": "team", "vector": vector, "k": 3, "now": 1.0,
-            "item": {"text": "fuzz", "vector": vector}}  # fmt: skip
+            "item": {"text": "fuzz", "vector": vector}, "after": 0, "limit": 5}  # fmt: skip
 
 
 def _mutations(agent: str, token: str, dim: int) -> list[Callable[[np.random.Generator], Frames]]:
