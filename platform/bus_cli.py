@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -301,6 +303,45 @@ def bus_stats(
     connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with _client(address, *connection) as client:
         typer.echo(json.dumps(_asked(client.stats), indent=2, default=str))
+
+
+@bus_app.command("items")
+def bus_items(
+    tier: str = typer.Argument(..., help="private, shared or graph."),
+    namespace: str = typer.Argument(..., help="The namespace to list."),
+    as_of: float | None = typer.Option(None, help="List only the items valid at this time."),
+    page: int = typer.Option(500, min=1, max=4096, help="Items asked for per request."),
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    agent: str | None = AGENT,
+    token: str | None = TOKEN,
+    timeout: float = TIMEOUT,
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
+) -> None:
+    """Print a namespace's items in id order, one JSON line each (without vectors); the
+    bus pages them out (``scan``), and counts no recall."""
+    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    with _client(address, *connection) as client:
+        after: int | None = 0
+        while after is not None:
+            listed = _asked(
+                partial(
+                    client.scan,
+                    tier,
+                    namespace,
+                    after=after,
+                    limit=page,
+                    as_of=as_of,
+                    vectors=False,
+                )
+            )
+            for item in listed.items:
+                state = item.to_state()
+                del state["vector"]
+                state["valid_to"] = None if math.isinf(state["valid_to"]) else state["valid_to"]
+                typer.echo(json.dumps(state))
+            after = listed.next
 
 
 @bus_app.command("watch")

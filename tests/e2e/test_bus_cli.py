@@ -1,4 +1,5 @@
-"""``hivemem bus token | ping | stats | watch | check`` as a user runs them, against a real bus."""
+"""``hivemem bus token | ping | stats | items | watch | check`` as a user runs them, against a
+real bus."""
 
 from __future__ import annotations
 
@@ -47,6 +48,27 @@ def test_token_ping_and_stats(served: tuple[BusServer, Path]) -> None:
     stats = bus("stats", "-a", server.address, "--secret-file", str(secret_file))
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["private"]["items"] == 1
+
+
+def test_items_prints_a_namespace_page_after_page(served: tuple[BusServer, Path]) -> None:
+    server, secret_file = served
+    with MemoryClient(
+        server.address, "alice", token_for(secret_file.read_bytes(), "alice")
+    ) as alice:
+        ids = [r.item_id for r in alice.write_many("private", [("alice", NewItem(f"fact {i}", meta={"n": i})) for i in range(7)], now=1.0)]  # fmt: skip
+        alice.write("private", "alice", NewItem("old", valid_from=0.0, valid_to=2.0), now=0.0)
+    listed = bus("items", "private", "alice", "--page", "3", "--agent", "alice", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["id"] for r in rows[:7]] == ids and [r["meta"]["n"] for r in rows[:7]] == list(
+        range(7)
+    )
+    assert rows[7]["text"] == "old" and rows[7]["valid_to"] == 2.0 and rows[0]["valid_to"] is None
+    assert "vector" not in rows[0]
+    then = bus("items", "private", "alice", "--as-of", "5", "--agent", "alice", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
+    assert [json.loads(line)["text"] for line in then.stdout.splitlines()] == [f"fact {i}" for i in range(7)]  # fmt: skip
+    refused = bus("items", "private", "alice", "--agent", "bob", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
+    assert refused.returncode == 1 and "error:" in refused.stderr and not refused.stdout
 
 
 def test_watch_prints_the_events_an_agent_may_read(served: tuple[BusServer, Path]) -> None:
