@@ -45,7 +45,7 @@ from hivemem.memory_bus.item import (
 )
 from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.store_context import StoreContext
-from hivemem.memory_bus.tiers import VectorTier, recall
+from hivemem.memory_bus.tiers import VectorTier, as_int, recall
 
 KHOP_DECAY = 0.5
 _NO_EDGES = nx.MultiDiGraph()  # what a namespace with no edge reads as (never written to)
@@ -140,7 +140,7 @@ class GraphTier(VectorTier):
     def _node(self, caller: Caller, namespace: str, node_id: Any, action: str) -> Item:
         """A node of ``namespace`` whose level ``caller`` may touch."""
         self._check(caller, namespace, action)
-        item = self.item_in(self.namespace_named(namespace), _as_int(node_id, "node"))
+        item = self.item_in(self.namespace_named(namespace), as_int(node_id, "node"))
         self.ctx.access.check(caller, self.name, namespace, action, item.level)
         return item
 
@@ -212,7 +212,7 @@ class GraphTier(VectorTier):
 
     def _edge(self, caller: Caller, namespace: str, edge_id: Any) -> Edge:
         self._check(caller, namespace, "link")
-        edge = self.edge_index.get(namespace, {}).get(_as_int(edge_id, "edge_id"))
+        edge = self.edge_index.get(namespace, {}).get(as_int(edge_id, "edge_id"))
         if edge is None:
             raise EdgeNotFoundError(namespace, int(edge_id))
         return edge
@@ -469,9 +469,3 @@ class GraphTier(VectorTier):
 def _visible(ns: Namespace, node: int, t: float | None, levels: frozenset[int]) -> bool:
     item = ns.item(node)
     return item is not None and item.level in levels and (t is None or item.valid_at(t))
-
-
-def _as_int(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidInputError(field, f"expected an int, got {type(value).__name__}")
-    return int(value)

@@ -267,18 +267,11 @@ class VectorTier:
                 1..``max_batch``, or ``as_of`` not a finite number.
         """
         self._check(caller, namespace, "read")
-        if isinstance(after, bool) or not isinstance(after, int | np.integer) or after < 0:
-            raise InvalidInputError("after", f"expected an int >= 0, got {after!r}")
-        top = self.ctx.limits.max_batch
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int | np.integer)
-            or not 1 <= limit <= top
-        ):
-            raise InvalidInputError("limit", f"expected an int in 1..{top}, got {limit!r}")
+        after = as_int(after, "after", low=0)
+        limit = as_int(limit, "limit", low=1, high=self.ctx.limits.max_batch)
         keep = self._listed(caller, None if as_of is None else check_number(as_of, "as_of"))
         ns = self.namespaces.get(namespace)
-        return ScanPage([], None) if ns is None else _page(ns.items, int(after), int(limit), keep)
+        return ScanPage([], None) if ns is None else _page(ns.items, after, limit, keep)
 
     def _listed(self, caller: Caller, as_of: float | None) -> Callable[[Item], bool] | None:
         """Which items ``scan`` lists to ``caller`` (None: all)."""
@@ -498,13 +491,24 @@ def _page(
     return ScanPage(listed, None)
 
 
+def as_int(value: Any, field: str, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int (a bool is not one), within ``low``..``high`` where given.
+
+    Raises:
+        InvalidInputError: naming ``field``.
+    """
+    is_int = not isinstance(value, bool) and isinstance(value, int | np.integer)
+    if is_int and (low is None or value >= low) and (high is None or value <= high):
+        return int(value)
+    if low is None and high is None:
+        raise InvalidInputError(field, f"expected an int, got {type(value).__name__}")
+    bound = f">= {low}" if high is None else f"in {low}..{high}"
+    raise InvalidInputError(field, f"expected an int {bound}, got {value!r}")
+
+
 def _as_id(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InvalidInputError("item_id", f"expected an int, got {type(value).__name__}")
-    return int(value)
+    return as_int(value, "item_id")
 
 
 def _as_k(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= 1000:
-        raise InvalidInputError("k", f"expected an int in 1..1000, got {value!r}")
-    return int(value)
+    return as_int(value, "k", low=1, high=1000)
