@@ -41,7 +41,8 @@ from hivemem.memory_bus.client import (
     WriteEntries,
     encode_write_entries,
 )
-from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.config import EmbedderConfig
+from hivemem.memory_bus.embedder import make_embedder
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
 from hivemem.memory_bus.protocol import MAX_MESSAGE_BYTES
@@ -132,6 +133,8 @@ class AgentHost:
         in_process: Hand requests to the bus server of this process that serves
             ``address`` (:class:`~hivemem.memory_bus.transport.LocalTransport`: no
             socket, no thread hop), as RL episodes do; else a DEALER to ``address``.
+        embedder: The store's embedder (``StoreConfig.embedder``; default: hashing), which
+            embeds the agents' texts and queries here as the bus would.
     """
 
     def __init__(
@@ -144,13 +147,14 @@ class AgentHost:
         timeout: float = 60.0,
         client_id: int | None = None,
         in_process: bool = False,
+        embedder: EmbedderConfig | None = None,
     ) -> None:
         for module in imports:
             importlib.import_module(module)
         self.specs = list(specs)
         self.agents: dict[str, Agent] = {s.agent_id: make_agent(s) for s in self.specs}
         self.behalf = {s.agent_id: OnBehalf(s.agent_id, tokens[s.agent_id]) for s in self.specs}
-        self.embed = HashingEmbedder(dim)
+        self.embed = make_embedder(embedder, dim)
         # A stable client id (from the runner: run and host index) plus request ids
         # numbered by tick make a replayed commit idempotent: a host restarted after the
         # bus applied its writes gets the remembered replies, not a second copy.

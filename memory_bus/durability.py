@@ -327,8 +327,9 @@ class Durability:
         under its own configuration.
 
         Raises:
-            ConfigError: the journal's store had another dimension, or its configuration
-                names a policy this process cannot make.
+            ConfigError: the journal's store had another dimension, another embedder
+                (when it holds items), or its configuration names a policy this process
+                cannot make.
         """
         if self.journal is None:
             return
@@ -372,6 +373,14 @@ class Durability:
             ) from exc
         old.ctx.next_id, old.ctx.id_stride, old.ctx.next_use = ctx.next_id, ctx.id_stride, ctx.next_use  # fmt: skip
         self._recover_into(old)
+        embedded_by = written.get("embedder", current["embedder"])  # absent: written before
+        if embedded_by != current["embedder"] and _items(old):
+            raise ConfigError(
+                f"the data directory {self.journal.dir} holds {_items(old)} items embedded by "
+                f"{embedded_by}; this bus embeds with {current['embedder']}, and the vectors "
+                f"of two embedders do not compare. Start it with the embedder in "
+                f"{CONFIG_NAME} there, or on a new data directory"
+            )
         self.store.set_state(old.get_state())
         log.warning(
             "the store configuration changed since the journal was written (%s): its records "
@@ -403,10 +412,9 @@ class Durability:
             held = record
         if held is not None:
             self._replay(store, held)
-        items = sum(tier["items"] for tier in store.stats().values())
         log.info(
             "recovered %d items: %s in %.2f s, %d journal records (%.1f MB) in %.2f s",
-            items,
+            _items(store),
             "a snapshot" if state is not None else "no snapshot",
             loaded - started,
             replayed,
@@ -436,6 +444,11 @@ class Durability:
         finally:
             store.ctx.tape = None
         self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
+
+
+def _items(store: MemoryStore) -> int:
+    """The items ``store`` holds, in all tiers."""
+    return sum(int(tier["items"]) for tier in store.stats().values())
 
 
 def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:

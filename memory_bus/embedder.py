@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from hivemem.memory_bus.config import EmbedderConfig, HashingEmbedderConfig
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -156,13 +157,21 @@ def _packaged_model_path() -> str:
 
 
 def make_embedder(
-    name: str = "hashing", **params: Any
+    config: EmbedderConfig | None = None, dim: int = 384
 ) -> HashingEmbedder | SentenceTransformerEmbedder:
-    """Build an embedder by name: ``hashing`` (default) or ``sentence-transformers``."""
-    from hivemem.memory_bus.errors import UnknownNameError
+    """The embedder ``config`` names (by default the hashing one), of dimension ``dim``.
 
-    if name == "hashing":
-        return HashingEmbedder(**params)
-    if name in ("sentence-transformers", "st"):
-        return SentenceTransformerEmbedder(**params)
-    raise UnknownNameError("embedder", name, ["hashing", "sentence-transformers"])
+    Raises:
+        ConfigError: a sentence-transformers model whose dimension is not ``dim``, or
+            the ``embed`` extra is not installed.
+    """
+    if config is None or isinstance(config, HashingEmbedderConfig):
+        config = config or HashingEmbedderConfig()
+        return HashingEmbedder(dim, bigrams=config.bigrams, hashes=config.hashes)
+    model = SentenceTransformerEmbedder(config.model_path, config.device)
+    if model.dim != dim:
+        raise ConfigError(
+            f"the sentence-transformers model gives {model.dim}-d vectors; the store's dim "
+            f"is {dim} (set memory.dim: {model.dim})"
+        )
+    return model

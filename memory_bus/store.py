@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from hivemem.memory_bus.access import AccessPolicy
 from hivemem.memory_bus.config import StoreConfig
-from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.embedder import make_embedder
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 from hivemem.memory_bus.graph import GraphTier
 from hivemem.memory_bus.interfaces import Embedder, MemoryEvent
@@ -41,9 +41,9 @@ class MemoryStore:
 
     Args:
         config: The store's configuration (dimension, tiers, access).
-        embedder: Turns texts into vectors for items written without one; by default a
-            :class:`HashingEmbedder` of the configured dimension. Pass ``None`` explicitly
-            through ``embed=False`` to require vectors on every write.
+        embedder: Turns texts into vectors for items written without one; by default
+            the one ``config.embedder`` names. ``embed=False`` requires vectors on every
+            write instead.
         limits: Bounds on item sizes and batch lengths.
         embed: Whether the store embeds texts at all.
     """
@@ -57,7 +57,7 @@ class MemoryStore:
     ) -> None:
         self.config = config or StoreConfig()
         if embed and embedder is None:
-            embedder = HashingEmbedder(self.config.dim)
+            embedder = make_embedder(self.config.embedder, self.config.dim)
         if embedder is not None and embedder.dim != self.config.dim:
             raise ConfigError(f"embedder dim {embedder.dim} != store dim {self.config.dim}")
         self.ctx = StoreContext(

@@ -31,6 +31,7 @@ from typing import Any
 from hivemem.agents.base import AgentSpec
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.collector import OLD_OBJECT_FREEZER
+from hivemem.memory_bus.config import EmbedderConfig
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
@@ -227,6 +228,7 @@ class _Hosts:
         tokens: dict[str, str],
         dim: int,
         run_id: str,
+        embedder: EmbedderConfig | None = None,
     ) -> None:
         from hivemem.agents.host import host_actor_class
         from hivemem.memory_bus.ray_actor import spread_placement
@@ -245,6 +247,7 @@ class _Hosts:
                 dim,
                 BUILTIN_MODULES,
                 client_id=int(run_id, 16) * 4096 + i,
+                embedder=embedder,
             )
             for i, block in enumerate(blocks)
         ]
@@ -360,7 +363,7 @@ def run_once(
     file, and a run that stops early leaves every tick it finished there.
 
     Ray must be up, unless ``host_pool`` builds the hosts some other way: it is called
-    like ``_Hosts(blocks, address, tokens, dim, run_id)`` and must offer the same
+    like ``_Hosts(blocks, address, tokens, dim, run_id, embedder=...)`` and must offer the same
     ``step``/``commit``/``close``/``restarts``/``nodes`` (RL training runs the agent
     hosts in-process this way; see ``hivemem.platform.rl.sim``). While it runs, this
     process freezes what outlives a full garbage collection as ``run.freeze_old_objects``
@@ -406,7 +409,12 @@ def _run_once(
     try:
         tokens = bus.register(specs)
         pool = (host_pool or _Hosts)(
-            split(specs, n_hosts), bus.address, tokens, scenario.memory.dim, run_id
+            split(specs, n_hosts),
+            bus.address,
+            tokens,
+            scenario.memory.dim,
+            run_id,
+            embedder=scenario.memory.embedder,
         )
         totals: dict[str, float] = {}
         timing = {

@@ -22,7 +22,7 @@ from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import ConfigError, HivememError
 from hivemem.memory_bus.policies import EVICTION_POLICIES, WRITE_POLICIES
 from hivemem.scenarios.base import TASKS, Task, task_class
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Tag, ValidationError
 
 SCHEMA_VERSION = 1
 
@@ -359,10 +359,11 @@ def _unknown(kind: str, name: str, known: typing.Iterable[str]) -> str:
 def _problem(
     err: Any, lines: dict[str, int], prefix: tuple[Any, ...] = (), model: type[BaseModel] = Scenario
 ) -> Problem:
-    loc = tuple(err["loc"])
+    loc, _ = _walk(model, tuple(err["loc"]))
     path = ".".join(str(x) for x in prefix + loc)
     if err["type"] == "extra_forbidden":
-        known = _fields_at(model, loc[:-1])
+        _, parent = _walk(model, tuple(err["loc"])[:-1])
+        known = list(parent.model_fields) if _is_model(parent) else []
         msg = _unknown("key", str(loc[-1]), known) if known else f"unknown key {loc[-1]!r}"
     elif err["type"] == "missing":
         msg = "required, missing"
@@ -371,21 +372,45 @@ def _problem(
     return Problem(path, msg, lines.get(path) or lines.get(".".join(path.split(".")[:-1])))
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the model found at ``loc`` inside ``model`` ([] if not a model)."""
+def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
+    """``loc`` as written in the file, and what it leads to inside ``model`` (a model, a
+    tagged union, another annotation, or None where the file has a key the model lacks).
+
+    Pydantic puts a tagged union member's tag after the field (the ``hashing`` of
+    ``memory.embedder.hashing.hashes``); the file has no such key, so it is dropped.
+    """
+    written: list[Any] = []
     current: Any = model
     for part in loc:
-        if isinstance(part, int):
+        tags = _tags(current)
+        if str(part) in tags:
+            current = tags[str(part)]
             continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        info = current.model_fields.get(str(part))
+        written.append(part)
+        if isinstance(part, int):  # an index into a list: the list's model stays
+            continue
+        info = current.model_fields.get(str(part)) if _is_model(current) else None
         if info is None:
-            return []
-        current = _model_in(info.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
+            current = None
+        else:
+            current = info.annotation if _tags(info.annotation) else _model_in(info.annotation)
+    return tuple(written), current
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _tags(annotation: Any) -> dict[str, Any]:
+    """Tag -> model of a union of ``Annotated[Model, Tag(...)]`` members, else {}."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return {}
+    found: dict[str, Any] = {}
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is typing.Annotated:
+            inner, *extra = typing.get_args(arg)
+            found.update({m.tag: inner for m in extra if isinstance(m, Tag)})
+    return found
 
 
 def _model_in(annotation: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from hivemem.agents.base import AgentSpec
 from hivemem.agents.host import AgentHost
+from hivemem.memory_bus.config import EmbedderConfig
 from hivemem.memory_bus.server import serving_at
 from hivemem.platform.runner import RunResult, run_once
 from hivemem.platform.scenario import Scenario
@@ -34,6 +35,7 @@ class LocalHosts:
         tokens: dict[str, str],
         dim: int,
         run_id: str,
+        embedder: EmbedderConfig | None = None,
     ) -> None:
         # The bus runs in this process unless sharded: requests then skip the socket.
         in_process = serving_at(address) is not None
@@ -45,6 +47,7 @@ class LocalHosts:
                 dim,
                 BUILTIN_MODULES,
                 in_process=in_process,
+                embedder=embedder,
             )
             for block in blocks
         ]
@@ -154,8 +157,8 @@ def run_episode(
     items: list[float] = []
     hosts_made: list[LocalHosts] = []
 
-    def pool(*args: Any) -> LocalHosts:
-        hosts = LocalHosts(*args)
+    def pool(*args: Any, **kwargs: Any) -> LocalHosts:
+        hosts = LocalHosts(*args, **kwargs)
         hosts.after_step = after_step
         hosts_made.append(hosts)
         return hosts

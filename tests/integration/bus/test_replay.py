@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import (
     GraphConfig,
+    HashingEmbedderConfig,
     IndexBuild,
     IndexConfig,
     IndexKind,
@@ -20,6 +22,7 @@ from hivemem.memory_bus.config import (
     StoreConfig,
     TierConfig,
 )
+from hivemem.memory_bus.embedder import make_embedder
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.interfaces import Caller, EvictionContext, Hit, WriteDecision
 from hivemem.memory_bus.item import Item, NewItem, WriteOp
@@ -369,6 +372,34 @@ def test_a_restart_under_another_eviction_policy_keeps_what_was_acknowledged(
     second = _restart(fifo, tmp_path, secret)
     with second:
         assert second.inspect(lambda _: sorted(second.store.private.namespaces["alice"].items)) == kept  # fmt: skip
+
+
+def test_a_data_directory_refuses_another_embedder_once_it_holds_items(tmp_path: Path) -> None:
+    """Vectors of two embedders do not compare: a bus asked to embed with another one
+    than its items were embedded with would answer every search with noise. Before
+    ``StoreConfig.embedder`` existed, the texts in the log were embedded again by whatever
+    the code's default was at the restart, and the snapshot's items kept the old vectors."""
+    secret = b"m" * 32
+    four, two = (StoreConfig(dim=32, embedder=HashingEmbedderConfig(hashes=h)) for h in (4, 2))
+    empty = tmp_path / "empty"
+    first = _restart(four, empty, secret)
+    token = first.register("alice", [])
+    with first:
+        pass
+    with _restart(two, empty, secret) as second:  # nothing embedded yet: a free choice
+        assert json.loads((empty / "store_config.json").read_text())["embedder"]["hashes"] == 2
+        with MemoryClient(second.address, "alice", token) as alice:
+            kept = alice.write("private", "alice", NewItem("the red fox"), now=1.0).item_id
+    _refused(_restart(four, empty, secret), r"holds 1 items embedded by .*'hashes': 2.*'hashes': 4")  # fmt: skip
+    with _restart(two, empty, secret) as third, MemoryClient(third.address, "alice", token) as alice:  # fmt: skip
+        query = make_embedder(HashingEmbedderConfig(hashes=2), 32)(["the red fox"])[0]
+        hit = alice.search("private", "alice", query, k=1, now=2.0)[0]
+        assert (hit.item.id, round(hit.score, 5)) == (kept, 1.0)
+    written = json.loads((empty / "store_config.json").read_text())
+    del written["embedder"]  # as a directory from before the embedder was kept
+    (empty / "store_config.json").write_text(json.dumps(written))
+    with _restart(four, empty, secret) as fourth:  # taken to be the bus's own: it cannot tell
+        assert fourth.inspect(lambda _: sorted(fourth.store.private.namespaces["alice"].items)) == [kept]  # fmt: skip
 
 
 def test_a_journal_whose_configuration_cannot_be_made_is_refused_clearly(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from hivemem.platform.runner import RunResult, run_once, split
 from hivemem.platform.scenario import Scenario, load_scenario
@@ -124,6 +125,35 @@ def test_a_replayed_commit_is_not_applied_twice() -> None:
         assert done["stats"]["ops"] == replay["stats"]["ops"] == {"private.ADD": 1}
         items = server.inspect(lambda store: len(store.private.namespaces["agent-0"]))
         assert items == 2  # the replay added nothing; a different client did
+    finally:
+        server.stop()
+
+
+def test_hosts_embed_with_the_store_embedder() -> None:
+    """A host embeds its agents' texts itself and sends the vectors: with the store's
+    embedder, so they match what the bus would make of the same texts."""
+    from hivemem.agents.base import AgentSpec
+    from hivemem.agents.host import AgentHost
+    from hivemem.memory_bus.embedder import make_embedder
+    from hivemem.memory_bus.interfaces import Caller
+    from hivemem.memory_bus.server import BusServer
+    from hivemem.memory_bus.store import MemoryStore
+
+    s = small("capacity_stream", "memory.embedder.hashes=1", "memory.embedder.bigrams=false")
+    server = BusServer(MemoryStore(s.memory)).start()
+    try:
+        spec = AgentSpec("agent-0", "fact_memory", "agent", (), {"write_tier": "private"})
+        tokens = {"agent-0": server.token("agent-0")}
+        obs = {"agent-0": {"facts": [{"key": "k1", "value": "v", "text": "k1 holds v", "t": 0.0}]}}
+        host = AgentHost(server.address, [spec], tokens, s.memory.dim, embedder=s.memory.embedder)
+        host.step(0, obs)
+        host.commit(0)
+        host.close()
+        agent = Caller("agent-0")
+        [item] = server.inspect(lambda store: store.private.scan(agent, "agent-0").items)
+        assert item.text == "k1 holds v"
+        assert np.array_equal(item.vector, server.store.embed([item.text])[0])
+        assert not np.allclose(item.vector, make_embedder(None, s.memory.dim)([item.text])[0])
     finally:
         server.stop()
 

