@@ -376,10 +376,11 @@ class Durability:
         embedded_by = written.get("embedder", current["embedder"])  # absent: written before
         if embedded_by != current["embedder"] and _items(old):
             raise ConfigError(
-                f"the data directory {self.journal.dir} holds {_items(old)} items embedded by "
-                f"{embedded_by}; this bus embeds with {current['embedder']}, and the vectors "
-                f"of two embedders do not compare. Start it with the embedder in "
-                f"{CONFIG_NAME} there, or on a new data directory"
+                f"the data directory {self.journal.dir} holds {_items(old)} item(s) embedded "
+                f"by {_embedder(embedded_by)}; this bus embeds with "
+                f"{_embedder(current['embedder'])}, and the vectors of two embedders do not "
+                f"compare. Start it with the embedder in {CONFIG_NAME} there, or on a new "
+                f"data directory"
             )
         self.store.set_state(old.get_state())
         log.warning(
@@ -449,6 +450,12 @@ class Durability:
 def _items(store: MemoryStore) -> int:
     """The items ``store`` holds, in all tiers."""
     return sum(int(tier["items"]) for tier in store.stats().values())
+
+
+def _embedder(settings: dict[str, Any]) -> str:
+    """``hashing (bigrams=True, hashes=2)`` for an embedder's settings as JSON."""
+    rest = ", ".join(f"{k}={v!r}" for k, v in sorted(settings.items()) if k != "name")
+    return f"{settings.get('name', 'hashing')} ({rest})"
 
 
 def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:

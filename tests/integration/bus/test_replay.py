@@ -390,7 +390,7 @@ def test_a_data_directory_refuses_another_embedder_once_it_holds_items(tmp_path:
         assert json.loads((empty / "store_config.json").read_text())["embedder"]["hashes"] == 2
         with MemoryClient(second.address, "alice", token) as alice:
             kept = alice.write("private", "alice", NewItem("the red fox"), now=1.0).item_id
-    _refused(_restart(four, empty, secret), r"holds 1 items embedded by .*'hashes': 2.*'hashes': 4")  # fmt: skip
+    _refused(_restart(four, empty, secret), r"holds 1 item\(s\) embedded by hashing \(bigrams=True, hashes=2\); this bus embeds with hashing \(bigrams=True, hashes=4\)")  # fmt: skip
     with _restart(two, empty, secret) as third, MemoryClient(third.address, "alice", token) as alice:  # fmt: skip
         query = make_embedder(HashingEmbedderConfig(hashes=2), 32)(["the red fox"])[0]
         hit = alice.search("private", "alice", query, k=1, now=2.0)[0]
