@@ -115,6 +115,22 @@ def test_batches_are_split_per_shard_and_merged_in_order(sharded: Sharded) -> No
     assert [h[0].id for h in pending.result()] == ids[::-1][:5]
 
 
+def test_a_scan_pages_through_the_namespace_on_its_shard(sharded: Sharded) -> None:
+    entries = [(GROUPS[i % 5], NewItem(f"fact {i}")) for i in range(60)]
+    ids = [r.item_id for r in sharded.alice.write_many("shared", entries, now=1.0)]
+    for group in GROUPS[:5]:
+        listed: list[tuple[int, str]] = []
+        page = sharded.alice.scan("shared", group, limit=5, vectors=False)
+        while True:
+            listed += [(item.id, item.text) for item in page.items]
+            if page.next is None:
+                break
+            page = sharded.alice.scan("shared", group, after=page.next, limit=5, vectors=False)
+        written = sorted((i, item.text) for i, (ns, item) in zip(ids, entries, strict=True) if ns == group)  # fmt: skip
+        assert listed == written and len(written) == 12
+    assert sharded.alice.scan("shared", GROUPS[7]).items == []  # on its shard, never written
+
+
 def test_stats_sum_over_the_shards(sharded: Sharded) -> None:
     entries = [(GROUPS[i % len(GROUPS)], NewItem(f"fact {i}")) for i in range(90)]
     sharded.alice.write_many("shared", entries, now=1.0)
