@@ -41,8 +41,9 @@ from hivemem.memory_bus.client import (
     WriteEntries,
     encode_write_entries,
 )
-from hivemem.memory_bus.config import EmbedderConfig
+from hivemem.memory_bus.config import EmbedderConfig, HashingEmbedderConfig
 from hivemem.memory_bus.embedder import make_embedder
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
 from hivemem.memory_bus.protocol import MAX_MESSAGE_BYTES
@@ -163,6 +164,12 @@ class AgentHost:
             if in_process
             else MemoryClient(address, timeout=timeout, client_id=client_id)
         )
+        if self.specs:
+            try:
+                self._check_bus(address, dim, embedder or HashingEmbedderConfig())
+            except BaseException:
+                self.client.close()
+                raise
         self.pending: list[tuple[str, Action]] = []
         self.incarnation = f"{os.getpid()}-{time.monotonic_ns()}"
         self.max_batch = DEFAULT_LIMITS.max_batch
@@ -173,6 +180,20 @@ class AgentHost:
         self.metrics = host_metrics()
         if self.metrics is not None:
             self.metrics.started()
+
+    def _check_bus(self, address: str, dim: int, embedder: EmbedderConfig) -> None:
+        """Refuse a bus that embeds otherwise than this host would: the agents' vectors
+        would not compare with the ones it makes of texts (a bus given an embedder object
+        says nothing, and is taken on trust)."""
+        first = self.specs[0].agent_id
+        found = self.client.as_agent(first, self.behalf[first].token).ping()
+        mine = embedder.model_dump(mode="json")
+        if found.get("dim") != dim or found.get("embedder") not in (None, mine):
+            raise ConfigError(
+                f"the bus at {address} has dim {found.get('dim')} and embedder "
+                f"{found.get('embedder')}; this host was given dim {dim} and embedder {mine}. "
+                f"Give the bus and the hosts one store configuration"
+            )
 
     def info(self) -> dict[str, Any]:
         """Who this host is: its process incarnation and its agents."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from hivemem.memory_bus.config import EmbedderConfig, HashingEmbedderConfig
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
+from pydantic import TypeAdapter, ValidationError
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -175,3 +176,24 @@ def make_embedder(
             f"is {dim} (set memory.dim: {model.dim})"
         )
     return model
+
+
+def embedder_of(settings: Any, dim: int) -> HashingEmbedder | SentenceTransformerEmbedder:
+    """The embedder ``settings`` describe (a bus's ``ping``: ``embedder`` and ``dim``).
+
+    Raises:
+        ConfigError: no settings (the bus embeds with an object of its own, or not at
+            all), settings this version does not know, or the extra they need is missing.
+    """
+    if settings is None:
+        raise ConfigError(
+            "the bus does not say how it embeds: it embeds with an embedder object of its "
+            "own, or not at all; embed as its owner does"
+        )
+    try:
+        config: EmbedderConfig = TypeAdapter(EmbedderConfig).validate_python(settings)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"the bus embeds with settings this version does not know: {exc}"
+        ) from exc
+    return make_embedder(config, dim)

@@ -155,7 +155,13 @@ Handler = Callable[[Context, dict[str, Any]], Any]
 
 
 def ping(ctx: Context, args: dict[str, Any]) -> Any:
-    return {"version": PROTOCOL_VERSION, "agent": ctx.caller.agent_id, **ctx.info}
+    return {
+        "version": PROTOCOL_VERSION,
+        "agent": ctx.caller.agent_id,
+        "dim": ctx.store.config.dim,
+        "embedder": ctx.store.embedder_settings,
+        **ctx.info,
+    }
 
 
 def register(ctx: Context, args: dict[str, Any]) -> Any:

@@ -225,11 +225,20 @@ class AsyncShardedClient(Ops):
             shard.close()
 
 
+def _embedding(ping: dict[str, Any]) -> tuple[Any, Any]:
+    return ping.get("dim"), ping.get("embedder")
+
+
 def _combine(op: str, replies: list[Any]) -> Any:
     if op == "stats":
         return merge_stats(replies)
     if op == "register" and any(r != replies[0] for r in replies):
         raise ShardError("the shards gave different tokens: they do not share one secret")
+    if op == "ping" and any(_embedding(r) != _embedding(replies[0]) for r in replies):
+        raise ShardError(
+            "the shards embed differently: "
+            + "; ".join(f"shard {i}: {_embedding(r)}" for i, r in enumerate(replies))
+        )
     if op in ("ping", "subscribe"):  # each shard has its event socket
         return {**replies[0], "shards": len(replies), "pubs": [r.get("pub") for r in replies]}
     return replies[0]

@@ -56,8 +56,13 @@ class MemoryStore:
         embed: bool = True,
     ) -> None:
         self.config = config or StoreConfig()
+        # How the store embeds, for clients to embed alike (``ping``): None where it
+        # embeds with an object it was given (which its configuration does not describe),
+        # or not at all.
+        self.embedder_settings: dict[str, Any] | None = None
         if embed and embedder is None:
             embedder = make_embedder(self.config.embedder, self.config.dim)
+            self.embedder_settings = self.config.embedder.model_dump(mode="json")
         if embedder is not None and embedder.dim != self.config.dim:
             raise ConfigError(f"embedder dim {embedder.dim} != store dim {self.config.dim}")
         self.ctx = StoreContext(

@@ -19,13 +19,18 @@ import numpy as np
 import pytest
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import BusTimeoutError, MemoryClient
-from hivemem.memory_bus.config import StoreConfig, TierConfig
+from hivemem.memory_bus.config import HashingEmbedderConfig, StoreConfig, TierConfig
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.memory_bus.server import BusServer
-from hivemem.memory_bus.sharding import AsyncShardedClient, shard_of, split_addresses
+from hivemem.memory_bus.sharding import (
+    AsyncShardedClient,
+    ShardError,
+    shard_of,
+    split_addresses,
+)
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.runner import run_once
 from hivemem.platform.scenario import load_scenario
@@ -129,6 +134,23 @@ def test_a_scan_pages_through_the_namespace_on_its_shard(sharded: Sharded) -> No
         written = sorted((i, item.text) for i, (ns, item) in zip(ids, entries, strict=True) if ns == group)  # fmt: skip
         assert listed == written and len(written) == 12
     assert sharded.alice.scan("shared", GROUPS[7]).items == []  # on its shard, never written
+
+
+def test_shards_that_embed_differently_are_named() -> None:
+    secret = new_secret()
+    configs = [StoreConfig(dim=DIM), StoreConfig(dim=DIM, embedder=HashingEmbedderConfig(hashes=2))]  # fmt: skip
+    servers = [
+        BusServer(MemoryStore(c).as_shard(i, 2), secret=secret).start()
+        for i, c in enumerate(configs)
+    ]
+    try:
+        address = ",".join(s.address for s in servers)
+        admin = MemoryClient(address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT), timeout=5.0)
+        with admin, pytest.raises(ShardError, match=r"differently.*'hashes': 4.*shard 1.*'hashes': 2"):  # fmt: skip
+            admin.ping()
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def test_stats_sum_over_the_shards(sharded: Sharded) -> None:

@@ -135,6 +135,7 @@ def test_hosts_embed_with_the_store_embedder() -> None:
     from hivemem.agents.base import AgentSpec
     from hivemem.agents.host import AgentHost
     from hivemem.memory_bus.embedder import make_embedder
+    from hivemem.memory_bus.errors import ConfigError
     from hivemem.memory_bus.interfaces import Caller
     from hivemem.memory_bus.server import BusServer
     from hivemem.memory_bus.store import MemoryStore
@@ -154,6 +155,8 @@ def test_hosts_embed_with_the_store_embedder() -> None:
         assert item.text == "k1 holds v"
         assert np.array_equal(item.vector, server.store.embed([item.text])[0])
         assert not np.allclose(item.vector, make_embedder(None, s.memory.dim)([item.text])[0])
+        with pytest.raises(ConfigError, match=r"'hashes': 1.*this host was given .*'hashes': 4"):
+            AgentHost(server.address, [spec], tokens, s.memory.dim)  # the default embedder
     finally:
         server.stop()
 

@@ -1,0 +1,34 @@
+"""A client learns from ``ping`` how the bus embeds, and embeds alike."""
+
+from __future__ import annotations
+
+import pytest
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.embedder import HashingEmbedder
+from hivemem.memory_bus.errors import ConfigError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
+
+from .conftest import DIM, Bus
+
+
+def test_a_client_embeds_as_the_bus_does(bus: Bus, alice: MemoryClient) -> None:
+    found = alice.ping()
+    assert (found["dim"], found["embedder"]) == (DIM, {"name": "hashing", "hashes": 4, "bigrams": True})  # fmt: skip
+    kept = alice.write("private", "alice", NewItem("the red fox sleeps"), now=1.0).item_id
+    alice.write("private", "alice", NewItem("a quiet harbour at dawn"), now=1.0)
+    query = alice.embedder()(["the red fox sleeps"])[0]
+    [hit] = alice.search("private", "alice", query, k=1, now=2.0)
+    assert (hit.item.id, round(hit.score, 5)) == (kept, 1.0)
+
+
+def test_a_bus_given_an_embedder_object_does_not_describe_it() -> None:
+    store = MemoryStore(StoreConfig(dim=DIM), embedder=HashingEmbedder(DIM, hashes=2))
+    server = BusServer(store)
+    token = server.register("alice", [])
+    with server, MemoryClient(server.address, "alice", token, timeout=5.0) as alice:
+        assert alice.ping()["embedder"] is None
+        with pytest.raises(ConfigError, match="does not say how it embeds"):
+            alice.embedder()
