@@ -60,6 +60,7 @@ class Namespace:
         self.nbytes = 0
         self.evictions = 0
         self.event_seq = 0  # item events announced so far (MemoryEvent.seq)
+        self._ordered: tuple[int, np.ndarray] | None = None  # (event_seq, ids ascending)
 
     def __len__(self) -> int:
         return len(self._items) + len(self._pending)
@@ -76,6 +77,14 @@ class Namespace:
         """
         self._materialize()
         return self._items
+
+    def ids_in_order(self) -> np.ndarray:
+        """Every item's id, ascending (a listing pages through it, so it is kept until
+        the namespace next announces an event: every change of its ids does)."""
+        if self._ordered is None or self._ordered[0] != self.event_seq:
+            ids = np.fromiter(self.items, dtype=np.int64, count=len(self))
+            self._ordered = (self.event_seq, np.sort(ids))
+        return self._ordered[1]
 
     def item(self, item_id: int) -> Item | None:
         """The item ``item_id``, or None: ``self.items.get(item_id)`` without building
@@ -465,6 +474,7 @@ class Namespace:
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot from :meth:`get_state`."""
         self._items, self._pending = {}, PendingBatches(self._build)
+        self._ordered = None
         for raw in state["items"]:
             item = Item.from_state(raw)
             self._items[item.id] = item

@@ -271,7 +271,7 @@ class VectorTier:
         limit = as_int(limit, "limit", low=1, high=self.ctx.limits.max_batch)
         keep = self._listed(caller, None if as_of is None else check_number(as_of, "as_of"))
         ns = self.namespaces.get(namespace)
-        return ScanPage([], None) if ns is None else _page(ns.items, after, limit, keep)
+        return ScanPage([], None) if ns is None else _page(ns, after, limit, keep)
 
     def _listed(self, caller: Caller, as_of: float | None) -> Callable[[Item], bool] | None:
         """Which items ``scan`` lists to ``caller`` (None: all)."""
@@ -475,19 +475,19 @@ def recall(item: Item, now: float) -> None:
     item.accessed = max(item.accessed, now)
 
 
-def _page(
-    items: dict[int, Item], after: int, limit: int, keep: Callable[[Item], bool] | None
-) -> ScanPage:
-    """The first ``limit`` of ``items`` by id above ``after`` that ``keep`` keeps."""
-    ids = np.fromiter(items, dtype=np.int64, count=len(items))
-    ids = np.sort(ids[ids > after]).tolist()
+def _page(ns: Namespace, after: int, limit: int, keep: Callable[[Item], bool] | None) -> ScanPage:
+    """The first ``limit`` items of ``ns`` by id above ``after`` that ``keep`` keeps."""
+    ids, items = ns.ids_in_order(), ns.items
+    pos = int(np.searchsorted(ids, after, side="right"))
     listed: list[Item] = []
-    for pos, item_id in enumerate(ids):
-        item = items[item_id]
-        if keep is None or keep(item):
-            listed.append(item)
-            if len(listed) == limit:
-                return ScanPage(listed, item_id if pos + 1 < len(ids) else None)
+    while pos < len(ids):
+        for item_id in ids[pos : pos + limit].tolist():
+            pos += 1
+            item = items[item_id]
+            if keep is None or keep(item):
+                listed.append(item)
+                if len(listed) == limit:
+                    return ScanPage(listed, item_id if pos < len(ids) else None)
     return ScanPage(listed, None)
 
 

@@ -47,6 +47,22 @@ def test_pages_list_every_item_once_in_id_order_built_or_not() -> None:
     assert tier.scan(ALICE, "alice", limit=len(kept) - 1).next == kept[-2]
 
 
+def test_pages_see_the_writes_deletions_and_evictions_between_them() -> None:
+    """The ids in order are kept between pages; every change of the ids must show."""
+    store = MemoryStore(StoreConfig(dim=16, private={"capacity": 10, "eviction": "fifo"}))
+    tier = store.private
+    ids = [r.item_id for r in tier.write_many([WriteRequest(ALICE, "alice", NewItem(f"a{i}")) for i in range(8)], now=1.0)]  # fmt: skip
+    first = tier.scan(ALICE, "alice", limit=3)
+    assert [it.id for it in first.items] == ids[:3]
+    tier.delete(ALICE, "alice", ids[3], now=2.0)  # next on the list
+    ids += [tier.write(ALICE, "alice", NewItem(f"b{i}"), now=3.0).item_id for i in range(4)]  # evicts a0  # fmt: skip
+    second = tier.scan(ALICE, "alice", after=first.next, limit=3)  # type: ignore[arg-type]
+    assert [it.id for it in second.items] == [ids[4], ids[5], ids[6]]
+    assert flat(every_page(store, "private", "alice", limit=4)) == [ids[1], ids[2], *ids[4:]]
+    tier.namespaces["alice"].set_state(tier.namespaces["alice"].get_state())
+    assert flat(every_page(store, "private", "alice", limit=4)) == [ids[1], ids[2], *ids[4:]]
+
+
 def test_a_listing_is_not_a_recall_and_changes_nothing() -> None:
     store = MemoryStore(StoreConfig(dim=16))
     store.private.write(ALICE, "alice", NewItem("x"), now=1.0)
