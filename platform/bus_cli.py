@@ -320,7 +320,7 @@ def bus_items(
     curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Print a namespace's items in id order, one JSON line each (without vectors); the
-    bus pages them out (``scan``), and counts no recall."""
+    bus pages them out (its 'scan' op), and counts no recall."""
     connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with _client(address, *connection) as client:
         after: int | None = 0

@@ -268,8 +268,8 @@ def compare(
 ) -> None:
     """Run a grid of policies over several seeds; print mean ± 95 % CI and save a plot.
 
-    ``memory`` is the mean number of items the tier held per tick. Any policy name works,
-    including ``learned:PATH`` (a checkpoint from ``hivemem train``).
+    'memory' is the mean number of items the tier held per tick. Any policy name works,
+    including learned:PATH (a checkpoint from 'hivemem train').
     """
     import json
     import os
