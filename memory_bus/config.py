@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+from hivemem.memory_bus.errors import UnknownNameError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -230,10 +231,13 @@ EmbedderConfig = Annotated[
     Discriminator(
         _embedder_name,
         custom_error_type="embedder_name",
-        custom_error_message="unknown embedder name; known: 'hashing', 'sentence-transformers'",
+        custom_error_message="an embedder's name is one of 'hashing', 'sentence-transformers'",
     ),
 ]
 """Which embedder turns texts into vectors, by ``name`` (default ``hashing``)."""
+
+EMBEDDERS = ("hashing", "sentence-transformers")
+"""The embedders' names."""
 
 
 class StoreConfig(_Model):
@@ -248,6 +252,15 @@ class StoreConfig(_Model):
     dim: int = Field(384, ge=1, le=65_536)
     seed: int = 0
     embedder: EmbedderConfig = Field(default_factory=HashingEmbedderConfig)
+
+    @field_validator("embedder", mode="before")
+    @classmethod
+    def _known_embedder(cls, value: Any) -> Any:
+        name = value.get("name") if isinstance(value, dict) else None
+        if isinstance(name, str) and name not in EMBEDDERS:
+            raise ValueError(UnknownNameError("embedder", name, EMBEDDERS).message)
+        return value
+
     private: TierConfig = Field(default_factory=TierConfig)
     shared: TierConfig = Field(default_factory=TierConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)

@@ -367,6 +367,8 @@ def _problem(
         msg = _unknown("key", str(loc[-1]), known) if known else f"unknown key {loc[-1]!r}"
     elif err["type"] == "missing":
         msg = "required, missing"
+    elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        msg = str(err["ctx"]["error"])  # without pydantic's "Value error, "
     else:
         msg = err["msg"]
     return Problem(path, msg, lines.get(path) or lines.get(".".join(path.split(".")[:-1])))

@@ -83,8 +83,10 @@ def test_the_store_embeds_with_the_configured_embedder() -> None:
 
 
 def test_a_bad_embedder_setting_names_its_place() -> None:
-    with pytest.raises(ValidationError, match=r"embedder[\s\S]*'hashing', 'sentence-transformers'"):
+    with pytest.raises(ValidationError, match=r"embedder[\s\S]*did you mean 'hashing'"):
         StoreConfig.model_validate({"embedder": {"name": "hashin"}})
+    with pytest.raises(ValidationError, match=r"embedder[\s\S]*name is one of 'hashing'"):
+        StoreConfig.model_validate({"embedder": {"name": 3}})
     with pytest.raises(ValidationError, match=r"embedder\.hashing\.hashes"):
         StoreConfig.model_validate({"embedder": {"name": "hashing", "hashes": 9}})
     with pytest.raises(ValidationError, match=r"model_pth"):

@@ -110,7 +110,7 @@ INVALID = [
         "  dim: 256\n",
         "  dim: 256\n  embedder: {name: hashin}\n",
         "memory.embedder",
-        "unknown embedder name; known: 'hashing', 'sentence-transformers'",
+        "unknown embedder 'hashin'; did you mean 'hashing'? (known: hashing, sentence-transformers)",
         line=22,
     ),
     Case(  # pydantic puts the union member's tag in the path; the file has no such key
