@@ -29,10 +29,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
-from hivemem.memory_bus.embedder import embedder_of
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.event_gaps import EventGaps, starts
-from hivemem.memory_bus.interfaces import Embedder, SyncTransport, Transport
+from hivemem.memory_bus.interfaces import SyncTransport, Transport
 from hivemem.memory_bus.ops import OnBehalf, Ops, WriteEntries, encode_write_entries
 from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack
 from hivemem.memory_bus.transport import (
@@ -230,17 +229,6 @@ class MemoryClient(Ops):
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def embedder(self) -> Embedder:
-        """An embedder that makes the vectors the bus makes of the same texts, as its
-        ``ping`` describes it: embed queries with it, and writes sent with vectors.
-
-        Raises:
-            ConfigError: the bus does not say how it embeds (it was given an embedder
-                object), or it needs what this process lacks (the ``embed`` extra).
-        """
-        found = self.ping()
-        return embedder_of(found.get("embedder"), int(found["dim"]))
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None

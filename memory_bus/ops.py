@@ -26,6 +26,7 @@ from hivemem.memory_bus.codec import (
     encode_write_columns,
     vector_to_bytes,
 )
+from hivemem.memory_bus.embedder import embedder_of
 from hivemem.memory_bus.item import NewItem
 
 
@@ -94,8 +95,18 @@ class Ops:
         raise NotImplementedError
 
     def ping(self) -> Any:
-        """The server's protocol version and who it thinks you are."""
+        """The server's protocol version, who it thinks you are, and how it embeds."""
         return self._call("ping", {})
+
+    def embedder(self) -> Any:
+        """An ``Embedder`` that makes the vectors the bus makes of the same texts, as its
+        ``ping`` describes it: embed queries with it, and writes sent with vectors.
+
+        Raises:
+            ConfigError: the bus does not say how it embeds (it was given an embedder
+                object), or it needs what this process lacks (the ``embed`` extra).
+        """
+        return self._call("ping", {}, _embedder_of_ping)
 
     def register(self, agent_id: str, groups: list[str] | None = None, role: str = "agent") -> Any:
         """Admin only: register an agent; returns ``{"token": ...}``."""
@@ -300,3 +311,7 @@ def _nth(entry: tuple[Any, ...], n: int) -> Any:
 
 def _each(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda values: [decode(v) for v in values]
+
+
+def _embedder_of_ping(found: dict[str, Any]) -> Any:
+    return embedder_of(found.get("embedder"), int(found["dim"]))

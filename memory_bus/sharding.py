@@ -104,9 +104,9 @@ class AsyncShardedClient(Ops):
         if op in BATCH_KEYS:
             merged = await self._split(op, BATCH_KEYS[op], args)
             return decode(merged) if decode is not None else merged
-        if op in EVERY_SHARD:
-            replies = await asyncio.gather(*(s._call(op, args, decode) for s in self.shards))
-            return _combine(op, replies)
+        if op in EVERY_SHARD:  # decoded once combined: the shards' replies are raw maps
+            combined = _combine(op, await asyncio.gather(*(s._call(op, args) for s in self.shards)))  # fmt: skip
+            return decode(combined) if decode is not None else combined
         if "namespace" not in args:
             raise ShardError(f"op {op!r} names no namespace, so no shard can take it", op=op)
         shard = self.shards[shard_of(str(args["namespace"]), len(self.shards))]

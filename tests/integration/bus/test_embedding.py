@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.sharding import AsyncShardedClient
 from hivemem.memory_bus.store import MemoryStore
 
 from .conftest import DIM, Bus
@@ -22,6 +25,22 @@ def test_a_client_embeds_as_the_bus_does(bus: Bus, alice: MemoryClient) -> None:
     query = alice.embedder()(["the red fox sleeps"])[0]
     [hit] = alice.search("private", "alice", query, k=1, now=2.0)
     assert (hit.item.id, round(hit.score, 5)) == (kept, 1.0)
+
+
+def test_the_async_and_sharded_clients_embed_alike(bus: Bus) -> None:
+    async def main() -> None:
+        token = bus.tokens["alice"]
+        alice = AsyncMemoryClient(bus.server.address, "alice", token, timeout=5.0)
+        sharded = AsyncShardedClient([bus.server.address] * 2, "alice", token, timeout=5.0)
+        try:
+            emb = await alice.embedder()
+            assert (emb.dim, emb.hashes) == (DIM, 4)
+            assert (await sharded.embedder()).hashes == 4
+        finally:
+            alice.close()
+            sharded.close()
+
+    asyncio.run(main())
 
 
 def test_a_bus_given_an_embedder_object_does_not_describe_it() -> None:
