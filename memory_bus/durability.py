@@ -22,6 +22,7 @@ from typing import Any
 
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.embedder import describe_embedder
 from hivemem.memory_bus.errors import ConfigError, HivememError, JournalWriteError
 from hivemem.memory_bus.forking import fork_to
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
@@ -377,8 +378,8 @@ class Durability:
         if embedded_by != current["embedder"] and _items(old):
             raise ConfigError(
                 f"the data directory {self.journal.dir} holds {_items(old)} item(s) embedded "
-                f"by {_embedder(embedded_by)}; this bus embeds with "
-                f"{_embedder(current['embedder'])}, and the vectors of two embedders do not "
+                f"by {describe_embedder(embedded_by)}; this bus embeds with "
+                f"{describe_embedder(current['embedder'])}, and the vectors of two embedders do not "
                 f"compare. Start it with the embedder in {CONFIG_NAME} there, or on a new "
                 f"data directory"
             )
@@ -450,12 +451,6 @@ class Durability:
 def _items(store: MemoryStore) -> int:
     """The items ``store`` holds, in all tiers."""
     return sum(int(tier["items"]) for tier in store.stats().values())
-
-
-def _embedder(settings: dict[str, Any]) -> str:
-    """``hashing (bigrams=True, hashes=2)`` for an embedder's settings as JSON."""
-    rest = ", ".join(f"{k}={v!r}" for k, v in sorted(settings.items()) if k != "name")
-    return f"{settings.get('name', 'hashing')} ({rest})"
 
 
 def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:

@@ -197,3 +197,12 @@ def embedder_of(settings: Any, dim: int) -> HashingEmbedder | SentenceTransforme
             f"the bus embeds with settings this version does not know: {exc}"
         ) from exc
     return make_embedder(config, dim)
+
+
+def describe_embedder(settings: dict[str, Any] | None) -> str:
+    """``hashing (bigrams=True, hashes=4)`` for an embedder's settings as JSON (a store's
+    ``embedder_settings``, a bus's ``ping``); None: an embedder object of the store's own."""
+    if settings is None:
+        return "an embedder object (not described by the configuration)"
+    rest = ", ".join(f"{k}={v!r}" for k, v in sorted(settings.items()) if k != "name")
+    return f"{settings.get('name', 'hashing')} ({rest})"

@@ -105,6 +105,7 @@ def bus_serve(
     """Run a standalone bus server until interrupted."""
     from hivemem.memory_bus.auth import new_secret
     from hivemem.memory_bus.curve import CurveConfig
+    from hivemem.memory_bus.embedder import describe_embedder
     from hivemem.memory_bus.journal import Journal
     from hivemem.memory_bus.server import BusServer
     from hivemem.memory_bus.store import MemoryStore
@@ -144,8 +145,11 @@ def bus_serve(
     except HivememError as exc:
         _fail_to_start(exc, data_dir)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    store = server.store
     typer.echo(
-        f"hivemem bus serving on {server.address} (events on {server.pub_address})", err=True
+        f"hivemem bus serving on {server.address} (events on {server.pub_address}); dim "
+        f"{store.config.dim}, embedder {describe_embedder(store.embedder_settings)}",
+        err=True,
     )
     server.serve_forever()
 

@@ -195,6 +195,27 @@ def test_a_second_bus_on_a_data_dir_in_use_is_refused(tmp_path: Path) -> None:
         first.stop()
 
 
+def test_a_bus_started_with_another_embedder_on_its_items_says_which(tmp_path: Path) -> None:
+    from hivemem.memory_bus.testing.server_process import ServerProcess
+
+    (tmp_path / "two.yaml").write_text("dim: 32\nembedder: {hashes: 2}\n")
+    (tmp_path / "four.yaml").write_text("dim: 32\n")
+    first = ServerProcess(tmp_path / "data", config=tmp_path / "two.yaml")
+    first.start()
+    try:
+        with MemoryClient(first.address, "w0", first.token("w0")) as client:
+            client.write("private", "w0", NewItem("the red fox"), now=0.0)
+    finally:
+        first.stop()
+    again = ServerProcess(tmp_path / "data", config=tmp_path / "four.yaml")
+    run = subprocess.run(again.command(), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert (
+        "holds 1 item(s) embedded by hashing (bigrams=True, hashes=2); this bus embeds with "
+        "hashing (bigrams=True, hashes=4)"
+    ) in run.stderr
+
+
 def test_a_data_dir_that_cannot_be_made_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     run = bus("serve", "--data-dir", str(tmp_path / "file" / "data"), "--port", "0")
