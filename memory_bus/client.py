@@ -32,7 +32,7 @@ from typing import Any
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.event_gaps import EventGaps, starts
 from hivemem.memory_bus.interfaces import SyncTransport, Transport
-from hivemem.memory_bus.ops import OnBehalf, Ops, WriteEntries, encode_write_entries
+from hivemem.memory_bus.ops import AsyncClosing, OnBehalf, Ops, WriteEntries, encode_write_entries
 from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack
 from hivemem.memory_bus.transport import (
     AsyncTransport,
@@ -56,8 +56,8 @@ __all__ = [
 ]
 
 
-class AsyncMemoryClient(Ops):
-    """The asyncio client: every op method returns a coroutine.
+class AsyncMemoryClient(Ops, AsyncClosing):
+    """The asyncio client: every op method returns a coroutine (``async with`` closes it).
 
     Args:
         address: The server's ROUTER address (``tcp://host:port``).

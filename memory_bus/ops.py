@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from hivemem.memory_bus.codec import (
@@ -311,6 +311,19 @@ def _nth(entry: tuple[Any, ...], n: int) -> Any:
 
 def _each(decode: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda values: [decode(v) for v in values]
+
+
+class AsyncClosing:
+    """``async with client:`` for the asyncio clients: ``close()`` at the end."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _embedder_of_ping(found: dict[str, Any]) -> Any:

@@ -30,7 +30,7 @@ from typing import Any
 from hivemem.memory_bus.client import AsyncMemoryClient
 from hivemem.memory_bus.codec import take_columns
 from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.ops import Ops
+from hivemem.memory_bus.ops import AsyncClosing, Ops
 from hivemem.memory_bus.protocol import split_topic
 
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
@@ -74,7 +74,7 @@ def merge_stats(parts: list[Any]) -> Any:
     return first
 
 
-class AsyncShardedClient(Ops):
+class AsyncShardedClient(Ops, AsyncClosing):
     """The asyncio client of a sharded bus (see the module docstring).
 
     Args:

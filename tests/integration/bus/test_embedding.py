@@ -32,13 +32,11 @@ def test_the_async_and_sharded_clients_embed_alike(bus: Bus) -> None:
         token = bus.tokens["alice"]
         alice = AsyncMemoryClient(bus.server.address, "alice", token, timeout=5.0)
         sharded = AsyncShardedClient([bus.server.address] * 2, "alice", token, timeout=5.0)
-        try:
+        async with alice, sharded:
             emb = await alice.embedder()
             assert (emb.dim, emb.hashes) == (DIM, 4)
             assert (await sharded.embedder()).hashes == 4
-        finally:
-            alice.close()
-            sharded.close()
+        assert alice._transport.ctx.closed and all(s._transport.ctx.closed for s in sharded.shards)
 
     asyncio.run(main())
 
