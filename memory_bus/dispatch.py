@@ -160,7 +160,7 @@ class Dispatcher:
                         req.id,
                         Code.TOO_LARGE,
                         f"reply of {len(reply)} bytes is over the limit: ask for fewer queries, "
-                        "a smaller k, or hits without vectors",
+                        "a smaller k, hits without vectors, or a page (scan, edges: limit)",
                         {"limit": MAX_MESSAGE_BYTES},
                     ),
                     Code.TOO_LARGE,

@@ -8,6 +8,7 @@ retrieval, a power iteration on a scipy CSR matrix (``nx.pagerank`` took ~430 ms
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,3 +81,20 @@ def valid_neighbours(
         return []
     out = [v for _, v, key in graph.out_edges(node, keys=True) if edges[key].valid_at(t)]
     return out + [u for u, _, key in graph.in_edges(node, keys=True) if edges[key].valid_at(t)]
+
+
+def ids_in_order(edges: dict[int, Edge], cached: np.ndarray | None) -> np.ndarray:
+    """The ids of a namespace's ``edges``, ascending: the dict's own order, since ids
+    grow and an edge is never taken out (only invalidated). ``cached``, this function's
+    answer before, stays right while no edge was added."""
+    if cached is not None and len(cached) == len(edges):
+        return cached
+    return np.fromiter(edges, dtype=np.int64, count=len(edges))
+
+
+def edges_after(edges: dict[int, Edge], ids: np.ndarray, after: int) -> Iterator[Edge]:
+    """The ``edges`` with ids above ``after``, in id order (``ids``: :func:`ids_in_order`)."""
+    start = int(np.searchsorted(ids, after, side="right"))
+    for begin in range(start, len(ids), 1024):
+        for edge_id in ids[begin : begin + 1024].tolist():
+            yield edges[edge_id]

@@ -29,7 +29,13 @@ import numpy as np
 import scipy.sparse as sp
 from hivemem.memory_bus.batch import column_of
 from hivemem.memory_bus.config import GraphConfig, RetrievalMethod
-from hivemem.memory_bus.edges import Edge, personalized_pagerank, valid_neighbours
+from hivemem.memory_bus.edges import (
+    Edge,
+    edges_after,
+    ids_in_order,
+    personalized_pagerank,
+    valid_neighbours,
+)
 from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent, SearchRequest
 from hivemem.memory_bus.item import (
@@ -61,6 +67,7 @@ class GraphTier(VectorTier):
         self.edge_index: dict[str, dict[int, Edge]] = {}
         self._csr_cache: dict[tuple[str, float | None], tuple[int, list[int], sp.csr_matrix]] = {}
         self._generation: dict[str, int] = {}
+        self._edge_ids: dict[str, np.ndarray] = {}  # each namespace's, for paging (edges)
         ctx.listeners.append(self._on_event)
 
     # --- levels (hooks of VectorTier) ---------------------------------------------------
@@ -225,21 +232,35 @@ class GraphTier(VectorTier):
         as_of: float | None = None,
         node: int | None = None,
         type: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Edges (all, or those valid at ``as_of``), optionally touching ``node`` or of ``type``."""
+        """Edges (all, or those valid at ``as_of``), optionally touching ``node`` or of
+        ``type``, in id order; with ``limit``, the first that many with ids above
+        ``after`` (page on with ``after`` = the last one's id, until a page is short).
+
+        Raises:
+            InvalidInputError: ``as_of`` not a time, ``after`` not an int >= 0, or
+                ``limit`` not in 1..``max_batch``.
+        """
         self._check(caller, namespace, "read")
         t = None if as_of is None else check_time(as_of, "as_of")
-        if node is None:
-            edges: Iterable[Edge] = self.edge_index.get(namespace, {}).values()
-        else:
-            edges = self._edges_touching(namespace, (node,))
+        after = as_int(after, "after", low=0)
+        if limit is not None:
+            limit = as_int(limit, "limit", low=1, high=self.ctx.limits.max_batch)
+        edges: Iterable[Edge] = ()
+        if node is None and namespace in self.edge_index:  # (a read makes no entry)
+            found = self.edge_index[namespace]
+            ids = self._edge_ids[namespace] = ids_in_order(found, self._edge_ids.get(namespace))
+            edges = edges_after(found, ids, after)
+        elif node is not None:
+            edges = (e for e in self._edges_touching(namespace, (node,)) if e.id > after)
         out = []
         for edge in edges:
-            if t is not None and not edge.valid_at(t):
-                continue
-            if type is not None and edge.type != type:
-                continue
-            out.append(edge.to_state())
+            if (t is None or edge.valid_at(t)) and (type is None or edge.type == type):
+                out.append(edge.to_state())
+                if len(out) == limit:
+                    break
         return out
 
     def _edges_touching(self, namespace: str, nodes: Iterable[int]) -> list[Edge]:
@@ -460,6 +481,7 @@ class GraphTier(VectorTier):
         """Restore namespaces and edges."""
         super().set_state(state)
         self.graphs, self.edge_index, self._csr_cache, self._generation = {}, {}, {}, {}
+        self._edge_ids = {}
         for namespace, edges in state["edges"].items():
             self.edge_index[namespace] = {}
             for raw in edges:

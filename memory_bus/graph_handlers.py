@@ -47,6 +47,8 @@ def edges(ctx: Context, args: dict[str, Any]) -> Any:
         as_of=field(args, "as_of", NUMBER, None),
         node=field(args, "node", int, None),
         type=field(args, "type", str, None),
+        after=field(args, "after", int, 0),
+        limit=field(args, "limit", int, None),
     )
 
 

@@ -277,7 +277,8 @@ class Ops:
         return self._call("invalidate_edge", {"namespace": namespace, "edge_id": edge_id, "at": at})
 
     def edges(self, namespace: str, **kw: Any) -> Any:
-        """Edges, optionally ``as_of``, ``node``, ``type``."""
+        """Edges in id order, optionally ``as_of``, ``node``, ``type``; a page of them
+        with ``limit`` (and ``after``: the last id of the page before)."""
         return self._call("edges", {"namespace": namespace, **kw})
 
     def neighbors(self, namespace: str, node_id: int, **kw: Any) -> Any:

@@ -72,6 +72,12 @@ def test_graph_ops(alice: MemoryClient) -> None:
     assert sorted(alice.neighbors("team", parent, direction="out")) == sorted([a, b])
     hits = alice.retrieve("team", alice_embed(alice, "door open"), k=3, now=8.0, method="ppr")
     assert {h.id for h in hits} <= {a, b, parent} and hits
+    every = [e["id"] for e in alice.edges("team")]
+    first = alice.edges("team", limit=2)
+    assert [e["id"] for e in first] == every[:2] and len(every) == 3
+    assert [e["id"] for e in alice.edges("team", after=first[-1]["id"], limit=2)] == every[2:]
+    with pytest.raises(InvalidInputError, match="limit"):
+        alice.edges("team", limit=0)
 
 
 def alice_embed(client: MemoryClient, text: str) -> np.ndarray:

@@ -212,3 +212,43 @@ def test_vector_retrieval_reads_its_hits_by_id_and_keeps_their_levels() -> None:
     hidden = store.graph.retrieve(WORKER, "team", vectors[3][0], k=2, now=9.0)
     assert all(h.item.level < 2 for h in hidden)  # levels read off items built by id
     assert ns.items[hit.id] is hit.item  # the same object once every node is built
+
+
+def test_edges_page_in_id_order_with_their_filters() -> None:
+    store = make_store()
+    nodes = [node(store, f"n{i}") for i in range(12)]
+    rng = np.random.default_rng(5)
+    made = []
+    for t in range(300):
+        src, dst = (int(x) for x in rng.choice(nodes, 2, replace=False))
+        kind = ("knows", "likes")[t % 2]
+        made.append(store.graph.add_edge(LEAD, "team", src, dst, kind, now=float(t)))
+        if t % 7 == 0:
+            store.graph.invalidate_edge(LEAD, "team", made[t // 2], at=float(t) + 0.5)
+    store.graph.delete(LEAD, "team", nodes[0], now=400.0)  # its edges end with it
+
+    def pages(limit: int, **kw: object) -> list[list[int]]:
+        out, after = [], 0
+        while True:
+            page = store.graph.edges(LEAD, "team", after=after, limit=limit, **kw)  # type: ignore[arg-type]
+            out.append([e["id"] for e in page])
+            if len(page) < limit:
+                return out
+            after = page[-1]["id"]
+
+    for kw in ({}, {"as_of": 150.0}, {"type": "likes"}, {"as_of": 401.0, "type": "knows"}, {"node": nodes[3]}):  # fmt: skip
+        whole = [e["id"] for e in store.graph.edges(LEAD, "team", **kw)]  # type: ignore[arg-type]
+        assert whole == sorted(whole) and len(whole) > 10, kw
+        paged = pages(16, **kw)
+        assert [i for page in paged for i in page] == whole, kw
+        assert all(len(p) == 16 for p in paged[:-1])
+    assert len(store.graph.edges(LEAD, "team")) == 300
+    more = store.graph.add_edge(LEAD, "team", nodes[1], nodes[2], "knows", now=500.0)
+    assert [e["id"] for e in store.graph.edges(LEAD, "team", after=made[-1])] == [more]
+    with pytest.raises(InvalidInputError, match="limit"):
+        store.graph.edges(LEAD, "team", limit=0)
+    with pytest.raises(InvalidInputError, match="after"):
+        store.graph.edges(LEAD, "team", after=-1)
+    empty = make_store().graph
+    assert empty.edges(LEAD, "team", after=5, limit=3) == []
+    assert empty._edge_ids == {} and empty.edge_index == {}  # a read makes nothing
