@@ -343,9 +343,53 @@ def bus_items(
             for item in listed.items:
                 state = item.to_state()
                 del state["vector"]
-                state["valid_to"] = None if math.isinf(state["valid_to"]) else state["valid_to"]
-                typer.echo(json.dumps(state))
+                typer.echo(_json_line(state))
             after = listed.next
+
+
+@bus_app.command("edges")
+def bus_edges(
+    namespace: str = typer.Argument(..., help="The graph namespace to list."),
+    as_of: float | None = typer.Option(None, help="List only the edges valid at this time."),
+    type_: str | None = typer.Option(None, "--type", help="List only the edges of this type."),
+    node: int | None = typer.Option(None, help="List only the edges at this node."),
+    page: int = typer.Option(1000, min=1, max=4096, help="Edges asked for per request."),
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    agent: str | None = AGENT,
+    token: str | None = TOKEN,
+    timeout: float = TIMEOUT,
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
+) -> None:
+    """Print a graph namespace's edges in id order, one JSON line each, ended ones too
+    (valid_to is then a time); the bus pages them out."""
+    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    asked = {"as_of": as_of, "type": type_, "node": node}
+    with _client(address, *connection) as client:
+        after = 0
+        while True:
+            listed = _asked(
+                partial(
+                    client.edges,
+                    namespace,
+                    after=after,
+                    limit=page,
+                    **{k: v for k, v in asked.items() if v is not None},
+                )
+            )
+            for edge in listed:
+                typer.echo(_json_line(edge))
+            if len(listed) < page:
+                return
+            after = listed[-1]["id"]
+
+
+def _json_line(state: dict[str, Any]) -> str:
+    """An item's or an edge's state as one JSON line (an open ``valid_to`` as null)."""
+    if math.isinf(state["valid_to"]):
+        state = {**state, "valid_to": None}
+    return json.dumps(state)
 
 
 @bus_app.command("watch")

@@ -1,4 +1,4 @@
-"""``hivemem bus token | ping | stats | items | watch | check`` as a user runs them, against a
+"""``hivemem bus token | ping | stats | items | edges | watch | check`` as a user runs them, against a
 real bus."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -69,6 +70,24 @@ def test_items_prints_a_namespace_page_after_page(served: tuple[BusServer, Path]
     assert [json.loads(line)["text"] for line in then.stdout.splitlines()] == [f"fact {i}" for i in range(7)]  # fmt: skip
     refused = bus("items", "private", "alice", "--agent", "bob", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
     assert refused.returncode == 1 and "error:" in refused.stderr and not refused.stdout
+
+
+def test_edges_prints_a_graph_page_after_page(served: tuple[BusServer, Path]) -> None:
+    server, secret_file = served
+    with MemoryClient(server.address, ADMIN_AGENT, server.admin_token) as admin:
+        token = admin.register("alice", ["team"])["token"]
+    with MemoryClient(server.address, "alice", token) as alice:
+        a, b, c = (alice.write("graph", "team", NewItem(t), now=0.0).item_id for t in "abc")
+        made = [alice.add_edge("team", x, y, kind, now=1.0) for x, y, kind in ((a, b, "knows"), (b, c, "likes"), (a, c, "knows"))]  # fmt: skip
+        alice.invalidate_edge("team", made[0], at=3.0)
+    listed = bus("edges", "team", "--page", "2", "--agent", "alice", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [r["id"] for r in rows] == made and (rows[0]["valid_to"], rows[1]["valid_to"]) == (3.0, None)  # fmt: skip
+    knows = bus("edges", "team", "--type", "knows", "--as-of", "5", "--agent", "alice", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
+    assert [json.loads(line)["id"] for line in knows.stdout.splitlines()] == [made[2]]
+    at_c = bus("edges", "team", "--node", str(c), "--page", "1", "--agent", "alice", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
+    assert [json.loads(line)["id"] for line in at_c.stdout.splitlines()] == made[1:]
 
 
 def test_watch_prints_the_events_an_agent_may_read(served: tuple[BusServer, Path]) -> None:
