@@ -252,6 +252,10 @@ class StoreConfig(_Model):
     dim: int = Field(384, ge=1, le=65_536)
     seed: int = 0
     embedder: EmbedderConfig = Field(default_factory=HashingEmbedderConfig)
+    private: TierConfig = Field(default_factory=TierConfig)
+    shared: TierConfig = Field(default_factory=TierConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @field_validator("embedder", mode="before")
     @classmethod
@@ -260,8 +264,3 @@ class StoreConfig(_Model):
         if isinstance(name, str) and name not in EMBEDDERS:
             raise ValueError(UnknownNameError("embedder", name, EMBEDDERS).message)
         return value
-
-    private: TierConfig = Field(default_factory=TierConfig)
-    shared: TierConfig = Field(default_factory=TierConfig)
-    graph: GraphConfig = Field(default_factory=GraphConfig)
-    access: AccessConfig = Field(default_factory=AccessConfig)

@@ -374,12 +374,13 @@ class Durability:
             ) from exc
         old.ctx.next_id, old.ctx.id_stride, old.ctx.next_use = ctx.next_id, ctx.id_stride, ctx.next_use  # fmt: skip
         self._recover_into(old)
-        embedded_by = written.get("embedder", current["embedder"])  # absent: written before
-        if embedded_by != current["embedder"] and _items(old):
+        # Compared as settings, not as JSON (a field added later has its default). A
+        # directory from before the embedder was kept gets the default one.
+        if old_config.embedder != self.store.config.embedder and _items(old):
             raise ConfigError(
                 f"the data directory {self.journal.dir} holds {_items(old)} item(s) embedded "
-                f"by {describe_embedder(embedded_by)}; this bus embeds with "
-                f"{describe_embedder(current['embedder'])}, and the vectors of two embedders do not "
+                f"by {_described(old_config)}; this bus embeds with "
+                f"{_described(self.store.config)}, and the vectors of two embedders do not "
                 f"compare. Start it with the embedder in {CONFIG_NAME} there, or on a new "
                 f"data directory"
             )
@@ -446,6 +447,10 @@ class Durability:
         finally:
             store.ctx.tape = None
         self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
+
+
+def _described(config: StoreConfig) -> str:
+    return describe_embedder(config.embedder.model_dump(mode="json"))
 
 
 def _items(store: MemoryStore) -> int:
