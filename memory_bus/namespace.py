@@ -79,11 +79,12 @@ class Namespace:
         return self._items
 
     def ids_in_order(self) -> np.ndarray:
-        """Every item's id, ascending (a listing pages through it, so it is kept until
-        the namespace next announces an event: every change of its ids does)."""
+        """Every item's id, ascending, pending ones unbuilt (a listing pages through it,
+        so it is kept until the namespace next announces an event: every change of its
+        ids does)."""
         if self._ordered is None or self._ordered[0] != self.event_seq:
-            ids = np.fromiter(self.items, dtype=np.int64, count=len(self))
-            self._ordered = (self.event_seq, np.sort(ids))
+            built = np.fromiter(self._items, dtype=np.int64, count=len(self._items))
+            self._ordered = (self.event_seq, np.sort(np.concatenate([built, self._pending.ids()])))
         return self._ordered[1]
 
     def item(self, item_id: int) -> Item | None:

@@ -18,8 +18,11 @@ import bisect
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from hivemem.memory_bus.batch import NewRows
 from hivemem.memory_bus.item import Item
+
+_NO_IDS = np.empty(0, dtype=np.int64)
 
 
 class PendingBatches:
@@ -72,6 +75,16 @@ class PendingBatches:
         built = self._built[pos] = self._build(self.batches[pos])
         self.read.update((it.id, it) for it in built)
         return self.read[item_id]
+
+    def ids(self) -> np.ndarray:
+        """The ids of every pending item, in write order (a deleted one left out)."""
+        parts = [
+            rows.ids
+            if pos not in self._built
+            else np.asarray([it.id for it in self._built[pos] if it.id in self.read], np.int64)
+            for pos, rows in enumerate(self.batches)
+        ]
+        return np.concatenate(parts).astype(np.int64, copy=False) if parts else _NO_IDS
 
     def take(self, item_id: int) -> Item | None:
         """Take the pending item ``item_id`` out (it is deleted), or None if none."""

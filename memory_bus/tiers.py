@@ -477,13 +477,14 @@ def recall(item: Item, now: float) -> None:
 
 def _page(ns: Namespace, after: int, limit: int, keep: Callable[[Item], bool] | None) -> ScanPage:
     """The first ``limit`` items of ``ns`` by id above ``after`` that ``keep`` keeps."""
-    ids, items = ns.ids_in_order(), ns.items
+    ids = ns.ids_in_order()
     pos = int(np.searchsorted(ids, after, side="right"))
     listed: list[Item] = []
     while pos < len(ids):
         for item_id in ids[pos : pos + limit].tolist():
             pos += 1
-            item = items[item_id]
+            item = ns.item(item_id)  # builds the pending batch that holds it, not all
+            assert item is not None, f"{item_id} listed but not held"
             if keep is None or keep(item):
                 listed.append(item)
                 if len(listed) == limit:
