@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hivemem.memory_bus.codec import decode_new_item, encode_hit, vector_from_bytes
+from hivemem.memory_bus.codec import decode_new_item, encode_hit
 from hivemem.memory_bus.item import TierName
 from hivemem.memory_bus.protocol import NUMBER, field, now_of
 
@@ -78,7 +78,7 @@ def retrieve(ctx: Context, args: dict[str, Any]) -> Any:
     hits = ctx.store.graph.retrieve(
         ctx.caller,
         field(args, "namespace", str),
-        vector_from_bytes(field(args, "vector", bytes)),
+        ctx.query_vector(args),
         field(args, "k", int, 10),
         now=now_of(args),
         method=field(args, "method", str, None),

@@ -33,7 +33,7 @@ from hivemem.memory_bus.graph_handlers import (
     retrieve,
 )
 from hivemem.memory_bus.interfaces import Caller, Hit, SearchRequest, WriteRequest
-from hivemem.memory_bus.item import TierName
+from hivemem.memory_bus.item import TierName, check_text
 from hivemem.memory_bus.protocol import (
     MAX_BATCH,
     NUMBER,
@@ -109,6 +109,35 @@ class Context:
         if type(agent) is not str or type(token) is not str:
             agent, token = field(entry, "agent", str), field(entry, "token", str, "")
         return authenticate(self.registry, self.verified, agent, token)
+
+    def query_vectors(self, queries: list[dict[str, Any]], where: str = "queries") -> list[Any]:
+        """Each query's vector: its ``vector`` (float32 bytes) as sent, or its ``text``
+        embedded by the store's embedder (all texts in one call); None where a query
+        has no text (its ``vector`` is read as before).
+
+        Raises:
+            ProtocolError: a query with both a vector and a text.
+            InvalidInputError: a text that is not a str, too long, or a store that does
+                not embed.
+        """
+        texted = [i for i, q in enumerate(queries) if q.get("text") is not None]
+        out: list[Any] = [None] * len(queries)
+        if not texted:
+            return out
+        limits, texts = self.store.ctx.limits, []
+        for i in texted:
+            name = f"{where}[{i}].text" if where else "text"
+            if queries[i].get("vector") is not None:
+                raise ProtocolError(Code.BAD_REQUEST, "a query has a vector or a text, not both", field=name)  # fmt: skip
+            texts.append(check_text(queries[i]["text"], limits, name))
+        for i, vector in zip(texted, self.store.embed(texts), strict=True):
+            out[i] = vector
+        return out
+
+    def query_vector(self, args: dict[str, Any]) -> np.ndarray:
+        """The query of a single search: its ``vector``, or its ``text`` embedded."""
+        [vector] = self.query_vectors([args], where="")
+        return vector_from_bytes(field(args, "vector", bytes)) if vector is None else vector
 
     def recalled(self, tier: TierName, now: float, results: list[list[Hit]]) -> None:
         """What the queries of one read found: noted for the journal, and counted."""
@@ -279,7 +308,7 @@ def search(ctx: Context, args: dict[str, Any]) -> Any:
     hits = ctx.store.tier(tier_name).search(
         ctx.caller,
         field(args, "namespace", str),
-        vector_from_bytes(field(args, "vector", bytes)),
+        ctx.query_vector(args),
         field(args, "k", int, 10),
         now=now_of(args),
         as_of=field(args, "as_of", NUMBER, None),
@@ -292,13 +321,16 @@ def search_many(ctx: Context, args: dict[str, Any]) -> Any:
     tier_name = tier_of(args)
     vectors = field(args, "vectors", bool, True)
     compact = field(args, "compact", bool, False)
-    requests = [_search_request(ctx, _entry(x)) for x in batch(args, "queries")]
+    queries = [_entry(x) for x in batch(args, "queries")]
+    embedded = ctx.query_vectors(queries)
+    requests = [_search_request(ctx, q, v) for q, v in zip(queries, embedded, strict=True)]
     results = ctx.store.tier(tier_name).search_many(requests, now=now_of(args))
     ctx.recalled(tier_name, now_of(args), results)
     return [[encode_hit(h, vectors, compact) for h in hits] for hits in results]
 
 
-def _search_request(ctx: Context, query: dict[str, Any]) -> SearchRequest:
+def _search_request(ctx: Context, query: dict[str, Any], embedded: Any = None) -> SearchRequest:
+    """One query of ``search_many``; ``embedded``: its text's vector, if it had a text."""
     caller = ctx.entry_caller(query)
     get = query.get
     namespace, vector, k, as_of = get("namespace"), get("vector"), get("k"), get("as_of")
@@ -319,7 +351,7 @@ def _search_request(ctx: Context, query: dict[str, Any]) -> SearchRequest:
     return SearchRequest(
         caller,
         field(query, "namespace", str),
-        vector_from_bytes(field(query, "vector", bytes)),
+        vector_from_bytes(field(query, "vector", bytes)) if embedded is None else embedded,
         field(query, "k", int, 10),
         field(query, "as_of", NUMBER, None),
     )

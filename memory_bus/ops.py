@@ -142,7 +142,7 @@ class Ops:
         self,
         tier: str,
         namespace: str,
-        vector: np.ndarray,
+        vector: np.ndarray | str,
         k: int = 10,
         *,
         now: float,
@@ -151,13 +151,15 @@ class Ops:
     ) -> Any:
         """The ``k`` nearest items as Hits, best first.
 
-        With ``vectors=False`` the hits' items come without their vectors (an empty
-        array), which makes the reply several times smaller.
+        ``vector`` is the query's vector, or a text for the bus to embed (with its
+        embedder, as it embeds texts written without a vector). With ``vectors=False``
+        the hits' items come without their vectors (an empty array), which makes the
+        reply several times smaller.
         """
         args = {
             "tier": tier,
             "namespace": namespace,
-            "vector": vector_to_bytes(vector),
+            **_query(vector),
             "k": k,
             "now": now,
             "as_of": as_of,
@@ -173,14 +175,15 @@ class Ops:
         """Queries in one message; one Hit list each, in order.
 
         Each query is ``(namespace, vector, k)``, optionally followed by ``as_of`` (None:
-        no validity filter) and ``OnBehalf(agent, token)``. With ``vectors=False`` the
-        hits' items come without their vectors (an empty array).
+        no validity filter) and ``OnBehalf(agent, token)``; a text in place of the vector
+        is embedded by the bus. With ``vectors=False`` the hits' items come without their
+        vectors (an empty array).
         """
         raw = [
             _on_behalf(
                 {
                     "namespace": q[0],
-                    "vector": vector_to_bytes(q[1]),
+                    **_query(q[1]),
                     "k": q[2],
                     "as_of": _nth(q, 3),
                 },
@@ -299,11 +302,17 @@ class Ops:
         return self._call("promote", args)
 
     def retrieve(
-        self, namespace: str, vector: np.ndarray, k: int = 10, *, now: float, **kw: Any
+        self, namespace: str, vector: np.ndarray | str, k: int = 10, *, now: float, **kw: Any
     ) -> Any:
-        """Graph retrieval (vector seeds, then k-hop or PPR)."""
-        args = {"namespace": namespace, "vector": vector_to_bytes(vector), "k": k, "now": now, **kw}
+        """Graph retrieval (vector seeds, then k-hop or PPR); a text query is embedded by
+        the bus."""
+        args = {"namespace": namespace, **_query(vector), "k": k, "now": now, **kw}
         return self._call("retrieve", args, _each(decode_hit))
+
+
+def _query(vector: np.ndarray | str) -> dict[str, Any]:
+    """A query's field: its vector as float32 bytes, or its text for the bus to embed."""
+    return {"text": vector} if isinstance(vector, str) else {"vector": vector_to_bytes(vector)}
 
 
 def _nth(entry: tuple[Any, ...], n: int) -> Any:

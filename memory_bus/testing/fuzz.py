@@ -100,8 +100,22 @@ def _mutations(agent: str, token: str, dim: int) -> list[Callable[[np.random.Gen
         args = {"tier": "shared", "now": 1.0, "columns": columns}
         return encode_request(int(rng.integers(1, 1 << 40)), 9, "write_many", agent, token, args)
 
+    def text_query(rng: np.random.Generator) -> Frames:
+        """A query by text for the bus to embed: a wrong type, one too long, one beside a
+        vector, or a good one."""
+        args = _valid_args(rng, dim)
+        text = [7, "x" * 40_000, b"\x00", ["fuzz"], "", "fuzz"][int(rng.integers(6))]
+        query = {"namespace": "team", "text": text, "k": 2}
+        if rng.random() < 0.3:
+            query["vector"] = args["vector"]
+        op = str(rng.choice(["search", "search_many", "retrieve"]))
+        body = {**args, **query, "queries": [query]}
+        if "vector" not in query:
+            del body["vector"]
+        return encode_request(int(rng.integers(1, 1 << 40)), 9, op, agent, token, body)
+
     return [random_payload, random_header, frame_count, truncated, huge_length, wrong_types, bad_args,
-            nan_vector, unknown_op, bad_token, flipped_bytes, bad_columns]  # fmt: skip
+            nan_vector, unknown_op, bad_token, flipped_bytes, bad_columns, text_query]  # fmt: skip
 
 
 def inputs(count: int, seed: int, agent: str, token: str, dim: int) -> Iterator[Frames]:

@@ -8,8 +8,9 @@ import pytest
 from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.embedder import HashingEmbedder
-from hivemem.memory_bus.errors import ConfigError
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError, TooLargeError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import ProtocolError
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.sharding import AsyncShardedClient
 from hivemem.memory_bus.store import MemoryStore
@@ -49,3 +50,32 @@ def test_a_bus_given_an_embedder_object_does_not_describe_it() -> None:
         assert alice.ping()["embedder"] is None
         with pytest.raises(ConfigError, match="does not say how it embeds"):
             alice.embedder()
+
+
+def test_a_query_may_be_a_text_the_bus_embeds(bus: Bus, alice: MemoryClient) -> None:
+    kept = alice.write("private", "alice", NewItem("the red fox sleeps"), now=1.0).item_id
+    other = alice.write("private", "alice", NewItem("a quiet harbour at dawn"), now=1.0).item_id
+    [hit] = alice.search("private", "alice", "the red fox sleeps", k=1, now=2.0)
+    assert (hit.item.id, round(hit.score, 5)) == (kept, 1.0)
+    vector = alice.embedder()(["a quiet harbour at dawn"])[0]
+    found = alice.search_many("private", [("alice", "red fox", 1), ("alice", vector, 1), ("alice", "harbour at dawn", 1)], now=3.0)  # fmt: skip
+    assert [h[0].item.id for h in found] == [kept, other, other]
+    node = alice.write("graph", "team", NewItem("door B is open"), now=1.0).item_id
+    assert [h.id for h in alice.retrieve("team", "door B is open", k=1, now=2.0)] == [node]
+    both = {"tier": "private", "namespace": "alice", "text": "fox", "vector": vector.tobytes(), "now": 4.0}  # fmt: skip
+    with pytest.raises(ProtocolError, match="not both"):
+        alice._call("search", both)
+    with pytest.raises(TooLargeError, match=r"queries\[1\]\.text"):
+        alice.search_many("private", [("alice", "fox", 1), ("alice", "x" * 40_000, 1)], now=4.0)
+    with pytest.raises(InvalidInputError, match="text"):
+        alice._call("search", {"tier": "private", "namespace": "alice", "text": 5, "now": 4.0})
+    assert alice.search("private", "alice", "fox", k=1, now=5.0)[0].item.id == kept  # still serving
+
+
+def test_a_text_query_to_a_bus_that_does_not_embed_is_refused() -> None:
+    server = BusServer(MemoryStore(StoreConfig(dim=DIM), embed=False))
+    token = server.register("alice", [])
+    with server, MemoryClient(server.address, "alice", token, timeout=5.0) as alice:
+        with pytest.raises(InvalidInputError, match="no embedder"):
+            alice.search("private", "alice", "fox", k=1, now=1.0)
+        assert alice.ping()["embedder"] is None
