@@ -1,10 +1,12 @@
 """``hivemem bus``: run a bus server, and talk to one from the shell.
 
-``serve`` runs a standalone server. The others are a client for people at a terminal
-(``redis-cli`` is the model): ``token`` prints an agent's token, ``ping`` and ``stats``
-ask a running bus, ``watch`` prints the memory events of the namespaces an agent may
-read, one JSON line each. They act as the admin unless ``--agent`` names someone else,
-with a token made from ``--secret-file`` (or given with ``--token``).
+``serve`` runs a standalone server, ``check`` checks its data directory. The others are
+a client for people at a terminal (``redis-cli`` is the model): ``token`` prints an
+agent's token, ``ping`` and ``stats`` ask a running bus, ``watch`` prints the memory
+events of the namespaces an agent may read, one JSON line each, and ``items`` and
+``edges`` (:mod:`hivemem.platform.bus_reads`) what a namespace holds. They act as the
+admin unless ``--agent`` names someone else, with a token made from ``--secret-file``
+(or given with ``--token``; :mod:`hivemem.platform.bus_connect`).
 """
 
 from __future__ import annotations
@@ -13,39 +15,37 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import HivememError
+from hivemem.platform.bus_connect import (
+    ADDRESS,
+    AGENT,
+    CURVE_KEY,
+    CURVE_SERVER_KEY,
+    SECRET_FILE,
+    TIMEOUT,
+    TOKEN,
+    asked,
+    client_args,
+    fail,
+    open_client,
+    read_secret,
+)
+from hivemem.platform.bus_reads import bus_edges, bus_items
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.data_check import DataCheck
 
 bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
-
-ADDRESS = typer.Option(
-    "tcp://127.0.0.1:7777",
-    "--address",
-    "-a",
-    help="The bus's ROUTER address (several, comma-separated: a sharded bus).",
-)
-SECRET_FILE = typer.Option(
-    None, help="The bus secret (as given to serve): tokens are made from it."
-)
-AGENT = typer.Option(None, help="Act as this agent (default: the admin).")
-TOKEN = typer.Option(None, help="The agent's token, for when you do not hold the secret.")
-TIMEOUT = typer.Option(5.0, help="Seconds to wait for each reply.")
-CURVE_KEY = typer.Option(
-    None, help="This client's CURVE secret certificate (zmq.auth), for a bus that uses CURVE."
-)
-CURVE_SERVER_KEY = typer.Option(None, help="The bus's public CURVE certificate.")
+bus_app.command("items")(bus_items)
+bus_app.command("edges")(bus_edges)
 
 
 @bus_app.command("serve")
@@ -120,9 +120,9 @@ def bus_serve(
     try:
         journal = Journal(data_dir, fsync) if data_dir is not None else None
     except HivememError as exc:  # another bus holds the directory
-        _fail(exc)
+        fail(exc)
     except OSError as exc:
-        _fail(HivememError(f"cannot use the data directory {data_dir}: {exc.strerror}"))
+        fail(HivememError(f"cannot use the data directory {data_dir}: {exc.strerror}"))
     server = BusServer(
         MemoryStore(_store_config(config)),
         host=host,
@@ -207,7 +207,7 @@ def bus_check(
             _print_check(report, as_json=False, err=True)
             report, aside = fix_data_dir(data_dir)
     except HivememError as exc:
-        _fail(exc)
+        fail(exc)
     if aside is not None:
         typer.echo(f"fixed: what followed the damage is in {aside}", err=True)
     _print_check(report, as_json)
@@ -271,7 +271,7 @@ def bus_token(
     """Print an agent's token: the HMAC of its id under the bus secret."""
     from hivemem.memory_bus.auth import token_for
 
-    typer.echo(token_for(_read_secret(secret_file), agent))
+    typer.echo(token_for(read_secret(secret_file), agent))
 
 
 @bus_app.command("ping")
@@ -285,10 +285,10 @@ def bus_ping(
     curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Ask a bus who it thinks you are; print its answer and the round trip."""
-    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
-    with _client(address, *connection) as client:
+    connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    with open_client(address, *connection) as client:
         started = time.perf_counter()
-        answer = _asked(client.ping)
+        answer = asked(client.ping)
         answer["round_trip_ms"] = round((time.perf_counter() - started) * 1000, 3)
     typer.echo(json.dumps(answer, indent=2))
 
@@ -304,92 +304,9 @@ def bus_stats(
     curve_server_key: Path | None = CURVE_SERVER_KEY,
 ) -> None:
     """Print the bus's counts per tier: namespaces, items, tokens, bytes, evictions, decisions."""
-    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
-    with _client(address, *connection) as client:
-        typer.echo(json.dumps(_asked(client.stats), indent=2, default=str))
-
-
-@bus_app.command("items")
-def bus_items(
-    tier: str = typer.Argument(..., help="private, shared or graph."),
-    namespace: str = typer.Argument(..., help="The namespace to list."),
-    as_of: float | None = typer.Option(None, help="List only the items valid at this time."),
-    page: int = typer.Option(500, min=1, max=4096, help="Items asked for per request."),
-    address: str = ADDRESS,
-    secret_file: Path | None = SECRET_FILE,
-    agent: str | None = AGENT,
-    token: str | None = TOKEN,
-    timeout: float = TIMEOUT,
-    curve_key: Path | None = CURVE_KEY,
-    curve_server_key: Path | None = CURVE_SERVER_KEY,
-) -> None:
-    """Print a namespace's items in id order, one JSON line each (without vectors); the
-    bus pages them out (its 'scan' op), and counts no recall."""
-    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
-    with _client(address, *connection) as client:
-        after: int | None = 0
-        while after is not None:
-            listed = _asked(
-                partial(
-                    client.scan,
-                    tier,
-                    namespace,
-                    after=after,
-                    limit=page,
-                    as_of=as_of,
-                    vectors=False,
-                )
-            )
-            for item in listed.items:
-                state = item.to_state()
-                del state["vector"]
-                typer.echo(_json_line(state))
-            after = listed.next
-
-
-@bus_app.command("edges")
-def bus_edges(
-    namespace: str = typer.Argument(..., help="The graph namespace to list."),
-    as_of: float | None = typer.Option(None, help="List only the edges valid at this time."),
-    type_: str | None = typer.Option(None, "--type", help="List only the edges of this type."),
-    node: int | None = typer.Option(None, help="List only the edges at this node."),
-    page: int = typer.Option(1000, min=1, max=4096, help="Edges asked for per request."),
-    address: str = ADDRESS,
-    secret_file: Path | None = SECRET_FILE,
-    agent: str | None = AGENT,
-    token: str | None = TOKEN,
-    timeout: float = TIMEOUT,
-    curve_key: Path | None = CURVE_KEY,
-    curve_server_key: Path | None = CURVE_SERVER_KEY,
-) -> None:
-    """Print a graph namespace's edges in id order, one JSON line each, ended ones too
-    (valid_to is then a time); the bus pages them out."""
-    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
-    asked = {"as_of": as_of, "type": type_, "node": node}
-    with _client(address, *connection) as client:
-        after = 0
-        while True:
-            listed = _asked(
-                partial(
-                    client.edges,
-                    namespace,
-                    after=after,
-                    limit=page,
-                    **{k: v for k, v in asked.items() if v is not None},
-                )
-            )
-            for edge in listed:
-                typer.echo(_json_line(edge))
-            if len(listed) < page:
-                return
-            after = listed[-1]["id"]
-
-
-def _json_line(state: dict[str, Any]) -> str:
-    """An item's or an edge's state as one JSON line (an open ``valid_to`` as null)."""
-    if math.isinf(state["valid_to"]):
-        state = {**state, "valid_to": None}
-    return json.dumps(state)
+    connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    with open_client(address, *connection) as client:
+        typer.echo(json.dumps(asked(client.stats), indent=2, default=str))
 
 
 @bus_app.command("watch")
@@ -414,7 +331,7 @@ def bus_watch(
     Events this watcher missed (it fell behind, or reconnected) come as one line of kind
     "gap" in their place, with how many ("missed"; null if the bus lost its memory).
     """
-    connection = _connection(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
         asyncio.run(_watch(address, *connection, topics, count))
 
@@ -436,74 +353,7 @@ async def _watch(
             if seen == count:
                 break
     except HivememError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         await stream.aclose()
         client.close()
-
-
-def _read_secret(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read the secret: {exc}") from None
-
-
-def _identity(secret_file: Path | None, agent: str | None, token: str | None) -> tuple[str, str]:
-    """(agent id, token) to act as: the admin unless an agent is named."""
-    from hivemem.memory_bus.auth import token_for
-    from hivemem.memory_bus.protocol import ADMIN_AGENT
-
-    agent_id = agent or ADMIN_AGENT
-    if token is not None:
-        return agent_id, token
-    if secret_file is None:
-        raise typer.BadParameter("give --secret-file (tokens are made from it) or --token")
-    return agent_id, token_for(_read_secret(secret_file), agent_id)
-
-
-def _connection(
-    secret_file: Path | None,
-    agent: str | None,
-    token: str | None,
-    timeout: float,
-    curve_key: Path | None,
-    curve_server_key: Path | None,
-) -> tuple[str, str, dict[str, Any]]:
-    """Who to act as, and the client's keyword arguments (timeout, CURVE keys)."""
-    agent_id, agent_token = _identity(secret_file, agent, token)
-    return agent_id, agent_token, {"timeout": timeout, "curve": _curve(curve_key, curve_server_key)}
-
-
-def _client(address: str, agent: str, token: str, kw: dict[str, Any]) -> Any:
-    from hivemem.memory_bus.client import MemoryClient
-
-    return MemoryClient(address, agent, token, retries=0, **kw)
-
-
-def _curve(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None:
-    """The client's CURVE keys from certificate files (``zmq.auth``), or None for none."""
-    from hivemem.memory_bus.transport import curve_keys
-
-    if key is None and server_key is None:
-        return None
-    if key is None or server_key is None:
-        raise typer.BadParameter("CURVE needs both --curve-key and --curve-server-key")
-    try:
-        return curve_keys(key, server_key)
-    except HivememError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-def _asked(call: Callable[[], Any]) -> Any:
-    """``call()``, with the bus's refusals and timeouts as a message and exit status 1."""
-
-    try:
-        return call()
-    except HivememError as exc:
-        _fail(exc)
-
-
-def _fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)

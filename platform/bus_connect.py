@@ -1,0 +1,99 @@
+"""What the ``hivemem bus`` client commands share: their options, who they act as, the
+client they open, and how a refusal ends them (a message and exit status 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from hivemem.memory_bus.errors import HivememError
+
+ADDRESS = typer.Option(
+    "tcp://127.0.0.1:7777",
+    "--address",
+    "-a",
+    help="The bus's ROUTER address (several, comma-separated: a sharded bus).",
+)
+SECRET_FILE = typer.Option(
+    None, help="The bus secret (as given to serve): tokens are made from it."
+)
+AGENT = typer.Option(None, help="Act as this agent (default: the admin).")
+TOKEN = typer.Option(None, help="The agent's token, for when you do not hold the secret.")
+TIMEOUT = typer.Option(5.0, help="Seconds to wait for each reply.")
+CURVE_KEY = typer.Option(
+    None, help="This client's CURVE secret certificate (zmq.auth), for a bus that uses CURVE."
+)
+CURVE_SERVER_KEY = typer.Option(None, help="The bus's public CURVE certificate.")
+
+
+def read_secret(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read the secret: {exc}") from None
+
+
+def identity(secret_file: Path | None, agent: str | None, token: str | None) -> tuple[str, str]:
+    """(agent id, token) to act as: the admin unless an agent is named."""
+    from hivemem.memory_bus.auth import token_for
+    from hivemem.memory_bus.protocol import ADMIN_AGENT
+
+    agent_id = agent or ADMIN_AGENT
+    if token is not None:
+        return agent_id, token
+    if secret_file is None:
+        raise typer.BadParameter("give --secret-file (tokens are made from it) or --token")
+    return agent_id, token_for(read_secret(secret_file), agent_id)
+
+
+def client_args(
+    secret_file: Path | None,
+    agent: str | None,
+    token: str | None,
+    timeout: float,
+    curve_key: Path | None,
+    curve_server_key: Path | None,
+) -> tuple[str, str, dict[str, Any]]:
+    """Who to act as, and the client's keyword arguments (timeout, CURVE keys)."""
+    agent_id, agent_token = identity(secret_file, agent, token)
+    return (
+        agent_id,
+        agent_token,
+        {"timeout": timeout, "curve": curve_of(curve_key, curve_server_key)},
+    )
+
+
+def open_client(address: str, agent: str, token: str, kw: dict[str, Any]) -> Any:
+    from hivemem.memory_bus.client import MemoryClient
+
+    return MemoryClient(address, agent, token, retries=0, **kw)
+
+
+def curve_of(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None:
+    """The client's CURVE keys from certificate files (``zmq.auth``), or None for none."""
+    from hivemem.memory_bus.transport import curve_keys
+
+    if key is None and server_key is None:
+        return None
+    if key is None or server_key is None:
+        raise typer.BadParameter("CURVE needs both --curve-key and --curve-server-key")
+    try:
+        return curve_keys(key, server_key)
+    except HivememError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def asked(call: Callable[[], Any]) -> Any:
+    """``call()``, with the bus's refusals and timeouts as a message and exit status 1."""
+
+    try:
+        return call()
+    except HivememError as exc:
+        fail(exc)
+
+
+def fail(exc: Exception) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)

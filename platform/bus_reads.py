@@ -1,0 +1,109 @@
+"""``hivemem bus items | edges``: what a namespace holds, from the shell.
+
+One JSON line per item or edge, paged out by the bus (``scan``, and ``edges`` with
+``limit``), so a namespace of any size prints without one reply over the message limit.
+Listing is not a recall: no item's hits or access time change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import typer
+from hivemem.platform.bus_connect import (
+    ADDRESS,
+    AGENT,
+    CURVE_KEY,
+    CURVE_SERVER_KEY,
+    SECRET_FILE,
+    TIMEOUT,
+    TOKEN,
+    asked,
+    client_args,
+    open_client,
+)
+
+
+def bus_items(
+    tier: str = typer.Argument(..., help="private, shared or graph."),
+    namespace: str = typer.Argument(..., help="The namespace to list."),
+    as_of: float | None = typer.Option(None, help="List only the items valid at this time."),
+    page: int = typer.Option(500, min=1, max=4096, help="Items asked for per request."),
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    agent: str | None = AGENT,
+    token: str | None = TOKEN,
+    timeout: float = TIMEOUT,
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
+) -> None:
+    """Print a namespace's items in id order, one JSON line each (without vectors); the
+    bus pages them out (its 'scan' op), and counts no recall."""
+    connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    with open_client(address, *connection) as client:
+        after: int | None = 0
+        while after is not None:
+            listed = asked(
+                partial(
+                    client.scan,
+                    tier,
+                    namespace,
+                    after=after,
+                    limit=page,
+                    as_of=as_of,
+                    vectors=False,
+                )
+            )
+            for item in listed.items:
+                state = item.to_state()
+                del state["vector"]
+                typer.echo(_json_line(state))
+            after = listed.next
+
+
+def bus_edges(
+    namespace: str = typer.Argument(..., help="The graph namespace to list."),
+    as_of: float | None = typer.Option(None, help="List only the edges valid at this time."),
+    type_: str | None = typer.Option(None, "--type", help="List only the edges of this type."),
+    node: int | None = typer.Option(None, help="List only the edges at this node."),
+    page: int = typer.Option(1000, min=1, max=4096, help="Edges asked for per request."),
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    agent: str | None = AGENT,
+    token: str | None = TOKEN,
+    timeout: float = TIMEOUT,
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
+) -> None:
+    """Print a graph namespace's edges in id order, one JSON line each, ended ones too
+    (valid_to is then a time); the bus pages them out."""
+    connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    filters = {"as_of": as_of, "type": type_, "node": node}
+    with open_client(address, *connection) as client:
+        after = 0
+        while True:
+            listed = asked(
+                partial(
+                    client.edges,
+                    namespace,
+                    after=after,
+                    limit=page,
+                    **{k: v for k, v in filters.items() if v is not None},
+                )
+            )
+            for edge in listed:
+                typer.echo(_json_line(edge))
+            if len(listed) < page:
+                return
+            after = listed[-1]["id"]
+
+
+def _json_line(state: dict[str, Any]) -> str:
+    """An item's or an edge's state as one JSON line (an open ``valid_to`` as null)."""
+    if math.isinf(state["valid_to"]):
+        state = {**state, "valid_to": None}
+    return json.dumps(state)
