@@ -44,8 +44,6 @@ if TYPE_CHECKING:
     from hivemem.memory_bus.data_check import DataCheck
 
 bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
-bus_app.command("items")(bus_items)
-bus_app.command("edges")(bus_edges)
 
 
 @bus_app.command("serve")
@@ -307,6 +305,10 @@ def bus_stats(
     connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with open_client(address, *connection) as client:
         typer.echo(json.dumps(asked(client.stats), indent=2, default=str))
+
+
+bus_app.command("items")(bus_items)
+bus_app.command("edges")(bus_edges)
 
 
 @bus_app.command("watch")
