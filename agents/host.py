@@ -42,7 +42,7 @@ from hivemem.memory_bus.client import (
     encode_write_entries,
 )
 from hivemem.memory_bus.config import EmbedderConfig, HashingEmbedderConfig
-from hivemem.memory_bus.embedder import make_embedder
+from hivemem.memory_bus.embedder import describe_embedder, embedder_config_of, make_embedder
 from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
@@ -187,12 +187,13 @@ class AgentHost:
         says nothing, and is taken on trust)."""
         first = self.specs[0].agent_id
         found = self.client.as_agent(first, self.behalf[first].token).ping()
-        mine = embedder.model_dump(mode="json")
-        if found.get("dim") != dim or found.get("embedder") not in (None, mine):
+        theirs = found.get("embedder")
+        if found.get("dim") != dim or (theirs is not None and embedder_config_of(theirs) != embedder):  # fmt: skip
             raise ConfigError(
                 f"the bus at {address} has dim {found.get('dim')} and embedder "
-                f"{found.get('embedder')}; this host was given dim {dim} and embedder {mine}. "
-                f"Give the bus and the hosts one store configuration"
+                f"{describe_embedder(theirs)}; this host was given dim {dim} and embedder "
+                f"{describe_embedder(embedder.model_dump(mode='json'))}. Give the bus and the "
+                f"hosts one store configuration"
             )
 
     def info(self) -> dict[str, Any]:

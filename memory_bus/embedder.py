@@ -190,13 +190,21 @@ def embedder_of(settings: Any, dim: int) -> HashingEmbedder | SentenceTransforme
             "the bus does not say how it embeds: it embeds with an embedder object of its "
             "own, or not at all; embed as its owner does"
         )
+    return make_embedder(embedder_config_of(settings), dim)
+
+
+def embedder_config_of(settings: Any) -> EmbedderConfig:
+    """An embedder's settings as JSON (a bus's ``ping``) read back into its config, so
+    that two are compared as settings (a field one side lacks takes its default).
+
+    Raises:
+        ConfigError: settings this version does not know.
+    """
     try:
         config: EmbedderConfig = TypeAdapter(EmbedderConfig).validate_python(settings)
     except ValidationError as exc:
-        raise ConfigError(
-            f"the bus embeds with settings this version does not know: {exc}"
-        ) from exc
-    return make_embedder(config, dim)
+        raise ConfigError(f"the bus embeds with settings this version does not know: {exc}") from exc  # fmt: skip
+    return config
 
 
 def describe_embedder(settings: dict[str, Any] | None) -> str:

@@ -155,7 +155,7 @@ def test_hosts_embed_with_the_store_embedder() -> None:
         assert item.text == "k1 holds v"
         assert np.array_equal(item.vector, server.store.embed([item.text])[0])
         assert not np.allclose(item.vector, make_embedder(None, s.memory.dim)([item.text])[0])
-        with pytest.raises(ConfigError, match=r"'hashes': 1.*this host was given .*'hashes': 4"):
+        with pytest.raises(ConfigError, match=r"hashes=1\).*this host was given .*hashes=4\)"):
             AgentHost(server.address, [spec], tokens, s.memory.dim)  # the default embedder
     finally:
         server.stop()

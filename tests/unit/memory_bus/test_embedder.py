@@ -12,7 +12,7 @@ from hivemem.memory_bus.config import (
     SentenceTransformersConfig,
     StoreConfig,
 )
-from hivemem.memory_bus.embedder import HashingEmbedder, make_embedder
+from hivemem.memory_bus.embedder import HashingEmbedder, embedder_config_of, make_embedder
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 from hivemem.memory_bus.store import MemoryStore
 from pydantic import ValidationError
@@ -76,6 +76,10 @@ def test_the_store_embeds_with_the_configured_embedder() -> None:
     assert isinstance(make_embedder(None, 64), HashingEmbedder)
     assert make_embedder(None, 64).hashes == 4
     assert make_embedder(HashingEmbedderConfig(hashes=2), 64).hashes == 2
+    # read back from a ping: compared as settings, so a field one side lacks is its default
+    assert embedder_config_of({"name": "hashing", "hashes": 4}) == HashingEmbedderConfig()
+    with pytest.raises(ConfigError, match="does not know"):
+        embedder_config_of({"name": "from-a-later-version"})
     one = StoreConfig(dim=64, embedder={"name": "hashing", "hashes": 1, "bigrams": False})
     expected = HashingEmbedder(64, bigrams=False, hashes=1)(texts)
     assert np.array_equal(MemoryStore(one).embed(texts), expected)
