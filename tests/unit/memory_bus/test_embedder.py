@@ -110,6 +110,30 @@ def test_sentence_transformers_without_the_extra_says_what_to_install() -> None:
         MemoryStore(StoreConfig(embedder=SentenceTransformersConfig(name="sentence-transformers")))
 
 
+def test_a_model_of_another_dimension_than_the_store_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch cannot be installed here, so a stand-in model of 768-d vectors takes the
+    real class's place: what is tested is the check, not the model."""
+    import hivemem.memory_bus.embedder as embedder
+
+    class Model768:
+        dim = 768
+
+        def __init__(self, model_path: str | None, device: str) -> None:
+            self.model_path, self.device = model_path, device
+
+    monkeypatch.setattr(embedder, "SentenceTransformerEmbedder", Model768)
+    config = SentenceTransformersConfig(name="sentence-transformers", model_path="/m", device="cpu")
+    with pytest.raises(
+        ConfigError, match=r"768-d vectors; the store's dim is 384 \(set memory.dim: 768\)"
+    ):
+        make_embedder(config, 384)
+    made = make_embedder(config, 768)
+    assert isinstance(made, Model768) and (made.model_path, made.device) == ("/m", "cpu")
+
+
+@pytest.mark.embed
 @pytest.mark.embed
 def test_sentence_transformer_embedder_when_installed() -> None:
     pytest.importorskip("sentence_transformers")
