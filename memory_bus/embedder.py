@@ -209,8 +209,9 @@ def embedder_config_of(settings: Any) -> EmbedderConfig:
 
 def describe_embedder(settings: dict[str, Any] | None) -> str:
     """``hashing (bigrams=True, hashes=4)`` for an embedder's settings as JSON (a store's
-    ``embedder_settings``, a bus's ``ping``); None: an embedder object of the store's own."""
+    ``embedder_settings``, a bus's ``ping``); None: a store that embeds with an object
+    of its own, which its configuration does not describe, or not at all."""
     if settings is None:
-        return "an embedder object (not described by the configuration)"
+        return "none it describes (an embedder object of its own, or none)"
     rest = ", ".join(f"{k}={v!r}" for k, v in sorted(settings.items()) if k != "name")
     return f"{settings.get('name', 'hashing')} ({rest})"

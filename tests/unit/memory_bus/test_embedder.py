@@ -12,7 +12,12 @@ from hivemem.memory_bus.config import (
     SentenceTransformersConfig,
     StoreConfig,
 )
-from hivemem.memory_bus.embedder import HashingEmbedder, embedder_config_of, make_embedder
+from hivemem.memory_bus.embedder import (
+    HashingEmbedder,
+    describe_embedder,
+    embedder_config_of,
+    make_embedder,
+)
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 from hivemem.memory_bus.store import MemoryStore
 from pydantic import ValidationError
@@ -80,6 +85,10 @@ def test_the_store_embeds_with_the_configured_embedder() -> None:
     assert embedder_config_of({"name": "hashing", "hashes": 4}) == HashingEmbedderConfig()
     with pytest.raises(ConfigError, match="does not know"):
         embedder_config_of({"name": "from-a-later-version"})
+    assert describe_embedder({"name": "hashing", "hashes": 2, "bigrams": False}) == (
+        "hashing (bigrams=False, hashes=2)"
+    )
+    assert "or none" in describe_embedder(None)  # a store given an object, or not embedding
     one = StoreConfig(dim=64, embedder={"name": "hashing", "hashes": 1, "bigrams": False})
     expected = HashingEmbedder(64, bigrams=False, hashes=1)(texts)
     assert np.array_equal(MemoryStore(one).embed(texts), expected)
