@@ -104,9 +104,11 @@ class GraphTier(VectorTier):
             self._node(caller, namespace, item_id, "read")
         return super().history(caller, namespace, item_id)
 
-    def search_many(self, requests: Sequence[SearchRequest], *, now: float) -> list[list[Hit]]:
-        """Batched search; a caller whose role is limited to some levels sees only those."""
-        results = super().search_many(requests, now=now)
+    def _readable_hits(
+        self, requests: Sequence[SearchRequest], results: list[list[Hit]]
+    ) -> list[list[Hit]]:
+        """A caller whose role is limited to some levels sees only those (and recalls
+        only what it sees)."""
         return [
             self._readable(req.caller, hits) for req, hits in zip(requests, results, strict=True)
         ]
@@ -352,14 +354,16 @@ class GraphTier(VectorTier):
         vector: np.ndarray,
         k: int = 10,
         *,
-        now: float,
+        now: float | None,
         method: str | RetrievalMethod | None = None,
         hops: int | None = None,
         as_of: float | None = None,
     ) -> list[Hit]:
-        """Seed nodes by vector match, then rank by ``method``; results count as recalled."""
+        """Seed nodes by vector match, then rank by ``method``; the results count as
+        recalled at ``now`` (None: not recalled, a look)."""
         self._check(caller, namespace, "read")
-        now = check_number(now, "now")
+        if now is not None:
+            now = check_number(now, "now")
         how = RetrievalMethod(method or self.graph_config.retrieval)
         t = None if as_of is None else check_time(as_of, "as_of")
         ns = self.namespaces.get(namespace)
@@ -379,8 +383,9 @@ class GraphTier(VectorTier):
         ranked = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
         visible = [(i, s, ns.item(i)) for i, s in ranked if _visible(ns, i, t, allowed)][:k]
         hits = [Hit(i, float(s), it) for i, s, it in visible if it is not None]
-        for hit in hits:
-            recall(hit.item, now)
+        if now is not None:
+            for hit in hits:
+                recall(hit.item, now)
         return hits
 
     def _khop(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from hivemem.memory_bus.codec import decode_new_item, encode_hit
 from hivemem.memory_bus.item import TierName
-from hivemem.memory_bus.protocol import NUMBER, field, now_of
+from hivemem.memory_bus.protocol import NUMBER, field, now_of, recall_time
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.handlers import Context
@@ -80,10 +80,10 @@ def retrieve(ctx: Context, args: dict[str, Any]) -> Any:
         field(args, "namespace", str),
         ctx.query_vector(args),
         field(args, "k", int, 10),
-        now=now_of(args),
+        now=recall_time(args),
         method=field(args, "method", str, None),
         hops=field(args, "hops", int, None),
         as_of=field(args, "as_of", NUMBER, None),
     )
-    ctx.recalled(TierName.GRAPH, now_of(args), [hits])
+    ctx.recalled(TierName.GRAPH, recall_time(args), [hits])
     return [encode_hit(h) for h in hits]

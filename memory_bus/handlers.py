@@ -46,6 +46,7 @@ from hivemem.memory_bus.protocol import (
     field,
     now_of,
     plain_number,
+    recall_time,
     split_topic,
     tier_of,
     wire_topic,
@@ -139,8 +140,11 @@ class Context:
         [vector] = self.query_vectors([args], where="")
         return vector_from_bytes(field(args, "vector", bytes)) if vector is None else vector
 
-    def recalled(self, tier: TierName, now: float, results: list[list[Hit]]) -> None:
-        """What the queries of one read found: noted for the journal, and counted."""
+    def recalled(self, tier: TierName, now: float | None, results: list[list[Hit]]) -> None:
+        """What the queries of one read found: noted for the journal, and counted (a look,
+        ``now`` None, recalls nothing)."""
+        if now is None:
+            return
         for hits in results:
             self.note(tier, hits)
         if self.on_recall is not None:
@@ -292,7 +296,7 @@ def _entry(raw: Any) -> dict[str, Any]:
 
 def get(ctx: Context, args: dict[str, Any]) -> Any:
     tier_name = tier_of(args)
-    now = field(args, "now", NUMBER, None)
+    now = recall_time(args)
     item = ctx.store.tier(tier_name).get(
         ctx.caller, field(args, "namespace", str), field(args, "item_id", int), now=now
     )
@@ -310,10 +314,10 @@ def search(ctx: Context, args: dict[str, Any]) -> Any:
         field(args, "namespace", str),
         ctx.query_vector(args),
         field(args, "k", int, 10),
-        now=now_of(args),
+        now=recall_time(args),
         as_of=field(args, "as_of", NUMBER, None),
     )
-    ctx.recalled(tier_name, now_of(args), [hits])
+    ctx.recalled(tier_name, recall_time(args), [hits])
     return [encode_hit(h, vectors, compact) for h in hits]
 
 
@@ -324,8 +328,8 @@ def search_many(ctx: Context, args: dict[str, Any]) -> Any:
     queries = [_entry(x) for x in batch(args, "queries")]
     embedded = ctx.query_vectors(queries)
     requests = [_search_request(ctx, q, v) for q, v in zip(queries, embedded, strict=True)]
-    results = ctx.store.tier(tier_name).search_many(requests, now=now_of(args))
-    ctx.recalled(tier_name, now_of(args), results)
+    results = ctx.store.tier(tier_name).search_many(requests, now=recall_time(args))
+    ctx.recalled(tier_name, recall_time(args), results)
     return [[encode_hit(h, vectors, compact) for h in hits] for hits in results]
 
 

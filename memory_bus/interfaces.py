@@ -197,14 +197,18 @@ class Tier(Protocol):
         vector: np.ndarray,
         k: int = 10,
         *,
-        now: float,
+        now: float | None,
         as_of: float | None = None,
     ) -> list[Hit]:
-        """The ``k`` most similar items, best first; each counts as recalled."""
+        """The ``k`` most similar items, best first; with a ``now`` each counts as
+        recalled (hits, accessed), with None none does."""
         ...
 
-    def search_many(self, requests: Sequence[SearchRequest], *, now: float) -> list[list[Hit]]:
-        """Batched search over any mix of namespaces; one result list per request."""
+    def search_many(
+        self, requests: Sequence[SearchRequest], *, now: float | None
+    ) -> list[list[Hit]]:
+        """Batched search over any mix of namespaces; one result list per request (a
+        recall at ``now``, unless None)."""
         ...
 
     def update(

@@ -145,11 +145,12 @@ class Ops:
         vector: np.ndarray | str,
         k: int = 10,
         *,
-        now: float,
+        now: float | None,
         as_of: float | None = None,
         vectors: bool = True,
     ) -> Any:
-        """The ``k`` nearest items as Hits, best first.
+        """The ``k`` nearest items as Hits, best first; they count as recalled at ``now``
+        (None: a look, which changes no item's hits or access time).
 
         ``vector`` is the query's vector, or a text for the bus to embed (with its
         embedder, as it embeds texts written without a vector). With ``vectors=False``
@@ -170,9 +171,15 @@ class Ops:
         return self._call("search", args, _each(decode_hit))
 
     def search_many(
-        self, tier: str, queries: list[tuple[Any, ...]], *, now: float, vectors: bool = True
+        self,
+        tier: str,
+        queries: list[tuple[Any, ...]],
+        *,
+        now: float | None,
+        vectors: bool = True,
     ) -> Any:
-        """Queries in one message; one Hit list each, in order.
+        """Queries in one message; one Hit list each, in order (recalled at ``now``, as
+        for :meth:`search`).
 
         Each query is ``(namespace, vector, k)``, optionally followed by ``as_of`` (None:
         no validity filter) and ``OnBehalf(agent, token)``; a text in place of the vector
@@ -302,10 +309,16 @@ class Ops:
         return self._call("promote", args)
 
     def retrieve(
-        self, namespace: str, vector: np.ndarray | str, k: int = 10, *, now: float, **kw: Any
+        self,
+        namespace: str,
+        vector: np.ndarray | str,
+        k: int = 10,
+        *,
+        now: float | None,
+        **kw: Any,
     ) -> Any:
         """Graph retrieval (vector seeds, then k-hop or PPR); a text query is embedded by
-        the bus."""
+        the bus. The hits count as recalled at ``now`` (None: a look)."""
         args = {"namespace": namespace, **_query(vector), "k": k, "now": now, **kw}
         return self._call("retrieve", args, _each(decode_hit))
 

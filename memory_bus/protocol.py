@@ -283,6 +283,13 @@ def now_of(args: dict[str, Any]) -> float:
     return float(field(args, "now", NUMBER))
 
 
+def recall_time(args: dict[str, Any]) -> float | None:
+    """When a read recalls what it finds: ``args["now"]``, or None (absent: the read is a
+    look, which changes no item's hits or access time)."""
+    now = field(args, "now", NUMBER, None)
+    return None if now is None else float(now)
+
+
 def field(
     args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
 ) -> Any:

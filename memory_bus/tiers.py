@@ -286,15 +286,36 @@ class VectorTier:
         vector: np.ndarray,
         k: int = 10,
         *,
-        now: float,
+        now: float | None,
         as_of: float | None = None,
     ) -> list[Hit]:
-        """The ``k`` most similar items of ``namespace``, best first; each counts as recalled."""
+        """The ``k`` most similar items of ``namespace``, best first; with a ``now`` each
+        counts as recalled (hits, accessed), with None none does (a look, as ``scan``)."""
         return self.search_many([SearchRequest(caller, namespace, vector, k, as_of)], now=now)[0]
 
-    def search_many(self, requests: Sequence[SearchRequest], *, now: float) -> list[list[Hit]]:
-        """Batched search: requests are grouped by namespace, one index call per group."""
-        now = check_number(now, "now")
+    def search_many(
+        self, requests: Sequence[SearchRequest], *, now: float | None
+    ) -> list[list[Hit]]:
+        """Batched search: requests are grouped by namespace, one index call per group.
+        The hits count as recalled at ``now`` unless it is None."""
+        if now is not None:
+            now = check_number(now, "now")
+        out = self._readable_hits(requests, self._found(requests))
+        if now is not None:
+            for hits in out:
+                for hit in hits:
+                    item = hit.item
+                    item.hits += 1
+                    item.accessed = max(item.accessed, now)  # recall(item, now), inlined
+        return out
+
+    def _readable_hits(
+        self, requests: Sequence[SearchRequest], results: list[list[Hit]]
+    ) -> list[list[Hit]]:
+        """What each request's caller may see of its hits (all of them, here)."""
+        return results
+
+    def _found(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         if len(requests) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(requests))
         groups = self._group_queries(requests)
@@ -305,11 +326,6 @@ class VectorTier:
                 continue
             for pos, hits in zip(positions, ns.search(vectors, k, as_of), strict=True):
                 out[pos] = hits
-        for hits in out:
-            for hit in hits:
-                item = hit.item
-                item.hits += 1
-                item.accessed = max(item.accessed, now)  # recall(item, now), inlined
         return out
 
     def _group_queries(

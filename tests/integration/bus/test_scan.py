@@ -1,16 +1,19 @@
-"""``scan`` through a real server: pages in id order, with and without vectors, refusals."""
+"""``scan`` through a real server: pages in id order, with and without vectors, refusals;
+and searches without ``now``, which look as ``scan`` does."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
 from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.journal import Journal
 
-from .conftest import DIM, Bus
+from .conftest import DIM, Bus, make_server
 
 
 def vec(seed: int) -> np.ndarray:
@@ -75,3 +78,25 @@ def test_refusals_leave_the_server_serving(bus: Bus, alice: MemoryClient) -> Non
     with pytest.raises(InvalidInputError, match="after"):
         alice.scan("private", "alice", after=-3)
     assert [it.id for it in alice.scan("private", "alice", limit=50).items] == sorted(ids)
+
+
+def test_a_search_without_now_is_a_look_the_journal_does_not_keep(tmp_path: Path) -> None:
+    server, tokens = make_server(journal=Journal(tmp_path, "no"))
+    log = tmp_path / "journal.log"
+    with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as alice:
+        ids = written(alice)
+        alice.write("graph", "team", NewItem("a node", vector=vec(0)), now=1.0)
+        size = log.stat().st_size
+        looks = [
+            alice.search("private", "alice", vec(3), 2, now=None),
+            *alice.search_many("private", [("alice", vec(4), 2)], now=None),
+            alice.retrieve("team", vec(0), 1, now=None, method="ppr"),
+        ]
+        assert looks[0][0].id != looks[1][0].id  # real hits, of two queries
+        assert looks[2] and all(h.item.hits == 0 for hits in looks for h in hits)
+        assert log.stat().st_size == size  # nothing to journal
+        [recalled] = alice.search("private", "alice", vec(3), 1, now=9.0)
+        assert log.stat().st_size > size and ids[recalled.id] == 3
+    with Journal(tmp_path, "no") as journal:
+        records = [r for r in journal.replay() if r.get("op") == "recall"]
+    assert [r["now"] for r in records] == [9.0]

@@ -65,6 +65,23 @@ def test_an_edge_written_with_an_end_can_be_cut_short() -> None:
         store.graph.invalidate_edge(LEAD, "team", lease, at=40.0)
 
 
+def test_a_search_recalls_only_the_nodes_its_caller_may_see() -> None:
+    """A worker's search may match an insight (level 2) it is not shown: that node's hits
+    must stay as they were, or the live bus and a replay of its journal (which records
+    what the reply held) disagree."""
+    store = make_store()
+    insight = node(store, "the door code is 4711", level=2)
+    event = node(store, "the door code was tried", level=0)
+    q = store.embed(["the door code"])[0]
+    hits = store.graph.search(WORKER, "team", q, 5, now=1.0)
+    assert [h.id for h in hits] == [event]
+    assert store.graph.get(LEAD, "team", insight).hits == 0
+    assert store.graph.get(LEAD, "team", event).hits == 1
+    looked = store.graph.retrieve(LEAD, "team", q, k=5, now=None, method="ppr")
+    assert {h.id for h in looked} == {insight, event}
+    assert [store.graph.get(LEAD, "team", i).hits for i in (insight, event)] == [0, 1]
+
+
 def test_promote_links_a_higher_parent() -> None:
     store = make_store()
     kids = [node(store, "tried door A: locked"), node(store, "tried door B: open")]

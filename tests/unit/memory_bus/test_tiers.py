@@ -107,6 +107,19 @@ def test_search_many_mixes_namespaces_and_filters_validity() -> None:
     assert out[1] == []
 
 
+def test_a_search_without_now_is_a_look_that_steers_no_eviction() -> None:
+    """Under LRU, a look at ``a`` (now None) must not save it: ``b``, read with a time,
+    stays the more recently used, and ``a`` is the victim."""
+    store = store_with(capacity=2, eviction="lru")
+    a, b = fill(store, ["apples are red", "bananas are yellow"])
+    looked = store.shared.search(ALICE, "team", store.embed(["apples"])[0], 1, now=None)
+    assert [h.id for h in looked] == [a] and looked[0].item.hits == 0
+    store.shared.search(ALICE, "team", store.embed(["bananas"])[0], 1, now=5.0)
+    assert store.shared.get(ALICE, "team", b).hits == 1
+    result = store.shared.write(ALICE, "team", NewItem("cherries are dark"), now=6.0)
+    assert result.evicted == [a]
+
+
 def test_unknown_names_suggest_the_right_one() -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'lru'"):
         store_with(eviction="lur")
