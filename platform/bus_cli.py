@@ -3,8 +3,8 @@
 ``serve`` runs a standalone server, ``check`` checks its data directory. The others are
 a client for people at a terminal (``redis-cli`` is the model): ``token`` prints an
 agent's token, ``ping`` and ``stats`` ask a running bus, ``watch`` prints the memory
-events of the namespaces an agent may read, one JSON line each, and ``items`` and
-``edges`` (:mod:`hivemem.platform.bus_reads`) what a namespace holds. They act as the
+events of the namespaces an agent may read, one JSON line each, and ``items``,
+``edges`` and ``search`` (:mod:`hivemem.platform.bus_reads`) what a namespace holds. They act as the
 admin unless ``--agent`` names someone else, with a token made from ``--secret-file``
 (or given with ``--token``; :mod:`hivemem.platform.bus_connect`).
 """
@@ -38,7 +38,7 @@ from hivemem.platform.bus_connect import (
     open_client,
     read_secret,
 )
-from hivemem.platform.bus_reads import bus_edges, bus_items
+from hivemem.platform.bus_reads import bus_edges, bus_items, bus_search
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.data_check import DataCheck
@@ -309,6 +309,7 @@ def bus_stats(
 
 bus_app.command("items")(bus_items)
 bus_app.command("edges")(bus_edges)
+bus_app.command("search")(bus_search)
 
 
 @bus_app.command("watch")

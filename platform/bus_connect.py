@@ -95,5 +95,17 @@ def asked(call: Callable[[], Any]) -> Any:
 
 
 def fail(exc: Exception) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"error: {exc}{_hint(exc)}", err=True)
     raise typer.Exit(1)
+
+
+def _hint(exc: Exception) -> str:
+    """What to do about a refusal a person at a terminal meets first."""
+    from hivemem.memory_bus.protocol import ADMIN_AGENT
+
+    if isinstance(exc, HivememError) and exc.details.get("agent_id") == ADMIN_AGENT:
+        return (
+            " (the admin registers agents and reads no namespace: act as one that may,"
+            " with --agent)"
+        )
+    return ""

@@ -1,8 +1,9 @@
-"""``hivemem bus items | edges``: what a namespace holds, from the shell.
+"""``hivemem bus items | edges | search``: what a namespace holds, from the shell.
 
 One JSON line per item or edge, paged out by the bus (``scan``, and ``edges`` with
-``limit``), so a namespace of any size prints without one reply over the message limit.
-Listing is not a recall: no item's hits or access time change.
+``limit``), so a namespace of any size prints without one reply over the message limit;
+``search`` prints what a text query finds, best first. None of them is a recall: no
+item's hits or access time change, so looking does not steer LRU, LFU or retention.
 """
 
 from __future__ import annotations
@@ -100,6 +101,45 @@ def bus_edges(
             if len(listed) < page:
                 return
             after = listed[-1]["id"]
+
+
+def bus_search(
+    tier: str = typer.Argument(..., help="private, shared or graph."),
+    namespace: str = typer.Argument(..., help="The namespace to search."),
+    query: str = typer.Argument(..., help="The query's text; the bus embeds it."),
+    k: int = typer.Option(5, "--k", "-k", min=1, help="How many hits."),
+    as_of: float | None = typer.Option(None, help="Only items valid at this time."),
+    method: str | None = typer.Option(
+        None,
+        help="Graph tier: rank the matched nodes by 'khop' or 'ppr' (the graph's retrieval)"
+        " instead of by similarity alone.",
+    ),
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    agent: str | None = AGENT,
+    token: str | None = TOKEN,
+    timeout: float = TIMEOUT,
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
+) -> None:
+    """Print what a text query finds in a namespace, best first, one JSON line each
+    (score and item, without its vector); a look, not a recall."""
+    if method is not None and tier != "graph":
+        raise typer.BadParameter("--method ranks graph nodes: give it with the graph tier")
+    connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
+    with open_client(address, *connection) as client:
+        if method is None:
+            call = partial(
+                client.search, tier, namespace, query, k, now=None, as_of=as_of, vectors=False
+            )
+        else:
+            call = partial(
+                client.retrieve, namespace, query, k, now=None, method=method, as_of=as_of
+            )
+        for hit in asked(call):
+            state = hit.item.to_state()
+            del state["vector"]
+            typer.echo(_json_line({"score": hit.score, **state}))
 
 
 def _json_line(state: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
-"""``hivemem bus token | ping | stats | items | edges | watch | check`` as a user runs them, against a
-real bus."""
+"""``hivemem bus token | ping | stats | items | edges | search | watch | check`` as a user runs
+them, against a real bus."""
 
 from __future__ import annotations
 
@@ -88,6 +88,32 @@ def test_edges_prints_a_graph_page_after_page(served: tuple[BusServer, Path]) ->
     assert [json.loads(line)["id"] for line in knows.stdout.splitlines()] == [made[2]]
     at_c = bus("edges", "team", "--node", str(c), "--page", "1", "--agent", "alice", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
     assert [json.loads(line)["id"] for line in at_c.stdout.splitlines()] == made[1:]
+
+
+def test_search_prints_what_a_text_finds_and_recalls_nothing(
+    served: tuple[BusServer, Path],
+) -> None:
+    server, secret_file = served
+    with MemoryClient(server.address, ADMIN_AGENT, server.admin_token) as admin:
+        token = admin.register("alice", ["team"])["token"]
+    texts = ["vault code 4711", "cats sleep all day", "the train leaves at noon"]
+    with MemoryClient(server.address, "alice", token) as alice:
+        ids = [alice.write("shared", "team", NewItem(t), now=1.0).item_id for t in texts]
+        node = alice.write("graph", "team", NewItem("vault code 4711"), now=1.0).item_id
+    who = ("--agent", "alice", "-a", server.address, "--secret-file", str(secret_file))
+    found = bus("search", "shared", "team", "vault code 4711", "-k", "2", *who)
+    assert found.returncode == 0, found.stderr
+    rows = [json.loads(line) for line in found.stdout.splitlines()]
+    assert len(rows) == 2 and rows[0]["id"] == ids[0] and rows[0]["score"] > rows[1]["score"]
+    assert rows[0]["text"] == texts[0] and "vector" not in rows[0]
+    ranked = bus("search", "graph", "team", "vault code", "--method", "ppr", *who)
+    assert [json.loads(line)["id"] for line in ranked.stdout.splitlines()] == [node]
+    with MemoryClient(server.address, "alice", token) as alice:
+        assert [alice.get("shared", "team", i).hits for i in ids] == [0, 0, 0]  # looked at
+    misplaced = bus("search", "shared", "team", "x", "--method", "ppr", *who)
+    assert misplaced.returncode == 2 and "graph tier" in misplaced.stderr
+    as_admin = bus("search", "shared", "team", "x", "-a", server.address, "--secret-file", str(secret_file))  # fmt: skip
+    assert as_admin.returncode == 1 and "--agent" in as_admin.stderr
 
 
 def test_watch_prints_the_events_an_agent_may_read(served: tuple[BusServer, Path]) -> None:
