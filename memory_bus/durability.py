@@ -203,8 +203,8 @@ class Durability:
                 log.warning("%s; reads are kept in memory until it can be written", exc.message)
 
     def _log_unlogged(self) -> None:
-        while self._unlogged:
-            self.journal.append(self._unlogged[0])  # type: ignore[union-attr]
+        while self._unlogged:  # a read waits for no fsync: the next change's syncs these
+            self.journal.append(self._unlogged[0], sync=False)  # type: ignore[union-attr]
             self._unlogged.popleft()
 
     @property

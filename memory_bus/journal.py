@@ -43,7 +43,9 @@ that is refused after its record was appended takes the record back
 ``fsync`` policies, as Redis's ``appendfsync``:
 
 - ``always``: fsync before ``append`` returns. Nothing acknowledged is lost even on a
-  power cut; the slowest.
+  power cut; the slowest. Records of what reads recalled (``append(..., sync=False)``)
+  are not synced alone: the next change's fsync takes them along, so a read never waits
+  for the disk, and a power cut loses at most the access counts of the reads since.
 - ``everysec``: a background thread fsyncs every ``interval_ms`` (default 1,000). A power
   cut loses at most that window; a killed process (even SIGKILL) loses nothing, because
   each record already reached the kernel's page cache.
@@ -208,6 +210,7 @@ class Journal:
         self._last: int | None = None  # bytes of the last record appended (to retract it)
         self._expected = 1  # the seq replay expects next
         self._broken: str | None = None  # why a torn write could not be cut off
+        self._unsynced = False  # always: records appended with sync=False since the fsync
         self.snapshot_bytes = self._snapshot_size()
         self._closed = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -250,12 +253,17 @@ class Journal:
         if retired:
             self._fsync_dir()
 
-    def append(self, record: dict[str, Any]) -> int:
+    def append(self, record: dict[str, Any], sync: bool = True) -> int:
         """Write one record durably per the policy; returns its sequence number.
 
         All or nothing: a write the kernel takes only in part (a full disk, the file size
         limit) or an ``fsync`` that fails is cut off the log again, so the log never holds
         a torn record with whole ones after it (which a restart would refuse as damage).
+
+        Args:
+            record: What to log.
+            sync: Under ``always``, fsync before returning; False leaves the record for
+                the next fsync (a record whose loss in a power cut acknowledges nothing).
 
         Raises:
             JournalWriteError: the record is not in the log.
@@ -267,14 +275,14 @@ class Journal:
         payload = frame(
             pack({"seq": self.seq + 1, "record": record})
         )  # fails before anything is written
-        self._write_all(payload)
+        self._write_all(payload, sync)
         self.seq += 1
         self.records_since_snapshot += 1
         self.bytes_since_snapshot += len(payload)
         self._last = len(payload)
         return self.seq
 
-    def _write_all(self, payload: bytes) -> None:
+    def _write_all(self, payload: bytes, sync: bool) -> None:
         view, written = memoryview(payload), 0
         try:
             while written < len(payload):
@@ -283,7 +291,9 @@ class Journal:
                     raise OSError(errno.EIO, "write took no bytes")
                 written += done
             if self.policy is FsyncPolicy.ALWAYS:
-                os.fsync(self._fd)
+                if sync:
+                    os.fsync(self._fd)
+                self._unsynced = not sync
         except OSError as exc:
             self._cut(written)
             raise JournalWriteError(str(self.log_path), exc.strerror or str(exc)) from exc
@@ -441,6 +451,9 @@ class Journal:
             state after it (pass both to :meth:`write_snapshot`).
         """
         seq = self.seq
+        if self._unsynced:  # always: recall records the next change would have synced;
+            os.fsync(self._fd)  # in a closed part a torn tail is damage, not a torn record
+            self._unsynced = False
         self._last = None  # the log it was in is a closed part now
         if os.fstat(self._fd).st_size:
             part = self.dir / f"journal.{seq:020d}.log"
@@ -457,7 +470,7 @@ class Journal:
                 # part within its period, as it would have flushed the log.
                 self._retired.put(old)
             else:
-                os.close(old)  # always: every record was flushed as it was appended
+                os.close(old)  # always: every record was flushed (above, or as appended)
                 if self.policy is FsyncPolicy.ALWAYS:
                     self._fsync_dir()
         self.records_since_snapshot = self.bytes_since_snapshot = 0

@@ -321,3 +321,30 @@ def test_a_data_dir_is_held_by_one_process_and_freed_when_it_dies(tmp_path: Path
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait(timeout=30)
         holder.stdout.close()
+
+
+def test_always_syncs_changes_and_leaves_recalls_to_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read under ``always`` must not wait for the disk: its recall record goes with
+    the next change's fsync, or with the one before a snapshot closes the log as a part
+    (a part's torn tail would be damage)."""
+    import os
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    with Journal(tmp_path, "always") as journal:
+        journal.append({"op": "write"})
+        assert len(synced) == 1
+        journal.append({"op": "recall"}, sync=False)
+        journal.append({"op": "recall"}, sync=False)
+        assert len(synced) == 1
+        journal.append({"op": "write"})
+        assert len(synced) == 2
+        journal.append({"op": "recall"}, sync=False)
+        journal.begin_snapshot()
+        assert len(synced) == 4  # the log's records, then the directory
+        journal.begin_snapshot()  # nothing new to sync
+        assert len(synced) == 4
+    assert [r["op"] for r in replayed(tmp_path)] == ["write", "recall", "recall", "write", "recall"]
