@@ -128,6 +128,7 @@ class Durability:
         self._unlogged: deque[dict[str, Any]] = deque()
         self.recalls_dropped = 0  # recall records given up past UNLOGGED_MAX
         self._retry_at = 0  # the journal's seq before which no snapshot is tried again
+        self._next_id = 0  # the store's next id before the change logged last
 
     def log_change(self, req: Request) -> int | None:
         """Journal a changing request before it is applied; its record's seq (None: not
@@ -154,12 +155,19 @@ class Durability:
             }
         )
         self.store.ctx.tape = DecisionTape()
+        self._next_id = self.store.ctx.next_id
         return seq
 
     def withdraw(self, seq: int | None) -> None:
-        """Take back the record of a request that was refused after :meth:`log_change`."""
+        """Take back the record of a request that was refused after :meth:`log_change`,
+        and any ids it drew: a replay, which never sees it, must give every later write
+        the id its reply gave (a refusal that had drawn one shifted them all by one)."""
         self.store.ctx.tape = None
-        if seq is not None and self.journal is not None and not self.journal.retract(seq):
+        if seq is None or self.journal is None:
+            return
+        if self.journal.retract(seq):
+            self.store.ctx.next_id = self._next_id
+        else:  # the record stays, and its replay draws what it drew
             log.warning("could not take back journal record %d; a replay refuses it again", seq)
 
     def log_decisions(self) -> None:

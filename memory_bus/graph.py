@@ -176,16 +176,8 @@ class GraphTier(VectorTier):
         end = check_time(valid_to, "valid_to")
         if end <= start:
             raise InvalidInputError("valid_to", "must be after valid_from")
-        edge = Edge(
-            self.ctx.allocate(1)[0],
-            int(src),
-            int(dst),
-            type,
-            start,
-            end,
-            now,
-            dict(check_meta(meta or {}, self.ctx.limits)),
-        )
+        checked = dict(check_meta(meta or {}, self.ctx.limits))  # before an id is drawn
+        edge = Edge(self.ctx.allocate(1)[0], int(src), int(dst), type, start, end, now, checked)
         self._store_edge(namespace, edge)
         self._announce_edge(namespace, "edge", edge, now)
         return edge.id

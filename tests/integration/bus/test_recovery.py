@@ -200,3 +200,23 @@ def test_hivemem_bus_serve_snapshots_by_log_size(tmp_path: Path) -> None:
             time.sleep(0.05)
     finally:
         server.stop()
+
+
+def test_a_refused_request_draws_no_id_a_restart_would_give_again(tmp_path: Path) -> None:
+    """A refusal is taken out of the log, so a replay never draws what it drew: an edge
+    refused for its meta (after its id was drawn) shifted every later id by one, and
+    an acknowledged id named another item after a restart."""
+    server, tokens = make_server(journal=Journal(tmp_path, "no"), fork_snapshots=False)
+    with server, MemoryClient(server.address, "alice", tokens["alice"]) as alice:
+        a, b = (alice.write("graph", "team", NewItem(t), now=1.0).item_id for t in "ab")
+        with pytest.raises(InvalidInputError, match="meta"):
+            alice.add_edge("team", a, b, "rel", now=2.0, meta={"x": float("inf")})
+        with pytest.raises(InvalidInputError):
+            alice.write("graph", "team", NewItem("too high", level=9), now=2.0)
+        edge = alice.add_edge("team", a, b, "rel", now=3.0)
+        c = alice.write("graph", "team", NewItem("c"), now=4.0).item_id
+    again, tokens = make_server(journal=Journal(tmp_path, "no"))
+    with again, MemoryClient(again.address, "alice", tokens["alice"]) as alice:
+        assert [e["id"] for e in alice.edges("team")] == [edge]
+        assert alice.get("graph", "team", c).text == "c"
+        assert alice.write("graph", "team", NewItem("d"), now=5.0).item_id > c
