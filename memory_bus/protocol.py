@@ -220,13 +220,28 @@ _OP_BY_NAME = {op.value: op for op in Op}
 
 
 def request_id_of(frames: list[bytes]) -> int:
-    """Best-effort id of a request that failed to decode (0 when unknown)."""
-    try:
-        body = unpack(frames[-1]) if frames else None
-    except ProtocolError:
+    """Best-effort id of a request that failed to decode (0 when unknown).
+
+    Read from the first entries of the request's map alone (clients put ``id`` first),
+    so that a request refused whole (over the size limit, or a map key that is not a
+    str deep in its arguments) still gets an error its client can match: a reply with
+    id 0 left the client waiting for its timeout.
+    """
+    if not frames:
         return 0
-    req_id = body.get("id") if isinstance(body, dict) else None
-    return req_id if isinstance(req_id, int) and not isinstance(req_id, bool) else 0
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, max_buffer_size=len(frames[-1]) or 1, **_UNPACK_LIMITS
+    )
+    unpacker.feed(frames[-1])
+    try:
+        for _ in range(min(unpacker.read_map_header(), 8)):
+            if unpacker.unpack() == "id":
+                req_id = unpacker.unpack()
+                return req_id if isinstance(req_id, int) and not isinstance(req_id, bool) else 0
+            unpacker.skip()
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        pass
+    return 0
 
 
 def encode_reply(req_id: int, result: Any) -> bytes:

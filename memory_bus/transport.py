@@ -36,6 +36,7 @@ from hivemem.memory_bus import errors
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.protocol import (
     HEADER,
+    MAX_MESSAGE_BYTES,
     ProtocolError,
     Reply,
     decode_reply,
@@ -111,10 +112,22 @@ class _Requests:
     def encode(
         self, op: str, agent: str, token: str, args: dict[str, Any]
     ) -> tuple[int, list[bytes]]:
-        """A fresh request id and the frames that carry the request under it."""
+        """A fresh request id and the frames that carry the request under it.
+
+        Raises:
+            InvalidInputError: ``args`` hold something msgpack cannot carry.
+            TooLargeError: the request is over the bus's message limit (the bus's
+                socket would drop it, and the client wait for its timeout).
+        """
         with self._lock:
             req_id = next(self._ids)
-        return req_id, encode_request(req_id, self.client_id, op, agent, token, args)
+        try:
+            frames = encode_request(req_id, self.client_id, op, agent, token, args)
+        except (TypeError, ValueError, OverflowError) as exc:  # msgpack's, at this boundary
+            raise errors.InvalidInputError("args", f"cannot be sent: {exc}") from exc
+        if len(frames[-1]) > MAX_MESSAGE_BYTES:
+            raise errors.TooLargeError(f"{op} request (bytes)", MAX_MESSAGE_BYTES, len(frames[-1]))
+        return req_id, frames
 
     @staticmethod
     def decode(frames: list[bytes]) -> Reply | None:

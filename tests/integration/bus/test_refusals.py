@@ -1,0 +1,75 @@
+"""Requests refused whole (undecodable, over the size limit, unsendable) get an error the
+client matches to them at once, not a wait for its timeout; the server keeps serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zmq
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.errors import HivememError, InvalidInputError, TooLargeError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import (
+    HEADER,
+    MAX_MESSAGE_BYTES,
+    decode_reply,
+    encode_request,
+    pack,
+)
+
+from .conftest import DIM, Bus
+
+
+def test_a_map_key_that_is_not_a_str_is_a_bad_frame_with_its_id(
+    bus: Bus, dealer: zmq.Socket[bytes]
+) -> None:
+    """msgpack refuses the whole request (strict map keys); the error must carry the
+    request's id, which a client otherwise cannot match, and so waits out its timeout."""
+    item = {"text": "x", "meta": {5: "y"}}
+    frames = encode_request(77, 1, "write", "alice", bus.tokens["alice"], {"item": item})
+    dealer.send_multipart(frames)
+    reply = decode_reply(dealer.recv_multipart())
+    assert (reply.id, reply.ok, reply.error["code"]) == (77, False, "bad_frame")  # type: ignore[index]
+    assert "map key" in reply.error["message"]  # type: ignore[index]
+
+
+def test_a_client_gets_the_refusal_not_a_timeout(bus: Bus) -> None:
+    with bus.client("alice", timeout=30.0, retries=2) as quick:
+        with pytest.raises(HivememError) as info:
+            quick.write("private", "alice", NewItem("x", meta={5: "y"}), now=0.0)  # type: ignore[dict-item]
+        assert info.value.code == "bad_frame"
+        with pytest.raises(InvalidInputError, match="cannot be sent"):
+            quick.write("private", "alice", NewItem("x", meta={"s": {1, 2}}), now=0.0)  # type: ignore[dict-item]
+        assert quick.write("private", "alice", NewItem("fine"), now=1.0).item_id > 0
+
+
+def test_a_request_over_the_limit_is_refused_before_it_is_sent(alice: MemoryClient) -> None:
+    """17 MB of valid rows: the server's socket would drop the message unanswered."""
+    vectors = np.random.default_rng(0).standard_normal((10, DIM)).astype(np.float32)
+    big = [("alice", NewItem("x" * 4000, vector=vectors[0])) for _ in range(4096)]
+    with pytest.raises(TooLargeError, match="write_many request") as info:
+        alice.write_many("private", big, now=0.0)  # 4,096 rows of 4 kB: 17 MB
+    assert info.value.details["limit"] == MAX_MESSAGE_BYTES
+    assert alice.stats()["private"]["items"] == 0
+    rows = [("alice", NewItem(f"r{i}", vector=v)) for i, v in enumerate(vectors)]
+    assert len(alice.write_many("private", rows, now=1.0)) == 10
+
+
+def test_a_raw_message_just_over_the_limit_gets_too_large_with_its_id(
+    bus: Bus, dealer: zmq.Socket[bytes]
+) -> None:
+    body = pack(
+        {
+            "id": 9,
+            "client": 1,
+            "op": "ping",
+            "agent": "alice",
+            "token": bus.tokens["alice"],
+            "args": {"pad": b"\0" * MAX_MESSAGE_BYTES},
+        }
+    )
+    dealer.send_multipart([HEADER, body])
+    reply = decode_reply(dealer.recv_multipart())
+    assert (reply.id, reply.error["code"]) == (9, "too_large")  # type: ignore[index]
+    dealer.send_multipart(encode_request(10, 1, "ping", "alice", bus.tokens["alice"], {}))
+    assert decode_reply(dealer.recv_multipart()).ok
