@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from hivemem.memory_bus.config import StoreConfig
-from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.errors import ConfigError, HivememError
 from hivemem.platform.bus_connect import (
     ADDRESS,
     AGENT,
@@ -42,6 +42,10 @@ from hivemem.platform.bus_reads import bus_edges, bus_items, bus_search
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.data_check import DataCheck
+    from hivemem.memory_bus.journal import FsyncPolicy
+    from hivemem.memory_bus.server import BusServer
+    from hivemem.memory_bus.store import MemoryStore
+    from hivemem.platform.scenario import Problem
 
 bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
 
@@ -74,7 +78,9 @@ def bus_serve(
     config: Path | None = typer.Option(
         None, help="Store configuration (JSON or YAML of StoreConfig)."
     ),
-    metrics_port: int | None = typer.Option(None, help="Expose Prometheus /metrics on this port."),
+    metrics_port: int | None = typer.Option(
+        None, min=0, max=65535, help="Expose Prometheus /metrics on this port."
+    ),
     metrics_host: str = typer.Option("127.0.0.1", help="Interface for /metrics."),
     curve_secret_key: Path | None = typer.Option(None, help="Server CURVE secret certificate."),
     curve_public_keys: Path | None = typer.Option(
@@ -106,9 +112,12 @@ def bus_serve(
     from hivemem.memory_bus.embedder import describe_embedder
     from hivemem.memory_bus.journal import Journal
     from hivemem.memory_bus.server import BusServer
-    from hivemem.memory_bus.store import MemoryStore
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # The policy and the config file are checked before the secret is written or the
+    # data directory locked.
+    policy = _fsync_policy(fsync)
+    store = _store(config)
     secret = _secret(secret_file, new_secret)
     curve = None
     if curve_secret_key is not None or curve_public_keys is not None:
@@ -116,13 +125,13 @@ def bus_serve(
             raise typer.BadParameter("CURVE needs both --curve-secret-key and --curve-public-keys")
         curve = CurveConfig(curve_secret_key, curve_public_keys)
     try:
-        journal = Journal(data_dir, fsync) if data_dir is not None else None
+        journal = Journal(data_dir, policy) if data_dir is not None else None
     except HivememError as exc:  # another bus holds the directory
         fail(exc)
     except OSError as exc:
         fail(HivememError(f"cannot use the data directory {data_dir}: {exc.strerror}"))
     server = BusServer(
-        MemoryStore(_store_config(config)),
+        store,
         host=host,
         port=port,
         pub_port=pub_port,
@@ -137,13 +146,12 @@ def bus_serve(
         event_queue=event_queue,
     )
     if metrics_port is not None:
-        server.metrics.serve(metrics_port, metrics_host)
+        _serve_metrics(server, metrics_port, metrics_host)
     try:
         server.start(timeout=None)  # recovering a large store takes as long as it takes
     except HivememError as exc:
         _fail_to_start(exc, data_dir)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
-    store = server.store
     typer.echo(
         f"hivemem bus serving on {server.address} (events on {server.pub_address}); dim "
         f"{store.config.dim}, embedder {describe_embedder(store.embedder_settings)}",
@@ -174,12 +182,90 @@ def _secret(path: Path | None, make: Callable[[], bytes]) -> bytes | None:
     return path.read_bytes()
 
 
+def _fsync_policy(name: str) -> FsyncPolicy:
+    """The journal's fsync policy named ``name``; any other name ends the command."""
+    from hivemem.memory_bus.journal import FsyncPolicy
+
+    try:
+        return FsyncPolicy(name)
+    except ValueError:
+        known = ", ".join(p.value for p in FsyncPolicy)
+        fail(HivememError(f"--fsync {name!r} is not an fsync policy (known: {known})"))
+
+
+def _store(path: Path | None) -> MemoryStore:
+    """An empty store under the configuration in ``path`` (the defaults without one).
+
+    A file that cannot be read or is not a valid StoreConfig, or that names a policy no
+    registry knows, ends the command with one line that names the file and the problem.
+    """
+    from hivemem.memory_bus.store import MemoryStore
+
+    config = _store_config(path)
+    try:
+        return MemoryStore(config)
+    except ConfigError as exc:  # policy names and parameters: only their registries know
+        fail(HivememError(f"{path}: {exc}"))
+
+
 def _store_config(path: Path | None) -> StoreConfig:
     if path is None:
         return StoreConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        fail(HivememError(f"cannot read the store config {path}: {why}"))
+    try:
+        return _parse_store_config(text, str(path))
+    except ConfigError as exc:
+        fail(exc)
+
+
+def _parse_store_config(text: str, source: str) -> StoreConfig:
+    """``text`` (YAML or JSON) validated into a StoreConfig.
+
+    Raises:
+        ConfigError: Every problem found, each with its path in the file and its line, on
+            one line, as ``hivemem validate`` reports scenario files (whose ``memory`` is a
+            StoreConfig, so the scenario module's reporting serves here too).
+    """
     import yaml
 
-    return StoreConfig.model_validate(yaml.safe_load(path.read_text()))
+    # The one copy of how a config file's problems are named (``hivemem validate``'s).
+    from hivemem.platform.scenario import Problem, _line_map, _problem
+    from pydantic import ValidationError
+
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_map(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        why = getattr(exc, "problem", None) or exc
+        raise _config_error(source, [Problem("", f"not valid YAML: {why}", line)]) from None
+    if not isinstance(raw, dict):
+        got = type(raw).__name__
+        raise _config_error(source, [Problem("", f"expected a mapping of fields, got {got}")])
+    try:
+        return StoreConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_problem(e, lines, model=StoreConfig) for e in exc.errors()]
+        raise _config_error(source, problems) from None
+
+
+def _config_error(source: str, problems: list[Problem]) -> ConfigError:
+    """One error listing ``problems`` on one line (a terminal's error line, not a report)."""
+    return ConfigError(f"{source}: {'; '.join(map(str, problems))}")
+
+
+def _serve_metrics(server: BusServer, port: int, host: str) -> None:
+    """Expose the server's /metrics; a port or interface it cannot bind ends the command."""
+    try:
+        server.metrics.serve(port, host)
+    except OSError as exc:
+        why = exc.strerror or exc
+        fail(HivememError(f"cannot serve /metrics on {host}:{port} (--metrics-port): {why}"))
 
 
 @bus_app.command("check")

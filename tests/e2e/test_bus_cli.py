@@ -266,3 +266,59 @@ def test_a_data_dir_that_cannot_be_made_is_one_clear_line(tmp_path: Path) -> Non
     run = bus("serve", "--data-dir", str(tmp_path / "file" / "data"), "--port", "0")
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert f"cannot use the data directory {tmp_path / 'file' / 'data'}" in run.stderr
+
+
+SERVE_REFUSALS = {
+    "unknown policy": (
+        ["--config", "{tmp}/store.yaml"],
+        "private: {eviction: lrx}\n",
+        ["store.yaml: unknown eviction policy 'lrx'; did you mean 'lru'?"],
+    ),
+    "invalid fields": (
+        ["--config", "{tmp}/store.yaml"],
+        "dim: 0\nprivate: {evict: lru}\n",
+        [
+            "store.yaml: dim (line 1): Input should be greater than or equal to 1",
+            "private.evict (line 2): unknown key 'evict'; did you mean 'eviction'",
+        ],
+    ),
+    "missing config": (
+        ["--config", "{tmp}/nonexist.yaml"],
+        None,
+        ["cannot read the store config {tmp}/nonexist.yaml: No such file or directory"],
+    ),
+    "bad fsync": (
+        ["--fsync", "sometimes", "--data-dir", "{tmp}/data"],
+        None,
+        ["--fsync 'sometimes' is not an fsync policy (known: always, everysec, no)"],
+    ),
+    "bad fsync, no data dir": (
+        ["--fsync", "sometimes"],
+        None,
+        ["--fsync 'sometimes' is not an fsync policy"],
+    ),
+    "metrics port in use": (
+        ["--metrics-port", "{port}"],
+        None,
+        ["cannot serve /metrics on 127.0.0.1:{port} (--metrics-port): Address already in use"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SERVE_REFUSALS.values(), ids=SERVE_REFUSALS.keys())
+def test_bad_serve_input_is_one_clear_line(
+    tmp_path: Path, case: tuple[list[str], str | None, list[str]]
+) -> None:
+    args, config, expected = case
+    if config is not None:
+        (tmp_path / "store.yaml").write_text(config)
+    with socket.socket() as taken:  # a port something else already listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = bus("serve", "--port", "0", *(a.format(tmp=tmp_path, port=port) for a in args))
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1, run.stderr
+    for words in expected:
+        assert words.format(tmp=tmp_path, port=port) in run.stderr
+    assert not (tmp_path / "data").exists()  # refused before the data directory was made
