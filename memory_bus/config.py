@@ -162,6 +162,10 @@ class TierConfig(_Model):
         return self
 
 
+MAX_HOPS = 6
+"""The most hops a k-hop retrieval walks (a configured default or a request's own)."""
+
+
 class RetrievalMethod(StrEnum):
     """How the graph tier ranks nodes after seeding them by vector match."""
 
@@ -176,7 +180,7 @@ class GraphConfig(TierConfig):
     levels: list[str] = Field(default_factory=lambda: ["event", "entity", "insight"], min_length=1)
     retrieval: RetrievalMethod = RetrievalMethod.PPR
     seeds: int = Field(5, ge=1, description="vector-matched seed nodes")
-    hops: int = Field(2, ge=0, le=6)
+    hops: int = Field(2, ge=0, le=MAX_HOPS)
     ppr_alpha: float = Field(0.85, gt=0.0, lt=1.0)
 
 

@@ -28,7 +28,7 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 from hivemem.memory_bus.batch import column_of
-from hivemem.memory_bus.config import GraphConfig, RetrievalMethod
+from hivemem.memory_bus.config import MAX_HOPS, GraphConfig, RetrievalMethod
 from hivemem.memory_bus.edges import (
     Edge,
     edges_after,
@@ -36,7 +36,7 @@ from hivemem.memory_bus.edges import (
     personalized_pagerank,
     valid_neighbours,
 )
-from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError
+from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError, UnknownNameError
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent, SearchRequest
 from hivemem.memory_bus.item import (
     INF,
@@ -356,7 +356,8 @@ class GraphTier(VectorTier):
         self._check(caller, namespace, "read")
         if now is not None:
             now = check_number(now, "now")
-        how = RetrievalMethod(method or self.graph_config.retrieval)
+        how = _method(method or self.graph_config.retrieval)
+        hops = self.graph_config.hops if hops is None else as_int(hops, "hops", 0, MAX_HOPS)
         t = None if as_of is None else check_time(as_of, "as_of")
         ns = self.namespaces.get(namespace)
         if ns is None or not len(ns):
@@ -366,9 +367,7 @@ class GraphTier(VectorTier):
         if how is RetrievalMethod.VECTOR:
             scored = {h.id: h.score for h in seeds}
         elif how is RetrievalMethod.KHOP:
-            scored = self._khop(
-                namespace, seeds, self.graph_config.hops if hops is None else hops, t
-            )
+            scored = self._khop(namespace, seeds, hops, t)
         else:
             scored = self._ppr(namespace, ns, seeds, t)
         allowed = self.ctx.access.levels(caller)
@@ -388,6 +387,8 @@ class GraphTier(VectorTier):
         for seed in seeds:
             frontier, seen = [seed.id], {seed.id: 0}
             for dist in range(1, hops + 1):
+                if not frontier:
+                    break
                 nxt = []
                 for node in frontier:
                     for other in valid_neighbours(graph, edges, node, t):
@@ -488,3 +489,13 @@ class GraphTier(VectorTier):
 def _visible(ns: Namespace, node: int, t: float | None, levels: frozenset[int]) -> bool:
     item = ns.item(node)
     return item is not None and item.level in levels and (t is None or item.valid_at(t))
+
+
+def _method(name: str | RetrievalMethod) -> RetrievalMethod:
+    """The retrieval method called ``name``, or an unknown name with a suggestion."""
+    try:
+        return RetrievalMethod(name)
+    except ValueError:
+        raise UnknownNameError(
+            "retrieval method", str(name), [m.value for m in RetrievalMethod]
+        ) from None

@@ -23,7 +23,7 @@ from hivemem.memory_bus.codec import (
     encode_write_result,
     vector_from_bytes,
 )
-from hivemem.memory_bus.errors import AccessDeniedError
+from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
 from hivemem.memory_bus.graph_handlers import (
     add_edge,
     edges,
@@ -223,6 +223,8 @@ def write(ctx: Context, args: dict[str, Any]) -> Any:
 def write_many(ctx: Context, args: dict[str, Any]) -> Any:
     tier = ctx.store.tier(tier_of(args))
     if "columns" in args:
+        if "items" in args:
+            raise ProtocolError(Code.BAD_REQUEST, "give the batch as items or as columns, not both")
         columns = _write_batch(ctx, field(args, "columns", dict))
         return encode_batch_result(tier.write_batch(columns, now=now_of(args), defer=ctx.defer))
     requests = [_write_request(ctx, _entry(x)) for x in batch(args, "items")]
@@ -363,6 +365,8 @@ def _search_request(ctx: Context, query: dict[str, Any], embedded: Any = None) -
 
 def update(ctx: Context, args: dict[str, Any]) -> Any:
     changes = dict(field(args, "changes", dict))
+    if any(type(name) is not str for name in changes):
+        raise InvalidInputError("changes", f"keys must be field names (str), got {list(changes)}")
     if "vector" in changes:
         changes["vector"] = vector_from_bytes(changes["vector"], "changes.vector")
     item = ctx.store.tier(tier_of(args)).update(

@@ -36,7 +36,7 @@ from enum import StrEnum
 from typing import Any
 
 import msgpack
-from hivemem.memory_bus.errors import HivememError, UnknownNameError
+from hivemem.memory_bus.errors import HivememError, NonFiniteError, UnknownNameError
 from hivemem.memory_bus.item import Item, TierName
 
 HEADER = b"HMB1"
@@ -326,8 +326,8 @@ def field(
         raise ProtocolError(
             Code.BAD_REQUEST, f"argument {name!r} must be {_names(kinds)}, got {got}", field=name
         )
-    if isinstance(value, float) and math.isnan(value):
-        raise ProtocolError(Code.BAD_REQUEST, f"argument {name!r} is NaN", field=name)
+    if isinstance(value, float) and math.isnan(value):  # inf is the callee's to judge
+        raise NonFiniteError(name, "is NaN")
     return value
 
 

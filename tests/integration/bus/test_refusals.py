@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import zmq
 from hivemem.memory_bus.client import MemoryClient
-from hivemem.memory_bus.errors import HivememError, InvalidInputError, TooLargeError
+from hivemem.memory_bus.errors import (
+    HivememError,
+    InvalidInputError,
+    TooLargeError,
+    UnknownNameError,
+)
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import (
     HEADER,
@@ -73,3 +78,33 @@ def test_a_raw_message_just_over_the_limit_gets_too_large_with_its_id(
     assert (reply.id, reply.error["code"]) == (9, "too_large")  # type: ignore[index]
     dealer.send_multipart(encode_request(10, 1, "ping", "alice", bus.tokens["alice"], {}))
     assert decode_reply(dealer.recv_multipart()).ok
+
+
+def test_bad_arguments_are_refused_by_name_not_as_internal_errors(
+    bus: Bus, alice: MemoryClient, dealer: zmq.Socket[bytes]
+) -> None:
+    """Each of these was an ``internal`` error, a silent drop, or (hops) a bus stalled
+    for as long as the walk took."""
+    node = alice.write("graph", "team", NewItem("paris"), now=0.0).item_id
+    with pytest.raises(UnknownNameError, match="did you mean 'ppr'"):
+        alice.retrieve("team", "paris", 3, now=None, method="ppR")
+    for hops in (10**9, -1):
+        with pytest.raises(InvalidInputError, match="hops"):
+            alice.retrieve("team", "paris", 3, now=None, method="khop", hops=hops)
+    kept = alice.write("private", "alice", NewItem("kept"), now=0.0).item_id
+
+    def raw(req_id: int, op: str, args: dict[str, object]) -> dict[str, object]:
+        dealer.send_multipart(encode_request(req_id, 1, op, "alice", bus.tokens["alice"], args))
+        reply = decode_reply(dealer.recv_multipart())
+        assert reply.id == req_id and not reply.ok
+        return reply.error  # type: ignore[return-value]
+
+    changes = {b"text": "x"}
+    bad_key = raw(1, "update", {"tier": "private", "namespace": "alice", "item_id": kept, "expected_version": 1, "now": 1.0, "changes": changes})  # fmt: skip
+    assert bad_key["code"] == "invalid" and "field names" in str(bad_key["message"])
+    both = raw(2, "write_many", {"tier": "private", "now": 1.0, "items": [], "columns": {}})
+    assert both["code"] == "bad_request" and "not both" in str(both["message"])
+    nan = raw(3, "get", {"tier": "private", "namespace": "alice", "item_id": kept, "now": float("nan")})  # fmt: skip
+    assert nan["code"] == "non_finite" and "now" in str(nan["message"])  # as the table says
+    assert alice.get("private", "alice", kept).text == "kept"
+    assert [h.id for h in alice.retrieve("team", "paris", 1, now=None, method="khop")] == [node]
