@@ -23,7 +23,12 @@ from typing import Any
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.embedder import describe_embedder
-from hivemem.memory_bus.errors import ConfigError, HivememError, JournalWriteError
+from hivemem.memory_bus.errors import (
+    ConfigError,
+    DimensionMismatchError,
+    HivememError,
+    JournalWriteError,
+)
 from hivemem.memory_bus.forking import fork_to
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
@@ -447,6 +452,13 @@ class Durability:
         store.ctx.tape = None if decisions is None else DecisionTape(decisions)
         try:
             reply = encode_reply(req_id, HANDLERS[Op(record["op"])](ctx, record["args"]))
+        except DimensionMismatchError as exc:  # refused live before any change: not logged
+            got, dim = exc.details["got"], exc.details["expected"]
+            raise ConfigError(
+                f"the journal holds vectors of dimension {got}; this bus has dim {dim}: start"
+                f" it with the configuration that wrote them (dim {got}), or the writes it"
+                " acknowledged would be dropped"
+            ) from exc
         except HivememError as exc:  # it failed the same way the first time
             reply = encode_error(req_id, exc.code, exc.message, exc.details)
         except Exception as exc:  # a bug, which failed the live request the same way

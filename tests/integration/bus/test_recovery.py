@@ -220,3 +220,25 @@ def test_a_refused_request_draws_no_id_a_restart_would_give_again(tmp_path: Path
         assert [e["id"] for e in alice.edges("team")] == [edge]
         assert alice.get("graph", "team", c).text == "c"
         assert alice.write("graph", "team", NewItem("d"), now=5.0).item_id > c
+
+
+def test_a_log_replayed_under_another_dimension_is_refused_not_dropped(tmp_path: Path) -> None:
+    """With no ``store_config.json`` to compare (a directory from before it was kept, or
+    one set aside as damaged), every write replayed into a store of another dimension
+    was refused, and the bus started empty; its next snapshot made the loss final."""
+    from hivemem.memory_bus.config import StoreConfig
+    from hivemem.memory_bus.errors import ConfigError, HivememError
+
+    server, tokens = make_server(register=False, journal=Journal(tmp_path, "no"))
+    rng = np.random.default_rng(1)
+    with server, MemoryClient(server.address, "alice", tokens["alice"]) as alice:
+        ids = [alice.write("private", "alice", NewItem(f"f{i}", vector=rng.standard_normal(DIM).astype(np.float32)), now=0.0).item_id for i in range(3)]  # fmt: skip
+    (tmp_path / "store_config.json").unlink()
+    other = BusServer(MemoryStore(StoreConfig(dim=DIM * 2)), journal=Journal(tmp_path, "no"))
+    with pytest.raises(HivememError, match=f"dimension {DIM}; this bus has dim {DIM * 2}") as info:
+        other.start()
+    assert isinstance(info.value.__cause__, ConfigError)
+    other.stop()
+    again, tokens = make_server(register=False, journal=Journal(tmp_path, "no"))
+    with again, MemoryClient(again.address, "alice", tokens["alice"]) as alice:
+        assert [it.id for it in alice.scan("private", "alice").items] == ids
