@@ -153,12 +153,28 @@ def frame_end(data: bytes, offset: int) -> int | None:
 
 
 def next_frame(data: bytes, start: int) -> int | None:
-    """Where the first whole, checksummed frame at or after ``start`` begins (None: none)."""
+    """Where the first whole, checksummed frame holding a record (a map with a ``seq``)
+    at or after ``start`` begins (None: none).
+
+    A torn last record is told from damage by whether records follow it. Its bytes are
+    partly a client's (vectors, texts), which may hold a whole frame by chance or by
+    design; one that is no record does not make the tear damage.
+    """
     for offset in range(start, len(data) - FRAME.size):
         end = frame_end(data, offset)
-        if end is not None and end > offset + FRAME.size:  # an empty frame is no record
+        if end is not None and end > offset + FRAME.size and _is_record(data, offset, end):
             return offset
     return None
+
+
+def _is_record(data: bytes, offset: int, end: int) -> bool:
+    try:
+        body = msgpack.unpackb(
+            memoryview(data)[offset + FRAME.size : end], raw=False, strict_map_key=False
+        )
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        return False
+    return isinstance(body, dict) and type(body.get("seq")) is int
 
 
 def decode_record(payload: bytes | memoryview, path: Path) -> Any:
@@ -362,6 +378,13 @@ class Journal:
         data = self.log_path.read_bytes()
         payloads, valid = read_frames(data, self.log_path)
         if valid < len(data):
+            log.warning(
+                "cut %d bytes off the end of %s at byte %d: a last record the process did "
+                "not finish writing, or one damaged where it lies (no record follows it)",
+                len(data) - valid,
+                self.log_path,
+                valid,
+            )
             os.truncate(self.log_path, valid)
         yield from self._records(payloads, self.log_path, snapshot_seq)
 

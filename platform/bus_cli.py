@@ -311,7 +311,8 @@ def _print_check(report: DataCheck, as_json: bool, err: bool = False) -> None:
         typer.echo(f"{Path(f.path).name}: {seqs} ({f.bytes / 1e6:.1f} MB)", err=err)
     if report.torn_tail_bytes:
         typer.echo(
-            f"an unfinished last record ({report.torn_tail_bytes} bytes): a restart cuts it off",
+            f"an unfinished (or damaged) last record ({report.torn_tail_bytes} bytes): a restart"
+            " cuts it off",
             err=err,
         )
     if report.store_config == "none":

@@ -348,3 +348,31 @@ def test_always_syncs_changes_and_leaves_recalls_to_the_next_sync(
         journal.begin_snapshot()  # nothing new to sync
         assert len(synced) == 4
     assert [r["op"] for r in replayed(tmp_path)] == ["write", "recall", "recall", "write", "recall"]
+
+
+def test_a_torn_last_record_holding_a_frame_of_client_bytes_is_still_a_tear(
+    tmp_path: Path,
+) -> None:
+    """A client's bytes (a vector, here) may hold a whole checksummed frame; torn, the
+    record they are in was refused as damage, as if a record followed it."""
+    from hivemem.memory_bus.data_check import check_data_dir
+    from hivemem.memory_bus.journal import frame
+
+    fill(tmp_path, [*RECORDS[:2], {"vector": frame(b"\x00\x00\x80?") + b"\x01" * 40}])
+    log = tmp_path / "journal.log"
+    log.write_bytes(log.read_bytes()[:-3])
+    assert check_data_dir(tmp_path).torn_tail_bytes > 0
+    with Journal(tmp_path, "no") as journal:
+        assert [r for r in journal.replay()] == RECORDS[:2]
+        journal.append(RECORDS[2])  # the log goes on after the cut
+    assert replayed(tmp_path) == RECORDS[:3]
+
+
+def test_a_damaged_record_with_records_after_it_is_damage_not_a_tear(tmp_path: Path) -> None:
+    fill(tmp_path, RECORDS[:4])
+    log = tmp_path / "journal.log"
+    data = bytearray(log.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    log.write_bytes(bytes(data))
+    with pytest.raises(JournalCorruptError):
+        replayed(tmp_path)
