@@ -99,10 +99,13 @@ def check_data_dir(data_dir: str | Path) -> DataCheck:
     """
     root = _existing(data_dir)
     report = DataCheck(str(root))
-    if not _check_snapshot(root / SNAPSHOT_NAME, report):
-        return report
+    snapshot_damage = _check_snapshot(root / SNAPSHOT_NAME, report)
     config_damage = _check_config(root, report)
     files = _log_files(root)
+    if snapshot_damage is not None:  # the log holds only what came after it
+        snapshot_damage.records_after = sum(_whole_records(f.read_bytes()) for f in files)
+        report.damage = snapshot_damage
+        return report
     for i, path in enumerate(files):
         damage = _check_log_file(path, report, is_log=path.name == LOG_NAME)
         if damage is not None:
@@ -151,11 +154,11 @@ def _log_files(root: Path) -> list[Path]:
     return [*files, root / LOG_NAME] if (root / LOG_NAME).exists() else files
 
 
-def _check_snapshot(path: Path, report: DataCheck) -> bool:
-    """Read the snapshot into ``report``; False if it is damaged."""
+def _check_snapshot(path: Path, report: DataCheck) -> Damage | None:
+    """Read the snapshot into ``report``; its damage, if it is damaged."""
     if not path.exists():
         report.snapshot_seq = None
-        return True
+        return None
     data = path.read_bytes()
     report.snapshot_bytes = len(data)
     try:
@@ -165,9 +168,8 @@ def _check_snapshot(path: Path, report: DataCheck) -> bool:
         report.snapshot_seq = report.last_seq = int(body["seq"])
     except (JournalCorruptError, KeyError, TypeError, ValueError) as exc:
         reason = "the snapshot is damaged (restore it from a backup: the log it replaced is gone)"
-        report.damage = Damage(str(path), 0, f"{reason}: {exc}", 0)
-        return False
-    return True
+        return Damage(str(path), 0, f"{reason}: {exc}", 0)
+    return None
 
 
 def _check_log_file(path: Path, report: DataCheck, is_log: bool) -> Damage | None:

@@ -101,7 +101,10 @@ class JournalCorruptError(HivememError):
 
     def __init__(self, path: Path, offset: int) -> None:
         super().__init__(
-            f"corrupt journal record in {path} at byte {offset}", path=str(path), offset=offset
+            f"corrupt {'snapshot' if path.name == SNAPSHOT_NAME else 'journal record'} in "
+            f"{path} at byte {offset}",
+            path=str(path),
+            offset=offset,
         )
 
 

@@ -161,10 +161,17 @@ def bus_serve(
 
 
 def _fail_to_start(exc: HivememError, data_dir: Path | None) -> None:
-    from hivemem.memory_bus.journal import JournalCorruptError, JournalGapError
+    from hivemem.memory_bus.journal import SNAPSHOT_NAME, JournalCorruptError, JournalGapError
 
     typer.echo(f"error: {exc.__cause__ or exc}", err=True)
-    if isinstance(exc.__cause__, JournalCorruptError | JournalGapError):
+    cause = exc.__cause__
+    if isinstance(cause, JournalCorruptError) and cause.details["path"].endswith(SNAPSHOT_NAME):
+        typer.echo(
+            "the snapshot is damaged: restore it from a backup (the log it replaced is gone,"
+            f" so --fix cannot rebuild it); `hivemem bus check {data_dir}` says more",
+            err=True,
+        )
+    elif isinstance(cause, JournalCorruptError | JournalGapError):
         typer.echo(
             f"the data directory is damaged: `hivemem bus check {data_dir}` says where, and "
             "with --fix keeps the records before the damage (the rest is set aside)",

@@ -224,6 +224,30 @@ def test_a_damaged_data_dir_is_refused_named_and_fixed(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_a_damaged_snapshot_is_named_and_not_offered_to_fix(tmp_path: Path) -> None:
+    """--fix cuts a log back; a snapshot replaced the log before it, so the way out is a
+    backup, which is what serve and check must say (serve offered --fix)."""
+    from hivemem.memory_bus.testing.server_process import ServerProcess
+
+    server = ServerProcess(tmp_path / "data", snapshot_every=3, fork_snapshots=False)
+    server.start()
+    with MemoryClient(server.address, "w0", server.token("w0")) as client:
+        for n in range(5):
+            client.write("private", "w0", NewItem(f"fact {n}"), now=0.0)
+    server.stop()
+    snapshot = server.data_dir / "snapshot.msgpack"
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    snapshot.write_bytes(bytes(data))
+    serve = subprocess.run(
+        server.command(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert serve.returncode == 1 and "corrupt snapshot" in serve.stderr
+    assert "backup" in serve.stderr and "--fix keeps" not in serve.stderr
+    check = json.loads(bus("check", str(server.data_dir), "--json").stdout)
+    assert check["damage"]["records_after"] >= 1 and check["store_config"] == "kept"
+
+
 def test_a_second_bus_on_a_data_dir_in_use_is_refused(tmp_path: Path) -> None:
     from hivemem.memory_bus.testing.server_process import ServerProcess
 

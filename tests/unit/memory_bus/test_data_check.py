@@ -116,9 +116,13 @@ def test_a_deleted_part_is_a_gap_and_the_fix_keeps_what_came_before(tmp_path: Pa
 
 def test_a_damaged_snapshot_is_reported_and_not_cut(tmp_path: Path) -> None:
     root = made(tmp_path, snapshot_after=8)
+    with Journal(root, "no") as journal:
+        journal.save_config({"dim": 8})
     flip(root / "snapshot.msgpack", 20)
     report = check_data_dir(root)
     assert not report.ok and report.damage is not None and "snapshot" in report.damage.reason
+    assert report.damage.records_after == N - 8  # the log after it, to replay once restored
+    assert report.store_config == "kept"  # checked even so (it was left as "none")
     with pytest.raises(HivememError, match="backup"):
         fix_data_dir(root)
     assert not list(root.glob("damaged-*"))
