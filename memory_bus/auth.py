@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hivemem.memory_bus.interfaces import Caller
@@ -29,16 +30,25 @@ def token_for(secret: bytes, agent_id: str) -> str:
 
 @dataclass
 class AgentRegistry:
-    """Agents known to the bus, with their groups and role."""
+    """Agents known to the bus, with their groups and role.
+
+    Attributes:
+        listeners: Called with an agent's id after its groups or role may have changed
+            (the event feed re-checks that agent's live subscriptions).
+    """
 
     secret: bytes
     agents: dict[str, Caller] = field(default_factory=dict)
+    listeners: list[Callable[[str], object]] = field(
+        default_factory=list, repr=False, compare=False
+    )
 
     def register(
         self, agent_id: str, groups: list[str] | frozenset[str] = frozenset(), role: str = "agent"
     ) -> str:
         """Add or replace an agent; returns its token."""
         self.agents[agent_id] = Caller(agent_id, frozenset(groups), role)
+        self._changed([agent_id])
         return token_for(self.secret, agent_id)
 
     def authenticate(self, agent_id: str, token: str) -> Caller:
@@ -67,4 +77,11 @@ class AgentRegistry:
 
     def load(self, state: list[list[object]]) -> None:
         """Restore :meth:`to_state`."""
+        before = set(self.agents)
         self.agents = {str(a): Caller(str(a), frozenset(g), str(r)) for a, g, r in state}  # type: ignore[call-overload]
+        self._changed(sorted(before | set(self.agents)))  # those dropped lose their groups
+
+    def _changed(self, agent_ids: list[str]) -> None:
+        for agent_id in agent_ids:
+            for listener in self.listeners:
+                listener(agent_id)

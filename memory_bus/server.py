@@ -189,6 +189,8 @@ class BusServer:
             partial(topic_event_seq, store),
             self.epoch,
         )
+        # An agent registered anew may have lost topics it listens to (recheck).
+        self.registry.listeners.append(self._publisher.recheck)
         self._stop = threading.Event()
         self._waker = Wake(pipe=False)  # wakes the owner thread from its poll (start)
         self._ready = threading.Event()

@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 import zmq
+from hivemem.memory_bus.auth import new_secret
 from hivemem.memory_bus.client import AsyncMemoryClient, LocalTransport, MemoryClient
+from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.protocol import (
     ADMIN_AGENT,
+    GAP,
     HEADER,
     MARK,
     MAX_SUBSCRIPTION_BYTES,
     encode_subscription,
     event_topic,
 )
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
 
-from .conftest import make_server
+from .conftest import DIM, make_server
 
 QUIET_S = 0.7  # no event for this long: the stream has delivered all it will
 
@@ -39,6 +47,13 @@ async def drain(first: asyncio.Future[Any], stream: AsyncIterator[Any]) -> set[t
             event = await asyncio.wait_for(stream.__anext__(), QUIET_S)
     except TimeoutError:
         return got
+
+
+def _free_port() -> int:
+    """A loopback port free now (a restarted bus binds the same one again)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def raw_sub(ctx: zmq.Context[Any], address: str, *prefixes: bytes) -> zmq.Socket[Any]:
@@ -82,7 +97,8 @@ def test_events_reach_only_those_who_may_read_them(caplog: pytest.LogCaptureFixt
             event_topic("private", "alice"),
         )
         bad_token = sub(encode_subscription("bob", "0" * 64, "private/bob"), bob_topic)
-        bobs = sub(encode_subscription("bob", tokens["bob"], "private/bob"), bob_topic)
+        bobs_key = encode_subscription("bob", tokens["bob"], "private/bob")
+        bobs = sub(bobs_key, bob_topic)
 
         async def run() -> dict[str, set[tuple[str, str]]]:
             alice, bob, carol, admin = clients.values()
@@ -125,7 +141,8 @@ def test_events_reach_only_those_who_may_read_them(caplog: pytest.LogCaptureFixt
         ("shared", "team"),
         ("private", "bob"),
     }
-    assert raw == {"bare": [], "forged": [], "bad_token": [], "bobs": [bob_topic]}
+    # An agent's events come on its own signed subscription, which its SUB keeps as well.
+    assert raw == {"bare": [], "forged": [], "bad_token": [], "bobs": [bobs_key]}
     assert refused == 2  # the forged and the bad-token subscriptions; bare ones are not signed
     # Bare subscriptions are told, once each (the refused subscribers' filters too); a
     # granted subscriber's own filter is not.
@@ -242,3 +259,98 @@ def test_events_of_handled_requests_go_out_before_those_of_later_ones(
         watcher.close()
     assert not reader.is_alive()
     assert [e["item_id"] for e in seen] == [first, second]
+
+
+def _subscriptions_held(server: BusServer) -> float | None:
+    return server.inspect(
+        lambda _: server.metrics.registry.get_sample_value("hivemem_bus_event_subscriptions")
+    )
+
+
+def test_an_agent_registered_again_without_a_group_gets_none_of_its_events() -> None:
+    """Carol and dave follow shared/team-r and shared/keep; the admin registers carol
+    again without team-r. Her stream goes on with keep's events and gets none more of
+    team-r's, while dave's gets them all; registered with team-r once more, she gets its
+    events again, after a gap for the one she missed."""
+    server, tokens = make_server()
+    for agent in ("carol", "dave"):
+        tokens[agent] = server.register(agent, ["team-r", "keep"])
+    with server:
+        clients = {name: MemoryClient(server.address, name, tokens[name], timeout=5.0)
+                   for name in ("carol", "dave", ADMIN_AGENT)}  # fmt: skip
+        writer = MemoryClient(server.address, "dave", tokens["dave"], timeout=5.0)
+        seen: dict[str, list[dict[str, Any]]] = {"carol": [], "dave": []}
+
+        def follow(name: str) -> None:
+            topics = ["shared/team-r", "shared/keep"]
+            seen[name].extend(clients[name].events(topics, timeout=QUIET_S * 2))
+
+        readers = [threading.Thread(target=follow, args=(name,)) for name in seen]
+        for reader in readers:
+            reader.start()
+        time.sleep(0.5)  # subscribed before the writes
+
+        def write(namespace: str, text: str) -> int:
+            return writer.write("shared", namespace, NewItem(text), now=0.0).item_id
+
+        before = write("team-r", "before")
+        clients[ADMIN_AGENT].register("carol", ["keep"])
+        held_revoked = _subscriptions_held(server)
+        after = write("team-r", "after: not carol's")
+        kept = write("keep", "carol's still")
+        clients[ADMIN_AGENT].register("carol", ["team-r", "keep"])
+        held_again = _subscriptions_held(server)
+        again = write("team-r", "carol's again")
+        for reader in readers:
+            reader.join(timeout=30)  # each ends once no event came for its timeout
+        for client in [*clients.values(), writer]:
+            client.close()
+    assert not any(reader.is_alive() for reader in readers)
+    assert [(e["namespace"], e["kind"], e.get("item_id")) for e in seen["carol"]] == [
+        ("team-r", "add", before),
+        ("keep", "add", kept),
+        ("team-r", GAP, None),  # the event she may not have had
+        ("team-r", "add", again),
+    ]
+    assert seen["carol"][2]["missed"] == 1
+    assert [(e["namespace"], e["item_id"]) for e in seen["dave"]] == [
+        ("team-r", before), ("team-r", after), ("keep", kept), ("team-r", again)
+    ]  # fmt: skip
+    assert (held_revoked, held_again) == (3, 4)  # carol's team-r is not counted meanwhile
+
+
+def test_a_restarted_bus_grants_a_returning_subscriber_only_what_its_agent_may_read_now(
+    tmp_path: Path,
+) -> None:
+    """Carol loses team-r, then the bus restarts from its data directory (the journal
+    replays both registrations) on the same ports: her SUB resubscribes by itself, and
+    gets keep's events again but not team-r's."""
+    secret, ports = new_secret(), (_free_port(), _free_port())
+
+    def bus() -> BusServer:
+        return BusServer(MemoryStore(StoreConfig(dim=DIM)), port=ports[0], pub_port=ports[1],
+                         secret=secret, journal=Journal(tmp_path, "no"))  # fmt: skip
+
+    server = bus()
+    token = server.register("carol", ["team-r", "keep"])
+    seen: list[dict[str, Any]] = []
+    with server:
+        carol = MemoryClient(server.address, "carol", token, timeout=5.0)
+        # Long enough to outlast the restart: the stream lives on across it.
+        reader = threading.Thread(target=lambda: seen.extend(
+            carol.events(["shared/team-r", "shared/keep"], timeout=QUIET_S * 6)))  # fmt: skip
+        reader.start()
+        time.sleep(0.5)
+        with MemoryClient(server.address, ADMIN_AGENT, server.admin_token, timeout=5.0) as admin:
+            admin.register("carol", ["keep"])
+    with bus() as server:
+        time.sleep(1.0)  # carol's SUB reconnects and sends its subscriptions again
+        with MemoryClient(server.address, ADMIN_AGENT, server.admin_token, timeout=5.0) as admin:
+            admin.register("dave", ["team-r", "keep"])
+        with MemoryClient(server.address, "dave", server.token("dave"), timeout=5.0) as dave:
+            dave.write("shared", "team-r", NewItem("not carol's"), now=0.0)
+            kept = dave.write("shared", "keep", NewItem("carol's"), now=0.0).item_id
+        reader.join(timeout=30)
+        carol.close()
+    assert not reader.is_alive()
+    assert [(e["namespace"], e["kind"], e.get("item_id")) for e in seen] == [("keep", "add", kept)]
