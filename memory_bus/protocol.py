@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 from hivemem.memory_bus.errors import HivememError, NonFiniteError, UnknownNameError
-from hivemem.memory_bus.item import Item, TierName
+from hivemem.memory_bus.item import Item, NewItem, TierName
 
 HEADER = b"HMB1"
 PROTOCOL_VERSION = 1
@@ -204,7 +204,74 @@ def decode_request(frames: list[bytes]) -> Request:
     args = body.get("args", {})
     if not isinstance(args, dict):
         raise ProtocolError(Code.BAD_REQUEST, "field 'args' must be a map", id=req_id)
-    return Request(req_id, client, parse_op(body["op"], req_id), body["agent"], body["token"], args)
+    op = parse_op(body["op"], req_id)
+    check_arg_names(op, args, req_id)
+    return Request(req_id, client, op, body["agent"], body["token"], args)
+
+
+_ITEM = frozenset(f.name for f in dataclasses.fields(NewItem))
+_ON_BEHALF = frozenset({"agent", "token"})
+_QUERY = frozenset({"namespace", "vector", "text", "k", "as_of"}) | _ON_BEHALF
+_ROW = frozenset({"namespace", "item"}) | _ON_BEHALF
+_READ = frozenset({"tier", "namespace", "now", "as_of", "vectors", "compact"})
+ARG_NAMES: dict[Op, frozenset[str]] = {
+    Op.PING: frozenset(),
+    Op.REGISTER: frozenset({"agent_id", "groups", "role"}),
+    Op.WRITE: frozenset({"tier", "namespace", "item", "now"}),
+    Op.WRITE_MANY: frozenset({"tier", "items", "columns", "now"}),
+    Op.GET: frozenset({"tier", "namespace", "item_id", "now"}),
+    Op.SEARCH: _READ | {"vector", "text", "k"},
+    Op.SEARCH_MANY: frozenset({"tier", "queries", "now", "vectors", "compact"}),
+    Op.SCAN: frozenset({"tier", "namespace", "after", "limit", "as_of", "vectors"}),
+    Op.UPDATE: frozenset({"tier", "namespace", "item_id", "expected_version", "now", "changes"}),
+    Op.DELETE: frozenset({"tier", "namespace", "item_id", "now"}),
+    Op.HISTORY: frozenset({"tier", "namespace", "item_id"}),
+    Op.STATS: frozenset(),
+    Op.ADD_EDGE: frozenset(
+        {"namespace", "src", "dst", "type", "now", "valid_from", "valid_to", "meta"}
+    ),
+    Op.INVALIDATE_EDGE: frozenset({"namespace", "edge_id", "at"}),
+    Op.EDGES: frozenset({"namespace", "as_of", "node", "type", "after", "limit"}),
+    Op.NEIGHBORS: frozenset({"namespace", "node_id", "as_of", "direction"}),
+    Op.PROMOTE: frozenset({"namespace", "children", "parent", "now", "edge_type"}),
+    Op.RETRIEVE: frozenset({"namespace", "vector", "text", "k", "now", "method", "hops", "as_of"}),
+    Op.SUBSCRIBE: frozenset({"topics"}),
+}
+"""The arguments each op takes: any other is refused by name (a misspelt ``as_of``
+would otherwise be ignored and the request answered as if it were not there)."""
+
+
+def check_arg_names(op: Op, args: dict[str, Any], req_id: int = 0) -> None:
+    """Refuse arguments ``op`` does not take, and fields an item, a row or a query does not
+    have, with the closest known names (``bad_request``).
+
+    Checked on requests as they arrive, not on journal records replayed: a record
+    acknowledged before this check existed replays as it was applied.
+    """
+    _known(args, ARG_NAMES[op], f"argument of {op.value}", req_id)
+    if op is Op.WRITE or op is Op.PROMOTE:
+        _known(args.get("item" if op is Op.WRITE else "parent"), _ITEM, "item field", req_id)
+    elif op is Op.WRITE_MANY:
+        for row in _maps(args.get("items")):
+            _known(row, _ROW, "field of a batch row", req_id)
+            _known(row.get("item"), _ITEM, "item field", req_id)
+    elif op is Op.SEARCH_MANY:
+        for query in _maps(args.get("queries")):
+            _known(query, _QUERY, "field of a query", req_id)
+
+
+def _maps(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if type(v) is dict] if type(value) is list else []
+
+
+def _known(value: Any, names: frozenset[str], what: str, req_id: int) -> None:
+    if type(value) is not dict or value.keys() <= names:
+        return  # not a map: the handler names the wrong type
+    name = next(str(k) for k in value if k not in names)
+    hint = UnknownNameError(what, name, names)
+    raise ProtocolError(
+        Code.BAD_REQUEST, hint.message, id=req_id, field=name, suggestions=hint.suggestions
+    )
 
 
 def parse_op(name: str, req_id: int = 0) -> Op:

@@ -25,9 +25,11 @@ from hivemem.memory_bus.codec import (
 from hivemem.memory_bus.interfaces import Hit, WriteResult
 from hivemem.memory_bus.item import INF, Item, NewItem, TierName, WriteOp
 from hivemem.memory_bus.protocol import (
+    ARG_NAMES,
     HEADER,
     ITEM_FIELDS,
     Code,
+    Op,
     ProtocolError,
     decode_reply,
     decode_request,
@@ -225,10 +227,10 @@ payloads = st.recursive(
 @given(
     st.integers(0, 2**63 - 1),
     st.integers(0, 2**63 - 1),
-    st.sampled_from(["ping", "write", "write_many", "search_many", "stats"]),
+    st.sampled_from(["write", "get", "delete"]),
     st.text(min_size=1, max_size=12),
     st.text(max_size=70),
-    st.dictionaries(st.text(max_size=8), payloads, max_size=5),
+    st.dictionaries(st.sampled_from(["tier", "namespace", "now"]), payloads, max_size=3),
 )
 def test_requests_round_trip(
     req_id: int, client: int, op: str, agent: str, token: str, args: dict[str, Any]
@@ -287,3 +289,32 @@ def test_topics_are_a_namespace_a_tier_or_everything_and_nothing_else() -> None:
     for bad in ("shared", "/team", "/"):
         with pytest.raises(ProtocolError, match="is not 'tier/namespace'"):
             split_topic(bad)
+
+
+@given(st.sampled_from(list(Op)), st.text(min_size=1, max_size=10))
+def test_an_argument_an_op_does_not_take_is_refused_by_name(op: Op, name: str) -> None:
+    known = ARG_NAMES[op]
+    if name in known:
+        return
+    with pytest.raises(ProtocolError) as info:
+        decode_request(encode_request(3, 1, op.value, "a", "t", {name: 1}))
+    assert (info.value.code, info.value.details["field"], info.value.details["id"]) == (
+        "bad_request",
+        name,
+        3,
+    )
+
+
+def test_misspelt_fields_of_items_rows_and_queries_get_the_right_name() -> None:
+    cases = [
+        ("write", {"item": {"txt": "x"}}, "text"),
+        ("promote", {"parent": {"levle": 1}}, "level"),
+        ("write_many", {"items": [{"namespace": "a", "item": {}}, {"namspace": "a"}]}, "namespace"),
+        ("write_many", {"items": [{"item": {"importanse": 1}}]}, "importance"),
+        ("search_many", {"queries": [{"as_off": 3}]}, "as_of"),
+        ("search", {"compcat": False}, "compact"),
+    ]
+    for op, args, meant in cases:
+        with pytest.raises(ProtocolError) as info:
+            decode_request(encode_request(1, 1, op, "a", "t", args))
+        assert info.value.details["suggestions"] == [meant], (op, args)
