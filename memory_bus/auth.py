@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.protocol import ADMIN_AGENT, Code, ProtocolError
 
@@ -46,7 +47,13 @@ class AgentRegistry:
     def register(
         self, agent_id: str, groups: list[str] | frozenset[str] = frozenset(), role: str = "agent"
     ) -> str:
-        """Add or replace an agent; returns its token."""
+        """Add or replace an agent; returns its token.
+
+        Raises:
+            InvalidInputError: an empty id (no request can authenticate as it).
+        """
+        if not agent_id:
+            raise InvalidInputError("agent_id", "an agent's id cannot be empty")
         self.agents[agent_id] = Caller(agent_id, frozenset(groups), role)
         self._changed([agent_id])
         return token_for(self.secret, agent_id)

@@ -15,6 +15,7 @@ Error fields name the first bad row, as ``items[i].<field>``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -375,18 +376,23 @@ def check_numbers(values: Any, n: int, name: str) -> list[float] | None:
     return [check_number(v, f"items[{i}].{name}") for i, v in enumerate(values)]
 
 
-def check_times(values: Any, n: int, name: str, none_ok: bool) -> list[Any] | None:
-    """Every row's time is finite or ``inf`` (and None where ``none_ok``); None stays None."""
+def check_times(
+    values: Any, n: int, name: str, none_ok: bool, open_ok: bool = True
+) -> list[Any] | None:
+    """Every row's time is finite, or ``inf`` where ``open_ok`` (an open end), or None
+    where ``none_ok``; None stays None."""
     if values is None:
         return None
     values = column_of(values, n, name)
     kinds = set(map(type, values))
     if kinds <= ({int, float, type(None)} if none_ok else {int, float}):
         plain = [v for v in values if v is not None] if none_ok else values
-        if all(-INF < v <= INF for v in plain):  # False for NaN and -inf
+        top = INF if open_ok else math.nextafter(INF, 0)
+        if all(-INF < v <= top for v in plain):  # False for NaN and -inf
             return [None if v is None else float(v) for v in values]
+    check = check_time if open_ok else check_number
     return [
-        None if (none_ok and v is None) else check_time(v, f"items[{i}].{name}")
+        None if (none_ok and v is None) else check(v, f"items[{i}].{name}")
         for i, v in enumerate(values)
     ]
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.batch import DEFAULTS, BatchResult
+from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.interfaces import Hit, ScanPage, WriteResult
 from hivemem.memory_bus.item import (
     INF,
@@ -41,9 +42,20 @@ from hivemem.memory_bus.protocol import (
 )
 
 
-def vector_to_bytes(vector: np.ndarray) -> bytes:
-    """A float32 vector as raw little-endian bytes."""
-    return np.asarray(vector, dtype="<f4").tobytes()
+def vector_to_bytes(vector: np.ndarray, name: str = "vector") -> bytes:
+    """A float32 vector as raw little-endian bytes.
+
+    Raises:
+        InvalidInputError: not a 1-d array of numbers (a (2, 192) array went out as a
+            384-d vector).
+    """
+    try:
+        arr = np.asarray(vector, dtype="<f4")
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(name, f"not a numeric vector ({exc})") from exc
+    if arr.ndim != 1:
+        raise InvalidInputError(name, f"expected a 1-d vector, got shape {arr.shape}")
+    return arr.tobytes()
 
 
 def vector_from_bytes(raw: Any, name: str = "vector") -> np.ndarray:

@@ -172,7 +172,7 @@ class GraphTier(VectorTier):
         self._node(caller, namespace, dst, "link")
         if not isinstance(type, str) or not type:
             raise InvalidInputError("type", "expected a non-empty str")
-        start = now if valid_from is None else check_time(valid_from, "valid_from")
+        start = now if valid_from is None else check_number(valid_from, "valid_from")
         end = check_time(valid_to, "valid_to")
         if end <= start:
             raise InvalidInputError("valid_to", "must be after valid_from")
@@ -238,7 +238,7 @@ class GraphTier(VectorTier):
                 ``limit`` not in 1..``max_batch``.
         """
         self._check(caller, namespace, "read")
-        t = None if as_of is None else check_time(as_of, "as_of")
+        t = None if as_of is None else check_number(as_of, "as_of")
         after = as_int(after, "after", low=0)
         if limit is not None:
             limit = as_int(limit, "limit", low=1, high=self.ctx.limits.max_batch)
@@ -284,7 +284,7 @@ class GraphTier(VectorTier):
         self._node(caller, namespace, node_id, "read")
         if direction not in ("in", "out", "both"):
             raise InvalidInputError("direction", "expected 'in', 'out' or 'both'")
-        t = None if as_of is None else check_time(as_of, "as_of")
+        t = None if as_of is None else check_number(as_of, "as_of")
         edges = self.edge_index.get(namespace, {})
         graph = self._graph_read(namespace)
         if node_id not in graph:
@@ -358,7 +358,7 @@ class GraphTier(VectorTier):
             now = check_number(now, "now")
         how = _method(method or self.graph_config.retrieval)
         hops = self.graph_config.hops if hops is None else as_int(hops, "hops", 0, MAX_HOPS)
-        t = None if as_of is None else check_time(as_of, "as_of")
+        t = None if as_of is None else check_number(as_of, "as_of")
         ns = self.namespaces.get(namespace)
         if ns is None or not len(ns):
             return []
@@ -403,6 +403,8 @@ class GraphTier(VectorTier):
     def _ppr(
         self, namespace: str, ns: Namespace, seeds: list[Hit], t: float | None
     ) -> dict[int, float]:
+        if not seeds:  # nothing valid at t matched: nothing to rank (and no 0 / 0)
+            return {}
         nodes, matrix = self._transition(namespace, ns, t)
         pos = {node: i for i, node in enumerate(nodes)}
         teleport = np.zeros(len(nodes))

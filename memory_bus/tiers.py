@@ -203,7 +203,7 @@ class VectorTier:
         )
         if self.config.mode is NamespaceMode.VECTOR and any(texts):
             raise InvalidInputError("text", "this tier holds vector-only slots: text must be empty")
-        valid_from = check_times(batch.valid_from, n, "valid_from", none_ok=True)
+        valid_from = check_times(batch.valid_from, n, "valid_from", none_ok=True, open_ok=False)
         valid_to = check_times(batch.valid_to, n, "valid_to", none_ok=False)
         check_validity(valid_from, valid_to, now)
         checked = WriteBatch(
@@ -339,7 +339,7 @@ class VectorTier:
                 )
             self._check(req.caller, req.namespace, "read")
             k = _as_k(req.k)
-            as_of = None if req.as_of is None else check_time(req.as_of, "as_of")
+            as_of = None if req.as_of is None else check_number(req.as_of, "as_of")
             positions, vectors = groups.setdefault((req.namespace, k, as_of), ([], []))
             positions.append(pos)
             vectors.append(req.vector)

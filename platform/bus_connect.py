@@ -21,7 +21,7 @@ SECRET_FILE = typer.Option(
 )
 AGENT = typer.Option(None, help="Act as this agent (default: the admin).")
 TOKEN = typer.Option(None, help="The agent's token, for when you do not hold the secret.")
-TIMEOUT = typer.Option(5.0, help="Seconds to wait for each reply.")
+TIMEOUT = typer.Option(5.0, min=0.001, help="Seconds to wait for each reply.")
 CURVE_KEY = typer.Option(
     None, help="This client's CURVE secret certificate (zmq.auth), for a bus that uses CURVE."
 )
@@ -40,6 +40,8 @@ def identity(secret_file: Path | None, agent: str | None, token: str | None) -> 
     from hivemem.memory_bus.auth import token_for
     from hivemem.memory_bus.protocol import ADMIN_AGENT
 
+    if agent == "":
+        raise typer.BadParameter("--agent names an agent: leave it out to act as the admin")
     agent_id = agent or ADMIN_AGENT
     if token is not None:
         return agent_id, token

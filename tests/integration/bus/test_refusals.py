@@ -3,6 +3,8 @@ client matches to them at once, not a wait for its timeout; the server keeps ser
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import zmq
@@ -108,3 +110,20 @@ def test_bad_arguments_are_refused_by_name_not_as_internal_errors(
     assert nan["code"] == "non_finite" and "now" in str(nan["message"])  # as the table says
     assert alice.get("private", "alice", kept).text == "kept"
     assert [h.id for h in alice.retrieve("team", "paris", 1, now=None, method="khop")] == [node]
+
+
+def test_values_no_request_can_mean_are_refused(bus: Bus, alice: MemoryClient) -> None:
+    """From an audit: each of these was accepted, and meant nothing or something else."""
+    with pytest.raises(InvalidInputError, match="1-d"):  # went out as one 2 x 16 vector
+        alice.write("private", "alice", NewItem("x", vector=np.ones((2, DIM // 2))), now=0.0)
+    with pytest.raises(HivememError, match="valid_from"):  # an item never valid
+        alice.write("private", "alice", NewItem("x", valid_from=float("inf")), now=0.0)
+    with pytest.raises(HivememError, match="as_of"):  # as scan refused it already
+        alice.search("private", "alice", np.ones(DIM), 3, now=None, as_of=float("inf"))
+    with bus.client("__admin__") as admin, pytest.raises(InvalidInputError, match="empty"):
+        admin.register("", ["team"])
+    alice.write("graph", "team", NewItem("late", valid_from=5.0), now=5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 0 / 0 in the ranking warned on the server
+        assert alice.retrieve("team", "late", 3, now=None, method="ppr", as_of=1.0) == []
+    assert alice.stats()["private"]["items"] == 0
