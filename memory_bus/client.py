@@ -158,6 +158,11 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         self._transport.close()
 
 
+CLOSE_WAIT_S = 1.0
+"""How long ``MemoryClient.close`` lets the requests it ended finish (a stream an
+iterator still holds, say, is abandoned after it)."""
+
+
 class _InFlight:
     """The ``nowait`` futures of one connection that have not completed yet."""
 
@@ -222,17 +227,27 @@ class MemoryClient(Ops):
             target=self._loop.run_forever, name="hivemem-client", daemon=True
         )
         self._thread.start()
-        self._core = self._run(_make_async(address, agent, token, kw))
+        self._closing = threading.Lock()  # close() from several threads: one does it
+        try:
+            self._core = self._run(_make_async(address, agent, token, kw))
+        except BaseException:  # a bad argument: the loop thread must not outlive it
+            self._stop_loop()
+            raise
         self._blocking = _blocking_for(self._core)
         self._in_flight = _InFlight()
         self.agent, self.token = agent, token
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        if self._loop.is_closed():
+            coro.close()
+            raise HivememError("client is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
     ) -> Any:
+        if self._loop.is_closed():
+            raise HivememError("client is closed")
         if self._blocking is None:
             return self._run(self._core.as_agent(self.agent, self.token)._call(op, args, decode))
         self._in_flight.wait()
@@ -302,20 +317,31 @@ class MemoryClient(Ops):
         handle = object.__new__(MemoryClient)
         handle._loop, handle._thread, handle._core = self._loop, self._thread, self._core
         handle._blocking, handle._in_flight = self._blocking, self._in_flight
+        handle._closing = self._closing
         handle.agent, handle.token = agent, token
         return handle
 
     def close(self) -> None:
-        """Close the connection and stop the loop thread; a second call does nothing."""
+        """Close the connection and stop the loop thread; a second call (from any
+        thread) does nothing. ``nowait`` requests still in flight end with "client is
+        closed", as does any call after this."""
 
         async def shutdown() -> None:
             self._core.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if others:  # the requests close() ended: let them finish their futures
+                await asyncio.wait(others, timeout=CLOSE_WAIT_S)
+            await asyncio.get_running_loop().shutdown_asyncgens()  # event streams left open
 
-        if self._loop.is_closed():
-            return
-        if self._blocking is not None:
-            self._blocking.close()
-        self._run(shutdown())
+        with self._closing:
+            if self._loop.is_closed():
+                return
+            if self._blocking is not None:
+                self._blocking.close()
+            self._run(shutdown())
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

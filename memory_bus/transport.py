@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 import zmq.asyncio
@@ -208,19 +208,34 @@ async def subscribed(
     address: str,
     curve: dict[str, bytes] | None,
     subscriptions: list[bytes],
+    open_now: set[zmq.asyncio.Socket] | None = None,
 ) -> AsyncGenerator[list[bytes], None]:
     """The frames of each message a SUB socket at ``address`` receives, once it has sent
-    ``subscriptions``; the socket is closed when the iteration ends."""
+    ``subscriptions``; the socket is closed when the iteration ends (and is in
+    ``open_now`` meanwhile, for a closing client to close first)."""
     sock = connected(ctx, zmq.SUB, address, curve, subscriptions)
+    held = open_now if open_now is not None else set()
+    held.add(sock)
     try:
         while True:
-            yield await sock.recv_multipart()
+            try:
+                frames = await sock.recv_multipart()
+            except zmq.ZMQError as exc:  # its client closed the context under it
+                raise HivememError("client is closed") from exc
+            yield frames
     finally:
+        held.discard(sock)
         sock.close(linger=0)
 
 
 class AsyncTransport:
-    """One asyncio DEALER socket, requests in flight matched by id, reconnect on timeout."""
+    """One asyncio DEALER socket, requests in flight matched by id, reconnect on timeout.
+
+    A timeout replaces the socket (a fresh connection, as the lazy pirate pattern does)
+    and sends every request still in flight again on the new one, with its id: replies
+    already on their way to the old socket are lost with it, and the server answers a
+    resent write from memory. The transport belongs to the event loop it first ran in.
+    """
 
     def __init__(
         self,
@@ -234,15 +249,31 @@ class AsyncTransport:
         self.address, self.curve = address, curve
         self.ctx = zmq.asyncio.Context()
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._frames: dict[int, list[bytes]] = {}  # of the requests in flight
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._streams: set[zmq.asyncio.Socket] = set()  # event streams' SUBs still open
 
-    def _connect(self) -> None:
+    def _connect(self) -> zmq.asyncio.Socket:
         sock = connected(self.ctx, zmq.DEALER, self.address, self.curve)
         self._sock = sock
         self._generation += 1
         self._reader = asyncio.get_running_loop().create_task(self._read(sock))
+        return sock
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HivememError("client is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:  # its reader task and sockets live in that loop
+            raise HivememError(
+                "this client runs in the event loop it was first used in: make one per loop"
+            )
 
     async def _read(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -255,16 +286,24 @@ class AsyncTransport:
             if future is not None and not future.done():
                 future.set_result(reply)
 
-    def _reconnect(self, generation: int) -> None:
+    def _reconnect(self, generation: int, own: list[bytes]) -> None:
+        """A fresh socket, and the requests in flight but ``own`` (its caller sends it)
+        sent again on it."""
         if generation != self._generation:
             return  # another request already reconnected
         if self._reader is not None:
             self._reader.cancel()
         if self._sock is not None:
             self._sock.close(linger=0)
-        self._connect()
+        sock = self._connect()
+        for req_id, frames in list(self._frames.items()):
+            # Its reply, if any, was on its way to the socket just closed.
+            if frames is not own and not self._pending[req_id].done():
+                sent = cast("asyncio.Future[Any]", sock.send_multipart(frames, zmq.NOBLOCK))
+                sent.add_done_callback(_quietly)
 
     async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
+        self._check_open()
         if self._sock is None:
             try:
                 self._connect()
@@ -272,24 +311,34 @@ class AsyncTransport:
                 raise self.requests.transport_error(exc) from exc
         req_id, frames = self.requests.encode(op, agent, token, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = future
+        self._pending[req_id], self._frames[req_id] = future, frames
         try:
             return await self._attempts(frames, future)
         finally:
             self._pending.pop(req_id, None)
+            self._frames.pop(req_id, None)
 
     async def _attempts(self, frames: list[bytes], future: asyncio.Future[Any]) -> Any:
         for _attempt in range(self.requests.attempts):
             generation, sock = self._generation, self._sock
-            if sock is None:
+            if sock is None or self._closed:
                 raise HivememError("client is closed")
             try:
                 await sock.send_multipart(frames)
                 reply = await asyncio.wait_for(asyncio.shield(future), self.requests.timeout)
             except TimeoutError:
-                self._reconnect(generation)
+                if self._closed:
+                    raise HivememError("client is closed") from None
+                self._reconnect(generation, frames)
                 continue
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
+                    raise  # the caller cancelled it, or close() ended it
+                continue  # a send waiting at the queue's limit, on a socket since replaced
             except zmq.ZMQError as exc:
+                if self._closed:
+                    raise HivememError("client is closed") from exc
                 raise self.requests.transport_error(exc) from exc
             return self.requests.outcome(reply)
         raise self.requests.timed_out()
@@ -304,15 +353,34 @@ class AsyncTransport:
 
     def events(self, address: str, subscriptions: list[bytes]) -> AsyncGenerator[list[bytes], None]:
         """Messages on the event socket at ``address`` (a SUB with this one's CURVE keys)."""
-        return subscribed(self.ctx, address, self.curve, subscriptions)
+        return subscribed(self.ctx, address, self.curve, subscriptions, self._streams)
 
     def close(self) -> None:
-        """Close the socket and the context."""
+        """Close the socket, any event stream's, and the context (idempotent); requests
+        in flight end with "client is closed"."""
+        if self._closed:
+            return
+        self._closed = True
         if self._reader is not None:
             self._reader.cancel()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(HivememError("client is closed"))
         if self._sock is not None:
             self._sock.close(linger=0)
+        self._sock = None
+        # An event stream whose generator is not closed yet still holds its SUB, and
+        # term() would wait for it for ever.
+        for sub in list(self._streams):
+            sub.close(linger=0)
         self.ctx.term()
+
+
+def _quietly(sent: asyncio.Future[Any]) -> None:
+    """Take the outcome of a send nobody awaits (a resend the queue had no room for
+    waits for its request's own retry)."""
+    if not sent.cancelled():
+        sent.exception()
 
 
 class BlockingTransport:
