@@ -36,7 +36,12 @@ from hivemem.memory_bus.edges import (
     personalized_pagerank,
     valid_neighbours,
 )
-from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError, UnknownNameError
+from hivemem.memory_bus.errors import (
+    AccessDeniedError,
+    EdgeNotFoundError,
+    InvalidInputError,
+    UnknownNameError,
+)
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent, SearchRequest
 from hivemem.memory_bus.item import (
     INF,
@@ -95,14 +100,24 @@ class GraphTier(VectorTier):
     def history(self, caller: Caller, namespace: str, item_id: int) -> list[dict[str, Any]]:
         """Every kept version of a node whose level the caller's role may read.
 
-        A deleted node's versions hold no level; for it, namespace access is enough.
-        Namespace access is checked first: an outsider's request builds nothing.
+        A deleted node's versions hold no level, so only a role that may read every
+        level may read them (a role limited to some levels read the texts of a hidden
+        node once it was deleted). Namespace access is checked first: an outsider's
+        request builds nothing.
         """
         self._check(caller, namespace, "read")
         ns = self.namespaces.get(namespace) if isinstance(namespace, str) else None
         if ns is not None and isinstance(item_id, int) and ns.item(item_id) is not None:
             self._node(caller, namespace, item_id, "read")
+        elif not self.reads_every_level(caller):
+            raise AccessDeniedError(
+                caller.agent_id, self.name.value, f"{namespace}@deleted", "read the history of"
+            )
         return super().history(caller, namespace, item_id)
+
+    def reads_every_level(self, caller: Caller) -> bool:
+        """Whether ``caller``'s role may read every level of this tier's graphs."""
+        return len(self.ctx.access.levels(caller)) >= len(self.graph_config.levels)
 
     def _readable_hits(
         self, requests: Sequence[SearchRequest], results: list[list[Hit]]

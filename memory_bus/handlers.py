@@ -475,6 +475,14 @@ def subscription_topic(
     name = TierName.parse(tier) if tier else None
     if name is not None and namespace and not registry.is_admin(caller):
         store.tier(name).ctx.access.check(caller, name, namespace, "subscribe to")
+        if name is TierName.GRAPH and not store.graph.reads_every_level(caller):
+            # A graph's events name nodes (and edges) on every level, hidden ones too.
+            raise AccessDeniedError(
+                caller.agent_id,
+                name.value,
+                namespace,
+                f"subscribe (role {caller.role!r} reads only some graph levels) to",
+            )
     elif not registry.is_admin(caller):
         raise AccessDeniedError(caller.agent_id, tier or "*", "*", "subscribe to")
     return wire_topic(name.value if name is not None else "", namespace)

@@ -354,3 +354,20 @@ def test_a_restarted_bus_grants_a_returning_subscriber_only_what_its_agent_may_r
         carol.close()
     assert not reader.is_alive()
     assert [(e["namespace"], e["kind"], e.get("item_id")) for e in seen] == [("keep", "add", kept)]
+
+
+def test_a_role_limited_to_some_graph_levels_may_not_follow_a_graph() -> None:
+    """A graph's events name nodes and edges on every level: a role that may read only
+    some levels learned of the hidden ones (ids, versions, edges) from them."""
+    from hivemem.memory_bus.config import AccessConfig
+
+    access = AccessConfig(graph_levels={"junior": [0]})
+    server = BusServer(MemoryStore(StoreConfig(dim=DIM, access=access)))
+    server.register("jun", ["team"], role="junior")
+    server.register("lead", ["team"])
+    with server, MemoryClient(server.address, "jun", server.token("jun"), timeout=5.0) as jun:
+        with pytest.raises(AccessDeniedError, match="some graph levels"):
+            jun.subscribe(["graph/team"])
+        assert jun.subscribe(["shared/team"])["prefixes"]  # the rest as before
+        with MemoryClient(server.address, "lead", server.token("lead"), timeout=5.0) as lead:
+            assert lead.subscribe(["graph/team"])["prefixes"]

@@ -82,6 +82,20 @@ def test_a_search_recalls_only_the_nodes_its_caller_may_see() -> None:
     assert [store.graph.get(LEAD, "team", i).hits for i in (insight, event)] == [0, 1]
 
 
+def test_a_deleted_nodes_history_is_for_roles_that_read_every_level() -> None:
+    """A deleted node's versions keep no level: a worker (levels 0 and 1) read the texts
+    of a deleted insight (level 2), which it could never read while it lived."""
+    store = make_store()
+    insight, event = node(store, "the code is 4711", level=2), node(store, "tried the door")
+    for n in (insight, event):
+        store.graph.delete(LEAD, "team", n, now=1.0)
+    assert store.graph.history(LEAD, "team", insight)[0]["text"] == "the code is 4711"
+    with pytest.raises(AccessDeniedError, match="history"):
+        store.graph.history(WORKER, "team", insight)
+    with pytest.raises(AccessDeniedError):
+        store.graph.history(WORKER, "team", event)  # no level kept: refused alike
+
+
 def test_promote_links_a_higher_parent() -> None:
     store = make_store()
     kids = [node(store, "tried door A: locked"), node(store, "tried door B: open")]
