@@ -59,6 +59,7 @@ class Namespace:
         self._tokens = 0
         self.nbytes = 0
         self.evictions = 0
+        self._taken_versions: dict[int, int] = {}  # evicted, until _drop announces them
         self.event_seq = 0  # item events announced so far (MemoryEvent.seq)
         self._ordered: tuple[int, np.ndarray] | None = None  # (event_seq, ids ascending)
 
@@ -268,10 +269,12 @@ class Namespace:
         return victims
 
     def _take_out(self, victim: Item) -> None:
-        """Take an evicted item out of the items and the counts (``_drop`` does the rest)."""
+        """Take an evicted item out of the items and the counts (``_drop`` does the rest,
+        announcing the version it had)."""
         del self._items[victim.id]
         self._tokens -= victim.tokens
         self.nbytes -= victim.nbytes
+        self._taken_versions[victim.id] = victim.version
 
     def _row_keys(self, now: float) -> RowKeys | None:
         """The eviction keys of feature rows if each row's are its own, else None (the
@@ -331,7 +334,7 @@ class Namespace:
         if kind == "evict":
             self.evictions += 1
             self.history.pop(item_id, None)
-        self.announce(emit, kind, (item_id,), 0, now)
+        self.announce(emit, kind, (item_id,), self._taken_versions.pop(item_id, 0), now)
 
     def remove(self, item_id: int, now: float, emit: Callable[[MemoryEvent], None]) -> Item:
         """Delete one item (history keeps a deletion marker).

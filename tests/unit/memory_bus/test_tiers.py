@@ -120,6 +120,16 @@ def test_a_search_without_now_is_a_look_that_steers_no_eviction() -> None:
     assert result.evicted == [a]
 
 
+def test_an_evict_event_carries_the_version_evicted() -> None:
+    store = store_with(capacity=1)
+    seen: list[tuple[str, int]] = []
+    store.subscribe(lambda e: seen.append((e.kind, e.version)))
+    [a] = fill(store, ["a"])
+    store.shared.update(ALICE, "team", a, expected_version=1, now=1.0, importance=0.5)
+    fill(store, ["b"])
+    assert seen == [("add", 1), ("update", 2), ("add", 1), ("evict", 2)]  # it said 0
+
+
 def test_unknown_names_suggest_the_right_one() -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'lru'"):
         store_with(eviction="lur")
