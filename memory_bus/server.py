@@ -346,9 +346,19 @@ class BusServer:
         pub.setsockopt(zmq.XPUB_MANUAL, 1)  # the server decides who gets which events
         pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)  # subscriptions are small
         pub.setsockopt(zmq.SNDHWM, self.event_queue)
-        auth = secure(ctx, self.curve, router, pub) if self.curve else None
-        self.address = _bind(router, self.host, self._port)
-        self.pub_address = _bind(pub, self.host, self._pub_port)
+        auth = None
+        try:
+            auth = secure(ctx, self.curve, router, pub) if self.curve else None
+            self.address = _bind(router, self.host, self._port)
+            self.pub_address = _bind(pub, self.host, self._pub_port)
+        except BaseException:
+            # Before the context is terminated: the authenticator's thread, left running,
+            # failed on the terminated context with a traceback of its own.
+            router.close(linger=0)
+            pub.close(linger=0)
+            if auth is not None:
+                auth.stop()
+            raise
         self._dispatch.info["pub"] = self.pub_address
         return router, pub, auth
 

@@ -73,3 +73,24 @@ def test_events_over_curve(tmp_path: Path) -> None:
     with server:
         event = asyncio.run(run())
     assert event["namespace"] == "team" and event["item_id"] == event["expected"]
+
+
+@pytest.mark.parametrize("broken", ["missing keys dir", "public key as secret"])
+def test_a_curve_setup_that_lets_nobody_in_is_refused_at_start(tmp_path: Path, broken: str) -> None:
+    """zmq.auth only logs a missing directory; the bus then served, refusing everyone."""
+    from hivemem.memory_bus.errors import ConfigError, HivememError
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    keys(tmp_path, "server")
+    secret_file, keys_dir = tmp_path / "server.key_secret", allowed
+    if broken == "missing keys dir":
+        keys_dir = tmp_path / "alowed"
+    else:
+        secret_file = tmp_path / "server.key"
+    server, _ = make_server(curve=CurveConfig(secret_file, keys_dir))
+    with pytest.raises(HivememError) as info:
+        server.start()
+    assert isinstance(info.value.__cause__, ConfigError)
+    assert str(keys_dir if broken == "missing keys dir" else secret_file) in str(info.value)
+    server.stop()
