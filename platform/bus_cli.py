@@ -54,7 +54,11 @@ bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
 def bus_serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(7777, help="ROUTER port for requests (0: any free port)."),
-    pub_port: int = typer.Option(0, help="PUB port for memory events (0: any free port)."),
+    pub_port: int | None = typer.Option(
+        None,
+        help="PUB port for memory events (default: --port + 1, so that subscribers find it"
+        " again after a restart; 0: any free port).",
+    ),
     data_dir: Path | None = typer.Option(
         None, help="Journal and snapshots; without it nothing survives a restart."
     ),
@@ -134,7 +138,7 @@ def bus_serve(
         store,
         host=host,
         port=port,
-        pub_port=pub_port,
+        pub_port=(port + 1 if port else 0) if pub_port is None else pub_port,
         secret=secret,
         journal=journal,
         snapshot_every=snapshot_every,

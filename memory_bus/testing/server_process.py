@@ -67,7 +67,7 @@ class ServerProcess:
         self.secret_file = data_dir.parent / "secret"
         data_dir.parent.mkdir(parents=True, exist_ok=True)  # else the server exits at once
         self.snapshot_every, self.fsync, self.config = snapshot_every, fsync, config
-        self.port = free_port()
+        self.port, self.pub_port = free_port(), free_port()  # kept across restarts
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -81,6 +81,8 @@ class ServerProcess:
             "serve",
             "--port",
             str(self.port),
+            "--pub-port",
+            str(self.pub_port),
             "--data-dir",
             str(self.data_dir),
             "--secret-file",

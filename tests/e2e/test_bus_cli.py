@@ -346,3 +346,66 @@ def test_bad_serve_input_is_one_clear_line(
     for words in expected:
         assert words.format(tmp=tmp_path, port=port) in run.stderr
     assert not (tmp_path / "data").exists()  # refused before the data directory was made
+
+
+def _two_free_ports() -> int:
+    """A port whose next one is free too (the default event port is --port + 1)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no two free ports in a row")
+
+
+def test_a_watcher_follows_a_bus_restarted_with_the_default_ports(tmp_path: Path) -> None:
+    """The event port was any free one, new at every start: a subscriber kept knocking
+    at the old one and heard nothing more, without a word."""
+    port, secret_file = _two_free_ports(), tmp_path / "secret"
+    serve = [*CLI, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d"),
+             "--secret-file", str(secret_file), "--spin-us", "0"]  # fmt: skip
+
+    def started() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ping = ["ping", "-a", f"tcp://127.0.0.1:{port}", "--secret-file", str(secret_file)]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if secret_file.exists() and bus(*ping, "--timeout", "0.5").returncode == 0:
+                return proc
+            time.sleep(0.2)
+        proc.kill()
+        raise AssertionError("the bus did not start")
+
+    proc = started()
+    address = f"tcp://127.0.0.1:{port}"
+    token = token_for(secret_file.read_bytes(), "alice")
+    watch = subprocess.Popen(
+        [*CLI, "watch", "private/alice", "-a", address, "--secret-file", str(secret_file),
+         "--agent", "alice", "--count", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert watch.stderr is not None and "watching" in watch.stderr.readline()
+        time.sleep(1.0)  # the subscription reaches the bus
+        with MemoryClient(address, "alice", token, timeout=2.0) as alice:
+            alice.write("private", "alice", NewItem("before"), now=0.0)
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc = started()
+        time.sleep(1.0)  # the watcher's SUB reconnects by itself
+        with MemoryClient(address, "alice", token, timeout=2.0) as alice:
+            alice.write("private", "alice", NewItem("after"), now=1.0)
+        out, _ = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert [(e["kind"], e["seq"]) for e in map(json.loads, out.splitlines())] == [
+        ("add", 1),
+        ("add", 2),
+    ]

@@ -248,6 +248,7 @@ def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     proc = subprocess.Popen(
         [
             *(str(BIN / "hivemem"), "bus", "serve", "--host", "127.0.0.1", "--port", str(port)),
+            *("--pub-port", "0"),
             *("--metrics-port", str(metrics_port), "--secret-file", str(secret_file)),
             *("--data-dir", str(tmp / "data")),  # a standalone bus keeps its memory
         ],
