@@ -105,12 +105,25 @@ class AsyncShardedClient(Ops, AsyncClosing):
             merged = await self._split(op, BATCH_KEYS[op], args)
             return decode(merged) if decode is not None else merged
         if op in EVERY_SHARD:  # decoded once combined: the shards' replies are raw maps
-            combined = _combine(op, await asyncio.gather(*(s._call(op, args) for s in self.shards)))  # fmt: skip
+            replies = await asyncio.gather(*(s._call(op, args) for s in self.shards))
+            combined = _combine(op, replies)
+            if op == "subscribe":
+                combined["seqs"] = self._owners_seqs(args.get("topics"), replies)
             return decode(combined) if decode is not None else combined
         if "namespace" not in args:
             raise ShardError(f"op {op!r} names no namespace, so no shard can take it", op=op)
         shard = self.shards[shard_of(str(args["namespace"]), len(self.shards))]
         return await shard._call(op, args, decode)
+
+    def _owners_seqs(self, topics: Any, replies: list[Any]) -> list[Any]:
+        """Each topic's last event number as the shard that holds its namespace says
+        (shard 0's answered for all of them); None for a whole tier."""
+        seqs: list[Any] = []
+        for i, topic in enumerate(topics if isinstance(topics, list) else []):
+            namespace = split_topic(topic)[1] if isinstance(topic, str) else ""
+            owner = replies[shard_of(namespace, len(self.shards))] if namespace else None
+            seqs.append(None if owner is None else owner["seqs"][i])
+        return seqs
 
     async def _split(self, op: str, key: str, args: dict[str, Any]) -> list[Any]:
         """Send each shard its entries of the batch at once; the replies in entry order."""
@@ -239,6 +252,11 @@ def _combine(op: str, replies: list[Any]) -> Any:
             "the shards embed differently: "
             + "; ".join(f"shard {i}: {_embedding(r)}" for i, r in enumerate(replies))
         )
-    if op in ("ping", "subscribe"):  # each shard has its event socket
-        return {**replies[0], "shards": len(replies), "pubs": [r.get("pub") for r in replies]}
+    if op in ("ping", "subscribe"):  # each shard has its event socket, and its epoch
+        return {
+            **replies[0],
+            "shards": len(replies),
+            "pubs": [r.get("pub") for r in replies],
+            "epochs": [r.get("epoch") for r in replies],
+        }
     return replies[0]

@@ -286,3 +286,16 @@ def test_the_scenario_sets_busy_polling_on_embedded_and_actor_shards() -> None:
             assert spins == [300, 300]
         finally:
             bus.close()
+
+
+def test_subscribe_answers_each_topic_from_the_shard_that_holds_it(sharded: Sharded) -> None:
+    """Shard 0's answer stood for every topic: its event numbers were 0 for a namespace
+    living on another shard that had events."""
+    far = next(g for g in GROUPS if shard_of(g, SHARDS) != 0)
+    for n in range(3):
+        sharded.alice.write("shared", far, NewItem(f"n{n}"), now=float(n))
+    near = next(g for g in GROUPS if shard_of(g, SHARDS) == 0)
+    granted = sharded.alice.subscribe([f"shared/{far}", f"shared/{near}"])
+    assert granted["seqs"] == [3, 0]
+    assert granted["pubs"] == [s.pub_address for s in sharded.servers]
+    assert len(granted["epochs"]) == SHARDS
