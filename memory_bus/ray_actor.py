@@ -7,11 +7,13 @@ through Ray calls.
 
 from __future__ import annotations
 
+import hmac
 import os
 from typing import Any
 
 import ray
 from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.server import BusServer
@@ -63,6 +65,12 @@ class BusActor:
             out["metrics"] = self.metrics
         return out
 
+    def serves(self, config_json: str, secret: bytes) -> bool:
+        """Whether this actor's bus is the one ``config_json`` and ``secret`` describe
+        (a caller joining it by name checks that it joined the bus it meant)."""
+        same = self.server.store.config == StoreConfig.model_validate_json(config_json)
+        return same and hmac.compare_digest(self.server.secret, secret)
+
     def spin_us(self) -> int:
         """The server's busy polling after each answer, in microseconds (0: off)."""
         return round(self.server.spin_s * 1e6)
@@ -92,7 +100,9 @@ def start_bus_actor(
     num_cpus: float = 0,
     shard: tuple[int, int] = (0, 1),
 ) -> tuple[Any, dict[str, str]]:
-    """Start the named bus actor, or join the one already running under that name.
+    """Start the named bus actor, or join the one already running under that name
+    (which must serve ``config`` under ``secret``: :class:`ConfigError` otherwise, where
+    before the call joined it and the caller's tokens failed later).
 
     ``shard`` is ``(index, count)`` for one server of a sharded bus (its store hands out
     ids ``1 + index``, ``1 + index + count``, ...); :func:`start_bus_shards` starts all
@@ -102,6 +112,11 @@ def start_bus_actor(
         The actor handle and its ``{"address", "pub"}``.
     """
     actor = _launch(config, secret, name, namespace, host, port, data_dir, num_cpus, shard)
+    if not ray.get(actor.serves.remote(config.model_dump_json(), secret)):
+        raise ConfigError(
+            f"a bus actor named {name!r} (Ray namespace {namespace!r}) already runs with "
+            "another store configuration or secret: stop it, or give another name"
+        )
     addresses: dict[str, str] = ray.get(actor.addresses.remote())
     return actor, addresses
 

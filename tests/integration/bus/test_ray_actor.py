@@ -6,6 +6,7 @@ import pytest
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.item import NewItem
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -22,6 +23,9 @@ def test_named_bus_actor() -> None:
             StoreConfig(dim=16), secret, name="bus-test", host="127.0.0.1"
         )
         assert same == addrs  # joined the running actor, did not start a second server
+        for config, key in ((StoreConfig(dim=32), secret), (StoreConfig(dim=16), new_secret())):
+            with pytest.raises(ConfigError, match="already runs"):  # joined, tokens then failed
+                start_bus_actor(config, key, name="bus-test", host="127.0.0.1")
         _, found = find_bus_actor("bus-test")
         assert found == addrs
         with MemoryClient(addrs["address"], "a1", token_for(secret, "a1")) as client:
