@@ -159,8 +159,14 @@ class TierConfig(_Model):
             raise ValueError("mode 'window' needs a capacity (the window size k)")
         if self.mode is NamespaceMode.TOKEN_BUDGET and self.token_budget is None:
             raise ValueError("mode 'token_budget' needs token_budget")
+        if self.token_budget is not None and self.mode is not NamespaceMode.TOKEN_BUDGET:
+            raise ValueError("token_budget bounds only mode 'token_budget' (it was ignored)")
         return self
 
+
+ORACLE_EVICTIONS = ("oracle", "belady")
+"""Eviction policies that read the future access sequence, which only a simulation run's
+embedded bus is given (``MemoryStore.set_oracle``): a standalone bus cannot run them."""
 
 MAX_HOPS = 6
 """The most hops a k-hop retrieval walks (a configured default or a request's own)."""
@@ -260,6 +266,11 @@ class StoreConfig(_Model):
     shared: TierConfig = Field(default_factory=TierConfig)
     graph: GraphConfig = Field(default_factory=GraphConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
+
+    def oracle_tiers(self) -> list[str]:
+        """The tiers that evict by the future (:data:`ORACLE_EVICTIONS`)."""
+        tiers = {"private": self.private, "shared": self.shared, "graph": self.graph}
+        return [name for name, tier in tiers.items() if tier.eviction in ORACLE_EVICTIONS]
 
     @field_validator("embedder", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ extends :class:`VectorTier` with edges.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from hivemem.memory_bus.batch import (
 )
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.errors import (
+    ConfigError,
     InvalidInputError,
     ItemNotFoundError,
     NamespaceNotFoundError,
@@ -40,6 +42,7 @@ from hivemem.memory_bus.errors import (
 )
 from hivemem.memory_bus.interfaces import (
     Caller,
+    EvictionPolicy,
     Hit,
     ScanPage,
     SearchRequest,
@@ -73,8 +76,9 @@ class VectorTier:
         self.name = name
         self.config = config
         self.ctx = ctx
-        # Built once to fail early on unknown names; namespaces get their own instances.
-        make_eviction_policy(config.eviction, **config.eviction_params)
+        # Built once (a learned checkpoint read once: a file changed or moved since
+        # must not make namespaces evict two ways); each namespace gets its own copy.
+        self._eviction = make_eviction_policy(config.eviction, **config.eviction_params)
         self.write_policy: WritePolicy = make_write_policy(
             config.write_policy, **config.write_params
         )
@@ -117,8 +121,18 @@ class VectorTier:
         return item
 
     def _new_namespace(self, name: str) -> Namespace:
-        eviction = make_eviction_policy(self.config.eviction, **self.config.eviction_params)
-        return Namespace(self.name, name, self.config, self.ctx.dim, eviction, self._rng_for(name))
+        return Namespace(
+            self.name, name, self.config, self.ctx.dim, self._eviction_copy(), self._rng_for(name)
+        )
+
+    def _eviction_copy(self) -> EvictionPolicy:
+        """A namespace's own eviction policy: a copy of the tier's (a learned one's
+        checkpoint is not read again), or, for a policy that cannot be copied (one that
+        holds a lock, say: an RL environment's), one made anew by name."""
+        try:
+            return copy.deepcopy(self._eviction)
+        except (TypeError, copy.Error):
+            return make_eviction_policy(self.config.eviction, **self.config.eviction_params)
 
     def _rng_for(self, namespace: str) -> np.random.Generator:
         # A seed per namespace from hashlib, so the same namespace draws the same numbers in
@@ -182,6 +196,13 @@ class VectorTier:
         now = check_number(now, "now")
         if len(batch) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(batch))
+        if getattr(self._eviction, "needs_future", False) and self.ctx.next_use is None:
+            # Refused before anything is written: an eviction failing after its write
+            # had gone in left the item stored under a refusal the journal took back.
+            raise ConfigError(
+                f"the {self.name.value} tier evicts by {self.config.eviction!r}, which needs "
+                "the future access sequence: only a simulation run's embedded bus has it"
+            )
         batch = self._checked(batch, now)
         if not len(batch):
             return BatchResult([], [])

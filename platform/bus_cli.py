@@ -213,6 +213,13 @@ def _store(path: Path | None) -> MemoryStore:
     from hivemem.memory_bus.store import MemoryStore
 
     config = _store_config(path)
+    if config.oracle_tiers():
+        fail(
+            HivememError(
+                f"{path}: {', '.join(config.oracle_tiers())} evicts by the future (oracle), "
+                "which only a simulation run's embedded bus knows (hivemem run / compare)"
+            )
+        )
     try:
         return MemoryStore(config)
     except ConfigError as exc:  # policy names and parameters: only their registries know

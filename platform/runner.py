@@ -40,7 +40,6 @@ from hivemem.platform.scenario import Scenario
 from hivemem.platform.ticks import TickRows
 from hivemem.scenarios.families import BUILTIN_MODULES
 
-ORACLES = ("oracle", "belady")
 """Eviction policy names that need the task's future (Belady's MIN)."""
 
 TickCallback = Callable[[int, dict[str, Any]], None]
@@ -393,9 +392,7 @@ def _run_once(
     specs = task.roster
     n_hosts = max(1, min(hosts or scenario.host_count(), len(specs)))
     run_id = uuid.uuid4().hex[:8]
-    uses_oracle = any(
-        getattr(scenario.memory, t).eviction in ORACLES for t in ("private", "shared", "graph")
-    )
+    uses_oracle = bool(scenario.memory.oracle_tiers())
     if uses_oracle and remote:
         raise HivememError(
             "the oracle eviction policy needs the embedded bus (it reads the task's future)"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 from hivemem.agents.base import AGENT_TYPES, AgentSpec
-from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.config import ORACLE_EVICTIONS, StoreConfig
 from hivemem.memory_bus.errors import ConfigError, HivememError
 from hivemem.memory_bus.policies import EVICTION_POLICIES, WRITE_POLICIES
 from hivemem.scenarios.base import TASKS, Task, task_class
@@ -330,7 +330,7 @@ def check_meaning(s: Scenario) -> list[Problem]:
                 reg.check(name, **params)
             except ConfigError as exc:
                 problems.append(Problem(f"memory.{tier}.{what}", str(exc)))
-            if what == "eviction" and name in _ORACLES and not cls.has_oracle():
+            if what == "eviction" and name in ORACLE_EVICTIONS and not cls.has_oracle():
                 problems.append(
                     Problem(
                         f"memory.{tier}.eviction",
@@ -343,10 +343,6 @@ def check_meaning(s: Scenario) -> list[Problem]:
             Problem("agents", f"no agent has a role of {cls.family} ({', '.join(cls.roles)})")
         )
     return problems
-
-
-_ORACLES = ("oracle", "belady")
-"""Eviction policy names of Belady's MIN (one class): both need the task's future."""
 
 
 def _unknown(kind: str, name: str, known: typing.Iterable[str]) -> str:

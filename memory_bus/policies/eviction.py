@@ -147,6 +147,8 @@ class GenerativeAgentsPolicy(_KeyPolicy):
             raise ConfigError("generative_agents importance_scale must be > 0")
         self.decay, self.importance_scale = float(decay), float(importance_scale)
         self.weights = (float(w_recency), float(w_importance), float(w_relevance))
+        if not all(math.isfinite(w) for w in self.weights):  # NaN scored every item NaN
+            raise ConfigError(f"generative_agents weights must be finite, got {self.weights}")
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """The retrieval score of each candidate (higher = keep)."""
@@ -194,6 +196,7 @@ class BeladyPolicy(_KeyPolicy):
     """
 
     name = "belady"
+    needs_future = True  # a tier refuses writes without it (VectorTier.write_batch)
     feature_columns: frozenset[str] = frozenset()  # reads no feature
     uses_relevance = False  # the store skips computing that column for it
 

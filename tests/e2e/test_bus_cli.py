@@ -306,6 +306,11 @@ SERVE_REFUSALS = {
             "private.evict (line 2): unknown key 'evict'; did you mean 'eviction'",
         ],
     ),
+    "an oracle": (  # accepted; each write then stored its item and was refused
+        ["--config", "{tmp}/store.yaml"],
+        "shared: {capacity: 2, eviction: oracle}\n",
+        ["store.yaml: shared evicts by the future (oracle)"],
+    ),
     "missing config": (
         ["--config", "{tmp}/nonexist.yaml"],
         None,
