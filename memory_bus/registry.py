@@ -86,7 +86,7 @@ class Registry(Generic[T]):
         factory, rest = self._resolve(name)
         try:
             return factory(rest, **params) if rest is not None else factory(**params)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # a missing or unknown one; float("high")
             raise ConfigError(f"bad parameters for {self.kind} {name!r}: {exc}", name=name) from exc
 
     def _resolve(self, name: str) -> tuple[Callable[..., T], str | None]:

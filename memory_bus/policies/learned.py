@@ -182,7 +182,10 @@ class Scorer:
             raise ConfigError(f"{where} is corrupted (checksum mismatch)", path=where)
         kind = doc.get("controller")
         if controller is not None and kind != controller:
-            raise ConfigError(f"{where} is a {kind} policy, not a {controller} policy", path=where)
+            raise ConfigError(
+                f"{where} is a checkpoint of the {kind} controller, not of the {controller} one",
+                path=where,
+            )
         if kind not in CONTROLLERS:
             raise ConfigError(f"{where} names an unknown controller {kind!r}", path=where)
         if tuple(doc.get("inputs", ())) != input_names(kind):
@@ -192,6 +195,8 @@ class Scorer:
             )
         try:
             return cls(kind, int(doc["hidden"]), np.asarray(doc["params"], np.float64), doc["meta"])
+        except ConfigError as exc:  # the scorer's own checks, which know no file
+            raise ConfigError(f"{where}: {exc.message}", path=where) from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{where} has malformed weights: {exc}", path=where) from exc
 

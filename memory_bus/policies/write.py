@@ -76,10 +76,14 @@ class DedupPolicy:
             raise ConfigError("dedup update_threshold must not exceed duplicate_threshold")
         self.duplicate_threshold = float(duplicate_threshold)
         self.update_threshold = float(update_threshold)
+        if not isinstance(key_field, str):  # meta keys are str: any other never matched
+            raise ConfigError(f"dedup key_field must be a str, got {key_field!r}")
         self.key_field = key_field
 
     def decide(self, proposal: Item, neighbours: Sequence[Hit], now: float) -> WriteDecision:
-        """Decide from the neighbours, best first."""
+        """Decide from the neighbours, best first; one no longer valid at ``now`` is the
+        past, not a duplicate (a fact asserted again after it expired is new again)."""
+        neighbours = [h for h in neighbours if h.item.valid_to > now]
         if not neighbours:
             return WriteDecision(WriteOp.ADD)
         best = neighbours[0]
@@ -96,5 +100,12 @@ class DedupPolicy:
 
 
 def make_write_policy(name: str, **params: Any) -> WritePolicy:
-    """A write policy by name (``always_add``, ``dedup``, ``never``) or ``"module:Class"``."""
-    return WRITE_POLICIES.create(name, **params)
+    """A write policy by name (``always_add``, ``dedup``, ``never``) or ``"module:Class"``.
+
+    Raises:
+        ConfigError: what ``name`` makes has no ``decide`` (the first write failed).
+    """
+    policy = WRITE_POLICIES.create(name, **params)
+    if not callable(getattr(policy, "decide", None)):
+        raise ConfigError(f"write policy {name!r} has no decide(proposal, neighbours, now)")
+    return policy

@@ -91,7 +91,7 @@ def test_mismatched_checkpoint_is_refused(tmp_path: Path, change: dict, message:
 
 def test_wrong_controller_is_refused_by_name(tmp_path: Path) -> None:
     path, _ = _doc(tmp_path)
-    with pytest.raises(ConfigError, match="eviction policy, not a write policy"):
+    with pytest.raises(ConfigError, match="of the eviction controller, not of the write one"):
         make_write_policy(f"learned:{path}")
     assert isinstance(make_eviction_policy(f"learned:{path}"), LearnedEvictionPolicy)
     with pytest.raises(UnknownNameError, match="learned:"):
@@ -149,3 +149,37 @@ def test_write_decisions_follow_the_scores() -> None:
         # with no neighbour, UPDATE/DELETE are not possible
         alone = LearnedWritePolicy(Scorer("write", 0, params)).decide(proposal, [], 1.0)
         assert alone.op in (WriteOp.ADD, WriteOp.NOOP)
+
+
+def test_a_tier_reads_its_learned_checkpoint_once(tmp_path: Path) -> None:
+    """Each new namespace read the file again: one changed or moved while the store ran
+    made namespaces evict two ways, or failed the first write of a new one."""
+    from hivemem.memory_bus.config import StoreConfig, TierConfig
+    from hivemem.memory_bus.interfaces import Caller
+    from hivemem.memory_bus.item import NewItem
+    from hivemem.memory_bus.store import MemoryStore
+
+    params = np.zeros(Scorer.size("eviction", 0))
+    params[1] = 1.0  # evicts the least recently used
+    path = Scorer("eviction", 0, params).save(tmp_path / "lru.json")
+    tier = TierConfig(capacity=2, eviction=f"learned:{path}")
+    store = MemoryStore(StoreConfig(dim=8, private=tier))
+    path.unlink()  # or changed: the tier keeps what it read
+
+    def evicted(agent: str) -> list[list[int]]:
+        who = Caller(agent)
+        return [store.private.write(who, agent, NewItem(f"{agent} {i}"), now=float(i)).evicted for i in range(4)]  # fmt: skip
+
+    a, b = evicted("a"), evicted("b")
+    assert a[2:] == [[a_id] for a_id in (1, 2)] and b[2:] == [[5], [6]]
+
+
+def test_a_scorer_refused_by_its_own_checks_names_the_file(tmp_path: Path) -> None:
+    path, doc = _doc(tmp_path)
+    doc["hidden"] = 3  # the params are for hidden 0
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    from hivemem.memory_bus.policies.learned import _digest
+
+    path.write_text(json.dumps({**body, "sha256": _digest(body)}))
+    with pytest.raises(ConfigError, match=f"{path}: eviction scorer with hidden=3"):
+        Scorer.load(path, "eviction")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
+from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError, UnknownNameError
 from hivemem.memory_bus.features import COLUMN, candidate_features
-from hivemem.memory_bus.interfaces import EvictionContext, Hit, WriteDecision
-from hivemem.memory_bus.item import Item, TierName, WriteOp
+from hivemem.memory_bus.interfaces import Caller, EvictionContext, Hit, WriteDecision
+from hivemem.memory_bus.item import Item, NewItem, TierName, WriteOp
 from hivemem.memory_bus.policies import LRUPolicy, make_eviction_policy, make_write_policy
+from hivemem.memory_bus.store import MemoryStore
 
 
 def item(
@@ -147,3 +150,44 @@ def test_dedup_branches() -> None:
     assert make_write_policy("never").decide(proposal, [], 0.0).op is WriteOp.NOOP
     with pytest.raises(ConfigError):
         make_write_policy("dedup", duplicate_threshold=0.5, update_threshold=0.9)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: make_eviction_policy("generative_agents", w_recency="high"), "bad parameters"),
+        (lambda: make_eviction_policy("generative_agents", w_relevance=float("nan")), "finite"),
+        (lambda: make_write_policy("dedup", key_field=["key"]), "key_field must be a str"),
+        (lambda: make_write_policy("collections:OrderedDict"), "no decide"),
+    ],
+)
+def test_parameters_no_policy_can_use_are_refused_when_it_is_made(make: Any, message: str) -> None:
+    """Each was accepted: a traceback at start (ValueError), every score NaN, every
+    write with a neighbour an internal error, or the first write one."""
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_a_token_budget_without_its_mode_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="only mode 'token_budget'"):
+        TierConfig(token_budget=5)  # was ignored: the namespace never evicted by it
+
+
+def test_dedup_takes_an_expired_neighbour_for_the_past_not_a_duplicate() -> None:
+    """A fact asserted again after its memory expired was a NOOP: the client was told it
+    was stored, and nothing was valid at the time it was asserted."""
+    store = MemoryStore(StoreConfig(dim=32, shared=TierConfig(write_policy="dedup")))
+    who = Caller("alice", frozenset({"team"}))
+    old = store.shared.write(who, "team", NewItem("the door is red", valid_to=5.0), now=0.0)
+    again = store.shared.write(who, "team", NewItem("the door is red"), now=10.0)
+    assert again.op is WriteOp.ADD and again.item_id != old.item_id
+    assert store.shared.write(who, "team", NewItem("the door is red"), now=11.0).op is WriteOp.NOOP
+
+
+def test_belady_without_the_future_refuses_a_write_before_storing_it() -> None:
+    store = MemoryStore(StoreConfig(dim=8, private=TierConfig(capacity=1, eviction="belady")))
+    with pytest.raises(ConfigError, match="future"):
+        store.private.write(Caller("a"), "a", NewItem("x"), now=0.0)
+    assert store.stats()["private"]["items"] == 0
