@@ -110,7 +110,7 @@ class MemoryBankPolicy(_KeyPolicy):
     name = "memorybank"
     uses_relevance = False  # the store skips computing that column for it
     row_keys = True  # a row's keys are its own: the store sorts the candidates once a write
-    feature_columns = frozenset({"retention", "since_access"})  # all the store need compute for it
+    feature_columns = frozenset({"since_access", "log_hits"})  # all the store need compute for it
 
     def __init__(self, strength: float = DEFAULT_STRENGTH) -> None:
         if not strength > 0:
@@ -118,7 +118,14 @@ class MemoryBankPolicy(_KeyPolicy):
         self.strength = float(strength)
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
-        return [features[:, COLUMN["retention"]], -features[:, COLUMN["since_access"]]]
+        """Lowest retention first, by its exponent ``-t / S`` (``S = strength * (1 +
+        hits)``): ``exp`` of it is 0.0 for every memory unrecalled for some hundreds of
+        strengths, and the ranking fell to the tie-break (LRU). Then the least recent."""
+        since = features[:, COLUMN["since_access"]]
+        log_retention = -np.maximum(since, 0.0) / (
+            self.strength * np.exp(features[:, COLUMN["log_hits"]])
+        )
+        return [log_retention, -since]
 
 
 @EVICTION_POLICIES.register("generative_agents")
@@ -152,7 +159,10 @@ class GenerativeAgentsPolicy(_KeyPolicy):
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """The retrieval score of each candidate (higher = keep)."""
-        recency = np.power(self.decay, features[:, COLUMN["since_access"]])
+        since = features[:, COLUMN["since_access"]]
+        # decay ** since, over the freshest candidate's: the same after min-max scaling,
+        # and no underflow to 0 for all (which made recency weigh nothing, late in a run)
+        recency = np.power(self.decay, since - since.min()) if len(since) else since
         importance = features[:, COLUMN["importance"]] / self.importance_scale
         relevance = features[:, COLUMN["relevance"]]
         parts = [_minmax(recency), _minmax(importance), _minmax(relevance)]

@@ -191,3 +191,30 @@ def test_belady_without_the_future_refuses_a_write_before_storing_it() -> None:
     with pytest.raises(ConfigError, match="future"):
         store.private.write(Caller("a"), "a", NewItem("x"), now=0.0)
     assert store.stats()["private"]["items"] == 0
+
+
+def test_memorybank_ranks_by_retention_after_it_underflows() -> None:
+    """A, recalled 3 times, last 36,000 ago (t/S 900), against B, never recalled, 9,500
+    ago (t/S 950): exp of both is 0.0, and the tie-break (the least recent) evicted A.
+    B's retention is the lower: B goes."""
+    a = item(1, accessed=4_000.0, hits=3)
+    b = item(2, accessed=30_500.0, hits=0)
+    assert victims("memorybank", [a, b], now=40_000.0) == [2]
+    recent = item(3, accessed=39_990.0, hits=0)  # t/S 1: kept over both
+    assert victims("memorybank", [recent, a, b], n=2, now=40_000.0) == [2, 1]
+
+
+def test_generative_agents_recency_survives_a_late_now() -> None:
+    """decay ** since_access is 0.0 for every candidate once each was last read some
+    150,000 ago: recency then weighed nothing, and the freshest memory, the least
+    important, went. By the definition (min-max over the candidates) it is the most
+    recent one (1 + 0), the important old one (0 + 1) ties it, and the middling old one
+    (0 + 0.5) goes."""
+    fresh = item(1, accessed=240_000.0, importance=0.0)
+    important = item(2, accessed=100_000.0, importance=1.0)
+    middling = item(3, accessed=50_000.0, importance=0.5)
+    policy = make_eviction_policy("generative_agents", w_relevance=0.0)
+    pool = [fresh, important, middling]
+    feats = candidate_features(pool, 400_000.0)
+    ctx = EvictionContext(now=400_000.0, rng=np.random.default_rng(0))
+    assert [pool[p].id for p in policy.select(pool, feats, 1, ctx)] == [3]
