@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from hivemem.memory_bus.journal import FsyncPolicy
     from hivemem.memory_bus.server import BusServer
     from hivemem.memory_bus.store import MemoryStore
-    from hivemem.platform.scenario import Problem
 
 bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
 
@@ -245,36 +244,15 @@ def _parse_store_config(text: str, source: str) -> StoreConfig:
 
     Raises:
         ConfigError: Every problem found, each with its path in the file and its line, on
-            one line, as ``hivemem validate`` reports scenario files (whose ``memory`` is a
-            StoreConfig, so the scenario module's reporting serves here too).
+            one line, as ``hivemem validate`` names them in scenario files.
     """
-    import yaml
-
-    # The one copy of how a config file's problems are named (``hivemem validate``'s).
-    from hivemem.platform.scenario import Problem, _line_map, _problem
-    from pydantic import ValidationError
+    from hivemem.platform.scenario import ScenarioError, read_mapping, validated
 
     try:
-        raw = yaml.safe_load(text)
-        lines = _line_map(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        why = getattr(exc, "problem", None) or exc
-        raise _config_error(source, [Problem("", f"not valid YAML: {why}", line)]) from None
-    if not isinstance(raw, dict):
-        got = type(raw).__name__
-        raise _config_error(source, [Problem("", f"expected a mapping of fields, got {got}")])
-    try:
-        return StoreConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = [_problem(e, lines, model=StoreConfig) for e in exc.errors()]
-        raise _config_error(source, problems) from None
-
-
-def _config_error(source: str, problems: list[Problem]) -> ConfigError:
-    """One error listing ``problems`` on one line (a terminal's error line, not a report)."""
-    return ConfigError(f"{source}: {'; '.join(map(str, problems))}")
+        raw, lines = read_mapping(text, source)
+        return validated(StoreConfig, raw, source, lines)
+    except ScenarioError as exc:  # one line: a terminal's error line, not a report
+        raise ConfigError(f"{source}: {'; '.join(map(str, exc.problems))}") from None
 
 
 def _serve_metrics(server: BusServer, port: int, host: str) -> None:

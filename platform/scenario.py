@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from hivemem.agents.base import AGENT_TYPES, AgentSpec
@@ -273,28 +273,51 @@ def parse_scenario(
     text: str, source: str = "<string>", overrides: list[str] | None = None
 ) -> Scenario:
     """Validate scenario YAML text (see :func:`load_scenario`)."""
-    try:
-        raw = yaml.safe_load(text)
-        lines = _line_map(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ScenarioError(source, [Problem("", f"not valid YAML: {exc}", line)]) from None
-    if not isinstance(raw, dict):
-        raise ScenarioError(
-            source, [Problem("", f"expected a mapping at the top, got {type(raw).__name__}")]
-        )
-    raw = apply_overrides(raw, overrides or [])
-    try:
-        scenario = Scenario.model_validate(raw)
-    except ValidationError as exc:
-        raise ScenarioError(source, [_problem(e, lines) for e in exc.errors()]) from None
+    raw, lines = read_mapping(text, source)
+    scenario = validated(Scenario, apply_overrides(raw, overrides or []), source, lines)
     problems = check_meaning(scenario)
     if problems:
         raise ScenarioError(
             source, [Problem(p.path, p.message, lines.get(p.path)) for p in problems]
         )
     return scenario
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_mapping(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """YAML (or JSON) text that must hold a mapping, and the line of each dotted path.
+
+    Raises:
+        ScenarioError: not YAML, or not a mapping at the top.
+    """
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_map(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        why = getattr(exc, "problem", None) or exc
+        raise ScenarioError(source, [Problem("", f"not valid YAML: {why}", line)]) from None
+    if not isinstance(raw, dict):
+        got = type(raw).__name__
+        raise ScenarioError(source, [Problem("", f"expected a mapping at the top, got {got}")])
+    return raw, lines
+
+
+def validated(model: type[M], raw: dict[str, Any], source: str, lines: dict[str, int]) -> M:
+    """``raw`` validated into ``model``; every problem named with its path, line and
+    "did you mean" (the reporting ``hivemem validate`` and ``bus serve --config`` share).
+
+    Raises:
+        ScenarioError: each problem found.
+    """
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_problem(e, lines, model=model) for e in exc.errors()]
+        raise ScenarioError(source, problems) from None
 
 
 def check_meaning(s: Scenario) -> list[Problem]:
