@@ -32,7 +32,7 @@ from hivemem.memory_bus.errors import (
 from hivemem.memory_bus.forking import fork_to
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
-from hivemem.memory_bus.journal import CONFIG_NAME, Journal
+from hivemem.memory_bus.journal import CONFIG_NAME, FsyncPolicy, Journal
 from hivemem.memory_bus.policies.learned import (
     pin_checkpoints,
     pinned_names,
@@ -134,6 +134,9 @@ class Durability:
         self.recalls_dropped = 0  # recall records given up past UNLOGGED_MAX
         self._retry_at = 0  # the journal's seq before which no snapshot is tried again
         self._next_id = 0  # the store's next id before the change logged last
+        # Set by the owner thread while it handles a group of requests (see commit).
+        self.deferring = False
+        self._deferred = False  # a change was logged unsynced since the last commit
 
     def log_change(self, req: Request) -> int | None:
         """Journal a changing request before it is applied; its record's seq (None: not
@@ -157,8 +160,10 @@ class Durability:
                 "client": req.client,
                 "id": req.id,
                 "args": req.args,
-            }
+            },
+            sync=not self.deferring,
         )
+        self._deferred = self._deferred or self.deferring
         self.store.ctx.tape = DecisionTape()
         self._next_id = self.store.ctx.next_id
         return seq
@@ -175,6 +180,25 @@ class Durability:
         else:  # the record stays, and its replay draws what it drew
             log.warning("could not take back journal record %d; a replay refuses it again", seq)
 
+    @property
+    def commits_in_groups(self) -> bool:
+        """Whether each change waits for an fsync before it is acknowledged (``always``):
+        then the owner thread handles the requests waiting at once with :attr:`deferring`
+        set, and :meth:`commit` fsyncs them all before any of their replies is sent."""
+        return self.journal is not None and self.journal.policy is FsyncPolicy.ALWAYS
+
+    def commit(self) -> None:
+        """Make the changes logged while :attr:`deferring` durable (one fsync for all).
+
+        Raises:
+            JournalSyncError: the fsync failed. The changes are applied in memory and
+                it is unknown which reached the disk: none may be acknowledged, and the
+                server must stop (a restart replays what the disk holds).
+        """
+        if self._deferred and self.journal is not None:
+            self._deferred = False
+            self.journal.sync()
+
     def log_decisions(self) -> None:
         """Journal the write policy's decisions of the request just logged by
         :meth:`log_change`, right after its record (if it made any; see
@@ -187,7 +211,9 @@ class Durability:
         if tape is None or not tape.made or self.journal is None:
             return
         try:
-            self.journal.append({"op": DECIDED, "decisions": tape.to_record()})
+            self.journal.append(
+                {"op": DECIDED, "decisions": tape.to_record()}, sync=not self.deferring
+            )
         except JournalWriteError as exc:
             log.error("%s; a replay decides this request's writes again", exc.message)
 

@@ -22,6 +22,7 @@ The tree::
     ├── VersionConflictError         an update against a stale version
     ├── CapacityError                an item that can never fit its namespace
     └── JournalWriteError            the bus could not log a change (disk full, I/O error)
+        └── JournalSyncError         an fsync failed under `always`: the bus stops
 """
 
 from __future__ import annotations
@@ -191,9 +192,23 @@ class JournalWriteError(HivememError):
 
     code = "journal_write_failed"
 
+    def __init__(self, path: str, reason: str, outcome: str = "the change was not applied") -> None:
+        super().__init__(
+            f"could not write the journal {path}: {reason}; {outcome}", path=path, reason=reason
+        )
+
+
+class JournalSyncError(JournalWriteError):
+    """The journal's fsync failed under ``fsync always``: the changes written since the
+    last fsync are applied in memory and may or may not be on the disk.
+
+    None of them may be acknowledged, and the journal takes no more records: the bus
+    server stops without replying to them (as PostgreSQL and Redis do), and a restart
+    replays what the disk holds. A client's retry of such a change is then answered from
+    the log, or applied, once.
+    """
+
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(
-            f"could not write the journal {path}: {reason}; the change was not applied",
-            path=path,
-            reason=reason,
+            path, reason, "the changes since the last fsync are not acknowledged; the bus stops"
         )

@@ -42,10 +42,14 @@ that is refused after its record was appended takes the record back
 
 ``fsync`` policies, as Redis's ``appendfsync``:
 
-- ``always``: fsync before ``append`` returns. Nothing acknowledged is lost even on a
-  power cut; the slowest. Records of what reads recalled (``append(..., sync=False)``)
-  are not synced alone: the next change's fsync takes them along, so a read never waits
-  for the disk, and a power cut loses at most the access counts of the reads since.
+- ``always``: fsync before a change is acknowledged. Nothing acknowledged is lost even
+  on a power cut; the slowest. ``append`` fsyncs before it returns, unless told not to
+  (``sync=False``), in which case :meth:`Journal.sync` does it later. The bus server
+  commits in groups, as a database does: the changes of every request waiting when it
+  polls are appended, one fsync covers them all, and only then are their replies sent.
+  Records of what reads recalled are never synced alone: the next change's fsync takes
+  them along, so a read never waits for the disk, and a power cut loses at most the
+  access counts of the reads since.
 - ``everysec``: a background thread fsyncs every ``interval_ms`` (default 1,000). A power
   cut loses at most that window; a killed process (even SIGKILL) loses nothing, because
   each record already reached the kernel's page cache.
@@ -73,7 +77,12 @@ from typing import Any
 
 import msgpack
 from hivemem.memory_bus.data_dir_lock import lock_data_dir
-from hivemem.memory_bus.errors import ConfigError, HivememError, JournalWriteError
+from hivemem.memory_bus.errors import (
+    ConfigError,
+    HivememError,
+    JournalSyncError,
+    JournalWriteError,
+)
 from hivemem.memory_bus.protocol import pack
 
 log = logging.getLogger(__name__)
@@ -228,7 +237,7 @@ class Journal:
         self._snapshot_at: int | None = None  # the seq of the snapshot loaded, once loaded
         self._last: int | None = None  # bytes of the last record appended (to retract it)
         self._expected = 1  # the seq replay expects next
-        self._broken: str | None = None  # why a torn write could not be cut off
+        self._broken: str | None = None  # why the log takes no more records
         self._unsynced = False  # always: records appended with sync=False since the fsync
         self.snapshot_bytes = self._snapshot_size()
         self._closed = threading.Event()
@@ -289,7 +298,7 @@ class Journal:
         """
         if self._broken is not None:
             raise JournalWriteError(
-                str(self.log_path), f"a failed write could not be undone ({self._broken})"
+                str(self.log_path), f"the log takes no more records ({self._broken})"
             )
         payload = frame(
             pack({"seq": self.seq + 1, "record": record})
@@ -300,6 +309,26 @@ class Journal:
         self.bytes_since_snapshot += len(payload)
         self._last = len(payload)
         return self.seq
+
+    def sync(self) -> None:
+        """fsync what ``append(..., sync=False)`` left unsynced (``always``; else nothing).
+
+        A failed fsync leaves it unknown which of those records reached the disk (Linux
+        may have dropped the dirty pages and reports the error once), so the journal
+        takes no more records: whoever acknowledges changes must stop (PostgreSQL panics
+        there, Redis exits); a restart replays whatever the disk holds.
+
+        Raises:
+            JournalSyncError: the fsync failed; every later append is refused.
+        """
+        if not self._unsynced:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._broken = f"fsync failed: {exc.strerror or exc}"
+            raise JournalSyncError(str(self.log_path), self._broken) from exc
+        self._unsynced = False
 
     def _write_all(self, payload: bytes, sync: bool) -> None:
         view, written = memoryview(payload), 0
@@ -325,7 +354,7 @@ class Journal:
         try:
             os.ftruncate(self._fd, os.fstat(self._fd).st_size - nbytes)
         except OSError as exc:
-            self._broken = exc.strerror or str(exc)
+            self._broken = f"a torn record could not be cut off: {exc.strerror or exc}"
             log.critical(
                 "could not cut a torn record off %s (%s): no more appends", self.log_path, exc
             )
@@ -543,9 +572,13 @@ class Journal:
         if self._syncer is not None:
             self._syncer.join()
         self._close_retired()
-        os.fsync(self._fd)
-        os.close(self._fd)
-        os.close(self._lock)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:  # the directory is released all the same
+            log.error("fsync of %s at close failed: %s", self.log_path, exc)
+        finally:
+            os.close(self._fd)
+            os.close(self._lock)
 
     def __enter__(self) -> Journal:
         return self

@@ -47,7 +47,7 @@ from hivemem.memory_bus.durability import (
     Durability,
     RecentReplies,
 )
-from hivemem.memory_bus.errors import HivememError, InvalidInputError
+from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalSyncError
 from hivemem.memory_bus.handlers import (
     authenticate,
     subscription_topic,
@@ -69,6 +69,9 @@ from zmq.utils.monitor import recv_monitor_message
 
 log = logging.getLogger(__name__)
 POLL_MS = 100
+GROUP_MAX = 64
+"""Most requests one fsync covers under ``fsync always`` (see :meth:`BusServer._serve_group`):
+the first of a group waits for the others to be handled before its reply is sent."""
 GAUGE_PERIOD_S = 1.0
 """How often the owner thread refreshes the store's gauges, at least."""
 GAUGE_SHARE = 0.01
@@ -194,7 +197,8 @@ class BusServer:
         self._stop = threading.Event()
         self._waker = Wake(pipe=False)  # wakes the owner thread from its poll (start)
         self._ready = threading.Event()
-        self._failure: BaseException | None = None
+        self._failure: BaseException | None = None  # why start() failed
+        self.failure: JournalSyncError | None = None  # why the server stopped by itself
         self._thread: threading.Thread | None = None
         self._registrations: list[dict[str, Any]] = []  # made before start (see register)
         self.address = ""
@@ -297,7 +301,11 @@ class BusServer:
         self._waker.wake()
 
     def serve_forever(self) -> None:
-        """Start (unless started) and block until :meth:`request_stop` or Ctrl-C."""
+        """Start (unless started) and block until :meth:`request_stop` or Ctrl-C.
+
+        Raises:
+            HivememError: the server stopped by itself (:attr:`failure`: an fsync failed).
+        """
         if self._thread is None:
             self.start()
         try:
@@ -307,6 +315,8 @@ class BusServer:
             pass
         finally:
             self.stop()
+        if self.failure is not None:
+            raise self.failure
 
     def __enter__(self) -> BusServer:
         return self.start()
@@ -426,22 +436,70 @@ class BusServer:
 
     def _serve_batch(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
         """Answer every request waiting now (up to a bound, so stop stays responsive)."""
+        if self._durability.commits_in_groups:
+            for _ in range(1024 // GROUP_MAX):
+                if not self._serve_group(router, pub):
+                    return
+            return
         busy, dispatch = self.metrics.busy, self._dispatch
         for _ in range(1024):
             started = time.perf_counter()
-            try:
-                frames = router.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
+            frames = _waiting(router)
+            if frames is None:
                 return
-            if len(frames) < 2:
-                continue  # nothing to reply to
-            identity, rest = frames[0], frames[1:]
             with COLLECTOR_PAUSE, self._between:
-                reply, later = dispatch.handle(rest)
-                router.send_multipart([identity, HEADER, reply])
+                reply, later = dispatch.handle(frames[1:])
+                router.send_multipart([frames[0], HEADER, reply])
                 dispatch.settle(later)
                 self._publisher.publish(pub)
                 busy.seconds += time.perf_counter() - started
+
+    def _serve_group(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> bool:
+        """Group commit (``fsync always``): handle up to :data:`GROUP_MAX` of the requests
+        waiting, applying each before the next is read, journal their changes unsynced,
+        fsync once, and only then send the replies and events. Returns whether the group
+        was full (more may be waiting).
+
+        Nothing leaves the server before the fsync: not a reply, not an event, nor a
+        read's answer that saw another request's change. If the fsync fails, nothing is
+        sent and the server stops (:attr:`failure`): the changes are applied in memory
+        and it is unknown which reached the disk, so none may be acknowledged. Their
+        clients' retries, against the restarted server, are answered from what the disk
+        held: by the remembered reply where the change was there, by applying it where not.
+        """
+        busy, dispatch, durability = self.metrics.busy, self._dispatch, self._durability
+        replies: list[list[bytes]] = []
+        with COLLECTOR_PAUSE, self._between:
+            durability.deferring = True
+            try:
+                while len(replies) < GROUP_MAX:
+                    started = time.perf_counter()
+                    frames = _waiting(router)
+                    if frames is None:
+                        break
+                    reply, later = dispatch.handle(frames[1:])
+                    dispatch.settle(later)
+                    replies.append([frames[0], HEADER, reply])
+                    busy.seconds += time.perf_counter() - started
+            finally:
+                durability.deferring = False
+            started = time.perf_counter()
+            try:
+                durability.commit()
+            except JournalSyncError as exc:
+                log.critical(
+                    "%s (%d replies withheld); restart it: the log replays what the disk holds",
+                    exc.message,
+                    len(replies),
+                )
+                self.failure = exc
+                self._stop.set()
+                return False
+            for parts in replies:
+                router.send_multipart(parts)
+            self._publisher.publish(pub)
+            busy.seconds += time.perf_counter() - started
+        return len(replies) == GROUP_MAX
 
     def _authorize_subscription(self, agent: str, token: str, topic: str) -> bytes:
         """The event-socket prefix of a subscription, checked as a request would be."""
@@ -495,6 +553,20 @@ class BusServer:
             self._durability.recover()
         self.metrics.durability.recovery_seconds = time.monotonic() - started
         self._publisher.events.clear()
+
+
+def _waiting(router: zmq.Socket[Any]) -> list[bytes] | None:
+    """The frames of the next request waiting (identity first), or None if none is;
+    messages with nothing to reply to (no frame after the identity) are dropped, up to a
+    bound, so that a flood of them cannot hold the owner thread."""
+    for _ in range(1024):
+        try:
+            frames = router.recv_multipart(zmq.NOBLOCK, copy=True)
+        except zmq.Again:
+            return None
+        if len(frames) >= 2:
+            return frames
+    return None
 
 
 def _bind(sock: zmq.Socket[Any], host: str, port: int) -> str:

@@ -160,7 +160,10 @@ def bus_serve(
         f"{store.config.dim}, embedder {describe_embedder(store.embedder_settings)}",
         err=True,
     )
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except HivememError as exc:  # it stopped by itself (an fsync failed): say why, exit 1
+        fail(exc)
 
 
 def _fail_to_start(exc: HivememError, data_dir: Path | None) -> None:

@@ -350,6 +350,40 @@ def test_always_syncs_changes_and_leaves_recalls_to_the_next_sync(
     assert [r["op"] for r in replayed(tmp_path)] == ["write", "recall", "recall", "write", "recall"]
 
 
+def test_sync_covers_deferred_records_once_and_a_failed_sync_takes_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync`` is the group commit's one fsync; after it fails, nothing may be appended:
+    which records reached the disk is unknown, and Linux reports the error only once."""
+    import errno
+    import os
+
+    from hivemem.memory_bus.errors import JournalSyncError, JournalWriteError
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    with Journal(tmp_path, "always") as journal:
+        for i in range(5):
+            journal.append({"op": "write", "i": i}, sync=False)
+        assert synced == []
+        journal.sync()
+        journal.sync()  # nothing left
+        assert len(synced) == 1
+
+        def broken(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", broken)
+        journal.append({"op": "write", "i": 5}, sync=False)
+        with pytest.raises(JournalSyncError, match="fsync failed"):
+            journal.sync()
+        with pytest.raises(JournalWriteError, match="takes no more records"):
+            journal.append({"op": "write", "i": 6})
+        monkeypatch.setattr(os, "fsync", real)
+    assert [r["i"] for r in replayed(tmp_path)] == [0, 1, 2, 3, 4, 5]
+
+
 def test_a_torn_last_record_holding_a_frame_of_client_bytes_is_still_a_tear(
     tmp_path: Path,
 ) -> None:

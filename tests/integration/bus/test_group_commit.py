@@ -1,0 +1,160 @@
+"""Group commit under ``fsync always``: one fsync covers the requests waiting together, no
+reply leaves before it, and a failed fsync stops the server without acknowledging."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+from hivemem.memory_bus.codec import encode_new_item
+from hivemem.memory_bus.errors import JournalSyncError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.protocol import decode_reply, encode_request
+from hivemem.memory_bus.server import GROUP_MAX, BusServer
+
+from .conftest import make_server
+
+WRITES = 32
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """The times of every fsync this process makes (each one still runs)."""
+    times: list[float] = []
+    real = os.fsync
+
+    def counted(fd: int) -> None:
+        real(fd)
+        times.append(time.monotonic())
+
+    monkeypatch.setattr(os, "fsync", counted)
+    yield times
+
+
+def dealer(address: str) -> zmq.Socket[bytes]:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.connect(address)
+    return sock
+
+
+def write_frames(server: BusServer, token: str, n: int, client: int = 77) -> list[bytes]:
+    args = {"tier": "private", "namespace": "alice", "item": encode_new_item(NewItem(f"fact {n}"))}
+    return encode_request(n, client, "write", "alice", token, {**args, "now": float(n)})
+
+
+def held_texts(server: BusServer) -> list[str]:
+    return server.inspect(
+        lambda store: sorted(it.text for it in store.private.namespaces["alice"].items.values())
+    )
+
+
+def send_while_held(server: BusServer, sock: zmq.Socket[bytes], frames: list[list[bytes]]) -> None:
+    """Send every request while the owner thread is held off, so that they wait together."""
+    held, release = threading.Event(), threading.Event()
+    blocker = threading.Thread(
+        target=server.inspect, args=(lambda _: (held.set(), release.wait(10)),)
+    )
+    blocker.start()
+    held.wait(10)
+    for parts in frames:
+        sock.send_multipart(parts)
+    time.sleep(0.3)  # let them cross loopback into the server's queue
+    release.set()
+    blocker.join()
+
+
+def test_one_fsync_covers_the_writes_that_wait_together(
+    tmp_path: Path, fsyncs: list[float]
+) -> None:
+    server, tokens = make_server(journal=Journal(tmp_path, "always"))
+    with server:
+        sock = dealer(server.address)
+        before = len(fsyncs)
+        send_while_held(
+            server, sock, [write_frames(server, tokens["alice"], n) for n in range(WRITES)]
+        )
+        replies = [decode_reply(sock.recv_multipart()) for _ in range(WRITES)]
+        used = len(fsyncs) - before
+        sock.close(linger=0)
+        assert sorted(r.id for r in replies) == list(range(WRITES))
+        assert all(r.ok for r in replies), [r.error for r in replies if not r.ok][:2]
+        # Per-request fsync made one each; waiting together, they share one.
+        assert used <= -(-WRITES // GROUP_MAX) + 1
+        texts = held_texts(server)
+    again, _ = make_server(journal=Journal(tmp_path, "always"))
+    with again:
+        assert held_texts(again) == texts == sorted(f"fact {n}" for n in range(WRITES))
+
+
+def test_no_reply_leaves_before_its_fsync(tmp_path: Path, fsyncs: list[float]) -> None:
+    server, tokens = make_server(journal=Journal(tmp_path, "always"))
+    with server:
+        sock = dealer(server.address)
+        send_while_held(server, sock, [write_frames(server, tokens["alice"], n) for n in range(8)])
+        for _ in range(8):
+            sock.recv_multipart()
+            arrived = time.monotonic()
+            assert fsyncs and fsyncs[-1] <= arrived
+        sock.close(linger=0)
+
+
+def test_reads_alone_wait_for_no_fsync(tmp_path: Path, fsyncs: list[float]) -> None:
+    server, tokens = make_server(journal=Journal(tmp_path, "always"))
+    with server:
+        sock = dealer(server.address)
+        sock.send_multipart(write_frames(server, tokens["alice"], 0))
+        assert decode_reply(sock.recv_multipart()).ok
+        before = len(fsyncs)
+        args = {"tier": "private", "namespace": "alice", "text": "fact", "k": 1, "now": 5.0}
+        for n in range(20):  # recalls are journaled, and left for the next change's fsync
+            sock.send_multipart(
+                encode_request(100 + n, 77, "search", "alice", tokens["alice"], args)
+            )
+            assert decode_reply(sock.recv_multipart()).ok
+        assert len(fsyncs) == before
+        sock.close(linger=0)
+
+
+def test_a_failed_fsync_acknowledges_nothing_and_stops_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, tokens = make_server(journal=Journal(tmp_path, "always"))
+    server.start()
+    sock = dealer(server.address)
+    sock.send_multipart(write_frames(server, tokens["alice"], 0))
+    assert decode_reply(sock.recv_multipart()).ok
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    sock.send_multipart(write_frames(server, tokens["alice"], 1))
+    sock.setsockopt(zmq.RCVTIMEO, 1500)
+    with pytest.raises(zmq.Again):  # never acknowledged
+        sock.recv_multipart()
+    sock.close(linger=0)
+    assert isinstance(server.failure, JournalSyncError)
+    assert "fsync failed" in server.failure.message
+    assert not server.serving
+    with pytest.raises(JournalSyncError):  # what `hivemem bus serve` exits with
+        server.serve_forever()
+    monkeypatch.undo()
+
+    # Restarted, the log holds what reached the file; the same request again (same client
+    # and id, as a client's retry) is answered from it, not applied twice.
+    again, tokens = make_server(journal=Journal(tmp_path, "always"))
+    with again:
+        sock = dealer(again.address)
+        sock.send_multipart(write_frames(again, tokens["alice"], 1))
+        assert decode_reply(sock.recv_multipart()).ok
+        sock.close(linger=0)
+        assert held_texts(again) == ["fact 0", "fact 1"]
