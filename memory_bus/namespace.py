@@ -358,12 +358,21 @@ class Namespace:
         return item
 
     def replace(
-        self, old: Item, new: Item, now: float, emit: Callable[[MemoryEvent], None]
-    ) -> None:
-        """Swap in a new version of an item, keeping the old one in its history.
+        self,
+        old: Item,
+        new: Item,
+        now: float,
+        emit: Callable[[MemoryEvent], None],
+        next_use: NextUse | None = None,
+    ) -> list[int]:
+        """Swap in a new version of an item, keeping the old one in its history; the ids
+        of the items evicted to make room for it.
 
         ``old`` is the current version (from :meth:`item`); a pending one is replaced
-        where it was read, so the other pending items stay unbuilt.
+        where it was read, so the other pending items stay unbuilt. In a
+        ``token_budget`` namespace a version with more tokens may take it over its
+        budget: other items are then evicted, chosen by the eviction policy as for a
+        write (``new`` itself never is, and must fit alone: :meth:`fits`).
         """
         self._remember(old, op="update", at=now)
         if old.id in self._items:
@@ -377,6 +386,15 @@ class Namespace:
             self.index.remove(ids)
             self.index.add_checked(ids, new.vector[None, :])
         self.announce(emit, "update", (new.id,), new.version, now)
+        if not self._over(0):
+            return []
+        self._materialize()
+        victims = self._evict_alone(new, now, next_use)
+        for victim in victims:
+            self._drop(victim, kind="evict", now=now, emit=emit)
+        if victims:
+            self.index.remove_ids(victims)
+        return victims
 
     def announce(
         self,

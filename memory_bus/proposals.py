@@ -143,11 +143,16 @@ def apply_each(
         if decision.op is WriteOp.ADD:
             adds[name].append((pos, proposal))
         elif decision.op is WriteOp.UPDATE:
-            _update_from(tier, ns, decision.target, proposal, now)
+            victims = _update_from(tier, ns, decision.target, proposal, now)
+            results[-1].evicted = victims
             if nb is not None:
                 nb.changed(decision.target, proposal.vector)
+                for victim in victims:
+                    nb.changed(victim)
             if slot.pool is not None:
                 slot.pool.replace(ns.items[decision.target])
+                for victim in victims:
+                    slot.pool.remove(victim)
         elif decision.op is WriteOp.DELETE:
             ns.remove(tier.item_in(ns, decision.target).id, now, tier.ctx.emit)
             if nb is not None:
@@ -243,7 +248,9 @@ def _flush_adds(
 
 def _update_from(
     tier: VectorTier, ns: Namespace, target_id: int, proposal: Item, now: float
-) -> None:
+) -> list[int]:
+    """Make ``proposal`` the next version of the item ``target_id``; the ids it evicted
+    (a token budget the new text takes over: :meth:`Namespace.replace`)."""
     old = tier.item_in(ns, target_id)
     new = replace(
         old,
@@ -256,4 +263,4 @@ def _update_from(
         valid_to=proposal.valid_to,
         accessed=now,
     )
-    ns.replace(old, new, now, tier.ctx.emit)
+    return ns.replace(old, new, now, tier.ctx.emit, tier.ctx.next_use)

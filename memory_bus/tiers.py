@@ -33,6 +33,7 @@ from hivemem.memory_bus.batch import (
 )
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.errors import (
+    CapacityError,
     ConfigError,
     InvalidInputError,
     ItemNotFoundError,
@@ -196,13 +197,7 @@ class VectorTier:
         now = check_number(now, "now")
         if len(batch) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(batch))
-        if getattr(self._eviction, "needs_future", False) and self.ctx.next_use is None:
-            # Refused before anything is written: an eviction failing after its write
-            # had gone in left the item stored under a refusal the journal took back.
-            raise ConfigError(
-                f"the {self.name.value} tier evicts by {self.config.eviction!r}, which needs "
-                "the future access sequence: only a simulation run's embedded bus has it"
-            )
+        self._refuse_without_future()
         batch = self._checked(batch, now)
         if not len(batch):
             return BatchResult([], [])
@@ -210,6 +205,16 @@ class VectorTier:
             return add_all(self, batch, now, defer)
         proposals = NewRows([-1] * len(batch), batch, now).build(self.name)
         return BatchResult.from_results(apply_each(self, batch.namespaces, proposals, now))
+
+    def _refuse_without_future(self) -> None:
+        """Refuse a change that may evict before anything of it is made, if the eviction
+        policy needs the future and there is none: an eviction failing after its write
+        had gone in left the item stored under a refusal the journal took back."""
+        if getattr(self._eviction, "needs_future", False) and self.ctx.next_use is None:
+            raise ConfigError(
+                f"the {self.name.value} tier evicts by {self.config.eviction!r}, which needs "
+                "the future access sequence: only a simulation run's embedded bus has it"
+            )
 
     def _checked(self, batch: WriteBatch, now: float) -> WriteBatch:
         """The batch with every column checked (access first, then the values)."""
@@ -415,7 +420,14 @@ class VectorTier:
         if old.version != expected_version:
             raise VersionConflictError(old.id, expected_version, old.version)
         new = replace(old, version=old.version + 1, accessed=now, **self._changes(old, changes))
-        ns.replace(old, new, now, self.ctx.emit)
+        if ns.config.mode is NamespaceMode.TOKEN_BUDGET:  # more tokens may evict others
+            self._refuse_without_future()
+        if not ns.fits(new):
+            raise CapacityError(
+                f"{new.tokens} tokens can never fit a budget of {ns.config.token_budget}",
+                tokens=new.tokens,
+            )
+        ns.replace(old, new, now, self.ctx.emit, self.ctx.next_use)  # evictions: as events
         return new
 
     def _changes(self, old: Item, changes: dict[str, Any]) -> dict[str, Any]:

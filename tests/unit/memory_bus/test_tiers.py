@@ -64,6 +64,39 @@ def test_token_budget_evicts_until_it_fits() -> None:
         store.shared.write(ALICE, "team", NewItem("one two three four five six"), now=9.0)
 
 
+def test_an_update_that_brings_more_tokens_evicts_others_to_fit_the_budget() -> None:
+    """An update used to leave a token-budget namespace over its budget for good."""
+    store = store_with(mode=NamespaceMode.TOKEN_BUDGET, token_budget=6, eviction="fifo")
+    events: list[tuple[str, list[int]]] = []
+    store.subscribe(lambda e: events.append((e.kind, list(e.item_ids))))
+    ids = fill(store, ["a b", "c d", "e f"])
+    ns = store.shared.namespaces["team"]
+    version = ns.items[ids[2]].version
+    events.clear()
+    store.shared.update(ALICE, "team", ids[2], expected_version=version, now=5.0, text="e f g h")
+    assert ns.tokens == 6 and sorted(ns.items) == ids[1:]  # the oldest other went
+    assert events == [("update", [ids[2]]), ("evict", [ids[0]])]
+    hits = store.shared.search(ALICE, "team", ns.items[ids[2]].vector, k=5, now=None)
+    assert sorted(h.item.id for h in hits) == ids[1:]  # the index let the victim go too
+    with pytest.raises(CapacityError):  # can never fit: refused, nothing changed
+        store.shared.update(ALICE, "team", ids[1], expected_version=1, now=6.0, text="x " * 7)
+    assert ns.tokens == 6 and ns.items[ids[1]].text == "c d"
+
+
+def test_a_write_policy_update_reports_what_it_evicted() -> None:
+    store = store_with(
+        mode=NamespaceMode.TOKEN_BUDGET, token_budget=7, eviction="fifo", write_policy="dedup"
+    )
+    first = store.shared.write(ALICE, "team", NewItem("car red", meta={"key": "car"}), now=0.0)
+    other = store.shared.write(ALICE, "team", NewItem("sky is blue", meta={"key": "sky"}), now=1.0)
+    upd = store.shared.write(
+        ALICE, "team", NewItem("car is now dark green", meta={"key": "car"}), now=2.0
+    )
+    assert (upd.op, upd.item_id, upd.evicted) == (WriteOp.UPDATE, first.item_id, [other.item_id])
+    ns = store.shared.namespaces["team"]
+    assert ns.tokens == 5 and list(ns.items) == [first.item_id]
+
+
 def test_dedup_policy_updates_same_key_and_skips_duplicates() -> None:
     store = store_with(write_policy="dedup")
     first = store.shared.write(
