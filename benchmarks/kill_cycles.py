@@ -43,6 +43,13 @@ def main() -> int:
         help="write random unit vectors of DIM (the config's dim) instead of letting the bus "
         "embed the texts",
     )
+    parser.add_argument(
+        "--fsync",
+        choices=["always", "everysec", "no"],
+        default="no",
+        help="the server's journal fsync policy (a SIGKILL loses nothing under any: the "
+        "records are in the kernel's page cache; `always` exercises its group commit)",
+    )
     args = parser.parse_args()
     cycles = 3 if args.quick else args.cycles
     started = time.perf_counter()
@@ -55,6 +62,7 @@ def main() -> int:
             seed=args.seed,
             config=args.config,
             vectors=args.vectors,
+            fsync=args.fsync,
         )
     figures = report.to_json()
     figures["seconds"] = round(time.perf_counter() - started, 1)

@@ -120,6 +120,7 @@ def kill_cycles(
     spin_us: int | None = None,
     config: Path | None = None,
     vectors: int = 0,
+    fsync: str = "no",
 ) -> CycleReport:
     """``cycles`` times: write from ``writers`` clients, SIGKILL the server at a random
     moment, restart it on the same data directory. The writers keep going across each
@@ -128,10 +129,15 @@ def kill_cycles(
     its store config file; ``vectors`` the dimension of the random vectors the writers
     send (0: none, the bus embeds the texts; see :class:`Writer`). With a write policy
     that reads neighbours (``dedup``) and vectors, every write's decision is journaled
-    and played back across the kills."""
+    and played back across the kills. ``fsync`` is the journal's policy (``always``:
+    the server commits in groups)."""
     rng = random.Random(seed)
     server = ServerProcess(
-        workdir / "data", snapshot_every=snapshot_every, spin_us=spin_us, config=config
+        workdir / "data",
+        snapshot_every=snapshot_every,
+        spin_us=spin_us,
+        config=config,
+        fsync=fsync,
     )
     restarts = [server.start()]
     crew = [Writer(f"w{i}", server.token(f"w{i}"), vectors) for i in range(writers)]

@@ -32,10 +32,12 @@ def test_every_acknowledged_write_survives_three_kills_exactly_once(tmp_path: Pa
 
 def test_writes_a_dedup_policy_decided_survive_two_kills_exactly_once(tmp_path: Path) -> None:
     """Every write's decision is journaled after it (a ``decided`` record) and played
-    back on the restart; a kill may land between the two records."""
+    back on the restart; a kill may land between the two records. Under ``fsync always``
+    the bus commits in groups: both records of every write in a group are appended, the
+    writes applied, and one fsync precedes every reply of the group."""
     config = tmp_path / "dedup.yaml"
     config.write_text("private: {write_policy: dedup}\n")
-    report = kill_cycles(tmp_path, cycles=2, writers=4, snapshot_every=300, config=config, vectors=384)  # fmt: skip
+    report = kill_cycles(tmp_path, cycles=2, writers=4, snapshot_every=300, config=config, vectors=384, fsync="always")  # fmt: skip
     assert report.acked > 300 * 2, "too little load to mean anything"
     assert report.missing == 0, report.to_json()
     assert report.duplicates == 0, report.to_json()
