@@ -42,7 +42,7 @@ from hivemem.memory_bus.errors import (
     InvalidInputError,
     UnknownNameError,
 )
-from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent, SearchRequest
+from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent
 from hivemem.memory_bus.item import (
     INF,
     Item,
@@ -56,7 +56,7 @@ from hivemem.memory_bus.item import (
 )
 from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.store_context import StoreContext
-from hivemem.memory_bus.tiers import VectorTier, as_int, recall
+from hivemem.memory_bus.tiers import VectorTier, as_int, as_k, recall
 
 KHOP_DECAY = 0.5
 _NO_EDGES = nx.MultiDiGraph()  # what a namespace with no edge reads as (never written to)
@@ -70,9 +70,14 @@ class GraphTier(VectorTier):
         self.graph_config = config
         self.graphs: dict[str, nx.MultiDiGraph] = {}
         self.edge_index: dict[str, dict[int, Edge]] = {}
-        self._csr_cache: dict[tuple[str, float | None], tuple[int, list[int], sp.csr_matrix]] = {}
+        self._csr_cache: dict[
+            tuple[str, float | None, Callable[[Item], bool] | None],
+            tuple[int, list[int], sp.csr_matrix],
+        ] = {}
         self._generation: dict[str, int] = {}
         self._edge_ids: dict[str, np.ndarray] = {}  # each namespace's, for paging (edges)
+        self._on_levels: dict[frozenset[int], Callable[[Item], bool]] = {}  # (_visible_to)
+        self._at_level: dict[int, Callable[[Item], bool]] = {}  # (merge_scope)
         ctx.listeners.append(self._on_event)
 
     # --- levels (hooks of VectorTier) ---------------------------------------------------
@@ -119,14 +124,66 @@ class GraphTier(VectorTier):
         """Whether ``caller``'s role may read every level of this tier's graphs."""
         return len(self.ctx.access.levels(caller)) >= len(self.graph_config.levels)
 
-    def _readable_hits(
-        self, requests: Sequence[SearchRequest], results: list[list[Hit]]
-    ) -> list[list[Hit]]:
-        """A caller whose role is limited to some levels sees only those (and recalls
-        only what it sees)."""
-        return [
-            self._readable(req.caller, hits) for req, hits in zip(requests, results, strict=True)
-        ]
+    def _visible_to(self, caller: Caller) -> Callable[[Item], bool] | None:
+        """A caller whose role is limited to some levels finds only those: a search ranks
+        the nodes it may read (its top k is not cut before they are picked out), and
+        recalls only them. None for a role that reads every level."""
+        levels = self.ctx.access.levels(caller)
+        if len(levels) >= len(self.graph_config.levels):
+            return None
+        keep = self._on_levels.get(levels)
+        if keep is None:
+            keep = self._on_levels[levels] = lambda item: item.level in levels
+        return keep
+
+    def merge_scope(self, proposal: Item) -> Callable[[Item], bool] | None:
+        """A node merges only into a node of its own level: an event is no insight, and
+        the caller, who may write the proposal's level, may write that one (a merge
+        across levels overwrote a node of a level the caller may not touch, and let
+        ``promote`` merge a parent into one of its children)."""
+        keep = self._at_level.get(proposal.level)
+        if keep is None:
+            level = proposal.level
+            keep = self._at_level[level] = lambda item: item.level == level
+        return keep
+
+    def _shown(self, caller: Caller, namespace: str) -> Callable[[int], bool] | None:
+        """Which node ids ``caller`` may see named (as an edge's end, a neighbour): those
+        of live nodes on its levels. None for a role that reads every level, which also
+        sees deleted nodes' ids (as with ``history``)."""
+        levels = self.ctx.access.levels(caller)
+        if len(levels) >= len(self.graph_config.levels):
+            return None
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            return lambda node: False
+
+        def shown(node: int) -> bool:
+            item = ns.item(node)
+            return item is not None and item.level in levels
+
+        return shown
+
+    def update(
+        self,
+        caller: Caller,
+        namespace: str,
+        item_id: int,
+        *,
+        expected_version: int,
+        now: float,
+        **changes: Any,
+    ) -> Item:
+        """Change a node whose level the caller's role may write (see VectorTier.update)."""
+        self._node(caller, namespace, item_id, "update")
+        return super().update(
+            caller, namespace, item_id, expected_version=expected_version, now=now, **changes
+        )
+
+    def delete(self, caller: Caller, namespace: str, item_id: int, *, now: float) -> None:
+        """Remove a node whose level the caller's role may write; its edges end with it."""
+        self._node(caller, namespace, item_id, "delete")
+        super().delete(caller, namespace, item_id, now=now)
 
     def _listed(self, caller: Caller, as_of: float | None) -> Callable[[Item], bool] | None:
         """``scan`` lists only the nodes on levels the caller's role may read."""
@@ -161,10 +218,13 @@ class GraphTier(VectorTier):
     def _touch(self, namespace: str) -> None:
         self._generation[namespace] = self._generation.get(namespace, 0) + 1
 
-    def _node(self, caller: Caller, namespace: str, node_id: Any, action: str) -> Item:
-        """A node of ``namespace`` whose level ``caller`` may touch."""
+    def _node(
+        self, caller: Caller, namespace: str, node_id: Any, action: str, field: str = "node"
+    ) -> Item:
+        """A node of ``namespace`` whose level ``caller`` may touch (``field`` names the
+        argument that gave its id, in an error)."""
         self._check(caller, namespace, action)
-        item = self.item_in(self.namespace_named(namespace), as_int(node_id, "node"))
+        item = self.item_in(self.namespace_named(namespace), as_int(node_id, field))
         self.ctx.access.check(caller, self.name, namespace, action, item.level)
         return item
 
@@ -183,10 +243,9 @@ class GraphTier(VectorTier):
     ) -> int:
         """Link ``src`` to ``dst`` with a typed edge; returns the edge id."""
         now = check_number(now, "now")
-        self._node(caller, namespace, src, "link")
-        self._node(caller, namespace, dst, "link")
-        if not isinstance(type, str) or not type:
-            raise InvalidInputError("type", "expected a non-empty str")
+        self._node(caller, namespace, src, "link", "src")
+        self._node(caller, namespace, dst, "link", "dst")
+        self._check_edge_type(type, "type")
         start = now if valid_from is None else check_number(valid_from, "valid_from")
         end = check_time(valid_to, "valid_to")
         if end <= start:
@@ -196,6 +255,12 @@ class GraphTier(VectorTier):
         self._store_edge(namespace, edge)
         self._announce_edge(namespace, "edge", edge, now)
         return edge.id
+
+    def _check_edge_type(self, type: Any, field: str) -> str:
+        limit = self.ctx.limits.max_meta_str_chars
+        if not isinstance(type, str) or not type or len(type) > limit:
+            raise InvalidInputError(field, f"expected a non-empty str of at most {limit} chars")
+        return type
 
     def _announce_edge(self, namespace: str, kind: str, edge: Edge, now: float) -> None:
         """Announce an edge added or invalidated, numbered among the namespace's events."""
@@ -227,10 +292,19 @@ class GraphTier(VectorTier):
         self._announce_edge(namespace, "invalidate", edge, at)
 
     def _edge(self, caller: Caller, namespace: str, edge_id: Any) -> Edge:
+        """An edge whose ends ``caller`` may both link (an end deleted since: only a role
+        that may read every level, as with the deleted node's ``history``)."""
         self._check(caller, namespace, "link")
         edge = self.edge_index.get(namespace, {}).get(as_int(edge_id, "edge_id"))
         if edge is None:
             raise EdgeNotFoundError(namespace, int(edge_id))
+        shown = self._shown(caller, namespace)
+        if shown is not None and not (shown(edge.src) and shown(edge.dst)):
+            for end in (edge.src, edge.dst):  # a live end on a hidden level: say which
+                self._node(caller, namespace, end, "link")
+            raise AccessDeniedError(
+                caller.agent_id, self.name.value, f"{namespace}@deleted", "link"
+            )
         return edge
 
     def edges(
@@ -253,6 +327,7 @@ class GraphTier(VectorTier):
                 ``limit`` not in 1..``max_batch``.
         """
         self._check(caller, namespace, "read")
+        shown = self._shown(caller, namespace)
         t = None if as_of is None else check_number(as_of, "as_of")
         after = as_int(after, "after", low=0)
         if limit is not None:
@@ -266,7 +341,11 @@ class GraphTier(VectorTier):
             edges = (e for e in self._edges_touching(namespace, (node,)) if e.id > after)
         out = []
         for edge in edges:
-            if (t is None or edge.valid_at(t)) and (type is None or edge.type == type):
+            if (
+                (t is None or edge.valid_at(t))
+                and (type is None or edge.type == type)
+                and (shown is None or (shown(edge.src) and shown(edge.dst)))
+            ):
                 out.append(edge.to_state())
                 if len(out) == limit:
                     break
@@ -313,7 +392,8 @@ class GraphTier(VectorTier):
             found |= {
                 u for u, _, key in graph.in_edges(node_id, keys=True) if edges[key].valid_at(t)
             }
-        return sorted(found)
+        shown = self._shown(caller, namespace)
+        return sorted(found if shown is None else filter(shown, found))
 
     def promote(
         self,
@@ -337,10 +417,17 @@ class GraphTier(VectorTier):
         """
         if not children:
             raise InvalidInputError("children", "promote needs at least one child")
-        kids = [self._node(caller, namespace, child, "read") for child in children]
+        kids = [
+            self._node(caller, namespace, child, "link", f"children[{i}]")
+            for i, child in enumerate(children)
+        ]
+        kids = list({kid.id: kid for kid in kids}.values())  # a child given twice: one edge
         level = self._check_level(parent.level)
         if level <= max(k.level for k in kids):
             raise InvalidInputError("level", f"parent level {level} must be above its children's")
+        # Refused before anything is written (the parent, then no links, once was).
+        self._check_edge_type(edge_type, "edge_type")
+        self.ctx.access.check(caller, self.name, namespace, "link", level)
         result = self.write(caller, namespace, parent, now=now)
         if result.op not in (WriteOp.ADD, WriteOp.UPDATE):
             raise InvalidInputError(
@@ -369,6 +456,7 @@ class GraphTier(VectorTier):
         """Seed nodes by vector match, then rank by ``method``; the results count as
         recalled at ``now`` (None: not recalled, a look)."""
         self._check(caller, namespace, "read")
+        k = as_k(k)
         if now is not None:
             now = check_number(now, "now")
         how = _method(method or self.graph_config.retrieval)
@@ -378,13 +466,16 @@ class GraphTier(VectorTier):
         if ns is None or not len(ns):
             return []
         query = check_vector(vector, self.ctx.dim)
-        seeds = ns.search(query[None, :], self.graph_config.seeds, t)[0]
+        # A role limited to some levels retrieves from the graph of those alone: seeds,
+        # walks and PageRank never pass through a node it may not read.
+        keep = self._visible_to(caller)
+        seeds = ns.search(query[None, :], self.graph_config.seeds, t, keep)[0]
         if how is RetrievalMethod.VECTOR:
             scored = {h.id: h.score for h in seeds}
         elif how is RetrievalMethod.KHOP:
-            scored = self._khop(namespace, seeds, hops, t)
+            scored = self._khop(namespace, seeds, hops, t, self._shown(caller, namespace))
         else:
-            scored = self._ppr(namespace, ns, seeds, t)
+            scored = self._ppr(namespace, ns, seeds, t, keep)
         allowed = self.ctx.access.levels(caller)
         ranked = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
         visible = [(i, s, ns.item(i)) for i, s in ranked if _visible(ns, i, t, allowed)][:k]
@@ -395,7 +486,12 @@ class GraphTier(VectorTier):
         return hits
 
     def _khop(
-        self, namespace: str, seeds: list[Hit], hops: int, t: float | None
+        self,
+        namespace: str,
+        seeds: list[Hit],
+        hops: int,
+        t: float | None,
+        shown: Callable[[int], bool] | None = None,
     ) -> dict[int, float]:
         graph, edges = self._graph_read(namespace), self.edge_index.get(namespace, {})
         best: dict[int, float] = {}
@@ -407,7 +503,7 @@ class GraphTier(VectorTier):
                 nxt = []
                 for node in frontier:
                     for other in valid_neighbours(graph, edges, node, t):
-                        if other not in seen:
+                        if other not in seen and (shown is None or shown(other)):
                             seen[other] = dist
                             nxt.append(other)
                 frontier = nxt
@@ -416,11 +512,16 @@ class GraphTier(VectorTier):
         return best
 
     def _ppr(
-        self, namespace: str, ns: Namespace, seeds: list[Hit], t: float | None
+        self,
+        namespace: str,
+        ns: Namespace,
+        seeds: list[Hit],
+        t: float | None,
+        keep: Callable[[Item], bool] | None = None,
     ) -> dict[int, float]:
         if not seeds:  # nothing valid at t matched: nothing to rank (and no 0 / 0)
             return {}
-        nodes, matrix = self._transition(namespace, ns, t)
+        nodes, matrix = self._transition(namespace, ns, t, keep)
         pos = {node: i for i, node in enumerate(nodes)}
         teleport = np.zeros(len(nodes))
         for hit in seeds:
@@ -431,14 +532,20 @@ class GraphTier(VectorTier):
         return {node: float(rank[i]) for i, node in enumerate(nodes) if rank[i] > 0}
 
     def _transition(
-        self, namespace: str, ns: Namespace, t: float | None
+        self,
+        namespace: str,
+        ns: Namespace,
+        t: float | None,
+        keep: Callable[[Item], bool] | None = None,
     ) -> tuple[list[int], sp.csr_matrix]:
-        """Nodes and the row-stochastic CSR over valid edges (both ways), cached."""
+        """Nodes (those ``keep`` keeps) and the row-stochastic CSR over the valid edges
+        between them (both ways), cached per namespace, ``t`` and ``keep``."""
         gen = self._generation.get(namespace, 0)
-        cached = self._csr_cache.get((namespace, t))
+        cached = self._csr_cache.get((namespace, t, keep))
         if cached is not None and cached[0] == gen:
             return cached[1], cached[2]
-        nodes = sorted(ns.items)
+        items = ns.items
+        nodes = sorted(items if keep is None else (i for i, it in items.items() if keep(it)))
         pos = {node: i for i, node in enumerate(nodes)}
         pairs = [
             (pos[e.src], pos[e.dst])
@@ -454,7 +561,7 @@ class GraphTier(VectorTier):
         inv = np.divide(1.0, out_deg, out=np.zeros_like(out_deg), where=out_deg > 0)
         matrix = sp.csr_matrix(sp.diags(inv) @ adj)
         self._csr_cache = {key: v for key, v in self._csr_cache.items() if key[0] != namespace}
-        self._csr_cache[(namespace, t)] = (gen, nodes, matrix)
+        self._csr_cache[(namespace, t, keep)] = (gen, nodes, matrix)
         return nodes, matrix
 
     # --- node removal, stats, state -----------------------------------------------------
@@ -466,7 +573,9 @@ class GraphTier(VectorTier):
             self._touch(event.namespace)
         if event.kind in ("delete", "evict"):
             for edge in self._edges_touching(event.namespace, event.item_ids):
-                end = max(event.now, edge.valid_from + 1e-9)
+                # An edge that would only have begun after its node went never holds:
+                # it ends where it begins (an empty interval, valid at no time).
+                end = max(event.now, edge.valid_from)
                 if edge.valid_to > end:  # the edge ends with its node
                     edge.valid_to = end
                     self._announce_edge(event.namespace, "invalidate", edge, event.now)

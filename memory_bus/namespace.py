@@ -25,6 +25,17 @@ NextUse = Callable[[Item, float], float]
 """Simulation oracle: ``next_use(item, now)`` is the time of the item's next use, inf if never."""
 
 
+def _passing(
+    as_of: float | None, keep: Callable[[Item], bool] | None
+) -> Callable[[Item], bool] | None:
+    """What a search keeps: items valid at ``as_of`` that ``keep`` keeps (None: every item)."""
+    if as_of is None:
+        return keep
+    if keep is None:
+        return lambda item: item.valid_at(as_of)
+    return lambda item: item.valid_at(as_of) and keep(item)
+
+
 def _oldest_write_first(features: np.ndarray) -> list[np.ndarray]:
     """A window's eviction keys: the oldest write first."""
     return [-features[:, COLUMN["age"]]]
@@ -418,42 +429,54 @@ class Namespace:
 
     # --- reads ------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, as_of: float | None) -> list[list[Hit]]:
-        """Nearest items for each query row, best first (no recall bookkeeping)."""
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        as_of: float | None,
+        keep: Callable[[Item], bool] | None = None,
+    ) -> list[list[Hit]]:
+        """Nearest items for each query row, best first (no recall bookkeeping): the
+        ``k`` best of those valid at ``as_of`` (None: every item) that ``keep`` keeps
+        (None: all). Filtered, it fetches more than ``k`` from the index, and where too
+        few of those pass, it ranks every item that passes exactly."""
         if not len(self):
             return [[] for _ in range(len(queries))]
-        fetch = min(len(self), k if as_of is None else max(4 * k, k + 16))
-        if as_of is None and len(queries) == 1:
+        ok = _passing(as_of, keep)
+        fetch = min(len(self), k if ok is None else max(4 * k, k + 16))
+        if ok is None and len(queries) == 1:
             ranked = self.index.top_tiny(queries, fetch)
             if ranked is not None:
                 found = [(i, s, self.item(i)) for s, i in ranked]
                 return [[Hit(i, s, it) for i, s, it in found if it is not None][:k]]
         scores, ids = self.index.search(queries, fetch)
-        out = [self._hits(srow, irow, k, as_of) for srow, irow in zip(scores, ids, strict=True)]
-        if as_of is not None and fetch < len(self):
+        out = [self._hits(srow, irow, k, ok) for srow, irow in zip(scores, ids, strict=True)]
+        if ok is not None and fetch < len(self):
             out = [
-                hits if len(hits) == k else self._exact_as_of(q, k, as_of)
+                hits if len(hits) == k else self._exact(q, k, ok)
                 for q, hits in zip(queries, out, strict=True)
             ]
         return out
 
-    def _hits(self, scores: np.ndarray, ids: np.ndarray, k: int, as_of: float | None) -> list[Hit]:
+    def _hits(
+        self, scores: np.ndarray, ids: np.ndarray, k: int, ok: Callable[[Item], bool] | None
+    ) -> list[Hit]:
         lookup = self.item
-        if as_of is None:
+        if ok is None:
             found = [(i, s, lookup(i)) for s, i in zip(scores.tolist(), ids.tolist(), strict=True)]
             return [Hit(i, s, it) for i, s, it in found if it is not None][:k]
         hits: list[Hit] = []
         for score, item_id in zip(scores.tolist(), ids.tolist(), strict=True):
-            item = self.item(item_id)
-            if item is None or (as_of is not None and not item.valid_at(as_of)):
+            item = lookup(item_id)
+            if item is None or not ok(item):
                 continue
             hits.append(Hit(item_id, score, item))
             if len(hits) == k:
                 break
         return hits
 
-    def _exact_as_of(self, query: np.ndarray, k: int, as_of: float) -> list[Hit]:
-        valid = [it for it in self.items.values() if it.valid_at(as_of)]
+    def _exact(self, query: np.ndarray, k: int, ok: Callable[[Item], bool]) -> list[Hit]:
+        valid = [it for it in self.items.values() if ok(it)]
         if not valid:
             return []
         scores = np.stack([it.vector for it in valid]) @ query

@@ -173,6 +173,8 @@ def _neighbours_ahead(
     tape = tier.ctx.tape
     if not tier.needs_neighbours or len(proposals) < 2 or (tape is not None and tape.playing):
         return {}
+    if tier.merge_scope(proposals[0]) is not None:  # (the graph's levels: searched row by row)
+        return {}
     wanted = {
         name
         for name, count in rows_in.items()
@@ -215,7 +217,8 @@ def _decide(
     else:
         neighbours = None if nb is None else nb.hits(pos, proposal.vector, ns)
         if neighbours is None:
-            neighbours = ns.search(proposal.vector[None, :], tier.config.neighbours, None)[0]
+            scope = tier.merge_scope(proposal)
+            neighbours = ns.search(proposal.vector[None, :], tier.config.neighbours, None, scope)[0]
         decision = tier.write_policy.decide(proposal, neighbours, now)
     if tape is not None:
         tape.record(decision)

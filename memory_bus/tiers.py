@@ -68,6 +68,8 @@ from hivemem.memory_bus.proposals import add_all, apply_each
 from hivemem.memory_bus.store_context import Defer, StoreContext
 
 UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
+_Group = tuple[str, int, float | None, Callable[[Item], bool] | None]
+"""Search queries answered together: namespace, k, as_of, and what their caller may see."""
 
 
 class VectorTier:
@@ -326,7 +328,7 @@ class VectorTier:
         The hits count as recalled at ``now`` unless it is None."""
         if now is not None:
             now = check_number(now, "now")
-        out = self._readable_hits(requests, self._found(requests))
+        out = self._found(requests)
         if now is not None:
             for hits in out:
                 for hit in hits:
@@ -335,38 +337,47 @@ class VectorTier:
                     item.accessed = max(item.accessed, now)  # recall(item, now), inlined
         return out
 
-    def _readable_hits(
-        self, requests: Sequence[SearchRequest], results: list[list[Hit]]
-    ) -> list[list[Hit]]:
-        """What each request's caller may see of its hits (all of them, here)."""
-        return results
+    def merge_scope(self, proposal: Item) -> Callable[[Item], bool] | None:
+        """Which items the write policy may merge ``proposal`` into (its neighbours are
+        searched among those; None: every item of the namespace, here)."""
+        return None
+
+    def _visible_to(self, caller: Caller) -> Callable[[Item], bool] | None:
+        """Which items of a namespace it may read ``caller`` may see (None: all, here)."""
+        return None
 
     def _found(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         if len(requests) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(requests))
         groups = self._group_queries(requests)
         out: list[list[Hit]] = [[] for _ in requests]
-        for (namespace, k, as_of), (positions, vectors) in groups.items():
+        for (namespace, k, as_of, keep), (positions, vectors) in groups.items():
             ns = self.namespaces.get(namespace)
             if ns is None:
                 continue
-            for pos, hits in zip(positions, ns.search(vectors, k, as_of), strict=True):
+            for pos, hits in zip(positions, ns.search(vectors, k, as_of, keep), strict=True):
                 out[pos] = hits
         return out
 
     def _group_queries(
         self, requests: Sequence[SearchRequest]
-    ) -> dict[tuple[str, int, float | None], tuple[list[int], np.ndarray]]:
-        groups: dict[tuple[str, int, float | None], tuple[list[int], list[Any]]] = {}
+    ) -> dict[_Group, tuple[list[int], np.ndarray]]:
+        """Queries by (namespace, k, as_of, what the caller may see), in positions."""
+        groups: dict[_Group, tuple[list[int], list[Any]]] = {}
+        seen: dict[Caller, Callable[[Item], bool] | None] = {}
         for pos, req in enumerate(requests):
             if not isinstance(req, SearchRequest):
                 raise InvalidInputError(
                     "requests", f"expected SearchRequest, got {type(req).__name__}"
                 )
             self._check(req.caller, req.namespace, "read")
-            k = _as_k(req.k)
+            k = as_k(req.k)
             as_of = None if req.as_of is None else check_number(req.as_of, "as_of")
-            positions, vectors = groups.setdefault((req.namespace, k, as_of), ([], []))
+            caller = req.caller
+            if caller not in seen:  # one predicate per caller: the groups' keys compare it
+                seen[caller] = self._visible_to(caller)
+            key = (req.namespace, k, as_of, seen[caller])
+            positions, vectors = groups.setdefault(key, ([], []))
             positions.append(pos)
             vectors.append(req.vector)
         stacked = self._all_queries([req.vector for req in requests])
@@ -560,5 +571,5 @@ def _as_id(value: Any) -> int:
     return as_int(value, "item_id")
 
 
-def _as_k(value: Any) -> int:
+def as_k(value: Any) -> int:
     return as_int(value, "k", low=1, high=1000)
