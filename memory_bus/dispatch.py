@@ -79,8 +79,16 @@ class Dispatcher:
         self.verified: set[tuple[str, str]] = set()
         self.info: dict[str, Any] = {"pub": ""}
 
-    def handle(self, frames: list[bytes]) -> tuple[bytes, list[Change]]:
-        """The reply, and the changes to apply once it is sent (see the module docstring)."""
+    def handle(
+        self, frames: list[bytes], until_sent: list[Change] | None = None
+    ) -> tuple[bytes, list[Change]]:
+        """The reply, and the changes to apply once it is sent (see the module docstring).
+
+        ``until_sent``: the request is counted by what is put there, for the caller to
+        run once the reply is sent, its latency running until then (a group commit's
+        replies wait for its fsync); None: counted with the changes, its latency ending
+        with the reply's encoding.
+        """
         started = time.perf_counter()
         try:
             req = decode_request(frames)
@@ -88,11 +96,16 @@ class Dispatcher:
             self.metrics.request("invalid", exc.code, time.perf_counter() - started)
             return encode_error(request_id_of(frames), exc.code, exc.message, exc.details), []
         reply, code, later = self.answer(req)
-        # The latency ends here; recording it can wait until the reply is on its way.
-        later.append(
-            partial(self.metrics.request, req.op.value, code, time.perf_counter() - started)
-        )
+        if until_sent is not None:
+            until_sent.append(partial(self._count, req.op.value, code, started))
+        else:  # the latency ends here; recording it can wait until the reply is on its way
+            later.append(
+                partial(self.metrics.request, req.op.value, code, time.perf_counter() - started)
+            )
         return reply, later
+
+    def _count(self, op: str, code: str, started: float) -> None:
+        self.metrics.request(op, code, time.perf_counter() - started)
 
     def settle(self, later: list[Change], snapshot: bool = True) -> None:
         """Apply what the request just answered left for after its reply; snapshot if due

@@ -27,6 +27,7 @@ from hivemem.memory_bus.errors import (
     ConfigError,
     DimensionMismatchError,
     HivememError,
+    JournalSyncError,
     JournalWriteError,
 )
 from hivemem.memory_bus.forking import fork_to
@@ -187,6 +188,11 @@ class Durability:
         set, and :meth:`commit` fsyncs them all before any of their replies is sent."""
         return self.journal is not None and self.journal.policy is FsyncPolicy.ALWAYS
 
+    @property
+    def uncommitted(self) -> bool:
+        """Whether a change logged while :attr:`deferring` awaits :meth:`commit`."""
+        return self._deferred
+
     def commit(self) -> None:
         """Make the changes logged while :attr:`deferring` durable (one fsync for all).
 
@@ -282,6 +288,8 @@ class Durability:
             return
         try:
             seq = journal.begin_snapshot()
+        except JournalSyncError:  # the journal takes no more records: the server stops
+            return
         except OSError as exc:
             self._snapshot_failed(exc)
             return

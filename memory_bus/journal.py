@@ -46,10 +46,12 @@ that is refused after its record was appended takes the record back
   on a power cut; the slowest. ``append`` fsyncs before it returns, unless told not to
   (``sync=False``), in which case :meth:`Journal.sync` does it later. The bus server
   commits in groups, as a database does: the changes of every request waiting when it
-  polls are appended, one fsync covers them all, and only then are their replies sent.
+  polls are appended, one fsync covers them all, and only then are their replies sent
+  (a read that comes after a change in the same group waits for that fsync with it).
   Records of what reads recalled are never synced alone: the next change's fsync takes
-  them along, so a read never waits for the disk, and a power cut loses at most the
-  access counts of the reads since.
+  them along, so a read never waits for the disk on their account, and a power cut
+  loses at most the access counts of the reads since. An fsync that fails leaves the
+  journal taking no more records (:meth:`Journal.sync`).
 - ``everysec``: a background thread fsyncs every ``interval_ms`` (default 1,000). A power
   cut loses at most that window; a killed process (even SIGKILL) loses nothing, because
   each record already reached the kernel's page cache.
@@ -239,6 +241,7 @@ class Journal:
         self._expected = 1  # the seq replay expects next
         self._broken: str | None = None  # why the log takes no more records
         self._unsynced = False  # always: records appended with sync=False since the fsync
+        self.sync_failure: JournalSyncError | None = None  # why an fsync failed (always)
         self.snapshot_bytes = self._snapshot_size()
         self._closed = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -326,9 +329,14 @@ class Journal:
         try:
             os.fsync(self._fd)
         except OSError as exc:
-            self._broken = f"fsync failed: {exc.strerror or exc}"
-            raise JournalSyncError(str(self.log_path), self._broken) from exc
+            raise self._sync_failed(exc) from exc
         self._unsynced = False
+
+    def _sync_failed(self, exc: OSError) -> JournalSyncError:
+        """Take no more records after a failed fsync (see :meth:`sync`); the error."""
+        self._broken = f"fsync failed: {exc.strerror or exc}"
+        self.sync_failure = JournalSyncError(str(self.log_path), self._broken)
+        return self.sync_failure
 
     def _write_all(self, payload: bytes, sync: bool) -> None:
         view, written = memoryview(payload), 0
@@ -338,13 +346,20 @@ class Journal:
                 if done <= 0:
                     raise OSError(errno.EIO, "write took no bytes")
                 written += done
-            if self.policy is FsyncPolicy.ALWAYS:
-                if sync:
-                    os.fsync(self._fd)
-                self._unsynced = not sync
         except OSError as exc:
             self._cut(written)
             raise JournalWriteError(str(self.log_path), exc.strerror or str(exc)) from exc
+        if self.policy is not FsyncPolicy.ALWAYS:
+            return
+        if not sync:
+            self._unsynced = True
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:  # the record is refused, and no later one is taken
+            self._cut(written)
+            raise self._sync_failed(exc) from exc
+        self._unsynced = False
 
     def _cut(self, nbytes: int) -> None:
         """Remove the last ``nbytes`` of the log; if that fails, refuse every later append
@@ -506,9 +521,8 @@ class Journal:
             state after it (pass both to :meth:`write_snapshot`).
         """
         seq = self.seq
-        if self._unsynced:  # always: recall records the next change would have synced;
-            os.fsync(self._fd)  # in a closed part a torn tail is damage, not a torn record
-            self._unsynced = False
+        self.sync()  # always: records left for the next fsync; in a closed part a torn
+        # tail is damage, not a torn record
         self._last = None  # the log it was in is a closed part now
         if os.fstat(self._fd).st_size:
             part = self.dir / f"journal.{seq:020d}.log"
@@ -527,7 +541,10 @@ class Journal:
             else:
                 os.close(old)  # always: every record was flushed (above, or as appended)
                 if self.policy is FsyncPolicy.ALWAYS:
-                    self._fsync_dir()
+                    try:  # else the fresh log's records might be lost with its name
+                        self._fsync_dir()
+                    except OSError as exc:
+                        raise self._sync_failed(exc) from exc
         self.records_since_snapshot = self.bytes_since_snapshot = 0
         return seq
 

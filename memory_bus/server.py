@@ -14,7 +14,9 @@ request can observe the gap: anything that arrives after the reply was sent is s
 after the rows are in (read-your-writes holds, for every client). The store's copy
 overlaps the reply's trip instead of lengthening it (``docs/architecture.md``). Writes
 that evict, and every other op, are applied before the reply. :meth:`BusServer.handle`
-applies everything before it returns.
+applies everything before it returns. Under ``fsync always`` the server commits in groups
+instead (:meth:`BusServer._serve_group`): everything is applied before the reply, which
+waits for the fsync that covers the change.
 
 The request path (decode, authenticate, answer a retry, journal, apply) lives in
 :mod:`hivemem.memory_bus.dispatch`, the journal records, snapshots and recovery in
@@ -61,6 +63,8 @@ from hivemem.memory_bus.protocol import (
     HEADER,
     MAX_MESSAGE_BYTES,
     MAX_SUBSCRIPTION_BYTES,
+    encode_error,
+    request_id_of,
 )
 from hivemem.memory_bus.publisher import MARK_PERIOD_S, EventPublisher
 from hivemem.memory_bus.store import MemoryStore
@@ -391,6 +395,8 @@ class BusServer:
                     spin.arrived()
                     self._serve_batch(router, pub)
                     spin.answered()
+                if self.failure is not None:  # an fsync failed: nothing more goes out
+                    break
                 if monitor in ready:
                     self._count_connections(monitor)
                 if pub in ready:
@@ -426,8 +432,13 @@ class BusServer:
     def _after_handled(self, pub: zmq.Socket[Any]) -> None:
         """Send the events of requests :meth:`handle` answered; snapshot if they made one due."""
         with self._between:
+            if self.failure is not None:
+                return
             self._publisher.publish(pub)
             self._durability.maybe_snapshot()
+            journal = self.journal
+            if journal is not None and journal.sync_failure is not None:
+                self._fail(journal.sync_failure)
 
     def _count_connections(self, monitor: zmq.Socket[Any]) -> None:
         while monitor.poll(0):
@@ -460,26 +471,39 @@ class BusServer:
         fsync once, and only then send the replies and events. Returns whether the group
         was full (more may be waiting).
 
-        Nothing leaves the server before the fsync: not a reply, not an event, nor a
-        read's answer that saw another request's change. If the fsync fails, nothing is
-        sent and the server stops (:attr:`failure`): the changes are applied in memory
-        and it is unknown which reached the disk, so none may be acknowledged. Their
-        clients' retries, against the restarted server, are answered from what the disk
-        held: by the remembered reply where the change was there, by applying it where not.
+        Nothing leaves the server before the fsync of a change it shows: not a reply, not
+        an event, nor a read's answer that saw another request's change. A reply sent
+        before any change of the group was logged (a read at its head) leaves at once.
+        A snapshot the group made due starts after the fsync. If the fsync fails, nothing
+        more is sent and the server stops (:attr:`failure`): the changes are applied in
+        memory and it is unknown which reached the disk, so none may be acknowledged.
+        Their clients' retries, against the restarted server, are answered from what the
+        disk held: by the remembered reply where the change was there, by applying it
+        where not.
         """
         busy, dispatch, durability = self.metrics.busy, self._dispatch, self._durability
-        replies: list[list[bytes]] = []
+        held: list[list[bytes]] = []  # replies that wait for the fsync
+        counts: list[Callable[[], None]] = []  # and their requests' counts
+        served = 0
         with COLLECTOR_PAUSE, self._between:
             durability.deferring = True
             try:
-                while len(replies) < GROUP_MAX:
+                while served < GROUP_MAX:
                     started = time.perf_counter()
                     frames = _waiting(router)
                     if frames is None:
                         break
-                    reply, later = dispatch.handle(frames[1:])
-                    dispatch.settle(later)
-                    replies.append([frames[0], HEADER, reply])
+                    served += 1
+                    count: list[Callable[[], None]] = []
+                    reply, later = dispatch.handle(frames[1:], count)
+                    dispatch.settle(later, snapshot=False)
+                    if durability.uncommitted:
+                        held.append([frames[0], HEADER, reply])
+                        counts.extend(count)
+                    else:  # it saw no change that awaits the fsync
+                        router.send_multipart([frames[0], HEADER, reply])
+                        for done in count:
+                            done()
                     busy.seconds += time.perf_counter() - started
             finally:
                 durability.deferring = False
@@ -487,19 +511,33 @@ class BusServer:
             try:
                 durability.commit()
             except JournalSyncError as exc:
-                log.critical(
-                    "%s (%d replies withheld); restart it: the log replays what the disk holds",
-                    exc.message,
-                    len(replies),
-                )
-                self.failure = exc
-                self._stop.set()
+                self._fail(exc, withheld=len(held))
                 return False
-            for parts in replies:
+            for parts in held:
                 router.send_multipart(parts)
+            for done in counts:
+                done()
             self._publisher.publish(pub)
+            durability.maybe_snapshot()
+            if self.journal is not None and self.journal.sync_failure is not None:
+                self._fail(self.journal.sync_failure)  # the snapshot's fsyncs
             busy.seconds += time.perf_counter() - started
-        return len(replies) == GROUP_MAX
+        return served == GROUP_MAX
+
+    def _fail(self, exc: JournalSyncError, withheld: int = 0) -> None:
+        """Stop serving after a failed fsync: the events of changes nobody was told of are
+        dropped, and every later request is refused (:meth:`handle`) until the loop ends."""
+        if self.failure is None:
+            log.critical(
+                "the bus stops: %s (%d replies withheld); restart it, and the log replays "
+                "what the disk holds",
+                exc.message,
+                withheld,
+            )
+            self.failure = exc
+        self._publisher.events.clear()
+        self._stop.set()
+        self._waker.wake()
 
     def _authorize_subscription(self, agent: str, token: str, topic: str) -> bytes:
         """The event-socket prefix of a subscription, checked as a request would be."""
@@ -519,10 +557,20 @@ class BusServer:
         that forked it.
         """
         with COLLECTOR_PAUSE, self._between:
+            if self.failure is not None:  # what it would show may not be on the disk
+                return encode_error(
+                    request_id_of(frames),
+                    self.failure.code,
+                    f"the bus has stopped: {self.failure.message}",
+                    self.failure.details,
+                )
             started = time.perf_counter()
             reply, later = self._dispatch.handle(frames)
             self._dispatch.settle(later, snapshot=False)
-            if self._publisher.set_aside() or self._durability.snapshot_due:
+            journal = self.journal
+            if journal is not None and journal.sync_failure is not None:
+                self._fail(journal.sync_failure)  # refused, unapplied; nothing more is taken
+            elif self._publisher.set_aside() or self._durability.snapshot_due:
                 self._waker.wake()
             self.metrics.busy.seconds += time.perf_counter() - started
         return reply
