@@ -259,21 +259,26 @@ def test_a_failed_fsync_of_a_request_handled_in_process_stops_the_bus(
         assert held_texts(again) == []  # refused, and not applied
 
 
+def slow_fsync(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[float]:
+    """Make every fsync take ``seconds`` longer; the times they end."""
+    real, ended = os.fsync, []
+
+    def slow(fd: int) -> None:
+        time.sleep(seconds)
+        real(fd)
+        ended.append(time.monotonic())
+
+    monkeypatch.setattr(os, "fsync", slow)
+    return ended
+
+
 def test_a_read_at_the_head_of_a_group_does_not_wait_for_its_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, tokens = make_server(journal=Journal(tmp_path, "always"))
     with server:
         sock = dealer(server.address)
-        real = os.fsync
-        sent: list[float] = []
-
-        def slow(fd: int) -> None:
-            time.sleep(0.5)
-            real(fd)
-            sent.append(time.monotonic())
-
-        monkeypatch.setattr(os, "fsync", slow)
+        sent = slow_fsync(monkeypatch, 0.5)
         read = encode_request(
             900, 77, "scan", "bob", tokens["bob"], {"tier": "private", "namespace": "bob"}
         )
@@ -292,8 +297,7 @@ def test_a_request_waiting_for_the_fsync_counts_it_in_its_latency(
     server, tokens = make_server(journal=Journal(tmp_path, "always"))
     with server:
         sock = dealer(server.address)
-        real = os.fsync
-        monkeypatch.setattr(os, "fsync", lambda fd: (time.sleep(0.2), real(fd))[1])
+        slow_fsync(monkeypatch, 0.2)
         sock.send_multipart(write_frames(server, tokens["alice"], 1))
         assert decode_reply(sock.recv_multipart()).ok
         sock.close(linger=0)
