@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.errors import (
+    AccessDeniedError,
     CapacityError,
     InvalidInputError,
     NonFiniteError,
     TooLargeError,
+    in_row,
 )
 from hivemem.memory_bus.interfaces import Caller, Embedder, WriteRequest, WriteResult
 from hivemem.memory_bus.item import (
@@ -355,8 +357,7 @@ def check_metas(metas: Any, n: int, limits: Limits) -> list[dict[str, Any]] | No
             try:
                 checked_meta(meta, limits)
             except (InvalidInputError, NonFiniteError, TooLargeError) as exc:
-                exc.details["row"] = i
-                raise
+                raise in_row(exc, i) from None
         elif not isinstance(meta, dict):
             check_meta(meta, limits)
     return metas
@@ -440,11 +441,14 @@ def check_writers(
         return
     rows = zip(callers, namespaces, levels or [-1] * n, strict=True)
     seen: set[tuple[int, str, int]] = set()
-    for caller, namespace, level in rows:
+    for i, (caller, namespace, level) in enumerate(rows):
         key = (id(caller), namespace, level)
         if key not in seen:
             seen.add(key)
-            check(caller, namespace, "write", None if levels is None else level)
+            try:
+                check(caller, namespace, "write", None if levels is None else level)
+            except AccessDeniedError as exc:
+                raise in_row(exc, i) from None
 
 
 def check_budget(texts: list[str], config: TierConfig) -> None:

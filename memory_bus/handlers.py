@@ -23,7 +23,7 @@ from hivemem.memory_bus.codec import (
     encode_write_result,
     vector_from_bytes,
 )
-from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
+from hivemem.memory_bus.errors import AccessDeniedError, HivememError, InvalidInputError, in_row
 from hivemem.memory_bus.graph_handlers import (
     add_edge,
     edges,
@@ -227,7 +227,12 @@ def write_many(ctx: Context, args: dict[str, Any]) -> Any:
             raise ProtocolError(Code.BAD_REQUEST, "give the batch as items or as columns, not both")
         columns = _write_batch(ctx, field(args, "columns", dict))
         return encode_batch_result(tier.write_batch(columns, now=now_of(args), defer=ctx.defer))
-    requests = [_write_request(ctx, _entry(x)) for x in batch(args, "items")]
+    requests = []
+    for i, row in enumerate(batch(args, "items")):
+        try:
+            requests.append(_write_request(ctx, _entry(row)))
+        except HivememError as exc:
+            raise in_row(exc, i) from None
     results = tier.write_many(requests, now=now_of(args), defer=ctx.defer)
     return [encode_write_result(r) for r in results]
 

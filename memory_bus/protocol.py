@@ -16,7 +16,7 @@ Frames (ZeroMQ multipart messages)::
                "version", "now", "seq"}, ...]   (one message per topic per request)
              a graph edge's: {"kind": "edge"|"invalidate", "tier", "namespace", "edge_id",
                "src", "dst", "type", "valid_from", "valid_to", "now", "seq"}
-             [{"kind": "mark", "tier", "namespace", "seq"}]   (a quiet namespace's last seq)
+             [{"kind": "mark", "tier", "namespace", "seq", "epoch"}]   (a quiet namespace's last seq)
 
 ``client`` is a random 63-bit number a client picks once; with ``id`` it names a request,
 so a retried request is answered from the server's memory and never applied twice.
@@ -195,17 +195,23 @@ def decode_request(frames: list[bytes]) -> Request:
     req_id = body.get("id")
     if isinstance(req_id, bool) or not isinstance(req_id, int):
         raise ProtocolError(Code.BAD_REQUEST, "field 'id' must be an int")
-    client = body.get("client", 0)
+    client = body.get("client")
     if isinstance(client, bool) or not isinstance(client, int):
-        raise ProtocolError(Code.BAD_REQUEST, "field 'client' must be an int", id=req_id)
+        # Required: with a default, two senders that left it out shared their retry keys,
+        # and the second one's write was answered with the first one's reply, unapplied.
+        raise ProtocolError(
+            Code.BAD_REQUEST,
+            "field 'client' must be an int: a random 63-bit number the client picks once",
+            field="client",
+        )
     for name in ("op", "agent", "token"):
         if not isinstance(body.get(name), str):
-            raise ProtocolError(Code.BAD_REQUEST, f"field {name!r} must be a str", id=req_id)
+            raise ProtocolError(Code.BAD_REQUEST, f"field {name!r} must be a str", field=name)
     args = body.get("args", {})
     if not isinstance(args, dict):
-        raise ProtocolError(Code.BAD_REQUEST, "field 'args' must be a map", id=req_id)
-    op = parse_op(body["op"], req_id)
-    check_arg_names(op, args, req_id)
+        raise ProtocolError(Code.BAD_REQUEST, "field 'args' must be a map", field="args")
+    op = parse_op(body["op"])
+    check_arg_names(op, args)
     return Request(req_id, client, op, body["agent"], body["token"], args)
 
 
@@ -241,45 +247,43 @@ ARG_NAMES: dict[Op, frozenset[str]] = {
 would otherwise be ignored and the request answered as if it were not there)."""
 
 
-def check_arg_names(op: Op, args: dict[str, Any], req_id: int = 0) -> None:
+def check_arg_names(op: Op, args: dict[str, Any]) -> None:
     """Refuse arguments ``op`` does not take, and fields an item, a row or a query does not
     have, with the closest known names (``bad_request``).
 
     Checked on requests as they arrive, not on journal records replayed: a record
     acknowledged before this check existed replays as it was applied.
     """
-    _known(args, ARG_NAMES[op], f"argument of {op.value}", req_id)
+    _known(args, ARG_NAMES[op], f"argument of {op.value}")
     if op is Op.WRITE or op is Op.PROMOTE:
-        _known(args.get("item" if op is Op.WRITE else "parent"), _ITEM, "item field", req_id)
+        _known(args.get("item" if op is Op.WRITE else "parent"), _ITEM, "item field")
     elif op is Op.WRITE_MANY:
         for row in _maps(args.get("items")):
-            _known(row, _ROW, "field of a batch row", req_id)
-            _known(row.get("item"), _ITEM, "item field", req_id)
+            _known(row, _ROW, "field of a batch row")
+            _known(row.get("item"), _ITEM, "item field")
     elif op is Op.SEARCH_MANY:
         for query in _maps(args.get("queries")):
-            _known(query, _QUERY, "field of a query", req_id)
+            _known(query, _QUERY, "field of a query")
 
 
 def _maps(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if type(v) is dict] if type(value) is list else []
 
 
-def _known(value: Any, names: frozenset[str], what: str, req_id: int) -> None:
+def _known(value: Any, names: frozenset[str], what: str) -> None:
     if type(value) is not dict or value.keys() <= names:
         return  # not a map: the handler names the wrong type
     name = next(str(k) for k in value if k not in names)
     hint = UnknownNameError(what, name, names)
-    raise ProtocolError(
-        Code.BAD_REQUEST, hint.message, id=req_id, field=name, suggestions=hint.suggestions
-    )
+    raise ProtocolError(Code.BAD_REQUEST, hint.message, field=name, suggestions=hint.suggestions)
 
 
-def parse_op(name: str, req_id: int = 0) -> Op:
+def parse_op(name: str) -> Op:
     """The :class:`Op` called ``name``, or an ``unknown_op`` error with a suggestion."""
     op = _OP_BY_NAME.get(name) if type(name) is str else None  # Op(name) takes microseconds
     if op is None:
         hint = UnknownNameError("op", name, [o.value for o in Op])
-        raise ProtocolError(Code.UNKNOWN_OP, hint.message, id=req_id, suggestions=hint.suggestions)
+        raise ProtocolError(Code.UNKNOWN_OP, hint.message, suggestions=hint.suggestions)
     return op
 
 
@@ -296,10 +300,11 @@ def request_id_of(frames: list[bytes]) -> int:
     """
     if not frames:
         return 0
+    payload = frames[1] if len(frames) > 1 else frames[0]  # [header, payload, extra frames]
     unpacker = msgpack.Unpacker(
-        raw=False, strict_map_key=False, max_buffer_size=len(frames[-1]) or 1, **_UNPACK_LIMITS
+        raw=False, strict_map_key=False, max_buffer_size=len(payload) or 1, **_UNPACK_LIMITS
     )
-    unpacker.feed(frames[-1])
+    unpacker.feed(payload)
     try:
         for _ in range(min(unpacker.read_map_header(), 8)):
             if unpacker.unpack() == "id":

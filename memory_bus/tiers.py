@@ -39,6 +39,7 @@ from hivemem.memory_bus.errors import (
     ItemNotFoundError,
     NamespaceNotFoundError,
     TooLargeError,
+    UnknownNameError,
     VersionConflictError,
 )
 from hivemem.memory_bus.interfaces import (
@@ -442,10 +443,11 @@ class VectorTier:
         return new
 
     def _changes(self, old: Item, changes: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(changes) - UPDATABLE
+        unknown = sorted(set(changes) - UPDATABLE)
         if unknown:
+            hint = UnknownNameError("field to update", unknown[0], UPDATABLE)
             raise InvalidInputError(
-                "changes", f"cannot update {sorted(unknown)}; allowed: {sorted(UPDATABLE)}"
+                "changes", hint.message, name=unknown[0], suggestions=hint.suggestions
             )
         out: dict[str, Any] = {}
         if "text" in changes:

@@ -127,3 +127,63 @@ def test_values_no_request_can_mean_are_refused(bus: Bus, alice: MemoryClient) -
         warnings.simplefilter("error")  # a 0 / 0 in the ranking warned on the server
         assert alice.retrieve("team", "late", 3, now=None, method="ppr", as_of=1.0) == []
     assert alice.stats()["private"]["items"] == 0
+
+
+def test_a_request_without_its_client_number_is_refused(
+    bus: Bus, dealer: zmq.Socket[bytes]
+) -> None:
+    """Left out, it defaulted to 0: two senders that both left it out shared retry keys,
+    and the second's write (same agent, same id) got the first's reply, unapplied."""
+    args = {"tier": "private", "namespace": "alice", "item": {"text": "from A"}, "now": 0.0}
+    body = {"id": 500, "op": "write", "agent": "alice", "token": bus.tokens["alice"], "args": args}
+    dealer.send_multipart([HEADER, pack(body)])
+    reply = decode_reply(dealer.recv_multipart())
+    assert (reply.id, reply.error["code"], reply.error["details"]) == (500, "bad_request", {"field": "client"})  # type: ignore[index]  # fmt: skip
+    assert bus.server.inspect(lambda store: store.stats()["private"]["items"]) == 0
+
+
+def test_an_extra_frame_keeps_the_request_id_and_details_carry_no_id(
+    bus: Bus, dealer: zmq.Socket[bytes]
+) -> None:
+    frames = encode_request(6, 1, "ping", "alice", bus.tokens["alice"], {})
+    dealer.send_multipart([*frames, b"x"])
+    reply = decode_reply(dealer.recv_multipart())
+    assert (reply.id, reply.error["code"]) == (6, "bad_frame")  # type: ignore[index]
+    dealer.send_multipart(encode_request(7, 1, "search", "alice", bus.tokens["alice"], {"asof": 1}))  # fmt: skip
+    reply = decode_reply(dealer.recv_multipart())
+    assert reply.id == 7 and reply.error["details"] == {"field": "asof", "suggestions": ["as_of"]}  # type: ignore[index]  # fmt: skip
+
+
+def test_a_bad_row_of_a_batch_is_named_by_its_index(bus: Bus, alice: MemoryClient) -> None:
+    ok = {"namespace": "alice", "item": {"text": "fine"}}
+    cases = [
+        ({"namespace": "alice", "item": {"text": 5}}, "bad_request", "items[1].text"),
+        ({"namespace": 7, "item": {"text": "x"}}, "bad_request", "items[1].namespace"),
+        (
+            {"namespace": "alice", "item": {"text": "x", "meta": {"s": "y" * 5000}}},
+            "too_large",
+            "items[1].meta.s",
+        ),
+        ({"namespace": "bob", "item": {"text": "x"}}, "access_denied", None),
+    ]
+    for n, (row, code, field) in enumerate(cases):
+        frames = encode_request(n + 1, 1, "write_many", "alice", bus.tokens["alice"], {"tier": "private", "items": [ok, row], "now": 0.0})  # fmt: skip
+        with zmq.Context.instance().socket(zmq.DEALER) as sock:
+            sock.setsockopt(zmq.RCVTIMEO, 5000)
+            sock.connect(bus.server.address)
+            sock.send_multipart(frames)
+            error = decode_reply(sock.recv_multipart()).error
+        assert error is not None and (error["code"], error["details"].get("field")) == (code, field), error  # fmt: skip
+        assert error["details"]["row"] == 1
+        if field is not None:
+            assert field in error["message"]
+        else:
+            assert "(items[1])" in error["message"]
+    assert alice.stats()["private"]["items"] == 0
+
+
+def test_an_unknown_field_to_update_gets_a_suggestion(alice: MemoryClient) -> None:
+    item_id = alice.write("private", "alice", NewItem("a"), now=0.0).item_id
+    with pytest.raises(InvalidInputError, match="did you mean 'text'") as info:
+        alice.update("private", "alice", item_id, expected_version=1, now=1.0, txt="b")
+    assert info.value.details["suggestions"] == ["text"]
