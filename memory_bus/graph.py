@@ -508,7 +508,7 @@ class GraphTier(VectorTier):
                             nxt.append(other)
                 frontier = nxt
             for node, dist in seen.items():
-                best[node] = max(best.get(node, -math.inf), seed.score * KHOP_DECAY**dist)
+                best[node] = max(best.get(node, -math.inf), _decayed(seed.score, dist))
         return best
 
     def _ppr(
@@ -610,6 +610,12 @@ class GraphTier(VectorTier):
             self.edge_index[namespace] = {}
             for raw in edges:
                 self._store_edge(namespace, Edge(**raw))
+
+
+def _decayed(score: float, dist: int) -> float:
+    """A node ``dist`` hops from a seed of ``score``: worse with every hop, whatever the
+    score's sign (a negative score times 0.5 per hop ranked a seed's neighbours above it)."""
+    return score * KHOP_DECAY**dist if score >= 0 else score / KHOP_DECAY**dist
 
 
 def _visible(ns: Namespace, node: int, t: float | None, levels: frozenset[int]) -> bool:

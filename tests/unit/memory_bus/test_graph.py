@@ -283,3 +283,19 @@ def test_edges_page_in_id_order_with_their_filters() -> None:
     empty = make_store().graph
     assert empty.edges(LEAD, "team", after=5, limit=3) == []
     assert empty._edge_ids == {} and empty.edge_index == {}  # a read makes nothing
+
+
+def test_khop_ranks_a_seeds_neighbours_below_it_whatever_the_scores_sign() -> None:
+    """Scores are cosines: a seed may score below 0, and halving that per hop ranked its
+    neighbours above the seed itself."""
+    store = make_store(retrieval="khop", seeds=1)
+    q, seed_v, near_v = np.zeros((3, 64), dtype=np.float32)
+    q[0] = 1.0
+    seed_v[[0, 1]] = -0.2, np.sqrt(1 - 0.04)  # the best match: cosine -0.2
+    near_v[[0, 2]] = -0.9, np.sqrt(1 - 0.81)  # cosine -0.9
+    seed = store.graph.write(LEAD, "team", NewItem("seed", vector=seed_v), now=0.0).item_id
+    near = store.graph.write(LEAD, "team", NewItem("near", vector=near_v), now=0.0).item_id
+    store.graph.add_edge(LEAD, "team", seed, near, "x", now=0.0)
+    hits = store.graph.retrieve(LEAD, "team", q, k=2, now=None, hops=1)
+    assert [h.id for h in hits] == [seed, near]
+    assert hits[1].score == pytest.approx(-0.4)  # one hop from -0.2: -0.1 ranked it first
