@@ -135,7 +135,7 @@ class Dispatcher:
             if cached is not None:
                 return cached, "retry", []
         reply, code, later = self.apply(req, caller)
-        if req.op in MUTATING and code != JournalWriteError.code:  # not applied: retry it
+        if req.op in MUTATING and _journaled(req.op, code):
             self.replies.remember(key, reply)
         return reply, code, later
 
@@ -208,3 +208,19 @@ class Dispatcher:
             _reply, code, _later = self.answer(req)
             if code != "ok":
                 raise HivememError(f"registering agent {args['agent_id']!r} failed: {code}")
+
+
+def _journaled(op: Op, code: str) -> bool:
+    """Whether a changing request answered with ``code`` keeps its journal record, whose
+    replay remembers its reply again: applied (``ok``), failed by a bug (the record stays,
+    see :meth:`Dispatcher.apply`), or refused after a change (``REFUSED_AFTER_A_CHANGE``).
+
+    Only those replies are remembered. A request refused before any change has its record
+    taken back, so a restart could not remember its refusal: a resend after a restart
+    from the log alone was applied, where the live bus (or one restarted from a snapshot)
+    answered the refusal again. Now a resent refusal is decided afresh either way, which
+    is safe, as the refusal changed nothing; and a ``journal_write_failed`` is retried.
+    """
+    if code == JournalWriteError.code:
+        return False
+    return code in ("ok", Code.INTERNAL) or op in REFUSED_AFTER_A_CHANGE

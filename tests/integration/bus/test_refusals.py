@@ -4,11 +4,14 @@ client matches to them at once, not a wait for its timeout; the server keeps ser
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
+from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import (
     HivememError,
     InvalidInputError,
@@ -16,13 +19,18 @@ from hivemem.memory_bus.errors import (
     UnknownNameError,
 )
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.protocol import (
+    ADMIN_AGENT,
     HEADER,
     MAX_MESSAGE_BYTES,
+    Reply,
     decode_reply,
     encode_request,
     pack,
 )
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
 
 from .conftest import DIM, Bus
 
@@ -187,3 +195,35 @@ def test_an_unknown_field_to_update_gets_a_suggestion(alice: MemoryClient) -> No
     with pytest.raises(InvalidInputError, match="did you mean 'text'") as info:
         alice.update("private", "alice", item_id, expected_version=1, now=1.0, txt="b")
     assert info.value.details["suggestions"] == ["text"]
+
+
+@pytest.mark.parametrize("snapshot_every", [1, 100_000], ids=["snapshot", "log-only"])
+def test_a_resent_refusal_is_decided_afresh_live_and_after_a_restart(
+    tmp_path: Path, snapshot_every: int
+) -> None:
+    """A refusal's journal record is taken back, so a restart from the log alone could not
+    remember it: the resend was applied there, and refused again live or after a snapshot."""
+    secret = b"s" * 32
+    frames = encode_request(
+        1, 4242, "write", "carol", token_for(secret, "carol"),
+        {"tier": "shared", "namespace": "ops", "item": {"text": "deploy"}, "now": 0.0},
+    )  # fmt: skip
+
+    def send(server: BusServer) -> Reply:
+        with zmq.Context.instance().socket(zmq.DEALER) as sock:
+            sock.setsockopt(zmq.RCVTIMEO, 5000)
+            sock.connect(server.address)
+            sock.send_multipart(frames)
+            return decode_reply(sock.recv_multipart())
+
+    store = MemoryStore(StoreConfig(dim=DIM))
+    with BusServer(store, secret=secret, journal=Journal(tmp_path, "always"), snapshot_every=snapshot_every) as server:  # fmt: skip
+        assert send(server).error["code"] == "access_denied"  # type: ignore[index]
+        assert send(server).error["code"] == "access_denied"  # type: ignore[index]
+        server.handle(encode_request(2, 1, "register", ADMIN_AGENT, server.admin_token, {"agent_id": "carol", "groups": ["ops"]}))  # fmt: skip
+        server.handle(encode_request(3, 1, "write", ADMIN_AGENT, server.admin_token, {"tier": "private", "namespace": ADMIN_AGENT, "item": {"text": "x"}, "now": 0.0}))  # fmt: skip
+    with BusServer(MemoryStore(StoreConfig(dim=DIM)), secret=secret, journal=Journal(tmp_path, "always")) as again:  # fmt: skip
+        first = send(again)
+        assert first.ok, first.error
+        assert send(again).result == first.result  # applied once, remembered from then on
+        assert again.inspect(lambda s: s.stats()["shared"]["items"]) == 1
