@@ -50,6 +50,9 @@ class EventGaps:
     ) -> None:
         self._last: dict[tuple[str, str], int] = dict(start or {})
         self.epoch = epoch
+        # namespaces whose numbers went back since the epoch was learned: their restart
+        # is told already, and they count in the new history (see gaps_before)
+        self._restarted: set[tuple[str, str]] = set()
 
     def gaps_before(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         """The gap records to yield before ``record``.
@@ -57,17 +60,20 @@ class EventGaps:
         A mark of another ``epoch`` than the subscription's says the bus's numbering
         started again (a bus without a data directory restarted, or another bus serves
         the address): every namespace the subscription had numbers for gets a gap of
-        unknown size, whatever the numbers, and counts on afresh. Otherwise, at most the
-        gap :meth:`gap_before` finds.
+        unknown size, whatever the numbers, and counts on afresh; but not one whose
+        numbers already went back (its restart was told then, and its numbers since are
+        the new history's: a watcher saw two gaps for one restart). Otherwise, at most
+        the gap :meth:`gap_before` finds.
         """
         epoch = record.get("epoch") if record.get("kind") == MARK else None
         if isinstance(epoch, str) and epoch != self.epoch:
             known, self.epoch = self.epoch, epoch
             if known is not None:
-                restarted = [_unknown_gap(key) for key in sorted(self._last)]
-                self._last = {}
-                self.gap_before(record)  # counting on from the mark
-                return restarted
+                told, self._restarted = self._restarted, set()
+                restarted = [_unknown_gap(key) for key in sorted(self._last) if key not in told]
+                self._last = {key: seq for key, seq in self._last.items() if key in told}
+                gap = self.gap_before(record)  # counting on from the mark
+                return restarted if gap is None else [*restarted, gap]
         gap = self.gap_before(record)
         return [] if gap is None else [gap]
 
@@ -91,6 +97,7 @@ class EventGaps:
         if before == last:
             return None
         if before < last:
+            self._restarted.add(key)
             return _unknown_gap(key)
         return {"kind": GAP, "tier": key[0], "namespace": key[1], "seq": last + 1, "missed": before - last}  # fmt: skip
 

@@ -83,3 +83,15 @@ def test_the_first_epoch_is_learned_not_a_restart() -> None:
     assert gaps.gaps_before({**mark(3), "epoch": "a"}) == []
     assert gaps.epoch == "a"
     assert gaps.gaps_before({**mark(5), "epoch": "a"}) == [gap(4, 2)]
+
+
+def test_a_restart_told_by_numbers_going_back_is_not_told_again_by_the_new_epoch() -> None:
+    """A watcher of a bus restarted without a data directory saw two gaps for one restart:
+    one when the numbers went back, one at the new epoch's first mark."""
+    gaps = EventGaps({("shared", "team"): 0, ("shared", "other"): 4}, epoch="a")
+    assert gaps.gaps_before(event(1)) == []
+    assert gaps.gaps_before(event(1)) == [gap(None, None)]  # the bus restarted
+    assert gaps.gaps_before(event(2)) == []
+    assert gaps.gaps_before({**mark(2), "epoch": "b"}) == [gap(None, None, "other")]
+    assert gaps.gaps_before(event(3)) == []
+    assert gaps.gaps_before({**mark(5), "epoch": "b"}) == [gap(4, 2)]  # counted on as before
