@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from hivemem.platform.bus_connect import (
     open_client,
     read_secret,
 )
-from hivemem.platform.bus_reads import bus_edges, bus_items, bus_search
+from hivemem.platform.bus_reads import bus_edges, bus_items, bus_search, json_line
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.data_check import DataCheck
@@ -52,9 +53,13 @@ bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
 @bus_app.command("serve")
 def bus_serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-    port: int = typer.Option(7777, help="ROUTER port for requests (0: any free port)."),
+    port: int = typer.Option(
+        7777, min=0, max=65535, help="ROUTER port for requests (0: any free port)."
+    ),
     pub_port: int | None = typer.Option(
         None,
+        min=0,
+        max=65535,
         help="PUB port for memory events (default: --port + 1, so that subscribers find it"
         " again after a restart; 0: any free port).",
     ),
@@ -62,7 +67,7 @@ def bus_serve(
         None, help="Journal and snapshots; without it nothing survives a restart."
     ),
     fsync: str = typer.Option("everysec", help="always | everysec | no (as Redis's appendfsync)."),
-    snapshot_every: int = typer.Option(50_000, min=0, help="Journal records between snapshots."),
+    snapshot_every: int = typer.Option(50_000, min=1, help="Journal records between snapshots."),
     snapshot_log_mb: int = typer.Option(
         64,
         min=0,
@@ -76,7 +81,9 @@ def bus_serve(
         "serving thread, which makes every client wait meanwhile).",
     ),
     secret_file: Path | None = typer.Option(
-        None, help="Bus secret for agent tokens; created if missing."
+        None,
+        help="Bus secret for agent tokens; created (readable by its owner only) if missing. "
+        "Without it the secret lives in this process alone: no client can make a token.",
     ),
     config: Path | None = typer.Option(
         None, help="Store configuration (JSON or YAML of StoreConfig)."
@@ -120,6 +127,8 @@ def bus_serve(
     # The policy and the config file are checked before the secret is written or the
     # data directory locked.
     policy = _fsync_policy(fsync)
+    if pub_port is None and port == 65535:
+        raise typer.BadParameter("--port 65535 leaves no --port + 1 for events: give --pub-port")
     store = _store(config)
     secret = _secret(secret_file, new_secret)
     curve = None
@@ -155,6 +164,12 @@ def bus_serve(
     except HivememError as exc:
         _fail_to_start(exc, data_dir)
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    if secret is None:
+        typer.echo(
+            "warning: no --secret-file: this bus's secret lives in this process alone, so "
+            "no client can make a token for it",
+            err=True,
+        )
     typer.echo(
         f"hivemem bus serving on {server.address} (events on {server.pub_address}); dim "
         f"{store.config.dim}, embedder {describe_embedder(store.embedder_settings)}",
@@ -187,12 +202,22 @@ def _fail_to_start(exc: HivememError, data_dir: Path | None) -> None:
 
 
 def _secret(path: Path | None, make: Callable[[], bytes]) -> bytes | None:
+    """The bus secret in ``path``, made there first if the file is missing (its folders
+    too, readable by its owner from the start); None without a path."""
     if path is None:
         return None
-    if not path.exists():
-        path.write_bytes(make())
-        path.chmod(0o600)
-    return path.read_bytes()
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(make())
+        secret = path.read_bytes()
+    except OSError as exc:
+        fail(HivememError(f"cannot use the secret file {path}: {exc.strerror or exc}"))
+    if not secret:
+        fail(HivememError(f"the secret file {path} is empty: delete it to have one made"))
+    return secret
 
 
 def _fsync_policy(name: str) -> FsyncPolicy:
@@ -291,6 +316,8 @@ def bus_check(
             report, aside = fix_data_dir(data_dir)
     except HivememError as exc:
         fail(exc)
+    except OSError as exc:  # a file where a folder belongs, or the other way round
+        fail(HivememError(f"cannot read {exc.filename or data_dir}: {exc.strerror or exc}"))
     if aside is not None:
         typer.echo(f"fixed: what followed the damage is in {aside}", err=True)
     _print_check(report, as_json)
@@ -356,6 +383,30 @@ def bus_token(
     from hivemem.memory_bus.auth import token_for
 
     typer.echo(token_for(read_secret(secret_file), agent))
+
+
+@bus_app.command("register")
+def bus_register(
+    agent_id: str = typer.Argument(..., help="The agent id."),
+    group: list[str] = typer.Option(
+        [], "--group", "-g", help="A group whose shared and graph namespaces it may use (repeat)."
+    ),
+    role: str = typer.Option("agent", help="Its role: which graph levels it may touch."),
+    address: str = ADDRESS,
+    secret_file: Path | None = SECRET_FILE,
+    token: str | None = typer.Option(
+        None, help="The admin's token, if you do not hold the secret."
+    ),
+    timeout: float = TIMEOUT,
+    curve_key: Path | None = CURVE_KEY,
+    curve_server_key: Path | None = CURVE_SERVER_KEY,
+) -> None:
+    """Register an agent (as the admin), or register it anew: its groups and role replace
+    the ones it had. Prints its token."""
+    connection = client_args(secret_file, None, token, timeout, curve_key, curve_server_key)
+    with open_client(address, *connection) as client:
+        answer = asked(lambda: client.register(agent_id, group, role))
+    typer.echo(answer["token"])
 
 
 @bus_app.command("ping")
@@ -430,14 +481,17 @@ async def _watch(
 ) -> None:
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
 
-    addresses = split_addresses(address)
+    try:
+        addresses = split_addresses(address)
+    except ValueError as exc:
+        fail(HivememError(str(exc)))
     client: Any = AsyncShardedClient(addresses, agent, token, **kw)
     stream = client.events(topics)
     typer.echo(f"watching {', '.join(map(repr, topics))} on {address} as {agent}", err=True)
     seen = 0
     try:
         async for event in stream:
-            typer.echo(json.dumps(event))
+            typer.echo(json_line(event))
             seen += 1
             if seen == count:
                 break

@@ -21,7 +21,7 @@ SECRET_FILE = typer.Option(
 )
 AGENT = typer.Option(None, help="Act as this agent (default: the admin).")
 TOKEN = typer.Option(None, help="The agent's token, for when you do not hold the secret.")
-TIMEOUT = typer.Option(5.0, min=0.001, help="Seconds to wait for each reply.")
+TIMEOUT = typer.Option(5.0, min=0.001, max=86_400.0, help="Seconds to wait for each reply.")
 CURVE_KEY = typer.Option(
     None, help="This client's CURVE secret certificate (zmq.auth), for a bus that uses CURVE."
 )
@@ -30,9 +30,12 @@ CURVE_SERVER_KEY = typer.Option(None, help="The bus's public CURVE certificate."
 
 def read_secret(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        secret = path.read_bytes()
     except OSError as exc:
         raise typer.BadParameter(f"cannot read the secret: {exc}") from None
+    if not secret:  # a bus given it would refuse to start; tokens from it would mean nothing
+        raise typer.BadParameter(f"the secret file {path} is empty")
+    return secret
 
 
 def identity(secret_file: Path | None, agent: str | None, token: str | None) -> tuple[str, str]:
@@ -70,7 +73,10 @@ def client_args(
 def open_client(address: str, agent: str, token: str, kw: dict[str, Any]) -> Any:
     from hivemem.memory_bus.client import MemoryClient
 
-    return MemoryClient(address, agent, token, retries=0, **kw)
+    try:
+        return MemoryClient(address, agent, token, retries=0, **kw)
+    except ValueError as exc:  # an address that names no bus ('', ',')
+        fail(HivememError(str(exc)))
 
 
 def curve_of(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None:

@@ -62,7 +62,7 @@ def bus_items(
             for item in listed.items:
                 state = item.to_state()
                 del state["vector"]
-                typer.echo(_json_line(state))
+                typer.echo(json_line(state))
             after = listed.next
 
 
@@ -97,7 +97,7 @@ def bus_edges(
                 )
             )
             for edge in listed:
-                typer.echo(_json_line(edge))
+                typer.echo(json_line(edge))
             if len(listed) < page:
                 return
             after = listed[-1]["id"]
@@ -107,12 +107,12 @@ def bus_search(
     tier: str = typer.Argument(..., help="private, shared or graph."),
     namespace: str = typer.Argument(..., help="The namespace to search."),
     query: str = typer.Argument(..., help="The query's text; the bus embeds it."),
-    k: int = typer.Option(5, "--k", "-k", min=1, help="How many hits."),
+    k: int = typer.Option(5, "--k", "-k", min=1, max=1000, help="How many hits."),
     as_of: float | None = typer.Option(None, help="Only items valid at this time."),
     method: str | None = typer.Option(
         None,
-        help="Graph tier: rank the matched nodes by 'khop' or 'ppr' (the graph's retrieval)"
-        " instead of by similarity alone.",
+        help="Graph tier: rank the matched nodes by 'khop' or 'ppr' (the graph's retrieval),"
+        " or 'vector' (by similarity alone, as without it).",
     ),
     address: str = ADDRESS,
     secret_file: Path | None = SECRET_FILE,
@@ -139,11 +139,17 @@ def bus_search(
         for hit in asked(call):
             state = hit.item.to_state()
             del state["vector"]
-            typer.echo(_json_line({"score": hit.score, **state}))
+            typer.echo(json_line({"score": hit.score, **state}))
 
 
-def _json_line(state: dict[str, Any]) -> str:
-    """An item's or an edge's state as one JSON line (an open ``valid_to`` as null)."""
-    if math.isinf(state["valid_to"]):
-        state = {**state, "valid_to": None}
-    return json.dumps(state)
+def json_line(state: dict[str, Any]) -> str:
+    """An item's, an edge's or an event's state as one line of strict JSON: an infinite
+    time (an open ``valid_to``) as null, bytes (in ``meta``) as ``{"hex": "..."}``."""
+    state = {k: None if isinstance(v, float) and math.isinf(v) else v for k, v in state.items()}
+    return json.dumps(state, default=_bytes_as_hex, allow_nan=False)
+
+
+def _bytes_as_hex(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"hex": bytes(value).hex()}
+    raise TypeError(f"{type(value).__name__} is not JSON")

@@ -326,6 +326,16 @@ SERVE_REFUSALS = {
         None,
         ["--fsync 'sometimes' is not an fsync policy"],
     ),
+    "empty secret file": (
+        ["--secret-file", "/dev/null"],
+        None,
+        ["the secret file /dev/null is empty"],
+    ),
+    "secret file that is a folder": (
+        ["--secret-file", "{tmp}"],
+        None,
+        ["cannot use the secret file {tmp}: Is a directory"],
+    ),
     "metrics port in use": (
         ["--metrics-port", "{port}"],
         None,
@@ -414,3 +424,79 @@ def test_a_watcher_follows_a_bus_restarted_with_the_default_ports(tmp_path: Path
         ("add", 1),
         ("add", 2),
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "99999"], "'--port'"),  # listened on 99999 mod 65536, printed 99999
+        (["--port", "0", "--pub-port", "70000"], "'--pub-port'"),
+        (["--port", "65535"], "leaves no --port + 1"),
+        (["--snapshot-every", "0"], "'--snapshot-every'"),  # 0 snapshotted after every record
+    ],
+)
+def test_impossible_serve_options_are_usage_errors(args: list[str], words: str) -> None:
+    run = bus("serve", *args)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and words in run.stderr
+
+
+def test_serve_makes_its_secret_file_private_and_its_folders(tmp_path: Path) -> None:
+    """README's command, in a fresh checkout where runs/ does not exist: a traceback."""
+    secret = tmp_path / "runs" / "bus.secret"
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", "0", "--secret-file", str(secret)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None and "serving on" in proc.stderr.readline()
+        assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) >= 32
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)  # closes the pipes
+    assert proc.returncode == 0
+
+
+def test_register_gives_an_agent_its_groups_from_the_shell(served: tuple[BusServer, Path]) -> None:
+    server, secret_file = served
+    common = ["-a", server.address, "--secret-file", str(secret_file)]
+    made = bus("register", "carol", "-g", "team", "--role", "worker", *common)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == token_for(secret_file.read_bytes(), "carol")
+    assert bus("edges", "team", "--agent", "carol", *common).returncode == 0
+    assert bus("edges", "ops", "--agent", "carol", *common).returncode == 1
+    again = bus("register", "carol", *common)  # anew, without groups
+    assert again.returncode == 0
+    assert bus("edges", "team", "--agent", "carol", *common).returncode == 1
+
+
+def test_output_is_strict_json_with_bytes_and_open_ends(served: tuple[BusServer, Path]) -> None:
+    """Bytes in meta crashed items and search midway; watch printed Infinity."""
+    server, secret_file = served
+    common = ["-a", server.address, "--secret-file", str(secret_file)]
+    with MemoryClient(server.address, ADMIN_AGENT, server.admin_token) as admin:
+        token = admin.register("alice", ["team"])["token"]
+    watch = subprocess.Popen(
+        [*CLI, "watch", "graph/team", "--agent", "alice", "--count", "3", *common],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert watch.stderr is not None and "watching" in watch.stderr.readline()
+        time.sleep(1.0)  # the subscription reaches the server
+        with MemoryClient(server.address, "alice", token) as alice:
+            a = alice.write("graph", "team", NewItem("a", meta={"raw": b"\x00\x01"}), now=0.0).item_id  # fmt: skip
+            b = alice.write("graph", "team", NewItem("b"), now=0.0).item_id
+            alice.add_edge("team", a, b, "x", now=1.0)
+        out, _ = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+
+    def strict(line: str) -> dict[str, object]:
+        return json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))  # type: ignore[no-any-return]
+
+    assert [strict(line)["kind"] for line in out.splitlines()] == ["add", "add", "edge"]
+    assert strict(out.splitlines()[2])["valid_to"] is None
+    for command in (["items", "graph", "team"], ["search", "graph", "team", "a"]):
+        run = bus(*command, "--agent", "alice", *common)
+        assert run.returncode == 0, run.stderr
+        metas = [strict(line)["meta"] for line in run.stdout.splitlines()]
+        assert {"raw": {"hex": "0001"}} in metas and len(metas) == 2
