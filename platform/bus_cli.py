@@ -159,11 +159,12 @@ def bus_serve(
     )
     if metrics_port is not None:
         _serve_metrics(server, metrics_port, metrics_host)
+    # Before the recovery, which may take long: a SIGTERM meanwhile stops it once bound.
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     try:
         server.start(timeout=None)  # recovering a large store takes as long as it takes
     except HivememError as exc:
         _fail_to_start(exc, data_dir)
-    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     if secret is None:
         typer.echo(
             "warning: no --secret-file: this bus's secret lives in this process alone, so "
