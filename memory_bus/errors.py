@@ -66,6 +66,21 @@ def in_row(exc: HivememError, row: int) -> HivememError:
     return exc
 
 
+def as_single(exc: HivememError, batch_field: str, field: str) -> HivememError:
+    """``exc``, raised about the one row of a batch made of a single request, made to name
+    the request's own field: ``items[0].text`` of a ``write`` is its ``item.text``."""
+    named = exc.details.get("field")
+    if isinstance(named, str) and named.startswith(batch_field):
+        own = field + named[len(batch_field) :]
+        exc.message = exc.message.replace(named, own, 1)
+        exc.args = (exc.message,)
+        exc.details["field"] = own
+        if isinstance(exc, InvalidInputError):
+            exc.field = own
+    exc.details.pop("row", None)
+    return exc
+
+
 class ConfigError(HivememError):
     """A configuration that cannot work (bad policy parameters, impossible capacity)."""
 

@@ -35,12 +35,14 @@ from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.errors import (
     CapacityError,
     ConfigError,
+    HivememError,
     InvalidInputError,
     ItemNotFoundError,
     NamespaceNotFoundError,
     TooLargeError,
     UnknownNameError,
     VersionConflictError,
+    as_single,
 )
 from hivemem.memory_bus.interfaces import (
     Caller,
@@ -163,7 +165,12 @@ class VectorTier:
         defer: Defer | None = None,
     ) -> WriteResult:
         """Propose one item; the namespace's write policy decides what happens."""
-        result = self.write_batch(WriteBatch.of_item(caller, namespace, item), now=now, defer=defer)
+        try:
+            result = self.write_batch(
+                WriteBatch.of_item(caller, namespace, item), now=now, defer=defer
+            )
+        except HivememError as exc:  # named as the one row of a batch
+            raise as_single(exc, "items[0]", "item") from None
         evicted = result.evicted.get(0)
         return WriteResult(result.ops[0], result.item_ids[0], list(evicted) if evicted else [])
 
@@ -320,7 +327,12 @@ class VectorTier:
     ) -> list[Hit]:
         """The ``k`` most similar items of ``namespace``, best first; with a ``now`` each
         counts as recalled (hits, accessed), with None none does (a look, as ``scan``)."""
-        return self.search_many([SearchRequest(caller, namespace, vector, k, as_of)], now=now)[0]
+        try:
+            return self.search_many([SearchRequest(caller, namespace, vector, k, as_of)], now=now)[
+                0
+            ]
+        except HivememError as exc:  # named as the one query of a batch
+            raise as_single(exc, "queries[0].", "") from None
 
     def search_many(
         self, requests: Sequence[SearchRequest], *, now: float | None

@@ -227,3 +227,14 @@ def test_a_resent_refusal_is_decided_afresh_live_and_after_a_restart(
         assert first.ok, first.error
         assert send(again).result == first.result  # applied once, remembered from then on
         assert again.inspect(lambda s: s.stats()["shared"]["items"]) == 1
+
+
+def test_a_single_request_names_its_own_fields(alice: MemoryClient) -> None:
+    """A single write was refused as ``items[0].valid_to``, a search as ``queries[0].vector``:
+    names of a batch the request never sent."""
+    with pytest.raises(InvalidInputError) as info:
+        alice.write("private", "alice", NewItem("x", valid_from=5.0, valid_to=1.0), now=0.0)
+    assert info.value.details["field"] == "item.valid_to" and "row" not in info.value.details
+    with pytest.raises(HivememError) as found:
+        alice.search("private", "alice", np.ones(DIM + 1, dtype=np.float32), now=None)
+    assert found.value.details["field"] == "vector"

@@ -425,8 +425,9 @@ def one_write(tier: str, item: NewItem, single: bool) -> tuple[object, ...]:
             result = target.write(ALICE, "team", item, now=5.0)
         else:
             result = target.write_many([WriteRequest(ALICE, "team", item)], now=5.0)[0]
-    except InvalidInputError as exc:
-        return (type(exc), exc.details.get("field"))
+    except InvalidInputError as exc:  # a single write names its field item.<field>
+        field = exc.details.get("field")
+        return (type(exc), field if single else field.replace("items[0]", "item", 1))
     return (result, target.namespaces["team"].items[result.item_id].to_state())
 
 
