@@ -16,6 +16,9 @@ Retrieval seeds nodes by vector match, then ranks:
 - ``ppr``: personalised PageRank, teleporting to the seeds in proportion to their
   (positive) scores, over the valid edges taken both ways. It runs as a power iteration
   on a scipy CSR matrix cached per namespace and ``as_of``; networkx stays the model.
+
+With ``as_of``, a node not valid then is no part of the graph: no walk passes through it.
+A role limited to some levels retrieves from the graph of those levels alone.
 """
 
 from __future__ import annotations
@@ -473,7 +476,7 @@ class GraphTier(VectorTier):
         if how is RetrievalMethod.VECTOR:
             scored = {h.id: h.score for h in seeds}
         elif how is RetrievalMethod.KHOP:
-            scored = self._khop(namespace, seeds, hops, t, self._shown(caller, namespace))
+            scored = self._khop(namespace, seeds, hops, t, self._walkable(caller, ns, t))
         else:
             scored = self._ppr(namespace, ns, seeds, t, keep)
         allowed = self.ctx.access.levels(caller)
@@ -484,6 +487,22 @@ class GraphTier(VectorTier):
             for hit in hits:
                 recall(hit.item, now)
         return hits
+
+    def _walkable(
+        self, caller: Caller, ns: Namespace, t: float | None
+    ) -> Callable[[int], bool] | None:
+        """The nodes a walk may pass through: those ``caller`` may see and, with ``t``,
+        valid then (a node expired at ``t`` is no part of the graph at ``t``: walks went
+        through it to nodes only it linked, though it was itself left out of the hits)."""
+        shown = self._shown(caller, ns.name)
+        if t is None:
+            return shown
+
+        def walkable(node: int) -> bool:
+            item = ns.item(node)
+            return item is not None and item.valid_at(t) and (shown is None or shown(node))
+
+        return walkable
 
     def _khop(
         self,
@@ -538,14 +557,19 @@ class GraphTier(VectorTier):
         t: float | None,
         keep: Callable[[Item], bool] | None = None,
     ) -> tuple[list[int], sp.csr_matrix]:
-        """Nodes (those ``keep`` keeps) and the row-stochastic CSR over the valid edges
-        between them (both ways), cached per namespace, ``t`` and ``keep``."""
+        """Nodes (those ``keep`` keeps, valid at ``t``) and the row-stochastic CSR over
+        the edges valid at ``t`` between them (both ways), cached per namespace, ``t``
+        and ``keep``."""
         gen = self._generation.get(namespace, 0)
         cached = self._csr_cache.get((namespace, t, keep))
         if cached is not None and cached[0] == gen:
             return cached[1], cached[2]
         items = ns.items
-        nodes = sorted(items if keep is None else (i for i, it in items.items() if keep(it)))
+        nodes = sorted(
+            i
+            for i, it in items.items()
+            if (keep is None or keep(it)) and (t is None or it.valid_at(t))
+        )
         pos = {node: i for i, node in enumerate(nodes)}
         pairs = [
             (pos[e.src], pos[e.dst])

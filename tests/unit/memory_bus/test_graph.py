@@ -299,3 +299,24 @@ def test_khop_ranks_a_seeds_neighbours_below_it_whatever_the_scores_sign() -> No
     hits = store.graph.retrieve(LEAD, "team", q, k=2, now=None, hops=1)
     assert [h.id for h in hits] == [seed, near]
     assert hits[1].score == pytest.approx(-0.4)  # one hop from -0.2: -0.1 ranked it first
+
+
+@pytest.mark.parametrize("method", ["khop", "ppr"])
+def test_a_walk_as_of_a_time_passes_no_node_expired_then(method: str) -> None:
+    """An expired node was left out of the hits, but walks went through it to the nodes
+    only it linked."""
+    store = make_store(retrieval=method, seeds=1)
+    q = np.zeros(64, dtype=np.float32)
+    q[0] = 1.0
+    seed = store.graph.write(LEAD, "team", NewItem("seed", vector=q), now=0.0).item_id
+    mid = store.graph.write(LEAD, "team", NewItem("mid", valid_to=5.0), now=0.0).item_id
+    far = node(store, "far")
+    store.graph.add_edge(LEAD, "team", seed, mid, "x", now=0.0)
+    store.graph.add_edge(LEAD, "team", mid, far, "x", now=0.0)
+
+    def found(as_of: float) -> set[int]:
+        hits = store.graph.retrieve(LEAD, "team", q, k=5, now=None, hops=2, as_of=as_of)
+        return {h.id for h in hits}
+
+    assert found(3.0) == {seed, mid, far}
+    assert found(10.0) == {seed}
