@@ -93,7 +93,10 @@ class Dispatcher:
         try:
             req = decode_request(frames)
         except ProtocolError as exc:
-            self.metrics.request("invalid", exc.code, time.perf_counter() - started)
+            if until_sent is not None:
+                until_sent.append(partial(self._count, "invalid", exc.code, started))
+            else:
+                self.metrics.request("invalid", exc.code, time.perf_counter() - started)
             return encode_error(request_id_of(frames), exc.code, exc.message, exc.details), []
         reply, code, later = self.answer(req)
         if until_sent is not None:

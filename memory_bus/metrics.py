@@ -132,6 +132,11 @@ class BusMetrics:
         if event.kind == "evict":
             self.evictions.labels(event.tier, self._policy.get(event.tier, "unknown")).inc(count)
 
+    def name_policies(self, store: MemoryStore) -> None:
+        """Learn each tier's eviction policy, which labels its evictions (before any is
+        counted; :meth:`observe_store` keeps it up to date)."""
+        self._policy = {name.value: tier.eviction_name for name, tier in store.tiers.items()}
+
     def observe_store(self, store: MemoryStore) -> None:
         """Refresh the gauges from the store (called on the owner thread)."""
         by_tier = store.stats()

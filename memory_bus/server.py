@@ -63,6 +63,8 @@ from hivemem.memory_bus.protocol import (
     HEADER,
     MAX_MESSAGE_BYTES,
     MAX_SUBSCRIPTION_BYTES,
+    ProtocolError,
+    decode_request,
     encode_error,
     request_id_of,
 )
@@ -337,6 +339,9 @@ class BusServer:
             self._recover()
             self._dispatch.register_all(self._registrations, self.admin_token)
             self._registrations.clear()
+            # before any request: an eviction counted before the first refresh had no
+            # policy to its name (the in-process path answers as soon as start returns)
+            self.metrics.name_policies(self.store)
             router, pub, auth = self._bind(ctx)
         except BaseException as exc:  # reported to start(), which raises it
             self._failure = exc
@@ -558,6 +563,7 @@ class BusServer:
         """
         with COLLECTOR_PAUSE, self._between:
             if self.failure is not None:  # what it would show may not be on the disk
+                self.metrics.request(_op_of(frames), self.failure.code, 0.0)
                 return encode_error(
                     request_id_of(frames),
                     self.failure.code,
@@ -601,6 +607,14 @@ class BusServer:
             self._durability.recover()
         self.metrics.durability.recovery_seconds = time.monotonic() - started
         self._publisher.events.clear()
+
+
+def _op_of(frames: list[bytes]) -> str:
+    """The op a request names, or "invalid" (its label on the request counter)."""
+    try:
+        return decode_request(frames).op.value
+    except ProtocolError:
+        return "invalid"
 
 
 def _waiting(router: zmq.Socket[Any]) -> list[bytes] | None:

@@ -350,6 +350,11 @@ class VectorTier:
                     item.accessed = max(item.accessed, now)  # recall(item, now), inlined
         return out
 
+    @property
+    def eviction_name(self) -> str:
+        """The policy that evicts here: a window's is FIFO, whatever the config names."""
+        return "fifo" if self.config.mode is NamespaceMode.WINDOW else self.config.eviction
+
     def merge_scope(self, proposal: Item) -> Callable[[Item], bool] | None:
         """Which items the write policy may merge ``proposal`` into (its neighbours are
         searched among those; None: every item of the namespace, here)."""
@@ -513,7 +518,7 @@ class VectorTier:
             "bytes": nbytes,
             "evictions": evictions,
             "index_builds": builds,
-            "eviction_policy": self.config.eviction,
+            "eviction_policy": self.eviction_name,
             "write_policy": self.config.write_policy,
             "decisions": dict(self.decisions),
         }

@@ -201,12 +201,19 @@ def test_a_snapshot_due_in_a_group_waits_for_its_fsync(
         _, fsync = failing_fsync_in("hivemem-bus", once=True)
         monkeypatch.setattr(os, "fsync", fsync)
         frames = [write_frames(server, tokens["alice"], n) for n in range(1, 11)]
-        send_while_held(server, sock, frames)
+        send_while_held(server, sock, [*frames, [HEADER, b"\xc1"]])  # and one undecodable
         sock.setsockopt(zmq.RCVTIMEO, 1000)
         with pytest.raises(zmq.Again):
             sock.recv_multipart()
         sock.close(linger=0)
         assert isinstance(server.failure, JournalSyncError) and not server.serving
+        # nothing withheld is counted, not even the undecodable one's refusal
+        assert (
+            server.metrics.registry.get_sample_value(
+                "hivemem_bus_requests_total", {"op": "invalid", "code": "bad_frame"}
+            )
+            is None
+        )
 
 
 def test_a_failed_group_announces_nothing_and_the_bus_answers_no_more(
@@ -238,6 +245,9 @@ def test_a_failed_group_announces_nothing_and_the_bus_answers_no_more(
     # In process, as a LocalTransport calls it: refused, not answered from the held change.
     reply = decode_reply([HEADER, server.handle(write_frames(server, tokens["alice"], 1))])
     assert not reply.ok and "the bus has stopped" in reply.error["message"]
+    sample = server.metrics.registry.get_sample_value
+    assert sample("hivemem_bus_requests_total", {"op": "write", "code": "ok"}) is None
+    assert sample("hivemem_bus_requests_total", {"op": "write", "code": "journal_write_failed"}) == 1  # fmt: skip
     server.stop()
 
 

@@ -214,3 +214,32 @@ def test_a_server_without_a_data_directory_exports_no_durability() -> None:
     with server:
         for name in DURABILITY:
             assert server.metrics.registry.get_sample_value(name) is None
+
+
+def test_evictions_made_at_once_in_process_are_counted_under_their_policy() -> None:
+    """Before the owner thread's first gauge refresh, evictions were labelled "unknown":
+    the in-process path answers as soon as start() returns. A window is labelled by the
+    policy that evicts there, FIFO, not the one it names."""
+    from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
+    from hivemem.memory_bus.store import MemoryStore
+
+    config = StoreConfig(
+        dim=DIM,
+        shared=TierConfig(capacity=2, eviction="lfu"),
+        private=TierConfig(capacity=2, mode=NamespaceMode.WINDOW, eviction="lru"),
+    )
+    server = BusServer(MemoryStore(config))
+    token = server.register("alice", ["team"])
+    with server:
+        for n, (tier, namespace) in enumerate((("shared", "team"), ("private", "alice"))):
+            for i in range(5):
+                args = {"tier": tier, "namespace": namespace, "item": {"text": f"m{i}"}, "now": float(i)}  # fmt: skip
+                reply = decode_reply([HEADER, server.handle(encode_request(10 * n + i + 1, 1, "write", "alice", token, args))])  # fmt: skip
+                assert reply.ok, reply.error
+        sample = server.metrics.registry.get_sample_value
+        assert sample("hivemem_bus_evictions_total", {"tier": "shared", "policy": "lfu"}) == 3
+        assert sample("hivemem_bus_evictions_total", {"tier": "private", "policy": "fifo"}) == 3
+        assert (
+            sample("hivemem_bus_evictions_total", {"tier": "shared", "policy": "unknown"}) is None
+        )
+        assert server.store.stats()["private"]["eviction_policy"] == "fifo"
