@@ -632,6 +632,12 @@ def _waiting(router: zmq.Socket[Any]) -> list[bytes] | None:
 
 
 def _bind(sock: zmq.Socket[Any], host: str, port: int) -> str:
+    """Bind ``sock`` to ``host`` (an IPv6 address too: ``::1``, or ``[::1]``) at ``port``
+    (0: any free one); the address clients connect to."""
+    host = host.removeprefix("[").removesuffix("]")
+    if ":" in host:  # ZeroMQ takes IPv6 only when told, and the address in brackets
+        sock.setsockopt(zmq.IPV6, 1)
+        host = f"[{host}]"
     if port:
         address = f"tcp://{host}:{port}"
         sock.bind(address)

@@ -190,6 +190,8 @@ def connected(
     (for a SUB) ``subscriptions`` made before it connects."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
+    if "[" in address:  # an IPv6 address (tcp://[::1]:7777): ZeroMQ connects only if told
+        sock.setsockopt(zmq.IPV6, 1)
     try:
         if curve:
             sock.curve_secretkey, sock.curve_publickey = curve["secret"], curve["public"]

@@ -52,7 +52,10 @@ bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
 
 @bus_app.command("serve")
 def bus_serve(
-    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Interface to bind (an IPv6 one too: ::1; clients then use tcp://[::1]:PORT).",
+    ),
     port: int = typer.Option(
         7777, min=0, max=65535, help="ROUTER port for requests (0: any free port)."
     ),

@@ -363,3 +363,35 @@ def test_a_server_that_failed_to_start_keeps_no_wake_pipe() -> None:
         assert clash._waker.fd == -1  # closed
     finally:
         server.stop()
+
+
+def test_a_bus_on_ipv6_loopback_answers_and_sends_events() -> None:
+    """`hivemem bus serve --host ::1` failed ("No such device"): ZeroMQ needs IPv6 turned
+    on, and the address in brackets, on both ends."""
+    import socket
+
+    from hivemem.memory_bus.config import StoreConfig
+    from hivemem.memory_bus.server import BusServer
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = BusServer(MemoryStore(StoreConfig(dim=DIM)), host="::1")
+    token = server.register("alice", [])
+    with server:
+        assert server.address.startswith("tcp://[::1]:") and server.pub_address.startswith("tcp://[::1]:")  # fmt: skip
+
+        async def follow() -> list[str]:
+            async with AsyncMemoryClient(server.address, "alice", token, timeout=5.0) as alice:
+                stream = alice.events(["private/alice"])
+                first = asyncio.ensure_future(stream.__anext__())
+                await asyncio.sleep(0.5)  # the subscription reaches the bus
+                await alice.write("private", "alice", NewItem("over v6"), now=0.0)
+                event = await asyncio.wait_for(first, 10)
+                await stream.aclose()
+                hits = await alice.search("private", "alice", "over v6", k=1, now=None)
+                return [event["kind"], hits[0].item.text]
+
+        assert asyncio.run(follow()) == ["add", "over v6"]
