@@ -368,8 +368,8 @@ class BusServer:
         auth = None
         try:
             auth = secure(ctx, self.curve, router, pub) if self.curve else None
-            self.address = _bind(router, self.host, self._port)
-            self.pub_address = _bind(pub, self.host, self._pub_port)
+            self.address = _bind(router, self.host, self._port, "requests")
+            self.pub_address = _bind(pub, self.host, self._pub_port, "events")
         except BaseException:
             # Before the context is terminated: the authenticator's thread, left running,
             # failed on the terminated context with a traceback of its own.
@@ -631,16 +631,26 @@ def _waiting(router: zmq.Socket[Any]) -> list[bytes] | None:
     return None
 
 
-def _bind(sock: zmq.Socket[Any], host: str, port: int) -> str:
+def _bind(sock: zmq.Socket[Any], host: str, port: int, what: str) -> str:
     """Bind ``sock`` to ``host`` (an IPv6 address too: ``::1``, or ``[::1]``) at ``port``
-    (0: any free one); the address clients connect to."""
+    (0: any free one); the address clients connect to.
+
+    Raises:
+        HivememError: the address cannot be had; the message says which socket (``what``:
+            "requests" or "events"), as "Address already in use" alone did not.
+    """
     host = host.removeprefix("[").removesuffix("]")
     if ":" in host:  # ZeroMQ takes IPv6 only when told, and the address in brackets
         sock.setsockopt(zmq.IPV6, 1)
         host = f"[{host}]"
-    if port:
-        address = f"tcp://{host}:{port}"
-        sock.bind(address)
-        return address
-    chosen = sock.bind_to_random_port(f"tcp://{host}")
+    try:
+        if port:
+            address = f"tcp://{host}:{port}"
+            sock.bind(address)
+            return address
+        chosen = sock.bind_to_random_port(f"tcp://{host}")
+    except zmq.ZMQError as exc:
+        raise HivememError(
+            f"cannot bind the {what} socket to tcp://{host}:{port}: {exc.strerror}"
+        ) from None
     return f"tcp://{host}:{chosen}"

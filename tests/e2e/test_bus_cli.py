@@ -336,6 +336,16 @@ SERVE_REFUSALS = {
         None,
         ["cannot use the secret file {tmp}: Is a directory"],
     ),
+    "request port in use": (
+        ["--port", "{port}"],
+        None,
+        ["cannot bind the requests socket to tcp://127.0.0.1:{port}: Address already in use"],
+    ),
+    "event port in use": (
+        ["--pub-port", "{port}"],
+        None,
+        ["cannot bind the events socket to tcp://127.0.0.1:{port}: Address already in use"],
+    ),
     "metrics port in use": (
         ["--metrics-port", "{port}"],
         None,
