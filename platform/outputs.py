@@ -171,15 +171,28 @@ class RunFolder:
         return ", ".join(f"{label} {len(rows)} ticks" for label, rows in self._rows.items())
 
     def close(self) -> None:
-        """Close the tick files (every row in them was flushed as it came)."""
+        """Close the tick files, on the disk: every row was flushed to the kernel as it
+        came (a killed run keeps them), and an ended run's rows survive a power cut too."""
         for fh in self._files:
+            fh.flush()
+            os.fsync(fh.fileno())
             fh.close()
         self._files.clear()
 
     def _write_summary(self, summary: dict[str, Any]) -> None:
+        """Replace ``summary.json`` whole and durably: written aside, synced, renamed,
+        and the folder synced (else a power cut could leave an empty file in its place)."""
         aside = self.path / "summary.json.tmp"
-        aside.write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+        with aside.open("w", encoding="utf-8") as out:
+            out.write(json.dumps(summary, indent=2, sort_keys=True))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(aside, self.path / "summary.json")
+        folder = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:

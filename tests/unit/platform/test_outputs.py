@@ -122,3 +122,25 @@ def test_an_error_with_no_signal_behind_it_stays_an_error(tmp_path: Path) -> Non
             raise SystemError("second") from first
     assert stopped.value.exit_code == 1
     assert stopped.value.reason == "error: SystemError: second"
+
+
+def test_an_ended_runs_files_are_on_the_disk_before_its_summary_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows were flushed to the kernel only: a power cut after a finished run could lose
+    the last rows, or leave summary.json empty after its rename."""
+    s = load_scenario("capacity_stream", ["run.ticks=2"])
+    folder = RunFolder(s, tmp_path)
+    rows = folder.rows("memory")
+    rows.append({"t": 0, "score": 0.5})
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    folder.finish(RunResult(s.name, 0, 1, 4, 1, {"score": 0.5}, rows), None, plots=False)
+    where = [Path(p).name for p in synced]
+    assert where == ["ticks.jsonl", "summary.json.tmp", folder.path.name]  # rows, then summary
