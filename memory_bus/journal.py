@@ -201,6 +201,29 @@ def decode_record(payload: bytes | memoryview, path: Path) -> Any:
         raise JournalCorruptError(path, 0) from exc
 
 
+def fsync_dir(directory: Path) -> None:
+    """fsync ``directory``: the names made, renamed or removed in it are on the disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(path: Path, text: str, suffix: str = ".tmp") -> None:
+    """Make ``text`` the whole of ``path``, on the disk: written beside it (``path`` +
+    ``suffix``), fsynced, renamed over it, and the folder fsynced. A crash at any point
+    leaves the old file or the new one, never a part (nor, after a power cut, an empty
+    file where the rename was)."""
+    tmp = path.with_name(path.name + suffix)
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def log_parts(data_dir: Path) -> list[tuple[int, Path]]:
     """The closed parts of the log in ``data_dir``, ``(last seq, path)`` in order."""
     found = ((PART_NAME.fullmatch(p.name), p) for p in data_dir.glob("journal.*.log"))
@@ -351,15 +374,13 @@ class Journal:
             raise JournalWriteError(str(self.log_path), exc.strerror or str(exc)) from exc
         if self.policy is not FsyncPolicy.ALWAYS:
             return
-        if not sync:
-            self._unsynced = True
-            return
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:  # the record is refused, and no later one is taken
-            self._cut(written)
-            raise self._sync_failed(exc) from exc
-        self._unsynced = False
+        self._unsynced = True
+        if sync:
+            try:
+                self.sync()
+            except JournalSyncError:  # the record is refused, and no later one is taken
+                self._cut(written)
+                raise
 
     def _cut(self, nbytes: int) -> None:
         """Remove the last ``nbytes`` of the log; if that fails, refuse every later append
@@ -499,13 +520,8 @@ class Journal:
         a temporary file fsynced and renamed over the old one), unless it is already."""
         if self.written_config() == config:
             return
-        tmp = self.dir / f"{CONFIG_NAME}.{os.getpid()}.tmp"
-        with open(tmp, "w") as out:
-            json.dump(config, out, indent=1, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.dir / CONFIG_NAME)
-        self._fsync_dir()
+        text = json.dumps(config, indent=1, sort_keys=True)
+        replace_durably(self.dir / CONFIG_NAME, text, f".{os.getpid()}.tmp")
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Write ``state`` (which includes every record so far) and drop the log so far."""
@@ -575,11 +591,7 @@ class Journal:
                 part.unlink(missing_ok=True)
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.dir)
 
     def close(self) -> None:
         """Stop the fsync thread, flush and close (idempotent)."""

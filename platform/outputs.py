@@ -182,17 +182,9 @@ class RunFolder:
     def _write_summary(self, summary: dict[str, Any]) -> None:
         """Replace ``summary.json`` whole and durably: written aside, synced, renamed,
         and the folder synced (else a power cut could leave an empty file in its place)."""
-        aside = self.path / "summary.json.tmp"
-        with aside.open("w", encoding="utf-8") as out:
-            out.write(json.dumps(summary, indent=2, sort_keys=True))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(aside, self.path / "summary.json")
-        folder = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        from hivemem.memory_bus.journal import replace_durably
+
+        replace_durably(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
