@@ -250,7 +250,7 @@ def _cut_back(root: Path, report: DataCheck, damage: Damage) -> tuple[DataCheck,
     if damaged.name == SNAPSHOT_NAME:
         raise HivememError(damage.reason, path=damage.path)
     aside = root / time.strftime("damaged-%Y%m%dT%H%M%S", time.gmtime())
-    aside.mkdir()
+    aside.mkdir(mode=0o700)
     if damaged.name == CONFIG_NAME:
         damaged.rename(aside / damaged.name)
         return check_data_dir(root), aside

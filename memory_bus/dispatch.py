@@ -22,9 +22,9 @@ from hivemem.memory_bus.durability import Durability, RecentReplies
 from hivemem.memory_bus.errors import HivememError, JournalWriteError
 from hivemem.memory_bus.handlers import (
     HANDLERS,
+    NOT_REMEMBERED,
     REFUSED_AFTER_A_CHANGE,
     Context,
-    authenticate,
 )
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.metrics import BusMetrics
@@ -41,6 +41,7 @@ from hivemem.memory_bus.protocol import (
     encode_reply,
     request_id_of,
 )
+from hivemem.memory_bus.row_auth import authenticate, authenticate_rows
 from hivemem.memory_bus.store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Dispatcher:
             if cached is not None:
                 return cached, "retry", []
         reply, code, later = self.apply(req, caller)
-        if req.op in MUTATING and _journaled(req.op, code):
+        if req.op in MUTATING and _remembered(req.op, code):
             self.replies.remember(key, reply)
         return reply, code, later
 
@@ -155,6 +156,8 @@ class Dispatcher:
             apply_after_reply=True,
         )
         try:
+            if self.durability.journal is not None:  # it keeps no tokens: check them first
+                authenticate_rows(ctx, req.op, req.args)
             logged = self.durability.log_change(req)  # first: a full disk refuses it whole
             try:
                 result = HANDLERS[req.op](ctx, req.args)
@@ -213,17 +216,19 @@ class Dispatcher:
                 raise HivememError(f"registering agent {args['agent_id']!r} failed: {code}")
 
 
-def _journaled(op: Op, code: str) -> bool:
-    """Whether a changing request answered with ``code`` keeps its journal record, whose
-    replay remembers its reply again: applied (``ok``), failed by a bug (the record stays,
-    see :meth:`Dispatcher.apply`), or refused after a change (``REFUSED_AFTER_A_CHANGE``).
+def _remembered(op: Op, code: str) -> bool:
+    """Whether the reply to a changing request answered with ``code`` is remembered for
+    its retries: those whose journal record stays, so that a replay remembers them again
+    (applied, ``ok``; failed by a bug, whose record stays, see :meth:`Dispatcher.apply`;
+    or refused after a change, ``REFUSED_AFTER_A_CHANGE``), but for ``NOT_REMEMBERED``.
 
-    Only those replies are remembered. A request refused before any change has its record
+    A request refused before any change has its record
+    taken back, so a restart could not remember its refusal: A request refused before any change has its record
     taken back, so a restart could not remember its refusal: a resend after a restart
     from the log alone was applied, where the live bus (or one restarted from a snapshot)
     answered the refusal again. Now a resent refusal is decided afresh either way, which
     is safe, as the refusal changed nothing; and a ``journal_write_failed`` is retried.
     """
-    if code == JournalWriteError.code:
+    if code == JournalWriteError.code or op in NOT_REMEMBERED:
         return False
     return code in ("ok", Code.INTERNAL) or op in REFUSED_AFTER_A_CHANGE

@@ -31,7 +31,7 @@ from hivemem.memory_bus.errors import (
     JournalWriteError,
 )
 from hivemem.memory_bus.forking import fork_to
-from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
+from hivemem.memory_bus.handlers import HANDLERS, NOT_REMEMBERED, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import CONFIG_NAME, FsyncPolicy, Journal
 from hivemem.memory_bus.policies.learned import (
@@ -41,6 +41,7 @@ from hivemem.memory_bus.policies.learned import (
 )
 from hivemem.memory_bus.proposals import DecisionTape
 from hivemem.memory_bus.protocol import MUTATING, Code, Op, Request, encode_error, encode_reply
+from hivemem.memory_bus.row_auth import journal_args
 from hivemem.memory_bus.store import MemoryStore
 from pydantic import ValidationError
 
@@ -160,7 +161,7 @@ class Durability:
                 "agent": req.agent,
                 "client": req.client,
                 "id": req.id,
-                "args": req.args,
+                "args": journal_args(req.op, req.args),  # no tokens: the files hold none
             },
             sync=not self.deferring,
         )
@@ -481,7 +482,7 @@ class Durability:
             apply_recalls(store, record["recalls"], float(record["now"]))
             return
         caller = self.registry.agents.get(record["agent"], Caller(record["agent"]))
-        ctx = Context(store, self.registry, caller)
+        ctx = Context(store, self.registry, caller, replaying=True)
         req_id = int(record["id"])
         store.ctx.tape = None if decisions is None else DecisionTape(decisions)
         try:
@@ -500,7 +501,8 @@ class Durability:
             reply = encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
         finally:
             store.ctx.tape = None
-        self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
+        if Op(record["op"]) not in NOT_REMEMBERED:
+            self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
 
 
 def _described(config: StoreConfig) -> str:

@@ -51,6 +51,7 @@ from hivemem.memory_bus.protocol import (
     tier_of,
     wire_topic,
 )
+from hivemem.memory_bus.row_auth import authenticate, column_callers
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.tiers import Defer, recall
 
@@ -74,6 +75,9 @@ class Context:
         apply_after_reply: Let writes leave the changes whose outcome is decided in
             :attr:`deferred` for the caller to run once the reply is sent (see
             :mod:`hivemem.memory_bus.server`); False applies everything at once.
+        replaying: Whether the request is a journal record played again: the agents its
+            batch rows name were authenticated when it was first received, and the journal
+            keeps no tokens (:func:`journal_args`), so rows are taken on trust.
     """
 
     def __init__(
@@ -86,8 +90,10 @@ class Context:
         track_recalls: bool = True,
         on_recall: Callable[[str, float, list[list[Hit]]], None] | None = None,
         apply_after_reply: bool = False,
+        replaying: bool = False,
     ) -> None:
         self.store = store
+        self.replaying = replaying
         self.info = info or {}
         self.registry = registry
         self.caller = caller
@@ -106,9 +112,16 @@ class Context:
         """
         if "agent" not in entry:
             return self.caller
-        agent, token = entry["agent"], entry.get("token")
+        agent, token = entry["agent"], entry.get("token", "" if self.replaying else None)
         if type(agent) is not str or type(token) is not str:
             agent, token = field(entry, "agent", str), field(entry, "token", str, "")
+        return self.row_caller(agent, token)
+
+    def row_caller(self, agent: str, token: str) -> Caller:
+        """The caller a batch row names: its token checked, or taken on trust when
+        :attr:`replaying` (the registry still gives its groups and role)."""
+        if self.replaying:
+            return self.registry.agents.get(agent) or Caller(agent)
         return authenticate(self.registry, self.verified, agent, token)
 
     def query_vectors(self, queries: list[dict[str, Any]], where: str = "queries") -> list[Any]:
@@ -158,30 +171,6 @@ class Context:
         for hit in hits:
             by_ns.setdefault(hit.item.namespace, []).append(hit.id)
         self.recalls.extend((tier.value, ns, ids) for ns, ids in by_ns.items())
-
-
-_VERIFIED_MAX = 1 << 20
-
-
-def authenticate(
-    registry: AgentRegistry, verified: set[tuple[str, str]] | None, agent: str, token: str
-) -> Caller:
-    """``registry.authenticate`` that remembers the pairs it has accepted in ``verified``.
-
-    A token is an HMAC of the agent id under a secret that never changes while the
-    server runs, so a pair once accepted stays valid; a batch of thousands of entries
-    from a few hundred agents then costs a set lookup per entry instead of an HMAC.
-    The caller's groups and role are still read from the registry every time.
-    """
-    if verified is not None and (agent, token) in verified:
-        caller = registry.agents.get(agent)
-        return caller if caller is not None else Caller(agent)
-    caller = registry.authenticate(agent, token)
-    if verified is not None:
-        if len(verified) >= _VERIFIED_MAX:
-            verified.clear()
-        verified.add((agent, token))
-    return caller
 
 
 Handler = Callable[[Context, dict[str, Any]], Any]
@@ -252,7 +241,7 @@ def _write_batch(ctx: Context, columns: dict[str, Any]) -> WriteBatch:
         raise ProtocolError(Code.TOO_LARGE, f"{n} rows in 'columns'", limit=MAX_BATCH)
     namespace = columns.get("namespace")
     return WriteBatch(
-        callers=_column_callers(ctx, columns.get("agent"), columns.get("token"), n),
+        callers=column_callers(ctx, columns.get("agent"), columns.get("token"), n),
         namespaces=[namespace] * n if type(namespace) is str else field(columns, "namespace", list),
         texts=texts,
         vectors=column_vectors(columns.get("vector"), n),
@@ -262,26 +251,6 @@ def _write_batch(ctx: Context, columns: dict[str, Any]) -> WriteBatch:
         valid_to=columns.get("valid_to"),
         levels=columns.get("level"),
     )
-
-
-def _column_callers(ctx: Context, agents: Any, tokens: Any, n: int) -> list[Caller]:
-    """Each row's caller: the request's, or the agent (and token) the row names."""
-    if agents is None and tokens is None:
-        return [ctx.caller] * n
-    if not (type(agents) is list and type(tokens) is list and len(agents) == len(tokens) == n):
-        raise ProtocolError(
-            Code.BAD_REQUEST, "columns 'agent' and 'token' must be lists of one str per row",
-            field="columns.agent",
-        )  # fmt: skip
-    if n and set(map(type, agents)) | set(map(type, tokens)) != {str}:
-        raise ProtocolError(
-            Code.BAD_REQUEST, "columns 'agent' and 'token' hold str values", field="columns.agent"
-        )
-    callers: dict[tuple[str, str], Caller] = {}
-    for agent, token in zip(agents, tokens, strict=True):
-        if (agent, token) not in callers:
-            callers[(agent, token)] = authenticate(ctx.registry, ctx.verified, agent, token)
-    return [callers[pair] for pair in zip(agents, tokens, strict=True)]
 
 
 def _write_request(ctx: Context, entry: dict[str, Any]) -> WriteRequest:
@@ -444,6 +413,12 @@ first, and refuses if the write policy neither added nor updated it (the decisio
 counted). The server keeps the journal record of such a refusal, so that a replay, refused
 the same way, changes the store the same way; every other op is refused before any change,
 and its record is taken back."""
+
+NOT_REMEMBERED = frozenset({Op.REGISTER})
+"""Changing ops whose replies the server does not keep for retries: ``register``'s reply
+carries the agent's token, and kept replies go into snapshots, which must hold no
+credential. A retried ``register`` is applied again, which is harmless: registering the
+same agent with the same groups and role gives the same registration and token."""
 
 
 def _event_seqs(ctx: Context, topics: list[str]) -> list[int | None]:

@@ -210,18 +210,43 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def replace_durably(path: Path, text: str, suffix: str = ".tmp") -> None:
+def replace_durably(path: Path, text: str, suffix: str = ".tmp", mode: int = 0o644) -> None:
     """Make ``text`` the whole of ``path``, on the disk: written beside it (``path`` +
-    ``suffix``), fsynced, renamed over it, and the folder fsynced. A crash at any point
-    leaves the old file or the new one, never a part (nor, after a power cut, an empty
-    file where the rename was)."""
+    ``suffix``, made with ``mode`` less the umask), fsynced, renamed over it, and the
+    folder fsynced. A crash at any point leaves the old file or the new one, never a part
+    (nor, after a power cut, an empty file where the rename was)."""
     tmp = path.with_name(path.name + suffix)
-    with open(tmp, "w", encoding="utf-8") as out:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with open(fd, "w", encoding="utf-8") as out:
         out.write(text)
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+"""The modes of a data directory and its files: its owner's alone. They hold every
+agent's memories, private tiers included (the tokens that reach them stay out of them:
+:mod:`hivemem.memory_bus.row_auth`)."""
+
+
+def make_private(data_dir: Path) -> None:
+    """Create ``data_dir`` if missing, and take every access but its owner's from it and
+    its files (a directory made under an open umask, or by an older hivemem)."""
+    data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    opened = []
+    for path in [data_dir, *data_dir.iterdir()]:
+        mode = path.lstat().st_mode
+        if path.is_symlink() or not mode & 0o077:
+            continue
+        path.chmod(PRIVATE_DIR if path.is_dir() else PRIVATE_FILE)
+        opened.append(path.name)
+    if opened:
+        log.warning(
+            "%s: took group and other access from %s (a data directory is its owner's alone)",
+            data_dir, ", ".join(sorted(opened)[:5]) + (" ..." if len(opened) > 5 else ""),
+        )  # fmt: skip
 
 
 def log_parts(data_dir: Path) -> list[tuple[int, Path]]:
@@ -246,9 +271,10 @@ class Journal:
         interval_ms: int = 1000,
     ) -> None:
         self.dir = Path(data_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         self.policy = FsyncPolicy(fsync)
         self._lock = lock_data_dir(self.dir)  # first: nothing below may touch another's files
+        make_private(self.dir)
         self.log_path = self.dir / LOG_NAME
         self.snapshot_path = self.dir / SNAPSHOT_NAME
         for tmp in [*self.dir.glob("snapshot*.tmp"), *self.dir.glob(f"{CONFIG_NAME}.*.tmp")]:
@@ -275,7 +301,7 @@ class Journal:
             self._syncer.start()
 
     def _open_log(self) -> int:
-        return os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
 
     def _sync_loop(self, period: float) -> None:
         failing = False
@@ -495,7 +521,8 @@ class Journal:
                 return found
         made = secrets.token_hex(8)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(made + "\n")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "w") as out:
+            out.write(made + "\n")
         os.replace(tmp, path)
         self._fsync_dir()
         return made
@@ -521,7 +548,7 @@ class Journal:
         if self.written_config() == config:
             return
         text = json.dumps(config, indent=1, sort_keys=True)
-        replace_durably(self.dir / CONFIG_NAME, text, f".{os.getpid()}.tmp")
+        replace_durably(self.dir / CONFIG_NAME, text, f".{os.getpid()}.tmp", PRIVATE_FILE)
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Write ``state`` (which includes every record so far) and drop the log so far."""
@@ -571,7 +598,8 @@ class Journal:
         """
         tmp = self.dir / f"snapshot.{os.getpid()}.tmp"
         try:
-            with open(tmp, "wb") as out:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+            with open(fd, "wb") as out:
                 out.write(frame(pack({"seq": seq, "state": state})))
                 out.flush()
                 os.fsync(out.fileno())

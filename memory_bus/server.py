@@ -50,11 +50,7 @@ from hivemem.memory_bus.durability import (
     RecentReplies,
 )
 from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalSyncError
-from hivemem.memory_bus.handlers import (
-    authenticate,
-    subscription_topic,
-    topic_event_seq,
-)
+from hivemem.memory_bus.handlers import subscription_topic, topic_event_seq
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.pages import idle_prefaulter
@@ -69,6 +65,7 @@ from hivemem.memory_bus.protocol import (
     request_id_of,
 )
 from hivemem.memory_bus.publisher import MARK_PERIOD_S, EventPublisher
+from hivemem.memory_bus.row_auth import authenticate
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.wake import BusyPoll, Wake
 from zmq.utils.monitor import recv_monitor_message
