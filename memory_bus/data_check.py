@@ -13,7 +13,9 @@ folder, so nothing is deleted. The bus then starts with the store as it was at t
 sound record. A damaged snapshot cannot be cut back (the log it replaced is gone):
 restore ``snapshot.msgpack`` from a backup. A damaged ``store_config.json`` (the store
 config the log was written under) is set aside whole: the log then replays under the
-bus's own config, as a directory from before it was kept does.
+bus's own config, as a directory from before it was kept does. Parts of the log that the
+snapshot holds whole (left by a server that died between its snapshot's rename and their
+deletion) are passed over: a restart deletes them unread.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from hivemem.memory_bus.journal import (
     frame_end,
     log_parts,
     next_frame,
+    snapshot_body,
 )
 from hivemem.memory_bus.policies.learned import pinned_names
 
@@ -101,7 +104,7 @@ def check_data_dir(data_dir: str | Path) -> DataCheck:
     report = DataCheck(str(root))
     snapshot_damage = _check_snapshot(root / SNAPSHOT_NAME, report)
     config_damage = _check_config(root, report)
-    files = _log_files(root)
+    files = _log_files(root, report.snapshot_seq)
     if snapshot_damage is not None:  # the log holds only what came after it
         snapshot_damage.records_after = sum(_whole_records(f.read_bytes()) for f in files)
         report.damage = snapshot_damage
@@ -148,9 +151,10 @@ def _existing(data_dir: str | Path) -> Path:
     return root
 
 
-def _log_files(root: Path) -> list[Path]:
-    """The files of the log in the order a restart reads them."""
-    files = [part for _, part in log_parts(root)]
+def _log_files(root: Path, snapshot_seq: int | None = None) -> list[Path]:
+    """The files of the log in the order a restart reads them, but for the parts the
+    snapshot of ``snapshot_seq`` holds whole (a restart deletes them unread)."""
+    files = [part for last, part in log_parts(root) if last > (snapshot_seq or 0)]
     return [*files, root / LOG_NAME] if (root / LOG_NAME).exists() else files
 
 
@@ -162,9 +166,7 @@ def _check_snapshot(path: Path, report: DataCheck) -> Damage | None:
     data = path.read_bytes()
     report.snapshot_bytes = len(data)
     try:
-        if frame_end(data, 0) != len(data):  # one frame, whole, its checksum right
-            raise JournalCorruptError(path, 0)
-        body = decode_record(memoryview(data)[FRAME.size :], path)
+        body = snapshot_body(data, path)
         report.snapshot_seq = report.last_seq = int(body["seq"])
     except (JournalCorruptError, KeyError, TypeError, ValueError) as exc:
         reason = "the snapshot is damaged (restore it from a backup: the log it replaced is gone)"
@@ -182,14 +184,15 @@ def _check_log_file(path: Path, report: DataCheck, is_log: bool) -> Damage | Non
     while offset < len(data):
         end = frame_end(data, offset)
         if end is None:
-            follows = next_frame(data, offset + 1)
+            follows = next_frame(data, offset + 1, seen.last_seq)
             if follows is None and is_log:  # the process died writing it: not damage
                 report.torn_tail_bytes = len(data) - offset
                 return None
             reason = "a damaged record" if follows is not None else "a closed part cut short"
             return _damage(path, offset, reason, data, follows)
         try:
-            seq = int(decode_record(memoryview(data)[offset + FRAME.size : end], path)["seq"])
+            payload = memoryview(data)[offset + FRAME.size : end]
+            seq = int(decode_record(payload, path, offset)["seq"])
         except (JournalCorruptError, KeyError, TypeError, ValueError) as exc:
             return _damage(path, offset, f"an undecodable record: {exc}", data, end)
         if seq > snapshot_seq:
@@ -255,7 +258,7 @@ def _cut_back(root: Path, report: DataCheck, damage: Damage) -> tuple[DataCheck,
         damaged.rename(aside / damaged.name)
         return check_data_dir(root), aside
     shutil.copy2(damaged, aside / damaged.name)
-    files = _log_files(root)
+    files = _log_files(root, report.snapshot_seq)
     for later in files[files.index(damaged) + 1 :]:
         later.rename(aside / later.name)
     with damaged.open("r+b") as out:

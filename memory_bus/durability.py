@@ -303,13 +303,13 @@ class Durability:
                 return
         try:
             journal.write_snapshot(self._state(), seq)
-        except OSError as exc:
+        except Exception as exc:  # a full disk, or a state msgpack cannot take: serve on
             self._snapshot_failed(exc)
             return
         journal.end_snapshot(seq)
         self.snapshots += 1
 
-    def _snapshot_failed(self, exc: OSError) -> None:
+    def _snapshot_failed(self, exc: Exception) -> None:
         """Serve on without the snapshot: the log keeps every record it was to hold."""
         assert self.journal is not None
         self.snapshot_failures += 1
@@ -317,7 +317,7 @@ class Durability:
         log.error(
             "snapshot failed (%s); the log keeps every record, and the next snapshot comes "
             "after record %d",
-            exc.strerror or exc,
+            getattr(exc, "strerror", None) or exc,
             self._retry_at,
         )
 

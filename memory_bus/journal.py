@@ -147,7 +147,7 @@ def read_frames(data: bytes, path: Path) -> tuple[list[memoryview], int]:
     while offset < len(data):
         end = frame_end(data, offset)
         if end is None:
-            if next_frame(data, offset + 1) is not None:
+            if next_frame(data, offset + 1, _seq_of(payloads[-1]) if payloads else None):
                 raise JournalCorruptError(path, offset)
             break
         payloads.append(view[offset + FRAME.size : end])
@@ -161,44 +161,79 @@ def frame_end(data: bytes, offset: int) -> int | None:
         return None
     length, crc = FRAME.unpack_from(data, offset)
     end = offset + FRAME.size + length
-    if end > len(data) or zlib.crc32(memoryview(data)[offset + FRAME.size : end]) != crc:
+    # No record is empty: zeros (the usual shape of a write torn by a crash on XFS, or
+    # on ext4 with data=writeback) would pass as empty frames, as crc32(b"") is 0.
+    if (
+        length == 0
+        or end > len(data)
+        or zlib.crc32(memoryview(data)[offset + FRAME.size : end]) != crc
+    ):
         return None
     return end
 
 
-def next_frame(data: bytes, start: int) -> int | None:
-    """Where the first whole, checksummed frame holding a record (a map with a ``seq``)
-    at or after ``start`` begins (None: none).
+def next_frame(data: bytes, start: int, after: int | None = None) -> int | None:
+    """Where the first whole, checksummed frame holding a record (a map with a ``seq``,
+    past ``after + 1`` if given) at or after ``start`` begins (None: none).
 
     A torn last record is told from damage by whether records follow it. Its bytes are
-    partly a client's (vectors, texts), which may hold a whole frame by chance or by
-    design; one that is no record does not make the tear damage.
+    partly a client's (vectors, texts, meta), which may hold a whole frame by chance or by
+    design; one that is no record, or whose seq could not follow the record ``after``
+    and the damaged one after it, does not make the tear damage.
     """
     for offset in range(start, len(data) - FRAME.size):
         end = frame_end(data, offset)
-        if end is not None and end > offset + FRAME.size and _is_record(data, offset, end):
+        if end is not None and _is_record(data, offset, end, after):
             return offset
     return None
 
 
-def _is_record(data: bytes, offset: int, end: int) -> bool:
+def _is_record(data: bytes, offset: int, end: int, after: int | None) -> bool:
     try:
         body = msgpack.unpackb(
             memoryview(data)[offset + FRAME.size : end], raw=False, strict_map_key=False
         )
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
         return False
-    return isinstance(body, dict) and type(body.get("seq")) is int
+    seq = body.get("seq") if isinstance(body, dict) else None
+    return type(seq) is int and (after is None or seq > after + 1)
 
 
-def decode_record(payload: bytes | memoryview, path: Path) -> Any:
+def _seq_of(payload: memoryview) -> int | None:
+    """The seq of a whole frame's record (None: it holds none)."""
+    try:
+        body = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        return None
+    seq = body.get("seq") if isinstance(body, dict) else None
+    return seq if type(seq) is int else None
+
+
+def decode_record(payload: bytes | memoryview, path: Path, offset: int = 0) -> Any:
     """The msgpack body of a frame of ours (a record or a snapshot): no wire limits (a
     snapshot of a large store is far over the message size and holds maps of thousands of
     namespaces)."""
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise JournalCorruptError(path, 0) from exc
+        raise JournalCorruptError(path, offset) from exc
+
+
+SNAPSHOT_CHUNK = 1 << 30
+"""Bytes of a snapshot's packed state per frame (a frame's length is 32 bits; a store of
+3.2 million 384-float items packs to over 4 GiB)."""
+
+
+def snapshot_body(data: bytes, path: Path) -> Any:
+    """The record a snapshot file holds: its frames' payloads, joined, unpacked.
+
+    Raises:
+        JournalCorruptError: a frame is damaged or cut short, or there is none.
+    """
+    payloads, valid = read_frames(data, path)
+    if not payloads or valid != len(data):
+        raise JournalCorruptError(path, valid)
+    return decode_record(payloads[0] if len(payloads) == 1 else b"".join(payloads), path)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -444,10 +479,7 @@ class Journal:
         """The state of the newest snapshot, or None."""
         if not self.snapshot_path.exists():
             return None
-        payloads, _ = read_frames(self.snapshot_path.read_bytes(), self.snapshot_path)
-        if len(payloads) != 1:
-            raise JournalCorruptError(self.snapshot_path, 0)
-        body = decode_record(payloads[0], self.snapshot_path)
+        body = snapshot_body(self.snapshot_path.read_bytes(), self.snapshot_path)
         self._snapshot_at = int(body["seq"])
         self.seq = max(self.seq, self._snapshot_at)
         return dict(body["state"])
@@ -463,7 +495,10 @@ class Journal:
         """
         snapshot_seq = self._snapshot_seq() if self._snapshot_at is None else self._snapshot_at
         self._expected = snapshot_seq + 1
-        for _, part in log_parts(self.dir):
+        for last, part in log_parts(self.dir):
+            if last <= snapshot_seq:  # the snapshot holds it (a server died before its end)
+                part.unlink(missing_ok=True)
+                continue
             data = part.read_bytes()
             payloads, valid = read_frames(data, part)
             if valid < len(data):  # a part was whole when it was closed
@@ -485,8 +520,10 @@ class Journal:
     def _records(
         self, payloads: list[memoryview], path: Path, snapshot_seq: int
     ) -> Iterator[dict[str, Any]]:
+        at = 0  # where the payload's frame begins in the file
         for payload in payloads:
-            body = decode_record(payload, path)
+            body = decode_record(payload, path, at)
+            at += FRAME.size + len(payload)
             seq = int(body["seq"])
             self.seq = max(self.seq, seq)
             if seq > snapshot_seq:
@@ -507,8 +544,8 @@ class Journal:
     def _snapshot_seq(self) -> int:
         if not self.snapshot_path.exists():
             return 0
-        payloads, _ = read_frames(self.snapshot_path.read_bytes(), self.snapshot_path)
-        return int(decode_record(payloads[0], self.snapshot_path)["seq"]) if payloads else 0
+        data = self.snapshot_path.read_bytes()
+        return int(snapshot_body(data, self.snapshot_path)["seq"]) if data else 0
 
     def epoch(self) -> str:
         """The identity of this directory's history (made once, kept in ``epoch``): the
@@ -600,7 +637,11 @@ class Journal:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
             with open(fd, "wb") as out:
-                out.write(frame(pack({"seq": seq, "state": state})))
+                packed = memoryview(pack({"seq": seq, "state": state}))
+                for start in range(0, len(packed), SNAPSHOT_CHUNK):  # a frame holds < 4 GiB
+                    chunk = packed[start : start + SNAPSHOT_CHUNK]
+                    out.write(FRAME.pack(len(chunk), zlib.crc32(chunk)))
+                    out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
         except BaseException:

@@ -50,9 +50,9 @@ def test_a_restart_decodes_the_snapshot_once_and_replays_the_log_after_it(
     decoded: list[str] = []
     real_load = journal_module.decode_record
 
-    def counting_load(payload: Any, path: Path) -> Any:
+    def counting_load(payload: Any, path: Path, offset: int = 0) -> Any:
         decoded.append(path.name)
-        return real_load(payload, path)
+        return real_load(payload, path, offset)
 
     monkeypatch.setattr(journal_module, "decode_record", counting_load)
     again, _ = make_server(journal=Journal(tmp_path, "no"))

@@ -153,3 +153,25 @@ def test_the_store_config_is_reported_and_a_damaged_one_set_aside(tmp_path: Path
     assert fixed.ok and fixed.store_config == "none" and fixed.last_seq == N
     assert aside is not None and (aside / "store_config.json").read_text() == "{torn"
     assert replayed(root) == list(range(1, N + 1))  # the log untouched
+
+
+def test_parts_a_snapshot_holds_are_passed_over_and_deleted_by_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A server killed after its snapshot's rename and before it deleted the parts the
+    snapshot holds leaves them behind. Damage in them is no damage: before, a restart
+    refused to start, and ``--fix`` set aside journal.log with the acknowledged records
+    after the snapshot."""
+    with Journal(tmp_path, "no") as journal:
+        for i in range(1, N + 1):
+            journal.append({"n": i})
+            if i in (4, 8):
+                seq = journal.begin_snapshot()
+                if i == 8:  # written, but the server died before end_snapshot
+                    journal.write_snapshot({"upto": i}, seq)
+    flip(part(tmp_path, 8), 20)
+    report = check_data_dir(tmp_path)
+    assert report.ok and report.snapshot_seq == 8 and report.to_replay == N - 8
+    assert fix_data_dir(tmp_path) == (report, None)
+    assert replayed(tmp_path) == list(range(9, N + 1))
+    assert not part(tmp_path, 4).exists() and not part(tmp_path, 8).exists()

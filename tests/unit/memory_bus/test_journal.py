@@ -410,3 +410,71 @@ def test_a_damaged_record_with_records_after_it_is_damage_not_a_tear(tmp_path: P
     log.write_bytes(bytes(data))
     with pytest.raises(JournalCorruptError):
         replayed(tmp_path)
+
+
+@pytest.mark.parametrize("seq", [1, 2, 3])
+def test_a_torn_last_record_holding_a_framed_record_of_client_bytes_is_still_a_tear(
+    tmp_path: Path, seq: int
+) -> None:
+    """A client's meta may hold a framed map with a ``seq``, as an exported record does:
+    one that could not follow the records before the tear (record 2, then the torn 3)
+    does not make the tear damage. Before, any such map did, and the bus would not start."""
+    from hivemem.memory_bus.journal import frame
+    from hivemem.memory_bus.protocol import pack
+
+    exported = frame(pack({"seq": seq, "record": {"op": "write"}}))
+    fill(tmp_path, [*RECORDS[:2], {"meta": exported + b"\x01" * 40}])
+    log = tmp_path / "journal.log"
+    log.write_bytes(log.read_bytes()[:-3])
+    assert replayed(tmp_path) == RECORDS[:2]
+
+
+@pytest.mark.parametrize("zeros", [8, 4096])
+def test_a_zero_filled_tail_is_a_torn_tail(tmp_path: Path, zeros: int) -> None:
+    """A crash may leave a file's new length with zeros where the last write did not
+    land (XFS; ext4 with data=writeback). Eight zero bytes read as an empty frame whose
+    checksum holds (crc32(b"") is 0), and the bus refused to start."""
+    from hivemem.memory_bus.data_check import check_data_dir
+
+    fill(tmp_path, RECORDS[:3])
+    log = tmp_path / "journal.log"
+    sound = log.stat().st_size
+    with log.open("ab") as out:
+        out.write(bytes(zeros))
+    report = check_data_dir(tmp_path)
+    assert report.ok and report.torn_tail_bytes == zeros
+    assert replayed(tmp_path) == RECORDS[:3]
+    assert log.stat().st_size == sound
+
+
+def test_an_undecodable_record_is_reported_where_it_lies(tmp_path: Path) -> None:
+    from hivemem.memory_bus.journal import frame
+
+    fill(tmp_path, RECORDS[:3])
+    log = tmp_path / "journal.log"
+    at = log.stat().st_size
+    with log.open("ab") as out:
+        out.write(frame(b"\xc1"))  # a byte msgpack never uses, under a sound checksum
+    with pytest.raises(JournalCorruptError, match=f"at byte {at}$"):
+        replayed(tmp_path)
+
+
+def test_a_snapshot_goes_in_frames_of_at_most_a_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame's length is 32 bits: a snapshot of 4 GiB or more (3.2 million 384-float
+    items) could not be written. Chunks of 100 bytes stand in for the 1 GiB ones."""
+    from hivemem.memory_bus import journal as journal_module
+    from hivemem.memory_bus.data_check import check_data_dir
+
+    monkeypatch.setattr(journal_module, "SNAPSHOT_CHUNK", 100)
+    state = {"blob": bytes(range(256)) * 3, "n": 7}
+    with Journal(tmp_path, "no") as journal:
+        journal.append(RECORDS[0])
+        seq = journal.begin_snapshot()
+        journal.write_snapshot(state, seq)
+        journal.end_snapshot(seq)
+    assert (tmp_path / "snapshot.msgpack").stat().st_size > 8 * 100  # several frames
+    with Journal(tmp_path, "no") as journal:
+        assert journal.load_snapshot() == state
+    assert check_data_dir(tmp_path).snapshot_seq == 1
