@@ -78,6 +78,7 @@ class Dispatcher:
         self.store, self.registry, self.replies = store, registry, replies
         self.durability, self.metrics = durability, metrics
         self.verified: set[tuple[str, str]] = set()
+        self._refused_after_a_change = False  # of the request apply() answered last
         self.info: dict[str, Any] = {"pub": ""}
 
     def handle(
@@ -139,7 +140,7 @@ class Dispatcher:
             if cached is not None:
                 return cached, "retry", []
         reply, code, later = self.apply(req, caller)
-        if req.op in MUTATING and _remembered(req.op, code):
+        if req.op in MUTATING and (_remembered(req.op, code) or self._refused_after_a_change):
             self.replies.remember(key, reply)
         return reply, code, later
 
@@ -155,14 +156,20 @@ class Dispatcher:
             on_recall=self.metrics.recalled,
             apply_after_reply=True,
         )
+        self._refused_after_a_change = False
         try:
             if self.durability.journal is not None:  # it keeps no tokens: check them first
                 authenticate_rows(ctx, req.op, req.args)
             logged = self.durability.log_change(req)  # first: a full disk refuses it whole
+            changes = self.store.ctx.changes
             try:
                 result = HANDLERS[req.op](ctx, req.args)
             except HivememError:
-                if req.op not in REFUSED_AFTER_A_CHANGE:  # refused before any change
+                if req.op in REFUSED_AFTER_A_CHANGE or self.store.ctx.changes != changes:
+                    # e.g. a write policy's decision naming no item, in a batch's later
+                    # row: the record stays, and its replay changes the store the same way
+                    self._refused_after_a_change = req.op in MUTATING
+                else:  # refused before any change
                     self.durability.withdraw(logged)
                 raise
             finally:

@@ -411,8 +411,9 @@ REFUSED_AFTER_A_CHANGE = frozenset({Op.PROMOTE})
 """Ops that may be refused after they changed the store: ``promote`` writes the parent
 first, and refuses if the write policy neither added nor updated it (the decision is
 counted). The server keeps the journal record of such a refusal, so that a replay, refused
-the same way, changes the store the same way; every other op is refused before any change,
-and its record is taken back."""
+the same way, changes the store the same way. Any other refused request keeps its record
+too if it emitted an event before it was refused (a write policy's decision naming no
+item, in a batch's later row: ``StoreContext.changes``); else its record is taken back."""
 
 NOT_REMEMBERED = frozenset({Op.REGISTER})
 """Changing ops whose replies the server does not keep for retries: ``register``'s reply

@@ -37,6 +37,9 @@ class StoreContext:
     tape: DecisionTape | None = None
     """Where the write policy's decisions are recorded or played back, during a request
     the bus journals or replays (see :class:`~hivemem.memory_bus.proposals.DecisionTape`)."""
+    changes: int = field(default=0, init=False)
+    """Events emitted so far: a request that raises after this moved was refused after
+    it changed the store (the bus keeps its journal record)."""
     _following: deque[MemoryEvent] | None = field(default=None, init=False, repr=False)
 
     def allocate(self, n: int) -> range:
@@ -52,6 +55,7 @@ class StoreContext:
         once every listener has had this one, so that every listener gets the events of a
         namespace in the order of their numbers.
         """
+        self.changes += 1
         if self._following is not None:
             self._following.append(event)
             return

@@ -473,3 +473,50 @@ def test_a_bus_restarted_under_other_policies_holds_what_it_held(
     the whole log replayed or a snapshot and its tail."""
     for snapshot_every in (37, 100_000):
         check_replay(before, tmp_path / str(snapshot_every), snapshot_every=snapshot_every, restart_config=after)  # fmt: skip
+
+
+class _Revises:
+    """Adds, but a proposal whose meta names an id updates that item (which may be gone)."""
+
+    needs_neighbours = True
+
+    def decide(self, proposal: Item, neighbours: Sequence[Hit], now: float) -> WriteDecision:
+        target = proposal.meta.get("revises")
+        return WriteDecision(WriteOp.ADD) if target is None else WriteDecision(WriteOp.UPDATE, int(target))  # fmt: skip
+
+
+@pytest.fixture
+def revises() -> Iterator[str]:
+    WRITE_POLICIES.register("revises")(_Revises)
+    yield "revises"
+    del WRITE_POLICIES._factories["revises"]
+
+
+def test_a_batch_refused_after_its_first_rows_changed_the_store_keeps_them(
+    tmp_path: Path, revises: str
+) -> None:
+    """A decision naming no item, in a batch's second row, is refused after the first
+    row's ADD was applied. Before, the refusal was taken for one before any change: its
+    journal record and its ids were taken back, so the next write got the id the store
+    held (overwriting that item, with no event) and a restart lost the first row."""
+    cfg = StoreConfig(dim=8, private=TierConfig(write_policy=revises))
+    secret = b"r" * 32
+
+    def bus() -> BusServer:
+        return BusServer(MemoryStore(cfg), journal=Journal(tmp_path, "no"), secret=secret)
+
+    first = bus()
+    token = first.register("alice")
+    batch = [("alice", NewItem("first")), ("alice", NewItem("second", meta={"revises": 777}))]
+    with first, MemoryClient(first.address, "alice", token) as alice:
+        with pytest.raises(HivememError, match="no item 777"):
+            alice.write_many("private", batch, now=1.0)
+        held = {i.id: i.text for i in alice.scan("private", "alice").items}
+        assert list(held.values()) == ["first"]
+        third = alice.write("private", "alice", NewItem("third"), now=2.0).item_id
+        assert third not in held
+        live = {i.id: i.text for i in alice.scan("private", "alice").items}
+    assert live == {**held, third: "third"}
+    again = bus()
+    with again, MemoryClient(again.address, "alice", token) as alice:
+        assert {i.id: i.text for i in alice.scan("private", "alice").items} == live
