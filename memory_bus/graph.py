@@ -43,6 +43,7 @@ from hivemem.memory_bus.errors import (
     AccessDeniedError,
     EdgeNotFoundError,
     InvalidInputError,
+    ItemNotFoundError,
     UnknownNameError,
 )
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent
@@ -139,6 +140,24 @@ class GraphTier(VectorTier):
             keep = self._on_levels[levels] = lambda item: item.level in levels
         return keep
 
+    def evict_scope(self, callers: Iterable[Caller]) -> Callable[[Item], bool] | None:
+        """A write by roles limited to some levels evicts only nodes of the levels they
+        all may touch: before, a worker's event evicted the team's insights, and its
+        reply named their ids. None where every caller's role touches every level.
+
+        Where no such node is left, the write goes in and the namespace holds more than
+        its capacity until a write that may evict makes room.
+        """
+        limited = {
+            self.ctx.access.levels(caller)
+            for caller in set(callers)
+            if not self.reads_every_level(caller)
+        }
+        if not limited:
+            return None
+        levels = frozenset.intersection(*limited)
+        return lambda item: item.level in levels
+
     def merge_scope(self, proposal: Item) -> Callable[[Item], bool] | None:
         """A node merges only into a node of its own level: an event is no insight, and
         the caller, who may write the proposal's level, may write that one (a merge
@@ -225,9 +244,18 @@ class GraphTier(VectorTier):
         self, caller: Caller, namespace: str, node_id: Any, action: str, field: str = "node"
     ) -> Item:
         """A node of ``namespace`` whose level ``caller`` may touch (``field`` names the
-        argument that gave its id, in an error)."""
+        argument that gave its id, in an error).
+
+        A node on a level the caller's role may not touch is, to that caller, no node:
+        the same ``item_not_found`` as an id never given out, so that probing ids tells a
+        role nothing of the levels hidden from it (an ``access_denied`` naming the level
+        told it which ids were nodes there).
+        """
         self._check(caller, namespace, action)
-        item = self.item_in(self.namespace_named(namespace), as_int(node_id, field))
+        ns = self.namespace_named(namespace)
+        item = self.item_in(ns, as_int(node_id, field))
+        if item.level not in self.ctx.access.levels(caller):
+            raise ItemNotFoundError(self.name.value, ns.name, item.id)
         self.ctx.access.check(caller, self.name, namespace, action, item.level)
         return item
 
@@ -303,11 +331,8 @@ class GraphTier(VectorTier):
             raise EdgeNotFoundError(namespace, int(edge_id))
         shown = self._shown(caller, namespace)
         if shown is not None and not (shown(edge.src) and shown(edge.dst)):
-            for end in (edge.src, edge.dst):  # a live end on a hidden level: say which
-                self._node(caller, namespace, end, "link")
-            raise AccessDeniedError(
-                caller.agent_id, self.name.value, f"{namespace}@deleted", "link"
-            )
+            # an end on a hidden level, or deleted: an edge the caller cannot list either
+            raise EdgeNotFoundError(namespace, int(edge_id))
         return edge
 
     def edges(

@@ -45,6 +45,10 @@ WINDOW_COLUMNS = frozenset({"age"})
 """The features a window's eviction reads."""
 
 
+def _any_item() -> Callable[[Item], bool] | None:
+    return None
+
+
 class Namespace:
     """Items of one agent, group or graph, with their index and bounds."""
 
@@ -73,6 +77,9 @@ class Namespace:
         self._taken_versions: dict[int, int] = {}  # evicted, until _drop announces them
         self.event_seq = 0  # item events announced so far (MemoryEvent.seq)
         self._ordered: tuple[int, np.ndarray] | None = None  # (event_seq, ids ascending)
+        # Which items the write under way may evict (None: any), asked at each eviction:
+        # the graph tier's levels a writer may touch (its tier sets this).
+        self.eviction_scope: Callable[[], Callable[[Item], bool] | None] = _any_item
 
     def __len__(self) -> int:
         return len(self._items) + len(self._pending)
@@ -251,7 +258,10 @@ class Namespace:
         return strength, relevance, None if columns is None else frozenset(columns)
 
     def _others(self, incoming: Item) -> list[Item]:
-        """Every item but ``incoming``."""
+        """Every item but ``incoming`` that the write under way may evict."""
+        scope = self.eviction_scope()
+        if scope is not None:
+            return [it for it in self._items.values() if it.id != incoming.id and scope(it)]
         others = list(self._items.values())
         if others and others[-1] is incoming:  # add_many put it last: drop it in C
             others.pop()

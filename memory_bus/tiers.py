@@ -9,10 +9,11 @@ extends :class:`VectorTier` with edges.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -90,6 +91,7 @@ class VectorTier:
         )
         self.namespaces: dict[str, Namespace] = {}
         self.decisions: Counter[str] = Counter()
+        self._evictable: Callable[[Item], bool] | None = None  # (evicting_for)
 
     @property
     def needs_neighbours(self) -> bool:
@@ -127,9 +129,29 @@ class VectorTier:
         return item
 
     def _new_namespace(self, name: str) -> Namespace:
-        return Namespace(
+        ns = Namespace(
             self.name, name, self.config, self.ctx.dim, self._eviction_copy(), self._rng_for(name)
         )
+        ns.eviction_scope = self._eviction_scope
+        return ns
+
+    def _eviction_scope(self) -> Callable[[Item], bool] | None:
+        """Which items the write under way may evict (None: any): see :meth:`evicting_for`."""
+        return self._evictable
+
+    def evict_scope(self, callers: Iterable[Caller]) -> Callable[[Item], bool] | None:
+        """Which items a write by ``callers`` may evict (None: any): any, here."""
+        return None
+
+    @contextlib.contextmanager
+    def evicting_for(self, callers: Iterable[Caller]) -> Iterator[None]:
+        """Let the evictions made meanwhile choose only among the items ``callers`` may
+        touch (:meth:`evict_scope`)."""
+        self._evictable = self.evict_scope(callers)
+        try:
+            yield
+        finally:
+            self._evictable = None
 
     def _eviction_copy(self) -> EvictionPolicy:
         """A namespace's own eviction policy: a copy of the tier's (a learned one's
@@ -211,10 +233,11 @@ class VectorTier:
         batch = self._checked(batch, now)
         if not len(batch):
             return BatchResult([], [])
-        if getattr(self.write_policy, "always_adds", False):
-            return add_all(self, batch, now, defer)
-        proposals = NewRows([-1] * len(batch), batch, now).build(self.name)
-        return BatchResult.from_results(apply_each(self, batch.namespaces, proposals, now))
+        with self.evicting_for(batch.callers):
+            if getattr(self.write_policy, "always_adds", False):
+                return add_all(self, batch, now, defer)
+            proposals = NewRows([-1] * len(batch), batch, now).build(self.name)
+            return BatchResult.from_results(apply_each(self, batch.namespaces, proposals, now))
 
     def _refuse_without_future(self) -> None:
         """Refuse a change that may evict before anything of it is made, if the eviction
@@ -456,7 +479,8 @@ class VectorTier:
                 f"{new.tokens} tokens can never fit a budget of {ns.config.token_budget}",
                 tokens=new.tokens,
             )
-        ns.replace(old, new, now, self.ctx.emit, self.ctx.next_use)  # evictions: as events
+        with self.evicting_for([caller]):  # evictions go out as events
+            ns.replace(old, new, now, self.ctx.emit, self.ctx.next_use)
         return new
 
     def _changes(self, old: Item, changes: dict[str, Any]) -> dict[str, Any]:

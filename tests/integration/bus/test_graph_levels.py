@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import AccessConfig, GraphConfig, StoreConfig
-from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
+from hivemem.memory_bus.errors import (
+    EdgeNotFoundError,
+    InvalidInputError,
+    ItemNotFoundError,
+)
 from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
@@ -53,12 +57,18 @@ def test_a_hidden_node_can_be_neither_updated_nor_deleted(
 ) -> None:
     lead, wendy = graph_bus
     secret = lead.write("graph", "team", NewItem("the vault code is 4711", vector=vec(1), level=2), now=1.0)  # fmt: skip
-    with pytest.raises(AccessDeniedError):  # an update with no changes returned the node
-        wendy.update("graph", "team", secret.item_id, expected_version=1, now=2.0)
-    with pytest.raises(AccessDeniedError):
-        wendy.update("graph", "team", secret.item_id, expected_version=1, now=2.0, text="x")
-    with pytest.raises(AccessDeniedError):
-        wendy.delete("graph", "team", secret.item_id, now=3.0)
+    # to her it is no node: the error an id never given out gets (an access_denied
+    # naming the level told her which ids were nodes there)
+    absent = secret.item_id + 1000
+    for item_id in (secret.item_id, absent):
+        with pytest.raises(ItemNotFoundError, match=f"no item {item_id} in graph/team$"):
+            wendy.update("graph", "team", item_id, expected_version=1, now=2.0)  # (no changes)
+        with pytest.raises(ItemNotFoundError, match=f"no item {item_id} in graph/team$"):
+            wendy.update("graph", "team", item_id, expected_version=1, now=2.0, text="x")
+        with pytest.raises(ItemNotFoundError, match=f"no item {item_id} in graph/team$"):
+            wendy.delete("graph", "team", item_id, now=3.0)
+        with pytest.raises(ItemNotFoundError, match=f"no item {item_id} in graph/team$"):
+            wendy.get("graph", "team", item_id)
     node = lead.get("graph", "team", secret.item_id)
     assert (node.text, node.version) == ("the vault code is 4711", 1)
 
@@ -77,8 +87,9 @@ def test_edges_and_neighbours_show_only_readable_ends(
     assert wendy.edges("team", node=ins) == []
     assert wendy.neighbors("team", low) == [low2]
     assert lead.neighbors("team", low) == sorted([low2, ins])
-    with pytest.raises(AccessDeniedError):
-        wendy.invalidate_edge("team", hidden, at=3.0)
+    for edge_id in (hidden, hidden + 1000):  # a hidden edge is no edge to her
+        with pytest.raises(EdgeNotFoundError, match=f"no edge {edge_id} in graph/team$"):
+            wendy.invalidate_edge("team", edge_id, at=3.0)
     assert lead.edges("team", node=ins)[0]["valid_to"] == float("inf")
     wendy.invalidate_edge("team", shown, at=3.0)  # both ends hers
 
@@ -170,3 +181,35 @@ def test_an_edge_that_would_begin_after_its_node_went_never_holds(
     assert state["valid_to"] == state["valid_from"] == 50.0
     assert lead.edges("team", as_of=50.0) == []
     assert lead.neighbors("team", a, as_of=50.0) == []
+
+
+@pytest.mark.parametrize("eviction", ["fifo", "lru", "memorybank"])
+@pytest.mark.parametrize("form", ["single", "batch"])
+def test_a_role_limited_to_some_levels_evicts_only_nodes_of_those_levels(
+    eviction: str, form: str
+) -> None:
+    """Before, a worker's events evicted the team's insights (the oldest node, here) and
+    its reply named their ids, which it may not even read."""
+    with levelled_bus(GraphConfig(capacity=4, eviction=eviction)) as (lead, wendy):
+        insight = lead.write("graph", "team", NewItem("the plan", vector=vec(0), level=2), now=0.0)  # fmt: skip
+        events = [NewItem(f"event {i}", vector=vec(10 + i)) for i in range(6)]
+        if form == "single":
+            results = [wendy.write("graph", "team", e, now=1.0 + i) for i, e in enumerate(events)]
+        else:
+            results = wendy.write_many("graph", [("team", e) for e in events], now=1.0)
+        mine = {r.item_id for r in results}
+        evicted = {v for r in results for v in r.evicted}
+        assert len(evicted) == 3 and evicted <= mine  # 7 nodes into room for 4
+        assert lead.get("graph", "team", insight.item_id).text == "the plan"
+        assert lead.stats()["graph"]["items"] == 4
+
+
+def test_where_a_limited_role_may_evict_nothing_its_write_goes_in_over_capacity() -> None:
+    with levelled_bus(GraphConfig(capacity=1)) as (lead, wendy):
+        insight = lead.write("graph", "team", NewItem("the plan", vector=vec(0), level=2), now=0.0)  # fmt: skip
+        event = wendy.write("graph", "team", NewItem("an event", vector=vec(1)), now=1.0)
+        assert event.evicted == []
+        assert lead.get("graph", "team", insight.item_id).text == "the plan"
+        # a write that may evict makes room again, by the tier's policy
+        lead.write("graph", "team", NewItem("the next plan", vector=vec(2), level=2), now=2.0)
+        assert lead.stats()["graph"]["items"] == 1

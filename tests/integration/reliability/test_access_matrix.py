@@ -155,9 +155,6 @@ def test_graph_levels_follow_the_role(matrix: Matrix) -> None:
     assert wendy.get("graph", "team", low).id == low
     refused = {
         "write level 2": lambda: wendy.write("graph", "team", _item(matrix, 2), now=matrix.now),
-        "get level 2": lambda: wendy.get("graph", "team", high),
-        "edge to level 2": lambda: wendy.add_edge("team", low, high, "x", now=matrix.now),
-        "neighbors of level 2": lambda: wendy.neighbors("team", high),
         "promote to level 1": lambda: wendy.promote(
             "team", [low], _item(matrix, 1), now=matrix.now
         ),
@@ -166,6 +163,15 @@ def test_graph_levels_follow_the_role(matrix: Matrix) -> None:
         with pytest.raises(HivememError) as caught:
             call()
         assert caught.value.code == "access_denied", what
+    hidden = {  # a node on a level hidden from her is no node to her, as an absent id
+        "get level 2": lambda: wendy.get("graph", "team", high),
+        "edge to level 2": lambda: wendy.add_edge("team", low, high, "x", now=matrix.now),
+        "neighbors of level 2": lambda: wendy.neighbors("team", high),
+    }
+    for what, call in hidden.items():
+        with pytest.raises(HivememError) as caught:
+            call()
+        assert caught.value.code == "item_not_found", what
     # what she reads never shows a level she may not touch
     hits = wendy.search("graph", "team", VEC, 10, now=matrix.now)
     assert hits and {h.item.level for h in hits} == {0}
