@@ -32,7 +32,14 @@ from typing import Any
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.event_gaps import EventGaps, starts
 from hivemem.memory_bus.interfaces import SyncTransport, Transport
-from hivemem.memory_bus.ops import AsyncClosing, OnBehalf, Ops, WriteEntries, encode_write_entries
+from hivemem.memory_bus.ops import (
+    AsyncClosing,
+    OnBehalf,
+    Ops,
+    WriteEntries,
+    encode_write_entries,
+    name_list,
+)
 from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack
 from hivemem.memory_bus.transport import (
     AsyncTransport,
@@ -63,8 +70,8 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         address: The server's ROUTER address (``tcp://host:port``).
         agent: Default agent id for requests (see :meth:`as_agent`).
         token: That agent's token.
-        timeout: Seconds to wait for one reply before retrying.
-        retries: Retries after a timeout (each with the same request id).
+        timeout: Seconds to wait for one reply before retrying (> 0); None waits for ever.
+        retries: Retries after a timeout (each with the same request id), an int >= 0.
         curve: ``{"public", "secret", "server"}`` z85 keys for CURVE, or None.
         client_id: Who the server remembers requests under (random if None). A process
             that replays requests after a crash passes the same id and numbers its
@@ -73,6 +80,9 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         transport: What carries the requests, instead of a DEALER to ``address`` (e.g.
             :class:`~hivemem.memory_bus.transport.LocalTransport`); the four settings
             above are then the transport's own.
+
+    Raises:
+        InvalidInputError: a ``timeout``, ``retries`` or ``curve`` that cannot work.
     """
 
     def __init__(
@@ -81,7 +91,7 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         agent: str = "",
         token: str = "",
         *,
-        timeout: float = 10.0,
+        timeout: float | None = 10.0,
         retries: int = 2,
         curve: dict[str, bytes] | None = None,
         client_id: int | None = None,
@@ -92,6 +102,7 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         self._transport: Transport = transport or AsyncTransport(
             address, timeout, retries, curve, client_id
         )
+        self._owner = True  # closes the transport; its as_agent handles do not
 
     def number_requests_from(self, start: int) -> None:
         """The next requests carry ids ``start``, ``start + 1``, ... (see ``client_id``)."""
@@ -124,7 +135,11 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         skipped (events dropped for a slow subscriber, or sent while it reconnected), or
         went back (the bus lost its memory), a ``{"kind": "gap", ...}`` record comes
         first (:mod:`hivemem.memory_bus.event_gaps`): read the namespace afresh.
+
+        Raises:
+            InvalidInputError: ``topics`` is a str, not a list of them.
         """
+        topics = name_list(topics, "topics")
         granted = await self.subscribe(topics)
         address = pub_address or granted["pub"]
         subscriptions = []
@@ -148,14 +163,21 @@ class AsyncMemoryClient(Ops, AsyncClosing):
                             yield record
 
     def as_agent(self, agent: str, token: str) -> AsyncMemoryClient:
-        """A handle on the same connection that acts as ``agent``."""
+        """A handle on the same connection that acts as ``agent``.
+
+        The connection stays this client's: closing the handle (or leaving its ``async
+        with``) does nothing, so a handle lent to one agent cannot end everybody's.
+        """
         handle = object.__new__(AsyncMemoryClient)
         handle.agent, handle.token, handle._transport = agent, token, self._transport
+        handle._owner = False
         return handle
 
     def close(self) -> None:
-        """Close the socket (call from the loop that used it)."""
-        self._transport.close()
+        """Close the socket (call from the loop that used it); on an :meth:`as_agent`
+        handle, nothing."""
+        if self._owner:
+            self._transport.close()
 
 
 CLOSE_WAIT_S = 1.0
@@ -188,6 +210,15 @@ class _InFlight:
             pending = list(self._futures)
         concurrent.futures.wait(pending)
 
+    def end(self) -> None:
+        """End the futures still pending with "client is closed": the loop that would
+        have completed them is closed, and their waiters would wait for ever."""
+        with self._lock:
+            pending = list(self._futures)
+        for future in pending:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # done meanwhile
+                future.set_exception(HivememError("client is closed"))
+
 
 class MemoryClient(Ops):
     """The synchronous client.
@@ -197,6 +228,12 @@ class MemoryClient(Ops):
     thread switches to every call). :meth:`nowait` calls run on the async core, on a private
     event-loop thread. Both number their requests in one sequence under one
     ``client_id``, so :meth:`number_requests_from` covers both.
+
+    Blocking calls (and iterating :meth:`events`) are refused on the client's own
+    event-loop thread, where the done-callbacks of ``nowait`` futures run: they would wait
+    for that thread, which would never get to answer. Call them from another thread, or
+    use :class:`AsyncMemoryClient`. :meth:`close` works there too (it returns at once,
+    and the client finishes closing in the background).
 
     A blocking call made while ``nowait`` requests of this connection are in flight
     first waits for them to complete. The two paths use different sockets, and the
@@ -228,26 +265,56 @@ class MemoryClient(Ops):
         )
         self._thread.start()
         self._closing = threading.Lock()  # close() from several threads: one does it
+        self._closed = threading.Event()  # set as close() begins, for every handle
+        self._owner = True  # closes the connection; its as_agent handles do not
+        self._in_flight = _InFlight()  # nowait requests
+        self._waiting = _InFlight()  # blocking calls waiting on the loop (sharded, events)
         try:
             self._core = self._run(_make_async(address, agent, token, kw))
         except BaseException:  # a bad argument: the loop thread must not outlive it
             self._stop_loop()
             raise
         self._blocking = _blocking_for(self._core)
-        self._in_flight = _InFlight()
         self.agent, self.token = agent, token
 
-    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        if self._loop.is_closed():
-            coro.close()
+    def _on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._thread.ident
+
+    def _check_usable(self, blocking: bool) -> None:
+        """Raise unless a call may go ahead: the client is open, and a ``blocking`` one is
+        not made on the loop thread (it would wait for the thread it holds)."""
+        if self._closed.is_set() or self._loop.is_closed():
             raise HivememError("client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        if blocking and self._on_loop_thread():
+            raise HivememError(
+                "a blocking call of MemoryClient cannot run on its own event-loop thread "
+                "(where nowait futures run their done-callbacks): it would wait for that "
+                "thread for ever. Call it from another thread, or use AsyncMemoryClient"
+            )
+
+    def _schedule(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """``coro`` started on the loop, without waiting for it."""
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError as exc:  # the loop was closed meanwhile
+            coro.close()
+            raise HivememError("client is closed") from exc
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the loop and wait for its result, from another thread."""
+        try:
+            self._check_usable(blocking=True)
+        except HivememError:
+            coro.close()
+            raise
+        future = self._schedule(coro)
+        self._waiting.add(future)  # ended by close() if the loop stops before it runs
+        return future.result()
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
     ) -> Any:
-        if self._loop.is_closed():
-            raise HivememError("client is closed")
+        self._check_usable(blocking=True)
         if self._blocking is None:
             return self._run(self._core.as_agent(self.agent, self.token)._call(op, args, decode))
         self._in_flight.wait()
@@ -257,12 +324,11 @@ class MemoryClient(Ops):
     def _submit(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
     ) -> concurrent.futures.Future[Any]:
-        if self._loop.is_closed():
-            raise HivememError("client is closed")
+        self._check_usable(blocking=False)
         if self._blocking is not None and self._blocking.immediate:
             return _answered(lambda: self._call(op, args, decode))
         core = self._core.as_agent(self.agent, self.token)
-        future = asyncio.run_coroutine_threadsafe(core._call(op, args, decode), self._loop)
+        future = self._schedule(core._call(op, args, decode))
         self._in_flight.add(future)
         return future
 
@@ -280,8 +346,14 @@ class MemoryClient(Ops):
             topics: ``"tier/namespace"`` each (the admin may also give ``"tier/"`` or ``""``).
             timeout: End the iteration after this many seconds without an event; None
                 waits for ever.
+
+        Raises:
+            InvalidInputError: ``topics`` is a str, not a list of them.
+            HivememError: iterated on the client's event-loop thread (see the class
+                docstring), or the client is closed.
         """
-        stream = self._core.as_agent(self.agent, self.token).events(list(topics))
+        topics = name_list(topics, "topics")
+        stream = self._core.as_agent(self.agent, self.token).events(topics)
 
         async def following() -> dict[str, Any]:
             # wait_for cancels the wait and lets the stream finish it before returning
@@ -294,8 +366,20 @@ class MemoryClient(Ops):
                 except TimeoutError:
                     return
         finally:
-            if not self._loop.is_closed():
-                self._run(stream.aclose())
+            self._end_stream(stream)
+
+    def _end_stream(self, stream: AsyncIterator[dict[str, Any]]) -> None:
+        """Close an :meth:`events` stream on the loop: waiting for it from another thread
+        (its SUB socket is closed on return), not on the loop thread (a collection of an
+        abandoned iterator may run there, and would wait for itself)."""
+        closing = getattr(stream, "aclose", None)
+        if closing is None or self._closed.is_set() or self._loop.is_closed():
+            return  # the client's close ends every stream
+        with contextlib.suppress(HivememError):  # closed meanwhile: ended by that close
+            if self._on_loop_thread():
+                self._schedule(closing())
+            else:
+                self._run(closing())
 
     def nowait(self) -> Ops:
         """A handle whose op methods send the request and return a Future of the result.
@@ -313,18 +397,56 @@ class MemoryClient(Ops):
         return _Submitting(self)
 
     def as_agent(self, agent: str, token: str) -> MemoryClient:
-        """A handle on the same connection that acts as ``agent``."""
+        """A handle on the same connection that acts as ``agent``.
+
+        It holds ``agent``'s credentials only (not this client's), and the connection
+        stays this client's: closing the handle (or leaving its ``with``) does nothing.
+        """
         handle = object.__new__(MemoryClient)
-        handle._loop, handle._thread, handle._core = self._loop, self._thread, self._core
-        handle._blocking, handle._in_flight = self._blocking, self._in_flight
-        handle._closing = self._closing
+        handle._loop, handle._thread = self._loop, self._thread
+        handle._closing, handle._closed = self._closing, self._closed
+        handle._in_flight, handle._waiting = self._in_flight, self._waiting
+        handle._core, handle._blocking = self._core.as_agent(agent, token), self._blocking
+        handle._owner = False
         handle.agent, handle.token = agent, token
         return handle
 
     def close(self) -> None:
         """Close the connection and stop the loop thread; a second call (from any
-        thread) does nothing. ``nowait`` requests still in flight end with "client is
-        closed", as does any call after this."""
+        thread) does nothing, and so does closing an :meth:`as_agent` handle. ``nowait``
+        requests still in flight end with "client is closed", as does any call after
+        this. Called on the loop thread (from a done-callback), it returns at once and
+        the closing goes on in another thread: the loop must run to finish it."""
+        if not self._owner:
+            return
+        if self._on_loop_thread():
+            self._close_in_background()
+            return
+        with self._closing:
+            if not self._closed.is_set():
+                self._closed.set()
+                self._shut_down()
+
+    def _close_in_background(self) -> None:
+        # Never wait for the lock here: a thread closing the client holds it while it
+        # waits for this very loop.
+        if not self._closing.acquire(blocking=False):
+            return  # another thread is closing it
+        if self._closed.is_set():
+            self._closing.release()
+            return
+        self._closed.set()
+
+        def finish() -> None:
+            try:
+                self._shut_down()
+            finally:
+                self._closing.release()  # held until the closing ends, as in close()
+
+        threading.Thread(target=finish, name="hivemem-client-close", daemon=True).start()
+
+    def _shut_down(self) -> None:
+        """Close the sockets, let the requests this ends finish, stop the loop thread."""
 
         async def shutdown() -> None:
             self._core.close()
@@ -333,18 +455,19 @@ class MemoryClient(Ops):
                 await asyncio.wait(others, timeout=CLOSE_WAIT_S)
             await asyncio.get_running_loop().shutdown_asyncgens()  # event streams left open
 
-        with self._closing:
-            if self._loop.is_closed():
-                return
+        try:
             if self._blocking is not None:
                 self._blocking.close()
-            self._run(shutdown())
+            self._schedule(shutdown()).result()
+        finally:
             self._stop_loop()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+        self._in_flight.end()  # the requests the loop never ran, or abandoned
+        self._waiting.end()
 
     def __enter__(self) -> MemoryClient:
         return self

@@ -334,9 +334,44 @@ def encode_error(
     )
 
 
+def unpack_reply(payload: bytes) -> Any:
+    """msgpack of a reply, with its size capped but not its arrays, maps or strings.
+
+    A reply comes from the server the client chose, and holds what the client asked for:
+    70,000 edges are one ``edges`` call's answer, not an attack. The per-container
+    limits of :func:`unpack` guard the server against what anybody sends it; applied to
+    replies they refused such an answer, which the client took for no reply at all.
+    msgpack still bounds every declared length by the payload's own size, so a
+    five-byte header cannot make it allocate gigabytes.
+
+    Raises:
+        ProtocolError: a payload over ``MAX_MESSAGE_BYTES``, or undecodable msgpack.
+    """
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(
+            Code.TOO_LARGE, f"payload of {len(payload)} bytes", limit=MAX_MESSAGE_BYTES
+        )
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True, max_ext_len=0)
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise ProtocolError(Code.BAD_FRAME, f"undecodable msgpack: {exc}") from exc
+
+
+def reply_id_of(frames: list[bytes]) -> int:
+    """Best-effort id of a reply that failed to decode (0 when unknown or not a reply).
+
+    Replies put ``id`` first (:func:`encode_reply`), as clients do in requests, so the
+    reader of :func:`request_id_of` finds it; a client then fails that request at once
+    instead of waiting for a reply that will never decode.
+    """
+    if len(frames) != 2 or frames[0] != HEADER:
+        return 0
+    return request_id_of(frames)
+
+
 def decode_reply(frames: list[bytes]) -> Reply:
-    """Parse a reply the DEALER received; raises :class:`ProtocolError`."""
-    body = unpack(_payload(frames))
+    """Parse a reply the DEALER received (:func:`unpack_reply`); raises :class:`ProtocolError`."""
+    body = unpack_reply(_payload(frames))
     if (
         not isinstance(body, dict)
         or not isinstance(body.get("id"), int)

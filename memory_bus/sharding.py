@@ -3,8 +3,19 @@
 Each namespace lives on exactly one of ``n`` bus servers, chosen by a stable hash of
 its name (:func:`shard_of`: BLAKE2b, never Python's salted ``hash()``), so every process
 of a run agrees on it. Everything a tier does is per namespace (capacity, eviction, the
-index, a graph's subtrees and edges), so a sharded bus behaves exactly like one server:
-k-hop and PageRank retrieval never need two shards, and eviction stays exact.
+index, a graph's subtrees and edges), so a sharded bus answers every op as one server
+would: k-hop and PageRank retrieval never need two shards, and eviction stays exact.
+
+One thing differs: a ``write_many`` whose entries live on several shards is not atomic.
+One server checks a whole batch before it applies any of it and refuses it whole; here
+each shard does so for its own part only, so when one shard refuses its part the
+others' parts may be applied already. The error then says so: it names the refused row
+in the caller's numbering (``details["row"]``, ``items[i]``) and lists the rows applied
+elsewhere with their results (``details["applied"]``, row -> WriteResult), so the
+caller can send the rest again. No check by the client could make the batch whole: what
+a shard refuses (access from its registry, values against its config, capacity, a full
+disk) only that shard knows when it applies, and all-or-nothing across servers would
+need two-phase commit in the protocol.
 
 :class:`AsyncShardedClient` has the interface of
 :class:`~hivemem.memory_bus.client.AsyncMemoryClient` (it shares its :class:`Ops`):
@@ -24,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from hivemem.memory_bus.client import AsyncMemoryClient
 from hivemem.memory_bus.codec import take_columns
-from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.ops import AsyncClosing, Ops
+from hivemem.memory_bus.errors import HivememError, InvalidInputError, in_row
+from hivemem.memory_bus.ops import AsyncClosing, Ops, name_list
 from hivemem.memory_bus.protocol import split_topic
 
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
@@ -102,8 +114,7 @@ class AsyncShardedClient(Ops, AsyncClosing):
         if op == "write_many" and isinstance(args.get("columns"), dict):
             return await self._split_columns(args, decode)
         if op in BATCH_KEYS:
-            merged = await self._split(op, BATCH_KEYS[op], args)
-            return decode(merged) if decode is not None else merged
+            return await self._split(op, BATCH_KEYS[op], args, decode)
         if op in EVERY_SHARD:  # decoded once combined: the shards' replies are raw maps
             replies = await asyncio.gather(*(s._call(op, args) for s in self.shards))
             combined = _combine(op, replies)
@@ -125,7 +136,9 @@ class AsyncShardedClient(Ops, AsyncClosing):
             seqs.append(None if owner is None else owner["seqs"][i])
         return seqs
 
-    async def _split(self, op: str, key: str, args: dict[str, Any]) -> list[Any]:
+    async def _split(
+        self, op: str, key: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
+    ) -> list[Any]:
         """Send each shard its entries of the batch at once; the replies in entry order."""
         entries = args[key]
         if not isinstance(entries, list):
@@ -137,7 +150,7 @@ class AsyncShardedClient(Ops, AsyncClosing):
                 raise ShardError(f"{op} entry {i} names no namespace", op=op, entry=i)
             namespaces.append(namespace)
         return await self._scatter(
-            op, namespaces, lambda rows: {**args, key: [entries[i] for i in rows]}, None
+            op, namespaces, lambda rows: {**args, key: [entries[i] for i in rows]}, decode
         )
 
     async def _scatter(
@@ -147,18 +160,40 @@ class AsyncShardedClient(Ops, AsyncClosing):
         args_of: Callable[[list[int]], dict[str, Any]],
         decode: Callable[[Any], Any] | None,
     ) -> list[Any]:
-        """Each shard's rows of a batch (``args_of(rows)``) at once; the replies in row order."""
+        """Each shard's rows of a batch (``args_of(rows)``) at once; the (decoded) replies
+        in row order.
+
+        Raises:
+            HivememError: what a shard raised, numbering its row as the caller did; of a
+                ``write_many``, with the rows the other shards applied (module docstring).
+        """
         rows_of: dict[int, list[int]] = {}
         for i, namespace in enumerate(namespaces):
             rows_of.setdefault(shard_of(namespace, len(self.shards)), []).append(i)
         order = sorted(rows_of)
+        # every part's outcome, not only the first failure: what the others applied
+        # must be known when one refuses
         replies = await asyncio.gather(
-            *(self.shards[s]._call(op, args_of(rows_of[s]), decode) for s in order)
+            *(self.shards[s]._call(op, args_of(rows_of[s]), decode) for s in order),
+            return_exceptions=True,
         )
         merged: list[Any] = [None] * len(namespaces)
+        answered: list[int] = []
+        failures: list[HivememError] = []
         for s, reply in zip(order, replies, strict=True):
-            for i, value in zip(rows_of[s], reply, strict=True):
-                merged[i] = value
+            if isinstance(reply, HivememError):
+                failures.append(_numbered_as_sent(reply, rows_of[s]))
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                answered += rows_of[s]
+                for i, value in zip(rows_of[s], reply, strict=True):
+                    merged[i] = value
+        if failures:
+            first = min(failures, key=lambda exc: exc.details.get("row", len(namespaces)))
+            if op == "write_many" and answered:
+                raise _partly_applied(first, {i: merged[i] for i in sorted(answered)})
+            raise first
         return merged
 
     async def _split_columns(
@@ -188,8 +223,10 @@ class AsyncShardedClient(Ops, AsyncClosing):
         A namespace's topic goes to its shard, a whole tier's or everything (the
         admin's) to every shard; see :meth:`AsyncMemoryClient.events`. Events of one
         namespace keep their order (one shard sends them); across shards, whichever
-        arrives first comes first. A refused topic raises at the first ``__anext__``.
+        arrives first comes first. A refused topic raises at the first ``__anext__``
+        (and ``topics`` given as a str, not a list: :class:`InvalidInputError`).
         """
+        topics = name_list(topics, "topics")
         per_shard: dict[int, list[str]] = {}
         for topic in topics:
             namespace = split_topic(topic)[1]
@@ -226,7 +263,8 @@ class AsyncShardedClient(Ops, AsyncClosing):
             shard.number_requests_from(start)
 
     def as_agent(self, agent: str, token: str) -> AsyncShardedClient:
-        """A handle on the same connections that acts as ``agent``."""
+        """A handle on the same connections that acts as ``agent`` (closing it does
+        nothing: the connections stay this client's)."""
         handle = object.__new__(AsyncShardedClient)
         handle.agent, handle.token = agent, token
         handle.shards = [s.as_agent(agent, token) for s in self.shards]
@@ -236,6 +274,52 @@ class AsyncShardedClient(Ops, AsyncClosing):
         """Close every shard's socket (call from the loop that used them)."""
         for shard in self.shards:
             shard.close()
+
+
+_ROW_NAME = re.compile(r"\b(items|queries)\[(\d+)\]")
+"""How an error names a batch row (``items[3].text``, ``... (items[3])``)."""
+
+
+def _numbered_as_sent(exc: HivememError, rows: list[int]) -> HivememError:
+    """``exc``, raised by a shard about its part of a batch (the caller's ``rows``, in
+    order), made to name the caller's row: the shard numbered its part from 0.
+
+    A part of one row is answered as a single request, whose error names no row: the
+    row is then that one.
+    """
+    local = exc.details.get("row")
+    if local is None and len(rows) == 1:
+        return in_row(exc, rows[0])
+    if isinstance(local, bool) or not isinstance(local, int) or not 0 <= local < len(rows):
+        return exc  # about the part as a whole (a timeout, a dead shard)
+    row = rows[local]
+
+    def renamed(text: str) -> str:
+        return _ROW_NAME.sub(lambda m: f"{m[1]}[{row}]" if int(m[2]) == local else m[0], text)
+
+    exc.message = renamed(exc.message)
+    exc.args = (exc.message,)
+    field = exc.details.get("field")
+    if isinstance(field, str):
+        exc.details["field"] = renamed(field)
+        if isinstance(exc, InvalidInputError):
+            exc.field = exc.details["field"]
+    exc.details["row"] = row
+    return exc
+
+
+def _partly_applied(exc: HivememError, applied: dict[int, Any]) -> HivememError:
+    """``exc`` of a sharded ``write_many``, made to say which rows other shards applied,
+    with their results (``details["applied"]``)."""
+    rows = list(applied)
+    shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    exc.details["applied"] = applied
+    exc.message = (
+        f"{exc.message}; other shards applied rows {shown} of the batch (their results: "
+        "details['applied']): a write_many split over shards is not atomic"
+    )
+    exc.args = (exc.message,)
+    return exc
 
 
 def _embedding(ping: dict[str, Any]) -> tuple[Any, Any]:

@@ -27,9 +27,11 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import zmq
 import zmq.asyncio
 from hivemem.memory_bus import errors
@@ -37,10 +39,13 @@ from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.protocol import (
     HEADER,
     MAX_MESSAGE_BYTES,
+    Code,
     ProtocolError,
     Reply,
     decode_reply,
     encode_request,
+    pack,
+    reply_id_of,
 )
 
 if TYPE_CHECKING:
@@ -69,16 +74,36 @@ _BY_CODE = _error_classes()
 
 
 def error_from_reply(error: dict[str, Any]) -> HivememError:
-    """The exception a server's error reply stands for, with its code, message and details."""
+    """The exception a server's error reply stands for, with its code, message and details,
+    and the attributes its class sets (``field``, ``suggestions``) taken from the details."""
     code = str(error.get("code", "internal"))
     cls = _BY_CODE.get(code, ProtocolError if code in _PROTOCOL_CODES else RemoteError)
     exc = cls.__new__(cls)
-    HivememError.__init__(exc, str(error.get("message", "")), **dict(error.get("details") or {}))
+    details = error.get("details")
+    HivememError.__init__(
+        exc, str(error.get("message", "")), **(details if isinstance(details, dict) else {})
+    )
     exc.code = code
+    _set_attributes(exc)
     return exc
 
 
 _PROTOCOL_CODES = {"bad_frame", "bad_request", "unknown_op", "too_large", "unauthenticated"}
+
+_ATTRIBUTES: dict[type[HivememError], dict[str, Any]] = {
+    errors.InvalidInputError: {"field": ""},
+    errors.UnknownNameError: {"suggestions": []},
+}
+"""What the classes' ``__init__`` sets besides the details, with a default for a reply
+that lacks it: an error rebuilt from a reply skips ``__init__`` (its arguments are not
+on the wire), and ``except InvalidInputError as e: e.field`` must work all the same."""
+
+
+def _set_attributes(exc: HivememError) -> None:
+    for cls, defaults in _ATTRIBUTES.items():
+        if isinstance(exc, cls):
+            for name, default in defaults.items():
+                setattr(exc, name, exc.details.get(name, default))
 
 
 class _Requests:
@@ -90,11 +115,12 @@ class _Requests:
     """
 
     def __init__(
-        self, address: str, timeout: float, retries: int, client_id: int | None = None
+        self, address: str, timeout: float | None, retries: int, client_id: int | None = None
     ) -> None:
         if client_id is not None and not 0 <= client_id < 2**63:
             raise ValueError("client_id must be in [0, 2**63)")
         self.address, self.timeout, self.retries = address, timeout, retries
+        check_patience(timeout, retries)
         self.client_id = secrets.randbits(63) if client_id is None else client_id
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -123,19 +149,35 @@ class _Requests:
             req_id = next(self._ids)
         try:
             frames = encode_request(req_id, self.client_id, op, agent, token, args)
-        except (TypeError, ValueError, OverflowError) as exc:  # msgpack's, at this boundary
-            raise errors.InvalidInputError("args", f"cannot be sent: {exc}") from exc
+        except (TypeError, ValueError, OverflowError):  # msgpack's, at this boundary
+            # numpy numbers are the usual culprit (an id from an array, k from a count):
+            # made plain only now, so that a request without them pays nothing
+            args = _plain(args)
+            try:
+                frames = encode_request(req_id, self.client_id, op, agent, token, args)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise errors.InvalidInputError(_unsendable(args), f"cannot be sent: {exc}") from exc
         if len(frames[-1]) > MAX_MESSAGE_BYTES:
             raise errors.TooLargeError(f"{op} request (bytes)", MAX_MESSAGE_BYTES, len(frames[-1]))
         return req_id, frames
 
     @staticmethod
     def decode(frames: list[bytes]) -> Reply | None:
-        """The reply in ``frames``, or None if they are not a reply (the caller retries)."""
+        """The reply in ``frames``, or None if they are not a reply (the caller retries).
+
+        A reply whose id can be read but not the rest is an error reply (``bad_frame``)
+        to that request: sent again, it would come back the same, and the server would
+        do the work again each time.
+        """
         try:
             return decode_reply(frames)
-        except ProtocolError:
-            return None
+        except ProtocolError as exc:
+            req_id = reply_id_of(frames)
+            if not req_id:
+                return None
+            message = f"the reply to request {req_id} cannot be decoded: {exc.message}"
+            error = {"code": Code.BAD_FRAME.value, "message": message, "details": exc.details}
+            return Reply(req_id, False, error=error)
 
     @staticmethod
     def outcome(reply: Reply) -> Any:
@@ -155,6 +197,66 @@ class _Requests:
     def transport_error(self, exc: zmq.ZMQError) -> HivememError:
         """A ZeroMQ failure as the project's error (raise it ``from exc``)."""
         return HivememError(f"transport error talking to {self.address}: {exc}")
+
+
+def check_patience(timeout: float | None, retries: int) -> None:
+    """Refuse a ``timeout`` that is not a number of seconds > 0 (None: wait for ever) and
+    ``retries`` that is not an int >= 0: a write sent under either then failed "after 0
+    attempts", or a blocking call crashed on None.
+
+    Raises:
+        InvalidInputError: naming ``timeout`` or ``retries``.
+    """
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, Real) or not 0 < timeout < math.inf
+    ):
+        raise errors.InvalidInputError(
+            "timeout", f"must be seconds > 0, or None to wait for ever; got {timeout!r}"
+        )
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise errors.InvalidInputError("retries", f"must be an int >= 0; got {retries!r}")
+
+
+CURVE_KEYS = ("public", "secret", "server")
+"""The keys of a client's ``curve`` map (z85 or raw): its own pair and the server's public key."""
+
+
+def check_curve(curve: Any) -> None:
+    """Refuse a ``curve`` that is not a map of the three :data:`CURVE_KEYS`.
+
+    Raises:
+        InvalidInputError: naming ``curve`` and the keys missing.
+    """
+    if curve is None:
+        return
+    if not isinstance(curve, dict):
+        raise errors.InvalidInputError("curve", f"must be a dict, got {type(curve).__name__}")
+    missing = [k for k in CURVE_KEYS if k not in curve]
+    if missing:
+        raise errors.InvalidInputError(
+            "curve", f"needs the keys {', '.join(CURVE_KEYS)}; missing {', '.join(missing)}"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars (in maps and lists, at any depth) as Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unsendable(args: dict[str, Any]) -> str:
+    """The name of the first argument msgpack cannot carry (``args`` if none alone fails)."""
+    for name, value in args.items():
+        try:
+            pack(value)
+        except (TypeError, ValueError, OverflowError):
+            return str(name)
+    return "args"
 
 
 def curve_keys(secret_certificate: str | Path, server_certificate: str | Path) -> dict[str, bytes]:
@@ -224,6 +326,10 @@ async def subscribed(
                 frames = await sock.recv_multipart()
             except zmq.ZMQError as exc:  # its client closed the context under it
                 raise HivememError("client is closed") from exc
+            except asyncio.CancelledError:
+                if sock.closed and not _cancelling():  # its client closed the socket
+                    raise HivememError("client is closed") from None
+                raise
             yield frames
     finally:
         held.discard(sock)
@@ -242,12 +348,13 @@ class AsyncTransport:
     def __init__(
         self,
         address: str,
-        timeout: float,
+        timeout: float | None,
         retries: int,
         curve: dict[str, bytes] | None,
         client_id: int | None = None,
     ) -> None:
         self.requests = _Requests(address, timeout, retries, client_id)
+        check_curve(curve)
         self.address, self.curve = address, curve
         self.ctx = zmq.asyncio.Context()
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -334,9 +441,10 @@ class AsyncTransport:
                 self._reconnect(generation, frames)
                 continue
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if self._closed or (task is not None and task.cancelling()):
-                    raise  # the caller cancelled it, or close() ended it
+                if _cancelling():
+                    raise  # the caller cancelled it
+                if self._closed:  # close() ended a send waiting at the queue's limit
+                    raise HivememError("client is closed") from None
                 continue  # a send waiting at the queue's limit, on a socket since replaced
             except zmq.ZMQError as exc:
                 if self._closed:
@@ -368,6 +476,10 @@ class AsyncTransport:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(HivememError("client is closed"))
+                # Taken here: a request stuck at its send (past the queue's limit) ends
+                # with that error too, but never awaits this future, which asyncio would
+                # then log as an exception never retrieved.
+                future.exception()
         if self._sock is not None:
             self._sock.close(linger=0)
         self._sock = None
@@ -376,6 +488,12 @@ class AsyncTransport:
         for sub in list(self._streams):
             sub.close(linger=0)
         self.ctx.term()
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (by its caller, not by a closed socket)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _quietly(sent: asyncio.Future[Any]) -> None:
@@ -426,21 +544,21 @@ class BlockingTransport:
             if self._sock is None:
                 self._sock = connected(self.ctx, zmq.DEALER, self.requests.address, self.curve)
             self._sock.send_multipart(frames)
-            reply = self._reply(req_id, time.monotonic() + self.requests.timeout)
+            reply = self._reply(req_id, _deadline(self.requests.timeout))
             if reply is not None:
                 return self.requests.outcome(reply)
             self._drop_socket()  # a new connection, in case the old one is stuck
         raise self.requests.timed_out()
 
-    def _reply(self, req_id: int, deadline: float) -> Reply | None:
-        """The reply to ``req_id`` if it comes before ``deadline``, else None.
+    def _reply(self, req_id: int, deadline: float | None) -> Reply | None:
+        """The reply to ``req_id`` if it comes before ``deadline`` (None: however long it
+        takes), else None.
 
         The wait is a receive with the socket's timeout (``RCVTIMEO``), set only when the
         time left changes: ``Socket.poll`` builds a poller on every call, which cost a
         tenth of a single write's round trip here.
         """
-        while (left := deadline - time.monotonic()) > 0:
-            wait_ms = math.ceil(left * 1000)
+        while (wait_ms := _ms_left(deadline)) != 0:
             if wait_ms != self._wait_ms:
                 self._sock.setsockopt(zmq.RCVTIMEO, wait_ms)
                 self._wait_ms = wait_ms
@@ -468,6 +586,20 @@ class BlockingTransport:
                 self.ctx.term()
 
 
+def _deadline(timeout: float | None) -> float | None:
+    """When a wait of ``timeout`` seconds from now ends, on the monotonic clock (None: never)."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _ms_left(deadline: float | None) -> int:
+    """Milliseconds to ``deadline``, rounded up; 0 once it passed; -1 (ZeroMQ's "for ever")
+    for None."""
+    if deadline is None:
+        return -1
+    left = deadline - time.monotonic()
+    return math.ceil(left * 1000) if left > 0 else 0
+
+
 class LocalTransport:
     """Requests handed to a bus server in this process: no socket, no thread hop.
 
@@ -488,7 +620,8 @@ class LocalTransport:
 
     def __init__(self, server: BusServer, client_id: int | None = None) -> None:
         self.server = server
-        self.requests = _Requests(f"{server.address} (in process)", 0.0, 0, client_id)
+        # no timeout: the server answers before handle() returns
+        self.requests = _Requests(f"{server.address} (in process)", None, 0, client_id)
         self._ctx: zmq.asyncio.Context | None = None  # for events, made on first use
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, MemoryClient
-from hivemem.memory_bus.errors import HivememError, ItemNotFoundError
+from hivemem.memory_bus.errors import HivememError, InvalidInputError, ItemNotFoundError
 from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.protocol import HEADER, ProtocolError
 from hivemem.memory_bus.store import MemoryStore
@@ -244,3 +245,53 @@ def test_async_and_nowait_paths_translate_errors_too() -> None:
     client.close()
     with pytest.raises(HivememError, match="closed"):
         client.nowait().ping()
+
+
+def test_a_reply_of_more_than_65536_entries_is_received_once() -> None:
+    """Replies were decoded under the requests' limits: 70,000 edges were "not a reply",
+    sent again twice (the server doing the work each time), then a BusTimeoutError."""
+    edges = list(range(70_000))
+
+    def answer(router: zmq.Socket[bytes], request: Received) -> None:
+        ident, body = request
+        reply(router, ident, body["id"], edges)
+
+    with fake_server(answer) as (address, received), MemoryClient(address, timeout=2.0) as client:
+        assert client.edges("team") == edges
+        assert client.nowait().edges("team").result(timeout=5) == edges
+    assert len(received) == 2, "each call sent once"
+
+
+def test_a_reply_whose_body_cannot_be_decoded_fails_its_request_at_once() -> None:
+    """Its id is readable: the request fails with a ProtocolError instead of being sent
+    again for a reply that would come back the same."""
+
+    def answer(router: zmq.Socket[bytes], request: Received) -> None:
+        ident, body = request
+        bad = msgpack.packb({"id": body["id"], "ok": True, "result": msgpack.ExtType(1, b"x")})
+        router.send_multipart([ident, HEADER, bad])
+
+    with fake_server(answer) as (address, received):
+        client = MemoryClient(address, timeout=2.0, retries=2)
+        try:
+            start = time.monotonic()
+            with pytest.raises(ProtocolError) as caught:
+                client.ping()
+            assert time.monotonic() - start < 1.0
+        finally:
+            client.close()
+    assert caught.value.code == "bad_frame" and len(received) == 1
+
+
+def test_timeout_none_waits_for_ever_and_bad_patience_is_refused(bus: Bus) -> None:
+    """None crashed the blocking path (float + None); 0, -1 and retries=-1 were taken,
+    and a write was sent, then failed "after 0 attempts"."""
+    with bus.client("alice", timeout=None) as client:
+        assert client.ping()["agent"] == "alice"
+        assert client.nowait().ping().result(timeout=5)["agent"] == "alice"
+    for bad in ({"timeout": 0}, {"timeout": -1.0}, {"timeout": "5"}, {"retries": -1}):
+        with pytest.raises(InvalidInputError) as caught:
+            bus.client("alice", **bad)
+        assert caught.value.field == next(iter(bad))
+    with pytest.raises(InvalidInputError, match="retries"):
+        AsyncMemoryClient(bus.server.address, "alice", "t", retries=True)  # type: ignore[arg-type]

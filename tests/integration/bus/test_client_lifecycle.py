@@ -4,8 +4,12 @@ among pipelined requests (real server, real sockets; from an audit of the client
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
+import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
@@ -144,3 +148,141 @@ def test_a_client_that_fails_to_start_leaves_no_thread() -> None:
             MemoryClient("tcp://127.0.0.1:1", "a", "t", client_id=-1)
     time.sleep(0.1)
     assert sum(t.name == "hivemem-client" for t in threading.enumerate()) == before
+
+
+def test_a_blocking_call_in_a_done_callback_is_refused_not_deadlocked(bus: Bus) -> None:
+    """The callback runs on the loop thread: its call waited there for the second write,
+    which that very thread had to complete, and the client hung for good."""
+    client = bus.client("alice", timeout=5.0)
+    client.ping()
+    got: list[BaseException] = []
+
+    def blocking_read(first: Any) -> None:
+        try:
+            client.get("private", "alice", first.result().item_id)
+        except HivememError as exc:
+            got.append(exc)
+
+    first = client.nowait().write("private", "alice", NewItem("one"), now=0.0)
+    first.add_done_callback(blocking_read)
+    second = client.nowait().write("private", "alice", NewItem("two"), now=0.0)
+    try:
+        assert second.result(timeout=5).item_id != first.result(timeout=5).item_id
+        assert len(got) == 1 and "another thread" in str(got[0])
+        assert client.get("private", "alice", second.result().item_id).text == "two"
+    finally:
+        assert finishes(client.close)
+
+
+def test_close_in_a_done_callback_closes_the_client(bus: Bus) -> None:
+    """close() on the loop thread waited for the loop it was holding."""
+    client = bus.client("alice", timeout=5.0)
+    done = client.nowait().ping()
+    closed = threading.Event()
+    done.add_done_callback(lambda _: (client.close(), closed.set()))
+    assert closed.wait(5), "close() returned in the callback"
+    client._thread.join(5)
+    assert not client._thread.is_alive()
+    with pytest.raises(HivememError, match="closed"):
+        client.ping()
+    assert finishes(client.close)  # a second close, from another thread, does nothing
+
+
+def test_an_events_iterator_collected_on_the_loop_thread_does_not_stop_the_loop(
+    bus: Bus,
+) -> None:
+    """Its cleanup waited on the loop for the stream's closing, from the loop itself."""
+    client = bus.client("alice", timeout=5.0)
+    events = client.events(["private/alice"], timeout=5.0)
+    first = threading.Thread(target=lambda: next(events))  # the stream is open, then waits
+    first.start()
+    time.sleep(0.3)
+    client.write("private", "alice", NewItem("x"), now=0.0)
+    first.join(5)
+    loop_ran = client._loop.call_soon_threadsafe
+    cleanup = concurrent.futures.Future[None]()
+    loop_ran(lambda: (events.close(), cleanup.set_result(None)))  # as a collection would
+    try:
+        cleanup.result(timeout=5)
+        assert client.nowait().ping().result(timeout=5)["agent"] == "alice"
+    finally:
+        assert finishes(client.close)
+
+
+def test_close_ends_every_request_with_client_is_closed(caplog: pytest.LogCaptureFixture) -> None:
+    """Past the send queue's 1,000 messages, a request was cancelled at its send and
+    gave a bare CancelledError; its future then logged "exception never retrieved"."""
+    with socket.socket() as probe:  # a port nobody listens on: no request is answered
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+    async def run() -> list[BaseException]:
+        client = AsyncMemoryClient(address, "alice", "t", timeout=30.0)
+        writes = [
+            asyncio.ensure_future(client.write("private", "alice", NewItem(f"{i}"), now=0.0))
+            for i in range(1200)
+        ]
+        await asyncio.sleep(0.3)
+        client.close()
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    outcomes = asyncio.run(run())
+    assert len(outcomes) == 1200
+    assert all(isinstance(o, HivememError) and "closed" in str(o) for o in outcomes)
+    del outcomes  # their tracebacks hold the requests' futures
+    gc.collect()  # a future whose exception nobody took logs it as it is collected
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def test_close_ends_an_events_iteration_with_client_is_closed(bus: Bus) -> None:
+    """The thread iterating events() got a CancelledError (or nothing, and hung)."""
+    client = bus.client("alice")
+    got: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            for _ in client.events(["private/alice"]):
+                pass
+        except BaseException as exc:  # what the iteration ends with is the point
+            got.append(exc)
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    time.sleep(0.5)
+    assert finishes(client.close)
+    reader.join(5)
+    assert not reader.is_alive()
+    assert len(got) == 1 and type(got[0]) is HivememError and "closed" in str(got[0])
+
+
+def test_closing_a_handle_leaves_the_client_open(bus: Bus) -> None:
+    """Leaving ``with client.as_agent(...)`` closed the client itself, for every agent."""
+    client = bus.client("alice", timeout=5.0)
+    try:
+        with client.as_agent("bob", bus.tokens["bob"]) as bob:
+            assert bob.ping()["agent"] == "bob"
+        assert client.ping()["agent"] == "alice"
+        assert bob.ping()["agent"] == "bob"  # the handle too: it never owned the connection
+
+        async def run() -> str:
+            async with AsyncMemoryClient(bus.server.address, "alice", bus.tokens["alice"]) as c:
+                async with c.as_agent("bob", bus.tokens["bob"]):
+                    pass
+                return str((await c.ping())["agent"])
+
+        assert asyncio.run(run()) == "alice"
+    finally:
+        client.close()
+    with pytest.raises(HivememError, match="closed"):
+        bob.ping()  # the client's close ends its handles
+
+
+def test_a_handle_holds_its_own_credentials_only(bus: Bus) -> None:
+    """A sync handle kept the parent's (the admin's) core, token and all."""
+    admin = bus.client("__admin__", timeout=5.0)
+    try:
+        alice = admin.as_agent("alice", bus.tokens["alice"])
+        assert alice.ping()["agent"] == "alice"
+        assert (alice._core.agent, alice._core.token) == ("alice", bus.tokens["alice"])
+    finally:
+        admin.close()

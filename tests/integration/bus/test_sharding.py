@@ -156,11 +156,12 @@ def test_shards_that_embed_differently_are_named() -> None:
 def test_stats_sum_over_the_shards(sharded: Sharded) -> None:
     entries = [(GROUPS[i % len(GROUPS)], NewItem(f"fact {i}")) for i in range(90)]
     sharded.alice.write_many("shared", entries, now=1.0)
-    stats = sharded.alice.stats()
+    stats = sharded.admin.stats()
     per_shard = [s.store.stats()["shared"] for s in sharded.servers]
     assert stats["shared"]["items"] == 90 == sum(p["items"] for p in per_shard)
     assert stats["shared"]["namespaces"] == len(GROUPS)
-    assert stats["shared"]["decisions"] == {"ADD": 90}
+    assert stats["shared"]["decisions"] == {"ADD": 90}  # the admin's: every namespace's
+    assert sharded.alice.stats()["shared"]["items"] == 90  # all in her groups
     assert stats["shared"]["eviction_policy"] == per_shard[0]["eviction_policy"]
     assert sharded.alice.ping()["shards"] == SHARDS
 
@@ -299,3 +300,31 @@ def test_subscribe_answers_each_topic_from_the_shard_that_holds_it(sharded: Shar
     assert granted["seqs"] == [3, 0]
     assert granted["pubs"] == [s.pub_address for s in sharded.servers]
     assert len(granted["epochs"]) == SHARDS
+
+
+def test_a_refused_row_is_named_as_sent_with_the_rows_other_shards_applied(
+    sharded: Sharded,
+) -> None:
+    """A sharded write_many is not atomic: one shard refusing its part left the others'
+    parts applied, and the error numbered the row within that shard's part alone."""
+    refused = "rivals"  # not one of alice's groups
+    home = shard_of(refused, SHARDS)
+    beside = next(g for g in GROUPS if shard_of(g, SHARDS) == home)
+    away = [g for g in GROUPS if shard_of(g, SHARDS) != home][:3]
+    entries = [
+        (away[0], NewItem("a")),
+        (beside, NewItem("refused with its shard's part")),
+        (away[1], NewItem("b")),
+        (refused, NewItem("not hers")),  # its shard's row 1, the caller's row 3
+        (away[2], NewItem("c")),
+    ]
+    with pytest.raises(AccessDeniedError) as caught:
+        sharded.alice.write_many("shared", entries, now=0.0)
+    error = caught.value
+    assert error.details["row"] == 3 and "items[3]" in str(error)
+    applied = error.details["applied"]
+    assert sorted(applied) == [0, 2, 4]
+    for row, result in applied.items():
+        namespace, item = entries[row]
+        assert sharded.alice.get("shared", namespace, result.item_id).text == item.text
+    assert sharded.alice.scan("shared", beside).items == []
