@@ -630,17 +630,38 @@ class GraphTier(VectorTier):
                     self._announce_edge(event.namespace, "invalidate", edge, event.now)
             self._touch(event.namespace)
 
-    def stats(self) -> dict[str, Any]:
-        """Tier counts plus edges and nodes per level."""
-        out = super().stats()
-        all_edges = [e for edges in self.edge_index.values() for e in edges.values()]
+    def stats(self, caller: Caller | None = None) -> dict[str, Any]:
+        """Tier counts plus edges and nodes per level; with ``caller``, of what it may
+        read alone (the nodes of its levels, the edges between them)."""
+        out = super().stats(caller)
+        namespaces = self.readable_namespaces(caller)
+        keep = None if caller is None else self._visible_to(caller)
+        all_edges: list[Edge] = []
+        for ns in namespaces:
+            shown = None if caller is None else self._shown(caller, ns.name)
+            all_edges.extend(
+                e
+                for e in self.edge_index.get(ns.name, {}).values()
+                if shown is None or (shown(e.src) and shown(e.dst))
+            )
         out["edges"] = len(all_edges)
         out["open_edges"] = sum(e.valid_to == INF for e in all_edges)
-        levels = [it.level for ns in self.namespaces.values() for it in ns.items.values()]
+        levels = [
+            it.level for ns in namespaces for it in ns.items.values() if keep is None or keep(it)
+        ]
         out["nodes_by_level"] = {
-            name: levels.count(i) for i, name in enumerate(self.graph_config.levels)
+            name: levels.count(i)
+            for i, name in enumerate(self.graph_config.levels)
+            if caller is None or i in self.ctx.access.levels(caller)
         }
         return out
+
+    def _counts(self, ns: Namespace, caller: Caller | None) -> tuple[int, int, int]:
+        keep = None if caller is None else self._visible_to(caller)
+        if keep is None:
+            return super()._counts(ns, caller)
+        shown = [it for it in ns.items.values() if keep(it)]
+        return len(shown), sum(it.tokens for it in shown), sum(it.nbytes for it in shown)
 
     def get_state(self) -> dict[str, Any]:
         """Inherited state plus every edge."""

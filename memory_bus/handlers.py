@@ -379,7 +379,8 @@ def history(ctx: Context, args: dict[str, Any]) -> Any:
 
 
 def stats(ctx: Context, args: dict[str, Any]) -> Any:
-    return ctx.store.stats()
+    """The whole store's counts for the admin; for an agent, those of what it may read."""
+    return ctx.store.stats(None if ctx.registry.is_admin(ctx.caller) else ctx.caller)
 
 
 def subscribe(ctx: Context, args: dict[str, Any]) -> Any:

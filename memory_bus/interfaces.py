@@ -232,8 +232,9 @@ class Tier(Protocol):
         """Every version of an item, oldest first, including a deletion marker."""
         ...
 
-    def stats(self) -> dict[str, Any]:
-        """Counts for monitoring: namespaces, items, tokens, evictions by policy."""
+    def stats(self, caller: Caller | None = None) -> dict[str, Any]:
+        """Counts for monitoring: namespaces, items, tokens, evictions by policy; with
+        ``caller``, of the namespaces (and graph levels) it may read alone."""
         ...
 
     def get_state(self) -> dict[str, Any]:

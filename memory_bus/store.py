@@ -25,7 +25,7 @@ from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.embedder import make_embedder
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 from hivemem.memory_bus.graph import GraphTier
-from hivemem.memory_bus.interfaces import Embedder, MemoryEvent
+from hivemem.memory_bus.interfaces import Caller, Embedder, MemoryEvent
 from hivemem.memory_bus.item import Limits, TierName
 from hivemem.memory_bus.namespace import NextUse
 from hivemem.memory_bus.store_context import StoreContext
@@ -117,9 +117,9 @@ class MemoryStore:
         self.ctx.next_id, self.ctx.id_stride = 1 + index, count
         return self
 
-    def stats(self) -> dict[str, Any]:
-        """Per-tier counts."""
-        return {name.value: tier.stats() for name, tier in self.tiers.items()}
+    def stats(self, caller: Caller | None = None) -> dict[str, Any]:
+        """Per-tier counts; with ``caller``, of what it may read alone."""
+        return {name.value: tier.stats(caller) for name, tier in self.tiers.items()}
 
     def get_state(self) -> dict[str, Any]:
         """A msgpack-safe snapshot of the whole store."""

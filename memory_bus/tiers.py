@@ -525,18 +525,25 @@ class VectorTier:
 
     # --- monitoring and state ---------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Counts for monitoring (one pass over the namespaces: the runner asks every tick)."""
+    def stats(self, caller: Caller | None = None) -> dict[str, Any]:
+        """Counts for monitoring (one pass over the namespaces: the runner asks every tick).
+
+        With ``caller``, over the namespaces it may read alone, and without the tier's
+        write decisions (counted over every namespace): an agent learns nothing of the
+        others' memories from them.
+        """
         items = tokens = nbytes = evictions = builds = 0
-        for ns in self.namespaces.values():
-            items += len(ns)
-            tokens += ns.tokens
-            nbytes += ns.nbytes
+        namespaces = self.readable_namespaces(caller)
+        for ns in namespaces:
+            counted = self._counts(ns, caller)
+            items += counted[0]
+            tokens += counted[1]
+            nbytes += counted[2]
             evictions += ns.evictions
             builds += ns.index.building
         return {
             "tier": self.name.value,
-            "namespaces": len(self.namespaces),
+            "namespaces": len(namespaces),
             "items": items,
             "tokens": tokens,
             "bytes": nbytes,
@@ -544,8 +551,19 @@ class VectorTier:
             "index_builds": builds,
             "eviction_policy": self.eviction_name,
             "write_policy": self.config.write_policy,
-            "decisions": dict(self.decisions),
+            "decisions": dict(self.decisions) if caller is None else {},
         }
+
+    def readable_namespaces(self, caller: Caller | None) -> list[Namespace]:
+        """The namespaces ``caller`` may read (None: every one)."""
+        if caller is None:
+            return list(self.namespaces.values())
+        may = self.ctx.access.may
+        return [ns for name, ns in self.namespaces.items() if may(caller, self.name, name)]
+
+    def _counts(self, ns: Namespace, caller: Caller | None) -> tuple[int, int, int]:
+        """Items, tokens and bytes of ``ns`` that ``caller`` may read (None: all)."""
+        return len(ns), ns.tokens, ns.nbytes
 
     def get_state(self) -> dict[str, Any]:
         """A msgpack-safe snapshot of every namespace."""
