@@ -32,10 +32,7 @@ def secure(ctx: zmq.Context[Any], curve: CurveConfig, *sockets: zmq.Socket[Any])
     from zmq.auth import load_certificate
     from zmq.auth.thread import ThreadAuthenticator
 
-    if not Path(curve.public_keys_dir).is_dir():  # zmq.auth logs it and lets nobody in
-        raise ConfigError(
-            f"the allowed clients' public keys: {curve.public_keys_dir} is not a directory"
-        )
+    _keys_dir(curve)
     try:
         public, secret = load_certificate(curve.secret_key_file)
     except (OSError, ValueError) as exc:
@@ -46,7 +43,30 @@ def secure(ctx: zmq.Context[Any], curve: CurveConfig, *sockets: zmq.Socket[Any])
         raise ConfigError(f"{curve.secret_key_file} holds no secret key (a public certificate?)")
     auth = ThreadAuthenticator(ctx)
     auth.start()
-    auth.configure_curve(domain="*", location=str(curve.public_keys_dir))
+    auth.configure_curve(domain="*", location=_keys_dir(curve))
     for sock in sockets:
         sock.curve_publickey, sock.curve_secretkey, sock.curve_server = public, secret, True
     return auth
+
+
+def reload_keys(auth: Any, curve: CurveConfig) -> int:
+    """Have ``auth`` (from :func:`secure`) read the allowed clients' keys again; how many
+    there are now."""
+    auth.configure_curve(domain="*", location=_keys_dir(curve))
+    return len(auth.certs.get("*", {}))
+
+
+def _keys_dir(curve: CurveConfig) -> str:
+    """The folder of allowed clients' keys, as an absolute path for ``zmq.auth``.
+
+    Absolute, because ``zmq.auth`` reads the location ``*`` as "let every key in"
+    (``CURVE_ALLOW_ANY``): a folder named ``*`` in the working directory let in clients
+    with any key.
+
+    Raises:
+        ConfigError: it is not a directory (``zmq.auth`` would log it and let nobody in).
+    """
+    path = Path(curve.public_keys_dir)
+    if not path.is_dir():
+        raise ConfigError(f"the allowed clients' public keys: {path} is not a directory")
+    return str(path.resolve())

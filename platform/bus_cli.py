@@ -164,6 +164,8 @@ def bus_serve(
         _serve_metrics(server, metrics_port, metrics_host)
     # Before the recovery, which may take long: a SIGTERM meanwhile stops it once bound.
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    if curve is not None:  # revoking a client: take its key out of the folder, then HUP
+        signal.signal(signal.SIGHUP, lambda *_: _reload_keys(server))
     try:
         server.start(timeout=None)  # recovering a large store takes as long as it takes
     except HivememError as exc:
@@ -205,23 +207,54 @@ def _fail_to_start(exc: HivememError, data_dir: Path | None) -> None:
     raise typer.Exit(1)
 
 
+MIN_SECRET_BYTES = 16
+"""The shortest bus secret ``serve`` takes: every token is an HMAC of an agent id under
+it, so a short one is found offline from any one token, and the admin's token made."""
+
+
 def _secret(path: Path | None, make: Callable[[], bytes]) -> bytes | None:
-    """The bus secret in ``path``, made there first if the file is missing (its folders
-    too, readable by its owner from the start); None without a path."""
+    """The bus secret in ``path``, made there first if the file is missing (it and the
+    folders made for it readable by their owner alone from the start); None without a
+    path. A short secret ends the command; one others may read is warned about."""
     if path is None:
         return None
     try:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            for folder in reversed(path.parents):  # from the top down, each made 0700
+                if not folder.exists():
+                    folder.mkdir(mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
                 out.write(make())
         secret = path.read_bytes()
+        mode = path.stat().st_mode & 0o777
     except OSError as exc:
         fail(HivememError(f"cannot use the secret file {path}: {exc.strerror or exc}"))
     if not secret:
         fail(HivememError(f"the secret file {path} is empty: delete it to have one made"))
+    if len(secret) < MIN_SECRET_BYTES:
+        fail(HivememError(
+            f"the secret file {path} holds {len(secret)} bytes: a secret that short is "
+            "found offline from any one token, and the admin's token made from it; use "
+            f"at least {MIN_SECRET_BYTES} random bytes (delete the file to have 32 made)"
+        ))  # fmt: skip
+    if mode & 0o077:
+        typer.echo(
+            f"warning: the secret file {path} is open to others ({oct(mode)}): whoever reads "
+            f"it can act as any agent, the admin too (chmod 600 {path})",
+            err=True,
+        )
     return secret
+
+
+def _reload_keys(server: BusServer) -> None:
+    """Read the allowed clients' CURVE keys again (on SIGHUP) and say how many there are."""
+    try:
+        allowed = server.reload_curve_keys()
+    except HivememError as exc:
+        typer.echo(f"warning: the CURVE client keys were not read again: {exc}", err=True)
+        return
+    typer.echo(f"read the CURVE client keys again: {allowed} allowed", err=True)
 
 
 def _fsync_policy(name: str) -> FsyncPolicy:

@@ -4,6 +4,7 @@ them, against a real bus."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -331,6 +332,11 @@ SERVE_REFUSALS = {
         None,
         ["the secret file /dev/null is empty"],
     ),
+    "short secret file": (  # found offline from any one token, then the admin's made
+        ["--secret-file", "{tmp}/store.yaml"],
+        "guessable\n",
+        ["the secret file {tmp}/store.yaml holds 10 bytes: a secret that short is found"],
+    ),
     "secret file that is a folder": (
         ["--secret-file", "{tmp}"],
         None,
@@ -452,7 +458,7 @@ def test_impossible_serve_options_are_usage_errors(args: list[str], words: str) 
 
 def test_serve_makes_its_secret_file_private_and_its_folders(tmp_path: Path) -> None:
     """README's command, in a fresh checkout where runs/ does not exist: a traceback."""
-    secret = tmp_path / "runs" / "bus.secret"
+    secret = tmp_path / "runs" / "deeper" / "bus.secret"
     proc = subprocess.Popen(
         [*CLI, "serve", "--port", "0", "--secret-file", str(secret)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -460,6 +466,8 @@ def test_serve_makes_its_secret_file_private_and_its_folders(tmp_path: Path) -> 
     try:
         assert proc.stderr is not None and "serving on" in proc.stderr.readline()
         assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_bytes()) >= 32
+        for folder in (tmp_path / "runs", tmp_path / "runs" / "deeper"):  # were 0755
+            assert folder.stat().st_mode & 0o777 == 0o700, folder
     finally:
         proc.terminate()
         proc.communicate(timeout=30)  # closes the pipes
@@ -510,3 +518,53 @@ def test_output_is_strict_json_with_bytes_and_open_ends(served: tuple[BusServer,
         assert run.returncode == 0, run.stderr
         metas = [strict(line)["meta"] for line in run.stdout.splitlines()]
         assert {"raw": {"hex": "0001"}} in metas and len(metas) == 2
+
+
+def test_serve_warns_of_a_secret_file_others_may_read(tmp_path: Path) -> None:
+    secret = tmp_path / "bus.secret"
+    secret.write_bytes(new_secret())
+    secret.chmod(0o644)
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", "0", "--secret-file", str(secret)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert f"warning: the secret file {secret} is open to others (0o644)" in first
+        assert "serving on" in proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_sighup_reads_the_curve_client_keys_again(tmp_path: Path) -> None:
+    """Revoking a client: its key taken out of the folder, then SIGHUP. Before, the folder
+    was read once, and the client was let in until a restart."""
+    import zmq.auth
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    zmq.auth.create_certificates(tmp_path, "server")
+    _, client_secret = zmq.auth.create_certificates(allowed, "client")
+    port, secret_file = _two_free_ports(), tmp_path / "secret"
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port), "--secret-file", str(secret_file), "--spin-us", "0",
+         "--curve-secret-key", str(tmp_path / "server.key_secret"),
+         "--curve-public-keys", str(allowed)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ping = ["ping", "-a", f"tcp://127.0.0.1:{port}", "--secret-file", str(secret_file),
+            "--curve-key", client_secret, "--curve-server-key", str(tmp_path / "server.key"),
+            "--timeout", "1"]  # fmt: skip
+    try:
+        assert proc.stderr is not None and "serving on" in proc.stderr.readline()
+        assert bus(*ping).returncode == 0
+        (allowed / "client.key").unlink()
+        proc.send_signal(signal.SIGHUP)
+        assert "read the CURVE client keys again: 0 allowed" in proc.stderr.readline()
+        assert bus(*ping).returncode != 0
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

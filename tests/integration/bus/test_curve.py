@@ -94,3 +94,51 @@ def test_a_curve_setup_that_lets_nobody_in_is_refused_at_start(tmp_path: Path, b
     assert isinstance(info.value.__cause__, ConfigError)
     assert str(keys_dir if broken == "missing keys dir" else secret_file) in str(info.value)
     server.stop()
+
+
+def _served(server_address: str, token: str, curve: dict[str, bytes]) -> bool:
+    client = MemoryClient(server_address, "alice", token, curve=curve, timeout=0.5, retries=0)
+    try:
+        return bool(client.ping()["agent"] == "alice")
+    except BusTimeoutError:
+        return False
+    finally:
+        client.close()
+
+
+def test_keys_taken_out_or_put_in_count_once_reloaded(tmp_path: Path) -> None:
+    """Before, the folder was read once, at start: a key taken out to revoke a client
+    was let in until a restart. Now ``reload_curve_keys`` (SIGHUP in ``bus serve``)
+    reads it again."""
+    allowed, others = tmp_path / "allowed", tmp_path / "others"
+    allowed.mkdir()
+    others.mkdir()
+    server_public, _ = keys(tmp_path, "server")
+    old_public, old_secret = keys(allowed, "old")
+    new_public, new_secret = keys(others, "new")
+    server, tokens = make_server(curve=CurveConfig(tmp_path / "server.key_secret", allowed))
+    old = {"public": old_public, "secret": old_secret, "server": server_public}
+    new = {"public": new_public, "secret": new_secret, "server": server_public}
+    with server:
+        assert _served(server.address, tokens["alice"], old)
+        assert not _served(server.address, tokens["alice"], new)
+        (allowed / "old.key").unlink()
+        (others / "new.key").rename(allowed / "new.key")
+        assert server.reload_curve_keys() == 1
+        assert not _served(server.address, tokens["alice"], old)
+        assert _served(server.address, tokens["alice"], new)
+
+
+def test_a_keys_folder_named_star_lets_in_only_its_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zmq.auth reads the location "*" as "let every key in": a relative folder of that
+    name let in a client with any key."""
+    monkeypatch.chdir(tmp_path)
+    Path("*").mkdir()  # holds no key at all
+    server_public, _ = keys(tmp_path, "server")
+    intruder_public, intruder_secret = keys(tmp_path, "intruder")
+    server, tokens = make_server(curve=CurveConfig(tmp_path / "server.key_secret", Path("*")))
+    intruder = {"public": intruder_public, "secret": intruder_secret, "server": server_public}
+    with server:
+        assert not _served(server.address, tokens["alice"], intruder)
