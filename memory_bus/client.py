@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
@@ -61,6 +62,28 @@ __all__ = [
     "encode_write_entries",
     "error_from_reply",
 ]
+
+
+_ANY_HOST = re.compile(r"tcp://(0\.0\.0\.0|\*|\[::\]|::):(\d+)")
+_HOST = re.compile(r"tcp://(.+):\d+")
+
+
+def reachable_pub(pub: str, requests: str) -> str:
+    """The event socket's address as a client that sends its requests to ``requests``
+    can reach it.
+
+    A bus bound to every interface (``--host 0.0.0.0``) reports its event socket there,
+    an address that names no host: a subscriber on another machine connected to itself
+    and heard nothing, without a word. The host that answers the requests serves the
+    events too.
+
+    >>> reachable_pub("tcp://0.0.0.0:7778", "tcp://10.0.0.5:7777")
+    'tcp://10.0.0.5:7778'
+    """
+    anywhere, host = _ANY_HOST.fullmatch(pub), _HOST.fullmatch(requests)
+    if anywhere is None or host is None:
+        return pub
+    return f"tcp://{host.group(1)}:{anywhere.group(2)}"
 
 
 class AsyncMemoryClient(Ops, AsyncClosing):
@@ -141,7 +164,9 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         """
         topics = name_list(topics, "topics")
         granted = await self.subscribe(topics)
-        address = pub_address or granted["pub"]
+        address = pub_address or reachable_pub(
+            granted["pub"], getattr(self._transport, "address", "")
+        )
         subscriptions = []
         for topic, prefix in zip(topics, granted["prefixes"], strict=True):
             # The first asks the server for the topic's events; the second lets this

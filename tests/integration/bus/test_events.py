@@ -371,3 +371,17 @@ def test_a_role_limited_to_some_graph_levels_may_not_follow_a_graph() -> None:
         assert jun.subscribe(["shared/team"])["prefixes"]  # the rest as before
         with MemoryClient(server.address, "lead", server.token("lead"), timeout=5.0) as lead:
             assert lead.subscribe(["graph/team"])["prefixes"]
+
+
+def test_events_are_followed_where_the_bus_answers_when_it_reports_no_host() -> None:
+    """A bus bound to every interface (``--host 0.0.0.0``) reports its event socket at
+    tcp://0.0.0.0:PORT, which names no host: a subscriber on another machine connected
+    to itself and heard nothing. (On one machine 0.0.0.0 reaches the local host, so only
+    the address the client picks can be checked here.)"""
+    from hivemem.memory_bus.client import reachable_pub
+
+    assert reachable_pub("tcp://0.0.0.0:7778", "tcp://10.0.0.5:7777") == "tcp://10.0.0.5:7778"
+    assert reachable_pub("tcp://*:7778", "tcp://bus.lan:7777") == "tcp://bus.lan:7778"
+    assert reachable_pub("tcp://[::]:9", "tcp://[::1]:8") == "tcp://[::1]:9"
+    assert reachable_pub("tcp://10.1.1.1:9", "tcp://10.2.2.2:8") == "tcp://10.1.1.1:9"
+    assert reachable_pub("tcp://0.0.0.0:9", "inproc (in process)") == "tcp://0.0.0.0:9"
