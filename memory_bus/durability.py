@@ -68,28 +68,51 @@ ReplyKey = tuple[int, int, str]
 
 class RecentReplies:
     """The replies to the last ``size`` changes, by :data:`ReplyKey`: a retried change is
-    answered from here instead of being applied again. Saved with snapshots."""
+    answered from here instead of being applied again. Saved with snapshots.
+
+    Each agent keeps at most a tenth of them (its last ones): one agent's flood of
+    changes pushed every other agent's replies out, so that their retries were applied
+    twice.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.per_agent = max(1, size // 10)
         self._replies: OrderedDict[ReplyKey, bytes] = OrderedDict()
+        self._by_agent: dict[str, deque[ReplyKey]] = {}  # each agent's keys, oldest first
 
     def get(self, key: ReplyKey) -> bytes | None:
         """The reply to ``key``'s change, if it is still remembered."""
         return self._replies.get(key)
 
     def remember(self, key: ReplyKey, reply: bytes) -> None:
-        """Keep ``reply`` (forgetting the oldest past ``size``)."""
-        self._replies[key] = reply
-        if len(self._replies) > self.size:
-            self._replies.popitem(last=False)
+        """Keep ``reply``, forgetting the agent's oldest past ``per_agent`` and the
+        oldest of all past ``size``."""
+        replies = self._replies
+        if key not in replies:
+            mine = self._by_agent.get(key[2])
+            if mine is None:
+                mine = self._by_agent[key[2]] = deque()
+            mine.append(key)
+            if len(mine) > self.per_agent:
+                del replies[mine.popleft()]
+        replies[key] = reply
+        if len(replies) > self.size:
+            # the oldest of all is its agent's oldest: both keep the order keys came in
+            oldest, _ = replies.popitem(last=False)
+            theirs = self._by_agent[oldest[2]]
+            theirs.popleft()
+            if not theirs:
+                del self._by_agent[oldest[2]]
 
     def to_state(self) -> list[list[Any]]:
         return [[c, i, a, reply] for (c, i, a), reply in self._replies.items()]
 
     def load(self, state: list[list[Any]]) -> None:
         """Replace what is remembered with a snapshot's (:meth:`to_state`)."""
-        self._replies = OrderedDict(((c, i, a), bytes(r)) for c, i, a, r in state)
+        self._replies, self._by_agent = OrderedDict(), {}
+        for c, i, a, r in state:
+            self.remember((int(c), int(i), str(a)), bytes(r))
 
 
 class Durability:
