@@ -20,7 +20,12 @@ SECRET_FILE = typer.Option(
     None, help="The bus secret (as given to serve): tokens are made from it."
 )
 AGENT = typer.Option(None, help="Act as this agent (default: the admin).")
-TOKEN = typer.Option(None, help="The agent's token, for when you do not hold the secret.")
+TOKEN = typer.Option(
+    None,
+    envvar="HIVEMEM_TOKEN",
+    help="The agent's token, for when you do not hold the secret. Prefer the environment"
+    " variable to the option: a command line is visible to every user of the machine.",
+)
 TIMEOUT = typer.Option(5.0, min=0.001, max=86_400.0, help="Seconds to wait for each reply.")
 CURVE_KEY = typer.Option(
     None, help="This client's CURVE secret certificate (zmq.auth), for a bus that uses CURVE."

@@ -4,6 +4,7 @@ them, against a real bus."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -34,6 +35,16 @@ def served(tmp_path: Path) -> Iterator[tuple[BusServer, Path]]:
     (tmp_path / "secret").write_bytes(secret)
     with BusServer(MemoryStore(StoreConfig(dim=16)), secret=secret) as server:
         yield server, tmp_path / "secret"
+
+
+def test_a_token_can_come_from_the_environment(served: tuple[BusServer, Path]) -> None:
+    """A command line is visible to every user of the machine (``ps``)."""
+    server, secret_file = served
+    token = token_for(secret_file.read_bytes(), "alice")
+    env = {**os.environ, "HIVEMEM_TOKEN": token}
+    ping = subprocess.run([*CLI, "ping", "-a", server.address, "--agent", "alice"],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert ping.returncode == 0 and json.loads(ping.stdout)["agent"] == "alice"
 
 
 def test_token_ping_and_stats(served: tuple[BusServer, Path]) -> None:
