@@ -42,13 +42,8 @@ from hivemem.memory_bus.ops import (
     name_list,
 )
 from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack
-from hivemem.memory_bus.transport import (
-    AsyncTransport,
-    BusTimeoutError,
-    LocalTransport,
-    RemoteError,
-    error_from_reply,
-)
+from hivemem.memory_bus.requests import BusTimeoutError, RemoteError, error_from_reply
+from hivemem.memory_bus.transport import AsyncTransport, LocalTransport
 
 __all__ = [
     "AsyncMemoryClient",

@@ -2,8 +2,9 @@
 
 The transports here implement :class:`~hivemem.memory_bus.interfaces.Transport` (and its
 blocking twin, :class:`~hivemem.memory_bus.interfaces.SyncTransport`).
-:class:`_Requests` is what they share, free of I/O: request ids under one
-``client_id``, the frames, reply matching and a reply's outcome. :class:`AsyncTransport`
+:class:`~hivemem.memory_bus.requests._Requests` is what they share, free of I/O
+(:mod:`hivemem.memory_bus.requests`): request ids under one ``client_id``, the frames,
+reply matching and a reply's outcome. :class:`AsyncTransport`
 keeps many requests in flight on one asyncio DEALER and matches replies to requests by
 id; :class:`BlockingTransport` sends one request at a time on a plain DEALER in the
 caller's thread. A request that times out is sent again *with the same id* after
@@ -11,252 +12,34 @@ reconnecting; the server answers a repeated id from memory, so a retried write i
 applied twice. :class:`LocalTransport` hands the same frames to a server running in
 this process (``BusServer.handle``): no socket, and no thread hop.
 
-Error replies and ZeroMQ failures become the project's errors here, once: the class of
-:mod:`~hivemem.memory_bus.errors` a reply's code names (:func:`error_from_reply`),
-:class:`BusTimeoutError` when no reply comes, :class:`RemoteError` for a code unknown
-here. The clients over these transports live in :mod:`hivemem.memory_bus.client`, which
+Error replies and ZeroMQ failures become the project's errors at this boundary, once:
+the class of :mod:`~hivemem.memory_bus.errors` a reply's code names
+(:func:`~hivemem.memory_bus.requests.error_from_reply`), ``BusTimeoutError`` when no
+reply comes, ``RemoteError`` for a code unknown here. The clients over these transports live in :mod:`hivemem.memory_bus.client`, which
 exports the errors too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
-import secrets
 import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
-from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import zmq
 import zmq.asyncio
-from hivemem.memory_bus import errors
 from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.protocol import (
-    HEADER,
-    MAX_MESSAGE_BYTES,
-    Code,
-    ProtocolError,
-    Reply,
-    decode_reply,
-    encode_request,
-    pack,
-    reply_id_of,
+from hivemem.memory_bus.protocol import HEADER, Reply
+from hivemem.memory_bus.requests import (
+    _Requests,
+    check_curve,
 )
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.server import BusServer
-
-
-class BusTimeoutError(HivememError):
-    """No reply within the timeout, after every retry."""
-
-    code = "timeout"
-
-
-class RemoteError(HivememError):
-    """An error reply whose code names no local exception class."""
-
-
-def _error_classes() -> dict[str, type[HivememError]]:
-    found: dict[str, type[HivememError]] = {}
-    for obj in vars(errors).values():
-        if isinstance(obj, type) and issubclass(obj, HivememError):
-            found.setdefault(obj.code, obj)  # the first class of a code is its most general
-    return found
-
-
-_BY_CODE = _error_classes()
-
-
-def error_from_reply(error: dict[str, Any]) -> HivememError:
-    """The exception a server's error reply stands for, with its code, message and details,
-    and the attributes its class sets (``field``, ``suggestions``) taken from the details."""
-    code = str(error.get("code", "internal"))
-    cls = _BY_CODE.get(code, ProtocolError if code in _PROTOCOL_CODES else RemoteError)
-    exc = cls.__new__(cls)
-    details = error.get("details")
-    HivememError.__init__(
-        exc, str(error.get("message", "")), **(details if isinstance(details, dict) else {})
-    )
-    exc.code = code
-    _set_attributes(exc)
-    return exc
-
-
-_PROTOCOL_CODES = {"bad_frame", "bad_request", "unknown_op", "too_large", "unauthenticated"}
-
-_ATTRIBUTES: dict[type[HivememError], dict[str, Any]] = {
-    errors.InvalidInputError: {"field": ""},
-    errors.UnknownNameError: {"suggestions": []},
-}
-"""What the classes' ``__init__`` sets besides the details, with a default for a reply
-that lacks it: an error rebuilt from a reply skips ``__init__`` (its arguments are not
-on the wire), and ``except InvalidInputError as e: e.field`` must work all the same."""
-
-
-def _set_attributes(exc: HivememError) -> None:
-    for cls, defaults in _ATTRIBUTES.items():
-        if isinstance(exc, cls):
-            for name, default in defaults.items():
-                setattr(exc, name, exc.details.get(name, default))
-
-
-class _Requests:
-    """What both transports share, free of I/O: ids, frames, reply matching, outcomes.
-
-    One :class:`~hivemem.memory_bus.client.MemoryClient` draws the ids of its blocking
-    calls (caller threads) and of its ``nowait`` calls (loop thread) from one instance,
-    so both paths number requests in one sequence under one ``client_id``.
-    """
-
-    def __init__(
-        self, address: str, timeout: float | None, retries: int, client_id: int | None = None
-    ) -> None:
-        if client_id is not None and not 0 <= client_id < 2**63:
-            raise ValueError("client_id must be in [0, 2**63)")
-        self.address, self.timeout, self.retries = address, timeout, retries
-        check_patience(timeout, retries)
-        self.client_id = secrets.randbits(63) if client_id is None else client_id
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-
-    @property
-    def attempts(self) -> int:
-        """Sends of one request: the first and its retries."""
-        return self.retries + 1
-
-    def number_from(self, start: int) -> None:
-        """The next requests carry ids ``start``, ``start + 1``, ..."""
-        with self._lock:
-            self._ids = itertools.count(start)
-
-    def encode(
-        self, op: str, agent: str, token: str, args: dict[str, Any]
-    ) -> tuple[int, list[bytes]]:
-        """A fresh request id and the frames that carry the request under it.
-
-        Raises:
-            InvalidInputError: ``args`` hold something msgpack cannot carry.
-            TooLargeError: the request is over the bus's message limit (the bus's
-                socket would drop it, and the client wait for its timeout).
-        """
-        with self._lock:
-            req_id = next(self._ids)
-        try:
-            frames = encode_request(req_id, self.client_id, op, agent, token, args)
-        except (TypeError, ValueError, OverflowError):  # msgpack's, at this boundary
-            # numpy numbers are the usual culprit (an id from an array, k from a count):
-            # made plain only now, so that a request without them pays nothing
-            args = _plain(args)
-            try:
-                frames = encode_request(req_id, self.client_id, op, agent, token, args)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise errors.InvalidInputError(_unsendable(args), f"cannot be sent: {exc}") from exc
-        if len(frames[-1]) > MAX_MESSAGE_BYTES:
-            raise errors.TooLargeError(f"{op} request (bytes)", MAX_MESSAGE_BYTES, len(frames[-1]))
-        return req_id, frames
-
-    @staticmethod
-    def decode(frames: list[bytes]) -> Reply | None:
-        """The reply in ``frames``, or None if they are not a reply (the caller retries).
-
-        A reply whose id can be read but not the rest is an error reply (``bad_frame``)
-        to that request: sent again, it would come back the same, and the server would
-        do the work again each time.
-        """
-        try:
-            return decode_reply(frames)
-        except ProtocolError as exc:
-            req_id = reply_id_of(frames)
-            if not req_id:
-                return None
-            message = f"the reply to request {req_id} cannot be decoded: {exc.message}"
-            error = {"code": Code.BAD_FRAME.value, "message": message, "details": exc.details}
-            return Reply(req_id, False, error=error)
-
-    @staticmethod
-    def outcome(reply: Reply) -> Any:
-        """The result of an ok reply; raises the exception an error reply stands for."""
-        if not reply.ok:
-            raise error_from_reply(reply.error or {})
-        return reply.result
-
-    def timed_out(self) -> BusTimeoutError:
-        """The error for a request that got no reply after every attempt."""
-        return BusTimeoutError(
-            f"no reply from {self.address} after {self.attempts} attempts of {self.timeout} s",
-            address=self.address,
-            attempts=self.attempts,
-        )
-
-    def transport_error(self, exc: zmq.ZMQError) -> HivememError:
-        """A ZeroMQ failure as the project's error (raise it ``from exc``)."""
-        return HivememError(f"transport error talking to {self.address}: {exc}")
-
-
-def check_patience(timeout: float | None, retries: int) -> None:
-    """Refuse a ``timeout`` that is not a number of seconds > 0 (None: wait for ever) and
-    ``retries`` that is not an int >= 0: a write sent under either then failed "after 0
-    attempts", or a blocking call crashed on None.
-
-    Raises:
-        InvalidInputError: naming ``timeout`` or ``retries``.
-    """
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, Real) or not 0 < timeout < math.inf
-    ):
-        raise errors.InvalidInputError(
-            "timeout", f"must be seconds > 0, or None to wait for ever; got {timeout!r}"
-        )
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise errors.InvalidInputError("retries", f"must be an int >= 0; got {retries!r}")
-
-
-CURVE_KEYS = ("public", "secret", "server")
-"""The keys of a client's ``curve`` map (z85 or raw): its own pair and the server's public key."""
-
-
-def check_curve(curve: Any) -> None:
-    """Refuse a ``curve`` that is not a map of the three :data:`CURVE_KEYS`.
-
-    Raises:
-        InvalidInputError: naming ``curve`` and the keys missing.
-    """
-    if curve is None:
-        return
-    if not isinstance(curve, dict):
-        raise errors.InvalidInputError("curve", f"must be a dict, got {type(curve).__name__}")
-    missing = [k for k in CURVE_KEYS if k not in curve]
-    if missing:
-        raise errors.InvalidInputError(
-            "curve", f"needs the keys {', '.join(CURVE_KEYS)}; missing {', '.join(missing)}"
-        )
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with numpy scalars (in maps and lists, at any depth) as Python numbers."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _unsendable(args: dict[str, Any]) -> str:
-    """The name of the first argument msgpack cannot carry (``args`` if none alone fails)."""
-    for name, value in args.items():
-        try:
-            pack(value)
-        except (TypeError, ValueError, OverflowError):
-            return str(name)
-    return "args"
 
 
 def curve_keys(secret_certificate: str | Path, server_certificate: str | Path) -> dict[str, bytes]:

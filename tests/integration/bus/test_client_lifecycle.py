@@ -15,7 +15,7 @@ import pytest
 from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.transport import BusTimeoutError
+from hivemem.memory_bus.requests import BusTimeoutError
 
 from .conftest import Bus
 
