@@ -40,7 +40,6 @@ from hivemem.memory_bus.edges import (
     valid_neighbours,
 )
 from hivemem.memory_bus.errors import (
-    AccessDeniedError,
     EdgeNotFoundError,
     InvalidInputError,
     ItemNotFoundError,
@@ -111,17 +110,16 @@ class GraphTier(VectorTier):
 
         A deleted node's versions hold no level, so only a role that may read every
         level may read them (a role limited to some levels read the texts of a hidden
-        node once it was deleted). Namespace access is checked first: an outsider's
-        request builds nothing.
+        node once it was deleted); to any other, a deleted node is no node, as a hidden
+        or absent one (``item_not_found`` for all three, so the answer tells it nothing).
+        Namespace access is checked first: an outsider's request builds nothing.
         """
         self._check(caller, namespace, "read")
-        ns = self.namespaces.get(namespace) if isinstance(namespace, str) else None
-        if ns is not None and isinstance(item_id, int) and ns.item(item_id) is not None:
+        ns = self.namespace_named(namespace)
+        if isinstance(item_id, int) and ns.item(item_id) is not None:
             self._node(caller, namespace, item_id, "read")
         elif not self.reads_every_level(caller):
-            raise AccessDeniedError(
-                caller.agent_id, self.name.value, f"{namespace}@deleted", "read the history of"
-            )
+            raise ItemNotFoundError(self.name.value, ns.name, as_int(item_id, "item_id"))
         return super().history(caller, namespace, item_id)
 
     def reads_every_level(self, caller: Caller) -> bool:
@@ -636,6 +634,8 @@ class GraphTier(VectorTier):
         out = super().stats(caller)
         namespaces = self.readable_namespaces(caller)
         keep = None if caller is None else self._visible_to(caller)
+        if keep is not None:  # counted over every level: not for a role limited to some
+            out["evictions"] = out["index_builds"] = None
         all_edges: list[Edge] = []
         for ns in namespaces:
             shown = None if caller is None else self._shown(caller, ns.name)

@@ -332,7 +332,9 @@ class Namespace:
                 victims.append(victim.id)
                 self._take_out(victim)
                 pool.remove(victim.id)
-        pool.add(incoming)  # never a victim of its own arrival
+        scope = self.eviction_scope()
+        if scope is None or scope(incoming):  # never a victim of its own arrival
+            pool.add(incoming)  # (nor, out of the write's scope, of the rows after it)
         return victims
 
     def _select(

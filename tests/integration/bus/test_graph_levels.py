@@ -16,6 +16,7 @@ from hivemem.memory_bus.errors import (
     ItemNotFoundError,
 )
 from hivemem.memory_bus.item import NewItem, WriteOp
+from hivemem.memory_bus.ops import OnBehalf
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -69,6 +70,13 @@ def test_a_hidden_node_can_be_neither_updated_nor_deleted(
             wendy.delete("graph", "team", item_id, now=3.0)
         with pytest.raises(ItemNotFoundError, match=f"no item {item_id} in graph/team$"):
             wendy.get("graph", "team", item_id)
+        with pytest.raises(ItemNotFoundError, match=f"no item {item_id} in graph/team$"):
+            wendy.history("graph", "team", item_id)
+    gone = lead.write("graph", "team", NewItem("gone", vector=vec(2)), now=1.0).item_id
+    lead.delete("graph", "team", gone, now=1.5)  # a deleted node's versions hold no level
+    with pytest.raises(ItemNotFoundError, match=f"no item {gone} in graph/team$"):
+        wendy.history("graph", "team", gone)
+    assert next(v.get("text") for v in lead.history("graph", "team", gone)) == "gone"
     node = lead.get("graph", "team", secret.item_id)
     assert (node.text, node.version) == ("the vault code is 4711", 1)
 
@@ -213,3 +221,19 @@ def test_where_a_limited_role_may_evict_nothing_its_write_goes_in_over_capacity(
         # a write that may evict makes room again, by the tier's policy
         lead.write("graph", "team", NewItem("the next plan", vector=vec(2), level=2), now=2.0)
         assert lead.stats()["graph"]["items"] == 1
+
+
+@pytest.mark.parametrize("eviction", ["fifo", "lru"])
+def test_a_mixed_batchs_rows_beyond_the_scope_are_no_candidates(eviction: str) -> None:
+    """An agent host's batch of a lead's insight and a worker's events evicts only
+    events: the insight, written earlier in the same batch, joined the candidates."""
+    with levelled_bus(GraphConfig(capacity=3, eviction=eviction)) as (lead, wendy):
+        for i in range(3):
+            wendy.write("graph", "team", NewItem(f"old {i}", vector=vec(100 + i)), now=float(i))
+        rows: list[tuple[object, ...]] = [
+            ("team", NewItem("the insight", vector=vec(1), level=2), OnBehalf("lead", lead.token))
+        ]
+        rows += [("team", NewItem(f"event {i}", vector=vec(10 + i))) for i in range(4)]
+        results = wendy.write_many("graph", rows, now=10.0)
+        assert results[0].item_id not in {v for r in results for v in r.evicted}
+        assert lead.get("graph", "team", results[0].item_id).text == "the insight"

@@ -54,5 +54,7 @@ def test_an_agent_counts_only_what_it_may_read() -> None:
     assert seen["alice"]["graph"]["items"] == 3 and seen["alice"]["graph"]["edges"] == 2
     assert seen["wendy"]["graph"]["items"] == 2 and seen["wendy"]["graph"]["edges"] == 1
     assert seen["wendy"]["graph"]["nodes_by_level"] == {"event": 2}
+    assert seen["wendy"]["graph"]["evictions"] is None  # counted over every level
+    assert seen["alice"]["graph"]["evictions"] == 0
     assert whole["private"]["items"] == 1 and whole["graph"]["nodes_by_level"]["insight"] == 1
     assert whole["shared"]["decisions"] == {"ADD": 1}
