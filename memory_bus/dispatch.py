@@ -17,15 +17,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from hivemem.memory_bus.auth import AgentRegistry
+from hivemem.memory_bus.auth import AgentRegistry, token_for
 from hivemem.memory_bus.durability import Durability, RecentReplies
 from hivemem.memory_bus.errors import HivememError, JournalWriteError
-from hivemem.memory_bus.handlers import (
-    HANDLERS,
-    NOT_REMEMBERED,
-    REFUSED_AFTER_A_CHANGE,
-    Context,
-)
+from hivemem.memory_bus.handlers import HANDLERS, REFUSED_AFTER_A_CHANGE, Context
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.protocol import (
@@ -41,7 +36,12 @@ from hivemem.memory_bus.protocol import (
     encode_reply,
     request_id_of,
 )
-from hivemem.memory_bus.row_auth import authenticate, authenticate_rows
+from hivemem.memory_bus.row_auth import (
+    authenticate,
+    authenticate_rows,
+    kept_reply,
+    reply_again,
+)
 from hivemem.memory_bus.store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,11 @@ class Dispatcher:
         if req.op in MUTATING:
             cached = self.replies.get(key)
             if cached is not None:
-                return cached, "retry", []
+                token = partial(token_for, self.registry.secret)
+                return reply_again(req.op, req.args, cached, token), "retry", []
         reply, code, later = self.apply(req, caller)
         if req.op in MUTATING and (_remembered(req.op, code) or self._refused_after_a_change):
-            self.replies.remember(key, reply)
+            self.replies.remember(key, kept_reply(req.op, req.id, reply))
         return reply, code, later
 
     def apply(self, req: Request, caller: Caller) -> tuple[bytes, str, list[Change]]:
@@ -227,15 +228,14 @@ def _remembered(op: Op, code: str) -> bool:
     """Whether the reply to a changing request answered with ``code`` is remembered for
     its retries: those whose journal record stays, so that a replay remembers them again
     (applied, ``ok``; failed by a bug, whose record stays, see :meth:`Dispatcher.apply`;
-    or refused after a change, ``REFUSED_AFTER_A_CHANGE``), but for ``NOT_REMEMBERED``.
+    or refused after a change, ``REFUSED_AFTER_A_CHANGE``).
 
-    A request refused before any change has its record
-    taken back, so a restart could not remember its refusal: A request refused before any change has its record
-    taken back, so a restart could not remember its refusal: a resend after a restart
-    from the log alone was applied, where the live bus (or one restarted from a snapshot)
-    answered the refusal again. Now a resent refusal is decided afresh either way, which
-    is safe, as the refusal changed nothing; and a ``journal_write_failed`` is retried.
+    A request refused before any change has its record taken back, so a restart could
+    not remember its refusal: a resend after a restart from the log alone was applied,
+    where the live bus (or one restarted from a snapshot) answered the refusal again. Now
+    a resent refusal is decided afresh either way, which is safe, as the refusal changed
+    nothing; and a ``journal_write_failed`` is retried.
     """
-    if code == JournalWriteError.code or op in NOT_REMEMBERED:
+    if code == JournalWriteError.code:
         return False
     return code in ("ok", Code.INTERNAL) or op in REFUSED_AFTER_A_CHANGE

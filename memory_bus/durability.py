@@ -31,7 +31,7 @@ from hivemem.memory_bus.errors import (
     JournalWriteError,
 )
 from hivemem.memory_bus.forking import fork_to
-from hivemem.memory_bus.handlers import HANDLERS, NOT_REMEMBERED, Context, apply_recalls
+from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.journal import CONFIG_NAME, FsyncPolicy, Journal
 from hivemem.memory_bus.policies.learned import (
@@ -41,7 +41,7 @@ from hivemem.memory_bus.policies.learned import (
 )
 from hivemem.memory_bus.proposals import DecisionTape
 from hivemem.memory_bus.protocol import MUTATING, Code, Op, Request, encode_error, encode_reply
-from hivemem.memory_bus.row_auth import journal_args
+from hivemem.memory_bus.row_auth import journal_args, kept_reply, token_free
 from hivemem.memory_bus.store import MemoryStore
 from pydantic import ValidationError
 
@@ -111,8 +111,8 @@ class RecentReplies:
     def load(self, state: list[list[Any]]) -> None:
         """Replace what is remembered with a snapshot's (:meth:`to_state`)."""
         self._replies, self._by_agent = OrderedDict(), {}
-        for c, i, a, r in state:
-            self.remember((int(c), int(i), str(a)), bytes(r))
+        for c, i, a, r in state:  # (an older bus kept register's tokens: not any more)
+            self.remember((int(c), int(i), str(a)), token_free(bytes(r)))
 
 
 class Durability:
@@ -524,8 +524,8 @@ class Durability:
             reply = encode_error(req_id, Code.INTERNAL, f"internal error: {type(exc).__name__}")
         finally:
             store.ctx.tape = None
-        if Op(record["op"]) not in NOT_REMEMBERED:
-            self.replies.remember((int(record["client"]), req_id, str(record["agent"])), reply)
+        key = (int(record["client"]), req_id, str(record["agent"]))
+        self.replies.remember(key, kept_reply(Op(record["op"]), req_id, reply))
 
 
 def _described(config: StoreConfig) -> str:

@@ -416,12 +416,6 @@ the same way, changes the store the same way. Any other refused request keeps it
 too if it emitted an event before it was refused (a write policy's decision naming no
 item, in a batch's later row: ``StoreContext.changes``); else its record is taken back."""
 
-NOT_REMEMBERED = frozenset({Op.REGISTER})
-"""Changing ops whose replies the server does not keep for retries: ``register``'s reply
-carries the agent's token, and kept replies go into snapshots, which must hold no
-credential. A retried ``register`` is applied again, which is harmless: registering the
-same agent with the same groups and role gives the same registration and token."""
-
 
 def _event_seqs(ctx: Context, topics: list[str]) -> list[int | None]:
     """The last event number of each topic's namespace (0: none yet; None: a whole tier)."""

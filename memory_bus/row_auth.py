@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.errors import HivememError, in_row
 from hivemem.memory_bus.interfaces import Caller
-from hivemem.memory_bus.protocol import MAX_BATCH, Code, Op, ProtocolError
+from hivemem.memory_bus.protocol import (
+    MAX_BATCH,
+    Code,
+    Op,
+    ProtocolError,
+    encode_reply,
+    field,
+    unpack_reply,
+)
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.handlers import Context
@@ -116,3 +124,38 @@ def journal_args(op: Op, args: dict[str, Any]) -> dict[str, Any]:
         {k: v for k, v in r.items() if k != "token"} if isinstance(r, dict) else r for r in rows
     ]
     return {**args, "items": kept}
+
+
+def kept_reply(op: Op, req_id: int, reply: bytes) -> bytes:
+    """What the retry memory keeps of a change's ``reply``: an applied ``register``'s
+    without its token (kept replies go into snapshots, which hold no credential; a retry
+    gets the token made again: :func:`reply_again`)."""
+    if op is not Op.REGISTER or b"token" not in reply:
+        return reply
+    return encode_reply(req_id, {})
+
+
+def token_free(reply: bytes) -> bytes:
+    """``reply`` without a token its result holds (one kept before tokens were left out
+    of the retry memory: a snapshot an older bus wrote)."""
+    if b"token" not in reply:
+        return reply
+    try:
+        body = unpack_reply(reply)
+    except ProtocolError:
+        return reply
+    result = body.get("result") if isinstance(body, dict) else None
+    if not isinstance(result, dict) or "token" not in result:
+        return reply
+    return encode_reply(body["id"], {})
+
+
+def reply_again(op: Op, args: dict[str, Any], kept: bytes, token: Any) -> bytes:
+    """The answer to a retried change, from the reply the memory kept: a ``register``'s
+    with the token made again by ``token(agent_id)`` (it depends on the secret alone)."""
+    if op is not Op.REGISTER:
+        return kept
+    body = unpack_reply(kept)
+    if not body.get("ok") or body.get("result") != {}:
+        return kept
+    return encode_reply(body["id"], {"token": token(field(args, "agent_id", str))})

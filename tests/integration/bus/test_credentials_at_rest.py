@@ -92,10 +92,33 @@ def test_a_row_with_a_wrong_token_is_refused_before_the_journal(tmp_path: Path) 
     assert b"forged" not in files_of(tmp_path)
 
 
-def test_a_retried_register_is_applied_again(tmp_path: Path) -> None:
-    """``register``'s reply is not kept for retries (it holds a token): a resend of the
-    same request is applied again, which registers the same agent and answers the same
-    token, and the second registration a later request made stays."""
+def test_a_forged_row_never_reaches_the_journal_whose_replay_trusts_rows(
+    tmp_path: Path,
+) -> None:
+    """A request refused after it was journaled has its record taken back; where that
+    fails (a disk error), the record stays, and a replay, taking rows on trust, would
+    apply a forged row. So rows are checked before the journal sees them."""
+    server = bus(tmp_path, OLD)
+    alice, host_token = server.register("alice", ["team"]), server.register("host", ["team"])
+    assert server.journal is not None
+    server.journal.retract = lambda seq: False  # type: ignore[method-assign]
+    with server, MemoryClient(server.address, "host", host_token) as host:
+        forged = [("team", NewItem("forged", vector=vector(1)), OnBehalf("alice", "0" * 64))]
+        with pytest.raises(HivememError, match="bad or missing token"):
+            host.write_many("shared", forged, now=1.0)
+        host.write("shared", "team", NewItem("the host's", vector=vector(2)), now=2.0)
+    again = bus(tmp_path, OLD)
+    with again, MemoryClient(again.address, "alice", alice) as reader:
+        texts = [item.text for item in reader.scan("shared", "team").items]
+    assert texts == ["the host's"]
+
+
+def test_a_retried_register_gets_its_token_made_again_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """The retry memory keeps ``register``'s reply without its token (kept replies go
+    into snapshots); a resend of the same request is answered from it, with the token
+    made again, and is not applied again: a registration made in between stays."""
     server = bus(tmp_path, OLD)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -110,9 +133,11 @@ def test_a_retried_register_is_applied_again(tmp_path: Path) -> None:
             return decode_reply(sock.recv_multipart()).result  # type: ignore[no-any-return]
 
         assert register(1, ["team"]) == {"token": server.token("carol")}
-        assert server.inspect(lambda _: server._dispatch.replies.get((7, 1, "__admin__"))) is None
-        assert register(1, ["team"]) == {"token": server.token("carol")}
-        assert server.inspect(lambda _: server.registry.agents["carol"].groups) == {"team"}
+        kept = server.inspect(lambda _: server._dispatch.replies.get((7, 1, "__admin__")))
+        assert kept is not None and server.token("carol").encode() not in kept
+        assert register(2, ["quarantine"]) == {"token": server.token("carol")}
+        assert register(1, ["team"]) == {"token": server.token("carol")}  # the resend
+        assert server.inspect(lambda _: server.registry.agents["carol"].groups) == {"quarantine"}
 
 
 def test_a_data_directory_and_its_files_are_its_owners_alone(tmp_path: Path) -> None:

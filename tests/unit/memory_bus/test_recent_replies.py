@@ -42,3 +42,16 @@ def test_it_keeps_what_a_plain_list_of_the_last_keys_keeps(
     again = RecentReplies(size)
     again.load(replies.to_state())
     assert again.to_state() == replies.to_state()
+
+
+def test_a_token_an_older_bus_kept_is_not_kept_again() -> None:
+    """A snapshot an older bus wrote holds register's replies with their tokens; loaded,
+    they lose them, so the next snapshot holds none."""
+    from hivemem.memory_bus.protocol import encode_reply, unpack_reply
+
+    replies = RecentReplies(10)
+    replies.load([[7, 1, "__admin__", encode_reply(1, {"token": "5f1c" * 16})],
+                  [7, 2, "alice", encode_reply(2, {"op": "ADD", "item_id": 3})]])  # fmt: skip
+    assert unpack_reply(replies.get((7, 1, "__admin__")) or b"")["result"] == {}
+    assert unpack_reply(replies.get((7, 2, "alice")) or b"")["result"]["item_id"] == 3
+    assert b"5f1c" not in b"".join(r[3] for r in replies.to_state())
