@@ -184,7 +184,8 @@ def _check_log_file(path: Path, report: DataCheck, is_log: bool) -> Damage | Non
     while offset < len(data):
         end = frame_end(data, offset)
         if end is None:
-            follows = next_frame(data, offset + 1, seen.last_seq)
+            after = seen.last_seq if seen.last_seq is not None else report.last_seq
+            follows = next_frame(data, offset + 1, after)
             if follows is None and is_log:  # the process died writing it: not damage
                 report.torn_tail_bytes = len(data) - offset
                 return None

@@ -138,16 +138,17 @@ def frame(payload: bytes) -> bytes:
     return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_frames(data: bytes, path: Path) -> tuple[list[memoryview], int]:
+def read_frames(data: bytes, path: Path, before: int | None = None) -> tuple[list[memoryview], int]:
     """Payloads of the whole frames in ``data`` (views of it, not copies) and the length
-    of the valid prefix."""
+    of the valid prefix; ``before``: the seq of the record before the first (None: not
+    known), for telling a torn first record from damage (:func:`next_frame`)."""
     payloads: list[memoryview] = []
     offset = 0
     view = memoryview(data)
     while offset < len(data):
         end = frame_end(data, offset)
         if end is None:
-            if next_frame(data, offset + 1, _seq_of(payloads[-1]) if payloads else None):
+            if next_frame(data, offset + 1, _seq_of(payloads[-1]) if payloads else before):
                 raise JournalCorruptError(path, offset)
             break
         payloads.append(view[offset + FRAME.size : end])
@@ -268,20 +269,30 @@ agent's memories, private tiers included (the tokens that reach them stay out of
 
 def make_private(data_dir: Path) -> None:
     """Create ``data_dir`` if missing, and take every access but its owner's from it and
-    its files (a directory made under an open umask, or by an older hivemem)."""
+    the files in it this process owns (a directory made under an open umask, or by an
+    older hivemem). What another user owns (a group's shared folder, a file root left
+    there) is left as it is, with a warning: a bus that started on it before still does.
+    """
     data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    opened = []
+    closed, left = [], []
     for path in [data_dir, *data_dir.iterdir()]:
-        mode = path.lstat().st_mode
-        if path.is_symlink() or not mode & 0o077:
+        info = path.lstat()
+        if path.is_symlink() or not info.st_mode & 0o077:
             continue
-        path.chmod(PRIVATE_DIR if path.is_dir() else PRIVATE_FILE)
-        opened.append(path.name)
-    if opened:
-        log.warning(
-            "%s: took group and other access from %s (a data directory is its owner's alone)",
-            data_dir, ", ".join(sorted(opened)[:5]) + (" ..." if len(opened) > 5 else ""),
-        )  # fmt: skip
+        try:
+            if info.st_uid != os.geteuid():
+                raise PermissionError
+            path.chmod(PRIVATE_DIR if path.is_dir() else PRIVATE_FILE)
+            closed.append(path.name)
+        except PermissionError:
+            left.append(path.name)
+    for names, what in ((closed, "took group and other access from"),
+                        (left, "cannot close (another user's) group and other access to")):  # fmt: skip
+        if names:
+            log.warning(
+                "%s: %s %s (a data directory is its owner's alone)",
+                data_dir, what, ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else ""),
+            )  # fmt: skip
 
 
 def log_parts(data_dir: Path) -> list[tuple[int, Path]]:
@@ -500,12 +511,12 @@ class Journal:
                 part.unlink(missing_ok=True)
                 continue
             data = part.read_bytes()
-            payloads, valid = read_frames(data, part)
+            payloads, valid = read_frames(data, part, self._expected - 1)
             if valid < len(data):  # a part was whole when it was closed
                 raise JournalCorruptError(part, valid)
             yield from self._records(payloads, part, snapshot_seq)
         data = self.log_path.read_bytes()
-        payloads, valid = read_frames(data, self.log_path)
+        payloads, valid = read_frames(data, self.log_path, self._expected - 1)
         if valid < len(data):
             log.warning(
                 "cut %d bytes off the end of %s at byte %d: a last record the process did "

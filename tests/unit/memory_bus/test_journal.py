@@ -478,3 +478,43 @@ def test_a_snapshot_goes_in_frames_of_at_most_a_chunk(
     with Journal(tmp_path, "no") as journal:
         assert journal.load_snapshot() == state
     assert check_data_dir(tmp_path).snapshot_seq == 1
+
+
+def test_a_torn_first_record_after_a_snapshot_holding_a_framed_record_is_a_tear(
+    tmp_path: Path,
+) -> None:
+    """After a snapshot, journal.log starts afresh: its first record had no record
+    before it to say which seqs could follow, so any framed map with a seq in its client
+    bytes made the tear damage."""
+    from hivemem.memory_bus.data_check import check_data_dir
+    from hivemem.memory_bus.journal import frame
+    from hivemem.memory_bus.protocol import pack
+
+    with Journal(tmp_path, "no") as journal:
+        for record in RECORDS[:2]:
+            journal.append(record)
+        seq = journal.begin_snapshot()
+        journal.write_snapshot({"held": 2}, seq)
+        journal.end_snapshot(seq)
+        journal.append({"meta": frame(pack({"seq": 3, "record": {}})) + b"\x01" * 40})
+    log = tmp_path / "journal.log"
+    log.write_bytes(log.read_bytes()[:-3])
+    assert check_data_dir(tmp_path).ok
+    assert replayed(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user's takes root")
+def test_a_file_another_user_owns_in_a_data_directory_is_left_as_it_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bus closes the modes of what it owns in its directory; another user's file (as
+    root left there, or in a group's shared folder) it cannot change, and must not fail
+    on: it started there before."""
+    theirs = tmp_path / "notes.txt"
+    theirs.write_text("someone else's")
+    theirs.chmod(0o644)
+    os.chown(theirs, 65534, 65534)
+    with Journal(tmp_path, "no"):
+        pass
+    assert theirs.stat().st_mode & 0o777 == 0o644
+    assert "cannot close (another user's)" in caplog.text and "notes.txt" in caplog.text
