@@ -3,6 +3,7 @@ client they open, and how a refusal ends them (a message and exit status 1)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,10 +23,11 @@ SECRET_FILE = typer.Option(
 AGENT = typer.Option(None, help="Act as this agent (default: the admin).")
 TOKEN = typer.Option(
     None,
-    envvar="HIVEMEM_TOKEN",
-    help="The agent's token, for when you do not hold the secret. Prefer the environment"
-    " variable to the option: a command line is visible to every user of the machine.",
+    help="The agent's token, for when you do not hold the secret. Without it and without"
+    " --secret-file, $HIVEMEM_TOKEN: prefer that, as a command line is visible to every"
+    " user of the machine.",
 )
+TOKEN_VARIABLE = "HIVEMEM_TOKEN"
 TIMEOUT = typer.Option(5.0, min=0.001, max=86_400.0, help="Seconds to wait for each reply.")
 CURVE_KEY = typer.Option(
     None, help="This client's CURVE secret certificate (zmq.auth), for a bus that uses CURVE."
@@ -44,7 +46,12 @@ def read_secret(path: Path) -> bytes:
 
 
 def identity(secret_file: Path | None, agent: str | None, token: str | None) -> tuple[str, str]:
-    """(agent id, token) to act as: the admin unless an agent is named."""
+    """(agent id, token) to act as: the admin unless an agent is named.
+
+    The token given, else one made from the secret file, else ``$HIVEMEM_TOKEN``: a
+    variable exported for one agent must not stand in for a secret file given on the
+    command line (the admin's commands then sent that agent's token).
+    """
     from hivemem.memory_bus.auth import token_for
     from hivemem.memory_bus.protocol import ADMIN_AGENT
 
@@ -53,9 +60,14 @@ def identity(secret_file: Path | None, agent: str | None, token: str | None) -> 
     agent_id = agent or ADMIN_AGENT
     if token is not None:
         return agent_id, token
-    if secret_file is None:
-        raise typer.BadParameter("give --secret-file (tokens are made from it) or --token")
-    return agent_id, token_for(read_secret(secret_file), agent_id)
+    if secret_file is not None:
+        return agent_id, token_for(read_secret(secret_file), agent_id)
+    from_environment = os.environ.get(TOKEN_VARIABLE)
+    if not from_environment:
+        raise typer.BadParameter(
+            f"give --secret-file (tokens are made from it), --token or ${TOKEN_VARIABLE}"
+        )
+    return agent_id, from_environment
 
 
 def client_args(

@@ -45,6 +45,10 @@ def test_a_token_can_come_from_the_environment(served: tuple[BusServer, Path]) -
     ping = subprocess.run([*CLI, "ping", "-a", server.address, "--agent", "alice"],
                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     assert ping.returncode == 0 and json.loads(ping.stdout)["agent"] == "alice"
+    # a secret file given stands: the variable is not the admin's token
+    stats = subprocess.run([*CLI, "stats", "-a", server.address, "--secret-file", str(secret_file)],
+                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert stats.returncode == 0, stats.stderr
 
 
 def test_token_ping_and_stats(served: tuple[BusServer, Path]) -> None:
