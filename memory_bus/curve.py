@@ -23,16 +23,74 @@ class CurveConfig:
     public_keys_dir: Path
 
 
-def secure(ctx: zmq.Context[Any], curve: CurveConfig, *sockets: zmq.Socket[Any]) -> Any:
+class AllowedKeys:
+    """The public keys of the clients a bus lets in, as ``zmq.auth``'s credentials
+    provider: read here, from the ``*.key`` files of one folder, not by ``zmq.auth``.
+
+    ``zmq.auth`` reads a folder by a glob of its path: a folder named ``*`` let every
+    key in (``CURVE_ALLOW_ANY``), ``/keys/*`` let in the keys of every sibling folder,
+    and a path with ``[`` loaded none; and it keeps the keys it had, with a log line
+    alone, when a file cannot be read, so that a key taken out to revoke a client
+    stayed good.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.keys: frozenset[bytes] = frozenset()
+
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        """Whether ``client_key`` (z85) may connect (``zmq.auth`` asks, per connection)."""
+        return client_key in self.keys
+
+    def read(self) -> list[str]:
+        """Read the folder again: from now on, exactly the keys of its readable ``*.key``
+        files are allowed (an unreadable one lets nobody in by it). Returns what could
+        not be read, one line each.
+
+        Raises:
+            ConfigError: the folder is not a directory.
+        """
+        from zmq.auth import load_certificate
+
+        if not self.folder.is_dir():
+            raise ConfigError(f"the allowed clients' public keys: {self.folder} is not a directory")
+        keys, unreadable = set(), []
+        for path in sorted(self.folder.iterdir()):
+            if path.suffix != ".key" or not path.is_file():
+                continue
+            try:
+                public, _ = load_certificate(path)
+            except (OSError, ValueError) as exc:
+                unreadable.append(f"{path}: {exc}")
+                continue
+            if public:
+                keys.add(public)
+            else:
+                unreadable.append(f"{path}: no public key in it")
+        self.keys = frozenset(keys)
+        return unreadable
+
+
+def secure(
+    ctx: zmq.Context[Any], curve: CurveConfig, *sockets: zmq.Socket[Any]
+) -> tuple[Any, AllowedKeys]:
     """Turn on CURVE for ``sockets``: clients must hold a key from ``public_keys_dir``.
 
     Returns:
-        The running authenticator thread (``stop()`` it with the sockets).
+        The running authenticator thread (``stop()`` it with the sockets), and the keys
+        it lets in (:meth:`AllowedKeys.read` reads them again).
+
+    Raises:
+        ConfigError: the server's key cannot be loaded, or the folder of client keys is
+            not a directory or holds a ``*.key`` file that cannot be read.
     """
     from zmq.auth import load_certificate
     from zmq.auth.thread import ThreadAuthenticator
 
-    _keys_dir(curve)
+    allowed = AllowedKeys(curve.public_keys_dir)
+    unreadable = allowed.read()
+    if unreadable:
+        raise ConfigError("cannot read a client's public key: " + "; ".join(unreadable))
     try:
         public, secret = load_certificate(curve.secret_key_file)
     except (OSError, ValueError) as exc:
@@ -43,30 +101,7 @@ def secure(ctx: zmq.Context[Any], curve: CurveConfig, *sockets: zmq.Socket[Any])
         raise ConfigError(f"{curve.secret_key_file} holds no secret key (a public certificate?)")
     auth = ThreadAuthenticator(ctx)
     auth.start()
-    auth.configure_curve(domain="*", location=_keys_dir(curve))
+    auth.configure_curve_callback(domain="*", credentials_provider=allowed)
     for sock in sockets:
         sock.curve_publickey, sock.curve_secretkey, sock.curve_server = public, secret, True
-    return auth
-
-
-def reload_keys(auth: Any, curve: CurveConfig) -> int:
-    """Have ``auth`` (from :func:`secure`) read the allowed clients' keys again; how many
-    there are now."""
-    auth.configure_curve(domain="*", location=_keys_dir(curve))
-    return len(auth.certs.get("*", {}))
-
-
-def _keys_dir(curve: CurveConfig) -> str:
-    """The folder of allowed clients' keys, as an absolute path for ``zmq.auth``.
-
-    Absolute, because ``zmq.auth`` reads the location ``*`` as "let every key in"
-    (``CURVE_ALLOW_ANY``): a folder named ``*`` in the working directory let in clients
-    with any key.
-
-    Raises:
-        ConfigError: it is not a directory (``zmq.auth`` would log it and let nobody in).
-    """
-    path = Path(curve.public_keys_dir)
-    if not path.is_dir():
-        raise ConfigError(f"the allowed clients' public keys: {path} is not a directory")
-    return str(path.resolve())
+    return auth, allowed

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import zmq
 from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
 from hivemem.memory_bus.collector import COLLECTOR_PAUSE, OLD_OBJECT_FREEZER
-from hivemem.memory_bus.curve import CurveConfig, reload_keys, secure
+from hivemem.memory_bus.curve import AllowedKeys, CurveConfig, secure
 from hivemem.memory_bus.dispatch import Dispatcher
 from hivemem.memory_bus.durability import (
     SNAPSHOT_LOG_BYTES,
@@ -170,7 +170,7 @@ class BusServer:
         # Held while a request is handled and settled (see inspect).
         self._between = threading.Lock()
         self.curve = curve
-        self._auth: Any = None  # the CURVE authenticator while serving
+        self._allowed_keys: AllowedKeys | None = None  # CURVE's, while serving
         self.metrics = metrics or BusMetrics()
         self._replies = RecentReplies(dedup_size)
         self._durability = Durability(
@@ -299,23 +299,25 @@ class BusServer:
             OLD_OBJECT_FREEZER.release()
             self._freezing = False
 
-    def reload_curve_keys(self) -> int:
+    def reload_curve_keys(self) -> tuple[int, list[str]]:
         """Read the allowed clients' public keys (CURVE) again: a key taken out of the
         folder is refused from the next connection on, and one put in is let in.
         Connections made before stay until they close (ZeroMQ checks a key once, when a
         peer connects). ``hivemem bus serve`` calls this on SIGHUP.
 
         Returns:
-            How many client keys are allowed now.
+            How many client keys are allowed now, and the ``*.key`` files that could not
+            be read (no client gets in by them).
 
         Raises:
             HivememError: this bus does not use CURVE, or is not serving.
-            ConfigError: the folder of keys is gone.
+            ConfigError: the folder of keys is gone (the keys read before stay).
         """
-        auth = self._auth
-        if self.curve is None or auth is None:
+        allowed = self._allowed_keys
+        if allowed is None:
             raise HivememError("this bus does not use CURVE, or is not serving")
-        return reload_keys(auth, self.curve)
+        unreadable = allowed.read()
+        return len(allowed.keys), unreadable
 
     def request_stop(self) -> None:
         """Ask the server to stop (safe from a signal handler); :meth:`serve_forever` returns."""
@@ -359,7 +361,6 @@ class BusServer:
             # policy to its name (the in-process path answers as soon as start returns)
             self.metrics.name_policies(self.store)
             router, pub, auth = self._bind(ctx)
-            self._auth = auth
         except BaseException as exc:  # reported to start(), which raises it
             self._failure = exc
             self._ready.set()
@@ -371,7 +372,7 @@ class BusServer:
         finally:
             router.close(linger=0)
             pub.close(linger=0)
-            self._auth = None
+            self._allowed_keys = None
             if auth is not None:
                 auth.stop()
             ctx.term()
@@ -385,7 +386,8 @@ class BusServer:
         pub.setsockopt(zmq.SNDHWM, self.event_queue)
         auth = None
         try:
-            auth = secure(ctx, self.curve, router, pub) if self.curve else None
+            if self.curve is not None:
+                auth, self._allowed_keys = secure(ctx, self.curve, router, pub)
             self.address = _bind(router, self.host, self._port, "requests")
             self.pub_address = _bind(pub, self.host, self._pub_port, "events")
         except BaseException:

@@ -250,11 +250,13 @@ def _secret(path: Path | None, make: Callable[[], bytes]) -> bytes | None:
 def _reload_keys(server: BusServer) -> None:
     """Read the allowed clients' CURVE keys again (on SIGHUP) and say how many there are."""
     try:
-        allowed = server.reload_curve_keys()
+        allowed, unreadable = server.reload_curve_keys()
     except HivememError as exc:
         typer.echo(f"warning: the CURVE client keys were not read again: {exc}", err=True)
         return
     typer.echo(f"read the CURVE client keys again: {allowed} allowed", err=True)
+    for line in unreadable:
+        typer.echo(f"warning: no client gets in by {line}", err=True)
 
 
 def _fsync_policy(name: str) -> FsyncPolicy:

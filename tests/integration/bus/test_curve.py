@@ -124,9 +124,33 @@ def test_keys_taken_out_or_put_in_count_once_reloaded(tmp_path: Path) -> None:
         assert not _served(server.address, tokens["alice"], new)
         (allowed / "old.key").unlink()
         (others / "new.key").rename(allowed / "new.key")
-        assert server.reload_curve_keys() == 1
+        assert server.reload_curve_keys() == (1, [])
         assert not _served(server.address, tokens["alice"], old)
         assert _served(server.address, tokens["alice"], new)
+        # a half-copied key: zmq.auth kept the keys it had then, the revoked one too
+        (allowed / "new.key").rename(others / "new.key")
+        (allowed / "half.key").write_text("metadata\n")
+        count, unreadable = server.reload_curve_keys()
+        assert count == 0 and len(unreadable) == 1 and "half.key" in unreadable[0]
+        assert not _served(server.address, tokens["alice"], new)
+
+
+def test_a_keys_folder_lets_in_its_own_keys_not_its_siblings(tmp_path: Path) -> None:
+    """zmq.auth reads a folder by a glob of its path: ``keys/*`` let in the keys of every
+    folder beside it."""
+    keys_root = tmp_path / "keys"
+    (keys_root / "*").mkdir(parents=True)
+    (keys_root / "revoked").mkdir()
+    server_public, _ = keys(tmp_path, "server")
+    mine_public, mine_secret = keys(keys_root / "*", "mine")
+    gone_public, gone_secret = keys(keys_root / "revoked", "gone")
+    curve = CurveConfig(tmp_path / "server.key_secret", keys_root / "*")
+    server, tokens = make_server(curve=curve)
+    with server:
+        mine = {"public": mine_public, "secret": mine_secret, "server": server_public}
+        gone = {"public": gone_public, "secret": gone_secret, "server": server_public}
+        assert _served(server.address, tokens["alice"], mine)
+        assert not _served(server.address, tokens["alice"], gone)
 
 
 def test_a_keys_folder_named_star_lets_in_only_its_keys(
