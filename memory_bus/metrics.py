@@ -40,6 +40,7 @@ class BusMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._http: list[Any] = []  # the /metrics servers of serve()
         r = self.registry
         self.requests = Counter(
             "hivemem_bus_requests",
@@ -175,9 +176,19 @@ class BusMetrics:
         self.memory.recalled(tier, now, results)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Expose ``/metrics`` over HTTP on ``addr:port`` (0: any free port); returns the port."""
+        """Expose ``/metrics`` over HTTP on ``addr:port`` (0: any free port) until
+        :meth:`stop_serving`; returns the port."""
         server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        self._http.append(server)
         return int(server.server_port)
+
+    def stop_serving(self) -> None:
+        """Close every ``/metrics`` endpoint :meth:`serve` opened: a stopped bus must not
+        go on answering scrapes, or Prometheus counts it up."""
+        while self._http:
+            server = self._http.pop()
+            server.shutdown()
+            server.server_close()
 
 
 def _child(cache: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:

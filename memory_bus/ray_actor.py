@@ -3,17 +3,23 @@
 Ray is imported here only. The actor owns a :class:`BusServer` bound to its node's IP
 (or the host given) and hands out the address; clients then talk ZeroMQ directly, not
 through Ray calls.
+
+A bus actor serves from its start until :meth:`BusActor.stop`; after that the actor
+process stays (until killed) but serves nothing: :func:`find_bus_actor` refuses it and
+:func:`start_bus_actor` kills it and starts a new one under the name.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
 from hivemem.memory_bus.config import StoreConfig
-from hivemem.memory_bus.errors import ConfigError
+from hivemem.memory_bus.errors import ConfigError, HivememError
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.server import BusServer
@@ -22,40 +28,92 @@ from hivemem.memory_bus.store import MemoryStore
 DEFAULT_NAME = "hivemem-bus"
 DEFAULT_NAMESPACE = "hivemem"
 
+NAME_WAIT_S = 10.0
+"""How long :func:`start_bus_actor` waits for Ray to free the name of a dead bus actor
+(about a second after its death here) before it can start a new one under it."""
+
+
+@dataclass(frozen=True)
+class BusLaunch:
+    """How a bus actor was asked to serve: what a caller joining it by name must agree on.
+
+    Attributes:
+        host: Interface to bind; None: the node's IP.
+        port: ROUTER port; 0: any free one.
+        pub_port: PUB (events) port; 0: any free one.
+        data_dir: The journal's folder on the actor's node; None: memory only.
+        shard: ``(index, count)`` of this server in a sharded bus.
+        metrics: Whether the actor serves ``/metrics``.
+        spin_us: Busy polling after each answer, in microseconds.
+    """
+
+    host: str | None = None
+    port: int = 0
+    pub_port: int = 0
+    data_dir: str | None = None
+    shard: tuple[int, int] = (0, 1)
+    metrics: bool = False
+    spin_us: int = 0
+
+    def differences(self, running: BusLaunch) -> list[str]:
+        """What ``running`` (a live actor's launch) has otherwise than this one asks."""
+        asked, theirs = asdict(self), asdict(running)
+        return [
+            f"{key} {theirs[key]!r} (asked {asked[key]!r})"
+            for key in asked
+            if asked[key] != theirs[key]
+        ]
+
+
+def default_pub_port(port: int, pub_port: int | None) -> int:
+    """The events port: ``pub_port`` if given, else ``port + 1`` for a fixed ``port`` (as
+    ``hivemem bus serve`` does, so subscribers find a restarted bus), else any (0).
+
+    Raises:
+        ConfigError: ``port`` 65535 leaves no ``port + 1``.
+    """
+    if pub_port is not None:
+        return pub_port
+    if port == 65535:
+        raise ConfigError("port 65535 leaves no port + 1 for events: give pub_port")
+    return port + 1 if port else 0
+
 
 class BusActor:
-    """Holds one bus server for the life of the actor."""
+    """Holds one bus server for the life of the actor (until :meth:`stop`)."""
 
-    def __init__(
-        self,
-        config_json: str,
-        secret: bytes,
-        host: str | None,
-        port: int,
-        data_dir: str | None,
-        shard: tuple[int, int] = (0, 1),
-        metrics: bool = False,
-        spin_us: int = 0,
-    ) -> None:
-        store = MemoryStore(StoreConfig.model_validate_json(config_json)).as_shard(*shard)
-        journal = Journal(data_dir) if data_dir else None
-        bind = host or ray.util.get_node_ip_address()
-        bus_metrics = BusMetrics() if metrics else None
+    def __init__(self, config_json: str, secret: bytes, launch: BusLaunch) -> None:
+        store = MemoryStore(StoreConfig.model_validate_json(config_json)).as_shard(*launch.shard)
+        journal = Journal(launch.data_dir) if launch.data_dir else None
+        bind = launch.host or ray.util.get_node_ip_address()
+        bus_metrics = BusMetrics() if launch.metrics else None
+        self.launch = launch
         self.server = BusServer(
             store,
             host=bind,
-            port=port,
+            port=launch.port,
+            pub_port=launch.pub_port,
             secret=secret,
             journal=journal,
             metrics=bus_metrics,
-            spin_us=spin_us,
+            spin_us=launch.spin_us,
         ).start()
+        self.stopped = False
         # /metrics on a free port of the actor's node: shards may share a node
-        self.metrics = f"{bind}:{bus_metrics.serve(0, bind)}" if bus_metrics else ""
+        self._bus_metrics = bus_metrics
+        self.metrics = ""
+        if bus_metrics is not None:
+            self.metrics = f"{bind}:{bus_metrics.serve(0, bind)}"
 
     def addresses(self) -> dict[str, str]:
         """ROUTER and PUB addresses, the Ray node id, and ``metrics`` (host:port of
-        /metrics) if served."""
+        /metrics) if served.
+
+        Raises:
+            HivememError: the bus was stopped (its addresses answer nothing).
+        """
+        if self.stopped:
+            raise HivememError("this bus actor was stopped: it serves nothing")
         out = {
             "address": self.server.address,
             "pub": self.server.pub_address,
@@ -65,18 +123,32 @@ class BusActor:
             out["metrics"] = self.metrics
         return out
 
-    def serves(self, config_json: str, secret: bytes) -> bool:
-        """Whether this actor's bus is the one ``config_json`` and ``secret`` describe
-        (a caller joining it by name checks that it joined the bus it meant)."""
-        same = self.server.store.config == StoreConfig.model_validate_json(config_json)
-        return same and hmac.compare_digest(self.server.secret, secret)
+    def serving(self) -> bool:
+        """Whether the bus serves (it does from the actor's start until :meth:`stop`)."""
+        return not self.stopped
+
+    def serves(self, config_json: str, secret: bytes, launch: BusLaunch) -> list[str]:
+        """What differs between this actor's bus and the one described (empty: none), so
+        a caller joining it by name learns that it joined another bus than it meant
+        (where writes it believes durable would not be). A stopped bus serves nothing:
+        ``["stopped"]``.
+        """
+        if self.stopped:
+            return ["stopped"]
+        differs = launch.differences(self.launch)
+        if self.server.store.config != StoreConfig.model_validate_json(config_json):
+            differs.append("store configuration")
+        if not hmac.compare_digest(self.server.secret, secret):
+            differs.append("secret")
+        return differs
 
     def spin_us(self) -> int:
         """The server's busy polling after each answer, in microseconds (0: off)."""
         return round(self.server.spin_s * 1e6)
 
     def pid(self) -> int:
-        """The actor's process id (benchmarks read its memory from /proc)."""
+        """The actor's process id (benchmarks read its memory from /proc; a runner
+        asks it to learn that the actor lives)."""
         return os.getpid()
 
     def stats(self) -> dict[str, Any]:
@@ -84,8 +156,14 @@ class BusActor:
         return self.server.inspect(MemoryStore.stats)
 
     def stop(self) -> None:
-        """Stop the server (the actor stays until killed)."""
+        """Stop the server and its ``/metrics`` endpoint (the actor stays until killed,
+        serving nothing: :func:`start_bus_actor` replaces it). Stopping twice is a no-op."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.server.stop()
+        if self._bus_metrics is not None:  # else Prometheus scrapes a dead bus as a live one
+            self._bus_metrics.stop_serving()
 
 
 def start_bus_actor(
@@ -96,29 +174,116 @@ def start_bus_actor(
     namespace: str = DEFAULT_NAMESPACE,
     host: str | None = None,
     port: int = 0,
-    data_dir: str | None = None,
+    pub_port: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
     num_cpus: float = 0,
     shard: tuple[int, int] = (0, 1),
+    metrics: bool = False,
+    spin_us: int = 0,
 ) -> tuple[Any, dict[str, str]]:
-    """Start the named bus actor, or join the one already running under that name
-    (which must serve ``config`` under ``secret``: :class:`ConfigError` otherwise, where
-    before the call joined it and the caller's tokens failed later).
+    """Start the named bus actor, or join the one already serving under that name.
+
+    A bus joined must be the one asked for: same ``config``, ``secret``, ``host``,
+    ``port``, ``pub_port``, ``data_dir``, ``shard``, ``metrics`` and ``spin_us`` (a
+    caller that asked for a data dir and joined a bus without one would believe its
+    writes durable). A bus actor found stopped (:meth:`BusActor.stop`) or dead is
+    replaced: killed, and a new one started once Ray frees the name.
 
     ``shard`` is ``(index, count)`` for one server of a sharded bus (its store hands out
     ids ``1 + index``, ``1 + index + count``, ...); :func:`start_bus_shards` starts all
-    the shards of a bus, spread over the nodes.
+    the shards of a bus, spread over the nodes. ``pub_port`` (events) defaults to
+    ``port + 1`` for a fixed ``port``, as ``hivemem bus serve``'s does, so that event
+    subscribers find a bus restarted on its port; else any free port.
 
     Returns:
-        The actor handle and its ``{"address", "pub"}``.
+        The actor handle and its ``{"address", "pub", "node"}`` (and ``metrics``).
+
+    Raises:
+        ConfigError: an actor of that name serves another bus; the message names what
+            differs.
+        HivememError: the actor could not start (e.g. its port is taken), or the name of
+            a dead one was not freed within :data:`NAME_WAIT_S`.
     """
-    actor = _launch(config, secret, name, namespace, host, port, data_dir, num_cpus, shard)
-    if not ray.get(actor.serves.remote(config.model_dump_json(), secret)):
+    launch = BusLaunch(
+        host,
+        port,
+        default_pub_port(port, pub_port),
+        None if data_dir is None else os.fspath(data_dir),
+        tuple(shard),  # type: ignore[arg-type]
+        metrics,
+        spin_us,
+    )
+    old = _named(name, namespace)
+    if old is not None and _serving(old):
+        actor = old
+    else:
+        actor = _replace(old, config, secret, name, namespace, launch, num_cpus)
+    differs = ray.get(actor.serves.remote(config.model_dump_json(), secret, launch))
+    if differs:
         raise ConfigError(
             f"a bus actor named {name!r} (Ray namespace {namespace!r}) already runs with "
-            "another store configuration or secret: stop it, or give another name"
+            f"another {', '.join(differs)}: stop it, or give another name",
+            name=name,
+            differs=differs,
         )
     addresses: dict[str, str] = ray.get(actor.addresses.remote())
     return actor, addresses
+
+
+def _named(name: str, namespace: str) -> Any:
+    """The actor of that name, or None (Ray may still hand out a dead one for a while)."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def _serving(actor: Any) -> bool:
+    """Whether ``actor`` lives and its bus was not stopped (waits for its start)."""
+    try:
+        return bool(ray.get(actor.serving.remote()))
+    except ray.exceptions.RayActorError:
+        return False
+
+
+def _replace(
+    old: Any,
+    config: StoreConfig,
+    secret: bytes,
+    name: str,
+    namespace: str,
+    launch: BusLaunch,
+    num_cpus: float,
+) -> Any:
+    """Start a bus actor under ``name`` in place of ``old`` (None, stopped or dead).
+
+    Ray frees the name of a killed or failed actor a moment after its death; until then
+    ``get_if_exists`` hands back the dead one (whose failure a caller would take for its
+    own), so this waits for a handle to another actor.
+    """
+    if old is not None:
+        ray.kill(old, no_restart=True)
+    deadline = time.monotonic() + NAME_WAIT_S
+    actor = _launch(config, secret, name, namespace, launch, num_cpus)
+    while old is not None and actor._actor_id == old._actor_id:  # Ray's id, no public one
+        if time.monotonic() > deadline:
+            raise HivememError(
+                f"the bus actor {name!r} (Ray namespace {namespace!r}) died or was stopped, "
+                f"and Ray did not free its name within {NAME_WAIT_S} s",
+                name=name,
+            )
+        time.sleep(0.1)
+        actor = _launch(config, secret, name, namespace, launch, num_cpus)
+    _started(actor, name)
+    return actor
+
+
+def _started(actor: Any, name: str) -> None:
+    """Wait for ``actor`` to start; a start that failed raises its reason, translated."""
+    try:
+        ray.get(actor.pid.remote())
+    except ray.exceptions.RayActorError as exc:
+        raise HivememError(f"the bus actor {name!r} failed to start: {exc}", name=name) from exc
 
 
 def _launch(
@@ -126,19 +291,14 @@ def _launch(
     secret: bytes,
     name: str,
     namespace: str,
-    host: str | None,
-    port: int,
-    data_dir: str | None,
-    num_cpus: float,
-    shard: tuple[int, int],
-    metrics: bool = False,
+    launch: BusLaunch,
+    num_cpus: float = 0,
     placement: Any = "SPREAD",
-    spin_us: int = 0,
 ) -> Any:
     remote = ray.remote(num_cpus=num_cpus, max_restarts=0)(BusActor)
     return remote.options(
         name=name, namespace=namespace, get_if_exists=True, scheduling_strategy=placement
-    ).remote(config.model_dump_json(), secret, host, port, data_dir, shard, metrics, spin_us)
+    ).remote(config.model_dump_json(), secret, launch)
 
 
 def start_bus_shards(
@@ -168,18 +328,18 @@ def start_bus_shards(
             secret,
             f"{name}-{i}",
             namespace,
-            None,
-            0,
-            None,
-            0,
-            (i, shards),
-            metrics,
-            placement[i],
-            spin_us,
+            BusLaunch(shard=(i, shards), metrics=metrics, spin_us=spin_us),
+            placement=placement[i],
         )
         for i in range(shards)
     ]
-    found: list[dict[str, str]] = ray.get([a.addresses.remote() for a in actors])
+    try:
+        found: list[dict[str, str]] = ray.get([a.addresses.remote() for a in actors])
+    except ray.exceptions.RayError as exc:
+        for actor in actors:  # the shards that did start serve no bus anyone can use
+            ray.kill(actor, no_restart=True)
+        remove_placement(group)
+        raise HivememError(f"the shards of bus {name!r} failed to start: {exc}") from exc
     return actors, found, group
 
 
@@ -231,7 +391,18 @@ def remove_placement(group: Any) -> None:
 def find_bus_actor(
     name: str = DEFAULT_NAME, namespace: str = DEFAULT_NAMESPACE
 ) -> tuple[Any, dict[str, str]]:
-    """The running bus actor of that name and its addresses (raises ValueError if none)."""
+    """The serving bus actor of that name and its addresses.
+
+    Raises:
+        ValueError: no actor of that name (Ray's error).
+        HivememError: the actor of that name died or its bus was stopped (its address
+            would answer nothing; :func:`start_bus_actor` replaces it).
+    """
     actor: Any = ray.get_actor(name, namespace=namespace)
+    if not _serving(actor):
+        raise HivememError(
+            f"the bus actor {name!r} (Ray namespace {namespace!r}) died or was stopped",
+            name=name,
+        )
     addresses: dict[str, str] = ray.get(actor.addresses.remote())
     return actor, addresses

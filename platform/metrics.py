@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hivemem.memory_bus.metrics import BusMetrics
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 TICK_BUCKETS = (1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -20,6 +21,7 @@ class DriverMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._bus: BusMetrics | None = None
         r = self.registry
         self.ticks = Counter("hivemem_driver_ticks", "Ticks completed", ["scenario"], registry=r)
         self.tick_seconds = Histogram(
@@ -74,6 +76,14 @@ class DriverMetrics:
             self.outcomes.labels(scenario, kind).inc(float(value))
         self.recalls.labels(scenario).inc(row.get("recalls", 0))
         self.recall_hits.labels(scenario).inc(row.get("hits", 0))
+
+    def bus(self) -> BusMetrics:
+        """The embedded bus's series (``hivemem_bus_*``) in this registry, made on first
+        use and then the same for every run: a series registers once per registry, so a
+        second run that made its own would fail with ``Duplicated timeseries``."""
+        if self._bus is None:
+            self._bus = BusMetrics(self.registry)
+        return self._bus
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` over HTTP on ``addr:port`` (loopback unless told otherwise)."""

@@ -18,7 +18,9 @@ bus does not have.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 import os
 import tempfile
 import time
@@ -40,7 +42,7 @@ from hivemem.platform.scenario import Scenario
 from hivemem.platform.ticks import TickRows
 from hivemem.scenarios.families import BUILTIN_MODULES
 
-"""Eviction policy names that need the task's future (Belady's MIN)."""
+log = logging.getLogger(__name__)
 
 TickCallback = Callable[[int, dict[str, Any]], None]
 
@@ -109,7 +111,7 @@ class _Bus:
     """
 
     def __init__(
-        self, scenario: Scenario, remote: bool, run_id: str, oracle: Any, registry: Any = None
+        self, scenario: Scenario, remote: bool, run_id: str, oracle: Any, metrics: Any = None
     ) -> None:
         from hivemem.memory_bus.auth import new_secret, token_for
         from hivemem.memory_bus.protocol import ADMIN_AGENT
@@ -137,9 +139,7 @@ class _Bus:
             self.nodes = [f["node"] for f in found]
             self.targets = write_bus_targets(scenario.name, run_id, found)
         else:
-            from hivemem.memory_bus.metrics import BusMetrics
-
-            metrics = BusMetrics(registry) if registry is not None and shards == 1 else None
+            bus_metrics = metrics.bus() if metrics is not None and shards == 1 else None
             for i in range(shards):
                 store = MemoryStore(config).as_shard(i, shards)
                 if oracle is not None:
@@ -147,7 +147,7 @@ class _Bus:
                 server = BusServer(
                     store,
                     secret=secret,
-                    metrics=metrics,
+                    metrics=bus_metrics,
                     spin_us=scenario.run.bus_spin_us,
                     freeze_old_objects=scenario.run.freeze_old_objects,
                 )
@@ -174,20 +174,90 @@ class _Bus:
         result: dict[str, Any] = self.admin.stats()
         return result
 
-    def close(self) -> None:
-        self.admin.close()
-        for server in self.servers:
-            server.stop()
-        if self.actors:
-            import ray
-            from hivemem.memory_bus.ray_actor import remove_placement
+    def check_alive(self) -> None:
+        """Raise at once if a server of the bus is gone: hosts waiting on a dead bus only
+        fail after their clients' timeouts and retries (minutes).
 
-            ray.get([a.stop.remote() for a in self.actors])
-            for actor in self.actors:
-                ray.kill(actor)
-            remove_placement(self._group)
-        if self.targets is not None:
-            self.targets.unlink(missing_ok=True)
+        A bus actor that does not answer within :data:`BUS_CHECK_S` is taken as busy,
+        not dead; only Ray's word that it died counts.
+
+        Raises:
+            HivememError: a bus actor died, or an embedded server stopped.
+        """
+        for i, server in enumerate(self.servers):
+            if not server.serving:
+                raise HivememError(f"the bus server (shard {i}) stopped", shard=i)
+        if not self.actors:
+            return
+        import ray
+        from ray.exceptions import RayActorError
+
+        refs = [a.pid.remote() for a in self.actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=BUS_CHECK_S)
+        for i, ref in enumerate(refs):
+            if ref in ready:
+                try:
+                    ray.get(ref)
+                except RayActorError as exc:
+                    raise HivememError(
+                        f"bus actor {i} (shard {i} of {len(refs)}) died: the run cannot go on",
+                        shard=i,
+                    ) from exc
+
+    def close(self) -> None:
+        """Stop every server and bus actor; never raises (failures are logged), so a
+        dead shard neither stops the cleanup of the rest nor hides the run's own error.
+
+        Kills, the placement group's release and the Prometheus targets file's removal
+        always happen: a targets file left behind keeps ``HivememBusDown`` firing.
+        """
+        try:
+            _logged("closing the admin client", self.admin.close)
+            for server in self.servers:
+                _logged("stopping a bus server", server.stop)
+            if self.actors:
+                _stop_actors(self.actors)
+        finally:
+            if self.actors:
+                import ray
+                from hivemem.memory_bus.ray_actor import remove_placement
+
+                for actor in self.actors:
+                    _logged("killing a bus actor", ray.kill, actor, no_restart=True)
+                _logged("removing the bus placement group", remove_placement, self._group)
+            if self.targets is not None:
+                self.targets.unlink(missing_ok=True)
+
+
+BUS_CHECK_S = 2.0
+"""Seconds without a host's answer before the runner checks that the bus lives, and the
+longest it waits for a bus actor's answer to that check."""
+
+STOP_WAIT_S = 10.0
+"""Seconds a closing run waits for each bus actor to stop (and flush its journal) before
+killing it."""
+
+HOST_CLOSE_WAIT_S = 2.0
+"""Seconds a closing run waits for its agent hosts to close before killing them."""
+
+
+def _logged(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """``call(*args, **kwargs)``; a failure is logged, not raised (cleanup goes on)."""
+    try:
+        call(*args, **kwargs)
+    except Exception:
+        log.warning("%s failed", what, exc_info=True)
+
+
+def _stop_actors(actors: list[Any]) -> None:
+    """Ask every actor to stop at once and wait for each in turn (at most
+    :data:`STOP_WAIT_S`), logging those that failed: one dead actor must not leave the
+    others serving."""
+    import ray
+
+    refs = [a.stop.remote() for a in actors]
+    for i, ref in enumerate(refs):
+        _logged(f"stopping bus actor {i}", ray.get, ref, timeout=STOP_WAIT_S)
 
 
 BUS_TARGETS_DIR = Path(tempfile.gettempdir()) / "hivemem" / "prom_bus_targets"
@@ -218,7 +288,12 @@ def split(specs: list[AgentSpec], hosts: int) -> list[list[AgentSpec]]:
 
 
 class _Hosts:
-    """The host actors of a run, with restart-and-retry around every call."""
+    """The host actors of a run, with restart-and-retry around every call.
+
+    ``bus_alive`` (:meth:`_Bus.check_alive`) is called whenever a host is silent for
+    :data:`BUS_CHECK_S` or fails, and raises if the bus is gone: a host waiting on a dead
+    bus would otherwise fail only after its client's timeouts and retries (3 x 60 s).
+    """
 
     def __init__(
         self,
@@ -228,6 +303,7 @@ class _Hosts:
         dim: int,
         run_id: str,
         embedder: EmbedderConfig | None = None,
+        bus_alive: Callable[[], None] | None = None,
     ) -> None:
         from hivemem.agents.host import host_actor_class
         from hivemem.memory_bus.ray_actor import spread_placement
@@ -252,9 +328,14 @@ class _Hosts:
         ]
         self.members = [{s.agent_id for s in block} for block in blocks]
         self.restarts = 0
+        self._bus_alive = bus_alive
         self._parts: list[dict[str, Any]] = []
         self._stepped_by: list[str] = []
-        infos = self._get([h.info.remote() for h in self.handles])
+        try:
+            infos = [self._result(h.info.remote()) for h in self.handles]
+        except BaseException:
+            self.close()  # hosts that did start would outlive the failed run
+            raise
         self.nodes = [i["node"] for i in infos]
         self._incarnation = [i["incarnation"] for i in infos]
 
@@ -269,19 +350,30 @@ class _Hosts:
             self._incarnation[i] = result["incarnation"]
         return result
 
-    @staticmethod
-    def _get(refs: Any) -> Any:
+    def _result(self, ref: Any) -> Any:
+        """``ray.get(ref)``, checking the bus (``bus_alive``) while the host is silent and
+        when it fails, so that a dead bus fails the run at once, with its own error."""
         import ray
+        from ray.exceptions import RayActorError
 
-        return ray.get(refs)
+        if self._bus_alive is None:
+            return ray.get(ref)
+        while not ray.wait([ref], timeout=BUS_CHECK_S)[0]:
+            self._bus_alive()
+        try:
+            return ray.get(ref)
+        except RayActorError:
+            raise  # the host died: the caller restarts it
+        except Exception:
+            self._bus_alive()
+            raise
 
     def _call(self, i: int, method: str, *args: Any) -> Any:
-        import ray
         from ray.exceptions import RayActorError
 
         for attempt in range(30):
             try:
-                return self._seen(i, ray.get(getattr(self.handles[i], method).remote(*args)))
+                return self._seen(i, self._result(getattr(self.handles[i], method).remote(*args)))
             except RayActorError:
                 if attempt == 29:
                     raise
@@ -289,7 +381,6 @@ class _Hosts:
         raise AssertionError("unreachable")
 
     def step(self, t: int, obs: dict[str, Any]) -> list[dict[str, Any]]:
-        import ray
         from ray.exceptions import RayActorError
 
         parts = [{a: o for a, o in obs.items() if a in m} for m in self.members]
@@ -298,7 +389,7 @@ class _Hosts:
         out = []
         for i, ref in enumerate(refs):
             try:
-                out.append(self._seen(i, ray.get(ref)))
+                out.append(self._seen(i, self._result(ref)))
             except RayActorError:
                 out.append(self._call(i, "step", t, parts[i]))
         self._stepped_by = [r["incarnation"] for r in out]
@@ -309,13 +400,12 @@ class _Hosts:
         restarted, steps again (same observations) and commits again; its request ids
         are numbered by tick under a stable client id, so writes the bus had already
         applied are answered from the bus's memory, not applied twice."""
-        import ray
         from ray.exceptions import RayActorError
 
         out = []
         for i, handle in enumerate(self.handles):
             try:
-                result = self._seen(i, ray.get(handle.commit.remote(t)))
+                result = self._seen(i, self._result(handle.commit.remote(t)))
             except RayActorError:
                 result = None
             if result is None or result["incarnation"] != self._stepped_by[i]:
@@ -328,13 +418,16 @@ class _Hosts:
         return out
 
     def close(self) -> None:
+        """Close every host (waiting at most :data:`HOST_CLOSE_WAIT_S`: a host stuck on a
+        dead bus never gets to its close), then kill them all and release their group."""
         import ray
         from hivemem.memory_bus.ray_actor import remove_placement
 
+        refs = [h.close.remote() for h in self.handles]
+        with contextlib.suppress(Exception):
+            ray.wait(refs, num_returns=len(refs), timeout=HOST_CLOSE_WAIT_S)
         for h in self.handles:
-            with contextlib.suppress(Exception):
-                ray.get(h.close.remote())
-            ray.kill(h, no_restart=True)
+            _logged("killing an agent host", ray.kill, h, no_restart=True)
         remove_placement(self._group)
 
 
@@ -397,15 +490,14 @@ def _run_once(
         raise HivememError(
             "the oracle eviction policy needs the embedded bus (it reads the task's future)"
         )
-    registry = metrics.registry if metrics is not None else None
-    bus = _Bus(scenario, remote, run_id, task.next_use if uses_oracle else None, registry)
+    bus = _Bus(scenario, remote, run_id, task.next_use if uses_oracle else None, metrics)
     name = scenario.name
     if metrics is not None:
         metrics.agents.labels(name).set(len(specs))
     pool: _Hosts | None = None
     try:
         tokens = bus.register(specs)
-        pool = (host_pool or _Hosts)(
+        pool = (host_pool or functools.partial(_Hosts, bus_alive=bus.check_alive))(
             split(specs, n_hosts),
             bus.address,
             tokens,
@@ -490,6 +582,7 @@ def _run_once(
             bus_nodes=bus.nodes,
         )
     finally:
+        # logged, not raised: a failing cleanup must not replace the run's own error
         if pool is not None:
-            pool.close()
+            _logged("closing the agent hosts", pool.close)
         bus.close()

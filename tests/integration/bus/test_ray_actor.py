@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import MemoryClient
@@ -34,3 +36,138 @@ def test_named_bus_actor() -> None:
     finally:
         ray.get(actor.stop.remote())
         ray.kill(actor)
+
+
+def _pings(address: str, secret: bytes) -> bool:
+    """Whether the bus at ``address`` answers (within 3 s)."""
+    from hivemem.memory_bus.errors import HivememError
+
+    try:
+        with MemoryClient(address, "a1", token_for(secret, "a1"), timeout=3.0, retries=0) as c:
+            c.ping()
+    except HivememError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_joining_with_other_launch_parameters_is_refused(tmp_path: Path) -> None:
+    """Asked for a data dir (or a port, a shard, metrics) and joined a bus without one,
+    a caller would believe its writes durable: the differences are named instead."""
+    import ray
+    from hivemem.memory_bus.ray_actor import start_bus_actor
+
+    secret, config = new_secret(), StoreConfig(dim=16)
+    actor, _ = start_bus_actor(config, secret, name="bus-launch", host="127.0.0.1")
+    try:
+        data, port = tmp_path / "data", _free_port()
+        with pytest.raises(ConfigError, match=r"port 0 .*pub_port 0 .*data_dir None") as info:
+            start_bus_actor(
+                config, secret, name="bus-launch", host="127.0.0.1", port=port, data_dir=data
+            )
+        assert info.value.details["differs"][0] == f"port 0 (asked {port})"
+        assert not data.exists()  # nothing was started with it
+        for other in ({"shard": (1, 2)}, {"metrics": True}, {"host": None}):
+            with pytest.raises(ConfigError, match=next(iter(other))):
+                start_bus_actor(config, secret, name="bus-launch", **other)  # type: ignore[arg-type]
+    finally:
+        ray.get(actor.stop.remote())
+        ray.kill(actor)
+
+
+def test_a_stopped_bus_actor_is_refused_by_find_and_replaced_by_start() -> None:
+    import ray
+    from hivemem.memory_bus.errors import HivememError
+    from hivemem.memory_bus.ray_actor import find_bus_actor, start_bus_actor
+
+    secret, config = new_secret(), StoreConfig(dim=16)
+    actor, _ = start_bus_actor(config, secret, name="bus-stopped", host="127.0.0.1")
+    ray.get(actor.stop.remote())
+    with pytest.raises(HivememError, match="stopped"):
+        find_bus_actor("bus-stopped")
+    again, second = start_bus_actor(config, secret, name="bus-stopped", host="127.0.0.1")
+    try:
+        assert again._actor_id != actor._actor_id
+        assert _pings(second["address"], secret)
+        assert find_bus_actor("bus-stopped")[1] == second
+    finally:
+        ray.get(again.stop.remote())
+        ray.kill(again)
+
+
+def test_a_stopped_bus_actor_no_longer_serves_metrics() -> None:
+    """Prometheus would scrape a stopped bus as a live one."""
+    import urllib.error
+    import urllib.request
+
+    import ray
+    from hivemem.memory_bus.ray_actor import start_bus_actor
+
+    actor, addrs = start_bus_actor(
+        StoreConfig(dim=16), new_secret(), name="bus-metrics", host="127.0.0.1", metrics=True
+    )
+    try:
+        url = f"http://{addrs['metrics']}/metrics"
+        assert "hivemem_bus_requests" in urllib.request.urlopen(url, timeout=10).read().decode()
+        ray.get(actor.stop.remote())
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url, timeout=5)
+    finally:
+        ray.kill(actor)
+
+
+def test_a_bus_on_a_fixed_port_keeps_its_events_port_across_restarts(tmp_path: Path) -> None:
+    """Events on ``port + 1`` (as ``hivemem bus serve``): a bus restarted on its port
+    publishes where its subscribers still listen."""
+    import ray
+    from hivemem.memory_bus.ray_actor import start_bus_actor
+
+    secret, config, port = new_secret(), StoreConfig(dim=16), _free_port()
+    kw = {"name": "bus-events", "host": "127.0.0.1", "port": port, "data_dir": tmp_path}
+    actor, first = start_bus_actor(config, secret, **kw)  # type: ignore[arg-type]
+    assert first["pub"] == f"tcp://127.0.0.1:{port + 1}"
+    ray.get(actor.stop.remote())
+    ray.kill(actor)
+    again, second = start_bus_actor(config, secret, **kw)  # type: ignore[arg-type]
+    try:
+        assert second["pub"] == first["pub"]
+    finally:
+        ray.get(again.stop.remote())
+        ray.kill(again)
+    other, chosen = start_bus_actor(
+        config, secret, name="bus-events-2", host="127.0.0.1", pub_port=0
+    )
+    ray.kill(other)
+    assert chosen["pub"] != first["pub"]
+
+
+def test_a_start_right_after_a_failed_one_starts_anew() -> None:
+    """A start that fails (port taken) leaves a dead actor that Ray names for a moment;
+    the retry must not join it and report its old failure."""
+    import socket
+
+    import ray
+    from hivemem.memory_bus.errors import HivememError
+    from hivemem.memory_bus.ray_actor import start_bus_actor
+
+    secret, config = new_secret(), StoreConfig(dim=16)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        for trial in range(2):  # the old failure showed on most tries, not all
+            name = f"bus-retry-{trial}"
+            with pytest.raises(HivememError, match="failed to start"):
+                start_bus_actor(config, secret, name=name, host="127.0.0.1", port=taken)
+            actor, addrs = start_bus_actor(config, secret, name=name, host="127.0.0.1")
+            try:
+                assert _pings(addrs["address"], secret)
+            finally:
+                ray.kill(actor)

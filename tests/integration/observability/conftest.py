@@ -1,9 +1,10 @@
 """A real Ray cluster (``ray start --head``) and real Prometheus tools for the observability tests.
 
-The cluster is started like a user would, in a temporary folder, with every port chosen
-free and on loopback: other Ray sessions may run on this machine with Ray's default ports.
-It is stopped by its process group (never ``ray stop``, which would stop every Ray on
-the machine). Token authentication is on, with a token made for this cluster.
+The cluster is started with the commands of README.md's "Run on a cluster", run by bash
+as written (a fresh ``HOME``, the venv not active until the README activates it), with
+only flags added: a temporary folder, and every port chosen free and on loopback, as
+other Ray sessions may run on this machine with Ray's default ports. It is stopped by
+its process group (never ``ray stop``, which would stop every Ray on the machine).
 
 The fixtures are package-scoped (this folder has an ``__init__.py`` for that): the
 cluster, the run and the bus go away when this folder's tests end, not at the end of
@@ -13,7 +14,7 @@ the whole suite.
 from __future__ import annotations
 
 import os
-import secrets
+import re
 import shutil
 import signal
 import socket
@@ -41,6 +42,27 @@ ROOT = Path(__file__).resolve().parents[3]
 TICKS, AGENTS, HOSTS = 30, 4, 2
 """The size of the run submitted to the cluster."""
 BIN = Path(sys.executable).parent
+README = ROOT / "README.md"
+
+
+def readme_cluster_commands() -> list[str]:
+    """The commands of README.md's "Run on a cluster" block, in order: continuation lines
+    joined, comments dropped."""
+    section = README.read_text(encoding="utf-8").split("## Run on a cluster", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    lines = (re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines())
+    return [" ".join(line.split()) for line in lines if line]
+
+
+def readme_command(starts: str) -> str:
+    """The README's cluster command that starts with ``starts``."""
+    (found,) = [c for c in readme_cluster_commands() if _bare(c).startswith(starts)]
+    return found
+
+
+def _bare(command: str) -> str:
+    """``command`` without a ``.venv/bin/`` before its program."""
+    return command.removeprefix(".venv/bin/")
 
 
 def free_port() -> int:
@@ -113,10 +135,12 @@ def _start_head(temp_dir: Path) -> RayHead:
             "object-manager-port",
         )
     }
+    home = temp_dir / "home"  # no token yet: the README's commands must make one
+    home.mkdir()
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != BIN]
     env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        **{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+        "HOME": str(home),
         # the dashboard's and the autoscaler's own metrics servers have fixed default ports
         "DASHBOARD_METRIC_PORT": str(free_port()),
         "AUTOSCALER_METRIC_PORT": str(free_port()),
@@ -125,23 +149,30 @@ def _start_head(temp_dir: Path) -> RayHead:
         # A head with its dashboard makes a multiprocessing folder (pymp-*) in the
         # temporary folder and leaves it, even after `ray stop`: here it goes with the rest.
         "TMPDIR": str(temp_dir),
-        # jobs' entrypoints run with the cluster's PATH: hivemem is in this venv
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # jobs' entrypoints run with the PATH `ray start` had: the README must activate
+        # the venv for `hivemem` to be found, so it is not on this PATH
+        "PATH": os.pathsep.join(path),
     }
-    env.pop("RAY_ADDRESS", None)
-    cmd = [
-        str(BIN / "ray"),
-        "start",
-        "--head",
-        "--num-cpus=2",
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("VIRTUAL_ENV_PROMPT", None)
+    # the README's commands up to the head's start, in their order (pip: installed already)
+    commands = readme_cluster_commands()
+    head = readme_command("ray start --head")
+    setup = [c for c in commands[: commands.index(head)] if "pip install" not in c]
+    extra = [
         "--node-ip-address=127.0.0.1",
         f"--temp-dir={temp_dir}",
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
-        *(f"--{name}={port}" for name, port in ports.items()),
+        *(f"--{name}={port}" for name, port in ports.items() if name != "metrics-export-port"),
+        f"--metrics-export-port {ports['metrics-export-port']}",
     ]
+    head = head.replace("--num-cpus 8", "--num-cpus 2")
+    # the last --metrics-export-port counts: this one, not the README's 8080
+    script = "\n".join(["set -e", *setup, " ".join([head, *extra])])
     proc = subprocess.Popen(
-        cmd,
+        ["bash", "-c", script],
+        cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -153,7 +184,13 @@ def _start_head(temp_dir: Path) -> RayHead:
         dashboard=f"http://127.0.0.1:{ports['dashboard-port']}",
         metrics_port=ports["metrics-export-port"],
         gcs=f"127.0.0.1:{ports['port']}",
-        env=env,
+        # what the README's shell has once it started the head
+        env={
+            **env,
+            "RAY_AUTH_MODE": "token",
+            "PATH": f"{BIN}{os.pathsep}{env['PATH']}",
+            "VIRTUAL_ENV": str(BIN.parent),
+        },
         pgid=proc.pid,
     )
     try:
@@ -199,15 +236,13 @@ def ray_head() -> Iterator[RayHead]:
 
 @pytest.fixture(scope="package")
 def ray_job(ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A run submitted as the README says (``ray job submit --working-dir .``), finished."""
+    """A run submitted with the README's ``ray job submit`` (its address made this
+    cluster's), finished; a smaller run than the README's, into a temporary folder."""
     out = tmp_path_factory.mktemp("runs")
+    submit = readme_command("ray job submit").split(" -- ", 1)[0]
+    submit = submit.replace("http://127.0.0.1:8265", ray_head.dashboard)
     cmd = [
-        str(BIN / "ray"),
-        "job",
-        "submit",
-        f"--address={ray_head.dashboard}",
-        "--working-dir",
-        ".",
+        *submit.split(),
         "--",
         "hivemem",
         "run",

@@ -13,7 +13,28 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import AGENTS, HOSTS, TICKS, RayHead, host_series, promtool, scrape
+from .conftest import (
+    AGENTS,
+    HOSTS,
+    TICKS,
+    RayHead,
+    host_series,
+    promtool,
+    readme_cluster_commands,
+    readme_command,
+    scrape,
+)
+
+
+def test_the_readme_cluster_commands_put_the_run_folder_in_the_checkout() -> None:
+    """The fixtures run the README's commands (a token made before ``ray start``, the
+    venv active for the job's ``hivemem``); what they change is checked here: the job
+    runs in Ray's copy of the checkout, so a relative ``--out`` lands in that copy."""
+    entrypoint = readme_command("ray job submit").split(" -- ", 1)[1]
+    assert re.search(r'--out "?(\$PWD|/)', entrypoint), entrypoint
+    commands = readme_cluster_commands()
+    order = [c.split()[0] if c.startswith(". ") else " ".join(c.split()[:2]) for c in commands]
+    assert order.index(".") < order.index("ray get-auth-token") < order.index("ray start")
 
 
 def test_ray_job_submit_runs_a_scenario_on_the_cluster(ray_job: dict[str, Any]) -> None:

@@ -1,0 +1,98 @@
+"""A run whose bus or hosts fail: it fails at once, with its own error, and leaves
+nothing behind (no actors, no placement groups, no Prometheus targets file)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hivemem.memory_bus.errors import HivememError
+from hivemem.platform.metrics import DriverMetrics
+from hivemem.platform.runner import BUS_TARGETS_DIR, run_once
+from hivemem.platform.scenario import load_scenario
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def _named_actors(prefix: str) -> list[str]:
+    """The live named actors whose name starts with ``prefix``, once kills settled."""
+    import ray
+
+    deadline = time.monotonic() + 10
+    while True:
+        names = [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(prefix)
+        ]
+        if not names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.2)
+
+
+def _kill_bus_actors(suffix: str = "") -> None:
+    import ray
+
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        if a["name"].startswith("hivemem-bus-") and a["name"].endswith(suffix):
+            ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]))
+
+
+def test_a_run_whose_bus_actor_dies_fails_at_once() -> None:
+    """Hosts would wait out their bus clients' timeouts (3 x 60 s) first."""
+    s = load_scenario("relay_qa", ["run.ticks=4", "run.hosts=1"])
+    killed: list[float] = []
+
+    def kill_the_bus(t: int, pool: Any) -> None:
+        if t == 1:
+            _kill_bus_actors()
+            killed.append(time.monotonic())
+
+    with pytest.raises(HivememError, match=r"bus actor 0 .* died"):
+        run_once(s, remote=True, hooks={"before_tick": kill_the_bus})
+    assert killed and time.monotonic() - killed[0] < 30
+    assert _named_actors("hivemem-") == []
+
+
+def test_a_failing_run_with_a_dead_shard_cleans_up_and_raises_its_own_error() -> None:
+    s = load_scenario(
+        "relay_qa", ["run.ticks=4", "run.hosts=1", "run.bus_shards=2", "metrics_port=0"]
+    )
+    targets: list[Any] = []
+
+    def kill_a_shard_and_fail(t: int, pool: Any) -> None:
+        if t == 1:
+            targets.extend(BUS_TARGETS_DIR.glob("*.json"))
+            _kill_bus_actors("-0")
+            time.sleep(0.5)
+            raise RuntimeError("the run's own failure")
+
+    with pytest.raises(RuntimeError, match="the run's own failure"):
+        run_once(s, remote=True, hooks={"before_tick": kill_a_shard_and_fail})
+    assert len(targets) == 1
+    assert not targets[0].exists()  # else HivememBusDown fires for ever
+    assert _named_actors("hivemem-") == []  # the live shard was killed too
+
+
+def test_runs_can_share_one_driver_metrics() -> None:
+    """The embedded bus's series register once per registry and serve every run."""
+    s = load_scenario("relay_qa", ["run.ticks=3", "run.hosts=1"])
+    metrics = DriverMetrics()
+    run_once(s, metrics=metrics)
+    run_once(s, metrics=metrics)
+    ticks = metrics.registry.get_sample_value("hivemem_driver_ticks_total", {"scenario": s.name})
+    requests = metrics.registry.get_sample_value(
+        "hivemem_bus_requests_total", {"op": "write_many", "code": "ok"}
+    )
+    assert ticks == 6
+    assert requests is not None and requests >= 6  # the second run's bus counted too
+
+
+def test_hosts_that_started_are_cleaned_up_when_another_fails_to() -> None:
+    """The analysts' hosts fail to build (an unknown agent parameter); the scouts' host
+    had started and must not outlive the run."""
+    s = load_scenario("relay_qa", ["run.ticks=3", "agents.1.params.bogus=1"])
+    with pytest.raises(Exception, match="unknown fact_memory params"):
+        run_once(s, hosts=3)
+    assert _named_actors("hivemem-host-") == []
