@@ -40,7 +40,8 @@ class BusLaunch:
     Attributes:
         host: Interface to bind; None: the node's IP.
         port: ROUTER port; 0: any free one.
-        pub_port: PUB (events) port; 0: any free one.
+        pub_port: PUB (events) port; 0: ``port + 1`` for a fixed ``port``, else any
+            (:func:`default_pub_port`).
         data_dir: The journal's folder on the actor's node; None: memory only.
         shard: ``(index, count)`` of this server in a sharded bus.
         metrics: Whether the actor serves ``/metrics``.
@@ -55,14 +56,34 @@ class BusLaunch:
     metrics: bool = False
     spin_us: int = 0
 
-    def differences(self, running: BusLaunch) -> list[str]:
-        """What ``running`` (a live actor's launch) has otherwise than this one asks."""
-        asked, theirs = asdict(self), asdict(running)
-        return [
-            f"{key} {theirs[key]!r} (asked {asked[key]!r})"
-            for key in asked
-            if asked[key] != theirs[key]
-        ]
+    def differences(self, running: BusLaunch, bound: dict[str, Any]) -> list[str]:
+        """What ``running`` (a live actor's launch, ``bound`` to the host, ports and data
+        dir it really has) has otherwise than this one asks.
+
+        A host or port this one leaves open (None, 0) is any; one it names is compared
+        with what the bus bound (its node's IP, the ports it chose); data directories
+        are compared as real paths on the actor's node (``d/`` and ``x/../d`` are ``d``).
+        """
+        out = []
+        for key, want in asdict(self).items():
+            have = getattr(running, key)
+            if key in ("host", "port", "pub_port"):
+                if not want:
+                    continue
+                have = bound[key]
+            elif key == "data_dir":
+                want, have = _real_path(want), bound["data_dir"]
+            if want != have:
+                out.append(f"{key} {have!r} (asked {want!r})")
+        return out
+
+
+def _real_path(path: str | None) -> str | None:
+    return None if path is None else os.path.realpath(path)
+
+
+def _port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 def default_pub_port(port: int, pub_port: int | None) -> int:
@@ -87,12 +108,12 @@ class BusActor:
         journal = Journal(launch.data_dir) if launch.data_dir else None
         bind = launch.host or ray.util.get_node_ip_address()
         bus_metrics = BusMetrics() if launch.metrics else None
-        self.launch = launch
+        self.launch, self.bind = launch, bind
         self.server = BusServer(
             store,
             host=bind,
             port=launch.port,
-            pub_port=launch.pub_port,
+            pub_port=default_pub_port(launch.port, launch.pub_port or None),
             secret=secret,
             journal=journal,
             metrics=bus_metrics,
@@ -135,7 +156,13 @@ class BusActor:
         """
         if self.stopped:
             return ["stopped"]
-        differs = launch.differences(self.launch)
+        bound = {
+            "host": self.bind,
+            "port": _port_of(self.server.address),
+            "pub_port": _port_of(self.server.pub_address),
+            "data_dir": _real_path(self.launch.data_dir),
+        }
+        differs = launch.differences(self.launch, bound)
         if self.server.store.config != StoreConfig.model_validate_json(config_json):
             differs.append("store configuration")
         if not hmac.compare_digest(self.server.secret, secret):
@@ -204,10 +231,11 @@ def start_bus_actor(
         HivememError: the actor could not start (e.g. its port is taken), or the name of
             a dead one was not freed within :data:`NAME_WAIT_S`.
     """
+    default_pub_port(port, pub_port)  # refuses port 65535 without a pub_port, here
     launch = BusLaunch(
         host,
         port,
-        default_pub_port(port, pub_port),
+        pub_port or 0,  # the actor takes port + 1 for 0; a join need not name it
         None if data_dir is None else os.fspath(data_dir),
         tuple(shard),  # type: ignore[arg-type]
         metrics,
@@ -239,11 +267,38 @@ def _named(name: str, namespace: str) -> Any:
 
 
 def _serving(actor: Any) -> bool:
-    """Whether ``actor`` lives and its bus was not stopped (waits for its start)."""
-    try:
-        return bool(ray.get(actor.serving.remote()))
-    except ray.exceptions.RayActorError:
-        return False
+    """Whether ``actor`` lives and its bus was not stopped (waits for its start).
+
+    Only Ray's word that the actor died (``ActorDiedError``) makes it not serving: one
+    Ray finds unreachable for a moment (``ActorUnavailableError``, "may be available
+    later") is asked again, and if it stays so, this raises rather than have a caller
+    kill a bus that may serve others.
+
+    Raises:
+        HivememError: the actor stayed unreachable for :data:`UNAVAILABLE_WAIT_S`.
+    """
+    return bool(_asked(actor, "serving", dead=False))
+
+
+def _asked(actor: Any, method: str, dead: Any) -> Any:
+    """``actor.method()``'s answer, or ``dead`` if the actor died; asked again while Ray
+    finds the actor unreachable, for up to :data:`UNAVAILABLE_WAIT_S`."""
+    deadline = time.monotonic() + UNAVAILABLE_WAIT_S
+    while True:
+        try:
+            return ray.get(getattr(actor, method).remote())
+        except ray.exceptions.ActorUnavailableError as exc:
+            if time.monotonic() > deadline:
+                raise HivememError(
+                    f"the bus actor stayed unreachable for {UNAVAILABLE_WAIT_S} s: {exc}"
+                ) from exc
+            time.sleep(0.2)
+        except ray.exceptions.RayActorError:
+            return dead
+
+
+UNAVAILABLE_WAIT_S = 10.0
+"""How long a bus actor Ray finds unreachable (not dead) is asked again."""
 
 
 def _replace(
@@ -282,6 +337,9 @@ def _started(actor: Any, name: str) -> None:
     """Wait for ``actor`` to start; a start that failed raises its reason, translated."""
     try:
         ray.get(actor.pid.remote())
+    except ray.exceptions.ActorUnavailableError:  # for a moment: ask again, a while
+        if _asked(actor, "pid", dead=None) is None:
+            raise HivememError(f"the bus actor {name!r} failed to start", name=name) from None
     except ray.exceptions.RayActorError as exc:
         raise HivememError(f"the bus actor {name!r} failed to start: {exc}", name=name) from exc
 

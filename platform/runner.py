@@ -124,38 +124,42 @@ class _Bus:
         self.servers: list[BusServer] = []
         self.targets: Path | None = None
         secret = new_secret()
-        if remote:
-            from hivemem.memory_bus.ray_actor import start_bus_shards
+        try:  # what started is stopped if the rest fails (a placement group outlived it)
+            if remote:
+                from hivemem.memory_bus.ray_actor import start_bus_shards
 
-            self.actors, found, self._group = start_bus_shards(
-                config,
-                secret,
-                shards,
-                name=f"hivemem-bus-{run_id}",
-                metrics=scenario.metrics_port is not None,
-                spin_us=scenario.run.bus_spin_us,
-            )
-            addresses = [f["address"] for f in found]
-            self.nodes = [f["node"] for f in found]
-            self.targets = write_bus_targets(scenario.name, run_id, found)
-        else:
-            bus_metrics = metrics.bus() if metrics is not None and shards == 1 else None
-            for i in range(shards):
-                store = MemoryStore(config).as_shard(i, shards)
-                if oracle is not None:
-                    store.set_oracle(oracle)
-                server = BusServer(
-                    store,
-                    secret=secret,
-                    metrics=bus_metrics,
+                self.actors, found, self._group = start_bus_shards(
+                    config,
+                    secret,
+                    shards,
+                    name=f"hivemem-bus-{run_id}",
+                    metrics=scenario.metrics_port is not None,
                     spin_us=scenario.run.bus_spin_us,
-                    freeze_old_objects=scenario.run.freeze_old_objects,
                 )
-                self.servers.append(server.start())
-            addresses = [s.address for s in self.servers]
-            self.nodes = ["driver"] * shards  # in this process
-        self.address = ",".join(addresses)
-        self.admin = MemoryClient(self.address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT))
+                addresses = [f["address"] for f in found]
+                self.nodes = [f["node"] for f in found]
+                self.targets = write_bus_targets(scenario.name, run_id, found)
+            else:
+                bus_metrics = metrics.bus() if metrics is not None and shards == 1 else None
+                for i in range(shards):
+                    store = MemoryStore(config).as_shard(i, shards)
+                    if oracle is not None:
+                        store.set_oracle(oracle)
+                    server = BusServer(
+                        store,
+                        secret=secret,
+                        metrics=bus_metrics,
+                        spin_us=scenario.run.bus_spin_us,
+                        freeze_old_objects=scenario.run.freeze_old_objects,
+                    )
+                    self.servers.append(server.start())
+                addresses = [s.address for s in self.servers]
+                self.nodes = ["driver"] * shards  # in this process
+            self.address = ",".join(addresses)
+            self.admin = MemoryClient(self.address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT))
+        except BaseException:
+            self.close()
+            raise
 
     def register(self, specs: list[AgentSpec]) -> dict[str, str]:
         """Register every agent, up to 1,000 requests in flight (100,000 round trips one
@@ -190,7 +194,7 @@ class _Bus:
         if not self.actors:
             return
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         refs = [a.pid.remote() for a in self.actors]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=BUS_CHECK_S)
@@ -198,6 +202,8 @@ class _Bus:
             if ref in ready:
                 try:
                     ray.get(ref)
+                except ActorUnavailableError:  # unreachable for a moment: busy, not dead
+                    continue
                 except RayActorError as exc:
                     raise HivememError(
                         f"bus actor {i} (shard {i} of {len(refs)}) died: the run cannot go on",
@@ -212,7 +218,9 @@ class _Bus:
         always happen: a targets file left behind keeps ``HivememBusDown`` firing.
         """
         try:
-            _logged("closing the admin client", self.admin.close)
+            admin = getattr(self, "admin", None)  # (none if the bus failed to start)
+            if admin is not None:
+                _logged("closing the admin client", admin.close)
             for server in self.servers:
                 _logged("stopping a bus server", server.stop)
             if self.actors:
@@ -226,7 +234,9 @@ class _Bus:
                     _logged("killing a bus actor", ray.kill, actor, no_restart=True)
                 _logged("removing the bus placement group", remove_placement, self._group)
             if self.targets is not None:
-                self.targets.unlink(missing_ok=True)
+                _logged(
+                    "removing the Prometheus targets file", self.targets.unlink, missing_ok=True
+                )
 
 
 BUS_CHECK_S = 2.0

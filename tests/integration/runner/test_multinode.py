@@ -72,3 +72,37 @@ def test_three_node_cluster_gives_the_single_node_results(cluster: str, tmp_path
     local = run_once(load_scenario("relay_qa", OVERRIDES), hosts=1)
     assert summary["summary"] == local.summary
     assert rows == [json.loads(json.dumps(r)) for r in local.rows]
+
+
+HALF_STARTED = """
+import json, sys, ray
+from hivemem.platform import runner
+from hivemem.platform.scenario import load_scenario
+
+def unwritable(*args):
+    raise PermissionError("[Errno 13] Permission denied: '/tmp/hivemem/prom_bus_targets'")
+
+runner.write_bus_targets = unwritable
+ray.init(address=sys.argv[1])
+s = load_scenario("relay_qa", ["run.ticks=2", "run.hosts=1", "run.bus_shards=2"])
+try:
+    runner.run_once(s, remote=True)
+except PermissionError:
+    pass
+states = [g["state"] for g in ray.util.placement_group_table().values()]
+print(json.dumps(states))
+"""
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_bus_that_fails_to_start_halfway_leaves_no_placement_group(cluster: str) -> None:
+    """The shards started, then writing the Prometheus targets failed (a /tmp/hivemem
+    another user owns, on a shared head node): nothing stopped the shards, and their
+    placement group stayed for as long as the driver lived (RL training, notebooks)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HALF_STARTED, cluster],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    states = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert states and "CREATED" not in states, states
