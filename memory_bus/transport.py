@@ -303,6 +303,7 @@ class BlockingTransport:
         self._sock: Any = None  # connected on first use, and again after a timeout
         self._wait_ms = -1  # the socket's RCVTIMEO (-1: ZeroMQ's default, wait forever)
         self._closed = False
+        self._closing = False  # set by close() at once: a call waiting sees it in a slice
         self._lock = threading.Lock()
 
     def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
@@ -311,10 +312,10 @@ class BlockingTransport:
         Raises:
             BusTimeoutError: No reply after every attempt.
             HivememError: The error the server replied with, a ZeroMQ failure, or a
-                closed client.
+                closed client (also when it is closed while this call waits).
         """
         with self._lock:
-            if self._closed:
+            if self._closing:
                 raise HivememError("client is closed")
             req_id, frames = self.requests.encode(op, agent, token, args)
             try:
@@ -342,13 +343,16 @@ class BlockingTransport:
         tenth of a single write's round trip here.
         """
         while (wait_ms := _ms_left(deadline)) != 0:
+            wait_ms = WAIT_SLICE_MS if wait_ms < 0 else min(wait_ms, WAIT_SLICE_MS)
             if wait_ms != self._wait_ms:
                 self._sock.setsockopt(zmq.RCVTIMEO, wait_ms)
                 self._wait_ms = wait_ms
             try:
                 frames = self._sock.recv_multipart()
             except zmq.Again:
-                return None
+                if self._closing:  # close() waits for this call: end it now
+                    raise HivememError("client is closed") from None
+                continue
             reply = self.requests.decode(frames)
             if reply is not None and reply.id == req_id:
                 return reply
@@ -361,12 +365,20 @@ class BlockingTransport:
             self._wait_ms = -1
 
     def close(self) -> None:
-        """Close the socket (after a call in progress) and the context; idempotent."""
+        """Close the socket and the context; idempotent. A call waiting for its reply in
+        another thread ends with "client is closed" within :data:`WAIT_SLICE_MS` (it
+        waited out its timeout and retries before: with ``timeout=None``, for ever)."""
+        self._closing = True
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._drop_socket()
                 self.ctx.term()
+
+
+WAIT_SLICE_MS = 200
+"""The longest a blocking call waits on its socket before it looks whether the client
+is being closed (and waits on, if not)."""
 
 
 def _deadline(timeout: float | None) -> float | None:

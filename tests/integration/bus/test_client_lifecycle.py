@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+import zmq
 from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
@@ -286,3 +287,35 @@ def test_a_handle_holds_its_own_credentials_only(bus: Bus) -> None:
         assert (alice._core.agent, alice._core.token) == ("alice", bus.tokens["alice"])
     finally:
         admin.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_close_ends_a_blocking_call_waiting_on_a_silent_bus(timeout: float | None) -> None:
+    """A call waiting for a reply held the transport's lock, which close() waited for:
+    with ``timeout=None`` for ever, else the timeout times the attempts."""
+    ctx = zmq.Context()
+    silent = ctx.socket(zmq.ROUTER)  # reads requests, answers none
+    silent.setsockopt(zmq.LINGER, 0)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    client = MemoryClient(f"tcp://127.0.0.1:{port}", "alice", "t", timeout=timeout)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.ping()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=call, daemon=True)
+    try:
+        waiting.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        client.close()
+        waiting.join(5)
+        assert time.monotonic() - started < 2
+        assert [str(e) for e in outcome] == ["client is closed"]
+    finally:
+        client.close()
+        silent.close(linger=0)
+        ctx.term()

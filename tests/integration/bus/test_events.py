@@ -385,3 +385,37 @@ def test_events_are_followed_where_the_bus_answers_when_it_reports_no_host() -> 
     assert reachable_pub("tcp://[::]:9", "tcp://[::1]:8") == "tcp://[::1]:9"
     assert reachable_pub("tcp://10.1.1.1:9", "tcp://10.2.2.2:8") == "tcp://10.1.1.1:9"
     assert reachable_pub("tcp://0.0.0.0:9", "inproc (in process)") == "tcp://0.0.0.0:9"
+
+
+def test_a_message_of_more_events_than_a_request_may_hold_reaches_the_subscriber() -> None:
+    """Deleting a node of 70,000 edges announces 70,001 events in one message: the
+    client decoded it under the request-side limits (65,536 entries), which ended the
+    stream, and every event after it was lost."""
+    from hivemem.memory_bus.interfaces import Caller
+
+    server, tokens = make_server()
+    alice_caller = Caller("alice", frozenset({"team"}))
+    with server, MemoryClient(server.address, "alice", tokens["alice"], timeout=30.0) as alice:
+        hub = alice.write("graph", "team", NewItem("hub"), now=0.0).item_id
+        leaf = alice.write("graph", "team", NewItem("leaf"), now=0.0).item_id
+        server.inspect(
+            lambda store: [
+                store.graph.add_edge(alice_caller, "team", hub, leaf, "rel", now=1.0)
+                for _ in range(70_000)
+            ]
+        )
+        kinds: dict[str, int] = {}
+
+        def follow() -> None:
+            for event in alice.events(["graph/team"], timeout=30.0):
+                kinds[event["kind"]] = kinds.get(event["kind"], 0) + 1
+                if event["kind"] == "add":  # the write after the delete: all came
+                    return
+
+        reader = threading.Thread(target=follow)
+        reader.start()
+        time.sleep(0.5)  # subscribed before the delete
+        alice.delete("graph", "team", hub, now=2.0)
+        alice.write("graph", "team", NewItem("after"), now=3.0)
+        reader.join(timeout=60)
+    assert kinds == {"invalidate": 70_000, "delete": 1, "add": 1}
