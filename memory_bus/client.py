@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -209,21 +210,43 @@ iterator still holds, say, is abandoned after it)."""
 
 
 class _InFlight:
-    """The ``nowait`` futures of one connection that have not completed yet."""
+    """The ``nowait`` futures of one connection that have not completed yet.
+
+    A future is started and tracked in one step under the lock (:meth:`start`), and
+    :meth:`end` ends the futures under the same lock: one started while the client
+    closes is either among those ended or started after, and failed at once. Apart, a
+    coroutine scheduled after the loop thread stopped but before ``end`` listed the
+    futures was tracked too late, and its future stayed pending for ever.
+    """
 
     def __init__(self) -> None:
-        self._futures: set[concurrent.futures.Future[Any]] = set()
+        self._futures: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
         self._lock = threading.Lock()
+        self._ended = False
 
-    def add(self, future: concurrent.futures.Future[Any]) -> None:
-        """Track ``future`` until it completes."""
+    def start(
+        self,
+        check: Callable[[], None],
+        schedule: Callable[[], concurrent.futures.Future[Any]],
+        coro: Coroutine[Any, Any, Any],
+    ) -> concurrent.futures.Future[Any]:
+        """``check()`` that the client is usable, then ``schedule()`` ``coro``, and track
+        its future until it completes (failed at once if :meth:`end` ran already)."""
         with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._discard)
+            check()
+            future = schedule()
+            ended = self._ended
+            if not ended:
+                self._futures[future] = coro
+        if ended:
+            _end(future, coro)
+        else:
+            future.add_done_callback(self._discard)
+        return future
 
     def _discard(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
-            self._futures.discard(future)
+            self._futures.pop(future, None)
 
     def wait(self) -> None:
         """Return once every future tracked so far has completed, however it ended."""
@@ -234,13 +257,25 @@ class _InFlight:
         concurrent.futures.wait(pending)
 
     def end(self) -> None:
-        """End the futures still pending with "client is closed": the loop that would
-        have completed them is closed, and their waiters would wait for ever."""
+        """End the futures still pending with "client is closed", and any started later:
+        the loop that would have completed them is closed, and their waiters would wait
+        for ever. Call it without holding a lock a done-callback may take (its
+        ``set_exception`` runs their callbacks in this thread, and one may close the
+        client)."""
         with self._lock:
-            pending = list(self._futures)
-        for future in pending:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):  # done meanwhile
-                future.set_exception(HivememError("client is closed"))
+            self._ended = True
+            pending = list(self._futures.items())
+        for future, coro in pending:
+            _end(future, coro)
+
+
+def _end(future: concurrent.futures.Future[Any], coro: Coroutine[Any, Any, Any]) -> None:
+    """Fail ``future`` with "client is closed" (unless done meanwhile); its coroutine, if
+    the closed loop never started it, is closed too (else it warns "never awaited")."""
+    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        coro.close()
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # done meanwhile
+        future.set_exception(HivememError("client is closed"))
 
 
 class MemoryClient(Ops):
@@ -296,6 +331,7 @@ class MemoryClient(Ops):
             self._core = self._run(_make_async(address, agent, token, kw))
         except BaseException:  # a bad argument: the loop thread must not outlive it
             self._stop_loop()
+            self._end_requests()
             raise
         self._blocking = _blocking_for(self._core)
         self.agent, self.token = agent, token
@@ -325,14 +361,21 @@ class MemoryClient(Ops):
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the loop and wait for its result, from another thread."""
+        # tracked: ended by close() if the loop stops before it runs
+        return self._started(self._waiting, coro, blocking=True).result()
+
+    def _started(
+        self, tracked: _InFlight, coro: Coroutine[Any, Any, Any], blocking: bool
+    ) -> concurrent.futures.Future[Any]:
+        """``coro`` scheduled on the loop and tracked by ``tracked``, if the client is
+        usable (checked in the same step, so that close() cannot come in between)."""
         try:
-            self._check_usable(blocking=True)
+            return tracked.start(
+                lambda: self._check_usable(blocking), lambda: self._schedule(coro), coro
+            )
         except HivememError:
             coro.close()
             raise
-        future = self._schedule(coro)
-        self._waiting.add(future)  # ended by close() if the loop stops before it runs
-        return future.result()
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
@@ -351,9 +394,7 @@ class MemoryClient(Ops):
         if self._blocking is not None and self._blocking.immediate:
             return _answered(lambda: self._call(op, args, decode))
         core = self._core.as_agent(self.agent, self.token)
-        future = self._schedule(core._call(op, args, decode))
-        self._in_flight.add(future)
-        return future
+        return self._started(self._in_flight, core._call(op, args, decode), blocking=False)
 
     def number_requests_from(self, start: int) -> None:
         """The next requests carry ids ``start``, ``start + 1``, ... (see ``AsyncMemoryClient``)."""
@@ -446,9 +487,11 @@ class MemoryClient(Ops):
             self._close_in_background()
             return
         with self._closing:
-            if not self._closed.is_set():
-                self._closed.set()
-                self._shut_down()
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            self._shut_down()
+        self._end_requests()  # not under _closing: a done-callback it runs may close()
 
     def _close_in_background(self) -> None:
         # Never wait for the lock here: a thread closing the client holds it while it
@@ -465,8 +508,14 @@ class MemoryClient(Ops):
                 self._shut_down()
             finally:
                 self._closing.release()  # held until the closing ends, as in close()
+            self._end_requests()
 
-        threading.Thread(target=finish, name="hivemem-client-close", daemon=True).start()
+        try:
+            threading.Thread(target=finish, name="hivemem-client-close", daemon=True).start()
+        except BaseException:  # no thread to be had: the client stays open, and closable
+            self._closed.clear()
+            self._closing.release()
+            raise
 
     def _shut_down(self) -> None:
         """Close the sockets, let the requests this ends finish, stop the loop thread."""
@@ -489,7 +538,11 @@ class MemoryClient(Ops):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
-        self._in_flight.end()  # the requests the loop never ran, or abandoned
+
+    def _end_requests(self) -> None:
+        """End the requests the stopped loop never ran, or abandoned (and any started
+        from now on)."""
+        self._in_flight.end()
         self._waiting.end()
 
     def __enter__(self) -> MemoryClient:

@@ -48,19 +48,20 @@ class HivememError(Exception):
         self.details = details
 
 
-def in_row(exc: HivememError, row: int) -> HivememError:
+def in_row(exc: HivememError, row: int, key: str = "items") -> HivememError:
     """``exc``, raised about one row of a batch, made to name it: its field becomes
-    ``items[row].<field>`` (in the message too), and ``details.row`` the row."""
+    ``items[row].<field>`` (``queries[row]``... with ``key="queries"``; in the message
+    too), and ``details.row`` the row."""
     field = exc.details.get("field")
-    if isinstance(field, str) and not field.startswith("items["):
-        named = f"items[{row}].{field}"
+    if isinstance(field, str) and not field.startswith(f"{key}["):
+        named = f"{key}[{row}].{field}"
         exc.message = exc.message.replace(field, named, 1)
         exc.args = (exc.message,)
         exc.details["field"] = named
         if isinstance(exc, InvalidInputError):
             exc.field = named
     elif not isinstance(field, str):
-        exc.message = f"{exc.message} (items[{row}])"
+        exc.message = f"{exc.message} ({key}[{row}])"
         exc.args = (exc.message,)
     exc.details["row"] = row
     return exc

@@ -9,16 +9,18 @@ Nothing here does I/O. :class:`OnBehalf` names the agent one batch entry acts fo
 :func:`encode_write_entries` puts ``write_many`` entries in wire form ahead of sending.
 
 Arguments of the wrong type are refused here, before anything is sent, with an
-:class:`~hivemem.memory_bus.errors.InvalidInputError` naming the argument (an item that
-is no ``NewItem``, an entry or query of the wrong shape). A lone str where a list of
-names is expected (``groups``, ``topics``) is refused too: ``list("team")`` is four
-groups, and a client that quietly registered those is worse than one that says so.
+:class:`~hivemem.memory_bus.errors.InvalidInputError` naming the argument (an item
+without ``NewItem``'s fields, an entry or query of the wrong shape). The shapes of a
+batch are checked only once encoding it fails, to name the bad entry: a check of every
+entry up front cost a fifth of the encoding's time on every batch. A lone str where a
+list of names is expected (``groups``, ``topics``) is refused too: ``list("team")`` is
+four groups, and a client that quietly registered those is worse than one that says so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Self
 
 import numpy as np
@@ -76,27 +78,55 @@ def name_list(value: Any, argument: str) -> list[str]:
 
 
 def _new_item(item: Any, argument: str) -> dict[str, Any]:
-    """``item`` for the wire, if it is a ``NewItem``; else an error naming ``argument``."""
-    if not isinstance(item, NewItem):
-        raise InvalidInputError(argument, f"must be a NewItem, got {type(item).__name__}")
-    return encode_new_item(item)
+    """``item`` for the wire, if it has ``NewItem``'s fields (a ``NewItem``, or a caller's
+    own dataclass of the same fields); else an error naming ``argument``."""
+    try:
+        return encode_new_item(item)
+    except AttributeError:
+        raise InvalidInputError(
+            argument, f"must be a NewItem (or have its fields), got {type(item).__name__}"
+        ) from None
 
 
-def _check_shape(
-    entries: Any, argument: str, shape: str, fits: Callable[[Sequence[Any]], bool]
-) -> None:
-    """Refuse ``entries`` that is not a list of tuples each of which ``fits``.
+_ITEM_FIELDS = tuple(f.name for f in fields(NewItem))
+
+
+def _is_item(value: Any) -> bool:
+    """Whether ``value`` can be sent as an item: a ``NewItem``, or has its fields."""
+    return isinstance(value, NewItem) or all(hasattr(value, name) for name in _ITEM_FIELDS)
+
+
+def _as_list(entries: Any, argument: str, shape: str) -> list[Any]:
+    """``entries`` (a list, tuple, generator: any iterable but a str) as a list.
 
     Raises:
-        InvalidInputError: naming ``argument`` or its first bad entry (``entries[3]``).
+        InvalidInputError: naming ``argument``, for a str or what is not iterable.
     """
-    if not isinstance(entries, list | tuple):
+    if type(entries) is list:
+        return entries
+    if isinstance(entries, str | bytes) or not isinstance(entries, Iterable):
         raise InvalidInputError(
             argument, f"must be a list of {shape}, got {type(entries).__name__}"
         )
+    return list(entries)
+
+
+_ENCODING_ERRORS = (AttributeError, TypeError, IndexError, KeyError, InvalidInputError)
+"""What encoding a batch raises when an entry has the wrong shape (``NewItem`` has no
+``[0]``, a str no ``.vector``, a 2-tuple no ``[2]``)."""
+
+
+def _not_encoded(
+    exc: Exception, entries: list[Any], argument: str, shape: str, fits: Callable[..., bool]
+) -> InvalidInputError:
+    """The error for a batch whose encoding raised ``exc``: naming its first entry of the
+    wrong shape if there is one, else ``exc`` itself (or as an ``InvalidInputError``)."""
     for i, entry in enumerate(entries):
         if not (isinstance(entry, tuple | list) and fits(entry)):
-            raise InvalidInputError(f"{argument}[{i}]", f"must be {shape}, got {_shape(entry)}")
+            return InvalidInputError(f"{argument}[{i}]", f"must be {shape}, got {_shape(entry)}")
+    if isinstance(exc, InvalidInputError):
+        return exc
+    return InvalidInputError(argument, f"cannot be encoded: {exc}")
 
 
 def _shape(value: Any) -> str:
@@ -114,19 +144,8 @@ def _fits_entry(entry: Sequence[Any]) -> bool:
     return (
         len(entry) in (2, 3)
         and isinstance(entry[0], str)
-        and isinstance(entry[1], NewItem)
+        and _is_item(entry[1])
         and (len(entry) == 2 or entry[2] is None or isinstance(entry[2], OnBehalf))
-    )
-
-
-def _plain_entry(entry: Any) -> bool:
-    """The common entry, ``(str, NewItem)``, checked in a third of :func:`_fits_entry`'s
-    time (a batch of 4,096 rows checked that way took a fifth as long as its encoding)."""
-    return (
-        type(entry) is tuple
-        and len(entry) == 2
-        and type(entry[0]) is str
-        and type(entry[1]) is NewItem
     )
 
 
@@ -153,11 +172,18 @@ def encode_write_entries(entries: list[tuple[Any, ...]]) -> WriteEntries:
     the other hosts step) can do it then.
 
     Raises:
-        InvalidInputError: ``entries`` is not a list of such tuples (naming the first
-            bad one, ``entries[i]``).
+        InvalidInputError: ``entries`` is not an iterable of such tuples (naming the
+            first bad one, ``entries[i]``).
     """
-    if type(entries) is not list or not all(map(_plain_entry, entries)):
-        _check_shape(entries, "entries", _ENTRY, _fits_entry)  # names the bad one
+    entries = _as_list(entries, "entries", _ENTRY)
+    try:
+        return _encoded_entries(entries)
+    except _ENCODING_ERRORS as exc:
+        raise _not_encoded(exc, entries, "entries", _ENTRY, _fits_entry) from exc
+
+
+def _encoded_entries(entries: list[tuple[Any, ...]]) -> WriteEntries:
+    """:func:`encode_write_entries` of entries not checked (a bad one raises anything)."""
     behalf = [_nth(e, 2) for e in entries]
     acting = sum(who is not None for who in behalf)
     columns = None
@@ -215,7 +241,9 @@ class Ops:
     def write_many(self, tier: str, entries: list[tuple[Any, ...]], *, now: float) -> Any:
         """Propose items in one message; returns a WriteResult each, in order.
 
-        Each entry is ``(namespace, item)`` or ``(namespace, item, OnBehalf(agent, token))``.
+        ``entries`` is a list (or any iterable but a str); each entry is ``(namespace,
+        item)`` or ``(namespace, item, OnBehalf(agent, token))``, the item a ``NewItem``
+        or anything with its fields.
         """
         return self.write_many_encoded(tier, encode_write_entries(entries), now=now)
 
@@ -274,24 +302,23 @@ class Ops:
         """Queries in one message; one Hit list each, in order (recalled at ``now``, as
         for :meth:`search`).
 
-        Each query is ``(namespace, vector, k)``, optionally followed by ``as_of`` (None:
+        ``queries`` is a list (or any iterable but a str) of queries. Each query is
+        ``(namespace, vector, k)``, optionally followed by ``as_of`` (None:
         no validity filter) and ``OnBehalf(agent, token)``; a text in place of the vector
         is embedded by the bus. With ``vectors=False`` the hits' items come without their
         vectors (an empty array).
         """
-        _check_shape(queries, "queries", _QUERY, _fits_query)
-        raw = [
-            _on_behalf(
-                {
-                    "namespace": q[0],
-                    **_query(q[1]),
-                    "k": q[2],
-                    "as_of": _nth(q, 3),
-                },
-                _nth(q, 4),
-            )
-            for q in queries
-        ]
+        queries = _as_list(queries, "queries", _QUERY)
+        try:
+            raw = [
+                _on_behalf(
+                    {"namespace": q[0], **_query(q[1]), "k": q[2], "as_of": _nth(q, 3)},
+                    _nth(q, 4),
+                )
+                for q in queries
+            ]
+        except _ENCODING_ERRORS as exc:
+            raise _not_encoded(exc, queries, "queries", _QUERY, _fits_query) from exc
         args: dict[str, Any] = {"tier": tier, "queries": raw, "now": now, "compact": True}
         if not vectors:
             args["vectors"] = False

@@ -14,7 +14,7 @@ import itertools
 import math
 import secrets
 import threading
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -99,8 +99,8 @@ class _Requests:
     ) -> None:
         if client_id is not None and not 0 <= client_id < 2**63:
             raise ValueError("client_id must be in [0, 2**63)")
+        timeout, retries = check_patience(timeout, retries)
         self.address, self.timeout, self.retries = address, timeout, retries
-        check_patience(timeout, retries)
         self.client_id = secrets.randbits(63) if client_id is None else client_id
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -179,10 +179,11 @@ class _Requests:
         return HivememError(f"transport error talking to {self.address}: {exc}")
 
 
-def check_patience(timeout: float | None, retries: int) -> None:
-    """Refuse a ``timeout`` that is not a number of seconds > 0 (None: wait for ever) and
-    ``retries`` that is not an int >= 0: a write sent under either then failed "after 0
-    attempts", or a blocking call crashed on None.
+def check_patience(timeout: float | None, retries: int) -> tuple[float | None, int]:
+    """``timeout`` and ``retries`` as Python numbers, once checked: a timeout in seconds
+    > 0 (None: wait for ever) and retries an int >= 0, of any numeric type that says so
+    (``numbers.Real``, ``numbers.Integral``: a count taken from numpy is one). Either one
+    wrong made a write fail "after 0 attempts", or a blocking call crash on None.
 
     Raises:
         InvalidInputError: naming ``timeout`` or ``retries``.
@@ -193,8 +194,9 @@ def check_patience(timeout: float | None, retries: int) -> None:
         raise errors.InvalidInputError(
             "timeout", f"must be seconds > 0, or None to wait for ever; got {timeout!r}"
         )
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+    if isinstance(retries, bool) or not isinstance(retries, Integral) or retries < 0:
         raise errors.InvalidInputError("retries", f"must be an int >= 0; got {retries!r}")
+    return (None if timeout is None else float(timeout)), int(retries)
 
 
 CURVE_KEYS = ("public", "secret", "server")

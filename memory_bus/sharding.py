@@ -9,13 +9,19 @@ would: k-hop and PageRank retrieval never need two shards, and eviction stays ex
 One thing differs: a ``write_many`` whose entries live on several shards is not atomic.
 One server checks a whole batch before it applies any of it and refuses it whole; here
 each shard does so for its own part only, so when one shard refuses its part the
-others' parts may be applied already. The error then says so: it names the refused row
-in the caller's numbering (``details["row"]``, ``items[i]``) and lists the rows applied
-elsewhere with their results (``details["applied"]``, row -> WriteResult), so the
-caller can send the rest again. No check by the client could make the batch whole: what
-a shard refuses (access from its registry, values against its config, capacity, a full
-disk) only that shard knows when it applies, and all-or-nothing across servers would
-need two-phase commit in the protocol.
+others' parts may be applied already, and a part whose reply never came (a timeout, a
+transport error) may be applied or not. The error then gives every part's outcome, in
+the caller's numbering and as plain data (msgpack- and JSON-safe): the refused row
+(``details["row"]``, ``items[i]``, if a shard refused), the rows applied with their
+results (``details["applied"]``, ``{"row", "op", "item_id", "evicted"}`` each), the rows
+refused and so not applied (``details["refused"]``: safe to send again once fixed), the
+rows of unknown outcome (``details["unknown"]``: look before sending them again), and
+each part's shard, rows, outcome and error (``details["parts"]``). It is the error of
+the first refused row if any shard refused, else the first part's that failed. No
+check by the client could make the batch whole: what a shard refuses (access from its
+registry, values against its config, capacity, a full disk) only that shard knows when
+it applies, and all-or-nothing across servers would need two-phase commit in the
+protocol.
 
 :class:`AsyncShardedClient` has the interface of
 :class:`~hivemem.memory_bus.client.AsyncMemoryClient` (it shares its :class:`Ops`):
@@ -37,11 +43,13 @@ import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
-from hivemem.memory_bus.client import AsyncMemoryClient
+from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, RemoteError
 from hivemem.memory_bus.codec import take_columns
-from hivemem.memory_bus.errors import HivememError, InvalidInputError, in_row
+from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalSyncError, in_row
+from hivemem.memory_bus.interfaces import WriteResult
 from hivemem.memory_bus.ops import AsyncClosing, Ops, name_list
 from hivemem.memory_bus.protocol import split_topic
 
@@ -164,8 +172,10 @@ class AsyncShardedClient(Ops, AsyncClosing):
         in row order.
 
         Raises:
-            HivememError: what a shard raised, numbering its row as the caller did; of a
-                ``write_many``, with the rows the other shards applied (module docstring).
+            HivememError: what a shard raised (the first refused row's error, else the
+                first failed part's), numbering its row as the caller did; of a
+                ``write_many`` on several shards, with every part's outcome (module
+                docstring).
         """
         rows_of: dict[int, list[int]] = {}
         for i, namespace in enumerate(namespaces):
@@ -178,22 +188,16 @@ class AsyncShardedClient(Ops, AsyncClosing):
             return_exceptions=True,
         )
         merged: list[Any] = [None] * len(namespaces)
-        answered: list[int] = []
-        failures: list[HivememError] = []
+        parts: list[_Part] = []
         for s, reply in zip(order, replies, strict=True):
-            if isinstance(reply, HivememError):
-                failures.append(_numbered_as_sent(reply, rows_of[s]))
-            elif isinstance(reply, BaseException):
-                raise reply
-            else:
-                answered += rows_of[s]
+            if isinstance(reply, BaseException) and not isinstance(reply, Exception):
+                raise reply  # cancelled, interrupted: no outcome to report
+            parts.append(_Part(s, rows_of[s], reply if isinstance(reply, Exception) else None))
+            if parts[-1].error is None:
                 for i, value in zip(rows_of[s], reply, strict=True):
                     merged[i] = value
-        if failures:
-            first = min(failures, key=lambda exc: exc.details.get("row", len(namespaces)))
-            if op == "write_many" and answered:
-                raise _partly_applied(first, {i: merged[i] for i in sorted(answered)})
-            raise first
+        if any(part.error is not None for part in parts):
+            raise _failure(op, parts, merged)
         return merged
 
     async def _split_columns(
@@ -280,18 +284,67 @@ _ROW_NAME = re.compile(r"\b(items|queries)\[(\d+)\]")
 """How an error names a batch row (``items[3].text``, ``... (items[3])``)."""
 
 
-def _numbered_as_sent(exc: HivememError, rows: list[int]) -> HivememError:
+@dataclass
+class _Part:
+    """One shard's part of a batch: the caller's rows it holds, and how it ended."""
+
+    shard: int
+    rows: list[int]
+    error: Exception | None  # None: answered
+
+    @property
+    def outcome(self) -> str:
+        """``applied`` (answered), ``refused`` (by the shard, whole) or ``unknown``."""
+        if self.error is None:
+            return "applied"
+        return "refused" if _refused(self.error) else "unknown"
+
+    def first_row(self) -> int:
+        """The row its error names (a refusal's), else its first row."""
+        row = self.error.details.get("row") if isinstance(self.error, HivememError) else None
+        return row if isinstance(row, int) and not isinstance(row, bool) else self.rows[0]
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether ``exc`` says its part was not applied at all: a shard's error reply (a
+    server checks a batch whole before it applies any of it) or the client's own refusal
+    before sending. Not so a timeout, a transport failure or a closed client (the request
+    may have been applied), a failed fsync, or an internal or unknown error."""
+    return (
+        isinstance(exc, HivememError)
+        and type(exc) not in (HivememError, RemoteError)
+        and not isinstance(exc, BusTimeoutError | JournalSyncError)
+    )
+
+
+def _failure(op: str, parts: list[_Part], merged: list[Any]) -> Exception:
+    """The error of a batch some of whose ``parts`` failed: the first refused row's if
+    any, else the first failed part's; of a ``write_many`` on several shards, with every
+    part's outcome (see the module docstring)."""
+    failed = [part for part in parts if part.error is not None]
+    for part in failed:
+        if isinstance(part.error, HivememError) and _refused(part.error):
+            _numbered_as_sent(part.error, part.rows, BATCH_KEYS[op])
+    first = min(failed, key=lambda part: (part.outcome != "refused", part.first_row()))
+    if op != "write_many" or len(parts) == 1:
+        return cast(Exception, first.error)
+    return _partly_applied(first, parts, merged)
+
+
+def _numbered_as_sent(exc: HivememError, rows: list[int], key: str = "items") -> HivememError:
     """``exc``, raised by a shard about its part of a batch (the caller's ``rows``, in
     order), made to name the caller's row: the shard numbered its part from 0.
 
-    A part of one row is answered as a single request, whose error names no row: the
-    row is then that one.
+    The shard's row is ``details["row"]``, else the ``items[N]`` (``queries[N]``) that
+    begins its field or appears in its message (a batch's column checks name the row
+    there alone). A part of one row is answered as a single request, whose error may
+    name no row: the row is then that one, named under the batch's ``key``.
     """
-    local = exc.details.get("row")
+    local = _local_row(exc)
     if local is None and len(rows) == 1:
-        return in_row(exc, rows[0])
-    if isinstance(local, bool) or not isinstance(local, int) or not 0 <= local < len(rows):
-        return exc  # about the part as a whole (a timeout, a dead shard)
+        return in_row(exc, rows[0], key)
+    if local is None or not 0 <= local < len(rows):
+        return exc  # about the part as a whole
     row = rows[local]
 
     def renamed(text: str) -> str:
@@ -308,18 +361,75 @@ def _numbered_as_sent(exc: HivememError, rows: list[int]) -> HivememError:
     return exc
 
 
-def _partly_applied(exc: HivememError, applied: dict[int, Any]) -> HivememError:
-    """``exc`` of a sharded ``write_many``, made to say which rows other shards applied,
-    with their results (``details["applied"]``)."""
-    rows = list(applied)
-    shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
-    exc.details["applied"] = applied
-    exc.message = (
-        f"{exc.message}; other shards applied rows {shown} of the batch (their results: "
-        "details['applied']): a write_many split over shards is not atomic"
+def _local_row(exc: HivememError) -> int | None:
+    """The row of its part that ``exc`` names, numbered as the shard did; None if none."""
+    row = exc.details.get("row")
+    if isinstance(row, int) and not isinstance(row, bool):
+        return row
+    field = exc.details.get("field")
+    named = _ROW_NAME.match(field) if isinstance(field, str) else None
+    named = named or _ROW_NAME.search(exc.message)
+    return int(named[2]) if named else None
+
+
+def _partly_applied(first: _Part, parts: list[_Part], merged: list[Any]) -> HivememError:
+    """``first``'s error, of a ``write_many`` split over shards, made to give every
+    part's outcome as plain data, and to say which rows may be sent again."""
+    summaries = [_part_summary(part) for part in parts]
+    exc = first.error
+    if not isinstance(exc, HivememError):
+        exc = HivememError(f"write_many's part on shard {first.shard} failed: {exc!r}")
+        exc.__cause__ = first.error
+    rows = {o: [i for p in parts if p.outcome == o for i in p.rows] for o in _OUTCOMES}
+    exc.details.update(
+        applied=[_plain_result(i, merged[i]) for i in sorted(rows["applied"])],
+        refused=sorted(rows["refused"]),
+        unknown=sorted(rows["unknown"]),
+        parts=summaries,
     )
+    why = "; ".join(_said(outcome, sorted(rows[outcome])) for outcome in _OUTCOMES if rows[outcome])
+    exc.message = f"{exc.message}; a write_many split over shards is not atomic: {why}"
     exc.args = (exc.message,)
     return exc
+
+
+_OUTCOMES = ("applied", "refused", "unknown")
+
+_MEANING = {
+    "applied": "applied (details['applied'], with their results)",
+    "refused": "refused, none of them applied: safe to send again once fixed (details['refused'])",
+    "unknown": "of unknown outcome (no reply: they may be applied): look before sending "
+    "them again (details['unknown'])",
+}
+
+
+def _said(outcome: str, rows: list[int]) -> str:
+    shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    return f"rows {shown} {_MEANING[outcome]}"
+
+
+def _part_summary(part: _Part) -> dict[str, Any]:
+    """A part's shard, rows and outcome, with its error's code and message if it failed."""
+    summary: dict[str, Any] = {"shard": part.shard, "rows": part.rows, "outcome": part.outcome}
+    if part.error is not None:
+        summary["code"] = getattr(part.error, "code", type(part.error).__name__)
+        summary["message"] = str(part.error)
+    return summary
+
+
+def _plain_result(row: int, result: Any) -> dict[str, Any]:
+    """One applied row's result as plain data (error details must be msgpack-safe)."""
+    if isinstance(result, WriteResult):
+        evicted = [int(i) for i in result.evicted]
+        return {
+            "row": row,
+            "op": result.op.value,
+            "item_id": int(result.item_id),
+            "evicted": evicted,
+        }
+    if isinstance(result, dict):  # not decoded: the wire's map already
+        return {"row": row, **result}
+    return {"row": row, "result": result}
 
 
 def _embedding(ping: dict[str, Any]) -> tuple[Any, Any]:

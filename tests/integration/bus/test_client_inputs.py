@@ -3,6 +3,8 @@ returns (real server, real sockets; from an audit of the clients)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +107,58 @@ def test_numpy_numbers_are_sent_as_python_numbers(alice: MemoryClient) -> None:
     assert [h.id for h in alice.search("private", "alice", "x", k=np.int64(1), now=None)] == [
         written.item_id
     ]
+
+
+@dataclasses.dataclass
+class Proposal:
+    """A caller's own item class: ``NewItem``'s fields, not a ``NewItem``."""
+
+    text: str
+    vector: Any = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    importance: float = 0.5
+    valid_from: float | None = None
+    valid_to: float = math.inf
+    level: int = 0
+
+
+def test_inputs_that_worked_before_the_type_checks_still_work(bus: Bus) -> None:
+    """The checks of argument types refused queries and entries given as a generator,
+    an item of the caller's own class with NewItem's fields, and numpy's retries."""
+    vector = np.ones(32, np.float32)
+    with bus.client("alice", timeout=np.float32(5), retries=np.int64(1)) as client:
+        written = client.write("private", "alice", Proposal("duck"), now=0.0)
+        assert client.get("private", "alice", written.item_id).importance == 0.5
+        many = client.write_many(
+            "private", (("alice", Proposal(f"duck {i}")) for i in range(2)), now=0.0
+        )
+        texts = [client.get("private", "alice", r.item_id).text for r in many]
+        assert texts == ["duck 0", "duck 1"]
+        hits = client.search_many("private", (("alice", vector, 2) for _ in range(3)), now=None)
+        assert [len(h) for h in hits] == [2, 2, 2]
+    numpy_patience = AsyncMemoryClient(
+        "tcp://127.0.0.1:1", timeout=np.float32(2), retries=np.int64(3)
+    )
+    requests = numpy_patience._transport.requests  # type: ignore[attr-defined]
+    numpy_patience.close()
+    assert type(requests.retries) is int and requests.attempts == 4
+    assert type(requests.timeout) is float and requests.timeout == 2.0
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.search_many("private", "alice", now=None),
+        lambda c: c.search_many("private", 3, now=None),
+        lambda c: c.write_many("private", "alice", now=0.0),
+        lambda c: c.write("private", "alice", {"text": "not an item"}, now=0.0),
+    ],
+)
+def test_what_is_no_batch_or_item_is_still_refused_by_name(bus: Bus, call: Any) -> None:
+    with bus.client("alice", timeout=5.0) as client:
+        with pytest.raises(InvalidInputError) as caught:
+            call(client)
+        assert caught.value.field in {"queries", "entries", "item", "entries[0]", "queries[0]"}
 
 
 def test_curve_keys_missing_are_named() -> None:

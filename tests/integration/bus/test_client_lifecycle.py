@@ -319,3 +319,106 @@ def test_close_ends_a_blocking_call_waiting_on_a_silent_bus(timeout: float | Non
         client.close()
         silent.close(linger=0)
         ctx.term()
+
+
+class _Preempted(MemoryClient):
+    """A client whose thread "B" is held after its "is the client open?" check until the
+    loop thread has stopped, as a preempted thread would be, and again for ``pause``
+    seconds once it has scheduled its request; and whose ``loop.close()`` comes ``delay``
+    seconds late (timing only: no logic of the client is changed)."""
+
+    def __init__(self, *args: Any, delay: float, pause: float = 0.0, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        closing, self._pause = self._loop.close, pause
+        self._loop.close = lambda: (time.sleep(delay), closing())[1]  # type: ignore[method-assign]
+
+    def _schedule(self, coro: Any) -> concurrent.futures.Future[Any]:
+        if threading.current_thread().name != "B":
+            return super()._schedule(coro)
+        self._thread.join()
+        future = super()._schedule(coro)
+        time.sleep(self._pause)
+        return future
+
+
+def _nowait_ping_in_b(client: MemoryClient) -> dict[str, concurrent.futures.Future[Any]]:
+    """``client.nowait().ping()`` in a thread named "B", started now; its future, once
+    it has one, under ``"future"``."""
+    got: dict[str, concurrent.futures.Future[Any]] = {}
+    b = threading.Thread(
+        target=lambda: got.setdefault("future", client.nowait().ping()), name="B", daemon=True
+    )
+    b.start()
+    time.sleep(0.1)  # B is past its check, held before it schedules
+    return got
+
+
+def test_a_request_started_as_the_client_closes_ends_with_client_is_closed(bus: Bus) -> None:
+    """Scheduled between the loop thread's exit and loop.close(), and tracked after
+    close() ended the requests in flight, its future stayed pending for ever."""
+    client = _Preempted(bus.server.address, "alice", bus.tokens["alice"], delay=0.1, pause=0.3)
+    got = _nowait_ping_in_b(client)
+    assert finishes(client.close)
+    deadline = time.monotonic() + 5
+    while "future" not in got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(HivememError, match="client is closed"):
+        got["future"].result(timeout=3)
+
+
+def test_close_in_a_done_callback_run_by_close_itself_does_not_deadlock(bus: Bus) -> None:
+    """close() ended the abandoned requests while holding its non-reentrant lock, in its
+    own thread: a done-callback that closes the client (on any error, shut down) waited
+    for that lock for ever, and so did every later close()."""
+    client = _Preempted(bus.server.address, "alice", bus.tokens["alice"], delay=0.3)
+    got = _nowait_ping_in_b(client)
+    closed_in_callback = threading.Event()
+
+    def close_on_error(_future: concurrent.futures.Future[Any]) -> None:
+        client.close()
+        closed_in_callback.set()
+
+    def add_callback() -> None:  # while close() sleeps before loop.close()
+        while "future" not in got:
+            time.sleep(0.01)
+        got["future"].add_done_callback(close_on_error)
+
+    adding = threading.Thread(target=add_callback, daemon=True)
+    adding.start()
+    assert finishes(client.close, 5)
+    assert closed_in_callback.wait(5)
+    assert isinstance(got["future"].exception(0), HivememError)
+    assert finishes(client.close, 2)  # a later close() from another thread too
+
+
+def test_close_on_the_loop_thread_with_no_thread_to_finish_it_leaves_it_closable(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no thread could be started to finish the closing, the closing lock stayed
+    held and the client marked closed: every later close() waited for ever."""
+    start = threading.Thread.start
+
+    def no_thread_to_close(thread: threading.Thread) -> None:
+        if thread.name == "hivemem-client-close":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread_to_close)
+    client = bus.client("alice", timeout=5.0)
+    failed: list[BaseException] = []
+
+    def close_here(_future: concurrent.futures.Future[Any]) -> None:
+        try:
+            client.close()
+        except RuntimeError as exc:
+            failed.append(exc)
+
+    client.nowait().ping().add_done_callback(close_here)
+    deadline = time.monotonic() + 5
+    while not failed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [str(e) for e in failed] == ["can't start new thread"]
+    assert finishes(client.close, 5)
+    assert not client._thread.is_alive()
+    with pytest.raises(HivememError, match="closed"):
+        client.ping()

@@ -8,22 +8,25 @@ the error, and a run gives the same rows on one shard as on several.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+import zmq
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import BusTimeoutError, MemoryClient
 from hivemem.memory_bus.config import HashingEmbedderConfig, StoreConfig, TierConfig
 from hivemem.memory_bus.embedder import HashingEmbedder
-from hivemem.memory_bus.errors import AccessDeniedError
+from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.protocol import ADMIN_AGENT
+from hivemem.memory_bus.protocol import ADMIN_AGENT, pack, unpack
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.sharding import (
     AsyncShardedClient,
@@ -323,8 +326,143 @@ def test_a_refused_row_is_named_as_sent_with_the_rows_other_shards_applied(
     error = caught.value
     assert error.details["row"] == 3 and "items[3]" in str(error)
     applied = error.details["applied"]
-    assert sorted(applied) == [0, 2, 4]
-    for row, result in applied.items():
-        namespace, item = entries[row]
-        assert sharded.alice.get("shared", namespace, result.item_id).text == item.text
+    assert [result["row"] for result in applied] == [0, 2, 4]
+    for result in applied:
+        namespace, item = entries[result["row"]]
+        assert result["op"] == "ADD"
+        assert sharded.alice.get("shared", namespace, result["item_id"]).text == item.text
+    assert error.details["refused"] == [1, 3] and error.details["unknown"] == []
     assert sharded.alice.scan("shared", beside).items == []
+
+
+class DroppedReplies:
+    """A ROUTER/DEALER relay on 127.0.0.1 to a real bus that forwards every request and
+    drops every reply: a shard that applies its part, but whose answer never comes."""
+
+    def __init__(self, target: str) -> None:
+        self.ctx = zmq.Context()
+        self.front, self.back = self.ctx.socket(zmq.ROUTER), self.ctx.socket(zmq.DEALER)
+        for sock in (self.front, self.back):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.address = f"tcp://127.0.0.1:{self.front.bind_to_random_port('tcp://127.0.0.1')}"
+        self.back.connect(target)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._relay, daemon=True)
+        self.thread.start()
+
+    def _relay(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        while not self.stop.is_set():
+            for sock, _ in poller.poll(50):
+                if sock is self.front:
+                    _peer, *frames = self.front.recv_multipart()
+                    self.back.send_multipart(frames)
+                else:
+                    self.back.recv_multipart()  # the reply, dropped
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.front.close(linger=0)
+        self.back.close(linger=0)
+        self.ctx.term()
+
+
+def test_a_split_write_many_error_gives_every_parts_outcome_as_plain_data(
+    sharded: Sharded,
+) -> None:
+    """Only the first failure was raised: the rows of a shard that applied its part but
+    whose reply was lost appeared nowhere (a caller resending "the rest" wrote them
+    twice), and ``details["applied"]`` held WriteResults, which msgpack and json refuse."""
+    relay = DroppedReplies(sharded.servers[2].address)
+    addresses = [s.address for s in sharded.servers[:2]] + [relay.address]
+    client = MemoryClient(addresses, "alice", sharded.alice.token, timeout=1.0, retries=0)
+    on = {s: [g for g in GROUPS if shard_of(g, SHARDS) == s] for s in range(SHARDS)}
+    refused = next(n for n in ["rivals", "x", "y", "z", "w"] if shard_of(n, SHARDS) == 0)
+    entries = [
+        (on[2][0], NewItem("row 0, its reply lost")),
+        (on[1][0], NewItem("row 1, applied")),
+        (refused, NewItem("row 2, not hers")),
+        (on[2][1], NewItem("row 3, its reply lost")),
+    ]
+    try:
+        with pytest.raises(AccessDeniedError) as caught:
+            client.write_many("shared", entries, now=0.0)
+    finally:
+        client.close()
+        relay.close()
+    details = caught.value.details
+    assert details["row"] == 2 and details["refused"] == [2] and details["unknown"] == [0, 3]
+    [applied] = details["applied"]
+    assert applied == {"row": 1, "op": "ADD", "item_id": applied["item_id"], "evicted": []}
+    assert sharded.alice.get("shared", on[1][0], applied["item_id"]).text == "row 1, applied"
+    for row in (0, 3):  # applied for all the error could know: its rows must be named
+        assert [i.text for i in sharded.alice.scan("shared", entries[row][0]).items] == [
+            entries[row][1].text
+        ]
+    outcomes = {p["shard"]: (p["rows"], p["outcome"]) for p in details["parts"]}
+    assert outcomes == {0: ([2], "refused"), 1: ([1], "applied"), 2: ([0, 3], "unknown")}
+    assert [p.get("code") for p in details["parts"]] == ["access_denied", None, "timeout"]
+    assert unpack(pack(details)) == details
+    assert json.loads(json.dumps(details)) == details
+    message = str(caught.value)
+    assert "rows 2 refused" in message and "safe to send again" in message
+    assert "rows 0, 3 of unknown outcome" in message
+
+
+def test_a_field_error_in_a_split_batch_names_the_callers_row(sharded: Sharded) -> None:
+    """A batch's column checks name ``items[i].<field>`` without ``details.row``: the
+    shard's own numbering was passed on (``items[1]`` for the caller's row 2, with no
+    row); and a search_many query alone on its shard was named ``items[1].k``."""
+    on = {s: [g for g in GROUPS if shard_of(g, SHARDS) == s] for s in range(SHARDS)}
+    vector, long = np.ones(DIM, np.float32), "x" * 40_000
+    cases = {
+        "columns, 2nd on its shard": (
+            lambda: sharded.alice.write_many(
+                "shared",
+                [(on[0][0], NewItem("a")), (on[1][0], NewItem("b")), (on[1][1], NewItem(long))],
+                now=0.0,
+            ),
+            "items[2].text",
+            2,
+        ),
+        "rows, 2nd on its shard": (
+            lambda: sharded.alice.write_many(
+                "shared",
+                [
+                    (on[0][0], NewItem("a", vector=vector)),
+                    (on[1][0], NewItem("b")),
+                    (on[1][1], NewItem(long)),
+                ],
+                now=0.0,
+            ),
+            "items[2].text",
+            2,
+        ),
+        "columns, alone on its shard": (
+            lambda: sharded.alice.write_many(
+                "shared",
+                [(on[0][0], NewItem("a")), (on[1][0], NewItem(long)), (on[0][1], NewItem("b"))],
+                now=0.0,
+            ),
+            "items[1].text",
+            1,
+        ),
+        "search_many, alone on its shard": (
+            lambda: sharded.alice.search_many(
+                "shared",
+                [(on[0][0], vector, 3), (on[1][0], vector, 0), (on[0][1], vector, 3)],
+                now=None,
+            ),
+            "queries[1].k",
+            1,
+        ),
+    }
+    for name, (call, field, row) in cases.items():
+        with pytest.raises(InvalidInputError) as caught:
+            call()
+        error = caught.value
+        assert (error.field, error.details["row"]) == (field, row), name
+        assert str(error).startswith(f"invalid {field}:"), name
