@@ -303,8 +303,19 @@ def search_many(ctx: Context, args: dict[str, Any]) -> Any:
     compact = field(args, "compact", bool, False)
     queries = [_entry(x) for x in batch(args, "queries")]
     embedded = ctx.query_vectors(queries)
-    requests = [_search_request(ctx, q, v) for q, v in zip(queries, embedded, strict=True)]
-    results = ctx.store.tier(tier_name).search_many(requests, now=recall_time(args))
+    requests = []
+    for i, (query, vector) in enumerate(zip(queries, embedded, strict=True)):
+        try:
+            requests.append(_search_request(ctx, query, vector))
+        except HivememError as exc:
+            raise in_row(exc, i, "queries") from None
+    try:
+        results = ctx.store.tier(tier_name).search_many(requests, now=recall_time(args))
+    except HivememError as exc:  # a query's k, as_of or access: the tier says which
+        row = exc.details.get("row")
+        if isinstance(row, int):
+            raise in_row(exc, row, "queries") from None
+        raise
     ctx.recalled(tier_name, recall_time(args), results)
     return [[encode_hit(h, vectors, compact) for h in hits] for hits in results]
 

@@ -411,9 +411,13 @@ class VectorTier:
                 raise InvalidInputError(
                     "requests", f"expected SearchRequest, got {type(req).__name__}"
                 )
-            self._check(req.caller, req.namespace, "read")
-            k = as_k(req.k)
-            as_of = None if req.as_of is None else check_number(req.as_of, "as_of")
+            try:
+                self._check(req.caller, req.namespace, "read")
+                k = as_k(req.k)
+                as_of = None if req.as_of is None else check_number(req.as_of, "as_of")
+            except HivememError as exc:  # which request: details.row
+                exc.details.setdefault("row", pos)
+                raise
             caller = req.caller
             if caller not in seen:  # one predicate per caller: the groups' keys compare it
                 seen[caller] = self._visible_to(caller)

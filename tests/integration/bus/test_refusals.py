@@ -238,3 +238,18 @@ def test_a_single_request_names_its_own_fields(alice: MemoryClient) -> None:
     with pytest.raises(HivememError) as found:
         alice.search("private", "alice", np.ones(DIM + 1, dtype=np.float32), now=None)
     assert found.value.details["field"] == "vector"
+
+
+def test_a_bad_query_of_search_many_is_named_by_its_row(bus: Bus) -> None:
+    """A query's k, as_of or access was refused as ``k`` (or the namespace) alone: the
+    caller of a batch of thousands could not tell which query."""
+    vector = np.ones(DIM, np.float32)
+    with bus.client("alice", timeout=5.0) as alice:
+        fine = ("alice", vector, 3)
+        with pytest.raises(InvalidInputError) as caught:
+            alice.search_many("private", [fine, fine, ("alice", vector, 0)], now=None)
+        assert caught.value.details["field"] == "queries[2].k"
+        assert caught.value.details["row"] == 2
+        with pytest.raises(HivememError, match=r"\(queries\[1\]\)$") as denied:
+            alice.search_many("private", [fine, ("bob", vector, 3)], now=None)
+        assert denied.value.code == "access_denied" and denied.value.details["row"] == 1
