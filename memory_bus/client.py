@@ -1,7 +1,7 @@
 """Clients of the bus: one asyncio core, a thin synchronous wrapper, agent-scoped handles.
 
-:class:`AsyncMemoryClient` keeps many requests in flight on one DEALER socket and matches
-replies to requests by id. A request that times out is sent again *with the same id*
+:class:`AsyncMemoryClient` (:mod:`hivemem.memory_bus.async_client`) keeps many requests
+in flight on one DEALER socket and matches replies to requests by id. A request that times out is sent again *with the same id*
 after reconnecting; the server answers a repeated id from memory, so a retried write is
 never applied twice. :class:`MemoryClient` runs the same core on a private event loop
 thread for its ``nowait`` calls and sharded buses; its blocking calls to one server go
@@ -26,25 +26,22 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
-import re
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
+from hivemem.memory_bus.async_client import AsyncMemoryClient, one_of
 from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.event_gaps import EventGaps, starts
-from hivemem.memory_bus.interfaces import SyncTransport, Transport
+from hivemem.memory_bus.interfaces import SyncTransport
 from hivemem.memory_bus.ops import (
-    AsyncClosing,
     OnBehalf,
     Ops,
     WriteEntries,
     encode_write_entries,
     name_list,
 )
-from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack_reply
 from hivemem.memory_bus.requests import BusTimeoutError, RemoteError, error_from_reply
-from hivemem.memory_bus.transport import AsyncTransport, LocalTransport
+from hivemem.memory_bus.transport import LocalTransport
 
 __all__ = [
     "AsyncMemoryClient",
@@ -58,150 +55,6 @@ __all__ = [
     "encode_write_entries",
     "error_from_reply",
 ]
-
-
-_ANY_HOST = re.compile(r"tcp://(0\.0\.0\.0|\*|\[::\]|::):(\d+)")
-_HOST = re.compile(r"tcp://(.+):\d+")
-
-
-def reachable_pub(pub: str, requests: str) -> str:
-    """The event socket's address as a client that sends its requests to ``requests``
-    can reach it.
-
-    A bus bound to every interface (``--host 0.0.0.0``) reports its event socket there,
-    an address that names no host: a subscriber on another machine connected to itself
-    and heard nothing, without a word. The host that answers the requests serves the
-    events too.
-
-    >>> reachable_pub("tcp://0.0.0.0:7778", "tcp://10.0.0.5:7777")
-    'tcp://10.0.0.5:7778'
-    """
-    anywhere, host = _ANY_HOST.fullmatch(pub), _HOST.fullmatch(requests)
-    if anywhere is None or host is None:
-        return pub
-    return f"tcp://{host.group(1)}:{anywhere.group(2)}"
-
-
-class AsyncMemoryClient(Ops, AsyncClosing):
-    """The asyncio client: every op method returns a coroutine (``async with`` closes it).
-
-    Args:
-        address: The server's ROUTER address (``tcp://host:port``).
-        agent: Default agent id for requests (see :meth:`as_agent`).
-        token: That agent's token.
-        timeout: Seconds to wait for one reply before retrying (> 0); None waits for ever.
-        retries: Retries after a timeout (each with the same request id), an int >= 0.
-        curve: ``{"public", "secret", "server"}`` z85 keys for CURVE, or None.
-        client_id: Who the server remembers requests under (random if None). A process
-            that replays requests after a crash passes the same id and numbers its
-            requests as before (:meth:`number_requests_from`), so the server answers
-            the replayed writes from memory instead of applying them again.
-        transport: What carries the requests, instead of a DEALER to ``address`` (e.g.
-            :class:`~hivemem.memory_bus.transport.LocalTransport`); the four settings
-            above are then the transport's own.
-
-    Raises:
-        InvalidInputError: a ``timeout``, ``retries`` or ``curve`` that cannot work.
-    """
-
-    def __init__(
-        self,
-        address: str = "",
-        agent: str = "",
-        token: str = "",
-        *,
-        timeout: float | None = 10.0,
-        retries: int = 2,
-        curve: dict[str, bytes] | None = None,
-        client_id: int | None = None,
-        transport: Transport | None = None,
-    ) -> None:
-        _one_of(address, transport)
-        self.agent, self.token = agent, token
-        self._transport: Transport = transport or AsyncTransport(
-            address, timeout, retries, curve, client_id
-        )
-        self._owner = True  # closes the transport; its as_agent handles do not
-
-    def number_requests_from(self, start: int) -> None:
-        """The next requests carry ids ``start``, ``start + 1``, ... (see ``client_id``)."""
-        self._transport.number_from(start)
-
-    def _call(
-        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
-    ) -> Any:
-        return self._decoded(op, args, decode)
-
-    async def _decoded(
-        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
-    ) -> Any:
-        result = await self._transport.call(op, self.agent, self.token, args)
-        return decode(result) if decode is not None else result
-
-    async def events(
-        self, topics: list[str], pub_address: str | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Memory events (add/update/delete/evict, graph edges) of ``topics``, as decoded maps.
-
-        A topic is one namespace, ``"tier/namespace"``, which this agent must be allowed
-        to read; the admin may also name a whole tier (``"tier/"``) or everything
-        (``""``). The server checks the topics first (``subscribe``; a refused one raises
-        here, e.g. :class:`~hivemem.memory_bus.errors.AccessDeniedError`), then the event
-        socket checks each subscription again: nobody receives what they could not read.
-        The event socket's address comes from that answer unless given.
-
-        Each event carries its namespace's sequence number (``seq``). Where numbers were
-        skipped (events dropped for a slow subscriber, or sent while it reconnected), or
-        went back (the bus lost its memory), a ``{"kind": "gap", ...}`` record comes
-        first (:mod:`hivemem.memory_bus.event_gaps`): read the namespace afresh.
-
-        Raises:
-            InvalidInputError: ``topics`` is a str, not a list of them.
-        """
-        topics = name_list(topics, "topics")
-        granted = await self.subscribe(topics)
-        address = pub_address or reachable_pub(
-            granted["pub"], getattr(self._transport, "address", "")
-        )
-        subscriptions = []
-        for topic, prefix in zip(topics, granted["prefixes"], strict=True):
-            # The first asks the server for the topic's events; the second lets this
-            # socket keep them (a SUB drops messages that match none of its own prefixes).
-            subscriptions += [encode_subscription(self.agent, self.token, topic), prefix]
-        # closed with this stream, not when collected: its socket must be closed before
-        # the transport's context is terminated, or the termination waits for ever
-        epoch = granted.get("epoch")
-        gaps = EventGaps(
-            starts(topics, granted.get("seqs")), epoch if isinstance(epoch, str) else None
-        )
-        async with contextlib.aclosing(self._transport.events(address, subscriptions)) as feed:
-            async for frames in feed:
-                if len(frames) == 3 and frames[1] == HEADER:
-                    # the bus's own message, under the size limit alone: deleting a node of
-                    # 65,600 edges announces 65,601 events at once (unpack's request-side
-                    # limits ended the stream, and every event after it was lost)
-                    for record in unpack_reply(frames[2]):
-                        for gap in gaps.gaps_before(record):
-                            yield gap
-                        if record.get("kind") != MARK:
-                            yield record
-
-    def as_agent(self, agent: str, token: str) -> AsyncMemoryClient:
-        """A handle on the same connection that acts as ``agent``.
-
-        The connection stays this client's: closing the handle (or leaving its ``async
-        with``) does nothing, so a handle lent to one agent cannot end everybody's.
-        """
-        handle = object.__new__(AsyncMemoryClient)
-        handle.agent, handle.token, handle._transport = agent, token, self._transport
-        handle._owner = False
-        return handle
-
-    def close(self) -> None:
-        """Close the socket (call from the loop that used it); on an :meth:`as_agent`
-        handle, nothing."""
-        if self._owner:
-            self._transport.close()
 
 
 CLOSE_WAIT_S = 1.0
@@ -575,12 +428,6 @@ def _answered(call: Callable[[], Any]) -> concurrent.futures.Future[Any]:
     return future
 
 
-def _one_of(address: str | Sequence[str], transport: Transport | None) -> None:
-    """Raise ``ValueError`` unless exactly one of an address and a transport is given."""
-    if (transport is None) == (not address):
-        raise ValueError("give either the server's address or a transport (one of the two)")
-
-
 def _blocking_for(core: Any) -> SyncTransport | None:
     """The blocking twin of a one-transport core's transport, sharing its ids; None if
     sharded (or the transport has none)."""
@@ -595,7 +442,7 @@ async def _make_async(
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
 
     if kw.get("transport") is not None:
-        _one_of(address, kw["transport"])
+        one_of(address, kw["transport"])
         return AsyncMemoryClient(agent=agent, token=token, **kw)
     addresses = split_addresses(address)
     if len(addresses) == 1:

@@ -378,7 +378,7 @@ def test_events_are_followed_where_the_bus_answers_when_it_reports_no_host() -> 
     tcp://0.0.0.0:PORT, which names no host: a subscriber on another machine connected
     to itself and heard nothing. (On one machine 0.0.0.0 reaches the local host, so only
     the address the client picks can be checked here.)"""
-    from hivemem.memory_bus.client import reachable_pub
+    from hivemem.memory_bus.async_client import reachable_pub
 
     assert reachable_pub("tcp://0.0.0.0:7778", "tcp://10.0.0.5:7777") == "tcp://10.0.0.5:7778"
     assert reachable_pub("tcp://*:7778", "tcp://bus.lan:7777") == "tcp://bus.lan:7778"
