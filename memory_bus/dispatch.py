@@ -142,7 +142,7 @@ class Dispatcher:
                 return reply_again(req.op, req.args, cached, token), "retry", []
         reply, code, later = self.apply(req, caller)
         if req.op in MUTATING and (_remembered(req.op, code) or self._refused_after_a_change):
-            self.replies.remember(key, kept_reply(req.op, req.id, reply))
+            self.replies.remember(key, kept_reply(req.op, reply))
         return reply, code, later
 
     def apply(self, req: Request, caller: Caller) -> tuple[bytes, str, list[Change]]:

@@ -525,7 +525,7 @@ class Durability:
         finally:
             store.ctx.tape = None
         key = (int(record["client"]), req_id, str(record["agent"]))
-        self.replies.remember(key, kept_reply(Op(record["op"]), req_id, reply))
+        self.replies.remember(key, kept_reply(Op(record["op"]), reply))
 
 
 def _described(config: StoreConfig) -> str:

@@ -126,13 +126,11 @@ def journal_args(op: Op, args: dict[str, Any]) -> dict[str, Any]:
     return {**args, "items": kept}
 
 
-def kept_reply(op: Op, req_id: int, reply: bytes) -> bytes:
+def kept_reply(op: Op, reply: bytes) -> bytes:
     """What the retry memory keeps of a change's ``reply``: an applied ``register``'s
     without its token (kept replies go into snapshots, which hold no credential; a retry
     gets the token made again: :func:`reply_again`)."""
-    if op is not Op.REGISTER or b"token" not in reply:
-        return reply
-    return encode_reply(req_id, {})
+    return token_free(reply) if op is Op.REGISTER else reply
 
 
 def token_free(reply: bytes) -> bytes:

@@ -143,11 +143,16 @@ class VectorTier:
         """Which items a write by ``callers`` may evict (None: any): any, here."""
         return None
 
-    @contextlib.contextmanager
-    def evicting_for(self, callers: Iterable[Caller]) -> Iterator[None]:
+    def evicting_for(self, callers: Iterable[Caller]) -> contextlib.AbstractContextManager[None]:
         """Let the evictions made meanwhile choose only among the items ``callers`` may
-        touch (:meth:`evict_scope`)."""
-        self._evictable = self.evict_scope(callers)
+        touch (:meth:`evict_scope`). Where they may evict any (every tier but a graph with
+        a level-limited writer), a no-op: every write passes here."""
+        scope = self.evict_scope(callers)
+        return contextlib.nullcontext() if scope is None else self._evicting(scope)
+
+    @contextlib.contextmanager
+    def _evicting(self, scope: Callable[[Item], bool]) -> Iterator[None]:
+        self._evictable = scope
         try:
             yield
         finally:

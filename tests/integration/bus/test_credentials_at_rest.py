@@ -74,8 +74,9 @@ def test_on_behalf_writes_survive_a_new_secret_and_leave_no_token_on_disk(
 
 
 def test_a_row_with_a_wrong_token_is_refused_before_the_journal(tmp_path: Path) -> None:
-    """Rows are taken on trust when the journal is replayed, so a row's token is checked
-    before its request is journaled: the refused request leaves no record."""
+    """A row with a wrong token refuses the whole batch and leaves no record (a guard:
+    this held before too, as the refused record was taken back; that the check comes
+    before the journal, which a replay trusting rows needs, is the forged-row test's)."""
     server = bus(tmp_path, OLD)
     alice, host_token = server.register("alice", ["team"]), server.register("host", ["team"])
     with server, MemoryClient(server.address, "host", host_token) as host:

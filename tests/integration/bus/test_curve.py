@@ -21,11 +21,18 @@ def keys(directory: Path, name: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
-def test_curve_right_and_wrong_key(tmp_path: Path) -> None:
+def folders(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """The allowed clients' key folder, one beside it for keys not allowed, and the
+    server's public key (its certificate made in ``tmp_path``)."""
     allowed, others = tmp_path / "allowed", tmp_path / "others"
     allowed.mkdir()
     others.mkdir()
     server_public, _ = keys(tmp_path, "server")
+    return allowed, others, server_public
+
+
+def test_curve_right_and_wrong_key(tmp_path: Path) -> None:
+    allowed, others, server_public = folders(tmp_path)
     good_public, good_secret = keys(allowed, "client")
     bad_public, bad_secret = keys(others, "intruder")
     server, tokens = make_server(curve=CurveConfig(tmp_path / "server.key_secret", allowed))
@@ -110,10 +117,7 @@ def test_keys_taken_out_or_put_in_count_once_reloaded(tmp_path: Path) -> None:
     """Before, the folder was read once, at start: a key taken out to revoke a client
     was let in until a restart. Now ``reload_curve_keys`` (SIGHUP in ``bus serve``)
     reads it again."""
-    allowed, others = tmp_path / "allowed", tmp_path / "others"
-    allowed.mkdir()
-    others.mkdir()
-    server_public, _ = keys(tmp_path, "server")
+    allowed, others, server_public = folders(tmp_path)
     old_public, old_secret = keys(allowed, "old")
     new_public, new_secret = keys(others, "new")
     server, tokens = make_server(curve=CurveConfig(tmp_path / "server.key_secret", allowed))
