@@ -222,7 +222,7 @@ class EventPublisher:
         if not self.events:
             return {}
         # Subscriptions are read when the poller says the XPUB has some (see
-        # ``BusServer._loop``); a receive here, which fails with an exception nearly
+        # ``OwnerLoop.run``); a receive here, which fails with an exception nearly
         # always, cost more than the rest of publishing.
         exact, prefixes, keys = self._exact, self._prefixes, self._keys
         by_topic: dict[bytes, list[dict[str, Any]]] = {}

@@ -15,13 +15,15 @@ after the rows are in (read-your-writes holds, for every client). The store's co
 overlaps the reply's trip instead of lengthening it (``docs/architecture.md``). Writes
 that evict, and every other op, are applied before the reply. :meth:`BusServer.handle`
 applies everything before it returns. Under ``fsync always`` the server commits in groups
-instead (:meth:`BusServer._serve_group`): everything is applied before the reply, which
-waits for the fsync that covers the change.
+instead (:meth:`~hivemem.memory_bus.owner_loop.OwnerLoop._serve_group`): everything is
+applied before the reply, which waits for the fsync that covers the change.
 
 The request path (decode, authenticate, answer a retry, journal, apply) lives in
 :mod:`hivemem.memory_bus.dispatch`, the journal records, snapshots and recovery in
 :mod:`hivemem.memory_bus.durability`, the event feed in :mod:`hivemem.memory_bus.publisher`;
-the server owns one of each and decides when they run.
+the server owns one of each and decides when they run. What the owner thread does once
+its sockets are bound (the poll, the batches of requests, group commit), and the binding
+of an address, live in :mod:`hivemem.memory_bus.owner_loop`.
 
 Run it embedded (``with BusServer(store) as server: ...``), standalone
 (``hivemem bus serve``) or as a Ray actor (``hivemem.memory_bus.ray_actor``).
@@ -43,20 +45,14 @@ from hivemem.memory_bus.auth import AgentRegistry, new_secret, token_for
 from hivemem.memory_bus.collector import COLLECTOR_PAUSE, OLD_OBJECT_FREEZER
 from hivemem.memory_bus.curve import AllowedKeys, CurveConfig, secure
 from hivemem.memory_bus.dispatch import Dispatcher
-from hivemem.memory_bus.durability import (
-    SNAPSHOT_LOG_BYTES,
-    SNAPSHOT_WAIT_S,
-    Durability,
-    RecentReplies,
-)
+from hivemem.memory_bus.durability import SNAPSHOT_LOG_BYTES, Durability, RecentReplies
 from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalSyncError
 from hivemem.memory_bus.handlers import subscription_topic, topic_event_seq
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
-from hivemem.memory_bus.pages import idle_prefaulter
+from hivemem.memory_bus.owner_loop import OwnerLoop, bind_socket
 from hivemem.memory_bus.protocol import (
     ADMIN_AGENT,
-    HEADER,
     MAX_MESSAGE_BYTES,
     MAX_SUBSCRIPTION_BYTES,
     ProtocolError,
@@ -64,22 +60,12 @@ from hivemem.memory_bus.protocol import (
     encode_error,
     request_id_of,
 )
-from hivemem.memory_bus.publisher import MARK_PERIOD_S, EventPublisher
+from hivemem.memory_bus.publisher import EventPublisher
 from hivemem.memory_bus.row_auth import authenticate
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.memory_bus.wake import BusyPoll, Wake
-from zmq.utils.monitor import recv_monitor_message
+from hivemem.memory_bus.wake import Wake
 
 log = logging.getLogger(__name__)
-POLL_MS = 100
-GROUP_MAX = 64
-"""Most requests one fsync covers under ``fsync always`` (see :meth:`BusServer._serve_group`):
-the first of a group waits for the others to be handled before its reply is sent."""
-GAUGE_PERIOD_S = 1.0
-"""How often the owner thread refreshes the store's gauges, at least."""
-GAUGE_SHARE = 0.01
-"""Most of the owner thread's time that refreshing the gauges may take (a pass over every
-namespace: 78 ms for 100,000 here, so a store that large refreshes them every 7.8 s)."""
 
 _SERVING: weakref.WeakValueDictionary[str, BusServer] = weakref.WeakValueDictionary()
 """The servers of this process that are serving, by ROUTER address (:func:`serving_at`)."""
@@ -368,7 +354,7 @@ class BusServer:
             return
         self._ready.set()
         try:
-            self._loop(router, pub)
+            OwnerLoop(self).run(router, pub)
         finally:
             router.close(linger=0)
             pub.close(linger=0)
@@ -388,8 +374,8 @@ class BusServer:
         try:
             if self.curve is not None:
                 auth, self._allowed_keys = secure(ctx, self.curve, router, pub)
-            self.address = _bind(router, self.host, self._port, "requests")
-            self.pub_address = _bind(pub, self.host, self._pub_port, "events")
+            self.address = bind_socket(router, self.host, self._port, "requests")
+            self.pub_address = bind_socket(pub, self.host, self._pub_port, "events")
         except BaseException:
             # Before the context is terminated: the authenticator's thread, left running,
             # failed on the terminated context with a traceback of its own.
@@ -400,154 +386,6 @@ class BusServer:
             raise
         self._dispatch.info["pub"] = self.pub_address
         return router, pub, auth
-
-    def _loop(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
-        monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
-        poller.register(pub, zmq.POLLIN)  # subscriptions arrive here
-        waker = self._waker  # start() made it before this thread
-        poller.register(waker.fd, zmq.POLLIN)  # stop() and handle() wake the loop
-        next_gauges = next_marks = 0.0
-        spin = BusyPoll(self.spin_s, idle=idle_prefaulter())  # faults pages its writes will need
-        try:
-            while not self._stop.is_set():
-                with self._between:  # handle() may be journaling meanwhile
-                    self._durability.reap_snapshot()
-                ready = dict(poller.poll(spin.timeout_ms(POLL_MS)))
-                if router in ready:
-                    spin.arrived()
-                    self._serve_batch(router, pub)
-                    spin.answered()
-                if self.failure is not None:  # an fsync failed: nothing more goes out
-                    break
-                if monitor in ready:
-                    self._count_connections(monitor)
-                if pub in ready:
-                    with self._between:  # checked against the registry handle() may change
-                        self._publisher.take_subscriptions(pub)
-                if waker.fd in ready:  # stop(), or what requests handle() answered left
-                    waker.clear()
-                    self._after_handled(pub)
-                now = time.monotonic()
-                if now >= next_marks:
-                    next_marks = now + MARK_PERIOD_S
-                    with self._between:  # handle() may be setting events aside meanwhile
-                        self._publisher.send_marks(pub, now)
-                if now >= next_gauges:
-                    started = time.monotonic()
-                    self._observe_store()
-                    spent = time.monotonic() - started
-                    next_gauges = started + max(GAUGE_PERIOD_S, spent / GAUGE_SHARE)
-        finally:
-            try:  # before this thread ends: the writer dies with the thread that forked it
-                self._durability.reap_snapshot(wait=SNAPSHOT_WAIT_S)
-                self._observe_store()  # the last word on the gauges
-            finally:  # an open socket would keep ctx.term() in _run waiting for ever
-                router.disable_monitor()
-                monitor.close(linger=0)
-
-    def _observe_store(self) -> None:
-        """Refresh the gauges, between requests: :meth:`handle` may be changing the store
-        from another thread (a walk over the namespaces while one was added raised)."""
-        with self._between:
-            self.metrics.observe_store(self.store)
-
-    def _after_handled(self, pub: zmq.Socket[Any]) -> None:
-        """Send the events of requests :meth:`handle` answered; snapshot if they made one due."""
-        with self._between:
-            if self.failure is not None:
-                return
-            self._publisher.publish(pub)
-            self._durability.maybe_snapshot()
-            journal = self.journal
-            if journal is not None and journal.sync_failure is not None:
-                self._fail(journal.sync_failure)
-
-    def _count_connections(self, monitor: zmq.Socket[Any]) -> None:
-        while monitor.poll(0):
-            event = recv_monitor_message(monitor)["event"]
-            self.metrics.clients.inc(1 if event == zmq.EVENT_ACCEPTED else -1)
-
-    def _serve_batch(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> None:
-        """Answer every request waiting now (up to a bound, so stop stays responsive)."""
-        if self._durability.commits_in_groups:
-            for _ in range(1024 // GROUP_MAX):
-                if not self._serve_group(router, pub):
-                    return
-            return
-        busy, dispatch = self.metrics.busy, self._dispatch
-        for _ in range(1024):
-            started = time.perf_counter()
-            frames = _waiting(router)
-            if frames is None:
-                return
-            with COLLECTOR_PAUSE, self._between:
-                reply, later = dispatch.handle(frames[1:])
-                router.send_multipart([frames[0], HEADER, reply])
-                dispatch.settle(later)
-                self._publisher.publish(pub)
-                busy.seconds += time.perf_counter() - started
-
-    def _serve_group(self, router: zmq.Socket[Any], pub: zmq.Socket[Any]) -> bool:
-        """Group commit (``fsync always``): handle up to :data:`GROUP_MAX` of the requests
-        waiting, applying each before the next is read, journal their changes unsynced,
-        fsync once, and only then send the replies and events. Returns whether the group
-        was full (more may be waiting).
-
-        Nothing leaves the server before the fsync of a change it shows: not a reply, not
-        an event, nor a read's answer that saw another request's change. A reply sent
-        before any change of the group was logged (a read at its head) leaves at once.
-        A snapshot the group made due starts after the fsync. If the fsync fails, nothing
-        more is sent and the server stops (:attr:`failure`): the changes are applied in
-        memory and it is unknown which reached the disk, so none may be acknowledged.
-        Their clients' retries, against the restarted server, are answered from what the
-        disk held: by the remembered reply where the change was there, by applying it
-        where not.
-        """
-        busy, dispatch, durability = self.metrics.busy, self._dispatch, self._durability
-        held: list[list[bytes]] = []  # replies that wait for the fsync
-        counts: list[Callable[[], None]] = []  # and their requests' counts
-        served = 0
-        with COLLECTOR_PAUSE, self._between:
-            durability.deferring = True
-            try:
-                while served < GROUP_MAX:
-                    started = time.perf_counter()
-                    frames = _waiting(router)
-                    if frames is None:
-                        break
-                    served += 1
-                    count: list[Callable[[], None]] = []
-                    reply, later = dispatch.handle(frames[1:], count)
-                    dispatch.settle(later, snapshot=False)
-                    if durability.uncommitted:
-                        held.append([frames[0], HEADER, reply])
-                        counts.extend(count)
-                    else:  # it saw no change that awaits the fsync
-                        router.send_multipart([frames[0], HEADER, reply])
-                        for done in count:
-                            done()
-                    busy.seconds += time.perf_counter() - started
-            finally:
-                durability.deferring = False
-            started = time.perf_counter()
-            try:
-                durability.commit()
-            except JournalSyncError as exc:
-                self._fail(exc, withheld=len(held))
-                return False
-            for parts in held:
-                router.send_multipart(parts)
-            for done in counts:
-                done()
-            self._publisher.publish(pub)
-            durability.maybe_snapshot()
-            if self.journal is not None and self.journal.sync_failure is not None:
-                self._fail(self.journal.sync_failure)  # the snapshot's fsyncs
-            busy.seconds += time.perf_counter() - started
-        return served == GROUP_MAX
 
     def _fail(self, exc: JournalSyncError, withheld: int = 0) -> None:
         """Stop serving after a failed fsync: the events of changes nobody was told of are
@@ -635,42 +473,3 @@ def _op_of(frames: list[bytes]) -> str:
         return decode_request(frames).op.value
     except ProtocolError:
         return "invalid"
-
-
-def _waiting(router: zmq.Socket[Any]) -> list[bytes] | None:
-    """The frames of the next request waiting (identity first), or None if none is;
-    messages with nothing to reply to (no frame after the identity) are dropped, up to a
-    bound, so that a flood of them cannot hold the owner thread."""
-    for _ in range(1024):
-        try:
-            frames = router.recv_multipart(zmq.NOBLOCK, copy=True)
-        except zmq.Again:
-            return None
-        if len(frames) >= 2:
-            return frames
-    return None
-
-
-def _bind(sock: zmq.Socket[Any], host: str, port: int, what: str) -> str:
-    """Bind ``sock`` to ``host`` (an IPv6 address too: ``::1``, or ``[::1]``) at ``port``
-    (0: any free one); the address clients connect to.
-
-    Raises:
-        HivememError: the address cannot be had; the message says which socket (``what``:
-            "requests" or "events"), as "Address already in use" alone did not.
-    """
-    host = host.removeprefix("[").removesuffix("]")
-    if ":" in host:  # ZeroMQ takes IPv6 only when told, and the address in brackets
-        sock.setsockopt(zmq.IPV6, 1)
-        host = f"[{host}]"
-    try:
-        if port:
-            address = f"tcp://{host}:{port}"
-            sock.bind(address)
-            return address
-        chosen = sock.bind_to_random_port(f"tcp://{host}")
-    except zmq.ZMQError as exc:
-        raise HivememError(
-            f"cannot bind the {what} socket to tcp://{host}:{port}: {exc.strerror}"
-        ) from None
-    return f"tcp://{host}:{chosen}"

@@ -18,6 +18,7 @@ from hivemem.memory_bus.codec import encode_new_item
 from hivemem.memory_bus.errors import JournalSyncError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.owner_loop import GROUP_MAX
 from hivemem.memory_bus.protocol import (
     HEADER,
     decode_reply,
@@ -25,7 +26,7 @@ from hivemem.memory_bus.protocol import (
     encode_subscription,
     unpack,
 )
-from hivemem.memory_bus.server import GROUP_MAX, BusServer
+from hivemem.memory_bus.server import BusServer
 
 from .conftest import make_server
 

@@ -194,10 +194,10 @@ def test_the_gauges_are_refreshed_between_requests_handed_over_in_process(
     """The owner thread walks every namespace for the gauges while hosts in the process add
     namespaces through ``handle()``: the walk must wait for the request, or it raises, and
     the owner thread died (and its server hung when stopped)."""
-    import hivemem.memory_bus.server as server_module
+    import hivemem.memory_bus.owner_loop as owner_loop
 
-    monkeypatch.setattr(server_module, "GAUGE_PERIOD_S", 0.0)  # a walk at every wake-up
-    monkeypatch.setattr(server_module, "POLL_MS", 1)
+    monkeypatch.setattr(owner_loop, "GAUGE_PERIOD_S", 0.0)  # a walk at every wake-up
+    monkeypatch.setattr(owner_loop, "POLL_MS", 1)
     server = BusServer(MemoryStore(StoreConfig(dim=DIM), embed=False))
     agents = [f"a{i}" for i in range(6_000)]
     tokens = {agent: server.register(agent) for agent in agents}

@@ -338,9 +338,9 @@ def test_freezing_old_objects_is_a_bool(freeze: object) -> None:
 def test_stop_wakes_the_owner_thread_from_its_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     """stop() does not wait for the owner thread's poll to time out: with a poll of ten
     minutes, the server still stops (a runner starts and stops one bus per episode)."""
-    import hivemem.memory_bus.server as server_module
+    import hivemem.memory_bus.owner_loop as owner_loop
 
-    monkeypatch.setattr(server_module, "POLL_MS", 600_000)
+    monkeypatch.setattr(owner_loop, "POLL_MS", 600_000)
     server, tokens = make_server()
     server.start()
     with MemoryClient(server.address, "alice", tokens["alice"], timeout=5.0) as client:
