@@ -37,8 +37,10 @@ import numpy as np
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.data_check import check_data_dir
+from hivemem.memory_bus.data_files import LOG_NAME, SNAPSHOT_NAME, log_parts
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.journal import LOG_NAME, SNAPSHOT_NAME, Journal, log_parts, read_frames
+from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.journal_frames import read_frames
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 

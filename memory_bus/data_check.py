@@ -1,8 +1,8 @@
 """Check a bus data directory without a server, and cut a damaged log back to sound records.
 
 What ``hivemem bus check`` runs; Redis's ``redis-check-aof`` is the model. A server
-refuses to start on a damaged log (:class:`~hivemem.memory_bus.journal.JournalCorruptError`,
-:class:`~hivemem.memory_bus.journal.JournalGapError`) rather than guess, because the
+refuses to start on a damaged log (:class:`~hivemem.memory_bus.journal_frames.JournalCorruptError`,
+:class:`~hivemem.memory_bus.journal_frames.JournalGapError`) rather than guess, because the
 records after the damage cannot be applied without the ones it destroyed: item ids are
 given out in order, and an update needs the write before it. :func:`check_data_dir` reads
 every file as a restart would (checksums, decoding, the records' sequence) and says where
@@ -29,19 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from hivemem.memory_bus.data_dir_lock import lock_data_dir
+from hivemem.memory_bus.data_files import CONFIG_NAME, LOG_NAME, SNAPSHOT_NAME, log_parts
 from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.journal import (
-    CONFIG_NAME,
-    FRAME,
-    LOG_NAME,
-    SNAPSHOT_NAME,
-    JournalCorruptError,
-    decode_record,
-    frame_end,
-    log_parts,
-    next_frame,
-    snapshot_body,
-)
+from hivemem.memory_bus.journal import decode_record, snapshot_body
+from hivemem.memory_bus.journal_frames import FRAME, JournalCorruptError, frame_end, next_frame
 from hivemem.memory_bus.policies.learned import pinned_names
 
 

@@ -1,12 +1,13 @@
 """The bus server's durability: journal records, forked snapshots, recovery on start.
 
 :class:`Durability` is the part of :class:`~hivemem.memory_bus.server.BusServer` that
-works its :class:`~hivemem.memory_bus.journal.Journal` (whose module holds the files and
-their format): it journals each request the server applies, snapshots the server's state
-from a forked child every ``snapshot_every`` records or once the log has grown as large as
-the last snapshot (:attr:`Durability.snapshot_due`), reaps that child, and on start loads
-the snapshot and replays the log through the same handlers as live requests. The owner
-thread makes every call, so nothing here takes a lock. *When* a snapshot may be taken is
+works its :class:`~hivemem.memory_bus.journal.Journal` (the files are described in
+:mod:`~hivemem.memory_bus.data_files`, their frames in
+:mod:`~hivemem.memory_bus.journal_frames`): it journals each request the server applies,
+snapshots the server's state from a forked child every ``snapshot_every`` records or once
+the log has grown as large as the last snapshot (:attr:`Durability.snapshot_due`), reaps
+that child, and on start loads the snapshot and replays the log through the same handlers
+as live requests. The owner thread makes every call, so nothing here takes a lock. *When* a snapshot may be taken is
 the server's to decide (``Dispatcher.settle``: only once the deferred changes of the
 request just answered are applied and its reply remembered).
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.config import StoreConfig
+from hivemem.memory_bus.data_files import CONFIG_NAME
 from hivemem.memory_bus.embedder import describe_embedder
 from hivemem.memory_bus.errors import (
     ConfigError,
@@ -33,7 +35,7 @@ from hivemem.memory_bus.errors import (
 from hivemem.memory_bus.forking import fork_to
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
 from hivemem.memory_bus.interfaces import Caller
-from hivemem.memory_bus.journal import CONFIG_NAME, FsyncPolicy, Journal
+from hivemem.memory_bus.journal import FsyncPolicy, Journal
 from hivemem.memory_bus.policies.learned import (
     pin_checkpoints,
     pinned_names,

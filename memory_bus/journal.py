@@ -2,26 +2,8 @@
 
 The bus server appends a record for every change *before* it acknowledges the request,
 and on start loads the newest snapshot and replays the log records that came after it.
-
-Files in the data directory:
-
-- ``journal.log``: records framed as ``[length u32 LE][crc32 u32 LE][msgpack payload]``,
-  written with one ``write()`` each on an ``O_APPEND`` descriptor (no user-space buffer).
-- ``journal.<seq>.log``: earlier parts of the log, closed when a snapshot began; ``seq``
-  (20 digits) is the last record each holds.
-- ``snapshot.msgpack``: ``{"seq": last record included, "state": ...}`` in the same
-  framing, written to a temporary file (``snapshot.<pid>.tmp``), fsynced and renamed
-  over the old one.
-- ``LOCK``: the pid of the process that holds the directory
-  (:func:`~hivemem.memory_bus.data_dir_lock.lock_data_dir`); a
-  second bus on the same directory is refused, since two writers would corrupt the log.
-- ``store_config.json``: the store configuration the records of the log were written
-  under (:meth:`Journal.save_config`): a restart under another one replays them under
-  this one first (:mod:`hivemem.memory_bus.durability`). ``checkpoints/``: copies of the
-  learned policies' checkpoints it names, by content
-  (:func:`~hivemem.memory_bus.policies.learned.pin_checkpoints`).
-- ``epoch``: a random id made with the directory, which the bus's event marks carry: the
-  event numbers go on across restarts for as long as it stays the same.
+Its files are listed in :mod:`hivemem.memory_bus.data_files`, and the frames its records
+and snapshots are written in are described in :mod:`hivemem.memory_bus.journal_frames`.
 
 A snapshot happens in three steps, so that the slow middle one can run elsewhere (the bus
 server writes it from a forked process, see :mod:`hivemem.memory_bus.durability`):
@@ -63,15 +45,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import queue
-import re
-import secrets
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -79,22 +56,31 @@ from typing import Any
 
 import msgpack
 from hivemem.memory_bus.data_dir_lock import lock_data_dir
-from hivemem.memory_bus.errors import (
-    ConfigError,
-    HivememError,
-    JournalSyncError,
-    JournalWriteError,
+from hivemem.memory_bus.data_files import (
+    CONFIG_NAME,
+    LOG_NAME,
+    PRIVATE_DIR,
+    PRIVATE_FILE,
+    SNAPSHOT_NAME,
+    directory_epoch,
+    fsync_dir,
+    log_parts,
+    make_private,
+    read_store_config,
+    save_store_config,
+)
+from hivemem.memory_bus.errors import JournalSyncError, JournalWriteError
+from hivemem.memory_bus.journal_frames import (
+    FRAME,
+    JournalCorruptError,
+    JournalGapError,
+    frame,
+    read_frames,
+    write_chunks,
 )
 from hivemem.memory_bus.protocol import pack
 
 log = logging.getLogger(__name__)
-
-FRAME = struct.Struct("<II")
-LOG_NAME = "journal.log"
-SNAPSHOT_NAME = "snapshot.msgpack"
-CONFIG_NAME = "store_config.json"
-EPOCH_NAME = "epoch"
-PART_NAME = re.compile(r"journal\.(\d{20})\.log")
 
 
 class FsyncPolicy(StrEnum):
@@ -103,111 +89,6 @@ class FsyncPolicy(StrEnum):
     ALWAYS = "always"
     EVERYSEC = "everysec"
     NO = "no"
-
-
-class JournalCorruptError(HivememError):
-    """A damaged record that is not the torn tail of the log."""
-
-    code = "journal_corrupt"
-
-    def __init__(self, path: Path, offset: int) -> None:
-        super().__init__(
-            f"corrupt {'snapshot' if path.name == SNAPSHOT_NAME else 'journal record'} in "
-            f"{path} at byte {offset}",
-            path=str(path),
-            offset=offset,
-        )
-
-
-class JournalGapError(HivememError):
-    """Records missing from the log: a part deleted or lost, or a log older than its
-    snapshot."""
-
-    code = "journal_gap"
-
-    def __init__(self, path: Path, expected: int, found: int) -> None:
-        if found > expected:
-            what = f"journal records {expected}..{found - 1} are missing before record {found}"
-        else:
-            what = f"journal record {found} comes out of order (expected {expected})"
-        super().__init__(f"{what} in {path}", path=str(path), expected=expected, found=found)
-
-
-def frame(payload: bytes) -> bytes:
-    """``payload`` with its length and CRC32 in front."""
-    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def read_frames(data: bytes, path: Path, before: int | None = None) -> tuple[list[memoryview], int]:
-    """Payloads of the whole frames in ``data`` (views of it, not copies) and the length
-    of the valid prefix; ``before``: the seq of the record before the first (None: not
-    known), for telling a torn first record from damage (:func:`next_frame`)."""
-    payloads: list[memoryview] = []
-    offset = 0
-    view = memoryview(data)
-    while offset < len(data):
-        end = frame_end(data, offset)
-        if end is None:
-            if next_frame(data, offset + 1, _seq_of(payloads[-1]) if payloads else before):
-                raise JournalCorruptError(path, offset)
-            break
-        payloads.append(view[offset + FRAME.size : end])
-        offset = end
-    return payloads, offset
-
-
-def frame_end(data: bytes, offset: int) -> int | None:
-    """Where the frame at ``offset`` ends, if it is whole and its checksum holds."""
-    if offset + FRAME.size > len(data):
-        return None
-    length, crc = FRAME.unpack_from(data, offset)
-    end = offset + FRAME.size + length
-    # No record is empty: zeros (the usual shape of a write torn by a crash on XFS, or
-    # on ext4 with data=writeback) would pass as empty frames, as crc32(b"") is 0.
-    if (
-        length == 0
-        or end > len(data)
-        or zlib.crc32(memoryview(data)[offset + FRAME.size : end]) != crc
-    ):
-        return None
-    return end
-
-
-def next_frame(data: bytes, start: int, after: int | None = None) -> int | None:
-    """Where the first whole, checksummed frame holding a record (a map with a ``seq``,
-    past ``after + 1`` if given) at or after ``start`` begins (None: none).
-
-    A torn last record is told from damage by whether records follow it. Its bytes are
-    partly a client's (vectors, texts, meta), which may hold a whole frame by chance or by
-    design; one that is no record, or whose seq could not follow the record ``after``
-    and the damaged one after it, does not make the tear damage.
-    """
-    for offset in range(start, len(data) - FRAME.size):
-        end = frame_end(data, offset)
-        if end is not None and _is_record(data, offset, end, after):
-            return offset
-    return None
-
-
-def _is_record(data: bytes, offset: int, end: int, after: int | None) -> bool:
-    try:
-        body = msgpack.unpackb(
-            memoryview(data)[offset + FRAME.size : end], raw=False, strict_map_key=False
-        )
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
-        return False
-    seq = body.get("seq") if isinstance(body, dict) else None
-    return type(seq) is int and (after is None or seq > after + 1)
-
-
-def _seq_of(payload: memoryview) -> int | None:
-    """The seq of a whole frame's record (None: it holds none)."""
-    try:
-        body = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
-        return None
-    seq = body.get("seq") if isinstance(body, dict) else None
-    return seq if type(seq) is int else None
 
 
 def decode_record(payload: bytes | memoryview, path: Path, offset: int = 0) -> Any:
@@ -220,11 +101,6 @@ def decode_record(payload: bytes | memoryview, path: Path, offset: int = 0) -> A
         raise JournalCorruptError(path, offset) from exc
 
 
-SNAPSHOT_CHUNK = 1 << 30
-"""Bytes of a snapshot's packed state per frame (a frame's length is 32 bits; a store of
-3.2 million 384-float items packs to over 4 GiB)."""
-
-
 def snapshot_body(data: bytes, path: Path) -> Any:
     """The record a snapshot file holds: its frames' payloads, joined, unpacked.
 
@@ -235,70 +111,6 @@ def snapshot_body(data: bytes, path: Path) -> Any:
     if not payloads or valid != len(data):
         raise JournalCorruptError(path, valid)
     return decode_record(payloads[0] if len(payloads) == 1 else b"".join(payloads), path)
-
-
-def fsync_dir(directory: Path) -> None:
-    """fsync ``directory``: the names made, renamed or removed in it are on the disk."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_durably(path: Path, text: str, suffix: str = ".tmp", mode: int = 0o644) -> None:
-    """Make ``text`` the whole of ``path``, on the disk: written beside it (``path`` +
-    ``suffix``, made with ``mode`` less the umask), fsynced, renamed over it, and the
-    folder fsynced. A crash at any point leaves the old file or the new one, never a part
-    (nor, after a power cut, an empty file where the rename was)."""
-    tmp = path.with_name(path.name + suffix)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with open(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
-"""The modes of a data directory and its files: its owner's alone. They hold every
-agent's memories, private tiers included (the tokens that reach them stay out of them:
-:mod:`hivemem.memory_bus.row_auth`)."""
-
-
-def make_private(data_dir: Path) -> None:
-    """Create ``data_dir`` if missing, and take every access but its owner's from it and
-    the files in it this process owns (a directory made under an open umask, or by an
-    older hivemem). What another user owns (a group's shared folder, a file root left
-    there) is left as it is, with a warning: a bus that started on it before still does.
-    """
-    data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    closed, left = [], []
-    for path in [data_dir, *data_dir.iterdir()]:
-        info = path.lstat()
-        if path.is_symlink() or not info.st_mode & 0o077:
-            continue
-        try:
-            if info.st_uid != os.geteuid():
-                raise PermissionError
-            path.chmod(PRIVATE_DIR if path.is_dir() else PRIVATE_FILE)
-            closed.append(path.name)
-        except PermissionError:
-            left.append(path.name)
-    for names, what in ((closed, "took group and other access from"),
-                        (left, "cannot close (another user's) group and other access to")):  # fmt: skip
-        if names:
-            log.warning(
-                "%s: %s %s (a data directory is its owner's alone)",
-                data_dir, what, ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else ""),
-            )  # fmt: skip
-
-
-def log_parts(data_dir: Path) -> list[tuple[int, Path]]:
-    """The closed parts of the log in ``data_dir``, ``(last seq, path)`` in order."""
-    found = ((PART_NAME.fullmatch(p.name), p) for p in data_dir.glob("journal.*.log"))
-    return sorted((int(m.group(1)), p) for m, p in found if m)
 
 
 class Journal:
@@ -562,41 +374,17 @@ class Journal:
         """The identity of this directory's history (made once, kept in ``epoch``): the
         bus announces it with its event numbers, which go on across restarts for as long
         as the directory lives (:mod:`hivemem.memory_bus.event_gaps`)."""
-        path = self.dir / EPOCH_NAME
-        with contextlib.suppress(FileNotFoundError):
-            found = path.read_text().strip()
-            if found:
-                return found
-        made = secrets.token_hex(8)
-        tmp = path.with_suffix(".tmp")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "w") as out:
-            out.write(made + "\n")
-        os.replace(tmp, path)
-        self._fsync_dir()
-        return made
+        return directory_epoch(self.dir)
 
     def written_config(self) -> dict[str, Any] | None:
         """The store configuration the log's records were written under (None: not known,
         a directory from before it was kept)."""
-        try:
-            found = json.loads((self.dir / CONFIG_NAME).read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"{self.dir / CONFIG_NAME} is damaged ({exc}); it names the store configuration "
-                "the journal was written under: restore it, or delete it to replay the journal "
-                "under this bus's configuration"
-            ) from exc
-        return found if isinstance(found, dict) else None
+        return read_store_config(self.dir)
 
     def save_config(self, config: dict[str, Any]) -> None:
         """Keep ``config`` as the one the records from now on are written under (durably:
         a temporary file fsynced and renamed over the old one), unless it is already."""
-        if self.written_config() == config:
-            return
-        text = json.dumps(config, indent=1, sort_keys=True)
-        replace_durably(self.dir / CONFIG_NAME, text, f".{os.getpid()}.tmp", PRIVATE_FILE)
+        save_store_config(self.dir, config)
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Write ``state`` (which includes every record so far) and drop the log so far."""
@@ -648,11 +436,7 @@ class Journal:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
             with open(fd, "wb") as out:
-                packed = memoryview(pack({"seq": seq, "state": state}))
-                for start in range(0, len(packed), SNAPSHOT_CHUNK):  # a frame holds < 4 GiB
-                    chunk = packed[start : start + SNAPSHOT_CHUNK]
-                    out.write(FRAME.pack(len(chunk), zlib.crc32(chunk)))
-                    out.write(chunk)
+                write_chunks(out, pack({"seq": seq, "state": state}))
                 out.flush()
                 os.fsync(out.fileno())
         except BaseException:

@@ -188,7 +188,8 @@ def bus_serve(
 
 
 def _fail_to_start(exc: HivememError, data_dir: Path | None) -> None:
-    from hivemem.memory_bus.journal import SNAPSHOT_NAME, JournalCorruptError, JournalGapError
+    from hivemem.memory_bus.data_files import SNAPSHOT_NAME
+    from hivemem.memory_bus.journal_frames import JournalCorruptError, JournalGapError
 
     typer.echo(f"error: {exc.__cause__ or exc}", err=True)
     cause = exc.__cause__

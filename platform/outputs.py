@@ -182,7 +182,7 @@ class RunFolder:
     def _write_summary(self, summary: dict[str, Any]) -> None:
         """Replace ``summary.json`` whole and durably: written aside, synced, renamed,
         and the folder synced (else a power cut could leave an empty file in its place)."""
-        from hivemem.memory_bus.journal import replace_durably
+        from hivemem.memory_bus.data_files import replace_durably
 
         replace_durably(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
 

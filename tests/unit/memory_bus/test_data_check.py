@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from hivemem.memory_bus.data_check import check_data_dir, fix_data_dir
 from hivemem.memory_bus.errors import HivememError
-from hivemem.memory_bus.journal import Journal, JournalCorruptError, JournalGapError
+from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.journal_frames import JournalCorruptError, JournalGapError
 
 N = 12
 

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hivemem.memory_bus.journal import Journal, JournalCorruptError
+from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.journal_frames import JournalCorruptError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -267,7 +268,7 @@ def test_a_retracted_record_is_gone_and_its_seq_used_again(tmp_path: Path) -> No
 
 
 def test_a_missing_part_of_the_log_is_a_gap_not_silently_skipped(tmp_path: Path) -> None:
-    from hivemem.memory_bus.journal import JournalGapError
+    from hivemem.memory_bus.journal_frames import JournalGapError
 
     with Journal(tmp_path, "no") as journal:
         for i, r in enumerate(RECORDS):
@@ -390,7 +391,7 @@ def test_a_torn_last_record_holding_a_frame_of_client_bytes_is_still_a_tear(
     """A client's bytes (a vector, here) may hold a whole checksummed frame; torn, the
     record they are in was refused as damage, as if a record followed it."""
     from hivemem.memory_bus.data_check import check_data_dir
-    from hivemem.memory_bus.journal import frame
+    from hivemem.memory_bus.journal_frames import frame
 
     fill(tmp_path, [*RECORDS[:2], {"vector": frame(b"\x00\x00\x80?") + b"\x01" * 40}])
     log = tmp_path / "journal.log"
@@ -419,7 +420,7 @@ def test_a_torn_last_record_holding_a_framed_record_of_client_bytes_is_still_a_t
     """A client's meta may hold a framed map with a ``seq``, as an exported record does:
     one that could not follow the records before the tear (record 2, then the torn 3)
     does not make the tear damage. Before, any such map did, and the bus would not start."""
-    from hivemem.memory_bus.journal import frame
+    from hivemem.memory_bus.journal_frames import frame
     from hivemem.memory_bus.protocol import pack
 
     exported = frame(pack({"seq": seq, "record": {"op": "write"}}))
@@ -448,7 +449,7 @@ def test_a_zero_filled_tail_is_a_torn_tail(tmp_path: Path, zeros: int) -> None:
 
 
 def test_an_undecodable_record_is_reported_where_it_lies(tmp_path: Path) -> None:
-    from hivemem.memory_bus.journal import frame
+    from hivemem.memory_bus.journal_frames import frame
 
     fill(tmp_path, RECORDS[:3])
     log = tmp_path / "journal.log"
@@ -464,7 +465,7 @@ def test_a_snapshot_goes_in_frames_of_at_most_a_chunk(
 ) -> None:
     """A frame's length is 32 bits: a snapshot of 4 GiB or more (3.2 million 384-float
     items) could not be written. Chunks of 100 bytes stand in for the 1 GiB ones."""
-    from hivemem.memory_bus import journal as journal_module
+    from hivemem.memory_bus import journal_frames as journal_module
     from hivemem.memory_bus.data_check import check_data_dir
 
     monkeypatch.setattr(journal_module, "SNAPSHOT_CHUNK", 100)
@@ -487,7 +488,7 @@ def test_a_torn_first_record_after_a_snapshot_holding_a_framed_record_is_a_tear(
     before it to say which seqs could follow, so any framed map with a seq in its client
     bytes made the tear damage."""
     from hivemem.memory_bus.data_check import check_data_dir
-    from hivemem.memory_bus.journal import frame
+    from hivemem.memory_bus.journal_frames import frame
     from hivemem.memory_bus.protocol import pack
 
     with Journal(tmp_path, "no") as journal:
