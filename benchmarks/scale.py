@@ -51,7 +51,8 @@ from hivemem.memory_bus.embedder import make_embedder
 from hivemem.memory_bus.interfaces import Embedder
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.platform.runner import ensure_ray, run_once, split
+from hivemem.platform.host_pool import split
+from hivemem.platform.runner import ensure_ray, run_once
 from hivemem.platform.scenario import Scenario, load_scenario
 from proc_cpu import cpu_of, machine_cpu
 

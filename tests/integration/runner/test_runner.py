@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hivemem.platform.runner import RunResult, run_once, split
+from hivemem.platform.host_pool import split
+from hivemem.platform.runner import RunResult, run_once
 from hivemem.platform.scenario import Scenario, load_scenario
 
 pytestmark = pytest.mark.usefixtures("ray_session")

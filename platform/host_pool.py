@@ -1,0 +1,192 @@
+"""The agent hosts of a run: Ray actors, each given a contiguous block of the roster, with
+restart-and-retry around every call.
+
+This is the fault handling of the host actors (a call made again on a restarted host, a
+restart counted by process incarnation, a commit redone after its host died), kept apart
+from :mod:`hivemem.platform.runner`, which drives the ticks and sees only the
+``step``/``commit``/``close``/``restarts``/``nodes`` interface that an in-process pool
+(:class:`~hivemem.platform.rl.sim.LocalHosts`) offers too. It also holds what the
+runner's bus shares with the hosts: :data:`BUS_CHECK_S` and :func:`logged`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hivemem.agents.base import AgentSpec
+from hivemem.memory_bus.config import EmbedderConfig
+from hivemem.memory_bus.errors import HivememError
+from hivemem.scenarios.families import BUILTIN_MODULES
+
+log = logging.getLogger(__name__)
+
+
+BUS_CHECK_S = 2.0
+"""Seconds without a host's answer before the runner checks that the bus lives, and the
+longest it waits for a bus actor's answer to that check."""
+
+HOST_CLOSE_WAIT_S = 2.0
+"""Seconds a closing run waits for its agent hosts to close before killing them."""
+
+
+def logged(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """``call(*args, **kwargs)``; a failure is logged, not raised (cleanup goes on)."""
+    try:
+        call(*args, **kwargs)
+    except Exception:
+        log.warning("%s failed", what, exc_info=True)
+
+
+def split(specs: list[AgentSpec], hosts: int) -> list[list[AgentSpec]]:
+    """Contiguous blocks of nearly equal size, in order (the commit order relies on it)."""
+    n = len(specs)
+    bounds = [round(i * n / hosts) for i in range(hosts + 1)]
+    return [specs[bounds[i] : bounds[i + 1]] for i in range(hosts)]
+
+
+class AgentHosts:
+    """The host actors of a run, with restart-and-retry around every call.
+
+    ``bus_alive`` (the runner's ``_Bus.check_alive``) is called whenever a host is silent for
+    :data:`BUS_CHECK_S` or fails, and raises if the bus is gone: a host waiting on a dead
+    bus would otherwise fail only after its client's timeouts and retries (3 x 60 s).
+    """
+
+    def __init__(
+        self,
+        blocks: list[list[AgentSpec]],
+        address: str,
+        tokens: dict[str, str],
+        dim: int,
+        run_id: str,
+        embedder: EmbedderConfig | None = None,
+        bus_alive: Callable[[], None] | None = None,
+    ) -> None:
+        from hivemem.agents.host import host_actor_class
+        from hivemem.memory_bus.ray_actor import spread_placement
+
+        cls = host_actor_class()
+        self._group, placement = spread_placement(len(blocks))
+        self.handles = [
+            cls.options(
+                name=f"hivemem-host-{run_id}-{i}",
+                namespace="hivemem",
+                scheduling_strategy=placement[i],
+            ).remote(
+                address,
+                block,
+                {s.agent_id: tokens[s.agent_id] for s in block},
+                dim,
+                BUILTIN_MODULES,
+                client_id=int(run_id, 16) * 4096 + i,
+                embedder=embedder,
+            )
+            for i, block in enumerate(blocks)
+        ]
+        self.members = [{s.agent_id for s in block} for block in blocks]
+        self.restarts = 0
+        self._bus_alive = bus_alive
+        self._parts: list[dict[str, Any]] = []
+        self._stepped_by: list[str] = []
+        try:
+            infos = [self._result(h.info.remote()) for h in self.handles]
+        except BaseException:
+            self.close()  # hosts that did start would outlive the failed run
+            raise
+        self.nodes = [i["node"] for i in infos]
+        self._incarnation = [i["incarnation"] for i in infos]
+
+    def _seen(self, i: int, result: dict[str, Any]) -> dict[str, Any]:
+        """Count a restart whenever host ``i`` answers from a new process.
+
+        Counting by incarnation, not by ``RayActorError``, also counts a restart that
+        Ray finished before the next call arrived (that call then simply succeeds).
+        """
+        if result["incarnation"] != self._incarnation[i]:
+            self.restarts += 1
+            self._incarnation[i] = result["incarnation"]
+        return result
+
+    def _result(self, ref: Any) -> Any:
+        """``ray.get(ref)``, checking the bus (``bus_alive``) while the host is silent and
+        when it fails, so that a dead bus fails the run at once, with its own error."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        if self._bus_alive is None:
+            return ray.get(ref)
+        while not ray.wait([ref], timeout=BUS_CHECK_S)[0]:
+            self._bus_alive()
+        try:
+            return ray.get(ref)
+        except RayActorError:
+            raise  # the host died: the caller restarts it
+        except Exception:
+            self._bus_alive()
+            raise
+
+    def _call(self, i: int, method: str, *args: Any) -> Any:
+        from ray.exceptions import RayActorError
+
+        for attempt in range(30):
+            try:
+                return self._seen(i, self._result(getattr(self.handles[i], method).remote(*args)))
+            except RayActorError:
+                if attempt == 29:
+                    raise
+                time.sleep(min(0.2 * (attempt + 1), 2.0))
+        raise AssertionError("unreachable")
+
+    def step(self, t: int, obs: dict[str, Any]) -> list[dict[str, Any]]:
+        from ray.exceptions import RayActorError
+
+        parts = [{a: o for a, o in obs.items() if a in m} for m in self.members]
+        self._parts = parts
+        refs = [h.step.remote(t, part) for h, part in zip(self.handles, parts, strict=True)]
+        out = []
+        for i, ref in enumerate(refs):
+            try:
+                out.append(self._seen(i, self._result(ref)))
+            except RayActorError:
+                out.append(self._call(i, "step", t, parts[i]))
+        self._stepped_by = [r["incarnation"] for r in out]
+        return out
+
+    def commit(self, t: int) -> list[dict[str, Any]]:
+        """Commit host after host. A host that died meanwhile lost its kept writes: it is
+        restarted, steps again (same observations) and commits again; its request ids
+        are numbered by tick under a stable client id, so writes the bus had already
+        applied are answered from the bus's memory, not applied twice."""
+        from ray.exceptions import RayActorError
+
+        out = []
+        for i, handle in enumerate(self.handles):
+            try:
+                result = self._seen(i, self._result(handle.commit.remote(t)))
+            except RayActorError:
+                result = None
+            if result is None or result["incarnation"] != self._stepped_by[i]:
+                # died (and perhaps already restarted) since its step: do both again
+                redo = self._call(i, "step", t, self._parts[i])
+                result = self._call(i, "commit", t)
+                if result["incarnation"] != redo["incarnation"]:
+                    raise HivememError(f"agent host {i} keeps dying at tick {t}")
+            out.append(result)
+        return out
+
+    def close(self) -> None:
+        """Close every host (waiting at most :data:`HOST_CLOSE_WAIT_S`: a host stuck on a
+        dead bus never gets to its close), then kill them all and release their group."""
+        import ray
+        from hivemem.memory_bus.ray_actor import remove_placement
+
+        refs = [h.close.remote() for h in self.handles]
+        with contextlib.suppress(Exception):
+            ray.wait(refs, num_returns=len(refs), timeout=HOST_CLOSE_WAIT_S)
+        for h in self.handles:
+            logged("killing an agent host", ray.kill, h, no_restart=True)
+        remove_placement(self._group)
