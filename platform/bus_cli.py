@@ -1,6 +1,8 @@
 """``hivemem bus``: run a bus server, and talk to one from the shell.
 
-``serve`` runs a standalone server, ``check`` checks its data directory. The others are
+``serve`` runs a standalone server (its input files, the store configuration and the
+secret, are read and checked in :mod:`hivemem.platform.bus_setup`), ``check`` checks its
+data directory. The others are
 a client for people at a terminal (``redis-cli`` is the model): ``token`` prints an
 agent's token, ``ping`` and ``stats`` ask a running bus, ``watch`` prints the memory
 events of the namespaces an agent may read, one JSON line each, and ``items``,
@@ -15,16 +17,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from hivemem.memory_bus.config import StoreConfig
-from hivemem.memory_bus.errors import ConfigError, HivememError
+from hivemem.memory_bus.errors import HivememError
 from hivemem.platform.bus_connect import (
     ADDRESS,
     AGENT,
@@ -40,12 +39,11 @@ from hivemem.platform.bus_connect import (
     read_secret,
 )
 from hivemem.platform.bus_reads import bus_edges, bus_items, bus_search, json_line
+from hivemem.platform.bus_setup import empty_store, fsync_policy, read_or_make_secret
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.data_check import DataCheck
-    from hivemem.memory_bus.journal import FsyncPolicy
     from hivemem.memory_bus.server import BusServer
-    from hivemem.memory_bus.store import MemoryStore
 
 bus_app = typer.Typer(no_args_is_help=True, help="The memory bus service.")
 
@@ -129,11 +127,11 @@ def bus_serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # The policy and the config file are checked before the secret is written or the
     # data directory locked.
-    policy = _fsync_policy(fsync)
+    policy = fsync_policy(fsync)
     if pub_port is None and port == 65535:
         raise typer.BadParameter("--port 65535 leaves no --port + 1 for events: give --pub-port")
-    store = _store(config)
-    secret = _secret(secret_file, new_secret)
+    store = empty_store(config)
+    secret = read_or_make_secret(secret_file, new_secret)
     curve = None
     if curve_secret_key is not None or curve_public_keys is not None:
         if curve_secret_key is None or curve_public_keys is None:
@@ -208,46 +206,6 @@ def _fail_to_start(exc: HivememError, data_dir: Path | None) -> None:
     raise typer.Exit(1)
 
 
-MIN_SECRET_BYTES = 16
-"""The shortest bus secret ``serve`` takes: every token is an HMAC of an agent id under
-it, so a short one is found offline from any one token, and the admin's token made."""
-
-
-def _secret(path: Path | None, make: Callable[[], bytes]) -> bytes | None:
-    """The bus secret in ``path``, made there first if the file is missing (it and the
-    folders made for it readable by their owner alone from the start); None without a
-    path. A short secret ends the command; one others may read is warned about."""
-    if path is None:
-        return None
-    try:
-        if not path.exists():
-            for folder in reversed(path.parents):  # from the top down, each made 0700
-                if not folder.exists():
-                    folder.mkdir(mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(make())
-        secret = path.read_bytes()
-        mode = path.stat().st_mode & 0o777
-    except OSError as exc:
-        fail(HivememError(f"cannot use the secret file {path}: {exc.strerror or exc}"))
-    if not secret:
-        fail(HivememError(f"the secret file {path} is empty: delete it to have one made"))
-    if len(secret) < MIN_SECRET_BYTES:
-        fail(HivememError(
-            f"the secret file {path} holds {len(secret)} bytes: a secret that short is "
-            "found offline from any one token, and the admin's token made from it; use "
-            f"at least {MIN_SECRET_BYTES} random bytes (delete the file to have 32 made)"
-        ))  # fmt: skip
-    if mode & 0o077:
-        typer.echo(
-            f"warning: the secret file {path} is open to others ({oct(mode)}): whoever reads "
-            f"it can act as any agent, the admin too (chmod 600 {path})",
-            err=True,
-        )
-    return secret
-
-
 def _reload_keys(server: BusServer) -> None:
     """Read the allowed clients' CURVE keys again (on SIGHUP) and say how many there are."""
     try:
@@ -258,69 +216,6 @@ def _reload_keys(server: BusServer) -> None:
     typer.echo(f"read the CURVE client keys again: {allowed} allowed", err=True)
     for line in unreadable:
         typer.echo(f"warning: no client gets in by {line}", err=True)
-
-
-def _fsync_policy(name: str) -> FsyncPolicy:
-    """The journal's fsync policy named ``name``; any other name ends the command."""
-    from hivemem.memory_bus.journal import FsyncPolicy
-
-    try:
-        return FsyncPolicy(name)
-    except ValueError:
-        known = ", ".join(p.value for p in FsyncPolicy)
-        fail(HivememError(f"--fsync {name!r} is not an fsync policy (known: {known})"))
-
-
-def _store(path: Path | None) -> MemoryStore:
-    """An empty store under the configuration in ``path`` (the defaults without one).
-
-    A file that cannot be read or is not a valid StoreConfig, or that names a policy no
-    registry knows, ends the command with one line that names the file and the problem.
-    """
-    from hivemem.memory_bus.store import MemoryStore
-
-    config = _store_config(path)
-    if config.oracle_tiers():
-        fail(
-            HivememError(
-                f"{path}: {', '.join(config.oracle_tiers())} evicts by the future (oracle), "
-                "which only a simulation run's embedded bus knows (hivemem run / compare)"
-            )
-        )
-    try:
-        return MemoryStore(config)
-    except ConfigError as exc:  # policy names and parameters: only their registries know
-        fail(HivememError(f"{path}: {exc}"))
-
-
-def _store_config(path: Path | None) -> StoreConfig:
-    if path is None:
-        return StoreConfig()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        fail(HivememError(f"cannot read the store config {path}: {why}"))
-    try:
-        return _parse_store_config(text, str(path))
-    except ConfigError as exc:
-        fail(exc)
-
-
-def _parse_store_config(text: str, source: str) -> StoreConfig:
-    """``text`` (YAML or JSON) validated into a StoreConfig.
-
-    Raises:
-        ConfigError: Every problem found, each with its path in the file and its line, on
-            one line, as ``hivemem validate`` names them in scenario files.
-    """
-    from hivemem.platform.scenario import ScenarioError, read_mapping, validated
-
-    try:
-        raw, lines = read_mapping(text, source)
-        return validated(StoreConfig, raw, source, lines)
-    except ScenarioError as exc:  # one line: a terminal's error line, not a report
-        raise ConfigError(f"{source}: {'; '.join(map(str, exc.problems))}") from None
 
 
 def _serve_metrics(server: BusServer, port: int, host: str) -> None:
