@@ -8,7 +8,8 @@ without looking at neighbours is then stored the same way (see
 :meth:`~hivemem.memory_bus.namespace.Namespace.append`).
 
 The checks that need the tier's settings (access, dimension, embedder, token budget)
-take them as arguments; the tier runs them all in ``VectorTier._checked``.
+take them as arguments; the tier runs them all in
+:func:`~hivemem.memory_bus.validation.checked_batch`.
 
 Error fields name the first bad row, as ``items[i].<field>``.
 """

@@ -23,28 +23,14 @@ A role limited to some levels retrieves from the graph of those levels alone.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import networkx as nx
 import numpy as np
-import scipy.sparse as sp
-from hivemem.memory_bus.batch import column_of
 from hivemem.memory_bus.config import MAX_HOPS, GraphConfig, RetrievalMethod
-from hivemem.memory_bus.edges import (
-    Edge,
-    edges_after,
-    ids_in_order,
-    personalized_pagerank,
-    valid_neighbours,
-)
-from hivemem.memory_bus.errors import (
-    EdgeNotFoundError,
-    InvalidInputError,
-    ItemNotFoundError,
-    UnknownNameError,
-)
+from hivemem.memory_bus.edges import Edge, edges_after, ids_in_order
+from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError, ItemNotFoundError
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent
 from hivemem.memory_bus.item import (
     INF,
@@ -57,11 +43,22 @@ from hivemem.memory_bus.item import (
     check_time,
     check_vector,
 )
+from hivemem.memory_bus.levels import LevelScope
 from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.store_context import StoreContext
-from hivemem.memory_bus.tiers import VectorTier, as_int, as_k, recall
+from hivemem.memory_bus.tiers import VectorTier, recall
+from hivemem.memory_bus.validation import as_int, as_k
+from hivemem.memory_bus.walks import (
+    Transitions,
+    edges_touching,
+    khop_scores,
+    linked,
+    ppr_scores,
+    retrieval_method,
+    top_hits,
+    walkable,
+)
 
-KHOP_DECAY = 0.5
 _NO_EDGES = nx.MultiDiGraph()  # what a namespace with no edge reads as (never written to)
 
 
@@ -73,28 +70,18 @@ class GraphTier(VectorTier):
         self.graph_config = config
         self.graphs: dict[str, nx.MultiDiGraph] = {}
         self.edge_index: dict[str, dict[int, Edge]] = {}
-        self._csr_cache: dict[
-            tuple[str, float | None, Callable[[Item], bool] | None],
-            tuple[int, list[int], sp.csr_matrix],
-        ] = {}
-        self._generation: dict[str, int] = {}
+        self._transitions = Transitions()  # (ppr), cached until a namespace's graph changes
         self._edge_ids: dict[str, np.ndarray] = {}  # each namespace's, for paging (edges)
-        self._on_levels: dict[frozenset[int], Callable[[Item], bool]] = {}  # (_visible_to)
-        self._at_level: dict[int, Callable[[Item], bool]] = {}  # (merge_scope)
+        self.level_scope = LevelScope(config, ctx.access)
         ctx.listeners.append(self._on_event)
 
     # --- levels (hooks of VectorTier) ---------------------------------------------------
 
     def _check_levels(self, levels: Any, n: int) -> list[int] | None:
-        if levels is None:
-            return [0] * n
-        return [self._check_level(level) for level in column_of(levels, n, "level")]
+        return self.level_scope.check_levels(levels, n)
 
     def _check_level(self, level: Any) -> int:
-        top = len(self.graph_config.levels)
-        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < top:
-            raise InvalidInputError("level", f"expected an int in 0..{top - 1}, got {level!r}")
-        return level
+        return self.level_scope.check_level(level)
 
     # --- reads, within the levels of the caller's role --------------------------------
 
@@ -124,19 +111,10 @@ class GraphTier(VectorTier):
 
     def reads_every_level(self, caller: Caller) -> bool:
         """Whether ``caller``'s role may read every level of this tier's graphs."""
-        return len(self.ctx.access.levels(caller)) >= len(self.graph_config.levels)
+        return self.level_scope.reads_every_level(caller)
 
     def _visible_to(self, caller: Caller) -> Callable[[Item], bool] | None:
-        """A caller whose role is limited to some levels finds only those: a search ranks
-        the nodes it may read (its top k is not cut before they are picked out), and
-        recalls only them. None for a role that reads every level."""
-        levels = self.ctx.access.levels(caller)
-        if len(levels) >= len(self.graph_config.levels):
-            return None
-        keep = self._on_levels.get(levels)
-        if keep is None:
-            keep = self._on_levels[levels] = lambda item: item.level in levels
-        return keep
+        return self.level_scope.visible_to(caller)
 
     def evict_scope(self, callers: Iterable[Caller]) -> Callable[[Item], bool] | None:
         """A write by roles limited to some levels evicts only nodes of the levels they
@@ -146,43 +124,17 @@ class GraphTier(VectorTier):
         Where no such node is left, the write goes in and the namespace holds more than
         its capacity until a write that may evict makes room.
         """
-        limited = {
-            self.ctx.access.levels(caller)
-            for caller in set(callers)
-            if not self.reads_every_level(caller)
-        }
-        if not limited:
-            return None
-        levels = frozenset.intersection(*limited)
-        return lambda item: item.level in levels
+        return self.level_scope.evict_scope(callers)
 
     def merge_scope(self, proposal: Item) -> Callable[[Item], bool] | None:
         """A node merges only into a node of its own level: an event is no insight, and
         the caller, who may write the proposal's level, may write that one (a merge
         across levels overwrote a node of a level the caller may not touch, and let
         ``promote`` merge a parent into one of its children)."""
-        keep = self._at_level.get(proposal.level)
-        if keep is None:
-            level = proposal.level
-            keep = self._at_level[level] = lambda item: item.level == level
-        return keep
+        return self.level_scope.merge_scope(proposal)
 
     def _shown(self, caller: Caller, namespace: str) -> Callable[[int], bool] | None:
-        """Which node ids ``caller`` may see named (as an edge's end, a neighbour): those
-        of live nodes on its levels. None for a role that reads every level, which also
-        sees deleted nodes' ids (as with ``history``)."""
-        levels = self.ctx.access.levels(caller)
-        if len(levels) >= len(self.graph_config.levels):
-            return None
-        ns = self.namespaces.get(namespace)
-        if ns is None:
-            return lambda node: False
-
-        def shown(node: int) -> bool:
-            item = ns.item(node)
-            return item is not None and item.level in levels
-
-        return shown
+        return self.level_scope.shown(caller, self.namespaces.get(namespace))
 
     def update(
         self,
@@ -207,27 +159,12 @@ class GraphTier(VectorTier):
 
     def _listed(self, caller: Caller, as_of: float | None) -> Callable[[Item], bool] | None:
         """``scan`` lists only the nodes on levels the caller's role may read."""
-        valid = super()._listed(caller, as_of)
-        levels = self.ctx.access.levels(caller)
-        if len(levels) >= len(self.graph_config.levels):
-            return valid
-        if valid is None:
-            return lambda item: item.level in levels
-        return lambda item: item.level in levels and valid(item)
+        return self.level_scope.listed(caller, super()._listed(caller, as_of))
 
     def _readable(self, caller: Caller, hits: list[Hit]) -> list[Hit]:
-        levels = self.ctx.access.levels(caller)
-        if len(levels) >= len(self.graph_config.levels):
-            return hits  # the common case: every level
-        return [h for h in hits if h.item.level in levels]
+        return self.level_scope.readable(caller, hits)
 
     # --- edges --------------------------------------------------------------------------
-
-    def _edges_of(self, namespace: str) -> dict[int, Edge]:
-        return self.edge_index.setdefault(namespace, {})
-
-    def _graph(self, namespace: str) -> nx.MultiDiGraph:
-        return self.graphs.setdefault(namespace, nx.MultiDiGraph())
 
     def _graph_read(self, namespace: str) -> nx.MultiDiGraph:
         """The namespace's graph to read, without making one: a read must change nothing
@@ -235,27 +172,15 @@ class GraphTier(VectorTier):
         namespace's next eviction, and a replay of the journal would not make it)."""
         return self.graphs.get(namespace, _NO_EDGES)
 
-    def _touch(self, namespace: str) -> None:
-        self._generation[namespace] = self._generation.get(namespace, 0) + 1
-
     def _node(
         self, caller: Caller, namespace: str, node_id: Any, action: str, field: str = "node"
     ) -> Item:
         """A node of ``namespace`` whose level ``caller`` may touch (``field`` names the
-        argument that gave its id, in an error).
-
-        A node on a level the caller's role may not touch is, to that caller, no node:
-        the same ``item_not_found`` as an id never given out, so that probing ids tells a
-        role nothing of the levels hidden from it (an ``access_denied`` naming the level
-        told it which ids were nodes there).
-        """
+        argument that gave its id, in an error; see :meth:`LevelScope.check_node`)."""
         self._check(caller, namespace, action)
         ns = self.namespace_named(namespace)
         item = self.item_in(ns, as_int(node_id, field))
-        if item.level not in self.ctx.access.levels(caller):
-            raise ItemNotFoundError(self.name.value, ns.name, item.id)
-        self.ctx.access.check(caller, self.name, namespace, action, item.level)
-        return item
+        return self.level_scope.check_node(caller, namespace, item, action)
 
     def add_edge(
         self,
@@ -298,9 +223,10 @@ class GraphTier(VectorTier):
         self.namespace_named(namespace).announce(self.ctx.emit, kind, (edge.id,), 0, now, fields)
 
     def _store_edge(self, namespace: str, edge: Edge) -> None:
-        self._edges_of(namespace)[edge.id] = edge
-        self._graph(namespace).add_edge(edge.src, edge.dst, key=edge.id, type=edge.type)
-        self._touch(namespace)
+        self.edge_index.setdefault(namespace, {})[edge.id] = edge
+        graph = self.graphs.setdefault(namespace, nx.MultiDiGraph())
+        graph.add_edge(edge.src, edge.dst, key=edge.id, type=edge.type)
+        self._transitions.touch(namespace)
 
     def invalidate_edge(self, caller: Caller, namespace: str, edge_id: int, *, at: float) -> None:
         """End an edge's validity at ``at``; it stays for as-of queries before ``at``.
@@ -317,7 +243,7 @@ class GraphTier(VectorTier):
         if at <= edge.valid_from:
             raise InvalidInputError("at", f"must be after the edge's valid_from {edge.valid_from}")
         edge.valid_to = at
-        self._touch(namespace)
+        self._transitions.touch(namespace)
         self._announce_edge(namespace, "invalidate", edge, at)
 
     def _edge(self, caller: Caller, namespace: str, edge_id: Any) -> Edge:
@@ -378,18 +304,7 @@ class GraphTier(VectorTier):
         return out
 
     def _edges_touching(self, namespace: str, nodes: Iterable[int]) -> list[Edge]:
-        """The edges with one of ``nodes`` at either end, oldest first, from the graph's
-        adjacency (it holds every edge, invalidated ones too): not a scan of every edge."""
-        graph = self.graphs.get(namespace)
-        if graph is None:
-            return []
-        keys: set[int] = set()
-        for node in nodes:
-            if node in graph:
-                keys.update(key for _, _, key in graph.in_edges(node, keys=True))
-                keys.update(key for _, _, key in graph.out_edges(node, keys=True))
-        edges = self.edge_index.get(namespace, {})
-        return [edges[key] for key in sorted(keys)]  # ids grow with time: creation order
+        return edges_touching(self.graphs.get(namespace), self.edge_index.get(namespace, {}), nodes)
 
     def neighbors(
         self,
@@ -406,18 +321,7 @@ class GraphTier(VectorTier):
             raise InvalidInputError("direction", "expected 'in', 'out' or 'both'")
         t = None if as_of is None else check_number(as_of, "as_of")
         edges = self.edge_index.get(namespace, {})
-        graph = self._graph_read(namespace)
-        if node_id not in graph:
-            return []  # a node no edge ever touched
-        found: set[int] = set()
-        if direction in ("out", "both"):
-            found |= {
-                v for _, v, key in graph.out_edges(node_id, keys=True) if edges[key].valid_at(t)
-            }
-        if direction in ("in", "both"):
-            found |= {
-                u for u, _, key in graph.in_edges(node_id, keys=True) if edges[key].valid_at(t)
-            }
+        found = linked(self._graph_read(namespace), edges, node_id, t, direction)
         shown = self._shown(caller, namespace)
         return sorted(found if shown is None else filter(shown, found))
 
@@ -485,7 +389,7 @@ class GraphTier(VectorTier):
         k = as_k(k)
         if now is not None:
             now = check_number(now, "now")
-        how = _method(method or self.graph_config.retrieval)
+        how = retrieval_method(method or self.graph_config.retrieval)
         hops = self.graph_config.hops if hops is None else as_int(hops, "hops", 0, MAX_HOPS)
         t = None if as_of is None else check_number(as_of, "as_of")
         ns = self.namespaces.get(namespace)
@@ -496,120 +400,22 @@ class GraphTier(VectorTier):
         # walks and PageRank never pass through a node it may not read.
         keep = self._visible_to(caller)
         seeds = ns.search(query[None, :], self.graph_config.seeds, t, keep)[0]
+        edges = self.edge_index.get(namespace, {})
         if how is RetrievalMethod.VECTOR:
             scored = {h.id: h.score for h in seeds}
         elif how is RetrievalMethod.KHOP:
-            scored = self._khop(namespace, seeds, hops, t, self._walkable(caller, ns, t))
-        else:
-            scored = self._ppr(namespace, ns, seeds, t, keep)
-        allowed = self.ctx.access.levels(caller)
-        ranked = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
-        visible = [(i, s, ns.item(i)) for i, s in ranked if _visible(ns, i, t, allowed)][:k]
-        hits = [Hit(i, float(s), it) for i, s, it in visible if it is not None]
+            shown = walkable(ns, t, self._shown(caller, ns.name))
+            scored = khop_scores(self._graph_read(namespace), edges, seeds, hops, t, shown)
+        elif not seeds:  # nothing valid at t matched: nothing to rank (and no 0 / 0)
+            scored = {}
+        else:  # ppr
+            nodes, matrix = self._transitions.matrix(namespace, ns, edges, t, keep)
+            scored = ppr_scores(nodes, matrix, seeds, self.graph_config.ppr_alpha)
+        hits = top_hits(ns, scored, k, t, self.ctx.access.levels(caller))
         if now is not None:
             for hit in hits:
                 recall(hit.item, now)
         return hits
-
-    def _walkable(
-        self, caller: Caller, ns: Namespace, t: float | None
-    ) -> Callable[[int], bool] | None:
-        """The nodes a walk may pass through: those ``caller`` may see and, with ``t``,
-        valid then (a node expired at ``t`` is no part of the graph at ``t``: walks went
-        through it to nodes only it linked, though it was itself left out of the hits)."""
-        shown = self._shown(caller, ns.name)
-        if t is None:
-            return shown
-
-        def walkable(node: int) -> bool:
-            item = ns.item(node)
-            return item is not None and item.valid_at(t) and (shown is None or shown(node))
-
-        return walkable
-
-    def _khop(
-        self,
-        namespace: str,
-        seeds: list[Hit],
-        hops: int,
-        t: float | None,
-        shown: Callable[[int], bool] | None = None,
-    ) -> dict[int, float]:
-        graph, edges = self._graph_read(namespace), self.edge_index.get(namespace, {})
-        best: dict[int, float] = {}
-        for seed in seeds:
-            frontier, seen = [seed.id], {seed.id: 0}
-            for dist in range(1, hops + 1):
-                if not frontier:
-                    break
-                nxt = []
-                for node in frontier:
-                    for other in valid_neighbours(graph, edges, node, t):
-                        if other not in seen and (shown is None or shown(other)):
-                            seen[other] = dist
-                            nxt.append(other)
-                frontier = nxt
-            for node, dist in seen.items():
-                best[node] = max(best.get(node, -math.inf), _decayed(seed.score, dist))
-        return best
-
-    def _ppr(
-        self,
-        namespace: str,
-        ns: Namespace,
-        seeds: list[Hit],
-        t: float | None,
-        keep: Callable[[Item], bool] | None = None,
-    ) -> dict[int, float]:
-        if not seeds:  # nothing valid at t matched: nothing to rank (and no 0 / 0)
-            return {}
-        nodes, matrix = self._transition(namespace, ns, t, keep)
-        pos = {node: i for i, node in enumerate(nodes)}
-        teleport = np.zeros(len(nodes))
-        for hit in seeds:
-            teleport[pos[hit.id]] += max(hit.score, 0.0)
-        if teleport.sum() <= 0:
-            teleport[[pos[h.id] for h in seeds]] = 1.0
-        rank = personalized_pagerank(matrix, teleport / teleport.sum(), self.graph_config.ppr_alpha)
-        return {node: float(rank[i]) for i, node in enumerate(nodes) if rank[i] > 0}
-
-    def _transition(
-        self,
-        namespace: str,
-        ns: Namespace,
-        t: float | None,
-        keep: Callable[[Item], bool] | None = None,
-    ) -> tuple[list[int], sp.csr_matrix]:
-        """Nodes (those ``keep`` keeps, valid at ``t``) and the row-stochastic CSR over
-        the edges valid at ``t`` between them (both ways), cached per namespace, ``t``
-        and ``keep``."""
-        gen = self._generation.get(namespace, 0)
-        cached = self._csr_cache.get((namespace, t, keep))
-        if cached is not None and cached[0] == gen:
-            return cached[1], cached[2]
-        items = ns.items
-        nodes = sorted(
-            i
-            for i, it in items.items()
-            if (keep is None or keep(it)) and (t is None or it.valid_at(t))
-        )
-        pos = {node: i for i, node in enumerate(nodes)}
-        pairs = [
-            (pos[e.src], pos[e.dst])
-            for e in self.edge_index.get(namespace, {}).values()
-            if e.valid_at(t) and e.src in pos and e.dst in pos
-        ]
-        rows = [a for a, b in pairs] + [b for a, b in pairs]
-        cols = [b for a, b in pairs] + [a for a, b in pairs]
-        adj = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(nodes), len(nodes)))
-        adj.sum_duplicates()
-        adj.data[:] = 1.0  # parallel edges count once, as in a simple graph
-        out_deg = np.asarray(adj.sum(axis=1)).ravel()
-        inv = np.divide(1.0, out_deg, out=np.zeros_like(out_deg), where=out_deg > 0)
-        matrix = sp.csr_matrix(sp.diags(inv) @ adj)
-        self._csr_cache = {key: v for key, v in self._csr_cache.items() if key[0] != namespace}
-        self._csr_cache[(namespace, t, keep)] = (gen, nodes, matrix)
-        return nodes, matrix
 
     # --- node removal, stats, state -----------------------------------------------------
 
@@ -617,7 +423,7 @@ class GraphTier(VectorTier):
         if event.tier != self.name.value:
             return
         if event.kind in ("add", "update"):
-            self._touch(event.namespace)
+            self._transitions.touch(event.namespace)
         if event.kind in ("delete", "evict"):
             for edge in self._edges_touching(event.namespace, event.item_ids):
                 # An edge that would only have begun after its node went never holds:
@@ -626,7 +432,7 @@ class GraphTier(VectorTier):
                 if edge.valid_to > end:  # the edge ends with its node
                     edge.valid_to = end
                     self._announce_edge(event.namespace, "invalidate", edge, event.now)
-            self._touch(event.namespace)
+            self._transitions.touch(event.namespace)
 
     def stats(self, caller: Caller | None = None) -> dict[str, Any]:
         """Tier counts plus edges and nodes per level; with ``caller``, of what it may
@@ -646,14 +452,7 @@ class GraphTier(VectorTier):
             )
         out["edges"] = len(all_edges)
         out["open_edges"] = sum(e.valid_to == INF for e in all_edges)
-        levels = [
-            it.level for ns in namespaces for it in ns.items.values() if keep is None or keep(it)
-        ]
-        out["nodes_by_level"] = {
-            name: levels.count(i)
-            for i, name in enumerate(self.graph_config.levels)
-            if caller is None or i in self.ctx.access.levels(caller)
-        }
+        out["nodes_by_level"] = self.level_scope.nodes_by_level(namespaces, caller, keep)
         return out
 
     def _counts(self, ns: Namespace, caller: Caller | None) -> tuple[int, int, int]:
@@ -674,30 +473,9 @@ class GraphTier(VectorTier):
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore namespaces and edges."""
         super().set_state(state)
-        self.graphs, self.edge_index, self._csr_cache, self._generation = {}, {}, {}, {}
+        self.graphs, self.edge_index, self._transitions = {}, {}, Transitions()
         self._edge_ids = {}
         for namespace, edges in state["edges"].items():
             self.edge_index[namespace] = {}
             for raw in edges:
                 self._store_edge(namespace, Edge(**raw))
-
-
-def _decayed(score: float, dist: int) -> float:
-    """A node ``dist`` hops from a seed of ``score``: worse with every hop, whatever the
-    score's sign (a negative score times 0.5 per hop ranked a seed's neighbours above it)."""
-    return score * KHOP_DECAY**dist if score >= 0 else score / KHOP_DECAY**dist
-
-
-def _visible(ns: Namespace, node: int, t: float | None, levels: frozenset[int]) -> bool:
-    item = ns.item(node)
-    return item is not None and item.level in levels and (t is None or item.valid_at(t))
-
-
-def _method(name: str | RetrievalMethod) -> RetrievalMethod:
-    """The retrieval method called ``name``, or an unknown name with a suggestion."""
-    try:
-        return RetrievalMethod(name)
-    except ValueError:
-        raise UnknownNameError(
-            "retrieval method", str(name), [m.value for m in RetrievalMethod]
-        ) from None

@@ -3,7 +3,9 @@
 Every public method checks access, then validates *all* of its input, and only then
 changes anything: a bad request leaves the tier exactly as it was. The column checks
 live in :mod:`hivemem.memory_bus.batch`; how a checked batch is applied, in
-:mod:`hivemem.memory_bus.proposals`. The graph tier (``hivemem.memory_bus.graph``)
+:mod:`hivemem.memory_bus.proposals`. The checks of a call's input are in
+:mod:`hivemem.memory_bus.validation`; the grouping of searches and the paging of scans, in
+:mod:`hivemem.memory_bus.queries`. The graph tier (``hivemem.memory_bus.graph``)
 extends :class:`VectorTier` with edges.
 """
 
@@ -22,14 +24,6 @@ from hivemem.memory_bus.batch import (
     BatchResult,
     NewRows,
     WriteBatch,
-    batch_vectors,
-    check_budget,
-    check_metas,
-    check_numbers,
-    check_texts,
-    check_times,
-    check_validity,
-    check_writers,
     column_of,
 )
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
@@ -41,7 +35,6 @@ from hivemem.memory_bus.errors import (
     ItemNotFoundError,
     NamespaceNotFoundError,
     TooLargeError,
-    UnknownNameError,
     VersionConflictError,
     as_single,
 )
@@ -55,25 +48,13 @@ from hivemem.memory_bus.interfaces import (
     WriteRequest,
     WriteResult,
 )
-from hivemem.memory_bus.item import (
-    Item,
-    NewItem,
-    TierName,
-    check_matrix,
-    check_meta,
-    check_number,
-    check_text,
-    check_time,
-    check_vector,
-)
+from hivemem.memory_bus.item import Item, NewItem, TierName, check_number
 from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
 from hivemem.memory_bus.proposals import add_all, apply_each
+from hivemem.memory_bus.queries import group_queries, page
 from hivemem.memory_bus.store_context import Defer, StoreContext
-
-UPDATABLE = frozenset({"text", "vector", "meta", "importance", "valid_from", "valid_to"})
-_Group = tuple[str, int, float | None, Callable[[Item], bool] | None]
-"""Search queries answered together: namespace, k, as_of, and what their caller may see."""
+from hivemem.memory_bus.validation import as_id, as_int, checked_batch, checked_changes
 
 
 class VectorTier:
@@ -235,7 +216,7 @@ class VectorTier:
         if len(batch) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(batch))
         self._refuse_without_future()
-        batch = self._checked(batch, now)
+        batch = checked_batch(batch, now, self.ctx, self.config, self._check, self._check_levels)
         if not len(batch):
             return BatchResult([], [])
         with self.evicting_for(batch.callers):
@@ -253,36 +234,6 @@ class VectorTier:
                 f"the {self.name.value} tier evicts by {self.config.eviction!r}, which needs "
                 "the future access sequence: only a simulation run's embedded bus has it"
             )
-
-    def _checked(self, batch: WriteBatch, now: float) -> WriteBatch:
-        """The batch with every column checked (access first, then the values)."""
-        n, limits = len(batch), self.ctx.limits
-        callers = column_of(batch.callers, n, "agent")
-        namespaces = column_of(batch.namespaces, n, "namespace")
-        levels = self._check_levels(batch.levels, n)
-        check_writers(callers, namespaces, levels, self._check)
-        texts = check_texts(batch.texts, n, limits)
-        vectors = batch_vectors(
-            batch.vectors, texts, self.ctx.dim, self.ctx.embedder, self.config.mode
-        )
-        if self.config.mode is NamespaceMode.VECTOR and any(texts):
-            raise InvalidInputError("text", "this tier holds vector-only slots: text must be empty")
-        valid_from = check_times(batch.valid_from, n, "valid_from", none_ok=True, open_ok=False)
-        valid_to = check_times(batch.valid_to, n, "valid_to", none_ok=False)
-        check_validity(valid_from, valid_to, now)
-        checked = WriteBatch(
-            callers,
-            namespaces,
-            texts,
-            vectors,
-            check_metas(batch.metas, n, limits),
-            check_numbers(batch.importance, n, "importance"),
-            valid_from,
-            valid_to,
-            levels,
-        )
-        check_budget(texts, self.config)
-        return checked
 
     def _check_levels(self, levels: Any, n: int) -> list[int] | None:
         """Every row's level (only 0 outside the graph tier); None: no level column needed."""
@@ -304,7 +255,7 @@ class VectorTier:
     ) -> Item:
         """One item by id; with ``now`` the read counts as a recall."""
         self._check(caller, namespace, "read")
-        item = self.item_in(self.namespace_named(namespace), _as_id(item_id))
+        item = self.item_in(self.namespace_named(namespace), as_id(item_id))
         if now is not None:
             recall(item, check_number(now, "now"))
         return item
@@ -335,7 +286,7 @@ class VectorTier:
         limit = as_int(limit, "limit", low=1, high=self.ctx.limits.max_batch)
         keep = self._listed(caller, None if as_of is None else check_number(as_of, "as_of"))
         ns = self.namespaces.get(namespace)
-        return ScanPage([], None) if ns is None else _page(ns, after, limit, keep)
+        return ScanPage([], None) if ns is None else page(ns, after, limit, keep)
 
     def _listed(self, caller: Caller, as_of: float | None) -> Callable[[Item], bool] | None:
         """Which items ``scan`` lists to ``caller`` (None: all)."""
@@ -395,7 +346,7 @@ class VectorTier:
     def _found(self, requests: Sequence[SearchRequest]) -> list[list[Hit]]:
         if len(requests) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(requests))
-        groups = self._group_queries(requests)
+        groups = group_queries(requests, self._check, self._visible_to, self.ctx.dim)
         out: list[list[Hit]] = [[] for _ in requests]
         for (namespace, k, as_of, keep), (positions, vectors) in groups.items():
             ns = self.namespaces.get(namespace)
@@ -404,58 +355,6 @@ class VectorTier:
             for pos, hits in zip(positions, ns.search(vectors, k, as_of, keep), strict=True):
                 out[pos] = hits
         return out
-
-    def _group_queries(
-        self, requests: Sequence[SearchRequest]
-    ) -> dict[_Group, tuple[list[int], np.ndarray]]:
-        """Queries by (namespace, k, as_of, what the caller may see), in positions."""
-        groups: dict[_Group, tuple[list[int], list[Any]]] = {}
-        seen: dict[Caller, Callable[[Item], bool] | None] = {}
-        for pos, req in enumerate(requests):
-            if not isinstance(req, SearchRequest):
-                raise InvalidInputError(
-                    "requests", f"expected SearchRequest, got {type(req).__name__}"
-                )
-            try:
-                self._check(req.caller, req.namespace, "read")
-                k = as_k(req.k)
-                as_of = None if req.as_of is None else check_number(req.as_of, "as_of")
-            except HivememError as exc:  # which request: details.row
-                exc.details.setdefault("row", pos)
-                raise
-            caller = req.caller
-            if caller not in seen:  # one predicate per caller: the groups' keys compare it
-                seen[caller] = self._visible_to(caller)
-            key = (req.namespace, k, as_of, seen[caller])
-            positions, vectors = groups.setdefault(key, ([], []))
-            positions.append(pos)
-            vectors.append(req.vector)
-        stacked = self._all_queries([req.vector for req in requests])
-        if stacked is not None:
-            return {
-                key: (positions, _rows(stacked, positions))
-                for key, (positions, _) in groups.items()
-            }
-        return {
-            key: (positions, self._query_matrix(positions, vectors))
-            for key, (positions, vectors) in groups.items()
-        }
-
-    def _all_queries(self, vectors: list[Any]) -> np.ndarray | None:
-        """Every query as one checked matrix, or None if one is bad (the groups name it)."""
-        try:
-            return check_matrix(np.stack(vectors), self.ctx.dim, "queries")
-        except (ValueError, TypeError, InvalidInputError):
-            return None
-
-    def _query_matrix(self, positions: list[int], vectors: list[Any]) -> np.ndarray:
-        """The group's queries as one checked matrix; a bad one is named by its position."""
-        try:
-            return check_matrix(np.stack(vectors), self.ctx.dim, "queries")
-        except (ValueError, TypeError, InvalidInputError):
-            for pos, vec in zip(positions, vectors, strict=True):
-                check_vector(vec, self.ctx.dim, f"queries[{pos}].vector")
-            raise
 
     # --- update / delete / history ----------------------------------------------------
 
@@ -477,10 +376,12 @@ class VectorTier:
         self._check(caller, namespace, "update")
         now = check_number(now, "now")
         ns = self.namespace_named(namespace)
-        old = self.item_in(ns, _as_id(item_id))
+        old = self.item_in(ns, as_id(item_id))
         if old.version != expected_version:
             raise VersionConflictError(old.id, expected_version, old.version)
-        new = replace(old, version=old.version + 1, accessed=now, **self._changes(old, changes))
+        new = replace(
+            old, version=old.version + 1, accessed=now, **checked_changes(old, changes, self.ctx)
+        )
         if ns.config.mode is NamespaceMode.TOKEN_BUDGET:  # more tokens may evict others
             self._refuse_without_future()
         if not ns.fits(new):
@@ -492,42 +393,17 @@ class VectorTier:
             ns.replace(old, new, now, self.ctx.emit, self.ctx.next_use)
         return new
 
-    def _changes(self, old: Item, changes: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(changes) - UPDATABLE)
-        if unknown:
-            hint = UnknownNameError("field to update", unknown[0], UPDATABLE)
-            raise InvalidInputError(
-                "changes", hint.message, name=unknown[0], suggestions=hint.suggestions
-            )
-        out: dict[str, Any] = {}
-        if "text" in changes:
-            out["text"] = check_text(changes["text"], self.ctx.limits)
-            if "vector" not in changes and self.ctx.embedder is not None:
-                out["vector"] = check_vector(self.ctx.embedder([out["text"]])[0], self.ctx.dim)
-        if "vector" in changes:
-            out["vector"] = check_vector(changes["vector"], self.ctx.dim)
-        if "meta" in changes:
-            out["meta"] = dict(check_meta(changes["meta"], self.ctx.limits))
-        if "importance" in changes:
-            out["importance"] = check_number(changes["importance"], "importance")
-        for key in ("valid_from", "valid_to"):
-            if key in changes:
-                out[key] = check_time(changes[key], key)
-        if out.get("valid_to", old.valid_to) < out.get("valid_from", old.valid_from):
-            raise InvalidInputError("valid_to", "ends before valid_from")
-        return out
-
     def delete(self, caller: Caller, namespace: str, item_id: int, *, now: float) -> None:
         """Remove an item; :meth:`history` keeps its versions and a deletion marker."""
         self._check(caller, namespace, "delete")
         now = check_number(now, "now")
         ns = self.namespace_named(namespace)
-        ns.remove(self.item_in(ns, _as_id(item_id)).id, now, self.ctx.emit)
+        ns.remove(self.item_in(ns, as_id(item_id)).id, now, self.ctx.emit)
 
     def history(self, caller: Caller, namespace: str, item_id: int) -> list[dict[str, Any]]:
         """Every kept version of an item, oldest first."""
         self._check(caller, namespace, "read")
-        records = self.namespace_named(namespace).history_of(_as_id(item_id))
+        records = self.namespace_named(namespace).history_of(as_id(item_id))
         if not records:
             raise ItemNotFoundError(self.name.value, namespace, item_id)
         return records
@@ -592,54 +468,7 @@ class VectorTier:
         self.decisions = Counter(state["decisions"])
 
 
-def _rows(matrix: np.ndarray, positions: list[int]) -> np.ndarray:
-    """The rows of ``matrix`` at ``positions``, as a contiguous matrix (a view for one row)."""
-    if len(positions) == 1:
-        return matrix[positions[0] : positions[0] + 1]
-    return matrix[positions]
-
-
 def recall(item: Item, now: float) -> None:
     """Count a read of ``item`` at ``now`` (hits and last access)."""
     item.hits += 1
     item.accessed = max(item.accessed, now)
-
-
-def _page(ns: Namespace, after: int, limit: int, keep: Callable[[Item], bool] | None) -> ScanPage:
-    """The first ``limit`` items of ``ns`` by id above ``after`` that ``keep`` keeps."""
-    ids = ns.ids_in_order()
-    pos = int(np.searchsorted(ids, after, side="right"))
-    listed: list[Item] = []
-    while pos < len(ids):
-        for item_id in ids[pos : pos + limit].tolist():
-            pos += 1
-            item = ns.item(item_id)  # builds the pending batch that holds it, not all
-            assert item is not None, f"{item_id} listed but not held"
-            if keep is None or keep(item):
-                listed.append(item)
-                if len(listed) == limit:
-                    return ScanPage(listed, item_id if pos < len(ids) else None)
-    return ScanPage(listed, None)
-
-
-def as_int(value: Any, field: str, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an int (a bool is not one), within ``low``..``high`` where given.
-
-    Raises:
-        InvalidInputError: naming ``field``.
-    """
-    is_int = not isinstance(value, bool) and isinstance(value, int | np.integer)
-    if is_int and (low is None or value >= low) and (high is None or value <= high):
-        return int(value)
-    if low is None and high is None:
-        raise InvalidInputError(field, f"expected an int, got {type(value).__name__}")
-    bound = f">= {low}" if high is None else f"in {low}..{high}"
-    raise InvalidInputError(field, f"expected an int {bound}, got {value!r}")
-
-
-def _as_id(value: Any) -> int:
-    return as_int(value, "item_id")
-
-
-def as_k(value: Any) -> int:
-    return as_int(value, "k", low=1, high=1000)

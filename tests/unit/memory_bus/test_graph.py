@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from hivemem.memory_bus.config import AccessConfig, GraphConfig, StoreConfig
+from hivemem.memory_bus.edges import personalized_pagerank
 from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError, ItemNotFoundError
-from hivemem.memory_bus.graph import personalized_pagerank
 from hivemem.memory_bus.interfaces import Caller, WriteRequest
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.store import MemoryStore
