@@ -66,7 +66,7 @@ def test_a_restart_decodes_the_snapshot_once_and_replays_the_log_after_it(
 def test_a_restart_says_what_it_recovered(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     _written(tmp_path)
     again, _ = make_server(journal=Journal(tmp_path, "no"))
-    with caplog.at_level(logging.INFO, logger="hivemem.memory_bus.durability"), again:
+    with caplog.at_level(logging.INFO, logger="hivemem.memory_bus.recovery"), again:
         pass
     (message,) = [r.getMessage() for r in caplog.records if "recovered" in r.getMessage()]
     # three batches of eight in the snapshot, two in the log after it
