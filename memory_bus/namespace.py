@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 from hivemem.memory_bus.batch import NewRows
-from hivemem.memory_bus.candidates import CandidatePool, PoolSlot, RowKeys, lowest_first
+from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
-from hivemem.memory_bus.features import COLUMN, candidate_features
 from hivemem.memory_bus.generators import generator_from_state, generator_state
 from hivemem.memory_bus.index import VectorIndex
-from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy, Hit, MemoryEvent
+from hivemem.memory_bus.interfaces import EvictionPolicy, Hit, MemoryEvent
 from hivemem.memory_bus.item import Item, TierName, version_record
 from hivemem.memory_bus.pending import PendingBatches
+from hivemem.memory_bus.victims import candidate_pool, evict_alone, make_room
 
 NextUse = Callable[[Item, float], float]
 """Simulation oracle: ``next_use(item, now)`` is the time of the item's next use, inf if never."""
@@ -34,15 +34,6 @@ def _passing(
     if keep is None:
         return lambda item: item.valid_at(as_of)
     return lambda item: item.valid_at(as_of) and keep(item)
-
-
-def _oldest_write_first(features: np.ndarray) -> list[np.ndarray]:
-    """A window's eviction keys: the oldest write first."""
-    return [-features[:, COLUMN["age"]]]
-
-
-WINDOW_COLUMNS = frozenset({"age"})
-"""The features a window's eviction reads."""
 
 
 def _any_item() -> Callable[[Item], bool] | None:
@@ -214,14 +205,14 @@ class Namespace:
             victims: list[int] = []
             if pool is None and self._over(0):
                 if slot.rows == 1:  # the write's one row here: a pool would serve one eviction
-                    victims = self._evict_alone(item, now, next_use)
+                    victims = evict_alone(self, item, now, next_use)
                 else:
-                    pool = slot.pool = self._pool(item, now)
+                    pool = slot.pool = candidate_pool(self, item, now)
             if pool is not None:
                 if not expected:
                     pool.expect(items)
                     expected = True
-                victims = self._make_room(item, now, next_use, pool, column)
+                victims = make_room(self, item, now, next_use, pool, column)
             for victim in victims:
                 self._drop(victim, kind="evict", now=now, emit=emit)
                 if pending.pop(victim, None) is None:
@@ -238,57 +229,6 @@ class Namespace:
             self.index.add_checked(ids, np.stack([it.vector for it in pending.values()]))
         return evicted_per_item
 
-    def _pool(self, incoming: Item, now: float) -> CandidatePool:
-        """Every item but ``incoming`` as eviction candidates (see :mod:`.candidates`)."""
-        strength, relevance, columns = self._feature_args()
-        pool = CandidatePool(self._others(incoming), now, strength, relevance, columns)
-        keys = self._row_keys(now)
-        if keys is not None:
-            pool.order_by(keys)
-        return pool
-
-    def _feature_args(self) -> tuple[float, bool, frozenset[str] | None]:
-        """The eviction features' strength, whether they read relevance, and the columns
-        they need (None: every one)."""
-        strength = float(getattr(self.eviction, "strength", 10.0))
-        if self.config.mode is NamespaceMode.WINDOW:
-            return strength, False, WINDOW_COLUMNS
-        relevance = bool(getattr(self.eviction, "uses_relevance", True))
-        columns = getattr(self.eviction, "feature_columns", None)
-        return strength, relevance, None if columns is None else frozenset(columns)
-
-    def _others(self, incoming: Item) -> list[Item]:
-        """Every item but ``incoming`` that the write under way may evict."""
-        scope = self.eviction_scope()
-        if scope is not None:
-            return [it for it in self._items.values() if it.id != incoming.id and scope(it)]
-        others = list(self._items.values())
-        if others and others[-1] is incoming:  # add_many put it last: drop it in C
-            others.pop()
-            return others
-        return [it for it in others if it.id != incoming.id]
-
-    def _evict_alone(self, incoming: Item, now: float, next_use: NextUse | None) -> list[int]:
-        """Evict until the namespace fits, each victim chosen from a feature matrix of the
-        other items built for it (the definition, which a pool follows over many
-        evictions); for a write that brings the namespace one row."""
-        strength, relevance, columns = self._feature_args()
-        context = incoming.vector if relevance else None
-        victims: list[int] = []
-        while self._over(0):
-            others = self._others(incoming)
-            if not others:
-                break
-            features = candidate_features(others, now, context, strength, columns)
-            if self.config.mode is NamespaceMode.WINDOW:
-                chosen = lowest_first(_oldest_write_first(features), others, 1)
-            else:
-                chosen = self._select(features, None, incoming, now, next_use, others)
-            for pos in chosen:
-                victims.append(others[pos].id)
-                self._take_out(others[pos])
-        return victims
-
     def _take_out(self, victim: Item) -> None:
         """Take an evicted item out of the items and the counts (``_drop`` does the rest,
         announcing the version it had)."""
@@ -296,59 +236,6 @@ class Namespace:
         self._tokens -= victim.tokens
         self.nbytes -= victim.nbytes
         self._taken_versions[victim.id] = victim.version
-
-    def _row_keys(self, now: float) -> RowKeys | None:
-        """The eviction keys of feature rows if each row's are its own, else None (the
-        context names no incoming item: keys that are a row's own cannot read it)."""
-        if self.config.mode is NamespaceMode.WINDOW:
-            return _oldest_write_first
-        policy: Any = self.eviction
-        if not getattr(policy, "row_keys", False):
-            return None
-        ctx = EvictionContext(now=now, rng=self.rng)
-        return lambda features: policy.keys(features, ctx)
-
-    def _make_room(
-        self,
-        incoming: Item,
-        now: float,
-        next_use: NextUse | None,
-        pool: CandidatePool,
-        column: int,
-    ) -> list[int]:
-        """Evict until the namespace fits; then ``incoming`` (the ``column``-th vector the
-        pool expects) joins the candidates."""
-        victims: list[int] = []
-        while self._over(0) and len(pool):
-            if pool.ordered:
-                chosen = [self._items[pool.lowest()]]
-            else:
-                candidates, features, ids = pool.view(incoming.vector, column)
-                chosen = [
-                    candidates[pos]
-                    for pos in self._select(features, ids, incoming, now, next_use, candidates)
-                ]
-            for victim in chosen:
-                victims.append(victim.id)
-                self._take_out(victim)
-                pool.remove(victim.id)
-        scope = self.eviction_scope()
-        if scope is None or scope(incoming):  # never a victim of its own arrival
-            pool.add(incoming)  # (nor, out of the write's scope, of the rows after it)
-        return victims
-
-    def _select(
-        self,
-        features: np.ndarray,
-        ids: np.ndarray | None,
-        incoming: Item,
-        now: float,
-        next_use: NextUse | None,
-        candidates: list[Item],
-    ) -> list[int]:
-        # (a window's pool is always ordered: _row_keys, so it never comes here)
-        ctx = EvictionContext(now=now, rng=self.rng, next_use=next_use, incoming=incoming, ids=ids)
-        return self.eviction.select(candidates, features, 1, ctx)
 
     def _drop(
         self, item_id: int, kind: str, now: float, emit: Callable[[MemoryEvent], None]
@@ -412,7 +299,7 @@ class Namespace:
         if not self._over(0):
             return []
         self._materialize()
-        victims = self._evict_alone(new, now, next_use)
+        victims = evict_alone(self, new, now, next_use)
         for victim in victims:
             self._drop(victim, kind="evict", now=now, emit=emit)
         if victims:
