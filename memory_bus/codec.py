@@ -20,6 +20,7 @@ import operator
 from typing import Any
 
 import numpy as np
+from hivemem.memory_bus.arguments import field, plain_number
 from hivemem.memory_bus.batch import DEFAULTS, BatchResult
 from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.interfaces import Hit, ScanPage, WriteResult
@@ -37,8 +38,6 @@ from hivemem.memory_bus.protocol import (
     NUMBER,
     Code,
     ProtocolError,
-    field,
-    plain_number,
 )
 
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hivemem.memory_bus.protocol import GAP, MARK, split_topic
+from hivemem.memory_bus.arguments import split_topic
+from hivemem.memory_bus.protocol import GAP, MARK
 
 
 class EventGaps:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hivemem.memory_bus.arguments import field, now_of, recall_time
 from hivemem.memory_bus.codec import decode_new_item, encode_hit
 from hivemem.memory_bus.item import TierName
-from hivemem.memory_bus.protocol import NUMBER, field, now_of, recall_time
+from hivemem.memory_bus.protocol import NUMBER
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.handlers import Context

@@ -11,6 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from hivemem.memory_bus.arguments import (
+    batch,
+    field,
+    now_of,
+    plain_number,
+    recall_time,
+    split_topic,
+    tier_of,
+)
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.batch import WriteBatch
 from hivemem.memory_bus.codec import (
@@ -42,13 +51,6 @@ from hivemem.memory_bus.protocol import (
     Code,
     Op,
     ProtocolError,
-    batch,
-    field,
-    now_of,
-    plain_number,
-    recall_time,
-    split_topic,
-    tier_of,
     wire_topic,
 )
 from hivemem.memory_bus.row_auth import authenticate, column_callers

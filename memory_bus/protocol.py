@@ -30,20 +30,22 @@ encoded and decoded by :mod:`hivemem.memory_bus.codec`; the layouts it follows
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import msgpack
-from hivemem.memory_bus.errors import HivememError, NonFiniteError, UnknownNameError
-from hivemem.memory_bus.item import Item, NewItem, TierName
+from hivemem.memory_bus.errors import HivememError, UnknownNameError
+from hivemem.memory_bus.item import Item, NewItem
 
 HEADER = b"HMB1"
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_BATCH = 4096
 ADMIN_AGENT = "__admin__"
+NUMBER = (int, float)
+"""What a number argument may be (``field(args, name, NUMBER)`` in
+:mod:`hivemem.memory_bus.arguments`): an int or a float, never a bool."""
 
 # Bounds msgpack applies while decoding, so a header declaring 2**31 elements in five
 # bytes fails at once instead of allocating.
@@ -397,73 +399,6 @@ def _safe(value: Any) -> Any:
     return repr(value)
 
 
-# --- field access ----------------------------------------------------------------------
-
-
-def now_of(args: dict[str, Any]) -> float:
-    """A request's simulation time, ``args["now"]``, as a float."""
-    return float(field(args, "now", NUMBER))
-
-
-def recall_time(args: dict[str, Any]) -> float | None:
-    """When a read recalls what it finds: ``args["now"]``, or None (absent: the read is a
-    look, which changes no item's hits or access time)."""
-    now = field(args, "now", NUMBER, None)
-    return None if now is None else float(now)
-
-
-def field(
-    args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...
-) -> Any:
-    """``args[name]`` checked against ``kind`` (bools are not ints); ``default`` if absent."""
-    value = args.get(name)
-    if type(value) is kind and kind is not float:  # exactly the type asked (a float may be NaN)
-        return value
-    if value is None:
-        if default is ...:
-            raise ProtocolError(Code.BAD_REQUEST, f"missing argument {name!r}", field=name)
-        return default
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        raise ProtocolError(
-            Code.BAD_REQUEST, f"argument {name!r} must be {_names(kinds)}, got bool", field=name
-        )
-    if not isinstance(value, kinds):
-        got = type(value).__name__
-        raise ProtocolError(
-            Code.BAD_REQUEST, f"argument {name!r} must be {_names(kinds)}, got {got}", field=name
-        )
-    if isinstance(value, float) and math.isnan(value):  # inf is the callee's to judge
-        raise NonFiniteError(name, "is NaN")
-    return value
-
-
-def _names(kinds: tuple[type, ...]) -> str:
-    return " or ".join(k.__name__ for k in kinds)
-
-
-NUMBER = (int, float)
-
-
-def plain_number(value: Any) -> bool:
-    """An int (not a bool) or a float that is not NaN: what ``field(.., NUMBER)`` accepts."""
-    kind = type(value)
-    return kind is int or (kind is float and value == value)
-
-
-def tier_of(args: dict[str, Any]) -> TierName:
-    """The ``tier`` argument."""
-    return TierName.parse(field(args, "tier", str))
-
-
-def batch(args: dict[str, Any], name: str) -> list[Any]:
-    """A list argument of at most ``MAX_BATCH`` entries."""
-    entries = field(args, name, list)
-    if len(entries) > MAX_BATCH:
-        raise ProtocolError(Code.TOO_LARGE, f"{len(entries)} entries in {name!r}", limit=MAX_BATCH)
-    return entries
-
-
 # --- event topics and subscriptions ------------------------------------------------------
 
 MAX_SUBSCRIPTION_BYTES = 1 << 16
@@ -492,24 +427,6 @@ def event_topic(tier: str, namespace: str) -> bytes:
     if b"\x00" in name:
         name = name.replace(b"\x00", b"\x00\x01")
     return tier.encode() + b"/" + name + TOPIC_END
-
-
-def split_topic(topic: str) -> tuple[str, str]:
-    """A subscription topic as (tier, namespace); namespace "" means every one of the tier.
-
-    ``"shared/team-a"`` is one namespace, ``"shared/"`` a whole tier and ``""`` everything
-    (the last two are the admin's).
-    """
-    if topic == "":
-        return "", ""
-    tier, slash, namespace = topic.partition("/")
-    if not slash or not tier:
-        raise ProtocolError(
-            Code.BAD_REQUEST,
-            f"topic {topic!r} is not 'tier/namespace', 'tier/' or ''",
-            field="topics",
-        )
-    return tier, namespace
 
 
 def wire_topic(tier: str, namespace: str) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hivemem.memory_bus.arguments import field
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.errors import HivememError, in_row
 from hivemem.memory_bus.interfaces import Caller
@@ -23,7 +24,6 @@ from hivemem.memory_bus.protocol import (
     Op,
     ProtocolError,
     encode_reply,
-    field,
     unpack_reply,
 )
 

@@ -46,12 +46,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from hivemem.memory_bus.arguments import split_topic
 from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, RemoteError
 from hivemem.memory_bus.codec import take_columns
 from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalSyncError, in_row
 from hivemem.memory_bus.interfaces import WriteResult
 from hivemem.memory_bus.ops import AsyncClosing, Ops, name_list
-from hivemem.memory_bus.protocol import split_topic
 
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
 """Batch ops and the argument holding their entries (each entry names its namespace)."""

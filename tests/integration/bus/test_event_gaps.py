@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+from hivemem.memory_bus.arguments import split_topic
 from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
 from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.event_gaps import EventGaps
@@ -21,7 +22,6 @@ from hivemem.memory_bus.protocol import (
     GAP,
     MARK,
     encode_subscription,
-    split_topic,
     unpack,
     wire_topic,
 )

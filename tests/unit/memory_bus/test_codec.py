@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hivemem.memory_bus.arguments import split_topic
 from hivemem.memory_bus.batch import DEFAULTS, BatchResult
 from hivemem.memory_bus.codec import (
     column_vectors,
@@ -40,7 +41,6 @@ from hivemem.memory_bus.protocol import (
     encode_subscription,
     event_topic,
     pack,
-    split_topic,
     unpack,
 )
 from hypothesis import example, given
