@@ -34,6 +34,11 @@ connections open. On this virtual machine the CPU's speed drifts by up to 1.75x 
 second to the next, so targets measured one after the other for seconds each gave ratios
 that moved by 2x between runs; interleaved, every target sees the same drift.
 
+The run also times, before and after, a batch's vectors copied into pages this process
+never touched and into the same pages once touched (``kept pages``): every target that
+keeps what it is sent pays the first, and on this VM it moves with the host's state
+(``fresh_page_batch_copy_vs_touched``, last among the headline figures).
+
     python benchmarks/bus.py --quick     # 8 rounds of 0.2 s slices, under a minute
     python benchmarks/bus.py             # 24 rounds of 0.4 s slices, about 4 minutes
     python benchmarks/bus.py --quick --server-processes   # each server in its own process
@@ -73,7 +78,7 @@ from hivemem.memory_bus.forking import die_with_parent
 from hivemem.memory_bus.protocol import HEADER
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
-from proc_cpu import machine_cpu, thread_run_time
+from proc_cpu import machine_cpu, page_cost, thread_run_time
 
 # --- servers --------------------------------------------------------------------------
 
@@ -341,6 +346,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = args.rounds or (8 if args.quick else 24)
     slice_s = args.slice or (0.2 if args.quick else 0.4)
+    pages = [page_cost(BATCH * DIM * 4)]  # first: nothing else starting meanwhile
     redis_server = start_redis()
     workers = Workers(4)
     rows: dict[tuple[str, str, int], dict[str, float]] = {}
@@ -356,7 +362,8 @@ def main() -> None:
         workers.close()
         if redis_server is not None:
             redis_server[0].kill()
-    report(rows, redis_server is not None)
+    pages.append(page_cost(BATCH * DIM * 4))
+    report(rows, redis_server is not None, pages)
 
 
 def case_targets(
@@ -395,8 +402,20 @@ def case_targets(
     return targets
 
 
-def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool) -> None:
+def report(
+    rows: dict[tuple[str, str, int], dict[str, float]],
+    with_redis: bool,
+    pages: list[tuple[float, float]],
+) -> None:
     print(f"bus benchmark: loopback, dim {DIM}, batches of {BATCH}, {os.cpu_count()} cores")
+    copies = " / ".join(
+        f"{fresh * 1e6:.0f} µs (touched: {touched * 1e6:.0f})" for fresh, touched in pages
+    )
+    print(
+        f"kept pages: a batch's vectors ({BATCH * DIM * 4:,} B) copied into fresh pages in "
+        f"{copies}, before / after the run; every target that keeps its batches pays this"
+        f"{reporting_note()}"
+    )
     print(
         f"{'target':12s} {'mode':8s} {'procs':>5s} {'items/s':>10s} {'p50 us':>8s} {'p99 us':>8s}"
         f" {'rate/echo':>9s} {'p50/echo':>8s} {'srv us/msg':>10s} {'srv busy':>8s} {'all busy':>8s}"
@@ -445,9 +464,21 @@ def report(rows: dict[tuple[str, str, int], dict[str, float]], with_redis: bool)
             rows[("bus-nopf", "batch64", procs)]["items_per_s"]
             / rows[("echo", "batch64", procs)]["items_per_s"]
         )
+    head["fresh_page_batch_copy_vs_touched"] = sum(f for f, _ in pages) / sum(t for _, t in pages)
     print()
     for name, value in head.items():
         print(f"{name}: {value:.2f}")
+
+
+def reporting_note() -> str:
+    """Whether the guest hands freed memory back to its host (free page reporting: the
+    next first touch of that memory then faults in the host as well)."""
+    try:
+        with open("/sys/module/page_reporting/parameters/page_reporting_order") as f:
+            order = int(f.read())
+    except (OSError, ValueError):
+        return ""
+    return f" (page_reporting_order {order}: freed blocks of {(4 << order) // 1024} MiB go back)"
 
 
 if __name__ == "__main__":

@@ -6,8 +6,12 @@ feed are an explanation beside the measured rates, not the measurement itself.
 
 from __future__ import annotations
 
+import mmap
 import os
+import time
 from pathlib import Path
+
+import numpy as np
 
 CLOCK = os.sysconf("SC_CLK_TCK")
 
@@ -44,3 +48,25 @@ def machine_cpu() -> tuple[float, float]:
     user, nice, system, idle, iowait, irq, softirq, steal = ticks
     busy = user + nice + system + irq + softirq + steal
     return busy / CLOCK, (busy + idle + iowait) / CLOCK
+
+
+def page_cost(chunk: int, chunks: int = 256) -> tuple[float, float]:
+    """Seconds to copy ``chunk`` bytes into memory this process never touched, and into
+    the same memory once touched (the best of three passes over ``chunks`` chunks each).
+
+    What a store pays to keep what it is sent, beyond the copy itself: on a virtual
+    machine whose host backs guest memory lazily (and takes freed memory back), a first
+    touch costs several times the copy, and how much varies with the host's state.
+    """
+    src = np.ones(chunk, dtype=np.uint8)
+    block = mmap.mmap(-1, chunk * chunks)
+    rows = np.frombuffer(block, dtype=np.uint8).reshape(chunks, chunk)
+    passes = []
+    for _ in range(4):  # the first into fresh pages
+        started = time.perf_counter()
+        for i in range(chunks):
+            rows[i] = src
+        passes.append((time.perf_counter() - started) / chunks)
+    del rows
+    block.close()
+    return passes[0], min(passes[1:])
