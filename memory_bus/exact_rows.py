@@ -48,6 +48,8 @@ class ExactRows:
         self.faulted = 0  # rows of the matrix asked to be faulted in ahead
         self._ids = np.empty(0, dtype=np.int64)
         self._vecs = np.empty((0, dim), dtype=np.float32)
+        self._norm = 0.0  # the largest norm of rows 0 .. _normed-1 (see norm_bound)
+        self._normed = 0
 
     @property
     def ids(self) -> np.ndarray:
@@ -63,6 +65,18 @@ class ExactRows:
     def capacity(self) -> int:
         """Rows there is room for without growing."""
         return len(self._ids)
+
+    def norm_bound(self) -> float:
+        """An upper bound on the L2 norms of the rows in use (a search's candidate margin).
+
+        Measured on the rows added since the last call (on the read path, not on every
+        write); a removal leaves it an upper bound still.
+        """
+        if self._normed < self.n:
+            new = self._vecs[self._normed : self.n]
+            self._norm = max(self._norm, float(np.sqrt(np.einsum("ij,ij->i", new, new).max())))
+            self._normed = self.n
+        return self._norm
 
     def row_vectors(self, rows: list[int]) -> np.ndarray:
         """A new matrix of the vectors of ``rows``."""
@@ -98,6 +112,8 @@ class ExactRows:
         moved = int(self._ids[last])
         self._ids[row] = moved
         self._vecs[row] = self._vecs[last]
+        if last >= self._normed:  # a row not yet measured moves below the measured ones
+            self._normed = min(self._normed, row)
         return moved
 
     def copies(self) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +131,7 @@ class ExactRows:
         """Drop every row and the matrices (a caller holds the copies it needs)."""
         self._ids, self._vecs = self._ids[:0].copy(), np.empty((0, self.dim), np.float32)
         self.n, self.matrix = 0, None
+        self._norm, self._normed = 0.0, 0
 
     def _grow(self, need: int) -> None:
         # Under a thousand rows the matrix comes from the allocator and each growth copies

@@ -36,7 +36,7 @@ import numpy as np
 from hivemem.memory_bus.config import IndexBuild, IndexConfig, IndexKind
 from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.exact_rows import ExactRows
-from hivemem.memory_bus.exact_search import search_exact, search_small, top_k
+from hivemem.memory_bus.exact_search import best, pair_scores, search_small, top_k
 from hivemem.memory_bus.index_build import (
     BUILDER,
     Build,
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 faiss.cvar.distance_compute_blas_threshold = 16
 
 _REBUILD_FRACTION = 0.25
-_SMALL = 2_048  # up to this many exact rows, sort them all rather than partition and merge
 _TINY = 32  # up to this many exact rows, one query's scores are ranked by Python's sort
 _IVF_MIN_POINTS_PER_LIST = 39
 _BACKGROUND_FROM = 1_024  # rows from which a build runs on the builder thread (at the 1.7-3k
@@ -385,11 +384,12 @@ class VectorIndex:
         if self._build is not None:
             self._poll_build()
         exact = self._exact
-        if self._approx is None and exact.n <= _SMALL:
-            return search_small(exact.ids, exact.vecs, queries, k)
-        parts = [search_exact(exact.ids, exact.vecs, queries, k)]
-        if self._approx is not None and len(self._label):
-            parts.append(self._search_approx(queries, k))
+        if self._approx is None or not len(self._label):
+            return search_small(exact.ids, exact.vecs, queries, k, exact.norm_bound())
+        parts = [
+            best(exact.ids, exact.vecs, queries, k, exact.norm_bound()),
+            self._search_approx(queries, k),
+        ]
         scores = np.concatenate([p[0] for p in parts], axis=1)
         ids = np.concatenate([p[1] for p in parts], axis=1)
         return top_k(scores, ids, k)
@@ -399,16 +399,18 @@ class VectorIndex:
 
         ``query`` is a checked (1, dim) float32 matrix, as :meth:`search` takes it. This
         is :meth:`search` for the many small namespaces of a private tier without its
-        per-call numpy overhead: the same product gives the same scores, and Python's sort
-        gives the same order (score, then the lower id). Returns None when the index is not
-        tiny and exact, or a score is NaN; then call :meth:`search`.
+        per-call numpy overhead: every row is scored as :meth:`search` scores its
+        candidates (:func:`~hivemem.memory_bus.exact_search.pair_scores`), so the scores
+        are the same bits, and ranked by Python's sort in the same order (score, then the
+        lower id). Returns None when the index is not tiny and exact, or a score is NaN;
+        then call :meth:`search`.
         """
         exact = self._exact
         if self._approx is not None or exact.n > _TINY:
             return None
         if exact.n == 0:
             return []
-        scores = (query @ exact.vecs.T)[0].tolist()
+        scores = pair_scores(query[0], exact.vecs).tolist()  # every row: a few, cheaply
         if any(s != s for s in scores):
             return None
         ranked = sorted(zip([-s for s in scores], exact.ids.tolist(), strict=True))[:k]

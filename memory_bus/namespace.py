@@ -14,6 +14,7 @@ import numpy as np
 from hivemem.memory_bus.batch import NewRows
 from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
+from hivemem.memory_bus.exact_search import pair_scores
 from hivemem.memory_bus.generators import generator_from_state, generator_state
 from hivemem.memory_bus.index import VectorIndex
 from hivemem.memory_bus.interfaces import EvictionPolicy, Hit, MemoryEvent
@@ -378,7 +379,8 @@ class Namespace:
         valid = [it for it in self.items.values() if ok(it)]
         if not valid:
             return []
-        scores = np.stack([it.vector for it in valid]) @ query
+        vectors = np.stack([it.vector for it in valid])
+        scores = pair_scores(query, vectors)  # as the index scores them
         order = np.lexsort((np.fromiter((it.id for it in valid), np.int64, len(valid)), -scores))[
             :k
         ]
