@@ -195,7 +195,11 @@ class RandomPolicy:
     ) -> list[int]:
         """Positions of ``n`` victims."""
         _check_n(candidates, n)
-        return [int(i) for i in ctx.rng.choice(len(candidates), size=n, replace=False)]
+        # Drawn among the candidates in write order (their ids'), not in the pool's order,
+        # which depends on how the writes were batched (one host's batch or three).
+        ids = np.fromiter((c.id for c in candidates), np.int64, len(candidates))
+        in_write_order = np.argsort(ids, kind="stable")
+        return in_write_order[ctx.rng.choice(len(candidates), size=n, replace=False)].tolist()
 
 
 @EVICTION_POLICIES.register("belady")

@@ -10,7 +10,13 @@ import pytest
 from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.errors import ConfigError, InvalidInputError, UnknownNameError
 from hivemem.memory_bus.features import COLUMN, candidate_features
-from hivemem.memory_bus.interfaces import Caller, EvictionContext, Hit, WriteDecision
+from hivemem.memory_bus.interfaces import (
+    Caller,
+    EvictionContext,
+    Hit,
+    WriteDecision,
+    WriteRequest,
+)
 from hivemem.memory_bus.item import Item, NewItem, TierName, WriteOp
 from hivemem.memory_bus.policies import LRUPolicy, make_eviction_policy, make_write_policy
 from hivemem.memory_bus.store import MemoryStore
@@ -218,3 +224,30 @@ def test_generative_agents_recency_survives_a_late_now() -> None:
     feats = candidate_features(pool, 400_000.0)
     ctx = EvictionContext(now=400_000.0, rng=np.random.default_rng(0))
     assert [pool[p].id for p in policy.select(pool, feats, 1, ctx)] == [3]
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_random_evicts_alike_whether_the_writes_come_in_one_batch_or_several(parts: int) -> None:
+    """A run's hosts commit their agents' writes one batch per host: random eviction must
+    keep the same items of a group's namespace whether its writers share one batch or not.
+    It drew from the candidate pool's order, which depends on the batching."""
+
+    def kept(split: int) -> list[str]:
+        store = MemoryStore(StoreConfig(dim=32, shared=TierConfig(capacity=5, eviction="random")))
+        writers = [Caller(f"a{i}", groups=frozenset({"g"})) for i in range(6)]
+        for tick in range(8):
+            rows = [
+                WriteRequest(w, "g", NewItem(f"t{tick} w{i}", vector=_unit(tick * 6 + i)))
+                for i, w in enumerate(writers)
+            ]
+            step = -(-len(rows) // split)
+            for start in range(0, len(rows), step):
+                store.shared.write_many(rows[start : start + step], now=float(tick))
+        return sorted(it.text for it in store.shared.namespace_named("g").items.values())
+
+    assert kept(parts) == kept(1)
+
+
+def _unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(32).astype(np.float32)
+    return v / np.linalg.norm(v)
