@@ -137,11 +137,20 @@ WRITE_FEATURE_NAMES: tuple[str, ...] = (
     "log_best_age",  # log1p(now - created) of the nearest neighbour
     "log_best_hits",
     "importance",
-    "neighbour_share",  # neighbours found / neighbours asked for (filled namespace)
+    "neighbour_share",  # neighbours found / NEIGHBOUR_SCALE (how filled the namespace is)
 )
 """What a learned write policy sees of a proposal and its nearest neighbours."""
 
 WRITE_COLUMN = {name: i for i, name in enumerate(WRITE_FEATURE_NAMES)}
+
+NEIGHBOUR_SCALE = 5
+"""The divisor of ``neighbour_share``: the default of a tier's ``neighbours`` setting.
+
+A fixed scale, not the tier's own setting: a write policy is not told that setting (the
+tier hands it the neighbours it found, not how many it asked for), and the environment
+and the served policy must compute the same row. On a tier with ``neighbours: 10`` the
+feature runs from 0 to 2. Every checkpoint so far was trained on tiers asking for 5,
+where the two agree."""
 
 
 def write_features(
@@ -149,7 +158,7 @@ def write_features(
     neighbours: Sequence[tuple[float, Item]],
     now: float,
     key_field: str = "key",
-    asked: int = 5,
+    asked: int = NEIGHBOUR_SCALE,
 ) -> np.ndarray:
     """One row describing a proposed write against its neighbours (best first).
 
@@ -158,7 +167,7 @@ def write_features(
         neighbours: ``(cosine, item)`` pairs, most similar first.
         now: Simulation time of the decision.
         key_field: The meta field naming the fact a memory is about.
-        asked: How many neighbours the tier asks for.
+        asked: The divisor of ``neighbour_share`` (see ``NEIGHBOUR_SCALE``).
 
     Returns:
         float64 array of shape (len(WRITE_FEATURE_NAMES),).

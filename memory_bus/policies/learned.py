@@ -12,7 +12,8 @@ it scores any number of candidates and does not care about their order:
 - eviction: one row per candidate (``features.eviction_inputs``), one score each; the
   highest score is evicted (ties to the lower id).
 - write: one row per proposal (``features.write_features``), one score per operation
-  ADD / UPDATE / DELETE / NOOP; the highest valid one is chosen.
+  ADD / UPDATE / DELETE / NOOP; the highest is chosen, and UPDATE or DELETE with no
+  neighbour is an ADD (:func:`op_decision`, which the write environment applies too).
 
 Training (``hivemem.platform.rl``) calls the same functions, so a policy decides in the
 live bus exactly as it did in its environment.
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hivemem.memory_bus.errors import ConfigError
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError
 from hivemem.memory_bus.features import (
     EVICTION_INPUT_NAMES,
     WRITE_FEATURE_NAMES,
@@ -178,7 +179,13 @@ class Scorer:
                 path=where,
             )
         body = {k: v for k, v in doc.items() if k != "sha256"}
-        if doc.get("sha256") != _digest(body):
+        try:
+            digest = _digest(body)
+        except ValueError:  # json.loads reads NaN and Infinity; the checksum never holds them
+            raise ConfigError(
+                f"{where} holds a number that is not finite (NaN or Infinity)", path=where
+            ) from None
+        if doc.get("sha256") != digest:
             raise ConfigError(f"{where} is corrupted (checksum mismatch)", path=where)
         kind = doc.get("controller")
         if controller is not None and kind != controller:
@@ -251,27 +258,32 @@ class LearnedEvictionPolicy:
 def write_decision(
     scorer: Scorer, proposal: Item, neighbours: Sequence[Hit], now: float, key_field: str
 ) -> WriteDecision:
-    """The operation the scorer picks for a proposal (the highest-scored valid one)."""
+    """The operation the scorer picks for a proposal: the highest-scored of the four,
+    applied by :func:`op_decision` as ``hivemem/WritePolicy-v0`` applies an action."""
     row = write_features(proposal, [(h.score, h.item) for h in neighbours], now, key_field)
-    scores = scorer.scores(row[None, :])[0]
-    if not neighbours:
-        scores = np.where(VALID_WITHOUT_NEIGHBOURS, scores, -np.inf)
-    return op_decision(int(np.argmax(scores)), proposal, neighbours, key_field)
-
-
-VALID_WITHOUT_NEIGHBOURS = np.array([True, False, False, True])
-"""With no neighbour, only ADD and NOOP make sense."""
+    return op_decision(
+        int(np.argmax(scorer.scores(row[None, :])[0])), proposal, neighbours, key_field
+    )
 
 
 def op_decision(
     action: int, proposal: Item, neighbours: Sequence[Hit], key_field: str
 ) -> WriteDecision:
-    """The decision for an operation index into ``WRITE_OPS``.
+    """The decision for an operation index into ``WRITE_OPS``: the one rule that both the
+    served policy and the write environment apply to an operation.
 
     UPDATE and DELETE act on the most similar neighbour carrying the proposal's key (the
     fact being revised), or the most similar neighbour if none does; with no neighbours
-    they become ADD.
+    they become ADD (a rule on the operation alone, so an environment can apply it to
+    any agent's action).
+
+    Raises:
+        InvalidInputError: ``action`` is not an index of ``WRITE_OPS``.
     """
+    if not 0 <= action < len(WRITE_OPS):
+        raise InvalidInputError(
+            "action", f"{action!r} is not an operation index (0..{len(WRITE_OPS) - 1})"
+        )
     op = WRITE_OPS[action]
     if op in (WriteOp.UPDATE, WriteOp.DELETE):
         if not neighbours:

@@ -1,11 +1,19 @@
-"""``hivemem train`` and ``hivemem eval``: the RL commands of the command line."""
+"""``hivemem train`` and ``hivemem eval``: the RL commands of the command line.
+
+Every setting is checked, and the output folder made, before Ray starts: a bad one is
+one line on stderr and exit status 2, as for any bad input of the command line.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
+
+METHODS = ("es", "reinforce")
 
 
 def _scenario(name: str, overrides: list[str]):  # type: ignore[no-untyped-def]
@@ -28,24 +36,25 @@ def train_command(
         None, help="Tier the policy acts on (default: one with a capacity)."
     ),
     workers: int = typer.Option(2, help="Ray rollout workers (0: roll out in this process)."),
-    iterations: int = typer.Option(30, help="ES generations."),
-    pairs: int = typer.Option(8, help="Antithetic pairs per generation."),
-    episodes: int = typer.Option(2, help="Training seeds per generation."),
-    hidden: int = typer.Option(0, help="Hidden units of the scorer (0: linear)."),
-    sigma: float = typer.Option(0.3, help="ES perturbation scale."),
+    iterations: int = typer.Option(30, help="ES generations (reinforce: gradient steps)."),
+    pairs: int | None = typer.Option(None, help="Antithetic pairs per generation (ES; 8)."),
+    episodes: int = typer.Option(2, help="Training seeds per generation (reinforce: per step)."),
+    hidden: int = typer.Option(0, help="Hidden units of the scorer (0: linear; ES only)."),
+    sigma: float | None = typer.Option(None, help="ES perturbation scale (ES; 0.3)."),
     lr: float = typer.Option(0.1, help="Adam step size."),
     memory_cost: float = typer.Option(0.0, help="Reward subtracted per item held per tick."),
     seed: int = typer.Option(0, help="Training seed (perturbations, training episodes)."),
     out: Path | None = typer.Option(
         None, help="Output folder (default runs/train-NAME-CONTROLLER)."
     ),
-    resume: bool = typer.Option(False, help="Continue from OUT/train_state.json."),
+    resume: bool = typer.Option(False, help="Continue from OUT/train_state.json (ES)."),
     address: str | None = typer.Option(None, help="Ray cluster address."),
     set_: list[str] = typer.Option([], "--set", help="Override any scenario field (repeatable)."),
 ) -> None:
-    """Train a learned write or eviction policy; writes policy.json and curve.png."""
+    """Train a learned write or eviction policy; writes policy.json and curve.png (and, with
+    ES, train_state.json)."""
     from hivemem.memory_bus.errors import HivememError
-    from hivemem.platform.rl.learner import TrainConfig, train
+    from hivemem.platform.rl.learner import TrainConfig
     from hivemem.platform.runner import ensure_ray
 
     s = _scenario(scenario, list(set_))
@@ -54,56 +63,103 @@ def train_command(
         tier=tier,
         hidden=hidden,
         iterations=iterations,
-        pairs=pairs,
         episodes=episodes,
-        sigma=sigma,
         lr=lr,
         memory_cost=memory_cost,
         seed=seed,
         workers=workers,
     )
     folder = out or Path("runs") / f"train-{s.name}-{controller}"
-    if workers or method == "reinforce":
-        ensure_ray(address, max(s.run.num_cpus, workers))
-
-    def show(r: dict[str, float]) -> None:
-        typer.echo(
-            f"generation {int(r['iteration']) + 1}/{iterations}: return/tick "
-            f"{r['centre']:.3f} (population {r['population_mean']:.3f}), {r['seconds']:.0f} s",
-            err=True,
-        )
-
     try:
-        if method == "reinforce":
-            _train_reinforce(s, config, folder)
-        elif method == "es":
-            train(s, config, folder, resume=resume, on_iteration=show)
+        if method == "es":
+            job = _es_job(s, config, folder, pairs=pairs, sigma=sigma, resume=resume)
+        elif method == "reinforce":
+            job = _reinforce_job(s, config, folder, pairs=pairs, sigma=sigma, resume=resume)
         else:
-            raise HivememError(f"unknown method {method!r} (es, reinforce)")
+            raise HivememError(f"unknown method {method!r} ({', '.join(METHODS)})")
+        if workers:
+            ensure_ray(address, max(s.run.num_cpus, workers))
+        job()
     except HivememError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(str(folder / "policy.json"))
 
 
-def _train_reinforce(s, config, folder: Path) -> None:  # type: ignore[no-untyped-def]
-    """REINFORCE on Eviction-v0: ``iterations`` × ``episodes`` episodes, lr, seed, workers."""
+def _es_job(  # type: ignore[no-untyped-def]
+    s, config, folder: Path, *, pairs: int | None, sigma: float | None, resume: bool
+) -> Callable[[], Any]:
+    """Check the ES settings and make the folder; the training, to run once Ray is up."""
+    from functools import partial
+
+    from hivemem.platform.rl.learner import make_folder, train
+    from hivemem.platform.rl.sim import controller_tier
+
+    if pairs is not None:
+        config.pairs = pairs
+    if sigma is not None:
+        config.sigma = sigma
+    config.check()
+    controller_tier(s, config.tier, config.controller)
+    make_folder(folder)
+
+    def show(r: dict[str, float]) -> None:
+        typer.echo(
+            f"generation {int(r['iteration']) + 1}/{config.iterations}: return/tick "
+            f"{r['centre']:.3f} (population {r['population_mean']:.3f}), {r['seconds']:.0f} s",
+            err=True,
+        )
+
+    return partial(train, s, config, folder, resume=resume, on_iteration=show)
+
+
+def _reinforce_job(  # type: ignore[no-untyped-def]
+    s, config, folder: Path, *, pairs: int | None, sigma: float | None, resume: bool
+) -> Callable[[], Any]:
+    """Check the REINFORCE settings and make the folder; the training, to run once Ray is
+    up. It uses ``iterations``, ``episodes``, ``lr``, ``memory_cost``, ``seed``, ``tier``
+    and ``workers``; the ES-only flags are refused rather than ignored."""
+    from functools import partial
+
     from hivemem.memory_bus.errors import ConfigError
-    from hivemem.platform.rl.learner import curve_plot
-    from hivemem.platform.rl.pg import PGConfig, train_pg
-    from hivemem.platform.rl.sim import policy_tier
+    from hivemem.platform.rl.learner import make_folder
+    from hivemem.platform.rl.pg import PGConfig
+    from hivemem.platform.rl.sim import controller_tier
 
     if config.controller != "eviction" or config.hidden:
         raise ConfigError("reinforce trains linear eviction policies only")
-    tier = policy_tier(s, config.tier)
+    es_only = [
+        flag
+        for flag, given in (
+            ("--pairs", pairs is not None),
+            ("--sigma", sigma is not None),
+            ("--resume", resume),
+        )
+        if given
+    ]
+    if es_only:
+        raise ConfigError(f"--method reinforce does not use {', '.join(es_only)} (ES only)")
     pg = PGConfig(
         iterations=config.iterations,
         episodes=config.episodes,
         lr=config.lr,
         seed=config.seed,
-        workers=max(config.workers, 1),
-        tier=tier,
+        workers=config.workers,
+        tier=controller_tier(s, config.tier, "eviction"),
+        memory_cost=config.memory_cost,
     )
+    pg.check()
+    make_folder(folder)
+    return partial(_train_reinforce, s, pg, folder)
+
+
+def _train_reinforce(s, pg, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    """REINFORCE on Eviction-v0; writes policy.json and curve.png (no training state)."""
+    from dataclasses import asdict
+
+    from hivemem.memory_bus.policies.learned import Scorer
+    from hivemem.platform.rl.learner import curve_plot, training_meta
+    from hivemem.platform.rl.pg import train_pg
 
     def show(r: dict[str, float]) -> None:
         typer.echo(
@@ -112,10 +168,9 @@ def _train_reinforce(s, config, folder: Path) -> None:  # type: ignore[no-untype
             err=True,
         )
 
-    scorer, history = train_pg(s, pg, on_iteration=show)
-    scorer.meta.update({"scenario": s.name, "tier": tier, "iterations": pg.iterations})
-    folder.mkdir(parents=True, exist_ok=True)
-    scorer.save(folder / "policy.json")
+    trained, history = train_pg(s, pg, on_iteration=show)
+    meta = training_meta(s, pg.tier, "reinforce", iterations=pg.iterations, config=asdict(pg))
+    Scorer("eviction", 0, trained.params, meta=meta).save(folder / "policy.json")
     curve = [
         {
             "iteration": h["iteration"],
@@ -130,7 +185,7 @@ def _train_reinforce(s, config, folder: Path) -> None:  # type: ignore[no-untype
 def eval_command(
     checkpoint: Path = typer.Argument(..., help="A policy.json written by `hivemem train`."),
     scenario: str | None = typer.Option(
-        None, help="Scenario (default: the one it was trained on)."
+        None, help="Scenario (default: the one it was trained on, as trained, --set included)."
     ),
     against: str | None = typer.Option(
         None, help="Comma-separated policies to run beside it (default: the scenario's)."
@@ -141,18 +196,26 @@ def eval_command(
     """Score a learned policy on held-out seeds beside heuristics (in this process)."""
     from hivemem.memory_bus.errors import HivememError
     from hivemem.memory_bus.policies.learned import Scorer
-    from hivemem.platform.rl.evaluate import evaluate_policies, results_table
+    from hivemem.platform.rl.evaluate import evaluate_policies, results_table, trained_scenario
+    from hivemem.platform.rl.sim import controller_tier
+    from hivemem.platform.scenario import ScenarioError
 
     try:
         scorer = Scorer.load(checkpoint)
+        if scenario is not None:
+            s = _scenario(scenario, list(set_))
+        else:
+            s = trained_scenario(scorer.meta, str(checkpoint), list(set_))
+        tier = controller_tier(s, str(scorer.meta.get("tier") or "shared"), scorer.controller)
+        field = "eviction" if scorer.controller == "eviction" else "write_policy"
+        names = [f"learned:{checkpoint}"]
+        names += (against or getattr(getattr(s.memory, tier), field)).split(",")
+        results = evaluate_policies(s, scorer.controller, tier, names, seeds)
+    except ScenarioError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     except HivememError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    s = _scenario(scenario or str(scorer.meta.get("scenario")), list(set_))
-    tier = str(scorer.meta.get("tier") or "shared")
-    field = "eviction" if scorer.controller == "eviction" else "write_policy"
-    names = [f"learned:{checkpoint}"]
-    names += (against or getattr(getattr(s.memory, tier), field)).split(",")
-    results = evaluate_policies(s, scorer.controller, tier, names, seeds)
     results_table(f"{s.name}: {scorer.controller} on the {tier} tier", results)
     typer.echo(json.dumps({k: v["score"] for k, v in results.items()}))

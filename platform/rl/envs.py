@@ -19,26 +19,41 @@ import functools
 import itertools
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from hivemem.memory_bus.errors import ConfigError, HivememError
+from hivemem.memory_bus.errors import ConfigError, HivememError, InvalidInputError
 from hivemem.memory_bus.features import NUM_FEATURES, WRITE_FEATURE_NAMES, write_features
 from hivemem.memory_bus.interfaces import EvictionContext, Hit, WriteDecision
 from hivemem.memory_bus.item import Item
 from hivemem.memory_bus.policies.learned import WRITE_OPS, op_decision
 from hivemem.platform.rl.learner import TRAIN_SEED_BASE
-from hivemem.platform.rl.sim import EpisodeResult, policy_tier, run_episode, with_controller
+from hivemem.platform.rl.sim import (
+    EpisodeResult,
+    controller_tier,
+    run_episode,
+    with_controller,
+)
 from hivemem.platform.scenario import Scenario, load_scenario
 
 BOUND = 1e9
 """Observation bounds: features are finite and far inside this (ages in ticks, log counts)."""
 
-_channels: dict[str, _Channel] = {}
+_channels: weakref.WeakValueDictionary[str, _Channel] = weakref.WeakValueDictionary()
+"""The channel of each live episode thread, by name: how the policy the bus builds from
+its name (``ControlledEviction(channel=NAME)``) finds its environment. Weak, so an
+environment that is dropped takes its channel with it."""
 _ids = itertools.count()
+
+
+def next_env_name(prefix: str) -> str:
+    """A name for an environment's episode thread and channel, unique in this process."""
+    return f"{prefix}-{next(_ids)}"
 
 
 class EpisodeAbortedError(HivememError):
@@ -67,6 +82,8 @@ class EpisodeThread:
 
     Only one side runs at a time (the episode waits for an answer, the environment for
     the next question), so what the episode's callbacks write is safe to read between.
+    The episode callable must not hold its environment: the thread would keep it alive,
+    and an environment dropped without ``close()`` could never be released.
     """
 
     def __init__(self, name: str, timeout: float) -> None:
@@ -84,12 +101,14 @@ class EpisodeThread:
     def start(self, episode: Callable[[], EpisodeResult]) -> tuple[str, Any, dict[str, Any]]:
         """Start ``episode`` (after abandoning any running one); wait for its first question."""
         self.abort()
+        _channels[self.name] = self.channel  # again, after a close()
+        channel = self.channel
 
         def run() -> None:
             try:
-                self.channel.to_env.put(("done", episode(), {}))
+                channel.to_env.put(("done", episode(), {}))
             except BaseException as exc:  # reaches the environment's caller
-                self.channel.to_env.put(("error", exc, {}))
+                channel.to_env.put(("error", exc, {}))
 
         self._thread = threading.Thread(target=run, name=self.name, daemon=True)
         self._thread.start()
@@ -120,6 +139,12 @@ class EpisodeThread:
 
     def abort(self) -> None:
         """Abandon a running episode."""
+        if self._thread is threading.current_thread():
+            # (a finalizer run by the collector on the episode's own thread): its next
+            # question meets the abort; waiting here for it would wait forever
+            self.channel.to_sim.put(None)
+            self._thread = None
+            return
         self._aborting = True
         try:
             while self._thread is not None:
@@ -129,9 +154,10 @@ class EpisodeThread:
             self._aborting = False
 
     def close(self) -> None:
-        """Abandon the episode and free the channel."""
+        """Abandon the episode and free the channel (a later ``start`` takes it again)."""
         self.abort()
-        _channels.pop(self.name, None)
+        if _channels.get(self.name) is self.channel:
+            del _channels[self.name]
 
 
 class ControlledEviction:
@@ -151,7 +177,7 @@ class ControlledEviction:
         for _ in range(n):
             ids = np.asarray([candidates[i].id for i in left], np.int64)
             action = self.channel.ask(features[left], {"ids": ids, "now": ctx.now})
-            out.append(left.pop(action % len(left)))
+            out.append(left.pop(action % len(left)))  # a padding position: see EvictionEnv
         return out
 
 
@@ -171,46 +197,87 @@ class ControlledWrite:
         return op_decision(int(action), proposal, neighbours, self.key_field)
 
 
-class _DecisionEnv(gym.Env[Any, np.int64]):
-    """An episode of a scenario, stopped at each decision of one tier's policy."""
+@dataclass
+class _Tally:
+    """The reward earned since the last decision (written by the episode's thread)."""
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium declares it an instance field
-    controller = ""
-    policy_class = ""
+    pending: float = 0.0
 
-    def __init__(
-        self,
-        scenario: str | Scenario = "capacity_stream",
-        tier: str | None = None,
-        memory_cost: float = 0.0,
-        overrides: Sequence[str] = (),
-        timeout: float = 600.0,
-    ) -> None:
-        self.scenario = (
-            scenario if isinstance(scenario, Scenario) else load_scenario(scenario, list(overrides))
-        )
-        self.tier = policy_tier(self.scenario, tier)
-        self.memory_cost = float(memory_cost)
-        self.timeout = timeout
-        self.episode = EpisodeThread(f"{type(self).__name__}-{next(_ids)}", timeout)
-        self._pending = 0.0
 
-    @property
-    def last_episode(self) -> EpisodeResult | None:
-        """The result of the last finished episode."""
-        return self.episode.last
+@dataclass(frozen=True)
+class _DecisionEpisode:
+    """What an episode thread runs: one scenario seed with the controlled policy.
 
-    def _run(self, seed: int) -> EpisodeResult:
-        params = {"channel": self.episode.name}
+    Kept apart from the environment, which the thread must not hold (see
+    :class:`EpisodeThread`).
+    """
+
+    scenario: Scenario
+    tier: str
+    controller: str
+    policy_class: str
+    channel: str
+    memory_cost: float
+    tally: _Tally
+
+    def __call__(self, seed: int) -> EpisodeResult:
+        params = {"channel": self.channel}
         s = with_controller(
             self.scenario, self.tier, self.controller, self.policy_class, params, seed
         )
 
         def tick(t: int, row: dict[str, Any], reward: float) -> None:
             held = float(row.get("items", {}).get(self.tier, 0))
-            self._pending += reward - self.memory_cost * held
+            self.tally.pending += reward - self.memory_cost * held
 
         return run_episode(s, tier=self.tier, on_tick=tick)
+
+
+class _DecisionEnv(gym.Env[Any, np.int64]):
+    """An episode of a scenario, stopped at each decision of one tier's policy.
+
+    Args:
+        scenario: A scenario, or its name or file (default: the class's ``default_scenario``).
+        tier: The tier whose policy the environment replaces (default: the first with a
+            capacity).
+        memory_cost: Reward subtracted per item the tier holds per tick.
+        overrides: ``--set`` style overrides of a scenario given by name or file.
+        timeout: Seconds to wait for the episode's next decision.
+
+    Raises:
+        ConfigError: the controller cannot act on the tier (an eviction controller on a
+            tier with no capacity).
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium declares it an instance field
+    controller = ""
+    policy_class = ""
+    default_scenario = ""
+
+    def __init__(
+        self,
+        scenario: str | Scenario | None = None,
+        tier: str | None = None,
+        memory_cost: float = 0.0,
+        overrides: Sequence[str] = (),
+        timeout: float = 600.0,
+    ) -> None:
+        scenario = self.default_scenario if scenario is None else scenario
+        self.scenario = (
+            scenario if isinstance(scenario, Scenario) else load_scenario(scenario, list(overrides))
+        )
+        self.tier = controller_tier(self.scenario, tier, self.controller)
+        self.memory_cost = float(memory_cost)
+        self.timeout = timeout
+        self.episode = EpisodeThread(next_env_name(type(self).__name__), timeout)
+        self._tally = _Tally()
+        # an environment dropped without close(): its episode stops when it is collected
+        weakref.finalize(self, self.episode.close)
+
+    @property
+    def last_episode(self) -> EpisodeResult | None:
+        """The result of the last finished episode."""
+        return self.episode.last
 
     # --- gymnasium ----------------------------------------------------------------------------
 
@@ -219,27 +286,42 @@ class _DecisionEnv(gym.Env[Any, np.int64]):
     ) -> tuple[Any, dict[str, Any]]:
         """Start an episode; its scenario seed comes from ``seed`` (training range)."""
         super().reset(seed=seed)
+        episode = _DecisionEpisode(
+            self.scenario,
+            self.tier,
+            self.controller,
+            self.policy_class,
+            self.episode.name,
+            self.memory_cost,
+            self._tally,
+        )
         for _ in range(10):
             episode_seed = TRAIN_SEED_BASE + int(self.np_random.integers(0, 1_000_000))
             if options and "scenario_seed" in options:
                 episode_seed = int(options["scenario_seed"])
-            self._pending = 0.0
-            kind, payload, info = self.episode.start(functools.partial(self._run, episode_seed))
+            self._tally.pending = 0.0
+            kind, payload, info = self.episode.start(functools.partial(episode, episode_seed))
             if kind == "decide":
                 return self._observe(payload, info), {"scenario_seed": episode_seed, **info}
         raise ConfigError(f"scenario {self.scenario.name!r} never asks the {self.tier} policy")
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        """Give the decision; run on to the next one (or the end of the episode)."""
+        """Give the decision; run on to the next one (or the end of the episode).
+
+        Raises:
+            InvalidInputError: ``action`` is not in the action space (the episode still
+                waits for a valid one).
+        """
+        check_action(self.action_space, action)
         kind, payload, info = self.episode.answer(int(action))
-        reward, self._pending = self._pending, 0.0
+        reward, self._tally.pending = self._tally.pending, 0.0
         if kind == "decide":
             return self._observe(payload, info), reward, False, False, info
         summary = self.last_episode.result.summary if self.last_episode else {}
         return self._empty(), reward, True, False, {"summary": summary}
 
     def close(self) -> None:
-        """Abandon a running episode and free the channel."""
+        """Abandon a running episode and free the channel (``reset`` starts anew)."""
         self.episode.close()
 
     def _observe(self, payload: Any, info: dict[str, Any]) -> Any:
@@ -249,23 +331,35 @@ class _DecisionEnv(gym.Env[Any, np.int64]):
         raise NotImplementedError
 
 
+def check_action(space: spaces.Space[Any], action: Any, agent: str | None = None) -> None:
+    """Raise unless ``action`` is in ``space`` (numpy integers are; floats, strings and
+    out-of-range values are not: taking them modulo or truncated would hide a bug).
+
+    Raises:
+        InvalidInputError: naming the action and the space.
+    """
+    if not space.contains(action):
+        field = "action" if agent is None else f"action of {agent}"
+        raise InvalidInputError(field, f"{action!r} is not in the action space {space}")
+
+
 class EvictionEnv(_DecisionEnv):
     """Choose the victim among a full namespace's candidates (``hivemem/Eviction-v0``).
 
     Observation: ``features`` (capacity × NUM_FEATURES, ``candidate_features`` rows, zero
-    padding) and ``mask`` (1 for a real candidate). Action: a candidate's position (taken
-    modulo the number of candidates). ``info["ids"]`` holds the candidates' item ids.
+    padding) and ``mask`` (1 for a real candidate). Action: a candidate's position, in
+    ``Discrete(capacity)``; a padding position (a namespace with fewer candidates than
+    its capacity) is taken modulo the number of candidates. ``info["ids"]`` holds the
+    candidates' item ids.
     """
 
     controller = "eviction"
     policy_class = "hivemem.platform.rl.envs:ControlledEviction"
+    default_scenario = "capacity_stream"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        capacity = getattr(self.scenario.memory, self.tier).capacity
-        if not capacity:
-            raise ConfigError(f"the {self.tier} tier has no capacity: nothing is ever evicted")
-        self.max_candidates = int(capacity)
+        self.max_candidates = int(getattr(self.scenario.memory, self.tier).capacity)
         self.observation_space = spaces.Dict(
             {
                 "features": spaces.Box(
@@ -294,15 +388,16 @@ class WritePolicyEnv(_DecisionEnv):
     """ADD / UPDATE / DELETE / NOOP for each proposed write (``hivemem/WritePolicy-v0``).
 
     Observation: the ``write_features`` row of the proposal and its nearest neighbours.
-    Action: an index into ``WRITE_OPS``; UPDATE/DELETE act on the neighbour with the
-    proposal's key (or the nearest one) and become ADD when there is no neighbour.
+    Action: an index into ``WRITE_OPS``, applied by ``learned.op_decision`` (the rule a
+    served ``learned:PATH`` policy follows too): UPDATE/DELETE act on the neighbour with
+    the proposal's key (or the nearest one) and become ADD when there is no neighbour.
     """
 
     controller = "write"
     policy_class = "hivemem.platform.rl.envs:ControlledWrite"
+    default_scenario = "evolving_facts"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("scenario", "evolving_facts")
         super().__init__(*args, **kwargs)
         self.observation_space = spaces.Box(-BOUND, BOUND, (len(WRITE_FEATURE_NAMES),), np.float32)
         self.action_space = spaces.Discrete(len(WRITE_OPS))

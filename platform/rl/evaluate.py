@@ -2,11 +2,57 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.platform.outputs import mean_ci
-from hivemem.platform.rl.sim import run_episode, with_controller
-from hivemem.platform.scenario import Scenario
+from hivemem.platform.rl.sim import controller_tier, run_episode, with_controller
+from hivemem.platform.scenario import (
+    Scenario,
+    absolute_checkpoints,
+    check_meaning,
+    load_scenario,
+    parse_scenario,
+)
+
+
+def trained_scenario(meta: dict[str, Any], where: str, overrides: list[str]) -> Scenario:
+    """The scenario a checkpoint was trained on, with ``overrides`` applied.
+
+    A checkpoint keeps the resolved scenario it was trained on (every ``--set`` of
+    training applied), so it evaluates without the file it came from; an older one
+    names its scenario only, which is loaded by that name.
+
+    Raises:
+        ScenarioError: the stored scenario (or the named one) with ``overrides`` is not valid.
+        ConfigError: the checkpoint names no scenario at all.
+    """
+    resolved = meta.get("resolved_scenario")
+    if isinstance(resolved, dict):
+        text = json.dumps(resolved)
+        return absolute_checkpoints(
+            parse_scenario(text, f"the scenario stored in {where}", overrides)
+        )
+    name = meta.get("scenario")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where} names no scenario: give one with --scenario", path=where)
+    return load_scenario(name, overrides)
+
+
+def check_policies(scenario: Scenario, controller: str, tier: str, names: list[str]) -> None:
+    """Raise before any episode runs if a policy name cannot serve on ``tier``.
+
+    Raises:
+        ConfigError: an unknown name (with the closest known ones), a checkpoint that
+            cannot be read, or an oracle on a task without one.
+    """
+    field = "eviction" if controller == "eviction" else "write_policy"
+    for name in names:
+        s = with_controller(scenario, tier, controller, name)
+        problems = [p for p in check_meaning(s) if p.path == f"memory.{tier}.{field}"]
+        if problems:
+            raise ConfigError("; ".join(p.message for p in problems), name=name)
 
 
 def evaluate_policies(
@@ -16,7 +62,17 @@ def evaluate_policies(
 
     The seeds are ``run.seed .. run.seed + seeds - 1`` of the scenario, the same for every
     policy; training never uses them (it draws from ``TRAIN_SEED_BASE`` up).
+
+    Raises:
+        ConfigError: ``seeds`` < 1, no policy, a tier the controller cannot act on, or a
+            policy name that cannot serve (all checked before any episode runs).
     """
+    if seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {seeds}")
+    if not names:
+        raise ConfigError("no policy to evaluate")
+    tier = controller_tier(scenario, tier, controller)
+    check_policies(scenario, controller, tier, names)
     out: dict[str, dict[str, list[float]]] = {}
     for name in names:
         for i in range(seeds):

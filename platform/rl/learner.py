@@ -4,7 +4,8 @@ Why ES and not a policy gradient: an eviction or write decision pays off ticks l
 in answers that depend on hundreds of other decisions, so per-decision credit is noisy;
 ES scores whole episodes, needs no gradient through the bus, and its rollouts are
 independent, so they spread over Ray workers with nothing shared but a parameter vector.
-The scorer is small (a linear map: 13 or 48 parameters), which is where ES works well.
+The scorer is small (a linear map: 14 parameters for eviction, 52 for writes), which is
+where ES works well.
 ``docs/rl.md`` has the measurements.
 
 The method (OpenAI-ES, Salimans et al. 2017): antithetic Gaussian perturbations,
@@ -15,6 +16,7 @@ come from their own range; evaluation uses other seeds (never the training ones)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.policies.learned import Scorer
-from hivemem.platform.rl.sim import policy_tier, run_episode, with_controller
+from hivemem.platform.rl.sim import controller_tier, policy_tier, run_episode, with_controller
 from hivemem.platform.scenario import Scenario, dump_resolved, parse_scenario
 
 log = logging.getLogger(__name__)
@@ -77,11 +79,14 @@ class TrainConfig:
             raise ConfigError(f"controller must be eviction or write, got {self.controller!r}")
         for name in ("iterations", "pairs", "episodes"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
-        if not (self.sigma > 0 and self.lr > 0):
-            raise ConfigError("sigma and lr must be > 0")
-        if self.workers < 0 or self.hidden < 0:
-            raise ConfigError("workers and hidden must be >= 0")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("sigma", "lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0 (0: in this process), got {self.workers}")
+        if self.hidden < 0:
+            raise ConfigError(f"hidden must be >= 0, got {self.hidden}")
 
 
 @dataclass
@@ -247,14 +252,65 @@ def new_state(config: TrainConfig) -> TrainState:
     return TrainState(list(params), [0.0] * n, [0.0] * n)
 
 
-def save_state(path: Path, config: TrainConfig, state: TrainState) -> None:
-    """The resumable training state (JSON, beside the checkpoint)."""
-    doc = {"version": STATE_VERSION, "config": asdict(config), "state": asdict(state)}
+RESUME_SETTINGS = (
+    "controller",
+    "tier",
+    "hidden",
+    "pairs",
+    "episodes",
+    "sigma",
+    "lr",
+    "memory_cost",
+    "seed",
+)
+"""What a resumed run must share with the saved one (besides the scenario): everything
+that changes the parameters it ends with. ``iterations`` is the new target; ``workers``
+changes nothing."""
+
+
+def scenario_digest(scenario: Scenario) -> str:
+    """SHA-256 of the resolved scenario, leaving out what cannot change an episode (its
+    description, outputs and metrics port)."""
+    doc = scenario.model_dump(mode="json", exclude={"description", "outputs", "metrics_port"})
+    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def training_meta(scenario: Scenario, tier: str, method: str, **facts: Any) -> dict[str, Any]:
+    """A checkpoint's ``meta``: what it was trained on, so that ``hivemem eval`` can run it
+    again without the scenario file (``resolved_scenario``: the scenario as trained, every
+    ``--set`` applied) and ``facts`` (iterations, settings)."""
+    return {
+        "scenario": scenario.name,
+        "tier": tier,
+        "method": method,
+        "train_seed_base": TRAIN_SEED_BASE,
+        "resolved_scenario": scenario.model_dump(mode="json"),
+        **facts,
+    }
+
+
+def save_state(path: Path, config: TrainConfig, state: TrainState, scenario: str = "") -> None:
+    """The resumable training state (JSON, beside the checkpoint); ``scenario`` is the
+    :func:`scenario_digest` of the scenario trained on."""
+    doc = {
+        "version": STATE_VERSION,
+        "config": asdict(config),
+        "scenario_sha256": scenario,
+        "state": asdict(state),
+    }
     path.write_text(json.dumps(doc) + "\n", encoding="utf-8")
 
 
-def load_state(path: Path, config: TrainConfig) -> TrainState:
-    """Read a training state written by :func:`save_state` for the same configuration."""
+def load_state(path: Path, config: TrainConfig, scenario: str = "") -> TrainState:
+    """Read a training state written by :func:`save_state` for the same configuration
+    and scenario (``scenario``: its :func:`scenario_digest`; a state saved before
+    digests were kept is not compared on it).
+
+    Raises:
+        ConfigError: unreadable, another version, or settings or a scenario that differ
+            (each named, with the saved and the new value).
+    """
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         state = TrainState(**doc["state"])
@@ -263,13 +319,19 @@ def load_state(path: Path, config: TrainConfig) -> TrainState:
         raise ConfigError(f"cannot resume from {path}: {exc}", path=str(path)) from exc
     if doc.get("version") != STATE_VERSION:
         raise ConfigError(f"{path} has training-state version {doc.get('version')!r}")
-    mismatch = [
-        k
-        for k in ("controller", "tier", "hidden", "pairs", "episodes", "sigma", "lr", "seed")
+    differ = [
+        f"{k} (saved {getattr(saved, k)!r}, now {getattr(config, k)!r})"
+        for k in RESUME_SETTINGS
         if getattr(saved, k) != getattr(config, k)
     ]
-    if mismatch:
-        raise ConfigError(f"cannot resume {path}: its settings differ in {mismatch}")
+    saved_scenario = doc.get("scenario_sha256")
+    if saved_scenario and scenario and saved_scenario != scenario:
+        differ.append("the scenario (its resolved settings, --set included, are not the same)")
+    if differ:
+        raise ConfigError(
+            f"cannot resume {path}: it was trained with other settings: {'; '.join(differ)}",
+            path=str(path),
+        )
     return state
 
 
@@ -285,20 +347,30 @@ def train(
 
     Returns:
         The trained scorer (also saved as ``out/policy.json``).
+
+    Raises:
+        ConfigError: settings that cannot work, an eviction controller on a tier with no
+            capacity, an output folder that cannot be made, or (``resume``) a saved state
+            of other settings or another scenario.
     """
     config.check()
-    tier = policy_tier(scenario, config.tier)
+    tier = controller_tier(scenario, config.tier, config.controller)
     config.tier = tier
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     state_path = out / "train_state.json"
-    state = load_state(state_path, config) if resume and state_path.exists() else new_state(config)
+    digest = scenario_digest(scenario)
+    state = (
+        load_state(state_path, config, digest)
+        if resume and state_path.exists()
+        else new_state(config)
+    )
     rollouts = Rollouts(scenario, config)
     started = time.perf_counter()
     try:
         while state.iteration < config.iterations:
             record = es_generation(config, state, rollouts)
             record["seconds"] = time.perf_counter() - started
-            save_state(state_path, config, state)
+            save_state(state_path, config, state, digest)
             if on_iteration is not None:
                 on_iteration(record)
     finally:
@@ -307,18 +379,25 @@ def train(
         config.controller,
         config.hidden,
         np.asarray(state.params),
-        meta={
-            "scenario": scenario.name,
-            "tier": tier,
-            "method": "es",
-            "iterations": state.iteration,
-            "train_seed_base": TRAIN_SEED_BASE,
-            "config": asdict(config),
-        },
+        meta=training_meta(scenario, tier, "es", iterations=state.iteration, config=asdict(config)),
     )
     scorer.save(out / "policy.json")
     curve_plot(out / "curve.png", scenario.name, config.controller, state.history)
     return scorer
+
+
+def make_folder(out: Path) -> None:
+    """Create the output folder.
+
+    Raises:
+        ConfigError: it cannot be created (no permission, a file in the way...).
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the output folder {out}: {exc.strerror or exc}", path=str(out)
+        ) from exc
 
 
 def curve_plot(path: Path, name: str, controller: str, history: list[dict[str, float]]) -> None:

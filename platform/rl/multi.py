@@ -15,18 +15,66 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 from hivemem.memory_bus.errors import ConfigError
-from hivemem.platform.rl.envs import BOUND, EpisodeThread
+from hivemem.platform.rl.envs import BOUND, EpisodeThread, check_action, next_env_name
 from hivemem.platform.rl.learner import TRAIN_SEED_BASE
 from hivemem.platform.rl.sim import EpisodeResult, LocalHosts, run_episode
 from hivemem.platform.scenario import Scenario, load_scenario
 
 KEEP, SHARE = 0, 1
 OBS_NAMES = ("proposals", "mean_importance", "shared_fill", "progress", "bias")
+
+
+@dataclass
+class _SharingEpisode:
+    """What the episode thread runs and writes: the agents' routing and the tick's tallies.
+
+    Kept apart from the environment, which the thread must not hold (see
+    :class:`~hivemem.platform.rl.envs.EpisodeThread`).
+    """
+
+    scenario: Scenario
+    possible_agents: list[str]
+    episode: EpisodeThread
+    reward: float = 0.0
+    shared_items: float = 0.0
+    shared_by: dict[str, int] = field(default_factory=dict)
+
+    def after_step(self, t: int, hosts: LocalHosts) -> None:
+        obs = {}
+        for host in hosts.hosts:
+            for aid, action in host.pending:
+                if aid in self.possible_agents:
+                    obs[aid] = [p.importance for p in action.writes]
+        actions = self.episode.channel.ask((t, obs), {})
+        for host in hosts.hosts:
+            host.rewrite_pending(lambda aid, action: self.route(aid, action, actions))
+
+    def route(self, aid: str, action: Any, actions: dict[str, int]) -> Any:
+        if aid not in self.possible_agents:
+            return action
+        if actions.get(aid, SHARE) == SHARE:
+            self.shared_by[aid] = len(action.writes)
+            return action
+        writes = [dataclasses.replace(p, tier="private", namespace=aid) for p in action.writes]
+        return dataclasses.replace(action, writes=writes)
+
+    def __call__(self, seed: int) -> EpisodeResult:
+        s = self.scenario.model_copy(
+            update={"run": self.scenario.run.model_copy(update={"seed": seed})}
+        )
+
+        def tick(t: int, row: dict[str, Any], reward: float) -> None:
+            self.reward += reward
+            self.shared_items = float(row.get("items", {}).get("shared", 0))
+
+        return run_episode(s, tier="shared", on_tick=tick, after_step=self.after_step)
 
 
 class SharingEnv:
@@ -36,6 +84,7 @@ class SharingEnv:
         scenario: A scenario (name or path) whose agents write to the shared tier.
         share_cost: Reward subtracted from an agent per item it shares.
         overrides: ``--set`` style overrides of the scenario.
+        timeout: Seconds to wait for the episode's next tick.
     """
 
     metadata: dict[str, Any] = {"render_modes": [], "name": "hivemem_sharing_v0"}  # noqa: RUF012
@@ -60,59 +109,33 @@ class SharingEnv:
         self.share_cost = float(share_cost)
         self.timeout = timeout
         self.agents: list[str] = []
-        self.episode = EpisodeThread(f"sharing-{id(self)}", timeout)
-        self._reward = 0.0
-        self._shared_items = 0.0
-        self._shared_by: dict[str, int] = {}
+        self.episode = EpisodeThread(next_env_name("sharing"), timeout)
+        self._run = _SharingEpisode(self.scenario, self.possible_agents, self.episode)
+        self._t = 0
         self.summary: dict[str, float] = {}
         self.np_random = np.random.default_rng()
+        # one space object per agent, as PettingZoo expects (per instance: a cache on the
+        # class would keep every environment alive)
+        self._observation_space = spaces.Box(-BOUND, BOUND, (len(OBS_NAMES),), np.float32)
+        self._action_space: spaces.Discrete = spaces.Discrete(2)
+        # an environment dropped without close(): its episode stops when it is collected
+        weakref.finalize(self, self.episode.close)
 
-    @functools.cache  # noqa: B019 - one space object per agent, as PettingZoo expects
     def observation_space(self, agent: str) -> spaces.Box:
         """What an agent sees: ``OBS_NAMES``."""
-        return spaces.Box(-BOUND, BOUND, (len(OBS_NAMES),), np.float32)
+        return self._observation_space
 
-    @functools.cache  # noqa: B019
     def action_space(self, agent: str) -> spaces.Discrete:
         """0 keep private, 1 share."""
-        return spaces.Discrete(2)
-
-    # --- the episode thread --------------------------------------------------------------
-
-    def _after_step(self, t: int, hosts: LocalHosts) -> None:
-        obs = {}
-        for host in hosts.hosts:
-            for aid, action in host.pending:
-                if aid in self.possible_agents:
-                    obs[aid] = [p.importance for p in action.writes]
-        actions = self.episode.channel.ask((t, obs), {})
-        for host in hosts.hosts:
-            host.rewrite_pending(lambda aid, action: self._route(aid, action, actions))
-
-    def _route(self, aid: str, action: Any, actions: dict[str, int]) -> Any:
-        if aid not in self.possible_agents:
-            return action
-        if actions.get(aid, SHARE) == SHARE:
-            self._shared_by[aid] = len(action.writes)
-            return action
-        writes = [dataclasses.replace(p, tier="private", namespace=aid) for p in action.writes]
-        return dataclasses.replace(action, writes=writes)
-
-    def _run(self, seed: int) -> EpisodeResult:
-        s = self.scenario.model_copy(
-            update={"run": self.scenario.run.model_copy(update={"seed": seed})}
-        )
-
-        def tick(t: int, row: dict[str, Any], reward: float) -> None:
-            self._reward += reward
-            self._shared_items = float(row.get("items", {}).get("shared", 0))
-
-        return run_episode(s, tier="shared", on_tick=tick, after_step=self._after_step)
+        return self._action_space
 
     # --- the parallel API ----------------------------------------------------------------
 
+    def _fill(self) -> float:
+        return self._run.shared_items / self.capacity
+
     def _observe(self, t: int, proposals: dict[str, list[float]]) -> dict[str, np.ndarray]:
-        fill = self._shared_items / self.capacity if self.capacity else 0.0
+        self._t = t
         out = {}
         for aid in self.agents:
             imps = proposals.get(aid, [])
@@ -120,7 +143,7 @@ class SharingEnv:
                 [
                     len(imps),
                     float(np.mean(imps)) if imps else 0.0,
-                    fill,
+                    self._fill(),
                     t / self.scenario.run.ticks,
                     1.0,
                 ],
@@ -135,7 +158,7 @@ class SharingEnv:
         if seed is not None:
             self.np_random = np.random.default_rng(seed)
         self.agents = list(self.possible_agents)
-        self._reward, self._shared_items = 0.0, 0.0
+        self._run.reward, self._run.shared_items = 0.0, 0.0
         episode_seed = TRAIN_SEED_BASE + int(self.np_random.integers(0, 1_000_000))
         if options and "scenario_seed" in options:
             episode_seed = int(options["scenario_seed"])
@@ -148,15 +171,23 @@ class SharingEnv:
         }
 
     def step(self, actions: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-        """Apply every agent's choice for this tick; run to the next tick."""
+        """Apply every agent's choice for this tick; run to the next tick.
+
+        Raises:
+            ConfigError: an action for an agent not in the episode.
+            InvalidInputError: an action not in the agent's action space.
+        """
         unknown = set(actions) - set(self.agents)
         if unknown:
             raise ConfigError(f"actions for agents not in the episode: {sorted(unknown)}")
-        self._shared_by = {}
-        self._reward = 0.0
+        for aid, action in actions.items():
+            check_action(self.action_space(aid), action, aid)
+        self._run.shared_by = {}
+        self._run.reward = 0.0
         kind, payload, _ = self.episode.answer({a: int(v) for a, v in actions.items()})
         agents = self.agents
-        rewards = {a: self._reward - self.share_cost * self._shared_by.get(a, 0) for a in agents}
+        shared = self._run.shared_by
+        rewards = {a: self._run.reward - self.share_cost * shared.get(a, 0) for a in agents}
         done = kind != "decide"
         terms = {a: done for a in agents}
         truncs = {a: False for a in agents}
@@ -187,8 +218,9 @@ class SharingEnv:
         return len(self.possible_agents)
 
     def state(self) -> np.ndarray:
-        """A global view: shared fill and progress."""
-        return np.asarray([self._shared_items, len(self.agents)], np.float32)
+        """A global view: the shared tier's fill (items held / capacity, 0 without a
+        capacity) and the episode's progress (tick / ticks), as in every observation."""
+        return np.asarray([self._fill(), self._t / self.scenario.run.ticks], np.float32)
 
     def close(self) -> None:
         """Abandon a running episode."""

@@ -17,6 +17,7 @@ from typing import Any
 from hivemem.agents.base import AgentSpec
 from hivemem.agents.host import AgentHost
 from hivemem.memory_bus.config import EmbedderConfig
+from hivemem.memory_bus.errors import ConfigError, UnknownNameError
 from hivemem.memory_bus.server import serving_at
 from hivemem.platform.runner import RunResult, run_once
 from hivemem.platform.scenario import Scenario
@@ -80,14 +81,31 @@ def policy_tier(scenario: Scenario, tier: str | None) -> str:
     """The tier a controller acts on: the one named, else the first with a capacity."""
     if tier is not None:
         if tier not in TIERS:
-            from hivemem.memory_bus.errors import UnknownNameError
-
             raise UnknownNameError("tier", tier, TIERS)
         return tier
     for name in TIERS:
         if getattr(scenario.memory, name).capacity:
             return name
     return "shared"
+
+
+def controller_tier(scenario: Scenario, tier: str | None, controller: str) -> str:
+    """:func:`policy_tier`, checked for ``controller``: the environments, ES and REINFORCE
+    all take the tier from here.
+
+    Raises:
+        UnknownNameError: no such tier.
+        ConfigError: an eviction controller on a tier with no capacity (nothing is ever
+            evicted there, so there is nothing to learn).
+    """
+    name = policy_tier(scenario, tier)
+    if controller == "eviction" and not getattr(scenario.memory, name).capacity:
+        raise ConfigError(
+            f"the {name} tier of {scenario.name!r} has no capacity: nothing is ever evicted "
+            "there (name a tier with a capacity, or set memory.TIER.capacity)",
+            tier=name,
+        )
+    return name
 
 
 def with_policy(

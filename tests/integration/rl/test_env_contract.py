@@ -1,0 +1,163 @@
+"""The environments' edges: a dropped environment, reset after close, actions outside the
+space, the write rule shared with the served policy, and the tier an eviction controller
+needs. Every episode is a real run of a tiny scenario on the embedded bus."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hivemem.memory_bus.errors import ConfigError, InvalidInputError
+from hivemem.memory_bus.policies.learned import WRITE_OPS, Scorer
+from hivemem.platform.rl import envs
+from hivemem.platform.rl.multi import SharingEnv
+from hivemem.platform.rl.sim import run_episode, with_policy
+from hivemem.platform.scenario import load_scenario
+
+SMALL_STREAM = ["run.ticks=20", "agents.0.count=2"]
+FACTS = ["run.ticks=10"]
+
+
+def _threads_back_to(before: set[int], timeout: float = 10.0) -> set[str]:
+    """Names of the threads started since ``before`` still alive after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = {t.name for t in threading.enumerate() if t.ident not in before}
+        if not extra or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.05)
+
+
+def test_a_dropped_env_releases_its_episode() -> None:
+    """Dropped mid-episode without close(): its thread, embedded bus and channel go."""
+    before = {t.ident for t in threading.enumerate()}
+    env = gym.make("hivemem/Eviction-v0", overrides=SMALL_STREAM)
+    env.reset(seed=0)
+    env.step(0)
+    name = env.unwrapped.episode.name  # type: ignore[attr-defined]
+    assert name in {t.name for t in threading.enumerate()}
+    ref = weakref.ref(env.unwrapped)
+    del env
+    gc.collect()
+    assert ref() is None
+    assert _threads_back_to(before) == set()
+    assert name not in envs._channels
+
+
+def test_a_dropped_sharing_env_releases_its_episode() -> None:
+    before = {t.ident for t in threading.enumerate()}
+    env = SharingEnv("relay_qa", overrides=("run.ticks=6",))
+    env.reset(seed=0)
+    env.step({a: 1 for a in env.agents})
+    ref = weakref.ref(env)
+    del env
+    gc.collect()
+    assert ref() is None
+    assert _threads_back_to(before) == set()
+
+
+def test_reset_after_close_starts_a_new_episode() -> None:
+    env = envs.EvictionEnv(overrides=SMALL_STREAM)
+    env.reset(seed=0)
+    env.close()
+    obs, info = env.reset(seed=1)
+    assert obs["mask"].sum() == len(info["ids"]) > 0
+    _, _, done, _, _ = env.step(0)
+    assert not done
+    env.close()
+    env.close()  # twice is fine
+
+
+def _refused(step: Any, action: Any) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        step(action)
+    assert repr(action) in str(err.value) and "Discrete(" in str(err.value)
+
+
+def test_eviction_refuses_actions_outside_its_space() -> None:
+    env = envs.EvictionEnv(overrides=SMALL_STREAM)
+    env.reset(seed=0)
+    assert env.action_space == gym.spaces.Discrete(12)
+    for bad in (12, 100, -1, 2.7, "3", np.array([3])):
+        _refused(env.step, bad)
+    # the episode still waits for a valid action; numpy integers are valid
+    for good in (np.int64(3), np.array(2), 0):
+        _, _, done, _, _ = env.step(good)
+        assert not done
+    env.close()
+
+
+def test_write_env_refuses_actions_outside_its_space() -> None:
+    env = envs.WritePolicyEnv(overrides=FACTS)
+    env.reset(seed=0)
+    for bad in (4, -1, -4, 3.9):
+        _refused(env.step, bad)
+    _, _, done, _, _ = env.step(np.int32(3))
+    assert not done
+    env.close()
+
+
+def test_sharing_env_refuses_actions_outside_its_space() -> None:
+    env = SharingEnv("relay_qa", overrides=("run.ticks=6",))
+    env.reset(seed=0)
+    agent = env.agents[0]
+    for bad in (2, -1, 7):
+        with pytest.raises(InvalidInputError) as err:
+            env.step({**{a: 1 for a in env.agents}, agent: bad})
+        assert agent in str(err.value) and "Discrete(2)" in str(err.value)
+    env.step({a: np.int64(1) for a in env.agents})
+    env.close()
+
+
+def test_sharing_state_is_fill_and_progress() -> None:
+    env = SharingEnv("relay_qa", overrides=("run.ticks=5",))
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(env.state(), [0.0, 0.0])
+    obs, *_ = env.step({a: 1 for a in env.agents})
+    some = next(iter(obs.values()))
+    np.testing.assert_allclose(env.state(), some[2:4])  # fill, progress
+    assert env.state()[1] == pytest.approx(1 / 5) and 0 < env.state()[0] <= 1
+    env.close()
+
+
+def test_write_env_takes_its_scenario_by_position() -> None:
+    env = envs.WritePolicyEnv("relay_qa", overrides=["run.ticks=5"])
+    assert env.scenario.name == "relay_qa" and env.tier == "shared"
+    assert envs.WritePolicyEnv(overrides=["run.ticks=5"]).scenario.name == "evolving_facts"
+
+
+def test_eviction_needs_a_tier_with_a_capacity() -> None:
+    with pytest.raises(ConfigError, match="shared tier of 'capacity_stream' has no capacity"):
+        envs.EvictionEnv(tier="shared", overrides=SMALL_STREAM)
+
+
+def test_write_env_and_served_policy_apply_one_rule(tmp_path: Path) -> None:
+    """A scorer that ranks UPDATE > NOOP > ADD on every row: on proposals with no
+    neighbour the environment and `learned:PATH` on the bus make the same decision."""
+    scorer = Scorer("write", 0, np.zeros(Scorer.size("write", 0)))
+    scorer.blocks()[1][:] = [0.0, 2.0, -1.0, 1.0]  # ADD, UPDATE, DELETE, NOOP (bias)
+    path = scorer.save(tmp_path / "w.json")
+    env = envs.WritePolicyEnv(overrides=FACTS)
+    obs, info = env.reset(options={"scenario_seed": 5})
+    alone, done = 0, False
+    while not done:
+        alone += info["neighbours"] == 0
+        action = int(np.argmax(scorer.scores(obs[None, :].astype(np.float64))[0]))
+        assert WRITE_OPS[action].value == "UPDATE"
+        obs, _, done, _, info = env.step(action)
+    env_rows = env.last_episode.result.rows  # type: ignore[union-attr]
+    env.close()
+    assert alone > 0
+
+    s = with_policy(load_scenario("evolving_facts", FACTS), "shared", write=f"learned:{path}")
+    served = run_episode(with_policy(s, "shared", seed=5), tier="shared").result.rows
+    keys = ("ops", "items", "score")
+    assert [{k: r[k] for k in keys} for r in served] == [{k: r[k] for k in keys} for r in env_rows]
+    assert sum(r["items"]["shared"] for r in served) > 0  # no-neighbour UPDATEs were ADDs
