@@ -6,9 +6,11 @@ A tick has two phases, driven by the runner:
    one call and sends one ``search_many`` per tier (each entry on behalf of its agent),
    hands each agent its hits, and returns the answers. Proposed writes are kept.
 2. :meth:`AgentHost.commit` — the kept writes go out as one ``write_many`` per tier, in
-   agent order. The runner commits hosts one after another in host order, and agents are
-   placed on hosts in contiguous blocks, so the bus sees the same writes in the same
-   order whatever the number of hosts: a seeded run gives the same results on 1 host or 8.
+   agent order, then the kept promotions (graph parents above recalled nodes). The
+   runner commits hosts one after another in host order, first every host's writes, then
+   every host's promotions, and agents are placed on hosts in contiguous blocks, so the
+   bus sees the same writes and promotions in the same order whatever the number of
+   hosts: a seeded run gives the same results on 1 host or 8.
 
 Hits come without their vectors (``search_many(..., vectors=False)``, several times
 less to send and decode) unless one of the host's agents wants them: an agent class
@@ -32,7 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from hivemem.agents.base import Action, Agent, AgentSpec, Observation, Proposal, make_agent
+from hivemem.agents.base import (
+    Action,
+    Agent,
+    AgentSpec,
+    Observation,
+    Promotion,
+    Proposal,
+    make_agent,
+)
 from hivemem.agents.metrics import HostMetrics, host_metrics
 from hivemem.memory_bus.client import (
     LocalTransport,
@@ -43,8 +53,13 @@ from hivemem.memory_bus.client import (
 )
 from hivemem.memory_bus.config import EmbedderConfig, HashingEmbedderConfig
 from hivemem.memory_bus.embedder import describe_embedder, embedder_config_of, make_embedder
-from hivemem.memory_bus.errors import ConfigError
-from hivemem.memory_bus.interfaces import Hit
+from hivemem.memory_bus.errors import (
+    ConfigError,
+    HivememError,
+    InvalidInputError,
+    ItemNotFoundError,
+)
+from hivemem.memory_bus.interfaces import Hit, WriteResult
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
 from hivemem.memory_bus.protocol import MAX_MESSAGE_BYTES
 
@@ -76,6 +91,15 @@ class TickStats:
             "compute_seconds": self.compute_seconds,
         }
 
+
+COMMIT_PHASES = ("writes", "promotions")
+"""The parts of :meth:`AgentHost.commit`, in the order a pool of hosts sends them."""
+
+REQUESTS_PER_TICK = 1_000_000
+"""Request ids a host's commit numbers from ``t * REQUESTS_PER_TICK + 1`` (see commit)."""
+
+PROMOTION_REQUESTS = REQUESTS_PER_TICK // 2 + 1
+"""Where the promotions' request ids start within a tick's, after the writes'."""
 
 REPLY_BUDGET = MAX_MESSAGE_BYTES // 2
 """Estimated reply bytes a host asks for in one request: half the protocol's limit."""
@@ -241,12 +265,31 @@ class AgentHost:
         self.pending = [(aid, rewrite(aid, action)) for aid, action in self.pending]
         self.prepared = self._prepare_writes(self.pending)
 
-    def commit(self, t: float) -> dict[str, Any]:
-        """Phase 2 of a tick: send the kept writes (one ``write_many`` per tier)."""
+    def commit(self, t: float, phase: str = "all") -> dict[str, Any]:
+        """Phase 2 of a tick: send the kept writes (one ``write_many`` per tier), then
+        the kept promotions (one ``promote`` each).
+
+        Args:
+            t: The tick.
+            phase: ``"writes"`` or ``"promotions"`` sends only those; ``"all"`` both. A
+                pool of several hosts commits every host's writes before any host's
+                promotions (:data:`COMMIT_PHASES`), so that the bus sees the writes and
+                promotions of all agents in one order whatever the number of hosts.
+        """
+        if phase not in ("all", *COMMIT_PHASES):
+            raise ValueError(f"unknown commit phase {phase!r}")
         stats = TickStats()
         started = time.perf_counter()
-        self.client.number_requests_from(int(t) * 1_000_000 + 1)
-        pending, self.pending = self.pending, []
+        if phase != "promotions":
+            self._commit_writes(t, stats)
+        if phase != "writes":
+            self._commit_promotions(t, stats)
+        stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
+        return {"stats": stats.to_dict(), "incarnation": self.incarnation}
+
+    def _commit_writes(self, t: float, stats: TickStats) -> None:
+        """Send the writes prepared in step, one ``write_many`` per tier (and chunk)."""
+        self.client.number_requests_from(int(t) * REQUESTS_PER_TICK + 1)
         prepared, self.prepared = self.prepared, []
         for tier, sender, items in prepared:
             t0 = time.perf_counter()
@@ -255,23 +298,44 @@ class AgentHost:
             if self.metrics is not None:
                 self.metrics.request("write_many", tier, len(results), time.perf_counter() - t0)
             for res in results:
-                key = f"{tier}.{res.op.value}"
-                stats.ops[key] = stats.ops.get(key, 0) + 1
-                if res.evicted:
-                    stats.evicted[tier] = stats.evicted.get(tier, 0) + len(res.evicted)
-            stats.writes += len(results)
+                _count_write(stats, tier, res)
+
+    def _commit_promotions(self, t: float, stats: TickStats) -> None:
+        """Send the promotions kept in step, agent by agent."""
+        self.client.number_requests_from(int(t) * REQUESTS_PER_TICK + PROMOTION_REQUESTS)
+        pending, self.pending = self.pending, []
         for aid, action in pending:
             for promo in action.promotions:
-                parent = promo.parent
-                vector = self.embed([parent.text])[0]
-                t0 = time.perf_counter()
-                self.client.as_agent(aid, self.behalf[aid].token).promote(
-                    promo.namespace, list(promo.children), new_item(parent, vector), now=t
-                )
-                stats.bus_seconds += time.perf_counter() - t0
-                stats.promotions += 1
-        stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
-        return {"stats": stats.to_dict(), "incarnation": self.incarnation}
+                sender = self.client.as_agent(aid, self.behalf[aid].token)
+                self._promote(sender, promo, t, stats)
+
+    def _promote(self, client: MemoryClient, promo: Promotion, t: float, stats: TickStats) -> None:
+        """Write ``promo``'s parent above those of its children that are still there.
+
+        A child recalled during step may be gone by now: this tick's writes, sent before
+        the promotions (and other agents' promotions, before this one), can have evicted
+        it. The bus refuses a promotion naming a missing node, saying which, before it
+        writes anything; that child is dropped and the promotion sent again. A parent
+        left with no child is written as a plain node on its level, as an agent that
+        recalled no child writes it. A parent the write policy does not store (a
+        duplicate insight: NOOP) links nothing, as a plain write of it would store
+        nothing. The commit order is fixed, so which children are gone is too: the
+        results stay those of any number of hosts.
+        """
+        item = new_item(promo.parent, self.embed([promo.parent.text])[0])
+        children = list(dict.fromkeys(promo.children))
+        t0 = time.perf_counter()
+        try:
+            while children:
+                outcome = _try_promote(client, promo.namespace, children, item, t)
+                if outcome == "promoted":
+                    stats.promotions += 1
+                if isinstance(outcome, str):
+                    return
+                children.remove(outcome)
+            _count_write(stats, "graph", client.write("graph", promo.namespace, item, now=t))
+        finally:
+            stats.bus_seconds += time.perf_counter() - t0
 
     def _send_recalls(
         self, t: float, flat: list[tuple[str, int, Any]], stats: TickStats
@@ -393,6 +457,34 @@ class _Recalls:
         self.done += 1
 
 
+def _try_promote(
+    client: MemoryClient, namespace: str, children: list[int], item: NewItem, t: float
+) -> int | str:
+    """Send one promotion: ``"promoted"``; ``"not stored"`` if the write policy stored no
+    parent (nothing to link); or the id of a child the bus found gone (nothing written)."""
+    try:
+        client.promote(namespace, children, item, now=t)
+    except ItemNotFoundError as exc:
+        gone = exc.details.get("item_id")
+        if exc.details.get("namespace") != namespace or gone not in children:
+            raise
+        return int(gone)
+    except InvalidInputError as exc:
+        if exc.details.get("field") != "parent":
+            raise
+        return "not stored"
+    return "promoted"
+
+
+def _count_write(stats: TickStats, tier: str, result: WriteResult) -> None:
+    """Count one write's decision and evictions in ``stats``."""
+    key = f"{tier}.{result.op.value}"
+    stats.ops[key] = stats.ops.get(key, 0) + 1
+    if result.evicted:
+        stats.evicted[tier] = stats.evicted.get(tier, 0) + len(result.evicted)
+    stats.writes += 1
+
+
 def new_item(p: Proposal, vector: np.ndarray) -> NewItem:
     return NewItem(
         text=p.text,
@@ -405,6 +497,30 @@ def new_item(p: Proposal, vector: np.ndarray) -> NewItem:
     )
 
 
+class _HostActor(AgentHost):
+    """:class:`AgentHost` as Ray runs it: an error of hivemem's raised while it is built
+    (an agent's bad ``params``, a bus that embeds otherwise) is kept and raised by its
+    first call, :meth:`info`. Ray keeps only the text of an error raised in an actor's
+    constructor (the driver gets an ``ActorDiedError`` holding the whole traceback), but
+    passes a method's error on as itself."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.build_error: HivememError | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        except HivememError as exc:
+            self.build_error = exc
+
+    def info(self) -> dict[str, Any]:
+        if self.build_error is not None:
+            raise self.build_error
+        return super().info()
+
+    def close(self) -> None:
+        if self.build_error is None:  # else there is no client to close
+            super().close()
+
+
 def host_actor_class(max_restarts: int = -1) -> Any:
     """:class:`AgentHost` as a Ray actor class that restarts when its process dies."""
     import ray
@@ -412,4 +528,4 @@ def host_actor_class(max_restarts: int = -1) -> Any:
     # SPREAD: hosts go to different nodes of a cluster where they can
     return ray.remote(
         num_cpus=0, max_restarts=max_restarts, max_task_retries=0, scheduling_strategy="SPREAD"
-    )(AgentHost)
+    )(_HostActor)

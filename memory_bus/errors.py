@@ -47,6 +47,21 @@ class HivememError(Exception):
         self.message = message
         self.details = details
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the class, ``args`` and attributes, without calling ``__init__``:
+        the subclasses' constructors take the ids involved, not the message that
+        ``args`` holds, so the default (``cls(*args)``) could not rebuild them. Ray
+        pickles an error raised in an agent host to raise it again in the driver."""
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[HivememError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """A pickled :class:`HivememError` again: ``cls`` with ``args`` and ``state``."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
 
 def in_row(exc: HivememError, row: int, key: str = "items") -> HivememError:
     """``exc``, raised about one row of a batch, made to name it: its field becomes

@@ -110,7 +110,7 @@ def run(
         None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)."
     ),
     hosts: int | None = typer.Option(None, help="Agent host actors (overrides run.hosts)."),
-    seed: int | None = typer.Option(None, help="Seed (overrides run.seed)."),
+    seed: int | None = typer.Option(None, min=0, help="Seed (overrides run.seed)."),
     ticks: int | None = typer.Option(None, help="Ticks (overrides run.ticks)."),
     out: Path | None = typer.Option(
         None, help="Parent folder of the run folder (overrides outputs.dir)."
@@ -213,13 +213,22 @@ def _run_with_progress(
         TextColumn(f"[bold]{s.name}[/] {label}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("score {task.fields[score]:.3f}"),
+        TextColumn("score {task.fields[score]}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     ) as bar:
-        job = bar.add_task(label, total=s.run.ticks, score=0.0)
-        return fn(lambda t, row: bar.update(job, completed=t + 1, score=row["score"]))
+        job = bar.add_task(label, total=s.run.ticks, score=_shown(None))
+        return fn(lambda t, row: bar.update(job, completed=t + 1, score=_shown(row["score"])))
+
+
+NOTHING_ASKED = "no questions"
+"""How a table shows a measure of questions none of which was asked (None)."""
+
+
+def _shown(value: float | None) -> str:
+    """A measure as a table shows it."""
+    return NOTHING_ASKED if value is None else f"{value:.3f}"
 
 
 def _results_table(s: Any, result: Any, base: Any) -> None:
@@ -234,9 +243,9 @@ def _results_table(s: Any, result: Any, base: Any) -> None:
     if base is not None:
         table.add_column("no-memory baseline", justify="right")
     for key, value in result.summary.items():
-        cells = [key, f"{value:.3f}"]
+        cells = [key, _shown(value)]
         if base is not None:
-            cells.append(f"{base.summary.get(key, float('nan')):.3f}")
+            cells.append(_shown(base.summary.get(key)))
         table.add_row(*cells)
     steps = result.agents * result.ticks
     table.add_row(
@@ -256,7 +265,7 @@ def compare(
     tier: str | None = typer.Option(
         None, help="Tier the policies apply to (default: the one with a capacity)."
     ),
-    seeds: int = typer.Option(5, help="Seeds per setting (run.seed, run.seed+1, ...)."),
+    seeds: int = typer.Option(5, min=1, help="Seeds per setting (run.seed, run.seed+1, ...)."),
     baseline: bool = typer.Option(
         True, "--baseline/--no-baseline", help="Add the no-memory baseline row."
     ),
@@ -269,17 +278,14 @@ def compare(
     """Run a grid of policies over several seeds; print mean ± 95 % CI and save a plot.
 
     'memory' is the mean number of items the tier held per tick. Any policy name works,
-    including learned:PATH (a checkpoint from 'hivemem train').
+    including learned:PATH (a checkpoint from 'hivemem train'). A run that fails is
+    listed with its error and the others go on; the command then exits with 1.
     """
-    import json
     import os
     import time
 
-    from hivemem.platform.outputs import mean_ci
-    from hivemem.platform.plots import compare_plot
     from hivemem.platform.runner import ensure_ray
     from rich.console import Console
-    from rich.table import Table
 
     s0 = _load(scenario, list(set_))
     target = tier or next(
@@ -302,37 +308,101 @@ def compare(
     ensure_ray(address, s0.run.num_cpus)
     folder = out / f"compare-{s0.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, list[float]]] = {}
-    stopped = _compare_runs(loaded, seeds, remote, target, results, folder / "runs.jsonl")
-    done = [label for label, _, _ in loaded if label in results]
-    keys = list(dict.fromkeys(k for label in done for k in results[label]))
-    table = Table(title=f"{s0.name}: {target} tier, {seeds} seeds (mean ± 95 % CI)")
-    table.add_column("setting")
-    for k in keys:
-        table.add_column(k, justify="right")
-    means, cis = [], []
-    for label in done:
-        cells = [label]
-        for k in keys:
-            m, c = mean_ci(results[label].get(k, []))
-            cells.append(f"{m:.3f} ± {c:.3f}" if c == c else f"{m:.3f}")
-        m, c = mean_ci(results[label]["score"])
-        means.append(m)
-        cis.append(c)
-        table.add_row(*cells)
-    Console().print(table)
-    (folder / "compare.json").write_text(
-        json.dumps(results, indent=2, sort_keys=True), encoding="utf-8"
-    )
-    if done:
-        compare_plot(folder / "compare.png", f"{s0.name}: score by setting", done, means, cis)
+    results: dict[str, dict[str, list[float | None]]] = {}
+    failed: list[dict[str, Any]] = []
+    stopped = _compare_runs(loaded, seeds, remote, target, results, failed, folder / "runs.jsonl")
+    ran = [label for label, _, _ in loaded if label in results or _failed_of(failed, label)]
+    title = f"{s0.name}: {target} tier, {seeds} seeds (mean ± 95 % CI)"
+    Console().print(_compare_table(title, ran, results, failed))
+    _save_comparison(folder, s0.name, ran, results, failed)
+    runs = sum(len(r["score"]) for r in results.values()) + len(failed)
+    for f in failed:
+        typer.echo(f"{f['setting']} seed {f['seed']} failed: {f['error']}", err=True)
     if stopped is not None:
-        runs = sum(len(r["score"]) for r in results.values())
         total = len(loaded) * seeds
         typer.echo(f"stopped ({stopped.reason}) after {runs} of {total} runs", err=True)
+    elif failed:
+        typer.echo(f"{len(failed)} of {runs} runs failed", err=True)
     typer.echo(str(folder))
     if stopped is not None:
         raise typer.Exit(stopped.exit_code)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _save_comparison(
+    folder: Path,
+    name: str,
+    labels: list[str],
+    results: dict[str, dict[str, list[float | None]]],
+    failed: list[dict[str, Any]],
+) -> None:
+    """``compare.json`` (with ``failed`` if a run failed) and ``compare.png`` (the mean
+    score of each setting that has one) in ``folder``."""
+    import json
+
+    from hivemem.platform.outputs import mean_ci
+    from hivemem.platform.plots import compare_plot
+
+    saved: dict[str, Any] = {**results, "failed": failed} if failed else dict(results)
+    text = json.dumps(saved, indent=2, sort_keys=True)
+    (folder / "compare.json").write_text(text, encoding="utf-8")
+    scores = {label: _numbers(results.get(label, {}).get("score", [])) for label in labels}
+    scored = [label for label in labels if scores[label]]
+    if scored:
+        stats = [mean_ci(scores[label]) for label in scored]
+        means, cis = [m for m, _ in stats], [c for _, c in stats]
+        compare_plot(folder / "compare.png", f"{name}: score by setting", scored, means, cis)
+
+
+def _numbers(values: list[float | None]) -> list[float]:
+    """The values of a measure that were measured (a score with nothing asked is None)."""
+    return [v for v in values if v is not None]
+
+
+def _failed_of(failed: list[dict[str, Any]], label: str) -> list[int]:
+    """The seeds of setting ``label`` whose run failed."""
+    return [f["seed"] for f in failed if f["setting"] == label]
+
+
+def _compare_table(
+    title: str,
+    labels: list[str],
+    results: dict[str, dict[str, list[float | None]]],
+    failed: list[dict[str, Any]],
+) -> Any:
+    """Mean ± 95 % CI of every measure per setting; with a ``failed`` column (the seeds
+    whose run failed) if any did."""
+    from rich.table import Table
+
+    keys = list(dict.fromkeys(k for label in labels for k in results.get(label, {})))
+    table = Table(title=title)
+    table.add_column("setting")
+    for k in keys:
+        table.add_column(k, justify="right")
+    if failed:
+        table.add_column("failed seeds", justify="right")
+    for label in labels:
+        cells = [label]
+        for k in keys:
+            cells.append(_mean_ci_cell(results.get(label, {}).get(k, [])))
+        if failed:
+            cells.append(", ".join(map(str, _failed_of(failed, label))))
+        table.add_row(*cells)
+    return table
+
+
+def _mean_ci_cell(values: list[float | None]) -> str:
+    """Mean ± 95 % CI of a measure's values, as a table shows it ("-": no run)."""
+    from hivemem.platform.outputs import mean_ci
+
+    if not values:
+        return "-"
+    measured = _numbers(values)
+    if not measured:
+        return NOTHING_ASKED
+    m, c = mean_ci(measured)
+    return f"{m:.3f} ± {c:.3f}" if c == c else f"{m:.3f}"
 
 
 def _compare_runs(
@@ -340,15 +410,19 @@ def _compare_runs(
     seeds: int,
     remote: bool,
     target: str,
-    results: dict[str, dict[str, list[float]]],
+    results: dict[str, dict[str, list[float | None]]],
+    failed: list[dict[str, Any]],
     log_path: Path,
 ) -> RunStopped | None:
     """Run every setting over its seeds, into ``results`` and one JSON line per run in
-    ``log_path`` as each ends; what stopped them early (Ctrl-C, SIGTERM), or None."""
+    ``log_path`` as each ends; what stopped them early (Ctrl-C, SIGTERM), or None.
+
+    A run that fails is recorded in ``failed`` (and its line) as its setting, seed and
+    error, and the others go on.
+    """
     import json
 
     from hivemem.platform.outputs import RunStopped, stopping
-    from hivemem.platform.runner import run_once
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -361,17 +435,37 @@ def _compare_runs(
                             update={"run": s.run.model_copy(update={"seed": s.run.seed + i})}
                         )
                         console.print(f"{label} seed {si.run.seed} ...")
-                        r = run_once(si, baseline=base, remote=remote)
-                        held = [row["items"].get(target, 0) for row in r.rows]
-                        measures = {**r.summary, "memory": sum(held) / max(len(held), 1)}
-                        for k, v in measures.items():
-                            results.setdefault(label, {}).setdefault(k, []).append(v)
-                        run = {"setting": label, "seed": si.run.seed, **measures}
-                        log.write(json.dumps(run, sort_keys=True) + "\n")
+                        run = {"setting": label, "seed": si.run.seed}
+                        outcome = _compare_one(si, base, remote, target, console)
+                        if "error" in outcome:
+                            failed.append({**run, **outcome})
+                        else:
+                            for k, v in outcome.items():
+                                results.setdefault(label, {}).setdefault(k, []).append(v)
+                        log.write(json.dumps({**run, **outcome}, sort_keys=True) + "\n")
                         log.flush()
         except RunStopped as stop:
             return stop
     return None
+
+
+def _compare_one(s: Any, base: bool, remote: bool, target: str, console: Any) -> dict[str, Any]:
+    """One run of a comparison: its measures, or ``{"error": ...}`` if it failed (a bug's
+    traceback is printed too). A signal that surfaced as an error is raised again."""
+    from hivemem.memory_bus.errors import HivememError
+    from hivemem.platform.outputs import signal_behind
+    from hivemem.platform.runner import run_once
+
+    try:
+        r = run_once(s, baseline=base, remote=remote)
+    except Exception as exc:
+        if signal_behind(exc) is not None:
+            raise
+        if not isinstance(exc, HivememError):
+            console.print_exception()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    held = [row["items"].get(target, 0) for row in r.rows]
+    return {**r.summary, "memory": sum(held) / max(len(held), 1)}
 
 
 def _add_rl_commands() -> None:

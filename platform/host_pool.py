@@ -41,6 +41,32 @@ def logged(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> No
         log.warning("%s failed", what, exc_info=True)
 
 
+def _got(ref: Any) -> Any:
+    """``ray.get(ref)``; a hivemem error raised in the host is raised here as itself, not
+    wrapped in Ray's ``RayTaskError`` (whose message is the host's whole traceback)."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:
+        if isinstance(exc.cause, HivememError):
+            raise exc.cause from exc
+        raise
+
+
+def _collect(refs: list[Any]) -> None:
+    """Take the results of ``refs`` that come within :data:`BUS_CHECK_S`, errors and all:
+    Ray logs an error it holds that nobody took (another host's, when one host's error
+    stops the run) with its whole traceback."""
+    import ray
+
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=BUS_CHECK_S)
+    for ref in ready:
+        with contextlib.suppress(Exception):
+            ray.get(ref)
+
+
 def split(specs: list[AgentSpec], hosts: int) -> list[list[AgentSpec]]:
     """Contiguous blocks of nearly equal size, in order (the commit order relies on it)."""
     n = len(specs)
@@ -118,11 +144,11 @@ class AgentHosts:
         from ray.exceptions import RayActorError
 
         if self._bus_alive is None:
-            return ray.get(ref)
+            return _got(ref)
         while not ray.wait([ref], timeout=BUS_CHECK_S)[0]:
             self._bus_alive()
         try:
-            return ray.get(ref)
+            return _got(ref)
         except RayActorError:
             raise  # the host died: the caller restarts it
         except Exception:
@@ -153,30 +179,42 @@ class AgentHosts:
                 out.append(self._seen(i, self._result(ref)))
             except RayActorError:
                 out.append(self._call(i, "step", t, parts[i]))
+            except Exception:
+                _collect(refs[i + 1 :])
+                raise
         self._stepped_by = [r["incarnation"] for r in out]
         return out
 
     def commit(self, t: int) -> list[dict[str, Any]]:
-        """Commit host after host. A host that died meanwhile lost its kept writes: it is
-        restarted, steps again (same observations) and commits again; its request ids
-        are numbered by tick under a stable client id, so writes the bus had already
-        applied are answered from the bus's memory, not applied twice."""
+        """Commit host after host: every host's writes, then every host's promotions
+        (:data:`~hivemem.agents.host.COMMIT_PHASES`), so the bus sees them in one order
+        whatever the number of hosts; one result per host, the two phases' stats summed.
+
+        A host that died meanwhile lost what it kept: it is restarted, steps again (same
+        observations) and commits again; its request ids are numbered by tick under a
+        stable client id, so writes the bus had already applied are answered from the
+        bus's memory, not applied twice."""
+        return commit_in_phases(lambda i, phase: self._commit_phase(i, t, phase), len(self.handles))
+
+    def _commit_phase(self, i: int, t: int, phase: str) -> dict[str, Any]:
+        """Host ``i``'s ``commit(t, phase)``, stepping again first if the host died since
+        its step (the phases before ``phase`` were applied: a restart loses only what
+        the host kept for the later ones)."""
         from ray.exceptions import RayActorError
 
-        out = []
-        for i, handle in enumerate(self.handles):
-            try:
-                result = self._seen(i, self._result(handle.commit.remote(t)))
-            except RayActorError:
-                result = None
-            if result is None or result["incarnation"] != self._stepped_by[i]:
-                # died (and perhaps already restarted) since its step: do both again
-                redo = self._call(i, "step", t, self._parts[i])
-                result = self._call(i, "commit", t)
-                if result["incarnation"] != redo["incarnation"]:
-                    raise HivememError(f"agent host {i} keeps dying at tick {t}")
-            out.append(result)
-        return out
+        try:
+            result = self._seen(i, self._result(self.handles[i].commit.remote(t, phase)))
+        except RayActorError:
+            result = None
+        if result is not None and result["incarnation"] == self._stepped_by[i]:
+            return result
+        # died (and perhaps already restarted) since its step: step again first
+        redo = self._call(i, "step", t, self._parts[i])
+        result = self._call(i, "commit", t, phase)
+        if result["incarnation"] != redo["incarnation"]:
+            raise HivememError(f"agent host {i} keeps dying at tick {t}")
+        self._stepped_by[i] = redo["incarnation"]
+        return dict(result)
 
     def close(self) -> None:
         """Close every host (waiting at most :data:`HOST_CLOSE_WAIT_S`: a host stuck on a
@@ -190,3 +228,36 @@ class AgentHosts:
         for h in self.handles:
             logged("killing an agent host", ray.kill, h, no_restart=True)
         remove_placement(self._group)
+
+
+def commit_in_phases(
+    commit: Callable[[int, str], dict[str, Any]], hosts: int
+) -> list[dict[str, Any]]:
+    """Every host's ``commit(i, phase)`` for each phase in turn (all hosts' writes, then
+    all hosts' promotions: :data:`~hivemem.agents.host.COMMIT_PHASES`), so the bus sees
+    one order whatever the number of hosts; one result per host, its phases' stats summed.
+    """
+    from hivemem.agents.host import COMMIT_PHASES
+
+    out: list[dict[str, Any]] = [{} for _ in range(hosts)]
+    for phase in COMMIT_PHASES:
+        for i in range(hosts):
+            out[i] = _summed(out[i], commit(i, phase))
+    return out
+
+
+def _summed(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two commit results of one host as one: ``b``'s, with the stats of both added up
+    (numbers added, the dicts of counts added key by key)."""
+    if not a:
+        return b
+    stats = dict(a["stats"])
+    for key, value in b["stats"].items():
+        if isinstance(value, dict):
+            counts = dict(stats.get(key, {}))
+            for k, v in value.items():
+                counts[k] = counts.get(k, 0) + v
+            stats[key] = counts
+        else:
+            stats[key] = stats.get(key, 0) + value
+    return {**b, "stats": stats}

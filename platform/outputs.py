@@ -60,7 +60,7 @@ def stopping() -> Iterator[None]:
         # A signal that finds the main thread inside a C extension (Ray's ray.get) may
         # come out as another error raised from it: "SystemError: <built-in method
         # __new__ ...> returned a result with an exception set". Still the signal.
-        cause = _signal_behind(exc)
+        cause = signal_behind(exc)
         if cause is None:
             raise
         stop = ("SIGINT", 130) if isinstance(cause, KeyboardInterrupt) else ("SIGTERM", 143)
@@ -70,7 +70,7 @@ def stopping() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _signal_behind(exc: BaseException) -> BaseException | None:
+def signal_behind(exc: BaseException) -> BaseException | None:
     """The KeyboardInterrupt or :class:`Terminated` ``exc`` was raised from or while
     handling (its causes and contexts, followed back), if any."""
     seen: set[int] = set()

@@ -51,9 +51,10 @@ class RunResult:
     hosts: int
     agents: int
     ticks: int
-    summary: dict[str, float]
+    summary: dict[str, float | None]
+    """The task's measures; a measure of questions none of which was asked is None."""
     rows: TickRows
-    baseline: dict[str, float] | None = None
+    baseline: dict[str, float | None] | None = None
     seconds: float = 0.0
     out_dir: Path | None = None
     timing: dict[str, float] = field(default_factory=dict)
@@ -396,7 +397,8 @@ def _run_once(
                 metrics.ticks.labels(name).inc()
                 metrics.tick_seconds.labels(name).observe(time.perf_counter() - t0)
                 metrics.agent_steps.labels(name).inc(len(obs))
-                metrics.score.labels(name).set(row["score"])
+                if row["score"] is not None:  # None: nothing asked yet
+                    metrics.score.labels(name).set(row["score"])
                 metrics.progress.labels(name).set((t + 1) / scenario.run.ticks)
                 metrics.restarts.labels(name).inc(pool.restarts - restarts_seen)
                 metrics.record_memory(name, parts, row)

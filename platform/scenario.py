@@ -51,7 +51,7 @@ class RosterEntry(_Model):
 class RunSpec(_Model):
     """How long, how seeded, how spread."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="the one seed: task, agents and store")
     ticks: int = Field(ge=1, le=1_000_000)
     hosts: int = Field(1, ge=1, le=1024, description="agent host actors")
     agents_per_host: int | None = Field(
@@ -290,11 +290,14 @@ def read_mapping(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]
     """YAML (or JSON) text that must hold a mapping, and the line of each dotted path.
 
     Raises:
-        ScenarioError: not YAML, or not a mapping at the top.
+        ScenarioError: not YAML, not a mapping at the top, a key given twice in one
+            mapping, or a node that holds itself.
     """
     try:
+        lines, problems = _line_map(text)
+        if problems:  # checked before loading: a node that holds itself never ends
+            raise ScenarioError(source, problems)
         raw = yaml.safe_load(text)
-        lines = _line_map(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -447,26 +450,43 @@ def _model_in(annotation: Any) -> Any:
     return annotation
 
 
-def _line_map(text: str) -> dict[str, int]:
-    """Dotted path of every node in the YAML text -> its 1-based line."""
+def _line_map(text: str) -> tuple[dict[str, int], list[Problem]]:
+    """Dotted path of every node in the YAML text -> its 1-based line; and the problems
+    that loading hides: a key given twice in one mapping (YAML keeps the last silently),
+    and a node that holds itself (an alias inside its own anchor, ``a: &x [*x]``)."""
     out: dict[str, int] = {}
+    problems: list[Problem] = []
+    inside: set[int] = set()  # the nodes being walked: meeting one again is a cycle
 
     def walk(node: Any, path: str) -> None:
+        line = node.start_mark.line + 1
         if path:
-            out.setdefault(path, node.start_mark.line + 1)
+            out.setdefault(path, line)
+        if id(node) in inside:
+            problems.append(Problem(path, "holds itself (an alias inside its own anchor)", line))
+            return
+        inside.add(id(node))
         if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
             for k, v in node.value:
                 key = f"{path}.{k.value}" if path else str(k.value)
-                out.setdefault(key, k.start_mark.line + 1)
+                here = k.start_mark.line + 1
+                if isinstance(k, yaml.ScalarNode) and k.value != "<<":  # "<<": a merge
+                    if k.value in first:
+                        why = f"duplicate key {k.value!r} (first on line {first[k.value]})"
+                        problems.append(Problem(key, why, here))
+                    first.setdefault(k.value, here)
+                out.setdefault(key, here)
                 walk(v, key)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
                 walk(v, f"{path}.{i}" if path else str(i))
+        inside.discard(id(node))
 
     root = yaml.compose(text)
     if root is not None:
         walk(root, "")
-    return out
+    return out, problems
 
 
 def json_schema() -> dict[str, Any]:

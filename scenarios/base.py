@@ -63,8 +63,9 @@ class Task(ABC):
         """Score the answers of tick ``t``; returns this tick's counters (summable)."""
 
     @abstractmethod
-    def summary(self, totals: dict[str, float]) -> dict[str, float]:
-        """Final scores from the summed counters; ``score`` is the headline."""
+    def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
+        """Final scores from the summed counters; ``score`` is the headline. A measure
+        of questions none of which was asked (yet) is None, not 0."""
 
     def next_use(self, item: Item, now: float) -> float:
         """Belady's oracle: the tick at which ``item`` is next needed (inf: never).
@@ -78,9 +79,9 @@ class Task(ABC):
         return cls.next_use is not Task.next_use
 
 
-def ratio(num: float, den: float) -> float:
-    """``num / den``, 0 when nothing was asked."""
-    return float(num) / float(den) if den else 0.0
+def ratio(num: float, den: float) -> float | None:
+    """``num / den``; None when nothing was asked (``den`` 0): no score, rather than 0."""
+    return float(num) / float(den) if den else None
 
 
 TASKS: Registry[Task] = Registry("task family")

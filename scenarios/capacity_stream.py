@@ -6,6 +6,14 @@ asked about one key it has seen, drawn from a skewed (Zipf) popularity that drif
 time. Facts carry an importance hint: the key's current popularity, with noise. Score:
 accuracy (hit rate of the questions).
 
+A question at tick t asks what the key held before tick t's facts: the truth is its
+value at the end of tick t - 1 (:meth:`Stream.draw` draws the question, then the facts),
+even when the same tick's observation carries a newer fact about the key (about 3
+questions in 10 at the defaults). This is the agent's pipeline: it recalls during the
+tick's step and its writes reach memory in the commit, so a memory agent answers from
+what memory held before the tick's facts. The published results and the oracle
+(:meth:`CapacityStream.next_use`) rely on this rule.
+
 Each agent's stream is drawn a tick at a time from its own generator, as the run reaches
 it, and a tick is forgotten once the run has moved past it: a run holds a few ticks of
 each stream, whatever its length (drawing a long run up front held every fact of every
@@ -213,7 +221,7 @@ class CapacityStream(Task):
             correct += answers.get(aid) == drawn.truth
         return {"asked": asked, "correct": correct}
 
-    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+    def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
         return {"score": ratio(totals.get("correct", 0), totals.get("asked", 0))}
 
     def next_use(self, item: Item, now: float) -> float:

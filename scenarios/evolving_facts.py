@@ -3,7 +3,11 @@
 Observers see every change as it happens; askers are asked either the current value or
 the value at an earlier tick. A memory that keeps only the newest value answers "now"
 and fails "as of"; one that keeps every value but cannot tell old from new fails "now".
-Score: accuracy, split into current and as-of.
+Score: accuracy, split into ``current`` and ``as_of``. Many an as-of question asks about
+a key that has not changed since (its answer is the current value, which a memory of
+the newest values alone gets right), so ``as_of_changed`` is the accuracy on the as-of
+questions whose answer differs from the current value: as-of recall alone. Each is
+None while no question of its kind was asked.
 """
 
 from __future__ import annotations
@@ -92,24 +96,30 @@ class EvolvingFacts(Task):
         return deal(self.facts[t], self.observers, self.questions[t], self.redundancy)
 
     def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
-        out = {
-            "asked_current": 0.0,
-            "correct_current": 0.0,
-            "asked_as_of": 0.0,
-            "correct_as_of": 0.0,
-        }
+        """Questions asked and answered right at tick ``t``, by kind: ``current`` (the
+        value before tick ``t``'s changes), ``as_of`` (the value at the question's
+        tick), and ``as_of_changed``, the as-of questions whose answer is not the
+        current value (also counted in ``as_of``)."""
+        out = dict.fromkeys(
+            ("asked_current", "correct_current", "asked_as_of", "correct_as_of"), 0.0
+        )
+        out |= {"asked_as_of_changed": 0.0, "correct_as_of_changed": 0.0}
         for aid, q in self.questions[t].items():
-            kind = "current" if q["as_of"] is None else "as_of"
-            truth = self.value_at(q["key"], t - 1 if q["as_of"] is None else q["as_of"])
-            out[f"asked_{kind}"] += 1
-            out[f"correct_{kind}"] += answers.get(aid) == truth
+            current = self.value_at(q["key"], t - 1)
+            truth = current if q["as_of"] is None else self.value_at(q["key"], q["as_of"])
+            right = float(answers.get(aid) == truth)
+            kinds = ["current"] if q["as_of"] is None else ["as_of"]
+            if q["as_of"] is not None and truth != current:
+                kinds.append("as_of_changed")
+            for kind in kinds:
+                out[f"asked_{kind}"] += 1
+                out[f"correct_{kind}"] += right
         return out
 
-    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+    def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
         asked = totals.get("asked_current", 0) + totals.get("asked_as_of", 0)
         correct = totals.get("correct_current", 0) + totals.get("correct_as_of", 0)
-        return {
-            "score": ratio(correct, asked),
-            "current": ratio(totals.get("correct_current", 0), totals.get("asked_current", 0)),
-            "as_of": ratio(totals.get("correct_as_of", 0), totals.get("asked_as_of", 0)),
-        }
+        out = {"score": ratio(correct, asked)}
+        for kind in ("current", "as_of", "as_of_changed"):
+            out[kind] = ratio(totals.get(f"correct_{kind}", 0), totals.get(f"asked_{kind}", 0))
+        return out

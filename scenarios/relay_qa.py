@@ -63,7 +63,7 @@ class RelayQA(Task):
         answered = sum(answers.get(aid) is not None for aid in asked)
         return {"asked": len(asked), "answered": answered, "correct": correct}
 
-    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+    def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
         return {
             "score": ratio(totals.get("correct", 0), totals.get("asked", 0)),
             "answered": ratio(totals.get("answered", 0), totals.get("asked", 0)),

@@ -100,7 +100,7 @@ class TeamInsights(Task):
                 self.last[aid] = {"type": task_type, "option": int(choice), "success": bool(ok)}
         return out
 
-    def summary(self, totals: dict[str, float]) -> dict[str, float]:
+    def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
         eps = sorted({int(k.rsplit("ep", 1)[1]) for k in totals if k.startswith("attempts_ep")})
         out = {
             "score": ratio(

@@ -4,6 +4,7 @@ embedded bus, runs a built-in scenario, prints a table and leaves a run folder."
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,25 @@ def test_an_invalid_scenario_runs_nothing(tmp_path: Path) -> None:
     assert "run.tiks" in proc.stderr and "did you mean 'ticks'" in proc.stderr
     assert not any(tmp_path.iterdir())
     assert "Started a local Ray" not in proc.stderr
+
+
+def test_a_bus_error_in_the_hosts_is_one_line_on_stderr(tmp_path: Path) -> None:
+    """Both hosts' analysts are refused by the bus: the run stops with one line naming
+    the error, and neither a traceback nor Ray's report of the other host's error."""
+    # the hosts: scout-0 and analyst-0; analyst-1 and analyst-2
+    proc = hivemem(
+        "run", "relay_qa", "--no-progress", "--hosts", "2", "--out", str(tmp_path),
+        "--set", "run.ticks=3", "--set", "agents.0.count=1", "--set", "agents.1.count=3",
+        "--set", "agents.1.params.group=nope",
+    )  # fmt: skip
+    assert proc.returncode == 1
+    ours = [line for line in proc.stderr.splitlines() if not RAY_STARTING.search(line)]
+    assert len(ours) == 1, proc.stderr[-3000:]
+    assert ours[0].startswith("stopped (error: AccessDeniedError: agent 'analyst-")
+
+
+RAY_STARTING = re.compile(r"^\S+ \S+\s+(INFO|WARNING) \S+:\d+ -- ")
+"""The lines Ray logs as the local instance starts (its time, level and source)."""
 
 
 def _restore_sigint() -> None:

@@ -6,6 +6,8 @@ no-memory baseline does not, so a memory path that silently stops working fails 
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import numpy as np
@@ -68,32 +70,105 @@ def test_same_seed_same_results_on_one_and_three_hosts(name: str) -> None:
     assert comparable(one) == comparable(three)
 
 
+def test_a_small_graph_evicts_what_promotions_name_and_the_run_goes_on() -> None:
+    """At capacity 12 a tick's writes evict events that the same tick's promotions name
+    (an insight then links what is left, or none): every tick runs, and every host's
+    writes go before any host's promotions, so 1 and 3 hosts give the same rows."""
+    s = small("team_insights", "memory.graph.capacity=12")
+    one = run_once(s, hosts=1)
+    three = run_once(s, hosts=3)
+    assert len(one.rows) == s.run.ticks
+    assert sum(r["evicted"].get("graph", 0) for r in one.rows) > 0
+    assert sum(r["promotions"] for r in one.rows) > 0
+    assert comparable(one) == comparable(three)
+
+
+def test_as_of_changed_scores_as_of_recall_alone() -> None:
+    """A shared tier that keeps only each key's newest value (dedup UPDATEs it in place)
+    still answers the as-of questions about keys unchanged since; ``as_of_changed``
+    counts only the others, and only a memory of every version answers them."""
+    unbounded = ["memory.shared.capacity=null"]
+    newest = run_once(small("evolving_facts", *unbounded, "memory.shared.write_policy=dedup"))
+    every = run_once(small("evolving_facts", *unbounded, "memory.shared.write_policy=always_add"))
+    assert newest.summary["current"] == every.summary["current"] == 1.0
+    assert newest.summary["as_of"] is not None and newest.summary["as_of"] > 0.5
+    assert newest.summary["as_of_changed"] == 0.0
+    assert every.summary["as_of_changed"] is not None and every.summary["as_of_changed"] > 0.9
+
+
 def test_another_seed_gives_another_run() -> None:
     a = run_once(small("capacity_stream", "run.seed=1"))
     b = run_once(small("capacity_stream", "run.seed=2"))
     assert comparable(a) != comparable(b)
 
 
-@pytest.mark.parametrize("hook", ["before_tick", "before_commit"])
-def test_a_killed_host_restarts_and_the_run_ends_as_if_nothing_happened(hook: str) -> None:
-    """Killed between ticks, or between its step and its commit (its kept writes die
-    with it): the restarted host steps again and commits, and the results are equal."""
+@pytest.mark.parametrize(
+    ("name", "hook"),
+    [
+        ("capacity_stream", "before_tick"),
+        ("capacity_stream", "before_commit"),
+        ("team_insights", "before_commit"),
+        ("team_insights", "between_commit_phases"),
+    ],
+)
+def test_a_killed_host_restarts_and_the_run_ends_as_if_nothing_happened(
+    name: str, hook: str
+) -> None:
+    """Killed between ticks, between its step and its commit (its kept writes die with
+    it), or after its writes and before its promotions: the restarted host steps again
+    and commits what it had not, and the results are equal."""
     import ray
 
-    s = small("capacity_stream")
+    s = small(name)
     clean = run_once(s, hosts=2)
     killed: list[int] = []
+    redone: list[str] = []  # the calls made again on the restarted host
 
     def kill_at_tick_10(t: int, pool: Any) -> None:
         if t == 10:
             killed.append(ray.get(pool.handles[0].info.remote())["pid"])
             ray.kill(pool.handles[0], no_restart=False)
+            call = pool._call
+            pool._call = lambda i, method, *args: redone.append(method) or call(i, method, *args)
 
-    faulty = run_once(s, hosts=2, hooks={hook: kill_at_tick_10})
+    def kill_before_the_promotions_at_tick_10(t: int, pool: Any) -> None:
+        if t != 10:
+            return
+        commit_phase = pool._commit_phase
+
+        def phase(i: int, t: int, phase: str) -> Any:
+            if (i, phase) == (0, "promotions") and not killed:
+                kill_at_tick_10(t, pool)
+                restarted(pool.handles[0], killed[0])  # else the commit may beat the kill
+            return commit_phase(i, t, phase)
+
+        pool._commit_phase = phase
+
+    hooks = (
+        {"before_commit": kill_before_the_promotions_at_tick_10}
+        if hook == "between_commit_phases"
+        else {hook: kill_at_tick_10}
+    )
+    faulty = run_once(s, hosts=2, hooks=hooks)
     assert killed, "the hook never ran"
     assert faulty.timing["host_restarts"] >= 1
+    assert redone.count("step") == 1  # once, not once per commit phase
     assert faulty.summary == clean.summary
     assert comparable(faulty) == comparable(clean)
+
+
+def restarted(host: Any, pid: int) -> None:
+    """Wait until ``host`` answers from a process other than ``pid``."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(RayActorError, GetTimeoutError):
+            if ray.get(host.info.remote(), timeout=5)["pid"] != pid:
+                return
+        time.sleep(0.1)
+    raise AssertionError("the killed host was not restarted")
 
 
 def test_a_replayed_commit_is_not_applied_twice() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -243,6 +244,50 @@ INVALID = [
         "run",
         "required, missing",
         line=None,
+    ),
+    Case(
+        "negative-seed",
+        "relay_qa",
+        "seed: 0",
+        "seed: -1",
+        "run.seed",
+        "greater than or equal to 0",
+    ),
+    Case(
+        "duplicate-key",
+        "relay_qa",
+        "ticks: 30,",
+        "ticks: 3, ticks: 30,",
+        "run.ticks",
+        "duplicate key 'ticks' (first on line 23)",
+    ),
+    Case(
+        "duplicate-key-on-another-line",
+        "relay_qa",
+        "name: relay_qa\n",
+        "name: relay_qa\nname: relay\n",
+        "name",
+        "duplicate key 'name' (first on line 4)",
+        line=5,
+    ),
+    Case(
+        "node-that-holds-itself",
+        "relay_qa",
+        "name: relay_qa\n",
+        "name: relay_qa\ntags: &d [*d]\n",
+        "tags.0",
+        "holds itself (an alias inside its own anchor)",
+        line=5,
+    ),
+    Case(
+        "set-negative-seed",
+        "relay_qa",
+        "",
+        "",
+        "run.seed",
+        "greater than or equal to 0",
+        line=23,
+        overrides=("run.seed=-1",),
     ),
     Case(
         "oracle-without-oracle-task",
@@ -533,3 +578,11 @@ def test_cli_schema_writes_the_committed_file(tmp_path: Path) -> None:
     assert out.read_text(encoding="utf-8") == (SCENARIOS / "scenario.schema.json").read_text(
         encoding="utf-8"
     )
+
+
+def test_the_format_page_shows_relay_qa_as_it_is() -> None:
+    """docs/scenarios.md shows ``relay_qa.yaml`` "in full": it must be the file."""
+    page = (ROOT / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    shown = re.search(r"`scenarios/relay_qa.yaml`, in full:\n\n```yaml\n(.*?)```", page, re.DOTALL)
+    assert shown is not None, "the page lost its example"
+    assert shown.group(1) == builtin_text("relay_qa")
