@@ -80,7 +80,8 @@ def evaluate_policies(
             ep = run_episode(s, tier=tier)
             row = out.setdefault(name, {})
             for key, value in ep.result.summary.items():
-                row.setdefault(key, []).append(float(value))
+                if value is not None:  # None: nothing was asked this episode
+                    row.setdefault(key, []).append(float(value))
             row.setdefault("memory", []).append(sum(ep.items) / max(len(ep.items), 1))
     return out
 

@@ -112,7 +112,7 @@ class SharingEnv:
         self.episode = EpisodeThread(next_env_name("sharing"), timeout)
         self._run = _SharingEpisode(self.scenario, self.possible_agents, self.episode)
         self._t = 0
-        self.summary: dict[str, float] = {}
+        self.summary: dict[str, float | None] = {}
         self.np_random = np.random.default_rng()
         # one space object per agent, as PettingZoo expects (per instance: a cache on the
         # class would keep every environment alive)

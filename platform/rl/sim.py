@@ -19,6 +19,7 @@ from hivemem.agents.host import AgentHost
 from hivemem.memory_bus.config import EmbedderConfig
 from hivemem.memory_bus.errors import ConfigError, UnknownNameError
 from hivemem.memory_bus.server import serving_at
+from hivemem.platform.host_pool import commit_in_phases
 from hivemem.platform.runner import RunResult, run_once
 from hivemem.platform.scenario import Scenario
 from hivemem.scenarios.families import BUILTIN_MODULES
@@ -68,8 +69,9 @@ class LocalHosts:
         return out
 
     def commit(self, t: int) -> list[dict[str, Any]]:
-        """Phase 2, host after host (the order the Ray runner keeps)."""
-        return [h.commit(t) for h in self.hosts]
+        """Phase 2, in the order the Ray runner keeps: every host's writes, then every
+        host's promotions."""
+        return commit_in_phases(lambda i, phase: self.hosts[i].commit(t, phase), len(self.hosts))
 
     def close(self) -> None:
         """Close every host's bus client."""
