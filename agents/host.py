@@ -27,7 +27,6 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -40,9 +39,9 @@ from hivemem.agents.base import (
     AgentSpec,
     Observation,
     Promotion,
-    Proposal,
     make_agent,
 )
+from hivemem.agents.batches import hit_bytes, new_item, request_batches
 from hivemem.agents.metrics import HostMetrics, host_metrics
 from hivemem.memory_bus.client import (
     LocalTransport,
@@ -61,7 +60,6 @@ from hivemem.memory_bus.errors import (
 )
 from hivemem.memory_bus.interfaces import Hit, WriteResult
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
-from hivemem.memory_bus.protocol import MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -100,48 +98,6 @@ REQUESTS_PER_TICK = 1_000_000
 
 PROMOTION_REQUESTS = REQUESTS_PER_TICK // 2 + 1
 """Where the promotions' request ids start within a tick's, after the writes'."""
-
-REPLY_BUDGET = MAX_MESSAGE_BYTES // 2
-"""Estimated reply bytes a host asks for in one request: half the protocol's limit."""
-
-HIT_BYTES = 1024
-"""A generous estimate of a hit's bytes on the wire without its vector (ids, times, text, meta)."""
-
-
-def hit_bytes(dim: int, vectors: bool) -> int:
-    """Estimated wire bytes of one hit, with or without its ``dim``-d float32 vector."""
-    return HIT_BYTES + (4 * dim if vectors else 0)
-
-
-def request_batches(
-    entries: Sequence[tuple[str, Any]],
-    max_batch: int = DEFAULT_LIMITS.max_batch,
-    cost: Callable[[Any], int] | None = None,
-    budget: int = REPLY_BUDGET,
-) -> list[tuple[str, list[Any]]]:
-    """``(tier, entry)`` pairs as one bus request's worth per chunk: by tier, in order.
-
-    Each tier's entries keep their order and go out in chunks of at most ``max_batch``
-    entries and, with ``cost`` (an entry's estimated reply bytes), at most ``budget``
-    bytes of reply, so a reply never passes the protocol's message limit.
-    """
-    by_tier: dict[str, list[Any]] = defaultdict(list)
-    for tier, entry in entries:
-        by_tier[tier].append(entry)
-    out: list[tuple[str, list[Any]]] = []
-    for tier, items in by_tier.items():
-        chunk: list[Any] = []
-        spent = 0
-        for entry in items:
-            size = cost(entry) if cost is not None else 0
-            if chunk and (len(chunk) == max_batch or spent + size > budget):
-                out.append((tier, chunk))
-                chunk, spent = [], 0
-            chunk.append(entry)
-            spent += size
-        if chunk:
-            out.append((tier, chunk))
-    return out
 
 
 class AgentHost:
@@ -483,18 +439,6 @@ def _count_write(stats: TickStats, tier: str, result: WriteResult) -> None:
     if result.evicted:
         stats.evicted[tier] = stats.evicted.get(tier, 0) + len(result.evicted)
     stats.writes += 1
-
-
-def new_item(p: Proposal, vector: np.ndarray) -> NewItem:
-    return NewItem(
-        text=p.text,
-        vector=vector,
-        meta=dict(p.meta),
-        importance=p.importance,
-        valid_from=p.valid_from,
-        valid_to=p.valid_to,
-        level=p.level,
-    )
 
 
 class _HostActor(AgentHost):

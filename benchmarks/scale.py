@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from hivemem.agents.base import make_agent
-from hivemem.agents.host import hit_bytes, new_item, request_batches
+from hivemem.agents.batches import hit_bytes, new_item, request_batches
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient, OnBehalf, encode_write_entries
 from hivemem.memory_bus.embedder import make_embedder
