@@ -117,7 +117,7 @@ def _parse_store_config(text: str, source: str) -> StoreConfig:
         ConfigError: Every problem found, each with its path in the file and its line, on
             one line, as ``hivemem validate`` names them in scenario files.
     """
-    from hivemem.platform.scenario import ScenarioError, read_mapping, validated
+    from hivemem.platform.scenario_problems import ScenarioError, read_mapping, validated
 
     try:
         raw, lines = read_mapping(text, source)

@@ -29,7 +29,8 @@ def version() -> None:
 
 
 def _load(scenario: str, overrides: list[str] | None) -> Any:
-    from hivemem.platform.scenario import ScenarioError, load_scenario
+    from hivemem.platform.scenario import load_scenario
+    from hivemem.platform.scenario_problems import ScenarioError
 
     try:
         return load_scenario(scenario, overrides or [])
@@ -43,7 +44,8 @@ def validate(
     files: list[str] = typer.Argument(..., help="Scenario files or built-in names."),
 ) -> None:
     """Check scenario files; every problem is named with its path (and line) in the file."""
-    from hivemem.platform.scenario import ScenarioError, load_scenario
+    from hivemem.platform.scenario import load_scenario
+    from hivemem.platform.scenario_problems import ScenarioError
 
     failed = 0
     for name in files:

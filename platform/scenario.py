@@ -9,20 +9,25 @@ line), and with a "did you mean" for misspelt names.
 from __future__ import annotations
 
 import difflib
-import types
-import typing
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 from hivemem.agents.base import AGENT_TYPES, AgentSpec
 from hivemem.memory_bus.config import ORACLE_EVICTIONS, StoreConfig
-from hivemem.memory_bus.errors import ConfigError, HivememError
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.policies import EVICTION_POLICIES, WRITE_POLICIES
+from hivemem.platform.scenario_problems import (
+    Problem,
+    ScenarioError,
+    problem_from_error,
+    read_mapping,
+    unknown_name,
+    validated,
+)
 from hivemem.scenarios.base import TASKS, Task, task_class
-from pydantic import BaseModel, ConfigDict, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 
@@ -133,31 +138,6 @@ class Scenario(_Model):
         return cls(
             cls.Params(**self.task.params), self.roster(baseline), self.run.seed, self.run.ticks
         )
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a scenario file."""
-
-    path: str
-    message: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f" (line {self.line})" if self.line else ""
-        return f"{self.path or '<file>'}{where}: {self.message}"
-
-
-class ScenarioError(HivememError):
-    """A scenario file that cannot run; lists every problem found."""
-
-    code = "invalid_scenario"
-
-    def __init__(self, source: str, problems: list[Problem]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -283,46 +263,6 @@ def parse_scenario(
     return scenario
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def read_mapping(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """YAML (or JSON) text that must hold a mapping, and the line of each dotted path.
-
-    Raises:
-        ScenarioError: not YAML, not a mapping at the top, a key given twice in one
-            mapping, or a node that holds itself.
-    """
-    try:
-        lines, problems = _line_map(text)
-        if problems:  # checked before loading: a node that holds itself never ends
-            raise ScenarioError(source, problems)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        why = getattr(exc, "problem", None) or exc
-        raise ScenarioError(source, [Problem("", f"not valid YAML: {why}", line)]) from None
-    if not isinstance(raw, dict):
-        got = type(raw).__name__
-        raise ScenarioError(source, [Problem("", f"expected a mapping at the top, got {got}")])
-    return raw, lines
-
-
-def validated(model: type[M], raw: dict[str, Any], source: str, lines: dict[str, int]) -> M:
-    """``raw`` validated into ``model``; every problem named with its path, line and
-    "did you mean" (the reporting ``hivemem validate`` and ``bus serve --config`` share).
-
-    Raises:
-        ScenarioError: each problem found.
-    """
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        problems = [_problem(e, lines, model=model) for e in exc.errors()]
-        raise ScenarioError(source, problems) from None
-
-
 def check_meaning(s: Scenario) -> list[Problem]:
     """What pydantic cannot see: names that must exist and fit together."""
     problems: list[Problem] = []
@@ -334,12 +274,12 @@ def check_meaning(s: Scenario) -> list[Problem]:
         cls.Params(**s.task.params)
     except ValidationError as exc:
         for e in exc.errors():
-            problems.append(_problem(e, {}, prefix=("task", "params"), model=cls.Params))
+            problems.append(problem_from_error(e, {}, prefix=("task", "params"), model=cls.Params))
     for i, entry in enumerate(s.agents):
         if entry.role not in cls.roles:
             problems.append(
                 Problem(
-                    f"agents.{i}.role", _unknown(f"role of {cls.family}", entry.role, cls.roles)
+                    f"agents.{i}.role", unknown_name(f"role of {cls.family}", entry.role, cls.roles)
                 )
             )
         try:
@@ -369,124 +309,6 @@ def check_meaning(s: Scenario) -> list[Problem]:
             Problem("agents", f"no agent has a role of {cls.family} ({', '.join(cls.roles)})")
         )
     return problems
-
-
-def _unknown(kind: str, name: str, known: typing.Iterable[str]) -> str:
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (known: {', '.join(known)})"
-
-
-def _problem(
-    err: Any, lines: dict[str, int], prefix: tuple[Any, ...] = (), model: type[BaseModel] = Scenario
-) -> Problem:
-    loc, _ = _walk(model, tuple(err["loc"]))
-    path = ".".join(str(x) for x in prefix + loc)
-    if err["type"] == "extra_forbidden":
-        _, parent = _walk(model, tuple(err["loc"])[:-1])
-        known = list(parent.model_fields) if _is_model(parent) else []
-        msg = _unknown("key", str(loc[-1]), known) if known else f"unknown key {loc[-1]!r}"
-    elif err["type"] == "missing":
-        msg = "required, missing"
-    elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
-        msg = str(err["ctx"]["error"])  # without pydantic's "Value error, "
-    else:
-        msg = err["msg"]
-    return Problem(path, msg, lines.get(path) or lines.get(".".join(path.split(".")[:-1])))
-
-
-def _walk(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
-    """``loc`` as written in the file, and what it leads to inside ``model`` (a model, a
-    tagged union, another annotation, or None where the file has a key the model lacks).
-
-    Pydantic puts a tagged union member's tag after the field (the ``hashing`` of
-    ``memory.embedder.hashing.hashes``); the file has no such key, so it is dropped.
-    """
-    written: list[Any] = []
-    current: Any = model
-    for part in loc:
-        tags = _tags(current)
-        if str(part) in tags:
-            current = tags[str(part)]
-            continue
-        written.append(part)
-        if isinstance(part, int):  # an index into a list: the list's model stays
-            continue
-        info = current.model_fields.get(str(part)) if _is_model(current) else None
-        if info is None:
-            current = None
-        else:
-            current = info.annotation if _tags(info.annotation) else _model_in(info.annotation)
-    return tuple(written), current
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _tags(annotation: Any) -> dict[str, Any]:
-    """Tag -> model of a union of ``Annotated[Model, Tag(...)]`` members, else {}."""
-    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
-        return {}
-    found: dict[str, Any] = {}
-    for arg in typing.get_args(annotation):
-        if typing.get_origin(arg) is typing.Annotated:
-            inner, *extra = typing.get_args(arg)
-            found.update({m.tag: inner for m in extra if isinstance(m, Tag)})
-    return found
-
-
-def _model_in(annotation: Any) -> Any:
-    """The pydantic model inside ``X``, ``X | None`` or ``list[X]``, else the annotation."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin in (list, typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if isinstance(found, type) and issubclass(found, BaseModel):
-                return found
-    return annotation
-
-
-def _line_map(text: str) -> tuple[dict[str, int], list[Problem]]:
-    """Dotted path of every node in the YAML text -> its 1-based line; and the problems
-    that loading hides: a key given twice in one mapping (YAML keeps the last silently),
-    and a node that holds itself (an alias inside its own anchor, ``a: &x [*x]``)."""
-    out: dict[str, int] = {}
-    problems: list[Problem] = []
-    inside: set[int] = set()  # the nodes being walked: meeting one again is a cycle
-
-    def walk(node: Any, path: str) -> None:
-        line = node.start_mark.line + 1
-        if path:
-            out.setdefault(path, line)
-        if id(node) in inside:
-            problems.append(Problem(path, "holds itself (an alias inside its own anchor)", line))
-            return
-        inside.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for k, v in node.value:
-                key = f"{path}.{k.value}" if path else str(k.value)
-                here = k.start_mark.line + 1
-                if isinstance(k, yaml.ScalarNode) and k.value != "<<":  # "<<": a merge
-                    if k.value in first:
-                        why = f"duplicate key {k.value!r} (first on line {first[k.value]})"
-                        problems.append(Problem(key, why, here))
-                    first.setdefault(k.value, here)
-                out.setdefault(key, here)
-                walk(v, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, f"{path}.{i}" if path else str(i))
-        inside.discard(id(node))
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, "")
-    return out, problems
 
 
 def json_schema() -> dict[str, Any]:

@@ -17,7 +17,8 @@ METHODS = ("es", "reinforce")
 
 
 def _scenario(name: str, overrides: list[str]):  # type: ignore[no-untyped-def]
-    from hivemem.platform.scenario import ScenarioError, load_scenario
+    from hivemem.platform.scenario import load_scenario
+    from hivemem.platform.scenario_problems import ScenarioError
 
     try:
         return load_scenario(name, overrides)
@@ -198,7 +199,7 @@ def eval_command(
     from hivemem.memory_bus.policies.learned import Scorer
     from hivemem.platform.rl.evaluate import evaluate_policies, results_table, trained_scenario
     from hivemem.platform.rl.sim import controller_tier
-    from hivemem.platform.scenario import ScenarioError
+    from hivemem.platform.scenario_problems import ScenarioError
 
     try:
         scorer = Scorer.load(checkpoint)

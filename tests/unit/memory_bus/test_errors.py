@@ -19,14 +19,14 @@ MODULES = [
     "hivemem.memory_bus.sharding",
     "hivemem.memory_bus.data_dir_lock",
     "hivemem.memory_bus.journal_frames",
-    "hivemem.platform.scenario",
+    "hivemem.platform.scenario_problems",
     "hivemem.platform.rl.envs",
 ]
 """Every module that defines a HivememError subclass."""
 
 
 def _problems() -> list[Any]:
-    from hivemem.platform.scenario import Problem
+    from hivemem.platform.scenario_problems import Problem
 
     return [Problem("run.ticks", "required, missing", 3)]
 

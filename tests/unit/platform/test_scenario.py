@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from hivemem.memory_bus.registry import Registry
 from hivemem.platform.scenario import (
-    ScenarioError,
     builtin_names,
     json_schema,
     load_scenario,
     parse_scenario,
     task_families,
 )
+from hivemem.platform.scenario_problems import ScenarioError
 from hivemem.scenarios.base import Task
 
 ROOT = Path(__file__).resolve().parents[3]
