@@ -231,6 +231,11 @@ class AgentHost:
                 pool of several hosts commits every host's writes before any host's
                 promotions (:data:`COMMIT_PHASES`), so that the bus sees the writes and
                 promotions of all agents in one order whatever the number of hosts.
+
+        Returns:
+            The tick's stats, the host's process incarnation, and ``promoting``: whether
+            promotions are kept for a later ``"promotions"`` phase (a pool calls that
+            phase only on hosts that have some).
         """
         if phase not in ("all", *COMMIT_PHASES):
             raise ValueError(f"unknown commit phase {phase!r}")
@@ -241,7 +246,8 @@ class AgentHost:
         if phase != "writes":
             self._commit_promotions(t, stats)
         stats.compute_seconds = time.perf_counter() - started - stats.bus_seconds
-        return {"stats": stats.to_dict(), "incarnation": self.incarnation}
+        promoting = any(action.promotions for _, action in self.pending)
+        return {"stats": stats.to_dict(), "incarnation": self.incarnation, "promoting": promoting}
 
     def _commit_writes(self, t: float, stats: TickStats) -> None:
         """Send the writes prepared in step, one ``write_many`` per tier (and chunk)."""

@@ -236,12 +236,16 @@ def commit_in_phases(
     """Every host's ``commit(i, phase)`` for each phase in turn (all hosts' writes, then
     all hosts' promotions: :data:`~hivemem.agents.host.COMMIT_PHASES`), so the bus sees
     one order whatever the number of hosts; one result per host, its phases' stats summed.
+    A host whose last phase left nothing to promote (``promoting`` false: most scenarios
+    have no graph) is not called again.
     """
     from hivemem.agents.host import COMMIT_PHASES
 
     out: list[dict[str, Any]] = [{} for _ in range(hosts)]
     for phase in COMMIT_PHASES:
         for i in range(hosts):
+            if phase == "promotions" and not out[i].get("promoting", True):
+                continue
             out[i] = _summed(out[i], commit(i, phase))
     return out
 
