@@ -17,7 +17,6 @@ from hivemem.memory_bus.arguments import (
     now_of,
     plain_number,
     recall_time,
-    split_topic,
     tier_of,
 )
 from hivemem.memory_bus.auth import AgentRegistry
@@ -51,11 +50,11 @@ from hivemem.memory_bus.protocol import (
     Code,
     Op,
     ProtocolError,
-    wire_topic,
 )
 from hivemem.memory_bus.row_auth import authenticate, column_callers
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.tiers import Defer, recall
+from hivemem.memory_bus.topics import subscription_topic, topic_event_seq
 
 Recalls = list[tuple[str, str, list[int]]]
 """(tier, namespace, item ids) recalled by a read: the journal keeps these."""
@@ -434,47 +433,6 @@ def _event_seqs(ctx: Context, topics: list[str]) -> list[int | None]:
     """The last event number of each topic's namespace (0: none yet; None: a whole tier)."""
     seqs = (topic_event_seq(ctx.store, topic) for topic in topics)
     return [None if found is None else found[2] for found in seqs]
-
-
-def topic_event_seq(store: MemoryStore, topic: str) -> tuple[str, str, int] | None:
-    """(tier, namespace, its last event number) of a topic naming one namespace (0: no
-    event yet); None for a whole tier or everything."""
-    tier, namespace = split_topic(topic)
-    if not tier or not namespace:
-        return None
-    found = store.tier(tier)
-    ns = found.namespaces.get(namespace)
-    return found.name.value, namespace, 0 if ns is None else ns.event_seq
-
-
-def subscription_topic(
-    store: MemoryStore, registry: AgentRegistry, caller: Caller, topic: str
-) -> bytes:
-    """The event-socket prefix of ``topic`` if ``caller`` may receive its events.
-
-    One namespace (``"tier/namespace"``) needs the right to read it, as a search does;
-    a whole tier (``"tier/"``) or everything (``""``) is the admin's alone, since it
-    spans namespaces nobody else may read. The admin may subscribe to anything.
-
-    Raises:
-        ProtocolError: A topic of another form. UnknownNameError: An unknown tier.
-        AccessDeniedError: The caller may not read what the topic covers.
-    """
-    tier, namespace = split_topic(topic)
-    name = TierName.parse(tier) if tier else None
-    if name is not None and namespace and not registry.is_admin(caller):
-        store.tier(name).ctx.access.check(caller, name, namespace, "subscribe to")
-        if name is TierName.GRAPH and not store.graph.reads_every_level(caller):
-            # A graph's events name nodes (and edges) on every level, hidden ones too.
-            raise AccessDeniedError(
-                caller.agent_id,
-                name.value,
-                namespace,
-                f"subscribe (role {caller.role!r} reads only some graph levels) to",
-            )
-    elif not registry.is_admin(caller):
-        raise AccessDeniedError(caller.agent_id, tier or "*", "*", "subscribe to")
-    return wire_topic(name.value if name is not None else "", namespace)
 
 
 HANDLERS: dict[Op, Handler] = {

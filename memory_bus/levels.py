@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from hivemem.memory_bus.access import AccessPolicy
-from hivemem.memory_bus.batch import column_of
+from hivemem.memory_bus.columns import column_of
 from hivemem.memory_bus.config import GraphConfig
 from hivemem.memory_bus.errors import InvalidInputError, ItemNotFoundError
 from hivemem.memory_bus.interfaces import Caller, Hit

@@ -47,7 +47,6 @@ from hivemem.memory_bus.curve import AllowedKeys, CurveConfig, secure
 from hivemem.memory_bus.dispatch import Dispatcher
 from hivemem.memory_bus.durability import SNAPSHOT_LOG_BYTES, Durability, RecentReplies
 from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalSyncError
-from hivemem.memory_bus.handlers import subscription_topic, topic_event_seq
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.metrics import BusMetrics
 from hivemem.memory_bus.owner_loop import OwnerLoop, bind_socket
@@ -63,6 +62,7 @@ from hivemem.memory_bus.protocol import (
 from hivemem.memory_bus.publisher import EventPublisher
 from hivemem.memory_bus.row_auth import authenticate
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.topics import subscription_topic, topic_event_seq
 from hivemem.memory_bus.wake import Wake
 
 log = logging.getLogger(__name__)

@@ -20,12 +20,8 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from hivemem.memory_bus.batch import (
-    BatchResult,
-    NewRows,
-    WriteBatch,
-    column_of,
-)
+from hivemem.memory_bus.batch import BatchResult, NewRows, WriteBatch
+from hivemem.memory_bus.columns import column_of
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
 from hivemem.memory_bus.errors import (
     CapacityError,

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from hivemem.memory_bus.batch import (
-    WriteBatch,
+from hivemem.memory_bus.batch import WriteBatch
+from hivemem.memory_bus.columns import (
     batch_vectors,
     check_budget,
     check_metas,
