@@ -99,8 +99,18 @@ async def subscribed(
 ) -> AsyncGenerator[list[bytes], None]:
     """The frames of each message a SUB socket at ``address`` receives, once it has sent
     ``subscriptions``; the socket is closed when the iteration ends (and is in
-    ``open_now`` meanwhile, for a closing client to close first)."""
-    sock = connected(ctx, zmq.SUB, address, curve, subscriptions)
+    ``open_now`` meanwhile, for a closing client to close first).
+
+    Raises:
+        HivememError: ``address`` is one ZeroMQ cannot connect to (a malformed one, an
+            unknown transport), or the client is closed.
+    """
+    try:
+        sock = connected(ctx, zmq.SUB, address, curve, subscriptions)
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.ETERM:  # its client closed the context
+            raise HivememError("client is closed") from exc
+        raise HivememError(f"cannot subscribe to the event socket at {address!r}: {exc}") from exc
     held = open_now if open_now is not None else set()
     held.add(sock)
     try:
