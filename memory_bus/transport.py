@@ -428,6 +428,7 @@ class LocalTransport:
         # no timeout: the server answers before handle() returns
         self.requests = _Requests(f"{server.address} (in process)", None, 0, client_id)
         self._ctx: zmq.asyncio.Context | None = None  # for events, made on first use
+        self._streams: set[zmq.asyncio.Socket] = set()  # event streams' SUBs still open
 
     @classmethod
     def at(cls, address: str, client_id: int | None = None) -> LocalTransport:
@@ -469,11 +470,15 @@ class LocalTransport:
         """Messages on the server's event socket (over ZeroMQ, from this process)."""
         if self._ctx is None:
             self._ctx = zmq.asyncio.Context()
-        return subscribed(self._ctx, address, None, subscriptions)
+        return subscribed(self._ctx, address, None, subscriptions, self._streams)
 
     def close(self) -> None:
-        """Close the event sockets' context, if events were asked for."""
+        """Close the event sockets and their context, if events were asked for."""
         if self._ctx is not None:
+            # An event stream whose generator is not closed yet still holds its SUB, and
+            # term() would wait for it for ever.
+            for sub in list(self._streams):
+                sub.close(linger=0)
             self._ctx.term()
             self._ctx = None
 
