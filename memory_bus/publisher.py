@@ -136,6 +136,8 @@ class EventPublisher:
         self._exact: Counter[bytes] = Counter()
         self._prefixes: Counter[bytes] = Counter()
         self._warned: set[bytes] = set()  # bare prefixes already logged
+        # A bare prefix not yet told, and when it came: see _unsigned
+        self._bare: tuple[bytes, float] | None = None
         self._set_aside: list[dict[bytes, list[dict[str, Any]]]] = []  # see set_aside
         # topic subscribed by name -> (tier, namespace, its last event number, when taken)
         self._marks: dict[bytes, tuple[str, str, int, float]] = {}
@@ -188,6 +190,8 @@ class EventPublisher:
         out first, so that no mark overtakes the events it counts.
         """
         self._send_set_aside(pub)
+        if self._bare is not None and now - self._bare[1] >= MARK_PERIOD_S:
+            self._tell_bare()  # no grant followed it: a subscriber of its own
         for topic, (tier, namespace, seq, taken) in list(self._marks.items()):
             destinations = self._destinations(topic, wide=False)
             if now - taken > MARK_WINDOW_S or not destinations:
@@ -287,6 +291,7 @@ class EventPublisher:
             if message[:1] == b"\x01":
                 self._subscribe(pub, message[1:])
             elif message[:1] == b"\x00":
+                self._tell_bare()
                 self._unsubscribe(pub, message[1:])
 
     def recheck(self, agent_id: str) -> None:
@@ -309,14 +314,19 @@ class EventPublisher:
 
     def _subscribe(self, pub: zmq.Socket[Any], payload: bytes) -> None:
         if not payload.startswith(HEADER):
+            self._tell_bare()
             self._unsigned(payload)  # a subscriber's own filter, or someone unsigned
             return
         try:
             grant = self._grant(payload)
         except HivememError as exc:
+            self._tell_bare()
             self.metrics.subscriptions_refused.inc()
             log.info("event subscription refused: %s", exc)
             return
+        if self._bare is not None and self._bare[0] == grant.prefix:
+            self._bare = None  # the filter of this grant's SUB, sent first (see _unsigned)
+        self._tell_bare()
         for prefix in _listens_on(payload, grant):
             pub.setsockopt(zmq.SUBSCRIBE, prefix)
         if grant.keyed:
@@ -417,7 +427,25 @@ class EventPublisher:
     def _unsigned(self, prefix: bytes) -> None:
         """Say once per prefix that a bare subscription gets nothing (a client from before
         subscriptions were signed, or a plain SUB socket), unless it is a signed
-        subscriber's own filter: a client sends that right after the signed one."""
+        subscriber's own filter.
+
+        A client subscribes its filter right after the signed subscription, but a SUB
+        that connects (or reconnects) sends all it holds sorted: the admin's ``""``
+        filter comes *before* its signed subscription (``HMB1...``), so every
+        ``events([""])`` was told it gets nothing, and got everything. So a bare prefix
+        held by no grant yet waits for the next subscription message: a grant of that
+        prefix (the SUB's own, sent with it) explains it; anything else, or a second
+        (:data:`MARK_PERIOD_S`) with nothing, has it told.
+        """
+        if prefix in self._filters or prefix in self._warned:
+            return
+        self._bare = (prefix, time.monotonic())
+
+    def _tell_bare(self) -> None:
+        """Warn of the bare prefix :meth:`_unsigned` kept waiting, if any."""
+        if self._bare is None:
+            return
+        prefix, self._bare = self._bare[0], None
         if prefix in self._filters or prefix in self._warned:
             return
         if len(self._warned) < _WARN_AT_MOST:
