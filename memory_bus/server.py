@@ -243,7 +243,20 @@ class BusServer:
         """Recover from the journal, bind, and serve on the owner thread; returns once bound.
 
         ``timeout``: seconds to wait for the recovery and the binding (None: no limit).
+
+        A server starts once. Stopped (or failed to start), it has closed its journal
+        and its stop cannot be taken back: a second start returned at once and served
+        nothing, its owner thread ending on the first run's stop. Make a new one over the
+        same store (and a journal opened anew) instead.
+
+        Raises:
+            HivememError: It did not start within ``timeout``, or failed to (recovery,
+                binding), or was started before.
         """
+        if self._thread is not None:
+            if self.serving:
+                raise HivememError("this BusServer is already started")
+            raise HivememError("a stopped BusServer cannot be started again; make a new one")
         self._waker = Wake()  # stop() and handle() wake the owner thread with it
         self._thread = threading.Thread(target=self._run, name="hivemem-bus", daemon=True)
         self._thread.start()
