@@ -12,11 +12,12 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.event_gaps import EventGaps, starts
 from hivemem.memory_bus.interfaces import Transport
 from hivemem.memory_bus.ops import AsyncClosing, Ops, name_list
 from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack_reply
-from hivemem.memory_bus.transport import AsyncTransport
+from hivemem.memory_bus.transport import AsyncTransport, check_request_start
 
 _ANY_HOST = re.compile(r"tcp://(0\.0\.0\.0|\*|\[::\]|::):(\d+)")
 _HOST = re.compile(r"tcp://(.+):\d+")
@@ -82,8 +83,23 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         self._owner = True  # closes the transport; its as_agent handles do not
 
     def number_requests_from(self, start: int) -> None:
-        """The next requests carry ids ``start``, ``start + 1``, ... (see ``client_id``)."""
-        self._transport.number_from(start)
+        """The next requests carry ids ``start``, ``start + 1``, ... (see ``client_id``).
+
+        Only the client that owns the connection may: an :meth:`as_agent` handle that
+        renumbered it made its owner's later requests reuse ids, answered from the bus's
+        memory of older requests and never applied.
+
+        Raises:
+            InvalidInputError: ``start`` is not an int in [0, 2**64) (the wire's ids).
+            HivememError: called on an :meth:`as_agent` handle, or with requests in
+                flight (one renumbered onto an id in flight would take its reply).
+        """
+        if not self._owner:
+            raise HivememError(
+                "an as_agent handle cannot renumber the requests of the connection it "
+                "shares: renumber them on the client that made it"
+            )
+        self._transport.number_from(check_request_start(start))
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None

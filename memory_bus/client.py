@@ -41,7 +41,7 @@ from hivemem.memory_bus.ops import (
     name_list,
 )
 from hivemem.memory_bus.requests import BusTimeoutError, RemoteError, error_from_reply
-from hivemem.memory_bus.transport import LocalTransport
+from hivemem.memory_bus.transport import LocalTransport, check_request_start
 
 __all__ = [
     "AsyncMemoryClient",
@@ -250,7 +250,24 @@ class MemoryClient(Ops):
         return self._started(self._in_flight, core._call(op, args, decode), blocking=False)
 
     def number_requests_from(self, start: int) -> None:
-        """The next requests carry ids ``start``, ``start + 1``, ... (see ``AsyncMemoryClient``)."""
+        """The next requests carry ids ``start``, ``start + 1``, ... (see ``AsyncMemoryClient``).
+
+        Waits first for this connection's ``nowait`` requests in flight, as a blocking
+        call does: one renumbered onto an id in flight would take its reply.
+
+        Raises:
+            InvalidInputError: ``start`` is not an int in [0, 2**64) (the wire's ids).
+            HivememError: called on an :meth:`as_agent` handle (it would renumber its
+                owner's connection), or the client is closed.
+        """
+        if not self._owner:
+            raise HivememError(
+                "an as_agent handle cannot renumber the requests of the connection it "
+                "shares: renumber them on the client that made it"
+            )
+        start = check_request_start(start)
+        self._check_usable(blocking=True)
+        self._in_flight.wait()
         self._core.number_requests_from(start)
 
     def events(self, topics: list[str], timeout: float | None = None) -> Iterator[dict[str, Any]]:

@@ -26,12 +26,13 @@ import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 import zmq.asyncio
-from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.protocol import HEADER, Reply
 from hivemem.memory_bus.requests import (
     _Requests,
@@ -62,6 +63,28 @@ def curve_keys(secret_certificate: str | Path, server_certificate: str | Path) -
     if secret is None:
         raise HivememError(f"{secret_certificate} holds no secret key (give the .key_secret file)")
     return {"public": public, "secret": secret, "server": server_public}
+
+
+REQUEST_ID_LIMIT = 2**64
+"""Request ids go on the wire as msgpack ints, unsigned up to 64 bits: an id from here
+up cannot be sent."""
+
+
+def check_request_start(start: Any) -> int:
+    """``start`` as the first id of a renumbered sequence: an int in [0, :data:`REQUEST_ID_LIMIT`).
+
+    Raises:
+        InvalidInputError: naming ``start``.
+    """
+    if (
+        isinstance(start, bool)
+        or not isinstance(start, Integral)
+        or not 0 <= int(start) < REQUEST_ID_LIMIT
+    ):
+        raise InvalidInputError(
+            "start", f"request ids are ints in [0, 2**64) (msgpack's unsigned ints); got {start!r}"
+        )
+    return int(start)
 
 
 def connected(
@@ -247,7 +270,17 @@ class AsyncTransport:
         raise self.requests.timed_out()
 
     def number_from(self, start: int) -> None:
-        """The next requests carry ids ``start``, ``start + 1``, ..."""
+        """The next requests carry ids ``start``, ``start + 1``, ...
+
+        Raises:
+            HivememError: requests are in flight: one renumbered onto an id in flight
+                took its place, and that request never got its reply.
+        """
+        if self._frames:
+            raise HivememError(
+                f"cannot renumber requests while {len(self._frames)} are in flight: "
+                "await them first"
+            )
         self.requests.number_from(start)
 
     def blocking(self) -> BlockingTransport:
