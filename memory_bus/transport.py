@@ -16,7 +16,8 @@ Error replies and ZeroMQ failures become the project's errors at this boundary, 
 the class of :mod:`~hivemem.memory_bus.errors` a reply's code names
 (:func:`~hivemem.memory_bus.requests.error_from_reply`), ``BusTimeoutError`` when no
 reply comes, ``RemoteError`` for a code unknown here. The clients over these transports live in :mod:`hivemem.memory_bus.client`, which
-exports the errors too.
+exports the errors too. The sockets are opened by :mod:`hivemem.memory_bus.sockets`
+(``curve_keys`` is imported from here too).
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from numbers import Integral
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
@@ -38,31 +38,15 @@ from hivemem.memory_bus.requests import (
     _Requests,
     check_curve,
 )
+from hivemem.memory_bus.sockets import (
+    cancelling,
+    connected,
+    curve_keys,  # noqa: F401  (imported from here by callers)
+    subscribed,
+)
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.server import BusServer
-
-
-def curve_keys(secret_certificate: str | Path, server_certificate: str | Path) -> dict[str, bytes]:
-    """A client's ``curve`` keys from certificate files made by ``zmq.auth.create_certificates``.
-
-    Args:
-        secret_certificate: The client's ``.key_secret`` file (its public and secret key).
-        server_certificate: The bus's ``.key`` file (its public key).
-
-    Raises:
-        HivememError: A file that cannot be read or holds no such key.
-    """
-    from zmq.auth import load_certificate
-
-    try:
-        public, secret = load_certificate(secret_certificate)
-        server_public, _ = load_certificate(server_certificate)
-    except (OSError, ValueError) as exc:
-        raise HivememError(f"cannot load a CURVE certificate: {exc}") from exc
-    if secret is None:
-        raise HivememError(f"{secret_certificate} holds no secret key (give the .key_secret file)")
-    return {"public": public, "secret": secret, "server": server_public}
 
 
 REQUEST_ID_LIMIT = 2**64
@@ -85,71 +69,6 @@ def check_request_start(start: Any) -> int:
             "start", f"request ids are ints in [0, 2**64) (msgpack's unsigned ints); got {start!r}"
         )
     return int(start)
-
-
-def connected(
-    ctx: zmq.Context[Any],
-    kind: int,
-    address: str,
-    curve: dict[str, bytes] | None,
-    subscriptions: Sequence[bytes] = (),
-) -> Any:
-    """A socket of ``kind`` connected to ``address``: linger 0, CURVE keys if given, and
-    (for a SUB) ``subscriptions`` made before it connects."""
-    sock = ctx.socket(kind)
-    sock.setsockopt(zmq.LINGER, 0)
-    if "[" in address:  # an IPv6 address (tcp://[::1]:7777): ZeroMQ connects only if told
-        sock.setsockopt(zmq.IPV6, 1)
-    try:
-        if curve:
-            sock.curve_secretkey, sock.curve_publickey = curve["secret"], curve["public"]
-            sock.curve_serverkey = curve["server"]
-        for prefix in subscriptions:
-            sock.setsockopt(zmq.SUBSCRIBE, prefix)
-        sock.connect(address)
-    except zmq.ZMQError:
-        sock.close()  # an open socket would keep ctx.term() waiting forever
-        raise
-    return sock
-
-
-async def subscribed(
-    ctx: zmq.asyncio.Context,
-    address: str,
-    curve: dict[str, bytes] | None,
-    subscriptions: list[bytes],
-    open_now: set[zmq.asyncio.Socket] | None = None,
-) -> AsyncGenerator[list[bytes], None]:
-    """The frames of each message a SUB socket at ``address`` receives, once it has sent
-    ``subscriptions``; the socket is closed when the iteration ends (and is in
-    ``open_now`` meanwhile, for a closing client to close first).
-
-    Raises:
-        HivememError: ``address`` is one ZeroMQ cannot connect to (a malformed one, an
-            unknown transport), or the client is closed.
-    """
-    try:
-        sock = connected(ctx, zmq.SUB, address, curve, subscriptions)
-    except zmq.ZMQError as exc:
-        if exc.errno == zmq.ETERM:  # its client closed the context
-            raise HivememError("client is closed") from exc
-        raise HivememError(f"cannot subscribe to the event socket at {address!r}: {exc}") from exc
-    held = open_now if open_now is not None else set()
-    held.add(sock)
-    try:
-        while True:
-            try:
-                frames = await sock.recv_multipart()
-            except zmq.ZMQError as exc:  # its client closed the context under it
-                raise HivememError("client is closed") from exc
-            except asyncio.CancelledError:
-                if sock.closed and not _cancelling():  # its client closed the socket
-                    raise HivememError("client is closed") from None
-                raise
-            yield frames
-    finally:
-        held.discard(sock)
-        sock.close(linger=0)
 
 
 class AsyncTransport:
@@ -257,7 +176,7 @@ class AsyncTransport:
                 self._reconnect(generation, frames)
                 continue
             except asyncio.CancelledError:
-                if _cancelling():
+                if cancelling():
                     raise  # the caller cancelled it
                 if self._closed:  # close() ended a send waiting at the queue's limit
                     raise HivememError("client is closed") from None
@@ -314,12 +233,6 @@ class AsyncTransport:
         for sub in list(self._streams):
             sub.close(linger=0)
         self.ctx.term()
-
-
-def _cancelling() -> bool:
-    """Whether the running task is being cancelled (by its caller, not by a closed socket)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def _quietly(sent: asyncio.Future[Any]) -> None:
