@@ -17,7 +17,7 @@ from hivemem.memory_bus.event_gaps import EventGaps, starts
 from hivemem.memory_bus.interfaces import Transport
 from hivemem.memory_bus.ops import AsyncClosing, Ops, name_list
 from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack_reply
-from hivemem.memory_bus.transport import AsyncTransport, check_request_start
+from hivemem.memory_bus.transport import MAX_IN_FLIGHT, AsyncTransport, check_request_start
 
 _ANY_HOST = re.compile(r"tcp://(0\.0\.0\.0|\*|\[::\]|::):(\d+)")
 _HOST = re.compile(r"tcp://(.+):\d+")
@@ -55,12 +55,18 @@ class AsyncMemoryClient(Ops, AsyncClosing):
             that replays requests after a crash passes the same id and numbers its
             requests as before (:meth:`number_requests_from`), so the server answers
             the replayed writes from memory instead of applying them again.
+        max_in_flight: Requests in flight at once at most, an int >= 1; a call beyond
+            them waits for one to be answered before it is sent (backpressure). The bus
+            remembers each agent's last ``dedup_size // 10`` replies (10,000 by
+            default) to answer a resent write from memory: keep this well below that,
+            or a write resent after a stall can be applied twice.
         transport: What carries the requests, instead of a DEALER to ``address`` (e.g.
-            :class:`~hivemem.memory_bus.transport.LocalTransport`); the four settings
+            :class:`~hivemem.memory_bus.transport.LocalTransport`); the five settings
             above are then the transport's own.
 
     Raises:
-        InvalidInputError: a ``timeout``, ``retries`` or ``curve`` that cannot work.
+        InvalidInputError: a ``timeout``, ``retries``, ``curve`` or ``max_in_flight``
+            that cannot work.
     """
 
     def __init__(
@@ -73,12 +79,13 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         retries: int = 2,
         curve: dict[str, bytes] | None = None,
         client_id: int | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
         transport: Transport | None = None,
     ) -> None:
         one_of(address, transport)
         self.agent, self.token = agent, token
         self._transport: Transport = transport or AsyncTransport(
-            address, timeout, retries, curve, client_id
+            address, timeout, retries, curve, client_id, max_in_flight
         )
         self._owner = True  # closes the transport; its as_agent handles do not
 

@@ -162,7 +162,7 @@ class MemoryClient(Ops):
         agent: Default agent id for requests (see :meth:`as_agent`).
         token: That agent's token.
         **kw: Passed to :class:`AsyncMemoryClient` (timeout, retries, curve, client_id,
-            or a transport instead of the address: then ``nowait`` requests of an
+            max_in_flight for ``nowait`` requests, or a transport instead of the address: then ``nowait`` requests of an
             immediate one, such as :class:`~hivemem.memory_bus.transport.LocalTransport`,
             are answered before the call returns).
     """

@@ -47,11 +47,16 @@ def connected(
     address: str,
     curve: dict[str, bytes] | None,
     subscriptions: Sequence[bytes] = (),
+    hwm: int | None = None,
 ) -> Any:
-    """A socket of ``kind`` connected to ``address``: linger 0, CURVE keys if given, and
-    (for a SUB) ``subscriptions`` made before it connects."""
+    """A socket of ``kind`` connected to ``address``: linger 0, CURVE keys if given,
+    (for a SUB) ``subscriptions`` made before it connects, and queues of ``hwm``
+    messages each way (None: ZeroMQ's default)."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
+    if hwm is not None:
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
     if "[" in address:  # an IPv6 address (tcp://[::1]:7777): ZeroMQ connects only if told
         sock.setsockopt(zmq.IPV6, 1)
     try:

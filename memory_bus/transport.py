@@ -49,6 +49,30 @@ if TYPE_CHECKING:
     from hivemem.memory_bus.server import BusServer
 
 
+MAX_IN_FLIGHT = 1024
+"""How many requests one asynchronous client keeps in flight at most, by default: well
+below the bus's memory of each agent's replies (``dedup_size // 10``, 10,000 by default),
+so that a write resent after a stall is still answered from it, never applied again."""
+
+DEFAULT_HWM = 1000
+"""ZeroMQ's default queue limit (``SNDHWM``, ``RCVHWM``), kept for a smaller cap."""
+
+
+def check_max_in_flight(max_in_flight: Any) -> int:
+    """``max_in_flight`` as an int >= 1.
+
+    Raises:
+        InvalidInputError: naming ``max_in_flight``.
+    """
+    if (
+        isinstance(max_in_flight, bool)
+        or not isinstance(max_in_flight, Integral)
+        or max_in_flight < 1
+    ):
+        raise InvalidInputError("max_in_flight", f"must be an int >= 1; got {max_in_flight!r}")
+    return int(max_in_flight)
+
+
 REQUEST_ID_LIMIT = 2**64
 """Request ids go on the wire as msgpack ints, unsigned up to 64 bits: an id from here
 up cannot be sent."""
@@ -75,9 +99,25 @@ class AsyncTransport:
     """One asyncio DEALER socket, requests in flight matched by id, reconnect on timeout.
 
     A timeout replaces the socket (a fresh connection, as the lazy pirate pattern does)
-    and sends every request still in flight again on the new one, with its id: replies
-    already on their way to the old socket are lost with it, and the server answers a
-    resent write from memory. The transport belongs to the event loop it first ran in.
+    and sends every request still in flight again on the new one, with its id, once and
+    in the order of their ids (the order they were first sent): replies already on their
+    way to the old socket are lost with it, and the server answers a resent write from
+    memory. Each request remembers the connection it was last sent on, so that its own
+    retry, when its timeout comes, does not send it a second time on the same one (two
+    copies, or an order the server did not see first, made pipelined updates of one item
+    conflict: the caller was told an update failed that a later copy then applied).
+
+    At most ``max_in_flight`` requests are in flight at once; a call beyond them waits for
+    a slot before it takes an id (backpressure, as Kafka's
+    ``max.in.flight.requests.per.connection``). The server remembers each agent's last
+    replies only (``dedup_size // 10`` of them): a write resent after more of its own
+    agent's writes than that were applied was applied twice, and the cap keeps the
+    requests that can come between a write and its resend well below that window.
+    The transport belongs to the event loop it first ran in.
+
+    Raises:
+        InvalidInputError: ``max_in_flight`` is not an int >= 1 (or another argument
+            cannot work, see :class:`~hivemem.memory_bus.requests._Requests`).
     """
 
     def __init__(
@@ -87,13 +127,17 @@ class AsyncTransport:
         retries: int,
         curve: dict[str, bytes] | None,
         client_id: int | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.requests = _Requests(address, timeout, retries, client_id)
         check_curve(curve)
+        self.max_in_flight = check_max_in_flight(max_in_flight)
         self.address, self.curve = address, curve
         self.ctx = zmq.asyncio.Context()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._frames: dict[int, list[bytes]] = {}  # of the requests in flight
+        self._sent_on: dict[int, int] = {}  # the generation each was last sent on
+        self._slots = asyncio.Semaphore(self.max_in_flight)
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._generation = 0
@@ -102,7 +146,10 @@ class AsyncTransport:
         self._streams: set[zmq.asyncio.Socket] = set()  # event streams' SUBs still open
 
     def _connect(self) -> zmq.asyncio.Socket:
-        sock = connected(self.ctx, zmq.DEALER, self.address, self.curve)
+        # queues deep enough for every request in flight: a reconnect resends them all
+        # at once, and one the queue had no room for would be sent out of its order
+        hwm = max(DEFAULT_HWM, self.max_in_flight)
+        sock = connected(self.ctx, zmq.DEALER, self.address, self.curve, hwm=hwm)
         self._sock = sock
         self._generation += 1
         self._reader = asyncio.get_running_loop().create_task(self._read(sock))
@@ -130,21 +177,26 @@ class AsyncTransport:
             if future is not None and not future.done():
                 future.set_result(reply)
 
-    def _reconnect(self, generation: int, own: list[bytes]) -> None:
-        """A fresh socket, and the requests in flight but ``own`` (its caller sends it)
-        sent again on it."""
+    def _reconnect(self, generation: int) -> None:
+        """A fresh socket, and every request in flight sent again on it, in id order."""
         if generation != self._generation:
-            return  # another request already reconnected
+            return  # another request already reconnected (and resent this one)
         if self._reader is not None:
             self._reader.cancel()
         if self._sock is not None:
             self._sock.close(linger=0)
         sock = self._connect()
-        for req_id, frames in list(self._frames.items()):
+        for req_id in sorted(self._frames):
             # Its reply, if any, was on its way to the socket just closed.
-            if frames is not own and not self._pending[req_id].done():
-                sent = cast("asyncio.Future[Any]", sock.send_multipart(frames, zmq.NOBLOCK))
-                sent.add_done_callback(_quietly)
+            if self._pending[req_id].done():
+                continue
+            sent = cast(
+                "asyncio.Future[Any]", sock.send_multipart(self._frames[req_id], zmq.NOBLOCK)
+            )
+            if sent.done() and sent.exception() is not None:
+                break  # no room (cannot happen below the queue's limit): the rest send their own
+            sent.add_done_callback(_quietly)
+            self._sent_on[req_id] = self._generation
 
     async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
         self._check_open()
@@ -153,27 +205,31 @@ class AsyncTransport:
                 self._connect()
             except zmq.ZMQError as exc:  # a malformed address, an unknown transport
                 raise self.requests.transport_error(exc) from exc
-        req_id, frames = self.requests.encode(op, agent, token, args)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[req_id], self._frames[req_id] = future, frames
-        try:
-            return await self._attempts(frames, future)
-        finally:
-            self._pending.pop(req_id, None)
-            self._frames.pop(req_id, None)
+        async with self._slots:  # the id is taken once a slot is: ids go out in order
+            req_id, frames = self.requests.encode(op, agent, token, args)
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._pending[req_id], self._frames[req_id] = future, frames
+            try:
+                return await self._attempts(req_id, frames, future)
+            finally:
+                self._pending.pop(req_id, None)
+                self._frames.pop(req_id, None)
+                self._sent_on.pop(req_id, None)
 
-    async def _attempts(self, frames: list[bytes], future: asyncio.Future[Any]) -> Any:
+    async def _attempts(self, req_id: int, frames: list[bytes], future: asyncio.Future[Any]) -> Any:
         for _attempt in range(self.requests.attempts):
             generation, sock = self._generation, self._sock
             if sock is None or self._closed:
                 raise HivememError("client is closed")
             try:
-                await sock.send_multipart(frames)
+                if self._sent_on.get(req_id) != generation:  # else a reconnect resent it
+                    self._sent_on[req_id] = generation
+                    await sock.send_multipart(frames)
                 reply = await asyncio.wait_for(asyncio.shield(future), self.requests.timeout)
             except TimeoutError:
                 if self._closed:
                     raise HivememError("client is closed") from None
-                self._reconnect(generation, frames)
+                self._reconnect(generation)
                 continue
             except asyncio.CancelledError:
                 if cancelling():
