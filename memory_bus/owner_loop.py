@@ -204,10 +204,12 @@ class OwnerLoop:
             except JournalSyncError as exc:
                 self._server._fail(exc, withheld=len(held))
                 return False
-            for parts in held:
-                router.send_multipart(parts)
+            # Counted first: a client that has its reply finds its request counted (a
+            # test reading the metrics right after the reply lost that race now and then).
             for done in counts:
                 done()
+            for parts in held:
+                router.send_multipart(parts)
             self._publisher.publish(pub)
             durability.maybe_snapshot()
             if self.journal is not None and self.journal.sync_failure is not None:
