@@ -18,8 +18,8 @@ from functools import partial
 from typing import Any
 
 from hivemem.memory_bus.auth import AgentRegistry, token_for
-from hivemem.memory_bus.durability import Durability, RecentReplies
-from hivemem.memory_bus.errors import HivememError, JournalWriteError
+from hivemem.memory_bus.durability import Durability, Fingerprint, RecentReplies, fingerprint
+from hivemem.memory_bus.errors import HivememError, JournalWriteError, RequestIdReusedError
 from hivemem.memory_bus.handlers import HANDLERS, REFUSED_AFTER_A_CHANGE, Context
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.metrics import BusMetrics
@@ -100,7 +100,11 @@ class Dispatcher:
             else:
                 self.metrics.request("invalid", exc.code, time.perf_counter() - started)
             return encode_error(request_id_of(frames), exc.code, exc.message, exc.details), []
-        reply, code, later = self.answer(req)
+        # the raw frame is at hand only here; a read needs no fingerprint
+        print_ = (
+            fingerprint(req.op, frames[1], req.agent, req.token) if req.op in MUTATING else None
+        )
+        reply, code, later = self.answer(req, print_)
         if until_sent is not None:
             until_sent.append(partial(self._count, req.op.value, code, started))
         else:  # the latency ends here; recording it can wait until the reply is on its way
@@ -128,25 +132,42 @@ class Dispatcher:
         if snapshot:
             self.durability.maybe_snapshot()
 
-    def answer(self, req: Request) -> tuple[bytes, str, list[Change]]:
-        """Authenticate, then answer a retried change from memory or apply the request."""
+    def answer(
+        self, req: Request, print_: Fingerprint | None = None
+    ) -> tuple[bytes, str, list[Change]]:
+        """Authenticate, then answer a retried change from memory or apply the request.
+
+        ``print_``: the request's fingerprint (:func:`~.durability.fingerprint`; None: a
+        request the server makes itself). A remembered key whose fingerprint differs is
+        another request under a used key, refused (``request_id_reused``), not answered
+        with the reply of the one remembered; one remembered without a fingerprint (from
+        a journal or snapshot from before them) is answered from memory, as it was.
+        """
         try:
             caller = authenticate(self.registry, self.verified, req.agent, req.token)
         except ProtocolError as exc:
             return encode_error(req.id, exc.code, exc.message, exc.details), exc.code, []
         key = (req.client, req.id, req.agent)
         if req.op in MUTATING:
-            cached = self.replies.get(key)
+            cached = self.replies.lookup(key)
             if cached is not None:
+                kept, was = cached
+                if was is not None and print_ is not None and was != print_:
+                    reused = RequestIdReusedError.of(req.client, req.id, req.agent)
+                    error = encode_error(req.id, reused.code, reused.message, reused.details)
+                    return error, reused.code, []
                 token = partial(token_for, self.registry.secret)
-                return reply_again(req.op, req.args, cached, token), "retry", []
-        reply, code, later = self.apply(req, caller)
+                return reply_again(req.op, req.args, kept, token), "retry", []
+        reply, code, later = self.apply(req, caller, print_)
         if req.op in MUTATING and (_remembered(req.op, code) or self._refused_after_a_change):
-            self.replies.remember(key, kept_reply(req.op, reply))
+            self.replies.remember(key, kept_reply(req.op, reply), print_)
         return reply, code, later
 
-    def apply(self, req: Request, caller: Caller) -> tuple[bytes, str, list[Change]]:
-        """Journal the request if it changes anything, then run its handler."""
+    def apply(
+        self, req: Request, caller: Caller, print_: Fingerprint | None = None
+    ) -> tuple[bytes, str, list[Change]]:
+        """Journal the request if it changes anything (with its fingerprint ``print_``),
+        then run its handler."""
         ctx = Context(
             self.store,
             self.registry,
@@ -161,7 +182,7 @@ class Dispatcher:
         try:
             if self.durability.journal is not None:  # it keeps no tokens: check them first
                 authenticate_rows(ctx, req.op, req.args)
-            logged = self.durability.log_change(req)  # first: a full disk refuses it whole
+            logged = self.durability.log_change(req, print_)  # first: a full disk refuses it whole
             changes = self.store.ctx.changes
             try:
                 result = HANDLERS[req.op](ctx, req.args)

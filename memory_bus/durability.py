@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import time
+import zlib
 from collections import OrderedDict, deque
 from typing import Any
 
@@ -28,7 +29,7 @@ from hivemem.memory_bus.forking import fork_to
 from hivemem.memory_bus.handlers import Context
 from hivemem.memory_bus.journal import FsyncPolicy, Journal
 from hivemem.memory_bus.proposals import DecisionTape
-from hivemem.memory_bus.protocol import MUTATING, Request
+from hivemem.memory_bus.protocol import MUTATING, Op, Request
 from hivemem.memory_bus.recovery import DECIDED, Recovery
 from hivemem.memory_bus.row_auth import journal_args, token_free
 from hivemem.memory_bus.store import MemoryStore
@@ -50,6 +51,49 @@ SNAPSHOT_WAIT_S = 300.0
 ReplyKey = tuple[int, int, str]
 """(client, request id, agent): what a retried request repeats."""
 
+Fingerprint = tuple[str, int, int]
+"""(op, length of the request's payload frame, CRC-32 of a few parts of it): what tells a
+retry (the same bytes, sent again) from another request under a key used before
+(:func:`fingerprint`)."""
+
+FINGERPRINT_PART = 256
+"""Bytes of the payload's start, middle and end the fingerprint's CRC covers, at most."""
+
+
+def fingerprint(op: Op, payload: bytes, agent: str, token: str) -> Fingerprint:
+    """The :data:`Fingerprint` of a changing request's payload frame from ``agent``,
+    leaving out its ``token`` (a bus restarted under another secret gives new tokens, and
+    a client's retry then carries the new one).
+
+    Two writers given one ``client_id`` (a fixed id per agent, say) reuse each other's
+    keys, and the second one's write was "acknowledged" with the first one's reply and
+    never applied. A retry resends the same request, so a request under a remembered key
+    whose fingerprint differs is another request: refused, not answered from memory.
+
+    Not a hash of the whole payload: a 64-item ``write_many`` is answered in ~200 us,
+    and hashing its ~30 KB would add more than the microsecond the hot path may spend
+    here. Its op, length and a few parts tell apart nearly any two requests (two that
+    differ only elsewhere in equal-length bodies are taken for one): the arguments after
+    the token, and the middle and end; of a large payload, whose header fields (agent,
+    token) lie in its first quarter, the middle and end alone (finding the token cost
+    as much again).
+    """
+    size = len(payload)
+    part = FINGERPRINT_PART
+    if size > 16 * part and 4 * (len(agent) + len(token) + 64) < size:
+        middle = size // 2
+        return (op.value, size, zlib.crc32(payload[middle : middle + part] + payload[-part:]))
+    secret = token.encode()
+    at = payload.find(secret)  # near the start: the header fields come first
+    if at < 0:
+        at, secret = 0, b""
+    after = at + len(secret)
+    if size <= 4 * part:
+        return (op.value, size, zlib.crc32(payload[:at] + payload[after:]))
+    middle = size // 2
+    parts = payload[:at] + payload[after : after + part] + payload[middle : middle + part]
+    return (op.value, size, zlib.crc32(parts + payload[-part:]))
+
 
 class RecentReplies:
     """The replies to the last ``size`` changes, by :data:`ReplyKey`: a retried change is
@@ -57,22 +101,29 @@ class RecentReplies:
 
     Each agent keeps at most a tenth of them (its last ones): one agent's flood of
     changes pushed every other agent's replies out, so that their retries were applied
-    twice.
+    twice. Each reply is kept with its request's :data:`Fingerprint` (None: a request
+    recovered from a journal record or snapshot written before fingerprints were kept,
+    or made by the server itself), to tell a retry from a key used again.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.per_agent = max(1, size // 10)
-        self._replies: OrderedDict[ReplyKey, bytes] = OrderedDict()
+        self._replies: OrderedDict[ReplyKey, tuple[bytes, Fingerprint | None]] = OrderedDict()
         self._by_agent: dict[str, deque[ReplyKey]] = {}  # each agent's keys, oldest first
 
     def get(self, key: ReplyKey) -> bytes | None:
         """The reply to ``key``'s change, if it is still remembered."""
+        kept = self._replies.get(key)
+        return None if kept is None else kept[0]
+
+    def lookup(self, key: ReplyKey) -> tuple[bytes, Fingerprint | None] | None:
+        """The reply to ``key``'s change and its request's fingerprint, if remembered."""
         return self._replies.get(key)
 
-    def remember(self, key: ReplyKey, reply: bytes) -> None:
-        """Keep ``reply``, forgetting the agent's oldest past ``per_agent`` and the
-        oldest of all past ``size``."""
+    def remember(self, key: ReplyKey, reply: bytes, print_: Fingerprint | None = None) -> None:
+        """Keep ``reply`` (to a request of fingerprint ``print_``), forgetting the agent's
+        oldest past ``per_agent`` and the oldest of all past ``size``."""
         replies = self._replies
         if key not in replies:
             mine = self._by_agent.get(key[2])
@@ -81,7 +132,7 @@ class RecentReplies:
             mine.append(key)
             if len(mine) > self.per_agent:
                 del replies[mine.popleft()]
-        replies[key] = reply
+        replies[key] = (reply, print_)
         if len(replies) > self.size:
             # the oldest of all is its agent's oldest: both keep the order keys came in
             oldest, _ = replies.popitem(last=False)
@@ -91,13 +142,30 @@ class RecentReplies:
                 del self._by_agent[oldest[2]]
 
     def to_state(self) -> list[list[Any]]:
-        return [[c, i, a, reply] for (c, i, a), reply in self._replies.items()]
+        return [[c, i, a, reply] for (c, i, a), (reply, _) in self._replies.items()]
 
-    def load(self, state: list[list[Any]]) -> None:
-        """Replace what is remembered with a snapshot's (:meth:`to_state`)."""
+    def fingerprints_state(self) -> list[list[Any] | None]:
+        """The fingerprints of :meth:`to_state`'s replies, in its order (a list of their
+        own in snapshots: a bus from before them reads the replies as it always did)."""
+        return [None if p is None else list(p) for _, p in self._replies.values()]
+
+    def load(self, state: list[list[Any]], prints: list[Any] | None = None) -> None:
+        """Replace what is remembered with a snapshot's (:meth:`to_state`, and
+        :meth:`fingerprints_state`: None for a snapshot from before them, whose replies
+        are then answered to any request under their keys, as they were)."""
         self._replies, self._by_agent = OrderedDict(), {}
-        for c, i, a, r in state:  # (an older bus kept register's tokens: not any more)
-            self.remember((int(c), int(i), str(a)), token_free(bytes(r)))
+        if prints is None or len(prints) != len(state):
+            prints = [None] * len(state)
+        for (c, i, a, r), p in zip(state, prints, strict=True):
+            # (an older bus kept register's tokens: not any more)
+            self.remember((int(c), int(i), str(a)), token_free(bytes(r)), _print_of(p))
+
+
+def _print_of(saved: Any) -> Fingerprint | None:
+    """A fingerprint as a snapshot keeps it (a list), or None."""
+    if isinstance(saved, list | tuple) and len(saved) == 3:
+        return (str(saved[0]), int(saved[1]), int(saved[2]))
+    return None
 
 
 class Durability:
@@ -148,9 +216,11 @@ class Durability:
         self.deferring = False
         self._deferred = False  # a change was logged unsynced since the last commit
 
-    def log_change(self, req: Request) -> int | None:
+    def log_change(self, req: Request, print_: Fingerprint | None = None) -> int | None:
         """Journal a changing request before it is applied; its record's seq (None: not
         journaled). Give the seq to :meth:`withdraw` if the request is then refused.
+        ``print_``: its fingerprint, kept in the record (``fp``: length and CRC) so that
+        a replay remembers its reply with it.
 
         Logged first, so that a journal that cannot take the record (a full disk) refuses
         the request before anything of it is applied: the store never holds a change the
@@ -163,16 +233,16 @@ class Durability:
         if journal is None or req.op not in MUTATING:
             return None
         self._log_unlogged()
-        seq = journal.append(
-            {
-                "op": req.op.value,
-                "agent": req.agent,
-                "client": req.client,
-                "id": req.id,
-                "args": journal_args(req.op, req.args),  # no tokens: the files hold none
-            },
-            sync=not self.deferring,
-        )
+        record: dict[str, Any] = {
+            "op": req.op.value,
+            "agent": req.agent,
+            "client": req.client,
+            "id": req.id,
+            "args": journal_args(req.op, req.args),  # no tokens: the files hold none
+        }
+        if print_ is not None:
+            record["fp"] = [print_[1], print_[2]]
+        seq = journal.append(record, sync=not self.deferring)
         self._deferred = self._deferred or self.deferring
         self.store.ctx.tape = DecisionTape()
         self._next_id = self.store.ctx.next_id
@@ -369,6 +439,7 @@ class Durability:
             "store": self.store.get_state(),
             "registry": self.registry.to_state(),
             "dedup": self.replies.to_state(),
+            "dedup_fingerprints": self.replies.fingerprints_state(),
         }
 
     def recover(self) -> None:

@@ -21,6 +21,7 @@ The tree::
     │   └── EdgeNotFoundError        (namespace, edge_id)
     ├── VersionConflictError         an update against a stale version
     ├── CapacityError                an item that can never fit its namespace
+    ├── RequestIdReusedError         a new request under the key of a remembered one
     └── JournalWriteError            the bus could not log a change (disk full, I/O error)
         └── JournalSyncError         an fsync failed under `always`: the bus stops
 """
@@ -230,6 +231,31 @@ class CapacityError(HivememError):
     """An item that can never fit its namespace (e.g. more tokens than the budget)."""
 
     code = "capacity"
+
+
+class RequestIdReusedError(HivememError):
+    """A changing request under the (client, id, agent) of a remembered one, but not that
+    request: two writers given one ``client_id``, or ids numbered again from the start.
+
+    A retry resends the same bytes and gets the remembered reply; this one differs (its
+    op, length or content: ``docs/protocol.md``, "Idempotent retries"), so the bus
+    refuses it and applies nothing, where it used to answer it with the other request's
+    reply. Give each writer its own ``client_id`` (the default draws a random one).
+    """
+
+    code = "request_id_reused"
+
+    @classmethod
+    def of(cls, client: int, request_id: int, agent: str) -> RequestIdReusedError:
+        """The error for the request ``(client, request_id, agent)`` names."""
+        return cls(
+            f"request {request_id} of client {client} (agent {agent!r}) is not the request "
+            "remembered under that id, which was answered already; nothing was applied: "
+            "give each writer its own client_id, and never number a client's requests again",
+            client=client,
+            request_id=request_id,
+            agent=agent,
+        )
 
 
 class JournalWriteError(HivememError):

@@ -105,6 +105,7 @@ class Code(StrEnum):
     UNKNOWN_OP = "unknown_op"
     TOO_LARGE = "too_large"
     UNAUTHENTICATED = "unauthenticated"
+    REQUEST_ID_REUSED = "request_id_reused"  # errors.RequestIdReusedError
     INTERNAL = "internal"
 
 

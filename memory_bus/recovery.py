@@ -151,7 +151,7 @@ class Recovery:
         if state is not None:
             store.set_state(state["store"])
             self.registry.load(state["registry"])
-            self.replies.load(state["dedup"])
+            self.replies.load(state["dedup"], state.get("dedup_fingerprints"))
         loaded = time.monotonic()
         replayed = 0
         held: dict[str, Any] | None = None  # a request whose decisions may come next
@@ -206,7 +206,16 @@ class Recovery:
         finally:
             store.ctx.tape = None
         key = (int(record["client"]), req_id, str(record["agent"]))
-        self.replies.remember(key, kept_reply(Op(record["op"]), reply))
+        self.replies.remember(key, kept_reply(Op(record["op"]), reply), _print_of(record))
+
+
+def _print_of(record: dict[str, Any]) -> tuple[str, int, int] | None:
+    """The fingerprint of a record's request (``Durability.log_change``); None for a
+    record from before fingerprints were kept (its reply answers any request under its key)."""
+    saved = record.get("fp")
+    if isinstance(saved, list) and len(saved) == 2:
+        return (str(record["op"]), int(saved[0]), int(saved[1]))
+    return None
 
 
 def _described(config: StoreConfig) -> str:
