@@ -61,7 +61,7 @@ class AsyncMemoryClient(Ops, AsyncClosing):
             default) to answer a resent write from memory: keep this well below that,
             or a write resent after a stall can be applied twice.
         transport: What carries the requests, instead of a DEALER to ``address`` (e.g.
-            :class:`~hivemem.memory_bus.transport.LocalTransport`); the five settings
+            :class:`~hivemem.memory_bus.local_transport.LocalTransport`); the five settings
             above are then the transport's own.
 
     Raises:

@@ -33,6 +33,7 @@ from typing import Any
 from hivemem.memory_bus.async_client import AsyncMemoryClient, one_of
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.interfaces import SyncTransport
+from hivemem.memory_bus.local_transport import LocalTransport
 from hivemem.memory_bus.ops import (
     OnBehalf,
     Ops,
@@ -41,7 +42,7 @@ from hivemem.memory_bus.ops import (
     name_list,
 )
 from hivemem.memory_bus.requests import BusTimeoutError, RemoteError, error_from_reply
-from hivemem.memory_bus.transport import LocalTransport, check_request_start
+from hivemem.memory_bus.transport import check_request_start
 
 __all__ = [
     "AsyncMemoryClient",
@@ -163,7 +164,7 @@ class MemoryClient(Ops):
         token: That agent's token.
         **kw: Passed to :class:`AsyncMemoryClient` (timeout, retries, curve, client_id,
             max_in_flight for ``nowait`` requests, or a transport instead of the address: then ``nowait`` requests of an
-            immediate one, such as :class:`~hivemem.memory_bus.transport.LocalTransport`,
+            immediate one, such as :class:`~hivemem.memory_bus.local_transport.LocalTransport`,
             are answered before the call returns).
     """
 

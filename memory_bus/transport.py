@@ -9,8 +9,9 @@ keeps many requests in flight on one asyncio DEALER and matches replies to reque
 id; :class:`BlockingTransport` sends one request at a time on a plain DEALER in the
 caller's thread. A request that times out is sent again *with the same id* after
 reconnecting; the server answers a repeated id from memory, so a retried write is never
-applied twice. :class:`LocalTransport` hands the same frames to a server running in
-this process (``BusServer.handle``): no socket, and no thread hop.
+applied twice. :class:`~hivemem.memory_bus.local_transport.LocalTransport` hands the
+same frames to a server running in this process (``BusServer.handle``): no socket, and no
+thread hop.
 
 Error replies and ZeroMQ failures become the project's errors at this boundary, once:
 the class of :mod:`~hivemem.memory_bus.errors` a reply's code names
@@ -28,12 +29,12 @@ import threading
 import time
 from collections.abc import AsyncGenerator
 from numbers import Integral
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
-from hivemem.memory_bus.protocol import HEADER, Reply
+from hivemem.memory_bus.protocol import Reply
 from hivemem.memory_bus.requests import (
     _Requests,
     check_curve,
@@ -44,10 +45,6 @@ from hivemem.memory_bus.sockets import (
     curve_keys,  # noqa: F401  (imported from here by callers)
     subscribed,
 )
-
-if TYPE_CHECKING:
-    from hivemem.memory_bus.server import BusServer
-
 
 MAX_IN_FLIGHT = 1024
 """How many requests one asynchronous client keeps in flight at most, by default: well
@@ -405,93 +402,3 @@ def _ms_left(deadline: float | None) -> int:
         return -1
     left = deadline - time.monotonic()
     return math.ceil(left * 1000) if left > 0 else 0
-
-
-class LocalTransport:
-    """Requests handed to a bus server in this process: no socket, no thread hop.
-
-    A request still travels as the protocol's frames, so the server decodes,
-    authenticates, checks and journals it exactly as one that came over the socket, in
-    the caller's thread (``BusServer.handle`` waits while the owner thread serves a
-    request and holds the next one off meanwhile). For callers in the server's own
-    process: RL episodes run their agent hosts and their bus this way. Events still come
-    over the event socket.
-
-    Its blocking twin (:meth:`blocking`) calls the same server in the caller's thread,
-    drawing its ids from the same sequence.
-
-    Args:
-        server: A started :class:`~hivemem.memory_bus.server.BusServer`.
-        client_id: Who the server remembers requests under (random if None).
-    """
-
-    def __init__(self, server: BusServer, client_id: int | None = None) -> None:
-        self.server = server
-        # no timeout: the server answers before handle() returns
-        self.requests = _Requests(f"{server.address} (in process)", None, 0, client_id)
-        self._ctx: zmq.asyncio.Context | None = None  # for events, made on first use
-        self._streams: set[zmq.asyncio.Socket] = set()  # event streams' SUBs still open
-
-    @classmethod
-    def at(cls, address: str, client_id: int | None = None) -> LocalTransport:
-        """The transport to the server of this process that serves ``address``.
-
-        Raises:
-            HivememError: No server of this process serves it.
-        """
-        from hivemem.memory_bus.server import serving_at
-
-        server = serving_at(address)
-        if server is None:
-            raise HivememError(f"no bus server of this process serves {address!r}")
-        return cls(server, client_id)
-
-    async def call(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
-        """:meth:`call_now`, on the event loop (the server answers before it returns)."""
-        return self.call_now(op, agent, token, args)
-
-    def call_now(self, op: str, agent: str, token: str, args: dict[str, Any]) -> Any:
-        """Send one request and return its result, in this thread."""
-        if not self.server.serving:
-            raise HivememError(f"the bus server at {self.server.address} is not serving")
-        _, frames = self.requests.encode(op, agent, token, args)
-        reply = self.requests.decode([HEADER, self.server.handle(frames)])
-        if reply is None:  # handle() always answers with a reply: a bug if not
-            raise HivememError("the bus server's answer is not a reply")
-        return self.requests.outcome(reply)
-
-    def number_from(self, start: int) -> None:
-        """The next requests carry ids ``start``, ``start + 1``, ..."""
-        self.requests.number_from(start)
-
-    def blocking(self) -> _LocalCalls:
-        """Blocking calls in the caller's thread, in this transport's id sequence."""
-        return _LocalCalls(self)
-
-    def events(self, address: str, subscriptions: list[bytes]) -> AsyncGenerator[list[bytes], None]:
-        """Messages on the server's event socket (over ZeroMQ, from this process)."""
-        if self._ctx is None:
-            self._ctx = zmq.asyncio.Context()
-        return subscribed(self._ctx, address, None, subscriptions, self._streams)
-
-    def close(self) -> None:
-        """Close the event sockets and their context, if events were asked for."""
-        if self._ctx is not None:
-            # An event stream whose generator is not closed yet still holds its SUB, and
-            # term() would wait for it for ever.
-            for sub in list(self._streams):
-                sub.close(linger=0)
-            self._ctx.term()
-            self._ctx = None
-
-
-class _LocalCalls:
-    """The blocking face of a :class:`LocalTransport` (a ``SyncTransport``)."""
-
-    immediate = True
-
-    def __init__(self, transport: LocalTransport) -> None:
-        self.call = transport.call_now
-
-    def close(self) -> None:
-        """Nothing to release: the transport holds it all."""

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
+import pytest
+import zmq.auth
 from hivemem.memory_bus.client import AsyncMemoryClient, LocalTransport, MemoryClient
+from hivemem.memory_bus.curve import CurveConfig
+from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.transport import curve_keys
 
-from .conftest import Bus
+from .conftest import Bus, make_server
 
 
 def finishes(call: object, seconds: float = 10.0) -> bool:
@@ -40,3 +46,34 @@ def test_closing_a_local_client_with_an_event_stream_open_returns(bus: Bus) -> N
     events = sync.events(["private/alice"], timeout=0.5)
     assert next(events, None) is None  # nothing written since: the iterator is open, waiting
     assert finishes(sync.close)
+
+
+def test_a_local_client_on_a_curve_bus_hears_events_with_keys_and_is_told_without(
+    tmp_path: Path,
+) -> None:
+    """Its SUB subscribed with no CURVE keys, never got through the bus's handshake, and
+    heard nothing, for ever, without a word."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    server_public, _ = zmq.auth.create_certificates(tmp_path, "server")
+    _, client_secret = zmq.auth.create_certificates(allowed, "client")
+    server, tokens = make_server(curve=CurveConfig(tmp_path / "server.key_secret", allowed))
+    with server:
+        plain = MemoryClient(transport=LocalTransport(server), agent="alice", token=tokens["alice"])
+        with plain, pytest.raises(HivememError, match="CURVE"):
+            next(plain.events(["private/alice"], timeout=5.0))
+
+        keyed = LocalTransport(server, curve=curve_keys(client_secret, server_public))
+        with MemoryClient(transport=keyed, agent="alice", token=tokens["alice"]) as client:
+            heard: list[str] = []
+            reader = threading.Thread(
+                target=lambda: heard.extend(
+                    e["kind"] for e in client.events(["private/alice"], timeout=0.5)
+                )
+            )
+            reader.start()
+            while reader.is_alive() and not heard:  # written until the subscription hears it
+                client.write("private", "alice", NewItem("x"), now=0.0)
+                reader.join(timeout=0.2)
+            reader.join(timeout=30)
+            assert "add" in heard
