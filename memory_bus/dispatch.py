@@ -10,6 +10,7 @@ runs, records taken back, recalls) is :mod:`hivemem.memory_bus.durability`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 Change = Callable[[], None]
 """A change to the store left for after the reply (``server.py``'s docstring)."""
 
+RECALLING = frozenset({Op.GET, Op.SEARCH, Op.SEARCH_MANY, Op.RETRIEVE})
+"""Reads that, given a ``now``, recall what they find (its hits and access time)."""
+
 
 class Dispatcher:
     """One server's request path.
@@ -78,6 +82,8 @@ class Dispatcher:
         self.store, self.registry, self.replies = store, registry, replies
         self.durability, self.metrics = durability, metrics
         self.verified: set[tuple[str, str]] = set()
+        # The keys of the last reads that recalled (no replies: answered again, a look)
+        self.recalls = RecentReplies(replies.size)
         self._refused_after_a_change = False  # of the request apply() answered last
         self.info: dict[str, Any] = {"pub": ""}
 
@@ -100,9 +106,11 @@ class Dispatcher:
             else:
                 self.metrics.request("invalid", exc.code, time.perf_counter() - started)
             return encode_error(request_id_of(frames), exc.code, exc.message, exc.details), []
-        # the raw frame is at hand only here; a read needs no fingerprint
+        # the raw frame is at hand only here; a look (a read without now) needs none
         print_ = (
-            fingerprint(req.op, frames[1], req.agent, req.token) if req.op in MUTATING else None
+            fingerprint(req.op, frames[1], req.agent, req.token)
+            if req.op in MUTATING or (req.op in RECALLING and req.args.get("now") is not None)
+            else None
         )
         reply, code, later = self.answer(req, print_)
         if until_sent is not None:
@@ -158,9 +166,32 @@ class Dispatcher:
                     return error, reused.code, []
                 token = partial(token_for, self.registry.secret)
                 return reply_again(req.op, req.args, kept, token), "retry", []
+        elif print_ is not None:  # a read that recalls
+            return self._recall(req, caller, key, print_)
         reply, code, later = self.apply(req, caller, print_)
         if req.op in MUTATING and (_remembered(req.op, code) or self._refused_after_a_change):
             self.replies.remember(key, kept_reply(req.op, reply), print_)
+        return reply, code, later
+
+    def _recall(
+        self, req: Request, caller: Caller, key: tuple[int, int, str], print_: Fingerprint
+    ) -> tuple[bytes, str, list[Change]]:
+        """A read with ``now``: applied, or, sent again (a client's retry after a stall),
+        run again as a look, without ``now``.
+
+        A read changes nothing but the recall it records (hits, access time, a journal
+        record), so its reply is not kept: the look reads the same items, as the recall
+        left them, and answers what the read answered. Counted again, one ``get`` retried
+        during a stall took an item's hits from 0 to 4, skewing LFU and LRU evictions.
+        """
+        seen = self.recalls.lookup(key)
+        if seen is not None and seen[1] == print_:
+            look = {name: value for name, value in req.args.items() if name != "now"}
+            reply, code, later = self.apply(dataclasses.replace(req, args=look), caller)
+            return reply, ("retry" if code == "ok" else code), later
+        reply, code, later = self.apply(req, caller)
+        if code in ("ok", Code.TOO_LARGE):  # recalled (a reply over the limit too)
+            self.recalls.remember(key, b"", print_)
         return reply, code, later
 
     def apply(
