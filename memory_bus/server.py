@@ -190,6 +190,7 @@ class BusServer:
         self._failure: BaseException | None = None  # why start() failed
         self.failure: JournalSyncError | None = None  # why the server stopped by itself
         self._thread: threading.Thread | None = None
+        self._closed = False  # stop() closed the journal and the wake pipe
         self._registrations: list[dict[str, Any]] = []  # made before start (see register)
         self.address = ""
         self.pub_address = ""
@@ -290,9 +291,14 @@ class BusServer:
             del _SERVING[self.address]
         if self._thread is not None:
             self._thread.join()
-        if self.journal is not None:
-            self.journal.close()
-        self._waker.close()
+        # Under the lock handle() holds: a caller that passed LocalTransport's serving
+        # check just before the stop finds the server closed (handle), instead of
+        # appending to a closed journal or waking a pipe whose fd may be reused by now.
+        with self._between:
+            self._closed = True
+            if self.journal is not None:
+                self.journal.close()
+            self._waker.close()
         self.metrics.unwatch_collector()
         if self._freezing:
             OLD_OBJECT_FREEZER.release()
@@ -433,6 +439,12 @@ class BusServer:
         that forked it.
         """
         with COLLECTOR_PAUSE, self._between:
+            if self._closed:
+                return encode_error(
+                    request_id_of(frames),
+                    HivememError.code,
+                    f"the bus server at {self.address} has stopped; nothing was applied",
+                )
             if self.failure is not None:  # what it would show may not be on the disk
                 self.metrics.request(_op_of(frames), self.failure.code, 0.0)
                 return encode_error(
