@@ -7,9 +7,10 @@ runs it on a private event loop thread. Users import both from
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from hivemem.memory_bus.errors import HivememError
@@ -18,6 +19,10 @@ from hivemem.memory_bus.interfaces import Transport
 from hivemem.memory_bus.ops import AsyncClosing, Ops, name_list
 from hivemem.memory_bus.protocol import HEADER, MARK, encode_subscription, unpack_reply
 from hivemem.memory_bus.transport import MAX_IN_FLIGHT, AsyncTransport, check_request_start
+
+RECHECK_S = 5.0
+"""How long an event stream waits without a message before it asks the bus (``subscribe``)
+whether it still publishes at the same address, in the same epoch."""
 
 _ANY_HOST = re.compile(r"tcp://(0\.0\.0\.0|\*|\[::\]|::):(\d+)")
 _HOST = re.compile(r"tcp://(.+):\d+")
@@ -136,27 +141,73 @@ class AsyncMemoryClient(Ops, AsyncClosing):
         went back (the bus lost its memory), a ``{"kind": "gap", ...}`` record comes
         first (:mod:`hivemem.memory_bus.event_gaps`): read the namespace afresh.
 
+        After :data:`RECHECK_S` without a message the stream asks the bus again
+        (``subscribe``): a bus restarted on another event port, or in another epoch, is
+        followed to its new address, after a gap of unknown size for every namespace
+        counted so far (a SUB left at the old port heard nothing more, ever, unwarned).
+
         Raises:
             InvalidInputError: ``topics`` is a str, not a list of them.
         """
         topics = name_list(topics, "topics")
         granted = await self.subscribe(topics)
-        address = pub_address or reachable_pub(
-            granted["pub"], getattr(self._transport, "address", "")
+        address = self._pub_of(granted, pub_address)
+        epoch = granted.get("epoch")
+        gaps = EventGaps(
+            starts(topics, granted.get("seqs")), epoch if isinstance(epoch, str) else None
         )
+        while True:
+            # closed with this stream, not when collected: its socket must be closed before
+            # the transport's context is terminated, or the termination waits for ever
+            feed = self._transport.events(address, self._subscriptions(topics, granted))
+            async with (
+                contextlib.aclosing(feed),
+                contextlib.aclosing(self._records(feed, gaps)) as records,
+            ):
+                async for record in records:
+                    if record is None:  # quiet: does the bus still publish there?
+                        moved = await self._moved(topics, address, gaps, pub_address)
+                        if moved is not None:
+                            granted, address, told = moved
+                            for gap in told:
+                                yield gap
+                            break
+                        continue
+                    yield record
+                else:
+                    return
+
+    def _pub_of(self, granted: dict[str, Any], pub_address: str | None) -> str:
+        return pub_address or reachable_pub(granted["pub"], getattr(self._transport, "address", ""))
+
+    def _subscriptions(self, topics: list[str], granted: dict[str, Any]) -> list[bytes]:
         subscriptions = []
         for topic, prefix in zip(topics, granted["prefixes"], strict=True):
             # The first asks the server for the topic's events; the second lets this
             # socket keep them (a SUB drops messages that match none of its own prefixes).
             subscriptions += [encode_subscription(self.agent, self.token, topic), prefix]
-        # closed with this stream, not when collected: its socket must be closed before
-        # the transport's context is terminated, or the termination waits for ever
-        epoch = granted.get("epoch")
-        gaps = EventGaps(
-            starts(topics, granted.get("seqs")), epoch if isinstance(epoch, str) else None
-        )
-        async with contextlib.aclosing(self._transport.events(address, subscriptions)) as feed:
-            async for frames in feed:
+        return subscriptions
+
+    @staticmethod
+    async def _records(
+        feed: AsyncIterator[list[bytes]], gaps: EventGaps
+    ) -> AsyncGenerator[dict[str, Any] | None, None]:
+        """The gaps and events of ``feed``'s messages, and None after each
+        :data:`RECHECK_S` without one (the message awaited meanwhile is kept)."""
+        following: asyncio.Future[list[bytes]] | None = None
+        try:
+            while True:
+                if following is None:
+                    following = asyncio.ensure_future(anext(feed))
+                done, _ = await asyncio.wait({following}, timeout=RECHECK_S)
+                if not done:
+                    yield None
+                    continue
+                try:
+                    frames = following.result()
+                except StopAsyncIteration:
+                    return
+                following = None
                 if len(frames) == 3 and frames[1] == HEADER:
                     # the bus's own message, under the size limit alone: deleting a node of
                     # 65,600 edges announces 65,601 events at once (unpack's request-side
@@ -166,6 +217,31 @@ class AsyncMemoryClient(Ops, AsyncClosing):
                             yield gap
                         if record.get("kind") != MARK:
                             yield record
+        finally:
+            if following is not None and not following.done():
+                following.cancel()
+                with contextlib.suppress(BaseException):
+                    await following
+
+    async def _moved(
+        self, topics: list[str], address: str, gaps: EventGaps, pub_address: str | None
+    ) -> tuple[dict[str, Any], str, list[dict[str, Any]]] | None:
+        """The bus's new grant, event address and the gaps to tell, if it now publishes
+        elsewhere or in another epoch (a bus restarted on another event port: the SUB
+        waited at the old one, silent for ever); None if not, or if the bus cannot say."""
+        try:
+            granted = await self.subscribe(topics)
+        except HivememError:
+            return None  # away, or refusing now: the stream waits on, and asks again
+        now_at, epoch = self._pub_of(granted, pub_address), granted.get("epoch")
+        new_epoch = isinstance(epoch, str) and epoch != gaps.epoch
+        if now_at == address and not new_epoch:
+            return None
+        # A mark of the new epoch: every namespace counted so far gets a gap of unknown
+        # size. In the same epoch (a bus with a data directory, moved), the numbers go
+        # on, and the new subscription's first marks tell what was missed.
+        told = gaps.gaps_before({"kind": MARK, "epoch": epoch}) if new_epoch else []
+        return granted, now_at, told
 
     def as_agent(self, agent: str, token: str) -> AsyncMemoryClient:
         """A handle on the same connection that acts as ``agent``.
