@@ -43,6 +43,11 @@ PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_BATCH = 4096
 ADMIN_AGENT = "__admin__"
+REQUEST_ID_LIMIT = 2**64
+"""Request ids go on the wire as msgpack ints, unsigned up to 64 bits: ids are in
+[0, REQUEST_ID_LIMIT)."""
+CLIENT_ID_LIMIT = 2**63
+"""Client ids are in [0, CLIENT_ID_LIMIT) (a client draws its own at random: 63 bits)."""
 NUMBER = (int, float)
 """What a number argument may be (``field(args, name, NUMBER)`` in
 :mod:`hivemem.memory_bus.arguments`): an int or a float, never a bool."""

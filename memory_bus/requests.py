@@ -21,7 +21,9 @@ import numpy as np
 from hivemem.memory_bus import errors
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.protocol import (
+    CLIENT_ID_LIMIT,
     MAX_MESSAGE_BYTES,
+    REQUEST_ID_LIMIT,
     Code,
     ProtocolError,
     Reply,
@@ -97,8 +99,14 @@ class _Requests:
     def __init__(
         self, address: str, timeout: float | None, retries: int, client_id: int | None = None
     ) -> None:
-        if client_id is not None and not 0 <= client_id < 2**63:
-            raise ValueError("client_id must be in [0, 2**63)")
+        if client_id is not None and (
+            isinstance(client_id, bool)
+            or not isinstance(client_id, int)
+            or not 0 <= client_id < CLIENT_ID_LIMIT
+        ):
+            raise errors.InvalidInputError(
+                "client_id", f"expected an int in [0, 2**63), got {client_id!r}"
+            )
         timeout, retries = check_patience(timeout, retries)
         self.address, self.timeout, self.retries = address, timeout, retries
         self.client_id = secrets.randbits(63) if client_id is None else client_id
@@ -111,7 +119,8 @@ class _Requests:
         return self.retries + 1
 
     def number_from(self, start: int) -> None:
-        """The next requests carry ids ``start``, ``start + 1``, ..."""
+        """The next requests carry ids ``start``, ``start + 1``, ... (after the last id
+        the wire carries, ``REQUEST_ID_LIMIT - 1``, 1 again)."""
         with self._lock:
             self._ids = itertools.count(start)
 
@@ -127,6 +136,9 @@ class _Requests:
         """
         with self._lock:
             req_id = next(self._ids)
+            if req_id >= REQUEST_ID_LIMIT:  # after number_from near the limit: wrap around
+                self._ids = itertools.count(1)
+                req_id = next(self._ids)
         try:
             frames = encode_request(req_id, self.client_id, op, agent, token, args)
         except (TypeError, ValueError, OverflowError):  # msgpack's, at this boundary

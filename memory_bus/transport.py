@@ -34,7 +34,7 @@ from typing import Any, cast
 import zmq
 import zmq.asyncio
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
-from hivemem.memory_bus.protocol import Reply
+from hivemem.memory_bus.protocol import REQUEST_ID_LIMIT, Reply
 from hivemem.memory_bus.requests import (
     _Requests,
     check_curve,
@@ -68,11 +68,6 @@ def check_max_in_flight(max_in_flight: Any) -> int:
     ):
         raise InvalidInputError("max_in_flight", f"must be an int >= 1; got {max_in_flight!r}")
     return int(max_in_flight)
-
-
-REQUEST_ID_LIMIT = 2**64
-"""Request ids go on the wire as msgpack ints, unsigned up to 64 bits: an id from here
-up cannot be sent."""
 
 
 def check_request_start(start: Any) -> int:

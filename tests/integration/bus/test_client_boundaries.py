@@ -71,10 +71,14 @@ def test_a_request_id_the_wire_cannot_carry_is_refused_by_name(bus: Bus, start: 
             assert client.ping()["agent"] == "alice"  # the numbering is as it was
 
 
-def test_the_largest_id_the_wire_carries_is_taken(bus: Bus) -> None:
+def test_the_largest_id_the_wire_carries_is_taken_and_the_next_wraps_around(bus: Bus) -> None:
+    """After 2**64 - 1 the ids start again at 1; the request after it failed with
+    "invalid args: cannot be sent" (an id msgpack cannot carry)."""
     with bus.client("alice", timeout=5.0) as client:
         client.number_requests_from(2**64 - 1)
         assert client.ping()["agent"] == "alice"
+        written = client.write("private", "alice", NewItem("after the wrap"), now=1.0)
+        assert client.get("private", "alice", written.item_id).text == "after the wrap"
 
 
 def test_renumbering_with_requests_in_flight_is_refused_by_the_async_client() -> None:

@@ -22,6 +22,7 @@ from hivemem.memory_bus.client import (
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import (
     HivememError,
+    InvalidInputError,
 )
 from hivemem.memory_bus.interfaces import SyncTransport, Transport
 from hivemem.memory_bus.item import NewItem
@@ -180,12 +181,16 @@ def test_the_async_client_wants_an_address_or_a_transport() -> None:
         AsyncMemoryClient()
 
 
-@pytest.mark.parametrize("client_id", [-1, 2**63])
+@pytest.mark.parametrize("client_id", [-1, 2**63, "7", 1.0, True])
 def test_a_client_id_out_of_range_is_refused_by_either_transport(bus: Bus, client_id: int) -> None:
-    with pytest.raises(ValueError, match="client_id"):
-        LocalTransport(bus.server, client_id)
-    with pytest.raises(ValueError, match="client_id"):
-        AsyncMemoryClient(bus.server.address, client_id=client_id)
+    """Refused by name: "7" was a raw TypeError, and 1.0 or True were taken."""
+    for make in (
+        lambda: LocalTransport(bus.server, client_id),
+        lambda: AsyncMemoryClient(bus.server.address, client_id=client_id),
+    ):
+        with pytest.raises(InvalidInputError, match=r"2\*\*63") as caught:
+            make()
+        assert caught.value.field == "client_id"
 
 
 def test_the_gauges_are_refreshed_between_requests_handed_over_in_process(
