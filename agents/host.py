@@ -112,7 +112,7 @@ class AgentHost:
         timeout: Seconds to wait for one bus reply.
         client_id: Stable bus client id of this host (survives restarts; see commit).
         in_process: Hand requests to the bus server of this process that serves
-            ``address`` (:class:`~hivemem.memory_bus.transport.LocalTransport`: no
+            ``address`` (:class:`~hivemem.memory_bus.local_transport.LocalTransport`: no
             socket, no thread hop), as RL episodes do; else a DEALER to ``address``.
         embedder: The store's embedder (``StoreConfig.embedder``; default: hashing), which
             embeds the agents' texts and queries here as the bus would.

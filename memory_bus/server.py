@@ -73,7 +73,7 @@ _SERVING: weakref.WeakValueDictionary[str, BusServer] = weakref.WeakValueDiction
 
 def serving_at(address: str) -> BusServer | None:
     """The server of this process serving ``address``, if one is (for
-    :class:`~hivemem.memory_bus.transport.LocalTransport`)."""
+    :class:`~hivemem.memory_bus.local_transport.LocalTransport`)."""
     return _SERVING.get(address)
 
 
