@@ -19,6 +19,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,7 +160,7 @@ def bus_serve(
         event_queue=event_queue,
     )
     if metrics_port is not None:
-        _serve_metrics(server, metrics_port, metrics_host)
+        serve_metrics(server.metrics.serve, metrics_port, metrics_host)
     # Before the recovery, which may take long: a SIGTERM meanwhile stops it once bound.
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     if curve is not None:  # revoking a client: take its key out of the folder, then HUP
@@ -218,13 +219,15 @@ def _reload_keys(server: BusServer) -> None:
         typer.echo(f"warning: no client gets in by {line}", err=True)
 
 
-def _serve_metrics(server: BusServer, port: int, host: str) -> None:
-    """Expose the server's /metrics; a port or interface it cannot bind ends the command."""
+def serve_metrics(serve: Callable[[int, str], int | None], port: int, host: str) -> int | None:
+    """``serve(port, host)``: expose a registry's /metrics (``hivemem run``'s or ``bus
+    serve``'s) and return what it returns; a port or interface it cannot bind (in use, or
+    no address of this machine) ends the command with one line, exit status 1."""
     try:
-        server.metrics.serve(port, host)
-    except OSError as exc:
+        return serve(port, host)
+    except OSError as exc:  # socket.gaierror too: a host that names no address
         why = exc.strerror or exc
-        fail(HivememError(f"cannot serve /metrics on {host}:{port} (--metrics-port): {why}"))
+        fail(f"cannot serve /metrics on {host}:{port} (--metrics-port): {why}")
 
 
 @bus_app.command("check")

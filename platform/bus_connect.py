@@ -119,9 +119,25 @@ def asked(call: Callable[[], Any]) -> Any:
         fail(exc)
 
 
-def fail(exc: Exception) -> NoReturn:
-    typer.echo(f"error: {exc}{_hint(exc)}", err=True)
-    raise typer.Exit(1)
+FAILED = 1
+"""Exit status of a command that started and failed: a bus refused or did not answer, a
+socket could not be bound, a run failed."""
+BAD_INPUT = 2
+"""Exit status of a command given bad input (a flag's value, a name, a file or folder it
+names), refused before it started anything; click's own usage errors exit 2 too."""
+
+
+def fail(problem: Exception | str, code: int = FAILED) -> NoReturn:
+    """End the command with ``error: PROBLEM`` on stderr and exit status ``code``.
+
+    Every command ends this way on an error it can name, so a script sees one line and a
+    status that says whether to fix the command line (:data:`BAD_INPUT`) or try again
+    (:data:`FAILED`). ``problem`` is one line, or a scenario's problems (``NAME: N
+    problem(s)`` and an indented line for each).
+    """
+    text = problem if isinstance(problem, str) else f"{problem}{_hint(problem)}"
+    typer.echo(f"error: {text}", err=True)
+    raise typer.Exit(code)
 
 
 def _hint(exc: Exception) -> str:

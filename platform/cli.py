@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from hivemem.platform.bus_cli import bus_app
+from hivemem.platform.bus_cli import bus_app, serve_metrics
+from hivemem.platform.bus_connect import BAD_INPUT, fail
 
 if TYPE_CHECKING:
     from hivemem.platform.outputs import RunStopped
@@ -37,6 +38,18 @@ def _load(scenario: str, overrides: list[str] | None) -> Any:
     except ScenarioError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+
+
+def _make_out(folder: Path) -> None:
+    """Make the output folder before Ray starts (seconds): one that cannot be made (a file
+    in the way, no permission) is bad input."""
+    from hivemem.memory_bus.errors import ConfigError
+    from hivemem.platform.outputs import make_folder
+
+    try:
+        make_folder(folder, "--out")
+    except ConfigError as exc:
+        fail(exc, BAD_INPUT)
 
 
 @app.command()
@@ -74,8 +87,11 @@ def schema(
     text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
     if out is None:
         typer.echo(text, nl=False)
-    else:
+        return
+    try:
         out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {out} (--out): {exc.strerror or exc}", BAD_INPUT)
 
 
 @app.command("list")
@@ -153,6 +169,7 @@ def run(
     if metrics_port is not None:
         overrides.append(f"metrics_port={metrics_port}")
     s = _load(scenario, overrides)
+    _make_out(Path(s.outputs.dir))
     console = Console(stderr=True)
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
     metrics = None
@@ -160,7 +177,7 @@ def run(
         from hivemem.platform.metrics import DriverMetrics
 
         metrics = DriverMetrics()
-        metrics.serve(s.metrics_port, metrics_host)
+        serve_metrics(metrics.serve, s.metrics_port, metrics_host)
         console.print(f"metrics on http://{metrics_host}:{s.metrics_port}/metrics")
     ensure_ray(address, s.run.num_cpus)
     folder = RunFolder(s, Path(s.outputs.dir))
@@ -307,6 +324,7 @@ def compare(
         for label, extra, base in grid
     ]
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    _make_out(out)
     ensure_ray(address, s0.run.num_cpus)
     folder = out / f"compare-{s0.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.platform.runner import RunResult
 from hivemem.platform.scenario import Scenario, dump_resolved
 from hivemem.platform.ticks import TickRows
@@ -84,6 +85,26 @@ def signal_behind(exc: BaseException) -> BaseException | None:
             return current
         todo += [e for e in (current.__cause__, current.__context__) if e is not None]
     return None
+
+
+def make_folder(out: Path, flag: str | None = None) -> None:
+    """Create the output folder ``out`` (and its parents) if missing: a command checks
+    it before it starts Ray, which takes seconds, rather than fail at the end of that.
+
+    Args:
+        out: The folder.
+        flag: The option that named it (``--out``), for the message.
+
+    Raises:
+        ConfigError: it cannot be created (no permission, a file in the way...).
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        named = f" ({flag})" if flag else ""
+        raise ConfigError(
+            f"cannot create the output folder {out}{named}: {exc.strerror or exc}", path=str(out)
+        ) from exc
 
 
 class RunFolder:

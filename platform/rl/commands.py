@@ -93,7 +93,8 @@ def _es_job(  # type: ignore[no-untyped-def]
     """Check the ES settings and make the folder; the training, to run once Ray is up."""
     from functools import partial
 
-    from hivemem.platform.rl.learner import make_folder, train
+    from hivemem.platform.outputs import make_folder
+    from hivemem.platform.rl.learner import train
     from hivemem.platform.rl.sim import controller_tier
 
     if pairs is not None:
@@ -102,7 +103,7 @@ def _es_job(  # type: ignore[no-untyped-def]
         config.sigma = sigma
     config.check()
     controller_tier(s, config.tier, config.controller)
-    make_folder(folder)
+    make_folder(folder, "--out")
 
     def show(r: dict[str, float]) -> None:
         typer.echo(
@@ -123,7 +124,7 @@ def _reinforce_job(  # type: ignore[no-untyped-def]
     from functools import partial
 
     from hivemem.memory_bus.errors import ConfigError
-    from hivemem.platform.rl.learner import make_folder
+    from hivemem.platform.outputs import make_folder
     from hivemem.platform.rl.pg import PGConfig
     from hivemem.platform.rl.sim import controller_tier
 
@@ -150,7 +151,7 @@ def _reinforce_job(  # type: ignore[no-untyped-def]
         memory_cost=config.memory_cost,
     )
     pg.check()
-    make_folder(folder)
+    make_folder(folder, "--out")
     return partial(_train_reinforce, s, pg, folder)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.policies.learned import Scorer
+from hivemem.platform.outputs import make_folder
 from hivemem.platform.rl.sim import controller_tier, policy_tier, run_episode, with_controller
 from hivemem.platform.scenario import Scenario, dump_resolved, parse_scenario
 
@@ -384,20 +385,6 @@ def train(
     scorer.save(out / "policy.json")
     curve_plot(out / "curve.png", scenario.name, config.controller, state.history)
     return scorer
-
-
-def make_folder(out: Path) -> None:
-    """Create the output folder.
-
-    Raises:
-        ConfigError: it cannot be created (no permission, a file in the way...).
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create the output folder {out}: {exc.strerror or exc}", path=str(out)
-        ) from exc
 
 
 def curve_plot(path: Path, name: str, controller: str, history: list[dict[str, float]]) -> None:
