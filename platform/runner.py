@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import socket
 import tempfile
 import time
 import uuid
@@ -31,7 +33,7 @@ from typing import Any
 from hivemem.agents.base import AgentSpec
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.collector import OLD_OBJECT_FREEZER
-from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.errors import ConfigError, HivememError
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.host_pool import BUS_CHECK_S, AgentHosts, logged, split
@@ -81,18 +83,70 @@ class RunResult:
 
 
 def ensure_ray(address: str | None, num_cpus: int) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; reuse a live one."""
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; reuse a live one.
+
+    Raises:
+        ConfigError: nothing listens at the address (see :func:`check_ray_address`).
+    """
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        check_ray_address(address)
         ray.init(address=address, log_to_driver=False)
     else:
         # address="local" never joins a cluster found on the machine; Ray 2.60 turns on
         # token auth for it and creates the token itself.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+RAY_CONNECT_CHECK_S = 5.0
+"""Seconds :func:`check_ray_address` waits for a TCP connection to a cluster's address."""
+
+_HOST_PORT = re.compile(r"(?:ray://)?(\[[^\]]+\]|[^:/\[\]]+):(\d+)")
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_CHECK_S) -> None:
+    """Raise at once if nothing listens at a Ray address of the ``host:port`` form.
+
+    ``ray.init`` retries an address where no cluster answers for ever, printing only
+    Ray's own warnings, so a mistyped ``--address`` hung ``hivemem run``. A cluster's
+    GCS (``host:port``) and Ray Client server (``ray://host:port``) both take TCP
+    connections, so one tried here tells at once. ``auto`` is checked where Ray would
+    look (``RAY_ADDRESS``, then the session file ``ray start`` leaves); other forms
+    (``local``, none found for ``auto``) are left to ``ray.init``, which answers them
+    without waiting.
+
+    Raises:
+        ConfigError: the host does not resolve, or refuses or ignores the connection.
+    """
+    target = _auto_address() if address == "auto" else address
+    match = _HOST_PORT.fullmatch(target or "")
+    if match is None:
+        return
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"no Ray cluster at {target} (check --address / RAY_ADDRESS)", address=target
+        ) from exc
+
+
+def _auto_address() -> str | None:
+    """What ``ray.init(address="auto")`` would join: ``RAY_ADDRESS``, else the address
+    in the session file of the latest ``ray start`` on this machine (None: none)."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env and env != "auto":
+        return env
+    temp = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    session = Path(temp) / "ray" / "ray_current_cluster"
+    try:
+        return session.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 class _Bus:
