@@ -85,6 +85,8 @@ class DriverMetrics:
             self._bus = BusMetrics(self.registry)
         return self._bus
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        """Expose ``/metrics`` over HTTP on ``addr:port`` (loopback unless told otherwise)."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Expose ``/metrics`` over HTTP on ``addr:port`` (loopback unless told otherwise;
+        port 0: any free port); returns the port, which with 0 only the server knows."""
+        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return int(server.server_port)
