@@ -159,8 +159,9 @@ def bus_serve(
         freeze_old_objects=freeze_old_objects,
         event_queue=event_queue,
     )
+    metrics = ""
     if metrics_port is not None:
-        serve_metrics(server.metrics.serve, metrics_port, metrics_host)
+        metrics = f", metrics on {serve_metrics(server.metrics.serve, metrics_port, metrics_host)}"
     # Before the recovery, which may take long: a SIGTERM meanwhile stops it once bound.
     signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     if curve is not None:  # revoking a client: take its key out of the folder, then HUP
@@ -176,7 +177,8 @@ def bus_serve(
             err=True,
         )
     typer.echo(
-        f"hivemem bus serving on {server.address} (events on {server.pub_address}); dim "
+        f"hivemem bus serving on {server.address} (events on {server.pub_address}"
+        f"{metrics}); dim "
         f"{store.config.dim}, embedder {describe_embedder(store.embedder_settings)}",
         err=True,
     )
@@ -219,15 +221,18 @@ def _reload_keys(server: BusServer) -> None:
         typer.echo(f"warning: no client gets in by {line}", err=True)
 
 
-def serve_metrics(serve: Callable[[int, str], int | None], port: int, host: str) -> int | None:
+def serve_metrics(serve: Callable[[int, str], int], port: int, host: str) -> str:
     """``serve(port, host)``: expose a registry's /metrics (``hivemem run``'s or ``bus
-    serve``'s) and return what it returns; a port or interface it cannot bind (in use, or
-    no address of this machine) ends the command with one line, exit status 1."""
+    serve``'s); its URL, with the port it got (port 0: any free one, which only the
+    server knows). A port or interface it cannot bind (in use, or no address of this
+    machine) ends the command with one line, exit status 1."""
     try:
-        return serve(port, host)
+        bound = serve(port, host)
     except OSError as exc:  # socket.gaierror too: a host that names no address
         why = exc.strerror or exc
         fail(f"cannot serve /metrics on {host}:{port} (--metrics-port): {why}")
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{bound}/metrics"
 
 
 @bus_app.command("check")

@@ -177,8 +177,8 @@ def run(
         from hivemem.platform.metrics import DriverMetrics
 
         metrics = DriverMetrics()
-        serve_metrics(metrics.serve, s.metrics_port, metrics_host)
-        console.print(f"metrics on http://{metrics_host}:{s.metrics_port}/metrics")
+        url = serve_metrics(metrics.serve, s.metrics_port, metrics_host)
+        console.print(f"metrics on {url}")
     ensure_ray(address, s.run.num_cpus)
     folder = RunFolder(s, Path(s.outputs.dir))
     results: dict[str, Any] = {}

@@ -1,11 +1,13 @@
 """Bad input to ``hivemem`` ends in one ``error: ...`` line (no traceback), before Ray
-starts where the command would start it."""
+starts where the command would start it, and ``--metrics-port 0`` says the port it got."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +66,39 @@ def test_an_out_that_is_a_file_is_refused_before_ray(command: str, tmp_path: Pat
 def test_schema_into_a_missing_folder_is_one_line(tmp_path: Path) -> None:
     target = tmp_path / "no" / "such" / "schema.json"
     one_error(hivemem("schema", "--out", str(target)), 2, f"cannot write {target} (--out)")
+
+
+def test_run_says_the_metrics_port_it_got(tmp_path: Path) -> None:
+    """--metrics-port 0 is any free port: the line says which, not ':0'."""
+    proc = hivemem(
+        "run", "relay_qa", "--metrics-port", "0", "--no-progress", "--out", str(tmp_path),
+        "--set", "run.ticks=1", "--set", "agents.0.count=1", "--set", "agents.1.count=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", proc.stderr)
+    assert found is not None, proc.stderr[-3000:]
+    assert int(found.group(1)) > 0
+
+
+def test_bus_serve_says_where_its_metrics_are(tmp_path: Path) -> None:
+    """The "serving on" line names the /metrics address, with the port it got; the
+    address answers a scrape with the bus's series."""
+    serve = subprocess.Popen(
+        [*CLI, "bus", "serve", "--port", "0", "--pub-port", "0", "--metrics-port", "0",
+         "--spin-us", "0", "--secret-file", str(tmp_path / "secret")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert serve.stderr is not None
+        line = ""
+        for line in serve.stderr:  # the server's log lines come first
+            if "serving on" in line:
+                break
+        found = re.search(r"metrics on (http://127\.0\.0\.1:(\d+)/metrics)", line)
+        assert found is not None, line
+        assert int(found.group(2)) > 0
+        with urllib.request.urlopen(found.group(1), timeout=30) as page:
+            assert "hivemem_bus_" in page.read().decode()
+    finally:
+        serve.terminate()
+        serve.communicate(timeout=60)
