@@ -307,9 +307,7 @@ def compare(
     from rich.console import Console
 
     s0 = _load(scenario, list(set_))
-    target = tier or next(
-        (t for t in ("private", "shared", "graph") if getattr(s0.memory, t).capacity), "shared"
-    )
+    target = _compared_tier(s0, tier, bool(eviction))
     grid: list[tuple[str, list[str], bool]] = []
     for name in eviction.split(",") if eviction else []:
         grid.append((f"eviction={name}", [f"memory.{target}.eviction={name}"], False))
@@ -348,6 +346,19 @@ def compare(
         raise typer.Exit(stopped.exit_code)
     if failed:
         raise typer.Exit(1)
+
+
+def _compared_tier(s: Any, tier: str | None, eviction: bool) -> str:
+    """The tier ``compare`` sets policies on: the one named, else the first with a
+    capacity. Eviction policies on a tier with no capacity are refused, as ``train`` and
+    ``eval`` refuse them: nothing is ever evicted there, so every row would be the same."""
+    from hivemem.memory_bus.errors import HivememError
+    from hivemem.platform.rl.sim import controller_tier
+
+    try:
+        return controller_tier(s, tier, "eviction" if eviction else "write")
+    except HivememError as exc:
+        fail(exc, BAD_INPUT)
 
 
 def _save_comparison(

@@ -102,3 +102,14 @@ def test_bus_serve_says_where_its_metrics_are(tmp_path: Path) -> None:
     finally:
         serve.terminate()
         serve.communicate(timeout=60)
+
+
+def test_compare_refuses_eviction_on_a_tier_with_no_capacity(tmp_path: Path) -> None:
+    """capacity_stream's graph tier holds everything: every eviction policy would give
+    the same rows."""
+    proc = hivemem(
+        "compare", "capacity_stream", "--tier", "graph", "--eviction", "lru,fifo",
+        "--out", str(tmp_path), timeout=60,
+    )  # fmt: skip
+    one_error(proc, 2, "graph tier of 'capacity_stream' has no capacity")
+    assert not any(tmp_path.iterdir())
