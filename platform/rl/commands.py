@@ -94,7 +94,7 @@ def _es_job(  # type: ignore[no-untyped-def]
     from functools import partial
 
     from hivemem.platform.outputs import make_folder
-    from hivemem.platform.rl.learner import train
+    from hivemem.platform.rl.learner import check_resumable, train
     from hivemem.platform.rl.sim import controller_tier
 
     if pairs is not None:
@@ -103,6 +103,8 @@ def _es_job(  # type: ignore[no-untyped-def]
         config.sigma = sigma
     config.check()
     controller_tier(s, config.tier, config.controller)
+    if resume:
+        check_resumable(folder)
     make_folder(folder, "--out")
 
     def show(r: dict[str, float]) -> None:

@@ -39,6 +39,8 @@ TRAIN_SEED_BASE = 100_000
 """Training episodes use seeds from here up; evaluation uses the scenario's seeds below."""
 
 STATE_VERSION = 1
+STATE_NAME = "train_state.json"
+"""The training state in the output folder, saved after every generation for --resume."""
 
 CLOSE_TIMEOUT_S = 30.0
 """How long stopping the rollout workers waits for them to remove their folders."""
@@ -351,20 +353,18 @@ def train(
 
     Raises:
         ConfigError: settings that cannot work, an eviction controller on a tier with no
-            capacity, an output folder that cannot be made, or (``resume``) a saved state
-            of other settings or another scenario.
+            capacity, an output folder that cannot be made, or (``resume``) no saved state
+            in ``out``, or one of other settings or another scenario.
     """
     config.check()
     tier = controller_tier(scenario, config.tier, config.controller)
     config.tier = tier
+    if resume:
+        check_resumable(out)
     make_folder(out)
-    state_path = out / "train_state.json"
+    state_path = out / STATE_NAME
     digest = scenario_digest(scenario)
-    state = (
-        load_state(state_path, config, digest)
-        if resume and state_path.exists()
-        else new_state(config)
-    )
+    state = load_state(state_path, config, digest) if resume else new_state(config)
     rollouts = Rollouts(scenario, config)
     started = time.perf_counter()
     try:
@@ -385,6 +385,20 @@ def train(
     scorer.save(out / "policy.json")
     curve_plot(out / "curve.png", scenario.name, config.controller, state.history)
     return scorer
+
+
+def check_resumable(out: Path) -> None:
+    """Check that ``out`` holds a training state to resume.
+
+    Raises:
+        ConfigError: it does not: resuming into a mistyped folder would otherwise train
+            from scratch without a word.
+    """
+    if not (out / STATE_NAME).is_file():
+        raise ConfigError(
+            f"nothing to resume: {out} has no {STATE_NAME} (leave out --resume to start afresh)",
+            path=str(out),
+        )
 
 
 def curve_plot(path: Path, name: str, controller: str, history: list[dict[str, float]]) -> None:

@@ -113,3 +113,15 @@ def test_compare_refuses_eviction_on_a_tier_with_no_capacity(tmp_path: Path) -> 
     )  # fmt: skip
     one_error(proc, 2, "graph tier of 'capacity_stream' has no capacity")
     assert not any(tmp_path.iterdir())
+
+
+def test_train_resume_with_no_saved_state_is_refused(tmp_path: Path) -> None:
+    """A mistyped --out with --resume would otherwise train from scratch, quietly."""
+    typo = tmp_path / "typo"
+    proc = hivemem(
+        "train", "capacity_stream", "--resume", "--out", str(typo), "--workers", "0",
+        "--iterations", "1", "--pairs", "1", "--set", "run.ticks=5", timeout=60,
+    )  # fmt: skip
+    one_error(proc, 2, f"{typo}")
+    assert "train_state.json" in proc.stderr and "--resume" in proc.stderr
+    assert not (typo / "policy.json").exists()
