@@ -53,6 +53,18 @@ class DriverMetrics:
             ["scenario", "kind"],
             registry=r,
         )
+        self.questions = Counter(
+            "hivemem_driver_questions",
+            "Questions the task asked: the denominator of its score",
+            ["scenario"],
+            registry=r,
+        )
+        self.correct = Counter(
+            "hivemem_driver_correct",
+            "Questions answered right: the numerator of the task's score",
+            ["scenario"],
+            registry=r,
+        )
         self.recalls = Counter(
             "hivemem_driver_recalls", "Recalls the agents asked for", ["scenario"], registry=r
         )
@@ -64,16 +76,35 @@ class DriverMetrics:
         )
 
     def record_memory(
-        self, scenario: str, parts: Mapping[str, float], row: Mapping[str, Any]
+        self,
+        scenario: str,
+        outcomes: Mapping[str, float],
+        row: Mapping[str, Any],
+        *,
+        correct: float,
+        questions: float,
     ) -> None:
-        """Count a tick's score parts and its agents' recalls and hits.
+        """Count a tick's score parts, answers, and its agents' recalls and hits.
 
-        Correct answers per recall and hits per recall are ratios of these counters
-        (the dashboard's "memory quality" panels); a task scores answers in aggregate,
-        so which recall fed which correct answer is not known here.
+        Args:
+            scenario: The scenario's name (the only label but ``kind``).
+            outcomes: The tick's score parts under bounded names
+                (:meth:`~hivemem.scenarios.base.Task.outcome_kinds`).
+            row: The tick's row (its ``recalls`` and ``hits``).
+            correct: The tick's correct answers and ``questions`` its questions, as the
+                task's headline score counts them (:meth:`~hivemem.scenarios.base.Task.headline`):
+                parts cannot be summed by name into these (some are subsets of others).
+            questions: See ``correct``.
+
+        Correct answers per question (the score over a window), per recall, and hits
+        per recall are ratios of these counters (the dashboard's "memory quality"
+        panels); a task scores answers in aggregate, so which recall fed which correct
+        answer is not known here.
         """
-        for kind, value in parts.items():
+        for kind, value in outcomes.items():
             self.outcomes.labels(scenario, kind).inc(float(value))
+        self.questions.labels(scenario).inc(float(questions))
+        self.correct.labels(scenario).inc(float(correct))
         self.recalls.labels(scenario).inc(row.get("recalls", 0))
         self.recall_hits.labels(scenario).inc(row.get("hits", 0))
 

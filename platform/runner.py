@@ -455,7 +455,14 @@ def _run_once(
                     metrics.score.labels(name).set(row["score"])
                 metrics.progress.labels(name).set((t + 1) / scenario.run.ticks)
                 metrics.restarts.labels(name).inc(pool.restarts - restarts_seen)
-                metrics.record_memory(name, parts, row)
+                correct, questions = task.headline(parts)
+                metrics.record_memory(
+                    name,
+                    task.outcome_kinds(parts),
+                    row,
+                    correct=correct,
+                    questions=questions,
+                )
                 restarts_seen = pool.restarts
             if on_tick is not None:
                 on_tick(t, row)

@@ -8,6 +8,7 @@ once per tick; nothing in a task depends on how agents are spread over hosts.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -64,8 +65,27 @@ class Task(ABC):
 
     @abstractmethod
     def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
-        """Final scores from the summed counters; ``score`` is the headline. A measure
-        of questions none of which was asked (yet) is None, not 0."""
+        """Final scores from the summed counters; ``score`` is the headline, the ratio
+        of :meth:`headline`. A measure of questions none of which was asked (yet) is
+        None, not 0."""
+
+    @abstractmethod
+    def headline(self, totals: Mapping[str, float]) -> tuple[float, float]:
+        """The correct answers and the questions that ``score`` is the ratio of, from
+        summed counters (one tick's or a whole run's: they add up).
+
+        The driver exports them as ``hivemem_driver_correct_total`` and
+        ``hivemem_driver_questions_total``: summing parts by name cannot say which they
+        are, as some parts count a subset of others (evolving_facts' ``*_as_of_changed``)
+        and some are split by episode (team_insights).
+        """
+
+    def outcome_kinds(self, parts: Mapping[str, float]) -> dict[str, float]:
+        """A tick's score parts under names from a small fixed set, for the driver's
+        ``hivemem_driver_task_outcomes_total{kind}`` (every name is a series for the
+        life of the driver). The parts as they are, unless a task's names grow with the
+        run, as team_insights' per-episode ones do."""
+        return dict(parts)
 
     def next_use(self, item: Item, now: float) -> float:
         """Belady's oracle: the tick at which ``item`` is next needed (inf: never).

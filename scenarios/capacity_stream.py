@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import threading
 from array import array
+from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -221,8 +222,11 @@ class CapacityStream(Task):
             correct += answers.get(aid) == drawn.truth
         return {"asked": asked, "correct": correct}
 
+    def headline(self, totals: Mapping[str, float]) -> tuple[float, float]:
+        return totals.get("correct", 0.0), totals.get("asked", 0.0)
+
     def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
-        return {"score": ratio(totals.get("correct", 0), totals.get("asked", 0))}
+        return {"score": ratio(*self.headline(totals))}
 
     def next_use(self, item: Item, now: float) -> float:
         """Next tick after ``now`` that asks for the item's key; inf if stale or never asked."""

@@ -13,6 +13,7 @@ None while no question of its kind was asked.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from hivemem.agents.base import AgentSpec, Observation
@@ -116,10 +117,13 @@ class EvolvingFacts(Task):
                 out[f"correct_{kind}"] += right
         return out
 
+    def headline(self, totals: Mapping[str, float]) -> tuple[float, float]:
+        """Current and as-of questions; the as-of-changed ones are among the as-of."""
+        correct = totals.get("correct_current", 0.0) + totals.get("correct_as_of", 0.0)
+        return correct, totals.get("asked_current", 0.0) + totals.get("asked_as_of", 0.0)
+
     def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
-        asked = totals.get("asked_current", 0) + totals.get("asked_as_of", 0)
-        correct = totals.get("correct_current", 0) + totals.get("correct_as_of", 0)
-        out = {"score": ratio(correct, asked)}
+        out = {"score": ratio(*self.headline(totals))}
         for kind in ("current", "as_of", "as_of_changed"):
             out[kind] = ratio(totals.get(f"correct_{kind}", 0), totals.get(f"asked_{kind}", 0))
         return out

@@ -6,6 +6,7 @@ another agent wrote: the shared tier. Score: accuracy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from hivemem.agents.base import AgentSpec, Observation
@@ -63,8 +64,11 @@ class RelayQA(Task):
         answered = sum(answers.get(aid) is not None for aid in asked)
         return {"asked": len(asked), "answered": answered, "correct": correct}
 
+    def headline(self, totals: Mapping[str, float]) -> tuple[float, float]:
+        return totals.get("correct", 0.0), totals.get("asked", 0.0)
+
     def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
         return {
-            "score": ratio(totals.get("correct", 0), totals.get("asked", 0)),
+            "score": ratio(*self.headline(totals)),
             "answered": ratio(totals.get("answered", 0), totals.get("asked", 0)),
         }

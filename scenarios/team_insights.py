@@ -10,6 +10,7 @@ to the answer. Newcomers join halfway through the run. Score: success rate, by e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -100,13 +101,23 @@ class TeamInsights(Task):
                 self.last[aid] = {"type": task_type, "option": int(choice), "success": bool(ok)}
         return out
 
+    def headline(self, totals: Mapping[str, float]) -> tuple[float, float]:
+        """Every episode's successes and attempts (newcomers' are among them)."""
+        successes = sum(v for k, v in totals.items() if k.startswith("successes_ep"))
+        return successes, sum(v for k, v in totals.items() if k.startswith("attempts_ep"))
+
+    def outcome_kinds(self, parts: Mapping[str, float]) -> dict[str, float]:
+        """``attempts`` and ``successes`` over all episodes, and the newcomers' parts:
+        per-episode names would make a new series every ``episode_ticks`` ticks (the
+        episode a count belongs to is the time it was counted at)."""
+        successes, attempts = self.headline(parts)
+        out = {"attempts": attempts, "successes": successes}
+        return out | {k: v for k, v in parts.items() if k.startswith("newcomer_")}
+
     def summary(self, totals: dict[str, float]) -> dict[str, float | None]:
         eps = sorted({int(k.rsplit("ep", 1)[1]) for k in totals if k.startswith("attempts_ep")})
         out = {
-            "score": ratio(
-                sum(totals[f"successes_ep{e}"] for e in eps),
-                sum(totals[f"attempts_ep{e}"] for e in eps),
-            ),
+            "score": ratio(*self.headline(totals)),
             "newcomers": ratio(
                 totals.get("newcomer_successes", 0), totals.get("newcomer_attempts", 0)
             ),

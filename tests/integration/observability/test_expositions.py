@@ -147,7 +147,8 @@ def test_the_dashboard_shows_what_the_issue_asks_for() -> None:
         "host restarts",
         "errors per second",
         "staleness",
-        "correct answers per recall",
+        "correct answers per question",
+        "and per recall",
     ):
         assert wanted in titles, wanted
 
