@@ -6,20 +6,26 @@ restart counted by process incarnation, a commit redone after its host died), ke
 from :mod:`hivemem.platform.runner`, which drives the ticks and sees only the
 ``step``/``commit``/``close``/``restarts``/``nodes`` interface that an in-process pool
 (:class:`~hivemem.platform.rl.sim.LocalHosts`) offers too. It also holds what the
-runner's bus shares with the hosts: :data:`BUS_CHECK_S` and :func:`logged`.
+runner's bus shares with the hosts: :data:`BUS_CHECK_S` and :func:`logged`, and the check
+that a Ray address has a cluster behind it (:func:`check_ray_address`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import socket
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hivemem.agents.base import AgentSpec
 from hivemem.memory_bus.config import EmbedderConfig
-from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.errors import ConfigError, HivememError
 from hivemem.scenarios.families import BUILTIN_MODULES
 
 log = logging.getLogger(__name__)
@@ -265,3 +271,50 @@ def _summed(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         else:
             stats[key] = stats.get(key, 0) + value
     return {**b, "stats": stats}
+
+
+RAY_CONNECT_CHECK_S = 5.0
+"""Seconds :func:`check_ray_address` waits for a TCP connection to a cluster's address."""
+
+_HOST_PORT = re.compile(r"(?:ray://)?(\[[^\]]+\]|[^:/\[\]]+):(\d+)")
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_CHECK_S) -> None:
+    """Raise at once if nothing listens at a Ray address of the ``host:port`` form.
+
+    ``ray.init`` retries an address where no cluster answers for ever, printing only
+    Ray's own warnings, so a mistyped ``--address`` hung ``hivemem run``. A cluster's
+    GCS (``host:port``) and Ray Client server (``ray://host:port``) both take TCP
+    connections, so one tried here tells at once. ``auto`` is checked where Ray would
+    look (``RAY_ADDRESS``, then the session file ``ray start`` leaves); other forms
+    (``local``, none found for ``auto``) are left to ``ray.init``, which answers them
+    without waiting.
+
+    Raises:
+        ConfigError: the host does not resolve, or refuses or ignores the connection.
+    """
+    target = _auto_address() if address == "auto" else address
+    match = _HOST_PORT.fullmatch(target or "")
+    if match is None:
+        return
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"no Ray cluster at {target} (check --address / RAY_ADDRESS)", address=target
+        ) from exc
+
+
+def _auto_address() -> str | None:
+    """What ``ray.init(address="auto")`` would join: ``RAY_ADDRESS``, else the address
+    in the session file of the latest ``ray start`` on this machine (None: none)."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env and env != "auto":
+        return env
+    temp = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    session = Path(temp) / "ray" / "ray_current_cluster"
+    try:
+        return session.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

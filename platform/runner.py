@@ -20,8 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
-import socket
 import tempfile
 import time
 import uuid
@@ -33,10 +31,16 @@ from typing import Any
 from hivemem.agents.base import AgentSpec
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.collector import OLD_OBJECT_FREEZER
-from hivemem.memory_bus.errors import ConfigError, HivememError
+from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.platform.host_pool import BUS_CHECK_S, AgentHosts, logged, split
+from hivemem.platform.host_pool import (
+    BUS_CHECK_S,
+    AgentHosts,
+    check_ray_address,
+    logged,
+    split,
+)
 from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.scenario import Scenario
 from hivemem.platform.ticks import TickRows
@@ -100,53 +104,6 @@ def ensure_ray(address: str | None, num_cpus: int) -> None:
         # address="local" never joins a cluster found on the machine; Ray 2.60 turns on
         # token auth for it and creates the token itself.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-
-
-RAY_CONNECT_CHECK_S = 5.0
-"""Seconds :func:`check_ray_address` waits for a TCP connection to a cluster's address."""
-
-_HOST_PORT = re.compile(r"(?:ray://)?(\[[^\]]+\]|[^:/\[\]]+):(\d+)")
-
-
-def check_ray_address(address: str, timeout: float = RAY_CONNECT_CHECK_S) -> None:
-    """Raise at once if nothing listens at a Ray address of the ``host:port`` form.
-
-    ``ray.init`` retries an address where no cluster answers for ever, printing only
-    Ray's own warnings, so a mistyped ``--address`` hung ``hivemem run``. A cluster's
-    GCS (``host:port``) and Ray Client server (``ray://host:port``) both take TCP
-    connections, so one tried here tells at once. ``auto`` is checked where Ray would
-    look (``RAY_ADDRESS``, then the session file ``ray start`` leaves); other forms
-    (``local``, none found for ``auto``) are left to ``ray.init``, which answers them
-    without waiting.
-
-    Raises:
-        ConfigError: the host does not resolve, or refuses or ignores the connection.
-    """
-    target = _auto_address() if address == "auto" else address
-    match = _HOST_PORT.fullmatch(target or "")
-    if match is None:
-        return
-    host, port = match.group(1).strip("[]"), int(match.group(2))
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as exc:
-        raise ConfigError(
-            f"no Ray cluster at {target} (check --address / RAY_ADDRESS)", address=target
-        ) from exc
-
-
-def _auto_address() -> str | None:
-    """What ``ray.init(address="auto")`` would join: ``RAY_ADDRESS``, else the address
-    in the session file of the latest ``ray start`` on this machine (None: none)."""
-    env = os.environ.get("RAY_ADDRESS")
-    if env and env != "auto":
-        return env
-    temp = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
-    session = Path(temp) / "ray" / "ray_current_cluster"
-    try:
-        return session.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
 
 
 class _Bus:
@@ -309,18 +266,43 @@ BUS_TARGETS_DIR = Path(tempfile.gettempdir()) / "hivemem" / "prom_bus_targets"
 placed it, so its address cannot be written in the config."""
 
 
-def write_bus_targets(scenario: str, run_id: str, found: list[dict[str, str]]) -> Path | None:
-    """Write the ``/metrics`` addresses of a run's bus actors for Prometheus to discover."""
+def write_bus_targets(
+    scenario: str, run_id: str, found: list[dict[str, str]], directory: Path = BUS_TARGETS_DIR
+) -> Path | None:
+    """Write the ``/metrics`` addresses of a run's bus actors for Prometheus to discover,
+    as ``<driver pid>-<run id>.json``, first removing the files of drivers that are gone.
+
+    A run removes its file when it closes; a driver killed with SIGKILL cannot, and its
+    file kept ``HivememBusDown`` firing for bus actors that died with the run.
+    """
     targets = [f["metrics"] for f in found if f.get("metrics")]
     if not targets:
         return None
-    BUS_TARGETS_DIR.mkdir(parents=True, exist_ok=True)
-    path = BUS_TARGETS_DIR / f"{run_id}.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    _remove_dead_drivers_targets(directory)
+    path = directory / f"{os.getpid()}-{run_id}.json"
     doc = [{"targets": targets, "labels": {"scenario": scenario}}]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc), encoding="utf-8")
     tmp.replace(path)  # Prometheus never reads a half-written file
     return path
+
+
+def _remove_dead_drivers_targets(directory: Path) -> None:
+    """Remove the targets files (``<pid>-<run id>.json``) whose driver process is gone.
+
+    Files are local to the driver's machine (Prometheus runs there), so the pid is one of
+    its processes; a file of another user's live driver is kept (PermissionError)."""
+    for path in directory.glob("*-*.json"):
+        pid = path.name.split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            logged("removing a dead driver's Prometheus targets file", path.unlink, missing_ok=True)
+        except OSError:
+            continue  # alive, another user's
 
 
 def _add(into: dict[str, float], parts: dict[str, Any]) -> None:

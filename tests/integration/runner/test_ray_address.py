@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from hivemem.memory_bus.errors import ConfigError
-from hivemem.platform.runner import check_ray_address
+from hivemem.platform.host_pool import check_ray_address
 
 
 def closed_port() -> int:
