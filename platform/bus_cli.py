@@ -21,15 +21,17 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from hivemem.memory_bus.errors import HivememError
 from hivemem.platform.bus_connect import (
     ADDRESS,
     AGENT,
+    BAD_INPUT,
     CURVE_KEY,
     CURVE_SERVER_KEY,
+    FAILED,
     SECRET_FILE,
     TIMEOUT,
     TOKEN,
@@ -130,20 +132,20 @@ def bus_serve(
     # data directory locked.
     policy = fsync_policy(fsync)
     if pub_port is None and port == 65535:
-        raise typer.BadParameter("--port 65535 leaves no --port + 1 for events: give --pub-port")
+        fail("--port 65535 leaves no --port + 1 for events: give --pub-port", BAD_INPUT)
     store = empty_store(config)
     secret = read_or_make_secret(secret_file, new_secret)
     curve = None
     if curve_secret_key is not None or curve_public_keys is not None:
         if curve_secret_key is None or curve_public_keys is None:
-            raise typer.BadParameter("CURVE needs both --curve-secret-key and --curve-public-keys")
+            fail("CURVE needs both --curve-secret-key and --curve-public-keys", BAD_INPUT)
         curve = CurveConfig(curve_secret_key, curve_public_keys)
     try:
         journal = Journal(data_dir, policy) if data_dir is not None else None
     except HivememError as exc:  # another bus holds the directory
         fail(exc)
     except OSError as exc:
-        fail(HivememError(f"cannot use the data directory {data_dir}: {exc.strerror}"))
+        fail(f"cannot use the data directory {data_dir} (--data-dir): {exc.strerror}", BAD_INPUT)
     server = BusServer(
         store,
         host=host,
@@ -188,25 +190,27 @@ def bus_serve(
         fail(exc)
 
 
-def _fail_to_start(exc: HivememError, data_dir: Path | None) -> None:
+def _fail_to_start(exc: HivememError, data_dir: Path | None) -> NoReturn:
+    """End ``serve`` whose server did not start: a CURVE key file it cannot load is bad
+    input (exit 2); a socket it cannot bind or a damaged data directory a failure (exit
+    1), the latter with a second line that says the way out."""
     from hivemem.memory_bus.data_files import SNAPSHOT_NAME
+    from hivemem.memory_bus.errors import ConfigError
     from hivemem.memory_bus.journal_frames import JournalCorruptError, JournalGapError
 
-    typer.echo(f"error: {exc.__cause__ or exc}", err=True)
     cause = exc.__cause__
+    text = str(cause or exc)
     if isinstance(cause, JournalCorruptError) and cause.details["path"].endswith(SNAPSHOT_NAME):
-        typer.echo(
-            "the snapshot is damaged: restore it from a backup (the log it replaced is gone,"
-            f" so --fix cannot rebuild it); `hivemem bus check {data_dir}` says more",
-            err=True,
+        text += (
+            "\nthe snapshot is damaged: restore it from a backup (the log it replaced is gone,"
+            f" so --fix cannot rebuild it); `hivemem bus check {data_dir}` says more"
         )
     elif isinstance(cause, JournalCorruptError | JournalGapError):
-        typer.echo(
-            f"the data directory is damaged: `hivemem bus check {data_dir}` says where, and "
-            "with --fix keeps the records before the damage (the rest is set aside)",
-            err=True,
+        text += (
+            f"\nthe data directory is damaged: `hivemem bus check {data_dir}` says where, and "
+            "with --fix keeps the records before the damage (the rest is set aside)"
         )
-    raise typer.Exit(1)
+    fail(text, BAD_INPUT if isinstance(cause or exc, ConfigError) else FAILED)
 
 
 def _reload_keys(server: BusServer) -> None:
@@ -247,20 +251,24 @@ def bus_check(
 ) -> None:
     """Check a data directory as a restart would read it (redis-check-aof is the model).
 
-    Exits 0 if a bus would start on it, 1 if it is damaged (and not fixed).
+    Exits 0 if a bus would start on it, 1 if it is damaged (and not fixed), 2 if there is
+    no such directory.
     """
     from hivemem.memory_bus.data_check import check_data_dir, fix_data_dir
 
     aside = None
     try:
         report = check_data_dir(data_dir)
-        if fix and not report.ok:
-            _print_check(report, as_json=False, err=True)
-            report, aside = fix_data_dir(data_dir)
-    except HivememError as exc:
-        fail(exc)
+    except HivememError as exc:  # no such directory
+        fail(exc, BAD_INPUT)
     except OSError as exc:  # a file where a folder belongs, or the other way round
-        fail(HivememError(f"cannot read {exc.filename or data_dir}: {exc.strerror or exc}"))
+        fail(f"cannot read {exc.filename or data_dir}: {exc.strerror or exc}", BAD_INPUT)
+    if fix and not report.ok:
+        _print_check(report, as_json=False, err=True)
+        try:
+            report, aside = fix_data_dir(data_dir)
+        except (HivememError, OSError) as exc:  # a damaged snapshot it will not cut
+            fail(exc)
     if aside is not None:
         typer.echo(f"fixed: what followed the damage is in {aside}", err=True)
     _print_check(report, as_json)
@@ -422,12 +430,17 @@ def bus_watch(
 async def _watch(
     address: str, agent: str, token: str, kw: dict[str, Any], topics: list[str], count: int
 ) -> None:
+    from hivemem.memory_bus.arguments import split_topic
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
 
     try:
         addresses = split_addresses(address)
+        for topic in topics:
+            split_topic(topic)
     except ValueError as exc:
-        fail(HivememError(str(exc)))
+        fail(f"{exc} (--address)", BAD_INPUT)
+    except HivememError as exc:
+        fail(exc, BAD_INPUT)
     client: Any = AsyncShardedClient(addresses, agent, token, **kw)
     stream = client.events(topics)
     typer.echo(f"watching {', '.join(map(repr, topics))} on {address} as {agent}", err=True)

@@ -1,5 +1,20 @@
-"""What the ``hivemem bus`` client commands share: their options, who they act as, the
-client they open, and how a refusal ends them (a message and exit status 1)."""
+"""What the ``hivemem bus`` client commands share: their options, who they act as and the
+client they open; and how every ``hivemem`` command ends on an error (:func:`fail`).
+
+The convention of the whole command line: an error ends a command with one line on
+stderr, ``error: ...`` (a scenario's problems: ``error: NAME: N problem(s)`` and an
+indented ``- ...`` line for each), never a traceback, and exit status
+
+- 2 (:data:`BAD_INPUT`): the command line is wrong: a flag's value, a name, a file or
+  folder it names (missing, unreadable, invalid); nothing was started. Click's own usage
+  errors (an unknown option, a missing argument, a value out of an option's range) exit
+  2 as well, with click's usage message;
+- 1 (:data:`FAILED`): the command started and failed: a bus refused or did not answer, a
+  socket could not be bound, a data directory is held or damaged, a run failed.
+
+``validate`` and ``bus check`` exit 1 for what they find (an invalid scenario file, a
+damaged data directory), as a linter does: that is their result, not bad input.
+"""
 
 from __future__ import annotations
 
@@ -36,12 +51,14 @@ CURVE_SERVER_KEY = typer.Option(None, help="The bus's public CURVE certificate."
 
 
 def read_secret(path: Path) -> bytes:
+    """The bus secret in ``path``; one that cannot be read, or is empty, ends the command
+    (bad input)."""
     try:
         secret = path.read_bytes()
     except OSError as exc:
-        raise typer.BadParameter(f"cannot read the secret: {exc}") from None
+        fail(f"cannot read the secret file {path} (--secret-file): {exc.strerror}", BAD_INPUT)
     if not secret:  # a bus given it would refuse to start; tokens from it would mean nothing
-        raise typer.BadParameter(f"the secret file {path} is empty")
+        fail(f"the secret file {path} is empty (--secret-file)", BAD_INPUT)
     return secret
 
 
@@ -56,7 +73,7 @@ def identity(secret_file: Path | None, agent: str | None, token: str | None) -> 
     from hivemem.memory_bus.protocol import ADMIN_AGENT
 
     if agent == "":
-        raise typer.BadParameter("--agent names an agent: leave it out to act as the admin")
+        fail("--agent names an agent: leave it out to act as the admin", BAD_INPUT)
     agent_id = agent or ADMIN_AGENT
     if token is not None:
         return agent_id, token
@@ -64,8 +81,8 @@ def identity(secret_file: Path | None, agent: str | None, token: str | None) -> 
         return agent_id, token_for(read_secret(secret_file), agent_id)
     from_environment = os.environ.get(TOKEN_VARIABLE)
     if not from_environment:
-        raise typer.BadParameter(
-            f"give --secret-file (tokens are made from it), --token or ${TOKEN_VARIABLE}"
+        fail(
+            f"give --secret-file (tokens are made from it), --token or ${TOKEN_VARIABLE}", BAD_INPUT
         )
     return agent_id, from_environment
 
@@ -93,7 +110,7 @@ def open_client(address: str, agent: str, token: str, kw: dict[str, Any]) -> Any
     try:
         return MemoryClient(address, agent, token, retries=0, **kw)
     except ValueError as exc:  # an address that names no bus ('', ',')
-        fail(HivememError(str(exc)))
+        fail(f"{exc} (--address)", BAD_INPUT)
 
 
 def curve_of(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None:
@@ -103,11 +120,11 @@ def curve_of(key: Path | None, server_key: Path | None) -> dict[str, bytes] | No
     if key is None and server_key is None:
         return None
     if key is None or server_key is None:
-        raise typer.BadParameter("CURVE needs both --curve-key and --curve-server-key")
+        fail("CURVE needs both --curve-key and --curve-server-key", BAD_INPUT)
     try:
         return curve_keys(key, server_key)
     except HivememError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        fail(exc, BAD_INPUT)
 
 
 def asked(call: Callable[[], Any]) -> Any:

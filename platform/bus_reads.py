@@ -18,6 +18,7 @@ import typer
 from hivemem.platform.bus_connect import (
     ADDRESS,
     AGENT,
+    BAD_INPUT,
     CURVE_KEY,
     CURVE_SERVER_KEY,
     SECRET_FILE,
@@ -25,6 +26,7 @@ from hivemem.platform.bus_connect import (
     TOKEN,
     asked,
     client_args,
+    fail,
     open_client,
 )
 
@@ -125,7 +127,7 @@ def bus_search(
     """Print what a text query finds in a namespace, best first, one JSON line each
     (score and item, without its vector); a look, not a recall."""
     if method is not None and tier != "graph":
-        raise typer.BadParameter("--method ranks graph nodes: give it with the graph tier")
+        fail("--method ranks graph nodes: give it with the graph tier", BAD_INPUT)
     connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with open_client(address, *connection) as client:
         if method is None:

@@ -2,7 +2,7 @@
 fsync policy, the store configuration and the bus secret file.
 
 Each one that is wrong ends the command with one line that names the file or option and
-the problem. They are kept apart from :mod:`hivemem.platform.bus_cli` because they deal
+the problem, and exit status 2 (bad input). They are kept apart from :mod:`hivemem.platform.bus_cli` because they deal
 with files and their validation, not with the server: the command's own module then holds
 the options and the running of the server.
 """
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import typer
 from hivemem.memory_bus.config import StoreConfig
-from hivemem.memory_bus.errors import ConfigError, HivememError
-from hivemem.platform.bus_connect import fail
+from hivemem.memory_bus.errors import ConfigError
+from hivemem.platform.bus_connect import BAD_INPUT, fail
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.journal import FsyncPolicy
@@ -45,15 +45,16 @@ def read_or_make_secret(path: Path | None, make: Callable[[], bytes]) -> bytes |
         secret = path.read_bytes()
         mode = path.stat().st_mode & 0o777
     except OSError as exc:
-        fail(HivememError(f"cannot use the secret file {path}: {exc.strerror or exc}"))
+        fail(f"cannot use the secret file {path} (--secret-file): {exc.strerror or exc}", BAD_INPUT)
     if not secret:
-        fail(HivememError(f"the secret file {path} is empty: delete it to have one made"))
+        fail(f"the secret file {path} is empty: delete it to have one made", BAD_INPUT)
     if len(secret) < MIN_SECRET_BYTES:
-        fail(HivememError(
+        fail(
             f"the secret file {path} holds {len(secret)} bytes: a secret that short is "
             "found offline from any one token, and the admin's token made from it; use "
-            f"at least {MIN_SECRET_BYTES} random bytes (delete the file to have 32 made)"
-        ))  # fmt: skip
+            f"at least {MIN_SECRET_BYTES} random bytes (delete the file to have 32 made)",
+            BAD_INPUT,
+        )
     if mode & 0o077:
         typer.echo(
             f"warning: the secret file {path} is open to others ({oct(mode)}): whoever reads "
@@ -71,7 +72,7 @@ def fsync_policy(name: str) -> FsyncPolicy:
         return FsyncPolicy(name)
     except ValueError:
         known = ", ".join(p.value for p in FsyncPolicy)
-        fail(HivememError(f"--fsync {name!r} is not an fsync policy (known: {known})"))
+        fail(f"--fsync {name!r} is not an fsync policy (known: {known})", BAD_INPUT)
 
 
 def empty_store(path: Path | None) -> MemoryStore:
@@ -85,15 +86,14 @@ def empty_store(path: Path | None) -> MemoryStore:
     config = _store_config(path)
     if config.oracle_tiers():
         fail(
-            HivememError(
-                f"{path}: {', '.join(config.oracle_tiers())} evicts by the future (oracle), "
-                "which only a simulation run's embedded bus knows (hivemem run / compare)"
-            )
+            f"{path}: {', '.join(config.oracle_tiers())} evicts by the future (oracle), "
+            "which only a simulation run's embedded bus knows (hivemem run / compare)",
+            BAD_INPUT,
         )
     try:
         return MemoryStore(config)
     except ConfigError as exc:  # policy names and parameters: only their registries know
-        fail(HivememError(f"{path}: {exc}"))
+        fail(f"{path}: {exc}", BAD_INPUT)
 
 
 def _store_config(path: Path | None) -> StoreConfig:
@@ -103,11 +103,11 @@ def _store_config(path: Path | None) -> StoreConfig:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        fail(HivememError(f"cannot read the store config {path}: {why}"))
+        fail(f"cannot read the store config {path} (--config): {why}", BAD_INPUT)
     try:
         return _parse_store_config(text, str(path))
     except ConfigError as exc:
-        fail(exc)
+        fail(exc, BAD_INPUT)
 
 
 def _parse_store_config(text: str, source: str) -> StoreConfig:

@@ -1,4 +1,9 @@
-"""The ``hivemem`` command line."""
+"""The ``hivemem`` command line.
+
+Errors end a command with one ``error: ...`` line on stderr and exit status 2 for bad
+input, 1 for a failure once started (:func:`hivemem.platform.bus_connect.fail`, whose
+module docstring states the convention); ``validate`` exits 1 for an invalid file.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +41,7 @@ def _load(scenario: str, overrides: list[str] | None) -> Any:
     try:
         return load_scenario(scenario, overrides or [])
     except ScenarioError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+        fail(exc, BAD_INPUT)
 
 
 def _make_out(folder: Path) -> None:
@@ -56,7 +60,10 @@ def _make_out(folder: Path) -> None:
 def validate(
     files: list[str] = typer.Argument(..., help="Scenario files or built-in names."),
 ) -> None:
-    """Check scenario files; every problem is named with its path (and line) in the file."""
+    """Check scenario files; every problem is named with its path (and line) in the file.
+
+    Exits 1 if any file is invalid (or missing): that is its finding, as a linter's.
+    """
     from hivemem.platform.scenario import load_scenario
     from hivemem.platform.scenario_problems import ScenarioError
 
@@ -66,7 +73,7 @@ def validate(
             s = load_scenario(name)
         except ScenarioError as exc:
             failed += 1
-            typer.echo(str(exc), err=True)
+            typer.echo(f"error: {exc}", err=True)
             continue
         typer.echo(
             f"{name}: ok ({s.task.family}, {sum(e.count for e in s.agents)} agents, {s.run.ticks} ticks)"
@@ -141,7 +148,7 @@ def run(
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     metrics_port: int | None = typer.Option(
-        None, help="Expose Prometheus /metrics here (overrides metrics_port)."
+        None, min=0, max=65535, help="Expose Prometheus /metrics here (overrides metrics_port)."
     ),
     metrics_host: str = typer.Option("127.0.0.1", help="Interface for /metrics."),
 ) -> None:

@@ -1,7 +1,8 @@
 """``hivemem train`` and ``hivemem eval``: the RL commands of the command line.
 
 Every setting is checked, and the output folder made, before Ray starts: a bad one is
-one line on stderr and exit status 2, as for any bad input of the command line.
+one ``error:`` line on stderr and exit status 2, as for any bad input of the command line;
+a training that fails once started exits 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from hivemem.platform.bus_connect import BAD_INPUT, fail
 
 METHODS = ("es", "reinforce")
 
@@ -23,8 +25,7 @@ def _scenario(name: str, overrides: list[str]):  # type: ignore[no-untyped-def]
     try:
         return load_scenario(name, overrides)
     except ScenarioError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+        fail(exc, BAD_INPUT)
 
 
 def train_command(
@@ -78,12 +79,14 @@ def train_command(
             job = _reinforce_job(s, config, folder, pairs=pairs, sigma=sigma, resume=resume)
         else:
             raise HivememError(f"unknown method {method!r} ({', '.join(METHODS)})")
-        if workers:
-            ensure_ray(address, max(s.run.num_cpus, workers))
-        job()
     except HivememError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(exc, BAD_INPUT)
+    if workers:
+        ensure_ray(address, max(s.run.num_cpus, workers))
+    try:
+        job()
+    except HivememError as exc:  # a rollout failed
+        fail(exc)
     typer.echo(str(folder / "policy.json"))
 
 
@@ -102,9 +105,9 @@ def _es_job(  # type: ignore[no-untyped-def]
     if sigma is not None:
         config.sigma = sigma
     config.check()
-    controller_tier(s, config.tier, config.controller)
+    config.tier = controller_tier(s, config.tier, config.controller)
     if resume:
-        check_resumable(folder)
+        check_resumable(folder, config, s)
     make_folder(folder, "--out")
 
     def show(r: dict[str, float]) -> None:
@@ -202,7 +205,6 @@ def eval_command(
     from hivemem.memory_bus.policies.learned import Scorer
     from hivemem.platform.rl.evaluate import evaluate_policies, results_table, trained_scenario
     from hivemem.platform.rl.sim import controller_tier
-    from hivemem.platform.scenario_problems import ScenarioError
 
     try:
         scorer = Scorer.load(checkpoint)
@@ -215,11 +217,7 @@ def eval_command(
         names = [f"learned:{checkpoint}"]
         names += (against or getattr(getattr(s.memory, tier), field)).split(",")
         results = evaluate_policies(s, scorer.controller, tier, names, seeds)
-    except ScenarioError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    except HivememError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except HivememError as exc:  # ScenarioError too
+        fail(exc, BAD_INPUT)
     results_table(f"{s.name}: {scorer.controller} on the {tier} tier", results)
     typer.echo(json.dumps({k: v["score"] for k, v in results.items()}))

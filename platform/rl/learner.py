@@ -360,7 +360,7 @@ def train(
     tier = controller_tier(scenario, config.tier, config.controller)
     config.tier = tier
     if resume:
-        check_resumable(out)
+        check_resumable(out, config, scenario)
     make_folder(out)
     state_path = out / STATE_NAME
     digest = scenario_digest(scenario)
@@ -387,18 +387,20 @@ def train(
     return scorer
 
 
-def check_resumable(out: Path) -> None:
-    """Check that ``out`` holds a training state to resume.
+def check_resumable(out: Path, config: TrainConfig, scenario: Scenario) -> None:
+    """Check that ``out`` holds a training state that ``config`` (its tier resolved) may
+    resume on ``scenario``: the command line checks it before Ray starts.
 
     Raises:
-        ConfigError: it does not: resuming into a mistyped folder would otherwise train
-            from scratch without a word.
+        ConfigError: it holds none (resuming into a mistyped folder would otherwise train
+            from scratch without a word), or one of other settings or another scenario.
     """
     if not (out / STATE_NAME).is_file():
         raise ConfigError(
             f"nothing to resume: {out} has no {STATE_NAME} (leave out --resume to start afresh)",
             path=str(out),
         )
+    load_state(out / STATE_NAME, config, scenario_digest(scenario))
 
 
 def curve_plot(path: Path, name: str, controller: str, history: list[dict[str, float]]) -> None:

@@ -294,7 +294,8 @@ def test_a_bus_started_with_another_embedder_on_its_items_says_which(tmp_path: P
         first.stop()
     again = ServerProcess(tmp_path / "data", config=tmp_path / "four.yaml")
     run = subprocess.run(again.command(), capture_output=True, text=True, timeout=60)
-    assert run.returncode == 1 and "Traceback" not in run.stderr
+    # bad input: the store config given does not fit the data directory given
+    assert run.returncode == 2 and "Traceback" not in run.stderr
     assert (
         "holds 1 item(s) embedded by hashing (bigrams=True, hashes=2); this bus embeds with "
         "hashing (bigrams=True, hashes=4)"
@@ -304,7 +305,7 @@ def test_a_bus_started_with_another_embedder_on_its_items_says_which(tmp_path: P
 def test_a_data_dir_that_cannot_be_made_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     run = bus("serve", "--data-dir", str(tmp_path / "file" / "data"), "--port", "0")
-    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.returncode == 2 and "Traceback" not in run.stderr  # bad input
     assert f"cannot use the data directory {tmp_path / 'file' / 'data'}" in run.stderr
 
 
@@ -330,7 +331,7 @@ SERVE_REFUSALS = {
     "missing config": (
         ["--config", "{tmp}/nonexist.yaml"],
         None,
-        ["cannot read the store config {tmp}/nonexist.yaml: No such file or directory"],
+        ["cannot read the store config {tmp}/nonexist.yaml (--config): No such file or directory"],
     ),
     "bad fsync": (
         ["--fsync", "sometimes", "--data-dir", "{tmp}/data"],
@@ -355,7 +356,7 @@ SERVE_REFUSALS = {
     "secret file that is a folder": (
         ["--secret-file", "{tmp}"],
         None,
-        ["cannot use the secret file {tmp}: Is a directory"],
+        ["cannot use the secret file {tmp} (--secret-file): Is a directory"],
     ),
     "request port in use": (
         ["--port", "{port}"],
@@ -375,11 +376,13 @@ SERVE_REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("case", SERVE_REFUSALS.values(), ids=SERVE_REFUSALS.keys())
-def test_bad_serve_input_is_one_clear_line(
-    tmp_path: Path, case: tuple[list[str], str | None, list[str]]
-) -> None:
-    args, config, expected = case
+SERVE_FAILURES = {"request port in use", "event port in use", "metrics port in use"}
+"""The refusals that are no bad input (exit 2) but a failure to start (exit 1)."""
+
+
+@pytest.mark.parametrize("name", SERVE_REFUSALS)
+def test_bad_serve_input_is_one_clear_line(tmp_path: Path, name: str) -> None:
+    args, config, expected = SERVE_REFUSALS[name]
     if config is not None:
         (tmp_path / "store.yaml").write_text(config)
     with socket.socket() as taken:  # a port something else already listens on
@@ -387,7 +390,8 @@ def test_bad_serve_input_is_one_clear_line(
         taken.listen()
         port = taken.getsockname()[1]
         run = bus("serve", "--port", "0", *(a.format(tmp=tmp_path, port=port) for a in args))
-    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.returncode == (1 if name in SERVE_FAILURES else 2), run.stderr
+    assert "Traceback" not in run.stderr
     assert run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1, run.stderr
     for words in expected:
         assert words.format(tmp=tmp_path, port=port) in run.stderr

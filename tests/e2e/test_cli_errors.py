@@ -3,6 +3,7 @@ starts where the command would start it, and ``--metrics-port 0`` says the port 
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -125,3 +126,86 @@ def test_train_resume_with_no_saved_state_is_refused(tmp_path: Path) -> None:
     one_error(proc, 2, f"{typo}")
     assert "train_state.json" in proc.stderr and "--resume" in proc.stderr
     assert not (typo / "policy.json").exists()
+
+
+LOGGED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
+"""A line of ``bus serve``'s log (its time first), not one of its messages."""
+
+NOWHERE = ["-a", "tcp://127.0.0.1:1", "--timeout", "0.5"]
+"""A bus address no bus answers at."""
+
+# (arguments, exit status, what the first line starts with); {T}: a folder of bad files,
+# {BUSY}: a port another socket holds. Click's own usage errors keep click's message.
+ERRORS = [
+    (["run", "nosuch"], 2, "error: nosuch: 1 problem(s)"),
+    (["run", "relay_qa", "--set", "run.tiks=3"], 2, "error: builtin:relay_qa: 1 problem(s)"),
+    (["run", "relay_qa", "--metrics-port", "99999"], 2, "Usage:"),
+    (["run", "relay_qa", "--metrics-port", "{BUSY}", "--out", "{T}"], 1, "error: cannot serve"),
+    (["compare", "nosuch", "--eviction", "lru"], 2, "error: nosuch: 1 problem(s)"),
+    (["compare", "relay_qa", "--tier", "nosuch", "--eviction", "lru"], 2, "error: unknown tier"),
+    (["compare", "relay_qa", "--out", "{T}/bad.yaml"], 2, "error: cannot create the output"),
+    (["train", "nosuch"], 2, "error: nosuch: 1 problem(s)"),
+    (["train", "capacity_stream", "--method", "nosuch", "--workers", "0"], 2, "error: unknown"),
+    (["eval", "{T}/bad.json"], 2, "error: cannot read policy checkpoint"),
+    (["eval", "{T}/nosuch.json"], 2, "error: no policy checkpoint"),
+    (["validate", "nosuch"], 1, "error: nosuch: 1 problem(s)"),
+    (["schema", "--out", "{T}/no/such.json"], 2, "error: cannot write"),
+    (["bus", "serve", "--port", "0", "--config", "{T}/bad.yaml"], 2, "error: {T}/bad.yaml"),
+    (["bus", "serve", "--port", "0", "--fsync", "sometimes"], 2, "error: --fsync 'sometimes'"),
+    (["bus", "serve", "--port", "65535"], 2, "error: --port 65535 leaves no"),
+    (["bus", "serve", "--port", "0", "--secret-file", "{T}/short"], 2, "error: the secret file"),
+    (["bus", "serve", "--port", "0", "--data-dir", "/proc/x"], 2, "error: cannot use the data"),
+    (["bus", "serve", "--curve-secret-key", "{T}/bad.key"], 2, "error: CURVE needs both"),
+    (["bus", "serve", "--port", "0", "--curve-secret-key", "{T}/bad.key",
+      "--curve-public-keys", "{T}/keys"], 2, "error: cannot load the CURVE secret key"),
+    (["bus", "serve", "--port", "{BUSY}", "--pub-port", "0"], 1, "error: cannot bind"),
+    (["bus", "serve", "--port", "0", "--metrics-port", "{BUSY}"], 1, "error: cannot serve"),
+    (["bus", "check", "{T}/nosuch"], 2, "error: no data directory"),
+    (["bus", "token", "alice", "--secret-file", "{T}/nosuch"], 2, "error: cannot read the secret"),
+    (["bus", "ping", *NOWHERE, "--secret-file", "{T}/empty"], 2, "error: the secret file"),
+    (["bus", "stats", *NOWHERE], 2, "error: give --secret-file"),
+    (["bus", "ping", *NOWHERE, "--token", "x", "--agent", ""], 2, "error: --agent names"),
+    (["bus", "ping", "-a", ",", "--token", "x"], 2, "error: "),
+    (["bus", "ping", *NOWHERE, "--token", "x", "--curve-key", "{T}/bad.key"], 2, "error: CURVE"),
+    (["bus", "search", "private", "a", "q", "--method", "ppr", *NOWHERE, "--token", "x"], 2,
+     "error: --method ranks graph nodes"),
+    (["bus", "watch", "private", *NOWHERE, "--token", "x", "--count", "1"], 2, "error: topic"),
+    (["bus", "ping", *NOWHERE, "--token", "x"], 1, "error: no reply"),
+    (["bus", "items", "private", "a", *NOWHERE, "--token", "x"], 1, "error: no reply"),
+    (["bus", "items", "private"], 2, "Usage:"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "bad.yaml").write_text("name: x\ntask: [unclosed\n")
+    (folder / "bad.json").write_text("{not json")
+    (folder / "bad.key").write_text("garbage")
+    (folder / "short").write_bytes(b"too short")
+    (folder / "empty").write_bytes(b"")
+    (folder / "keys").mkdir()  # no client's certificate in it
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "first"), ERRORS, ids=[" ".join(a[:3]) for a, _, _ in ERRORS]
+)
+def test_every_command_ends_bad_input_in_one_error_line(
+    args: list[str], code: int, first: str, bad_files: Path, busy_port: int
+) -> None:
+    """Exit 2 for bad input, 1 for a failure once started; the first line says which
+    problem, and there is never a traceback."""
+
+    def filled(text: str) -> str:
+        return text.replace("{T}", str(bad_files)).replace("{BUSY}", str(busy_port))
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HIVEMEM_TOKEN", "RAY_ADDRESS")}
+    proc = subprocess.run(
+        [*CLI, *map(filled, args)], capture_output=True, text=True, timeout=120, env=env,
+        cwd=bad_files, check=False,
+    )  # fmt: skip
+    lines = [line for line in ours(proc.stderr) if not LOGGED.match(line)]
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert lines and lines[0].startswith(filled(first)), proc.stderr[-3000:]
