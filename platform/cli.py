@@ -23,6 +23,17 @@ app = typer.Typer(no_args_is_help=True, help="Simulate many AI agents that share
 app.add_typer(bus_app, name="bus")
 
 
+def _start_ray(ensure_ray: Callable[[str | None, int], None], *args: Any) -> None:
+    """Start or join Ray (``ensure_ray``); no cluster at the address given is one error
+    line, exit 1 (it may come up: try again), not a traceback."""
+    from hivemem.memory_bus.errors import HivememError
+
+    try:
+        ensure_ray(*args)
+    except HivememError as exc:
+        fail(exc)
+
+
 @app.command()
 def version() -> None:
     """Print the installed hivemem version."""
@@ -186,7 +197,7 @@ def run(
         metrics = DriverMetrics()
         url = serve_metrics(metrics.serve, s.metrics_port, metrics_host)
         console.print(f"metrics on {url}")
-    ensure_ray(address, s.run.num_cpus)
+    _start_ray(ensure_ray, address, s.run.num_cpus)
     folder = RunFolder(s, Path(s.outputs.dir))
     results: dict[str, Any] = {}
     try:
@@ -330,7 +341,7 @@ def compare(
     ]
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
     _make_out(out)
-    ensure_ray(address, s0.run.num_cpus)
+    _start_ray(ensure_ray, address, s0.run.num_cpus)
     folder = out / f"compare-{s0.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, list[float | None]]] = {}

@@ -73,6 +73,9 @@ def test_the_cli_stops_at_once_on_an_address_with_no_cluster(
         timeout=120,  # raises (fails the test) on the hang
         check=False,
     )
-    assert proc.returncode != 0
-    assert f"no Ray cluster at {address} (check --address / RAY_ADDRESS)" in proc.stderr
+    assert proc.returncode == 1  # a failure once started: the cluster may come back
+    assert proc.stderr.startswith(
+        f"error: no Ray cluster at {address} (check --address / RAY_ADDRESS)"
+    )
+    assert "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("out/*"))  # no run folder: nothing was run
