@@ -17,7 +17,7 @@ from hivemem.platform.bus_cli import bus_app, serve_metrics
 from hivemem.platform.bus_connect import BAD_INPUT, fail
 
 if TYPE_CHECKING:
-    from hivemem.platform.outputs import RunStopped
+    pass
 
 app = typer.Typer(no_args_is_help=True, help="Simulate many AI agents that share memory.")
 app.add_typer(bus_app, name="bus")
@@ -259,12 +259,10 @@ def _run_with_progress(
         return fn(lambda t, row: bar.update(job, completed=t + 1, score=_shown(row["score"])))
 
 
-NOTHING_ASKED = "no questions"
-"""How a table shows a measure of questions none of which was asked (None)."""
-
-
 def _shown(value: float | None) -> str:
     """A measure as a table shows it."""
+    from hivemem.platform.outputs import NOTHING_ASKED
+
     return NOTHING_ASKED if value is None else f"{value:.3f}"
 
 
@@ -321,6 +319,12 @@ def compare(
     import os
     import time
 
+    from hivemem.platform.comparing import (
+        compare_runs,
+        compare_table,
+        failed_seeds,
+        save_comparison,
+    )
     from hivemem.platform.runner import ensure_ray
     from rich.console import Console
 
@@ -346,11 +350,11 @@ def compare(
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, list[float | None]]] = {}
     failed: list[dict[str, Any]] = []
-    stopped = _compare_runs(loaded, seeds, remote, target, results, failed, folder / "runs.jsonl")
-    ran = [label for label, _, _ in loaded if label in results or _failed_of(failed, label)]
+    stopped = compare_runs(loaded, seeds, remote, target, results, failed, folder / "runs.jsonl")
+    ran = [label for label, _, _ in loaded if label in results or failed_seeds(failed, label)]
     title = f"{s0.name}: {target} tier, {seeds} seeds (mean ± 95 % CI)"
-    Console().print(_compare_table(title, ran, results, failed))
-    _save_comparison(folder, s0.name, ran, results, failed)
+    Console().print(compare_table(title, ran, results, failed))
+    save_comparison(folder, s0.name, ran, results, failed)
     runs = sum(len(r["score"]) for r in results.values()) + len(failed)
     for f in failed:
         typer.echo(f"{f['setting']} seed {f['seed']} failed: {f['error']}", err=True)
@@ -377,144 +381,6 @@ def _compared_tier(s: Any, tier: str | None, eviction: bool) -> str:
         return controller_tier(s, tier, "eviction" if eviction else "write")
     except HivememError as exc:
         fail(exc, BAD_INPUT)
-
-
-def _save_comparison(
-    folder: Path,
-    name: str,
-    labels: list[str],
-    results: dict[str, dict[str, list[float | None]]],
-    failed: list[dict[str, Any]],
-) -> None:
-    """``compare.json`` (with ``failed`` if a run failed) and ``compare.png`` (the mean
-    score of each setting that has one) in ``folder``."""
-    import json
-
-    from hivemem.platform.outputs import mean_ci
-    from hivemem.platform.plots import compare_plot
-
-    saved: dict[str, Any] = {**results, "failed": failed} if failed else dict(results)
-    text = json.dumps(saved, indent=2, sort_keys=True)
-    (folder / "compare.json").write_text(text, encoding="utf-8")
-    scores = {label: _numbers(results.get(label, {}).get("score", [])) for label in labels}
-    scored = [label for label in labels if scores[label]]
-    if scored:
-        stats = [mean_ci(scores[label]) for label in scored]
-        means, cis = [m for m, _ in stats], [c for _, c in stats]
-        compare_plot(folder / "compare.png", f"{name}: score by setting", scored, means, cis)
-
-
-def _numbers(values: list[float | None]) -> list[float]:
-    """The values of a measure that were measured (a score with nothing asked is None)."""
-    return [v for v in values if v is not None]
-
-
-def _failed_of(failed: list[dict[str, Any]], label: str) -> list[int]:
-    """The seeds of setting ``label`` whose run failed."""
-    return [f["seed"] for f in failed if f["setting"] == label]
-
-
-def _compare_table(
-    title: str,
-    labels: list[str],
-    results: dict[str, dict[str, list[float | None]]],
-    failed: list[dict[str, Any]],
-) -> Any:
-    """Mean ± 95 % CI of every measure per setting; with a ``failed`` column (the seeds
-    whose run failed) if any did."""
-    from rich.table import Table
-
-    keys = list(dict.fromkeys(k for label in labels for k in results.get(label, {})))
-    table = Table(title=title)
-    table.add_column("setting")
-    for k in keys:
-        table.add_column(k, justify="right")
-    if failed:
-        table.add_column("failed seeds", justify="right")
-    for label in labels:
-        cells = [label]
-        for k in keys:
-            cells.append(_mean_ci_cell(results.get(label, {}).get(k, [])))
-        if failed:
-            cells.append(", ".join(map(str, _failed_of(failed, label))))
-        table.add_row(*cells)
-    return table
-
-
-def _mean_ci_cell(values: list[float | None]) -> str:
-    """Mean ± 95 % CI of a measure's values, as a table shows it ("-": no run)."""
-    from hivemem.platform.outputs import mean_ci
-
-    if not values:
-        return "-"
-    measured = _numbers(values)
-    if not measured:
-        return NOTHING_ASKED
-    m, c = mean_ci(measured)
-    return f"{m:.3f} ± {c:.3f}" if c == c else f"{m:.3f}"
-
-
-def _compare_runs(
-    loaded: list[tuple[str, Any, bool]],
-    seeds: int,
-    remote: bool,
-    target: str,
-    results: dict[str, dict[str, list[float | None]]],
-    failed: list[dict[str, Any]],
-    log_path: Path,
-) -> RunStopped | None:
-    """Run every setting over its seeds, into ``results`` and one JSON line per run in
-    ``log_path`` as each ends; what stopped them early (Ctrl-C, SIGTERM), or None.
-
-    A run that fails is recorded in ``failed`` (and its line) as its setting, seed and
-    error, and the others go on.
-    """
-    import json
-
-    from hivemem.platform.outputs import RunStopped, stopping
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    with log_path.open("w", encoding="utf-8") as log:
-        try:
-            with stopping():
-                for label, s, base in loaded:
-                    for i in range(seeds):
-                        si = s.model_copy(
-                            update={"run": s.run.model_copy(update={"seed": s.run.seed + i})}
-                        )
-                        console.print(f"{label} seed {si.run.seed} ...")
-                        run = {"setting": label, "seed": si.run.seed}
-                        outcome = _compare_one(si, base, remote, target, console)
-                        if "error" in outcome:
-                            failed.append({**run, **outcome})
-                        else:
-                            for k, v in outcome.items():
-                                results.setdefault(label, {}).setdefault(k, []).append(v)
-                        log.write(json.dumps({**run, **outcome}, sort_keys=True) + "\n")
-                        log.flush()
-        except RunStopped as stop:
-            return stop
-    return None
-
-
-def _compare_one(s: Any, base: bool, remote: bool, target: str, console: Any) -> dict[str, Any]:
-    """One run of a comparison: its measures, or ``{"error": ...}`` if it failed (a bug's
-    traceback is printed too). A signal that surfaced as an error is raised again."""
-    from hivemem.memory_bus.errors import HivememError
-    from hivemem.platform.outputs import signal_behind
-    from hivemem.platform.runner import run_once
-
-    try:
-        r = run_once(s, baseline=base, remote=remote)
-    except Exception as exc:
-        if signal_behind(exc) is not None:
-            raise
-        if not isinstance(exc, HivememError):
-            console.print_exception()
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    held = [row["items"].get(target, 0) for row in r.rows]
-    return {**r.summary, "memory": sum(held) / max(len(held), 1)}
 
 
 def _add_rl_commands() -> None:

@@ -208,6 +208,10 @@ class RunFolder:
         replace_durably(self.path / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
 
 
+NOTHING_ASKED = "no questions"
+"""How a table shows a measure of questions none of which was asked (None)."""
+
+
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95 % confidence interval (Student t)."""
     n = len(values)
