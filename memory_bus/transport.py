@@ -16,9 +16,10 @@ thread hop.
 Error replies and ZeroMQ failures become the project's errors at this boundary, once:
 the class of :mod:`~hivemem.memory_bus.errors` a reply's code names
 (:func:`~hivemem.memory_bus.requests.error_from_reply`), ``BusTimeoutError`` when no
-reply comes, ``RemoteError`` for a code unknown here. The clients over these transports live in :mod:`hivemem.memory_bus.client`, which
-exports the errors too. The sockets are opened by :mod:`hivemem.memory_bus.sockets`
-(``curve_keys`` is imported from here too).
+reply comes, ``RemoteError`` for a code unknown here. The clients over these
+transports live in :mod:`hivemem.memory_bus.client`, which exports the errors too. The
+sockets are opened by :mod:`hivemem.memory_bus.sockets` (and a client's CURVE keys read
+by its ``curve_keys``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from hivemem.memory_bus.requests import (
 from hivemem.memory_bus.sockets import (
     cancelling,
     connected,
-    curve_keys,  # noqa: F401  (imported from here by callers)
     subscribed,
 )
 

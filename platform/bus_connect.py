@@ -115,7 +115,7 @@ def open_client(address: str, agent: str, token: str, kw: dict[str, Any]) -> Any
 
 def curve_of(key: Path | None, server_key: Path | None) -> dict[str, bytes] | None:
     """The client's CURVE keys from certificate files (``zmq.auth``), or None for none."""
-    from hivemem.memory_bus.transport import curve_keys
+    from hivemem.memory_bus.sockets import curve_keys
 
     if key is None and server_key is None:
         return None

@@ -3,7 +3,7 @@
 Training runs thousands of short episodes, so it keeps the agent hosts in this process
 (:class:`LocalHosts`, the same :class:`~hivemem.agents.host.AgentHost` the Ray actors
 wrap) and the bus embedded, the hosts handing their requests straight to it
-(:class:`~hivemem.memory_bus.transport.LocalTransport`); everything else is
+(:class:`~hivemem.memory_bus.local_transport.LocalTransport`); everything else is
 :func:`~hivemem.platform.runner.run_once`, so an episode here is a ``hivemem run``
 without Ray.
 """

@@ -13,7 +13,7 @@ from hivemem.memory_bus.client import AsyncMemoryClient, LocalTransport, MemoryC
 from hivemem.memory_bus.curve import CurveConfig
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.transport import curve_keys
+from hivemem.memory_bus.sockets import curve_keys
 
 from .conftest import Bus, make_server
 
