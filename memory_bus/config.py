@@ -272,6 +272,25 @@ class StoreConfig(_Model):
         tiers = {"private": self.private, "shared": self.shared, "graph": self.graph}
         return [name for name, tier in tiers.items() if tier.eviction in ORACLE_EVICTIONS]
 
+    @model_validator(mode="after")
+    def _roles_name_the_graph_s_levels(self) -> StoreConfig:
+        """Every level a role is given is one of the graph's: a level it lacks once made
+        a role read every level (see :class:`~hivemem.memory_bus.levels.LevelScope`).
+        The default ``default_graph_levels`` ([0, 1, 2]) is checked only where set, so
+        that a graph of fewer levels keeps it as "every level"."""
+        top = len(self.graph.levels)
+        given = [(f"access.graph_levels[{role!r}]", lv) for role, lv in self.access.graph_levels.items()]  # fmt: skip
+        if "default_graph_levels" in self.access.model_fields_set:
+            given.append(("access.default_graph_levels", self.access.default_graph_levels))
+        for where, levels in given:
+            for level in levels:
+                if not 0 <= level < top:
+                    raise ValueError(
+                        f"{where} names level {level}, but the graph has levels 0..{top - 1}"
+                        f" ({', '.join(self.graph.levels)})"
+                    )
+        return self
+
     @field_validator("embedder", mode="before")
     @classmethod
     def _known_embedder(cls, value: Any) -> Any:

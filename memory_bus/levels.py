@@ -33,6 +33,9 @@ class LevelScope:
     def __init__(self, config: GraphConfig, access: AccessPolicy) -> None:
         self.config = config
         self.access = access
+        # Every level of the graph: a role reads every level if its levels hold these
+        # (a set compared, not counted: [0, 1, 5] on a 3-level graph is not every level).
+        self._every = frozenset(range(len(config.levels)))
         self._on_levels: dict[frozenset[int], Callable[[Item], bool]] = {}  # (visible_to)
         self._at_level: dict[int, Callable[[Item], bool]] = {}  # (merge_scope)
 
@@ -64,14 +67,14 @@ class LevelScope:
 
     def reads_every_level(self, caller: Caller) -> bool:
         """Whether ``caller``'s role may read every level of this tier's graphs."""
-        return len(self.access.levels(caller)) >= len(self.config.levels)
+        return self._every <= self.access.levels(caller)
 
     def visible_to(self, caller: Caller) -> Callable[[Item], bool] | None:
         """A caller whose role is limited to some levels finds only those: a search ranks
         the nodes it may read (its top k is not cut before they are picked out), and
         recalls only them. None for a role that reads every level."""
         levels = self.access.levels(caller)
-        if len(levels) >= len(self.config.levels):
+        if self._every <= levels:
             return None
         keep = self._on_levels.get(levels)
         if keep is None:
@@ -103,7 +106,7 @@ class LevelScope:
         of live nodes on its levels. None for a role that reads every level, which also
         sees deleted nodes' ids (as with ``history``)."""
         levels = self.access.levels(caller)
-        if len(levels) >= len(self.config.levels):
+        if self._every <= levels:
             return None
         if ns is None:
             return lambda node: False
@@ -119,7 +122,7 @@ class LevelScope:
     ) -> Callable[[Item], bool] | None:
         """The items ``caller`` may list: those ``valid`` keeps (None: any), on its levels."""
         levels = self.access.levels(caller)
-        if len(levels) >= len(self.config.levels):
+        if self._every <= levels:
             return valid
         if valid is None:
             return lambda item: item.level in levels
@@ -128,7 +131,7 @@ class LevelScope:
     def readable(self, caller: Caller, hits: list[Hit]) -> list[Hit]:
         """The ``hits`` on levels the caller's role may read."""
         levels = self.access.levels(caller)
-        if len(levels) >= len(self.config.levels):
+        if self._every <= levels:
             return hits  # the common case: every level
         return [h for h in hits if h.item.level in levels]
 
