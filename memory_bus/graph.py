@@ -392,10 +392,10 @@ class GraphTier(VectorTier):
         how = retrieval_method(method or self.graph_config.retrieval)
         hops = self.graph_config.hops if hops is None else as_int(hops, "hops", 0, MAX_HOPS)
         t = None if as_of is None else check_number(as_of, "as_of")
+        query = check_vector(vector, self.ctx.dim)  # before any answer, as search does
         ns = self.namespaces.get(namespace)
         if ns is None or not len(ns):
             return []
-        query = check_vector(vector, self.ctx.dim)
         # A role limited to some levels retrieves from the graph of those alone: seeds,
         # walks and PageRank never pass through a node it may not read.
         keep = self._visible_to(caller)
