@@ -21,7 +21,8 @@ name                   evicts first
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,31 @@ EVICTION_POLICIES: Registry[EvictionPolicy] = Registry("eviction policy")
 def _check_n(candidates: Sequence[Item], n: int) -> None:
     if not 0 <= n <= len(candidates):
         raise InvalidInputError("n", f"cannot evict {n} of {len(candidates)} candidates")
+
+
+def _number(
+    policy: str,
+    name: str,
+    value: Any,
+    bound: str = "",
+    within: Callable[[float], bool] | None = None,
+) -> float:
+    """``value``, a policy's parameter ``name``, as a float, if it is a finite number
+    ``within`` its ``bound`` (a phrase for the error).
+
+    Raises:
+        ConfigError: naming the policy and the parameter. A bool or a numeric string is
+            no number here (``True`` was taken as a strength of 1, ``"1"`` as a weight),
+            nor is infinity (a strength of inf made MemoryBank evict as LRU does, an
+            ``importance_scale`` of inf made every importance 0).
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and math.isfinite(value) and (within is None or within(float(value))):
+        return float(value)
+    rule = " ".join(filter(None, ["a finite number", bound]))
+    raise ConfigError(
+        f"bad parameters for eviction policy {policy!r}: {name} must be {rule}, got {value!r}"
+    )
 
 
 class _KeyPolicy:
@@ -113,18 +139,17 @@ class MemoryBankPolicy(_KeyPolicy):
     feature_columns = frozenset({"since_access", "log_hits"})  # all the store need compute for it
 
     def __init__(self, strength: float = DEFAULT_STRENGTH) -> None:
-        if not strength > 0:
-            raise ConfigError(f"memorybank strength must be > 0, got {strength!r}")
-        self.strength = float(strength)
+        self.strength = _number("memorybank", "strength", strength, "> 0", lambda s: s > 0)
 
     def keys(self, features: np.ndarray, ctx: EvictionContext) -> list[np.ndarray]:
         """Lowest retention first, by its exponent ``-t / S`` (``S = strength * (1 +
         hits)``): ``exp`` of it is 0.0 for every memory unrecalled for some hundreds of
         strengths, and the ranking fell to the tie-break (LRU). Then the least recent."""
         since = features[:, COLUMN["since_access"]]
-        log_retention = -np.maximum(since, 0.0) / (
-            self.strength * np.exp(features[:, COLUMN["log_hits"]])
-        )
+        # The whole recalls back from log1p(hits): exp(log1p(2)) is 3.0000000000000004,
+        # and two retentions equal in whole numbers were told apart by that rounding.
+        hits = np.rint(np.expm1(features[:, COLUMN["log_hits"]]))
+        log_retention = -np.maximum(since, 0.0) / (self.strength * (1.0 + hits))
         return [log_retention, -since]
 
 
@@ -148,14 +173,14 @@ class GenerativeAgentsPolicy(_KeyPolicy):
         w_importance: float = 1.0,
         w_relevance: float = 1.0,
     ) -> None:
-        if not 0 < decay <= 1:
-            raise ConfigError(f"generative_agents decay must be in (0, 1], got {decay!r}")
-        if not importance_scale > 0:
-            raise ConfigError("generative_agents importance_scale must be > 0")
-        self.decay, self.importance_scale = float(decay), float(importance_scale)
-        self.weights = (float(w_recency), float(w_importance), float(w_relevance))
-        if not all(math.isfinite(w) for w in self.weights):  # NaN scored every item NaN
-            raise ConfigError(f"generative_agents weights must be finite, got {self.weights}")
+        name = "generative_agents"
+        self.decay = _number(name, "decay", decay, "in (0, 1]", lambda d: 0 < d <= 1)
+        self.importance_scale = _number(
+            name, "importance_scale", importance_scale, "> 0", lambda s: s > 0
+        )
+        weights = {"w_recency": w_recency, "w_importance": w_importance, "w_relevance": w_relevance}  # fmt: skip
+        # (NaN scored every item NaN)
+        self.weights = tuple(_number(name, key, w) for key, w in weights.items())
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """The retrieval score of each candidate (higher = keep)."""
