@@ -241,21 +241,43 @@ def start_bus_actor(
         metrics,
         spin_us,
     )
-    old = _named(name, namespace)
-    if old is not None and _serving(old):
-        actor = old
-    else:
-        actor = _replace(old, config, secret, name, namespace, launch, num_cpus)
+    actor, started = _start_or_join(config, secret, name, namespace, launch, num_cpus)
+    if started:
+        _started(actor, name)
     differs = ray.get(actor.serves.remote(config.model_dump_json(), secret, launch))
     if differs:
-        raise ConfigError(
-            f"a bus actor named {name!r} (Ray namespace {namespace!r}) already runs with "
-            f"another {', '.join(differs)}: stop it, or give another name",
-            name=name,
-            differs=differs,
-        )
+        raise _another_bus(name, namespace, differs)
     addresses: dict[str, str] = ray.get(actor.addresses.remote())
     return actor, addresses
+
+
+def _another_bus(name: str, namespace: str, differs: list[str]) -> ConfigError:
+    return ConfigError(
+        f"a bus actor named {name!r} (Ray namespace {namespace!r}) already runs with "
+        f"another {', '.join(differs)}: stop it, or give another name",
+        name=name,
+        differs=differs,
+    )
+
+
+def _start_or_join(
+    config: StoreConfig,
+    secret: bytes,
+    name: str,
+    namespace: str,
+    launch: BusLaunch,
+    num_cpus: float = 0,
+    placement: Any = "SPREAD",
+) -> tuple[Any, bool]:
+    """The bus actor serving under ``name`` (joined: False), else a new one (True) in
+    place of a stopped or dead one, or launched (its start not yet waited for). Whether
+    a joined one serves the bus asked for is the caller's to check (``serves``)."""
+    old = _named(name, namespace)
+    if old is not None and _serving(old):
+        return old, False
+    if old is None:
+        return _launch(config, secret, name, namespace, launch, num_cpus, placement), True
+    return _replace(old, config, secret, name, namespace, launch, num_cpus, placement), True
 
 
 def _named(name: str, namespace: str) -> Any:
@@ -309,18 +331,18 @@ def _replace(
     namespace: str,
     launch: BusLaunch,
     num_cpus: float,
+    placement: Any,
 ) -> Any:
-    """Start a bus actor under ``name`` in place of ``old`` (None, stopped or dead).
+    """Start a bus actor under ``name`` in place of ``old`` (stopped or dead).
 
     Ray frees the name of a killed or failed actor a moment after its death; until then
     ``get_if_exists`` hands back the dead one (whose failure a caller would take for its
     own), so this waits for a handle to another actor.
     """
-    if old is not None:
-        ray.kill(old, no_restart=True)
+    ray.kill(old, no_restart=True)
     deadline = time.monotonic() + NAME_WAIT_S
-    actor = _launch(config, secret, name, namespace, launch, num_cpus)
-    while old is not None and actor._actor_id == old._actor_id:  # Ray's id, no public one
+    actor = _launch(config, secret, name, namespace, launch, num_cpus, placement)
+    while actor._actor_id == old._actor_id:  # Ray's id, no public one
         if time.monotonic() > deadline:
             raise HivememError(
                 f"the bus actor {name!r} (Ray namespace {namespace!r}) died or was stopped, "
@@ -328,7 +350,7 @@ def _replace(
                 name=name,
             )
         time.sleep(0.1)
-        actor = _launch(config, secret, name, namespace, launch, num_cpus)
+        actor = _launch(config, secret, name, namespace, launch, num_cpus, placement)
     _started(actor, name)
     return actor
 
@@ -355,7 +377,10 @@ def _launch(
 ) -> Any:
     remote = ray.remote(num_cpus=num_cpus, max_restarts=0)(BusActor)
     return remote.options(
-        name=name, namespace=namespace, get_if_exists=True, scheduling_strategy=placement
+        name=name,
+        namespace=namespace,
+        get_if_exists=True,
+        scheduling_strategy=placement,
     ).remote(config.model_dump_json(), secret, launch)
 
 
@@ -369,7 +394,14 @@ def start_bus_shards(
     metrics: bool = False,
     spin_us: int = 0,
 ) -> tuple[list[Any], list[dict[str, str]], Any]:
-    """Start the ``shards`` servers of a sharded bus at once, as actors ``{name}-{i}``.
+    """Start the ``shards`` servers of a sharded bus at once, as actors ``{name}-{i}``,
+    or join those serving under these names.
+
+    Shards joined must serve the bus asked for, as in :func:`start_bus_actor` (same
+    ``config``, ``secret``, shard index and count, ``metrics``, ``spin_us``): leftovers of
+    another bus under the names would mix two secrets and hand out the same ids on two
+    shards. On any difference the shards this call started are killed and nothing is
+    joined.
 
     They share ``secret`` (a token is valid on every shard), and spread over the
     cluster's nodes (:func:`spread_placement`). With ``metrics`` each serves
@@ -377,27 +409,45 @@ def start_bus_shards(
     polling after an answer (:class:`~hivemem.memory_bus.server.BusServer`). Returns
     the actor handles, their addresses (``address``, ``pub``, ``node``, ``metrics``) in
     shard order, the order clients route by, and the placement group to release with
-    :func:`remove_placement` once the shards are stopped.
+    :func:`remove_placement` once the shards are stopped (None if every shard was
+    joined: they stay in the group of the call that started them).
+
+    Raises:
+        ConfigError: an actor under one of the names serves another bus; the message
+            names the actor and what differs.
+        HivememError: a shard failed to start.
     """
     group, placement = spread_placement(shards)
-    actors = [
-        _launch(
-            config,
-            secret,
-            f"{name}-{i}",
-            namespace,
-            BusLaunch(shard=(i, shards), metrics=metrics, spin_us=spin_us),
-            placement=placement[i],
-        )
-        for i in range(shards)
+    launches = [
+        BusLaunch(shard=(i, shards), metrics=metrics, spin_us=spin_us) for i in range(shards)
     ]
+    actors: list[Any] = []
+    new: list[Any] = []  # what this call started, and ends if the bus cannot be served
     try:
+        for i, launch in enumerate(launches):
+            actor, started = _start_or_join(
+                config, secret, f"{name}-{i}", namespace, launch, placement=placement[i]
+            )
+            actors.append(actor)
+            new += [actor] if started else []
+        config_json = config.model_dump_json()
+        asked = [
+            a.serves.remote(config_json, secret, b) for a, b in zip(actors, launches, strict=True)
+        ]
+        for i, differs in enumerate(ray.get(asked)):
+            if differs:
+                raise _another_bus(f"{name}-{i}", namespace, differs)
         found: list[dict[str, str]] = ray.get([a.addresses.remote() for a in actors])
-    except ray.exceptions.RayError as exc:
-        for actor in actors:  # the shards that did start serve no bus anyone can use
+    except BaseException as exc:
+        for actor in new:  # the shards this call started serve no bus anyone can use
             ray.kill(actor, no_restart=True)
         remove_placement(group)
-        raise HivememError(f"the shards of bus {name!r} failed to start: {exc}") from exc
+        if isinstance(exc, ray.exceptions.RayError):
+            raise HivememError(f"the shards of bus {name!r} failed to start: {exc}") from exc
+        raise
+    if not new:  # every shard joined: they stay in the group of the call that started them
+        remove_placement(group)
+        group = None
     return actors, found, group
 
 
