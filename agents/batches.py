@@ -3,19 +3,21 @@
 :func:`request_batches` groups ``(tier, entry)`` pairs into one bus request's worth per
 chunk, bounded by the protocol's batch limit and by an estimate of the reply's bytes
 (:func:`hit_bytes`, :data:`REPLY_BUDGET`); :func:`new_item` makes the :class:`NewItem` a
-proposal is written as. They hold no host state and need no bus, so they live apart from
+proposal is written as; :func:`for_agent` names the agent of a row the bus refuses. They hold no host state and need no bus, so they live apart from
 :class:`~hivemem.agents.host.AgentHost`: the scale benchmark (``benchmarks/scale.py``)
 builds the same requests as the host with them, without a host.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from hivemem.agents.base import Proposal
+from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
 from hivemem.memory_bus.protocol import MAX_MESSAGE_BYTES
 
@@ -72,3 +74,50 @@ def new_item(p: Proposal, vector: np.ndarray) -> NewItem:
         valid_to=p.valid_to,
         level=p.level,
     )
+
+
+_ROW = re.compile(r"(?:items|queries|entries)\[(\d+)\]")
+"""A field the bus (or the client's encoder) names in a row of a batch: ``items[3].text``."""
+
+
+def for_agent(exc: HivememError, rows: Sequence[tuple[str, str]]) -> HivememError:
+    """``exc``, raised about one row of a host's batch request, made to name the agent
+    whose entry that row is, and the agent's own field: ``items[3].text`` becomes
+    ``writes[0].text`` of ``agent-3`` (``rows[i]``: row ``i``'s agent and own field).
+
+    A host sends many agents' entries in one request, so a row number means nothing to
+    whoever reads the error; the agent does. The error keeps its type and details
+    (``details.row`` is still the batch row, as ``applied``/``refused``/``unknown`` of a
+    batch split over shards are); ``details.agent`` is added, and for such a split batch
+    ``details.agents`` (the agents of the rows of each outcome). An error about no row
+    comes back unchanged.
+    """
+    field = exc.details.get("field")
+    match = _ROW.match(field) if isinstance(field, str) else None
+    row = int(match.group(1)) if match else exc.details.get("row")
+    if not isinstance(row, int) or not 0 <= row < len(rows) or "agent" in exc.details:
+        return exc
+    agent, own = rows[row]
+    if match is not None and isinstance(field, str):
+        named = own + field[match.end() :]
+        exc.message = exc.message.replace(field, named, 1)
+        exc.details["field"] = named
+        if isinstance(exc, InvalidInputError):
+            exc.field = named
+    else:
+        exc.message = f"{exc.message} ({own})"
+    exc.message = f"agent {agent!r}: {exc.message}"
+    exc.details["agent"] = agent
+    outcomes = {
+        outcome: sorted(
+            {rows[r if isinstance(r, int) else r["row"]][0] for r in exc.details[outcome]}
+        )
+        for outcome in ("applied", "refused", "unknown")
+        if isinstance(exc.details.get(outcome), list)
+    }
+    if outcomes:
+        exc.details["agents"] = outcomes
+        told = "; ".join(f"{o}: {', '.join(a) or 'none'}" for o, a in outcomes.items())
+        exc.message = f"{exc.message} (by agent, {told})"
+    exc.args = (exc.message,)
+    return exc

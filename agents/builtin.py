@@ -18,7 +18,12 @@ from hivemem.agents.base import (
     Proposal,
     Recall,
 )
+from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.interfaces import Hit
+from hivemem.memory_bus.validation import as_k
+
+TIERS = ("private", "shared", "graph")
+"""The tiers an agent may read and write."""
 
 
 def namespace_for(spec: AgentSpec, tier: str, group: str | None) -> str:
@@ -66,12 +71,34 @@ class FactMemoryAgent(BaseAgent):
         super().__init__(spec)
         p = dict(spec.params)
         self.write_tier: str = p.pop("write_tier", "shared")
-        self.read_tiers: list[str] = list(p.pop("read_tiers", [self.write_tier]))
+        self.read_tiers: list[str] = p.pop("read_tiers", [self.write_tier])
         self.group: str | None = p.pop("group", None)
-        self.k: int = int(p.pop("k", 8))
-        self.use_as_of: bool = bool(p.pop("use_as_of", True))
+        self.k: int = p.pop("k", 8)
+        self.use_as_of: bool = p.pop("use_as_of", True)
         if p:
             raise TypeError(f"unknown fact_memory params: {sorted(p)}")
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Refuse bad params as the agent is built, naming it: the run stops before its
+        first tick (the registry makes the ValueError a ``ConfigError``), not at the
+        bus's refusal of the first request, which failed every agent of the host."""
+        who = f"agent {self.agent_id!r}"
+        if self.write_tier not in (*TIERS, "none"):
+            raise ValueError(f"{who}: write_tier must be one of {TIERS} or 'none', got {self.write_tier!r}")  # fmt: skip
+        if not isinstance(self.read_tiers, list | tuple) or any(
+            t not in TIERS for t in self.read_tiers
+        ):
+            raise ValueError(f"{who}: read_tiers must be a list of {TIERS}, got {self.read_tiers!r}")  # fmt: skip
+        self.read_tiers = list(self.read_tiers)
+        if self.group is not None and not isinstance(self.group, str):
+            raise ValueError(f"{who}: group must be a str, got {self.group!r}")
+        if not isinstance(self.use_as_of, bool):
+            raise ValueError(f"{who}: use_as_of must be true or false, got {self.use_as_of!r}")
+        try:
+            self.k = as_k(self.k)  # the bus's own bounds of a search's k
+        except InvalidInputError as exc:
+            raise ValueError(f"{who}: {exc}") from None
 
     def plan(self, t: float, obs: Observation) -> list[Recall]:
         q = obs.get("question")

@@ -20,6 +20,17 @@ half the protocol's message limit by an estimate of its reply (``request_batches
 
 The host keeps no state of its own that the bus does not have: a restarted host (Ray
 ``max_restarts``) rebuilds its agents from their specs and carries on.
+
+One agent's bad request (a text over the limit, a validity window that ends before it
+starts) is refused by the bus as a row of the host's batch; the host raises that error,
+of the same type, naming the agent and its own field (``agent 'agent-3': invalid
+writes[1].text ...``, ``details.agent``; :func:`~hivemem.agents.batches.for_agent`), and
+the run stops. What of the batch was applied is the bus's rule, unchanged: on one shard
+a ``write_many`` or ``search_many`` is all or nothing, so no agent's write of that request
+is applied (writes of the same commit sent in earlier requests, other tiers or chunks,
+are); on a sharded bus the rows held by other shards may be, and the error says whose
+(``details.agents``: agents by ``applied``/``refused``/``unknown``). A built-in agent's bad
+params (``k`` of 0) are refused earlier, as the agent is built, before any request.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from hivemem.agents.base import (
     Promotion,
     make_agent,
 )
-from hivemem.agents.batches import hit_bytes, new_item, request_batches
+from hivemem.agents.batches import for_agent, hit_bytes, new_item, request_batches
 from hivemem.agents.metrics import HostMetrics, host_metrics
 from hivemem.memory_bus.client import (
     LocalTransport,
@@ -98,6 +109,10 @@ REQUESTS_PER_TICK = 1_000_000
 
 PROMOTION_REQUESTS = REQUESTS_PER_TICK // 2 + 1
 """Where the promotions' request ids start within a tick's, after the writes'."""
+
+Prepared = tuple[str, OnBehalf, WriteEntries, list[tuple[str, str]]]
+"""One ``write_many`` made ready in step: tier, sender, entries, and each row's agent and
+its own field (``writes[j]``), to name the agent of a row the bus refuses."""
 
 
 class AgentHost:
@@ -156,7 +171,7 @@ class AgentHost:
         # Hits come without their vectors unless an agent asks for them (hit_vectors).
         self.hit_vectors = any(getattr(a, "hit_vectors", True) for a in self.agents.values())
         self.hit_bytes = hit_bytes(dim, self.hit_vectors)
-        self.prepared: list[tuple[str, OnBehalf, WriteEntries]] = []
+        self.prepared: list[Prepared] = []
         self.metrics = host_metrics()
         if self.metrics is not None:
             self.metrics.started()
@@ -253,9 +268,12 @@ class AgentHost:
         """Send the writes prepared in step, one ``write_many`` per tier (and chunk)."""
         self.client.number_requests_from(int(t) * REQUESTS_PER_TICK + 1)
         prepared, self.prepared = self.prepared, []
-        for tier, sender, items in prepared:
+        for tier, sender, items, rows in prepared:
             t0 = time.perf_counter()
-            results = self._as(sender).write_many_encoded(tier, items, now=t)
+            try:
+                results = self._as(sender).write_many_encoded(tier, items, now=t)
+            except HivememError as exc:
+                raise for_agent(exc, rows) from None
             stats.bus_seconds += time.perf_counter() - t0
             if self.metrics is not None:
                 self.metrics.request("write_many", tier, len(results), time.perf_counter() - t0)
@@ -332,27 +350,30 @@ class AgentHost:
             recalls.expect([(flat[p][0], flat[p][1]) for p in chunk], reply, tier, t0)
         return recalls
 
-    def _prepare_writes(
-        self, pending: list[tuple[str, Action]]
-    ) -> list[tuple[str, OnBehalf, WriteEntries]]:
+    def _prepare_writes(self, pending: list[tuple[str, Action]]) -> list[Prepared]:
         """The proposals' ``write_many`` requests, embedded and encoded, ready for commit.
 
         Done at the end of step, which runs on every host at once, rather than in
         commit, which runs one host after another while the bus waits.
         """
-        writes = [(aid, w) for aid, action in pending for w in action.writes]
-        vectors = self._embed([w.text for _, w in writes])
+        writes = [(aid, j, w) for aid, action in pending for j, w in enumerate(action.writes)]
+        vectors = self._embed([w.text for _, _, w in writes])
         prepared = []
-        for tier, chunk in request_batches([(w.tier, p) for p, (_, w) in enumerate(writes)]):
+        for tier, chunk in request_batches([(w.tier, p) for p, (_, _, w) in enumerate(writes)]):
             entries = [
                 (
-                    writes[p][1].namespace,
-                    new_item(writes[p][1], vectors[p]),
+                    writes[p][2].namespace,
+                    new_item(writes[p][2], vectors[p]),
                     self.behalf[writes[p][0]],
                 )
                 for p in chunk
             ]
-            prepared.append((tier, entries[0][2], encode_write_entries(entries)))
+            rows = [(writes[p][0], f"writes[{writes[p][1]}]") for p in chunk]
+            try:
+                encoded = encode_write_entries(entries)
+            except HivememError as exc:
+                raise for_agent(exc, rows) from None
+            prepared.append((tier, entries[0][2], encoded, rows))
         return prepared
 
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -409,7 +430,10 @@ class _Recalls:
     def _take_next(self) -> None:
         keys, reply, tier, sent_at = self.sent[self.done]
         t0 = time.perf_counter()
-        results = reply.result()
+        try:
+            results = reply.result()
+        except HivememError as exc:
+            raise for_agent(exc, [(aid, f"recalls[{i}]") for aid, i in keys]) from None
         self.stats.bus_seconds += time.perf_counter() - t0
         if self.metrics is not None:
             self.metrics.request("search_many", tier, len(keys), time.perf_counter() - sent_at)
