@@ -28,9 +28,14 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-from hivemem.memory_bus.config import MAX_HOPS, GraphConfig, RetrievalMethod
+from hivemem.memory_bus.config import MAX_HOPS, GraphConfig, NamespaceMode, RetrievalMethod
 from hivemem.memory_bus.edges import Edge, edges_after, ids_in_order
-from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError, ItemNotFoundError
+from hivemem.memory_bus.errors import (
+    CapacityError,
+    EdgeNotFoundError,
+    InvalidInputError,
+    ItemNotFoundError,
+)
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent
 from hivemem.memory_bus.item import (
     INF,
@@ -42,6 +47,7 @@ from hivemem.memory_bus.item import (
     check_number,
     check_time,
     check_vector,
+    count_tokens,
 )
 from hivemem.memory_bus.levels import LevelScope
 from hivemem.memory_bus.namespace import Namespace
@@ -73,6 +79,7 @@ class GraphTier(VectorTier):
         self._transitions = Transitions()  # (ppr), cached until a namespace's graph changes
         self._edge_ids: dict[str, np.ndarray] = {}  # each namespace's, for paging (edges)
         self.level_scope = LevelScope(config, ctx.access)
+        self._sparing: frozenset[int] = frozenset()  # (promote) children no eviction takes
         ctx.listeners.append(self._on_event)
 
     # --- levels (hooks of VectorTier) ---------------------------------------------------
@@ -123,8 +130,17 @@ class GraphTier(VectorTier):
 
         Where no such node is left, the write goes in and the namespace holds more than
         its capacity until a write that may evict makes room.
+
+        During :meth:`promote`, its children are no candidates either: the parent's
+        write evicted the very nodes it was to be linked to.
         """
-        return self.level_scope.evict_scope(callers)
+        scope = self.level_scope.evict_scope(callers)
+        sparing = self._sparing
+        if not sparing:
+            return scope
+        if scope is None:
+            return lambda item: item.id not in sparing
+        return lambda item: item.id not in sparing and scope(item)
 
     def merge_scope(self, proposal: Item) -> Callable[[Item], bool] | None:
         """A node merges only into a node of its own level: an event is no insight, and
@@ -337,13 +353,19 @@ class GraphTier(VectorTier):
     ) -> int:
         """Write ``parent`` one level or more above every child and link it to each child.
 
-        A child that the parent's write evicted (to make room) is not linked. If the
-        write policy neither adds nor updates the parent, the request is refused after
-        the policy's decision was counted (the journal keeps such a refusal, see
+        The parent's write never evicts a child (see :meth:`evict_scope`): in a full
+        namespace it makes room with other nodes. If the write policy neither adds nor
+        updates the parent, the request is refused after the policy's decision was
+        counted (the journal keeps such a refusal, see
         :data:`~hivemem.memory_bus.handlers.REFUSED_AFTER_A_CHANGE`).
 
         Returns:
             The parent's node id (an existing node if the write policy merged it).
+
+        Raises:
+            CapacityError: The namespace is full and only the children could make room
+                for the parent (checked before anything is written, as if the parent
+                were added: a parent the write policy would merge is refused too).
         """
         if not children:
             raise InvalidInputError("children", "promote needs at least one child")
@@ -358,16 +380,51 @@ class GraphTier(VectorTier):
         # Refused before anything is written (the parent, then no links, once was).
         self._check_edge_type(edge_type, "edge_type")
         self.ctx.access.check(caller, self.name, namespace, "link", level)
-        result = self.write(caller, namespace, parent, now=now)
+        spared = frozenset(kid.id for kid in kids)
+        self._check_room_besides(caller, namespace, spared, parent)
+        self._sparing = spared
+        try:
+            result = self.write(caller, namespace, parent, now=now)
+        finally:
+            self._sparing = frozenset()
         if result.op not in (WriteOp.ADD, WriteOp.UPDATE):
             raise InvalidInputError(
                 "parent", f"the write policy decided {result.op.value}; nothing to link"
             )
-        ns = self.namespace_named(namespace)
         for kid in kids:
-            if ns.item(kid.id) is not None:  # the parent's write may have evicted it
-                self.add_edge(caller, namespace, result.item_id, kid.id, edge_type, now=now)
+            self.add_edge(caller, namespace, result.item_id, kid.id, edge_type, now=now)
         return result.item_id
+
+    def _check_room_besides(
+        self, caller: Caller, namespace: str, spared: frozenset[int], parent: NewItem
+    ) -> None:
+        """Refuse a ``promote`` whose parent needs room that only its children (those
+        ``spared``) could make. Where the caller may evict no node at all, its write goes
+        in over the bound, as any write of a role limited to some levels does."""
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            return
+        scope = self.level_scope.evict_scope([caller])
+        evictable = [it for it in ns.items.values() if scope is None or scope(it)]
+        others = [it for it in evictable if it.id not in spared]
+        if len(others) == len(evictable):
+            return  # no child could be evicted: nothing changes for the write
+        config = self.graph_config
+        short = config.capacity is not None and len(ns) + 1 - len(others) > config.capacity
+        if config.token_budget is not None and config.mode is NamespaceMode.TOKEN_BUDGET:
+            tokens = (
+                ns.tokens
+                + count_tokens(parent.text if isinstance(parent.text, str) else "")
+                - sum(it.tokens for it in others)
+            )
+            short = short or tokens > config.token_budget
+        if short:
+            raise CapacityError(
+                f"graph/{namespace} is full and only the children of this promote could be"
+                " evicted to make room for its parent (they are never evicted for it)",
+                namespace=namespace,
+                children=sorted(spared),
+            )
 
     # --- retrieval ----------------------------------------------------------------------
 

@@ -1,0 +1,64 @@
+"""A bounded graph namespace over the bus: what its evictions take (findings of an audit).
+
+``promote`` into a full namespace evicted the very children it was asked to link, and
+answered success with no edge made; evicted nodes' edges were kept for ever, so a graph
+namespace of capacity 10 held 39,999 edges after 40,000 linked writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.config import GraphConfig, StoreConfig
+from hivemem.memory_bus.errors import CapacityError
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.store import MemoryStore
+
+DIM = 8
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@contextmanager
+def graph_client(graph: GraphConfig) -> Iterator[MemoryClient]:
+    server = BusServer(MemoryStore(StoreConfig(dim=DIM, graph=graph)))
+    token = server.register("alice", ["team"])
+    with server, MemoryClient(server.address, "alice", token, timeout=5.0) as client:
+        yield client
+
+
+def node_ids(client: MemoryClient) -> list[int]:
+    return [item.id for item in client.scan("graph", "team").items]
+
+
+@pytest.mark.parametrize("eviction", ["lru", "fifo", "lfu", "memorybank"])
+def test_promote_into_a_full_namespace_keeps_and_links_its_children(eviction: str) -> None:
+    with graph_client(GraphConfig(capacity=3, eviction=eviction)) as alice:
+        a = alice.write("graph", "team", NewItem("door A locked", vector=unit(1)), now=1.0).item_id
+        alice.write("graph", "team", NewItem("door B locked", vector=unit(2)), now=2.0)
+        other = alice.write("graph", "team", NewItem("recalled", vector=unit(3)), now=3.0).item_id
+        alice.get("graph", "team", other, now=4.0)  # a, then b: the least recent and used
+        parent = alice.promote("team", [a], NewItem("doors locked", vector=unit(4), level=1), now=5.0)  # fmt: skip
+        assert sorted(node_ids(alice)) == sorted([a, other, parent])  # b made the room
+        assert [(e["src"], e["dst"]) for e in alice.edges("team")] == [(parent, a)]
+
+
+def test_promote_with_only_its_children_to_evict_is_refused_and_changes_nothing() -> None:
+    with graph_client(GraphConfig(capacity=2)) as alice:
+        a = alice.write("graph", "team", NewItem("door A locked", vector=unit(1)), now=1.0).item_id
+        b = alice.write("graph", "team", NewItem("door B locked", vector=unit(2)), now=2.0).item_id
+        with pytest.raises(CapacityError, match=r"only the children of this promote"):
+            alice.promote("team", [a, b], NewItem("doors", vector=unit(4), level=1), now=5.0)
+        assert node_ids(alice) == [a, b]
+        assert alice.edges("team") == []
+        # one child of two: the other makes the room
+        parent = alice.promote("team", [a], NewItem("door A", vector=unit(5), level=1), now=6.0)
+        assert node_ids(alice) == [a, parent]
