@@ -17,6 +17,9 @@ Files in the data directory:
   one replays them under this one first (:mod:`hivemem.memory_bus.durability`).
   ``checkpoints/``: copies of the learned policies' checkpoints it names, by content
   (:func:`~hivemem.memory_bus.policies.learned.pin_checkpoints`).
+- ``shard.json``: ``{"index": i, "count": n}``, the place in a sharded bus of the store
+  that wrote the directory (unsharded: 0 of 1), which fixes the ids it hands out
+  (:func:`check_shard`): a restart in another place is refused.
 - ``epoch``: a random id made with the directory, which the bus's event marks carry: the
   event numbers go on across restarts for as long as it stays the same.
 
@@ -44,6 +47,7 @@ LOG_NAME = "journal.log"
 SNAPSHOT_NAME = "snapshot.msgpack"
 CONFIG_NAME = "store_config.json"
 EPOCH_NAME = "epoch"
+SHARD_NAME = "shard.json"
 PART_NAME = re.compile(r"journal\.(\d{20})\.log")
 
 
@@ -151,3 +155,62 @@ def save_store_config(data_dir: Path, config: dict[str, Any]) -> None:
         return
     text = json.dumps(config, indent=1, sort_keys=True)
     replace_durably(data_dir / CONFIG_NAME, text, f".{os.getpid()}.tmp", PRIVATE_FILE)
+
+
+def check_shard(data_dir: Path, shard: tuple[int, int]) -> None:
+    """Refuse a store at ``shard`` (``(index, count)``) on a directory written by a store
+    at another place in a sharded bus, and keep ``shard`` in a new one.
+
+    Shard ``i`` of ``n`` hands out ids ``1 + i``, ``1 + i + n``, ...; the journal holds
+    requests, not the ids given, so replayed at another place it would give the items
+    other ids than their clients were told. A directory from before the place was kept
+    (one that holds a journal, snapshot or store configuration but no ``shard.json``) is
+    taken as unsharded, 0 of 1: ``hivemem bus serve``, the one way to give a bus a data
+    directory then but the Python API, serves unsharded. An empty one takes ``shard``.
+
+    Raises:
+        ConfigError: the directory was written at another place, or ``shard.json`` is
+            damaged; the message names both places.
+    """
+    path = data_dir / SHARD_NAME
+    try:
+        found = json.loads(path.read_text())
+        kept = (int(found["index"]), int(found["count"]))
+    except FileNotFoundError:
+        kept = None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(
+            f"{path} is damaged ({exc}); it names the place in a sharded bus of the store "
+            f'that wrote {data_dir}: restore it (as {{"index": i, "count": n}})'
+        ) from exc
+    old = kept is None and _holds_history(data_dir)
+    if old:
+        kept = (0, 1)
+    if kept is not None and kept != tuple(shard):
+        raise ConfigError(
+            f"the data directory {data_dir} was written by shard {kept} (index, count) of "
+            f"its bus{' (kept no shard.json: taken as unsharded)' if old else ''}; this "
+            f"store is shard {tuple(shard)}, and its journal replayed there would give "
+            f"other ids than its clients were told. Start it as shard {kept}"
+            + (
+                f', or write {{"index": i, "count": n}} to {path} if it was shard i of n'
+                if old
+                else ""
+            ),
+            data_dir=str(data_dir),
+            written=list(kept),
+            asked=list(shard),
+        )
+    if kept is None or old:
+        text = json.dumps({"index": shard[0], "count": shard[1]})
+        replace_durably(path, text, f".{os.getpid()}.tmp", PRIVATE_FILE)
+
+
+def _holds_history(data_dir: Path) -> bool:
+    """Whether a bus has written ``data_dir`` before (a log, a snapshot, a configuration)."""
+    if any((data_dir / name).exists() for name in (CONFIG_NAME, SNAPSHOT_NAME)):
+        return True
+    with contextlib.suppress(FileNotFoundError):
+        if (data_dir / LOG_NAME).stat().st_size:
+            return True
+    return bool(log_parts(data_dir))

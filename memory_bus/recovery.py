@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.config import StoreConfig
-from hivemem.memory_bus.data_files import CONFIG_NAME
+from hivemem.memory_bus.data_files import CONFIG_NAME, check_shard
 from hivemem.memory_bus.embedder import describe_embedder
 from hivemem.memory_bus.errors import ConfigError, DimensionMismatchError, HivememError
 from hivemem.memory_bus.handlers import HANDLERS, Context, apply_recalls
@@ -83,11 +83,16 @@ class Recovery:
         would a snapshot's) and writes a snapshot at once, so that the log starts afresh
         under its own configuration.
 
+        The store must be at the place in a sharded bus the directory was written at
+        (``shard.json``, :func:`~hivemem.memory_bus.data_files.check_shard`): the ids
+        replayed follow it.
+
         Raises:
             ConfigError: the journal's store had another dimension, another embedder
                 (when it holds items), or its configuration names a policy this process
-                cannot make.
+                cannot make; or was another shard.
         """
+        check_shard(self.journal.dir, self.store.shard)
         current = pin_checkpoints(self.store.config.model_dump(mode="json"), self.journal.dir)
         written = self.journal.written_config()
         if written is None or written == current:

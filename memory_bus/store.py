@@ -56,6 +56,8 @@ class MemoryStore:
         embed: bool = True,
     ) -> None:
         self.config = config or StoreConfig()
+        # (index, count) in a sharded bus (:meth:`as_shard`); a data dir keeps it
+        self.shard = (0, 1)
         # How the store embeds, for clients to embed alike (``ping``): None where it
         # embeds with an object it was given (which its configuration does not describe),
         # or not at all.
@@ -107,6 +109,10 @@ class MemoryStore:
         """Make this (empty) store shard ``index`` of ``count``: its ids are ``1 + index``,
         ``1 + index + count``, ... so no two shards of a bus hand out the same id.
 
+        A bus's data directory keeps the place (``shard.json``), and a restart in another
+        is refused: its journal, replayed with the other spacing, would give other ids
+        than its clients were told (:func:`~hivemem.memory_bus.data_files.check_shard`).
+
         Raises:
             ConfigError: the index is out of range or the store already holds items.
         """
@@ -115,6 +121,7 @@ class MemoryStore:
         if self.ctx.next_id != 1:
             raise ConfigError("a store becomes a shard before its first write")
         self.ctx.next_id, self.ctx.id_stride = 1 + index, count
+        self.shard = (index, count)
         return self
 
     def stats(self, caller: Caller | None = None) -> dict[str, Any]:
