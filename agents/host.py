@@ -105,10 +105,16 @@ COMMIT_PHASES = ("writes", "promotions")
 """The parts of :meth:`AgentHost.commit`, in the order a pool of hosts sends them."""
 
 REQUESTS_PER_TICK = 1_000_000
-"""Request ids a host's commit numbers from ``t * REQUESTS_PER_TICK + 1`` (see commit)."""
+"""Request ids of tick ``t`` are ``t * REQUESTS_PER_TICK + 1`` on: its writes' from there,
+then its promotions' (:data:`PROMOTION_REQUESTS`), then its step's (:data:`STEP_REQUESTS`)."""
 
 PROMOTION_REQUESTS = REQUESTS_PER_TICK // 2 + 1
 """Where the promotions' request ids start within a tick's, after the writes'."""
+
+STEP_REQUESTS = 3 * REQUESTS_PER_TICK // 4 + 1
+"""Where the step's request ids (its ``search_many``) start within a tick's, after the
+promotions'; they run to the next tick's writes. A host has no use for a quarter of a
+million requests in one phase of a tick (a step sends one per 4,096 recalls)."""
 
 Prepared = tuple[str, OnBehalf, WriteEntries, list[tuple[str, str]]]
 """One ``write_many`` made ready in step: tier, sender, entries, and each row's agent and
@@ -211,6 +217,10 @@ class AgentHost:
         started = time.perf_counter()
         plans = {aid: self.agents[aid].plan(t, obs) for aid, obs in observations.items()}
         flat = [(aid, i, r) for aid, recalls in plans.items() for i, r in enumerate(recalls)]
+        # Numbered by tick, as commit's are: a host restarted before its commit steps
+        # again, and the bus answers each read it already counted (same key, same bytes)
+        # as a look, recording no second recall (LFU and LRU evictions stay the same).
+        self.client.number_requests_from(int(t) * REQUESTS_PER_TICK + STEP_REQUESTS)
         recalls = self._send_recalls(t, flat, stats)
         answers: dict[str, Any] = {}
         for aid, obs in observations.items():

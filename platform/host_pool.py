@@ -199,7 +199,9 @@ class AgentHosts:
         A host that died meanwhile lost what it kept: it is restarted, steps again (same
         observations) and commits again; its request ids are numbered by tick under a
         stable client id, so writes the bus had already applied are answered from the
-        bus's memory, not applied twice."""
+        bus's memory, not applied twice, and the reads of the step done again, which the
+        bus had already counted, are answered as looks, not counted twice (LFU/LRU
+        evictions stay those of an undisturbed run)."""
         return commit_in_phases(lambda i, phase: self._commit_phase(i, t, phase), len(self.handles))
 
     def _commit_phase(self, i: int, t: int, phase: str) -> dict[str, Any]:
