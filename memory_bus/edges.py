@@ -85,8 +85,8 @@ def valid_neighbours(
 
 def ids_in_order(edges: dict[int, Edge], cached: np.ndarray | None) -> np.ndarray:
     """The ids of a namespace's ``edges``, ascending: the dict's own order, since ids
-    grow and an edge is never taken out (only invalidated). ``cached``, this function's
-    answer before, stays right while no edge was added."""
+    grow. ``cached``, this function's answer before, stays right while no edge was added
+    or taken out (an eviction takes its node's edges out, and drops the cache)."""
     if cached is not None and len(cached) == len(edges):
         return cached
     return np.fromiter(edges, dtype=np.int64, count=len(edges))

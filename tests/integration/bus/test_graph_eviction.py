@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import GraphConfig, StoreConfig
 from hivemem.memory_bus.errors import CapacityError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -62,3 +65,44 @@ def test_promote_with_only_its_children_to_evict_is_refused_and_changes_nothing(
         # one child of two: the other makes the room
         parent = alice.promote("team", [a], NewItem("door A", vector=unit(5), level=1), now=6.0)
         assert node_ids(alice) == [a, parent]
+
+
+def linked_writes(alice: MemoryClient, n: int, start: float = 0.0) -> None:
+    """``n`` nodes, each linked to the one before it (while that one is still there)."""
+    prev = None
+    for i in range(n):
+        now = start + i + 1.0
+        node = alice.write("graph", "team", NewItem(f"n{i}", vector=unit(i)), now=now).item_id
+        if prev is not None:
+            alice.add_edge("team", prev, node, "next", now=now)
+        prev = node
+
+
+def test_a_bounded_namespace_keeps_no_edge_of_an_evicted_node(tmp_path: Path) -> None:
+    """Eviction means the memory is gone: its edges went on being kept (ended), so edges
+    grew with every node ever written. They go with it now, and a restart on the
+    journal and snapshot holds the same graph."""
+    config = StoreConfig(dim=DIM, graph=GraphConfig(capacity=10, eviction="fifo"))
+
+    def server() -> BusServer:
+        journal = Journal(tmp_path, "no")
+        return BusServer(MemoryStore(config), journal=journal, snapshot_every=50, fork_snapshots=False)  # fmt: skip
+
+    first = server()
+    token = first.register("alice", ["team"])
+    with first, MemoryClient(first.address, "alice", token, timeout=5.0) as alice:
+        linked_writes(alice, 120)
+        edges = alice.edges("team")
+        nodes = node_ids(alice)
+        assert len(nodes) == 10
+        # the 9 links between the 10 nodes left; none to a node evicted
+        assert len(edges) == 9 and all({e["src"], e["dst"]} <= set(nodes) for e in edges)
+        assert alice.stats()["graph"]["edges"] == 9
+        graph = first.inspect(lambda store: store.graph.graphs["team"])
+        assert sorted(graph.nodes) == nodes
+        state = msgpack.packb(first.inspect(MemoryStore.get_state))
+    assert first.snapshots > 0
+    again = server()
+    with again:
+        assert msgpack.packb(again.inspect(MemoryStore.get_state)) == state
+        assert sorted(again.inspect(lambda store: store.graph.graphs["team"]).nodes) == nodes
