@@ -23,34 +23,29 @@ A role limited to some levels retrieves from the graph of those levels alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import networkx as nx
 import numpy as np
-from hivemem.memory_bus.config import MAX_HOPS, GraphConfig, NamespaceMode, RetrievalMethod
+from hivemem.memory_bus.config import MAX_HOPS, GraphConfig, RetrievalMethod
 from hivemem.memory_bus.edges import Edge, edges_after, ids_in_order
-from hivemem.memory_bus.errors import (
-    CapacityError,
-    EdgeNotFoundError,
-    InvalidInputError,
-    ItemNotFoundError,
-)
+from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError, ItemNotFoundError
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent
 from hivemem.memory_bus.item import (
     INF,
     Item,
     NewItem,
     TierName,
-    WriteOp,
     check_meta,
     check_number,
     check_time,
     check_vector,
-    count_tokens,
 )
 from hivemem.memory_bus.levels import LevelScope
 from hivemem.memory_bus.namespace import Namespace
+from hivemem.memory_bus.promotion import promote
 from hivemem.memory_bus.store_context import StoreContext
 from hivemem.memory_bus.tiers import VectorTier, recall
 from hivemem.memory_bus.validation import as_int, as_k
@@ -215,7 +210,7 @@ class GraphTier(VectorTier):
         now = check_number(now, "now")
         self._node(caller, namespace, src, "link", "src")
         self._node(caller, namespace, dst, "link", "dst")
-        self._check_edge_type(type, "type")
+        self.check_edge_type(type, "type")
         start = now if valid_from is None else check_number(valid_from, "valid_from")
         end = check_time(valid_to, "valid_to")
         if end <= start:
@@ -226,7 +221,7 @@ class GraphTier(VectorTier):
         self._announce_edge(namespace, "edge", edge, now)
         return edge.id
 
-    def _check_edge_type(self, type: Any, field: str) -> str:
+    def check_edge_type(self, type: Any, field: str) -> str:
         limit = self.ctx.limits.max_meta_str_chars
         if not isinstance(type, str) or not type or len(type) > limit:
             raise InvalidInputError(field, f"expected a non-empty str of at most {limit} chars")
@@ -351,80 +346,24 @@ class GraphTier(VectorTier):
         now: float,
         edge_type: str = "abstracts",
     ) -> int:
-        """Write ``parent`` one level or more above every child and link it to each child.
+        """Write ``parent`` above ``children`` and link it to each (see
+        :func:`hivemem.memory_bus.promotion.promote`); returns the parent's node id."""
+        return promote(self, caller, namespace, children, parent, now=now, edge_type=edge_type)
 
-        The parent's write never evicts a child (see :meth:`evict_scope`): in a full
-        namespace it makes room with other nodes. If the write policy neither adds nor
-        updates the parent, the request is refused after the policy's decision was
-        counted (the journal keeps such a refusal, see
-        :data:`~hivemem.memory_bus.handlers.REFUSED_AFTER_A_CHANGE`).
-
-        Returns:
-            The parent's node id (an existing node if the write policy merged it).
-
-        Raises:
-            CapacityError: The namespace is full and only the children could make room
-                for the parent (checked before anything is written, as if the parent
-                were added: a parent the write policy would merge is refused too).
-        """
-        if not children:
-            raise InvalidInputError("children", "promote needs at least one child")
-        kids = [
-            self._node(caller, namespace, child, "link", f"children[{i}]")
-            for i, child in enumerate(children)
-        ]
-        kids = list({kid.id: kid for kid in kids}.values())  # a child given twice: one edge
-        level = self._check_level(parent.level)
-        if level <= max(k.level for k in kids):
-            raise InvalidInputError("level", f"parent level {level} must be above its children's")
-        # Refused before anything is written (the parent, then no links, once was).
-        self._check_edge_type(edge_type, "edge_type")
-        self.ctx.access.check(caller, self.name, namespace, "link", level)
-        spared = frozenset(kid.id for kid in kids)
-        self._check_room_besides(caller, namespace, spared, parent)
-        self._sparing = spared
+    @contextlib.contextmanager
+    def sparing(self, nodes: frozenset[int]) -> Iterator[None]:
+        """While in it, no write evicts ``nodes`` (see :meth:`evict_scope`)."""
+        self._sparing = nodes
         try:
-            result = self.write(caller, namespace, parent, now=now)
+            yield
         finally:
             self._sparing = frozenset()
-        if result.op not in (WriteOp.ADD, WriteOp.UPDATE):
-            raise InvalidInputError(
-                "parent", f"the write policy decided {result.op.value}; nothing to link"
-            )
-        for kid in kids:
-            self.add_edge(caller, namespace, result.item_id, kid.id, edge_type, now=now)
-        return result.item_id
 
-    def _check_room_besides(
-        self, caller: Caller, namespace: str, spared: frozenset[int], parent: NewItem
-    ) -> None:
-        """Refuse a ``promote`` whose parent needs room that only its children (those
-        ``spared``) could make. Where the caller may evict no node at all, its write goes
-        in over the bound, as any write of a role limited to some levels does."""
-        ns = self.namespaces.get(namespace)
-        if ns is None:
-            return
-        scope = self.level_scope.evict_scope([caller])
-        evictable = [it for it in ns.items.values() if scope is None or scope(it)]
-        others = [it for it in evictable if it.id not in spared]
-        if len(others) == len(evictable):
-            return  # no child could be evicted: nothing changes for the write
-        config = self.graph_config
-        short = config.capacity is not None and len(ns) + 1 - len(others) > config.capacity
-        if config.token_budget is not None and config.mode is NamespaceMode.TOKEN_BUDGET:
-            tokens = (
-                ns.tokens
-                + count_tokens(parent.text if isinstance(parent.text, str) else "")
-                - sum(it.tokens for it in others)
-            )
-            short = short or tokens > config.token_budget
-        if short:
-            raise CapacityError(
-                f"graph/{namespace} is full and only the children of this promote could be"
-                " evicted to make room for its parent (they are never evicted for it)",
-                namespace=namespace,
-                children=sorted(spared),
-            )
+    def check_node(
+        self, caller: Caller, namespace: str, node_id: Any, action: str, field: str = "node"
+    ) -> Item:
+        """A node of ``namespace`` whose level ``caller`` may touch (see :meth:`_node`)."""
+        return self._node(caller, namespace, node_id, action, field)
 
     # --- retrieval ----------------------------------------------------------------------
 
