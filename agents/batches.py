@@ -1,8 +1,10 @@
 """How a host cuts its agents' bus traffic into requests, and the items it writes.
 
 :func:`request_batches` groups ``(tier, entry)`` pairs into one bus request's worth per
-chunk, bounded by the protocol's batch limit and by an estimate of the reply's bytes
-(:func:`hit_bytes`, :data:`REPLY_BUDGET`); :func:`new_item` makes the :class:`NewItem` a
+chunk, bounded by the protocol's batch limit and by an estimate of the request's bytes
+(:func:`write_bytes`, :data:`REQUEST_BUDGET`) or its reply's (:func:`hit_bytes`,
+:data:`REPLY_BUDGET`: a reply larger than estimated is read again in halves, see
+:mod:`~hivemem.agents.recalls`); :func:`new_item` makes the :class:`NewItem` a
 proposal is written as; :func:`for_agent` names the agent of a row the bus refuses. They hold no host state and need no bus, so they live apart from
 :class:`~hivemem.agents.host.AgentHost`: the scale benchmark (``benchmarks/scale.py``)
 builds the same requests as the host with them, without a host.
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from hivemem.agents.base import Proposal
+from hivemem.memory_bus.client import OnBehalf
 from hivemem.memory_bus.errors import HivememError, InvalidInputError
 from hivemem.memory_bus.item import DEFAULT_LIMITS, NewItem
 from hivemem.memory_bus.protocol import MAX_MESSAGE_BYTES
@@ -31,6 +34,43 @@ HIT_BYTES = 1024
 def hit_bytes(dim: int, vectors: bool) -> int:
     """Estimated wire bytes of one hit, with or without its ``dim``-d float32 vector."""
     return HIT_BYTES + (4 * dim if vectors else 0)
+
+
+REQUEST_BUDGET = MAX_MESSAGE_BYTES // 2
+"""Estimated bytes of a request a host sends (a ``write_many``'s rows): half the limit."""
+
+ROW_BYTES = 256
+"""A generous estimate of a row's wire bytes besides its text, vector, meta and names (the
+numbers, the keys of its fields, msgpack's framing)."""
+
+
+def query_bytes(dim: int) -> int:
+    """Estimated wire bytes of one query of a ``search_many``: its vector and the rest."""
+    return 4 * dim + ROW_BYTES
+
+
+def write_bytes(p: Proposal, dim: int, who: OnBehalf) -> int:
+    """Estimated wire bytes of one ``write_many`` row: its text (UTF-8), ``dim``-d float32
+    vector, meta, namespace and agent credentials, and :data:`ROW_BYTES` for the rest.
+
+    Counted from the lengths, not by encoding the row (it is encoded once, to be sent).
+    """
+    text = len(p.text) if p.text.isascii() else len(p.text.encode())
+    names = len(p.namespace) + len(who.agent) + len(who.token)
+    return text + 4 * dim + meta_bytes(p.meta) + names + ROW_BYTES
+
+
+def meta_bytes(value: Any) -> int:
+    """An upper estimate of ``value``'s msgpack bytes (meta: str, numbers, lists, maps)."""
+    if isinstance(value, str):
+        return 5 + (len(value) if value.isascii() else len(value.encode()))
+    if isinstance(value, dict):
+        return 5 + sum(meta_bytes(k) + meta_bytes(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 5 + sum(meta_bytes(v) for v in value)
+    if isinstance(value, bytes | bytearray):
+        return 5 + len(value)
+    return 9  # None, a bool, an int or a float
 
 
 def request_batches(

@@ -15,8 +15,16 @@ A tick has two phases, driven by the runner:
 Hits come without their vectors (``search_many(..., vectors=False)``, several times
 less to send and decode) unless one of the host's agents wants them: an agent class
 that reads ``hit.item.vector`` keeps the default; one that does not sets the class
-attribute ``hit_vectors = False`` (the built-in agents do). Each request is kept under
-half the protocol's message limit by an estimate of its reply (``request_batches``).
+attribute ``hit_vectors = False`` (the built-in agents do).
+
+Every message stays under the protocol's limit (16 MiB) however many agents and however
+long their texts (``request_batches``): a ``write_many`` is cut where its rows' estimated
+bytes (text, vector, meta, names: ``write_bytes``) reach half the limit. A read's reply is
+estimated from its ``k`` at a fixed size per hit, which long texts can outgrow: the bus
+then refuses the reply (having counted the recalls once) and the host reads those queries
+again in halves, as looks without ``now`` that count nothing, so a read neither fails nor
+counts a recall twice, even when a restarted host steps the tick again (the details are in
+:mod:`~hivemem.agents.recalls`).
 
 The host keeps no state of its own that the bus does not have: a restarted host (Ray
 ``max_restarts``) rebuilds its agents from their specs and carries on.
@@ -39,7 +47,6 @@ import importlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,8 +59,17 @@ from hivemem.agents.base import (
     Promotion,
     make_agent,
 )
-from hivemem.agents.batches import for_agent, hit_bytes, new_item, request_batches
-from hivemem.agents.metrics import HostMetrics, host_metrics
+from hivemem.agents.batches import (
+    REQUEST_BUDGET,
+    for_agent,
+    hit_bytes,
+    new_item,
+    query_bytes,
+    request_batches,
+    write_bytes,
+)
+from hivemem.agents.metrics import host_metrics
+from hivemem.agents.recalls import Recalls
 from hivemem.memory_bus.client import (
     LocalTransport,
     MemoryClient,
@@ -177,6 +193,7 @@ class AgentHost:
         # Hits come without their vectors unless an agent asks for them (hit_vectors).
         self.hit_vectors = any(getattr(a, "hit_vectors", True) for a in self.agents.values())
         self.hit_bytes = hit_bytes(dim, self.hit_vectors)
+        self.query_bytes = query_bytes(dim)
         self.prepared: list[Prepared] = []
         self.metrics = host_metrics()
         if self.metrics is not None:
@@ -189,7 +206,9 @@ class AgentHost:
         first = self.specs[0].agent_id
         found = self.client.as_agent(first, self.behalf[first].token).ping()
         theirs = found.get("embedder")
-        if found.get("dim") != dim or (theirs is not None and embedder_config_of(theirs) != embedder):  # fmt: skip
+        if found.get("dim") != dim or (
+            theirs is not None and embedder_config_of(theirs) != embedder
+        ):
             raise ConfigError(
                 f"the bus at {address} has dim {found.get('dim')} and embedder "
                 f"{describe_embedder(theirs)}; this host was given dim {dim} and embedder "
@@ -329,20 +348,20 @@ class AgentHost:
 
     def _send_recalls(
         self, t: float, flat: list[tuple[str, int, Any]], stats: TickStats
-    ) -> _Recalls:
+    ) -> Recalls:
         """Send every ``search_many`` of the tick at once; the replies come back in order.
 
         The bus starts on the first request while the host encodes the next, and the
         host's agents act on the first reply while the bus answers the next.
         """
-        recalls = _Recalls(stats, self.metrics)
+        recalls = Recalls(stats, self._look, self.metrics)
         if not flat:
             return recalls
         vectors = self._embed([r.query for _, _, r in flat])
         batches = request_batches(
             [(r.tier, p) for p, (_, _, r) in enumerate(flat)],
             self.max_batch,
-            cost=lambda p: flat[p][2].k * self.hit_bytes,
+            cost=lambda p: flat[p][2].k * self.hit_bytes + self.query_bytes,
         )
         for tier, chunk in batches:
             queries = [
@@ -357,8 +376,15 @@ class AgentHost:
                 .search_many(tier, queries, now=t, vectors=self.hit_vectors)
             )
             stats.bus_seconds += time.perf_counter() - t0
-            recalls.expect([(flat[p][0], flat[p][1]) for p in chunk], reply, tier, t0)
+            recalls.expect([(flat[p][0], flat[p][1]) for p in chunk], queries, reply, tier, t0)
         return recalls
+
+    def _look(self, tier: str, queries: list[tuple[Any, ...]]) -> list[list[Hit]]:
+        """``queries`` read again without ``now``: looks, which count no recall (see
+        :mod:`~hivemem.agents.recalls`: the part of a read whose reply was too large)."""
+        return self._as(queries[0][4]).search_many(
+            tier, queries, now=None, vectors=self.hit_vectors
+        )
 
     def _prepare_writes(self, pending: list[tuple[str, Action]]) -> list[Prepared]:
         """The proposals' ``write_many`` requests, embedded and encoded, ready for commit.
@@ -369,7 +395,14 @@ class AgentHost:
         writes = [(aid, j, w) for aid, action in pending for j, w in enumerate(action.writes)]
         vectors = self._embed([w.text for _, _, w in writes])
         prepared = []
-        for tier, chunk in request_batches([(w.tier, p) for p, (_, _, w) in enumerate(writes)]):
+        dim = self.embed.dim
+        batches = request_batches(
+            [(w.tier, p) for p, (_, _, w) in enumerate(writes)],
+            self.max_batch,
+            cost=lambda p: write_bytes(writes[p][2], dim, self.behalf[writes[p][0]]),
+            budget=REQUEST_BUDGET,
+        )
+        for tier, chunk in batches:
             entries = [
                 (
                     writes[p][2].namespace,
@@ -402,55 +435,6 @@ class AgentHost:
     def close(self) -> None:
         """Close the bus connection."""
         self.client.close()
-
-
-class _Recalls:
-    """The hits of a tick's ``search_many`` requests, in flight and taken in the order sent."""
-
-    def __init__(self, stats: TickStats, metrics: HostMetrics | None = None) -> None:
-        self.stats = stats
-        self.metrics = metrics
-        self.sent: list[tuple[list[tuple[str, int]], Future[Any], str, float]] = []
-        self.request_of: dict[tuple[str, int], int] = {}
-        self.received: dict[tuple[str, int], list[Hit]] = {}
-        self.done = 0
-
-    def expect(
-        self, keys: list[tuple[str, int]], reply: Future[Any], tier: str, sent_at: float
-    ) -> None:
-        """``reply`` will hold the hits of the recalls ``keys`` ((agent, recall index)).
-
-        ``tier`` and ``sent_at`` (``perf_counter``) are for the request's metrics.
-        """
-        for key in keys:
-            self.request_of[key] = len(self.sent)
-        self.sent.append((keys, reply, tier, sent_at))
-
-    def hits(self, key: tuple[str, int]) -> list[Hit]:
-        """The hits of one recall, waiting for its reply (and the earlier ones) if need be."""
-        while self.done <= self.request_of[key]:
-            self._take_next()
-        return self.received[key]
-
-    def finish(self) -> None:
-        """Wait for every reply."""
-        while self.done < len(self.sent):
-            self._take_next()
-
-    def _take_next(self) -> None:
-        keys, reply, tier, sent_at = self.sent[self.done]
-        t0 = time.perf_counter()
-        try:
-            results = reply.result()
-        except HivememError as exc:
-            raise for_agent(exc, [(aid, f"recalls[{i}]") for aid, i in keys]) from None
-        self.stats.bus_seconds += time.perf_counter() - t0
-        if self.metrics is not None:
-            self.metrics.request("search_many", tier, len(keys), time.perf_counter() - sent_at)
-        for key, res in zip(keys, results, strict=True):
-            self.received[key] = res
-            self.stats.hits += len(res)
-        self.done += 1
 
 
 def _try_promote(
