@@ -30,7 +30,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 from hivemem.memory_bus.config import MAX_HOPS, GraphConfig, RetrievalMethod
-from hivemem.memory_bus.edges import Edge, edges_after, ids_in_order
+from hivemem.memory_bus.edges import Edge, drop_nodes, edges_after, ids_in_order
 from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError, ItemNotFoundError
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent
 from hivemem.memory_bus.item import (
@@ -380,7 +380,17 @@ class GraphTier(VectorTier):
         as_of: float | None = None,
     ) -> list[Hit]:
         """Seed nodes by vector match, then rank by ``method``; the results count as
-        recalled at ``now`` (None: not recalled, a look)."""
+        recalled at ``now`` (None: not recalled, a look).
+
+        ``k`` bounds the hits. ``vector`` seeds ``max(k, GraphConfig.seeds)`` nodes and
+        answers the best k; ``khop`` and ``ppr`` seed ``GraphConfig.seeds`` and answer
+        the k best of the nodes they reach from them (fewer where fewer are reached:
+        with no edge, the seeds alone).
+
+        Without ``as_of``, the walks follow the open edges (``valid_to`` infinite,
+        whatever their ``valid_from``: one that begins later is walked, one that ends
+        later is not); pass ``as_of=now`` for the edges valid now.
+        """
         self._check(caller, namespace, "read")
         k = as_k(k)
         if now is not None:
@@ -395,7 +405,12 @@ class GraphTier(VectorTier):
         # A role limited to some levels retrieves from the graph of those alone: seeds,
         # walks and PageRank never pass through a node it may not read.
         keep = self._visible_to(caller)
-        seeds = ns.search(query[None, :], self.graph_config.seeds, t, keep)[0]
+        # ``vector`` answers its seeds: k of them (it gave at most ``seeds`` whatever k).
+        # The walks rank what they reach from the configured ``seeds`` best matches.
+        n_seeds = self.graph_config.seeds
+        if how is RetrievalMethod.VECTOR:
+            n_seeds = max(k, n_seeds)
+        seeds = ns.search(query[None, :], n_seeds, t, keep)[0]
         edges = self.edge_index.get(namespace, {})
         if how is RetrievalMethod.VECTOR:
             scored = {h.id: h.score for h in seeds}
@@ -433,23 +448,11 @@ class GraphTier(VectorTier):
             self._transitions.touch(event.namespace)
 
     def _drop_nodes(self, namespace: str, nodes: Iterable[int]) -> None:
-        """Take evicted ``nodes`` and every edge touching them out of the graph.
-
-        An evicted memory is gone (a deleted node's ended edges stay, for ``as_of``
-        reads and ``history``): kept, they made a namespace of capacity 10 hold 39,999
-        edges after 40,000 linked writes, and its snapshots grow with them. Evictions
-        are replayed from the journal as they were made, so a restart drops the same.
-        """
+        """Take evicted ``nodes`` and their edges out (:func:`~.edges.drop_nodes`)."""
         graph = self.graphs.get(namespace)
-        if graph is None:
-            return
-        index = self.edge_index[namespace]
-        for node in nodes:
-            if node in graph:
-                for _, _, key in [*graph.in_edges(node, keys=True), *graph.out_edges(node, keys=True)]:  # fmt: skip
-                    index.pop(key, None)
-                graph.remove_node(node)
-        self._edge_ids.pop(namespace, None)  # (ids_in_order: its cache counts on no removal)
+        if graph is not None:
+            drop_nodes(graph, self.edge_index[namespace], nodes)
+            self._edge_ids.pop(namespace, None)  # (ids_in_order: cached while none left)
 
     def stats(self, caller: Caller | None = None) -> dict[str, Any]:
         """Tier counts plus edges and nodes per level; with ``caller``, of what it may
