@@ -35,7 +35,11 @@ class Edge:
     meta: dict[str, Any]
 
     def valid_at(self, t: float | None) -> bool:
-        """Whether the edge holds at ``t`` (None: holds now, i.e. not yet invalidated)."""
+        """Whether the edge holds at ``t``; with None, whether it is open: never ended
+        (``valid_to`` infinite), whatever its ``valid_from``. An edge that begins later is
+        open, one written with a finite ``valid_to`` is not, though it holds now: the
+        reads without ``as_of`` (``neighbors``, ``retrieve``'s walks, ``stats``'
+        ``open_edges``) mean this, and ``as_of=now`` asks for the edges valid now."""
         if t is None:
             return self.valid_to == INF
         return self.valid_from <= t < self.valid_to

@@ -18,6 +18,8 @@ Retrieval seeds nodes by vector match, then ranks:
   on a scipy CSR matrix cached per namespace and ``as_of``; networkx stays the model.
 
 With ``as_of``, a node not valid then is no part of the graph: no walk passes through it.
+Without it, the walks follow the open edges (never ended, whatever their ``valid_from``:
+:meth:`Edge.valid_at`), not the edges valid now; ``as_of=now`` asks for those.
 A role limited to some levels retrieves from the graph of those levels alone.
 """
 
@@ -281,9 +283,10 @@ class GraphTier(VectorTier):
         after: int = 0,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Edges (all, or those valid at ``as_of``), optionally touching ``node`` or of
-        ``type``, in id order; with ``limit``, the first that many with ids above
-        ``after`` (page on with ``after`` = the last one's id, until a page is short).
+        """Edges (every one kept, ended or not; or those valid at ``as_of``), optionally
+        touching ``node`` or of ``type``, in id order; with ``limit``, the first that many
+        with ids above ``after`` (page on with ``after`` = the last one's id, until a
+        page is short).
 
         Raises:
             InvalidInputError: ``as_of`` not a time, ``after`` not an int >= 0, or
@@ -326,7 +329,9 @@ class GraphTier(VectorTier):
         as_of: float | None = None,
         direction: str = "both",
     ) -> list[int]:
-        """Ids of nodes linked to ``node_id`` by edges valid at ``as_of`` (None: open edges)."""
+        """Ids of nodes linked to ``node_id`` by edges valid at ``as_of``; without it, by
+        open edges (never ended, whatever their ``valid_from``: :meth:`Edge.valid_at`).
+        Pass ``as_of=now`` for the edges valid now."""
         self._node(caller, namespace, node_id, "read")
         if direction not in ("in", "out", "both"):
             raise InvalidInputError("direction", "expected 'in', 'out' or 'both'")

@@ -4,6 +4,7 @@ walks without ``as_of`` (findings of an audit of the graph tier)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -22,11 +23,17 @@ def unit(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-@pytest.fixture
-def alice() -> Iterator[MemoryClient]:
-    server = BusServer(MemoryStore(StoreConfig(dim=DIM, graph=GraphConfig())))
+@contextmanager
+def graph_client(graph: GraphConfig) -> Iterator[MemoryClient]:
+    server = BusServer(MemoryStore(StoreConfig(dim=DIM, graph=graph)))
     token = server.register("alice", ["team"])
     with server, MemoryClient(server.address, "alice", token, timeout=5.0) as client:
+        yield client
+
+
+@pytest.fixture
+def alice() -> Iterator[MemoryClient]:
+    with graph_client(GraphConfig()) as client:
         yield client
 
 
@@ -56,3 +63,33 @@ def test_vector_retrieval_gives_k_hits_and_the_walks_rank_from_the_seeds(
     for method in ("khop", "ppr"):
         hits = alice.retrieve("team", q, 8, now=None, method=method)
         assert sorted(h.item.id for h in hits) == sorted(best[:5]), method
+
+
+def test_without_as_of_the_graph_reads_walk_open_edges_and_as_of_now_the_valid_ones() -> None:
+    """Pins what docs/protocol.md says of a missing ``as_of``: the open edges (never
+    ended), whatever their ``valid_from``; ``as_of=now`` for the edges valid now. At
+    now=5, a lease valid 0..100 is valid but not open; a move beginning at 50 is open but
+    not valid yet."""
+    with graph_client(GraphConfig(seeds=1)) as alice:
+        walked_at_5(alice)
+
+
+def walked_at_5(alice: MemoryClient) -> None:
+    e = np.eye(DIM, dtype=np.float32)
+    a = alice.write("graph", "team", NewItem("alice", vector=e[0]), now=0.0).item_id
+    paris = alice.write("graph", "team", NewItem("paris", vector=e[1]), now=0.0).item_id
+    tokyo = alice.write("graph", "team", NewItem("tokyo", vector=e[2]), now=0.0).item_id
+    lease = alice.add_edge("team", a, paris, "rents_in", now=0.0, valid_to=100.0)
+    move = alice.add_edge("team", a, tokyo, "moves_to", now=0.0, valid_from=50.0)
+    walk = {"now": None, "k": 5, "hops": 1}
+    assert alice.neighbors("team", a) == [tokyo]
+    assert alice.neighbors("team", a, as_of=5.0) == [paris]
+    for method in ("khop", "ppr"):
+        open_walk = alice.retrieve("team", e[0], method=method, **walk)
+        assert {h.item.id for h in open_walk} == {a, tokyo}, method
+        valid_walk = alice.retrieve("team", e[0], method=method, as_of=5.0, **walk)
+        assert {h.item.id for h in valid_walk} == {a, paris}, method
+    # edges without as_of: every edge kept, ended or not; with it, those valid then
+    assert [x["id"] for x in alice.edges("team")] == [lease, move]
+    assert [x["id"] for x in alice.edges("team", as_of=5.0)] == [lease]
+    assert alice.stats()["graph"]["open_edges"] == 1  # the move: valid_to infinite
