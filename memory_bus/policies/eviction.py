@@ -5,12 +5,18 @@ same matrix a learned policy scores, and breaks ties by the lower (older) id, so
 decision is deterministic given the seed. The classic ones are baselines and stay pure:
 none of them special-cases expired items.
 
+Times are in units of the callers' ``now`` (a tick in ``hivemem run``), whatever the
+papers' units (Generative Agents' decay per game hour, MemoryBank's strength in days).
+An ``update`` sets ``accessed`` as a recall does (without counting a recall), so it
+counts as an access for ``lru``, MemoryBank's ``t`` and Generative Agents' recency
+(``docs/scenarios.md``, "What counts as an access").
+
 =====================  ==============================================================
 name                   evicts first
 =====================  ==============================================================
-``fifo``               the oldest write
-``lru``                the least recently recalled
-``lfu``                the fewest recalls (then least recently recalled)
+``fifo``               the oldest write (the lowest ``created``: the writer's ``now``)
+``lru``                the least recently accessed (recalled, or updated)
+``lfu``                the fewest recalls (then least recently accessed)
 ``random``             uniformly at random (the namespace's seeded generator)
 ``memorybank``         the lowest Ebbinghaus retention ``exp(-t / S)``, S growing with recalls
 ``generative_agents``  the lowest recency + importance + relevance score (Park et al. 2023)
