@@ -104,6 +104,12 @@ class BaseAgent:
     def agent_id(self) -> str:
         return self.spec.agent_id
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Raise ``TypeError`` or ``ValueError`` for params this type refuses, building
+        nothing: a scenario's validation calls it (if the type has it), so a bad value is
+        refused with the file's line before a run starts. Here: accepts any."""
+
     def plan(self, t: float, obs: Observation) -> list[Recall]:
         return []
 

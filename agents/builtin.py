@@ -69,36 +69,48 @@ class FactMemoryAgent(BaseAgent):
 
     def __init__(self, spec: AgentSpec) -> None:
         super().__init__(spec)
-        p = dict(spec.params)
-        self.write_tier: str = p.pop("write_tier", "shared")
-        self.read_tiers: list[str] = p.pop("read_tiers", [self.write_tier])
-        self.group: str | None = p.pop("group", None)
-        self.k: int = p.pop("k", 8)
-        self.use_as_of: bool = p.pop("use_as_of", True)
+        try:
+            settings = self.settings_of(spec.params)
+        except ValueError as exc:  # the registry makes it a ConfigError: name the agent
+            raise ValueError(f"agent {self.agent_id!r}: {exc}") from None
+        self.write_tier, self.read_tiers, self.group, self.k, self.use_as_of = settings
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Refuse params no agent of this type could run with, building none: a scenario
+        that sets them is refused as it is validated, not by the bus at the first tick
+        (whose refusal failed every agent of the host)."""
+        cls.settings_of(params)
+
+    @staticmethod
+    def settings_of(params: dict[str, Any]) -> tuple[str, list[str], str | None, int, bool]:
+        """(write_tier, read_tiers, group, k, use_as_of) from ``params``, checked.
+
+        Raises:
+            TypeError: an unknown param. ValueError: a bad value (``k`` as the bus
+                bounds a search's ``k``).
+        """
+        p = dict(params)
+        write_tier = p.pop("write_tier", "shared")
+        read_tiers = p.pop("read_tiers", [write_tier])
+        group = p.pop("group", None)
+        k = p.pop("k", 8)
+        use_as_of = p.pop("use_as_of", True)
         if p:
             raise TypeError(f"unknown fact_memory params: {sorted(p)}")
-        self._check_params()
-
-    def _check_params(self) -> None:
-        """Refuse bad params as the agent is built, naming it: the run stops before its
-        first tick (the registry makes the ValueError a ``ConfigError``), not at the
-        bus's refusal of the first request, which failed every agent of the host."""
-        who = f"agent {self.agent_id!r}"
-        if self.write_tier not in (*TIERS, "none"):
-            raise ValueError(f"{who}: write_tier must be one of {TIERS} or 'none', got {self.write_tier!r}")  # fmt: skip
-        if not isinstance(self.read_tiers, list | tuple) or any(
-            t not in TIERS for t in self.read_tiers
-        ):
-            raise ValueError(f"{who}: read_tiers must be a list of {TIERS}, got {self.read_tiers!r}")  # fmt: skip
-        self.read_tiers = list(self.read_tiers)
-        if self.group is not None and not isinstance(self.group, str):
-            raise ValueError(f"{who}: group must be a str, got {self.group!r}")
-        if not isinstance(self.use_as_of, bool):
-            raise ValueError(f"{who}: use_as_of must be true or false, got {self.use_as_of!r}")
+        if write_tier not in (*TIERS, "none"):
+            raise ValueError(f"write_tier must be one of {TIERS} or 'none', got {write_tier!r}")
+        if not isinstance(read_tiers, list | tuple) or any(t not in TIERS for t in read_tiers):
+            raise ValueError(f"read_tiers must be a list of {TIERS}, got {read_tiers!r}")
+        if group is not None and not isinstance(group, str):
+            raise ValueError(f"group must be a str, got {group!r}")
+        if not isinstance(use_as_of, bool):
+            raise ValueError(f"use_as_of must be true or false, got {use_as_of!r}")
         try:
-            self.k = as_k(self.k)  # the bus's own bounds of a search's k
+            k = as_k(k)  # the bus's own bounds of a search's k
         except InvalidInputError as exc:
-            raise ValueError(f"{who}: {exc}") from None
+            raise ValueError(str(exc)) from None
+        return write_tier, list(read_tiers), group, k, use_as_of
 
     def plan(self, t: float, obs: Observation) -> list[Recall]:
         q = obs.get("question")

@@ -283,9 +283,17 @@ def check_meaning(s: Scenario) -> list[Problem]:
                 )
             )
         try:
-            AGENT_TYPES.factory(entry.type)
+            agent_type = AGENT_TYPES.factory(entry.type)
         except ConfigError as exc:
             problems.append(Problem(f"agents.{i}.type", str(exc)))
+            continue
+        check_params = getattr(agent_type, "check_params", None)  # optional: builds nothing
+        try:
+            if check_params is not None:
+                check_params(dict(entry.params))
+        except (TypeError, ValueError) as exc:
+            message = f"bad parameters for agent type {entry.type!r}: {exc}"
+            problems.append(Problem(f"agents.{i}.params", message))
     for tier in ("private", "shared", "graph"):
         cfg = getattr(s.memory, tier)
         for what, reg, name, params in (

@@ -189,6 +189,22 @@ INVALID = [
         "unknown agent type 'team_insight.solver'; did you mean 'team_insights.solver'",
     ),
     Case(
+        "agent-param-refused-by-its-type",
+        "relay_qa",
+        "group: commons, k: 8}",
+        "group: commons, k: 0}",
+        "agents.1.params",
+        "bad parameters for agent type 'fact_memory': invalid k",
+    ),
+    Case(
+        "agent-param-unknown-to-its-type",
+        "relay_qa",
+        "group: commons, k: 8}",
+        "group: commons, kk: 8}",
+        "agents.1.params",
+        "unknown fact_memory params: ['kk']",
+    ),
+    Case(
         "unknown-eviction-near-miss",
         "capacity_stream",
         "eviction: lru",
