@@ -178,11 +178,15 @@ Handler = Callable[[Context, dict[str, Any]], Any]
 
 
 def ping(ctx: Context, args: dict[str, Any]) -> Any:
+    """The bus's protocol version, dimension, embedder, event address and epoch, and its
+    place in a sharded bus (``shard``: ``[index, count]``, ``[0, 1]`` unsharded), which a
+    sharded client checks against the order it lists the shards in."""
     return {
         "version": PROTOCOL_VERSION,
         "agent": ctx.caller.agent_id,
         "dim": ctx.store.config.dim,
         "embedder": ctx.store.embedder_settings,
+        "shard": list(ctx.store.shard),
         **ctx.info,
     }
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -99,7 +99,8 @@ class AsyncShardedClient(Ops, AsyncClosing):
 
     Args:
         addresses: One ROUTER address per shard, in shard order (the order decides
-            which shard owns which namespace, so every client must use the same).
+            which shard owns which namespace, so every client must use the same; each
+            shard's place is checked by a ping before its first request).
         agent: Default agent id for requests.
         token: That agent's token.
         **kw: Passed to each shard's :class:`AsyncMemoryClient` (timeout, retries, curve,
@@ -110,6 +111,25 @@ class AsyncShardedClient(Ops, AsyncClosing):
     def __init__(self, addresses: Sequence[str], agent: str = "", token: str = "", **kw: Any):
         self.agent, self.token = agent, token
         self.shards = [AsyncMemoryClient(a, agent, token, **kw) for a in addresses]
+        self._addresses = list(addresses)
+        self._placed = [len(self.shards) < 2] * len(self.shards)  # shared with as_agent's
+
+    def _to(
+        self, s: int, op: str, args: dict[str, Any], decode: Any, check: bool = True
+    ) -> Awaitable[Any]:
+        """``op`` sent to shard ``s``; before its first request a ``ping`` checks that the
+        server there is the shard at place ``s`` (:func:`_misplaced`): a client listing
+        the shards in another order than the others routed every namespace by the wrong
+        hash, its writes going where no other client looks. Once per shard, so a shard
+        that does not answer fails only the requests that go to it."""
+        if self._placed[s] or not check:
+            return self.shards[s]._call(op, args, decode)
+        return self._placed_then(s, op, args, decode)
+
+    async def _placed_then(self, s: int, op: str, args: dict[str, Any], decode: Any) -> Any:
+        _misplaced({s: await self.shards[s]._call("ping", {})}, self._addresses)
+        self._placed[s] = True
+        return await self.shards[s]._call(op, args, decode)
 
     def _call(
         self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None = None
@@ -124,15 +144,21 @@ class AsyncShardedClient(Ops, AsyncClosing):
         if op in BATCH_KEYS:
             return await self._split(op, BATCH_KEYS[op], args, decode)
         if op in EVERY_SHARD:  # decoded once combined: the shards' replies are raw maps
-            replies = await asyncio.gather(*(s._call(op, args) for s in self.shards))
+            ping = op == "ping"  # checks its own replies
+            n = len(self.shards)
+            replies = await asyncio.gather(
+                *(self._to(s, op, args, None, not ping) for s in range(n))
+            )
+            if ping:
+                _misplaced(dict(enumerate(replies)), self._addresses)
+                self._placed[:] = [True] * n
             combined = _combine(op, replies)
             if op == "subscribe":
                 combined["seqs"] = self._owners_seqs(args.get("topics"), replies)
             return decode(combined) if decode is not None else combined
         if "namespace" not in args:
             raise ShardError(f"op {op!r} names no namespace, so no shard can take it", op=op)
-        shard = self.shards[shard_of(str(args["namespace"]), len(self.shards))]
-        return await shard._call(op, args, decode)
+        return await self._to(shard_of(str(args["namespace"]), len(self.shards)), op, args, decode)
 
     def _owners_seqs(self, topics: Any, replies: list[Any]) -> list[Any]:
         """Each topic's last event number as the shard that holds its namespace says
@@ -184,7 +210,7 @@ class AsyncShardedClient(Ops, AsyncClosing):
         # every part's outcome, not only the first failure: what the others applied
         # must be known when one refuses
         replies = await asyncio.gather(
-            *(self.shards[s]._call(op, args_of(rows_of[s]), decode) for s in order),
+            *(self._to(s, op, args_of(rows_of[s]), decode) for s in order),
             return_exceptions=True,
         )
         merged: list[Any] = [None] * len(namespaces)
@@ -210,8 +236,8 @@ class AsyncShardedClient(Ops, AsyncClosing):
             raise ShardError("write_many columns need 'text' and 'namespace'", op="write_many")
         n = len(texts)
         if isinstance(namespaces, str):
-            shard = self.shards[shard_of(namespaces, len(self.shards))]
-            return await shard._call("write_many", args, decode)
+            shard = shard_of(namespaces, len(self.shards))
+            return await self._to(shard, "write_many", args, decode)
         if len(namespaces) != n:
             raise ShardError("write_many columns of different lengths", op="write_many")
         return await self._scatter(
@@ -272,6 +298,7 @@ class AsyncShardedClient(Ops, AsyncClosing):
         handle = object.__new__(AsyncShardedClient)
         handle.agent, handle.token = agent, token
         handle.shards = [s.as_agent(agent, token) for s in self.shards]
+        handle._placed, handle._addresses = self._placed, self._addresses
         return handle
 
     def close(self) -> None:
@@ -448,9 +475,26 @@ def _combine(op: str, replies: list[Any]) -> Any:
         )
     if op in ("ping", "subscribe"):  # each shard has its event socket, and its epoch
         return {
-            **replies[0],
+            **{k: v for k, v in replies[0].items() if k != "shard"},  # shard 0's alone
             "shards": len(replies),
             "pubs": [r.get("pub") for r in replies],
             "epochs": [r.get("epoch") for r in replies],
         }
     return replies[0]
+
+
+def _misplaced(pings: dict[int, Any], addresses: list[str]) -> None:
+    """Refuse (:class:`ShardError`) the shards whose ``ping`` (``pings`` by place listed)
+    says another place, ``shard``: ``[index, count]`` (a server from before: as listed)."""
+    n = len(addresses)
+    says = {i: p.get("shard", [i, n]) if isinstance(p, dict) else p for i, p in pings.items()}
+    wrong = [(i, " of ".join(map(str, p)) if isinstance(p, list) else repr(p))
+             for i, p in says.items() if p != [i, n]]  # fmt: skip
+    if wrong:
+        raise ShardError(
+            "the shards are listed out of their order: "
+            + "; ".join(f"place {i} ({addresses[i]}) is shard {p}" for i, p in wrong)
+            + f". List the {n} shards of the bus in shard order, as its other clients do "
+            "(a namespace's shard is found by its place in the list)",
+            places={str(i): p for i, p in says.items()},
+        )

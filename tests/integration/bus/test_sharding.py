@@ -337,7 +337,8 @@ def test_a_refused_row_is_named_as_sent_with_the_rows_other_shards_applied(
 
 class DroppedReplies:
     """A ROUTER/DEALER relay on 127.0.0.1 to a real bus that forwards every request and
-    drops every reply: a shard that applies its part, but whose answer never comes."""
+    drops every reply but the first (the ping a sharded client checks the shard's place
+    with): a shard that applies its part, but whose answer never comes."""
 
     def __init__(self, target: str) -> None:
         self.ctx = zmq.Context()
@@ -347,6 +348,7 @@ class DroppedReplies:
         self.address = f"tcp://127.0.0.1:{self.front.bind_to_random_port('tcp://127.0.0.1')}"
         self.back.connect(target)
         self.stop = threading.Event()
+        self.pinged = False
         self.thread = threading.Thread(target=self._relay, daemon=True)
         self.thread.start()
 
@@ -357,10 +359,13 @@ class DroppedReplies:
         while not self.stop.is_set():
             for sock, _ in poller.poll(50):
                 if sock is self.front:
-                    _peer, *frames = self.front.recv_multipart()
+                    peer, *frames = self.front.recv_multipart()
                     self.back.send_multipart(frames)
-                else:
+                elif self.pinged:
                     self.back.recv_multipart()  # the reply, dropped
+                else:
+                    self.pinged = True
+                    self.front.send_multipart([peer, *self.back.recv_multipart()])
 
     def close(self) -> None:
         self.stop.set()

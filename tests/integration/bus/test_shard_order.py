@@ -1,0 +1,77 @@
+"""A sharded client checks, once, that each address it lists is the shard at that place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hivemem.memory_bus.auth import new_secret, token_for
+from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.config import StoreConfig, TierConfig
+from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import ADMIN_AGENT
+from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.sharding import ShardError, shard_of
+from hivemem.memory_bus.store import MemoryStore
+
+CONFIG = StoreConfig(dim=32, shared=TierConfig(capacity=1000))
+
+
+@pytest.fixture
+def shards() -> Iterator[tuple[list[BusServer], bytes]]:
+    secret = new_secret()
+    servers = [BusServer(MemoryStore(CONFIG).as_shard(i, 2), secret=secret) for i in range(2)]
+    for server in servers:
+        server.start()
+    admin = token_for(secret, ADMIN_AGENT)
+    with MemoryClient([s.address for s in servers], ADMIN_AGENT, admin) as c:
+        c.register("alice", ["team"])
+        c.register("bob", ["team"])
+    yield servers, secret
+    for server in servers:
+        server.stop()
+
+
+def test_shards_listed_in_another_order_are_refused_before_any_request(
+    shards: tuple[list[BusServer], bytes],
+) -> None:
+    """A client listing the shards in another order routed every namespace by the wrong
+    hash: its writes went where the other clients never looked, silently."""
+    servers, secret = shards
+    addresses = [s.address for s in reversed(servers)]
+    with MemoryClient(addresses, "alice", token_for(secret, "alice"), timeout=5.0) as c:
+        place = shard_of("team", 2)  # where this client looks for it
+        with pytest.raises(ShardError, match=rf"place {place} .* shard {1 - place} of 2") as info:
+            c.write("shared", "team", NewItem("misrouted"), now=0.0)
+        assert info.value.details["places"] == {str(place): [1 - place, 2]}
+        with pytest.raises(ShardError, match=f"place {place}"):
+            c.as_agent("bob", token_for(secret, "bob")).scan("shared", "team")
+        with pytest.raises(ShardError, match=r"place 0 .*; place 1 "):
+            c.ping()
+    assert all(not s.store.shared.namespaces for s in servers)  # nothing was written
+
+
+def test_shards_in_their_order_serve_and_ping_says_each_place(
+    shards: tuple[list[BusServer], bytes],
+) -> None:
+    servers, secret = shards
+    with MemoryClient(servers[1].address, "alice", token_for(secret, "alice")) as one:
+        assert one.ping()["shard"] == [1, 2]  # each server says its place
+    addresses = [s.address for s in servers]
+    with MemoryClient(addresses, "alice", token_for(secret, "alice"), timeout=5.0) as c:
+        written = c.write("shared", "team", NewItem("routed"), now=0.0).item_id
+        assert [i.id for i in c.scan("shared", "team").items] == [written]
+        assert c.ping()["shards"] == 2
+
+
+def test_unsharded_servers_listed_as_shards_are_refused() -> None:
+    secret = new_secret()
+    a, b = (BusServer(MemoryStore(CONFIG), secret=secret) for _ in range(2))
+    place = shard_of("alice", 2)
+    with (
+        a,
+        b,
+        MemoryClient([a.address, b.address], "alice", token_for(secret, "alice")) as c,
+        pytest.raises(ShardError, match=rf"place {place} .* shard 0 of 1"),
+    ):
+        c.write("private", "alice", NewItem("x"), now=0.0)
