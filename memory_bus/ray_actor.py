@@ -4,8 +4,11 @@ Ray is imported here only. The actor owns a :class:`BusServer` bound to its node
 (or the host given) and hands out the address; clients then talk ZeroMQ directly, not
 through Ray calls.
 
-A bus actor serves from its start until :meth:`BusActor.stop`; after that the actor
-process stays (until killed) but serves nothing: :func:`find_bus_actor` refuses it and
+A bus actor serves from its start until :meth:`BusActor.stop`, or until the driver that
+started it exits (Ray ends an actor with its owner), unless it was started ``detached``:
+then it outlives every driver, and only :meth:`BusActor.stop` with ``ray.kill`` (from
+any driver) or the end of the Ray cluster ends it. After ``stop`` the actor process
+stays (until killed) but serves nothing: :func:`find_bus_actor` refuses it and
 :func:`start_bus_actor` kills it and starts a new one under the name.
 """
 
@@ -14,10 +17,10 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import ray
+from hivemem.memory_bus.bus_launch import BusLaunch, default_pub_port, port_of, real_path
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import ConfigError, HivememError
 from hivemem.memory_bus.journal import Journal
@@ -31,73 +34,6 @@ DEFAULT_NAMESPACE = "hivemem"
 NAME_WAIT_S = 10.0
 """How long :func:`start_bus_actor` waits for Ray to free the name of a dead bus actor
 (about a second after its death here) before it can start a new one under it."""
-
-
-@dataclass(frozen=True)
-class BusLaunch:
-    """How a bus actor was asked to serve: what a caller joining it by name must agree on.
-
-    Attributes:
-        host: Interface to bind; None: the node's IP.
-        port: ROUTER port; 0: any free one.
-        pub_port: PUB (events) port; 0: ``port + 1`` for a fixed ``port``, else any
-            (:func:`default_pub_port`).
-        data_dir: The journal's folder on the actor's node; None: memory only.
-        shard: ``(index, count)`` of this server in a sharded bus.
-        metrics: Whether the actor serves ``/metrics``.
-        spin_us: Busy polling after each answer, in microseconds.
-    """
-
-    host: str | None = None
-    port: int = 0
-    pub_port: int = 0
-    data_dir: str | None = None
-    shard: tuple[int, int] = (0, 1)
-    metrics: bool = False
-    spin_us: int = 0
-
-    def differences(self, running: BusLaunch, bound: dict[str, Any]) -> list[str]:
-        """What ``running`` (a live actor's launch, ``bound`` to the host, ports and data
-        dir it really has) has otherwise than this one asks.
-
-        A host or port this one leaves open (None, 0) is any; one it names is compared
-        with what the bus bound (its node's IP, the ports it chose); data directories
-        are compared as real paths on the actor's node (``d/`` and ``x/../d`` are ``d``).
-        """
-        out = []
-        for key, want in asdict(self).items():
-            have = getattr(running, key)
-            if key in ("host", "port", "pub_port"):
-                if not want:
-                    continue
-                have = bound[key]
-            elif key == "data_dir":
-                want, have = _real_path(want), bound["data_dir"]
-            if want != have:
-                out.append(f"{key} {have!r} (asked {want!r})")
-        return out
-
-
-def _real_path(path: str | None) -> str | None:
-    return None if path is None else os.path.realpath(path)
-
-
-def _port_of(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
-
-
-def default_pub_port(port: int, pub_port: int | None) -> int:
-    """The events port: ``pub_port`` if given, else ``port + 1`` for a fixed ``port`` (as
-    ``hivemem bus serve`` does, so subscribers find a restarted bus), else any (0).
-
-    Raises:
-        ConfigError: ``port`` 65535 leaves no ``port + 1``.
-    """
-    if pub_port is not None:
-        return pub_port
-    if port == 65535:
-        raise ConfigError("port 65535 leaves no port + 1 for events: give pub_port")
-    return port + 1 if port else 0
 
 
 class BusActor:
@@ -158,9 +94,9 @@ class BusActor:
             return ["stopped"]
         bound = {
             "host": self.bind,
-            "port": _port_of(self.server.address),
-            "pub_port": _port_of(self.server.pub_address),
-            "data_dir": _real_path(self.launch.data_dir),
+            "port": port_of(self.server.address),
+            "pub_port": port_of(self.server.pub_address),
+            "data_dir": real_path(self.launch.data_dir),
         }
         differs = launch.differences(self.launch, bound)
         if self.server.store.config != StoreConfig.model_validate_json(config_json):
@@ -207,8 +143,17 @@ def start_bus_actor(
     shard: tuple[int, int] = (0, 1),
     metrics: bool = False,
     spin_us: int = 0,
+    detached: bool = False,
 ) -> tuple[Any, dict[str, str]]:
     """Start the named bus actor, or join the one already serving under that name.
+
+    Started ``detached`` (Ray's ``lifetime="detached"``), the actor outlives the driver
+    that started it, so other drivers that joined it keep their bus (and a memory-only
+    bus its acknowledged writes) after that one exits; whoever is done with the bus ends
+    it: ``ray.get(actor.stop.remote())`` then ``ray.kill(actor)``, from any driver (or
+    the Ray cluster stops). Else it dies with its starter, even while drivers that
+    joined it use it (a run's own bus should die with a crashed run). A caller asking
+    ``detached`` is refused a running bus that is not; one not asking it joins either.
 
     A bus joined must be the one asked for: same ``config``, ``secret``, ``host``,
     ``port``, ``pub_port``, ``data_dir``, ``shard``, ``metrics`` and ``spin_us`` (a
@@ -240,6 +185,7 @@ def start_bus_actor(
         tuple(shard),  # type: ignore[arg-type]
         metrics,
         spin_us,
+        detached,
     )
     actor, started = _start_or_join(config, secret, name, namespace, launch, num_cpus)
     if started:
@@ -381,6 +327,7 @@ def _launch(
         namespace=namespace,
         get_if_exists=True,
         scheduling_strategy=placement,
+        lifetime="detached" if launch.detached else None,
     ).remote(config.model_dump_json(), secret, launch)
 
 
