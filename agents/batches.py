@@ -117,6 +117,7 @@ def new_item(p: Proposal, vector: np.ndarray) -> NewItem:
 
 
 _ROW = re.compile(r"(?:items|queries|entries)\[(\d+)\]")
+_MARKED_ROW = re.compile(r"\((?:items|queries|entries)\[\d+\]\)")
 """A field the bus (or the client's encoder) names in a row of a batch: ``items[3].text``."""
 
 
@@ -144,9 +145,11 @@ def for_agent(exc: HivememError, rows: Sequence[tuple[str, str]]) -> HivememErro
         exc.details["field"] = named
         if isinstance(exc, InvalidInputError):
             exc.field = named
-    else:
-        exc.message = f"{exc.message} ({own})"
-    exc.message = f"agent {agent!r}: {exc.message}"
+    else:  # the row in the message's parentheses (the bus's "(queries[0])"), or none
+        marked = _MARKED_ROW.sub(f"({own})", exc.message, count=1)
+        exc.message = marked if marked != exc.message else f"{exc.message} ({own})"
+    if not exc.message.startswith(f"agent {agent!r}"):  # an access refusal names it already
+        exc.message = f"agent {agent!r}: {exc.message}"
     exc.details["agent"] = agent
     outcomes = {
         outcome: sorted(

@@ -25,7 +25,9 @@ from hivemem.agents.base import (
     Recall,
 )
 from hivemem.agents.builtin import namespace_for
+from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.interfaces import Hit
+from hivemem.memory_bus.validation import as_k
 from hivemem.scenarios.base import TASKS, Task, TaskParams, ratio
 from pydantic import Field
 
@@ -138,11 +140,34 @@ class InsightSolver(BaseAgent):
 
     def __init__(self, spec: AgentSpec) -> None:
         super().__init__(spec)
-        p = dict(spec.params)
-        self.group: str | None = p.pop("group", None)
-        self.k: int = int(p.pop("k", 24))
+        try:
+            self.group, self.k = self.settings_of(spec.params)
+        except ValueError as exc:  # the registry makes it a ConfigError: name the agent
+            raise ValueError(f"agent {self.agent_id!r}: {exc}") from None
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Refuse bad params as the scenario is validated, building nothing."""
+        cls.settings_of(params)
+
+    @staticmethod
+    def settings_of(params: dict[str, Any]) -> tuple[str | None, int]:
+        """(group, k) from ``params``, checked (``k`` as the bus bounds a search's).
+
+        Raises:
+            TypeError: an unknown param. ValueError: a bad value.
+        """
+        p = dict(params)
+        group = p.pop("group", None)
+        k = p.pop("k", 24)
         if p:
             raise TypeError(f"unknown team_insights.solver params: {sorted(p)}")
+        if group is not None and not isinstance(group, str):
+            raise ValueError(f"group must be a str, got {group!r}")
+        try:
+            return group, as_k(k)
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
 
     def _ns(self) -> str:
         return namespace_for(self.spec, "graph", self.group)

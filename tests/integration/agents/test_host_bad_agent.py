@@ -14,7 +14,12 @@ from hivemem.agents.host import AgentHost
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig, TierConfig
-from hivemem.memory_bus.errors import ConfigError, InvalidInputError, TooLargeError
+from hivemem.memory_bus.errors import (
+    AccessDeniedError,
+    ConfigError,
+    InvalidInputError,
+    TooLargeError,
+)
 from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
@@ -31,10 +36,12 @@ class _Writer(BaseAgent):
     hit_vectors = False
 
     def plan(self, t: float, obs: Any) -> list[Recall]:
-        k = 0 if self.spec.params.get("bad") == "k" else 3
+        bad = self.spec.params.get("bad")
+        k = 0 if bad == "k" else 3
+        other = "agent-0" if bad == "read" else self.agent_id  # not its own: refused
         return [
             Recall("private", self.agent_id, "notes", 2),
-            Recall("private", self.agent_id, "what", k),
+            Recall("private", other, "what", k),
         ]
 
     def act(self, t: float, obs: Any, recalled: list[Any]) -> Action:
@@ -128,6 +135,20 @@ def test_a_bad_recall_names_its_agent_and_its_own_recall(shards: int) -> None:
         exc = caught.value
         assert str(exc).startswith(f"agent {BAD!r}: invalid recalls[1].k: expected an int")
         assert exc.details["agent"] == BAD and exc.details["field"] == "recalls[1].k"
+
+
+def test_a_refused_recall_names_its_agent_once_and_its_own_recall() -> None:
+    """The bus's refusal names the agent already and its batch row in parentheses; the
+    host made it "agent 'agent-3': agent 'agent-3' may not read ... (queries[3])
+    (recalls[1])"."""
+    with host_of_six(1, "read") as (host, _):
+        with pytest.raises(AccessDeniedError) as caught:
+            host.step(0, {f"agent-{i}": {} for i in range(6)})
+        message = str(caught.value)
+        assert message.startswith(f"agent {BAD!r} may not read private/agent-0")
+        assert message.count(BAD) == 1 and "queries[" not in message
+        assert message.endswith("(recalls[1])")
+        assert caught.value.details["agent"] == BAD
 
 
 @pytest.mark.parametrize(

@@ -34,8 +34,13 @@ def test_metrics_exposition(bus: Bus, alice: MemoryClient) -> None:
         alice.write("shared", "team", NewItem(f"m{i}"), now=0.0)
     with pytest.raises(AccessDeniedError):
         alice.write("shared", "elsewhere", NewItem("refused"), now=0.0)
-    time.sleep(1.2)  # gauges refresh once a second on the owner thread
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    # gauges refresh on the owner thread once a second, or up to every 5 s where a
+    # refresh is slow (a loaded machine): wait for the one after the writes
+    deadline, text = time.monotonic() + 20, ""
+    while 'hivemem_bus_items{tier="shared"} 3.0' not in text and time.monotonic() < deadline:
+        time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
     assert 'hivemem_bus_requests_total{code="ok",op="write"} 3.0' in text
     assert 'hivemem_bus_requests_total{code="access_denied",op="write"} 1.0' in text
     assert 'hivemem_bus_items{tier="shared"} 3.0' in text

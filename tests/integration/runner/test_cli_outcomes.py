@@ -27,7 +27,10 @@ def hivemem(*args: str) -> Result:
         # raised by the bus, on a host's step
         ("agents.1.params.group=nope", "AccessDeniedError: agent 'analyst-0' may not read shared/"),
         # raised while a host builds its agents
-        ("agents.0.params.kk=1", "ConfigError: bad parameters for agent type 'fact_memory'"),
+        (
+            "agents.0.type=hivemem.agents.testing:UnbuildableAgent",
+            "ConfigError: agent 'scout-0': this agent type refuses to be built",
+        ),
     ],
 )
 def test_a_hivemem_error_in_a_host_stops_the_run_with_one_line(

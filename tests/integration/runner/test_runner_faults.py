@@ -12,6 +12,8 @@ from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.runner import BUS_TARGETS_DIR, run_once
 from hivemem.platform.scenario import load_scenario
 
+UNBUILDABLE = "hivemem.agents.testing:UnbuildableAgent"
+
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
@@ -91,9 +93,9 @@ def test_runs_can_share_one_driver_metrics() -> None:
 
 
 def test_hosts_that_started_are_cleaned_up_when_another_fails_to() -> None:
-    """The analysts' hosts fail to build (an unknown agent parameter); the scouts' host
-    had started and must not outlive the run."""
-    s = load_scenario("relay_qa", ["run.ticks=3", "agents.1.params.bogus=1"])
-    with pytest.raises(Exception, match="unknown fact_memory params"):
+    """The analysts' hosts fail to build (an agent type that refuses to be built); the
+    scouts' host had started and must not outlive the run."""
+    s = load_scenario("relay_qa", ["run.ticks=3", f"agents.1.type={UNBUILDABLE}"])
+    with pytest.raises(Exception, match="refuses to be built"):
         run_once(s, hosts=3)
     assert _named_actors("hivemem-host-") == []

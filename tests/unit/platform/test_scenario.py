@@ -205,6 +205,15 @@ INVALID = [
         "unknown fact_memory params: ['kk']",
     ),
     Case(
+        "solver-param-refused-by-its-type",
+        "team_insights",
+        "    groups: [blue]",
+        "    groups: [blue]\n    params: {k: 0}",
+        "agents.1.params",
+        "bad parameters for agent type 'team_insights.solver': invalid k",
+        line=18,  # the params line the mistake adds
+    ),
+    Case(
         "unknown-eviction-near-miss",
         "capacity_stream",
         "eviction: lru",
