@@ -490,11 +490,20 @@ def _misplaced(pings: dict[int, Any], addresses: list[str]) -> None:
     says = {i: p.get("shard", [i, n]) if isinstance(p, dict) else p for i, p in pings.items()}
     wrong = [(i, " of ".join(map(str, p)) if isinstance(p, list) else repr(p))
              for i, p in says.items() if p != [i, n]]  # fmt: skip
-    if wrong:
-        raise ShardError(
-            "the shards are listed out of their order: "
-            + "; ".join(f"place {i} ({addresses[i]}) is shard {p}" for i, p in wrong)
-            + f". List the {n} shards of the bus in shard order, as its other clients do "
-            "(a namespace's shard is found by its place in the list)",
-            places={str(i): p for i, p in says.items()},
+    if not wrong:
+        return
+    told = "; ".join(f"place {i} ({addresses[i]}) is shard {p}" for i, p in wrong)
+    places = {str(i): p for i, p in says.items()}
+    if any(isinstance(p, list) and len(p) == 2 and p[1] != n for p in says.values()):
+        raise ShardError(  # no order helps: these are not the shards of one bus of n
+            f"these {n} addresses are not the shards of one bus: {told}. An unsharded bus "
+            "(`hivemem bus serve`) says 0 of 1; a sharded one is started by a run "
+            "(run.bus_shards) or start_bus_shards, whose shards say i of n",
+            places=places,
         )
+    raise ShardError(
+        f"the shards are listed out of their order: {told}. List the {n} shards of the "
+        "bus in shard order, as its other clients do (a namespace's shard is found by its "
+        "place in the list)",
+        places=places,
+    )

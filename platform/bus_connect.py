@@ -30,7 +30,10 @@ ADDRESS = typer.Option(
     "tcp://127.0.0.1:7777",
     "--address",
     "-a",
-    help="The bus's ROUTER address (several, comma-separated: a sharded bus).",
+    help=(
+        "The bus's ROUTER address (several, comma-separated, in shard order: the shards"
+        " of a bus a run or start_bus_shards started)."
+    ),
 )
 SECRET_FILE = typer.Option(
     None, help="The bus secret (as given to serve): tokens are made from it."
