@@ -233,6 +233,27 @@ class CapacityError(HivememError):
     code = "capacity"
 
 
+class WrongShardError(HivememError):
+    """A namespace sent to a shard of a bus that does not own it: its client lists the
+    shards in another order, or sent to one shard as if it were the whole bus. Nothing
+    was applied; the namespace belongs to ``details.owner`` (of ``details.count``)."""
+
+    code = "wrong_shard"
+
+    @classmethod
+    def of(cls, namespace: str, owner: int, index: int, count: int) -> WrongShardError:
+        """The error for ``namespace``, owned by shard ``owner``, sent to shard ``index``."""
+        return cls(
+            f"namespace {namespace!r} belongs to shard {owner} of {count}, not to this one "
+            f"({index} of {count}): list the bus's shards in shard order (ping says each "
+            "one's place), or use a client given every shard",
+            namespace=namespace,
+            owner=owner,
+            index=index,
+            count=count,
+        )
+
+
 class RequestIdReusedError(HivememError):
     """A changing request under the (client, id, agent) of a remembered one, but not that
     request: two writers given one ``client_id``, or ids numbered again from the start.

@@ -111,6 +111,7 @@ class Code(StrEnum):
     TOO_LARGE = "too_large"
     UNAUTHENTICATED = "unauthenticated"
     REQUEST_ID_REUSED = "request_id_reused"  # errors.RequestIdReusedError
+    WRONG_SHARD = "wrong_shard"  # errors.WrongShardError
     INTERNAL = "internal"
 
 

@@ -40,7 +40,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from hivemem.memory_bus.codec import take_columns
 from hivemem.memory_bus.errors import HivememError, InvalidInputError, JournalSyncError, in_row
 from hivemem.memory_bus.interfaces import WriteResult
 from hivemem.memory_bus.ops import AsyncClosing, Ops, name_list
+from hivemem.memory_bus.placement import shard_of
 
 BATCH_KEYS = {"write_many": "items", "search_many": "queries"}
 """Batch ops and the argument holding their entries (each entry names its namespace)."""
@@ -64,14 +64,6 @@ class ShardError(HivememError):
     """Shards that disagree, or a request no shard can take."""
 
     code = "shard_error"
-
-
-def shard_of(namespace: str, shards: int) -> int:
-    """The shard that owns ``namespace`` among ``shards`` (stable across processes)."""
-    if shards == 1:
-        return 0
-    digest = hashlib.blake2b(namespace.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
 
 
 def split_addresses(address: str | Sequence[str]) -> list[str]:

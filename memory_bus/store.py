@@ -121,7 +121,7 @@ class MemoryStore:
         if self.ctx.next_id != 1:
             raise ConfigError("a store becomes a shard before its first write")
         self.ctx.next_id, self.ctx.id_stride = 1 + index, count
-        self.shard = (index, count)
+        self.shard = self.ctx.shard = (index, count)
         return self
 
     def stats(self, caller: Caller | None = None) -> dict[str, Any]:

@@ -212,7 +212,9 @@ class VectorTier:
         if len(batch) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(batch))
         self._refuse_without_future()
-        batch = checked_batch(batch, now, self.ctx, self.config, self._check, self._check_levels)
+        batch = checked_batch(
+            batch, now, self.ctx, self.config, self._check, self._check_levels, self.namespaces
+        )
         if not len(batch):
             return BatchResult([], [])
         with self.evicting_for(batch.callers):

@@ -12,6 +12,7 @@ from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.errors import ConfigError, HivememError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
+from hivemem.memory_bus.placement import shard_of
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -23,14 +24,22 @@ def _server(data: Path, secret: bytes, shard: tuple[int, int] | None) -> BusServ
     return BusServer(store, secret=secret, journal=Journal(data, "no"))
 
 
+def _owner(server: BusServer) -> str:
+    """An agent whose private namespace this shard owns (a shard makes no other)."""
+    index, count = server.store.shard
+    return next(a for a in (f"agent-{i}" for i in range(100)) if shard_of(a, count) == index)
+
+
 def _write(server: BusServer, secret: bytes, texts: list[str]) -> dict[int, str]:
-    with MemoryClient(server.address, "alice", token_for(secret, "alice"), timeout=5.0) as c:
-        return {c.write("private", "alice", NewItem(t), now=0.0).item_id: t for t in texts}
+    agent = _owner(server)
+    with MemoryClient(server.address, agent, token_for(secret, agent), timeout=5.0) as c:
+        return {c.write("private", agent, NewItem(t), now=0.0).item_id: t for t in texts}
 
 
 def _read(server: BusServer, secret: bytes) -> dict[int, str]:
-    with MemoryClient(server.address, "alice", token_for(secret, "alice"), timeout=5.0) as c:
-        return {i.id: i.text for i in c.scan("private", "alice").items}
+    agent = _owner(server)
+    with MemoryClient(server.address, agent, token_for(secret, agent), timeout=5.0) as c:
+        return {i.id: i.text for i in c.scan("private", agent).items}
 
 
 def test_a_shard_restarted_as_another_shard_is_refused(tmp_path: Path) -> None:

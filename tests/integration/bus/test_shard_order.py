@@ -8,10 +8,12 @@ import pytest
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig, TierConfig
+from hivemem.memory_bus.errors import WrongShardError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.placement import shard_of
 from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.memory_bus.server import BusServer
-from hivemem.memory_bus.sharding import ShardError, shard_of
+from hivemem.memory_bus.sharding import ShardError
 from hivemem.memory_bus.store import MemoryStore
 
 CONFIG = StoreConfig(dim=32, shared=TierConfig(capacity=1000))
@@ -77,3 +79,28 @@ def test_unsharded_servers_listed_as_shards_are_refused() -> None:
         ),
     ):
         c.write("private", "alice", NewItem("x"), now=0.0)
+
+
+def test_a_shard_refuses_to_make_a_namespace_another_shard_owns(
+    shards: tuple[list[BusServer], bytes],
+) -> None:
+    """A client of one shard alone (no placement check: it takes the shard for the whole
+    bus) wrote `shared/team` onto whichever shard it was given. The shard that does not own
+    the namespace now refuses to make it and applies nothing; the owner takes it, and
+    the namespace it holds still takes writes and rows in batches."""
+    servers, secret = shards
+    owner = shard_of("team", 2)
+    token = token_for(secret, "alice")
+    with MemoryClient(servers[1 - owner].address, "alice", token, timeout=5.0) as stray:
+        with pytest.raises(WrongShardError) as info:
+            stray.write("shared", "team", NewItem("stray"), now=0.0)
+        assert info.value.details == {
+            "namespace": "team", "owner": owner, "index": 1 - owner, "count": 2,
+        }  # fmt: skip
+        with pytest.raises(WrongShardError):
+            stray.write_many("shared", [("team", NewItem("a")), ("team", NewItem("b"))], now=0.0)
+    assert "team" not in servers[1 - owner].store.shared.namespaces
+    with MemoryClient(servers[owner].address, "alice", token, timeout=5.0) as direct:
+        direct.write("shared", "team", NewItem("kept"), now=0.0)
+        direct.write_many("shared", [("team", NewItem("a")), ("team", NewItem("b"))], now=1.0)
+        assert len(direct.scan("shared", "team").items) == 3

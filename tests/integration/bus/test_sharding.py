@@ -26,12 +26,12 @@ from hivemem.memory_bus.config import HashingEmbedderConfig, StoreConfig, TierCo
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.placement import shard_of
 from hivemem.memory_bus.protocol import ADMIN_AGENT, pack, unpack
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.sharding import (
     AsyncShardedClient,
     ShardError,
-    shard_of,
     split_addresses,
 )
 from hivemem.memory_bus.store import MemoryStore
@@ -85,7 +85,7 @@ def test_the_shard_of_a_namespace_is_the_same_in_every_process() -> None:
     names = [f"team-{i}" for i in range(50)]
     here = [shard_of(n, 4) for n in names]
     code = (
-        "from hivemem.memory_bus.sharding import shard_of;"
+        "from hivemem.memory_bus.placement import shard_of;"
         "print([shard_of(f'team-{i}', 4) for i in range(50)])"
     )
     for seed in ("1", "2"):  # Python's str hash() differs per seed; shard_of must not
