@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import zmq
 from hivemem.memory_bus.client import MemoryClient
-from hivemem.memory_bus.config import StoreConfig, TierConfig
+from hivemem.memory_bus.config import GraphConfig, StoreConfig, TierConfig
+from hivemem.memory_bus.protocol import Reply, decode_reply
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -62,3 +65,34 @@ def dealer(bus: Bus) -> Iterator[zmq.Socket[bytes]]:
     yield sock
     sock.close(linger=0)
     ctx.term()
+
+
+def send_once(address: str, frames: list[bytes], timeout_ms: int = 10_000) -> Reply:
+    """One request on a socket of its own (as a client retrying after a reconnect), its
+    reply decoded."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    try:
+        sock.connect(address)
+        sock.send_multipart(frames)
+        return decode_reply(sock.recv_multipart())
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def unit_vector(seed: int, dim: int) -> np.ndarray:
+    """A seeded random float32 vector of norm 1."""
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@contextmanager
+def graph_client(graph: GraphConfig, dim: int) -> Iterator[MemoryClient]:
+    """A bus whose graph tier is ``graph``, and alice (of group ``team``) on it."""
+    server = BusServer(MemoryStore(StoreConfig(dim=dim, graph=graph)))
+    token = server.register("alice", ["team"])
+    with server, MemoryClient(server.address, "alice", token, timeout=5.0) as client:
+        yield client

@@ -14,15 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import zmq
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.codec import encode_new_item
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.embedder import HashingEmbedder
 from hivemem.memory_bus.errors import JournalWriteError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.protocol import Reply, decode_reply, encode_request
+from hivemem.memory_bus.protocol import encode_request
 from hivemem.memory_bus.testing.server_process import ServerProcess
+
+from .conftest import send_once
 
 PAD = "x" * 700  # a record of ~1 kB: the limit falls inside one
 
@@ -48,21 +49,6 @@ def _write_request(server: ServerProcess, req_id: int, text: str) -> list[bytes]
         "now": 5.0,
     }
     return encode_request(req_id, 4242, "write", "w0", server.token("w0"), args)
-
-
-def _send(server: ServerProcess, frames: list[bytes]) -> Reply:
-    """One request on a socket of its own, as a client retrying after a reconnect."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 10_000)
-    try:
-        sock.connect(server.address)
-        sock.send_multipart(frames)
-        return decode_reply(sock.recv_multipart())
-    finally:
-        sock.close(linger=0)
-        ctx.term()
 
 
 def test_a_full_disk_refuses_changes_whole_and_loses_nothing_acknowledged(
@@ -99,10 +85,10 @@ def test_a_full_disk_refuses_changes_whole_and_loses_nothing_acknowledged(
         # A refused change is not remembered as answered: the same request, retried once
         # there is room, is applied (once).
         retried = _write_request(server, 7, "retried")
-        assert _send(server, retried).error["code"] == "journal_write_failed"  # type: ignore[index]
+        assert send_once(server.address, retried).error["code"] == "journal_write_failed"  # type: ignore[index]
         _limit_files_of(server, resource.RLIM_INFINITY)  # room again
-        applied = _send(server, retried)
-        assert applied.ok and _send(server, retried) == applied
+        applied = send_once(server.address, retried)
+        assert applied.ok and send_once(server.address, retried) == applied
         acked[applied.result["item_id"]] = "retried"
         result = client.write("private", "w0", NewItem("after"), now=4.0)
         acked[result.item_id] = "after"

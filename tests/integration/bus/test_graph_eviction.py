@@ -7,8 +7,6 @@ namespace of capacity 10 held 39,999 edges after 40,000 linked writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
@@ -22,20 +20,13 @@ from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
+from .conftest import graph_client, unit_vector
+
 DIM = 8
 
 
 def unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
-
-
-@contextmanager
-def graph_client(graph: GraphConfig) -> Iterator[MemoryClient]:
-    server = BusServer(MemoryStore(StoreConfig(dim=DIM, graph=graph)))
-    token = server.register("alice", ["team"])
-    with server, MemoryClient(server.address, "alice", token, timeout=5.0) as client:
-        yield client
+    return unit_vector(seed, DIM)
 
 
 def node_ids(client: MemoryClient) -> list[int]:
@@ -44,7 +35,7 @@ def node_ids(client: MemoryClient) -> list[int]:
 
 @pytest.mark.parametrize("eviction", ["lru", "fifo", "lfu", "memorybank"])
 def test_promote_into_a_full_namespace_keeps_and_links_its_children(eviction: str) -> None:
-    with graph_client(GraphConfig(capacity=3, eviction=eviction)) as alice:
+    with graph_client(GraphConfig(capacity=3, eviction=eviction), DIM) as alice:
         a = alice.write("graph", "team", NewItem("door A locked", vector=unit(1)), now=1.0).item_id
         alice.write("graph", "team", NewItem("door B locked", vector=unit(2)), now=2.0)
         other = alice.write("graph", "team", NewItem("recalled", vector=unit(3)), now=3.0).item_id
@@ -55,7 +46,7 @@ def test_promote_into_a_full_namespace_keeps_and_links_its_children(eviction: st
 
 
 def test_promote_with_only_its_children_to_evict_is_refused_and_changes_nothing() -> None:
-    with graph_client(GraphConfig(capacity=2)) as alice:
+    with graph_client(GraphConfig(capacity=2), DIM) as alice:
         a = alice.write("graph", "team", NewItem("door A locked", vector=unit(1)), now=1.0).item_id
         b = alice.write("graph", "team", NewItem("door B locked", vector=unit(2)), now=2.0).item_id
         with pytest.raises(CapacityError, match=r"only the children of this promote"):

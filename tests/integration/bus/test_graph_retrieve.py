@@ -4,36 +4,26 @@ walks without ``as_of`` (findings of an audit of the graph tier)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from hivemem.memory_bus.client import MemoryClient
-from hivemem.memory_bus.config import GraphConfig, StoreConfig
+from hivemem.memory_bus.config import GraphConfig
 from hivemem.memory_bus.errors import DimensionMismatchError, NonFiniteError
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.server import BusServer
-from hivemem.memory_bus.store import MemoryStore
+
+from .conftest import graph_client, unit_vector
 
 DIM = 8
 
 
 def unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
-
-
-@contextmanager
-def graph_client(graph: GraphConfig) -> Iterator[MemoryClient]:
-    server = BusServer(MemoryStore(StoreConfig(dim=DIM, graph=graph)))
-    token = server.register("alice", ["team"])
-    with server, MemoryClient(server.address, "alice", token, timeout=5.0) as client:
-        yield client
+    return unit_vector(seed, DIM)
 
 
 @pytest.fixture
 def alice() -> Iterator[MemoryClient]:
-    with graph_client(GraphConfig()) as client:
+    with graph_client(GraphConfig(), DIM) as client:
         yield client
 
 
@@ -70,7 +60,7 @@ def test_without_as_of_the_graph_reads_walk_open_edges_and_as_of_now_the_valid_o
     ended), whatever their ``valid_from``; ``as_of=now`` for the edges valid now. At
     now=5, a lease valid 0..100 is valid but not open; a move beginning at 50 is open but
     not valid yet."""
-    with graph_client(GraphConfig(seeds=1)) as alice:
+    with graph_client(GraphConfig(seeds=1), DIM) as alice:
         walked_at_5(alice)
 
 

@@ -9,17 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig, TierConfig
 from hivemem.memory_bus.errors import RequestIdReusedError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
-from hivemem.memory_bus.protocol import Reply, decode_reply, encode_request
+from hivemem.memory_bus.protocol import encode_request
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
-from .conftest import DIM, Bus, make_server
+from .conftest import DIM, Bus, make_server, send_once
 
 SECRET = b"k" * 32
 
@@ -28,20 +27,6 @@ def _write(server: BusServer, text: str, req_id: int = 1, client: int = 7) -> li
     """Request ``req_id`` of ``client``: alice writes ``text`` to her private namespace."""
     args = {"tier": "private", "namespace": "alice", "item": {"text": text}, "now": 0.0}
     return encode_request(req_id, client, "write", "alice", server.token("alice"), args)
-
-
-def _send(server: BusServer, frames: list[bytes]) -> Reply:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    try:
-        sock.connect(server.address)
-        sock.send_multipart(frames)
-        return decode_reply(sock.recv_multipart())
-    finally:
-        sock.close(linger=0)
-        ctx.term()
 
 
 def _texts(server: BusServer) -> list[str]:
@@ -74,8 +59,8 @@ def test_two_writers_of_one_client_id_are_told_not_answered_from_memory() -> Non
             assert b.write("private", "alice", NewItem("B again"), now=2.0).item_id != first.item_id
         # A retry (the same frames again) is still answered from memory, and applies nothing.
         frames = _write(server, "x", req_id=5, client=8)
-        once = _send(server, frames)
-        assert once.ok and _send(server, frames) == once
+        once = send_once(server.address, frames)
+        assert once.ok and send_once(server.address, frames) == once
         assert _texts(server) == ["B again", "from worker A", "x"]
 
 
@@ -83,13 +68,15 @@ def test_two_writers_of_one_client_id_are_told_not_answered_from_memory() -> Non
 def test_the_check_survives_a_restart(tmp_path: Path, snapshot: bool) -> None:
     every = 1 if snapshot else 10**9
     with _journaled(tmp_path, snapshot_every=every, fork_snapshots=False) as server:
-        applied = _send(server, _write(server, "A"))
+        applied = send_once(server.address, _write(server, "A"))
         assert applied.ok
     if snapshot:
         assert server.snapshots >= 1
     with _journaled(tmp_path) as server:
-        assert _send(server, _write(server, "A")) == applied  # a retry across the restart
-        refused = _send(server, _write(server, "B"))
+        assert (
+            send_once(server.address, _write(server, "A")) == applied
+        )  # a retry across the restart
+        refused = send_once(server.address, _write(server, "B"))
         assert not refused.ok and refused.error is not None
         assert refused.error["code"] == "request_id_reused"
         assert _texts(server) == ["A"]
@@ -103,7 +90,7 @@ def test_replies_kept_before_fingerprints_are_answered_as_before(
     its replies answer any request under their keys (there is nothing to compare)."""
     if snapshot:
         with _journaled(tmp_path, snapshot_every=1, fork_snapshots=False) as server:
-            applied = _send(server, _write(server, "A"))
+            applied = send_once(server.address, _write(server, "A"))
         journal = Journal(tmp_path, "no")
         state = journal.load_snapshot()
         assert state is not None and state.pop("dedup_fingerprints")
@@ -118,7 +105,7 @@ def test_replies_kept_before_fingerprints_are_answered_as_before(
         journal.append({"op": "write", "agent": "alice", "client": 7, "id": 1, "args": args})
         journal.close()
     with _journaled(tmp_path) as server:
-        again = _send(server, _write(server, "B"))
+        again = send_once(server.address, _write(server, "B"))
         assert again.ok and again.result["op"] == "ADD"
         if snapshot:
             assert again == applied
