@@ -34,9 +34,13 @@ class Wake:
     def close(self) -> None:
         """Close both ends; idempotent."""
         if self._write >= 0:
-            os.close(self.fd)
-            os.close(self._write)
+            # Forgotten before they are closed: a signal handler that calls wake() in
+            # between finds nothing to write to, rather than an fd closed (EBADF) or
+            # already reused by a file another thread opened.
+            fd, write = self.fd, self._write
             self.fd = self._write = -1
+            os.close(fd)
+            os.close(write)
 
 
 SPIN_CHUNK = 16 << 10

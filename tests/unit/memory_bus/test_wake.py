@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from hivemem.memory_bus.wake import IDLE_CHUNK, SPIN_CHUNK, BusyPoll
+import os
+
+import pytest
+from hivemem.memory_bus.wake import IDLE_CHUNK, SPIN_CHUNK, BusyPoll, Wake
 
 SLEEP_MS = 100
 
@@ -73,3 +76,26 @@ def test_idle_work_goes_before_the_poll_in_chunks_and_keeps_it_from_sleeping() -
     clock.now += 1.0  # the spin is over
     assert [poll.timeout_ms(SLEEP_MS) for _ in range(3)] == [0, 0, SLEEP_MS]
     assert chunks == [SPIN_CHUNK, IDLE_CHUNK, IDLE_CHUNK]  # a small chunk while spinning
+
+
+def test_a_wake_up_while_the_pipe_closes_writes_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM handler (request_stop) may run between the two closes of stop(): it
+    must not write to an fd just closed, which another thread may have reopened."""
+    wake = Wake()
+    real_close, written = os.close, []
+    real_write = os.write
+
+    def close_then_signal(fd: int) -> None:
+        real_close(fd)
+        wake.wake()  # the handler, run between two bytecodes of close()
+
+    def recording_write(fd: int, data: bytes) -> int:
+        written.append(fd)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "close", close_then_signal)
+    monkeypatch.setattr(os, "write", recording_write)
+    wake.close()
+    assert written == []  # before: os.write on the closed write end (EBADF)
+    assert wake.fd == -1
+    wake.wake()  # closed: nothing to wake, and no error
