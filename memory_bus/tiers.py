@@ -46,6 +46,7 @@ from hivemem.memory_bus.interfaces import (
 )
 from hivemem.memory_bus.item import Item, NewItem, TierName, check_number
 from hivemem.memory_bus.namespace import Namespace
+from hivemem.memory_bus.placement import check_placement
 from hivemem.memory_bus.policies import make_eviction_policy, make_write_policy
 from hivemem.memory_bus.proposals import add_all, apply_each
 from hivemem.memory_bus.queries import group_queries, page
@@ -153,9 +154,14 @@ class VectorTier:
         return np.random.default_rng(int.from_bytes(digest.digest(), "little"))
 
     def _check(self, caller: Caller, namespace: str, action: str, level: int | None = None) -> None:
+        """Refuse a request about ``namespace`` that ``caller`` may not make, or that this
+        shard of a bus cannot answer: a namespace it does not hold and another shard owns
+        would otherwise read as empty here (see :func:`check_placement`)."""
         if not isinstance(namespace, str) or not namespace:
             raise InvalidInputError("namespace", "expected a non-empty str")
         self.ctx.access.check(caller, self.name, namespace, action, level)
+        if self.ctx.shard[1] > 1 and namespace not in self.namespaces:
+            check_placement((namespace,), self.ctx.shard, ())
 
     # --- writes -----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import MemoryClient
@@ -104,3 +105,30 @@ def test_a_shard_refuses_to_make_a_namespace_another_shard_owns(
         direct.write("shared", "team", NewItem("kept"), now=0.0)
         direct.write_many("shared", [("team", NewItem("a")), ("team", NewItem("b"))], now=1.0)
         assert len(direct.scan("shared", "team").items) == 3
+
+
+def test_a_shard_refuses_reads_of_a_namespace_another_shard_owns(
+    shards: tuple[list[BusServer], bytes],
+) -> None:
+    """Through a client of one shard alone, a read of another shard's namespace answered
+    as if it were empty; it is refused now, and the shard that owns it answers. (A
+    subscription is not refused: a sharded client asks every shard for its event
+    socket with the same topics.)"""
+    servers, secret = shards
+    owner = shard_of("team", 2)
+    token = token_for(secret, "alice")
+    with MemoryClient(servers[owner].address, "alice", token, timeout=5.0) as direct:
+        direct.write("shared", "team", NewItem("kept", vector=unit(1)), now=0.0)
+    with MemoryClient(servers[1 - owner].address, "alice", token, timeout=5.0) as stray:
+        with pytest.raises(WrongShardError, match="team"):
+            stray.scan("shared", "team")  # before: an empty page
+        with pytest.raises(WrongShardError):
+            stray.search("shared", "team", unit(1), k=3, now=1.0)  # before: no hits
+    with MemoryClient(servers[owner].address, "alice", token, timeout=5.0) as direct:
+        assert [i.text for i in direct.scan("shared", "team").items] == ["kept"]
+        assert direct.search("shared", "team", unit(1), k=3, now=1.0)[0].item.text == "kept"
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(32).astype(np.float32)
+    return v / np.linalg.norm(v)
