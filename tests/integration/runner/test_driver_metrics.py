@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.request
 
@@ -63,7 +64,7 @@ def test_bus_actors_serve_their_metrics_and_are_listed_for_prometheus(shards: in
     def scrape(t: int, row: dict) -> None:  # type: ignore[type-arg]
         if t != 10:
             return
-        (path,) = BUS_TARGETS_DIR.glob("*.json")
+        (path,) = BUS_TARGETS_DIR.glob(f"{os.getpid()}-*.json")  # this driver's
         (group,) = json.loads(path.read_text())
         assert group["labels"] == {"scenario": "capacity_stream"}
         for target in group["targets"]:
@@ -85,4 +86,4 @@ def test_bus_actors_serve_their_metrics_and_are_listed_for_prometheus(shards: in
     assert writes >= 10  # every tick's commit wrote through the shards
     for samples in seen.values():  # gauges refresh each second: present, maybe still 0
         assert ("hivemem_bus_items", (("tier", "private"),)) in samples
-    assert not list(BUS_TARGETS_DIR.glob("*.json"))  # the run's file goes with the run
+    assert not list(BUS_TARGETS_DIR.glob(f"{os.getpid()}-*.json"))  # it goes with the run

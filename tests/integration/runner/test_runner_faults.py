@@ -3,6 +3,7 @@ nothing behind (no actors, no placement groups, no Prometheus targets file)."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -62,11 +63,12 @@ def test_a_failing_run_with_a_dead_shard_cleans_up_and_raises_its_own_error() ->
         "relay_qa", ["run.ticks=4", "run.hosts=1", "run.bus_shards=2", "metrics_port=0"]
     )
     targets: list[Any] = []
-    before = set(BUS_TARGETS_DIR.glob("*.json"))  # (another driver's, killed, may lie there)
+    mine = f"{os.getpid()}-*.json"  # other drivers' may lie there (or run meanwhile)
+    before = set(BUS_TARGETS_DIR.glob(mine))
 
     def kill_a_shard_and_fail(t: int, pool: Any) -> None:
         if t == 1:
-            targets.extend(set(BUS_TARGETS_DIR.glob("*.json")) - before)
+            targets.extend(set(BUS_TARGETS_DIR.glob(mine)) - before)
             _kill_bus_actors("-0")
             time.sleep(0.5)
             raise RuntimeError("the run's own failure")
