@@ -16,7 +16,7 @@ import zmq.asyncio
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.protocol import HEADER
 from hivemem.memory_bus.requests import _Requests, check_curve
-from hivemem.memory_bus.sockets import subscribed
+from hivemem.memory_bus.sockets import client_context, subscribed
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.server import BusServer
@@ -110,18 +110,15 @@ class LocalTransport:
                 "curve=curve_keys(...)) one of them"
             )
         if self._ctx is None:
-            self._ctx = zmq.asyncio.Context()
+            self._ctx = client_context()
         return subscribed(self._ctx, address, self.curve, subscriptions, self._streams)
 
     def close(self) -> None:
-        """Close the event sockets and their context, if events were asked for."""
-        if self._ctx is not None:
-            # An event stream whose generator is not closed yet still holds its SUB, and
-            # term() would wait for it for ever.
-            for sub in list(self._streams):
-                sub.close(linger=0)
-            self._ctx.term()
-            self._ctx = None
+        """Close the event sockets, if events were asked for (an event stream whose
+        generator is not closed yet still holds its SUB)."""
+        for sub in list(self._streams):
+            sub.close(linger=0)
+        self._ctx = None
 
 
 class _LocalCalls:

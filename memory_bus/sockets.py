@@ -1,7 +1,7 @@
 """The ZeroMQ sockets a client opens, and the keys it opens them with.
 
-:func:`connected` makes a socket connected with linger 0 (an open socket keeps a
-context's ``term()`` waiting), CURVE keys if given and a SUB's subscriptions made before
+:func:`client_context` is the one ZeroMQ context a process's clients share (never
+terminated: see there why); :func:`connected` makes a socket connected with linger 0, CURVE keys if given and a SUB's subscriptions made before
 it connects; :func:`subscribed` is an event stream over such a SUB, whose socket a
 closing client can close first; :func:`curve_keys` reads a client's keys from
 certificate files. The transports of :mod:`hivemem.memory_bus.transport` use them.
@@ -41,6 +41,25 @@ def curve_keys(secret_certificate: str | Path, server_certificate: str | Path) -
     return {"public": public, "secret": secret, "server": server_public}
 
 
+def client_context() -> zmq.asyncio.Context:
+    """The process's one asyncio ZeroMQ context, which every client's sockets share.
+
+    A context of its own per client was terminated by its finalizer when an unclosed
+    client became garbage, and a garbage collection then hung for ever: the collector
+    clears the weak references the context keeps of its sockets before it runs
+    finalizers, so ``term()`` waited for sockets it could no longer see (an exception
+    leaving ``asyncio.run`` with a sharded client's event streams open did it). The
+    shared context is never terminated; a client closes its own sockets (linger 0), and
+    an unclosed one's sockets close with them. It is remade in a forked child.
+    """
+    return zmq.asyncio.Context.instance()
+
+
+def blocking_context() -> zmq.Context[Any]:
+    """The process's one plain ZeroMQ context, for blocking clients (see :func:`client_context`)."""
+    return zmq.Context.instance()
+
+
 def connected(
     ctx: zmq.Context[Any],
     kind: int,
@@ -67,7 +86,7 @@ def connected(
             sock.setsockopt(zmq.SUBSCRIBE, prefix)
         sock.connect(address)
     except zmq.ZMQError:
-        sock.close()  # an open socket would keep ctx.term() waiting forever
+        sock.close()
         raise
     return sock
 

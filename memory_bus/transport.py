@@ -41,7 +41,9 @@ from hivemem.memory_bus.requests import (
     check_curve,
 )
 from hivemem.memory_bus.sockets import (
+    blocking_context,
     cancelling,
+    client_context,
     connected,
     subscribed,
 )
@@ -125,7 +127,7 @@ class AsyncTransport:
         check_curve(curve)
         self.max_in_flight = check_max_in_flight(max_in_flight)
         self.address, self.curve = address, curve
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = client_context()  # shared, never terminated (see there)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._frames: dict[int, list[bytes]] = {}  # of the requests in flight
         self._sent_on: dict[int, int] = {}  # the generation each was last sent on
@@ -276,11 +278,9 @@ class AsyncTransport:
         if self._sock is not None:
             self._sock.close(linger=0)
         self._sock = None
-        # An event stream whose generator is not closed yet still holds its SUB, and
-        # term() would wait for it for ever.
+        # An event stream whose generator is not closed yet still holds its SUB.
         for sub in list(self._streams):
             sub.close(linger=0)
-        self.ctx.term()
 
 
 def _quietly(sent: asyncio.Future[Any]) -> None:
@@ -303,7 +303,7 @@ class BlockingTransport:
 
     def __init__(self, requests: _Requests, curve: dict[str, bytes] | None) -> None:
         self.requests, self.curve = requests, curve
-        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ctx = blocking_context()  # shared, never terminated
         self._sock: Any = None  # connected on first use, and again after a timeout
         self._wait_ms = -1  # the socket's RCVTIMEO (-1: ZeroMQ's default, wait forever)
         self._closed = False
@@ -377,7 +377,6 @@ class BlockingTransport:
             if not self._closed:
                 self._closed = True
                 self._drop_socket()
-                self.ctx.term()
 
 
 WAIT_SLICE_MS = 200

@@ -38,7 +38,8 @@ def test_the_async_and_sharded_clients_embed_alike(bus: Bus) -> None:
             emb = await alice.embedder()
             assert (emb.dim, emb.hashes) == (DIM, 4)
             assert (await sharded.embedder()).hashes == 4
-        assert alice._transport.ctx.closed and all(s._transport.ctx.closed for s in sharded.shards)
+        transports = [alice._transport, *(s._transport for s in sharded.shards)]
+        assert all(t._closed and t._sock is None for t in transports)
 
     asyncio.run(main())
 
