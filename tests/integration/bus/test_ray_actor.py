@@ -51,11 +51,23 @@ def _pings(address: str, secret: bytes) -> bool:
 
 
 def _free_port() -> int:
+    """A port free now, the next one too (the events port), both below the kernel's
+    ephemeral range: a port from that range may be taken, between a bus's stop and its
+    restart on it, as the source port of some connection (tests run in parallel)."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(10_000, max(low - 2, 10_001))
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two free ports in a row")
 
 
 def test_joining_with_other_launch_parameters_is_refused(tmp_path: Path) -> None:
