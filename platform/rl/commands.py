@@ -203,7 +203,12 @@ def eval_command(
     """Score a learned policy on held-out seeds beside heuristics (in this process)."""
     from hivemem.memory_bus.errors import HivememError
     from hivemem.memory_bus.policies.learned import Scorer
-    from hivemem.platform.rl.evaluate import evaluate_policies, results_table, trained_scenario
+    from hivemem.platform.rl.evaluate import (
+        check_evaluation,
+        evaluate_policies,
+        results_table,
+        trained_scenario,
+    )
     from hivemem.platform.rl.sim import controller_tier
 
     try:
@@ -216,8 +221,12 @@ def eval_command(
         field = "eviction" if scorer.controller == "eviction" else "write_policy"
         names = [f"learned:{checkpoint}"]
         names += (against or getattr(getattr(s.memory, tier), field)).split(",")
-        results = evaluate_policies(s, scorer.controller, tier, names, seeds)
+        check_evaluation(s, scorer.controller, tier, names, seeds)
     except HivememError as exc:  # ScenarioError too
         fail(exc, BAD_INPUT)
+    try:
+        results = evaluate_policies(s, scorer.controller, tier, names, seeds)
+    except HivememError as exc:  # in the middle of the episodes: a failure, not bad input
+        fail(exc)
     results_table(f"{s.name}: {scorer.controller} on the {tier} tier", results)
     typer.echo(json.dumps({k: v["score"] for k, v in results.items()}))

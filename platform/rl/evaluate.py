@@ -55,6 +55,24 @@ def check_policies(scenario: Scenario, controller: str, tier: str, names: list[s
             raise ConfigError("; ".join(p.message for p in problems), name=name)
 
 
+def check_evaluation(
+    scenario: Scenario, controller: str, tier: str, names: list[str], seeds: int
+) -> str:
+    """What :func:`evaluate_policies` checks before any episode runs; the tier it acts on.
+
+    Raises:
+        ConfigError: ``seeds`` < 1, no policy, a tier the controller cannot act on, or a
+            policy name that cannot serve.
+    """
+    if seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {seeds}")
+    if not names:
+        raise ConfigError("no policy to evaluate")
+    tier = controller_tier(scenario, tier, controller)
+    check_policies(scenario, controller, tier, names)
+    return tier
+
+
 def evaluate_policies(
     scenario: Scenario, controller: str, tier: str, names: list[str], seeds: int
 ) -> dict[str, dict[str, list[float]]]:
@@ -64,15 +82,9 @@ def evaluate_policies(
     policy; training never uses them (it draws from ``TRAIN_SEED_BASE`` up).
 
     Raises:
-        ConfigError: ``seeds`` < 1, no policy, a tier the controller cannot act on, or a
-            policy name that cannot serve (all checked before any episode runs).
+        ConfigError: what :func:`check_evaluation` refuses, before any episode runs.
     """
-    if seeds < 1:
-        raise ConfigError(f"seeds must be >= 1, got {seeds}")
-    if not names:
-        raise ConfigError("no policy to evaluate")
-    tier = controller_tier(scenario, tier, controller)
-    check_policies(scenario, controller, tier, names)
+    tier = check_evaluation(scenario, controller, tier, names, seeds)
     out: dict[str, dict[str, list[float]]] = {}
     for name in names:
         for i in range(seeds):

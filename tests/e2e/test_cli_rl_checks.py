@@ -4,6 +4,9 @@ and ``eval`` finds the scenario a policy was trained on in its checkpoint."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,44 @@ def test_reinforce_in_this_process_with_one_episode(tmp_path: Path) -> None:
     assert any(p != 0 for p in doc["params"])
     assert doc["meta"]["config"]["memory_cost"] == 0.01 and doc["meta"]["resolved_scenario"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "policy.json"]
+
+
+FAILING_POLICY = '''
+from hivemem.memory_bus.errors import HivememError
+
+
+class Failing:
+    """Builds (so eval takes its name), then fails at its first eviction."""
+
+    name = "failing"
+
+    def select(self, candidates, features, n, ctx):
+        raise HivememError("the failing policy failed at its first eviction")
+'''
+
+
+def test_eval_failing_in_the_middle_of_its_episodes_exits_1_not_2(tmp_path: Path) -> None:
+    """Exit 2 says the command line was wrong; eval gave it for a failure in the middle
+    of the episodes too, after every name had been checked."""
+    (tmp_path / "failing_policy.py").write_text(FAILING_POLICY)
+    checkpoint = REPO / "docs" / "rl" / "capacity_stream-eviction-es.json"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "hivemem.platform.cli", "eval", str(checkpoint), "--seeds", "1",
+            "--against", "failing_policy:Failing", "--set", "run.ticks=12",
+        ],
+        capture_output=True, text=True, timeout=240, check=False, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: the failing policy failed at its first eviction"
+    ]
+    bad = subprocess.run(
+        [
+            sys.executable, "-m", "hivemem.platform.cli", "eval", str(checkpoint), "--seeds", "1",
+            "--against", "failing_policy:Nothing",
+        ],
+        capture_output=True, text=True, timeout=240, check=False, env=env,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("error: "), bad.stderr[-3000:]
