@@ -42,6 +42,11 @@ keeps what it is sent pays the first, and on this VM it moves with the host's st
     python benchmarks/bus.py --quick     # 8 rounds of 0.2 s slices, under a minute
     python benchmarks/bus.py             # 24 rounds of 0.4 s slices, about 4 minutes
     python benchmarks/bus.py --quick --server-processes   # each server in its own process
+    python benchmarks/bus.py --modes batch64 --targets echo,bus-raw   # some targets only
+
+With ``--targets`` only the servers named run (the echo always does, as the baseline), so
+fewer stores share the machine while one is measured; the headline then gives each
+measured row's ratio to the echo.
 
 The client side (the ops each worker process sends, and the workers) is in
 ``bus_clients.py``.
@@ -63,6 +68,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -339,23 +345,39 @@ def main() -> None:
         "case stops early, between slices, when memory runs short)",
     )
     parser.add_argument(
+        "--targets",
+        help=f"comma-separated targets to measure (default all: {', '.join(TARGETS)}); the "
+        "echo always runs, as every ratio's baseline",
+    )
+    parser.add_argument(
+        "--modes",
+        default="single,batch64",
+        help="comma-separated cases: single, batch64 (default both)",
+    )
+    parser.add_argument(
         "--server-processes",
         action="store_true",
         help="each echo and bus server in a process of its own, not a thread of this one",
     )
     args = parser.parse_args()
+    only = _names(parser, args.targets, TARGETS) if args.targets else set(TARGETS)
+    modes = _names(parser, args.modes, ("single", "batch64"))
     rounds = args.rounds or (8 if args.quick else 24)
     slice_s = args.slice or (0.2 if args.quick else 0.4)
     pages = [page_cost(BATCH * DIM * 4)]  # first: nothing else starting meanwhile
-    redis_server = start_redis()
+    redis_server = start_redis() if "redis" in only else None
     workers = Workers(4)
     rows: dict[tuple[str, str, int], dict[str, float]] = {}
     try:
         for batch in (False, True):
             mode = "batch64" if batch else "single"
+            if mode not in modes:
+                continue
             for procs in (1, 4):
                 with ExitStack() as case:
-                    targets = case_targets(case, redis_server, batch, args.server_processes)
+                    targets = case_targets(
+                        case, redis_server, batch, args.server_processes, only | {"echo"}
+                    )
                     measured = measure_case(workers, targets, procs, batch, slice_s, rounds)
                 rows.update(((name, mode, procs), row) for name, row in measured.items())
     finally:
@@ -363,7 +385,20 @@ def main() -> None:
         if redis_server is not None:
             redis_server[0].kill()
     pages.append(page_cost(BATCH * DIM * 4))
-    report(rows, redis_server is not None, pages)
+    part = args.targets is not None or len(modes) < 2
+    report(rows, redis_server is not None, pages, part)
+
+
+TARGETS = ("echo", "echo-keep", "bus-raw", "bus-client", "bus-spin", "bus-nopf", "redis")
+
+
+def _names(parser: argparse.ArgumentParser, given: str, known: tuple[str, ...]) -> set[str]:
+    """The comma-separated names of ``given``, each one of ``known`` (else a usage error)."""
+    names = {name.strip() for name in given.split(",") if name.strip()}
+    unknown = sorted(names - set(known))
+    if unknown or not names:
+        parser.error(f"unknown {', '.join(unknown) or 'nothing'}: choose from {', '.join(known)}")
+    return names
 
 
 def case_targets(
@@ -371,8 +406,9 @@ def case_targets(
     redis_server: tuple[subprocess.Popen[bytes], int] | None,
     batch: bool,
     own_processes: bool = False,
+    only: Collection[str] = TARGETS,
 ) -> dict[str, Target]:
-    """Fresh servers for one case, by name.
+    """Fresh servers for one case, by name (those of ``only``).
 
     bus-nopf only in the batched cases: prefaulting acts on a namespace's
     growth, which single writes make slowly. ``own_processes``: each server in a
@@ -383,15 +419,16 @@ def case_targets(
         opened = server_process if own_processes else open_server
         return opened(case, kind, spin_us, prefault)
 
-    targets = {
-        "echo": Target("raw", start("echo")),
-        "echo-keep": Target("raw", start("echo-keep")),
-        "bus-raw": Target("raw", start("bus")),
-        "bus-client": Target("client", start("bus")),
-        "bus-spin": Target("raw", start("bus", SPIN_US)),
+    made = {
+        "echo": lambda: Target("raw", start("echo")),
+        "echo-keep": lambda: Target("raw", start("echo-keep")),
+        "bus-raw": lambda: Target("raw", start("bus")),
+        "bus-client": lambda: Target("client", start("bus")),
+        "bus-spin": lambda: Target("raw", start("bus", SPIN_US)),
     }
     if batch:
-        targets["bus-nopf"] = Target("raw", start("bus", prefault=Prefault.OFF))
+        made["bus-nopf"] = lambda: Target("raw", start("bus", prefault=Prefault.OFF))
+    targets = {name: make() for name, make in made.items() if name in only}
     if redis_server is not None:
         import redis
 
@@ -406,6 +443,7 @@ def report(
     rows: dict[tuple[str, str, int], dict[str, float]],
     with_redis: bool,
     pages: list[tuple[float, float]],
+    part: bool = False,
 ) -> None:
     print(f"bus benchmark: loopback, dim {DIM}, batches of {BATCH}, {os.cpu_count()} cores")
     copies = " / ".join(
@@ -432,6 +470,9 @@ def report(
         "in use (or taken by the host)"
     )
     head: dict[str, float] = {}
+    if part:  # some targets or modes: the ratios of what was measured
+        head_of_part(rows, pages)
+        return
     for who in ("bus-raw", "bus-client", "bus-spin"):
         for procs in (1, 4):
             head[f"{who}_batched_write_items_per_s_vs_echo_keep_{procs}p"] = (
@@ -468,6 +509,26 @@ def report(
     print()
     for name, value in head.items():
         print(f"{name}: {value:.2f}")
+
+
+def head_of_part(
+    rows: dict[tuple[str, str, int], dict[str, float]], pages: list[tuple[float, float]]
+) -> None:
+    """The headline of a run of some targets or modes (``--targets``, ``--modes``): each
+    measured row's items/s, and p50 and p99 for single writes, as ratios to the echo's."""
+    print()
+    for (target, mode, procs), row in rows.items():
+        base = rows[("echo", mode, procs)]
+        if target == "echo":
+            continue
+        if mode == "batch64":
+            ratio = row["items_per_s"] / base["items_per_s"]
+            print(f"{target}_batched_write_items_per_s_vs_echo_{procs}p: {ratio:.2f}")
+        elif procs == 1:
+            print(f"{target}_single_p50_vs_echo: {row['p50_us'] / base['p50_us']:.2f}")
+            print(f"{target}_single_p99_vs_echo: {row['p99_us'] / base['p99_us']:.2f}")
+    fresh = sum(f for f, _ in pages) / sum(t for _, t in pages)
+    print(f"fresh_page_batch_copy_vs_touched: {fresh:.2f}")
 
 
 def reporting_note() -> str:
