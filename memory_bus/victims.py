@@ -21,11 +21,13 @@ is over its bounds (``Namespace._over``) and take each victim out of its items a
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hivemem.memory_bus.candidates import CandidatePool, RowKeys, lowest_first
 from hivemem.memory_bus.config import NamespaceMode
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.features import COLUMN, candidate_features
 from hivemem.memory_bus.interfaces import EvictionContext
 from hivemem.memory_bus.item import Item
@@ -151,4 +153,30 @@ def _select(
 ) -> list[int]:
     # (a window's pool is always ordered: _row_keys, so it never comes here)
     ctx = EvictionContext(now=now, rng=ns.rng, next_use=next_use, incoming=incoming, ids=ids)
-    return ns.eviction.select(candidates, features, 1, ctx)
+    return _checked(ns, ns.eviction.select(candidates, features, 1, ctx), len(candidates), 1)
+
+
+def _checked(ns: Namespace, chosen: Any, count: int, n: int) -> list[int]:
+    """The ``n`` distinct positions among ``count`` candidates a policy's ``select``
+    answered, or a :class:`ConfigError` naming the policy: a plug-in's position out of
+    range failed the write with an ``IndexError`` (an ``internal`` error on the bus),
+    the incoming item stored over the namespace's capacity all the same.
+
+    The write has changed the namespace by then (its row is in, announced), so the bus
+    keeps the request's journal record and a restart replays the same refusal.
+    """
+    try:
+        positions = [operator.index(p) for p in chosen]
+    except TypeError:
+        positions = []
+    if (
+        len(positions) != n
+        or len(set(positions)) != n
+        or not all(0 <= p < count for p in positions)
+    ):
+        raise ConfigError(
+            f"eviction policy {ns.config.eviction!r} answered {chosen!r} to select(n={n}) "
+            f"among {count} candidates: it must return {n} distinct positions in 0..{count - 1}",
+            policy=ns.config.eviction,
+        )
+    return positions

@@ -251,3 +251,39 @@ def test_random_evicts_alike_whether_the_writes_come_in_one_batch_or_several(par
 def _unit(seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal(32).astype(np.float32)
     return v / np.linalg.norm(v)
+
+
+class OutOfRange:
+    """A plug-in whose select answers a position past its candidates."""
+
+    name = "out-of-range"
+
+    def select(self, candidates: list[Item], features: object, n: int, ctx: object) -> list[int]:
+        return [len(candidates) + 5]
+
+
+class Twice:
+    """A plug-in whose select answers one position twice when asked for one."""
+
+    name = "twice"
+
+    def select(self, candidates: list[Item], features: object, n: int, ctx: object) -> list[int]:
+        return [0, 0]
+
+
+@pytest.mark.parametrize("policy", ["OutOfRange", "Twice"])
+def test_a_policy_answering_out_of_its_contract_fails_the_write_naming_it(policy: str) -> None:
+    """An out-of-range position failed the write with an IndexError, after the incoming
+    row was in; a list of two passed unchecked. Both now name the policy and its answer."""
+    name = f"{__name__}:{policy}"
+    store = MemoryStore(StoreConfig(dim=8, private=TierConfig(capacity=2, eviction=name)))
+    alice = Caller("alice", frozenset())
+    for i in range(2):
+        store.private.write(alice, "alice", NewItem(f"x{i}"), now=float(i))
+    with pytest.raises(ConfigError, match=rf"eviction policy '{name}' answered \[.*\] to select\(n=1\) among 2 candidates") as info:  # fmt: skip
+        store.private.write(alice, "alice", NewItem("x2"), now=2.0)
+    assert info.value.details == {"policy": name}
+    many = MemoryStore(StoreConfig(dim=8, private=TierConfig(capacity=2, eviction=name)))
+    rows = [("alice", NewItem(f"y{i}")) for i in range(3)]  # a batch's eviction pool
+    with pytest.raises(ConfigError, match=f"eviction policy '{name}'"):
+        many.private.write_many([WriteRequest(alice, ns, item) for ns, item in rows], now=0.0)
