@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from hivemem.memory_bus.batch import BatchResult, NewRows, WriteBatch
 from hivemem.memory_bus.candidates import PoolSlot
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.interfaces import WriteDecision, WriteResult
 from hivemem.memory_bus.item import WRITE_OP_VALUE, Item, WriteOp
 from hivemem.memory_bus.namespace import Namespace
@@ -220,9 +221,30 @@ def _decide(
             scope = tier.merge_scope(proposal)
             neighbours = ns.search(proposal.vector[None, :], tier.config.neighbours, None, scope)[0]
         decision = tier.write_policy.decide(proposal, neighbours, now)
+    _check_decision(tier, decision)
     if tape is not None:
         tape.record(decision)
     return decision
+
+
+def _check_decision(tier: VectorTier, decision: Any) -> None:
+    """Refuse a plug-in's answer that is not a :class:`WriteDecision` of a
+    :class:`WriteOp` and an int target, naming the policy (it failed the write as an
+    ``internal`` error). Raised before the decision is journaled; a batch's earlier rows
+    that changed the store keep the request's record, and a replay meets the same answer."""
+    if (
+        isinstance(decision, WriteDecision)
+        and isinstance(decision.op, WriteOp)
+        and isinstance(decision.target, int)
+        and not isinstance(decision.target, bool)
+    ):
+        return
+    name = tier.config.write_policy
+    raise ConfigError(
+        f"write policy {name!r} answered {decision!r}: decide must return a "
+        "WriteDecision(WriteOp, target id)",
+        policy=name,
+    )
 
 
 def _flush_adds(

@@ -287,3 +287,33 @@ def test_a_policy_answering_out_of_its_contract_fails_the_write_naming_it(policy
     rows = [("alice", NewItem(f"y{i}")) for i in range(3)]  # a batch's eviction pool
     with pytest.raises(ConfigError, match=f"eviction policy '{name}'"):
         many.private.write_many([WriteRequest(alice, ns, item) for ns, item in rows], now=0.0)
+
+
+class Answerless:
+    """A plug-in write policy whose decide answers nothing."""
+
+    name = "answerless"
+
+    def decide(self, proposal: Item, neighbours: object, now: float) -> None:
+        return None
+
+
+class OpByName:
+    """A plug-in write policy that names its op as a str, not a WriteOp."""
+
+    name = "op-by-name"
+
+    def decide(self, proposal: Item, neighbours: object, now: float) -> WriteDecision:
+        return WriteDecision("ADD")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy", ["Answerless", "OpByName"])
+def test_a_write_policy_answering_out_of_its_contract_is_refused_naming_it(policy: str) -> None:
+    """Both failed the write with an AttributeError (an `internal` error on the bus)."""
+    name = f"{__name__}:{policy}"
+    store = MemoryStore(StoreConfig(dim=8, private=TierConfig(write_policy=name)))
+    alice = Caller("alice", frozenset())
+    with pytest.raises(ConfigError, match=f"write policy '{name}' answered") as info:
+        store.private.write(alice, "alice", NewItem("x"), now=0.0)
+    assert info.value.details == {"policy": name}
+    assert "alice" not in store.private.namespaces or not len(store.private.namespaces["alice"])
