@@ -55,7 +55,6 @@ class LocalTransport:
         self.server, self.curve = server, curve
         # no timeout: the server answers before handle() returns
         self.requests = _Requests(f"{server.address} (in process)", None, 0, client_id)
-        self._ctx: zmq.asyncio.Context | None = None  # for events, made on first use
         self._streams: set[zmq.asyncio.Socket] = set()  # event streams' SUBs still open
 
     @classmethod
@@ -109,16 +108,13 @@ class LocalTransport:
                 "only the clients it holds a key of; give LocalTransport(server, "
                 "curve=curve_keys(...)) one of them"
             )
-        if self._ctx is None:
-            self._ctx = client_context()
-        return subscribed(self._ctx, address, self.curve, subscriptions, self._streams)
+        return subscribed(client_context(), address, self.curve, subscriptions, self._streams)
 
     def close(self) -> None:
         """Close the event sockets, if events were asked for (an event stream whose
         generator is not closed yet still holds its SUB)."""
         for sub in list(self._streams):
             sub.close(linger=0)
-        self._ctx = None
 
 
 class _LocalCalls:

@@ -1,10 +1,11 @@
 """The ZeroMQ sockets a client opens, and the keys it opens them with.
 
 :func:`client_context` is the one ZeroMQ context a process's clients share (never
-terminated: see there why); :func:`connected` makes a socket connected with linger 0, CURVE keys if given and a SUB's subscriptions made before
-it connects; :func:`subscribed` is an event stream over such a SUB, whose socket a
-closing client can close first; :func:`curve_keys` reads a client's keys from
-certificate files. The transports of :mod:`hivemem.memory_bus.transport` use them.
+terminated: see there why); :func:`connected` makes a socket connected with linger 0,
+CURVE keys if given and a SUB's subscriptions made before it connects;
+:func:`subscribed` is an event stream over such a SUB, whose socket a closing client can
+close first; :func:`curve_keys` reads a client's keys from certificate files. The
+transports of :mod:`hivemem.memory_bus.transport` use them.
 """
 
 from __future__ import annotations

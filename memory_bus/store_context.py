@@ -33,7 +33,7 @@ class StoreContext:
     """Step between ids: shard ``i`` of ``n`` starts at ``1 + i`` and steps by ``n``, so
     ids stay unique across the shards of a bus."""
     shard: tuple[int, int] = (0, 1)
-    """(index, count) of this store among a bus's shards: a shard makes only the
+    """(index, count) of this store among a bus's shards: a shard makes or reads only the
     namespaces it owns (:func:`~hivemem.memory_bus.placement.check_placement`)."""
     next_use: NextUse | None = None
     listeners: list[Callable[[MemoryEvent], None]] = field(default_factory=list)

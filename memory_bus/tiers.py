@@ -161,7 +161,7 @@ class VectorTier:
             raise InvalidInputError("namespace", "expected a non-empty str")
         self.ctx.access.check(caller, self.name, namespace, action, level)
         if self.ctx.shard[1] > 1 and namespace not in self.namespaces:
-            check_placement((namespace,), self.ctx.shard, ())
+            check_placement(namespace, self.ctx.shard)
 
     # --- writes -----------------------------------------------------------------------
 
@@ -218,9 +218,7 @@ class VectorTier:
         if len(batch) > self.ctx.limits.max_batch:
             raise TooLargeError("batch", self.ctx.limits.max_batch, len(batch))
         self._refuse_without_future()
-        batch = checked_batch(
-            batch, now, self.ctx, self.config, self._check, self._check_levels, self.namespaces
-        )
+        batch = checked_batch(batch, now, self.ctx, self.config, self._check, self._check_levels)
         if not len(batch):
             return BatchResult([], [])
         with self.evicting_for(batch.callers):

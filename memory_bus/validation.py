@@ -11,7 +11,7 @@ live in :mod:`hivemem.memory_bus.batch`; the graph tier and the query grouping o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +38,6 @@ from hivemem.memory_bus.item import (
     check_time,
     check_vector,
 )
-from hivemem.memory_bus.placement import check_placement
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.store_context import StoreContext
@@ -53,17 +52,14 @@ def checked_batch(
     config: TierConfig,
     check: Callable[[Caller, str, str, int | None], None],
     check_levels: Callable[[Any, int], list[int] | None],
-    known: Container[str] = (),
 ) -> WriteBatch:
-    """The batch with every column checked (access first, then the values); on a shard
-    of a bus, a namespace not in ``known`` (the tier's) must be the shard's own."""
+    """The batch with every column checked: access first (``check``, which on a shard of a
+    bus also refuses a namespace another shard owns), then the values."""
     n, limits = len(batch), ctx.limits
     callers = column_of(batch.callers, n, "agent")
     namespaces = column_of(batch.namespaces, n, "namespace")
     levels = check_levels(batch.levels, n)
     check_writers(callers, namespaces, levels, check)
-    if ctx.shard[1] > 1:
-        check_placement(namespaces, ctx.shard, known)
     texts = check_texts(batch.texts, n, limits)
     vectors = batch_vectors(batch.vectors, texts, ctx.dim, ctx.embedder, config.mode)
     if config.mode is NamespaceMode.VECTOR and any(texts):
