@@ -8,6 +8,8 @@ every item it holds, not only the ones it asks for.
 
 from __future__ import annotations
 
+import contextlib
+import random
 import signal
 import socket
 import subprocess
@@ -30,11 +32,32 @@ from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(following: int = 0) -> int:
+    """A TCP port on loopback that nothing listens on right now, and the ``following``
+    ports after it free too (``hivemem bus serve``'s events default to ``--port + 1``).
+
+    Taken below the kernel's ephemeral range where there is one (Linux): a port from that
+    range may become some connection's source port before a server binds it, or between
+    its stop and its restart on it, which tests running in parallel made happen.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(100):
+        port = random.randrange(10_000, low - following) if low > 10_100 else 0
+        with contextlib.ExitStack() as held:
+            try:
+                socks = [held.enter_context(socket.socket()) for _ in range(following + 1)]
+                socks[0].bind(("127.0.0.1", port))
+                port = int(socks[0].getsockname()[1])
+                for i, sock in enumerate(socks[1:], 1):
+                    sock.bind(("127.0.0.1", port + i))
+            except OSError:
+                continue
+            return port
+    raise HivememError(f"no {following + 1} free ports in a row on loopback")
 
 
 class ServerProcess:

@@ -21,6 +21,7 @@ from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.testing.server_process import free_port
 
 CLI = [sys.executable, "-m", "hivemem.platform.cli", "bus"]
 
@@ -398,25 +399,10 @@ def test_bad_serve_input_is_one_clear_line(tmp_path: Path, name: str) -> None:
     assert not (tmp_path / "data").exists()  # refused before the data directory was made
 
 
-def _two_free_ports() -> int:
-    """A port whose next one is free too (the default event port is --port + 1)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no two free ports in a row")
-
-
 def test_a_watcher_follows_a_bus_restarted_with_the_default_ports(tmp_path: Path) -> None:
     """The event port was any free one, new at every start: a subscriber kept knocking
     at the old one and heard nothing more, without a word."""
-    port, secret_file = _two_free_ports(), tmp_path / "secret"
+    port, secret_file = free_port(following=1), tmp_path / "secret"
     serve = [*CLI, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d"),
              "--secret-file", str(secret_file), "--spin-us", "0"]  # fmt: skip
 
@@ -566,7 +552,7 @@ def test_sighup_reads_the_curve_client_keys_again(tmp_path: Path) -> None:
     allowed.mkdir()
     zmq.auth.create_certificates(tmp_path, "server")
     _, client_secret = zmq.auth.create_certificates(allowed, "client")
-    port, secret_file = _two_free_ports(), tmp_path / "secret"
+    port, secret_file = free_port(following=1), tmp_path / "secret"
     proc = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), "--secret-file", str(secret_file), "--spin-us", "0",
          "--curve-secret-key", str(tmp_path / "server.key_secret"),

@@ -6,7 +6,6 @@ clients)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 
@@ -19,14 +18,9 @@ from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.testing.server_process import free_port
 
 from .conftest import DIM, make_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_requests_in_flight_across_a_restart_are_resent_once_in_order(tmp_path: Path) -> None:

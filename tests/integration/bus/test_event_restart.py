@@ -4,7 +4,6 @@ clients)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from typing import Any
 
@@ -14,14 +13,9 @@ from hivemem.memory_bus.auth import new_secret
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.testing.server_process import free_port
 
 from .conftest import make_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_bus_restarted_on_another_event_port_is_followed_with_a_gap(

@@ -10,6 +10,7 @@ from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig
 from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.testing.server_process import free_port
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -50,26 +51,6 @@ def _pings(address: str, secret: bytes) -> bool:
     return True
 
 
-def _free_port() -> int:
-    """A port free now, the next one too (the events port), both below the kernel's
-    ephemeral range: a port from that range may be taken, between a bus's stop and its
-    restart on it, as the source port of some connection (tests run in parallel)."""
-    import random
-    import socket
-
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(100):
-        port = random.randrange(10_000, max(low - 2, 10_001))
-        with socket.socket() as a, socket.socket() as b:
-            try:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no two free ports in a row")
-
-
 def test_joining_with_other_launch_parameters_is_refused(tmp_path: Path) -> None:
     """Asked for a data dir (or a port, a shard, metrics) and joined a bus without one,
     a caller would believe its writes durable: the differences are named instead."""
@@ -79,7 +60,7 @@ def test_joining_with_other_launch_parameters_is_refused(tmp_path: Path) -> None
     secret, config = new_secret(), StoreConfig(dim=16)
     actor, _ = start_bus_actor(config, secret, name="bus-launch", host="127.0.0.1")
     try:
-        data, port = tmp_path / "data", _free_port()
+        data, port = tmp_path / "data", free_port(following=1)
         with pytest.raises(ConfigError, match=r"port \d+ .*data_dir None") as info:
             start_bus_actor(
                 config, secret, name="bus-launch", host="127.0.0.1", port=port, data_dir=data
@@ -197,7 +178,7 @@ def test_a_bus_on_a_fixed_port_keeps_its_events_port_across_restarts(tmp_path: P
     import ray
     from hivemem.memory_bus.ray_actor import start_bus_actor
 
-    secret, config, port = new_secret(), StoreConfig(dim=16), _free_port()
+    secret, config, port = new_secret(), StoreConfig(dim=16), free_port(following=1)
     kw = {"name": "bus-events", "host": "127.0.0.1", "port": port, "data_dir": tmp_path}
     actor, first = start_bus_actor(config, secret, **kw)  # type: ignore[arg-type]
     assert first["pub"] == f"tcp://127.0.0.1:{port + 1}"
