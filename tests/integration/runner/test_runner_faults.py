@@ -35,11 +35,27 @@ def _named_actors(prefix: str) -> list[str]:
 
 
 def _kill_bus_actors(suffix: str = "") -> None:
+    """Kill the bus actors named so, and return once Ray says each is dead: the run takes
+    only Ray's word for a death (a loaded machine took longer to give it than the hosts'
+    client retries, and the run then failed on those first)."""
     import ray
+    from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
+    killed = []
     for a in ray.util.list_named_actors(all_namespaces=True):
         if a["name"].startswith("hivemem-bus-") and a["name"].endswith(suffix):
-            ray.kill(ray.get_actor(a["name"], namespace=a["namespace"]))
+            killed.append(ray.get_actor(a["name"], namespace=a["namespace"]))
+            ray.kill(killed[-1])
+    deadline = time.monotonic() + 30
+    for actor in killed:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.pid.remote(), timeout=2)
+            except (ActorUnavailableError, GetTimeoutError):
+                pass  # not dead yet in Ray's word
+            except RayActorError:
+                break
+            time.sleep(0.1)
 
 
 def test_a_run_whose_bus_actor_dies_fails_at_once() -> None:
