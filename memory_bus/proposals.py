@@ -24,10 +24,11 @@ import numpy as np
 from hivemem.memory_bus.batch import BatchResult, NewRows, WriteBatch
 from hivemem.memory_bus.candidates import PoolSlot
 from hivemem.memory_bus.errors import ConfigError
-from hivemem.memory_bus.interfaces import WriteDecision, WriteResult
+from hivemem.memory_bus.interfaces import Hit, WriteDecision, WriteResult
 from hivemem.memory_bus.item import WRITE_OP_VALUE, Item, WriteOp
 from hivemem.memory_bus.namespace import Namespace
 from hivemem.memory_bus.neighbours import BatchNeighbours
+from hivemem.memory_bus.registry import plugin_failed
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.store_context import Defer, StoreContext
@@ -213,14 +214,17 @@ def _decide(
         played = tape.play()
         if played is not None:
             return played
-    if not tier.needs_neighbours:
-        decision = tier.write_policy.decide(proposal, [], now)
-    else:
-        neighbours = None if nb is None else nb.hits(pos, proposal.vector, ns)
-        if neighbours is None:
+    neighbours: list[Hit] = []
+    if tier.needs_neighbours:
+        found = None if nb is None else nb.hits(pos, proposal.vector, ns)
+        if found is None:
             scope = tier.merge_scope(proposal)
-            neighbours = ns.search(proposal.vector[None, :], tier.config.neighbours, None, scope)[0]
+            found = ns.search(proposal.vector[None, :], tier.config.neighbours, None, scope)[0]
+        neighbours = found
+    try:
         decision = tier.write_policy.decide(proposal, neighbours, now)
+    except Exception as exc:
+        plugin_failed("write policy", tier.config.write_policy, exc)
     _check_decision(tier, decision)
     if tape is not None:
         tape.record(decision)

@@ -8,12 +8,36 @@ module imports nothing optional.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
-from hivemem.memory_bus.errors import ConfigError, UnknownNameError
+from hivemem.memory_bus.errors import ConfigError, HivememError, UnknownNameError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def plugin_failed(kind: str, name: str, exc: Exception) -> NoReturn:
+    """Raise what stands for ``exc``, raised by a method of the ``kind`` named ``name``
+    (an eviction or write policy a namespace runs); called in its ``except`` block.
+
+    A plug-in's own error (a bug in it, a checkpoint that does not fit) failed the write
+    as an ``internal`` error that named neither the plug-in nor what went wrong; it is a
+    :class:`ConfigError` naming both now, its traceback logged for the plug-in's author.
+    A hivemem error passes as it is, and so does running out of memory.
+
+    Example:
+        >>> try:
+        ...     plugin_failed("eviction policy", "mine:Policy", KeyError("age"))
+        ... except ConfigError as err:
+        ...     print(err)
+        eviction policy 'mine:Policy' raised KeyError: 'age'
+    """
+    if isinstance(exc, HivememError | MemoryError):
+        raise exc
+    log.warning("%s %r raised", kind, name, exc_info=exc)
+    raise ConfigError(f"{kind} {name!r} raised {type(exc).__name__}: {exc}", policy=name) from exc
 
 
 class Registry(Generic[T]):

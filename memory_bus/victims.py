@@ -22,6 +22,7 @@ is over its bounds (``Namespace._over``) and take each victim out of its items a
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.features import COLUMN, candidate_features
 from hivemem.memory_bus.interfaces import EvictionContext
 from hivemem.memory_bus.item import Item
+from hivemem.memory_bus.registry import plugin_failed
 
 if TYPE_CHECKING:
     from hivemem.memory_bus.namespace import Namespace, NextUse
@@ -109,7 +111,14 @@ def _row_keys(ns: Namespace, now: float) -> RowKeys | None:
     if not getattr(policy, "row_keys", False):
         return None
     ctx = EvictionContext(now=now, rng=ns.rng)
-    return lambda features: policy.keys(features, ctx)
+
+    def keys(features: np.ndarray) -> Sequence[np.ndarray]:
+        try:
+            return policy.keys(features, ctx)
+        except Exception as exc:
+            plugin_failed("eviction policy", ns.config.eviction, exc)
+
+    return keys
 
 
 def make_room(
@@ -153,7 +162,11 @@ def _select(
 ) -> list[int]:
     # (a window's pool is always ordered: _row_keys, so it never comes here)
     ctx = EvictionContext(now=now, rng=ns.rng, next_use=next_use, incoming=incoming, ids=ids)
-    return _checked(ns, ns.eviction.select(candidates, features, 1, ctx), len(candidates), 1)
+    try:
+        chosen = ns.eviction.select(candidates, features, 1, ctx)
+    except Exception as exc:
+        plugin_failed("eviction policy", ns.config.eviction, exc)
+    return _checked(ns, chosen, len(candidates), 1)
 
 
 def _checked(ns: Namespace, chosen: Any, count: int, n: int) -> list[int]:

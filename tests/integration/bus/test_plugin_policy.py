@@ -25,13 +25,26 @@ class PastTheEnd:
         return [len(candidates)]
 
 
+class Raising:
+    """Raises an error of its own."""
+
+    name = "raising"
+
+    def select(self, candidates: list[Item], features: object, n: int, ctx: object) -> list[int]:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    ("plugin", "refusal"),
+    [("PastTheEnd", "answered"), ("Raising", "raised RuntimeError: boom")],
+)
 def test_a_policy_out_of_its_contract_is_named_and_a_restart_finds_what_it_left(
-    tmp_path: Path,
+    tmp_path: Path, plugin: str, refusal: str
 ) -> None:
-    """The write failed as ``internal error: IndexError``; it is refused as ``config``,
+    """Both failed the write as ``internal error: ...``; each is refused as ``config``,
     naming the policy. Its row was in before the policy was asked, so the bus keeps the
     request's record, and the restarted bus holds what the running one held."""
-    policy = f"{__name__}:PastTheEnd"
+    policy = f"{__name__}:{plugin}"
     config = StoreConfig(dim=8, private=TierConfig(capacity=2, eviction=policy))
     secret = new_secret()
 
@@ -43,7 +56,7 @@ def test_a_policy_out_of_its_contract_is_named_and_a_restart_finds_what_it_left(
         with MemoryClient(bus.address, "alice", token_for(secret, "alice"), timeout=5) as alice:
             for i in range(2):
                 alice.write("private", "alice", NewItem(f"x{i}"), now=float(i))
-            with pytest.raises(ConfigError, match=f"eviction policy '{policy}' answered"):
+            with pytest.raises(ConfigError, match=f"eviction policy '{policy}' {refusal}"):
                 alice.write("private", "alice", NewItem("x2"), now=2.0)
             alice.ping()  # still serving
         before = texts(bus)

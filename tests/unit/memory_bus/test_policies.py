@@ -289,6 +289,51 @@ def test_a_policy_answering_out_of_its_contract_fails_the_write_naming_it(policy
         many.private.write_many([WriteRequest(alice, ns, item) for ns, item in rows], now=0.0)
 
 
+class Raising:
+    """A plug-in whose select raises (a bug of its own)."""
+
+    name = "raising"
+
+    def select(self, candidates: list[Item], features: object, n: int, ctx: object) -> list[int]:
+        raise RuntimeError("boom")
+
+
+class RaisingKeys:
+    """A plug-in ordering rows by keys of their own, whose keys raise."""
+
+    name = "raising-keys"
+    row_keys = True
+
+    def keys(self, features: object, ctx: object) -> list[object]:
+        raise KeyError("no such column")
+
+    def select(self, candidates: list[Item], features: object, n: int, ctx: object) -> list[int]:
+        return list(range(n))
+
+
+@pytest.mark.parametrize(
+    ("policy", "raised"),
+    [("Raising", "RuntimeError: boom"), ("RaisingKeys", "KeyError: 'no such column'")],
+)
+def test_a_policy_that_raises_fails_the_write_naming_it_and_its_error(
+    policy: str, raised: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its own error failed the write as it was (an ``internal`` error on the bus, which
+    named neither the policy nor the error); it is a ConfigError naming both now, its
+    traceback logged."""
+    name = f"{__name__}:{policy}"
+    store = MemoryStore(StoreConfig(dim=8, private=TierConfig(capacity=2, eviction=name)))
+    alice = Caller("alice", frozenset())
+    store.private.write_many(
+        [WriteRequest(alice, "alice", NewItem(f"x{i}")) for i in range(2)], now=0.0
+    )
+    with pytest.raises(ConfigError, match=f"eviction policy '{name}' raised {raised}") as info:
+        store.private.write_many([WriteRequest(alice, "alice", NewItem("x2"))] * 2, now=1.0)
+    assert info.value.details == {"policy": name}
+    assert isinstance(info.value.__cause__, (RuntimeError, KeyError))
+    assert any(r.exc_info and r.exc_info[1] is info.value.__cause__ for r in caplog.records)
+
+
 class Answerless:
     """A plug-in write policy whose decide answers nothing."""
 
@@ -305,6 +350,25 @@ class OpByName:
 
     def decide(self, proposal: Item, neighbours: object, now: float) -> WriteDecision:
         return WriteDecision("ADD")  # type: ignore[arg-type]
+
+
+class RaisingWritePolicy:
+    """A plug-in write policy whose decide raises."""
+
+    name = "raising-write"
+
+    def decide(self, proposal: Item, neighbours: object, now: float) -> WriteDecision:
+        raise ZeroDivisionError("no neighbours")
+
+
+def test_a_write_policy_that_raises_is_refused_naming_it_before_anything_is_stored() -> None:
+    """Its ZeroDivisionError failed the write as it was (``internal`` on the bus)."""
+    name = f"{__name__}:RaisingWritePolicy"
+    store = MemoryStore(StoreConfig(dim=8, private=TierConfig(write_policy=name)))
+    alice = Caller("alice", frozenset())
+    with pytest.raises(ConfigError, match=f"write policy '{name}' raised ZeroDivisionError"):
+        store.private.write(alice, "alice", NewItem("x"), now=0.0)
+    assert "alice" not in store.private.namespaces or not len(store.private.namespaces["alice"])
 
 
 @pytest.mark.parametrize("policy", ["Answerless", "OpByName"])
