@@ -1,7 +1,8 @@
 """A multi-agent environment in the PettingZoo Parallel API shape: what to share.
 
-Every agent that writes decides, each tick, whether this tick's proposals go to the
-shared tier (its group sees them) or stay in its private namespace. Sharing is what
+Every agent that writes decides, each tick, whether this tick's proposals to the shared
+tier go there (its group sees them) or stay in its private namespace (its writes to
+other tiers go where they were headed). Sharing is what
 lets other agents answer, but the shared tier has a budget (its capacity: over it, the
 eviction policy drops items) and each shared item costs ``share_cost``. The reward of
 every agent is the team's correct answers of the tick minus the cost of what *it* shared.
@@ -51,18 +52,27 @@ class _SharingEpisode:
         for host in hosts.hosts:
             for aid, action in host.pending:
                 if aid in self.possible_agents:
-                    obs[aid] = [p.importance for p in action.writes]
+                    obs[aid] = [p.importance for p in action.writes if p.tier == "shared"]
         actions = self.episode.channel.ask((t, obs), {})
         for host in hosts.hosts:
             host.rewrite_pending(lambda aid, action: self.route(aid, action, actions))
 
     def route(self, aid: str, action: Any, actions: dict[str, int]) -> Any:
+        """``action`` with its shared-tier proposals kept private if ``aid`` chose so.
+
+        Only proposals to the shared tier are the agent's to route: one to the graph
+        tier (a node on its level, a promotion's child) is no candidate for a private
+        namespace, which has no levels.
+        """
         if aid not in self.possible_agents:
             return action
         if actions.get(aid, SHARE) == SHARE:
-            self.shared_by[aid] = len(action.writes)
+            self.shared_by[aid] = sum(p.tier == "shared" for p in action.writes)
             return action
-        writes = [dataclasses.replace(p, tier="private", namespace=aid) for p in action.writes]
+        writes = [
+            dataclasses.replace(p, tier="private", namespace=aid) if p.tier == "shared" else p
+            for p in action.writes
+        ]
         return dataclasses.replace(action, writes=writes)
 
     def __call__(self, seed: int) -> EpisodeResult:

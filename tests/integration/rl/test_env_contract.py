@@ -161,3 +161,21 @@ def test_write_env_and_served_policy_apply_one_rule(tmp_path: Path) -> None:
     keys = ("ops", "items", "score")
     assert [{k: r[k] for k in keys} for r in served] == [{k: r[k] for k in keys} for r in env_rows]
     assert sum(r["items"]["shared"] for r in served) > 0  # no-neighbour UPDATEs were ADDs
+
+
+def test_keeping_private_moves_only_shared_tier_proposals() -> None:
+    """team_insights' solvers write graph nodes with levels: keeping private routes none
+    of them (a private namespace has no levels; the episode failed on its first KEEP)."""
+    env = SharingEnv("team_insights", overrides=("run.ticks=6", "agents.0.count=2"))
+    graph_items = {}
+    for choice in (0, 1):
+        env.reset(seed=0, options={"scenario_seed": 0})
+        total = 0.0
+        while env.agents:
+            obs, rewards, _, _, _ = env.step({a: choice for a in env.agents})
+            total += sum(rewards.values())
+            assert all(o[0] == 0 for o in obs.values())  # no shared-tier proposal seen
+        rows = env.episode.last.result.rows  # type: ignore[union-attr]
+        graph_items[choice] = ([r["items"]["graph"] for r in rows], total)
+    env.close()
+    assert graph_items[0] == graph_items[1] and graph_items[0][0][-1] > 0
