@@ -200,8 +200,16 @@ class Scorer:
                 f"{where} was trained on other {kind} inputs than this hivemem computes",
                 path=where,
             )
+        hidden, meta = doc.get("hidden"), doc.get("meta")
+        if isinstance(hidden, bool) or not isinstance(hidden, int):
+            raise ConfigError(
+                f"{where} has hidden {hidden!r}: a whole number of hidden units is needed",
+                path=where,
+            )
+        if not isinstance(meta, dict):  # `eval` reads the scenario trained on from it
+            raise ConfigError(f"{where} has meta {meta!r}: a JSON object is needed", path=where)
         try:
-            return cls(kind, int(doc["hidden"]), np.asarray(doc["params"], np.float64), doc["meta"])
+            return cls(kind, hidden, np.asarray(doc["params"], np.float64), meta)
         except ConfigError as exc:  # the scorer's own checks, which know no file
             raise ConfigError(f"{where}: {exc.message}", path=where) from exc
         except (KeyError, TypeError, ValueError) as exc:

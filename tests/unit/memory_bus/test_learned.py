@@ -76,6 +76,9 @@ def test_corrupted_checkpoint_is_refused(tmp_path: Path) -> None:
         ({"format": "something-else"}, "not a hivemem policy"),
         ({"inputs": ["age"]}, "other eviction inputs"),
         ({"hidden": 3}, "needs"),
+        ({"hidden": 0.5}, "hidden 0.5: a whole number"),  # was read as 0
+        ({"hidden": None}, "hidden None: a whole number"),
+        ({"meta": ["scenario"]}, r"meta \['scenario'\]: a JSON object"),  # `eval`: a traceback
     ],
 )
 def test_mismatched_checkpoint_is_refused(tmp_path: Path, change: dict, message: str) -> None:
