@@ -138,29 +138,46 @@ def test_eviction_needs_a_tier_with_a_capacity() -> None:
         envs.EvictionEnv(tier="shared", overrides=SMALL_STREAM)
 
 
+def _write_env_and_served(scorer: Scorer, seed: int, tmp_path: Path) -> tuple[Any, ...]:
+    """An evolving_facts episode decided by ``scorer`` from the write environment's
+    observations, and the same seed with ``learned:PATH`` served by the bus: the rows of
+    each (ops, items, score), the actions taken and the proposals without a neighbour."""
+    path = scorer.save(tmp_path / "w.json")
+    env = envs.WritePolicyEnv(overrides=FACTS)
+    obs, info = env.reset(options={"scenario_seed": seed})
+    actions, alone, done = [], 0, False
+    while not done:
+        alone += info["neighbours"] == 0
+        actions.append(int(np.argmax(scorer.scores(obs[None, :].astype(np.float64))[0])))
+        obs, _, done, _, info = env.step(actions[-1])
+    env_rows = env.last_episode.result.rows  # type: ignore[union-attr]
+    env.close()
+
+    s = with_policy(load_scenario("evolving_facts", FACTS), "shared", write=f"learned:{path}")
+    served = run_episode(with_policy(s, "shared", seed=seed), tier="shared").result.rows
+    keys = ("ops", "items", "score")
+    rows = [[{k: r[k] for k in keys} for r in run] for run in (env_rows, served)]
+    return rows[0], rows[1], actions, alone
+
+
 def test_write_env_and_served_policy_apply_one_rule(tmp_path: Path) -> None:
     """A scorer that ranks UPDATE > NOOP > ADD on every row: on proposals with no
     neighbour the environment and `learned:PATH` on the bus make the same decision."""
     scorer = Scorer("write", 0, np.zeros(Scorer.size("write", 0)))
     scorer.blocks()[1][:] = [0.0, 2.0, -1.0, 1.0]  # ADD, UPDATE, DELETE, NOOP (bias)
-    path = scorer.save(tmp_path / "w.json")
-    env = envs.WritePolicyEnv(overrides=FACTS)
-    obs, info = env.reset(options={"scenario_seed": 5})
-    alone, done = 0, False
-    while not done:
-        alone += info["neighbours"] == 0
-        action = int(np.argmax(scorer.scores(obs[None, :].astype(np.float64))[0]))
-        assert WRITE_OPS[action].value == "UPDATE"
-        obs, _, done, _, info = env.step(action)
-    env_rows = env.last_episode.result.rows  # type: ignore[union-attr]
-    env.close()
-    assert alone > 0
-
-    s = with_policy(load_scenario("evolving_facts", FACTS), "shared", write=f"learned:{path}")
-    served = run_episode(with_policy(s, "shared", seed=5), tier="shared").result.rows
-    keys = ("ops", "items", "score")
-    assert [{k: r[k] for k in keys} for r in served] == [{k: r[k] for k in keys} for r in env_rows]
+    env_rows, served, actions, alone = _write_env_and_served(scorer, 5, tmp_path)
+    assert {WRITE_OPS[a].value for a in actions} == {"UPDATE"} and alone > 0
+    assert served == env_rows
     assert sum(r["items"]["shared"] for r in served) > 0  # no-neighbour UPDATEs were ADDs
+
+
+def test_write_env_observes_the_row_the_served_policy_scores(tmp_path: Path) -> None:
+    """A scorer reading every feature: its choices from the environment's observations
+    make the same run as `learned:PATH` on the bus, so the two compute one row."""
+    scorer = Scorer.init("write", 0, np.random.default_rng(31), scale=1.0)
+    env_rows, served, actions, _ = _write_env_and_served(scorer, 1, tmp_path)
+    assert len(set(actions)) >= 3  # the features, not the bias alone, decide
+    assert served == env_rows
 
 
 def test_keeping_private_moves_only_shared_tier_proposals() -> None:
