@@ -22,7 +22,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -358,7 +358,7 @@ def train(
     """
     config.check()
     tier = controller_tier(scenario, config.tier, config.controller)
-    config.tier = tier
+    config = replace(config, tier=tier)  # the caller's stays as it was
     if resume:
         check_resumable(out, config, scenario)
     make_folder(out)

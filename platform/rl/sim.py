@@ -16,7 +16,7 @@ from typing import Any
 
 from hivemem.agents.base import AgentSpec
 from hivemem.agents.host import AgentHost
-from hivemem.memory_bus.config import EmbedderConfig
+from hivemem.memory_bus.config import EmbedderConfig, NamespaceMode
 from hivemem.memory_bus.errors import ConfigError, UnknownNameError
 from hivemem.memory_bus.server import serving_at
 from hivemem.platform.host_pool import commit_in_phases
@@ -97,14 +97,22 @@ def controller_tier(scenario: Scenario, tier: str | None, controller: str) -> st
 
     Raises:
         UnknownNameError: no such tier.
-        ConfigError: an eviction controller on a tier with no capacity (nothing is ever
-            evicted there, so there is nothing to learn).
+        ConfigError: an eviction controller on a tier with no capacity: nothing is ever
+            evicted there, so there is nothing to learn; or, under a token budget, the
+            observation has no size (a row per item, up to the capacity).
     """
     name = policy_tier(scenario, tier)
-    if controller == "eviction" and not getattr(scenario.memory, name).capacity:
+    tier_cfg = getattr(scenario.memory, name)
+    if controller == "eviction" and not tier_cfg.capacity:
+        why = (
+            "the eviction controller sees one row per item, up to the capacity (its "
+            "token budget evicts, but bounds no count of items)"
+            if tier_cfg.mode is NamespaceMode.TOKEN_BUDGET
+            else "nothing is ever evicted there"
+        )
         raise ConfigError(
-            f"the {name} tier of {scenario.name!r} has no capacity: nothing is ever evicted "
-            "there (name a tier with a capacity, or set memory.TIER.capacity)",
+            f"the {name} tier of {scenario.name!r} has no capacity: {why} (name a tier "
+            "with a capacity, or set memory.TIER.capacity)",
             tier=name,
         )
     return name

@@ -72,6 +72,26 @@ def test_eviction_training_refuses_a_tier_without_capacity(tmp_path: Path) -> No
     assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
+def test_eviction_training_on_a_token_budget_says_why_it_needs_a_capacity(tmp_path: Path) -> None:
+    """A token budget evicts, so "nothing is ever evicted there" was false: what it lacks
+    is a count of items to size the controller's observation."""
+    budget = ["memory.shared.mode=token_budget", "memory.shared.token_budget=40"]
+    s = load_scenario("capacity_stream", [*TINY, *budget])
+    config = TrainConfig(tier="shared", iterations=1, pairs=1, episodes=1, workers=0)
+    with pytest.raises(ConfigError, match="one row per item, up to the capacity") as info:
+        train(s, config, tmp_path / "out")
+    assert "nothing is ever evicted" not in info.value.message
+
+
+def test_train_leaves_the_callers_config_as_it_was(tmp_path: Path) -> None:
+    """It wrote the tier it resolved into the caller's config."""
+    s = load_scenario("capacity_stream", TINY)
+    config = TrainConfig(iterations=1, pairs=1, episodes=1, workers=0)
+    train(s, config, tmp_path / "out")
+    assert config.tier is None
+    assert json.loads((tmp_path / "out" / "policy.json").read_text())["meta"]["tier"] == "private"
+
+
 def test_train_names_an_output_folder_it_cannot_make(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     s = load_scenario("capacity_stream", TINY)
