@@ -8,7 +8,7 @@ retrieval, a power iteration on a scipy CSR matrix (``nx.pagerank`` took ~430 ms
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,3 +117,25 @@ def edges_after(edges: dict[int, Edge], ids: np.ndarray, after: int) -> Iterator
     for begin in range(start, len(ids), 1024):
         for edge_id in ids[begin : begin + 1024].tolist():
             yield edges[edge_id]
+
+
+def listed(
+    edges: Iterable[Edge],
+    as_of: float | None,
+    type: str | None,
+    shown: Callable[[int], bool] | None,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """The states of ``edges`` valid at ``as_of`` (None: every one), of ``type`` (None:
+    any), between nodes ``shown`` (None: any), in the order given; at most ``limit``."""
+    out = []
+    for edge in edges:
+        if (
+            (as_of is None or edge.valid_at(as_of))
+            and (type is None or edge.type == type)
+            and (shown is None or (shown(edge.src) and shown(edge.dst)))
+        ):
+            out.append(edge.to_state())
+            if len(out) == limit:
+                break
+    return out

@@ -32,7 +32,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 from hivemem.memory_bus.config import MAX_HOPS, GraphConfig, RetrievalMethod
-from hivemem.memory_bus.edges import Edge, drop_nodes, edges_after, ids_in_order
+from hivemem.memory_bus.edges import Edge, drop_nodes, edges_after, ids_in_order, listed
 from hivemem.memory_bus.errors import EdgeNotFoundError, InvalidInputError, ItemNotFoundError
 from hivemem.memory_bus.interfaces import Caller, Hit, MemoryEvent
 from hivemem.memory_bus.item import (
@@ -305,17 +305,7 @@ class GraphTier(VectorTier):
             edges = edges_after(found, ids, after)
         elif node is not None:
             edges = (e for e in self._edges_touching(namespace, (node,)) if e.id > after)
-        out = []
-        for edge in edges:
-            if (
-                (t is None or edge.valid_at(t))
-                and (type is None or edge.type == type)
-                and (shown is None or (shown(edge.src) and shown(edge.dst)))
-            ):
-                out.append(edge.to_state())
-                if len(out) == limit:
-                    break
-        return out
+        return listed(edges, t, type, shown, limit)
 
     def _edges_touching(self, namespace: str, nodes: Iterable[int]) -> list[Edge]:
         return edges_touching(self.graphs.get(namespace), self.edge_index.get(namespace, {}), nodes)
