@@ -304,19 +304,26 @@ def check_meaning(s: Scenario) -> list[Problem]:
                 reg.check(name, **params)
             except ConfigError as exc:
                 problems.append(Problem(f"memory.{tier}.{what}", str(exc)))
-            if what == "eviction" and name in ORACLE_EVICTIONS and not cls.has_oracle():
-                problems.append(
-                    Problem(
-                        f"memory.{tier}.eviction",
-                        f"the oracle needs a task that knows its future queries; {cls.family} does not",
-                    )
-                )
+            if what == "eviction" and name in ORACLE_EVICTIONS:
+                refused = _oracle_refused(cls, tier)
+                if refused:
+                    problems.append(Problem(f"memory.{tier}.eviction", refused))
     roles_present = {e.role for e in s.agents}
     if not roles_present & set(cls.roles):
         problems.append(
             Problem("agents", f"no agent has a role of {cls.family} ({', '.join(cls.roles)})")
         )
     return problems
+
+
+def _oracle_refused(cls: type[Task], tier: str) -> str | None:
+    """Why the task family ``cls`` cannot drive the oracle on ``tier``, or None."""
+    if not cls.has_oracle():
+        return f"the oracle needs a task that knows its future queries; {cls.family} does not"
+    if tier not in cls.oracle_tiers:
+        tiers = ", ".join(cls.oracle_tiers)
+        return f"{cls.family} foresees the queries of its {tiers} tier only, not of {tier}"
+    return None
 
 
 def json_schema() -> dict[str, Any]:

@@ -40,6 +40,9 @@ class Task(ABC):
     roles: ClassVar[dict[str, str]]
     baseline_agent: ClassVar[dict[str, str]]
     score_name: ClassVar[str] = "accuracy"
+    oracle_tiers: ClassVar[tuple[str, ...]] = ("private", "shared", "graph")
+    """The tiers whose items :meth:`next_use` can place in the future: the oracle is
+    refused on the others (where it would see no future at all)."""
 
     def __init__(self, params: TaskParams, roster: list[AgentSpec], seed: int, ticks: int) -> None:
         self.params = params

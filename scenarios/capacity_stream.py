@@ -178,6 +178,10 @@ class CapacityStream(Task):
     roles: ClassVar[dict[str, str]] = {"agent": "observes its own stream and is asked about it"}
     baseline_agent: ClassVar[dict[str, str]] = {"*": "no_memory"}
     score_name = "hit rate"
+    # next_use finds an item's stream by its namespace, an agent's id: in a group's
+    # namespace it found none, every item looked never needed, and the oracle evicted
+    # the lowest id, as FIFO does, under the oracle's name.
+    oracle_tiers: ClassVar[tuple[str, ...]] = ("private",)
 
     def __init__(self, params: Any, roster: list[AgentSpec], seed: int, ticks: int) -> None:
         super().__init__(params, roster, seed, ticks)

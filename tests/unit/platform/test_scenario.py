@@ -331,6 +331,14 @@ INVALID = [
         "evolving_facts does not",
     ),
     Case(
+        "oracle-on-a-tier-the-task-cannot-foresee",
+        "capacity_stream",
+        "  private: {capacity: 12",
+        "  shared: {capacity: 12, eviction: oracle}\n  private: {capacity: 12",
+        "memory.shared.eviction",
+        "capacity_stream foresees the queries of its private tier only, not of shared",
+    ),
+    Case(
         "window-without-capacity",
         "capacity_stream",
         "private: {capacity: 12,",
