@@ -49,6 +49,59 @@ def test_classic_eviction_order(policy: str, expected_victim: str) -> None:
     assert len(store.shared.namespaces["team"]) == 3
 
 
+def _axis(i: int) -> np.ndarray:
+    vec = np.zeros(32, dtype=np.float32)
+    vec[i] = 1.0
+    return vec
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_victim"),
+    [
+        ("fifo", "a"),  # written first (created 0), however often and lately it was read
+        ("lru", "x"),  # last read at 10: the least recently read
+        ("lfu", "y"),  # never read: the fewest recalls, though written at 95
+        ("memorybank", "z"),  # t/S = 60/(10*2) = 3.0; x 90/50 = 1.8, y 5/10, a 1/40, w 1/20
+        ("generative_agents", "w"),  # recency 1 + importance 0 + relevance 0 = 1 (others > 2)
+    ],
+)
+def test_each_classic_policy_evicts_by_its_own_rule(policy: str, expected_victim: str) -> None:
+    """One history, five different victims: each policy read by another's rule (LFU by
+    recency, MemoryBank without its recalls, Generative Agents without importance or
+    relevance) would evict another item. Recall times and counts go through the store
+    (``get`` with ``now``), importance and vectors through the write.
+
+    ======  =======  ===============  =====  ==========  ==========================
+    item    created  reads (at)       hits   importance  vector (incoming: axis 0)
+    ======  =======  ===============  =====  ==========  ==========================
+    a       0        97, 98, 99       3      5           axis 0 (relevance 1)
+    x       1        7, 8, 9, 10      4      9           axis 0
+    z       2        40               1      9           axis 0
+    w       3        99               1      0           axis 1 (relevance 0)
+    y       95       (none)           0      5           axis 0
+    ======  =======  ===============  =====  ==========  ==========================
+
+    Generative Agents at now 100 (min-max per component): recency from since 1, 90, 60,
+    1, 5 is a 1, x 0, z 0.29, w 1, y 0.94; importance a 0.56, x 1, z 1, w 0, y 0.56;
+    relevance 1 but w's 0. Sums: a 2.56, x 2, z 2.29, w 1, y 2.5.
+    """
+    store = store_with(capacity=5, eviction=policy)
+    rows = {"a": (0, 5, 0), "x": (1, 9, 0), "z": (2, 9, 0), "w": (3, 0, 1), "y": (95, 5, 0)}
+    reads = {"a": [97, 98, 99], "x": [7, 8, 9, 10], "z": [40], "w": [99]}
+    events = [(created, name) for name, (created, _, _) in rows.items()]
+    events += [(t, name) for name, times in reads.items() for t in times]
+    ids: dict[str, int] = {}
+    for now, name in sorted(events):  # in time order: y is written after x's reads
+        if name in ids:
+            store.shared.get(ALICE, "team", ids[name], now=float(now))
+            continue
+        _, importance, axis = rows[name]
+        new = NewItem(name, vector=_axis(axis), importance=importance)
+        ids[name] = store.shared.write(ALICE, "team", new, now=float(now)).item_id
+    result = store.shared.write(ALICE, "team", NewItem("f", vector=_axis(0)), now=100.0)
+    assert result.evicted == [ids[expected_victim]]
+
+
 def test_window_mode_keeps_last_k_whatever_the_policy() -> None:
     store = store_with(capacity=2, mode=NamespaceMode.WINDOW, eviction="lfu")
     ids = fill(store, ["one", "two", "three", "four"])
