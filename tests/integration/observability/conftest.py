@@ -13,6 +13,7 @@ the whole suite.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from typing import Any
 import pytest
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient
+from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.protocol import ADMIN_AGENT
 from hivemem.platform.metrics import DriverMetrics
@@ -43,6 +45,14 @@ TICKS, AGENTS, HOSTS = 30, 4, 2
 """The size of the run submitted to the cluster."""
 BIN = Path(sys.executable).parent
 README = ROOT / "README.md"
+GRAFANA = ROOT / "deploy/observability/grafana"
+DASHBOARD = GRAFANA / "dashboards/hivemem.json"
+
+
+def panels() -> list[dict[str, Any]]:
+    """The dashboard's panels, rows left out."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
 
 
 def readme_cluster_commands() -> list[str]:
@@ -301,6 +311,8 @@ def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         writer = MemoryClient(address, "writer", token, timeout=30)
         for i in range(3):
             writer.write("shared", "team", NewItem(f"fact {i}"), now=float(i))
+        with pytest.raises(AccessDeniedError):  # the errors panel has a series to show
+            writer.write("shared", "another-team", NewItem("not ours"), now=3.0)
         admin.close()
         writer.close()
         # the gauges refresh once a second: settled before anyone scrapes

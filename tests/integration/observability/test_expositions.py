@@ -7,7 +7,6 @@ standalone bus, and the Ray node that hosted a submitted run's agent hosts.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -16,10 +15,8 @@ from hivemem.agents.metrics import HostMetrics
 from hivemem.platform.runner import RunResult
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import ROOT, RayHead, promtool, scrape
+from .conftest import DASHBOARD, GRAFANA, ROOT, RayHead, panels, promtool, scrape
 
-GRAFANA = ROOT / "deploy/observability/grafana"
-DASHBOARD = GRAFANA / "dashboards/hivemem.json"
 LABELS = {"tier", "op", "policy", "scenario", "code", "kind", "decision", "generation"}
 """The only labels hivemem puts on its series (``le`` is the histograms' own)."""
 
@@ -31,6 +28,11 @@ def samples(text: str) -> dict[str, set[str]]:
         for s in family.samples:
             out.setdefault(s.name, set()).update(s.labels)
     return out
+
+
+def kinds(text: str) -> dict[str, str]:
+    """Sample name -> the type of its family (counter, gauge, histogram)."""
+    return {s.name: f.type for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def check_exposition(text: str, prefix: str) -> None:
@@ -87,11 +89,6 @@ def exported(driver_run: tuple[int, RunResult], standalone_bus: int, ray_head: R
     return names | declared
 
 
-def panels() -> list[dict[str, Any]]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    return [p for p in dashboard["panels"] if p["type"] != "row"]
-
-
 METRIC = re.compile(r"\b(?:ray_)?hivemem_[a-z0-9_]+\b")
 
 
@@ -122,6 +119,87 @@ def test_every_dashboard_query_names_exported_series(
     assert not undocumented, sorted(undocumented)
     for panel in panels():
         assert all(t["expr"] in doc for t in panel["targets"]), panel["title"]
+
+
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+SELECTOR = re.compile(r"\{([^}]*)\}")
+MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+TARGET_LABELS = {"instance", "job"}
+"""The labels Prometheus puts on every series it scrapes."""
+
+
+def used_labels(expr: str) -> set[str]:
+    """The label names ``expr`` groups by or matches on."""
+    grouped = {label.strip() for g in GROUPING.findall(expr) for label in g.split(",")}
+    matched = {label for s in SELECTOR.findall(expr) for label in MATCHER.findall(s)}
+    return (grouped | matched) - {""}
+
+
+def test_every_dashboard_query_uses_its_series_labels_and_rates_counters(
+    driver_run: tuple[int, RunResult],
+    standalone_bus: int,
+    ray_head: RayHead,
+    ray_job: dict[str, Any],
+) -> None:
+    """A label a query groups by or matches on is one its series carry (grouped by a
+    missing label, a panel shows one blank series; matched with ``!~``, everything);
+    counters and histogram buckets are read through ``rate()``/``increase()`` (a raw
+    counter only ever climbs), gauges never (their rate is meaningless), and histograms
+    through their ``_bucket`` series in ``histogram_quantile``."""
+    assert ray_job["proc"].returncode == 0  # the node has the hosts' series
+    labels: dict[str, set[str]] = {}
+    types: dict[str, str] = {}
+    for port in (driver_run[0], standalone_bus, ray_head.metrics_port):
+        text = scrape(f"http://127.0.0.1:{port}/metrics")
+        for name, names in samples(text).items():
+            labels.setdefault(name, set()).update(names)
+        types |= kinds(text)
+    for panel in panels():
+        for target in panel["targets"]:
+            expr = target["expr"]
+            used = set(METRIC.findall(expr))
+            carried = TARGET_LABELS.union(*(labels.get(name, set()) for name in used))
+            assert used_labels(expr) <= carried, (panel["title"], expr, sorted(carried))
+            for name in used:
+                # no host restarted here, so Ray never exported the restarts counter
+                kind = types.get(name, "counter" if name.endswith("_total") else "unknown")
+                rated = len(re.findall(rf"\b(?:rate|increase)\({name}\b", expr))
+                if kind == "gauge":
+                    assert rated == 0, (panel["title"], expr)
+                else:
+                    assert kind in ("counter", "histogram"), (name, kind)
+                    assert rated == len(re.findall(rf"\b{name}\b", expr)), (panel["title"], expr)
+                if kind == "histogram":
+                    assert name.endswith("_bucket") and "histogram_quantile(" in expr, expr
+
+
+def units(expr: str) -> set[str] | None:
+    """The Grafana units that fit ``expr``'s values, from its metric's base unit (a
+    rate or a count may also be a plain number); None for a ratio of two series."""
+    if " / " in expr:
+        return None
+    match = METRIC.search(expr)
+    assert match, expr
+    name = match[0]
+    if "histogram_quantile(" in expr:
+        name = name.removesuffix("_bucket")
+    elif re.search(rf"\brate\({name}\b", expr):
+        # seconds per second: a share of the time
+        return {"percentunit"} if name.endswith("_seconds_total") else {"ops", "reqps", "short"}
+    elif "increase(" in expr:
+        name = name.removesuffix("_total")
+    by_unit = {"_seconds": {"s"}, "_bytes": {"bytes"}, "_ratio": {"percentunit"}}
+    return next((u for suffix, u in by_unit.items() if name.endswith(suffix)), {"short"})
+
+
+def test_every_panels_unit_is_its_series_base_unit() -> None:
+    """Seconds shown as seconds (not ms), bytes as bytes, ratios (0..1) as percentunit:
+    a panel whose unit is not its series' base unit shows numbers off by a factor."""
+    for panel in panels():
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        for target in panel["targets"]:
+            fits = units(target["expr"])
+            assert fits is None or unit in fits, (panel["title"], target["expr"], unit)
 
 
 def test_every_alert_names_exported_series(
