@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hivemem.memory_bus.auth import token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.errors import AccessDeniedError
@@ -284,8 +287,34 @@ def driver_run(ray_session: None) -> Iterator[tuple[int, RunResult]]:
     yield port, run_once(s, metrics=metrics)
 
 
+@dataclass
+class StandaloneBus:
+    """A running ``hivemem bus serve``."""
+
+    address: str
+    metrics_port: int
+    secret: bytes
+
+    def client(self, agent: str, groups: list[str]) -> MemoryClient:
+        """A client of a newly registered ``agent`` of ``groups``."""
+        admin = MemoryClient(
+            self.address, ADMIN_AGENT, token_for(self.secret, ADMIN_AGENT), timeout=30
+        )
+        try:
+            token = admin.register(agent, groups)["token"]
+        finally:
+            admin.close()
+        return MemoryClient(self.address, agent, token, timeout=30)
+
+
 @pytest.fixture(scope="package")
-def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def standalone_bus(standalone_bus_server: StandaloneBus) -> int:
+    """The metrics port of :func:`standalone_bus_server`."""
+    return standalone_bus_server.metrics_port
+
+
+@pytest.fixture(scope="package")
+def standalone_bus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneBus]:
     """``hivemem bus serve`` with three writes and a refused one behind it."""
     tmp = tmp_path_factory.mktemp("bus")
     port, metrics_port = free_port(), free_port()
@@ -305,15 +334,12 @@ def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         deadline = time.monotonic() + 30
         while not secret_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        secret = secret_file.read_bytes()
-        admin = MemoryClient(address, ADMIN_AGENT, token_for(secret, ADMIN_AGENT), timeout=30)
-        token = admin.register("writer", ["team"])["token"]
-        writer = MemoryClient(address, "writer", token, timeout=30)
+        bus = StandaloneBus(address, metrics_port, secret_file.read_bytes())
+        writer = bus.client("writer", ["team"])
         for i in range(3):
             writer.write("shared", "team", NewItem(f"fact {i}"), now=float(i))
         with pytest.raises(AccessDeniedError):  # the errors panel has a series to show
             writer.write("shared", "another-team", NewItem("not ours"), now=3.0)
-        admin.close()
         writer.close()
         # the gauges refresh once a second: settled before anyone scrapes
         deadline = time.monotonic() + 15
@@ -321,7 +347,93 @@ def standalone_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         while 'hivemem_bus_items{tier="shared"} 3.0' not in scrape(url):
             assert time.monotonic() < deadline, "the bus's gauges never showed its writes"
             time.sleep(0.2)
-        yield metrics_port
+        yield bus
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+CONFIG = ROOT / "deploy/observability/prometheus.yml"
+
+
+@pytest.fixture(scope="package")
+def prometheus(
+    driver_run: tuple[int, RunResult],
+    standalone_bus: int,
+    ray_head: RayHead,
+    ray_job: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """Prometheus on a free loopback port, with the deploy config's jobs pointed here."""
+    exe = shutil.which("prometheus")
+    if exe is None:
+        pytest.fail("prometheus is missing: run `make prometheus` (apt-get install prometheus)")
+    assert ray_job["proc"].returncode == 0, ray_job["proc"].stderr[-2000:]
+    host_series(ray_head, TICKS * AGENTS)  # the node has the whole run's counts
+    tmp = tmp_path_factory.mktemp("prometheus")
+    config = scrape_config(driver_run[0], standalone_bus, ray_head.service_discovery)
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log = (tmp / "prometheus.log").open("w")
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def scrape_config(driver_port: int, bus_port: int, service_discovery: Path) -> dict[str, Any]:
+    """deploy/observability/prometheus.yml with this test's ports, a 1 s interval, its
+    alert rules where they are, and the Ray node scraped on loopback."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
+    config["rule_files"] = [str(CONFIG.parent / name) for name in config["rule_files"]]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    jobs["hivemem-driver"]["static_configs"] = [{"targets": [f"127.0.0.1:{driver_port}"]}]
+    jobs["hivemem-bus"]["static_configs"] = [{"targets": [f"127.0.0.1:{bus_port}"]}]
+    jobs["ray"]["file_sd_configs"] = [{"files": [str(service_discovery)]}]
+    # Ray lists the node under the machine's own network address, even with
+    # --node-ip-address=127.0.0.1; the tests stay on loopback (its port is the same)
+    loopback = {"source_labels": ["__address__"], "regex": r".*:(\d+)"}
+    loopback |= {"target_label": "__address__", "replacement": "127.0.0.1:$1"}
+    jobs["ray"]["relabel_configs"] = [loopback]
+    return config
+
+
+def query(base: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    try:
+        body = json.loads(urllib.request.urlopen(url, timeout=10).read())
+    except (urllib.error.URLError, ConnectionError):
+        return []  # not up yet
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+def series(base: str, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The series of ``expr``, waiting until Prometheus has some."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = query(base, expr)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"no series for {expr} after {timeout} s")
+        time.sleep(0.5)
+
+
+def panel_queries(title: str) -> dict[str, str]:
+    """The queries of the panel called ``title``, by legend."""
+    (panel,) = [p for p in panels() if p["title"] == title]
+    return {t["legendFormat"]: t["expr"] for t in panel["targets"]}

@@ -6,95 +6,24 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from hivemem.memory_bus.errors import AccessDeniedError
 from hivemem.platform.runner import RunResult
 
-from .conftest import AGENTS, ROOT, TICKS, RayHead, free_port, host_series, panels
-
-CONFIG = ROOT / "deploy/observability/prometheus.yml"
-
-
-@pytest.fixture(scope="module")
-def prometheus(
-    driver_run: tuple[int, RunResult],
-    standalone_bus: int,
-    ray_head: RayHead,
-    ray_job: dict[str, Any],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    """Prometheus on a free loopback port, with the deploy config's jobs pointed here."""
-    exe = shutil.which("prometheus")
-    if exe is None:
-        pytest.fail("prometheus is missing: run `make prometheus` (apt-get install prometheus)")
-    assert ray_job["proc"].returncode == 0, ray_job["proc"].stderr[-2000:]
-    host_series(ray_head, TICKS * AGENTS)  # the node has the whole run's counts
-    tmp = tmp_path_factory.mktemp("prometheus")
-    config = scrape_config(driver_run[0], standalone_bus, ray_head.service_discovery)
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = (tmp / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            exe,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-
-
-def scrape_config(driver_port: int, bus_port: int, service_discovery: Path) -> dict[str, Any]:
-    """deploy/observability/prometheus.yml with this test's ports, a 1 s interval, and
-    its alert rules where they are."""
-    config = yaml.safe_load(CONFIG.read_text())
-    config["global"]["scrape_interval"] = config["global"]["evaluation_interval"] = "1s"
-    config["rule_files"] = [str(CONFIG.parent / name) for name in config["rule_files"]]
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    jobs["hivemem-driver"]["static_configs"] = [{"targets": [f"127.0.0.1:{driver_port}"]}]
-    jobs["hivemem-bus"]["static_configs"] = [{"targets": [f"127.0.0.1:{bus_port}"]}]
-    jobs["ray"]["file_sd_configs"] = [{"files": [str(service_discovery)]}]
-    return config
-
-
-def query(base: str, expr: str) -> list[dict[str, Any]]:
-    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    try:
-        body = json.loads(urllib.request.urlopen(url, timeout=10).read())
-    except (urllib.error.URLError, ConnectionError):
-        return []  # not up yet
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
-
-
-def series(base: str, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """The series of ``expr``, waiting until Prometheus has some."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = query(base, expr)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"no series for {expr} after {timeout} s")
-        time.sleep(0.5)
+from .conftest import (
+    AGENTS,
+    CONFIG,
+    TICKS,
+    StandaloneBus,
+    panel_queries,
+    panels,
+    query,
+    series,
+)
 
 
 def value(base: str, expr: str, timeout: float = 30.0) -> float:
@@ -185,7 +114,7 @@ def test_the_hosts_series_arrived_from_the_ray_node(prometheus: str) -> None:
 
 LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 NEVER_COUNTED = "ray_hivemem_host_restarts_total"
-"""Ray exports a counter only once it has counted, and no host restarts here."""
+"""Ray exports a counter only once it has counted: not before test_ray_jobs.py restarts a host."""
 
 
 def test_every_dashboard_query_returns_series_with_its_legends_labels(prometheus: str) -> None:
@@ -198,11 +127,32 @@ def test_every_dashboard_query_returns_series_with_its_legends_labels(prometheus
         for target in panel["targets"]:
             expr = target["expr"]
             if NEVER_COUNTED in expr:
-                assert query(prometheus, expr) == [], expr
-                continue
+                continue  # test_ray_jobs.py restarts a host and evaluates these
             shown = set(LEGEND.findall(target["legendFormat"]))
             for found in series(prometheus, expr):
                 blank = {label for label in shown if not found["metric"].get(label)}
                 assert not blank, (panel["title"], expr, found["metric"])
             evaluated += 1
     assert evaluated >= 30
+
+
+def test_a_new_error_code_shows_on_the_errors_panel(
+    prometheus: str, standalone_bus_server: StandaloneBus
+) -> None:
+    """An (op, code) is exported from its first request on: its series is born at 1,
+    which ``rate()`` alone sees as flat (0 errors per second); the panel shows it."""
+    reader = standalone_bus_server.client("outsider", [])
+    with pytest.raises(AccessDeniedError):  # the bus's first (get, access_denied)
+        reader.get("shared", "team", 1)
+    reader.close()
+    errors = panel_queries("Bus errors per second by op and code")["{{op}} {{code}}"]
+    deadline = time.monotonic() + 30
+    denied: list[float] = []
+    while not (denied and denied[0] > 0) and time.monotonic() < deadline:
+        time.sleep(1)
+        denied = [
+            float(s["value"][1])
+            for s in query(prometheus, errors)
+            if s["metric"] == {"op": "get", "code": "access_denied"}
+        ]
+    assert denied == [pytest.approx(1 / 60)], (errors, denied)

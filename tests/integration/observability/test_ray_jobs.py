@@ -19,7 +19,9 @@ from .conftest import (
     TICKS,
     RayHead,
     host_series,
+    panel_queries,
     promtool,
+    query,
     readme_cluster_commands,
     readme_command,
     scrape,
@@ -102,8 +104,31 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
-def test_a_restarted_host_is_counted_by_the_host_and_the_driver(ray_head: RayHead) -> None:
-    """A host killed mid-run comes back (Ray ``max_restarts``) and says so."""
+def node_restarts(ray_head: RayHead) -> float:
+    """The hosts' restarts the node exports, summed over its workers."""
+    url = f"http://127.0.0.1:{ray_head.metrics_port}/metrics"
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(scrape(url))
+        for s in family.samples
+        if s.name == "ray_hivemem_host_restarts_total"
+    )
+
+
+def panel_restarts(prometheus: str) -> float:
+    """The dashboard's host restarts on this node, as Prometheus evaluates them now."""
+    expr = panel_queries("Host restarts")["restarted on {{instance}}"]
+    return sum(float(s["value"][1]) for s in query(prometheus, expr))
+
+
+def test_a_restarted_host_is_counted_by_the_host_and_the_driver(
+    ray_head: RayHead, prometheus: str
+) -> None:
+    """A host killed mid-run comes back (Ray ``max_restarts``) and says so, on the node
+    and on the dashboard. The restarted host's new worker exports its own series (Ray
+    labels each with its ``WorkerId``), born at 1: ``increase()`` alone showed 0."""
+    before = node_restarts(ray_head)
+    shown = panel_restarts(prometheus)
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("restart_run.py")), ray_head.gcs],
         env=ray_head.env,
@@ -114,15 +139,13 @@ def test_a_restarted_host_is_counted_by_the_host_and_the_driver(ray_head: RayHea
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'hivemem_driver_host_restarts_total{scenario="capacity_stream"} 1.0' in proc.stdout
-    url = f"http://127.0.0.1:{ray_head.metrics_port}/metrics"
     deadline = time.monotonic() + 30
-    restarts = 0.0
-    while restarts < 1 and time.monotonic() < deadline:
-        restarts = sum(
-            s.value
-            for family in text_string_to_metric_families(scrape(url))
-            for s in family.samples
-            if s.name == "ray_hivemem_host_restarts_total"
-        )
+    restarts = before
+    while restarts < before + 1 and time.monotonic() < deadline:
+        restarts = node_restarts(ray_head)
         time.sleep(0.5)
-    assert restarts == 1
+    assert restarts == before + 1
+    deadline = time.monotonic() + 30
+    while panel_restarts(prometheus) < shown + 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert panel_restarts(prometheus) == shown + 1
