@@ -5,7 +5,8 @@ hands the values to the node's metrics agent, which serves them with Ray's own o
 node's metrics export port (``ray start --metrics-export-port``; Prometheus finds every
 node through Ray's service-discovery file, see ``deploy/observability/prometheus.yml``).
 Ray prefixes the names it exports with ``ray_``: ``hivemem_host_agent_steps`` is scraped
-as ``ray_hivemem_host_agent_steps_total``. Labels: ``tier`` only, never an agent id.
+as ``ray_hivemem_host_agent_steps_total``. Labels: ``op`` and ``tier`` (the histograms),
+never an agent id; Ray adds its own (``WorkerId``: a restarted host is a new series).
 """
 
 from __future__ import annotations
