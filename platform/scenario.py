@@ -156,9 +156,10 @@ def resolve_path(name_or_path: str) -> tuple[str, str]:
     """The text of a scenario given a path or a built-in name, and what to call it."""
     path = Path(name_or_path)
     if path.is_file():
-        return path.read_text(encoding="utf-8"), str(path)
+        return _read_text(path), str(path)
     if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        raise ScenarioError(name_or_path, [Problem("", f"no such file: {name_or_path}")])
+        why = "a folder, not a scenario file" if path.is_dir() else f"no such file: {name_or_path}"
+        raise ScenarioError(name_or_path, [Problem("", why)])
     ref = resources.files("hivemem.scenarios") / f"{name_or_path}.yaml"
     if not ref.is_file():
         known = builtin_names()
@@ -174,6 +175,18 @@ def resolve_path(name_or_path: str) -> tuple[str, str]:
             ],
         )
     return ref.read_text(encoding="utf-8"), f"builtin:{name_or_path}"
+
+
+def _read_text(path: Path) -> str:
+    """The text of a scenario file; one that cannot be read, or is not UTF-8, is a
+    :class:`ScenarioError` (a traceback otherwise)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        why = f"cannot read it: {exc.strerror or exc}"
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})"
+    raise ScenarioError(str(path), [Problem("", why)]) from None
 
 
 def apply_overrides(raw: Any, overrides: list[str]) -> Any:

@@ -149,6 +149,8 @@ ERRORS = [
     (["eval", "{T}/bad.json"], 2, "error: cannot read policy checkpoint"),
     (["eval", "{T}/nosuch.json"], 2, "error: no policy checkpoint"),
     (["validate", "nosuch"], 1, "error: nosuch: 1 problem(s)"),
+    (["validate", "{T}/latin1.yaml"], 1, "error: {T}/latin1.yaml: 1 problem(s)"),
+    (["run", "{T}/latin1.yaml"], 2, "error: {T}/latin1.yaml: 1 problem(s)"),
     (["schema", "--out", "{T}/no/such.json"], 2, "error: cannot write"),
     (["bus", "serve", "--port", "0", "--config", "{T}/bad.yaml"], 2, "error: {T}/bad.yaml"),
     (["bus", "serve", "--port", "0", "--fsync", "sometimes"], 2, "error: --fsync 'sometimes'"),
@@ -181,6 +183,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bad")
     (folder / "bad.yaml").write_text("name: x\ntask: [unclosed\n")
     (folder / "bad.json").write_text("{not json")
+    (folder / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
     (folder / "bad.key").write_text("garbage")
     (folder / "short").write_bytes(b"too short")
     (folder / "empty").write_bytes(b"")

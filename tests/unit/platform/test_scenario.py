@@ -495,6 +495,45 @@ def test_missing_file_is_named() -> None:
     assert info.value.problems[0].message == "no such file: no/such/scenario.yaml"
 
 
+def test_a_file_that_is_not_utf8_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(str(latin1))
+    assert info.value.problems[0].message == "not UTF-8 text (byte 9: b'\\xe9')"
+
+
+def test_a_file_that_cannot_be_read_is_a_problem_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root (CI) no permission bit stops a read, so the refusal is simulated."""
+    shut = tmp_path / "shut.yaml"
+    shut.write_text("name: x\n")
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(str(shut))
+    assert info.value.problems[0].message == "cannot read it: Permission denied"
+
+
+def test_a_folder_named_as_a_file_is_named_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "exp.yaml").mkdir()
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(str(tmp_path / "exp.yaml"))
+    assert info.value.problems[0].message == "a folder, not a scenario file"
+
+
+def test_a_folder_named_as_a_builtin_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "relay_qa").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_scenario("relay_qa").name == "relay_qa"
+
+
 def test_overrides_reach_nested_fields_and_list_items() -> None:
     s = load_scenario(
         "relay_qa",
