@@ -316,6 +316,7 @@ def compare(
     including learned:PATH (a checkpoint from 'hivemem train'). A run that fails is
     listed with its error and the others go on; the command then exits with 1.
     """
+    import json
     import os
     import time
 
@@ -329,12 +330,14 @@ def compare(
     from rich.console import Console
 
     s0 = _load(scenario, list(set_))
-    target = _compared_tier(s0, tier, bool(eviction))
+    policies = {"eviction": _policy_names("eviction", eviction)}
+    policies["write_policy"] = _policy_names("write", write)
+    target = _compared_tier(s0, tier, bool(policies["eviction"]))
     grid: list[tuple[str, list[str], bool]] = []
-    for name in eviction.split(",") if eviction else []:
-        grid.append((f"eviction={name}", [f"memory.{target}.eviction={name}"], False))
-    for name in write.split(",") if write else []:
-        grid.append((f"write={name}", [f"memory.{target}.write_policy={name}"], False))
+    for field, names in policies.items():
+        for name in names:
+            setting = f"memory.{target}.{field}={json.dumps(name)}"  # a name, never YAML
+            grid.append((f"{field.removesuffix('_policy')}={name}", [setting], False))
     if not grid:
         grid.append(("as written", [], False))
     if baseline:
@@ -368,6 +371,21 @@ def compare(
         raise typer.Exit(stopped.exit_code)
     if failed:
         raise typer.Exit(1)
+
+
+def _policy_names(flag: str, names: str | None) -> list[str]:
+    """The comma-separated policy names of ``--<flag>``. An empty name (``lru,,fifo``, or
+    an empty flag) or one given twice is bad input: a name twice would pool its runs as
+    if they were twice the seeds."""
+    if names is None:
+        return []
+    found = [name.strip() for name in names.split(",")]
+    if "" in found:
+        fail(f"--{flag} {names!r}: an empty policy name", BAD_INPUT)
+    twice = sorted({name for name in found if found.count(name) > 1})
+    if twice:
+        fail(f"--{flag} {names!r} names {', '.join(map(repr, twice))} more than once", BAD_INPUT)
+    return found
 
 
 def _compared_tier(s: Any, tier: str | None, eviction: bool) -> str:

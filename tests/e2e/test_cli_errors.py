@@ -116,6 +116,18 @@ def test_compare_refuses_eviction_on_a_tier_with_no_capacity(tmp_path: Path) -> 
     assert not any(tmp_path.iterdir())
 
 
+def test_compare_takes_each_policy_name_as_it_is_not_as_yaml(tmp_path: Path) -> None:
+    """``learned:PATH`` with ": " in PATH was read as a YAML mapping ("Input should be a
+    valid string"); it is a name, so the message is about the missing checkpoint."""
+    checkpoint = tmp_path / "run: 2.json"
+    proc = hivemem(
+        "compare", "capacity_stream", "--eviction", f"learned:{checkpoint}",
+        "--out", str(tmp_path), timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"no policy checkpoint at {checkpoint}" in proc.stderr, proc.stderr[-3000:]
+
+
 def test_train_resume_with_no_saved_state_is_refused(tmp_path: Path) -> None:
     """A mistyped --out with --resume would otherwise train from scratch, quietly."""
     typo = tmp_path / "typo"
@@ -144,6 +156,12 @@ ERRORS = [
     (["compare", "nosuch", "--eviction", "lru"], 2, "error: nosuch: 1 problem(s)"),
     (["compare", "relay_qa", "--tier", "nosuch", "--eviction", "lru"], 2, "error: unknown tier"),
     (["compare", "relay_qa", "--out", "{T}/bad.yaml"], 2, "error: cannot create the output"),
+    (["compare", "capacity_stream", "--eviction", "lru,,fifo"], 2,
+     "error: --eviction 'lru,,fifo': an empty policy name"),
+    (["compare", "capacity_stream", "--write", ""], 2, "error: --write '': an empty policy"),
+    (["compare", "capacity_stream", "--eviction", "lru,fifo,lru", "--seeds", "1",
+      "--set", "run.ticks=1", "--no-baseline"], 2,
+     "error: --eviction 'lru,fifo,lru' names 'lru' more than once"),
     (["train", "nosuch"], 2, "error: nosuch: 1 problem(s)"),
     (["train", "capacity_stream", "--method", "nosuch", "--workers", "0"], 2, "error: unknown"),
     (["eval", "{T}/bad.json"], 2, "error: cannot read policy checkpoint"),
