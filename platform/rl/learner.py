@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -84,8 +85,10 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("sigma", "lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if not math.isfinite(self.memory_cost):  # NaN or inf: every return would be too
+            raise ConfigError(f"memory_cost must be finite, got {self.memory_cost}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0 (0: in this process), got {self.workers}")
         if self.hidden < 0:

@@ -13,6 +13,7 @@ Ray workers or, with ``workers=0``, in this process.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +58,11 @@ class PGConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0 (0: in this process), got {self.workers}")
-        if not (self.lr > 0 and self.temperature > 0):
-            raise ConfigError("lr and temperature must be > 0")
+        for name in ("lr", "temperature"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if not math.isfinite(self.memory_cost):  # NaN or inf: every return would be too
+            raise ConfigError(f"memory_cost must be finite, got {self.memory_cost}")
         if not 0 <= self.gamma <= 1:
             raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
 

@@ -15,6 +15,8 @@ from .test_cli import hivemem, sets
 
 REPO = Path(__file__).parents[2]
 POLICY = str(REPO / "docs" / "rl" / "capacity_stream-eviction-es.json")
+QUICK = ["--workers", "0", "--iterations", "1", "--episodes", "1"]
+"""Were a setting let through, training would end in seconds (and in this process)."""
 
 
 @pytest.mark.parametrize(
@@ -31,6 +33,11 @@ POLICY = str(REPO / "docs" / "rl" / "capacity_stream-eviction-es.json")
         (["--tier", "shared"], "shared tier of 'capacity_stream' has no capacity"),
         (["--method", "reinforce", "--tier", "shared"], "has no capacity"),
         (["--out", "/proc/forbidden", "--workers", "0"], "cannot create the output folder"),
+        (["--memory-cost", "nan", *QUICK], "memory_cost must be finite, got nan"),
+        (["--lr", "inf", *QUICK], "lr must be finite and > 0, got inf"),
+        (["--sigma", "inf", *QUICK], "sigma must be finite and > 0, got inf"),
+        (["--method", "reinforce", "--memory-cost", "-inf", *QUICK], "memory_cost must be finite"),
+        (["--method", "reinforce", "--lr", "inf", *QUICK], "lr must be finite and > 0"),
     ],
 )
 def test_train_refuses_bad_settings_before_ray(args: list[str], says: str) -> None:
