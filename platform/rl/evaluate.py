@@ -61,13 +61,17 @@ def check_evaluation(
     """What :func:`evaluate_policies` checks before any episode runs; the tier it acts on.
 
     Raises:
-        ConfigError: ``seeds`` < 1, no policy, a tier the controller cannot act on, or a
-            policy name that cannot serve.
+        ConfigError: ``seeds`` < 1, no policy, a policy named twice (its runs would be
+            pooled as twice the seeds), a tier the controller cannot act on, or a policy
+            name that cannot serve.
     """
     if seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {seeds}")
     if not names:
         raise ConfigError("no policy to evaluate")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"policy {', '.join(map(repr, twice))} named more than once")
     tier = controller_tier(scenario, tier, controller)
     check_policies(scenario, controller, tier, names)
     return tier

@@ -155,3 +155,5 @@ def test_eval_checks_its_settings_before_any_episode() -> None:
         check_policies(s, "eviction", "private", ["lru", "nosuchpolicy"])
     with pytest.raises(ConfigError, match="no capacity"):
         evaluate_policies(s, "eviction", "shared", ["lru"], 1)
+    with pytest.raises(ConfigError, match="policy 'lru' named more than once"):
+        evaluate_policies(s, "eviction", "private", ["lru", "fifo", "lru"], 1)
