@@ -81,11 +81,11 @@ def train_command(
             raise HivememError(f"unknown method {method!r} ({', '.join(METHODS)})")
     except HivememError as exc:
         fail(exc, BAD_INPUT)
-    if workers:
-        ensure_ray(address, max(s.run.num_cpus, workers))
     try:
+        if workers:  # no cluster at --address: exit 1, as run's (it may come up)
+            ensure_ray(address, max(s.run.num_cpus, workers))
         job()
-    except HivememError as exc:  # a rollout failed
+    except HivememError as exc:  # or a rollout failed
         fail(exc)
     typer.echo(str(folder / "policy.json"))
 

@@ -58,14 +58,21 @@ def test_auto_is_checked_where_ray_would_look(monkeypatch: pytest.MonkeyPatch) -
         check_ray_address("auto")
 
 
-@pytest.mark.parametrize("command", [["run", "relay_qa"], ["compare", "relay_qa", "--seeds", "1"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "relay_qa", "--no-baseline"],
+        ["compare", "relay_qa", "--seeds", "1", "--no-baseline"],
+        ["train", "capacity_stream", "--workers", "1", "--iterations", "1", "--pairs", "1"],
+    ],
+)
 def test_the_cli_stops_at_once_on_an_address_with_no_cluster(
     command: list[str], tmp_path: Path
 ) -> None:
     """The real CLI in its own process (this one may have joined Ray already, and then
-    never connects again); it hung for ever in ``ray.init`` before."""
+    never connects again); it hung for ever in ``ray.init`` before (train: a traceback)."""
     address = f"127.0.0.1:{closed_port()}"
-    argv = [*command, "--address", address, "--no-baseline", "--set", "run.ticks=1"]
+    argv = [*command, "--address", address, "--set", "run.ticks=1"]
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "hivemem"), *argv, "--out", str(tmp_path / "out")],
         capture_output=True,
