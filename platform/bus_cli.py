@@ -36,6 +36,7 @@ from hivemem.platform.bus_connect import (
     TIMEOUT,
     TOKEN,
     asked,
+    check_name,
     client_args,
     fail,
     open_client,
@@ -431,12 +432,15 @@ async def _watch(
     address: str, agent: str, token: str, kw: dict[str, Any], topics: list[str], count: int
 ) -> None:
     from hivemem.memory_bus.arguments import split_topic
+    from hivemem.memory_bus.item import TierName
     from hivemem.memory_bus.sharding import AsyncShardedClient, split_addresses
 
     try:
         addresses = split_addresses(address)
         for topic in topics:
-            split_topic(topic)
+            tier, _ = split_topic(topic)
+            if tier:  # "": every tier
+                check_name(TierName.parse, tier)
     except ValueError as exc:
         fail(f"{exc} (--address)", BAD_INPUT)
     except HivememError as exc:

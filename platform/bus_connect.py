@@ -107,6 +107,16 @@ def client_args(
     )
 
 
+def check_name(parse: Callable[[str], object], name: str) -> None:
+    """A name given on the command line (a tier, a retrieval method) is bad input unless
+    ``parse`` knows it (its error says "did you mean"), before any bus is asked: the bus
+    would refuse it too, but as a failure (exit 1)."""
+    try:
+        parse(name)
+    except HivememError as exc:
+        fail(exc, BAD_INPUT)
+
+
 def open_client(address: str, agent: str, token: str, kw: dict[str, Any]) -> Any:
     from hivemem.memory_bus.client import MemoryClient
 

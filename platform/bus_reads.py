@@ -25,6 +25,7 @@ from hivemem.platform.bus_connect import (
     TIMEOUT,
     TOKEN,
     asked,
+    check_name,
     client_args,
     fail,
     open_client,
@@ -46,6 +47,9 @@ def bus_items(
 ) -> None:
     """Print a namespace's items in id order, one JSON line each (without vectors); the
     bus pages them out (its 'scan' op), and counts no recall."""
+    from hivemem.memory_bus.item import TierName
+
+    check_name(TierName.parse, tier)
     connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with open_client(address, *connection) as client:
         after: int | None = 0
@@ -126,8 +130,14 @@ def bus_search(
 ) -> None:
     """Print what a text query finds in a namespace, best first, one JSON line each
     (score and item, without its vector); a look, not a recall."""
+    from hivemem.memory_bus.item import TierName
+    from hivemem.memory_bus.walks import retrieval_method
+
+    check_name(TierName.parse, tier)
     if method is not None and tier != "graph":
         fail("--method ranks graph nodes: give it with the graph tier", BAD_INPUT)
+    if method is not None:
+        check_name(retrieval_method, method)
     connection = client_args(secret_file, agent, token, timeout, curve_key, curve_server_key)
     with open_client(address, *connection) as client:
         if method is None:
