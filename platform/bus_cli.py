@@ -334,7 +334,17 @@ def bus_token(
     """Print an agent's token: the HMAC of its id under the bus secret."""
     from hivemem.memory_bus.auth import token_for
 
+    _check_agent_id(agent)
     typer.echo(token_for(read_secret(secret_file), agent))
+
+
+def _check_agent_id(agent_id: str, groups: list[str] | tuple[()] = ()) -> None:
+    """An empty agent id or group is bad input: no request authenticates as the one, no
+    namespace is named by the other."""
+    if not agent_id:
+        fail("an agent id cannot be empty", BAD_INPUT)
+    if "" in groups:
+        fail("--group '' names no group", BAD_INPUT)
 
 
 @bus_app.command("register")
@@ -355,6 +365,7 @@ def bus_register(
 ) -> None:
     """Register an agent (as the admin), or register it anew: its groups and role replace
     the ones it had. Prints its token."""
+    _check_agent_id(agent_id, group)
     connection = client_args(secret_file, None, token, timeout, curve_key, curve_server_key)
     with open_client(address, *connection) as client:
         answer = asked(lambda: client.register(agent_id, group, role))
