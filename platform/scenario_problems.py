@@ -175,6 +175,7 @@ def _line_map(text: str) -> tuple[dict[str, int], list[Problem]]:
     out: dict[str, int] = {}
     problems: list[Problem] = []
     inside: set[int] = set()  # the nodes being walked: meeting one again is a cycle
+    walked: set[int] = set()  # the nodes walked once: an alias of one is not walked again
 
     def walk(node: Any, path: str) -> None:
         line = node.start_mark.line + 1
@@ -183,6 +184,9 @@ def _line_map(text: str) -> tuple[dict[str, int], list[Problem]]:
         if id(node) in inside:
             problems.append(Problem(path, "holds itself (an alias inside its own anchor)", line))
             return
+        if id(node) in walked:  # aliases of aliases: paths without end ("billion laughs")
+            return
+        walked.add(id(node))
         inside.add(id(node))
         if isinstance(node, yaml.MappingNode):
             first: dict[str, int] = {}

@@ -23,7 +23,7 @@ from hivemem.platform.scenario import (
     parse_scenario,
     task_families,
 )
-from hivemem.platform.scenario_problems import ScenarioError
+from hivemem.platform.scenario_problems import ScenarioError, read_mapping
 from hivemem.scenarios.base import Task
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -532,6 +532,17 @@ def test_a_folder_named_as_a_builtin_does_not_hide_it(
     (tmp_path / "relay_qa").mkdir()
     monkeypatch.chdir(tmp_path)
     assert load_scenario("relay_qa").name == "relay_qa"
+
+
+def test_aliases_of_aliases_are_walked_once() -> None:
+    """A file of a few lines whose aliases nest ("billion laughs") names 10**depth paths:
+    validate walked each (at depth 8, minutes and gigabytes) before saying a word."""
+    depth = 5
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, depth)]
+    _, where = read_mapping("\n".join(lines), "laughs.yaml")
+    assert len(where) < 100  # each node once: its anchor's paths, one per alias
+    assert where["l4"] == 5 and where["l0.0"] == 1
 
 
 def test_overrides_reach_nested_fields_and_list_items() -> None:
