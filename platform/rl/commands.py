@@ -220,7 +220,8 @@ def eval_command(
         tier = controller_tier(s, str(scorer.meta.get("tier") or "shared"), scorer.controller)
         field = "eviction" if scorer.controller == "eviction" else "write_policy"
         names = [f"learned:{checkpoint}"]
-        names += (against or getattr(getattr(s.memory, tier), field)).split(",")
+        default = getattr(getattr(s.memory, tier), field)
+        names += (default if against is None else against).split(",")  # "": a bad name
         check_evaluation(s, scorer.controller, tier, names, seeds)
     except HivememError as exc:  # ScenarioError too
         fail(exc, BAD_INPUT)

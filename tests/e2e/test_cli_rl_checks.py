@@ -55,6 +55,7 @@ def test_train_refuses_bad_settings_before_ray(args: list[str], says: str) -> No
         (["--seeds", "-2"], "seeds must be >= 1"),
         (["--against", "nosuchpolicy"], "unknown eviction policy 'nosuchpolicy'"),
         (["--against", "lru,fifo,lru"], "policy 'lru' named more than once"),
+        (["--against", ""], "unknown eviction policy ''"),
     ],
 )
 def test_eval_refuses_bad_settings(args: list[str], says: str) -> None:
