@@ -307,6 +307,9 @@ def check_meaning(s: Scenario) -> list[Problem]:
         except (TypeError, ValueError) as exc:
             message = f"bad parameters for agent type {entry.type!r}: {exc}"
             problems.append(Problem(f"agents.{i}.params", message))
+        outside = _group_outside(entry, s.memory.access.public_namespaces)
+        if outside:
+            problems.append(Problem(f"agents.{i}.params.group", outside))
     for tier in ("private", "shared", "graph"):
         cfg = getattr(s.memory, tier)
         for what, reg, name, params in (
@@ -327,6 +330,19 @@ def check_meaning(s: Scenario) -> list[Problem]:
             Problem("agents", f"no agent has a role of {cls.family} ({', '.join(cls.roles)})")
         )
     return problems
+
+
+def _group_outside(entry: RosterEntry, public: list[str]) -> str | None:
+    """Why an agent's ``group`` param (the shared and graph namespace it writes and
+    reads) is one the bus will refuse it, or None: a group the agent is not in and no
+    public namespace. The run stopped at its first tick with an access error."""
+    group = entry.params.get("group")
+    if not isinstance(group, str) or group in entry.groups or group in public:
+        return None
+    return (
+        f"group {group!r} is not one of the agent's groups ({', '.join(entry.groups) or 'none'})"
+        " nor a public namespace: the bus would refuse it every access there"
+    )
 
 
 def _oracle_refused(cls: type[Task], tier: str) -> str | None:

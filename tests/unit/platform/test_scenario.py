@@ -330,6 +330,15 @@ INVALID = [
         "memory.shared.eviction",
         "evolving_facts does not",
     ),
+    Case(  # the run stopped at its first tick with an access error
+        "group-param-outside-the-agents-groups",
+        "relay_qa",
+        "groups: [analysts, commons]",
+        "groups: [red, blue]",
+        "agents.1.params.group",
+        "group 'commons' is not one of the agent's groups (red, blue) nor a public namespace",
+        line=19,  # the params line, under the groups changed
+    ),
     Case(
         "oracle-on-a-tier-the-task-cannot-foresee",
         "capacity_stream",
@@ -550,7 +559,7 @@ def test_overrides_reach_nested_fields_and_list_items() -> None:
         "relay_qa",
         [
             "agents.0.count=3",
-            "agents.1.groups=[a, b]",
+            "agents.1.groups=[a, commons]",  # (its group param names commons)
             "run.ticks=5",
             "task.params.entities=7",
             "memory.shared.eviction=fifo",
@@ -559,7 +568,7 @@ def test_overrides_reach_nested_fields_and_list_items() -> None:
         ],
     )
     assert [e.count for e in s.agents] == [3, 8]
-    assert s.agents[1].groups == ["a", "b"]
+    assert s.agents[1].groups == ["a", "commons"]
     assert s.run.ticks == 5 and s.run.hosts == 2
     assert s.task.params["entities"] == 7
     assert s.memory.shared.eviction == "fifo" and s.memory.shared.capacity == 120
