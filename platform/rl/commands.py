@@ -73,6 +73,11 @@ def train_command(
     )
     folder = out or Path("runs") / f"train-{s.name}-{controller}"
     try:
+        if address is not None and not workers:  # it was ignored without a word
+            raise HivememError(
+                f"--address {address} needs rollout workers: --workers 0 trains in this "
+                "process, not on the cluster"
+            )
         if method == "es":
             job = _es_job(s, config, folder, pairs=pairs, sigma=sigma, resume=resume)
         elif method == "reinforce":

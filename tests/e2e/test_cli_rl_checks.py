@@ -33,6 +33,7 @@ QUICK = ["--workers", "0", "--iterations", "1", "--episodes", "1"]
         (["--tier", "shared"], "shared tier of 'capacity_stream' has no capacity"),
         (["--method", "reinforce", "--tier", "shared"], "has no capacity"),
         (["--out", "/proc/forbidden", "--workers", "0"], "cannot create the output folder"),
+        (["--address", "127.0.0.1:1", *QUICK], "--address 127.0.0.1:1 needs rollout workers"),
         (["--memory-cost", "nan", *QUICK], "memory_cost must be finite, got nan"),
         (["--lr", "inf", *QUICK], "lr must be finite and > 0, got inf"),
         (["--sigma", "inf", *QUICK], "sigma must be finite and > 0, got inf"),
