@@ -81,7 +81,13 @@ def batch(args: dict[str, Any], name: str) -> list[Any]:
     """A list argument of at most ``MAX_BATCH`` entries."""
     entries = field(args, name, list)
     if len(entries) > MAX_BATCH:
-        raise ProtocolError(Code.TOO_LARGE, f"{len(entries)} entries in {name!r}", limit=MAX_BATCH)
+        raise ProtocolError(
+            Code.TOO_LARGE,
+            f"{len(entries)} entries in {name!r}",
+            field=name,
+            limit=MAX_BATCH,
+            got=len(entries),
+        )
     return entries
 
 

@@ -243,7 +243,9 @@ def _write_batch(ctx: Context, columns: dict[str, Any]) -> WriteBatch:
     texts = field(columns, "text", list)
     n = len(texts)
     if n > MAX_BATCH:
-        raise ProtocolError(Code.TOO_LARGE, f"{n} rows in 'columns'", limit=MAX_BATCH)
+        raise ProtocolError(
+            Code.TOO_LARGE, f"{n} rows in 'columns'", field="columns.text", limit=MAX_BATCH, got=n
+        )
     namespace = columns.get("namespace")
     return WriteBatch(
         callers=column_callers(ctx, columns.get("agent"), columns.get("token"), n),

@@ -253,3 +253,31 @@ def test_a_bad_query_of_search_many_is_named_by_its_row(bus: Bus) -> None:
         with pytest.raises(HivememError, match=r"\(queries\[1\]\)$") as denied:
             alice.search_many("private", [fine, ("bob", vector, 3)], now=None)
         assert denied.value.code == "access_denied" and denied.value.details["row"] == 1
+
+
+@pytest.mark.parametrize(
+    "op, args, field",
+    [
+        (
+            "write_many",
+            {"tier": "private", "now": 0.0, "items": [{"namespace": "alice"}] * 4097},
+            "items",
+        ),
+        (
+            "write_many",
+            {"tier": "private", "now": 0.0, "columns": {"text": [""] * 4097}},
+            "columns.text",
+        ),
+        ("search_many", {"tier": "private", "queries": [{"namespace": "alice"}] * 4097}, "queries"),
+        ("subscribe", {"topics": ["private/alice"] * 4097}, "topics"),
+    ],
+)
+def test_a_batch_over_the_limit_names_its_field_and_length(
+    bus: Bus, dealer: zmq.Socket[bytes], op: str, args: dict[str, object], field: str
+) -> None:
+    """As a text or a meta over its limit does (docs/protocol.md, "Limits"): the error named
+    only the limit, so a client's ``TooLargeError.field`` was empty."""
+    dealer.send_multipart(encode_request(5, 1, op, "alice", bus.tokens["alice"], args))
+    reply = decode_reply(dealer.recv_multipart())
+    assert reply.error is not None and reply.error["code"] == "too_large"
+    assert reply.error["details"] == {"field": field, "limit": 4096, "got": 4097}
