@@ -23,6 +23,12 @@ registry, values against its config, capacity, a full disk) only that shard know
 it applies, and all-or-nothing across servers would need two-phase commit in the
 protocol.
 
+A ``search_many`` is split alike: a refused query refuses its shard's part only, and the
+other shards' queries were answered, their hits recalled with ``now``; the error names
+them (``details["answered"]``, with ``refused``, ``unknown`` and ``parts``). A batch
+the client cannot split by row, or an empty one, goes whole to shard 0, which refuses
+it (or answers ``[]``) as one bus would (:meth:`AsyncShardedClient._unsplit`).
+
 :class:`AsyncShardedClient` has the interface of
 :class:`~hivemem.memory_bus.client.AsyncMemoryClient` (it shares its :class:`Ops`):
 single ops go to their namespace's shard; ``write_many`` and ``search_many`` are split
@@ -166,18 +172,26 @@ class AsyncShardedClient(Ops, AsyncClosing):
         self, op: str, key: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
     ) -> list[Any]:
         """Send each shard its entries of the batch at once; the replies in entry order."""
-        entries = args[key]
+        entries = args.get(key)
         if not isinstance(entries, list):
-            raise ShardError(f"{op} needs a list in {key!r}", op=op)
-        namespaces = []
-        for i, entry in enumerate(entries):
-            namespace = entry.get("namespace") if isinstance(entry, dict) else None
-            if not isinstance(namespace, str):
-                raise ShardError(f"{op} entry {i} names no namespace", op=op, entry=i)
-            namespaces.append(namespace)
+            return await self._unsplit(op, args, decode)
+        found = [e.get("namespace") if isinstance(e, dict) else None for e in entries]
+        namespaces = [namespace for namespace in found if isinstance(namespace, str)]
+        if len(namespaces) < len(found):
+            return await self._unsplit(op, args, decode)
         return await self._scatter(
             op, namespaces, lambda rows: {**args, key: [entries[i] for i in rows]}, decode
         )
+
+    def _unsplit(
+        self, op: str, args: dict[str, Any], decode: Callable[[Any], Any] | None
+    ) -> Awaitable[Any]:
+        """A batch the client cannot split by shard (an entry that names no namespace, a
+        column not of one value per row), or an empty one, sent whole to shard 0: a
+        server reads a batch's shape, its arguments (tier, ``now``) and every entry
+        before it places any row, so shard 0 refuses it (or answers ``[]``) as one bus
+        would."""
+        return self._to(0, op, args, decode)
 
     async def _scatter(
         self,
@@ -195,6 +209,8 @@ class AsyncShardedClient(Ops, AsyncClosing):
                 ``write_many`` on several shards, with every part's outcome (module
                 docstring).
         """
+        if not namespaces:
+            return cast(list[Any], await self._unsplit(op, args_of([]), decode))
         rows_of: dict[int, list[int]] = {}
         for i, namespace in enumerate(namespaces):
             rows_of.setdefault(shard_of(namespace, len(self.shards)), []).append(i)
@@ -224,14 +240,15 @@ class AsyncShardedClient(Ops, AsyncClosing):
         """A columnar ``write_many``: each shard gets its rows, the results in row order."""
         columns = args["columns"]
         texts, namespaces = columns.get("text"), columns.get("namespace")
-        if not isinstance(texts, list) or not isinstance(namespaces, str | list):
-            raise ShardError("write_many columns need 'text' and 'namespace'", op="write_many")
-        n = len(texts)
         if isinstance(namespaces, str):
             shard = shard_of(namespaces, len(self.shards))
             return await self._to(shard, "write_many", args, decode)
-        if len(namespaces) != n:
-            raise ShardError("write_many columns of different lengths", op="write_many")
+        n = len(texts) if isinstance(texts, list) else -1
+        uncut = _uncut_column(columns, n)
+        if uncut in CHECKED_AFTER_ACCESS:  # whole on one shard, it would be refused as placed
+            raise InvalidInputError(f"items[].{uncut}", f"{len(columns[uncut])} values for {n} rows")  # fmt: skip
+        if uncut is not None:
+            return await self._unsplit("write_many", args, decode)
         return await self._scatter(
             "write_many",
             [str(ns) for ns in namespaces],
@@ -299,6 +316,30 @@ class AsyncShardedClient(Ops, AsyncClosing):
             shard.close()
 
 
+CHECKED_AFTER_ACCESS = ("meta", "importance", "valid_from", "valid_to")
+"""Write columns whose length a server checks only after every row's access and place
+(a batch sent whole to one shard would be refused for the rows another shard owns): of
+the wrong length, the client refuses them itself, with the server's error."""
+
+
+def _uncut_column(columns: dict[str, Any], n: int) -> str | None:
+    """The first column of an ``n``-row batch (-1: ``text`` is no list) that cannot be
+    cut into rows, ``namespace`` and ``text`` first: not a list of ``n`` values, or
+    vectors not float32 bytes of ``n`` rows. None if every one can."""
+    if n < 0:
+        return "text"
+    namespaces = columns.get("namespace")
+    if not isinstance(namespaces, list) or len(namespaces) != n:
+        return "namespace"
+    for name, values in columns.items():
+        if name == "vector":
+            if type(values) is not bytes or not n or len(values) % (4 * n):
+                return name
+        elif isinstance(values, list) and len(values) != n:
+            return name
+    return None
+
+
 _ROW_NAME = re.compile(r"\b(items|queries)\[(\d+)\]")
 """How an error names a batch row (``items[3].text``, ``... (items[3])``)."""
 
@@ -338,29 +379,34 @@ def _refused(exc: Exception) -> bool:
 
 def _failure(op: str, parts: list[_Part], merged: list[Any]) -> Exception:
     """The error of a batch some of whose ``parts`` failed: the first refused row's if
-    any, else the first failed part's; of a ``write_many`` on several shards, with every
-    part's outcome (see the module docstring)."""
+    any, else the first failed part's; of a batch on several shards, with every part's
+    outcome (see the module docstring)."""
     failed = [part for part in parts if part.error is not None]
     for part in failed:
         if isinstance(part.error, HivememError) and _refused(part.error):
-            _numbered_as_sent(part.error, part.rows, BATCH_KEYS[op])
+            _numbered_as_sent(part.error, part.rows, BATCH_KEYS[op], len(parts) > 1)
     first = min(failed, key=lambda part: (part.outcome != "refused", part.first_row()))
-    if op != "write_many" or len(parts) == 1:
+    if len(parts) == 1:
         return cast(Exception, first.error)
-    return _partly_applied(first, parts, merged)
+    return _partly_applied(op, first, parts, merged)
 
 
-def _numbered_as_sent(exc: HivememError, rows: list[int], key: str = "items") -> HivememError:
+def _numbered_as_sent(
+    exc: HivememError, rows: list[int], key: str = "items", split: bool = True
+) -> HivememError:
     """``exc``, raised by a shard about its part of a batch (the caller's ``rows``, in
     order), made to name the caller's row: the shard numbered its part from 0.
 
     The shard's row is ``details["row"]``, else the ``items[N]`` (``queries[N]``) that
     begins its field or appears in its message (a batch's column checks name the row
-    there alone). A part of one row is answered as a single request, whose error may
-    name no row: the row is then that one, named under the batch's ``key``.
+    there alone). A part of one namespace and one writer has its access checked once,
+    and refused naming no row: of a batch ``split`` over shards (several namespaces,
+    whose rows one bus checks one by one) the row is then the part's first. Any other
+    error that names no row is about the request as a whole (its tier, ``now``): it is
+    left as it is, as one bus gives it.
     """
     local = _local_row(exc)
-    if local is None and len(rows) == 1:
+    if local is None and split and isinstance(exc.details.get("namespace"), str):
         return in_row(exc, rows[0], key)
     if local is None or not 0 <= local < len(rows):
         return exc  # about the part as a whole
@@ -391,23 +437,25 @@ def _local_row(exc: HivememError) -> int | None:
     return int(named[2]) if named else None
 
 
-def _partly_applied(first: _Part, parts: list[_Part], merged: list[Any]) -> HivememError:
-    """``first``'s error, of a ``write_many`` split over shards, made to give every
-    part's outcome as plain data, and to say which rows may be sent again."""
+def _partly_applied(op: str, first: _Part, parts: list[_Part], merged: list[Any]) -> HivememError:
+    """``first``'s error, of a batch split over shards, made to give every part's
+    outcome as plain data, and to say which rows may be sent again: of a ``write_many``,
+    the rows applied with their results (``details["applied"]``); of a ``search_many``,
+    the queries answered (``details["answered"]``), whose hits count as recalled at
+    its ``now`` though the caller gets none of them."""
     summaries = [_part_summary(part) for part in parts]
     exc = first.error
     if not isinstance(exc, HivememError):
-        exc = HivememError(f"write_many's part on shard {first.shard} failed: {exc!r}")
+        exc = HivememError(f"{op}'s part on shard {first.shard} failed: {exc!r}")
         exc.__cause__ = first.error
-    rows = {o: [i for p in parts if p.outcome == o for i in p.rows] for o in _OUTCOMES}
-    exc.details.update(
-        applied=[_plain_result(i, merged[i]) for i in sorted(rows["applied"])],
-        refused=sorted(rows["refused"]),
-        unknown=sorted(rows["unknown"]),
-        parts=summaries,
-    )
-    why = "; ".join(_said(outcome, sorted(rows[outcome])) for outcome in _OUTCOMES if rows[outcome])
-    exc.message = f"{exc.message}; a write_many split over shards is not atomic: {why}"
+    rows = {o: sorted(i for p in parts if p.outcome == o for i in p.rows) for o in _OUTCOMES}
+    if op == "search_many":
+        exc.details["answered"] = rows["applied"]
+    else:
+        exc.details["applied"] = [_plain_result(i, merged[i]) for i in rows["applied"]]
+    exc.details.update(refused=rows["refused"], unknown=rows["unknown"], parts=summaries)
+    why = "; ".join(_said(op, outcome, rows[outcome]) for outcome in _OUTCOMES if rows[outcome])
+    exc.message = f"{exc.message}; a {op} split over shards is not atomic: {why}"
     exc.args = (exc.message,)
     return exc
 
@@ -422,8 +470,13 @@ _MEANING = {
 }
 
 
-def _said(outcome: str, rows: list[int]) -> str:
+_ANSWERED = "answered, their hits recalled at its now if one was given (details['answered'])"
+
+
+def _said(op: str, outcome: str, rows: list[int]) -> str:
     shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+    if op == "search_many":
+        return f"queries {shown} " + (_ANSWERED if outcome == "applied" else _MEANING[outcome])
     return f"rows {shown} {_MEANING[outcome]}"
 
 

@@ -24,7 +24,7 @@ from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import BusTimeoutError, MemoryClient
 from hivemem.memory_bus.config import HashingEmbedderConfig, StoreConfig, TierConfig
 from hivemem.memory_bus.embedder import HashingEmbedder
-from hivemem.memory_bus.errors import AccessDeniedError, InvalidInputError
+from hivemem.memory_bus.errors import AccessDeniedError, HivememError, InvalidInputError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.placement import shard_of
 from hivemem.memory_bus.protocol import ADMIN_AGENT, pack, unpack
@@ -471,3 +471,112 @@ def test_a_field_error_in_a_split_batch_names_the_callers_row(sharded: Sharded) 
         error = caught.value
         assert (error.field, error.details["row"]) == (field, row), name
         assert str(error).startswith(f"invalid {field}:"), name
+
+
+def test_batches_the_client_cannot_split_are_refused_as_one_bus_refuses_them(
+    sharded: Sharded,
+) -> None:
+    """Found by ``test_shard_differential.py``: the client refused these itself with a
+    ``ShardError`` (or crashed: ValueError, IndexError, TypeError), and answered ``[]``
+    to an empty batch of an unknown tier or a NaN ``now``, which one bus refuses."""
+    alice, three = sharded.alice, ["g0", "g1", "g2"]
+    assert len({shard_of(g, SHARDS) for g in three}) > 1
+    cases: list[tuple[Any, str, Any, Any]] = [
+        (
+            lambda: alice.write_many_encoded(
+                "shared", {"namespace": three, "text": "abc"}, now=0.0
+            ),
+            "bad_request",
+            "text",
+            None,
+        ),
+        (
+            lambda: alice.write_many_encoded(
+                "shared",
+                {"namespace": three, "text": ["a", "b", "c"], "vector": b"\0" * 13},
+                now=0.0,
+            ),
+            "bad_request",
+            "columns.vector",
+            None,
+        ),
+        (
+            lambda: alice.write_many_encoded(
+                "shared", {"namespace": three[:2], "text": ["a", "b", "c"]}, now=0.0
+            ),
+            "invalid",
+            "items[].namespace",
+            None,
+        ),
+        (
+            lambda: alice.write_many_encoded(
+                "shared",
+                {"namespace": three, "text": ["a", "b", "c"], "importance": [1.0]},
+                now=0.0,
+            ),
+            "invalid",
+            "items[].importance",
+            None,
+        ),
+        (
+            lambda: alice.write_many_encoded(
+                "shared", [{"namespace": "g0", "item": {"text": "a"}}, 5], now=0.0
+            ),
+            "bad_request",
+            None,
+            1,
+        ),
+        (
+            lambda: alice.search_many("shared", [("g0", "a", 1), (3, "a", 1)], now=0.0),
+            "bad_request",
+            "queries[1].namespace",
+            1,
+        ),
+        (
+            lambda: alice.write_many_encoded("bogus", {"namespace": [], "text": []}, now=0.0),
+            "unknown_name",
+            None,
+            None,
+        ),
+        (lambda: alice.search_many("shared", [], now=float("nan")), "non_finite", "now", None),
+        (
+            lambda: alice.write_many(
+                "shared", [("g0", NewItem("a")), ("g2", NewItem("b"))], now=float("nan")
+            ),
+            "non_finite",
+            "now",
+            None,
+        ),
+    ]
+    for i, (call, code, field, row) in enumerate(cases):
+        with pytest.raises(HivememError) as caught:
+            call()
+        error = caught.value
+        assert (error.code, error.details.get("field"), error.details.get("row")) == (code, field, row), i  # fmt: skip
+    assert sum(len(sharded.namespaces_on(s)) for s in range(SHARDS)) == 0, "nothing applied"
+
+
+def test_a_refused_part_of_one_namespace_is_named_by_the_callers_row(sharded: Sharded) -> None:
+    """A part whose rows are of one namespace and writer has its access checked once,
+    naming no row: the error named none, where one bus names the first such row."""
+    token = sharded.admin.register("bob", ["g0"])["token"]
+    bob = sharded.admin.as_agent("bob", token)
+    outsider = next(g for g in GROUPS if shard_of(g, SHARDS) != shard_of("g0", SHARDS))
+    entries = [("g0", NewItem("a")), (outsider, NewItem("b")), (outsider, NewItem("c"))]
+    with pytest.raises(AccessDeniedError) as caught:
+        bob.write_many("shared", entries, now=0.0)
+    assert caught.value.details["row"] == 1 and "(items[1])" in str(caught.value)
+
+
+def test_a_refused_search_many_names_the_queries_other_shards_answered(sharded: Sharded) -> None:
+    """One bus refuses a search_many whole, recalling nothing; split over shards, the
+    other shards' queries were answered and recalled, and the error did not say so."""
+    mine = "g0"
+    refused = next(n for n in ["rivals", "x", "y", "z"] if shard_of(n, SHARDS) != shard_of(mine, SHARDS))  # fmt: skip
+    item_id = sharded.alice.write("shared", mine, NewItem("door"), now=0.0).item_id
+    with pytest.raises(AccessDeniedError) as caught:
+        sharded.alice.search_many("shared", [(mine, "door", 1), (refused, "door", 1)], now=5.0)
+    details = caught.value.details
+    assert details["row"] == 1 and details["answered"] == [0] and details["refused"] == [1]
+    assert "queries 0 answered" in str(caught.value)
+    assert sharded.alice.get("shared", mine, item_id).hits == 1  # recalled: documented
