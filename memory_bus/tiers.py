@@ -17,6 +17,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,8 @@ class VectorTier:
         )
         self.namespaces: dict[str, Namespace] = {}
         self.decisions: Counter[str] = Counter()
-        self._evictable: Callable[[Item], bool] | None = None  # (evicting_for)
+        # each namespace's eviction scope during a write (evicting_for); None: any item
+        self._evictable: Callable[[str], Callable[[Item], bool] | None] | None = None
 
     @property
     def needs_neighbours(self) -> bool:
@@ -110,27 +112,44 @@ class VectorTier:
         ns = Namespace(
             self.name, name, self.config, self.ctx.dim, self._eviction_copy(), self._rng_for(name)
         )
-        ns.eviction_scope = self._eviction_scope
+        ns.eviction_scope = partial(self._eviction_scope, name)
         return ns
 
-    def _eviction_scope(self) -> Callable[[Item], bool] | None:
-        """Which items the write under way may evict (None: any): see :meth:`evicting_for`."""
-        return self._evictable
+    def _eviction_scope(self, namespace: str) -> Callable[[Item], bool] | None:
+        """Which items of ``namespace`` the write under way may evict (None: any): see
+        :meth:`evicting_for`."""
+        return None if self._evictable is None else self._evictable(namespace)
 
     def evict_scope(self, callers: Iterable[Caller]) -> Callable[[Item], bool] | None:
         """Which items a write by ``callers`` may evict (None: any): any, here."""
         return None
 
-    def evicting_for(self, callers: Iterable[Caller]) -> contextlib.AbstractContextManager[None]:
+    def evicting_for(
+        self, callers: Sequence[Caller], namespaces: Sequence[str] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
         """Let the evictions made meanwhile choose only among the items ``callers`` may
-        touch (:meth:`evict_scope`). Where they may evict any (every tier but a graph with
-        a level-limited writer), a no-op: every write passes here."""
+        touch (:meth:`evict_scope`): in each of ``namespaces`` (a batch's, row by row),
+        those its own rows' callers may touch. Where they may evict any (every tier but a
+        graph with a level-limited writer), a no-op: every write passes here.
+
+        Per namespace: a level-limited writer's row in one namespace limited the
+        evictions of the batch's rows in every other namespace too, so one bus evicted
+        other nodes than a sharded bus, whose shards each saw their own rows' callers.
+        """
         scope = self.evict_scope(callers)
-        return contextlib.nullcontext() if scope is None else self._evicting(scope)
+        if scope is None:  # nor then of any subset of them
+            return contextlib.nullcontext()
+        if namespaces is None or len(set(namespaces)) == 1:
+            return self._evicting(lambda name: scope)
+        writers: dict[str, list[Caller]] = {}
+        for caller, name in zip(callers, namespaces, strict=True):
+            writers.setdefault(name, []).append(caller)
+        scopes = {name: self.evict_scope(who) for name, who in writers.items()}
+        return self._evicting(lambda name: scopes.get(name, scope))
 
     @contextlib.contextmanager
-    def _evicting(self, scope: Callable[[Item], bool]) -> Iterator[None]:
-        self._evictable = scope
+    def _evicting(self, scope_of: Callable[[str], Callable[[Item], bool] | None]) -> Iterator[None]:
+        self._evictable = scope_of
         try:
             yield
         finally:
@@ -221,7 +240,7 @@ class VectorTier:
         batch = checked_batch(batch, now, self.ctx, self.config, self._check, self._check_levels)
         if not len(batch):
             return BatchResult([], [])
-        with self.evicting_for(batch.callers):
+        with self.evicting_for(batch.callers, batch.namespaces):
             if getattr(self.write_policy, "always_adds", False):
                 return add_all(self, batch, now, defer)
             proposals = NewRows([-1] * len(batch), batch, now).build(self.name)

@@ -237,3 +237,25 @@ def test_a_mixed_batchs_rows_beyond_the_scope_are_no_candidates(eviction: str) -
         results = wendy.write_many("graph", rows, now=10.0)
         assert results[0].item_id not in {v for r in results for v in r.evicted}
         assert lead.get("graph", "team", results[0].item_id).text == "the insight"
+
+
+def test_a_limited_writers_row_limits_the_evictions_of_its_own_namespace_only() -> None:
+    """A host's batch of a worker's event into one namespace and a lead's insights into
+    another: the lead's namespace evicts as the lead may. The worker's role limited the
+    evictions of every namespace of the batch, so the lab went over its capacity where a
+    sharded bus (each shard seeing its own rows' writers) evicted the old insight."""
+    access = AccessConfig(graph_levels={"worker": [0]})
+    config = StoreConfig(dim=DIM, graph=GraphConfig(capacity=2, eviction="fifo"), access=access)
+    server = BusServer(MemoryStore(config))
+    lead_token = server.register("lead", ["team", "lab"], role="lead")
+    wendy_token = server.register("wendy", ["team"], role="worker")
+    with server, MemoryClient(server.address, "lead", lead_token, timeout=5.0) as lead:
+        old = lead.write("graph", "lab", NewItem("old insight", vector=vec(0), level=2), now=0.0)
+        rows: list[tuple[object, ...]] = [
+            ("team", NewItem("an event", vector=vec(1)), OnBehalf("wendy", wendy_token)),
+            ("lab", NewItem("insight 1", vector=vec(2), level=2)),
+            ("lab", NewItem("insight 2", vector=vec(3), level=2)),
+        ]
+        results = lead.write_many("graph", rows, now=1.0)
+        assert [r.evicted for r in results] == [[], [], [old.item_id]]
+        assert sorted(i.text for i in lead.scan("graph", "lab").items) == ["insight 1", "insight 2"]
