@@ -92,10 +92,12 @@ def evict_alone(ns: Namespace, incoming: Item, now: float, next_use: NextUse | N
         if not others:
             break
         features = candidate_features(others, now, context, strength, columns)
+        # the ids a policy is promised in ctx.ids (a pool has them; here they are made)
+        ids = np.fromiter((it.id for it in others), np.int64, len(others))
         if ns.config.mode is NamespaceMode.WINDOW:
-            chosen = lowest_first(_oldest_write_first(features), others, 1)
+            chosen = lowest_first(_oldest_write_first(features), others, 1, ids)
         else:
-            chosen = _select(ns, features, None, incoming, now, next_use, others)
+            chosen = _select(ns, features, ids, incoming, now, next_use, others)
         for pos in chosen:
             victims.append(others[pos].id)
             ns._take_out(others[pos])

@@ -44,7 +44,8 @@ def evictions_by_definition(
         while len(items) > capacity:
             candidates = [it for it in items.values() if it.id != item.id]
             features = candidate_features(candidates, now, context=item.vector, strength=strength)
-            ctx = EvictionContext(now=now, rng=rng, incoming=item)
+            ids = np.array([it.id for it in candidates], dtype=np.int64)
+            ctx = EvictionContext(now=now, rng=rng, incoming=item, ids=ids)
             victim = candidates[policy.select(candidates, features, 1, ctx)[0]]
             victims.append(victim.id)
             del items[victim.id]

@@ -20,6 +20,7 @@ from hivemem.memory_bus.interfaces import (
 from hivemem.memory_bus.item import Item, NewItem, TierName, WriteOp
 from hivemem.memory_bus.policies import LRUPolicy, make_eviction_policy, make_write_policy
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.testing import check_eviction_policy
 
 
 def item(
@@ -381,3 +382,25 @@ def test_a_write_policy_answering_out_of_its_contract_is_refused_naming_it(polic
         store.private.write(alice, "alice", NewItem("x"), now=0.0)
     assert info.value.details == {"policy": name}
     assert "alice" not in store.private.namespaces or not len(store.private.namespaces["alice"])
+
+
+class ByIds:
+    """A plug-in that evicts the newest candidate by the ids in ``ctx.ids``, as the docs
+    offer them."""
+
+    name = "by-ids"
+
+    def select(self, candidates: list[Item], features: object, n: int, ctx: Any) -> list[int]:
+        assert len(ctx.ids) == len(candidates)
+        return [int(p) for p in np.argsort(-ctx.ids, kind="stable")[:n]]
+
+
+def test_a_policy_reading_ctx_ids_gets_them_on_every_write_and_passes_the_kit() -> None:
+    """A write of one row evicted with ``ctx.ids`` None (only a batch's pool gave them),
+    as did the kit's definition: such a policy raised on its first eviction."""
+    name = f"{__name__}:ByIds"
+    store = MemoryStore(StoreConfig(dim=8, private=TierConfig(capacity=2, eviction=name)))
+    alice = Caller("alice", frozenset())
+    ids = [store.private.write(alice, "alice", NewItem(f"x{i}"), now=0.0).item_id for i in range(3)]
+    assert sorted(store.private.namespaces["alice"].items) == [ids[0], ids[2]]
+    check_eviction_policy(ByIds)
