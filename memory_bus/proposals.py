@@ -225,30 +225,37 @@ def _decide(
         decision = tier.write_policy.decide(proposal, neighbours, now)
     except Exception as exc:
         plugin_failed("write policy", tier.config.write_policy, exc)
-    _check_decision(tier, decision)
+    _check_decision(tier, decision, ns)
     if tape is not None:
         tape.record(decision)
     return decision
 
 
-def _check_decision(tier: VectorTier, decision: Any) -> None:
+def _check_decision(tier: VectorTier, decision: Any, ns: Namespace) -> None:
     """Refuse a plug-in's answer that is not a :class:`WriteDecision` of a
     :class:`WriteOp` and an int target, naming the policy (it failed the write as an
-    ``internal`` error). Raised before the decision is journaled; a batch's earlier rows
-    that changed the store keep the request's record, and a replay meets the same answer."""
-    if (
+    ``internal`` error), or an UPDATE or DELETE whose target is not an item of ``ns``
+    (it failed as ``not_found``, as if the writer had named that id). Raised before the
+    decision is journaled; a batch's earlier rows that changed the store keep the
+    request's record, and a replay meets the same answer."""
+    name = tier.config.write_policy
+    if not (
         isinstance(decision, WriteDecision)
         and isinstance(decision.op, WriteOp)
         and isinstance(decision.target, int)
         and not isinstance(decision.target, bool)
     ):
-        return
-    name = tier.config.write_policy
-    raise ConfigError(
-        f"write policy {name!r} answered {decision!r}: decide must return a "
-        "WriteDecision(WriteOp, target id)",
-        policy=name,
-    )
+        raise ConfigError(
+            f"write policy {name!r} answered {decision!r}: decide must return a "
+            "WriteDecision(WriteOp, target id)",
+            policy=name,
+        )
+    if decision.op in (WriteOp.UPDATE, WriteOp.DELETE) and ns.item(decision.target) is None:
+        raise ConfigError(
+            f"write policy {name!r} answered {decision!r}: {decision.op.value}'s target "
+            f"must be an item of {tier.name.value}/{ns.name} (a neighbour's id)",
+            policy=name,
+        )
 
 
 def _flush_adds(

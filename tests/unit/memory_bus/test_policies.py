@@ -372,9 +372,29 @@ def test_a_write_policy_that_raises_is_refused_naming_it_before_anything_is_stor
     assert "alice" not in store.private.namespaces or not len(store.private.namespaces["alice"])
 
 
-@pytest.mark.parametrize("policy", ["Answerless", "OpByName"])
+class Targetless:
+    """A plug-in write policy that UPDATEs without naming a target (-1)."""
+
+    name = "targetless"
+
+    def decide(self, proposal: Item, neighbours: object, now: float) -> WriteDecision:
+        return WriteDecision(WriteOp.UPDATE)
+
+
+class DeletesElsewhere:
+    """A plug-in write policy whose DELETE names an id the namespace does not hold."""
+
+    name = "deletes-elsewhere"
+
+    def decide(self, proposal: Item, neighbours: object, now: float) -> WriteDecision:
+        return WriteDecision(WriteOp.DELETE, 12345)
+
+
+@pytest.mark.parametrize("policy", ["Answerless", "OpByName", "Targetless", "DeletesElsewhere"])
 def test_a_write_policy_answering_out_of_its_contract_is_refused_naming_it(policy: str) -> None:
-    """Both failed the write with an AttributeError (an `internal` error on the bus)."""
+    """The first two failed the write with an AttributeError (an `internal` error on the
+    bus), the last two with an ItemNotFoundError naming neither the policy nor its answer
+    (`not_found`, as if the writer had named the id)."""
     name = f"{__name__}:{policy}"
     store = MemoryStore(StoreConfig(dim=8, private=TierConfig(write_policy=name)))
     alice = Caller("alice", frozenset())
