@@ -271,12 +271,15 @@ def make_eviction_policy(name: str, **params: Any) -> EvictionPolicy:
     """An eviction policy by name (``lru``, ...) or ``"module:Class"``, with its parameters.
 
     Raises:
-        ConfigError: ``row_keys`` without a ``keys`` method to sort by.
+        ConfigError: no ``select`` method (the first eviction failed), or ``row_keys``
+            without a ``keys`` method to sort by.
         UnknownNameError: An unknown name, or a feature in the policy's
             ``feature_columns`` that ``FEATURE_NAMES`` does not have (the store would
             leave that column 0 and the policy would evict by a column of zeros).
     """
     policy = EVICTION_POLICIES.create(name, **params)
+    if not callable(getattr(policy, "select", None)):
+        raise ConfigError(f"eviction policy {name!r} has no select(candidates, features, n, ctx)")
     if getattr(policy, "row_keys", False) and not callable(getattr(policy, "keys", None)):
         raise ConfigError(f"eviction policy {name!r} has row_keys but no keys(features, ctx)")
     for column in getattr(policy, "feature_columns", None) or ():

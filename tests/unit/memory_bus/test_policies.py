@@ -134,7 +134,20 @@ class KeylessRows:
         return list(range(n))
 
 
+class Selectless:
+    """A plug-in with no select (a misspelt method: ``choose``)."""
+
+    name = "selectless"
+
+    def choose(self, candidates: object, features: object, n: int, ctx: object) -> list[int]:
+        return list(range(n))
+
+
 def test_a_policy_naming_an_unknown_feature_or_no_keys_is_refused() -> None:
+    """And one without select, as a write policy without decide is: it was made, and
+    failed the first write that evicted (a store without capacity: never)."""
+    with pytest.raises(ConfigError, match=f"'{__name__}:Selectless' has no select"):
+        make_eviction_policy(f"{__name__}:Selectless")
     with pytest.raises(UnknownNameError, match="did you mean 'since_access'"):
         make_eviction_policy(f"{__name__}:MisspeltColumns")
     with pytest.raises(ConfigError, match="row_keys but no keys"):
