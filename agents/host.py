@@ -68,6 +68,7 @@ from hivemem.agents.batches import (
     request_batches,
     write_bytes,
 )
+from hivemem.agents.calls import act_of, plan_of
 from hivemem.agents.metrics import host_metrics
 from hivemem.agents.recalls import Recalls
 from hivemem.memory_bus.client import (
@@ -234,7 +235,7 @@ class AgentHost:
         self.prepared = []
         stats = TickStats()
         started = time.perf_counter()
-        plans = {aid: self.agents[aid].plan(t, obs) for aid, obs in observations.items()}
+        plans = {aid: plan_of(self.agents[aid], t, obs) for aid, obs in observations.items()}
         flat = [(aid, i, r) for aid, recalls in plans.items() for i, r in enumerate(recalls)]
         # Numbered by tick, as commit's are: a host restarted before its commit steps
         # again, and the bus answers each read it already counted (same key, same bytes)
@@ -244,7 +245,7 @@ class AgentHost:
         answers: dict[str, Any] = {}
         for aid, obs in observations.items():
             recalled = [recalls.hits((aid, i)) for i in range(len(plans[aid]))]
-            action = self.agents[aid].act(t, obs, recalled)
+            action = act_of(self.agents[aid], t, obs, recalled)
             answers[aid] = action.answer
             if action.writes or action.promotions:
                 self.pending.append((aid, action))

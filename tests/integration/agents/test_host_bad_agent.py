@@ -37,6 +37,10 @@ class _Writer(BaseAgent):
 
     def plan(self, t: float, obs: Any) -> list[Recall]:
         bad = self.spec.params.get("bad")
+        if bad == "plan_raises":
+            raise KeyError("question")
+        if bad == "plan_dicts":
+            return [{"tier": "private", "namespace": self.agent_id, "query": "x"}]  # type: ignore[list-item]
         k = 0 if bad == "k" else 3
         other = "agent-0" if bad == "read" else self.agent_id  # not its own: refused
         return [
@@ -47,6 +51,10 @@ class _Writer(BaseAgent):
     def act(self, t: float, obs: Any, recalled: list[Any]) -> Action:
         bad = self.spec.params.get("bad")
         good = Proposal("private", self.agent_id, f"{self.agent_id} at {t}")
+        if bad == "act_none":
+            return None  # type: ignore[return-value]
+        if bad == "act_dict_write":
+            return Action(writes=[good, {"tier": "private", "text": "x"}])  # type: ignore[list-item]
         if bad == "text":
             return Action(writes=[good, Proposal("private", self.agent_id, "x" * 40_000)])
         if bad == "valid":
@@ -176,3 +184,26 @@ def test_a_fact_memory_agent_refuses_bad_params_as_it_is_built(
     with pytest.raises(ConfigError) as caught:
         AGENT_TYPES.create("fact_memory", spec=spec)
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("plan_raises", "plan raised KeyError: 'question'"),
+        ("plan_dicts", "plan answered [{'tier': 'private'"),
+        ("act_none", "act answered None; it must return an Action"),
+        ("act_dict_write", "act answered Action(answer=None, writes=[Proposal("),
+    ],
+)
+def test_an_agent_that_raises_or_answers_out_of_the_protocol_is_named_with_its_type(
+    bad: str, says: str
+) -> None:
+    """Each failed the step with an AttributeError raised in the host's code (or the
+    agent's own KeyError), naming neither the agent nor its type."""
+    with host_of_six(1, bad) as (host, servers):
+        with pytest.raises(ConfigError) as caught:
+            host.step(0, {f"agent-{i}": {} for i in range(6)})
+        message = str(caught.value)
+        assert message.startswith(f"agent {BAD!r} (type 'test_bad_agent_writer'): {says}")
+        assert caught.value.details["agent"] == BAD
+        assert stored(servers) == {}

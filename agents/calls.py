@@ -1,0 +1,77 @@
+"""An agent's ``plan`` and ``act`` called for its host, their answers checked.
+
+An agent type of one's own that raised, or answered something else than the protocol
+says (a dict for a :class:`~hivemem.agents.base.Recall`, ``None`` or a bare answer for
+an :class:`~hivemem.agents.base.Action`), failed the run with an ``AttributeError``
+raised in the host's own code, naming neither the agent nor its type. Either is a
+:class:`~hivemem.memory_bus.errors.ConfigError` naming both now (the run's one
+``stopped (error: ...)`` line); the agent's own error is its cause, its traceback logged
+on the host for the author.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+
+from hivemem.agents.base import Action, Agent, Observation, Promotion, Proposal, Recall
+from hivemem.memory_bus.errors import ConfigError, HivememError
+from hivemem.memory_bus.interfaces import Hit
+
+log = logging.getLogger(__name__)
+
+
+def plan_of(agent: Agent, t: float, obs: Observation) -> list[Recall]:
+    """``agent.plan(t, obs)``, a list of :class:`Recall`.
+
+    Raises:
+        ConfigError: the agent raised, or answered something else.
+    """
+    try:
+        plan = agent.plan(t, obs)
+    except Exception as exc:
+        _raised(agent, "plan", exc)
+    if not isinstance(plan, list | tuple) or not all(isinstance(r, Recall) for r in plan):
+        _refuse(agent, "plan", plan, "a list of Recall")
+    return list(plan)
+
+
+def act_of(agent: Agent, t: float, obs: Observation, recalled: list[list[Hit]]) -> Action:
+    """``agent.act(t, obs, recalled)``, an :class:`Action` of proposals and promotions.
+
+    Raises:
+        ConfigError: the agent raised, or answered something else.
+    """
+    try:
+        action = agent.act(t, obs, recalled)
+    except Exception as exc:
+        _raised(agent, "act", exc)
+    if not (
+        isinstance(action, Action)
+        and all(isinstance(w, Proposal) for w in action.writes)
+        and all(isinstance(p, Promotion) for p in action.promotions)
+    ):
+        _refuse(agent, "act", action, "an Action (writes: Proposal, promotions: Promotion)")
+    return action
+
+
+def _who(agent: Agent) -> str:
+    spec = agent.spec
+    return f"agent {spec.agent_id!r} (type {spec.type!r})"
+
+
+def _raised(agent: Agent, method: str, exc: Exception) -> NoReturn:
+    if isinstance(exc, HivememError | MemoryError):
+        raise exc
+    log.warning("%s: %s raised", _who(agent), method, exc_info=exc)
+    raise ConfigError(
+        f"{_who(agent)}: {method} raised {type(exc).__name__}: {exc}",
+        agent=agent.spec.agent_id,
+    ) from exc
+
+
+def _refuse(agent: Agent, method: str, answer: Any, wanted: str) -> NoReturn:
+    raise ConfigError(
+        f"{_who(agent)}: {method} answered {answer!r:.200}; it must return {wanted}",
+        agent=agent.spec.agent_id,
+    )
