@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import random
 from pathlib import Path
 from typing import Any
@@ -102,6 +101,7 @@ class _Driver:
         self.basis = self.rng.standard_normal((12, dim)).astype(np.float32)
         self.ids: dict[tuple[str, str], list[int]] = {}  # (tier, namespace) -> ids written
         self.now = 0.0
+        self.allow_plugin_errors = False
 
     def vector(self) -> np.ndarray:
         base = self.basis[self.random.randrange(len(self.basis))]
@@ -124,8 +124,15 @@ class _Driver:
         tier = self.random.choice(["private", "shared", "graph"])
         namespace = agent if tier == "private" else AGENTS[agent]
         op = self.random.choices(OPS, WEIGHTS)[0]
-        with contextlib.suppress(HivememError):
+        try:
             getattr(self, op)(self.clients[agent], tier, namespace, n)
+        except HivememError as exc:
+            policy = exc.details.get("policy")
+            if policy is not None and not self.allow_plugin_errors:
+                raise ContractFailure(
+                    f"request {n} ({op} on {tier}/{namespace}): policy {policy!r} failed it: "
+                    f"{exc.message}"
+                ) from exc
 
     def _known(self, tier: str, namespace: str) -> list[int]:
         return self.ids.setdefault((tier, namespace), [])
@@ -191,6 +198,7 @@ def check_replay(
     snapshot_every: int = 37,
     fork_snapshots: bool = True,
     restart_config: StoreConfig | None = None,
+    allow_plugin_errors: bool = False,
 ) -> dict[str, Any]:
     """Raise ``ContractFailure`` unless a bus restarted on ``data_dir`` holds what it held.
 
@@ -204,6 +212,10 @@ def check_replay(
         fork_snapshots: Write the snapshots from a forked process.
         restart_config: Restart under this configuration instead (a policy changed
             between two runs): the journal is replayed under the one that wrote it.
+        allow_plugin_errors: Go on past a request a plug-in policy failed (it raised, or
+            answered out of its contract: a ``config`` error naming it), to check that
+            the restart fails it alike; by default such a request fails the check, as a
+            policy that fails writes would pass it otherwise.
 
     Returns:
         The live store's logical state (:func:`logical_state`).
@@ -220,6 +232,7 @@ def check_replay(
         clients = {a: MemoryClient(server.address, a, t, timeout=30.0) for a, t in tokens.items()}
         try:
             driver = _Driver(clients, config.dim, seed)
+            driver.allow_plugin_errors = allow_plugin_errors
             for n in range(ops):
                 driver.step(n)
         finally:

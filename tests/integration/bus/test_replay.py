@@ -175,8 +175,17 @@ def test_a_request_a_bug_fails_halfway_is_replayed_as_it_happened(
     is answered ``internal``, and its journal record stays, so that the replay, failing
     the same way, leaves the same store. Before, the record was taken back, and the
     restarted bus lacked what the failed request had changed."""
-    live = check_replay(config(faulty, "lru", "lru"), tmp_path, snapshot_every=100_000)
+    live = check_replay(
+        config(faulty, "lru", "lru"), tmp_path, snapshot_every=100_000, allow_plugin_errors=True
+    )
     assert sum(ns["evictions"] for ns in live["private"]["namespaces"].values()) > 0
+
+
+def test_a_policy_that_fails_writes_fails_the_check(tmp_path: Path, faulty: str) -> None:
+    """The check went on past every request a policy failed (a user's policy raising at
+    every eviction passed it, its replay failing alike); it names the policy now."""
+    with pytest.raises(ContractFailure, match="policy 'faulty' failed it: eviction policy 'faulty' raised RuntimeError"):  # fmt: skip
+        check_replay(config(faulty, "lru", "lru"), tmp_path, snapshot_every=100_000)
 
 
 def test_a_policy_that_decides_otherwise_on_a_replay_is_caught(
@@ -509,7 +518,7 @@ def test_a_batch_refused_after_its_first_rows_changed_the_store_keeps_them(
     token = first.register("alice")
     batch = [("alice", NewItem("first")), ("alice", NewItem("second", meta={"revises": 777}))]
     with first, MemoryClient(first.address, "alice", token) as alice:
-        with pytest.raises(HivememError, match="no item 777"):
+        with pytest.raises(HivememError, match="target=777.*must be an item of private/alice"):
             alice.write_many("private", batch, now=1.0)
         held = {i.id: i.text for i in alice.scan("private", "alice").items}
         assert list(held.values()) == ["first"]
