@@ -518,7 +518,7 @@ def test_a_batch_refused_after_its_first_rows_changed_the_store_keeps_them(
     token = first.register("alice")
     batch = [("alice", NewItem("first")), ("alice", NewItem("second", meta={"revises": 777}))]
     with first, MemoryClient(first.address, "alice", token) as alice:
-        with pytest.raises(HivememError, match="target=777.*must be an item of private/alice"):
+        with pytest.raises(HivememError, match=r"target=777.*must be an item of private/alice"):
             alice.write_many("private", batch, now=1.0)
         held = {i.id: i.text for i in alice.scan("private", "alice").items}
         assert list(held.values()) == ["first"]
