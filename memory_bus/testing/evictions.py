@@ -10,14 +10,16 @@ than is true fails it.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable
 
 import numpy as np
 from hivemem.memory_bus.config import TierConfig
+from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.features import candidate_features
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
 from hivemem.memory_bus.item import Item, TierName
-from hivemem.memory_bus.testing.failures import expect
+from hivemem.memory_bus.testing.failures import ContractFailure, expect
 
 
 def evictions_by_definition(
@@ -46,11 +48,32 @@ def evictions_by_definition(
             features = candidate_features(candidates, now, context=item.vector, strength=strength)
             ids = np.array([it.id for it in candidates], dtype=np.int64)
             ctx = EvictionContext(now=now, rng=rng, incoming=item, ids=ids)
-            victim = candidates[policy.select(candidates, features, 1, ctx)[0]]
+            victim = candidates[_one_position(policy, candidates, features, ctx)]
             victims.append(victim.id)
             del items[victim.id]
         out.append(victims)
     return out
+
+
+def _one_position(
+    policy: EvictionPolicy, candidates: list[Item], features: np.ndarray, ctx: EvictionContext
+) -> int:
+    """The one position ``policy.select`` answers when asked for one victim, or a
+    :class:`ContractFailure` saying what it did instead (raised, or answered other)."""
+    try:
+        chosen = policy.select(candidates, features, 1, ctx)
+    except Exception as exc:
+        raise ContractFailure(f"select raised {type(exc).__name__}: {exc}") from exc
+    try:
+        (position,) = [operator.index(p) for p in chosen]
+    except (TypeError, ValueError):
+        position = -1
+    expect(
+        0 <= position < len(candidates),
+        f"select(n=1) among {len(candidates)} candidates answered {chosen!r}: it must "
+        f"return a list of one position in 0..{len(candidates) - 1}",
+    )
+    return position
 
 
 def check_eviction_policy(
@@ -109,6 +132,14 @@ def check_eviction_policy(
         want = evictions_by_definition(
             model, copy.deepcopy(batch), policy, now, capacity, np.random.default_rng(0)
         )
-        got = ns.add_many(batch, now, None, lambda event: None)
-        expect(got == want, f"write {step}: the namespace evicted {got}, by definition {want}")
+        try:
+            got = ns.add_many(batch, now, None, lambda event: None)
+        except HivememError as exc:  # the store's own refusal of what the policy did
+            raise ContractFailure(f"write {step}: the namespace refused it: {exc}") from exc
+        expect(
+            got == want,
+            f"write {step}: the namespace evicted {got}, by definition {want} (a policy "
+            "must choose by the candidates' features or ids: their order in the store is "
+            "not the definition's)",
+        )
         expect(sorted(ns.items) == sorted(model), f"write {step}: the items differ")

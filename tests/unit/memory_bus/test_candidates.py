@@ -61,6 +61,48 @@ def test_the_check_catches_a_policy_that_claims_too_much() -> None:
         check_eviction_policy(ClaimsRowKeys, capacity=CAPACITY, dim=DIM)
 
 
+class SelectRaises:
+    name = "select-raises"
+
+    def select(
+        self, candidates: list[Item], features: np.ndarray, n: int, ctx: object
+    ) -> list[int]:
+        raise KeyError("age")
+
+
+class SelectAnswersAnInt:
+    name = "select-int"
+
+    def select(self, candidates: list[Item], features: np.ndarray, n: int, ctx: object) -> int:
+        return 0
+
+
+class FirstPosition:
+    """Chooses by position, not by the candidates: the store's order is not the check's."""
+
+    name = "first"
+
+    def select(
+        self, candidates: list[Item], features: np.ndarray, n: int, ctx: object
+    ) -> list[int]:
+        return [0]
+
+
+@pytest.mark.parametrize(
+    ("policy", "says"),
+    [
+        (SelectRaises, "select raised KeyError: 'age'"),
+        (SelectAnswersAnInt, r"answered 0: it must return a list of one position"),
+        (FirstPosition, "must choose by the candidates' features or ids"),
+    ],
+)
+def test_the_check_says_what_a_broken_select_did(policy: type, says: str) -> None:
+    """A raising select, or one answering an int, failed the check with the policy's own
+    TypeError or KeyError, and one choosing by position with a bare list of ids."""
+    with pytest.raises(ContractFailure, match=says):
+        check_eviction_policy(policy, capacity=CAPACITY, dim=DIM)
+
+
 def test_the_check_still_catches_it_under_python_O() -> None:
     # python -O strips assert statements: a check built on them would pass anything.
     code = (
