@@ -318,11 +318,11 @@ def compare(
     """
     import json
     import os
-    import time
 
     from hivemem.platform.comparing import (
         compare_runs,
         compare_table,
+        comparison_folder,
         failed_seeds,
         save_comparison,
     )
@@ -349,8 +349,7 @@ def compare(
     remote = bool(address or os.environ.get("RAY_ADDRESS"))
     _make_out(out)
     _start_ray(ensure_ray, address, s0.run.num_cpus)
-    folder = out / f"compare-{s0.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = comparison_folder(out, s0.name)
     results: dict[str, dict[str, list[float | None]]] = {}
     failed: list[dict[str, Any]] = []
     stopped = compare_runs(loaded, seeds, remote, target, results, failed, folder / "runs.jsonl")

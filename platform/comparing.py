@@ -16,6 +16,18 @@ if TYPE_CHECKING:
     from hivemem.platform.outputs import RunStopped
 
 
+def comparison_folder(out: Path, name: str) -> Path:
+    """Make and return ``compare-<name>-<date>-<time>-<4 hex>/`` under ``out``: a new
+    folder, as a run's is, so that a comparison started in the same second as another
+    (a script starting several) never writes into the other's."""
+    import time
+    import uuid
+
+    folder = out / f"compare-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
 def save_comparison(
     folder: Path,
     name: str,

@@ -136,3 +136,41 @@ def test_a_run_that_asks_nothing_reports_no_score_rather_than_zero(tmp_path: Pat
     rows = [strict(line) for line in (folder / "ticks.jsonl").read_text().splitlines()]
     assert [r["score"] for r in rows] == [None, None]
     assert "no questions" in result.stdout and "0.000" not in result.stdout
+
+
+TINY = ["--set", "run.ticks=2", "--set", "agents.0.count=1"]
+
+
+def _same_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every folder's date and time the same, as for commands started in one second."""
+    monkeypatch.setattr("time.strftime", lambda fmt, *args: "20260101-000000")
+
+
+def test_two_comparisons_started_in_one_second_keep_their_own_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _same_second(monkeypatch)
+    args = ["compare", "capacity_stream", "--seeds", "1", "--no-baseline", "--out", str(tmp_path)]
+    first = hivemem(*args, "--eviction", "fifo", *TINY)
+    second = hivemem(*args, "--eviction", "lru", *TINY)
+    assert first.exit_code == second.exit_code == 0, first.output + second.output
+    folders = sorted(tmp_path.iterdir())
+    assert len(folders) == 2
+    assert {first.stdout.strip().splitlines()[-1], second.stdout.strip().splitlines()[-1]} == {
+        str(f) for f in folders
+    }
+    saved = [json.loads((f / "compare.json").read_text()) for f in folders]
+    assert sorted(label for s in saved for label in s) == ["eviction=fifo", "eviction=lru"]
+
+
+def test_two_runs_started_in_one_second_keep_their_own_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _same_second(monkeypatch)
+    args = ["run", "capacity_stream", "--no-progress", "--no-baseline", "--out", str(tmp_path)]
+    assert hivemem(*args, *TINY).exit_code == hivemem(*args, *TINY).exit_code == 0
+    folders = sorted(tmp_path.iterdir())
+    assert len(folders) == 2
+    for f in folders:
+        assert json.loads((f / "summary.json").read_text())["complete"] is True
+        assert len((f / "ticks.jsonl").read_text().splitlines()) == 2
