@@ -170,6 +170,7 @@ class RunFolder:
         summary = {**result.to_json(), "complete": True}
         if baseline is not None:
             summary["baseline"] = baseline.summary
+            summary["baseline_seconds"] = baseline.seconds  # the printed table shows it
         self._write_summary(summary)
         if plots:
             from hivemem.platform.plots import run_plots

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,9 +67,82 @@ def test_run_writes_a_run_folder_and_memory_beats_the_baseline(name: str, tmp_pa
     for png in ("score.png", "memory_ops.png", "items.png"):
         data = (folder / png).read_bytes()
         assert data.startswith(PNG) and len(data) > 5_000
+    assert_documented(name, rows, summary)
+    assert_recomputed(folder, summary, proc.stdout)
     # the resolved scenario is itself a valid scenario file that says what ran
     check = hivemem("validate", str(folder / "scenario.yaml"))
     assert check.returncode == 0, check.stderr
+
+
+DOCS = Path(__file__).parents[2] / "docs" / "scenarios.md"
+
+
+def documented_fields() -> list[list[tuple[re.Pattern[str], str]]]:
+    """The tables of docs/scenarios.md's "What the files hold" (``ticks.jsonl``'s, then
+    ``summary.json``'s): each field's name as a pattern (``<N>``: a number) and its "in"."""
+    text = DOCS.read_text(encoding="utf-8").split("### What the files hold", 1)[1]
+    text = text.split("\n## ", 1)[0]
+    tables: list[list[tuple[re.Pattern[str], str]]] = []
+    for block in re.split(r"\n\n", text):
+        lines = [line for line in block.splitlines() if line.startswith("| `")]
+        if not lines:
+            continue
+        table = []
+        for line in lines:
+            names, _, where = (c.strip() for c in line.strip().strip("|").split("|")[:3])
+            for found in re.findall(r"`([^`]+)`", names):
+                pattern = re.escape(found).replace(re.escape("<N>"), r"\d+")
+                table.append((re.compile(pattern), where))
+        tables.append(table)
+    return tables
+
+
+def assert_documented(name: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Every field of the rows and of a finished run's summary is documented, and every
+    field documented for them is there."""
+    row_fields, summary_fields = documented_fields()
+    mine = [p for p, where in row_fields if where == "every run" or name in where]
+    keys = {k for r in rows for k in r}
+    assert [k for k in keys if not any(p.fullmatch(k) for p in mine)] == []
+    assert [p.pattern for p in mine if not any(p.fullmatch(k) for k in keys)] == []
+    finished = {"every summary", "finished", "finished, with the baseline"}
+    mine = [p for p, where in summary_fields if where in finished]
+    keys = {k for k in summary if k != "timing"} | {f"timing.{k}" for k in summary["timing"]}
+    assert [k for k in keys if not any(p.fullmatch(k) for p in mine)] == []
+    assert [p.pattern for p in mine if not any(p.fullmatch(k) for k in keys)] == []
+
+
+def table_cells(stdout: str) -> dict[str, list[str]]:
+    """The printed results table: each row's cells after its first, by its first."""
+    cells = {}
+    for line in stdout.splitlines():
+        parts = [c.strip() for c in line.split("│")]
+        if len(parts) >= 4 and parts[1]:
+            cells[parts[1]] = parts[2:-1]
+    return cells
+
+
+def assert_recomputed(folder: Path, summary: dict[str, Any], stdout: str) -> None:
+    """Each measure of the summary is its family's ratio of the rows' counts summed, and
+    the printed table shows the summary's figures."""
+    from hivemem.platform.scenario import load_scenario
+
+    task = load_scenario(str(folder / "scenario.yaml")).make_task(False)
+    common = {"t", "score", "recalls", "hits", "writes", "promotions", "ops", "evicted", "items"}
+    for key, file in (("summary", "ticks.jsonl"), ("baseline", "baseline_ticks.jsonl")):
+        totals: dict[str, float] = {}
+        for line in (folder / file).read_text().splitlines():
+            for k, v in json.loads(line).items():
+                if k not in common:
+                    totals[k] = totals.get(k, 0.0) + v
+        assert task.summary(totals) == summary[key]
+    cells = table_cells(stdout)
+    for measure, value in summary["summary"].items():
+        assert cells[measure] == [f"{value:.3f}", f"{summary['baseline'][measure]:.3f}"]
+    assert cells["seconds"] == [f"{summary['seconds']:.1f}", f"{summary['baseline_seconds']:.1f}"]
+    assert cells["agent-steps/s"] == [f"{summary['agent_steps_per_second']:,.0f}", ""]
+    steps = summary["agents"] * summary["ticks"] / summary["seconds"]
+    assert summary["agent_steps_per_second"] == pytest.approx(steps)
 
 
 def test_compare_prints_mean_and_ci_per_policy_and_saves_a_plot(tmp_path: Path) -> None:
