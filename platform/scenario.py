@@ -364,8 +364,10 @@ def json_schema() -> dict[str, Any]:
 
 
 def dump_resolved(s: Scenario) -> str:
-    """The scenario with every default filled in, as YAML."""
-    return yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False)
+    """The scenario with every default filled in, as YAML; ``memory.seed`` is
+    ``run.seed``, which replaces it when the scenario runs."""
+    ran = s.model_copy(update={"memory": s.memory.model_copy(update={"seed": s.run.seed})})
+    return yaml.safe_dump(ran.model_dump(mode="json"), sort_keys=False)
 
 
 def task_families() -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 from hivemem.memory_bus.registry import Registry
 from hivemem.platform.scenario import (
     builtin_names,
+    dump_resolved,
     json_schema,
     load_scenario,
     parse_scenario,
@@ -678,3 +679,13 @@ def test_the_format_page_shows_relay_qa_as_it_is() -> None:
     shown = re.search(r"`scenarios/relay_qa.yaml`, in full:\n\n```yaml\n(.*?)```", page, re.DOTALL)
     assert shown is not None, "the page lost its example"
     assert shown.group(1) == builtin_text("relay_qa")
+
+
+def test_the_resolved_scenario_names_the_seed_the_store_ran_with() -> None:
+    """``memory.seed`` is replaced by ``run.seed`` when a scenario runs: the run folder's
+    ``scenario.yaml`` says the seed used, not the one replaced."""
+    import yaml
+
+    s = load_scenario("relay_qa", ["run.seed=3", "memory.seed=9"])
+    resolved = yaml.safe_load(dump_resolved(s))
+    assert resolved["memory"]["seed"] == resolved["run"]["seed"] == 3
