@@ -174,3 +174,26 @@ def test_two_runs_started_in_one_second_keep_their_own_folders(
     for f in folders:
         assert json.loads((f / "summary.json").read_text())["complete"] is True
         assert len((f / "ticks.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_folder_s_scenario_yaml_runs_the_same_rows_again(tmp_path: Path) -> None:
+    """``--seed``, ``--hosts``, ``--ticks`` and ``--set`` are all in the resolved file:
+    run from it, the rows (with no wall-clock field) are the same bytes."""
+    first = hivemem(
+        "run", "capacity_stream", "--no-progress", "--out", str(tmp_path / "a"),
+        "--seed", "3", "--hosts", "3", "--ticks", "3",
+        "--set", "agents.0.count=4", "--set", "memory.private.eviction=lfu",
+    )  # fmt: skip
+    assert first.exit_code == 0, first.output
+    (folder,) = (tmp_path / "a").iterdir()
+    again = hivemem(
+        "run", str(folder / "scenario.yaml"), "--no-progress", "--out", str(tmp_path / "b")
+    )
+    assert again.exit_code == 0, again.output
+    (other,) = (tmp_path / "b").iterdir()
+    for name in ("ticks.jsonl", "baseline_ticks.jsonl"):
+        assert (folder / name).read_bytes() == (other / name).read_bytes()
+    one, two = (json.loads((f / "summary.json").read_text()) for f in (folder, other))
+    assert (one["seed"], one["hosts"], one["agents"], one["ticks"]) == (3, 3, 4, 3)
+    for key in ("seed", "hosts", "agents", "ticks", "summary", "baseline"):
+        assert one[key] == two[key]
