@@ -114,11 +114,19 @@ def assert_documented(name: str, rows: list[dict[str, Any]], summary: dict[str, 
 
 def table_cells(stdout: str) -> dict[str, list[str]]:
     """The printed results table: each row's cells after its first, by its first."""
-    cells = {}
+    cells: dict[str, list[str]] = {}
+    last = ""
     for line in stdout.splitlines():
         parts = [c.strip() for c in line.split("│")]
-        if len(parts) >= 4 and parts[1]:
-            cells[parts[1]] = parts[2:-1]
+        if len(parts) < 4:
+            continue
+        if parts[1]:
+            last = parts[1]
+            cells[last] = parts[2:-1]
+        else:  # a row whose cells wrapped onto this line
+            cells[last] = [
+                f"{a} {b}".strip() for a, b in zip(cells[last], parts[2:-1], strict=True)
+            ]
     return cells
 
 
@@ -160,6 +168,19 @@ def test_compare_prints_mean_and_ci_per_policy_and_saves_a_plot(tmp_path: Path) 
     assert oracle >= sum(results["eviction=fifo"]["score"])
     assert max(results["no-memory baseline"]["score"]) < min(results["eviction=fifo"]["score"])
     assert (folder / "compare.png").read_bytes().startswith(PNG)
+    # compare.json is runs.jsonl by setting, and the table its mean ± t-interval
+    runs = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
+    assert [(r["setting"], r["seed"]) for r in runs] == [
+        (label, seed) for label in results for seed in range(3)
+    ]
+    cells = table_cells(proc.stdout)
+    for label, measures in results.items():
+        for measure, values in measures.items():
+            assert values == [r[measure] for r in runs if r["setting"] == label]
+            mean = sum(values) / 3
+            sd = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
+            ci = 4.302652729911275 * sd / 3**0.5  # Student t, 2 degrees of freedom, 97.5 %
+            assert f"{mean:.3f} ± {ci:.3f}" in cells[label], (label, measure, cells[label])
 
 
 def test_an_invalid_scenario_runs_nothing(tmp_path: Path) -> None:
