@@ -198,7 +198,7 @@ def test_a_bus_error_in_the_hosts_is_one_line_on_stderr(tmp_path: Path) -> None:
     proc = hivemem(
         "run", "relay_qa", "--no-progress", "--hosts", "2", "--out", str(tmp_path),
         "--set", "run.ticks=3", "--set", "agents.0.count=1", "--set", "agents.1.count=3",
-        "--set", "agents.1.params.group=nope",
+        "--set", "agents.1.type=hivemem.agents.testing:TrespassingAgent",
     )  # fmt: skip
     assert proc.returncode == 1
     ours = [line for line in proc.stderr.splitlines() if not RAY_STARTING.search(line)]

@@ -25,7 +25,10 @@ def hivemem(*args: str) -> Result:
     ("override", "error"),
     [
         # raised by the bus, on a host's step
-        ("agents.1.params.group=nope", "AccessDeniedError: agent 'analyst-0' may not read shared/"),
+        (
+            "agents.1.type=hivemem.agents.testing:TrespassingAgent",
+            "AccessDeniedError: agent 'analyst-0' may not read shared/elsewhere",
+        ),
         # raised while a host builds its agents
         (
             "agents.0.type=hivemem.agents.testing:UnbuildableAgent",
