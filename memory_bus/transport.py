@@ -216,10 +216,16 @@ class AsyncTransport:
             if sock is None or self._closed:
                 raise HivememError("client is closed")
             try:
+                deadline = _deadline(self.requests.timeout)
                 if self._sent_on.get(req_id) != generation:  # else a reconnect resent it
                     self._sent_on[req_id] = generation
-                    await sock.send_multipart(frames)
-                reply = await asyncio.wait_for(asyncio.shield(future), self.requests.timeout)
+                    # done at once, unless it must wait
+                    sent = cast("asyncio.Future[Any]", sock.send_multipart(frames))
+                    # then within the timeout: a DEALER with no connection to queue on (a
+                    # refused CURVE handshake) holds a send for ever
+                    await (sent if sent.done() else asyncio.wait_for(sent, self.requests.timeout))
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                reply = await asyncio.wait_for(asyncio.shield(future), left)
             except TimeoutError:
                 if self._closed:
                     raise HivememError("client is closed") from None
@@ -306,6 +312,7 @@ class BlockingTransport:
         self.ctx = blocking_context()  # shared, never terminated
         self._sock: Any = None  # connected on first use, and again after a timeout
         self._wait_ms = -1  # the socket's RCVTIMEO (-1: ZeroMQ's default, wait forever)
+        self._send_ms = -1  # and its SNDTIMEO
         self._closed = False
         self._closing = False  # set by close() at once: a call waiting sees it in a slice
         self._lock = threading.Lock()
@@ -331,12 +338,31 @@ class BlockingTransport:
         for _attempt in range(self.requests.attempts):
             if self._sock is None:
                 self._sock = connected(self.ctx, zmq.DEALER, self.requests.address, self.curve)
-            self._sock.send_multipart(frames)
-            reply = self._reply(req_id, _deadline(self.requests.timeout))
-            if reply is not None:
-                return self.requests.outcome(reply)
+            deadline = _deadline(self.requests.timeout)
+            if self._sent(frames, deadline):
+                reply = self._reply(req_id, deadline)
+                if reply is not None:
+                    return self.requests.outcome(reply)
             self._drop_socket()  # a new connection, in case the old one is stuck
         raise self.requests.timed_out()
+
+    def _sent(self, frames: list[bytes], deadline: float | None) -> bool:
+        """Queue ``frames`` on the socket before ``deadline``; False if it took none by
+        then. A DEALER with no connection to queue on (one whose CURVE handshake the
+        server refused, say) blocks its send: the send waited for ever, whatever the
+        client's timeout (a test's client hung there for 300 s on a loaded machine)."""
+        while (wait_ms := _ms_left(deadline)) != 0:
+            wait_ms = WAIT_SLICE_MS if wait_ms < 0 else min(wait_ms, WAIT_SLICE_MS)
+            if wait_ms != self._send_ms:
+                self._sock.setsockopt(zmq.SNDTIMEO, wait_ms)
+                self._send_ms = wait_ms
+            try:
+                self._sock.send_multipart(frames)
+                return True
+            except zmq.Again:
+                if self._closing:  # close() waits for this call: end it now
+                    raise HivememError("client is closed") from None
+        return False
 
     def _reply(self, req_id: int, deadline: float | None) -> Reply | None:
         """The reply to ``req_id`` if it comes before ``deadline`` (None: however long it
@@ -366,7 +392,7 @@ class BlockingTransport:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
-            self._wait_ms = -1
+            self._wait_ms = self._send_ms = -1
 
     def close(self) -> None:
         """Close the socket and the context; idempotent. A call waiting for its reply in
