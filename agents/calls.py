@@ -11,14 +11,12 @@ on the host for the author.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, NoReturn
 
 from hivemem.agents.base import Action, Agent, Observation, Promotion, Proposal, Recall
-from hivemem.memory_bus.errors import ConfigError, HivememError
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.interfaces import Hit
-
-log = logging.getLogger(__name__)
+from hivemem.memory_bus.registry import plugin_failed
 
 
 def plan_of(agent: Agent, t: float, obs: Observation) -> list[Recall]:
@@ -61,13 +59,7 @@ def _who(agent: Agent) -> str:
 
 
 def _raised(agent: Agent, method: str, exc: Exception) -> NoReturn:
-    if isinstance(exc, HivememError | MemoryError):
-        raise exc
-    log.warning("%s: %s raised", _who(agent), method, exc_info=exc)
-    raise ConfigError(
-        f"{_who(agent)}: {method} raised {type(exc).__name__}: {exc}",
-        agent=agent.spec.agent_id,
-    ) from exc
+    plugin_failed(f"{_who(agent)}: {method}", exc, agent=agent.spec.agent_id)
 
 
 def _refuse(agent: Agent, method: str, answer: Any, wanted: str) -> NoReturn:

@@ -224,7 +224,8 @@ def _decide(
     try:
         decision = tier.write_policy.decide(proposal, neighbours, now)
     except Exception as exc:
-        plugin_failed("write policy", tier.config.write_policy, exc)
+        name = tier.config.write_policy
+        plugin_failed(f"write policy {name!r}", exc, policy=name)
     _check_decision(tier, decision, ns)
     if tape is not None:
         tape.record(decision)

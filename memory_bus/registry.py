@@ -18,9 +18,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def plugin_failed(kind: str, name: str, exc: Exception) -> NoReturn:
-    """Raise what stands for ``exc``, raised by a method of the ``kind`` named ``name``
-    (an eviction or write policy a namespace runs); called in its ``except`` block.
+def plugin_failed(who: str, exc: Exception, **details: Any) -> NoReturn:
+    """Raise what stands for ``exc``, raised by the plug-in code ``who`` names (an
+    eviction or write policy a namespace runs, an agent's ``plan``); called in its
+    ``except`` block. ``details`` go on the error (the plug-in's name).
 
     A plug-in's own error (a bug in it, a checkpoint that does not fit) failed the write
     as an ``internal`` error that named neither the plug-in nor what went wrong; it is a
@@ -29,15 +30,15 @@ def plugin_failed(kind: str, name: str, exc: Exception) -> NoReturn:
 
     Example:
         >>> try:
-        ...     plugin_failed("eviction policy", "mine:Policy", KeyError("age"))
+        ...     plugin_failed("eviction policy 'mine:Policy'", KeyError("age"))
         ... except ConfigError as err:
         ...     print(err)
         eviction policy 'mine:Policy' raised KeyError: 'age'
     """
     if isinstance(exc, HivememError | MemoryError):
         raise exc
-    log.warning("%s %r raised", kind, name, exc_info=exc)
-    raise ConfigError(f"{kind} {name!r} raised {type(exc).__name__}: {exc}", policy=name) from exc
+    log.warning("%s raised", who, exc_info=exc)
+    raise ConfigError(f"{who} raised {type(exc).__name__}: {exc}", **details) from exc
 
 
 class Registry(Generic[T]):

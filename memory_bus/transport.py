@@ -28,7 +28,7 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from numbers import Integral
 from typing import Any, cast
 
@@ -311,8 +311,8 @@ class BlockingTransport:
         self.requests, self.curve = requests, curve
         self.ctx = blocking_context()  # shared, never terminated
         self._sock: Any = None  # connected on first use, and again after a timeout
-        self._wait_ms = -1  # the socket's RCVTIMEO (-1: ZeroMQ's default, wait forever)
-        self._send_ms = -1  # and its SNDTIMEO
+        # the socket's RCVTIMEO and SNDTIMEO (-1: ZeroMQ's default, wait for ever)
+        self._timeouts = dict.fromkeys((zmq.RCVTIMEO, zmq.SNDTIMEO), -1)
         self._closed = False
         self._closing = False  # set by close() at once: a call waiting sees it in a slice
         self._lock = threading.Lock()
@@ -351,48 +351,51 @@ class BlockingTransport:
         then. A DEALER with no connection to queue on (one whose CURVE handshake the
         server refused, say) blocks its send: the send waited for ever, whatever the
         client's timeout (a test's client hung there for 300 s on a loaded machine)."""
-        while (wait_ms := _ms_left(deadline)) != 0:
-            wait_ms = WAIT_SLICE_MS if wait_ms < 0 else min(wait_ms, WAIT_SLICE_MS)
-            if wait_ms != self._send_ms:
-                self._sock.setsockopt(zmq.SNDTIMEO, wait_ms)
-                self._send_ms = wait_ms
+        for _ in self._slices(zmq.SNDTIMEO, deadline):
             try:
                 self._sock.send_multipart(frames)
                 return True
             except zmq.Again:
-                if self._closing:  # close() waits for this call: end it now
-                    raise HivememError("client is closed") from None
+                pass
         return False
 
     def _reply(self, req_id: int, deadline: float | None) -> Reply | None:
         """The reply to ``req_id`` if it comes before ``deadline`` (None: however long it
         takes), else None.
 
-        The wait is a receive with the socket's timeout (``RCVTIMEO``), set only when the
-        time left changes: ``Socket.poll`` builds a poller on every call, which cost a
-        tenth of a single write's round trip here.
+        The wait is a receive with the socket's timeout (``RCVTIMEO``, see
+        :meth:`_slices`): ``Socket.poll`` builds a poller on every call, which cost a tenth
+        of a single write's round trip here.
         """
-        while (wait_ms := _ms_left(deadline)) != 0:
-            wait_ms = WAIT_SLICE_MS if wait_ms < 0 else min(wait_ms, WAIT_SLICE_MS)
-            if wait_ms != self._wait_ms:
-                self._sock.setsockopt(zmq.RCVTIMEO, wait_ms)
-                self._wait_ms = wait_ms
+        for _ in self._slices(zmq.RCVTIMEO, deadline):
             try:
                 frames = self._sock.recv_multipart()
             except zmq.Again:
-                if self._closing:  # close() waits for this call: end it now
-                    raise HivememError("client is closed") from None
                 continue
             reply = self.requests.decode(frames)
             if reply is not None and reply.id == req_id:
                 return reply
         return None
 
+    def _slices(self, option: zmq.SocketOption, deadline: float | None) -> Iterator[None]:
+        """A wait on the socket until ``deadline`` (None: for ever), in slices of at most
+        :data:`WAIT_SLICE_MS`: before each, the socket's ``option`` (``RCVTIMEO`` or
+        ``SNDTIMEO``) is set to the slice, only when it changes. After each, a call that
+        :meth:`close` waits for ends ("client is closed")."""
+        while (wait_ms := _ms_left(deadline)) != 0:
+            wait_ms = WAIT_SLICE_MS if wait_ms < 0 else min(wait_ms, WAIT_SLICE_MS)
+            if wait_ms != self._timeouts[option]:
+                self._sock.setsockopt(option, wait_ms)
+                self._timeouts[option] = wait_ms
+            yield
+            if self._closing:
+                raise HivememError("client is closed")
+
     def _drop_socket(self) -> None:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
-            self._wait_ms = self._send_ms = -1
+            self._timeouts = dict.fromkeys(self._timeouts, -1)
 
     def close(self) -> None:
         """Close the socket and the context; idempotent. A call waiting for its reply in

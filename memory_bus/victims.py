@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from hivemem.memory_bus.candidates import CandidatePool, RowKeys, lowest_first
@@ -118,7 +118,7 @@ def _row_keys(ns: Namespace, now: float) -> RowKeys | None:
         try:
             return policy.keys(features, ctx)
         except Exception as exc:
-            plugin_failed("eviction policy", ns.config.eviction, exc)
+            _policy_failed(ns, exc)
 
     return keys
 
@@ -167,8 +167,25 @@ def _select(
     try:
         chosen = ns.eviction.select(candidates, features, 1, ctx)
     except Exception as exc:
-        plugin_failed("eviction policy", ns.config.eviction, exc)
+        _policy_failed(ns, exc)
     return _checked(ns, chosen, len(candidates), 1)
+
+
+def _policy_failed(ns: Namespace, exc: Exception) -> NoReturn:
+    name = ns.config.eviction
+    plugin_failed(f"eviction policy {name!r}", exc, policy=name)
+
+
+def selected_positions(chosen: Any, count: int, n: int) -> list[int] | None:
+    """``chosen``, an eviction policy's answer to ``select(..., n, ...)`` among ``count``
+    candidates, as ``n`` distinct positions in range; None if it is not that."""
+    try:
+        positions = [operator.index(p) for p in chosen]
+    except TypeError:
+        return None
+    if len(positions) != n or len(set(positions)) != n:
+        return None
+    return positions if all(0 <= p < count for p in positions) else None
 
 
 def _checked(ns: Namespace, chosen: Any, count: int, n: int) -> list[int]:
@@ -180,15 +197,8 @@ def _checked(ns: Namespace, chosen: Any, count: int, n: int) -> list[int]:
     The write has changed the namespace by then (its row is in, announced), so the bus
     keeps the request's journal record and a restart replays the same refusal.
     """
-    try:
-        positions = [operator.index(p) for p in chosen]
-    except TypeError:
-        positions = []
-    if (
-        len(positions) != n
-        or len(set(positions)) != n
-        or not all(0 <= p < count for p in positions)
-    ):
+    positions = selected_positions(chosen, count, n)
+    if positions is None:
         raise ConfigError(
             f"eviction policy {ns.config.eviction!r} answered {chosen!r} to select(n={n}) "
             f"among {count} candidates: it must return {n} distinct positions in 0..{count - 1}",

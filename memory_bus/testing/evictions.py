@@ -10,8 +10,8 @@ than is true fails it.
 from __future__ import annotations
 
 import copy
-import operator
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 from hivemem.memory_bus.config import TierConfig
@@ -20,6 +20,7 @@ from hivemem.memory_bus.features import candidate_features
 from hivemem.memory_bus.interfaces import EvictionContext, EvictionPolicy
 from hivemem.memory_bus.item import Item, TierName
 from hivemem.memory_bus.testing.failures import ContractFailure, expect
+from hivemem.memory_bus.victims import selected_positions
 
 
 def evictions_by_definition(
@@ -64,16 +65,13 @@ def _one_position(
         chosen = policy.select(candidates, features, 1, ctx)
     except Exception as exc:
         raise ContractFailure(f"select raised {type(exc).__name__}: {exc}") from exc
-    try:
-        (position,) = [operator.index(p) for p in chosen]
-    except (TypeError, ValueError):
-        position = -1
+    positions = selected_positions(chosen, len(candidates), 1)
     expect(
-        0 <= position < len(candidates),
+        positions is not None,
         f"select(n=1) among {len(candidates)} candidates answered {chosen!r}: it must "
         f"return a list of one position in 0..{len(candidates) - 1}",
     )
-    return position
+    return cast(list[int], positions)[0]
 
 
 def check_eviction_policy(
