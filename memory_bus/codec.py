@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from hivemem.memory_bus.arguments import field, plain_number
 from hivemem.memory_bus.batch import DEFAULTS, BatchResult
-from hivemem.memory_bus.errors import InvalidInputError
+from hivemem.memory_bus.errors import HivememError, InvalidInputError, as_single
 from hivemem.memory_bus.interfaces import Hit, ScanPage, WriteResult
 from hivemem.memory_bus.item import (
     INF,
@@ -80,7 +80,8 @@ def encode_new_item(item: NewItem) -> dict[str, Any]:
 
 
 def decode_new_item(raw: Any) -> NewItem:
-    """A proposed item from the wire, every field type-checked."""
+    """A proposed item from the wire, every field type-checked; an error names the item's
+    own field (``text``), for the caller to place (:func:`decode_item_arg`, ``in_row``)."""
     fast = _plain_new_item(raw)
     if fast is not None:
         return fast
@@ -89,7 +90,7 @@ def decode_new_item(raw: Any) -> NewItem:
     vector = raw.get("vector")
     return NewItem(
         text=field(raw, "text", str, ""),
-        vector=None if vector is None else vector_from_bytes(vector, "item.vector"),
+        vector=None if vector is None else vector_from_bytes(vector, "vector"),
         meta=field(raw, "meta", dict, {}),
         importance=field(raw, "importance", NUMBER, 0.0),
         valid_from=field(raw, "valid_from", NUMBER, None),
@@ -305,6 +306,16 @@ def encode_write_columns(namespaces: list[str], items: list[NewItem]) -> dict[st
         if values.count(default) != n:  # list.count compares with ==, as the server's default
             columns[name] = values
     return columns
+
+
+def decode_item_arg(args: dict[str, Any], name: str) -> NewItem:
+    """The item in argument ``name`` (``write``'s ``item``, ``promote``'s ``parent``); an
+    error in it names ``name.<field>``, as the store's own checks of that item do."""
+    raw = field(args, name, dict)
+    try:
+        return decode_new_item(raw)
+    except HivememError as exc:
+        raise as_single(exc, "", f"{name}.") from None
 
 
 _DEFAULTED = operator.attrgetter(*DEFAULTS)  # a NewItem's fields that have a default column

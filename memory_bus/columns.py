@@ -22,6 +22,7 @@ from hivemem.memory_bus.errors import (
     InvalidInputError,
     NonFiniteError,
     TooLargeError,
+    WrongTypeError,
     in_row,
 )
 from hivemem.memory_bus.interfaces import Caller, Embedder
@@ -49,7 +50,7 @@ def _first(values: Sequence[Any], bad: Any) -> int:
 def column_of(values: Any, n: int, name: str) -> list[Any]:
     """``values`` as a list of ``n`` values (a list or tuple of any other length is refused)."""
     if not isinstance(values, list | tuple):
-        raise InvalidInputError(f"items[].{name}", f"expected a list, got {type(values).__name__}")
+        raise WrongTypeError(f"items[].{name}", f"expected a list, got {type(values).__name__}")
     if len(values) != n:
         raise InvalidInputError(f"items[].{name}", f"{len(values)} values for {n} rows")
     return list(values)
@@ -156,7 +157,7 @@ def check_writers(
     """
     if set(map(type, namespaces)) - {str}:
         bad = next(ns for ns in namespaces if type(ns) is not str)
-        raise InvalidInputError("namespace", f"expected a non-empty str, got {type(bad).__name__}")
+        raise WrongTypeError("namespace", f"expected a non-empty str, got {type(bad).__name__}")
     n = len(callers)
     if not n:
         return

@@ -11,6 +11,7 @@ The tree::
     ├── ConfigError                  a configuration that cannot work
     │   └── UnknownNameError         a policy/tier/agent name nobody registered ("did you mean")
     ├── InvalidInputError            a value that breaks the data model (field, reason)
+    │   ├── WrongTypeError           a value of the wrong type (``bad_request`` on the wire)
     │   ├── DimensionMismatchError   a vector of the wrong dimension
     │   ├── NonFiniteError           NaN or inf in a vector or a number
     │   └── TooLargeError            text, meta, batch or message over its limit
@@ -130,6 +131,18 @@ class InvalidInputError(HivememError):
     def __init__(self, field: str, reason: str, **details: Any) -> None:
         super().__init__(f"invalid {field}: {reason}", field=field, **details)
         self.field = field
+
+
+class WrongTypeError(InvalidInputError):
+    """A value of the wrong type (a str where a number goes, a number where a list does).
+
+    Still an :class:`InvalidInputError` for Python callers; on the wire it is
+    ``bad_request``, as the same mistake is when the request's decoder finds it first
+    (a ``write_many`` given as columns is type-checked by the store, given as rows by
+    the decoder: both answer alike).
+    """
+
+    code = "bad_request"
 
 
 class DimensionMismatchError(InvalidInputError):

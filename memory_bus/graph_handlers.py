@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hivemem.memory_bus.arguments import field, now_of, recall_time
-from hivemem.memory_bus.codec import decode_new_item, encode_hit
+from hivemem.memory_bus.codec import decode_item_arg, encode_hit
 from hivemem.memory_bus.item import TierName
 from hivemem.memory_bus.protocol import NUMBER
 
@@ -69,7 +69,7 @@ def promote(ctx: Context, args: dict[str, Any]) -> Any:
         ctx.caller,
         field(args, "namespace", str),
         children,
-        decode_new_item(field(args, "parent", dict)),
+        decode_item_arg(args, "parent"),
         now=now_of(args),
         edge_type=field(args, "edge_type", str, "abstracts"),
     )

@@ -23,6 +23,7 @@ from hivemem.memory_bus.auth import AgentRegistry
 from hivemem.memory_bus.batch import WriteBatch
 from hivemem.memory_bus.codec import (
     column_vectors,
+    decode_item_arg,
     decode_new_item,
     encode_batch_result,
     encode_hit,
@@ -206,7 +207,7 @@ def register(ctx: Context, args: dict[str, Any]) -> Any:
 
 def write(ctx: Context, args: dict[str, Any]) -> Any:
     tier = ctx.store.tier(tier_of(args))
-    item = decode_new_item(field(args, "item", dict))
+    item = decode_item_arg(args, "item")
     return encode_write_result(
         tier.write(
             ctx.caller, field(args, "namespace", str), item, now=now_of(args), defer=ctx.defer

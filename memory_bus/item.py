@@ -20,6 +20,7 @@ from hivemem.memory_bus.errors import (
     NonFiniteError,
     TooLargeError,
     UnknownNameError,
+    WrongTypeError,
 )
 
 INF = math.inf
@@ -268,7 +269,7 @@ def _check_range(arr: np.ndarray, field_name: str) -> None:
 def check_number(value: Any, field_name: str) -> float:
     """A finite float (bools are refused: they are almost always a caller's mistake)."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise InvalidInputError(field_name, f"expected a number, got {type(value).__name__}")
+        raise WrongTypeError(field_name, f"expected a number, got {type(value).__name__}")
     out = float(value)
     if not math.isfinite(out):
         raise NonFiniteError(field_name, f"must be finite, got {out}")
@@ -285,7 +286,7 @@ def check_time(value: Any, field_name: str) -> float:
 def check_text(text: Any, limits: Limits = DEFAULT_LIMITS, field_name: str = "text") -> str:
     """A str within the text limit."""
     if not isinstance(text, str):
-        raise InvalidInputError(field_name, f"expected str, got {type(text).__name__}")
+        raise WrongTypeError(field_name, f"expected str, got {type(text).__name__}")
     if len(text) > limits.max_text_chars:
         raise TooLargeError(field_name, limits.max_text_chars, len(text))
     return text
@@ -297,7 +298,7 @@ _SCALARS = (str, int, float, bool, bytes, type(None))
 def check_meta(meta: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """A dict with str keys and msgpack-safe values (scalars, lists, dicts), bounded in depth."""
     if not isinstance(meta, dict):
-        raise InvalidInputError("meta", f"expected a dict, got {type(meta).__name__}")
+        raise WrongTypeError("meta", f"expected a dict, got {type(meta).__name__}")
     if len(meta) > limits.max_meta_keys:
         raise TooLargeError("meta", limits.max_meta_keys, len(meta))
     _check_meta_value(meta, limits, depth=0, path="meta")

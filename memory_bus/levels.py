@@ -16,7 +16,7 @@ from typing import Any
 from hivemem.memory_bus.access import AccessPolicy
 from hivemem.memory_bus.columns import column_of
 from hivemem.memory_bus.config import GraphConfig
-from hivemem.memory_bus.errors import InvalidInputError, ItemNotFoundError
+from hivemem.memory_bus.errors import InvalidInputError, ItemNotFoundError, WrongTypeError, in_row
 from hivemem.memory_bus.interfaces import Caller, Hit
 from hivemem.memory_bus.item import Item, TierName
 from hivemem.memory_bus.namespace import Namespace
@@ -43,12 +43,20 @@ class LevelScope:
         """The ``n`` levels of a batch, each checked (None: all 0, events)."""
         if levels is None:
             return [0] * n
-        return [self.check_level(level) for level in column_of(levels, n, "level")]
+        checked = []
+        for i, level in enumerate(column_of(levels, n, "level")):
+            try:
+                checked.append(self.check_level(level))
+            except InvalidInputError as exc:
+                raise in_row(exc, i) from None
+        return checked
 
     def check_level(self, level: Any) -> int:
         """``level``, if it is one of the tier's levels."""
         top = len(self.config.levels)
-        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < top:
+        if isinstance(level, bool) or not isinstance(level, int):
+            raise WrongTypeError("level", f"expected an int in 0..{top - 1}, got {level!r}")
+        if not 0 <= level < top:
             raise InvalidInputError("level", f"expected an int in 0..{top - 1}, got {level!r}")
         return level
 

@@ -47,6 +47,10 @@ class RemoteError(HivememError):
 def _error_classes() -> dict[str, type[HivememError]]:
     found: dict[str, type[HivememError]] = {}
     for obj in vars(errors).values():
+        # bad_request is the request decoder's code as well: every one is a ProtocolError
+        # on the client, whichever check found it on the server
+        if obj is errors.WrongTypeError:
+            continue
         if isinstance(obj, type) and issubclass(obj, HivememError):
             found.setdefault(obj.code, obj)  # the first class of a code is its most general
     return found

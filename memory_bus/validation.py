@@ -28,7 +28,7 @@ from hivemem.memory_bus.columns import (
     column_of,
 )
 from hivemem.memory_bus.config import NamespaceMode, TierConfig
-from hivemem.memory_bus.errors import InvalidInputError, UnknownNameError
+from hivemem.memory_bus.errors import InvalidInputError, UnknownNameError, WrongTypeError
 from hivemem.memory_bus.interfaces import Caller
 from hivemem.memory_bus.item import (
     Item,
@@ -125,7 +125,7 @@ def as_int(value: Any, field: str, low: int | None = None, high: int | None = No
     if is_int and (low is None or value >= low) and (high is None or value <= high):
         return int(value)
     if low is None and high is None:
-        raise InvalidInputError(field, f"expected an int, got {type(value).__name__}")
+        raise WrongTypeError(field, f"expected an int, got {type(value).__name__}")
     bound = f">= {low}" if high is None else f"in {low}..{high}"
     raise InvalidInputError(field, f"expected an int {bound}, got {value!r}")
 

@@ -69,8 +69,9 @@ def test_a_query_may_be_a_text_the_bus_embeds(bus: Bus, alice: MemoryClient) -> 
         alice._call("search", both)
     with pytest.raises(TooLargeError, match=r"queries\[1\]\.text"):
         alice.search_many("private", [("alice", "fox", 1), ("alice", "x" * 40_000, 1)], now=4.0)
-    with pytest.raises(InvalidInputError, match="text"):
+    with pytest.raises(ProtocolError, match="text") as wrong_type:  # a wrong type: bad_request
         alice._call("search", {"tier": "private", "namespace": "alice", "text": 5, "now": 4.0})
+    assert wrong_type.value.code == "bad_request"
     assert alice.search("private", "alice", "fox", k=1, now=5.0)[0].item.id == kept  # still serving
 
 

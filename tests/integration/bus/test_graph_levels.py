@@ -17,6 +17,7 @@ from hivemem.memory_bus.errors import (
 )
 from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.ops import OnBehalf
+from hivemem.memory_bus.protocol import ProtocolError
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
@@ -155,8 +156,9 @@ def test_a_promote_refused_for_its_edge_type_writes_nothing(
         with pytest.raises(InvalidInputError, match="edge_type"):
             lead.promote("team", [a], NewItem("p", vector=vec(2), level=1), now=2.0, edge_type=bad)  # fmt: skip
     assert [it.id for it in lead.scan("graph", "team").items] == [a]
-    with pytest.raises(InvalidInputError, match=r"children\[1\]"):
+    with pytest.raises(ProtocolError, match=r"children\[1\]") as wrong_type:
         lead.promote("team", [a, "b"], NewItem("p", vector=vec(2), level=1), now=2.0)  # type: ignore[list-item]
+    assert wrong_type.value.code == "bad_request"
     parent = lead.promote("team", [a, a], NewItem("p", vector=vec(2), level=1), now=3.0)
     assert [(e["src"], e["dst"]) for e in lead.edges("team")] == [(parent, a)]
 
