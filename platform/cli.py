@@ -325,6 +325,7 @@ def compare(
         comparison_folder,
         failed_seeds,
         save_comparison,
+        save_setup,
     )
     from hivemem.platform.runner import ensure_ray
     from rich.console import Console
@@ -350,6 +351,7 @@ def compare(
     _make_out(out)
     _start_ray(ensure_ray, address, s0.run.num_cpus)
     folder = comparison_folder(out, s0.name)
+    save_setup(folder, s0, target, seeds, grid)
     results: dict[str, dict[str, list[float | None]]] = {}
     failed: list[dict[str, Any]] = []
     stopped = compare_runs(loaded, seeds, remote, target, results, failed, folder / "runs.jsonl")

@@ -28,6 +28,32 @@ def comparison_folder(out: Path, name: str) -> Path:
     return folder
 
 
+def save_setup(
+    folder: Path, scenario: Any, tier: str, seeds: int, grid: list[tuple[str, list[str], bool]]
+) -> None:
+    """What the comparison runs, written before its first run: ``scenario.yaml`` (the
+    scenario as loaded, ``--set`` applied, every default filled in) and ``settings.json``
+    (the tier compared, the seeds, and each setting's label, its ``--set`` overrides of
+    that scenario and whether it is the no-memory baseline). A setting's run of seed
+    ``s`` is that scenario with those overrides and ``run.seed=s`` (the baseline's: its
+    no-memory part, as ``run.baseline`` runs beside a run)."""
+    import json
+
+    from hivemem.platform.scenario import dump_resolved
+
+    (folder / "scenario.yaml").write_text(dump_resolved(scenario), encoding="utf-8")
+    first = scenario.run.seed
+    setup = {
+        "tier": tier,
+        "seeds": list(range(first, first + seeds)),
+        "settings": [
+            {"setting": label, "set": extra, "baseline": base} for label, extra, base in grid
+        ],
+    }
+    text = json.dumps(setup, indent=2)
+    (folder / "settings.json").write_text(text, encoding="utf-8")
+
+
 def save_comparison(
     folder: Path,
     name: str,

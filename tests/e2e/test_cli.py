@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hivemem.platform.scenario import load_scenario
 
 SMALL = {
     "relay_qa": ["run.ticks=10", "agents.0.count=2", "agents.1.count=3"],
@@ -168,6 +169,17 @@ def test_compare_prints_mean_and_ci_per_policy_and_saves_a_plot(tmp_path: Path) 
     assert oracle >= sum(results["eviction=fifo"]["score"])
     assert max(results["no-memory baseline"]["score"]) < min(results["eviction=fifo"]["score"])
     assert (folder / "compare.png").read_bytes().startswith(PNG)
+    # what was compared: the scenario as run, and each setting's overrides of it
+    setup = json.loads((folder / "settings.json").read_text())
+    assert setup["tier"] == "private" and setup["seeds"] == [0, 1, 2]
+    assert [(x["setting"], x["set"], x["baseline"]) for x in setup["settings"]] == [
+        ("eviction=fifo", ['memory.private.eviction="fifo"'], False),
+        ("eviction=oracle", ['memory.private.eviction="oracle"'], False),
+        ("no-memory baseline", [], True),
+    ]
+    as_run = load_scenario(str(folder / "scenario.yaml"), setup["settings"][1]["set"])
+    assert as_run.name == "capacity_stream" and as_run.memory.private.eviction == "oracle"
+    assert as_run.run.ticks == 30  # SMALL's override, kept
     # compare.json is runs.jsonl by setting, and the table its mean ± t-interval
     runs = [json.loads(line) for line in (folder / "runs.jsonl").read_text().splitlines()]
     assert [(r["setting"], r["seed"]) for r in runs] == [
