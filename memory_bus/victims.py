@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import numpy as np
 from hivemem.memory_bus.candidates import CandidatePool, RowKeys, lowest_first
@@ -116,11 +116,36 @@ def _row_keys(ns: Namespace, now: float) -> RowKeys | None:
 
     def keys(features: np.ndarray) -> Sequence[np.ndarray]:
         try:
-            return policy.keys(features, ctx)
+            answer = policy.keys(features, ctx)
         except Exception as exc:
             _policy_failed(ns, exc)
+        return _checked_keys(ns, answer, len(features))
 
     return keys
+
+
+def _checked_keys(ns: Namespace, answer: Any, n: int) -> Sequence[np.ndarray]:
+    """``answer``, a policy's ``keys`` of ``n`` feature rows, if it is a list (or tuple)
+    of arrays of ``n`` values each; else a :class:`ConfigError` naming the policy. A bare
+    array failed in numpy's sort as a ``ValueError`` naming nobody (``internal`` on the
+    bus), and keys of another length would order the rows wrongly."""
+    if (
+        type(answer) in (list, tuple)
+        and answer
+        and all(isinstance(c, np.ndarray) and c.shape == (n,) for c in answer)
+    ):
+        return cast(Sequence[np.ndarray], answer)
+    if isinstance(answer, np.ndarray):
+        shown = f"bare array of shape {answer.shape}"
+    elif type(answer) in (list, tuple):
+        shown = f"{type(answer).__name__} of shapes {[np.shape(c) for c in answer][:4]}"
+    else:
+        shown = type(answer).__name__
+    raise ConfigError(
+        f"eviction policy {ns.config.eviction!r} answered a {shown} to keys() of {n} "
+        f"rows: it must return a list of arrays of {n} values, the first key most significant",
+        policy=ns.config.eviction,
+    )
 
 
 def make_room(

@@ -348,6 +348,42 @@ def test_a_policy_that_raises_fails_the_write_naming_it_and_its_error(
     assert any(r.exc_info and r.exc_info[1] is info.value.__cause__ for r in caplog.records)
 
 
+class BareKeys:
+    """A plug-in ordering rows by keys of their own, whose keys are one bare array (not
+    a list of them)."""
+
+    name = "bare-keys"
+    row_keys = True
+
+    def keys(self, features: Any, ctx: object) -> Any:
+        return features[:, 0]
+
+    def select(self, candidates: list[Item], features: object, n: int, ctx: object) -> list[int]:
+        return list(range(n))
+
+
+class ShortKeys(BareKeys):
+    """Keys of one value fewer than the rows."""
+
+    def keys(self, features: Any, ctx: object) -> Any:
+        return [features[1:, 0]]
+
+
+@pytest.mark.parametrize("policy", ["BareKeys", "ShortKeys"])
+def test_keys_out_of_their_contract_fail_the_write_naming_the_policy(policy: str) -> None:
+    """A bare array failed in numpy's lexsort (a ValueError: ``internal`` on the bus),
+    naming no policy; keys of the wrong length ordered the rows wrongly, unseen."""
+    name = f"{__name__}:{policy}"
+    store = MemoryStore(StoreConfig(dim=8, private=TierConfig(capacity=2, eviction=name)))
+    alice = Caller("alice", frozenset())
+    store.private.write_many(
+        [WriteRequest(alice, "alice", NewItem(f"x{i}")) for i in range(2)], now=0.0
+    )
+    with pytest.raises(ConfigError, match=rf"eviction policy '{name}' answered .* to keys\(\) of 2 rows: it must return a list of arrays of 2 values") as info:  # fmt: skip
+        store.private.write_many([WriteRequest(alice, "alice", NewItem("x2"))] * 2, now=1.0)
+    assert info.value.details == {"policy": name}
+
+
 class Answerless:
     """A plug-in write policy whose decide answers nothing."""
 
