@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from hivemem.agents.base import Action, Agent, Observation, Promotion, Proposal, Recall
-from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.interfaces import Hit
-from hivemem.memory_bus.registry import plugin_failed
+from hivemem.memory_bus.registry import plugin_answered, plugin_failed
 
 
 def plan_of(agent: Agent, t: float, obs: Observation) -> list[Recall]:
@@ -63,7 +62,4 @@ def _raised(agent: Agent, method: str, exc: Exception) -> NoReturn:
 
 
 def _refuse(agent: Agent, method: str, answer: Any, wanted: str) -> NoReturn:
-    raise ConfigError(
-        f"{_who(agent)}: {method} answered {answer!r:.200}; it must return {wanted}",
-        agent=agent.spec.agent_id,
-    )
+    plugin_answered(f"{_who(agent)}: {method}", answer, wanted, agent=agent.spec.agent_id)

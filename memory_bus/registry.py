@@ -41,6 +41,21 @@ def plugin_failed(who: str, exc: Exception, **details: Any) -> NoReturn:
     raise ConfigError(f"{who} raised {type(exc).__name__}: {exc}", **details) from exc
 
 
+def plugin_answered(who: str, answer: Any, wanted: str, **details: Any) -> NoReturn:
+    """Raise a :class:`ConfigError`: the plug-in code ``who`` names answered ``answer``
+    (shown cut to 200 characters), which is not what its protocol asks for, ``wanted``.
+    ``details`` go on the error (the plug-in's name).
+
+    Example:
+        >>> try:
+        ...     plugin_answered("agent 'a-0' (type 'mine:Agent'): act", None, "an Action")
+        ... except ConfigError as err:
+        ...     print(err)
+        agent 'a-0' (type 'mine:Agent'): act answered None; it must return an Action
+    """
+    raise ConfigError(f"{who} answered {answer!r:.200}; it must return {wanted}", **details)
+
+
 class Registry(Generic[T]):
     """Factories of one kind of plug-in, looked up by name.
 

@@ -44,6 +44,7 @@ from hivemem.platform.host_pool import (
 from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.scenario import Scenario
 from hivemem.platform.ticks import TickRows
+from hivemem.scenarios.calls import observe_of, score_of, summary_of
 
 TickCallback = Callable[[int, dict[str, Any]], None]
 
@@ -357,6 +358,7 @@ def _run_once(
     rows = TickRows() if rows is None else rows
     task = scenario.make_task(baseline)
     specs = task.roster
+    family, agent_ids = scenario.task.family, frozenset(s.agent_id for s in specs)
     n_hosts = max(1, min(hosts or scenario.host_count(), len(specs)))
     run_id = uuid.uuid4().hex[:8]
     uses_oracle = bool(scenario.memory.oracle_tiers())
@@ -394,7 +396,7 @@ def _run_once(
             if "before_tick" in hooks:
                 hooks["before_tick"](t, pool)
             t0 = time.perf_counter()
-            obs = task.observe(t)
+            obs = observe_of(task, family, t, agent_ids)
             t1 = time.perf_counter()
             stepped = pool.step(t, obs)
             if "before_commit" in hooks:
@@ -405,14 +407,14 @@ def _run_once(
             answers: dict[str, Any] = {}
             for r in stepped:
                 answers.update(r["answers"])
-            parts = task.score(t, answers)
+            parts = score_of(task, family, t, answers)
             _add(totals, parts)
             t4 = time.perf_counter()
             timing["task"] += (t1 - t0) + (t4 - t3)
             timing["step"] += t2 - t1
             timing["commit"] += t3 - t2
             row: dict[str, Any] = {"t": t, **{k: float(v) for k, v in parts.items()}}
-            row["score"] = task.summary(totals)["score"]
+            row["score"] = summary_of(task, family, totals)["score"]
             ops: dict[str, float] = {}
             evicted: dict[str, float] = {}
             for kind, results in (("read", stepped), ("write", committed)):
@@ -456,7 +458,7 @@ def _run_once(
             hosts=n_hosts,
             agents=len(specs),
             ticks=scenario.run.ticks,
-            summary=task.summary(totals),
+            summary=summary_of(task, family, totals),
             rows=rows,
             seconds=seconds,
             timing=timing,
