@@ -115,7 +115,7 @@ class UnknownNameError(ConfigError):
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         super().__init__(
-            f"unknown {kind} {name!r}{hint} (known: {', '.join(known)})",
+            f"unknown {kind} {name!r}{hint} (known: {', '.join(known) or 'none'})",
             kind=kind,
             name=name,
             suggestions=close,

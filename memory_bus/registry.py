@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Generic, NoReturn, TypeVar
 
 from hivemem.memory_bus.errors import ConfigError, HivememError, UnknownNameError
@@ -150,5 +151,31 @@ class Registry(Generic[T]):
         try:
             factory: Callable[..., T] = getattr(module, attr)
         except AttributeError:
-            raise UnknownNameError(f"{self.kind} in {module_name}", attr, dir(module)) from None
+            known = _own_callables(module)
+            raise UnknownNameError(f"{self.kind} in {module_name}", attr, known) from None
+        if isinstance(factory, ModuleType) or not callable(factory):
+            what = "a module" if isinstance(factory, ModuleType) else _a(type(factory).__name__)
+            raise ConfigError(
+                f"{self.kind} {name!r} is {what}, not a class or a function", name=name
+            )
         return factory
+
+
+def _own_callables(module: ModuleType) -> list[str]:
+    """The names in ``module`` a plug-in name could mean: its ``__all__`` if it has one,
+    else the public classes and functions it defines (not its dunders, not the modules,
+    classes and functions it imports: a "did you mean 'json'" helps no one)."""
+    listed = getattr(module, "__all__", None)
+    names = listed if listed is not None else [n for n in vars(module) if not n.startswith("_")]
+    own = [(n, getattr(module, n, None)) for n in names]
+    return [
+        n
+        for n, obj in own
+        if callable(obj)
+        and not isinstance(obj, ModuleType)
+        and (listed is not None or getattr(obj, "__module__", None) == module.__name__)
+    ]
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
