@@ -332,14 +332,19 @@ class _DecisionEnv(gym.Env[Any, np.int64]):
 
 
 def check_action(space: spaces.Space[Any], action: Any, agent: str | None = None) -> None:
-    """Raise unless ``action`` is in ``space`` (numpy integers are; floats, strings and
-    out-of-range values are not: taking them modulo or truncated would hide a bug).
+    """Raise unless ``action`` is in ``space`` (numpy integers are; floats, strings,
+    bools and out-of-range values are not: taking them modulo or truncated would hide a
+    bug, and ``True`` is an int to Python and to ``Discrete.contains``).
 
     Raises:
         InvalidInputError: naming the action and the space.
     """
+    field = "action" if agent is None else f"action of {agent}"
+    if isinstance(action, bool | np.bool_) or getattr(action, "dtype", None) == np.bool_:
+        raise InvalidInputError(
+            field, f"{action!r} is a bool, not an action of the action space {space}"
+        )
     if not space.contains(action):
-        field = "action" if agent is None else f"action of {agent}"
         raise InvalidInputError(field, f"{action!r} is not in the action space {space}")
 
 

@@ -196,3 +196,36 @@ def test_keeping_private_moves_only_shared_tier_proposals() -> None:
         graph_items[choice] = ([r["items"]["graph"] for r in rows], total)
     env.close()
     assert graph_items[0] == graph_items[1] and graph_items[0][0][-1] > 0
+
+
+BOOLS = [True, False, np.True_, np.array(False)]
+
+
+@pytest.mark.parametrize("env_id", ["hivemem/Eviction-v0", "hivemem/WritePolicy-v0", "sharing"])
+def test_no_env_takes_a_bool_for_an_action(env_id: str) -> None:
+    """``True`` was action 1 and ``False`` action 0 (a bool is an int to Python, and to
+    ``Discrete.contains``); numpy's were refused as any value outside the space. Each
+    is refused as a bool now, and the episode still waits for a valid action."""
+    if env_id == "sharing":
+        env: Any = SharingEnv("relay_qa", overrides=("run.ticks=6",))
+        env.reset(seed=0)
+        agent = env.agents[0]
+
+        def step(action: Any) -> Any:
+            return env.step({**{a: 1 for a in env.agents}, agent: action})
+
+        field = f"action of {agent}"
+    else:
+        env = gym.make(env_id, overrides=SMALL_STREAM if "Eviction" in env_id else FACTS)
+        env.reset(seed=0)
+        step, field = env.step, "action"
+    for bad in BOOLS:
+        with pytest.raises(InvalidInputError) as err:
+            step(bad)
+        assert str(err.value) == (
+            f"invalid {field}: {bad!r} is a bool, not an action of the action space "
+            f"{env.unwrapped.action_space(agent) if env_id == 'sharing' else env.action_space}"
+        )
+        assert err.value.field == field
+    step(0)
+    env.close()
