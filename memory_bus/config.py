@@ -7,7 +7,8 @@ than a silently ignored setting.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from hivemem.memory_bus.errors import UnknownNameError
 from pydantic import (
@@ -16,13 +17,69 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 
-class _Model(BaseModel):
+class ConfigModel(BaseModel):
+    """Base of every config model a file is read into: closed (``extra="forbid"``),
+    frozen, and a boolean is no number.
+
+    Python counts ``True`` as 1, and pydantic's lax mode took it for one: ``count: true``
+    ran one agent. A field that wants an int, a float or an int ``Literal`` (alone, in a
+    union with None, or in a list or mapping of them) refuses a boolean, in this model
+    and every model derived from it (a task family's ``Params`` of one's own too).
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        why = _boolean_for_number(field.annotation, value) if field is not None else None
+        if why is not None:
+            raise ValueError(why)
+        return value
+
+
+def _boolean_for_number(annotation: Any, value: Any, at: str = "") -> str | None:
+    """Why ``value`` has a boolean where ``annotation`` wants a number, or None."""
+    if isinstance(value, bool):
+        wanted = _number_wanted(annotation)
+        where = f" at {at}" if at else ""
+        return f"expected {wanted}, got the boolean {str(value).lower()}{where}" if wanted else None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _boolean_for_number(args[0], value, at)
+    if origin in (Union, UnionType):
+        found = (_boolean_for_number(a, value, at) for a in args)
+        return next((why for why in found if why is not None), None)
+    if origin is list and isinstance(value, list):
+        items = (_boolean_for_number(args[0], v, f"{at}[{i}]") for i, v in enumerate(value))
+        return next((why for why in items if why is not None), None)
+    if origin is dict and isinstance(value, dict):
+        items = (_boolean_for_number(args[1], v, f"{at}[{k!r}]") for k, v in value.items())
+        return next((why for why in items if why is not None), None)
+    return None
+
+
+def _number_wanted(annotation: Any) -> str | None:
+    """What number ``annotation`` wants, in words; None if a boolean may stand there."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    if origin is Annotated:
+        return _number_wanted(args[0])
+    if origin is Literal and args and all(type(a) is int for a in args):
+        return " or ".join(map(str, args))
+    if origin in (Union, UnionType) and bool not in args:
+        return next((w for w in map(_number_wanted, args) if w is not None), None)
+    return None
 
 
 class IndexKind(StrEnum):
@@ -73,7 +130,7 @@ class Prefault(StrEnum):
     OFF = "off"
 
 
-class IndexConfig(_Model):
+class IndexConfig(ConfigModel):
     """How a namespace indexes its vectors.
 
     ``auto`` searches exactly up to ``approx_threshold`` items, then builds HNSW. New
@@ -139,7 +196,7 @@ class NamespaceMode(StrEnum):
     VECTOR = "vector"
 
 
-class TierConfig(_Model):
+class TierConfig(ConfigModel):
     """Settings shared by every namespace of one tier."""
 
     capacity: int | None = Field(None, ge=1, description="items per namespace; None = unbounded")
@@ -190,7 +247,7 @@ class GraphConfig(TierConfig):
     ppr_alpha: float = Field(0.85, gt=0.0, lt=1.0)
 
 
-class AccessConfig(_Model):
+class AccessConfig(ConfigModel):
     """Who may touch what.
 
     A caller may always touch its own private namespace and the shared and graph
@@ -203,7 +260,7 @@ class AccessConfig(_Model):
     public_namespaces: list[str] = Field(default_factory=list)
 
 
-class HashingEmbedderConfig(_Model):
+class HashingEmbedderConfig(ConfigModel):
     """The default embedder: signed feature hashing of words and word bigrams (numpy only).
 
     Deterministic and the same in every process, so agents and the bus embed alike. It
@@ -215,7 +272,7 @@ class HashingEmbedderConfig(_Model):
     bigrams: bool = Field(True, description="also hash adjacent word pairs")
 
 
-class SentenceTransformersConfig(_Model):
+class SentenceTransformersConfig(ConfigModel):
     """A sentence-transformers model, loaded offline (the ``embed`` extra).
 
     Semantic recall ("kitten" near "cat"); needs torch. Without ``model_path`` it loads
@@ -250,7 +307,7 @@ EMBEDDERS = ("hashing", "sentence-transformers")
 """The embedders' names."""
 
 
-class StoreConfig(_Model):
+class StoreConfig(ConfigModel):
     """The whole store.
 
     ``embedder`` embeds every text the store is given without a vector, and every

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 from hivemem.agents.base import AGENT_TYPES, AgentSpec
-from hivemem.memory_bus.config import ORACLE_EVICTIONS, StoreConfig
+from hivemem.memory_bus.config import ORACLE_EVICTIONS, ConfigModel, StoreConfig
 from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.policies import EVICTION_POLICIES, WRITE_POLICIES
 from hivemem.platform.scenario_problems import (
@@ -27,13 +27,13 @@ from hivemem.platform.scenario_problems import (
     validated,
 )
 from hivemem.scenarios.base import TASKS, Task, task_class
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 SCHEMA_VERSION = 1
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(ConfigModel):
+    """Closed, frozen, and no boolean for a number (:class:`ConfigModel`)."""
 
 
 class TaskSpec(_Model):

@@ -13,15 +13,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 from hivemem.agents.base import AgentSpec, Observation
+from hivemem.memory_bus.config import ConfigModel
 from hivemem.memory_bus.item import Item
 from hivemem.memory_bus.registry import Registry
-from pydantic import BaseModel, ConfigDict
 
 
-class TaskParams(BaseModel):
-    """Base of every family's parameters: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TaskParams(ConfigModel):
+    """Base of every family's parameters: unknown keys are errors, and so is a boolean
+    for a number (:class:`~hivemem.memory_bus.config.ConfigModel`)."""
 
 
 class Task(ABC):
