@@ -15,6 +15,7 @@ same fact never race: the second sees the first as a neighbour.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 from typing import Any
 
 from hivemem.memory_bus.errors import ConfigError
@@ -70,8 +71,11 @@ class DedupPolicy:
         key_field: str = "key",
     ) -> None:
         for label, value in (("duplicate", duplicate_threshold), ("update", update_threshold)):
-            if not -1.0 <= value <= 1.0:
-                raise ConfigError(f"dedup {label}_threshold must be in [-1, 1], got {value!r}")
+            # a bool is no threshold: True was taken for 1.0
+            if isinstance(value, bool) or not isinstance(value, Real) or not -1 <= value <= 1:
+                raise ConfigError(
+                    f"dedup {label}_threshold must be a number in [-1, 1], got {value!r}"
+                )
         if update_threshold > duplicate_threshold:
             raise ConfigError("dedup update_threshold must not exceed duplicate_threshold")
         self.duplicate_threshold = float(duplicate_threshold)

@@ -178,6 +178,10 @@ def test_dedup_branches() -> None:
         (lambda: make_eviction_policy("generative_agents", w_recency="high"), "bad parameters"),
         (lambda: make_eviction_policy("generative_agents", w_relevance=float("nan")), "finite"),
         (lambda: make_write_policy("dedup", key_field=["key"]), "key_field must be a str"),
+        (
+            lambda: make_write_policy("dedup", duplicate_threshold=True),  # was 1.0
+            r"dedup duplicate_threshold must be a number in \[-1, 1\], got True",
+        ),
         (lambda: make_write_policy("collections:OrderedDict"), "no decide"),
     ],
 )
