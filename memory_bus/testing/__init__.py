@@ -21,6 +21,7 @@ from hivemem.memory_bus.testing.evictions import check_eviction_policy
 from hivemem.memory_bus.testing.failures import ContractFailure
 from hivemem.memory_bus.testing.replay import check_replay, logical_state
 from hivemem.memory_bus.testing.transports import check_transport
+from hivemem.memory_bus.testing.write_policies import check_write_policy
 
 __all__ = [
     "TIER_CHECKS",
@@ -35,6 +36,7 @@ __all__ = [
     "check_state_round_trip",
     "check_transport",
     "check_versions",
+    "check_write_policy",
     "logical_state",
     "run_tier_contract",
     "simulate_trace",
