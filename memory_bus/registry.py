@@ -8,6 +8,7 @@ module imports nothing optional.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable
 from types import ModuleType
@@ -107,15 +108,38 @@ class Registry(Generic[T]):
 
     def check(self, name: str, **params: Any) -> None:
         """Raise if ``name`` cannot be built: a prefixed name is built (so a checkpoint it
-        names is read and checked), any other is only looked up.
+        names is read and checked), any other is looked up and ``params`` are checked
+        against its factory's parameters, without building it (a scenario validated
+        ``ok`` and then failed to start with a parameter the policy lacks).
 
         Raises:
-            UnknownNameError: no such name, with the closest ones.
-            ConfigError: the prefix's loader refused it.
+            UnknownNameError: no such name, or a parameter the factory does not take,
+                with the closest ones.
+            ConfigError: the prefix's loader refused it, or a required parameter is missing.
         """
-        _, rest = self._resolve(name)
+        factory, rest = self._resolve(name)
         if rest is not None:
             self.create(name, **params)
+            return
+        try:
+            signature = inspect.signature(factory)
+        except (TypeError, ValueError):  # nothing to read the parameters from
+            return
+        try:
+            signature.bind(**params)
+        except TypeError as exc:
+            named = [
+                p.name
+                for p in signature.parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            ]
+            unknown = sorted(set(params) - set(named))
+            if unknown:
+                kind = f"{self.kind} {name!r} parameter"
+                raise UnknownNameError(kind, unknown[0], named) from None
+            raise ConfigError(
+                f"bad parameters for {self.kind} {name!r}: {exc}", name=name
+            ) from None
 
     def create(self, name: str, **params: Any) -> T:
         """Build the plug-in called ``name`` with ``params``.

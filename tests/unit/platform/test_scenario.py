@@ -324,6 +324,24 @@ INVALID = [
         "needs a task that knows its future queries; relay_qa does not",
     ),
     Case(
+        "eviction-param-the-policy-lacks",
+        "relay_qa",
+        "eviction: lru",
+        "eviction: lru, eviction_params: {strength: 3}",
+        "memory.shared.eviction",
+        "unknown eviction policy 'lru' parameter 'strength' (known: none)",
+    ),
+    Case(
+        "misspelt-write-param",
+        "relay_qa",
+        "write_policy: dedup",
+        "write_policy: dedup, write_params: {duplicate_treshold: 0.9}",
+        "memory.shared.write_policy",
+        "unknown write policy 'dedup' parameter 'duplicate_treshold'; did you mean "
+        "'duplicate_threshold' or 'update_threshold'? (known: duplicate_threshold, key_field, "
+        "update_threshold)",
+    ),
+    Case(
         "belady-without-oracle-task",
         "evolving_facts",
         "eviction: lru",
