@@ -20,6 +20,12 @@ from typing import Any, TextIO, overload
 
 Row = dict[str, Any]
 
+RUNNER_COLUMNS = frozenset(
+    {"t", "score", "recalls", "hits", "writes", "promotions", "ops", "evicted", "items"}
+)
+"""The columns of a row the runner writes itself; a task's own counters go beside them
+and may not take their names (``docs/scenarios.md``, ticks.jsonl)."""
+
 
 def encode_row(row: Row) -> str:
     """The row's line in ``ticks.jsonl`` (keys sorted, no newline)."""

@@ -59,6 +59,11 @@ class ScoreRaises(RelayQA):
         raise ZeroDivisionError("division by zero")
 
 
+class ScoreNamesAColumn(RelayQA):
+    def score(self, t, answers):
+        return {**super().score(t, answers), "t": 7}
+
+
 class SummaryWithoutScore(RelayQA):
     def summary(self, totals):
         return {"accuracy": 0.5}
@@ -86,6 +91,8 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ("ScoreNan", "score answered {'correct': nan, 'asked': 1}; it must return"),
         ("ScoreRaises", "score raised ZeroDivisionError: division by zero"),
         ("SummaryWithoutScore", "summary answered {'accuracy': 0.5}; it must return"),
+        # its "t" replaced the tick's in every row
+        ("ScoreNamesAColumn", "score answered a counter named 't', a column the runner"),
     ],
 )
 def test_a_task_out_of_protocol_stops_the_run_with_one_line_naming_it(
