@@ -338,9 +338,11 @@ class AgentHost:
         try:
             while children:
                 outcome = _try_promote(client, promo.namespace, children, item, t)
-                if outcome == "promoted":
+                if isinstance(outcome, WriteResult):
                     stats.promotions += 1
-                if isinstance(outcome, str):
+                    if outcome.evicted:  # (a parent is not a write: its op is not counted)
+                        stats.evicted["graph"] = stats.evicted.get("graph", 0) + len(outcome.evicted)  # fmt: skip
+                if isinstance(outcome, WriteResult | str):
                     return
                 children.remove(outcome)
             _count_write(stats, "graph", client.write("graph", promo.namespace, item, now=t))
@@ -440,11 +442,12 @@ class AgentHost:
 
 def _try_promote(
     client: MemoryClient, namespace: str, children: list[int], item: NewItem, t: float
-) -> int | str:
-    """Send one promotion: ``"promoted"``; ``"not stored"`` if the write policy stored no
-    parent (nothing to link); or the id of a child the bus found gone (nothing written)."""
+) -> WriteResult | int | str:
+    """Send one promotion: the parent's write (with the nodes it evicted);
+    ``"not stored"`` if the write policy stored no parent (nothing to link); or the id of
+    a child the bus found gone (nothing written)."""
     try:
-        client.promote(namespace, children, item, now=t)
+        return client.promote(namespace, children, item, now=t, detail=True)
     except ItemNotFoundError as exc:
         gone = exc.details.get("item_id")
         if exc.details.get("namespace") != namespace or gone not in children:
@@ -454,7 +457,6 @@ def _try_promote(
         if exc.details.get("field") != "parent":
             raise
         return "not stored"
-    return "promoted"
 
 
 def _count_write(stats: TickStats, tier: str, result: WriteResult) -> None:

@@ -343,7 +343,8 @@ class GraphTier(VectorTier):
     ) -> int:
         """Write ``parent`` above ``children`` and link it to each (see
         :func:`hivemem.memory_bus.promotion.promote`); returns the parent's node id."""
-        return promote(self, caller, namespace, children, parent, now=now, edge_type=edge_type)
+        done = promote(self, caller, namespace, children, parent, now=now, edge_type=edge_type)
+        return done.item_id
 
     @contextlib.contextmanager
     def sparing(self, nodes: frozenset[int]) -> Iterator[None]:

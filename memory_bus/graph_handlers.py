@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hivemem.memory_bus.arguments import field, now_of, recall_time
-from hivemem.memory_bus.codec import decode_item_arg, encode_hit
+from hivemem.memory_bus.codec import decode_item_arg, encode_hit, encode_write_result
 from hivemem.memory_bus.item import TierName
+from hivemem.memory_bus.promotion import promote as promoted
 from hivemem.memory_bus.protocol import NUMBER
 
 if TYPE_CHECKING:
@@ -64,8 +65,12 @@ def neighbors(ctx: Context, args: dict[str, Any]) -> Any:
 
 
 def promote(ctx: Context, args: dict[str, Any]) -> Any:
+    """The parent's id; with ``detail``, the parent's write as a ``write`` answers it
+    (``op``, ``item_id`` and the nodes it ``evicted``)."""
     children = field(args, "children", list)
-    return ctx.store.graph.promote(
+    detail = field(args, "detail", bool, False)
+    done = promoted(
+        ctx.store.graph,
         ctx.caller,
         field(args, "namespace", str),
         children,
@@ -73,6 +78,7 @@ def promote(ctx: Context, args: dict[str, Any]) -> Any:
         now=now_of(args),
         edge_type=field(args, "edge_type", str, "abstracts"),
     )
+    return encode_write_result(done) if detail else done.item_id
 
 
 def retrieve(ctx: Context, args: dict[str, Any]) -> Any:

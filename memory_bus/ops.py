@@ -420,7 +420,8 @@ class Ops:
     def promote(
         self, namespace: str, children: list[int], parent: NewItem, *, now: float, **kw: Any
     ) -> Any:
-        """Write a parent above ``children`` and link them; returns its id."""
+        """Write a parent above ``children`` and link them; returns its id, or with
+        ``detail=True`` its :class:`WriteResult` (with the nodes its write evicted)."""
         args = {
             "namespace": namespace,
             "children": children,
@@ -428,7 +429,7 @@ class Ops:
             "now": now,
             **kw,
         }
-        return self._call("promote", args)
+        return self._call("promote", args, decode_write_result if kw.get("detail") else None)
 
     def retrieve(
         self,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from hivemem.memory_bus.config import NamespaceMode
 from hivemem.memory_bus.errors import CapacityError, InvalidInputError
-from hivemem.memory_bus.interfaces import Caller
+from hivemem.memory_bus.interfaces import Caller, WriteResult
 from hivemem.memory_bus.item import NewItem, WriteOp, count_tokens
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def promote(
     *,
     now: float,
     edge_type: str = "abstracts",
-) -> int:
+) -> WriteResult:
     """Write ``parent`` one level or more above every child and link it to each child.
 
     The parent's write never evicts a child (:meth:`GraphTier.sparing`): in a full
@@ -41,7 +41,8 @@ def promote(
     :data:`~hivemem.memory_bus.handlers.REFUSED_AFTER_A_CHANGE`).
 
     Returns:
-        The parent's node id (an existing node if the write policy merged it).
+        The parent's write: its node id (an existing node if the write policy merged it),
+        ADD or UPDATE, and the nodes its write evicted.
 
     Raises:
         InvalidInputError: No child, a parent level not above every child's, a bad
@@ -73,7 +74,7 @@ def promote(
         )
     for kid in kids:
         tier.add_edge(caller, namespace, result.item_id, kid.id, edge_type, now=now)
-    return result.item_id
+    return result
 
 
 def check_room_besides(

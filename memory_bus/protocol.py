@@ -248,7 +248,7 @@ ARG_NAMES: dict[Op, frozenset[str]] = {
     Op.INVALIDATE_EDGE: frozenset({"namespace", "edge_id", "at"}),
     Op.EDGES: frozenset({"namespace", "as_of", "node", "type", "after", "limit"}),
     Op.NEIGHBORS: frozenset({"namespace", "node_id", "as_of", "direction"}),
-    Op.PROMOTE: frozenset({"namespace", "children", "parent", "now", "edge_type"}),
+    Op.PROMOTE: frozenset({"namespace", "children", "parent", "now", "edge_type", "detail"}),
     Op.RETRIEVE: frozenset({"namespace", "vector", "text", "k", "now", "method", "hops", "as_of"}),
     Op.SUBSCRIBE: frozenset({"topics"}),
 }

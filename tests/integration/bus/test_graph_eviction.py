@@ -15,7 +15,7 @@ import pytest
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import GraphConfig, StoreConfig
 from hivemem.memory_bus.errors import CapacityError
-from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.item import NewItem, WriteOp
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
@@ -43,6 +43,24 @@ def test_promote_into_a_full_namespace_keeps_and_links_its_children(eviction: st
         parent = alice.promote("team", [a], NewItem("doors locked", vector=unit(4), level=1), now=5.0)  # fmt: skip
         assert sorted(node_ids(alice)) == sorted([a, other, parent])  # b made the room
         assert [(e["src"], e["dst"]) for e in alice.edges("team")] == [(parent, a)]
+
+
+def test_promote_with_detail_answers_as_a_write_does_with_what_it_evicted() -> None:
+    """A promote's reply was the parent's id alone, so the evictions the parent caused
+    went uncounted (a run's rows: items fell by more than their ``evicted`` said)."""
+    with graph_client(GraphConfig(capacity=3, eviction="fifo"), DIM) as alice:
+        a, b, c = (
+            alice.write("graph", "team", NewItem(t, vector=unit(i)), now=float(i)).item_id
+            for i, t in enumerate(["door A locked", "door B locked", "door C locked"], 1)
+        )
+        result = alice.promote(
+            "team", [c], NewItem("doors locked", vector=unit(4), level=1), now=5.0, detail=True
+        )
+        assert (result.op, result.evicted) == (WriteOp.ADD, [a])  # the oldest but the child
+        assert sorted(node_ids(alice)) == sorted([b, c, result.item_id])
+        # without it, the parent's id, as before
+        parent = alice.promote("team", [c], NewItem("C, again", vector=unit(5), level=1), now=6.0)
+        assert isinstance(parent, int) and sorted(node_ids(alice)) == sorted([c, result.item_id, parent])  # fmt: skip
 
 
 def test_promote_with_only_its_children_to_evict_is_refused_and_changes_nothing() -> None:

@@ -81,6 +81,13 @@ def test_a_small_graph_evicts_what_promotions_name_and_the_run_goes_on() -> None
     assert sum(r["evicted"].get("graph", 0) for r in one.rows) > 0
     assert sum(r["promotions"] for r in one.rows) > 0
     assert comparable(one) == comparable(three)
+    # Every node in or out is counted: the writes' ADDs and the promoted parents come in,
+    # the evictions (a parent's too: they went uncounted) go out (always_add: no DELETE).
+    held = 0
+    for row in one.rows:
+        came = row["ops"].get("graph.ADD", 0) + row["promotions"]
+        assert row["items"]["graph"] - held == came - row["evicted"].get("graph", 0), row
+        held = row["items"]["graph"]
 
 
 def test_as_of_changed_scores_as_of_recall_alone() -> None:
