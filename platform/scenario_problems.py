@@ -10,14 +10,13 @@ mistakes with them too.
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import yaml
-from hivemem.memory_bus.errors import HivememError
+from hivemem.memory_bus.errors import HivememError, UnknownNameError
 from pydantic import BaseModel, Tag, ValidationError
 
 
@@ -87,11 +86,9 @@ def validated(model: type[M], raw: dict[str, Any], source: str, lines: dict[str,
 
 
 def unknown_name(kind: str, name: str, known: typing.Iterable[str]) -> str:
-    """The message for an unknown ``name`` of a ``kind``: a "did you mean", then the known."""
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (known: {', '.join(known)})"
+    """The message for an unknown ``name`` of a ``kind``: a "did you mean", then the known
+    (:class:`UnknownNameError`'s, so a file's problem reads as the store's error does)."""
+    return UnknownNameError(kind, name, known).message
 
 
 def problem_from_error(
