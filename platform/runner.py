@@ -44,7 +44,13 @@ from hivemem.platform.host_pool import (
 from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.scenario import Scenario
 from hivemem.platform.ticks import RUNNER_COLUMNS, TickRows
-from hivemem.scenarios.calls import observe_of, score_of, summary_of
+from hivemem.scenarios.calls import (
+    headline_of,
+    observe_of,
+    outcome_kinds_of,
+    score_of,
+    summary_of,
+)
 
 TickCallback = Callable[[int, dict[str, Any]], None]
 
@@ -452,10 +458,10 @@ def _run_once(
                     metrics.score.labels(name).set(row["score"])
                 metrics.progress.labels(name).set((t + 1) / scenario.run.ticks)
                 metrics.restarts.labels(name).inc(pool.restarts - restarts_seen)
-                correct, questions = task.headline(parts)
+                correct, questions = headline_of(task, family, parts)
                 metrics.record_memory(
                     name,
-                    task.outcome_kinds(parts),
+                    outcome_kinds_of(task, family, parts),
                     row,
                     correct=correct,
                     questions=questions,

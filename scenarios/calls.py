@@ -24,6 +24,7 @@ from hivemem.scenarios.base import Task
 
 OBSERVATIONS = "a dict of observations (dicts) by agent id"
 COUNTERS = "a dict of counters (finite numbers) by name"
+HEADLINE = "a pair of finite numbers (correct answers, questions)"
 MEASURES = "a dict of measures (finite numbers or None) by name, 'score' among them"
 
 
@@ -82,6 +83,40 @@ def summary_of(task: Task, family: str, totals: dict[str, float]) -> dict[str, f
     ):
         _refuse(family, "summary", summary, MEASURES)
     return summary
+
+
+def headline_of(task: Task, family: str, parts: dict[str, float]) -> tuple[float, float]:
+    """``task.headline(parts)``, the correct answers and the questions (for the driver's
+    metrics only: a run without them never asks).
+
+    Raises:
+        ConfigError: the task raised, or answered something else.
+    """
+    try:
+        pair = task.headline(parts)
+    except Exception as exc:
+        _raised(family, "headline", exc)
+    if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(map(_finite, pair))):
+        _refuse(family, "headline", pair, HEADLINE)
+    return float(pair[0]), float(pair[1])
+
+
+def outcome_kinds_of(task: Task, family: str, parts: dict[str, float]) -> dict[str, float]:
+    """``task.outcome_kinds(parts)``, the tick's parts under a fixed set of names (for the
+    driver's metrics only).
+
+    Raises:
+        ConfigError: the task raised, or answered something else.
+    """
+    try:
+        kinds = task.outcome_kinds(parts)
+    except Exception as exc:
+        _raised(family, "outcome_kinds", exc)
+    if not (
+        isinstance(kinds, dict) and all(isinstance(k, str) and _finite(v) for k, v in kinds.items())
+    ):
+        _refuse(family, "outcome_kinds", kinds, COUNTERS)
+    return kinds
 
 
 def _finite(value: Any) -> bool:

@@ -64,6 +64,19 @@ class ScoreNamesAColumn(RelayQA):
         return {**super().score(t, answers), "t": 7}
 
 
+class HeadlineText(RelayQA):
+    def headline(self, totals):
+        return tuple(str(x) for x in super().headline(totals))
+
+    def summary(self, totals):  # (relay_qa's own reads its headline)
+        return {"score": 0.5}
+
+
+class OutcomeKindsRaise(RelayQA):
+    def outcome_kinds(self, parts):
+        raise KeyError("kind")
+
+
 class SummaryWithoutScore(RelayQA):
     def summary(self, totals):
         return {"accuracy": 0.5}
@@ -93,6 +106,9 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ("SummaryWithoutScore", "summary answered {'accuracy': 0.5}; it must return"),
         # its "t" replaced the tick's in every row
         ("ScoreNamesAColumn", "score answered a counter named 't', a column the runner"),
+        # asked only for the driver's metrics (the run exposes them on a free port)
+        ("HeadlineText", "headline answered ('0', '0'); it must return a pair of finite"),
+        ("OutcomeKindsRaise", "outcome_kinds raised KeyError: 'kind'"),
     ],
 )
 def test_a_task_out_of_protocol_stops_the_run_with_one_line_naming_it(
@@ -107,12 +123,12 @@ def test_a_task_out_of_protocol_stops_the_run_with_one_line_naming_it(
         [
             "run", "relay_qa", "--no-progress", "--out", str(tmp_path), "--ticks", "3",
             "--set", "run.baseline=false", "--set", f"task.family={name}",
-            "--set", "agents.0.count=1", "--set", "agents.1.count=1",
+            "--set", "agents.0.count=1", "--set", "agents.1.count=1", "--metrics-port", "0",
         ],
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)  # no traceback
-    [line] = result.stderr.splitlines()
+    [line] = [x for x in result.stderr.splitlines() if not x.startswith("metrics on http://")]
     assert line.startswith(f"stopped (error: ConfigError: task family {name!r}: {says}"), line
     (folder,) = tmp_path.iterdir()
     summary = json.loads((folder / "summary.json").read_text())
