@@ -13,9 +13,9 @@ as :mod:`hivemem.agents.calls` does for agents.
 from __future__ import annotations
 
 import math
-from collections.abc import Set
+from collections.abc import Callable, Set
 from numbers import Real
-from typing import Any, NoReturn
+from typing import Any
 
 from hivemem.agents.base import Observation
 from hivemem.memory_bus.errors import ConfigError
@@ -34,12 +34,7 @@ def observe_of(task: Task, family: str, t: int, agent_ids: Set[str]) -> dict[str
     Raises:
         ConfigError: the task raised, or answered something else.
     """
-    try:
-        obs = task.observe(t)
-    except Exception as exc:
-        _raised(family, "observe", exc)
-    if not (isinstance(obs, dict) and all(isinstance(o, dict) for o in obs.values())):
-        _refuse(family, "observe", obs, OBSERVATIONS)
+    obs = _asked(task, family, "observe", (t,), _observations, OBSERVATIONS)
     strangers = obs.keys() - agent_ids
     if strangers:
         stranger = min(strangers, key=str)
@@ -52,80 +47,72 @@ def observe_of(task: Task, family: str, t: int, agent_ids: Set[str]) -> dict[str
 
 
 def score_of(task: Task, family: str, t: int, answers: dict[str, Any]) -> dict[str, float]:
-    """``task.score(t, answers)``, this tick's counters.
-
-    Raises:
-        ConfigError: the task raised, or answered something else.
-    """
-    try:
-        parts = task.score(t, answers)
-    except Exception as exc:
-        _raised(family, "score", exc)
-    if not (isinstance(parts, dict) and all(_finite(v) for v in parts.values())):
-        _refuse(family, "score", parts, COUNTERS)
-    return parts
+    """``task.score(t, answers)``, this tick's counters (see :func:`_asked`)."""
+    return _asked(task, family, "score", (t, answers), _counters, COUNTERS)
 
 
 def summary_of(task: Task, family: str, totals: dict[str, float]) -> dict[str, float | None]:
-    """``task.summary(totals)``, the measures with their ``score``.
-
-    Raises:
-        ConfigError: the task raised, or answered something else.
-    """
-    try:
-        summary = task.summary(totals)
-    except Exception as exc:
-        _raised(family, "summary", exc)
-    if not (
-        isinstance(summary, dict)
-        and "score" in summary
-        and all(v is None or _finite(v) for v in summary.values())
-    ):
-        _refuse(family, "summary", summary, MEASURES)
-    return summary
+    """``task.summary(totals)``, the measures with their ``score`` (see :func:`_asked`)."""
+    return _asked(task, family, "summary", (totals,), _measures, MEASURES)
 
 
 def headline_of(task: Task, family: str, parts: dict[str, float]) -> tuple[float, float]:
     """``task.headline(parts)``, the correct answers and the questions (for the driver's
-    metrics only: a run without them never asks).
-
-    Raises:
-        ConfigError: the task raised, or answered something else.
-    """
-    try:
-        pair = task.headline(parts)
-    except Exception as exc:
-        _raised(family, "headline", exc)
-    if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(map(_finite, pair))):
-        _refuse(family, "headline", pair, HEADLINE)
+    metrics only: a run without them never asks; see :func:`_asked`)."""
+    pair = _asked(task, family, "headline", (parts,), _pair, HEADLINE)
     return float(pair[0]), float(pair[1])
 
 
 def outcome_kinds_of(task: Task, family: str, parts: dict[str, float]) -> dict[str, float]:
     """``task.outcome_kinds(parts)``, the tick's parts under a fixed set of names (for the
-    driver's metrics only).
+    driver's metrics only; see :func:`_asked`)."""
+    return _asked(task, family, "outcome_kinds", (parts,), _counters, COUNTERS)
+
+
+def _asked(
+    task: Task,
+    family: str,
+    method: str,
+    args: tuple[Any, ...],
+    fits: Callable[[Any], bool],
+    wanted: str,
+) -> Any:
+    """``task.<method>(*args)``, if it answered what ``fits``.
 
     Raises:
-        ConfigError: the task raised, or answered something else.
+        ConfigError: the task raised (naming its error), or answered something else
+            (naming the answer and ``wanted``).
     """
     try:
-        kinds = task.outcome_kinds(parts)
+        answer = getattr(task, method)(*args)
     except Exception as exc:
-        _raised(family, "outcome_kinds", exc)
-    if not (
-        isinstance(kinds, dict) and all(isinstance(k, str) and _finite(v) for k, v in kinds.items())
-    ):
-        _refuse(family, "outcome_kinds", kinds, COUNTERS)
-    return kinds
+        plugin_failed(f"task family {family!r}: {method}", exc, family=family)
+    if not fits(answer):
+        plugin_answered(f"task family {family!r}: {method}", answer, wanted, family=family)
+    return answer
+
+
+def _observations(obs: Any) -> bool:
+    return isinstance(obs, dict) and all(isinstance(o, dict) for o in obs.values())
+
+
+def _counters(parts: Any) -> bool:
+    return isinstance(parts, dict) and all(
+        isinstance(k, str) and _finite(v) for k, v in parts.items()
+    )
+
+
+def _measures(summary: Any) -> bool:
+    return (
+        isinstance(summary, dict)
+        and "score" in summary
+        and all(v is None or _finite(v) for v in summary.values())
+    )
+
+
+def _pair(pair: Any) -> bool:
+    return isinstance(pair, tuple | list) and len(pair) == 2 and all(map(_finite, pair))
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, Real) and math.isfinite(value)
-
-
-def _raised(family: str, method: str, exc: Exception) -> NoReturn:
-    plugin_failed(f"task family {family!r}: {method}", exc, family=family)
-
-
-def _refuse(family: str, method: str, answer: Any, wanted: str) -> NoReturn:
-    plugin_answered(f"task family {family!r}: {method}", answer, wanted, family=family)
