@@ -60,6 +60,27 @@ def test_prometheus_scrapes_the_ports_the_deploy_readme_uses() -> None:
     assert str(BUS_TARGETS_DIR / "*.json") == BUS_SD
 
 
+def block_commands(text: str, heading: str) -> list[str]:
+    """The commands of the first bash block after ``heading``, in order: continuation
+    lines joined, comments dropped, up to the block's first blank line."""
+    section = text.split(heading, 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].split("\n\n", 1)[0]
+    lines = (
+        re.sub(r"(^|\s+)#.*$", "", line).strip() for line in block.replace("\\\n", " ").splitlines()
+    )
+    return [" ".join(line.split()) for line in lines if line]
+
+
+def test_the_deploy_readme_starts_a_cluster_as_the_tested_readme_does() -> None:
+    """Its own copy lacked the venv's activation (the job's ``hivemem`` was not found)
+    and the token made before ``ray start``; the README's commands are the ones
+    tests/integration/observability runs on a real cluster."""
+    readme = block_commands((ROOT / "README.md").read_text(), "## Run on a cluster")
+    deploy = block_commands((DEPLOY / "README.md").read_text(), "## Run on a cluster")
+    assert deploy == [c for c in readme if "pip install" not in c]
+    assert deploy[0] == ". .venv/bin/activate"
+
+
 def test_promtool_accepts_the_prometheus_config() -> None:
     exe = shutil.which("promtool")
     if exe is None:
