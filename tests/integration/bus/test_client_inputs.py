@@ -17,6 +17,7 @@ from hivemem.memory_bus.errors import (
     UnknownNameError,
 )
 from hivemem.memory_bus.item import NewItem
+from hivemem.memory_bus.protocol import ProtocolError
 from hivemem.memory_bus.store import MemoryStore
 
 from .conftest import Bus
@@ -96,6 +97,19 @@ def test_a_wrong_argument_type_is_refused_by_name_before_sending(bus: Bus, case:
         assert caught.value.field == field
         assert bus.server.inspect(MemoryStore.stats)["private"]["items"] == 0
         assert client.ping()["agent"] == "alice"
+
+
+def test_a_plain_value_of_the_wrong_type_is_refused_by_the_bus_by_name(
+    alice: MemoryClient,
+) -> None:
+    """What the README says of those the client does not check itself (k, now)."""
+    for field, call in (
+        ("k", lambda: alice.search("private", "alice", "x", k="3", now=None)),  # type: ignore[arg-type]
+        ("now", lambda: alice.write("private", "alice", NewItem("x"), now="0")),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ProtocolError) as caught:
+            call()
+        assert (caught.value.code, caught.value.details["field"]) == ("bad_request", field)
 
 
 def test_numpy_numbers_are_sent_as_python_numbers(alice: MemoryClient) -> None:
