@@ -185,7 +185,8 @@ class _Requests:
     def timed_out(self) -> BusTimeoutError:
         """The error for a request that got no reply after every attempt."""
         return BusTimeoutError(
-            f"no reply from {self.address} after {self.attempts} attempts of {self.timeout} s",
+            f"no reply from {self.address} after {self.attempts} "
+            f"attempt{'' if self.attempts == 1 else 's'} of {self.timeout} s",
             address=self.address,
             attempts=self.attempts,
         )

@@ -130,6 +130,13 @@ def test_timeout_after_every_attempt() -> None:
     assert len(received) == 3, "the request and its two retries"
     assert len({r["id"] for r in received}) == 1 and len({r["client"] for r in received}) == 1
     assert caught.value.details["attempts"] == 3
+    assert str(caught.value) == f"no reply from {address} after 3 attempts of 0.2 s"
+    with (
+        fake_server(lambda router, request: None) as (address, _),
+        MemoryClient(address, "x", "t", timeout=0.2, retries=0) as once,
+        pytest.raises(BusTimeoutError, match=r"after 1 attempt of 0\.2 s$"),  # not "attempts"
+    ):
+        once.ping()
 
 
 def test_replies_of_other_ids_are_dropped() -> None:
