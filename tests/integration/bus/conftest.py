@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +83,46 @@ def send_once(address: str, frames: list[bytes], timeout_ms: int = 10_000) -> Re
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+SUBSCRIBED_WITHIN_S = 10.0
+"""How long a SUB socket may take to connect and have its subscriptions granted: ZeroMQ
+connects in the background, and a loaded machine (CI) has taken more than a second."""
+
+
+def subscriptions_held(server: BusServer) -> float:
+    """The event subscriptions ``server`` has granted and holds now."""
+    return (
+        server.inspect(
+            lambda _: server.metrics.registry.get_sample_value("hivemem_bus_event_subscriptions")
+        )
+        or 0.0
+    )
+
+
+def _short_of(server: BusServer, count: int, deadline: float) -> bool:
+    held = subscriptions_held(server)
+    if held >= count:
+        return False
+    if time.monotonic() > deadline:
+        raise AssertionError(f"{held:g} event subscriptions granted, not {count}, in time")
+    return True
+
+
+def wait_subscribed(server: BusServer, count: int) -> None:
+    """Wait until ``server`` holds ``count`` event subscriptions (one per subscriber and
+    topic): events written before a SUB's subscription reaches the server never reach it."""
+    deadline = time.monotonic() + SUBSCRIBED_WITHIN_S
+    while _short_of(server, count, deadline):
+        time.sleep(0.02)
+
+
+async def subscribed(server: BusServer, count: int) -> None:
+    """:func:`wait_subscribed` for a coroutine, whose loop must run on meanwhile (the
+    streams' ``subscribe`` requests and sockets are made there)."""
+    deadline = time.monotonic() + SUBSCRIBED_WITHIN_S
+    while _short_of(server, count, deadline):
+        await asyncio.sleep(0.02)
 
 
 def unit_vector(seed: int, dim: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.requests import BusTimeoutError
 
-from .conftest import Bus
+from .conftest import Bus, subscribed, wait_subscribed
 
 
 def finishes(call: object, seconds: float = 10.0) -> bool:
@@ -40,7 +40,7 @@ def test_closing_with_an_event_stream_open_returns(bus: Bus) -> None:
 
     async def run() -> str:
         reading = asyncio.ensure_future(follow())
-        await asyncio.sleep(0.5)  # subscribed
+        await subscribed(bus.server, 1)  # else the write comes first, and nothing after it
         with bus.client("alice") as writer:
             writer.write("private", "alice", NewItem("x"), now=0.0)
         return await reading
@@ -197,7 +197,7 @@ def test_an_events_iterator_collected_on_the_loop_thread_does_not_stop_the_loop(
     events = client.events(["private/alice"], timeout=5.0)
     first = threading.Thread(target=lambda: next(events))  # the stream is open, then waits
     first.start()
-    time.sleep(0.3)
+    wait_subscribed(bus.server, 1)
     client.write("private", "alice", NewItem("x"), now=0.0)
     first.join(5)
     loop_ran = client._loop.call_soon_threadsafe
@@ -249,7 +249,7 @@ def test_close_ends_an_events_iteration_with_client_is_closed(bus: Bus) -> None:
 
     reader = threading.Thread(target=follow)
     reader.start()
-    time.sleep(0.5)
+    wait_subscribed(bus.server, 1)  # the iteration waits on its socket
     assert finishes(client.close)
     reader.join(5)
     assert not reader.is_alive()

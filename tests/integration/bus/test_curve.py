@@ -11,7 +11,7 @@ from hivemem.memory_bus.client import AsyncMemoryClient, BusTimeoutError, Memory
 from hivemem.memory_bus.curve import CurveConfig
 from hivemem.memory_bus.item import NewItem
 
-from .conftest import make_server
+from .conftest import make_server, subscribed
 
 
 def keys(directory: Path, name: str) -> tuple[bytes, bytes]:
@@ -70,7 +70,7 @@ def test_events_over_curve(tmp_path: Path) -> None:
         )
         stream = client.events(["shared/team"])
         first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.5)  # the SUB socket's handshake and subscription
+        await subscribed(server, 1)  # the SUB socket's handshake and subscription
         written = await client.write("shared", "team", NewItem("over CURVE"), now=0.0)
         event = await asyncio.wait_for(first, 5)
         await stream.aclose()

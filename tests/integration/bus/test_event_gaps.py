@@ -29,7 +29,7 @@ from hivemem.memory_bus.publisher import MARK_PERIOD_S, MARKS_PER_MESSAGE
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
-from .conftest import make_server
+from .conftest import make_server, subscribed, wait_subscribed
 
 QUIET_S = 0.7
 
@@ -64,7 +64,7 @@ def test_events_are_numbered_per_namespace_and_subscribe_says_where_they_stand()
         granted = await alice.subscribe(["shared/team", "private/alice"])
         stream = alice.events(["shared/team", "private/alice"])
         first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.5)  # subscribed before the writes
+        await subscribed(server, 2)  # before the writes
         results = await alice.write_many("shared", [("team", NewItem(f"w{i}", vector=v)) for i in range(3)], now=1.0)  # fmt: skip
         ids = [r.item_id for r in results]
         await alice.update("shared", "team", ids[0], expected_version=1, now=2.0, text="w0 again")
@@ -98,7 +98,7 @@ def test_graph_edges_are_announced_and_numbered_with_the_nodes() -> None:
         alice = AsyncMemoryClient(server.address, "alice", token, timeout=5.0)
         stream = alice.events(["graph/team"])
         first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.5)
+        await subscribed(server, 1)
         a, b = [(await alice.write("graph", "team", NewItem(t, vector=v), now=1.0)).item_id for t in "ab"]  # fmt: skip
         edge = await alice.add_edge("team", a, b, "causes", now=2.0)
         await alice.invalidate_edge("team", edge, at=3.0)
@@ -139,7 +139,7 @@ def test_a_whole_tier_gets_its_namespaces_marks_many_to_a_message() -> None:
             sub.setsockopt(zmq.SUBSCRIBE, encode_subscription(agent, key, topic))
             sub.setsockopt(zmq.SUBSCRIBE, wire_topic(*split_topic(topic)))
             sub.connect(server.pub_address)
-        time.sleep(0.5)
+        wait_subscribed(server, 2)
         with MemoryClient(server.address, "carl", writer, timeout=10.0) as carl:
             v = np.ones(8, np.float32)
             carl.write_many("shared", [(name, NewItem(name, vector=v)) for name in names], now=0.0)
@@ -182,7 +182,7 @@ def test_a_slow_subscriber_learns_how_many_events_it_missed_even_at_the_end(topi
         sub.setsockopt(zmq.SUBSCRIBE, encode_subscription(agent, token, topic))
         sub.setsockopt(zmq.SUBSCRIBE, wire_topic(*split_topic(topic)))
         sub.connect(server.pub_address)
-        time.sleep(0.5)  # subscribed before the writes
+        wait_subscribed(server, 1)  # before the writes
         with MemoryClient(server.address, "bob", server.token("bob"), timeout=10.0) as bob:
             vectors = np.ones((1000, 8), np.float32)
             for b in range(100):  # 100,000 events in 100 messages, while nobody reads
@@ -276,7 +276,7 @@ def _across_a_restart_without_memory(after: int) -> tuple[list[dict[str, Any]], 
                 await got.put(record)
 
         pumping = asyncio.ensure_future(pump())
-        await asyncio.sleep(0.5)
+        await subscribed(first, 1)
         for i in range(3):
             await alice.write("shared", "team", NewItem(f"before {i}"), now=0.0)
         seen = [await asyncio.wait_for(got.get(), 5) for _ in range(3)]
@@ -287,7 +287,7 @@ def _across_a_restart_without_memory(after: int) -> tuple[list[dict[str, Any]], 
                 await alice.write("shared", "team", NewItem(f"after {i}"), now=1.0)
             # the gap, shown by the new bus's first event or by the mark it sends on resubscribing
             seen.append(await asyncio.wait_for(got.get(), 10))
-            await asyncio.sleep(0.5)  # resubscribed by now
+            await subscribed(second, 1)  # the SUB is back
             await alice.write("shared", "team", NewItem("after that"), now=2.0)
             while seen[-1]["kind"] == GAP or seen[-1].get("seq") != after + 1:
                 seen.append(await asyncio.wait_for(got.get(), 5))

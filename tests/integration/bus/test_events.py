@@ -32,7 +32,7 @@ from hivemem.memory_bus.protocol import (
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 
-from .conftest import DIM, make_server
+from .conftest import DIM, make_server, subscribed, wait_subscribed
 
 QUIET_S = 0.7  # no event for this long: the stream has delivered all it will
 
@@ -133,7 +133,7 @@ def test_events_reach_only_those_who_may_read_them(caplog: pytest.LogCaptureFixt
                 "admin": admin.events([""]),
             }
             firsts = {name: asyncio.ensure_future(s.__anext__()) for name, s in streams.items()}
-            await asyncio.sleep(0.5)  # the SUB sockets join and the server subscribes them
+            await subscribed(server, 4)  # bob's raw key, alice's two topics, the admin's
             await alice.write("private", "alice", NewItem("mine"), now=0.0)
             await carol.write("shared", "team-b", NewItem("a prefix of team's name"), now=0.0)
             await alice.write("shared", "team", NewItem("the team's"), now=0.0)
@@ -195,7 +195,7 @@ def test_malformed_subscriptions_are_ignored_and_the_feed_keeps_working() -> Non
             alice = AsyncMemoryClient(server.address, "alice", tokens["alice"], timeout=5.0)
             stream = alice.events(["shared/team"])
             first = asyncio.ensure_future(stream.__anext__())
-            await asyncio.sleep(0.5)
+            await subscribed(server, 1)
             await alice.write("shared", "team", NewItem("still here"), now=0.0)
             got = await drain(first, stream)
             alice.close()
@@ -242,7 +242,7 @@ def test_the_blocking_client_iterates_events_in_its_own_thread(local: bool) -> N
             target=lambda: seen.extend(watcher.events(["shared/team"], timeout=QUIET_S * 2))
         )
         reader.start()
-        time.sleep(0.5)  # subscribed before the writes
+        wait_subscribed(server, 1)  # before the writes
         ids = [writer.write("shared", "team", NewItem(f"w{i}"), now=0.0).item_id for i in range(2)]
         writer.write("private", "alice", NewItem("elsewhere"), now=0.0)
         reader.join(timeout=30)  # the iteration ends once no event came for the timeout
@@ -266,7 +266,7 @@ def test_events_of_handled_requests_go_out_before_those_of_later_ones(
             target=lambda: seen.extend(watcher.events(["shared/team"], timeout=QUIET_S * 2))
         )
         reader.start()
-        time.sleep(0.5)  # subscribed before the writes
+        wait_subscribed(server, 1)  # before the writes
         monkeypatch.setattr(server._waker, "wake", lambda: None)  # the wake-up is late
         local = MemoryClient(agent="alice", token=tokens["alice"], transport=LocalTransport(server))
         first = local.write("shared", "team", NewItem("through handle()"), now=0.0).item_id
@@ -305,7 +305,7 @@ def test_an_agent_registered_again_without_a_group_gets_none_of_its_events() -> 
         readers = [threading.Thread(target=follow, args=(name,)) for name in seen]
         for reader in readers:
             reader.start()
-        time.sleep(0.5)  # subscribed before the writes
+        wait_subscribed(server, 4)  # two topics each, before the writes
 
         def write(namespace: str, text: str) -> int:
             return writer.write("shared", namespace, NewItem(text), now=0.0).item_id
@@ -357,11 +357,12 @@ def test_a_restarted_bus_grants_a_returning_subscriber_only_what_its_agent_may_r
         reader = threading.Thread(target=lambda: seen.extend(
             carol.events(["shared/team-r", "shared/keep"], timeout=QUIET_S * 6)))  # fmt: skip
         reader.start()
-        time.sleep(0.5)
+        wait_subscribed(server, 2)
         with MemoryClient(server.address, ADMIN_AGENT, server.admin_token, timeout=5.0) as admin:
             admin.register("carol", ["keep"])
     with bus() as server:
-        time.sleep(1.0)  # carol's SUB reconnects and sends its subscriptions again
+        # carol's SUB reconnects and sends its subscriptions again: keep's is granted
+        wait_subscribed(server, 1)
         with MemoryClient(server.address, ADMIN_AGENT, server.admin_token, timeout=5.0) as admin:
             admin.register("dave", ["team-r", "keep"])
         with MemoryClient(server.address, "dave", server.token("dave"), timeout=5.0) as dave:
@@ -431,7 +432,7 @@ def test_a_message_of_more_events_than_a_request_may_hold_reaches_the_subscriber
 
         reader = threading.Thread(target=follow)
         reader.start()
-        time.sleep(0.5)  # subscribed before the delete
+        wait_subscribed(server, 1)  # before the delete
         alice.delete("graph", "team", hub, now=2.0)
         alice.write("graph", "team", NewItem("after"), now=3.0)
         reader.join(timeout=60)

@@ -28,7 +28,7 @@ from hivemem.memory_bus.protocol import (
 )
 from hivemem.memory_bus.server import BusServer
 
-from .conftest import make_server
+from .conftest import make_server, wait_subscribed
 
 WRITES = 32
 EMPTY = SimpleNamespace(items={})
@@ -227,7 +227,7 @@ def test_a_failed_group_announces_nothing_and_the_bus_answers_no_more(
     sub.setsockopt(zmq.RCVTIMEO, 1000)
     sub.connect(server.pub_address)
     sub.setsockopt(zmq.SUBSCRIBE, encode_subscription("alice", tokens["alice"], "private/alice"))
-    time.sleep(0.3)  # the subscription reaches the server
+    wait_subscribed(server, 1)  # else nothing announced would prove nothing
     sock = dealer(server.address)
     _, fsync = failing_fsync_in("hivemem-bus")
     monkeypatch.setattr(os, "fsync", fsync)

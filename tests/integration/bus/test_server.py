@@ -25,7 +25,7 @@ from hivemem.memory_bus.pages import PREFAULTER
 from hivemem.memory_bus.protocol import HEADER, ProtocolError, decode_reply, encode_request
 from hivemem.memory_bus.store import MemoryStore
 
-from .conftest import DIM, Bus, make_server
+from .conftest import DIM, Bus, make_server, subscribed
 
 
 def vec(seed: int) -> np.ndarray:
@@ -218,7 +218,7 @@ def test_event_stream(bus: Bus, alice: MemoryClient) -> None:
         client = AsyncMemoryClient(bus.server.address, "alice", bus.tokens["alice"])
         stream = client.events(["shared/team"])
         first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.3)  # let the SUB socket join before anything is published
+        await subscribed(bus.server, 1)  # before anything is published
         ids = [
             (await client.write("shared", "team", NewItem(f"e{i}"), now=0.0)).item_id
             for i in range(2)
@@ -387,7 +387,7 @@ def test_a_bus_on_ipv6_loopback_answers_and_sends_events() -> None:
             async with AsyncMemoryClient(server.address, "alice", token, timeout=5.0) as alice:
                 stream = alice.events(["private/alice"])
                 first = asyncio.ensure_future(stream.__anext__())
-                await asyncio.sleep(0.5)  # the subscription reaches the bus
+                await subscribed(server, 1)  # the subscription reaches the bus
                 await alice.write("private", "alice", NewItem("over v6"), now=0.0)
                 event = await asyncio.wait_for(first, 10)
                 await stream.aclose()

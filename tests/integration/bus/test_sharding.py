@@ -38,6 +38,8 @@ from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.runner import run_once
 from hivemem.platform.scenario import load_scenario
 
+from .conftest import subscribed
+
 DIM = 32
 SHARDS = 3
 GROUPS = [f"g{i}" for i in range(24)]
@@ -218,7 +220,8 @@ def test_events_come_from_every_shard_in_one_stream(sharded: Sharded) -> None:
         mine = alice.events([f"shared/{name}" for name in watched])
         every = admin.events(["shared/"])  # a whole tier: every shard
         pending = [asyncio.ensure_future(s.__anext__()) for s in (mine, every)]
-        await asyncio.sleep(0.5)  # each shard's SUB joins and is subscribed
+        for server in sharded.servers:  # each shard's SUBs join and are subscribed
+            await subscribed(server, 2)  # alice's namespace on it, the admin's tier
         for name in [*watched, unwatched]:
             await alice.write("shared", name, NewItem(f"in {name}"), now=0.0)
         firsts = [(await asyncio.wait_for(p, 5))["namespace"] for p in pending]
