@@ -9,6 +9,8 @@ import gc
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from hivemem.memory_bus.client import AsyncMemoryClient, MemoryClient
 from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.requests import BusTimeoutError
+from hivemem.memory_bus.server import BusServer
 
 from .conftest import Bus, subscribed, wait_subscribed
 
@@ -54,22 +57,40 @@ def test_closing_with_an_event_stream_open_returns(bus: Bus) -> None:
         sync.ping()
 
 
+@contextmanager
+def held(server: BusServer) -> Iterator[threading.Event]:
+    """``server`` held between two requests (it answers none) from when this returns
+    until the event it gives is set, or the block ends. A thread started to do it may
+    take its time to start (a loaded machine), so it is waited for."""
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(
+        target=lambda: server.inspect(lambda _: (holding.set(), release.wait(30)))
+    )
+    holder.start()
+    assert holding.wait(10)
+    try:
+        yield release
+    finally:
+        release.set()
+        holder.join()
+
+
 def test_a_timeout_keeps_the_replies_to_the_other_requests(bus: Bus) -> None:
     """A's timeout replaced the socket that B's reply, sent in time, was coming back on."""
 
     async def run() -> tuple[str, str]:
-        c = AsyncMemoryClient(bus.server.address, "alice", bus.tokens["alice"], timeout=1.0, retries=0)  # fmt: skip
+        c = AsyncMemoryClient(bus.server.address, "alice", bus.tokens["alice"], timeout=2.0, retries=0)  # fmt: skip
         try:
             await c.ping()
-            pause = threading.Thread(target=lambda: bus.server.inspect(lambda _: time.sleep(1.3)))
-            pause.start()
-            await asyncio.sleep(0.05)
-            a = asyncio.ensure_future(c.write("private", "alice", NewItem("A"), now=0.0))
-            await asyncio.sleep(0.55)
-            b = asyncio.ensure_future(c.write("private", "alice", NewItem("B"), now=0.0))
-            outcomes = await asyncio.gather(a, b, return_exceptions=True)
-            pause.join()
-            return type(outcomes[0]).__name__, type(outcomes[1]).__name__
+            with held(bus.server) as release:
+                a = asyncio.ensure_future(c.write("private", "alice", NewItem("A"), now=0.0))
+                await asyncio.sleep(1.0)
+                assert not a.done()  # B goes out while A waits; A's timeout comes first
+                b = asyncio.ensure_future(c.write("private", "alice", NewItem("B"), now=0.0))
+                (outcome_a,) = await asyncio.gather(a, return_exceptions=True)
+                release.set()  # then the bus answers both, within B's time
+                (outcome_b,) = await asyncio.gather(b, return_exceptions=True)
+            return type(outcome_a).__name__, type(outcome_b).__name__
         finally:
             c.close()
 
@@ -105,16 +126,13 @@ def test_an_async_client_refuses_a_second_event_loop(bus: Bus) -> None:
 
 def test_a_closed_client_ends_its_requests_and_refuses_more(bus: Bus) -> None:
     client = bus.client("alice", timeout=30.0)
-    pause = threading.Thread(target=lambda: bus.server.inspect(lambda _: time.sleep(1.0)))
-    pause.start()
-    time.sleep(0.05)
-    pending = client.nowait().write("private", "alice", NewItem("late"), now=0.0)
-    assert finishes(client.close)
-    with pytest.raises(HivememError, match="closed"):
-        pending.result(timeout=5)
-    with pytest.raises(HivememError, match="closed"):
-        client.nowait().ping()
-    pause.join()
+    with held(bus.server):  # the write is not answered before the close
+        pending = client.nowait().write("private", "alice", NewItem("late"), now=0.0)
+        assert finishes(client.close)
+        with pytest.raises(HivememError, match="closed"):
+            pending.result(timeout=5)
+        with pytest.raises(HivememError, match="closed"):
+            client.nowait().ping()
 
 
 def test_close_from_two_threads_at_once_closes_once() -> None:
