@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,31 @@ CLI = [sys.executable, "-m", "hivemem.platform.cli", "bus"]
 
 def bus(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def until(met: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Wait until ``met()``, for up to ``within`` seconds (then fail, saying ``what``)."""
+    deadline = time.monotonic() + within
+    while not met():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within} s")
+        time.sleep(0.05)
+
+
+def subscribed(server: BusServer, count: int = 1) -> bool:
+    """Whether ``server`` has granted ``count`` event subscriptions. A watcher says
+    "watching" before it asks: its subscription reaches the bus later, and the events
+    written before that never reach it (a loaded machine took more than a second)."""
+    held = server.inspect(
+        lambda _: server.metrics.registry.get_sample_value("hivemem_bus_event_subscriptions")
+    )
+    return (held or 0.0) >= count
+
+
+def subscribed_at(metrics_url: str, count: int = 1) -> bool:
+    """:func:`subscribed` for a bus in another process, by its /metrics."""
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return f"hivemem_bus_event_subscriptions {float(count)}" in text
 
 
 @pytest.fixture
@@ -144,7 +170,7 @@ def test_watch_prints_the_events_an_agent_may_read(served: tuple[BusServer, Path
     try:
         assert watch.stderr is not None
         assert "watching" in watch.stderr.readline()  # started, asking to subscribe
-        time.sleep(1.0)  # the subscription reaches the server
+        until(lambda: subscribed(server), "the watcher's subscription granted")
         with MemoryClient(server.address, "alice", token_for(secret, "alice")) as alice:
             ids = [alice.write("private", "alice", NewItem(f"n{i}"), now=i).item_id for i in range(2)]  # fmt: skip
         out, err = watch.communicate(timeout=30)
@@ -403,8 +429,11 @@ def test_a_watcher_follows_a_bus_restarted_with_the_default_ports(tmp_path: Path
     """The event port was any free one, new at every start: a subscriber kept knocking
     at the old one and heard nothing more, without a word."""
     port, secret_file = free_port(following=1), tmp_path / "secret"
+    metrics_port = free_port()
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     serve = [*CLI, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d"),
-             "--secret-file", str(secret_file), "--spin-us", "0"]  # fmt: skip
+             "--secret-file", str(secret_file), "--spin-us", "0",
+             "--metrics-port", str(metrics_port)]  # fmt: skip
 
     def started() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -427,13 +456,14 @@ def test_a_watcher_follows_a_bus_restarted_with_the_default_ports(tmp_path: Path
     )  # fmt: skip
     try:
         assert watch.stderr is not None and "watching" in watch.stderr.readline()
-        time.sleep(1.0)  # the subscription reaches the bus
+        until(lambda: subscribed_at(metrics), "the watcher's subscription granted")
         with MemoryClient(address, "alice", token, timeout=2.0) as alice:
             alice.write("private", "alice", NewItem("before"), now=0.0)
         proc.terminate()
         proc.wait(timeout=30)
         proc = started()
-        time.sleep(1.0)  # the watcher's SUB reconnects by itself
+        # the watcher's SUB reconnects by itself, and subscribes again
+        until(lambda: subscribed_at(metrics), "the watcher's subscription granted again")
         with MemoryClient(address, "alice", token, timeout=2.0) as alice:
             alice.write("private", "alice", NewItem("after"), now=1.0)
         out, _ = watch.communicate(timeout=30)
@@ -504,7 +534,7 @@ def test_output_is_strict_json_with_bytes_and_open_ends(served: tuple[BusServer,
     )  # fmt: skip
     try:
         assert watch.stderr is not None and "watching" in watch.stderr.readline()
-        time.sleep(1.0)  # the subscription reaches the server
+        until(lambda: subscribed(server), "the watcher's subscription granted")
         with MemoryClient(server.address, "alice", token) as alice:
             a = alice.write("graph", "team", NewItem("a", meta={"raw": b"\x00\x01"}), now=0.0).item_id  # fmt: skip
             b = alice.write("graph", "team", NewItem("b"), now=0.0).item_id
