@@ -10,6 +10,7 @@ the options and the running of the server.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,9 +40,7 @@ def read_or_make_secret(path: Path | None, make: Callable[[], bytes]) -> bytes |
             for folder in reversed(path.parents):  # from the top down, each made 0700
                 if not folder.exists():
                     folder.mkdir(mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(make())
+            _create_whole(path, make())
         secret = path.read_bytes()
         mode = path.stat().st_mode & 0o777
     except OSError as exc:
@@ -62,6 +61,21 @@ def read_or_make_secret(path: Path | None, make: Callable[[], bytes]) -> bytes |
             err=True,
         )
     return secret
+
+
+def _create_whole(path: Path, content: bytes) -> None:
+    """Make the file ``path`` (readable by its owner only) holding ``content``, whole: it
+    is written beside ``path`` first and linked there once complete. Made in place, it
+    existed empty for a moment, and a client that waits for the file to appear (a test
+    fixture does) could read an empty secret. An existing ``path`` raises, as before.
+    """
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # made 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        os.link(temp, path)
+    finally:
+        os.unlink(temp)
 
 
 def fsync_policy(name: str) -> FsyncPolicy:
