@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from hivemem.memory_bus.protocol import (
 )
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
+from hivemem.memory_bus.testing.server_process import free_port
 
 from .conftest import DIM, make_server, subscribed, wait_subscribed
 
@@ -47,13 +47,6 @@ async def drain(first: asyncio.Future[Any], stream: AsyncIterator[Any]) -> set[t
             event = await asyncio.wait_for(stream.__anext__(), QUIET_S)
     except TimeoutError:
         return got
-
-
-def _free_port() -> int:
-    """A loopback port free now (a restarted bus binds the same one again)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raw_sub(ctx: zmq.Context[Any], address: str, *prefixes: bytes) -> zmq.Socket[Any]:
@@ -342,7 +335,9 @@ def test_a_restarted_bus_grants_a_returning_subscriber_only_what_its_agent_may_r
     """Carol loses team-r, then the bus restarts from its data directory (the journal
     replays both registrations) on the same ports: her SUB resubscribes by itself, and
     gets keep's events again but not team-r's."""
-    secret, ports = new_secret(), (_free_port(), _free_port())
+    # two free ports, below the ephemeral range (a restarted bus binds the same ones again)
+    port = free_port(following=1)
+    secret, ports = new_secret(), (port, port + 1)
 
     def bus() -> BusServer:
         return BusServer(MemoryStore(StoreConfig(dim=DIM)), port=ports[0], pub_port=ports[1],

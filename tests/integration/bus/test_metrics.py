@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -17,14 +16,9 @@ from hivemem.memory_bus.item import NewItem
 from hivemem.memory_bus.journal import Journal
 from hivemem.memory_bus.protocol import HEADER, decode_reply, encode_request
 from hivemem.memory_bus.server import BusServer
+from hivemem.memory_bus.testing.server_process import free_port
 
 from .conftest import DIM, Bus, make_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_metrics_exposition(bus: Bus, alice: MemoryClient) -> None:

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import urllib.request
 
 import pytest
+from hivemem.memory_bus.testing.server_process import free_port
 from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.runner import run_once
 from hivemem.platform.scenario import load_scenario
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_run_exports_ticks_steps_score_and_the_bus_series() -> None:
