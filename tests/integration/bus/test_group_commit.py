@@ -79,9 +79,28 @@ def send_while_held(server: BusServer, sock: zmq.Socket[bytes], frames: list[lis
     held.wait(10)
     for parts in frames:
         sock.send_multipart(parts)
-    time.sleep(0.3)  # let them cross loopback into the server's queue
+    # Let them cross loopback into the server's queue: until the connection's bytes are
+    # all read by the server's I/O thread (a fixed 0.3 s may not do on a loaded machine).
+    port = int(server.address.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 10
+    while not loopback_drained(port) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # (the I/O thread hands what it read to the socket's queue)
     release.set()
     blocker.join()
+
+
+def loopback_drained(port: int) -> bool:
+    """Whether every TCP connection to or from ``port`` has nothing waiting to be sent or
+    read (``/proc/net/tcp``'s tx and rx queues), and there is one."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    queues = [
+        fields[4]
+        for fields in (line.split() for line in lines)
+        if fields[3] == "01"  # established
+        and port in (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16))
+    ]
+    return bool(queues) and all(q == "00000000:00000000" for q in queues)
 
 
 def test_one_fsync_covers_the_writes_that_wait_together(
