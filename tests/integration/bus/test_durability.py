@@ -32,7 +32,9 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerPro
 
 
 def writer(server: ServerProcess, agent: str, acked: dict[int, str], stop: threading.Event) -> None:
-    with MemoryClient(server.address, agent, server.token(agent), timeout=1.0, retries=0) as client:
+    # (a timeout ends the writer, and the kill ends each by one: 1 s ended some early on
+    # a loaded machine)
+    with MemoryClient(server.address, agent, server.token(agent), timeout=2.0, retries=0) as client:
         n = 0
         while not stop.is_set():
             text = f"{agent} fact {n}"
@@ -50,7 +52,12 @@ def test_sigkill_under_load_loses_no_acknowledged_write(server: ServerProcess) -
     threads = [threading.Thread(target=writer, args=(server, a, acked[a], stop)) for a in acked]
     for t in threads:
         t.start()
-    time.sleep(2.0)
+    deadline = time.monotonic() + 30  # under load: at least 2 s, and enough writes
+    started = time.monotonic()
+    while time.monotonic() < deadline and (
+        time.monotonic() - started < 2.0 or sum(len(v) for v in acked.values()) <= 300
+    ):
+        time.sleep(0.05)
     server.kill()
     stop.set()
     for t in threads:
