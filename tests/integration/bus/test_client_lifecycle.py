@@ -431,7 +431,10 @@ def test_close_on_the_loop_thread_with_no_thread_to_finish_it_leaves_it_closable
         except RuntimeError as exc:
             failed.append(exc)
 
-    client.nowait().ping().add_done_callback(close_here)
+    # The reply must come after the callback is attached, so that the loop thread runs it:
+    # a ping answered first ran it at once in this thread (a CI run saw it so).
+    with held(bus.server):
+        client.nowait().ping().add_done_callback(close_here)
     deadline = time.monotonic() + 5
     while not failed and time.monotonic() < deadline:
         time.sleep(0.01)
