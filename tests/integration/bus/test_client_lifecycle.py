@@ -182,9 +182,10 @@ def test_a_blocking_call_in_a_done_callback_is_refused_not_deadlocked(bus: Bus) 
         except HivememError as exc:
             got.append(exc)
 
-    first = client.nowait().write("private", "alice", NewItem("one"), now=0.0)
-    first.add_done_callback(blocking_read)
-    second = client.nowait().write("private", "alice", NewItem("two"), now=0.0)
+    with held(bus.server):  # answered after the callback is attached: the loop thread runs it
+        first = client.nowait().write("private", "alice", NewItem("one"), now=0.0)
+        first.add_done_callback(blocking_read)
+        second = client.nowait().write("private", "alice", NewItem("two"), now=0.0)
     try:
         assert second.result(timeout=5).item_id != first.result(timeout=5).item_id
         assert len(got) == 1 and "another thread" in str(got[0])
@@ -196,9 +197,10 @@ def test_a_blocking_call_in_a_done_callback_is_refused_not_deadlocked(bus: Bus) 
 def test_close_in_a_done_callback_closes_the_client(bus: Bus) -> None:
     """close() on the loop thread waited for the loop it was holding."""
     client = bus.client("alice", timeout=5.0)
-    done = client.nowait().ping()
     closed = threading.Event()
-    done.add_done_callback(lambda _: (client.close(), closed.set()))
+    with held(bus.server):  # answered after the callback is attached: the loop thread runs it
+        done = client.nowait().ping()
+        done.add_done_callback(lambda _: (client.close(), closed.set()))
     assert closed.wait(5), "close() returned in the callback"
     client._thread.join(5)
     assert not client._thread.is_alive()
