@@ -340,8 +340,7 @@ class AgentHost:
                 outcome = _try_promote(client, promo.namespace, children, item, t)
                 if isinstance(outcome, WriteResult):
                     stats.promotions += 1
-                    if outcome.evicted:  # (a parent is not a write: its op is not counted)
-                        stats.evicted["graph"] = stats.evicted.get("graph", 0) + len(outcome.evicted)  # fmt: skip
+                    _count_evicted(stats, "graph", outcome)  # (not a write: no op counted)
                 if isinstance(outcome, WriteResult | str):
                     return
                 children.remove(outcome)
@@ -463,9 +462,14 @@ def _count_write(stats: TickStats, tier: str, result: WriteResult) -> None:
     """Count one write's decision and evictions in ``stats``."""
     key = f"{tier}.{result.op.value}"
     stats.ops[key] = stats.ops.get(key, 0) + 1
+    _count_evicted(stats, tier, result)
+    stats.writes += 1
+
+
+def _count_evicted(stats: TickStats, tier: str, result: WriteResult) -> None:
+    """Count the items ``result``'s write evicted from ``tier`` in ``stats``."""
     if result.evicted:
         stats.evicted[tier] = stats.evicted.get(tier, 0) + len(result.evicted)
-    stats.writes += 1
 
 
 class _HostActor(AgentHost):

@@ -115,7 +115,7 @@ def check_write_policy(
         expect(
             [(r.op, r.item_id) for r in got] == [(r.op, r.item_id) for r in want],
             f"write {step}: {_ops(got)} as a batch of {len(batch)}, {_ops(want)} one at a "
-            "time with their neighbours" + _claims(make()),
+            "time with their neighbours" + _claims(policy),
         )
         diff = first_difference(logical_state(reference), logical_state(tested))
         expect(diff is None, f"write {step}: the stores differ at {diff}")
