@@ -267,9 +267,9 @@ class _DecisionEnv(gym.Env[Any, np.int64]):
             scenario if isinstance(scenario, Scenario) else load_scenario(scenario, list(overrides))
         )
         self.tier = controller_tier(self.scenario, tier, self.controller)
-        self.memory_cost = float(memory_cost)
-        self.timeout = timeout
-        self.episode = EpisodeThread(next_env_name(type(self).__name__), timeout)
+        self.memory_cost = env_number("memory_cost", memory_cost)
+        self.timeout = env_number("timeout", timeout, positive=True)
+        self.episode = EpisodeThread(next_env_name(type(self).__name__), self.timeout)
         self._tally = _Tally()
         # an environment dropped without close(): its episode stops when it is collected
         weakref.finalize(self, self.episode.close)
@@ -296,9 +296,8 @@ class _DecisionEnv(gym.Env[Any, np.int64]):
             self._tally,
         )
         for _ in range(10):
-            episode_seed = TRAIN_SEED_BASE + int(self.np_random.integers(0, 1_000_000))
-            if options and "scenario_seed" in options:
-                episode_seed = int(options["scenario_seed"])
+            drawn = TRAIN_SEED_BASE + int(self.np_random.integers(0, 1_000_000))
+            episode_seed = scenario_seed_of(options, drawn)
             self._tally.pending = 0.0
             kind, payload, info = self.episode.start(functools.partial(episode, episode_seed))
             if kind == "decide":
@@ -329,6 +328,39 @@ class _DecisionEnv(gym.Env[Any, np.int64]):
 
     def _empty(self) -> Any:
         raise NotImplementedError
+
+
+def env_number(name: str, value: Any, positive: bool = False) -> float:
+    """``value`` (an environment's argument) as a float: finite, and > 0 if ``positive``.
+
+    A bool is no number here (``memory_cost=True`` was a cost of 1), nor is NaN (every
+    return would be NaN) or a str.
+
+    Raises:
+        ConfigError: naming the argument and what it was given.
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not np.isfinite(number) or (positive and number <= 0):
+        raise ConfigError(f"{name} must be finite{' and > 0' if positive else ''}, got {value!r}")
+    return number
+
+
+def scenario_seed_of(options: dict[str, Any] | None, default: int) -> int:
+    """The episode's scenario seed: ``options["scenario_seed"]`` if given, else ``default``.
+
+    An int (numpy's too), never a bool or a float: ``int(3.7)`` would run seed 3 unsaid.
+
+    Raises:
+        ConfigError: the option is not an int.
+    """
+    if not options or "scenario_seed" not in options:
+        return default
+    seed = options["scenario_seed"]
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
+        raise ConfigError(f"options['scenario_seed'] must be an int, got {seed!r}")
+    return int(seed)
 
 
 def check_action(space: spaces.Space[Any], action: Any, agent: str | None = None) -> None:

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from hivemem.memory_bus.errors import ConfigError
-from hivemem.platform.rl.envs import BOUND, EpisodeThread, check_action, next_env_name
+from hivemem.platform.rl.envs import (
+    BOUND,
+    EpisodeThread,
+    check_action,
+    env_number,
+    next_env_name,
+    scenario_seed_of,
+)
 from hivemem.platform.rl.learner import TRAIN_SEED_BASE
 from hivemem.platform.rl.sim import EpisodeResult, LocalHosts, run_episode
 from hivemem.platform.scenario import Scenario, load_scenario
@@ -116,10 +123,10 @@ class SharingEnv:
         if not self.possible_agents:
             raise ConfigError(f"no agent of {self.scenario.name!r} writes to the shared tier")
         self.capacity = float(self.scenario.memory.shared.capacity or 0) or float("inf")
-        self.share_cost = float(share_cost)
-        self.timeout = timeout
+        self.share_cost = env_number("share_cost", share_cost)
+        self.timeout = env_number("timeout", timeout, positive=True)
         self.agents: list[str] = []
-        self.episode = EpisodeThread(next_env_name("sharing"), timeout)
+        self.episode = EpisodeThread(next_env_name("sharing"), self.timeout)
         self._run = _SharingEpisode(self.scenario, self.possible_agents, self.episode)
         self._t = 0
         self.summary: dict[str, float | None] = {}
@@ -169,9 +176,8 @@ class SharingEnv:
             self.np_random = np.random.default_rng(seed)
         self.agents = list(self.possible_agents)
         self._run.reward, self._run.shared_items = 0.0, 0.0
-        episode_seed = TRAIN_SEED_BASE + int(self.np_random.integers(0, 1_000_000))
-        if options and "scenario_seed" in options:
-            episode_seed = int(options["scenario_seed"])
+        drawn = TRAIN_SEED_BASE + int(self.np_random.integers(0, 1_000_000))
+        episode_seed = scenario_seed_of(options, drawn)
         kind, payload, _ = self.episode.start(functools.partial(self._run, episode_seed))
         if kind != "decide":
             raise ConfigError(f"scenario {self.scenario.name!r} ended before its first tick")

@@ -229,3 +229,47 @@ def test_no_env_takes_a_bool_for_an_action(env_id: str) -> None:
         assert err.value.field == field
     step(0)
     env.close()
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [
+        ("memory_cost", True, "memory_cost must be a number, got True"),
+        ("memory_cost", float("nan"), "memory_cost must be finite, got nan"),
+        ("memory_cost", "0.1", "memory_cost must be a number, got '0.1'"),
+        ("timeout", 0, "timeout must be finite and > 0, got 0"),
+        ("timeout", np.True_, "timeout must be a number, got {!r}"),
+    ],
+)
+def test_env_arguments_refuse_what_is_no_number(argument: str, value: Any, message: str) -> None:
+    """``memory_cost=True`` was a cost of 1 per item and tick, ``"0.1"`` a cost of 0.1 and
+    NaN made every reward NaN; a timeout of 0 failed the first decision's wait."""
+    message = message.format(value)
+    with pytest.raises(ConfigError) as err:
+        gym.make("hivemem/WritePolicy-v0", overrides=FACTS, **{argument: value})
+    assert str(err.value) == message
+    with pytest.raises(ConfigError) as err:
+        SharingEnv("relay_qa", overrides=("run.ticks=6",), **{
+            ("share_cost" if argument == "memory_cost" else argument): value
+        })  # fmt: skip
+    assert str(err.value) == message.replace("memory_cost", "share_cost")
+
+
+@pytest.mark.parametrize("seed", [True, 3.7, "5", np.bool_(False)])
+def test_reset_refuses_a_scenario_seed_that_is_no_int(seed: Any) -> None:
+    """``options={"scenario_seed": True}`` ran seed 1 and ``3.7`` seed 3, unsaid; an int
+    (numpy's too) is the episode's seed as before."""
+    env = gym.make("hivemem/WritePolicy-v0", overrides=FACTS)
+    sharing = SharingEnv("relay_qa", overrides=("run.ticks=6",))
+    try:
+        for reset in (env.reset, sharing.reset):
+            with pytest.raises(ConfigError) as err:
+                reset(seed=0, options={"scenario_seed": seed})
+            assert str(err.value) == f"options['scenario_seed'] must be an int, got {seed!r}"
+        _, info = env.reset(seed=0, options={"scenario_seed": np.int64(41)})
+        assert info["scenario_seed"] == 41
+        _, infos = sharing.reset(seed=0, options={"scenario_seed": 42})
+        assert {i["scenario_seed"] for i in infos.values()} == {42}
+    finally:
+        env.close()
+        sharing.close()
