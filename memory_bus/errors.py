@@ -110,12 +110,17 @@ class UnknownNameError(ConfigError):
 
     code = "unknown_name"
 
-    def __init__(self, kind: str, name: str, choices: Iterable[str]) -> None:
+    def __init__(self, kind: str, name: str, choices: Iterable[str], module: str = "") -> None:
+        """``module``: the names are those a module defines, ``name`` one asked of it as
+        ``module:name`` (matched on the part after the colon, and shown whole)."""
         known = sorted(choices)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        if module:
+            name, close = f"{module}:{name}", [f"{module}:{c}" for c in close]
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        listed = f"{module} defines" if module else "known"
         super().__init__(
-            f"unknown {kind} {name!r}{hint} (known: {', '.join(known) or 'none'})",
+            f"unknown {kind} {name!r}{hint} ({listed}: {', '.join(known) or 'none'})",
             kind=kind,
             name=name,
             suggestions=close,

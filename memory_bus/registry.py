@@ -176,7 +176,7 @@ class Registry(Generic[T]):
             factory: Callable[..., T] = getattr(module, attr)
         except AttributeError:
             known = _own_callables(module)
-            raise UnknownNameError(f"{self.kind} in {module_name}", attr, known) from None
+            raise UnknownNameError(self.kind, attr, known, module=module_name) from None
         if isinstance(factory, ModuleType) or not callable(factory):
             what = "a module" if isinstance(factory, ModuleType) else _a(type(factory).__name__)
             raise ConfigError(

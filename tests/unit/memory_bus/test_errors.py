@@ -36,6 +36,7 @@ SAMPLES: dict[str, Any] = {
     "kind": "eviction policy",
     "name": "lur",
     "choices": ["lru", "lfu", "fifo"],
+    "module": "my_plugins",
     "field": "items[2].text",
     "reason": "must not be empty",
     "expected": 4,

@@ -49,7 +49,7 @@ LIMIT = 3
 """
 """A module that names what it offers: imported, and not all callable."""
 ROOT = Path(__file__).resolve().parents[3]
-OWN = "(known: OldestFirst, OldestLast, Relay, make_policy)"
+OWN = "(my_plugins defines: OldestFirst, OldestLast, Relay, make_policy)"
 
 
 def validate(folder: Path, *files: Path) -> str:
@@ -109,15 +109,16 @@ def test_a_misspelt_plugin_name_is_offered_the_modules_own_classes_and_functions
 
     exported = problems(stderr, "agents.0.type")[1]  # of listed.yaml
     assert exported.endswith(
-        "in my_exports 'Oldest'; did you mean 'OldestFirst'? (known: OldestFirst)"
+        "'my_exports:Oldest'; did you mean 'my_exports:OldestFirst'? "
+        "(my_exports defines: OldestFirst)"
     )
     misspelt, nothing = problems(stderr, "memory.shared.eviction")  # policies, none
     assert misspelt.endswith(
-        "unknown eviction policy in my_plugins 'OldestFrist'; "
-        f"did you mean 'OldestFirst' or 'OldestLast'? {OWN}"
+        "unknown eviction policy 'my_plugins:OldestFrist'; "
+        f"did you mean 'my_plugins:OldestFirst' or 'my_plugins:OldestLast'? {OWN}"
     )
     line = problem(stderr, "memory.shared.write_policy")
-    assert line.endswith(f"unknown write policy in my_plugins 'jsn' {OWN}")
+    assert line.endswith(f"unknown write policy 'my_plugins:jsn' {OWN}")
     assert problems(stderr, "agents.0.type")[0].endswith(
         "agent type 'my_plugins:np' is a module, not a class or a function"
     )
@@ -125,7 +126,11 @@ def test_a_misspelt_plugin_name_is_offered_the_modules_own_classes_and_functions
         "agent type 'my_plugins:LIMIT' is an int, not a class or a function"
     )
     rely, dunder = problems(stderr, "task.family")  # of family.yaml, then of doc.yaml
-    assert rely.endswith(f"unknown task family in my_plugins 'Rely'; did you mean 'Relay'? {OWN}")
+    assert rely.endswith(
+        f"unknown task family 'my_plugins:Rely'; did you mean 'my_plugins:Relay'? {OWN}"
+    )
     assert dunder.endswith("task family 'my_plugins:__doc__' is a str, not a class or a function")
-    assert nothing.endswith("unknown eviction policy in my_constants 'Policy' (known: none)")
+    assert nothing.endswith(
+        "unknown eviction policy 'my_constants:Policy' (my_constants defines: none)"
+    )
     assert "__builtins__" not in stderr and "_SEEN" not in stderr
