@@ -136,8 +136,8 @@ class EventPublisher:
         self._exact: Counter[bytes] = Counter()
         self._prefixes: Counter[bytes] = Counter()
         self._warned: set[bytes] = set()  # bare prefixes already logged
-        # A bare prefix not yet told, and when it came: see _unsigned
-        self._bare: tuple[bytes, float] | None = None
+        # Bare prefixes not yet told, and when each came: see _unsigned
+        self._bare: dict[bytes, float] = {}
         self._set_aside: list[dict[bytes, list[dict[str, Any]]]] = []  # see set_aside
         # topic subscribed by name -> (tier, namespace, its last event number, when taken)
         self._marks: dict[bytes, tuple[str, str, int, float]] = {}
@@ -190,8 +190,9 @@ class EventPublisher:
         out first, so that no mark overtakes the events it counts.
         """
         self._send_set_aside(pub)
-        if self._bare is not None and now - self._bare[1] >= MARK_PERIOD_S:
-            self._tell_bare()  # no grant followed it: a subscriber of its own
+        for prefix, came in list(self._bare.items()):
+            if now - came >= MARK_PERIOD_S:  # no grant followed it: a subscriber of its own
+                self._tell_bare(prefix)
         for topic, (tier, namespace, seq, taken) in list(self._marks.items()):
             destinations = self._destinations(topic, wide=False)
             if now - taken > MARK_WINDOW_S or not destinations:
@@ -291,7 +292,6 @@ class EventPublisher:
             if message[:1] == b"\x01":
                 self._subscribe(pub, message[1:])
             elif message[:1] == b"\x00":
-                self._tell_bare()
                 self._unsubscribe(pub, message[1:])
 
     def recheck(self, agent_id: str) -> None:
@@ -314,19 +314,15 @@ class EventPublisher:
 
     def _subscribe(self, pub: zmq.Socket[Any], payload: bytes) -> None:
         if not payload.startswith(HEADER):
-            self._tell_bare()
             self._unsigned(payload)  # a subscriber's own filter, or someone unsigned
             return
         try:
             grant = self._grant(payload)
         except HivememError as exc:
-            self._tell_bare()
             self.metrics.subscriptions_refused.inc()
             log.info("event subscription refused: %s", exc)
             return
-        if self._bare is not None and self._bare[0] == grant.prefix:
-            self._bare = None  # the filter of this grant's SUB, sent first (see _unsigned)
-        self._tell_bare()
+        self._bare.pop(grant.prefix, None)  # the filter of this grant's SUB, sent first
         for prefix in _listens_on(payload, grant):
             pub.setsockopt(zmq.SUBSCRIBE, prefix)
         if grant.keyed:
@@ -433,19 +429,21 @@ class EventPublisher:
         that connects (or reconnects) sends all it holds sorted: the admin's ``""``
         filter comes *before* its signed subscription (``HMB1...``), so every
         ``events([""])`` was told it gets nothing, and got everything. So a bare prefix
-        held by no grant yet waits for the next subscription message: a grant of that
-        prefix (the SUB's own, sent with it) explains it; anything else, or a second
-        (:data:`MARK_PERIOD_S`) with nothing, has it told.
+        held by no grant yet waits: a grant of that prefix (the SUB's own, sent with it)
+        explains it; one still waiting a second later (:data:`MARK_PERIOD_S`) is told.
+        Each prefix waits on its own: when only one could wait, another socket's bare
+        subscription arriving between the admin's ``""`` and its grant had the admin's
+        filter told.
         """
-        if prefix in self._filters or prefix in self._warned:
+        if prefix in self._filters or prefix in self._warned or prefix in self._bare:
             return
-        self._bare = (prefix, time.monotonic())
+        if len(self._bare) >= _WARN_AT_MOST:  # a flood of bare prefixes: the oldest is told
+            self._tell_bare(next(iter(self._bare)))
+        self._bare[prefix] = time.monotonic()
 
-    def _tell_bare(self) -> None:
-        """Warn of the bare prefix :meth:`_unsigned` kept waiting, if any."""
-        if self._bare is None:
-            return
-        prefix, self._bare = self._bare[0], None
+    def _tell_bare(self, prefix: bytes) -> None:
+        """Warn of ``prefix``, a bare prefix :meth:`_unsigned` kept waiting."""
+        del self._bare[prefix]
         if prefix in self._filters or prefix in self._warned:
             return
         if len(self._warned) < _WARN_AT_MOST:

@@ -11,9 +11,11 @@ import pytest
 import zmq
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.item import NewItem
-from hivemem.memory_bus.protocol import GAP, MARK
+from hivemem.memory_bus.protocol import GAP, MARK, encode_subscription
+from hivemem.memory_bus.publisher import MARK_PERIOD_S
+from hivemem.memory_bus.server import BusServer
 
-from .conftest import Bus, make_server
+from .conftest import Bus, make_server, wait_subscribed
 
 UNSIGNED = "without an agent's signature"
 
@@ -75,3 +77,43 @@ def test_a_bare_subscription_alone_is_still_told(caplog: pytest.LogCaptureFixtur
             sock.close(linger=0)
             ctx.term()
     assert _unsigned_warnings(caplog) == [b""]
+
+
+def _waiting(server: BusServer, prefix: bytes) -> bool:
+    """Whether ``prefix`` is a bare subscription the server holds back, not yet told."""
+    return server.inspect(lambda _: prefix in (server._publisher._bare or ()))
+
+
+def test_another_bare_subscription_between_a_filter_and_its_grant_is_told_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The admin's SUB sends its ``""`` filter, then another socket's bare ``private/``
+    arrives, then the admin's signed ``""``. The bus kept one bare prefix waiting, so
+    ``private/`` had the admin's ``""`` told (it gets everything); only ``private/`` is."""
+    caplog.set_level(logging.INFO, logger="hivemem.memory_bus.publisher")
+    server, tokens = make_server()
+    ctx = zmq.Context()
+    with server:
+        admin, plain = ctx.socket(zmq.SUB), ctx.socket(zmq.SUB)
+        try:
+            for sock in (admin, plain):
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(server.pub_address)
+            admin.setsockopt(zmq.SUBSCRIBE, b"")  # the filter, first (sorted, on connecting)
+            deadline = time.monotonic() + 10.0
+            while not _waiting(server, b"") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            plain.setsockopt(zmq.SUBSCRIBE, b"private/")
+            while not _waiting(server, b"private/") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            signed = encode_subscription("__admin__", tokens["__admin__"], "")
+            admin.setsockopt(zmq.SUBSCRIBE, signed)
+            wait_subscribed(server, 1)
+            while not _unsigned_warnings(caplog) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(MARK_PERIOD_S)  # a wrong warning of "" would come by now too
+        finally:
+            admin.close(linger=0)
+            plain.close(linger=0)
+            ctx.term()
+    assert _unsigned_warnings(caplog) == [b"private/"]
