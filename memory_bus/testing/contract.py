@@ -28,7 +28,7 @@ from hivemem.memory_bus.errors import (
     VersionConflictError,
 )
 from hivemem.memory_bus.interfaces import Caller, WriteRequest
-from hivemem.memory_bus.item import NewItem, TierName
+from hivemem.memory_bus.item import NewItem, TierName, WriteOp
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.memory_bus.testing.failures import ContractFailure, expect
 from hivemem.memory_bus.tiers import VectorTier
@@ -74,7 +74,22 @@ class Harness:
 
 
 def run_tier_contract(factory: StoreFactory, tier: str | TierName) -> None:
-    """Run every tier check against fresh stores from ``factory``."""
+    """Run every tier check against fresh stores from ``factory``.
+
+    Raises:
+        ContractFailure: a check failed; or the tier's write policy does not add a first
+            proposal (the checks read back what they write; a policy's own decisions
+            are :func:`~hivemem.memory_bus.testing.check_write_policy`'s to check).
+    """
+    probe = Harness.build(factory, tier)
+    first = probe.tier.write(probe.owner, probe.namespace, probe.new_item("a first note"), now=1.0)
+    if first.op is not WriteOp.ADD:
+        raise ContractFailure(
+            "the tier contract reads back what it writes, so it needs a write policy that "
+            f"adds a first proposal to an empty namespace; the {probe.tier.name.value} tier's "
+            f"{probe.tier.config.write_policy!r} answered {first.op.value} (check a write "
+            "policy with check_write_policy)"
+        )
     for check in TIER_CHECKS:
         check(Harness.build(factory, tier))
 

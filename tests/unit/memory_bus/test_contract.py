@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from hivemem.memory_bus.config import NamespaceMode, StoreConfig, TierConfig
 from hivemem.memory_bus.store import MemoryStore
-from hivemem.memory_bus.testing import TIER_CHECKS, Harness, check_state_round_trip, simulate_trace
+from hivemem.memory_bus.testing import (
+    TIER_CHECKS,
+    ContractFailure,
+    Harness,
+    check_state_round_trip,
+    run_tier_contract,
+    simulate_trace,
+)
 
 TIERS = ("private", "shared", "graph")
 POLICIES = ("fifo", "lru", "lfu", "random", "memorybank", "generative_agents")
@@ -68,4 +75,18 @@ def test_belady_never_worse_than_any_policy(seed: int) -> None:
     assert all(best >= s for s in scores.values()), (best, scores)
     assert best > min(scores.values()), (
         "the oracle should beat the weakest heuristic on a skewed trace"
+    )
+
+
+def test_the_contract_says_so_when_the_write_policy_adds_nothing() -> None:
+    """A tier whose policy does not add (``never``) failed its first read back with
+    ``ItemNotFoundError: no item -1``, a store error that blamed the tier; the contract
+    now names the policy and where its decisions are checked."""
+    config = TierConfig(capacity=6, write_policy="never")
+    with pytest.raises(ContractFailure) as err:
+        run_tier_contract(factory("shared", config), "shared")
+    assert str(err.value) == (
+        "the tier contract reads back what it writes, so it needs a write policy that adds "
+        "a first proposal to an empty namespace; the shared tier's 'never' answered NOOP "
+        "(check a write policy with check_write_policy)"
     )
