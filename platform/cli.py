@@ -7,6 +7,7 @@ module docstring states the convention); ``validate`` exits 1 for an invalid fil
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -410,6 +411,21 @@ def _add_rl_commands() -> None:
 
 
 _add_rl_commands()
+
+
+def _one_line_summaries(*apps: typer.Typer) -> None:
+    """Give each command of ``apps`` the first paragraph of its docstring, joined into
+    one line, as the summary a group's ``--help`` lists: typer keeps the docstring's own
+    line breaks there, so a summary broke off mid-sentence wherever its source line did,
+    however wide the terminal."""
+    for group in apps:
+        for info in group.registered_commands:
+            if info.short_help is None and info.callback is not None and info.callback.__doc__:
+                first = inspect.cleandoc(info.callback.__doc__).split("\n\n")[0]
+                info.short_help = " ".join(first.split())
+
+
+_one_line_summaries(app, bus_app)
 
 
 def main() -> None:

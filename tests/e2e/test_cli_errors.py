@@ -241,3 +241,24 @@ def test_every_command_ends_bad_input_in_one_error_line(
     assert proc.returncode == code, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert lines and lines[0].startswith(filled(first)), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("group", [(), ("bus",)])
+def test_help_lists_each_command_summary_on_one_line(group: tuple[str, ...]) -> None:
+    """Typer kept the docstrings' own line breaks in a group's list of commands, so
+    ``train``'s summary broke after "(and, with" however wide the terminal was."""
+    from hivemem.platform.bus_cli import bus_app
+    from hivemem.platform.cli import app
+
+    env = {**os.environ, "COLUMNS": "300"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hivemem.platform.cli", *group, "--help"],
+        capture_output=True, text=True, timeout=60, check=True, env=env,
+    )  # fmt: skip
+    lines = proc.stdout.splitlines()
+    commands = (bus_app if group else app).registered_commands
+    assert len(commands) >= 6
+    for info in commands:
+        assert info.callback is not None and info.callback.__doc__
+        summary = " ".join(info.callback.__doc__.split("\n\n")[0].split())
+        assert any(summary in line for line in lines), (info.name, summary, proc.stdout)
