@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import secrets
 import threading
 from numbers import Integral, Real
@@ -249,10 +250,32 @@ def _plain(value: Any) -> Any:
 
 
 def _unsendable(args: dict[str, Any]) -> str:
-    """The name of the first argument msgpack cannot carry (``args`` if none alone fails)."""
-    for name, value in args.items():
-        try:
-            pack(value)
-        except (TypeError, ValueError, OverflowError):
-            return str(name)
-    return "args"
+    """Where in ``args`` the first value msgpack cannot carry is (``args`` if none alone
+    fails): ``item.meta.tags``, or ``items[3].meta.tags`` for a column's row, as the
+    server names the fields of a row (a host then names the agent whose row it is:
+    :func:`hivemem.agents.batches.for_agent`). Only asked once a request failed."""
+    path = _first_unpackable(args, "")
+    match = _COLUMN_ROW.match(path or "")
+    if match is not None:  # columns.meta[3].tags -> items[3].meta.tags
+        return f"items[{match['row']}].{match['column']}{path[match.end() :]}"  # type: ignore[index]
+    return path or "args"
+
+
+_COLUMN_ROW = re.compile(r"columns\.(?P<column>\w+)\[(?P<row>\d+)\]")
+
+
+def _first_unpackable(value: Any, path: str) -> str | None:
+    """The path of the innermost value msgpack refuses within ``value`` (a map's key or
+    a value of a type of its own: the container holding it), or None if it packs."""
+    try:
+        pack(value)
+        return None
+    except (TypeError, ValueError, OverflowError):
+        pass
+    if isinstance(value, dict):
+        inner = (_first_unpackable(v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        inner = (_first_unpackable(v, f"{path}[{i}]") for i, v in enumerate(value))
+    else:
+        return path
+    return next((found for found in inner if found is not None), path)

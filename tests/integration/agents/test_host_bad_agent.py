@@ -57,6 +57,10 @@ class _Writer(BaseAgent):
             return Action(writes=[good, {"tier": "private", "text": "x"}])  # type: ignore[list-item]
         if bad == "text":
             return Action(writes=[good, Proposal("private", self.agent_id, "x" * 40_000)])
+        if bad == "meta":  # a set: msgpack cannot carry it, the client refuses the batch
+            return Action(
+                writes=[good, Proposal("private", self.agent_id, "m", meta={"seen": {t}})]
+            )
         if bad == "valid":
             return Action(
                 writes=[good, Proposal("private", self.agent_id, "v", valid_from=5.0, valid_to=1.0)]
@@ -104,6 +108,7 @@ def stored(servers: list[BusServer]) -> dict[str, int]:
     [
         ("text", TooLargeError, "writes[1].text"),
         ("valid", InvalidInputError, "writes[1].valid_to"),
+        ("meta", InvalidInputError, "writes[1].meta.seen"),  # was "columns", no agent
     ],
 )
 def test_a_bad_write_names_its_agent_and_nothing_of_the_batch_is_applied(

@@ -53,8 +53,14 @@ def test_a_client_gets_the_refusal_not_a_timeout(bus: Bus) -> None:
         with pytest.raises(HivememError) as info:
             quick.write("private", "alice", NewItem("x", meta={5: "y"}), now=0.0)  # type: ignore[dict-item]
         assert info.value.code == "bad_frame"
-        with pytest.raises(InvalidInputError, match="cannot be sent"):
+        with pytest.raises(InvalidInputError, match="cannot be sent") as unsent:
             quick.write("private", "alice", NewItem("x", meta={"s": {1, 2}}), now=0.0)  # type: ignore[dict-item]
+        assert unsent.value.field == "item.meta.s"  # was "item": which of its fields?
+        rows = [("alice", NewItem("a")), ("alice", NewItem("b", meta={"k": [1, {2}]}))]  # type: ignore[list-item]
+        with pytest.raises(InvalidInputError) as unsent:
+            quick.write_many("private", rows, now=0.0)
+        assert unsent.value.field == "items[1].meta.k[1]"  # was "columns": which row?
+        assert str(unsent.value).startswith("invalid items[1].meta.k[1]: cannot be sent: ")
         assert quick.write("private", "alice", NewItem("fine"), now=1.0).item_id > 0
 
 
