@@ -21,6 +21,7 @@ from hivemem.memory_bus.policies import EVICTION_POLICIES, WRITE_POLICIES
 from hivemem.platform.scenario_problems import (
     Problem,
     ScenarioError,
+    from_settings,
     problem_from_error,
     read_mapping,
     unknown_name,
@@ -267,12 +268,14 @@ def parse_scenario(
 ) -> Scenario:
     """Validate scenario YAML text (see :func:`load_scenario`)."""
     raw, lines = read_mapping(text, source)
-    scenario = validated(Scenario, apply_overrides(raw, overrides or []), source, lines)
-    problems = check_meaning(scenario)
+    settings = overrides or []
+    try:
+        scenario = validated(Scenario, apply_overrides(raw, settings), source, lines)
+    except ScenarioError as exc:
+        raise ScenarioError(exc.source, from_settings(exc.problems, settings)) from None
+    problems = [Problem(p.path, p.message, lines.get(p.path)) for p in check_meaning(scenario)]
     if problems:
-        raise ScenarioError(
-            source, [Problem(p.path, p.message, lines.get(p.path)) for p in problems]
-        )
+        raise ScenarioError(source, from_settings(problems, settings))
     return scenario
 
 

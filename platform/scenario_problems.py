@@ -10,6 +10,7 @@ mistakes with them too.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from dataclasses import dataclass
@@ -27,10 +28,27 @@ class Problem:
     path: str
     message: str
     line: int | None = None
+    setting: str | None = None
+    """The ``--set key=value`` the value at ``path`` came from, if not from the file."""
 
     def __str__(self) -> str:
-        where = f" (line {self.line})" if self.line else ""
+        if self.setting is not None:
+            where = f" (--set {self.setting})"
+        else:
+            where = f" (line {self.line})" if self.line else ""
         return f"{self.path or '<file>'}{where}: {self.message}"
+
+
+def from_settings(problems: list[Problem], settings: list[str]) -> list[Problem]:
+    """``problems``, those about a value a ``--set key=value`` gave (at ``key`` or under
+    it) naming that setting instead of a line: the file's line held the value replaced
+    (``--set run.ticks=abc`` was reported at the line of ``ticks: 40``)."""
+    keys = [(s.split("=", 1)[0].strip(), s) for s in settings if "=" in s]
+    out = []
+    for p in problems:
+        given = [s for key, s in keys if p.path == key or p.path.startswith(key + ".")]
+        out.append(dataclasses.replace(p, line=None, setting=given[-1]) if given else p)
+    return out
 
 
 class ScenarioError(HivememError):

@@ -56,6 +56,8 @@ class Case:
     message: str
     line: int | None = MISTAKE
     overrides: tuple[str, ...] = ()
+    setting: str | None = None
+    """The ``--set`` the problem names instead of a line (its value came from it)."""
     also: tuple[str, ...] = ()
     """Paths of other problems the same mistake causes (e.g. a renamed required key)."""
 
@@ -312,8 +314,9 @@ INVALID = [
         "",
         "run.seed",
         "greater than or equal to 0",
-        line=23,
+        line=None,  # was 23, the line of the file's seed, which the setting replaced
         overrides=("run.seed=-1",),
+        setting="run.seed=-1",
     ),
     Case(
         "oracle-without-oracle-task",
@@ -416,6 +419,7 @@ INVALID = [
         "'5' is not an index of the list at agents",
         line=None,
         overrides=("agents.5.count=3",),
+        setting="agents.5.count=3",
     ),
     Case(
         "set-into-a-scalar",
@@ -426,6 +430,7 @@ INVALID = [
         "name is not a mapping",
         line=None,
         overrides=("name.first=x",),
+        setting="name.first=x",
     ),
     Case(
         "set-without-equals",
@@ -446,6 +451,18 @@ INVALID = [
         "value '[oops' is not valid YAML",
         line=None,
         overrides=("name=[oops",),
+        setting="name=[oops",
+    ),
+    Case(
+        "set-unknown-policy",  # a problem check_meaning finds, not pydantic
+        "relay_qa",
+        "",
+        "",
+        "memory.shared.eviction",
+        "did you mean 'lru'",
+        line=None,  # was 22, the file's shared tier
+        overrides=("memory.shared.eviction=lur",),
+        setting="memory.shared.eviction=lur",
     ),
     Case(
         "set-misspelt-key",
@@ -454,8 +471,9 @@ INVALID = [
         "",
         "run.tics",
         "did you mean 'ticks'?",
-        line=23,  # the `run:` the key was set under
+        line=None,  # was 23, the `run:` the key was set under
         overrides=("run.tics=5",),
+        setting="run.tics=5",
     ),
 ]
 
@@ -475,6 +493,9 @@ def test_invalid_scenario_names_path_message_and_line(case: Case) -> None:
     (problem,) = [p for p in problems if p.path == case.path]
     assert case.message in problem.message
     assert problem.line == case.expected_line()
+    assert problem.setting == case.setting
+    if case.setting is not None:
+        assert f"{case.path} (--set {case.setting}): " in str(info.value)
 
 
 def test_hard_coded_lines_are_the_built_in_lines() -> None:
