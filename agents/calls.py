@@ -52,14 +52,15 @@ def act_of(agent: Agent, t: float, obs: Observation, recalled: list[list[Hit]]) 
     return action
 
 
-def _who(agent: Agent) -> str:
+def who(agent: Agent) -> str:
+    """How errors name an agent: its id and its type's name."""
     spec = agent.spec
     return f"agent {spec.agent_id!r} (type {spec.type!r})"
 
 
 def _raised(agent: Agent, method: str, exc: Exception) -> NoReturn:
-    plugin_failed(f"{_who(agent)}: {method}", exc, agent=agent.spec.agent_id)
+    plugin_failed(f"{who(agent)}: {method}", exc, agent=agent.spec.agent_id)
 
 
 def _refuse(agent: Agent, method: str, answer: Any, wanted: str) -> NoReturn:
-    plugin_answered(f"{_who(agent)}: {method}", answer, wanted, agent=agent.spec.agent_id)
+    plugin_answered(f"{who(agent)}: {method}", answer, wanted, agent=agent.spec.agent_id)

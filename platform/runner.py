@@ -31,7 +31,7 @@ from typing import Any
 from hivemem.agents.base import AgentSpec
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.collector import OLD_OBJECT_FREEZER
-from hivemem.memory_bus.errors import ConfigError, HivememError
+from hivemem.memory_bus.errors import HivememError
 from hivemem.memory_bus.server import BusServer
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.host_pool import (
@@ -43,7 +43,7 @@ from hivemem.platform.host_pool import (
 )
 from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.scenario import Scenario
-from hivemem.platform.ticks import RUNNER_COLUMNS, TickRows
+from hivemem.platform.ticks import TickRows, check_own_columns
 from hivemem.scenarios.calls import (
     headline_of,
     observe_of,
@@ -312,18 +312,6 @@ def _remove_dead_drivers_targets(directory: Path) -> None:
             continue  # alive, another user's
 
 
-def _own_columns(family: str, parts: dict[str, float]) -> None:
-    """Refuse a task's counter named as a column the runner writes itself: it replaced
-    that column in the tick's row (``t``), or was replaced by it, without a word."""
-    taken = sorted(parts.keys() & RUNNER_COLUMNS)
-    if taken:
-        raise ConfigError(
-            f"task family {family!r}: score answered a counter named {taken[0]!r}, a column "
-            f"the runner writes itself (its own: {', '.join(sorted(RUNNER_COLUMNS))})",
-            family=family,
-        )
-
-
 def _add(into: dict[str, float], parts: dict[str, Any]) -> None:
     for k, v in parts.items():
         into[k] = into.get(k, 0.0) + float(v)
@@ -426,7 +414,7 @@ def _run_once(
             for r in stepped:
                 answers.update(r["answers"])
             parts = score_of(task, family, t, answers)
-            _own_columns(family, parts)
+            check_own_columns(family, parts)
             _add(totals, parts)
             t4 = time.perf_counter()
             timing["task"] += (t1 - t0) + (t4 - t3)

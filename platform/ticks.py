@@ -18,6 +18,8 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO, overload
 
+from hivemem.memory_bus.errors import ConfigError
+
 Row = dict[str, Any]
 
 RUNNER_COLUMNS = frozenset(
@@ -25,6 +27,22 @@ RUNNER_COLUMNS = frozenset(
 )
 """The columns of a row the runner writes itself; a task's own counters go beside them
 and may not take their names (``docs/scenarios.md``, ticks.jsonl)."""
+
+
+def check_own_columns(family: str, parts: dict[str, float]) -> None:
+    """Refuse a task's counter named as a column the runner writes itself: it replaced
+    that column in the tick's row (``t``), or was replaced by it, without a word.
+
+    Raises:
+        ConfigError: a counter of ``parts`` is named as one of :data:`RUNNER_COLUMNS`.
+    """
+    taken = sorted(parts.keys() & RUNNER_COLUMNS)
+    if taken:
+        raise ConfigError(
+            f"task family {family!r}: score answered a counter named {taken[0]!r}, a column "
+            f"the runner writes itself (its own: {', '.join(sorted(RUNNER_COLUMNS))})",
+            family=family,
+        )
 
 
 def encode_row(row: Row) -> str:
