@@ -1,13 +1,15 @@
-"""The agent hosts of a run: Ray actors, each given a contiguous block of the roster, with
-restart-and-retry around every call.
+"""The agent hosts of a run, each given a contiguous block of the roster: Ray actors with
+restart-and-retry around every call (:class:`AgentHosts`), or plain objects in this
+process (:class:`LocalHosts`).
 
 This is the fault handling of the host actors (a call made again on a restarted host, a
 restart counted by process incarnation, a commit redone after its host died), kept apart
 from :mod:`hivemem.platform.runner`, which drives the ticks and sees only the
-``step``/``commit``/``close``/``restarts``/``nodes`` interface that an in-process pool
-(:class:`~hivemem.platform.rl.sim.LocalHosts`) offers too. It also holds what the
-runner's bus shares with the hosts: :data:`BUS_CHECK_S` and :func:`logged`, and the check
-that a Ray address has a cluster behind it (:func:`check_ray_address`).
+``step``/``commit``/``close``/``restarts``/``nodes`` interface that the in-process pool
+offers too (RL episodes, :mod:`hivemem.platform.rl.sim`, run the real runner on it
+without Ray). It also holds what the runner's bus shares with the hosts:
+:data:`BUS_CHECK_S` and :func:`logged`, and the check that a Ray address has a cluster
+behind it (:func:`check_ray_address`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from hivemem.agents.base import AgentSpec
+from hivemem.agents.host import AgentHost
 from hivemem.memory_bus.config import EmbedderConfig
 from hivemem.memory_bus.errors import ConfigError, HivememError
+from hivemem.memory_bus.server import serving_at
 from hivemem.scenarios.families import BUILTIN_MODULES
 
 log = logging.getLogger(__name__)
@@ -236,6 +240,58 @@ class AgentHosts:
         for h in self.handles:
             logged("killing an agent host", ray.kill, h, no_restart=True)
         remove_placement(self._group)
+
+
+class LocalHosts:
+    """Agent hosts as plain objects in this process (the runner's host-pool interface)."""
+
+    def __init__(
+        self,
+        blocks: list[list[AgentSpec]],
+        address: str,
+        tokens: dict[str, str],
+        dim: int,
+        run_id: str,
+        embedder: EmbedderConfig | None = None,
+    ) -> None:
+        # The bus runs in this process unless sharded: requests then skip the socket.
+        in_process = serving_at(address) is not None
+        self.hosts = [
+            AgentHost(
+                address,
+                block,
+                {s.agent_id: tokens[s.agent_id] for s in block},
+                dim,
+                BUILTIN_MODULES,
+                in_process=in_process,
+                embedder=embedder,
+            )
+            for block in blocks
+        ]
+        self.members = [{s.agent_id for s in block} for block in blocks]
+        self.restarts = 0
+        self.nodes = ["local"] * len(blocks)
+        self.after_step: Callable[[int, LocalHosts], None] | None = None
+
+    def step(self, t: int, obs: dict[str, Any]) -> list[dict[str, Any]]:
+        """Phase 1 of the tick on every host."""
+        out = [
+            h.step(t, {a: o for a, o in obs.items() if a in m})
+            for h, m in zip(self.hosts, self.members, strict=True)
+        ]
+        if self.after_step is not None:
+            self.after_step(t, self)
+        return out
+
+    def commit(self, t: int) -> list[dict[str, Any]]:
+        """Phase 2, in the order the Ray runner keeps: every host's writes, then every
+        host's promotions."""
+        return commit_in_phases(lambda i, phase: self.hosts[i].commit(t, phase), len(self.hosts))
+
+    def close(self) -> None:
+        """Close every host's bus client."""
+        for h in self.hosts:
+            h.close()
 
 
 def commit_in_phases(

@@ -338,10 +338,10 @@ def run_once(
     Ray must be up, unless ``host_pool`` builds the hosts some other way: it is called
     like ``AgentHosts(blocks, address, tokens, dim, run_id, embedder=...)`` and must offer the same
     ``step``/``commit``/``close``/``restarts``/``nodes`` (RL training runs the agent
-    hosts in-process this way; see ``hivemem.platform.rl.sim``). While it runs, this
-    process freezes what outlives a full garbage collection as ``run.freeze_old_objects``
-    says (:class:`~hivemem.memory_bus.collector.OldObjectFreezer`): a task of many agents
-    keeps many objects, and an embedded bus keeps every item.
+    hosts in-process this way: :class:`~hivemem.platform.host_pool.LocalHosts`). While
+    it runs, this process freezes what outlives a full garbage collection as
+    ``run.freeze_old_objects`` says (:class:`~hivemem.memory_bus.collector.OldObjectFreezer`):
+    a task of many agents keeps many objects, and an embedded bus keeps every item.
     """
     with OLD_OBJECT_FREEZER.holding(scenario.run.freeze_old_objects):
         return _run_once(

@@ -1,8 +1,9 @@
 """Episodes for RL: a scenario run in this process, with the same runner and bus code.
 
 Training runs thousands of short episodes, so it keeps the agent hosts in this process
-(:class:`LocalHosts`, the same :class:`~hivemem.agents.host.AgentHost` the Ray actors
-wrap) and the bus embedded, the hosts handing their requests straight to it
+(:class:`~hivemem.platform.host_pool.LocalHosts`, the same
+:class:`~hivemem.agents.host.AgentHost` the Ray actors wrap) and the bus embedded, the
+hosts handing their requests straight to it
 (:class:`~hivemem.memory_bus.local_transport.LocalTransport`); everything else is
 :func:`~hivemem.platform.runner.run_once`, so an episode here is a ``hivemem run``
 without Ray.
@@ -14,69 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hivemem.agents.base import AgentSpec
-from hivemem.agents.host import AgentHost
-from hivemem.memory_bus.config import EmbedderConfig, NamespaceMode
+from hivemem.memory_bus.config import NamespaceMode
 from hivemem.memory_bus.errors import ConfigError, UnknownNameError
-from hivemem.memory_bus.server import serving_at
-from hivemem.platform.host_pool import commit_in_phases
+from hivemem.platform.host_pool import LocalHosts
 from hivemem.platform.runner import RunResult, run_once
 from hivemem.platform.scenario import Scenario
-from hivemem.scenarios.families import BUILTIN_MODULES
 
 TIERS = ("private", "shared", "graph")
-
-
-class LocalHosts:
-    """Agent hosts as plain objects in this process (the runner's host-pool interface)."""
-
-    def __init__(
-        self,
-        blocks: list[list[AgentSpec]],
-        address: str,
-        tokens: dict[str, str],
-        dim: int,
-        run_id: str,
-        embedder: EmbedderConfig | None = None,
-    ) -> None:
-        # The bus runs in this process unless sharded: requests then skip the socket.
-        in_process = serving_at(address) is not None
-        self.hosts = [
-            AgentHost(
-                address,
-                block,
-                {s.agent_id: tokens[s.agent_id] for s in block},
-                dim,
-                BUILTIN_MODULES,
-                in_process=in_process,
-                embedder=embedder,
-            )
-            for block in blocks
-        ]
-        self.members = [{s.agent_id for s in block} for block in blocks]
-        self.restarts = 0
-        self.nodes = ["local"] * len(blocks)
-        self.after_step: Callable[[int, LocalHosts], None] | None = None
-
-    def step(self, t: int, obs: dict[str, Any]) -> list[dict[str, Any]]:
-        """Phase 1 of the tick on every host."""
-        out = [
-            h.step(t, {a: o for a, o in obs.items() if a in m})
-            for h, m in zip(self.hosts, self.members, strict=True)
-        ]
-        if self.after_step is not None:
-            self.after_step(t, self)
-        return out
-
-    def commit(self, t: int) -> list[dict[str, Any]]:
-        """Phase 2, in the order the Ray runner keeps: every host's writes, then every
-        host's promotions."""
-        return commit_in_phases(lambda i, phase: self.hosts[i].commit(t, phase), len(self.hosts))
-
-    def close(self) -> None:
-        """Close every host's bus client."""
-        for h in self.hosts:
-            h.close()
 
 
 def policy_tier(scenario: Scenario, tier: str | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hivemem.platform.rl.sim import LocalHosts
+from hivemem.platform.host_pool import LocalHosts
 from hivemem.platform.runner import run_once
 from hivemem.platform.scenario import load_scenario
 
