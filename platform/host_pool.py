@@ -6,10 +6,11 @@ This is the fault handling of the host actors (a call made again on a restarted 
 restart counted by process incarnation, a commit redone after its host died), kept apart
 from :mod:`hivemem.platform.runner`, which drives the ticks and sees only the
 ``step``/``commit``/``close``/``restarts``/``nodes`` interface that the in-process pool
-offers too (RL episodes, :mod:`hivemem.platform.rl.sim`, run the real runner on it
-without Ray). It also holds what the runner's bus shares with the hosts:
-:data:`BUS_CHECK_S` and :func:`logged`, and the check that a Ray address has a cluster
-behind it (:func:`check_ray_address`).
+offers too (RL episodes, :mod:`hivemem.platform.rl.sim`, and the plug-in checks,
+:mod:`hivemem.platform.testing`, run the real runner on it without Ray). It also
+holds what the runner's bus shares with the hosts: :data:`BUS_CHECK_S` and
+:func:`logged`, and the check that a Ray address has a cluster behind it
+(:func:`check_ray_address`).
 """
 
 from __future__ import annotations
@@ -243,7 +244,11 @@ class AgentHosts:
 
 
 class LocalHosts:
-    """Agent hosts as plain objects in this process (the runner's host-pool interface)."""
+    """Agent hosts as plain objects in this process (the runner's host-pool interface).
+
+    The bus runs in this process unless sharded: the hosts then hand it their requests
+    without a socket (:class:`~hivemem.memory_bus.local_transport.LocalTransport`).
+    """
 
     def __init__(
         self,
@@ -254,24 +259,33 @@ class LocalHosts:
         run_id: str,
         embedder: EmbedderConfig | None = None,
     ) -> None:
-        # The bus runs in this process unless sharded: requests then skip the socket.
-        in_process = serving_at(address) is not None
-        self.hosts = [
-            AgentHost(
-                address,
-                block,
-                {s.agent_id: tokens[s.agent_id] for s in block},
-                dim,
-                BUILTIN_MODULES,
-                in_process=in_process,
-                embedder=embedder,
-            )
-            for block in blocks
-        ]
+        self.blocks, self.address, self.tokens = blocks, address, tokens
+        self.dim, self.embedder = dim, embedder
+        self.hosts = [self._host(block) for block in blocks]
         self.members = [{s.agent_id for s in block} for block in blocks]
         self.restarts = 0
         self.nodes = ["local"] * len(blocks)
         self.after_step: Callable[[int, LocalHosts], None] | None = None
+
+    def _host(self, block: list[AgentSpec]) -> AgentHost:
+        """A host of ``block``'s agents, given what a host actor is given."""
+        return AgentHost(
+            self.address,
+            block,
+            {s.agent_id: self.tokens[s.agent_id] for s in block},
+            self.dim,
+            BUILTIN_MODULES,
+            in_process=serving_at(self.address) is not None,
+            embedder=self.embedder,
+        )
+
+    def restart(self) -> None:
+        """Close every host and build it anew from its specs, as Ray restarts a host
+        actor whose process died (between two ticks: nothing kept is lost); counted in
+        ``restarts``."""
+        self.close()
+        self.hosts = [self._host(block) for block in self.blocks]
+        self.restarts += len(self.hosts)
 
     def step(self, t: int, obs: dict[str, Any]) -> list[dict[str, Any]]:
         """Phase 1 of the tick on every host."""

@@ -44,6 +44,7 @@ from hivemem.platform.host_pool import (
 from hivemem.platform.metrics import DriverMetrics
 from hivemem.platform.scenario import Scenario
 from hivemem.platform.ticks import TickRows, check_own_columns
+from hivemem.scenarios.base import Task
 from hivemem.scenarios.calls import (
     headline_of,
     observe_of,
@@ -328,6 +329,7 @@ def run_once(
     metrics: DriverMetrics | None = None,
     host_pool: Callable[..., Any] | None = None,
     rows: TickRows | None = None,
+    task: Task | None = None,
 ) -> RunResult:
     """Run the scenario once and return the per-tick rows and summary.
 
@@ -342,16 +344,20 @@ def run_once(
     it runs, this process freezes what outlives a full garbage collection as
     ``run.freeze_old_objects`` says (:class:`~hivemem.memory_bus.collector.OldObjectFreezer`):
     a task of many agents keeps many objects, and an embedded bus keeps every item.
+
+    ``task`` is the task to run, built from the scenario with ``baseline`` (None:
+    ``scenario.make_task(baseline)``); the plug-in checks (:mod:`hivemem.platform.testing`)
+    hand one that checks each answer as the run gets it.
     """
     with OLD_OBJECT_FREEZER.holding(scenario.run.freeze_old_objects):
-        return _run_once(
-            scenario, baseline, remote, hosts, on_tick, hooks, metrics, host_pool, rows
-        )
+        if task is None:
+            task = scenario.make_task(baseline)
+        return _run_once(scenario, task, remote, hosts, on_tick, hooks, metrics, host_pool, rows)
 
 
 def _run_once(
     scenario: Scenario,
-    baseline: bool,
+    task: Task,
     remote: bool,
     hosts: int | None,
     on_tick: TickCallback | None,
@@ -362,7 +368,6 @@ def _run_once(
 ) -> RunResult:
     hooks = hooks or {}
     rows = TickRows() if rows is None else rows
-    task = scenario.make_task(baseline)
     specs = task.roster
     family, agent_ids = scenario.task.family, frozenset(s.agent_id for s in specs)
     n_hosts = max(1, min(hosts or scenario.host_count(), len(specs)))
