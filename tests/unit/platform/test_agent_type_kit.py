@@ -158,7 +158,7 @@ BROKEN: list[tuple[type, str]] = [
     ),
     (
         WritesASet,
-        r"tick 0: agent 'scout-0': invalid writes\[0\]\.meta: cannot be sent: .*'set'",
+        r"tick 0: agent 'scout-0': invalid writes\[0\]\.meta\.tags: cannot be sent: .*'set'",
     ),
     (WritesForAnother, r"tick 0: agent 'scout-0'.* may not write private/analyst-0"),
 ]
