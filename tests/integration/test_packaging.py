@@ -42,6 +42,46 @@ def test_wheel_layout(wheel: Path) -> None:
     assert not any(n.startswith(("platform/", "memory_bus/", "tests/")) for n in names)
 
 
+WHEEL_ONLY = """
+import runpy, sys
+# this environment's editable install of the checkout: without it, only the wheel is seen
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+
+def main(*args):
+    sys.argv = ["hivemem", *args]
+    runpy.run_module("hivemem.platform.cli", run_name="__main__")
+
+"""
+"""Code that runs the ``hivemem`` command line from the wheel alone (on ``PYTHONPATH``):
+the checkout's editable install made a namespace package's missing subpackage importable."""
+
+
+def test_wheel_holds_every_source_file(wheel: Path) -> None:
+    """Every module of the four source folders, subpackages too: ``platform/rl`` was
+    missing from the packages list, and the wheel's ``hivemem`` command failed to start
+    (its CLI imports the RL commands)."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {
+        f"hivemem/{path.relative_to(ROOT).as_posix()}"
+        for folder in ("platform", "agents", "memory_bus", "scenarios")
+        for path in (ROOT / folder).rglob("*.py")
+    }
+    assert len(sources) > 100
+    assert sorted(sources - names) == []
+
+
+def test_the_wheels_command_line_starts(wheel: Path, tmp_path: Path) -> None:
+    zipfile.ZipFile(wheel).extractall(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", WHEEL_ONLY + "main('train', '--help')"],
+        env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Train a learned write or eviction policy" in proc.stdout
+
+
 def test_wheel_imports_and_finds_package_data(wheel: Path, tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(tmp_path)
     code = (
