@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from hivemem.memory_bus.errors import ConfigError
+from hivemem.platform.host_pool import LocalHosts
 from hivemem.platform.rl.envs import (
     BOUND,
     EpisodeThread,
@@ -32,7 +33,7 @@ from hivemem.platform.rl.envs import (
     scenario_seed_of,
 )
 from hivemem.platform.rl.learner import TRAIN_SEED_BASE
-from hivemem.platform.rl.sim import EpisodeResult, LocalHosts, run_episode
+from hivemem.platform.rl.sim import EpisodeResult, run_episode
 from hivemem.platform.scenario import Scenario, load_scenario
 
 KEEP, SHARE = 0, 1
