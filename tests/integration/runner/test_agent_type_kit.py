@@ -7,6 +7,7 @@ The broken types are defined here, at the top level, so that the kit can name th
 from __future__ import annotations
 
 import random
+import re
 import threading
 
 import pytest
@@ -126,7 +127,7 @@ class WritesForAnother(FactMemoryAgent):
         return action
 
 
-TYPE = r"\(type 'tests\.unit\.platform\.test_agent_type_kit:\w+'\)"
+TYPE = r"\(type '" + re.escape(__name__) + r":\w+'\)"
 BROKEN: list[tuple[type, str]] = [
     (
         Remembers,
