@@ -81,7 +81,7 @@ WRONG: dict[str, tuple[str, Callable[[MemoryClient], Any]]] = {
     ),
     "promote(parent=str)": ("parent", lambda c: c.promote("team", [1], "p", now=0.0)),
     "update(meta={set})": (
-        "changes",
+        "changes.meta.a",  # where the set is, not only the argument
         lambda c: c.update("private", "alice", 1, expected_version=1, now=1.0, meta={"a": {1}}),
     ),
 }

@@ -172,10 +172,26 @@ def _outlives_its_parent(script: str, wait_s: float) -> bool:
             deadline = time.monotonic() + wait_s
             while _alive(child) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if _alive(child):  # shown if the test fails: where each of its threads waits
+                print(f"process {child} still runs:", *_threads_of(child), sep="\n  ")
             return _alive(child)
         finally:
             if _alive(child):
                 os.kill(child, signal.SIGKILL)
+
+
+def _threads_of(pid: int) -> list[str]:
+    """Each thread of ``pid``: its name, state and the kernel function it waits in."""
+    out = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            name = (task / "comm").read_text().strip()
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            wchan = (task / "wchan").read_text().strip()
+        except OSError:
+            continue
+        out.append(f"{task.name} {name} {state} {wchan}")
+    return out
 
 
 @pytest.mark.parametrize("asked", [True, False])
