@@ -13,9 +13,37 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from hivemem.agents.base import Action, Agent, Observation, Promotion, Proposal, Recall
+from hivemem.agents.base import (
+    Action,
+    Agent,
+    AgentSpec,
+    Observation,
+    Promotion,
+    Proposal,
+    Recall,
+    make_agent,
+)
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.registry import plugin_answered, plugin_failed
+
+
+def build_of(spec: AgentSpec) -> Agent:
+    """The agent ``spec`` names, built (:func:`~hivemem.agents.base.make_agent`).
+
+    A constructor of one's own that raised (a ``KeyError`` on a param, say) ended a run
+    with Ray's ``ActorDiedError`` and the whole traceback of the run command, naming no
+    agent; it is a :class:`~hivemem.memory_bus.errors.ConfigError` naming the agent and
+    its type now, which a host keeps and raises on its first call.
+
+    Raises:
+        ConfigError: the type is unknown, refused its params, or raised.
+    """
+    try:
+        return make_agent(spec)
+    except Exception as exc:
+        plugin_failed(
+            f"agent {spec.agent_id!r} (type {spec.type!r}): building it", exc, agent=spec.agent_id
+        )
 
 
 def plan_of(agent: Agent, t: float, obs: Observation) -> list[Recall]:

@@ -57,7 +57,6 @@ from hivemem.agents.base import (
     AgentSpec,
     Observation,
     Promotion,
-    make_agent,
 )
 from hivemem.agents.batches import (
     REQUEST_BUDGET,
@@ -68,7 +67,7 @@ from hivemem.agents.batches import (
     request_batches,
     write_bytes,
 )
-from hivemem.agents.calls import act_of, plan_of
+from hivemem.agents.calls import act_of, build_of, plan_of
 from hivemem.agents.metrics import host_metrics
 from hivemem.agents.recalls import Recalls
 from hivemem.memory_bus.client import (
@@ -171,7 +170,7 @@ class AgentHost:
         for module in imports:
             importlib.import_module(module)
         self.specs = list(specs)
-        self.agents: dict[str, Agent] = {s.agent_id: make_agent(s) for s in self.specs}
+        self.agents: dict[str, Agent] = {s.agent_id: build_of(s) for s in self.specs}
         self.behalf = {s.agent_id: OnBehalf(s.agent_id, tokens[s.agent_id]) for s in self.specs}
         self.embed = make_embedder(embedder, dim)
         # A stable client id (from the runner: run and host index) plus request ids

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
-from hivemem.agents.base import AGENT_TYPES, Action, AgentSpec, Observation, Recall, make_agent
-from hivemem.agents.calls import act_of, plan_of, who
+from hivemem.agents.base import AGENT_TYPES, Action, AgentSpec, Observation, Recall
+from hivemem.agents.calls import act_of, build_of, plan_of, who
 from hivemem.agents.host import AgentHost
 from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.interfaces import Hit
@@ -77,7 +77,7 @@ class CheckedAgent:
             raise ConfigError(f"agent type {CHECKED!r} is built only while check_agent_type runs")
         self.watch = watch
         self.spec = dataclasses.replace(spec, type=watch.name)
-        self.agent = make_agent(self.spec)
+        self.agent = build_of(self.spec)
         claims = bool(getattr(self.agent, "hit_vectors", True))
         watch.blind |= not claims
         self.hit_vectors = watch.vectors or claims

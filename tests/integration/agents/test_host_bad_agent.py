@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from hivemem.agents.base import AGENT_TYPES, Action, AgentSpec, BaseAgent, Proposal, Recall
-from hivemem.agents.host import AgentHost
+from hivemem.agents.host import AgentHost, _HostActor
 from hivemem.memory_bus.auth import new_secret, token_for
 from hivemem.memory_bus.client import MemoryClient
 from hivemem.memory_bus.config import StoreConfig, TierConfig
@@ -34,6 +34,11 @@ class _Writer(BaseAgent):
     """Recalls and writes one note a tick; its ``bad`` param spoils one of them."""
 
     hit_vectors = False
+
+    def __init__(self, spec: AgentSpec) -> None:
+        super().__init__(spec)
+        if spec.params.get("bad") == "build_raises":
+            raise KeyError("colour")
 
     def plan(self, t: float, obs: Any) -> list[Recall]:
         bad = self.spec.params.get("bad")
@@ -212,3 +217,21 @@ def test_an_agent_that_raises_or_answers_out_of_the_protocol_is_named_with_its_t
         assert message.startswith(f"agent {BAD!r} (type 'test_bad_agent_writer'): {says}")
         assert caught.value.details["agent"] == BAD
         assert stored(servers) == {}
+
+
+def test_an_agent_whose_constructor_raises_is_named_with_its_type() -> None:
+    """A ``KeyError`` in an agent type's own ``__init__`` ended a run with Ray's
+    ``ActorDiedError`` and the run command's whole traceback, naming no agent. It is a
+    ConfigError naming the agent now, which the Ray actor keeps for its first call (the
+    run's one ``stopped (error: ...)`` line)."""
+    with pytest.raises(ConfigError) as caught, host_of_six(1, "build_raises"):
+        pass
+    assert str(caught.value) == (
+        f"agent {BAD!r} (type 'test_bad_agent_writer'): building it raised KeyError: 'colour'"
+    )
+    assert caught.value.details["agent"] == BAD
+    assert isinstance(caught.value.__cause__, KeyError)  # the author's traceback, kept
+    spec = AgentSpec(BAD, "test_bad_agent_writer", params={"bad": "build_raises"})
+    actor = _HostActor("tcp://127.0.0.1:1", [spec], {BAD: "t"}, DIM)  # no bus reached
+    with pytest.raises(ConfigError, match="building it raised KeyError"):
+        actor.info()
