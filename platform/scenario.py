@@ -18,6 +18,7 @@ from hivemem.agents.base import AGENT_TYPES, AgentSpec
 from hivemem.memory_bus.config import ORACLE_EVICTIONS, ConfigModel, StoreConfig
 from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.policies import EVICTION_POLICIES, WRITE_POLICIES
+from hivemem.memory_bus.registry import plugin_failed
 from hivemem.platform.scenario_problems import (
     Problem,
     ScenarioError,
@@ -135,10 +136,19 @@ class Scenario(_Model):
         return max(1, min(hosts, agents))
 
     def make_task(self, baseline: bool = False) -> Task:
+        """The task, built for this roster (the baseline's with ``baseline``).
+
+        Raises:
+            ConfigError: the family's constructor raised (a family of one's own: a
+                ``KeyError`` in its ``__init__`` ended a run with a traceback naming no
+                family), naming the family; its error is the cause.
+        """
         cls = task_class(self.task.family)
-        return cls(
-            cls.Params(**self.task.params), self.roster(baseline), self.run.seed, self.run.ticks
-        )
+        roster, family = self.roster(baseline), self.task.family
+        try:
+            return cls(cls.Params(**self.task.params), roster, self.run.seed, self.run.ticks)
+        except Exception as exc:
+            plugin_failed(f"task family {family!r}: building it", exc, family=family)
 
 
 # --- loading ---------------------------------------------------------------------------

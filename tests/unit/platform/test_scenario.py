@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hivemem.memory_bus.errors import ConfigError
 from hivemem.memory_bus.registry import Registry
 from hivemem.platform.scenario import (
     builtin_names,
@@ -26,6 +27,7 @@ from hivemem.platform.scenario import (
 )
 from hivemem.platform.scenario_problems import ScenarioError, read_mapping
 from hivemem.scenarios.base import Task
+from hivemem.scenarios.relay_qa import RelayQA
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = ROOT / "scenarios"
@@ -728,3 +730,23 @@ def test_the_resolved_scenario_names_the_seed_the_store_ran_with() -> None:
     s = load_scenario("relay_qa", ["run.seed=3", "memory.seed=9"])
     resolved = yaml.safe_load(dump_resolved(s))
     assert resolved["memory"]["seed"] == resolved["run"]["seed"] == 3
+
+
+class _BuildsNothing(RelayQA):
+    """A family of one's own whose constructor raises."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise KeyError("facts")
+
+
+def test_a_family_whose_constructor_raises_is_named() -> None:
+    """A ``KeyError`` in a family's ``__init__`` ended the run with a traceback and
+    ``stopped (error: KeyError: 'facts')``, naming no family."""
+    family = f"{__name__}:_BuildsNothing"
+    text = builtin_text("relay_qa").replace("family: relay_qa", f'family: "{family}"', 1)
+    scenario = parse_scenario(text)  # it validates: nothing builds the task there
+    with pytest.raises(ConfigError) as caught:
+        scenario.make_task()
+    assert str(caught.value) == f"task family {family!r}: building it raised KeyError: 'facts'"
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert caught.value.details["family"] == family
