@@ -76,13 +76,19 @@ def validate(
 
     Exits 1 if any file is invalid (or missing): that is its finding, as a linter's.
     """
+    from hivemem.memory_bus.errors import HivememError
     from hivemem.platform.scenario import load_scenario
-    from hivemem.platform.scenario_problems import ScenarioError
+    from hivemem.platform.scenario_problems import Problem, ScenarioError
 
     failed = 0
     for name in files:
         try:
             s = load_scenario(name)
+            try:  # a family of one's own whose constructor raises fails here, not in the run
+                s.make_task()
+                s.make_task(baseline=True)
+            except HivememError as exc:
+                raise ScenarioError(name, [Problem("task.family", exc.message)]) from None
         except ScenarioError as exc:
             failed += 1
             typer.echo(f"error: {exc}", err=True)

@@ -16,6 +16,8 @@ import pytest
 
 from .test_cli import RAY_STARTING, hivemem
 
+ROOT = Path(__file__).resolve().parents[2]
+
 CLI = [sys.executable, "-m", "hivemem.platform.cli"]
 
 
@@ -262,3 +264,31 @@ def test_help_lists_each_command_summary_on_one_line(group: tuple[str, ...]) -> 
         assert info.callback is not None and info.callback.__doc__
         summary = " ".join(info.callback.__doc__.split("\n\n")[0].split())
         assert any(summary in line for line in lines), (info.name, summary, proc.stdout)
+
+
+def test_validate_builds_the_task_so_a_family_that_cannot_be_built_fails_there(
+    tmp_path: Path,
+) -> None:
+    """A family of one's own whose constructor raises validated ``ok`` and failed the run
+    after Ray had started; ``validate`` builds the task (and the baseline's) now."""
+    (tmp_path / "broken_family.py").write_text(
+        "from hivemem.scenarios.relay_qa import RelayQA\n\n"
+        "class Broken(RelayQA):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        raise KeyError('facts')\n",
+        encoding="utf-8",
+    )
+    text = (ROOT / "scenarios" / "relay_qa.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "broken.yaml"
+    path.write_text(text.replace("family: relay_qa", 'family: "broken_family:Broken"'), "utf-8")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hivemem.platform.cli", "validate", str(path), "relay_qa"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert (
+        "  - task.family: task family 'broken_family:Broken': building it raised KeyError: 'facts'"
+        in proc.stderr.splitlines()
+    )
+    assert "relay_qa: ok" in proc.stdout
