@@ -11,6 +11,7 @@ mistakes with them too.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -33,10 +34,35 @@ class Problem:
 
     def __str__(self) -> str:
         if self.setting is not None:
-            where = f" (--set {self.setting})"
+            where = f" (--set {_shortened(self.setting)})"
         else:
             where = f" (line {self.line})" if self.line else ""
-        return f"{self.path or '<file>'}{where}: {self.message}"
+        return f"{_shortened(self.path or '<file>')}{where}: {_shortened(self.message)}"
+
+
+LONGEST_WORD = 80
+"""Characters of one word (a name, a value) a problem shows; the rest are counted."""
+
+LONGEST_TEXT = 400
+"""Characters of a problem's path, or of its message, shown once long words are cut."""
+
+
+def _shortened(text: str) -> str:
+    """``text`` with each word past :data:`LONGEST_WORD` characters cut in its middle,
+    then the whole past :data:`LONGEST_TEXT`: a problem echoes the file's names and
+    values, and a 100,000-character key made a 100,000-character error line."""
+    text = re.sub(
+        rf"\S{{{LONGEST_WORD + 1},}}",
+        lambda m: f"{m[0][:50]}...({len(m[0]) - 70:,} characters left out)...{m[0][-20:]}",
+        text,
+    )
+    if len(text) <= LONGEST_TEXT:
+        return text
+    return f"{text[:300]}...({len(text) - 360:,} characters left out)...{text[-60:]}"
+
+
+SHOWN_PROBLEMS = 10
+"""Problems a :class:`ScenarioError`'s message lists; ``problems`` holds them all."""
 
 
 def from_settings(problems: list[Problem], settings: list[str]) -> list[Problem]:
@@ -52,15 +78,20 @@ def from_settings(problems: list[Problem], settings: list[str]) -> list[Problem]
 
 
 class ScenarioError(HivememError):
-    """A scenario file that cannot run; lists every problem found."""
+    """A scenario file that cannot run; lists the first :data:`SHOWN_PROBLEMS` problems
+    found (a file of 5,000 roster entries with one mistake each made 5,000 lines), and
+    holds every one in ``problems``."""
 
     code = "invalid_scenario"
 
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+        shown = [f"  - {p}" for p in problems[:SHOWN_PROBLEMS]]
+        if len(problems) > SHOWN_PROBLEMS:
+            shown.append(f"  - and {len(problems) - SHOWN_PROBLEMS:,} more")
+        lines = "\n".join(shown)
+        super().__init__(f"{_shortened(source)}: {len(problems)} problem(s)\n{lines}")
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -73,16 +104,22 @@ def read_mapping(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]
         ScenarioError: not YAML, not a mapping at the top, a key given twice in one
             mapping, or a node that holds itself.
     """
+    loader: yaml.SafeLoader | None = None
     try:
-        lines, problems = _line_map(text)
+        loader = yaml.SafeLoader(text)  # parsed once: the nodes give the lines, then the data
+        root = loader.get_single_node()
+        lines, problems = _line_map(root)
         if problems:  # checked before loading: a node that holds itself never ends
             raise ScenarioError(source, problems)
-        raw = yaml.safe_load(text)
+        raw = None if root is None else loader.construct_document(root)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         why = getattr(exc, "problem", None) or exc
         raise ScenarioError(source, [Problem("", f"not valid YAML: {why}", line)]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(raw, dict):
         got = type(raw).__name__
         raise ScenarioError(source, [Problem("", f"expected a mapping at the top, got {got}")])
@@ -183,8 +220,8 @@ def _model_in(annotation: Any) -> Any:
     return annotation
 
 
-def _line_map(text: str) -> tuple[dict[str, int], list[Problem]]:
-    """Dotted path of every node in the YAML text -> its 1-based line; and the problems
+def _line_map(root: yaml.Node | None) -> tuple[dict[str, int], list[Problem]]:
+    """Dotted path of every node under ``root`` -> its 1-based line; and the problems
     that loading hides: a key given twice in one mapping (YAML keeps the last silently),
     and a node that holds itself (an alias inside its own anchor, ``a: &x [*x]``)."""
     out: dict[str, int] = {}
@@ -220,7 +257,6 @@ def _line_map(text: str) -> tuple[dict[str, int], list[Problem]]:
                 walk(v, f"{path}.{i}" if path else str(i))
         inside.discard(id(node))
 
-    root = yaml.compose(text)
     if root is not None:
         walk(root, "")
     return out, problems
