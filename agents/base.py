@@ -110,6 +110,12 @@ class BaseAgent:
         nothing: a scenario's validation calls it (if the type has it), so a bad value is
         refused with the file's line before a run starts. Here: accepts any."""
 
+    @classmethod
+    def check_groups(cls, params: dict[str, Any], groups: list[str]) -> None:
+        """Raise ``ValueError`` if an agent of these params and ``groups`` would have no
+        namespace on a tier it uses, building nothing; validation calls it (if the type
+        has it) once ``check_params`` passed. Here: uses no tier."""
+
     def plan(self, t: float, obs: Observation) -> list[Recall]:
         return []
 

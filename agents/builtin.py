@@ -37,6 +37,16 @@ def namespace_for(spec: AgentSpec, tier: str, group: str | None) -> str:
     return spec.groups[0]
 
 
+def check_namespaces(tiers: list[str], group: str | None, groups: list[str]) -> None:
+    """Raise ``ValueError`` if an agent that uses ``tiers`` would have no namespace on one
+    of them (:func:`namespace_for`, which raised it at the run's first tick)."""
+    used = sorted(set(tiers) & {"shared", "graph"})
+    if used and group is None and not groups:
+        raise ValueError(
+            f"it uses the {used[0]} tier but has no group: give it groups or a group param"
+        )
+
+
 def best_answer(hits: list[Hit], key: str, as_of: float | None) -> Any:
     """The value of the newest recalled fact about ``key`` (at or before ``as_of``)."""
     best: tuple[float, Any] | None = None
@@ -81,6 +91,11 @@ class FactMemoryAgent(BaseAgent):
         that sets them is refused as it is validated, not by the bus at the first tick
         (whose refusal failed every agent of the host)."""
         cls.settings_of(params)
+
+    @classmethod
+    def check_groups(cls, params: dict[str, Any], groups: list[str]) -> None:
+        write_tier, read_tiers, group, _, _ = cls.settings_of(params)
+        check_namespaces([write_tier, *read_tiers], group, groups)
 
     @staticmethod
     def settings_of(params: dict[str, Any]) -> tuple[str, list[str], str | None, int, bool]:

@@ -25,7 +25,10 @@ from pydantic import (
 
 class ConfigModel(BaseModel):
     """Base of every config model a file is read into: closed (``extra="forbid"``),
-    frozen, and a boolean is no number.
+    frozen, no infinity or NaN for a float, and a boolean is no number.
+
+    ``.inf`` passed a float field's ``ge`` bound (``importance_noise: .inf``), and a run
+    folder's resolved scenario wrote it as ``null``, which reads back as an error.
 
     Python counts ``True`` as 1, and pydantic's lax mode took it for one: ``count: true``
     ran one agent. A field that wants an int, a float or an int ``Literal`` (alone, in a
@@ -33,7 +36,7 @@ class ConfigModel(BaseModel):
     and every model derived from it (a task family's ``Params`` of one's own too).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -257,7 +260,7 @@ class AccessConfig(ConfigModel):
 
     graph_levels: dict[str, list[int]] = Field(default_factory=dict)
     default_graph_levels: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    public_namespaces: list[str] = Field(default_factory=list)
+    public_namespaces: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 
 class HashingEmbedderConfig(ConfigModel):

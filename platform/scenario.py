@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from hivemem.agents.base import AGENT_TYPES, AgentSpec
@@ -29,7 +29,7 @@ from hivemem.platform.scenario_problems import (
     validated,
 )
 from hivemem.scenarios.base import TASKS, Task, task_class
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -45,13 +45,20 @@ class TaskSpec(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+MAX_AGENTS = 1_000_000
+"""Agents a run may have, in all entries together: a run builds every agent's spec in
+the driver before its first tick (twice with the baseline), and a file of many entries,
+each within its own bound, asked for billions and exhausted the memory doing it."""
+
+
 class RosterEntry(_Model):
     """``count`` agents of one role and type."""
 
     role: str
-    count: int = Field(ge=1, le=1_000_000)
+    count: int = Field(ge=1, le=MAX_AGENTS)
     type: str = Field("fact_memory", description='agent type by name or "module:Class"')
-    groups: list[str] = Field(default_factory=list)
+    # An empty group name passed validation, and the bus refused it at the first tick.
+    groups: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -105,6 +112,14 @@ class Scenario(_Model):
     run: RunSpec
     outputs: OutputSpec = Field(default_factory=OutputSpec)
     metrics_port: int | None = Field(None, ge=0, le=65535)
+
+    @field_validator("agents")
+    @classmethod
+    def _agents_in_all(cls, agents: list[RosterEntry]) -> list[RosterEntry]:
+        total = sum(entry.count for entry in agents)
+        if total > MAX_AGENTS:
+            raise ValueError(f"{total:,} agents in all; a run has at most {MAX_AGENTS:,}")
+        return agents
 
     def roster(self, baseline: bool = False) -> list[AgentSpec]:
         """Every agent, in global order (the order hosts are filled in)."""
@@ -314,12 +329,19 @@ def check_meaning(s: Scenario) -> list[Problem]:
             problems.append(Problem(f"agents.{i}.type", str(exc)))
             continue
         check_params = getattr(agent_type, "check_params", None)  # optional: builds nothing
+        check_groups = getattr(agent_type, "check_groups", None)  # optional, as check_params
         try:
             if check_params is not None:
                 check_params(dict(entry.params))
         except (TypeError, ValueError) as exc:
             message = f"bad parameters for agent type {entry.type!r}: {exc}"
             problems.append(Problem(f"agents.{i}.params", message))
+        else:
+            try:
+                if check_groups is not None:
+                    check_groups(dict(entry.params), list(entry.groups))
+            except ValueError as exc:
+                problems.append(Problem(f"agents.{i}.groups", f"agent type {entry.type!r}: {exc}"))
         outside = _group_outside(entry, s.memory.access.public_namespaces)
         if outside:
             problems.append(Problem(f"agents.{i}.params.group", outside))

@@ -42,9 +42,11 @@ from pydantic import Field
 
 class StreamParams(TaskParams):
     keys: int = Field(48, ge=2, le=100_000)
-    facts_per_tick: int = Field(2, ge=1)
+    facts_per_tick: int = Field(2, ge=1, le=1_000, description="facts per agent per tick")
     revise_fraction: float = Field(0.3, ge=0.0, le=1.0, description="facts that revise a seen key")
-    zipf_a: float = Field(1.3, gt=0.0)
+    # numpy's Zipf wants zipf_a + 1 > 1, which 1e-17 + 1 is not (a stream stopped at its
+    # first question); past 100 every weight but the first is below 2**-100.
+    zipf_a: float = Field(1.3, ge=0.001, le=100.0, description="popularity skew")
     drift_every: int = Field(15, ge=1, description="ticks between popularity shifts")
     drift_shift: int = Field(5, ge=0, description="ranks the popularity order rotates by")
     importance_noise: float = Field(0.2, ge=0.0)

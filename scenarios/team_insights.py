@@ -24,7 +24,7 @@ from hivemem.agents.base import (
     Proposal,
     Recall,
 )
-from hivemem.agents.builtin import namespace_for
+from hivemem.agents.builtin import check_namespaces, namespace_for
 from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.validation import as_k
@@ -149,6 +149,10 @@ class InsightSolver(BaseAgent):
     def check_params(cls, params: dict[str, Any]) -> None:
         """Refuse bad params as the scenario is validated, building nothing."""
         cls.settings_of(params)
+
+    @classmethod
+    def check_groups(cls, params: dict[str, Any], groups: list[str]) -> None:
+        check_namespaces(["graph"], cls.settings_of(params)[0], groups)
 
     @staticmethod
     def settings_of(params: dict[str, Any]) -> tuple[str | None, int]:
