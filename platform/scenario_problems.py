@@ -91,7 +91,8 @@ class ScenarioError(HivememError):
         if len(problems) > SHOWN_PROBLEMS:
             shown.append(f"  - and {len(problems) - SHOWN_PROBLEMS:,} more")
         lines = "\n".join(shown)
-        super().__init__(f"{_shortened(source)}: {len(problems)} problem(s)\n{lines}")
+        # the source whole: a file name is what the reader needs (and the OS bounds it)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
 
 
 M = TypeVar("M", bound=BaseModel)

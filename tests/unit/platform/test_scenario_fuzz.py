@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from hivemem.platform.scenario import load_scenario
 from hivemem.platform.scenario_fuzz import MAX_LINE, build_run_setup, fuzz
-from hivemem.platform.scenario_problems import SHOWN_PROBLEMS, ScenarioError
+from hivemem.platform.scenario_problems import SHOWN_PROBLEMS, Problem, ScenarioError
 
 
 def test_two_thousand_mutants_are_accepted_and_built_or_refused_with_their_place() -> None:
@@ -77,7 +77,8 @@ def test_a_huge_name_is_named_in_a_short_line() -> None:
     error = _refused("relay_qa", "agents.0.role=" + "x" * 100_000)
     line = str(error).splitlines()[1]
     assert len(line) < MAX_LINE
-    assert line.startswith("  - agents.0.role (line 10): unknown role of relay_qa 'xxx")
+    assert line.startswith("  - agents.0.role (--set agents.0.role=xxx")  # the setting, cut
+    assert ": unknown role of relay_qa 'xxx" in line
     assert "(99,932 characters left out)" in line and line.endswith("(known: analyst, scout)")
     assert len(error.problems[0].message) > 100_000  # the problem itself keeps it all
 
@@ -121,3 +122,11 @@ def test_an_agent_without_a_namespace_on_a_tier_it_uses_is_refused(
     assert problem.path == "agents.0.groups"
     assert f"uses the {tier} tier but has no group" in problem.message
     load_scenario(scenario, [setting, "agents.0.params.group=g", "agents.0.groups=[g]"])
+
+
+def test_the_file_a_refusal_names_is_named_whole() -> None:
+    """Cutting long words cut the file's own path in the error's first line (a pytest
+    worker's temporary folder was past 80 characters)."""
+    source = "/tmp/" + "deep-folder-" * 20 + "mine.yaml"
+    error = ScenarioError(source, [Problem("run.ticks", "required, missing", 23)])
+    assert str(error).splitlines()[0] == f"{source}: 1 problem(s)"
