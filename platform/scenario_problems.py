@@ -30,11 +30,12 @@ class Problem:
     message: str
     line: int | None = None
     setting: str | None = None
-    """The ``--set key=value`` the value at ``path`` came from, if not from the file."""
+    """The override (``key=value``: ``--set``, a shorthand such as ``--hosts``, or a
+    ``compare`` setting) the value at ``path`` came from, if not from the file."""
 
     def __str__(self) -> str:
         if self.setting is not None:
-            where = f" (--set {_shortened(self.setting)})"
+            where = f" (override {_shortened(self.setting)})"
         else:
             where = f" (line {self.line})" if self.line else ""
         return f"{_shortened(self.path or '<file>')}{where}: {_shortened(self.message)}"

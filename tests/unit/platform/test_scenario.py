@@ -497,7 +497,7 @@ def test_invalid_scenario_names_path_message_and_line(case: Case) -> None:
     assert problem.line == case.expected_line()
     assert problem.setting == case.setting
     if case.setting is not None:
-        assert f"{case.path} (--set {case.setting}): " in str(info.value)
+        assert f"{case.path} (override {case.setting}): " in str(info.value)
 
 
 def test_hard_coded_lines_are_the_built_in_lines() -> None:

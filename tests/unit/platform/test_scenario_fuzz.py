@@ -77,7 +77,7 @@ def test_a_huge_name_is_named_in_a_short_line() -> None:
     error = _refused("relay_qa", "agents.0.role=" + "x" * 100_000)
     line = str(error).splitlines()[1]
     assert len(line) < MAX_LINE
-    assert line.startswith("  - agents.0.role (--set agents.0.role=xxx")  # the setting, cut
+    assert line.startswith("  - agents.0.role (override agents.0.role=xxx")  # the setting, cut
     assert ": unknown role of relay_qa 'xxx" in line
     assert "(99,932 characters left out)" in line and line.endswith("(known: analyst, scout)")
     assert len(error.problems[0].message) > 100_000  # the problem itself keeps it all
