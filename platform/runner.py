@@ -131,7 +131,7 @@ class _Bus:
         from hivemem.memory_bus.auth import new_secret, token_for
         from hivemem.memory_bus.protocol import ADMIN_AGENT
 
-        config = scenario.memory.model_copy(update={"seed": scenario.run.seed})
+        config = scenario.store_config()
         shards = scenario.run.bus_shards
         self.actors: list[Any] = []
         self.nodes: list[str] = []  # the Ray node of each bus actor

@@ -150,6 +150,10 @@ class Scenario(_Model):
             hosts = -(-agents // self.run.agents_per_host)
         return max(1, min(hosts, agents))
 
+    def store_config(self) -> StoreConfig:
+        """The store's configuration as a run makes it: ``memory``, its seed ``run.seed``."""
+        return self.memory.model_copy(update={"seed": self.run.seed})
+
     def make_task(self, baseline: bool = False) -> Task:
         """The task, built for this roster (the baseline's with ``baseline``).
 
@@ -401,7 +405,7 @@ def json_schema() -> dict[str, Any]:
 def dump_resolved(s: Scenario) -> str:
     """The scenario with every default filled in, as YAML; ``memory.seed`` is
     ``run.seed``, which replaces it when the scenario runs."""
-    ran = s.model_copy(update={"memory": s.memory.model_copy(update={"seed": s.run.seed})})
+    ran = s.model_copy(update={"memory": s.store_config()})
     return yaml.safe_dump(ran.model_dump(mode="json"), sort_keys=False)
 
 

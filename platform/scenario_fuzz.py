@@ -20,8 +20,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hivemem.agents.base import make_agent
-from hivemem.memory_bus.config import StoreConfig
+from hivemem.agents.calls import build_of
 from hivemem.memory_bus.embedder import make_embedder
 from hivemem.memory_bus.store import MemoryStore
 from hivemem.platform.scenario import (
@@ -141,11 +140,11 @@ def build_run_setup(scenario: Scenario) -> None:
         for spec in task.roster:
             seen[spec.role] += 1
             if seen[spec.role] <= BUILD_AGENTS:
-                make_agent(spec)
+                build_of(spec)  # as a host builds it (a plug-in's error names the agent)
         for t in range(min(BUILD_TICKS, scenario.run.ticks)):
             observe_of(task, scenario.task.family, t, ids)
             score_of(task, scenario.task.family, t, {})
-    config: StoreConfig = scenario.memory.model_copy(update={"seed": scenario.run.seed})
+    config = scenario.store_config()
     MemoryStore(config)
     make_embedder(config.embedder, config.dim)
 

@@ -27,10 +27,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from hivemem.memory_bus.errors import ConfigError, HivememError, InvalidInputError
+from hivemem.memory_bus.errors import (
+    ConfigError,
+    HivememError,
+    InvalidInputError,
+    NonFiniteError,
+    WrongTypeError,
+)
 from hivemem.memory_bus.features import NUM_FEATURES, WRITE_FEATURE_NAMES, write_features
 from hivemem.memory_bus.interfaces import EvictionContext, Hit, WriteDecision
-from hivemem.memory_bus.item import Item
+from hivemem.memory_bus.item import Item, check_number
 from hivemem.memory_bus.policies.learned import WRITE_OPS, op_decision
 from hivemem.platform.rl.learner import TRAIN_SEED_BASE
 from hivemem.platform.rl.sim import (
@@ -336,14 +342,21 @@ def env_number(name: str, value: Any, positive: bool = False) -> float:
     A bool is no number here (``memory_cost=True`` was a cost of 1), nor is NaN (every
     return would be NaN) or a str.
 
+    The store's own check of a number (:func:`~hivemem.memory_bus.item.check_number`)
+    decides; its refusal is a configuration error here, said as one.
+
     Raises:
         ConfigError: naming the argument and what it was given.
     """
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    number = float(value)
-    if not np.isfinite(number) or (positive and number <= 0):
-        raise ConfigError(f"{name} must be finite{' and > 0' if positive else ''}, got {value!r}")
+    bound = " and > 0" if positive else ""
+    try:
+        number = check_number(value, name)
+    except WrongTypeError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    except NonFiniteError:
+        raise ConfigError(f"{name} must be finite{bound}, got {value!r}") from None
+    if positive and number <= 0:
+        raise ConfigError(f"{name} must be finite{bound}, got {value!r}")
     return number
 
 
