@@ -111,6 +111,15 @@ def test_the_ray_cluster_launcher_yaml_passes_rays_validation() -> None:
     assert config["docker"]["image"] == k8s_image()
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert sum("--metrics-export-port=8080" in cmd for cmd in starts) == 2
+    # token auth on every node (Ray 2.60 leaves a launched cluster open), the token of
+    # the machine that ran `ray up`, the dashboard on the head's loopback (SSH reaches it)
+    ray_starts = [cmd for cmd in starts if "ray start" in cmd]
+    assert len(ray_starts) == 2
+    assert all("export RAY_AUTH_MODE=token;" in cmd.split("ray start")[0] for cmd in ray_starts), (
+        ray_starts
+    )
+    assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+    assert not any("dashboard-host" in cmd for cmd in starts), starts
     broken = dict(config, head_node_type="nope")
     with pytest.raises(ValueError, match="head_node_type"):
         validate_config(prepare_config(broken))
@@ -141,6 +150,7 @@ def test_kuberay_manifests_run_the_hivemem_image_with_matching_resources() -> No
     assert specs[0] == specs[1]  # the RayJob's cluster is the RayCluster
     for spec in specs:
         assert spec["rayVersion"] == ray_pin()
+        assert spec["authOptions"] == {"mode": "token"}  # open to the cluster's network otherwise
         for params, container in containers(spec):
             res = container["resources"]
             assert res["requests"] == res["limits"]
