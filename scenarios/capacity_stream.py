@@ -35,7 +35,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from hivemem.agents.base import AgentSpec, Observation
 from hivemem.memory_bus.item import Item
-from hivemem.scenarios.base import TASKS, Task, TaskParams, ratio
+from hivemem.scenarios.base import TASKS, Task, TaskParams, TickDraws, ratio
 from hivemem.scenarios.facts import VALUES, Key, fact, question
 from pydantic import Field
 
@@ -60,9 +60,8 @@ class Drawn(NamedTuple):
     facts: list[tuple[int, str, float]]  # (key, value, importance)
 
 
-class Stream:
-    """One agent's stream, drawn a tick at a time (:meth:`draw`), kept from the tick the
-    run is at (:meth:`forget_before`) to the furthest tick drawn.
+class Stream(TickDraws[Drawn]):
+    """One agent's stream, drawn a tick at a time (:class:`~hivemem.scenarios.base.TickDraws`).
 
     Also keeps, per key, the ticks of its facts and questions so far (8 bytes each), which
     the oracle reads.
@@ -78,12 +77,12 @@ class Stream:
     def __init__(
         self, p: StreamParams, weights: np.ndarray, seed: int, index: int, ticks: int
     ) -> None:
-        self.p, self.weights, self.seed, self.index, self.ticks = p, weights, seed, index, ticks
+        self.p, self.weights, self.seed, self.index = p, weights, seed, index
         self.fact_times: dict[int, array[float]] = {}
         self.ask_times: dict[int, array[float]] = {}
-        self._restart()
+        super().__init__(ticks)
 
-    def _restart(self) -> None:
+    def _reset(self) -> None:
         self.rng = np.random.default_rng([self.seed, self.index])
         self.base = self.rng.permutation(
             self.p.keys
@@ -95,26 +94,8 @@ class Stream:
         self.epoch = -1
         self.order: list[int] = []
         self.rank: list[int] = []
-        self.drawn: list[Drawn] = []  # ticks first .. next - 1
-        self.first = 0  # the tick drawn[0] is
-        self.next = 0  # the next tick to draw
         self.fact_times.clear()
         self.ask_times.clear()
-
-    def tick(self, t: int) -> Drawn:
-        """Tick ``t`` (drawn now if need be; drawn again from the start if forgotten)."""
-        if t < self.first:
-            self._restart()
-        while self.next <= t:
-            self.draw()
-        return self.drawn[t - self.first]
-
-    def forget_before(self, t: int) -> None:
-        """Drop the ticks before ``t`` (the run is past them)."""
-        drop = min(t, self.next) - self.first
-        if drop > 0:
-            del self.drawn[:drop]
-            self.first += drop
 
     def draw_until_asked(self, key: int, after: float) -> None:
         """Draw until ``key`` is asked after tick ``after``, or the run ends."""
@@ -124,9 +105,9 @@ class Stream:
                 return
             self.draw()
 
-    def draw(self) -> None:
-        """Draw the next tick: first the question, then the facts."""
-        p, rng, t, n = self.p, self.rng, self.next, self.p.keys
+    def _draw(self, t: int) -> Drawn:
+        """Draw tick ``t``: first the question, then the facts."""
+        p, rng, n = self.p, self.rng, self.p.keys
         if t // p.drift_every != self.epoch:  # the popularity order rotates
             self.epoch = t // p.drift_every
             order_array = np.roll(self.base, -self.epoch * p.drift_shift)
@@ -162,8 +143,7 @@ class Stream:
             imp = min(max(pop + float(rng.normal(0, p.importance_noise)), 0.0), 1.0)
             facts.append((k, value[k], imp))
             _at(self.fact_times, k, t)
-        self.drawn.append(Drawn(asked, truth, facts))
-        self.next += 1
+        return Drawn(asked, truth, facts)
 
 
 def _at(times: dict[int, array[float]], key: int, t: int) -> None:

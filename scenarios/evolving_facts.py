@@ -16,9 +16,10 @@ import bisect
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 from hivemem.agents.base import AgentSpec, Observation
-from hivemem.scenarios.base import TASKS, Task, TaskParams, ratio
-from hivemem.scenarios.facts import ATTRIBUTES, VALUES, all_keys, deal, fact, question
+from hivemem.scenarios.base import TASKS, Task, TaskParams, TickDraws, ratio
+from hivemem.scenarios.facts import ATTRIBUTES, VALUES, FactTick, all_keys, deal, fact, question
 from pydantic import Field
 
 
@@ -45,56 +46,20 @@ class EvolvingFacts(Task):
 
     def __init__(self, params: Any, roster: list[AgentSpec], seed: int, ticks: int) -> None:
         super().__init__(params, roster, seed, ticks)
-        p: EvolvingParams = params
-        keys = all_keys(p.entities, p.attributes)
-        # history[key] = sorted change times and the value from each time on
-        self.times: dict[str, list[float]] = {k.name: [] for k in keys}
-        self.vals: dict[str, list[str]] = {k.name: [] for k in keys}
-        self.facts: list[list[dict[str, Any]]] = []
-        self.questions: list[dict[str, dict[str, Any]]] = []
-        observers, askers = self.agents_of("observer"), self.agents_of("asker")
-        qid = 0
-        for t in range(ticks):
-            changed = (
-                keys
-                if t == 0
-                else [
-                    keys[int(i)]
-                    for i in self.rng.choice(
-                        len(keys), min(p.changes_per_tick, len(keys)), replace=False
-                    )
-                ]
-            )
-            batch = []
-            for k in changed:
-                old = self.vals[k.name][-1] if self.vals[k.name] else None
-                choices = [v for v in VALUES[: p.values] if v != old]
-                value = choices[int(self.rng.integers(len(choices)))]
-                self.times[k.name].append(float(t))
-                self.vals[k.name].append(value)
-                batch.append(fact(k, value, t))
-            self.facts.append(batch)
-            asked: dict[str, dict[str, Any]] = {}
-            if t >= 2:
-                for spec in askers:
-                    k = keys[int(self.rng.integers(len(keys)))]
-                    if self.rng.random() < p.as_of_fraction:
-                        as_of = float(self.rng.integers(0, t - 1))
-                        asked[spec.agent_id] = question(k, qid, as_of)
-                    else:
-                        asked[spec.agent_id] = question(k, qid)
-                    qid += 1
-            self.questions.append(asked)
-        self.observers = observers
-        self.redundancy = p.redundancy
+        self.observers = self.agents_of("observer")
+        self.redundancy = params.redundancy
+        self.draws = _EvolvingDraws(params, self.agents_of("asker"), seed, ticks)
 
     def value_at(self, key: str, t: float) -> str:
-        """The value of ``key`` from its last change at or before ``t``."""
-        i = bisect.bisect_right(self.times[key], t) - 1
-        return self.vals[key][max(i, 0)]
+        """The value of ``key`` from its last change at or before ``t`` (a tick drawn)."""
+        draws = self.draws
+        i = bisect.bisect_right(draws.times[key], t) - 1
+        return draws.vals[key][max(i, 0)]
 
     def observe(self, t: int) -> dict[str, Observation]:
-        return deal(self.facts[t], self.observers, self.questions[t], self.redundancy)
+        self.draws.forget_before(t)
+        facts, asked = self.draws.tick(t)
+        return deal(facts, self.observers, asked, self.redundancy)
 
     def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
         """Questions asked and answered right at tick ``t``, by kind: ``current`` (the
@@ -105,7 +70,7 @@ class EvolvingFacts(Task):
             ("asked_current", "correct_current", "asked_as_of", "correct_as_of"), 0.0
         )
         out |= {"asked_as_of_changed": 0.0, "correct_as_of_changed": 0.0}
-        for aid, q in self.questions[t].items():
+        for aid, q in self.draws.tick(t)[1].items():  # drawn through t: value_at can read
             current = self.value_at(q["key"], t - 1)
             truth = current if q["as_of"] is None else self.value_at(q["key"], q["as_of"])
             right = float(answers.get(aid) == truth)
@@ -127,3 +92,51 @@ class EvolvingFacts(Task):
         for kind in ("current", "as_of", "as_of_changed"):
             out[kind] = ratio(totals.get(f"correct_{kind}", 0), totals.get(f"asked_{kind}", 0))
         return out
+
+
+class _EvolvingDraws(TickDraws[FactTick]):
+    """evolving_facts' ticks: every key changes at tick 0, then ``changes_per_tick``
+    keys a tick; from tick 2 on each asker is asked a key's value now or at an earlier
+    tick. Keeps every key's history of changes drawn so far (:attr:`times`,
+    :attr:`vals`), which the answers are read from."""
+
+    def __init__(self, p: EvolvingParams, askers: list[AgentSpec], seed: int, ticks: int) -> None:
+        self.p, self.askers, self.seed = p, askers, seed
+        self.keys = all_keys(p.entities, p.attributes)
+        super().__init__(ticks)
+
+    def _reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        # times[key] = sorted change times; vals[key] = the value from each time on
+        self.times: dict[str, list[float]] = {k.name: [] for k in self.keys}
+        self.vals: dict[str, list[str]] = {k.name: [] for k in self.keys}
+        self.qid = 0
+
+    def _draw(self, t: int) -> FactTick:
+        p, keys, rng = self.p, self.keys, self.rng
+        changed = (
+            keys
+            if t == 0
+            else [
+                keys[int(i)]
+                for i in rng.choice(len(keys), min(p.changes_per_tick, len(keys)), replace=False)
+            ]
+        )
+        facts = []
+        for k in changed:
+            old = self.vals[k.name][-1] if self.vals[k.name] else None
+            choices = [v for v in VALUES[: p.values] if v != old]
+            value = choices[int(rng.integers(len(choices)))]
+            self.times[k.name].append(float(t))
+            self.vals[k.name].append(value)
+            facts.append(fact(k, value, t))
+        asked: dict[str, dict[str, Any]] = {}
+        if t >= 2:
+            for spec in self.askers:
+                k = keys[int(rng.integers(len(keys)))]
+                if rng.random() < p.as_of_fraction:
+                    asked[spec.agent_id] = question(k, self.qid, float(rng.integers(0, t - 1)))
+                else:
+                    asked[spec.agent_id] = question(k, self.qid)
+                self.qid += 1
+        return facts, asked

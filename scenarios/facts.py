@@ -49,6 +49,11 @@ def question(key: Key, qid: int, as_of: float | None = None) -> dict[str, Any]:
     }
 
 
+FactTick = tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]
+"""One tick of a fact-and-question family: the facts observed, then each asked agent's
+question (by agent id)."""
+
+
 def all_keys(entities: int, attributes: int) -> list[Key]:
     """Every (entity, attribute) pair, in a fixed order."""
     return [Key(e, a) for e in range(entities) for a in range(attributes)]

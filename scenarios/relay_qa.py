@@ -9,9 +9,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 from hivemem.agents.base import AgentSpec, Observation
-from hivemem.scenarios.base import TASKS, Task, TaskParams, ratio
-from hivemem.scenarios.facts import ATTRIBUTES, VALUES, Key, all_keys, deal, fact, question
+from hivemem.scenarios.base import TASKS, Task, TaskParams, TickDraws, ratio
+from hivemem.scenarios.facts import (
+    ATTRIBUTES,
+    VALUES,
+    FactTick,
+    Key,
+    all_keys,
+    deal,
+    fact,
+    question,
+)
 from pydantic import Field
 
 
@@ -32,35 +42,18 @@ class RelayQA(Task):
 
     def __init__(self, params: Any, roster: list[AgentSpec], seed: int, ticks: int) -> None:
         super().__init__(params, roster, seed, ticks)
-        p: RelayParams = params
-        keys = all_keys(p.entities, p.attributes)
-        order = self.rng.permutation(len(keys))
-        self.truth = {keys[i].name: VALUES[int(self.rng.integers(p.values))] for i in order}
-        self.facts: list[list[dict[str, Any]]] = []
-        self.questions: list[dict[str, dict[str, Any]]] = []
-        revealed: list[Key] = []
-        cursor, qid = 0, 0
-        scouts, analysts = self.agents_of("scout"), self.agents_of("analyst")
-        for t in range(ticks):
-            batch = [keys[i] for i in order[cursor : cursor + p.facts_per_tick]]
-            cursor += len(batch)
-            self.facts.append([fact(k, self.truth[k.name], t) for k in batch])
-            asked: dict[str, dict[str, Any]] = {}
-            if revealed and p.questions_per_analyst:
-                for spec in analysts:
-                    k = revealed[int(self.rng.integers(len(revealed)))]
-                    asked[spec.agent_id] = question(k, qid)
-                    qid += 1
-            self.questions.append(asked)
-            revealed.extend(batch)
-        self.scouts = scouts
+        self.scouts = self.agents_of("scout")
+        self.draws = _RelayDraws(params, self.agents_of("analyst"), seed, ticks)
 
     def observe(self, t: int) -> dict[str, Observation]:
-        return deal(self.facts[t], self.scouts, self.questions[t])
+        self.draws.forget_before(t)
+        facts, asked = self.draws.tick(t)
+        return deal(facts, self.scouts, asked)
 
     def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
-        asked = self.questions[t]
-        correct = sum(answers.get(aid) == self.truth[q["key"]] for aid, q in asked.items())
+        asked = self.draws.tick(t)[1]
+        truth = self.draws.truth
+        correct = sum(answers.get(aid) == truth[q["key"]] for aid, q in asked.items())
         answered = sum(answers.get(aid) is not None for aid in asked)
         return {"asked": len(asked), "answered": answered, "correct": correct}
 
@@ -72,3 +65,37 @@ class RelayQA(Task):
             "score": ratio(*self.headline(totals)),
             "answered": ratio(totals.get("answered", 0), totals.get("asked", 0)),
         }
+
+
+class _RelayDraws(TickDraws[FactTick]):
+    """relay_qa's ticks: every key's value and the order keys are revealed in are drawn
+    first, then, tick by tick, the question each analyst is asked about a key revealed
+    before that tick."""
+
+    def __init__(self, p: RelayParams, analysts: list[AgentSpec], seed: int, ticks: int) -> None:
+        self.p, self.analysts, self.seed = p, analysts, seed
+        self.keys = all_keys(p.entities, p.attributes)
+        super().__init__(ticks)
+
+    def _reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.order = self.rng.permutation(len(self.keys))
+        self.truth = {
+            self.keys[i].name: VALUES[int(self.rng.integers(self.p.values))] for i in self.order
+        }
+        self.revealed: list[Key] = []
+        self.cursor = self.qid = 0
+
+    def _draw(self, t: int) -> FactTick:
+        p, keys = self.p, self.keys
+        batch = [keys[i] for i in self.order[self.cursor : self.cursor + p.facts_per_tick]]
+        self.cursor += len(batch)
+        facts = [fact(k, self.truth[k.name], t) for k in batch]
+        asked: dict[str, dict[str, Any]] = {}
+        if self.revealed and p.questions_per_analyst:
+            for spec in self.analysts:
+                k = self.revealed[int(self.rng.integers(len(self.revealed)))]
+                asked[spec.agent_id] = question(k, self.qid)
+                self.qid += 1
+        self.revealed.extend(batch)
+        return facts, asked

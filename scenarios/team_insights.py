@@ -28,7 +28,7 @@ from hivemem.agents.builtin import check_namespaces, namespace_for
 from hivemem.memory_bus.errors import InvalidInputError
 from hivemem.memory_bus.interfaces import Hit
 from hivemem.memory_bus.validation import as_k
-from hivemem.scenarios.base import TASKS, Task, TaskParams, ratio
+from hivemem.scenarios.base import TASKS, Task, TaskParams, TickDraws, ratio
 from pydantic import Field
 
 EVENT, INSIGHT = 0, 2
@@ -57,16 +57,12 @@ class TeamInsights(Task):
 
     def __init__(self, params: Any, roster: list[AgentSpec], seed: int, ticks: int) -> None:
         super().__init__(params, roster, seed, ticks)
-        p: InsightParams = params
-        self.p = p
-        self.rule = self.rng.integers(p.options, size=p.task_types)
-        self.tasks: list[dict[str, int]] = []
-        active = self.agents_of("solver")
-        late = self.agents_of("newcomer")
-        for t in range(ticks):
-            agents = active + (late if t >= ticks // 2 else [])
-            self.tasks.append({s.agent_id: int(self.rng.integers(p.task_types)) for s in agents})
-        self.late = {s.agent_id for s in late}
+        self.p: InsightParams = params
+        self.draws = _InsightDraws(
+            params, self.agents_of("solver"), self.agents_of("newcomer"), seed, ticks
+        )
+        self.rule = self.draws.rule  # the same whenever the draws start over
+        self.late = {s.agent_id for s in self.agents_of("newcomer")}
         self.last: dict[str, dict[str, Any]] = {}
 
     def episode(self, t: int) -> int:
@@ -74,7 +70,8 @@ class TeamInsights(Task):
 
     def observe(self, t: int) -> dict[str, Observation]:
         obs: dict[str, Observation] = {}
-        for aid, task_type in self.tasks[t].items():
+        self.draws.forget_before(t)
+        for aid, task_type in self.draws.tick(t).items():
             obs[aid] = {
                 "task": {
                     "type": task_type,
@@ -91,7 +88,7 @@ class TeamInsights(Task):
         ep = self.episode(t)
         out: dict[str, float] = {f"attempts_ep{ep}": 0.0, f"successes_ep{ep}": 0.0}
         self.last = {}
-        for aid, task_type in self.tasks[t].items():
+        for aid, task_type in self.draws.tick(t).items():
             choice = answers.get(aid)
             ok = choice is not None and int(choice) == int(self.rule[task_type])
             out[f"attempts_ep{ep}"] += 1
@@ -127,6 +124,30 @@ class TeamInsights(Task):
         for e in eps:
             out[f"episode_{e}"] = ratio(totals[f"successes_ep{e}"], totals[f"attempts_ep{e}"])
         return out
+
+
+class _InsightDraws(TickDraws[dict[str, int]]):
+    """team_insights' ticks: each task type's hidden right option is drawn first, then,
+    tick by tick, the task type of every active solver (newcomers from the run's half)."""
+
+    def __init__(
+        self,
+        p: InsightParams,
+        solvers: list[AgentSpec],
+        newcomers: list[AgentSpec],
+        seed: int,
+        ticks: int,
+    ) -> None:
+        self.p, self.solvers, self.newcomers, self.seed = p, solvers, newcomers, seed
+        super().__init__(ticks)
+
+    def _reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.rule = self.rng.integers(self.p.options, size=self.p.task_types)
+
+    def _draw(self, t: int) -> dict[str, int]:
+        agents = self.solvers + (self.newcomers if t >= self.ticks // 2 else [])
+        return {s.agent_id: int(self.rng.integers(self.p.task_types)) for s in agents}
 
 
 def _pick(spec: AgentSpec, t: float, options: list[int]) -> int:

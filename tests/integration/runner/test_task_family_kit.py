@@ -78,7 +78,7 @@ class TakesTheAnswers(RelayQA):
 
     def score(self, t: int, answers: dict[str, Any]) -> dict[str, float]:
         parts = super().score(t, answers)
-        for aid in self.questions[t]:
+        for aid in self.draws.tick(t)[1]:
             answers.pop(aid, None)
         return parts
 

@@ -22,7 +22,7 @@ def summary_of(facts: EvolvingFacts, answer: Answer) -> dict[str, float | None]:
     """The summary of a run whose askers answer each question with ``answer``."""
     totals: dict[str, float] = {}
     for t in range(facts.ticks):
-        answers = {aid: answer(facts, t, q) for aid, q in facts.questions[t].items()}
+        answers = {aid: answer(facts, t, q) for aid, q in facts.draws.tick(t)[1].items()}
         for key, value in facts.score(t, answers).items():
             totals[key] = totals.get(key, 0.0) + value
     return facts.summary(totals)
@@ -54,11 +54,13 @@ def test_the_existing_measures_keep_their_definition() -> None:
     """``score`` and ``as_of`` still count every as-of question (published results)."""
     facts = task()
     totals: dict[str, float] = {}
+    asked: list[dict[str, Any]] = []
     for t in range(facts.ticks):
-        answers = {aid: newest(facts, t, q) for aid, q in facts.questions[t].items()}
+        questions = facts.draws.tick(t)[1]
+        asked += questions.values()
+        answers = {aid: newest(facts, t, q) for aid, q in questions.items()}
         for key, value in facts.score(t, answers).items():
             totals[key] = totals.get(key, 0.0) + value
-    asked = [q for qs in facts.questions for q in qs.values()]
     as_of = [q for q in asked if q["as_of"] is not None]
     assert totals["asked_current"] + totals["asked_as_of"] == len(asked)
     assert totals["asked_as_of"] == len(as_of)
