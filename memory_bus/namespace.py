@@ -258,9 +258,11 @@ class Namespace:
         """
         item = self._items.pop(item_id, None)
         if item is None:
-            item = self._pending.take(item_id)
-        if item is None:
-            raise KeyError(item_id)
+            taken = self._pending.take(item_id)
+            if taken is None:
+                raise KeyError(item_id)
+            item, let_go = taken
+            self._tokens += let_go
         self._tokens -= item.tokens
         self.nbytes -= item.nbytes
         self.index.remove(np.asarray([item_id], dtype=np.int64))

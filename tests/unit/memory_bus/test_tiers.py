@@ -373,6 +373,40 @@ def test_a_delete_or_update_of_a_pending_item_builds_its_batch_alone(read_first:
     assert [h["text"] for h in ns.history_of(ids[4][1])] == ["b4 r1 b4 r1 ", "moved"]
 
 
+@pytest.mark.parametrize("lag", [0, 3])
+def test_batches_whose_rows_were_all_deleted_are_let_go(lag: int) -> None:
+    """A namespace kept small by deletes, written in batches and read by id alone (the
+    steady state of a bus), held every batch it was ever written (300 here), deleted
+    rows and all. ``lag``: rounds a batch lives before its rows are deleted (the oldest
+    first). What is left must be what a namespace built at once holds, snapshot or not."""
+    store = MemoryStore(StoreConfig(dim=16, shared=TierConfig(capacity=100)))
+    vectors = np.random.default_rng(8).standard_normal((300, 8, 16)).astype(np.float32)
+    ns, written = None, []
+    for b, vs in enumerate(vectors):
+        results = store.shared.write_many(
+            [WriteRequest(ALICE, "team", NewItem(f"b{b} r{r} " * (r + 1), v)) for r, v in enumerate(vs)],
+            now=float(b),
+        )  # fmt: skip
+        written.append([r.item_id for r in results])
+        store.shared.search(ALICE, "team", vs[0], k=3, now=float(b))  # builds by id only
+        if len(written) > lag:
+            for item_id in written.pop(0):
+                store.shared.delete(ALICE, "team", item_id, now=float(b))
+        ns = store.shared.namespaces["team"]
+        assert len(ns._pending.batches) <= 2 * (lag + 1)  # the live ones, as many emptied
+    assert ns is not None and not ns._items  # every item still pending or read by id
+    tokens, nbytes = ns.tokens, ns.nbytes
+    live = [i for batch in written for i in batch]
+    restored = MemoryStore(StoreConfig(dim=16, shared=TierConfig(capacity=100)))
+    restored.set_state(msgpack.unpackb(msgpack.packb(store.get_state())))
+    for held in (ns, restored.shared.namespaces["team"]):
+        assert held.tokens == tokens and held.nbytes == nbytes and len(held) == len(live)
+        everything = held.items
+        assert list(everything) == live
+        assert tokens == sum(it.tokens for it in everything.values())
+        assert nbytes == sum(it.nbytes for it in everything.values())
+
+
 def _two_built_then_pending(
     vectors: np.ndarray,
 ) -> tuple[MemoryStore, list[list[int]], list[list[int]]]:
