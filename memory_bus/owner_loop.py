@@ -75,7 +75,7 @@ class OwnerLoop:
         next_gauges = next_marks = 0.0
         spin = BusyPoll(self.spin_s, idle=idle_prefaulter())  # faults pages its writes will need
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._server._stop_asked):
                 with self._between:  # handle() may be journaling meanwhile
                     self._durability.reap_snapshot()
                 ready = dict(poller.poll(spin.timeout_ms(POLL_MS)))
@@ -104,6 +104,7 @@ class OwnerLoop:
                     spent = time.monotonic() - started
                     next_gauges = started + max(GAUGE_PERIOD_S, spent / GAUGE_SHARE)
         finally:
+            self._stop.set()  # serve_forever waits on it (request_stop, a handler, cannot set it)
             try:  # before this thread ends: the writer dies with the thread that forked it
                 self._durability.reap_snapshot(wait=SNAPSHOT_WAIT_S)
                 self._observe_store()  # the last word on the gauges

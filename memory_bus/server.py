@@ -184,7 +184,9 @@ class BusServer:
         )
         # An agent registered anew may have lost topics it listens to (recheck).
         self.registry.listeners.append(self._publisher.recheck)
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # set by the owner thread, and by stop() and _fail
+        # request_stop's flag: a signal handler sets it, and may not set the Event (see there).
+        self._stop_asked = False
         self._waker = Wake(pipe=False)  # wakes the owner thread from its poll (start)
         self._ready = threading.Event()
         self._failure: BaseException | None = None  # why start() failed
@@ -282,7 +284,9 @@ class BusServer:
     @property
     def serving(self) -> bool:
         """Whether the server is started and not yet asked to stop."""
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        return not (self._stop.is_set() or self._stop_asked)
 
     def stop(self) -> None:
         """Stop serving, close sockets and the journal (at once: the owner thread is woken)."""
@@ -325,8 +329,16 @@ class BusServer:
         return len(allowed.keys), unreadable
 
     def request_stop(self) -> None:
-        """Ask the server to stop (safe from a signal handler); :meth:`serve_forever` returns."""
-        self._stop.set()
+        """Ask the server to stop; :meth:`serve_forever` returns.
+
+        Safe from a signal handler (``hivemem bus serve`` calls it on SIGTERM): it sets a
+        flag and wakes the owner thread through a pipe, and takes no lock. A handler runs
+        in the main thread, between two bytecodes of whatever that thread was doing, and
+        :meth:`serve_forever`'s wait holds the stop Event's lock for a few of them each
+        second: setting the Event there waited for a lock its own thread held, for ever,
+        and the server never stopped. The owner thread sets the Event once it sees the flag.
+        """
+        self._stop_asked = True
         self._waker.wake()
 
     def serve_forever(self) -> None:
@@ -338,7 +350,7 @@ class BusServer:
         if self._thread is None:
             self.start()
         try:
-            while not self._stop.wait(1.0):
+            while not (self._stop.wait(1.0) or self._stop_asked):
                 pass
         except KeyboardInterrupt:
             pass
